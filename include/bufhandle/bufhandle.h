@@ -1,0 +1,270 @@
+/*
+ * bufhandle.h - interned, reference-counted handles for device buffers.
+ *
+ * OVERVIEW
+ * ========
+ * A device runtime often holds several objects for one piece of device memory:
+ * views, buffers re-created "at an existing address", copies owned by different
+ * subsystems. When each object frees and reports on its own, one allocation is
+ * freed several times and the allocation tracker sees FREEs for buffers it no
+ * longer knows. bufhandle interns every live allocation by (device, address) in
+ * one control block; every alias is a counted reference to that block, and the
+ * allocator free plus the FREE report run exactly once, when the last reference
+ * drops, and always before the allocator can hand the address out again.
+ *
+ *     bh_registry *reg;
+ *     bh_config cfg = {0};
+ *     cfg.allocator = (bh_allocator){my_alloc, my_free, my_ctx};
+ *     bh_registry_create(&cfg, &reg);
+ *
+ *     bh_handle a, b;
+ *     bh_alloc(reg, 4, 1 << 20, &a);              // allocates, reports ALLOC
+ *     bh_info info; bh_info_get(reg, a, &info);
+ *     bh_intern(reg, 4, info.address, 4096, &b);  // alias: same block, refs = 2
+ *     bh_release(reg, a);                         // refs = 1, nothing freed
+ *     bh_release(reg, b);                         // reports FREE, then frees
+ *     bh_registry_destroy(reg);
+ *
+ * THREADING
+ * =========
+ * Every function is thread-safe. Retain and release are lock-free; interning,
+ * lookup and the last release take one of many table shard locks for a few
+ * instructions. No lock is held while the allocator or reporter callbacks run,
+ * so callbacks may call any bh_* function (except destroying their registry).
+ *
+ * REFERENCES
+ * ==========
+ * A bh_handle value names a control block; copying the value copies no reference.
+ * bh_alloc, bh_intern, bh_lookup and bh_retain each give the caller one reference,
+ * which the caller gives back with exactly one bh_release. A reference is not
+ * tied to a thread.
+ *
+ * LIFECYCLE OF A CONTROL BLOCK
+ * ============================
+ *   LIVE     refs > 0. bh_lookup / bh_intern of its (device, address) add a ref.
+ *   DYING    the last bh_release dropped refs to 0. From here bh_lookup misses,
+ *            bh_retain / bh_release are BH_ESTALE and bh_intern of the address is
+ *            BH_EBUSY. The releasing thread reports FREE, then calls
+ *            allocator.free, then removes the key and retires the block.
+ *   RETIRED  the generation is bumped: every copy of an old handle is stale. The
+ *            slot is reused for a later allocation with the new generation.
+ *
+ * ERRORS
+ * ======
+ * Every function returns a bh_status: BH_OK (0) or a negative code. A failing
+ * call changes nothing (no reference taken or dropped, nothing reported, the
+ * allocator not called back). bh_strerror() and bh_status_name() describe codes.
+ *
+ * CALLBACK ORDER AND SEQUENCE NUMBERS
+ * ===================================
+ * Each report carries a registry-wide sequence number taken just before the
+ * reporter runs. Reports that are ordered by causality (everything one thread
+ * reports; the FREE of an address and any later ALLOC of it) carry increasing
+ * numbers and reach the reporter in that order. Reports made concurrently by
+ * different threads about different allocations may reach the reporter out of
+ * sequence order; a reporter that needs one total order sorts by seq.
+ */
+#ifndef BUFHANDLE_H
+#define BUFHANDLE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Export macro: the library is built with -fvisibility=hidden and marks only the
+ * public API visible. Consumers see a plain declaration. */
+#if defined(BH_BUILDING_LIBRARY) && (defined(__GNUC__) || defined(__clang__))
+#define BH_API __attribute__((visibility("default")))
+#else
+#define BH_API
+#endif
+
+#define BH_VERSION_MAJOR 0
+#define BH_VERSION_MINOR 1
+#define BH_VERSION_PATCH 0
+#define BH_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------------- */
+/* Status codes                                                              */
+/* ------------------------------------------------------------------------- */
+
+/* One list generates the enum, bh_strerror() and bh_status_name(); the same
+ * numbers travel on bh-trackd's wire. */
+#define BH_STATUS_MAP(XX)                                                      \
+    XX(OK, 0, "success")                                                       \
+    XX(EINVAL, -1, "invalid argument")                                         \
+    XX(ENOMEM, -2, "out of host memory")                                       \
+    XX(ESTALE, -3, "stale or unknown handle")                                  \
+    XX(ENOTFOUND, -4, "no live allocation at this address")                    \
+    XX(EEXIST, -5, "allocator returned an address that is still live")         \
+    XX(EBUSY, -6, "busy: handles still live or address being freed")          \
+    XX(EALLOC, -7, "allocator callback failed")                                \
+    XX(ERANGE, -8, "alias larger than the live allocation")                    \
+    XX(EOVERFLOW, -9, "reference count would overflow")
+
+typedef enum bh_status {
+#define BH__STATUS_ENUM(name, code, text) BH_##name = (code),
+    BH_STATUS_MAP(BH__STATUS_ENUM)
+#undef BH__STATUS_ENUM
+} bh_status;
+
+/* ------------------------------------------------------------------------- */
+/* Types                                                                     */
+/* ------------------------------------------------------------------------- */
+
+typedef struct bh_registry bh_registry;
+
+/* A handle is a checked name of a control block, never a pointer:
+ *
+ *   bits  0..23  slot index in the registry's control-block slab (0 reserved)
+ *   bits 24..31  registry tag (1..255), so a handle given to another registry
+ *                is recognised as foreign instead of naming one of its blocks
+ *   bits 32..63  generation of the slot; bumped when the block is retired
+ *
+ * {0} is the null handle. A slot whose generation would wrap is retired for
+ * good, so a handle value is never reissued within a registry's life. Handles
+ * can be compared for identity with bh_handle_eq(). */
+typedef struct bh_handle {
+    uint64_t bits;
+} bh_handle;
+
+#ifdef __cplusplus
+#define BH_HANDLE_NULL (bh_handle{0})
+#else
+#define BH_HANDLE_NULL ((bh_handle){0})
+#endif
+
+static inline int bh_handle_is_null(bh_handle h) { return h.bits == 0; }
+static inline int bh_handle_eq(bh_handle a, bh_handle b) { return a.bits == b.bits; }
+
+typedef struct bh_allocator {
+    /* Return 0 and set *address, or non-zero on failure. Called with no lock
+     * held. Must not return an address it has not been given back by free. */
+    int (*alloc)(void *ctx, uint32_t device, uint64_t size, uint64_t *address);
+    /* Called exactly once per allocation, after its FREE was reported. */
+    void (*free)(void *ctx, uint32_t device, uint64_t address, uint64_t size);
+    void *ctx;
+} bh_allocator;
+
+typedef enum bh_event_kind { BH_EVENT_ALLOC = 1, BH_EVENT_FREE = 2 } bh_event_kind;
+
+typedef struct bh_event {
+    bh_event_kind kind;
+    uint32_t device;
+    uint64_t address;
+    uint64_t size;
+    uint64_t seq; /* registry-wide, strictly increasing (see CALLBACK ORDER) */
+} bh_event;
+
+typedef struct bh_reporter {
+    void (*report)(void *ctx, const bh_event *event); /* NULL: no reports */
+    void *ctx;
+} bh_reporter;
+
+/* bh_config.flags. Unknown bits are rejected with BH_EINVAL, so a flag can
+ * later announce a new meaning of the reserved words without old callers
+ * (who never set it) being affected. */
+#define BH_CONFIG_NO_ENV 0x1u /* ignore BH_TRACK_SOCKET and friends */
+
+typedef struct bh_config {
+    bh_allocator allocator; /* alloc NULL: bh_alloc is BH_EINVAL; free NULL: nothing to free */
+    bh_reporter reporter;   /* report NULL: no reports */
+    uint32_t flags;         /* 0 for defaults; BH_CONFIG_* bits */
+    uint32_t reserved32;    /* ignored; room to grow without changing the size */
+    void *reserved[4];      /* ignored unless a future flag bit names them */
+} bh_config;                /* bh_registry_create(NULL, &reg): all defaults */
+
+typedef struct bh_info {
+    uint32_t device;
+    uint64_t address;
+    uint64_t size;
+    uint32_t refs; /* references held right now (racy snapshot) */
+} bh_info;
+
+typedef struct bh_stats {
+    uint64_t live_handles;    /* control blocks not yet retired (allocations) */
+    uint64_t live_bytes;      /* sum of their sizes */
+    uint64_t peak_live_bytes; /* highest live_bytes seen */
+    uint64_t allocs;          /* successful bh_alloc */
+    uint64_t interns_new;     /* bh_intern that created a block */
+    uint64_t interns_alias;   /* bh_intern that referenced a live block */
+    uint64_t lookups_hit, lookups_miss;
+    uint64_t retains, releases; /* successful calls */
+    uint64_t frees;             /* last releases: FREE reported + allocator.free */
+    uint64_t stale_ops;         /* calls answered BH_ESTALE */
+    uint64_t conflicts;         /* bh_alloc answered BH_EEXIST */
+    /* Counters below were added after the contract; more may follow, so
+     * callers must not depend on sizeof(bh_stats). */
+    uint64_t busy;          /* bh_intern answered BH_EBUSY (address dying) */
+    uint64_t takeovers;     /* bh_alloc reused an address whose block was dying */
+    uint64_t slots_retired; /* slots retired for good (generation exhausted) */
+    uint64_t reports;       /* events handed to the reporter */
+} bh_stats;
+
+/* ------------------------------------------------------------------------- */
+/* Functions                                                                 */
+/* ------------------------------------------------------------------------- */
+
+/* Creates a registry. cfg may be NULL (no allocator, no reporter). The config is
+ * copied. Errors: BH_EINVAL (out NULL, unknown flag bits), BH_ENOMEM. */
+BH_API bh_status bh_registry_create(const bh_config *cfg, bh_registry **out);
+
+/* Destroys a registry that has no live control blocks. With live blocks it
+ * returns BH_EBUSY and leaves the registry untouched and usable, so the caller
+ * can report the leaks. Must not race with other calls on the same registry.
+ * Errors: BH_EINVAL (NULL), BH_EBUSY. */
+BH_API bh_status bh_registry_destroy(bh_registry *reg);
+
+/* Calls allocator.alloc, interns the address as a new block with one reference,
+ * reports ALLOC and returns the handle.
+ * Errors: BH_EINVAL (NULL reg/out, size 0, no allocator), BH_EALLOC (allocator
+ * failed; nothing reported), BH_EEXIST (allocator returned a live address: a
+ * conflict is counted, free is NOT called, nothing reported), BH_ENOMEM (the
+ * allocation is given back through allocator.free, nothing reported). */
+BH_API bh_status bh_alloc(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out);
+
+/* The porting entry point for code that creates a buffer "at an address".
+ * Live (device, address): adds a reference and returns the block's handle;
+ * size must be <= the live size (BH_ERANGE). Not live: creates a block that owns
+ * the allocation (it is freed through the allocator and reported FREE when its
+ * last reference drops) and reports ALLOC.
+ * Errors: BH_EINVAL (NULL, size 0), BH_ERANGE, BH_EBUSY (the address is being
+ * freed right now: the caller holds a stale address), BH_EOVERFLOW, BH_ENOMEM. */
+BH_API bh_status bh_intern(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
+                           bh_handle *out);
+
+/* Adds a reference to the live block at (device, address). Never creates.
+ * Errors: BH_EINVAL, BH_ENOTFOUND (not live, or dying), BH_EOVERFLOW. */
+BH_API bh_status bh_lookup(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out);
+
+/* Adds a reference. Errors: BH_EINVAL (NULL reg, null handle), BH_ESTALE
+ * (retired, dying, forged or foreign handle), BH_EOVERFLOW. */
+BH_API bh_status bh_retain(bh_registry *reg, bh_handle h);
+
+/* Drops a reference. The last one marks the block dying, reports FREE, calls
+ * allocator.free, then retires the block (in that order).
+ * Errors: BH_EINVAL, BH_ESTALE (nothing changes). */
+BH_API bh_status bh_release(bh_registry *reg, bh_handle h);
+
+/* A consistent snapshot of a live block. Takes no reference.
+ * Errors: BH_EINVAL, BH_ESTALE. */
+BH_API bh_status bh_info_get(bh_registry *reg, bh_handle h, bh_info *out);
+
+/* Sums the registry's counters. Counters are updated without a common lock, so
+ * a snapshot taken while other threads work is not one instant. */
+BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
+
+/* Static text for a status; "unknown status" for anything else. */
+BH_API const char *bh_strerror(bh_status status);
+/* "BH_EINVAL" and so on; "BH_UNKNOWN" for anything else. */
+BH_API const char *bh_status_name(bh_status status);
+/* The library's version, "MAJOR.MINOR.PATCH". */
+BH_API const char *bh_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BUFHANDLE_H */

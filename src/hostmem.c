@@ -1,0 +1,50 @@
+/*
+ * hostmem.c - every host allocation the library makes goes through here.
+ *
+ * Owns: the calloc/free wrappers and the test-only fault hook that makes the
+ * k-th allocation fail, so tests can walk every BH_ENOMEM path.
+ * Must never: abort or print on failure; callers turn NULL into BH_ENOMEM.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Countdown to the injected failure; 0 = disarmed. Relaxed is enough: the hook
+ * is armed by a test before the calls it targets, from the same thread or
+ * through the test's own synchronisation. */
+static AO_t fail_countdown;
+/* Host allocations attempted so far, so a test can walk every k. */
+static AO_t attempts;
+
+void bh__hostmem_fail_at(long k) { AO_store(&fail_countdown, k > 0 ? (AO_t)k : 0); }
+
+long bh__hostmem_attempts(void) { return (long)AO_load(&attempts); }
+
+static int injected_failure(void) {
+    (void)AO_fetch_and_add1(&attempts); /* relaxed: a statistic */
+    for (;;) {
+        AO_t left = AO_load(&fail_countdown);
+        if (left == 0)
+            return 0;
+        /* CAS so that concurrent callers consume distinct countdown values:
+         * exactly one of them sees the failure. Relaxed: no data is published. */
+        if (AO_compare_and_swap(&fail_countdown, left, left - 1))
+            return left == 1;
+    }
+}
+
+void *bh__calloc(size_t n, size_t size) {
+    if (injected_failure())
+        return NULL;
+    return calloc(n, size);
+}
+
+void *bh__zalloc_aligned(size_t align, size_t size) {
+    void *p = NULL;
+    if (injected_failure() || posix_memalign(&p, align, size) != 0)
+        return NULL;
+    return memset(p, 0, size);
+}
+
+void bh__free(void *p) { free(p); }

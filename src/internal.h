@@ -1,0 +1,183 @@
+/*
+ * internal.h - what the library's files share and nothing else sees.
+ *
+ * Owns: the control block, the slab, the table shard and the registry layouts,
+ * and the bh__ functions one file offers another. Names here are bh__ (two
+ * underscores); file-local helpers are static without a prefix.
+ * Must never: be installed, or be included by anything outside src/ and the
+ * white-box unit tests.
+ */
+#ifndef BH_INTERNAL_H
+#define BH_INTERNAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "atomics.h"
+#include "bufhandle/bufhandle.h"
+
+#define BH__CACHE_LINE 64
+
+/* ======================== Handles ======================== */
+
+#define BH__SLOT_BITS 24
+#define BH__SLOT_MASK ((1u << BH__SLOT_BITS) - 1u)
+#define BH__TAG_SHIFT 24
+#define BH__GEN_SHIFT 32
+
+static inline bh_handle bh__handle_make(uint32_t slot, uint32_t tag, uint32_t gen) {
+    bh_handle h;
+    h.bits = (uint64_t)slot | ((uint64_t)tag << BH__TAG_SHIFT) | ((uint64_t)gen << BH__GEN_SHIFT);
+    return h;
+}
+static inline uint32_t bh__handle_slot(bh_handle h) { return (uint32_t)h.bits & BH__SLOT_MASK; }
+static inline uint32_t bh__handle_tag(bh_handle h) { return (uint32_t)(h.bits >> BH__TAG_SHIFT) & 0xffu; }
+static inline uint32_t bh__handle_gen(bh_handle h) { return (uint32_t)(h.bits >> BH__GEN_SHIFT); }
+
+/* ======================== Control block ======================== */
+
+/* The block's state word packs the slot generation (high 32 bits) with the
+ * reference count (low 32 bits), so "is this still generation g, and is it
+ * alive?" and "take a reference" are one compare-and-swap: a stale handle can
+ * never add a reference to the slot's next incarnation (no ABA window). */
+#define BH__REFS_MASK 0xffffffffull
+static inline uint32_t bh__word_gen(AO_t w) { return (uint32_t)((uint64_t)w >> 32); }
+static inline uint32_t bh__word_refs(AO_t w) { return (uint32_t)((uint64_t)w & BH__REFS_MASK); }
+static inline AO_t bh__word_make(uint32_t gen, uint32_t refs) {
+    return (AO_t)(((uint64_t)gen << 32) | refs);
+}
+
+/* Phases after the last release, read by bh_alloc under the shard lock to tell
+ * an allocator bug (address handed out before its free ran) from the
+ * legitimate reuse of an address whose free has started. */
+enum { BH__PHASE_LIVE = 0, BH__PHASE_FREEING = 1 };
+
+typedef struct bh__block bh__block;
+struct bh__block {
+    AO_t word;    /* ATOMIC: gen << 32 | refs; refs 0 = dying or free */
+    AO_t device;  /* ATOMIC: written (release) before the block is published */
+    AO_t address; /* ATOMIC: same; read (acquire) by seqlock-style snapshots */
+    AO_t size;    /* ATOMIC: same */
+    AO_t seq;     /* ATOMIC: creation sequence number, same protocol */
+    AO_t phase;   /* ATOMIC: BH__PHASE_*; release by the freeing thread */
+    bh__block *next; /* under shard->lock: hash chain, or the shard's free list */
+    uint32_t slot;   /* immutable once the slot is handed out */
+    uint8_t linked;  /* under shard->lock: 1 while in a hash chain */
+};
+
+/* ======================== Host memory (hostmem.c) ======================== */
+
+void *bh__calloc(size_t n, size_t size);
+/* Zeroed memory aligned to align (a power of two, multiple of sizeof(void *)). */
+void *bh__zalloc_aligned(size_t align, size_t size);
+void bh__free(void *p);
+/* Test hook: the k-th host allocation from now fails (k >= 1); 0 disarms. */
+void bh__hostmem_fail_at(long k);
+/* Test hook: host allocations attempted since the process started. */
+long bh__hostmem_attempts(void);
+
+/* ======================== Slab (slab.c) ======================== */
+
+/* Slot s lives in chunk c = floor(log2(s / BASE + 1)), which holds BASE << c
+ * blocks: the directory stays tiny, chunks never move, and a registry never
+ * holds more than twice the blocks it has needed. */
+#define BH__SLAB_BASE 64u
+#define BH__SLAB_CHUNKS 19 /* enough for every 24-bit slot index */
+
+typedef struct bh__slab {
+    AO_t chunks[BH__SLAB_CHUNKS]; /* ATOMIC: bh__block*, published with release */
+    pthread_mutex_t lock;         /* guards next_fresh and chunk creation */
+    uint32_t next_fresh;          /* under lock: next never-used slot (0 reserved) */
+} bh__slab;
+
+void bh__slab_init(bh__slab *slab);
+void bh__slab_fini(bh__slab *slab);
+/* The block of a slot, or NULL if that slot's memory never existed. Safe for
+ * any 24-bit value: a forged handle reads nothing outside the slab. */
+bh__block *bh__slab_at(const bh__slab *slab, uint32_t slot);
+/* Hands out up to want never-used blocks, chained through next. Returns how
+ * many (0 when host memory or the slot space ran out). */
+uint32_t bh__slab_take_fresh(bh__slab *slab, uint32_t want, bh__block **head);
+
+/* ======================== Intern table (table.c) ======================== */
+
+typedef struct bh__shard {
+    _Alignas(BH__CACHE_LINE) pthread_mutex_t lock; /* one line per shard: no false sharing */
+    bh__block **buckets; /* under lock: chains of linked blocks */
+    uint32_t mask;       /* under lock: bucket count - 1 (power of two) */
+    uint32_t count;      /* under lock: linked blocks */
+    bh__block *free_list; /* under lock: retired blocks ready for reuse */
+} bh__shard;
+
+#define BH__SHARDS 64 /* power of two */
+
+uint64_t bh__key_hash(uint32_t device, uint64_t address);
+static inline uint32_t bh__shard_of(uint64_t hash) { return (uint32_t)(hash >> 58) & (BH__SHARDS - 1); }
+
+bh_status bh__shard_init(bh__shard *shard);
+void bh__shard_fini(bh__shard *shard);
+/* All under shard->lock. */
+bh__block *bh__shard_find(const bh__shard *shard, uint64_t hash, uint32_t device, uint64_t address);
+void bh__shard_link(bh__shard *shard, uint64_t hash, bh__block *b);
+void bh__shard_unlink(bh__shard *shard, uint64_t hash, bh__block *b);
+
+/* ======================== Stats (stats.c) ======================== */
+
+enum bh__counter {
+    BH__C_ALLOCS,
+    BH__C_INTERNS_NEW,
+    BH__C_INTERNS_ALIAS,
+    BH__C_LOOKUPS_HIT,
+    BH__C_LOOKUPS_MISS,
+    BH__C_RETAINS,
+    BH__C_RELEASES,
+    BH__C_FREES,
+    BH__C_STALE,
+    BH__C_CONFLICTS,
+    BH__C_BUSY,
+    BH__C_TAKEOVERS,
+    BH__C_SLOTS_RETIRED,
+    BH__C_REPORTS,
+    BH__C_COUNT
+};
+
+/* Counters are striped: each thread adds to its own stripe (chosen once per
+ * thread), so retain/release never share a contended cache line. */
+#define BH__STRIPES 16
+typedef struct bh__stripe {
+    _Alignas(BH__CACHE_LINE) AO_t c[BH__C_COUNT]; /* ATOMIC: relaxed adds; summed by bh_stats_get */
+} bh__stripe;
+
+typedef struct bh__stats {
+    bh__stripe stripes[BH__STRIPES];
+    AO_t live_blocks;     /* ATOMIC: touched only when blocks are born or retired */
+    AO_t live_bytes;      /* ATOMIC: same */
+    AO_t peak_live_bytes; /* ATOMIC: CAS-max after every increase of live_bytes */
+} bh__stats;
+
+void bh__count(bh__stats *st, enum bh__counter c);
+void bh__live_add(bh__stats *st, uint64_t bytes);
+void bh__live_sub(bh__stats *st, uint64_t bytes);
+void bh__stats_sum(const bh__stats *st, bh_stats *out);
+
+/* ======================== Registry (registry.c) ======================== */
+
+struct bh_registry {
+    bh__shard shards[BH__SHARDS];
+    bh__slab slab;
+    bh__stats stats;
+    bh_allocator allocator;
+    bh_reporter reporter;
+    uint32_t flags;
+    uint32_t tag;      /* 1..255, stamped into every handle */
+    uint32_t refs_max; /* BH_EOVERFLOW past this; lowered only by tests */
+    AO_t seq;          /* ATOMIC: last sequence number handed out */
+};
+
+/* Test hook: lower the reference limit so BH_EOVERFLOW is reachable. */
+void bh__registry_set_refs_max(bh_registry *reg, uint32_t refs_max);
+/* Test hook: set a live slot's generation (to reach generation wrap). */
+bh_status bh__registry_set_gen(bh_registry *reg, bh_handle h, uint32_t gen, bh_handle *out);
+
+#endif /* BH_INTERNAL_H */

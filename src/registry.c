@@ -1,0 +1,451 @@
+/*
+ * registry.c - the public API: interning, references, and the last release.
+ *
+ * Owns: the lifecycle protocol of a control block (see bufhandle.h, LIFECYCLE)
+ * and the order of the last release: mark dying, report FREE, allocator free,
+ * unlink and retire. Everything else is delegated: memory to slab.c and
+ * hostmem.c, keys to table.c, counters to stats.c.
+ * Must never: hold a lock while calling the allocator or the reporter (they may
+ * call back into the library), call allocator.free twice for one allocation, or
+ * let a stale handle touch a block of another generation.
+ *
+ * Protocol in one paragraph. A block's word packs (generation, refs). Handle
+ * operations are compare-and-swap loops on that word that also check the
+ * generation, so they are lock-free and ABA-proof. Table operations (lookup,
+ * intern, alloc) run under the key's shard lock, which pins the generation of
+ * every linked block (retirement also takes that lock), but refs can still
+ * drop to zero underneath them, so they too take references with CAS "get
+ * unless zero". The thread whose CAS takes refs from 1 to 0 owns the block's
+ * death; the block stays linked (so its address reads as busy, not free)
+ * until its allocator free has run.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+/* Fresh slots a shard takes from the slab at a time: amortises the slab lock. */
+#define SLAB_REFILL 16u
+
+/* Process-wide count of registries made, the source of registry tags. */
+static AO_t registries_made;
+
+/* ======================== Small helpers ======================== */
+
+static bh__shard *shard_for(bh_registry *reg, uint64_t hash) { return &reg->shards[bh__shard_of(hash)]; }
+
+static bh_status count_stale(bh_registry *reg) {
+    bh__count(&reg->stats, BH__C_STALE);
+    return BH_ESTALE;
+}
+
+/* Hands the reporter one event. Called with no lock held. The sequence number
+ * is taken right here; a relaxed fetch-add is enough because every pair of
+ * reports that must be ordered (one thread's; an address's FREE and its next
+ * ALLOC) is already ordered by happens-before, and RMWs on one location follow
+ * happens-before in their modification order. */
+static void report(bh_registry *reg, bh_event_kind kind, uint32_t device, uint64_t address, uint64_t size) {
+    if (reg->reporter.report == NULL)
+        return;
+    bh_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.kind = kind;
+    ev.device = device;
+    ev.address = address;
+    ev.size = size;
+    ev.seq = (uint64_t)AO_fetch_and_add1(&reg->seq) + 1;
+    bh__count(&reg->stats, BH__C_REPORTS);
+    reg->reporter.report(reg->reporter.ctx, &ev);
+}
+
+/* Checks a handle's shape and finds the block it names. The generation is
+ * checked by the caller's CAS on the word, not here. */
+static bh_status resolve(bh_registry *reg, bh_handle h, bh__block **out) {
+    if (reg == NULL || h.bits == 0)
+        return BH_EINVAL;
+    uint32_t slot = bh__handle_slot(h);
+    if (bh__handle_tag(h) != reg->tag || slot == 0)
+        return count_stale(reg);
+    bh__block *b = bh__slab_at(&reg->slab, slot);
+    if (b == NULL)
+        return count_stale(reg);
+    *out = b;
+    return BH_OK;
+}
+
+/* Adds a reference if the block is still generation gen and alive ("get
+ * unless zero": a dying block is never revived).
+ * Returns BH_OK, BH_ESTALE (other generation, or refs 0), BH_EOVERFLOW.
+ * Ordering: acq_rel CAS. Acquire pairs with the release that published this
+ * generation (publish() or the CAS of whoever handed us the handle), so the
+ * block's fields read after this are the current generation's. Release is
+ * not needed for the increment itself but comes with the same instruction. */
+static bh_status ref_get(const bh_registry *reg, bh__block *b, uint32_t gen) {
+    AO_t w = AO_load(&b->word);
+    for (;;) {
+        if (bh__word_gen(w) != gen || bh__word_refs(w) == 0)
+            return BH_ESTALE;
+        if (bh__word_refs(w) >= reg->refs_max)
+            return BH_EOVERFLOW;
+        AO_t seen = AO_fetch_compare_and_swap_full(&b->word, w, w + 1);
+        if (seen == w)
+            return BH_OK;
+        w = seen;
+    }
+}
+
+/* Gen of a linked block. Stable while the caller holds the key's shard lock. */
+static uint32_t linked_gen(const bh__block *b) { return bh__word_gen(AO_load(&b->word)); }
+
+static bh_handle handle_of(const bh_registry *reg, const bh__block *b, uint32_t gen) {
+    return bh__handle_make(b->slot, reg->tag, gen);
+}
+
+/* ======================== Block birth and death ======================== */
+
+/* Pops a reusable block for this shard, refilling from the slab if needed.
+ * Under shard->lock. NULL when host memory (or the slot space) ran out. */
+static bh__block *take_block(bh_registry *reg, bh__shard *shard) {
+    if (shard->free_list == NULL) {
+        bh__block *fresh;
+        if (bh__slab_take_fresh(&reg->slab, SLAB_REFILL, &fresh) == 0)
+            return NULL;
+        shard->free_list = fresh;
+    }
+    bh__block *b = shard->free_list;
+    shard->free_list = b->next;
+    b->next = NULL;
+    return b;
+}
+
+static void put_back_block(bh__shard *shard, bh__block *b) {
+    b->next = shard->free_list;
+    shard->free_list = b;
+}
+
+/* Makes a free block the live block of (device, address) with one reference
+ * and links it. Under shard->lock. Returns the new handle. */
+static bh_handle publish(bh_registry *reg, bh__shard *shard, uint64_t hash, bh__block *b, uint32_t device,
+                         uint64_t address, uint64_t size) {
+    /* Field stores are release so that a seqlock-style reader (bh_info_get)
+     * holding an old handle, who reads one of these new values, is guaranteed
+     * to also see the retirement that came before them and reject its
+     * snapshot. */
+    AO_store_release(&b->device, (AO_t)device);
+    AO_store_release(&b->address, (AO_t)address);
+    AO_store_release(&b->size, (AO_t)size);
+    AO_store(&b->phase, BH__PHASE_LIVE);
+    /* refs 0 -> 1, generation kept. Release: pairs with the acquire of
+     * ref_get / bh_info_get / the last release on another thread; the fields
+     * above are visible to anyone who sees refs == 1 of this generation.
+     * An RMW rather than a plain store (the block is ours, either would do):
+     * drd and helgrind see a plain store racing with the lock-free CASes that
+     * stale handles may still be making on this word; they see an RMW as
+     * atomic. */
+    uint32_t gen = bh__word_gen(AO_fetch_and_add_release(&b->word, 1));
+    bh__shard_link(shard, hash, b);
+    return handle_of(reg, b, gen);
+}
+
+/* Called by the thread whose release took refs from 1 to 0. */
+static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
+    /* We own the block now: nobody can revive it (get-unless-zero) and only we
+     * retire it, so relaxed loads of the fields are enough; our acquiring CAS
+     * already made them visible. */
+    uint32_t device = (uint32_t)AO_load(&b->device);
+    uint64_t address = (uint64_t)AO_load(&b->address);
+    uint64_t size = (uint64_t)AO_load(&b->size);
+    uint64_t hash = bh__key_hash(device, address);
+    bh__shard *shard = shard_for(reg, hash);
+
+    report(reg, BH_EVENT_FREE, device, address, size);
+    /* Release: pairs with the acquire in may_take_over(). A bh_alloc that sees
+     * FREEING also sees that the FREE report above was made, so its ALLOC of
+     * the same address is reported after this FREE. */
+    AO_store_release(&b->phase, BH__PHASE_FREEING);
+    if (reg->allocator.free != NULL)
+        reg->allocator.free(reg->allocator.ctx, device, address, size);
+
+    pthread_mutex_lock(&shard->lock);
+    if (b->linked) /* not already unlinked by a bh_alloc that took the key over */
+        bh__shard_unlink(shard, hash, b);
+    if (gen == UINT32_MAX) {
+        /* The generation would wrap and re-validate ancient handles: retire
+         * the slot for good. Its word stays (gen, 0): stale for every handle. */
+        bh__count(&reg->stats, BH__C_SLOTS_RETIRED);
+    } else {
+        /* (gen, 0) -> (gen + 1, 0): every copy of the old handle is stale
+         * from here. Release: a reader that sees the new generation sees the
+         * block unlinked. RMW for the race detectors, as in publish(). */
+        (void)AO_fetch_and_add_release(&b->word, (AO_t)1 << 32);
+        put_back_block(shard, b);
+    }
+    pthread_mutex_unlock(&shard->lock);
+
+    bh__count(&reg->stats, BH__C_FREES);
+    bh__live_sub(&reg->stats, size); /* last: bh_registry_destroy waits on this */
+}
+
+/* bh_alloc found a linked block at the address the allocator just returned.
+ * Legitimate only if that block is dying and its free has started (the
+ * allocator may hand the address out from then on). Under shard->lock. */
+static int may_take_over(const bh__block *b) {
+    if (bh__word_refs(AO_load(&b->word)) != 0)
+        return 0;
+    /* Acquire: pairs with the release in last_release() (see there). */
+    return AO_load_acquire(&b->phase) == BH__PHASE_FREEING;
+}
+
+/* ======================== Registry ======================== */
+
+bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
+    if (out == NULL)
+        return BH_EINVAL;
+    if (cfg != NULL && (cfg->flags & ~(uint32_t)BH_CONFIG_NO_ENV) != 0)
+        return BH_EINVAL;
+    bh_registry *reg = bh__zalloc_aligned(BH__CACHE_LINE, sizeof(*reg));
+    if (reg == NULL)
+        return BH_ENOMEM;
+    for (unsigned i = 0; i < BH__SHARDS; i++) {
+        if (bh__shard_init(&reg->shards[i]) != BH_OK) {
+            while (i-- > 0)
+                bh__shard_fini(&reg->shards[i]);
+            bh__free(reg);
+            return BH_ENOMEM;
+        }
+    }
+    bh__slab_init(&reg->slab);
+    if (cfg != NULL) {
+        reg->allocator = cfg->allocator;
+        reg->reporter = cfg->reporter;
+        reg->flags = cfg->flags;
+    }
+    /* Relaxed: tags need only differ between registries alive at one time. */
+    reg->tag = (uint32_t)(AO_fetch_and_add1(&registries_made) % 255u) + 1u;
+    reg->refs_max = UINT32_MAX;
+    *out = reg;
+    return BH_OK;
+}
+
+bh_status bh_registry_destroy(bh_registry *reg) {
+    if (reg == NULL)
+        return BH_EINVAL;
+    /* Acquire: pairs with the release decrement in bh__live_sub(), so the
+     * teardown below sees everything the last retiring thread wrote. */
+    if (AO_load_acquire(&reg->stats.live_blocks) != 0)
+        return BH_EBUSY;
+    for (unsigned i = 0; i < BH__SHARDS; i++)
+        bh__shard_fini(&reg->shards[i]);
+    bh__slab_fini(&reg->slab);
+    bh__free(reg);
+    return BH_OK;
+}
+
+/* ======================== Interning ======================== */
+
+bh_status bh_alloc(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out) {
+    if (reg == NULL || out == NULL || size == 0 || reg->allocator.alloc == NULL)
+        return BH_EINVAL;
+    uint64_t address = 0;
+    if (reg->allocator.alloc(reg->allocator.ctx, device, size, &address) != 0)
+        return BH_EALLOC;
+
+    uint64_t hash = bh__key_hash(device, address);
+    bh__shard *shard = shard_for(reg, hash);
+    pthread_mutex_lock(&shard->lock);
+    bh__block *nb = take_block(reg, shard);
+    if (nb == NULL) {
+        pthread_mutex_unlock(&shard->lock);
+        /* Give the allocation back; nothing was reported for it. */
+        if (reg->allocator.free != NULL)
+            reg->allocator.free(reg->allocator.ctx, device, address, size);
+        return BH_ENOMEM;
+    }
+    bh__block *old = bh__shard_find(shard, hash, device, address);
+    if (old != NULL) {
+        if (!may_take_over(old)) {
+            /* Allocator bug: the address is live. Freeing it would free the
+             * live allocation, so we do not; nothing is reported. */
+            put_back_block(shard, nb);
+            pthread_mutex_unlock(&shard->lock);
+            bh__count(&reg->stats, BH__C_CONFLICTS);
+            return BH_EEXIST;
+        }
+        /* Its free has started; its releaser retires it without unlinking. */
+        bh__shard_unlink(shard, hash, old);
+        bh__count(&reg->stats, BH__C_TAKEOVERS);
+    }
+    bh_handle h = publish(reg, shard, hash, nb, device, address, size);
+    pthread_mutex_unlock(&shard->lock);
+
+    bh__live_add(&reg->stats, size);
+    bh__count(&reg->stats, BH__C_ALLOCS);
+    report(reg, BH_EVENT_ALLOC, device, address, size);
+    *out = h;
+    return BH_OK;
+}
+
+bh_status bh_intern(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
+    if (reg == NULL || out == NULL || size == 0)
+        return BH_EINVAL;
+    uint64_t hash = bh__key_hash(device, address);
+    bh__shard *shard = shard_for(reg, hash);
+    pthread_mutex_lock(&shard->lock);
+    bh__block *b = bh__shard_find(shard, hash, device, address);
+    if (b != NULL) {
+        uint32_t gen = linked_gen(b);
+        bh_status st;
+        if (size > (uint64_t)AO_load(&b->size) && bh__word_refs(AO_load(&b->word)) != 0)
+            st = BH_ERANGE;
+        else
+            st = ref_get(reg, b, gen);
+        pthread_mutex_unlock(&shard->lock);
+        if (st == BH_ESTALE) { /* linked with refs 0: being freed right now */
+            bh__count(&reg->stats, BH__C_BUSY);
+            return BH_EBUSY;
+        }
+        if (st == BH_OK) {
+            bh__count(&reg->stats, BH__C_INTERNS_ALIAS);
+            *out = handle_of(reg, b, gen);
+        }
+        return st;
+    }
+    bh__block *nb = take_block(reg, shard);
+    if (nb == NULL) {
+        pthread_mutex_unlock(&shard->lock);
+        return BH_ENOMEM;
+    }
+    bh_handle h = publish(reg, shard, hash, nb, device, address, size);
+    pthread_mutex_unlock(&shard->lock);
+
+    bh__live_add(&reg->stats, size);
+    bh__count(&reg->stats, BH__C_INTERNS_NEW);
+    report(reg, BH_EVENT_ALLOC, device, address, size);
+    *out = h;
+    return BH_OK;
+}
+
+bh_status bh_lookup(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out) {
+    if (reg == NULL || out == NULL)
+        return BH_EINVAL;
+    uint64_t hash = bh__key_hash(device, address);
+    bh__shard *shard = shard_for(reg, hash);
+    pthread_mutex_lock(&shard->lock);
+    bh__block *b = bh__shard_find(shard, hash, device, address);
+    bh_status st = BH_ENOTFOUND;
+    uint32_t gen = 0;
+    if (b != NULL) {
+        gen = linked_gen(b);
+        st = ref_get(reg, b, gen);
+        if (st == BH_ESTALE) /* dying: lookups miss from the moment refs hit 0 */
+            st = BH_ENOTFOUND;
+    }
+    pthread_mutex_unlock(&shard->lock);
+    if (st == BH_OK) {
+        bh__count(&reg->stats, BH__C_LOOKUPS_HIT);
+        *out = handle_of(reg, b, gen);
+    } else if (st == BH_ENOTFOUND) {
+        bh__count(&reg->stats, BH__C_LOOKUPS_MISS);
+    }
+    return st;
+}
+
+/* ======================== References ======================== */
+
+bh_status bh_retain(bh_registry *reg, bh_handle h) {
+    bh__block *b;
+    bh_status st = resolve(reg, h, &b);
+    if (st != BH_OK)
+        return st;
+    st = ref_get(reg, b, bh__handle_gen(h));
+    if (st == BH_ESTALE)
+        return count_stale(reg);
+    if (st == BH_OK)
+        bh__count(&reg->stats, BH__C_RETAINS);
+    return st;
+}
+
+bh_status bh_release(bh_registry *reg, bh_handle h) {
+    bh__block *b;
+    bh_status st = resolve(reg, h, &b);
+    if (st != BH_OK)
+        return st;
+    uint32_t gen = bh__handle_gen(h);
+    /* For helgrind/drd: everything this thread did with the block happens
+     * before whoever runs the last release. */
+    BH__HAPPENS_BEFORE(&b->word);
+    AO_t w = AO_load(&b->word);
+    for (;;) {
+        if (bh__word_gen(w) != gen || bh__word_refs(w) == 0)
+            return count_stale(reg);
+        /* acq_rel: release publishes this thread's use of the allocation to
+         * the thread that frees it; acquire (it matters for the last one)
+         * pairs with every earlier releaser's release, so the freeing thread
+         * sees all their writes. Release sequences make the chain complete. */
+        AO_t seen = AO_fetch_compare_and_swap_full(&b->word, w, w - 1);
+        if (seen == w)
+            break;
+        w = seen;
+    }
+    bh__count(&reg->stats, BH__C_RELEASES);
+    if (bh__word_refs(w) == 1) {
+        BH__HAPPENS_AFTER(&b->word);
+        BH__HAPPENS_FORGET(&b->word);
+        last_release(reg, b, gen);
+    }
+    return BH_OK;
+}
+
+/* ======================== Queries ======================== */
+
+bh_status bh_info_get(bh_registry *reg, bh_handle h, bh_info *out) {
+    if (out == NULL)
+        return BH_EINVAL;
+    bh__block *b;
+    bh_status st = resolve(reg, h, &b);
+    if (st != BH_OK)
+        return st;
+    uint32_t gen = bh__handle_gen(h);
+    /* Seqlock-style snapshot without taking a reference: read the word, the
+     * fields, the word again. All loads are acquire, so the second word load
+     * cannot move above the field loads; if a field came from a later
+     * generation, that generation's release stores make the retirement before
+     * it visible to the second load, and the snapshot is rejected. */
+    AO_t w1 = AO_load_acquire(&b->word);
+    if (bh__word_gen(w1) != gen || bh__word_refs(w1) == 0)
+        return count_stale(reg);
+    bh_info info;
+    info.device = (uint32_t)AO_load_acquire(&b->device);
+    info.address = (uint64_t)AO_load_acquire(&b->address);
+    info.size = (uint64_t)AO_load_acquire(&b->size);
+    AO_t w2 = AO_load_acquire(&b->word);
+    if (bh__word_gen(w2) != gen || bh__word_refs(w2) == 0)
+        return count_stale(reg);
+    info.refs = bh__word_refs(w2);
+    *out = info;
+    return BH_OK;
+}
+
+bh_status bh_stats_get(bh_registry *reg, bh_stats *out) {
+    if (reg == NULL || out == NULL)
+        return BH_EINVAL;
+    bh__stats_sum(&reg->stats, out);
+    return BH_OK;
+}
+
+/* ======================== Test hooks ======================== */
+
+void bh__registry_set_refs_max(bh_registry *reg, uint32_t refs_max) { reg->refs_max = refs_max; }
+
+bh_status bh__registry_set_gen(bh_registry *reg, bh_handle h, uint32_t gen, bh_handle *out) {
+    bh__block *b;
+    bh_status st = resolve(reg, h, &b);
+    if (st != BH_OK)
+        return st;
+    AO_t w = AO_load(&b->word);
+    if (bh__word_gen(w) != bh__handle_gen(h) || bh__word_refs(w) == 0)
+        return BH_ESTALE;
+    if (AO_fetch_compare_and_swap_full(&b->word, w, bh__word_make(gen, bh__word_refs(w))) != w)
+        return BH_EBUSY;
+    *out = handle_of(reg, b, gen);
+    return BH_OK;
+}

@@ -1,0 +1,75 @@
+/*
+ * stats.c - the registry's counters.
+ *
+ * Owns: striped event counters and the live/peak byte gauges.
+ * Must never: put one shared, written cache line on the retain/release path.
+ * Event counters are striped per thread (a thread picks its stripe once); the
+ * gauges are touched only when a block is born or retired, next to a shard
+ * lock and an allocator call that cost far more.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+/* Process-wide: threads are numbered once, in order of their first count. */
+static AO_t next_thread_number;
+static _Thread_local unsigned thread_stripe_plus1;
+
+static unsigned stripe_index(void) {
+    if (thread_stripe_plus1 == 0) {
+        /* Relaxed: only distinctness matters, not ordering. */
+        thread_stripe_plus1 = (unsigned)(AO_fetch_and_add1(&next_thread_number) % BH__STRIPES) + 1;
+    }
+    return thread_stripe_plus1 - 1;
+}
+
+void bh__count(bh__stats *st, enum bh__counter c) {
+    /* Relaxed: counters publish nothing; readers accept a racy sum. */
+    (void)AO_fetch_and_add1(&st->stripes[stripe_index()].c[c]);
+}
+
+void bh__live_add(bh__stats *st, uint64_t bytes) {
+    (void)AO_fetch_and_add1(&st->live_blocks);
+    AO_t now = AO_fetch_and_add(&st->live_bytes, (AO_t)bytes) + (AO_t)bytes;
+    /* CAS-max, relaxed: the peak is a statistic and orders nothing. */
+    AO_t peak = AO_load(&st->peak_live_bytes);
+    while (now > peak) {
+        AO_t seen = AO_fetch_compare_and_swap(&st->peak_live_bytes, peak, now);
+        if (seen == peak)
+            break;
+        peak = seen;
+    }
+}
+
+void bh__live_sub(bh__stats *st, uint64_t bytes) {
+    (void)AO_fetch_and_add(&st->live_bytes, (AO_t)0 - (AO_t)bytes);
+    /* Release: bh_registry_destroy reads live_blocks with acquire and must see
+     * every write the retiring thread made to the registry before it. */
+    (void)AO_fetch_and_sub1_release(&st->live_blocks);
+}
+
+void bh__stats_sum(const bh__stats *st, bh_stats *out) {
+    uint64_t sum[BH__C_COUNT];
+    memset(sum, 0, sizeof(sum));
+    for (unsigned s = 0; s < BH__STRIPES; s++)
+        for (unsigned c = 0; c < BH__C_COUNT; c++)
+            sum[c] += (uint64_t)AO_load(&st->stripes[s].c[c]);
+    memset(out, 0, sizeof(*out));
+    out->live_handles = (uint64_t)AO_load(&st->live_blocks);
+    out->live_bytes = (uint64_t)AO_load(&st->live_bytes);
+    out->peak_live_bytes = (uint64_t)AO_load(&st->peak_live_bytes);
+    out->allocs = sum[BH__C_ALLOCS];
+    out->interns_new = sum[BH__C_INTERNS_NEW];
+    out->interns_alias = sum[BH__C_INTERNS_ALIAS];
+    out->lookups_hit = sum[BH__C_LOOKUPS_HIT];
+    out->lookups_miss = sum[BH__C_LOOKUPS_MISS];
+    out->retains = sum[BH__C_RETAINS];
+    out->releases = sum[BH__C_RELEASES];
+    out->frees = sum[BH__C_FREES];
+    out->stale_ops = sum[BH__C_STALE];
+    out->conflicts = sum[BH__C_CONFLICTS];
+    out->busy = sum[BH__C_BUSY];
+    out->takeovers = sum[BH__C_TAKEOVERS];
+    out->slots_retired = sum[BH__C_SLOTS_RETIRED];
+    out->reports = sum[BH__C_REPORTS];
+}

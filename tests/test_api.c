@@ -1,0 +1,430 @@
+/*
+ * test_api.c - every public function and every status it can return.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "bufhandle/bufhandle.h"
+#include "support/checker.h"
+
+#define BASE 0x10000000ull
+#define ALIGN 0x1000ull
+
+typedef struct fixture {
+    checker *chk;
+    bh_registry *reg;
+    /* Hooks run inside the callbacks, to show callbacks may call the API. */
+    void (*on_free_report)(struct fixture *f, const bh_event *ev);
+    void (*on_allocator_free)(struct fixture *f, uint32_t device, uint64_t address);
+    bh_status hook_status[4];
+    bh_handle hook_handle;
+    int hook_calls;
+} fixture;
+
+
+static void forward_report(void *ctx, const bh_event *ev) {
+    fixture *f = ctx;
+    checker_reporter(f->chk).report(f->chk, ev);
+    if (ev->kind == BH_EVENT_FREE && f->on_free_report != NULL)
+        f->on_free_report(f, ev);
+}
+
+static int forward_alloc(void *ctx, uint32_t device, uint64_t size, uint64_t *address) {
+    fixture *f = ctx;
+    return checker_allocator(f->chk).alloc(f->chk, device, size, address);
+}
+
+static void forward_free(void *ctx, uint32_t device, uint64_t address, uint64_t size) {
+    fixture *f = ctx;
+    checker_allocator(f->chk).free(f->chk, device, address, size);
+    if (f->on_allocator_free != NULL)
+        f->on_allocator_free(f, device, address);
+}
+
+static int setup(void **state) {
+    fixture *f = test_calloc(1, sizeof(*f));
+    f->chk = checker_new(4, 3, 8, BASE, ALIGN); /* devices 0-2 allocate, 3 is adopted */
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.allocator = (bh_allocator){forward_alloc, forward_free, f};
+    cfg.reporter = (bh_reporter){forward_report, f};
+    cfg.flags = BH_CONFIG_NO_ENV;
+    assert_int_equal(bh_registry_create(&cfg, &f->reg), BH_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    assert_int_equal(bh_registry_destroy(f->reg), BH_OK);
+    assert_int_equal(checker_errors(f->chk), 0);
+    assert_int_equal(checker_leaks(f->chk), 0);
+    checker_free(f->chk);
+    test_free(f);
+    return 0;
+}
+
+static bh_stats stats_of(bh_registry *reg) {
+    bh_stats s;
+    assert_int_equal(bh_stats_get(reg, &s), BH_OK);
+    return s;
+}
+
+/* ------------------------------------------------------------ registry */
+
+static void create_rejects_null_out_and_unknown_flags(void **state) {
+    (void)state;
+    bh_registry *reg = NULL;
+    assert_int_equal(bh_registry_create(NULL, NULL), BH_EINVAL);
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.flags = 0x80000000u;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_EINVAL);
+    assert_null(reg);
+}
+
+static void create_with_null_config_gives_a_registry_without_allocator(void **state) {
+    (void)state;
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(NULL, &reg), BH_OK);
+    bh_handle h;
+    assert_int_equal(bh_alloc(reg, 0, 64, &h), BH_EINVAL); /* no allocator */
+    /* Interning works: nothing to free, nothing to report. */
+    assert_int_equal(bh_intern(reg, 0, 0x1000, 64, &h), BH_OK);
+    assert_int_equal(bh_registry_destroy(reg), BH_EBUSY);
+    assert_int_equal(bh_release(reg, h), BH_OK);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+}
+
+static void destroy_rejects_null_and_is_busy_while_handles_live(void **state) {
+    fixture *f = *state;
+    assert_int_equal(bh_registry_destroy(NULL), BH_EINVAL);
+    bh_handle h;
+    assert_int_equal(bh_alloc(f->reg, 0, 100, &h), BH_OK);
+    assert_int_equal(bh_registry_destroy(f->reg), BH_EBUSY);
+    /* Still usable after EBUSY. */
+    bh_info info;
+    assert_int_equal(bh_info_get(f->reg, h, &info), BH_OK);
+    assert_int_equal(bh_stats_get(f->reg, &(bh_stats){0}), BH_OK);
+    assert_int_equal(stats_of(f->reg).live_handles, 1);
+    assert_int_equal(bh_release(f->reg, h), BH_OK);
+}
+
+/* ------------------------------------------------------------ bh_alloc */
+
+static void alloc_rejects_bad_arguments(void **state) {
+    fixture *f = *state;
+    bh_handle h;
+    assert_int_equal(bh_alloc(NULL, 0, 64, &h), BH_EINVAL);
+    assert_int_equal(bh_alloc(f->reg, 0, 64, NULL), BH_EINVAL);
+    assert_int_equal(bh_alloc(f->reg, 0, 0, &h), BH_EINVAL);
+    assert_int_equal(checker_alloc_calls(f->chk), 0);
+}
+
+static void alloc_reports_alloc_and_returns_one_reference(void **state) {
+    fixture *f = *state;
+    bh_handle h;
+    assert_int_equal(bh_alloc(f->reg, 1, 300, &h), BH_OK);
+    assert_false(bh_handle_is_null(h));
+    bh_info info;
+    assert_int_equal(bh_info_get(f->reg, h, &info), BH_OK);
+    assert_int_equal(info.device, 1);
+    assert_int_equal(info.address, BASE);
+    assert_int_equal(info.size, 300);
+    assert_int_equal(info.refs, 1);
+    assert_int_equal(checker_alloc_reports(f->chk), 1);
+    bh_stats s = stats_of(f->reg);
+    assert_int_equal(s.allocs, 1);
+    assert_int_equal(s.live_handles, 1);
+    assert_int_equal(s.live_bytes, 300);
+    assert_int_equal(bh_release(f->reg, h), BH_OK);
+    s = stats_of(f->reg);
+    assert_int_equal(s.live_bytes, 0);
+    assert_int_equal(s.peak_live_bytes, 300);
+    assert_int_equal(s.frees, 1);
+}
+
+static void alloc_failure_is_ealloc_and_reports_nothing(void **state) {
+    fixture *f = *state;
+    checker_fail_alloc_at(f->chk, 1);
+    bh_handle h = BH_HANDLE_NULL;
+    assert_int_equal(bh_alloc(f->reg, 0, 64, &h), BH_EALLOC);
+    assert_true(bh_handle_is_null(h));
+    assert_int_equal(checker_alloc_reports(f->chk), 0);
+    assert_int_equal(stats_of(f->reg).live_handles, 0);
+}
+
+static void alloc_of_a_live_address_is_eexist_and_frees_nothing(void **state) {
+    fixture *f = *state;
+    bh_handle live, h = BH_HANDLE_NULL;
+    assert_int_equal(bh_alloc(f->reg, 0, 64, &live), BH_OK);
+    checker_force_next(f->chk, BASE); /* the buggy allocator repeats itself */
+    assert_int_equal(bh_alloc(f->reg, 0, 64, &h), BH_EEXIST);
+    assert_true(bh_handle_is_null(h));
+    assert_int_equal(checker_free_calls(f->chk), 0);
+    assert_int_equal(checker_alloc_reports(f->chk), 1);
+    assert_int_equal(stats_of(f->reg).conflicts, 1);
+    bh_info info;
+    assert_int_equal(bh_info_get(f->reg, live, &info), BH_OK);
+    assert_int_equal(info.refs, 1);
+    assert_int_equal(bh_release(f->reg, live), BH_OK);
+}
+
+/* ------------------------------------------------------------ bh_intern */
+
+static void intern_rejects_bad_arguments(void **state) {
+    fixture *f = *state;
+    bh_handle h;
+    assert_int_equal(bh_intern(NULL, 3, BASE, 64, &h), BH_EINVAL);
+    assert_int_equal(bh_intern(f->reg, 3, BASE, 64, NULL), BH_EINVAL);
+    assert_int_equal(bh_intern(f->reg, 3, BASE, 0, &h), BH_EINVAL);
+    assert_int_equal(checker_alloc_reports(f->chk), 0);
+}
+
+static void intern_of_a_new_address_owns_it_and_frees_it_last(void **state) {
+    fixture *f = *state;
+    bh_handle a, b;
+    assert_int_equal(bh_intern(f->reg, 3, BASE + ALIGN, 512, &a), BH_OK);
+    assert_int_equal(checker_alloc_reports(f->chk), 1);
+    assert_int_equal(bh_intern(f->reg, 3, BASE + ALIGN, 512, &b), BH_OK);
+    assert_true(bh_handle_eq(a, b));
+    assert_int_equal(checker_alloc_reports(f->chk), 1); /* an alias reports nothing */
+    bh_stats s = stats_of(f->reg);
+    assert_int_equal(s.interns_new, 1);
+    assert_int_equal(s.interns_alias, 1);
+    assert_int_equal(bh_release(f->reg, a), BH_OK);
+    assert_int_equal(checker_free_calls(f->chk), 0);
+    assert_int_equal(bh_release(f->reg, b), BH_OK);
+    assert_int_equal(checker_free_calls(f->chk), 1);
+    assert_int_equal(checker_free_reports(f->chk), 1);
+}
+
+static void intern_larger_than_the_live_allocation_is_erange(void **state) {
+    fixture *f = *state;
+    bh_handle a, b = BH_HANDLE_NULL;
+    assert_int_equal(bh_alloc(f->reg, 0, 4096, &a), BH_OK);
+    assert_int_equal(bh_intern(f->reg, 0, BASE, 4097, &b), BH_ERANGE);
+    assert_true(bh_handle_is_null(b));
+    bh_info info;
+    assert_int_equal(bh_info_get(f->reg, a, &info), BH_OK);
+    assert_int_equal(info.refs, 1);
+    assert_int_equal(bh_release(f->reg, a), BH_OK);
+}
+
+/* While the last release runs its FREE report, the address is dying. */
+static void probe_dying_address(fixture *f, const bh_event *ev) {
+    bh_handle h = BH_HANDLE_NULL;
+    f->hook_status[0] = bh_intern(f->reg, ev->device, ev->address, 1, &h);
+    f->hook_status[1] = bh_lookup(f->reg, ev->device, ev->address, &h);
+    f->hook_status[2] = bh_retain(f->reg, f->hook_handle);
+    bh_info info;
+    f->hook_status[3] = bh_info_get(f->reg, f->hook_handle, &info);
+    f->hook_calls++;
+}
+
+static void a_dying_address_is_busy_for_intern_and_missing_for_lookup(void **state) {
+    fixture *f = *state;
+    assert_int_equal(bh_alloc(f->reg, 2, 64, &f->hook_handle), BH_OK);
+    f->on_free_report = probe_dying_address;
+    assert_int_equal(bh_release(f->reg, f->hook_handle), BH_OK);
+    assert_int_equal(f->hook_calls, 1);
+    assert_int_equal(f->hook_status[0], BH_EBUSY);
+    assert_int_equal(f->hook_status[1], BH_ENOTFOUND);
+    assert_int_equal(f->hook_status[2], BH_ESTALE);
+    assert_int_equal(f->hook_status[3], BH_ESTALE);
+    assert_int_equal(stats_of(f->reg).busy, 1);
+    assert_int_equal(checker_free_calls(f->chk), 1);
+}
+
+/* Inside allocator.free the LIFO allocator can hand the address out at once:
+ * bh_alloc must take the key over from the dying block, not call it a conflict. */
+static void realloc_inside_free(fixture *f, uint32_t device, uint64_t address) {
+    (void)address;
+    f->on_allocator_free = NULL; /* once */
+    f->hook_status[0] = bh_alloc(f->reg, device, 64, &f->hook_handle);
+}
+
+static void alloc_may_take_over_an_address_whose_free_has_run(void **state) {
+    fixture *f = *state;
+    bh_handle h;
+    assert_int_equal(bh_alloc(f->reg, 1, 64, &h), BH_OK);
+    f->on_allocator_free = realloc_inside_free;
+    assert_int_equal(bh_release(f->reg, h), BH_OK);
+    assert_int_equal(f->hook_status[0], BH_OK);
+    bh_info info;
+    assert_int_equal(bh_info_get(f->reg, f->hook_handle, &info), BH_OK);
+    assert_int_equal(info.address, BASE);
+    assert_int_equal(bh_retain(f->reg, h), BH_ESTALE);
+    bh_stats s = stats_of(f->reg);
+    assert_int_equal(s.takeovers, 1);
+    assert_int_equal(s.conflicts, 0);
+    assert_int_equal(s.live_handles, 1);
+    /* The new block is interned and findable. */
+    bh_handle again;
+    assert_int_equal(bh_lookup(f->reg, 1, BASE, &again), BH_OK);
+    assert_true(bh_handle_eq(again, f->hook_handle));
+    assert_int_equal(bh_release(f->reg, again), BH_OK);
+    assert_int_equal(bh_release(f->reg, f->hook_handle), BH_OK);
+    assert_int_equal(checker_free_calls(f->chk), 2);
+}
+
+/* ------------------------------------------------------------ bh_lookup */
+
+static void lookup_finds_live_blocks_and_never_creates(void **state) {
+    fixture *f = *state;
+    bh_handle h, l;
+    assert_int_equal(bh_lookup(NULL, 0, BASE, &l), BH_EINVAL);
+    assert_int_equal(bh_lookup(f->reg, 0, BASE, NULL), BH_EINVAL);
+    assert_int_equal(bh_lookup(f->reg, 0, BASE, &l), BH_ENOTFOUND);
+    assert_int_equal(stats_of(f->reg).live_handles, 0);
+    assert_int_equal(bh_alloc(f->reg, 0, 64, &h), BH_OK);
+    assert_int_equal(bh_lookup(f->reg, 0, BASE, &l), BH_OK);
+    assert_true(bh_handle_eq(h, l));
+    assert_int_equal(bh_lookup(f->reg, 1, BASE, &l), BH_ENOTFOUND); /* other domain */
+    bh_stats s = stats_of(f->reg);
+    assert_int_equal(s.lookups_hit, 1);
+    assert_int_equal(s.lookups_miss, 2);
+    assert_int_equal(bh_release(f->reg, h), BH_OK);
+    assert_int_equal(bh_release(f->reg, h), BH_OK);
+    assert_int_equal(bh_lookup(f->reg, 0, BASE, &l), BH_ENOTFOUND);
+}
+
+/* ------------------------------------------------------------ references */
+
+static void retain_and_release_count_references(void **state) {
+    fixture *f = *state;
+    bh_handle h;
+    assert_int_equal(bh_alloc(f->reg, 0, 64, &h), BH_OK);
+    assert_int_equal(bh_retain(f->reg, h), BH_OK);
+    assert_int_equal(bh_retain(f->reg, h), BH_OK);
+    bh_info info;
+    assert_int_equal(bh_info_get(f->reg, h, &info), BH_OK);
+    assert_int_equal(info.refs, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(checker_free_calls(f->chk), 0);
+        assert_int_equal(bh_release(f->reg, h), BH_OK);
+    }
+    assert_int_equal(checker_free_calls(f->chk), 1);
+    bh_stats s = stats_of(f->reg);
+    assert_int_equal(s.retains, 2);
+    assert_int_equal(s.releases, 3);
+}
+
+static void null_handles_and_registries_are_einval(void **state) {
+    fixture *f = *state;
+    bh_handle h;
+    bh_info info;
+    assert_int_equal(bh_retain(f->reg, BH_HANDLE_NULL), BH_EINVAL);
+    assert_int_equal(bh_release(f->reg, BH_HANDLE_NULL), BH_EINVAL);
+    assert_int_equal(bh_info_get(f->reg, BH_HANDLE_NULL, &info), BH_EINVAL);
+    assert_int_equal(bh_alloc(f->reg, 0, 64, &h), BH_OK);
+    assert_int_equal(bh_retain(NULL, h), BH_EINVAL);
+    assert_int_equal(bh_release(NULL, h), BH_EINVAL);
+    assert_int_equal(bh_info_get(NULL, h, &info), BH_EINVAL);
+    assert_int_equal(bh_info_get(f->reg, h, NULL), BH_EINVAL);
+    assert_int_equal(bh_stats_get(NULL, &(bh_stats){0}), BH_EINVAL);
+    assert_int_equal(bh_stats_get(f->reg, NULL), BH_EINVAL);
+    assert_int_equal(bh_release(f->reg, h), BH_OK);
+}
+
+static void stale_forged_and_foreign_handles_are_estale_and_change_nothing(void **state) {
+    fixture *f = *state;
+    bh_handle h, other_h;
+    assert_int_equal(bh_alloc(f->reg, 0, 64, &h), BH_OK);
+
+    /* Forged: every bit pattern near and far from the real one. */
+    const uint64_t forged[] = {h.bits ^ (1ull << 32), h.bits + 1, h.bits ^ 0xffffffull,
+                               h.bits & ~0xffffffull, h.bits ^ (0x5aull << 24), ~0ull,
+                               0x1ull, 0xffffffull, 0x0123456789abcdefull};
+    bh_info info;
+    for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
+        bh_handle x = {forged[i]};
+        assert_int_equal(bh_retain(f->reg, x), BH_ESTALE);
+        assert_int_equal(bh_release(f->reg, x), BH_ESTALE);
+        assert_int_equal(bh_info_get(f->reg, x, &info), BH_ESTALE);
+    }
+
+    /* Foreign: a live handle of another registry, same slot shape. */
+    checker *chk2 = checker_new(1, 1, 1, BASE, ALIGN);
+    bh_config cfg = checker_config(chk2);
+    bh_registry *other;
+    assert_int_equal(bh_registry_create(&cfg, &other), BH_OK);
+    assert_int_equal(bh_alloc(other, 0, 64, &other_h), BH_OK);
+    assert_int_equal(bh_retain(f->reg, other_h), BH_ESTALE);
+    assert_int_equal(bh_release(f->reg, other_h), BH_ESTALE);
+    assert_int_equal(bh_release(other, h), BH_ESTALE);
+    assert_int_equal(bh_release(other, other_h), BH_OK);
+    assert_int_equal(bh_registry_destroy(other), BH_OK);
+    assert_int_equal(checker_errors(chk2), 0);
+    checker_free(chk2);
+
+    assert_int_equal(bh_info_get(f->reg, h, &info), BH_OK);
+    assert_int_equal(info.refs, 1);
+    assert_int_equal(checker_free_calls(f->chk), 0);
+    bh_stats s = stats_of(f->reg);
+    assert_int_equal(s.stale_ops, 3 * (sizeof(forged) / sizeof(forged[0])) + 2);
+    assert_int_equal(s.retains + s.releases, 0);
+
+    /* Stale: retired. */
+    assert_int_equal(bh_release(f->reg, h), BH_OK);
+    assert_int_equal(bh_release(f->reg, h), BH_ESTALE);
+    assert_int_equal(bh_retain(f->reg, h), BH_ESTALE);
+    assert_int_equal(bh_info_get(f->reg, h, &info), BH_ESTALE);
+    assert_int_equal(checker_free_calls(f->chk), 1);
+}
+
+/* ------------------------------------------------------------ text */
+
+static void every_status_has_a_distinct_name_and_message(void **state) {
+    (void)state;
+    const bh_status all[] = {BH_OK,     BH_EINVAL, BH_ENOMEM,  BH_ESTALE, BH_ENOTFOUND,
+                             BH_EEXIST, BH_EBUSY,  BH_EALLOC,  BH_ERANGE, BH_EOVERFLOW};
+    const size_t n = sizeof(all) / sizeof(all[0]);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(all[i], -(int)i); /* the contract's numbers */
+        assert_true(strlen(bh_strerror(all[i])) > 0);
+        assert_string_not_equal(bh_strerror(all[i]), "unknown status");
+        for (size_t j = 0; j < i; j++) {
+            assert_string_not_equal(bh_strerror(all[i]), bh_strerror(all[j]));
+            assert_string_not_equal(bh_status_name(all[i]), bh_status_name(all[j]));
+        }
+    }
+    assert_string_equal(bh_status_name(BH_ESTALE), "BH_ESTALE");
+    assert_string_equal(bh_strerror((bh_status)-1000), "unknown status");
+    assert_string_equal(bh_status_name((bh_status)7), "BH_UNKNOWN");
+}
+
+static void version_matches_the_header(void **state) {
+    (void)state;
+    assert_string_equal(bh_version(), BH_VERSION_STRING);
+}
+
+int main(void) {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(create_rejects_null_out_and_unknown_flags),
+        cmocka_unit_test(create_with_null_config_gives_a_registry_without_allocator),
+        T(destroy_rejects_null_and_is_busy_while_handles_live),
+        T(alloc_rejects_bad_arguments),
+        T(alloc_reports_alloc_and_returns_one_reference),
+        T(alloc_failure_is_ealloc_and_reports_nothing),
+        T(alloc_of_a_live_address_is_eexist_and_frees_nothing),
+        T(intern_rejects_bad_arguments),
+        T(intern_of_a_new_address_owns_it_and_frees_it_last),
+        T(intern_larger_than_the_live_allocation_is_erange),
+        T(a_dying_address_is_busy_for_intern_and_missing_for_lookup),
+        T(alloc_may_take_over_an_address_whose_free_has_run),
+        T(lookup_finds_live_blocks_and_never_creates),
+        T(retain_and_release_count_references),
+        T(null_handles_and_registries_are_einval),
+        T(stale_forged_and_foreign_handles_are_estale_and_change_nothing),
+        cmocka_unit_test(every_status_has_a_distinct_name_and_message),
+        cmocka_unit_test(version_matches_the_header),
+    };
+#undef T
+    return cmocka_run_group_tests_name("api", tests, NULL, NULL);
+}

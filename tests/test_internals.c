@@ -1,0 +1,240 @@
+/*
+ * test_internals.c - white-box tests of the slab, the table, the hash, and the
+ * error paths that need a test hook to reach (host memory failure, reference
+ * overflow, generation wrap).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "internal.h"
+#include "support/checker.h"
+
+#define BASE 0x40000000ull
+#define ALIGN 0x1000ull
+
+/* ------------------------------------------------------------ slab */
+
+static void slab_slots_map_to_distinct_stable_blocks(void **state) {
+    (void)state;
+    bh__slab slab;
+    bh__slab_init(&slab);
+    assert_null(bh__slab_at(&slab, 1));
+    enum { N = 5000 };
+    static bh__block *seen[N + 1];
+    uint32_t total = 0;
+    while (total < N) {
+        bh__block *head;
+        uint32_t got = bh__slab_take_fresh(&slab, 100, &head);
+        assert_true(got > 0);
+        for (bh__block *b = head; b != NULL; b = b->next) {
+            assert_true(b->slot >= 1 && b->slot <= N + 100);
+            assert_ptr_equal(bh__slab_at(&slab, b->slot), b);
+            if (b->slot <= N) {
+                assert_null(seen[b->slot]);
+                seen[b->slot] = b;
+            }
+            total++;
+        }
+    }
+    /* Earlier blocks did not move while later chunks were added. */
+    for (uint32_t s = 1; s <= N; s++)
+        assert_ptr_equal(bh__slab_at(&slab, s), seen[s]);
+    /* Slots far beyond anything handed out have no memory. */
+    assert_null(bh__slab_at(&slab, BH__SLOT_MASK));
+    bh__slab_fini(&slab);
+}
+
+static void slab_reports_host_memory_exhaustion(void **state) {
+    (void)state;
+    bh__slab slab;
+    bh__slab_init(&slab);
+    bh__hostmem_fail_at(1);
+    bh__block *head;
+    assert_int_equal(bh__slab_take_fresh(&slab, 4, &head), 0);
+    assert_null(head);
+    assert_int_equal(bh__slab_take_fresh(&slab, 4, &head), 4);
+    bh__slab_fini(&slab);
+}
+
+/* ------------------------------------------------------------ hash */
+
+static void hash_spreads_aligned_neighbouring_addresses_over_shards_and_buckets(void **state) {
+    (void)state;
+    unsigned shard_hits[BH__SHARDS] = {0};
+    unsigned bucket_hits[64] = {0};
+    enum { N = 64 * 256 };
+    for (uint64_t i = 0; i < N; i++) {
+        uint64_t h = bh__key_hash(0, 0x80000000ull + i * 4096); /* page-aligned neighbours */
+        shard_hits[bh__shard_of(h)]++;
+        bucket_hits[h & 63]++;
+    }
+    for (unsigned s = 0; s < BH__SHARDS; s++)
+        assert_true(shard_hits[s] > N / BH__SHARDS / 2 && shard_hits[s] < N / BH__SHARDS * 2);
+    for (unsigned b = 0; b < 64; b++)
+        assert_true(bucket_hits[b] > N / 64 / 2 && bucket_hits[b] < N / 64 * 2);
+    /* The device is part of the key. */
+    assert_int_not_equal(bh__key_hash(0, 4096), bh__key_hash(1, 4096));
+}
+
+/* ------------------------------------------------------------ table */
+
+static void shard_finds_links_unlinks_and_grows(void **state) {
+    (void)state;
+    bh__shard shard;
+    assert_int_equal(bh__shard_init(&shard), BH_OK);
+    enum { N = 1000 };
+    static bh__block blocks[N];
+    memset(blocks, 0, sizeof(blocks));
+    for (uint32_t i = 0; i < N; i++) {
+        AO_store(&blocks[i].device, i % 2);
+        AO_store(&blocks[i].address, (i / 2) * 4096);
+        bh__shard_link(&shard, bh__key_hash(i % 2, (i / 2) * 4096), &blocks[i]);
+    }
+    assert_true(shard.mask + 1 >= N / 2); /* it grew */
+    for (uint32_t i = 0; i < N; i++) {
+        uint64_t h = bh__key_hash(i % 2, (i / 2) * 4096);
+        assert_ptr_equal(bh__shard_find(&shard, h, i % 2, (i / 2) * 4096), &blocks[i]);
+    }
+    for (uint32_t i = 0; i < N; i += 2) {
+        bh__shard_unlink(&shard, bh__key_hash(0, (i / 2) * 4096), &blocks[i]);
+        assert_false(blocks[i].linked);
+    }
+    for (uint32_t i = 0; i < N; i++) {
+        uint64_t h = bh__key_hash(i % 2, (i / 2) * 4096);
+        assert_ptr_equal(bh__shard_find(&shard, h, i % 2, (i / 2) * 4096), i % 2 ? &blocks[i] : NULL);
+    }
+    assert_int_equal(shard.count, N / 2);
+    bh__shard_fini(&shard);
+}
+
+/* ------------------------------------------------------------ host memory faults */
+
+/* One scenario touching every path that allocates host memory: registry
+ * creation, slab chunks for new blocks, shard growth. */
+static bh_status scenario(checker *chk, int *stage) {
+    bh_config cfg = checker_config(chk);
+    bh_registry *reg;
+    *stage = 0;
+    bh_status st = bh_registry_create(&cfg, &reg);
+    if (st != BH_OK)
+        return st;
+    enum { N = 200 };
+    bh_handle h[N];
+    int n = 0;
+    for (; n < N; n++) {
+        *stage = 1;
+        st = n % 2 ? bh_alloc(reg, 0, 64, &h[n]) : bh_intern(reg, 1, BASE + (uint64_t)n * ALIGN, 64, &h[n]);
+        if (st != BH_OK)
+            break;
+    }
+    /* Whatever failed, the registry is consistent: release all, destroy. */
+    bh_stats s;
+    assert_int_equal(bh_stats_get(reg, &s), BH_OK);
+    assert_int_equal(s.live_handles, (uint64_t)n);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(bh_release(reg, h[i]), BH_OK);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    return st;
+}
+
+static void every_host_allocation_failure_is_a_clean_enomem(void **state) {
+    (void)state;
+    /* Count the scenario's host allocations in a clean run, then fail each. */
+    checker *chk = checker_new(2, 1, 256, BASE, ALIGN);
+    int stage;
+    long before = bh__hostmem_attempts();
+    assert_int_equal(scenario(chk, &stage), BH_OK);
+    long total = bh__hostmem_attempts() - before;
+    checker_free(chk);
+    assert_true(total >= BH__SHARDS + 2); /* registry, shard tables, slab chunks */
+
+    int enomem = 0;
+    for (long k = 1; k <= total; k++) {
+        chk = checker_new(2, 1, 256, BASE, ALIGN);
+        bh__hostmem_fail_at(k);
+        bh_status st = scenario(chk, &stage);
+        bh__hostmem_fail_at(0);
+        /* A failed table growth is absorbed (longer chains); all else is ENOMEM. */
+        assert_true(st == BH_OK || st == BH_ENOMEM);
+        enomem += st == BH_ENOMEM;
+        assert_int_equal(checker_errors(chk), 0);
+        assert_int_equal(checker_leaks(chk), 0); /* ENOMEM in bh_alloc gave the address back */
+        checker_free(chk);
+    }
+    assert_true(enomem >= BH__SHARDS + 2);
+}
+
+/* ------------------------------------------------------------ limits */
+
+static void reference_count_overflow_is_eoverflow_and_changes_nothing(void **state) {
+    (void)state;
+    checker *chk = checker_new(2, 1, 4, BASE, ALIGN);
+    bh_config cfg = checker_config(chk);
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    bh__registry_set_refs_max(reg, 3);
+    bh_handle h, x;
+    assert_int_equal(bh_alloc(reg, 0, 64, &h), BH_OK);
+    assert_int_equal(bh_retain(reg, h), BH_OK);
+    assert_int_equal(bh_lookup(reg, 0, BASE, &x), BH_OK);
+    assert_int_equal(bh_retain(reg, h), BH_EOVERFLOW);
+    assert_int_equal(bh_lookup(reg, 0, BASE, &x), BH_EOVERFLOW);
+    assert_int_equal(bh_intern(reg, 0, BASE, 64, &x), BH_EOVERFLOW);
+    bh_info info;
+    assert_int_equal(bh_info_get(reg, h, &info), BH_OK);
+    assert_int_equal(info.refs, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(bh_release(reg, h), BH_OK);
+    assert_int_equal(checker_free_calls(chk), 1);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    assert_int_equal(checker_errors(chk), 0);
+    checker_free(chk);
+}
+
+static void a_slot_whose_generation_would_wrap_is_retired_for_good(void **state) {
+    (void)state;
+    checker *chk = checker_new(2, 1, 4, BASE, ALIGN);
+    bh_config cfg = checker_config(chk);
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    bh_handle h, last;
+    assert_int_equal(bh_alloc(reg, 0, 64, &h), BH_OK);
+    assert_int_equal(bh__registry_set_gen(reg, h, UINT32_MAX, &last), BH_OK);
+    assert_int_equal(bh_retain(reg, h), BH_ESTALE); /* the old generation is gone */
+    assert_int_equal(bh_release(reg, last), BH_OK);
+    assert_int_equal(bh_release(reg, last), BH_ESTALE);
+
+    /* The slot is never handed out again: many allocations later, no handle
+     * uses it, and the wrapped-around generation 0 is not valid there. */
+    for (int i = 0; i < 100; i++) {
+        bh_handle n;
+        assert_int_equal(bh_alloc(reg, 0, 64, &n), BH_OK);
+        assert_int_not_equal(bh__handle_slot(n), bh__handle_slot(last));
+        assert_int_equal(bh_release(reg, n), BH_OK);
+    }
+    bh_handle wrapped = bh__handle_make(bh__handle_slot(last), bh__handle_tag(last), 0);
+    assert_int_equal(bh_retain(reg, wrapped), BH_ESTALE);
+    bh_stats s;
+    assert_int_equal(bh_stats_get(reg, &s), BH_OK);
+    assert_int_equal(s.slots_retired, 1);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    assert_int_equal(checker_errors(chk), 0);
+    checker_free(chk);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(slab_slots_map_to_distinct_stable_blocks),
+        cmocka_unit_test(slab_reports_host_memory_exhaustion),
+        cmocka_unit_test(hash_spreads_aligned_neighbouring_addresses_over_shards_and_buckets),
+        cmocka_unit_test(shard_finds_links_unlinks_and_grows),
+        cmocka_unit_test(every_host_allocation_failure_is_a_clean_enomem),
+        cmocka_unit_test(reference_count_overflow_is_eoverflow_and_changes_nothing),
+        cmocka_unit_test(a_slot_whose_generation_would_wrap_is_retired_for_good),
+    };
+    return cmocka_run_group_tests_name("internals", tests, NULL, NULL);
+}

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# dev.sh - set up, build and run bufhandle on a Debian 12 machine.
+#
+#   tools/dev.sh demo   install what is missing, build (release), run the demo
+#   tools/dev.sh test   install what is missing, then every test stage:
+#                       unit+install, memcheck, helgrind, drd, asan, tsan
+#   tools/dev.sh deps   only install (or, not root, print) missing packages
+#
+# As root, missing Debian packages are installed with apt-get. As another user,
+# the exact apt-get line is printed and the script exits non-zero.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+PACKAGES=(build-essential cmake pkg-config libatomic-ops-dev libcmocka-dev valgrind clang-14 libclang-rt-14-dev)
+
+log() { printf '[dev.sh] %s\n' "$*" >&2; }
+
+missing_packages() {
+    local p
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || printf '%s\n' "$p"
+    done
+}
+
+ensure_deps() {
+    local missing
+    missing=$(missing_packages | tr '\n' ' ')
+    [ -z "${missing// /}" ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        log "missing packages: $missing"
+        echo "apt-get update && apt-get install -y --no-install-recommends $missing"
+        exit 1
+    fi
+    log "installing: $missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing >/dev/null
+}
+
+build_preset() {
+    local preset=$1
+    cmake --preset "$preset" -S "$ROOT" >/dev/null
+    cmake --build "$ROOT/build/$preset" -j "$JOBS" >/dev/null
+}
+
+# Runs one named stage, times it, and records a summary line.
+SUMMARY=()
+FAILED=0
+stage() {
+    local name=$1
+    shift
+    local t0 t1 rc=0
+    t0=$(date +%s)
+    log "stage $name: $*"
+    "$@" || rc=$?
+    t1=$(date +%s)
+    if [ $rc -eq 0 ]; then
+        SUMMARY+=("$(printf 'stage %-10s passed  %4ss' "$name" $((t1 - t0)))")
+    else
+        SUMMARY+=("$(printf 'stage %-10s FAILED  %4ss (exit %s)' "$name" $((t1 - t0)) $rc)")
+        FAILED=1
+    fi
+}
+
+ctest_in() {
+    local dir=$1
+    shift
+    (cd "$ROOT/build/$dir" && ctest --output-on-failure -j "$JOBS" "$@")
+}
+
+cmd_demo() {
+    ensure_deps
+    build_preset release
+    "$ROOT/build/release/examples/three_aliases" "$@"
+}
+
+cmd_test() {
+    ensure_deps
+    stage build-debug build_preset debug
+    stage unit ctest_in debug -L "unit|install"
+    stage memcheck ctest_in debug -L memcheck
+    stage helgrind ctest_in debug -L helgrind
+    stage drd ctest_in debug -L drd
+    stage build-asan build_preset asan
+    stage asan ctest_in asan -L unit
+    stage build-tsan build_preset tsan
+    stage tsan ctest_in tsan -L unit
+    printf '\n'
+    printf '%s\n' "${SUMMARY[@]}"
+    local passed=0 failed=0 line
+    for line in "${SUMMARY[@]}"; do
+        case "$line" in *FAILED*) failed=$((failed + 1)) ;; *) passed=$((passed + 1)) ;; esac
+    done
+    printf 'stages: %d passed, %d failed\n' "$passed" "$failed"
+    return $FAILED
+}
+
+case "${1:-}" in
+demo) shift; cmd_demo "$@" ;;
+test) shift; cmd_test "$@" ;;
+deps) ensure_deps ;;
+*)
+    echo "usage: tools/dev.sh demo|test|deps" >&2
+    exit 2
+    ;;
+esac
