@@ -2,6 +2,7 @@
 # dev.sh - set up, build and run bufhandle on a Debian 12 machine.
 #
 #   tools/dev.sh demo   install what is missing, build (release), run the demo
+#                       (extra arguments go to bh-demo, e.g. --json)
 #   tools/dev.sh test   install what is missing, then every test stage:
 #                       unit+install, memcheck, helgrind, drd, asan, tsan
 #   tools/dev.sh deps   only install (or, not root, print) missing packages
@@ -73,7 +74,9 @@ ctest_in() {
 cmd_demo() {
     ensure_deps
     build_preset release
-    "$ROOT/build/release/examples/three_aliases" "$@"
+    "$ROOT/build/release/examples/three_aliases"
+    echo
+    "$ROOT/build/release/tools/bh-demo" "$@"
 }
 
 cmd_test() {

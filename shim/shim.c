@@ -1,0 +1,274 @@
+/*
+ * shim.c - see shim.h.
+ *
+ * Owns: the legacy-shaped objects and the rule "one object, one reference".
+ * Must never: free or report anything itself: every free and report goes
+ * through the registry, which does it once per allocation.
+ */
+#include "shim.h"
+
+#include <atomic_ops.h>
+#include <sched.h>
+#include <stdlib.h>
+
+struct bh_shim_device {
+    bh_registry *reg;
+    uint32_t id;
+};
+
+struct bh_shim_buffer {
+    bh_registry *reg;
+    AO_t handle_bits; /* ATOMIC: the reference this object holds; 0 once deallocated */
+    uint32_t device;
+    bh_sim_mem mem;
+    uint64_t address, size;
+};
+
+struct bh_shim_mesh {
+    bh_registry *reg;
+    uint32_t devices;
+    bh_shim_device *dev; /* [devices] */
+};
+
+struct bh_shim_mesh_buffer {
+    bh_shim_mesh *mesh;
+    bh_shim_buffer *backing;
+    bh_shim_buffer **per_device; /* [mesh->devices] */
+};
+
+/* ------------------------------------------------------------ devices */
+
+bh_status bh_shim_device_open(bh_registry *reg, uint32_t device_id, bh_shim_device **out) {
+    if (reg == NULL || out == NULL)
+        return BH_EINVAL;
+    bh_shim_device *dev = malloc(sizeof(*dev));
+    if (dev == NULL)
+        return BH_ENOMEM;
+    dev->reg = reg;
+    dev->id = device_id;
+    *out = dev;
+    return BH_OK;
+}
+
+void bh_shim_device_close(bh_shim_device *dev) { free(dev); }
+uint32_t bh_shim_device_id(const bh_shim_device *dev) { return dev->id; }
+
+/* ------------------------------------------------------------ buffers */
+
+/* Wraps a reference the caller already holds into a new object; on host
+ * memory failure the reference is dropped again. */
+static bh_status wrap(bh_registry *reg, bh_handle h, uint32_t device, bh_sim_mem mem, uint64_t address,
+                      uint64_t size, bh_shim_buffer **out) {
+    bh_shim_buffer *b = malloc(sizeof(*b));
+    if (b == NULL) {
+        bh_release(reg, h);
+        return BH_ENOMEM;
+    }
+    b->reg = reg;
+    AO_store(&b->handle_bits, (AO_t)h.bits);
+    b->device = device;
+    b->mem = mem;
+    b->address = address;
+    b->size = size;
+    *out = b;
+    return BH_OK;
+}
+
+bh_status bh_shim_buffer_create(bh_shim_device *dev, uint64_t size, bh_sim_mem mem, bh_shim_buffer **out) {
+    if (dev == NULL || out == NULL)
+        return BH_EINVAL;
+    bh_handle h;
+    bh_status st = bh_alloc(dev->reg, bh_sim_domain(dev->id, mem), size, &h);
+    if (st != BH_OK)
+        return st;
+    bh_info info;
+    st = bh_info_get(dev->reg, h, &info); /* we hold a reference: cannot be stale */
+    if (st != BH_OK) {
+        bh_release(dev->reg, h);
+        return st;
+    }
+    return wrap(dev->reg, h, dev->id, mem, info.address, size, out);
+}
+
+bh_status bh_shim_buffer_create_at(bh_shim_device *dev, uint64_t address, uint64_t size, bh_sim_mem mem,
+                                   bh_shim_buffer **out) {
+    if (dev == NULL || out == NULL)
+        return BH_EINVAL;
+    bh_handle h;
+    bh_status st = bh_intern(dev->reg, bh_sim_domain(dev->id, mem), address, size, &h);
+    if (st != BH_OK)
+        return st;
+    return wrap(dev->reg, h, dev->id, mem, address, size, out);
+}
+
+bh_status bh_shim_buffer_view(bh_shim_buffer *buf, uint64_t offset, uint64_t size, bh_shim_buffer **out) {
+    if (buf == NULL || out == NULL || size == 0)
+        return BH_EINVAL;
+    if (offset > buf->size || size > buf->size - offset)
+        return BH_ERANGE;
+    bh_handle h = {(uint64_t)AO_load(&buf->handle_bits)};
+    if (bh_handle_is_null(h))
+        return BH_ESTALE;
+    bh_status st = bh_retain(buf->reg, h);
+    if (st != BH_OK)
+        return st;
+    return wrap(buf->reg, h, buf->device, buf->mem, buf->address + offset, size, out);
+}
+
+bh_status bh_shim_buffer_deallocate(bh_shim_buffer *buf) {
+    if (buf == NULL)
+        return BH_EINVAL;
+    /* Take the reference out of the object atomically, so that two threads
+     * deallocating one object release it once. Full barrier: not needed for
+     * the handle value itself, but cheap and keeps the object's last use on
+     * this thread ordered before the release. */
+    AO_t bits = AO_load(&buf->handle_bits);
+    while (bits != 0) {
+        AO_t seen = AO_fetch_compare_and_swap_full(&buf->handle_bits, bits, 0);
+        if (seen == bits)
+            return bh_release(buf->reg, (bh_handle){(uint64_t)bits});
+        bits = seen;
+    }
+    return BH_OK;
+}
+
+bh_status bh_shim_buffer_destroy(bh_shim_buffer *buf) {
+    if (buf == NULL)
+        return BH_EINVAL;
+    bh_status st = bh_shim_buffer_deallocate(buf);
+    free(buf);
+    return st;
+}
+
+uint64_t bh_shim_buffer_address(const bh_shim_buffer *buf) { return buf->address; }
+uint64_t bh_shim_buffer_size(const bh_shim_buffer *buf) { return buf->size; }
+uint32_t bh_shim_buffer_device(const bh_shim_buffer *buf) { return buf->device; }
+bh_sim_mem bh_shim_buffer_mem(const bh_shim_buffer *buf) { return buf->mem; }
+int bh_shim_buffer_is_allocated(const bh_shim_buffer *buf) { return AO_load(&buf->handle_bits) != 0; }
+bh_handle bh_shim_buffer_handle(const bh_shim_buffer *buf) {
+    return (bh_handle){(uint64_t)AO_load(&buf->handle_bits)};
+}
+
+/* ------------------------------------------------------------ mesh */
+
+bh_status bh_shim_mesh_open(bh_registry *reg, uint32_t devices, bh_shim_mesh **out) {
+    if (reg == NULL || out == NULL || devices == 0)
+        return BH_EINVAL;
+    bh_shim_mesh *mesh = malloc(sizeof(*mesh));
+    bh_shim_device *dev = calloc(devices, sizeof(*dev));
+    if (mesh == NULL || dev == NULL) {
+        free(mesh);
+        free(dev);
+        return BH_ENOMEM;
+    }
+    for (uint32_t i = 0; i < devices; i++)
+        dev[i] = (bh_shim_device){reg, i};
+    mesh->reg = reg;
+    mesh->devices = devices;
+    mesh->dev = dev;
+    *out = mesh;
+    return BH_OK;
+}
+
+void bh_shim_mesh_close(bh_shim_mesh *mesh) {
+    if (mesh == NULL)
+        return;
+    free(mesh->dev);
+    free(mesh);
+}
+
+uint32_t bh_shim_mesh_devices(const bh_shim_mesh *mesh) { return mesh->devices; }
+bh_shim_device *bh_shim_mesh_device(bh_shim_mesh *mesh, uint32_t i) {
+    return i < mesh->devices ? &mesh->dev[i] : NULL;
+}
+
+bh_status bh_shim_mesh_buffer_destroy(bh_shim_mesh_buffer *mb) {
+    if (mb == NULL)
+        return BH_EINVAL;
+    bh_status first = BH_OK;
+    for (uint32_t i = 0; i < mb->mesh->devices; i++) {
+        if (mb->per_device[i] == NULL)
+            continue;
+        bh_status st = bh_shim_buffer_destroy(mb->per_device[i]);
+        if (first == BH_OK)
+            first = st;
+    }
+    if (mb->backing != NULL) {
+        bh_status st = bh_shim_buffer_destroy(mb->backing);
+        if (first == BH_OK)
+            first = st;
+    }
+    free(mb->per_device);
+    free(mb);
+    return first;
+}
+
+/* The lock-step allocator hands an address out again as soon as every device
+ * has freed it, which can be before the registry has unlinked the old
+ * per-device blocks (their free runs before their removal). bh_intern answers
+ * BH_EBUSY during that window. Here the address is known to be freshly
+ * allocated, so the old block is past its free and only its unlink is left:
+ * wait for it. Bounded, so a real bug shows up as BH_EBUSY, not a hang. */
+static bh_status create_at_fresh(bh_shim_device *dev, uint64_t address, uint64_t size, bh_sim_mem mem,
+                                 bh_shim_buffer **out) {
+    bh_status st = BH_EBUSY;
+    for (long tries = 0; st == BH_EBUSY && tries < 1000000; tries++) {
+        st = bh_shim_buffer_create_at(dev, address, size, mem, out);
+        if (st == BH_EBUSY)
+            sched_yield();
+    }
+    return st;
+}
+
+/* After a failed mesh buffer creation, the devices that got no buffer still
+ * hold the lock-step allocation: claim each one and drop it at once, so the
+ * allocator gets it back (reported as an ALLOC/FREE pair). Best effort: on
+ * failure here the allocation stays lost, as it would without the shim. */
+static void give_back_unclaimed(bh_shim_mesh_buffer *mb, uint64_t size, bh_sim_mem mem) {
+    for (uint32_t i = 0; i < mb->mesh->devices; i++) {
+        if (mb->per_device[i] != NULL)
+            continue;
+        bh_shim_buffer *b;
+        if (create_at_fresh(&mb->mesh->dev[i], mb->backing->address, size, mem, &b) == BH_OK)
+            bh_shim_buffer_destroy(b);
+    }
+}
+
+bh_status bh_shim_mesh_buffer_create(bh_shim_mesh *mesh, uint64_t size, bh_sim_mem mem,
+                                     bh_shim_mesh_buffer **out) {
+    if (mesh == NULL || out == NULL)
+        return BH_EINVAL;
+    bh_shim_mesh_buffer *mb = calloc(1, sizeof(*mb));
+    if (mb == NULL)
+        return BH_ENOMEM;
+    mb->mesh = mesh;
+    mb->per_device = calloc(mesh->devices, sizeof(*mb->per_device));
+    if (mb->per_device == NULL) {
+        free(mb);
+        return BH_ENOMEM;
+    }
+    bh_status st = bh_shim_buffer_create(&mesh->dev[0], size, mem, &mb->backing);
+    for (uint32_t i = 0; st == BH_OK && i < mesh->devices; i++)
+        st = create_at_fresh(&mesh->dev[i], mb->backing->address, size, mem, &mb->per_device[i]);
+    if (st != BH_OK) {
+        if (mb->backing != NULL)
+            give_back_unclaimed(mb, size, mem);
+        bh_shim_mesh_buffer_destroy(mb); /* gives back whatever was made */
+        return st;
+    }
+    *out = mb;
+    return BH_OK;
+}
+
+void bh_shim_mesh_buffer_detach(bh_shim_mesh_buffer *mb, bh_shim_buffer **objects) {
+    objects[0] = mb->backing;
+    for (uint32_t i = 0; i < mb->mesh->devices; i++)
+        objects[1 + i] = mb->per_device[i];
+    free(mb->per_device);
+    free(mb);
+}
+
+bh_shim_buffer *bh_shim_mesh_buffer_backing(bh_shim_mesh_buffer *mb) { return mb->backing; }
+bh_shim_buffer *bh_shim_mesh_buffer_device(bh_shim_mesh_buffer *mb, uint32_t i) {
+    return i < mb->mesh->devices ? mb->per_device[i] : NULL;
+}
