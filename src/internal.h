@@ -161,6 +161,11 @@ void bh__live_add(bh__stats *st, uint64_t bytes);
 void bh__live_sub(bh__stats *st, uint64_t bytes);
 void bh__stats_sum(const bh__stats *st, bh_stats *out);
 
+/* ======================== Reporters (report_*.c) ======================== */
+
+int bh__is_socket_reporter(const bh_reporter *rep);
+int bh__is_log_reporter(const bh_reporter *rep);
+
 /* ======================== Registry (registry.c) ======================== */
 
 struct bh_registry {
@@ -170,6 +175,7 @@ struct bh_registry {
     bh_allocator allocator;
     bh_reporter reporter;
     uint32_t flags;
+    int owns_reporter; /* 1: opened from the environment, closed on destroy */
     uint32_t tag;      /* 1..255, stamped into every handle */
     uint32_t refs_max; /* BH_EOVERFLOW past this; lowered only by tests */
     AO_t seq;          /* ATOMIC: last sequence number handed out */

@@ -19,6 +19,7 @@
  * death; the block stays linked (so its address reads as busy, not free)
  * until its allocator free has run.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -197,6 +198,38 @@ static int may_take_over(const bh__block *b) {
 
 /* ======================== Registry ======================== */
 
+/* Opens the reporter the environment asks for (see bufhandle.h, TRACKING FROM
+ * THE ENVIRONMENT). Tracking is optional: if it cannot be opened, the registry
+ * works without reports rather than failing. */
+static void reporter_from_env(bh_registry *reg) {
+    const char *sock = getenv("BH_TRACK_SOCKET");
+    const char *tt = getenv("TT_ALLOC_TRACKING_ENABLED");
+    const char *log = getenv("BH_TRACK_LOG");
+    bh_status st = BH_EINVAL;
+    if (sock != NULL && sock[0] != '\0') {
+        st = bh_socket_reporter_open(sock, NULL, &reg->reporter);
+    } else if (tt != NULL && strcmp(tt, "1") == 0) {
+        bh_socket_options opt;
+        memset(&opt, 0, sizeof(opt));
+        opt.flags = BH_SOCKET_COMPAT_TT;
+        const char *path = getenv("BH_TT_SOCKET");
+        st = bh_socket_reporter_open(path != NULL && path[0] != '\0' ? path : NULL, &opt, &reg->reporter);
+    } else if (log != NULL && log[0] != '\0') {
+        st = bh_log_reporter_open(log, &reg->reporter);
+    }
+    reg->owns_reporter = st == BH_OK;
+}
+
+static void close_owned_reporter(bh_registry *reg) {
+    if (!reg->owns_reporter)
+        return;
+    if (bh__is_socket_reporter(&reg->reporter))
+        bh_socket_reporter_close(&reg->reporter);
+    else
+        bh_log_reporter_close(&reg->reporter);
+    reg->owns_reporter = 0;
+}
+
 bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
     if (out == NULL)
         return BH_EINVAL;
@@ -219,6 +252,8 @@ bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
         reg->reporter = cfg->reporter;
         reg->flags = cfg->flags;
     }
+    if (reg->reporter.report == NULL && !(reg->flags & BH_CONFIG_NO_ENV))
+        reporter_from_env(reg);
     /* Relaxed: tags need only differ between registries alive at one time. */
     reg->tag = (uint32_t)(AO_fetch_and_add1(&registries_made) % 255u) + 1u;
     reg->refs_max = UINT32_MAX;
@@ -233,6 +268,7 @@ bh_status bh_registry_destroy(bh_registry *reg) {
      * teardown below sees everything the last retiring thread wrote. */
     if (AO_load_acquire(&reg->stats.live_blocks) != 0)
         return BH_EBUSY;
+    close_owned_reporter(reg); /* flushes what is queued */
     for (unsigned i = 0; i < BH__SHARDS; i++)
         bh__shard_fini(&reg->shards[i]);
     bh__slab_fini(&reg->slab);
@@ -429,6 +465,11 @@ bh_status bh_stats_get(bh_registry *reg, bh_stats *out) {
     if (reg == NULL || out == NULL)
         return BH_EINVAL;
     bh__stats_sum(&reg->stats, out);
+    bh_reporter_stats rs;
+    if (bh_socket_reporter_stats(&reg->reporter, &rs) == BH_OK) {
+        out->reports_dropped = rs.dropped;
+        out->resyncs = rs.resyncs;
+    }
     return BH_OK;
 }
 

@@ -28,7 +28,7 @@ static void on_report(void *ctx, const bh_event *ev) {
     fixture *f = ctx;
     pthread_mutex_lock(&f->lock);
     if (ev->kind == BH_EVENT_ALLOC)
-        bh_track_on_alloc(f->track, 1, ev->device, ev->address, ev->size, 0);
+        bh_track_on_alloc(f->track, 1, ev->device, ev->address, ev->size, 0, 0);
     else
         bh_track_on_free(f->track, 1, ev->device, ev->address);
     pthread_mutex_unlock(&f->lock);

@@ -201,6 +201,8 @@ typedef struct bh_stats {
     uint64_t takeovers;     /* bh_alloc reused an address whose block was dying */
     uint64_t slots_retired; /* slots retired for good (generation exhausted) */
     uint64_t reports;       /* events handed to the reporter */
+    uint64_t reports_dropped; /* socket reporter: events not delivered (server down, queue full) */
+    uint64_t resyncs;         /* socket reporter: live-set resyncs sent after a reconnect or drop */
 } bh_stats;
 
 /* ------------------------------------------------------------------------- */
@@ -255,6 +257,69 @@ BH_API bh_status bh_info_get(bh_registry *reg, bh_handle h, bh_info *out);
 /* Sums the registry's counters. Counters are updated without a common lock, so
  * a snapshot taken while other threads work is not one instant. */
 BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
+
+/* ------------------------------------------------------------------------- */
+/* Reporters shipped with the library                                        */
+/* ------------------------------------------------------------------------- */
+
+/* TRACKING FROM THE ENVIRONMENT. A registry created without a reporter (and
+ * without BH_CONFIG_NO_ENV) opens one itself, and closes it on destroy:
+ *   BH_TRACK_SOCKET=/path          socket reporter to bh-trackd at /path
+ *   TT_ALLOC_TRACKING_ENABLED=1    socket reporter speaking TT-Metal's 72-byte
+ *                                  records to /tmp/tt_allocation_server.sock
+ *                                  (BH_TT_SOCKET=/path overrides the path)
+ *   BH_TRACK_LOG=/path or -        JSON-lines log to a file or stderr
+ * The first that is set wins. If it cannot be opened, the registry works
+ * without reports. */
+
+/* The socket reporter talks to bh-trackd (docs/protocol.md). Reporting threads
+ * never touch the socket: they append to a bounded in-memory queue that a
+ * background thread sends, in seq order. A reporting thread waits at most
+ * max_block_us for queue space; past that, and whenever the server is not
+ * connected, events are dropped and counted, and the reporter resends its live
+ * set (a resync) once it can, so the server's view becomes right again. No
+ * SIGPIPE, no crash if the server is absent, slow or killed. Registries of one
+ * process that open the same path share one connection. Use one reporter per
+ * registry. */
+typedef struct bh_socket_options {
+    uint32_t queue_capacity;   /* events queued per connection; 0: 65536 */
+    uint32_t max_block_us;     /* wait for queue space, microseconds; 0: drop at once */
+    uint32_t send_timeout_ms;  /* a stalled send drops the connection after this; 0: 1000 */
+    uint32_t flush_timeout_ms; /* close waits this long for queued events; 0: 2000 */
+    uint32_t flags;            /* BH_SOCKET_* */
+} bh_socket_options;
+
+#define BH_SOCKET_COMPAT_TT 0x1u /* speak TT-Metal's 72-byte records instead */
+
+typedef struct bh_reporter_stats {
+    uint64_t reported;  /* events given to this reporter */
+    uint64_t sent;      /* events written to the socket */
+    uint64_t dropped;   /* events not delivered */
+    uint64_t resyncs;   /* live-set resyncs sent */
+    uint64_t connects;  /* successful connections */
+    uint32_t connected; /* 1 while connected */
+} bh_reporter_stats;
+
+/* Opens a socket reporter for path (NULL: BH_TRACK_SOCKET's default,
+ * /tmp/bh-trackd.sock). opts may be NULL. Connecting is tried at once (briefly)
+ * and then in the background; a missing server is not an error.
+ * Errors: BH_EINVAL (path too long, unknown flags), BH_ENOMEM. */
+BH_API bh_status bh_socket_reporter_open(const char *path, const bh_socket_options *opts, bh_reporter *out);
+/* Flushes (up to flush_timeout_ms) and closes; *rep becomes a no-op reporter.
+ * No registry may still report to it. */
+BH_API void bh_socket_reporter_close(bh_reporter *rep);
+/* Counters of a socket reporter. Errors: BH_EINVAL (not a socket reporter). */
+BH_API bh_status bh_socket_reporter_stats(const bh_reporter *rep, bh_reporter_stats *out);
+/* Waits up to timeout_ms until everything queued so far was sent (or dropped).
+ * Returns BH_OK, or BH_EBUSY on timeout. */
+BH_API bh_status bh_socket_reporter_flush(const bh_reporter *rep, uint32_t timeout_ms);
+
+/* A JSON-lines log reporter: one object per event, {"kind","device",
+ * "address","size","seq","pid","thread"}, written with one write(2) per line.
+ * path NULL or "-": stderr. Errors: BH_EINVAL, BH_ENOMEM, BH_EALLOC (the file
+ * could not be opened). */
+BH_API bh_status bh_log_reporter_open(const char *path, bh_reporter *out);
+BH_API void bh_log_reporter_close(bh_reporter *rep);
 
 /* Static text for a status; "unknown status" for anything else. */
 BH_API const char *bh_strerror(bh_status status);

@@ -127,7 +127,7 @@ static void tracker_event(tracker *tr, bh_event_kind kind, uint32_t domain, uint
     pthread_mutex_lock(&tr->lock);
     if (kind == BH_EVENT_ALLOC) {
         tr->alloc_reports++;
-        bh_track_on_alloc(tr->t, 1, domain, address, size, 0);
+        bh_track_on_alloc(tr->t, 1, domain, address, size, 0, 0);
     } else {
         tr->free_reports++;
         bh_track_on_free(tr->t, 1, domain, address);

@@ -138,8 +138,24 @@ static uint64_t client_live(const bh_track *t, uint64_t client) {
     return n;
 }
 
+/* Makes e live; the caller has checked it was not. */
+static bh_track_result make_live(bh_track *t, bh_track_counts *g, bh_track_entry *e, uint64_t client,
+                                 uint64_t size, uint32_t type, uint64_t now) {
+    if (t->max_live_per_client != 0 && client_live(t, client) >= t->max_live_per_client)
+        return BH_TRACK_LIMIT;
+    e->live = 1;
+    e->size = size;
+    e->type = type;
+    e->since = now;
+    g->live++;
+    g->live_bytes += size;
+    if (g->live_bytes > g->peak_bytes)
+        g->peak_bytes = g->live_bytes;
+    return BH_TRACK_OK;
+}
+
 bh_track_result bh_track_on_alloc(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
-                                  uint64_t size, uint64_t now) {
+                                  uint64_t size, uint32_t type, uint64_t now) {
     bh_track_counts *g = group_of(t, client, device);
     if (g == NULL)
         return BH_TRACK_NOMEM;
@@ -153,16 +169,18 @@ bh_track_result bh_track_on_alloc(bh_track *t, uint64_t client, uint32_t device,
         g->duplicate_allocs++;
         return BH_TRACK_DUPLICATE_ALLOC;
     }
-    if (t->max_live_per_client != 0 && client_live(t, client) >= t->max_live_per_client)
-        return BH_TRACK_LIMIT;
-    e->live = 1;
-    e->size = size;
-    e->since = now;
-    g->live++;
-    g->live_bytes += size;
-    if (g->live_bytes > g->peak_bytes)
-        g->peak_bytes = g->live_bytes;
-    return BH_TRACK_OK;
+    return make_live(t, g, e, client, size, type, now);
+}
+
+bh_track_result bh_track_restore(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
+                                 uint64_t size, uint64_t now) {
+    bh_track_counts *g = group_of(t, client, device);
+    bh_track_entry *e = g != NULL ? entry(t, client, device, address, 1) : NULL;
+    if (e == NULL)
+        return BH_TRACK_NOMEM;
+    if (e->live)
+        return BH_TRACK_OK;
+    return make_live(t, g, e, client, size, 0, now);
 }
 
 bh_track_result bh_track_on_free(bh_track *t, uint64_t client, uint32_t device, uint64_t address) {

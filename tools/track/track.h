@@ -37,6 +37,7 @@ typedef struct bh_track_entry {
     uint64_t since; /* caller's clock at ALLOC */
     uint32_t device;
     uint32_t live;
+    uint32_t type; /* caller's tag of the live allocation (TT buffer_type), else 0 */
     uint64_t allocs, frees;
 } bh_track_entry;
 
@@ -47,7 +48,11 @@ bh_track *bh_track_new(uint64_t max_live_per_client);
 void bh_track_free(bh_track *t);
 
 bh_track_result bh_track_on_alloc(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
-                                  uint64_t size, uint64_t now);
+                                  uint64_t size, uint32_t type, uint64_t now);
+/* Marks an allocation live as part of a resync: not counted as an ALLOC,
+ * never a duplicate. */
+bh_track_result bh_track_restore(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
+                                 uint64_t size, uint64_t now);
 bh_track_result bh_track_on_free(bh_track *t, uint64_t client, uint32_t device, uint64_t address);
 /* Drops every live allocation of a client as a leak; calls on_leak for each
  * (may be NULL). Returns the number of leaks. */

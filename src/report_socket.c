@@ -1,0 +1,695 @@
+/*
+ * report_socket.c - the socket reporter: events to bh-trackd, off the
+ * application's threads.
+ *
+ * Owns: the process-wide connections (one per socket path and format), each
+ * with a bounded event queue and a sender thread; and the streams (one per
+ * reporter, i.e. per registry) with their reorder buffer and shadow live set.
+ * Must never: do socket I/O on a reporting thread, block a reporting thread
+ * longer than max_block_us, raise SIGPIPE, or lose an event silently (every
+ * undelivered event is counted and covered by a resync).
+ *
+ * Ordering. A registry hands out seq 1, 2, 3, ... to its reporter, but two
+ * threads may call the reporter out of order. A stream keeps next_seq and
+ * holds back early events (at most one per concurrently reporting thread)
+ * until the gap closes, so the queue, and the wire, carry each stream's events
+ * in seq order.
+ *
+ * Resync. Each stream also keeps a shadow of its live set, updated for every
+ * event, delivered or not. When events had to be dropped (not connected, queue
+ * full) or the connection is new, the sender replaces everything queued by the
+ * shadow sets: RESYNC_BEGIN, chunks, RESYNC_END per stream. The server swaps
+ * that stream's live set for the snapshot. Events queued after the snapshot
+ * follow it, so the server's view is exact again.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "wire.h"
+
+#define HELD_MAX 64         /* early events a stream holds back */
+#define BATCH 256           /* events per send */
+#define IDLE_WAIT_MS 2      /* sender's poll period when idle: reporters never signal it */
+#define RETRY_MS 100        /* reconnect period */
+
+/* ======================== Shadow live set ======================== */
+
+/* Open addressing, linear probing, backward-shift deletion (no tombstones:
+ * the set sees as many deletions as insertions). */
+typedef struct shadow_entry {
+    uint64_t address, size;
+    uint32_t device, used;
+} shadow_entry;
+
+typedef struct shadow {
+    shadow_entry *e;
+    size_t cap, n;
+} shadow;
+
+static size_t shadow_home(const shadow *s, uint32_t device, uint64_t address) {
+    return (size_t)bh__key_hash(device, address) & (s->cap - 1);
+}
+
+static int shadow_grow(shadow *s) {
+    size_t cap = s->cap ? s->cap * 2 : 64;
+    shadow_entry *e = bh__calloc(cap, sizeof(*e));
+    if (e == NULL)
+        return -1;
+    shadow old = *s;
+    s->e = e;
+    s->cap = cap;
+    s->n = 0;
+    for (size_t i = 0; i < old.cap; i++) {
+        if (!old.e[i].used)
+            continue;
+        size_t j = shadow_home(s, old.e[i].device, old.e[i].address);
+        while (s->e[j].used)
+            j = (j + 1) & (cap - 1);
+        s->e[j] = old.e[i];
+        s->n++;
+    }
+    bh__free(old.e);
+    return 0;
+}
+
+/* Returns 0, or -1 when host memory ran out (the set is then incomplete, and
+ * the caller must not claim a resync is exact). */
+static int shadow_put(shadow *s, uint32_t device, uint64_t address, uint64_t size) {
+    if ((s->n + 1) * 2 > s->cap && shadow_grow(s) != 0)
+        return -1;
+    size_t i = shadow_home(s, device, address);
+    while (s->e[i].used && !(s->e[i].device == device && s->e[i].address == address))
+        i = (i + 1) & (s->cap - 1);
+    if (!s->e[i].used)
+        s->n++;
+    s->e[i] = (shadow_entry){address, size, device, 1};
+    return 0;
+}
+
+static void shadow_del(shadow *s, uint32_t device, uint64_t address) {
+    if (s->cap == 0)
+        return;
+    size_t i = shadow_home(s, device, address);
+    while (s->e[i].used && !(s->e[i].device == device && s->e[i].address == address))
+        i = (i + 1) & (s->cap - 1);
+    if (!s->e[i].used)
+        return;
+    s->e[i].used = 0;
+    s->n--;
+    /* Backward shift: pull later members of the probe run into the hole. */
+    for (size_t j = (i + 1) & (s->cap - 1); s->e[j].used; j = (j + 1) & (s->cap - 1)) {
+        size_t h = shadow_home(s, s->e[j].device, s->e[j].address);
+        /* Move e[j] to i if its home is not in the cyclic range (i, j]. */
+        if ((j > i && (h <= i || h > j)) || (j < i && (h <= i && h > j))) {
+            s->e[i] = s->e[j];
+            s->e[j].used = 0;
+            i = j;
+        }
+    }
+}
+
+/* ======================== Connections and streams ======================== */
+
+typedef struct qitem {
+    uint32_t stream;
+    bh_event ev;
+} qitem;
+
+typedef struct conn conn;
+
+typedef struct stream {
+    conn *c;
+    uint32_t id;
+    uint64_t next_seq;      /* under c->lock: the seq the queue expects next */
+    bh_event held[HELD_MAX]; /* under c->lock: early events */
+    uint32_t nheld;
+    shadow live;            /* under c->lock */
+    int shadow_broken;      /* under c->lock: a shadow update failed (ENOMEM) */
+    uint64_t reported, dropped; /* under c->lock */
+    struct stream *next;    /* under c->lock: c->streams list */
+} stream;
+
+struct conn {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;    /* sender: urgent work; closers: flush progress */
+    pthread_cond_t room;    /* reporters waiting for queue space */
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    bh_socket_options opt;
+    int refs;               /* under conns_lock: open streams */
+    conn *next;             /* under conns_lock */
+    pthread_t thread;
+    /* under lock: */
+    qitem *q;
+    uint32_t head, count;
+    uint64_t in_flight;     /* events popped by the sender, not yet written */
+    stream *streams;
+    uint32_t next_stream;
+    int fd;                 /* sender thread only */
+    int connected;
+    int need_resync;
+    int stop;
+    uint64_t sent, resyncs, connects;
+};
+
+static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
+static conn *conns;
+
+static void report_cb(void *ctx, const bh_event *ev);
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static struct timespec deadline_in(uint64_t us) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (us % 1000000u) * 1000u;
+    ts.tv_sec += (time_t)(us / 1000000u + ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    return ts;
+}
+
+/* ======================== Socket I/O (sender thread only) ======================== */
+
+/* Writes all of buf within timeout_ms. MSG_NOSIGNAL: a dead server is EPIPE,
+ * never SIGPIPE. Returns 0 or -1. */
+static int write_all(int fd, const uint8_t *buf, size_t len, uint32_t timeout_ms) {
+    uint64_t deadline = now_ms() + timeout_ms;
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            buf += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        uint64_t now = now_ms();
+        if (now >= deadline)
+            return -1;
+        struct pollfd p = {fd, POLLOUT, 0};
+        if (poll(&p, 1, (int)(deadline - now)) < 0 && errno != EINTR)
+            return -1;
+    }
+    return 0;
+}
+
+static int try_connect(conn *c) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
+    /* A Unix socket connect completes at once or fails (EAGAIN: backlog full,
+     * treated as a failure and retried later). */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+    if (!(c->opt.flags & BH_SOCKET_COMPAT_TT)) {
+        static const char name[] = "libbufhandle";
+        uint8_t hello[BH_WIRE_HEADER + 10 + sizeof(name) - 1];
+        size_t n = bh_wire_header(hello, BH_WIRE_HELLO, (uint32_t)(10 + sizeof(name) - 1));
+        bh_put32(hello + n, (uint32_t)getpid());
+        bh_put16(hello + n + 4, BH_WIRE_VERSION);
+        bh_put16(hello + n + 6, 0);
+        bh_put16(hello + n + 8, (uint16_t)(sizeof(name) - 1));
+        memcpy(hello + n + 10, name, sizeof(name) - 1);
+        if (write_all(fd, hello, sizeof(hello), c->opt.send_timeout_ms) != 0) {
+            close(fd);
+            return -1;
+        }
+    }
+    c->fd = fd;
+    return 0;
+}
+
+static void disconnect(conn *c) {
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
+
+/* Encodes one event for the wire; returns bytes written to p. */
+static size_t encode_event(const conn *c, uint8_t *p, uint32_t stream_id, const bh_event *ev) {
+    if (c->opt.flags & BH_SOCKET_COMPAT_TT) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int alloc = ev->kind == BH_EVENT_ALLOC;
+        bh_tt_record(p, alloc ? BH_TT_ALLOC : BH_TT_FREE, (int32_t)ev->device, alloc ? ev->size : 0, 0,
+                     (int32_t)getpid(), ev->address,
+                     alloc ? (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec : 0);
+        return BH_TT_RECORD;
+    }
+    return bh_wire_event(p, stream_id, (uint8_t)ev->kind, ev->device, ev->address, ev->size, ev->seq);
+}
+
+#define MAX_RECORD (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN > BH_TT_RECORD ? BH_WIRE_HEADER + BH_WIRE_EVENT_LEN : BH_TT_RECORD)
+
+/* One stream's snapshot, taken under the lock, sent without it. */
+typedef struct snapshot {
+    uint32_t stream;
+    shadow_entry *e;
+    size_t n;
+} snapshot;
+
+static int send_resync(conn *c, const snapshot *snaps, size_t nsnaps) {
+    enum { PER_CHUNK = 4096 };
+    uint8_t *buf = bh__calloc(1, BH_WIRE_HEADER + 8 + (size_t)PER_CHUNK * BH_WIRE_RESYNC_ENTRY);
+    if (buf == NULL)
+        return -1;
+    int rc = 0;
+    for (size_t s = 0; s < nsnaps && rc == 0; s++) {
+        const snapshot *sn = &snaps[s];
+        if (c->opt.flags & BH_SOCKET_COMPAT_TT) {
+            /* The TT format has no resync: announce the live set as ALLOCs. */
+            for (size_t i = 0; i < sn->n && rc == 0; i++) {
+                bh_event ev = {BH_EVENT_ALLOC, sn->e[i].device, sn->e[i].address, sn->e[i].size, 0};
+                rc = write_all(c->fd, buf, encode_event(c, buf, sn->stream, &ev), c->opt.send_timeout_ms);
+            }
+            continue;
+        }
+        size_t n = bh_wire_header(buf, BH_WIRE_RESYNC_BEGIN, 4);
+        bh_put32(buf + n, sn->stream);
+        rc = write_all(c->fd, buf, n + 4, c->opt.send_timeout_ms);
+        for (size_t i = 0; i < sn->n && rc == 0; i += PER_CHUNK) {
+            uint32_t k = (uint32_t)(sn->n - i < PER_CHUNK ? sn->n - i : PER_CHUNK);
+            n = bh_wire_header(buf, BH_WIRE_RESYNC_CHUNK, 8 + k * BH_WIRE_RESYNC_ENTRY);
+            bh_put32(buf + n, sn->stream);
+            bh_put32(buf + n + 4, k);
+            uint8_t *p = buf + n + 8;
+            for (uint32_t j = 0; j < k; j++, p += BH_WIRE_RESYNC_ENTRY) {
+                memset(p, 0, BH_WIRE_RESYNC_ENTRY);
+                bh_put32(p, sn->e[i + j].device);
+                bh_put64(p + 8, sn->e[i + j].address);
+                bh_put64(p + 16, sn->e[i + j].size);
+            }
+            rc = write_all(c->fd, buf, (size_t)(p - buf), c->opt.send_timeout_ms);
+        }
+        if (rc == 0) {
+            n = bh_wire_header(buf, BH_WIRE_RESYNC_END, 4);
+            bh_put32(buf + n, sn->stream);
+            rc = write_all(c->fd, buf, n + 4, c->opt.send_timeout_ms);
+        }
+    }
+    bh__free(buf);
+    return rc;
+}
+
+/* ======================== Sender thread ======================== */
+
+/* Under c->lock: everything queued is covered by the snapshot about to be
+ * taken, so it is discarded: its effect on the live set reaches the server
+ * through the resync, the events themselves do not, and count as dropped.
+ * Returns the snapshots, or NULL on host memory failure. */
+static snapshot *take_snapshots(conn *c, size_t *nsnaps) {
+    size_t n = 0;
+    for (stream *s = c->streams; s != NULL; s = s->next)
+        n++;
+    snapshot *snaps = bh__calloc(n ? n : 1, sizeof(*snaps));
+    if (snaps == NULL)
+        return NULL;
+    size_t k = 0;
+    for (stream *s = c->streams; s != NULL; s = s->next, k++) {
+        snaps[k].stream = s->id;
+        snaps[k].e = bh__calloc(s->live.n ? s->live.n : 1, sizeof(shadow_entry));
+        if (snaps[k].e == NULL) {
+            while (k-- > 0)
+                bh__free(snaps[k].e);
+            bh__free(snaps);
+            return NULL;
+        }
+        for (size_t i = 0; i < s->live.cap; i++)
+            if (s->live.e[i].used)
+                snaps[k].e[snaps[k].n++] = s->live.e[i];
+    }
+    for (uint32_t i = 0; i < c->count; i++) {
+        uint32_t id = c->q[(c->head + i) % c->opt.queue_capacity].stream;
+        for (stream *s = c->streams; s != NULL; s = s->next)
+            if (s->id == id)
+                s->dropped++;
+    }
+    c->head = 0;
+    c->count = 0;
+    pthread_cond_broadcast(&c->room);
+    *nsnaps = n;
+    return snaps;
+}
+
+static void free_snapshots(snapshot *snaps, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        bh__free(snaps[i].e);
+    bh__free(snaps);
+}
+
+static void *sender(void *arg) {
+    conn *c = arg;
+    uint8_t *buf = bh__calloc(BATCH, MAX_RECORD);
+    qitem *batch = bh__calloc(BATCH, sizeof(qitem));
+    uint64_t next_try = 0;
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        if (c->stop && (!c->connected || c->count == 0))
+            break;
+        if (!c->connected) {
+            uint64_t now = now_ms();
+            if (now < next_try) {
+                struct timespec dl = deadline_in((next_try - now) * 1000u);
+                pthread_cond_timedwait(&c->wake, &c->lock, &dl);
+                continue;
+            }
+            pthread_mutex_unlock(&c->lock);
+            int ok = try_connect(c) == 0;
+            pthread_mutex_lock(&c->lock);
+            next_try = now_ms() + RETRY_MS;
+            if (ok) {
+                c->connected = 1;
+                c->connects++;
+                c->need_resync = 1; /* a new connection always starts from the live set */
+            }
+            continue;
+        }
+        if (c->need_resync) {
+            size_t nsnaps = 0;
+            snapshot *snaps = take_snapshots(c, &nsnaps);
+            if (snaps == NULL) { /* retry later; keep need_resync */
+                struct timespec dl = deadline_in(RETRY_MS * 1000u);
+                pthread_cond_timedwait(&c->wake, &c->lock, &dl);
+                continue;
+            }
+            c->need_resync = 0;
+            pthread_mutex_unlock(&c->lock);
+            int rc = send_resync(c, snaps, nsnaps);
+            free_snapshots(snaps, nsnaps);
+            pthread_mutex_lock(&c->lock);
+            if (rc != 0) {
+                disconnect(c);
+                c->connected = 0;
+            } else {
+                c->resyncs++;
+            }
+            pthread_cond_broadcast(&c->wake);
+            continue;
+        }
+        if (c->count == 0) {
+            pthread_cond_broadcast(&c->wake); /* flushers: drained */
+            struct timespec dl = deadline_in(IDLE_WAIT_MS * 1000u);
+            pthread_cond_timedwait(&c->wake, &c->lock, &dl);
+            continue;
+        }
+        uint32_t n = c->count < BATCH ? c->count : BATCH;
+        for (uint32_t i = 0; i < n; i++)
+            batch[i] = c->q[(c->head + i) % c->opt.queue_capacity];
+        c->head = (c->head + n) % c->opt.queue_capacity;
+        c->count -= n;
+        c->in_flight = n;
+        pthread_cond_broadcast(&c->room);
+        pthread_mutex_unlock(&c->lock);
+
+        size_t len = 0;
+        for (uint32_t i = 0; i < n; i++)
+            len += encode_event(c, buf + len, batch[i].stream, &batch[i].ev);
+        int rc = write_all(c->fd, buf, len, c->opt.send_timeout_ms);
+
+        pthread_mutex_lock(&c->lock);
+        c->in_flight = 0;
+        if (rc == 0) {
+            c->sent += n;
+        } else {
+            /* Some of the batch may have reached the server; the resync after
+             * reconnecting makes its view exact either way. */
+            for (uint32_t i = 0; i < n; i++)
+                for (stream *s = c->streams; s != NULL; s = s->next)
+                    if (s->id == batch[i].stream)
+                        s->dropped++;
+            disconnect(c);
+            c->connected = 0;
+        }
+    }
+    disconnect(c);
+    c->connected = 0;
+    pthread_cond_broadcast(&c->wake);
+    pthread_mutex_unlock(&c->lock);
+    bh__free(buf);
+    bh__free(batch);
+    return NULL;
+}
+
+/* ======================== Reporting (application threads) ======================== */
+
+/* Under c->lock: puts one in-order event on the queue or drops it. */
+static void enqueue(stream *s, const bh_event *ev) {
+    conn *c = s->c;
+    if (!c->connected) {
+        s->dropped++;
+        c->need_resync = 1;
+        return;
+    }
+    if (c->count == c->opt.queue_capacity && c->opt.max_block_us > 0) {
+        pthread_cond_broadcast(&c->wake); /* urgent: make the sender drain */
+        struct timespec dl = deadline_in(c->opt.max_block_us);
+        while (c->count == c->opt.queue_capacity && c->connected &&
+               pthread_cond_timedwait(&c->room, &c->lock, &dl) == 0) {
+        }
+    }
+    if (c->count == c->opt.queue_capacity || !c->connected) {
+        s->dropped++;
+        c->need_resync = 1;
+        return;
+    }
+    c->q[(c->head + c->count) % c->opt.queue_capacity] = (qitem){s->id, *ev};
+    c->count++;
+    if (c->count == c->opt.queue_capacity / 2)
+        pthread_cond_broadcast(&c->wake); /* half full: do not wait for the idle poll */
+}
+
+static void apply_shadow(stream *s, const bh_event *ev) {
+    if (ev->kind == BH_EVENT_ALLOC) {
+        if (shadow_put(&s->live, ev->device, ev->address, ev->size) != 0)
+            s->shadow_broken = 1;
+    } else {
+        shadow_del(&s->live, ev->device, ev->address);
+    }
+}
+
+static void report_cb(void *ctx, const bh_event *ev) {
+    stream *s = ctx;
+    conn *c = s->c;
+    pthread_mutex_lock(&c->lock);
+    s->reported++;
+    apply_shadow(s, ev);
+    if (ev->seq == s->next_seq || s->nheld == HELD_MAX || ev->seq < s->next_seq) {
+        /* In order (or the reorder buffer is exhausted: send as is). */
+        enqueue(s, ev);
+        if (ev->seq >= s->next_seq)
+            s->next_seq = ev->seq + 1;
+        /* Release held events that are now in order. */
+        for (int found = 1; found && s->nheld > 0;) {
+            found = 0;
+            for (uint32_t i = 0; i < s->nheld; i++) {
+                if (s->held[i].seq == s->next_seq) {
+                    enqueue(s, &s->held[i]);
+                    s->next_seq++;
+                    s->held[i] = s->held[--s->nheld];
+                    found = 1;
+                    break;
+                }
+            }
+        }
+    } else {
+        s->held[s->nheld++] = *ev;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* ======================== Open / close ======================== */
+
+static void conn_destroy(conn *c) {
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->wake);
+    pthread_cond_destroy(&c->room);
+    bh__free(c->q);
+    bh__free(c);
+}
+
+/* Under conns_lock: the connection for (path, format), made if needed. */
+static conn *conn_get(const char *path, const bh_socket_options *opt) {
+    for (conn *c = conns; c != NULL; c = c->next)
+        if (strcmp(c->path, path) == 0 && c->opt.flags == opt->flags)
+            return c;
+    conn *c = bh__calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->opt = *opt;
+    c->q = bh__calloc(opt->queue_capacity, sizeof(qitem));
+    if (c->q == NULL) {
+        bh__free(c);
+        return NULL;
+    }
+    memcpy(c->path, path, strlen(path) + 1);
+    c->fd = -1;
+    c->next_stream = 1;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->wake, NULL);
+    pthread_cond_init(&c->room, NULL);
+    /* Connect once now, so that events right after opening are not dropped
+     * while a server is up. Failure is fine: the sender keeps trying. */
+    if (try_connect(c) == 0) { /* nothing reported yet: no resync needed */
+        c->connected = 1;
+        c->connects = 1;
+    }
+    int fd = c->fd;
+    if (pthread_create(&c->thread, NULL, sender, c) != 0) {
+        if (fd >= 0)
+            close(fd);
+        conn_destroy(c);
+        return NULL;
+    }
+    c->next = conns;
+    conns = c;
+    return c;
+}
+
+bh_status bh_socket_reporter_open(const char *path, const bh_socket_options *opts, bh_reporter *out) {
+    if (out == NULL)
+        return BH_EINVAL;
+    if (path == NULL)
+        path = (opts != NULL && (opts->flags & BH_SOCKET_COMPAT_TT)) ? BH_TT_DEFAULT_SOCKET : BH_TRACKD_DEFAULT_SOCKET;
+    if (path[0] == '\0' || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return BH_EINVAL;
+    bh_socket_options opt;
+    memset(&opt, 0, sizeof(opt));
+    if (opts != NULL)
+        opt = *opts;
+    if (opt.flags & ~BH_SOCKET_COMPAT_TT)
+        return BH_EINVAL;
+    if (opt.queue_capacity == 0)
+        opt.queue_capacity = 65536;
+    if (opt.send_timeout_ms == 0)
+        opt.send_timeout_ms = 1000;
+    if (opt.flush_timeout_ms == 0)
+        opt.flush_timeout_ms = 2000;
+
+    stream *s = bh__calloc(1, sizeof(*s));
+    if (s == NULL)
+        return BH_ENOMEM;
+    pthread_mutex_lock(&conns_lock);
+    conn *c = conn_get(path, &opt);
+    if (c == NULL) {
+        pthread_mutex_unlock(&conns_lock);
+        bh__free(s);
+        return BH_ENOMEM;
+    }
+    c->refs++;
+    pthread_mutex_lock(&c->lock);
+    s->c = c;
+    s->id = c->next_stream++;
+    s->next_seq = 1;
+    s->next = c->streams;
+    c->streams = s;
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&conns_lock);
+    out->report = report_cb;
+    out->ctx = s;
+    return BH_OK;
+}
+
+int bh__is_socket_reporter(const bh_reporter *rep) { return rep != NULL && rep->report == report_cb; }
+
+bh_status bh_socket_reporter_flush(const bh_reporter *rep, uint32_t timeout_ms) {
+    if (!bh__is_socket_reporter(rep))
+        return BH_EINVAL;
+    conn *c = ((stream *)rep->ctx)->c;
+    uint64_t deadline = now_ms() + timeout_ms;
+    pthread_mutex_lock(&c->lock);
+    pthread_cond_broadcast(&c->wake);
+    bh_status st = BH_OK;
+    while (c->connected && (c->count > 0 || c->in_flight > 0 || c->need_resync)) {
+        uint64_t now = now_ms();
+        if (now >= deadline) {
+            st = BH_EBUSY;
+            break;
+        }
+        struct timespec dl = deadline_in((deadline - now) * 1000u);
+        pthread_cond_timedwait(&c->wake, &c->lock, &dl);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return st;
+}
+
+void bh_socket_reporter_close(bh_reporter *rep) {
+    if (!bh__is_socket_reporter(rep))
+        return;
+    stream *s = rep->ctx;
+    conn *c = s->c;
+    /* Early events still held back will not be joined by their predecessors
+     * any more: queue them as they are. */
+    pthread_mutex_lock(&c->lock);
+    while (s->nheld > 0)
+        enqueue(s, &s->held[--s->nheld]);
+    pthread_mutex_unlock(&c->lock);
+    (void)bh_socket_reporter_flush(rep, c->opt.flush_timeout_ms);
+
+    pthread_mutex_lock(&conns_lock);
+    pthread_mutex_lock(&c->lock);
+    for (stream **p = &c->streams; *p != NULL; p = &(*p)->next) {
+        if (*p == s) {
+            *p = s->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    int last = --c->refs == 0;
+    if (last) {
+        for (conn **p = &conns; *p != NULL; p = &(*p)->next) {
+            if (*p == c) {
+                *p = c->next;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&conns_lock);
+    if (last) {
+        pthread_mutex_lock(&c->lock);
+        c->stop = 1;
+        pthread_cond_broadcast(&c->wake);
+        pthread_mutex_unlock(&c->lock);
+        pthread_join(c->thread, NULL);
+        conn_destroy(c);
+    }
+    bh__free(s->live.e);
+    bh__free(s);
+    rep->report = NULL;
+    rep->ctx = NULL;
+}
+
+bh_status bh_socket_reporter_stats(const bh_reporter *rep, bh_reporter_stats *out) {
+    if (!bh__is_socket_reporter(rep) || out == NULL)
+        return BH_EINVAL;
+    stream *s = rep->ctx;
+    conn *c = s->c;
+    pthread_mutex_lock(&c->lock);
+    out->reported = s->reported;
+    out->sent = c->sent;
+    out->dropped = s->dropped;
+    out->resyncs = c->resyncs;
+    out->connects = c->connects;
+    out->connected = (uint32_t)c->connected;
+    pthread_mutex_unlock(&c->lock);
+    return BH_OK;
+}

@@ -1,0 +1,116 @@
+/*
+ * wire.h - bh-trackd's native wire protocol and the TT-Metal 72-byte record,
+ * shared by the library's socket reporter and the server (docs/protocol.md).
+ *
+ * Owns: frame layout constants and little-endian encode/decode helpers.
+ * Must never: trust a length it did not check against BH_WIRE_MAX_PAYLOAD, or
+ * depend on host byte order or struct layout (everything is packed by hand).
+ */
+#ifndef BH_WIRE_H
+#define BH_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define BH_WIRE_MAGIC 0x4b544842u /* "BHTK" little-endian */
+#define BH_WIRE_VERSION 1u
+#define BH_WIRE_HEADER 12u               /* magic u32, version u16, type u16, length u32 */
+#define BH_WIRE_MAX_PAYLOAD (1u << 20)   /* larger frames are malformed */
+#define BH_WIRE_MAX_NAME 255u
+
+enum bh_wire_type {
+    BH_WIRE_HELLO = 1,        /* c->s: pid u32, version u16, flags u16, name_len u16, name */
+    BH_WIRE_EVENT = 2,        /* c->s: stream u32, kind u8, pad u8[3], device u32, pad u32,
+                                       address u64, size u64, seq u64 (40 bytes) */
+    BH_WIRE_RESYNC_BEGIN = 3, /* c->s: stream u32 */
+    BH_WIRE_RESYNC_CHUNK = 4, /* c->s: stream u32, count u32, count * {device u32, pad u32,
+                                       address u64, size u64} */
+    BH_WIRE_RESYNC_END = 5,   /* c->s: stream u32 */
+    BH_WIRE_QUERY = 6,        /* c->s: what u16 (1 stats, 2 dump), format u16 (0 text, 1 json) */
+    BH_WIRE_REPLY = 7,        /* s->c: text (the answer to QUERY) */
+    BH_WIRE_ERROR = 8         /* s->c: code i32 (bh_status), message; then the server closes */
+};
+
+#define BH_WIRE_HELLO_CONTROL 0x1u /* HELLO flag: a query connection, not a process's reporter */
+#define BH_WIRE_EVENT_LEN 40u
+#define BH_WIRE_RESYNC_ENTRY 24u
+
+/* The TT-Metal allocation client's record (shared/docs/tt-alloc-wire.md). */
+#define BH_TT_RECORD 72u
+enum bh_tt_type {
+    BH_TT_ALLOC = 1,
+    BH_TT_FREE = 2,
+    BH_TT_QUERY = 3,
+    BH_TT_RESPONSE = 4,
+    BH_TT_DUMP_REMAINING = 5,
+    BH_TT_LAST_KNOWN = 12
+};
+#define BH_TT_DEFAULT_SOCKET "/tmp/tt_allocation_server.sock"
+#define BH_TRACKD_DEFAULT_SOCKET "/tmp/bh-trackd.sock"
+
+/* ------------------------------------------------------------ little endian */
+
+static inline void bh_put16(uint8_t *p, uint16_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+static inline void bh_put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void bh_put64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint16_t bh_get16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t bh_get32(const uint8_t *p) {
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+static inline uint64_t bh_get64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Writes a frame header; returns BH_WIRE_HEADER. */
+static inline size_t bh_wire_header(uint8_t *p, uint16_t type, uint32_t length) {
+    bh_put32(p, BH_WIRE_MAGIC);
+    bh_put16(p + 4, BH_WIRE_VERSION);
+    bh_put16(p + 6, type);
+    bh_put32(p + 8, length);
+    return BH_WIRE_HEADER;
+}
+
+/* One EVENT frame (header + 40 bytes) into p; returns its size. */
+static inline size_t bh_wire_event(uint8_t *p, uint32_t stream, uint8_t kind, uint32_t device, uint64_t address,
+                                   uint64_t size, uint64_t seq) {
+    size_t n = bh_wire_header(p, BH_WIRE_EVENT, BH_WIRE_EVENT_LEN);
+    memset(p + n, 0, BH_WIRE_EVENT_LEN);
+    bh_put32(p + n, stream);
+    p[n + 4] = kind;
+    bh_put32(p + n + 8, device);
+    bh_put64(p + n + 16, address);
+    bh_put64(p + n + 24, size);
+    bh_put64(p + n + 32, seq);
+    return n + BH_WIRE_EVENT_LEN;
+}
+
+/* One 72-byte TT record into p. */
+static inline void bh_tt_record(uint8_t *p, uint8_t type, int32_t device, uint64_t size, uint8_t buffer_type,
+                                int32_t pid, uint64_t buffer_id, uint64_t timestamp) {
+    memset(p, 0, BH_TT_RECORD);
+    p[0] = type;
+    bh_put32(p + 4, (uint32_t)device);
+    bh_put64(p + 8, size);
+    p[16] = buffer_type;
+    bh_put32(p + 20, (uint32_t)pid);
+    bh_put64(p + 24, buffer_id);
+    bh_put64(p + 32, timestamp);
+}
+
+#endif

@@ -1,0 +1,538 @@
+/*
+ * test_trackd.c - the library's reporters against a real bh-trackd.
+ *
+ * usage: test_trackd PATH-TO-bh-trackd [slow]   (slow: under valgrind, looser latency bounds)
+ *
+ * Each test starts its own server on a socket in a temporary directory. Client
+ * processes are forked children (the server keys clients by process), and the
+ * server's view is read back with `bh-trackd stats --json`.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <cmocka.h>
+
+#include "bufhandle/bufhandle.h"
+#include "simdev.h"
+#include "wire.h"
+
+static const char *trackd;
+static double slack = 1; /* latency bounds are multiplied by this under valgrind */
+static pid_t servers[8]; /* started by this test; teardown kills what is left */
+static int nservers;
+static char dir[64];
+static char sock_path[96], compat_path[96], summary_path[96];
+
+/* ------------------------------------------------------------ helpers */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
+
+static int can_connect(const char *path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Starts bh-trackd with extra arguments (NULL-terminated, or NULL); returns
+ * its pid once it accepts. */
+static pid_t start_server(const char *const *extra) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char log[160];
+        snprintf(log, sizeof(log), "%s/trackd.log", dir);
+        const char *argv[16] = {trackd, "--socket", sock_path, "--summary", summary_path, "--grace-ms", "300",
+                                "--log", log};
+        int n = 9;
+        for (int i = 0; extra != NULL && extra[i] != NULL && n < 15; i++)
+            argv[n++] = extra[i];
+        argv[n] = NULL;
+        execv(trackd, (char *const *)argv);
+        _exit(127);
+    }
+    if (nservers < 8)
+        servers[nservers++] = pid;
+    for (int i = 0; i < 500 && !can_connect(sock_path); i++)
+        sleep_ms(10);
+    assert_true(can_connect(sock_path));
+    return pid;
+}
+
+static int stop_server(pid_t pid, int sig) {
+    kill(pid, sig);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return status;
+}
+
+/* `bh-trackd stats --json`, into a static buffer. */
+static const char *stats_json(void) {
+    static char buf[1 << 16];
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "%s stats --json --socket %s", trackd, sock_path);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    assert_int_equal(pclose(f), 0);
+    return buf;
+}
+
+/* The number after "key": in the object named section ("totals" or "server"). */
+static uint64_t jget(const char *json, const char *section, const char *key) {
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\":{", section);
+    const char *p = strstr(json, pat);
+    assert_non_null(p);
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    p = strstr(p, pat);
+    assert_non_null(p);
+    return strtoull(p + strlen(pat), NULL, 10);
+}
+
+/* Polls the server until totals.key == want (or 5 s pass); returns the value seen. */
+static uint64_t wait_total(const char *key, uint64_t want) {
+    uint64_t v = 0;
+    for (int i = 0; i < 250; i++) {
+        v = jget(stats_json(), "totals", key);
+        if (v == want)
+            break;
+        sleep_ms(20);
+    }
+    return v;
+}
+
+static int run_child(void (*fn)(void)) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        fn();
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/bh-trackd-test-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(sock_path, sizeof(sock_path), "%s/trackd.sock", dir);
+    snprintf(compat_path, sizeof(compat_path), "%s/tt.sock", dir);
+    snprintf(summary_path, sizeof(summary_path), "%s/summary.json", dir);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    for (int i = 0; i < nservers; i++) {
+        if (kill(servers[i], SIGKILL) == 0)
+            waitpid(servers[i], NULL, 0);
+    }
+    nservers = 0;
+    char cmd[128];
+    if (getenv("BH_TEST_KEEP") == NULL) {
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        return system(cmd) == 0 ? 0 : -1;
+    }
+    fprintf(stderr, "kept %s\n", dir);
+    return 0;
+}
+
+/* ------------------------------------------------------------ clients */
+
+#define DEVICE 4u
+
+static bh_sim *make_sim(void) {
+    bh_sim_config sc = bh_sim_default_config(8, 0);
+    bh_sim *sim;
+    if (bh_sim_create(&sc, &sim) != BH_OK)
+        _exit(10);
+    return sim;
+}
+
+/* The three-aliases scenario through the library, tracking from the
+ * environment (BH_TRACK_SOCKET), released in all six orders, then reused. */
+static void handles_client(void) {
+    setenv("BH_TRACK_SOCKET", sock_path, 1);
+    bh_sim *sim = make_sim();
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.allocator = bh_sim_allocator(sim);
+    bh_registry *reg;
+    if (bh_registry_create(&cfg, &reg) != BH_OK)
+        _exit(11);
+    static const int orders[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+    uint32_t domain = bh_sim_domain(DEVICE, BH_SIM_DRAM);
+    for (int o = 0; o < 6; o++) {
+        bh_handle h[3];
+        bh_info info;
+        if (bh_alloc(reg, domain, 1 << 20, &h[0]) != BH_OK || bh_info_get(reg, h[0], &info) != BH_OK ||
+            bh_intern(reg, domain, info.address, 1 << 20, &h[1]) != BH_OK ||
+            bh_lookup(reg, domain, info.address, &h[2]) != BH_OK)
+            _exit(12);
+        for (int i = 0; i < 3; i++)
+            if (bh_release(reg, h[orders[o][i]]) != BH_OK)
+                _exit(13);
+    }
+    bh_handle again;
+    if (bh_alloc(reg, domain, 4096, &again) != BH_OK || bh_release(reg, again) != BH_OK)
+        _exit(14);
+    bh_stats st;
+    bh_stats_get(reg, &st);
+    if (st.reports != 14 || st.reports_dropped != 0)
+        _exit(15);
+    if (bh_registry_destroy(reg) != BH_OK) /* flushes the reporter */
+        _exit(16);
+    bh_sim_destroy(sim);
+}
+
+/* The old runtime: every object reports on its own. A is allocated (ALLOC), B
+ * is re-created at A's address and reports ALLOC again, C is a view; each of
+ * the three reports FREE. One allocation is never freed. */
+static void naive_client(void) {
+    bh_reporter rep;
+    if (bh_socket_reporter_open(sock_path, NULL, &rep) != BH_OK)
+        _exit(20);
+    uint64_t seq = 0;
+    for (int o = 0; o < 6; o++) {
+        bh_event alloc = {BH_EVENT_ALLOC, DEVICE, 695055872, 1 << 20, 0};
+        bh_event fr = {BH_EVENT_FREE, DEVICE, 695055872, 1 << 20, 0};
+        alloc.seq = ++seq;
+        rep.report(rep.ctx, &alloc);
+        alloc.seq = ++seq;
+        rep.report(rep.ctx, &alloc);
+        for (int i = 0; i < 3; i++) {
+            fr.seq = ++seq;
+            rep.report(rep.ctx, &fr);
+        }
+    }
+    bh_event leak = {BH_EVENT_ALLOC, DEVICE, 0x7000000, 4096, ++seq};
+    rep.report(rep.ctx, &leak);
+    bh_socket_reporter_close(&rep);
+}
+
+/* ------------------------------------------------------------ tests */
+
+static void handle_client_leaves_no_unknown_free_no_duplicate_and_no_leak(void **state) {
+    (void)state;
+    pid_t srv = start_server(NULL);
+    assert_int_equal(run_child(handles_client), 0);
+    assert_int_equal(wait_total("frees", 7), 7);
+    sleep_ms(400); /* past --grace-ms: a leak would show now */
+    const char *j = stats_json();
+    assert_int_equal(jget(j, "totals", "allocs"), 7);
+    assert_int_equal(jget(j, "totals", "unknown_frees"), 0);
+    assert_int_equal(jget(j, "totals", "duplicate_allocs"), 0);
+    assert_int_equal(jget(j, "totals", "leaks"), 0);
+    assert_int_equal(jget(j, "totals", "live"), 0);
+    int status = stop_server(srv, SIGTERM);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* SIGTERM wrote the summary and removed the socket. */
+    FILE *f = fopen(summary_path, "r");
+    assert_non_null(f);
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    assert_int_equal(jget(buf, "totals", "frees"), 7);
+    assert_int_equal(access(sock_path, F_OK), -1);
+}
+
+static void naive_client_is_flagged_for_unknown_frees_duplicates_and_leaks(void **state) {
+    (void)state;
+    pid_t srv = start_server(NULL);
+    assert_int_equal(run_child(naive_client), 0);
+    assert_int_equal(wait_total("leaks", 1), 1);
+    const char *j = stats_json();
+    assert_int_equal(jget(j, "totals", "allocs"), 13);
+    assert_int_equal(jget(j, "totals", "frees"), 18);
+    assert_int_equal(jget(j, "totals", "unknown_frees"), 12);
+    assert_int_equal(jget(j, "totals", "duplicate_allocs"), 6);
+    assert_int_equal(jget(j, "totals", "leaked_bytes"), 4096);
+    stop_server(srv, SIGTERM);
+}
+
+static bh_registry *tracked_registry(bh_sim *sim, bh_reporter *rep, const bh_socket_options *opt) {
+    assert_int_equal(bh_socket_reporter_open(sock_path, opt, rep), BH_OK);
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.allocator = bh_sim_allocator(sim);
+    cfg.reporter = *rep;
+    cfg.flags = BH_CONFIG_NO_ENV;
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    return reg;
+}
+
+/* Alloc + release pairs; returns the worst latency of one call in seconds. */
+static double churn(bh_registry *reg, int pairs) {
+    double worst = 0;
+    for (int i = 0; i < pairs; i++) {
+        bh_handle h;
+        double t0 = now_s();
+        assert_int_equal(bh_alloc(reg, bh_sim_domain(1, BH_SIM_L1), 64, &h), BH_OK);
+        assert_int_equal(bh_release(reg, h), BH_OK);
+        double dt = now_s() - t0;
+        if (dt > worst)
+            worst = dt;
+    }
+    return worst;
+}
+
+static void server_killed_and_restarted_gets_the_live_set_back_by_resync(void **state) {
+    (void)state;
+    pid_t srv = start_server(NULL);
+    bh_sim *sim = make_sim();
+    bh_reporter rep;
+    bh_socket_options opt = {.send_timeout_ms = 200};
+    bh_registry *reg = tracked_registry(sim, &rep, &opt);
+    bh_handle held[8];
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(bh_alloc(reg, bh_sim_domain(0, BH_SIM_DRAM), 4096, &held[i]), BH_OK);
+    assert_int_equal(bh_socket_reporter_flush(&rep, 2000), BH_OK);
+    assert_int_equal(wait_total("live", 5), 5);
+
+    stop_server(srv, SIGKILL); /* leaves a stale socket file behind */
+    double worst = churn(reg, 2000);
+    for (int i = 5; i < 8; i++)
+        assert_int_equal(bh_alloc(reg, bh_sim_domain(0, BH_SIM_DRAM), 4096, &held[i]), BH_OK);
+    /* Let the sender try: against a dead server it disconnects and drops. */
+    (void)bh_socket_reporter_flush(&rep, 1000);
+    bh_stats st;
+    assert_int_equal(bh_stats_get(reg, &st), BH_OK);
+    assert_true(st.reports_dropped > 0);
+    assert_true(worst < 0.25 * slack); /* never waits on the dead server beyond the send timeout */
+
+    srv = start_server(NULL); /* replaces the stale socket file */
+    bh_reporter_stats rs;
+    for (int i = 0; i < 300; i++) {
+        assert_int_equal(bh_socket_reporter_stats(&rep, &rs), BH_OK);
+        if (rs.connects >= 2 && rs.resyncs >= 1)
+            break;
+        sleep_ms(10);
+    }
+    assert_true(rs.connects >= 2 && rs.resyncs >= 1);
+    assert_int_equal(wait_total("live", 8), 8); /* the resync made the view right */
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(bh_release(reg, held[i]), BH_OK);
+    assert_int_equal(bh_socket_reporter_flush(&rep, 2000), BH_OK);
+    assert_int_equal(wait_total("live", 0), 0);
+    const char *j = stats_json();
+    assert_int_equal(jget(j, "totals", "frees"), 8);
+    assert_int_equal(jget(j, "totals", "unknown_frees"), 0);
+    assert_int_equal(jget(j, "totals", "duplicate_allocs"), 0);
+    assert_true(jget(j, "server", "resyncs") >= 1);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    bh_socket_reporter_close(&rep);
+    bh_sim_destroy(sim);
+    stop_server(srv, SIGTERM);
+}
+
+static void no_server_costs_nothing_but_counted_drops(void **state) {
+    (void)state;
+    bh_sim *sim = make_sim();
+    bh_reporter rep;
+    bh_registry *reg = tracked_registry(sim, &rep, NULL); /* nobody listens on sock_path */
+    double worst = churn(reg, 20000);
+    bh_stats st;
+    assert_int_equal(bh_stats_get(reg, &st), BH_OK);
+    assert_int_equal(st.reports, 40000);
+    assert_int_equal(st.reports_dropped, 40000);
+    assert_true(worst < 0.05 * slack);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    bh_socket_reporter_close(&rep);
+    bh_sim_destroy(sim);
+}
+
+static void slow_server_does_not_stall_the_application(void **state) {
+    (void)state;
+    /* A "server" that accepts nothing and reads nothing: sends fill the socket
+     * buffer and stall. */
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    bh_sim *sim = make_sim();
+    bh_reporter rep;
+    bh_socket_options opt = {.queue_capacity = 1024, .max_block_us = 500, .send_timeout_ms = 100,
+                             .flush_timeout_ms = 100};
+    bh_registry *reg = tracked_registry(sim, &rep, &opt);
+    double t0 = now_s();
+    double worst = churn(reg, 100000);
+    double avg_us = (now_s() - t0) / 200000 * 1e6;
+    bh_stats st;
+    assert_int_equal(bh_stats_get(reg, &st), BH_OK);
+    print_message("slow server: worst call %.3f ms, average %.2f us per call, %llu of %llu reports dropped\n",
+                  worst * 1e3, avg_us, (unsigned long long)st.reports_dropped, (unsigned long long)st.reports);
+    assert_true(st.reports_dropped > 0);
+    assert_true(worst < 0.1 * slack); /* bounded by max_block_us, far from the stalled send */
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    bh_socket_reporter_close(&rep);
+    bh_sim_destroy(sim);
+    close(lfd);
+    unlink(sock_path);
+}
+
+/* ------------------------------------------------------------ server hygiene */
+
+static int raw_connect(const char *path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+/* Reads until EOF (or timeout); returns bytes read. */
+static size_t read_all(int fd, uint8_t *buf, size_t cap) {
+    size_t n = 0;
+    ssize_t r;
+    while (n < cap && (r = recv(fd, buf + n, cap - n, 0)) > 0)
+        n += (size_t)r;
+    return n;
+}
+
+static void malformed_frames_disconnect_only_their_client(void **state) {
+    (void)state;
+    pid_t srv = start_server(NULL);
+    struct stat st;
+    assert_int_equal(stat(sock_path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+
+    const uint8_t bad_magic[12] = {'N', 'O', 'P', 'E', 1, 0, 1, 0, 0, 0, 0, 0};
+    uint8_t too_long[12];
+    bh_wire_header(too_long, BH_WIRE_HELLO, BH_WIRE_MAX_PAYLOAD + 1);
+    uint8_t no_hello[BH_WIRE_HEADER + BH_WIRE_EVENT_LEN];
+    bh_wire_event(no_hello, 1, BH_EVENT_ALLOC, 0, 4096, 64, 1);
+    const uint8_t *cases[] = {bad_magic, too_long, no_hello};
+    const size_t sizes[] = {sizeof(bad_magic), sizeof(too_long), sizeof(no_hello)};
+    for (int i = 0; i < 3; i++) {
+        int fd = raw_connect(sock_path);
+        assert_int_equal(send(fd, cases[i], sizes[i], MSG_NOSIGNAL), (ssize_t)sizes[i]);
+        uint8_t reply[512];
+        size_t n = read_all(fd, reply, sizeof(reply));
+        /* An ERROR frame, then the server closed the connection. */
+        assert_true(n >= BH_WIRE_HEADER + 4);
+        assert_int_equal(bh_get16(reply + 6), BH_WIRE_ERROR);
+        assert_int_equal((int32_t)bh_get32(reply + BH_WIRE_HEADER), BH_EINVAL);
+        close(fd);
+    }
+    const char *j = stats_json(); /* and it still serves everyone else */
+    assert_int_equal(jget(j, "server", "malformed"), 3);
+    assert_int_equal(jget(j, "totals", "allocs"), 0);
+
+    /* A second server does not steal a live socket. */
+    pid_t second = fork();
+    if (second == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 2);
+        execl(trackd, trackd, "--socket", sock_path, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    waitpid(second, &status, 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    assert_true(can_connect(sock_path));
+    stop_server(srv, SIGTERM);
+}
+
+static void compat_records_are_tracked_and_answered(void **state) {
+    (void)state;
+    const char *extra[] = {"--compat-tt", "--compat-socket", compat_path, NULL};
+    pid_t pid = start_server(extra);
+    int fd = raw_connect(compat_path);
+    uint8_t rec[3][BH_TT_RECORD];
+    /* ALLOC DRAM 4096 at 0x1000 and L1 100 at 0x2000 on device 0, as the TT client sends them. */
+    bh_tt_record(rec[0], BH_TT_ALLOC, 0, 4096, 0, (int32_t)getpid(), 0x1000, 123456789);
+    bh_tt_record(rec[1], BH_TT_ALLOC, 0, 100, 1, (int32_t)getpid(), 0x2000, 123456790);
+    bh_tt_record(rec[2], BH_TT_QUERY, 0, 0, 0, (int32_t)getpid(), 0, 0);
+    assert_int_equal(send(fd, rec, sizeof(rec), MSG_NOSIGNAL), (ssize_t)sizeof(rec));
+    uint8_t resp[BH_TT_RECORD];
+    assert_int_equal(recv(fd, resp, sizeof(resp), MSG_WAITALL), BH_TT_RECORD);
+    assert_int_equal(resp[0], BH_TT_RESPONSE);
+    assert_int_equal(bh_get64(resp + 40), 4096); /* dram_allocated */
+    assert_int_equal(bh_get64(resp + 48), 100);  /* l1_allocated */
+    assert_int_equal(bh_get64(resp + 56), 0);
+    /* FREE with process_id 0, as one published client sends it: keyed by the
+     * peer's pid, it still matches. */
+    bh_tt_record(rec[0], BH_TT_FREE, 0, 0, 0, 0, 0x1000, 0);
+    bh_tt_record(rec[1], BH_TT_FREE, 0, 0, 0, 0, 0x9999000, 0); /* unknown buffer */
+    assert_int_equal(send(fd, rec, sizeof(rec), MSG_NOSIGNAL), (ssize_t)sizeof(rec));
+    assert_int_equal(recv(fd, resp, sizeof(resp), MSG_WAITALL), BH_TT_RECORD);
+    assert_int_equal(bh_get64(resp + 40), 0);
+    assert_int_equal(bh_get64(resp + 48), 100);
+
+    /* A grown record (a later runtime variant) is rejected; the others go on. */
+    int bad = raw_connect(compat_path);
+    uint8_t grown[200];
+    memset(grown, 0, sizeof(grown));
+    grown[0] = grown[100] = BH_TT_ALLOC;
+    memset(grown + 72, 0x55, 28); /* the extra fields land where the next record's header would be */
+    memset(grown + 172, 0x55, 28);
+    assert_int_equal(send(bad, grown, sizeof(grown), MSG_NOSIGNAL), (ssize_t)sizeof(grown));
+    uint8_t sink[64];
+    assert_int_equal(read_all(bad, sink, sizeof(sink)), 0); /* closed by the server */
+    close(bad);
+
+    bh_tt_record(rec[0], BH_TT_QUERY, 0, 0, 0, 0, 0, 0);
+    assert_int_equal(send(fd, rec[0], BH_TT_RECORD, MSG_NOSIGNAL), BH_TT_RECORD);
+    assert_int_equal(recv(fd, resp, sizeof(resp), MSG_WAITALL), BH_TT_RECORD);
+    assert_int_equal(bh_get64(resp + 48), 100);
+    const char *j = stats_json();
+    assert_int_equal(jget(j, "totals", "unknown_frees"), 1);
+    assert_int_equal(jget(j, "server", "malformed"), 1);
+    assert_int_equal(jget(j, "server", "compat_records"), 3 + 3 + 1 + 1);
+    close(fd);
+    stop_server(pid, SIGTERM);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_trackd PATH-TO-bh-trackd [slow]\n");
+        return 2;
+    }
+    trackd = argv[1];
+    if (argc > 2 && strcmp(argv[2], "slow") == 0)
+        slack = 40;
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(handle_client_leaves_no_unknown_free_no_duplicate_and_no_leak, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(naive_client_is_flagged_for_unknown_frees_duplicates_and_leaks, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(server_killed_and_restarted_gets_the_live_set_back_by_resync, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(no_server_costs_nothing_but_counted_drops, setup, teardown),
+        cmocka_unit_test_setup_teardown(slow_server_does_not_stall_the_application, setup, teardown),
+        cmocka_unit_test_setup_teardown(malformed_frames_disconnect_only_their_client, setup, teardown),
+        cmocka_unit_test_setup_teardown(compat_records_are_tracked_and_answered, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("trackd", tests, NULL, NULL);
+}
