@@ -11,9 +11,13 @@
  *
  * Ordering. A registry hands out seq 1, 2, 3, ... to its reporter, but two
  * threads may call the reporter out of order. A stream keeps next_seq and
- * holds back early events (at most one per concurrently reporting thread)
- * until the gap closes, so the queue, and the wire, carry each stream's events
- * in seq order.
+ * holds back early events in a min-heap until the gap closes, so the queue,
+ * and the wire, carry each stream's events in seq order. If a reporting thread
+ * stalls for longer than the heap (max(4096, queue capacity) events), the
+ * stream stops waiting and the stalled event goes out late (counted in
+ * out_of_order). That never breaks the server's live set: events of one
+ * address are causally ordered (the next one cannot be reported before the
+ * previous report returned), so a late event has no successor on the wire.
  *
  * Resync. Each stream also keeps a shadow of its live set, updated for every
  * event, delivered or not. When events had to be dropped (not connected, queue
@@ -36,7 +40,7 @@
 #include "internal.h"
 #include "wire.h"
 
-#define HELD_MAX 64         /* early events a stream holds back */
+#define STALL_MS 50         /* a seq missing this long is skipped; it goes out late */
 #define BATCH 256           /* events per send */
 #define IDLE_WAIT_MS 2      /* sender's poll period when idle: reporters never signal it */
 #define RETRY_MS 100        /* reconnect period */
@@ -119,44 +123,51 @@ static void shadow_del(shadow *s, uint32_t device, uint64_t address) {
 
 /* ======================== Connections and streams ======================== */
 
+typedef struct conn conn;
+
+/* An event on its way to the wire, with its stream. */
 typedef struct qitem {
     uint32_t stream;
     bh_event ev;
 } qitem;
 
-typedef struct conn conn;
+#define LATE_CAP 4096u /* late events a stream keeps before it drops and resyncs */
 
 typedef struct stream {
     conn *c;
     uint32_t id;
-    uint64_t next_seq;      /* under c->lock: the seq the queue expects next */
-    bh_event held[HELD_MAX]; /* under c->lock: early events */
-    uint32_t nheld;
-    shadow live;            /* under c->lock */
-    int shadow_broken;      /* under c->lock: a shadow update failed (ENOMEM) */
-    uint64_t reported, dropped; /* under c->lock */
-    struct stream *next;    /* under c->lock: c->streams list */
+    /* All under c->lock. The event with seq s waits in ring[s % cap] (valid
+     * while ring[...].seq == s); the ring holds seqs [base, base + cap). */
+    bh_event *ring;
+    uint64_t base;         /* next seq to send */
+    uint64_t max_seq;      /* highest seq placed */
+    uint64_t gap_since_ms; /* when the sender found ring[base] empty below max_seq; 0: no gap */
+    bh_event *late;        /* FIFO of events older than base: sent as soon as possible */
+    uint32_t late_head, late_count;
+    shadow live;
+    int shadow_broken; /* a shadow update failed (ENOMEM): resyncs are incomplete */
+    uint64_t reported, dropped, out_of_order;
+    struct stream *next;
 } stream;
 
 struct conn {
     pthread_mutex_t lock;
-    pthread_cond_t wake;    /* sender: urgent work; closers: flush progress */
-    pthread_cond_t room;    /* reporters waiting for queue space */
+    pthread_cond_t wake; /* sender: urgent work; flushers: progress */
+    pthread_cond_t room; /* reporters waiting for ring space */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     bh_socket_options opt;
-    int refs;               /* under conns_lock: open streams */
-    conn *next;             /* under conns_lock */
+    int refs;   /* under conns_lock: open streams */
+    conn *next; /* under conns_lock */
     pthread_t thread;
     /* under lock: */
-    qitem *q;
-    uint32_t head, count;
-    uint64_t in_flight;     /* events popped by the sender, not yet written */
     stream *streams;
     uint32_t next_stream;
-    int fd;                 /* sender thread only */
+    int fd; /* sender thread only, once started */
     int connected;
     int need_resync;
     int stop;
+    uint64_t epoch;     /* bumped by every snapshot */
+    uint64_t in_flight; /* events taken by the sender, not yet written */
     uint64_t sent, resyncs, connects;
 };
 
@@ -313,10 +324,12 @@ static int send_resync(conn *c, const snapshot *snaps, size_t nsnaps) {
 
 /* ======================== Sender thread ======================== */
 
-/* Under c->lock: everything queued is covered by the snapshot about to be
+/* Under c->lock: everything waiting is covered by the snapshot about to be
  * taken, so it is discarded: its effect on the live set reaches the server
  * through the resync, the events themselves do not, and count as dropped.
- * Returns the snapshots, or NULL on host memory failure. */
+ * Each stream restarts after the highest seq seen; a report still on its way
+ * with a smaller seq arrives late and is sent after the resync. Returns the
+ * snapshots, or NULL on host memory failure. */
 static snapshot *take_snapshots(conn *c, size_t *nsnaps) {
     size_t n = 0;
     for (stream *s = c->streams; s != NULL; s = s->next)
@@ -338,14 +351,20 @@ static snapshot *take_snapshots(conn *c, size_t *nsnaps) {
             if (s->live.e[i].used)
                 snaps[k].e[snaps[k].n++] = s->live.e[i];
     }
-    for (uint32_t i = 0; i < c->count; i++) {
-        uint32_t id = c->q[(c->head + i) % c->opt.queue_capacity].stream;
-        for (stream *s = c->streams; s != NULL; s = s->next)
-            if (s->id == id)
-                s->dropped++;
+    for (stream *s = c->streams; s != NULL; s = s->next) {
+        for (uint64_t q = s->base; q <= s->max_seq; q++) {
+            bh_event *slot = &s->ring[q % c->opt.queue_capacity];
+            if (slot->seq == q) {
+                s->dropped += slot->kind != 0; /* tombstones were counted already */
+                slot->seq = 0;
+            }
+        }
+        s->dropped += s->late_count;
+        s->late_count = 0;
+        s->base = s->max_seq + 1;
+        s->gap_since_ms = 0;
     }
-    c->head = 0;
-    c->count = 0;
+    c->epoch++;
     pthread_cond_broadcast(&c->room);
     *nsnaps = n;
     return snaps;
@@ -357,6 +376,50 @@ static void free_snapshots(snapshot *snaps, size_t n) {
     bh__free(snaps);
 }
 
+/* Under c->lock: nothing waits to be sent. */
+static int all_sent(const conn *c) {
+    for (const stream *s = c->streams; s != NULL; s = s->next)
+        if (s->late_count > 0 || s->base <= s->max_seq)
+            return 0;
+    return 1;
+}
+
+/* Under c->lock: takes up to max events to send, late ones first, then each
+ * stream's ring in seq order. A seq missing below max_seq is waited for
+ * STALL_MS, then skipped (its report is stalled; it will come late). */
+static uint32_t take_batch(conn *c, qitem *batch, uint32_t max, uint64_t now) {
+    uint32_t n = 0;
+    for (stream *s = c->streams; s != NULL && n < max; s = s->next) {
+        while (s->late_count > 0 && n < max) {
+            batch[n++] = (qitem){s->id, s->late[s->late_head]};
+            s->late_head = (s->late_head + 1) % LATE_CAP;
+            s->late_count--;
+        }
+        while (n < max && s->base <= s->max_seq) {
+            bh_event *slot = &s->ring[s->base % c->opt.queue_capacity];
+            if (slot->seq == s->base) {
+                if (slot->kind != 0) /* tombstones of dropped events are passed */
+                    batch[n++] = (qitem){s->id, *slot};
+                slot->seq = 0;
+                s->base++;
+                s->gap_since_ms = 0;
+                continue;
+            }
+            if (s->gap_since_ms == 0) {
+                s->gap_since_ms = now;
+                break;
+            }
+            if (now - s->gap_since_ms < STALL_MS)
+                break;
+            /* Give up waiting for this run of missing seqs. */
+            while (s->base <= s->max_seq && s->ring[s->base % c->opt.queue_capacity].seq != s->base)
+                s->base++;
+            s->gap_since_ms = 0;
+        }
+    }
+    return n;
+}
+
 static void *sender(void *arg) {
     conn *c = arg;
     uint8_t *buf = bh__calloc(BATCH, MAX_RECORD);
@@ -364,7 +427,7 @@ static void *sender(void *arg) {
     uint64_t next_try = 0;
     pthread_mutex_lock(&c->lock);
     for (;;) {
-        if (c->stop && (!c->connected || c->count == 0))
+        if (c->stop && (!c->connected || all_sent(c)))
             break;
         if (!c->connected) {
             uint64_t now = now_ms();
@@ -406,17 +469,13 @@ static void *sender(void *arg) {
             pthread_cond_broadcast(&c->wake);
             continue;
         }
-        if (c->count == 0) {
-            pthread_cond_broadcast(&c->wake); /* flushers: drained */
+        uint32_t n = take_batch(c, batch, BATCH, now_ms());
+        if (n == 0) {
+            pthread_cond_broadcast(&c->wake); /* flushers: progress */
             struct timespec dl = deadline_in(IDLE_WAIT_MS * 1000u);
             pthread_cond_timedwait(&c->wake, &c->lock, &dl);
             continue;
         }
-        uint32_t n = c->count < BATCH ? c->count : BATCH;
-        for (uint32_t i = 0; i < n; i++)
-            batch[i] = c->q[(c->head + i) % c->opt.queue_capacity];
-        c->head = (c->head + n) % c->opt.queue_capacity;
-        c->count -= n;
         c->in_flight = n;
         pthread_cond_broadcast(&c->room);
         pthread_mutex_unlock(&c->lock);
@@ -452,32 +511,6 @@ static void *sender(void *arg) {
 
 /* ======================== Reporting (application threads) ======================== */
 
-/* Under c->lock: puts one in-order event on the queue or drops it. */
-static void enqueue(stream *s, const bh_event *ev) {
-    conn *c = s->c;
-    if (!c->connected) {
-        s->dropped++;
-        c->need_resync = 1;
-        return;
-    }
-    if (c->count == c->opt.queue_capacity && c->opt.max_block_us > 0) {
-        pthread_cond_broadcast(&c->wake); /* urgent: make the sender drain */
-        struct timespec dl = deadline_in(c->opt.max_block_us);
-        while (c->count == c->opt.queue_capacity && c->connected &&
-               pthread_cond_timedwait(&c->room, &c->lock, &dl) == 0) {
-        }
-    }
-    if (c->count == c->opt.queue_capacity || !c->connected) {
-        s->dropped++;
-        c->need_resync = 1;
-        return;
-    }
-    c->q[(c->head + c->count) % c->opt.queue_capacity] = (qitem){s->id, *ev};
-    c->count++;
-    if (c->count == c->opt.queue_capacity / 2)
-        pthread_cond_broadcast(&c->wake); /* half full: do not wait for the idle poll */
-}
-
 static void apply_shadow(stream *s, const bh_event *ev) {
     if (ev->kind == BH_EVENT_ALLOC) {
         if (shadow_put(&s->live, ev->device, ev->address, ev->size) != 0)
@@ -487,32 +520,62 @@ static void apply_shadow(stream *s, const bh_event *ev) {
     }
 }
 
+/* Under c->lock: the event is not sent. Its slot, if the ring covers it,
+ * gets a tombstone (kind 0) so the sender passes it without waiting. */
+static void drop(stream *s, const bh_event *ev) {
+    conn *c = s->c;
+    s->dropped++;
+    c->need_resync = 1;
+    if (ev->seq >= s->base && ev->seq - s->base < c->opt.queue_capacity) {
+        bh_event *slot = &s->ring[ev->seq % c->opt.queue_capacity];
+        slot->seq = ev->seq;
+        slot->kind = (bh_event_kind)0;
+    }
+}
+
 static void report_cb(void *ctx, const bh_event *ev) {
     stream *s = ctx;
     conn *c = s->c;
     pthread_mutex_lock(&c->lock);
     s->reported++;
+    if (ev->seq > s->max_seq) /* seen, placed or not: a resync restarts after it */
+        s->max_seq = ev->seq;
     apply_shadow(s, ev);
-    if (ev->seq == s->next_seq || s->nheld == HELD_MAX || ev->seq < s->next_seq) {
-        /* In order (or the reorder buffer is exhausted: send as is). */
-        enqueue(s, ev);
-        if (ev->seq >= s->next_seq)
-            s->next_seq = ev->seq + 1;
-        /* Release held events that are now in order. */
-        for (int found = 1; found && s->nheld > 0;) {
-            found = 0;
-            for (uint32_t i = 0; i < s->nheld; i++) {
-                if (s->held[i].seq == s->next_seq) {
-                    enqueue(s, &s->held[i]);
-                    s->next_seq++;
-                    s->held[i] = s->held[--s->nheld];
-                    found = 1;
-                    break;
-                }
-            }
+    uint64_t epoch = c->epoch;
+    int timed_out = c->opt.max_block_us == 0;
+    struct timespec deadline = deadline_in(c->opt.max_block_us);
+    for (;;) {
+        if (!c->connected) {
+            drop(s, ev);
+            break;
         }
-    } else {
-        s->held[s->nheld++] = *ev;
+        if (c->epoch != epoch) /* a snapshot taken while we waited has our effect */
+            break;
+        if (ev->seq < s->base) {
+            /* Late: its slot was skipped or a resync moved on. Sending it now
+             * is still right for the live set: no later event of its address
+             * can have been reported before this call returns. It is only out
+             * of seq order. */
+            if (s->late_count == LATE_CAP) {
+                drop(s, ev);
+                break;
+            }
+            s->late[(s->late_head + s->late_count++) % LATE_CAP] = *ev;
+            s->out_of_order++;
+            break;
+        }
+        if (ev->seq - s->base < c->opt.queue_capacity) {
+            s->ring[ev->seq % c->opt.queue_capacity] = *ev;
+            if (ev->seq - s->base == c->opt.queue_capacity / 2)
+                pthread_cond_broadcast(&c->wake); /* half full: do not wait for the idle poll */
+            break;
+        }
+        if (timed_out) { /* the ring is full ahead of us */
+            drop(s, ev);
+            break;
+        }
+        pthread_cond_broadcast(&c->wake);
+        timed_out = pthread_cond_timedwait(&c->room, &c->lock, &deadline) != 0;
     }
     pthread_mutex_unlock(&c->lock);
 }
@@ -523,7 +586,6 @@ static void conn_destroy(conn *c) {
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->wake);
     pthread_cond_destroy(&c->room);
-    bh__free(c->q);
     bh__free(c);
 }
 
@@ -536,11 +598,6 @@ static conn *conn_get(const char *path, const bh_socket_options *opt) {
     if (c == NULL)
         return NULL;
     c->opt = *opt;
-    c->q = bh__calloc(opt->queue_capacity, sizeof(qitem));
-    if (c->q == NULL) {
-        bh__free(c);
-        return NULL;
-    }
     memcpy(c->path, path, strlen(path) + 1);
     c->fd = -1;
     c->next_stream = 1;
@@ -579,27 +636,35 @@ bh_status bh_socket_reporter_open(const char *path, const bh_socket_options *opt
     if (opt.flags & ~BH_SOCKET_COMPAT_TT)
         return BH_EINVAL;
     if (opt.queue_capacity == 0)
-        opt.queue_capacity = 65536;
+        opt.queue_capacity = 16384;
     if (opt.send_timeout_ms == 0)
         opt.send_timeout_ms = 1000;
     if (opt.flush_timeout_ms == 0)
         opt.flush_timeout_ms = 2000;
 
     stream *s = bh__calloc(1, sizeof(*s));
-    if (s == NULL)
-        return BH_ENOMEM;
-    pthread_mutex_lock(&conns_lock);
-    conn *c = conn_get(path, &opt);
-    if (c == NULL) {
-        pthread_mutex_unlock(&conns_lock);
+    if (s != NULL)
+        s->late = bh__calloc(LATE_CAP, sizeof(bh_event));
+    if (s == NULL || s->late == NULL) {
         bh__free(s);
         return BH_ENOMEM;
+    }
+    pthread_mutex_lock(&conns_lock);
+    conn *c = conn_get(path, &opt);
+    /* The ring follows the connection's options (its first opener's). */
+    if (c != NULL)
+        s->ring = bh__calloc(c->opt.queue_capacity, sizeof(bh_event));
+    if (c == NULL || s->ring == NULL) {
+        pthread_mutex_unlock(&conns_lock);
+        bh__free(s->late);
+        bh__free(s);
+        return BH_ENOMEM; /* a new connection without streams stays for reuse */
     }
     c->refs++;
     pthread_mutex_lock(&c->lock);
     s->c = c;
     s->id = c->next_stream++;
-    s->next_seq = 1;
+    s->base = 1; /* a registry's first seq */
     s->next = c->streams;
     c->streams = s;
     pthread_mutex_unlock(&c->lock);
@@ -619,7 +684,7 @@ bh_status bh_socket_reporter_flush(const bh_reporter *rep, uint32_t timeout_ms) 
     pthread_mutex_lock(&c->lock);
     pthread_cond_broadcast(&c->wake);
     bh_status st = BH_OK;
-    while (c->connected && (c->count > 0 || c->in_flight > 0 || c->need_resync)) {
+    while (c->connected && (!all_sent(c) || c->in_flight > 0 || c->need_resync)) {
         uint64_t now = now_ms();
         if (now >= deadline) {
             st = BH_EBUSY;
@@ -637,12 +702,6 @@ void bh_socket_reporter_close(bh_reporter *rep) {
         return;
     stream *s = rep->ctx;
     conn *c = s->c;
-    /* Early events still held back will not be joined by their predecessors
-     * any more: queue them as they are. */
-    pthread_mutex_lock(&c->lock);
-    while (s->nheld > 0)
-        enqueue(s, &s->held[--s->nheld]);
-    pthread_mutex_unlock(&c->lock);
     (void)bh_socket_reporter_flush(rep, c->opt.flush_timeout_ms);
 
     pthread_mutex_lock(&conns_lock);
@@ -673,6 +732,8 @@ void bh_socket_reporter_close(bh_reporter *rep) {
         conn_destroy(c);
     }
     bh__free(s->live.e);
+    bh__free(s->ring);
+    bh__free(s->late);
     bh__free(s);
     rep->report = NULL;
     rep->ctx = NULL;
@@ -687,6 +748,7 @@ bh_status bh_socket_reporter_stats(const bh_reporter *rep, bh_reporter_stats *ou
     out->reported = s->reported;
     out->sent = c->sent;
     out->dropped = s->dropped;
+    out->out_of_order = s->out_of_order;
     out->resyncs = c->resyncs;
     out->connects = c->connects;
     out->connected = (uint32_t)c->connected;

@@ -298,6 +298,7 @@ typedef struct bh_reporter_stats {
     uint64_t resyncs;   /* live-set resyncs sent */
     uint64_t connects;  /* successful connections */
     uint32_t connected; /* 1 while connected */
+    uint64_t out_of_order; /* events sent out of seq order (a reporting thread stalled) */
 } bh_reporter_stats;
 
 /* Opens a socket reporter for path (NULL: BH_TRACK_SOCKET's default,

@@ -23,7 +23,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bufhandle/bufhandle.h"
 #include "shim.h"
@@ -36,11 +41,14 @@ typedef struct options {
     uint32_t devices, threads, layers, steps, aliases;
     uint64_t seed;
     int json, quiet;
+    const char *trackd; /* bh-trackd binary; NULL: in-process tracker only */
 } options;
+
+static const char *default_trackd(void);
 
 static void usage(FILE *f) {
     fprintf(f, "usage: bh-demo [--devices N] [--threads N] [--layers N] [--steps N] [--aliases N]\n"
-               "               [--seed N] [--json] [--quiet]\n"
+               "               [--seed N] [--json] [--quiet] [--trackd PATH | --no-trackd]\n"
                "  --devices  devices in the mesh (default 8)\n"
                "  --threads  runtime threads (default 4)\n"
                "  --layers   layers per thread (default 12)\n"
@@ -48,7 +56,9 @@ static void usage(FILE *f) {
                "  --aliases  extra aliases per activation (default 3)\n"
                "  --seed     workload seed (default 1)\n"
                "  --json     print the result as JSON\n"
-               "  --quiet    no progress on stderr\n");
+               "  --quiet    no progress on stderr\n"
+               "  --trackd   the bh-trackd to report to (default: the one next to bh-demo)\n"
+               "  --no-trackd  count with an in-process tracker instead of bh-trackd\n");
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out) {
@@ -62,7 +72,8 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out) {
 }
 
 static int parse_options(int argc, char **argv, options *o) {
-    *o = (options){.devices = 8, .threads = 4, .layers = 12, .steps = 200, .aliases = 3, .seed = 1};
+    *o = (options){.devices = 8, .threads = 4, .layers = 12, .steps = 200, .aliases = 3, .seed = 1,
+                   .trackd = default_trackd()};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--json") == 0) {
@@ -71,6 +82,14 @@ static int parse_options(int argc, char **argv, options *o) {
         }
         if (strcmp(a, "--quiet") == 0) {
             o->quiet = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-trackd") == 0) {
+            o->trackd = NULL;
+            continue;
+        }
+        if (strcmp(a, "--trackd") == 0 && i + 1 < argc) {
+            o->trackd = argv[++i];
             continue;
         }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -117,26 +136,49 @@ static int parse_options(int argc, char **argv, options *o) {
 
 /* ======================== Tracker (in process) ======================== */
 
+/* Every report goes to an in-process history (for the "freed most often"
+ * table) and, when bh-trackd runs, to it through the library's socket
+ * reporter. The raw runtime has no registry to number its reports, so the
+ * tracker numbers them, under its lock, in the order they happen. */
 typedef struct tracker {
     pthread_mutex_t lock;
     bh_track *t;
+    bh_reporter sock; /* report NULL: no bh-trackd */
+    uint64_t seq;
     uint64_t alloc_reports, free_reports;
 } tracker;
 
-static void tracker_event(tracker *tr, bh_event_kind kind, uint32_t domain, uint64_t address, uint64_t size) {
-    pthread_mutex_lock(&tr->lock);
-    if (kind == BH_EVENT_ALLOC) {
+/* Under tr->lock. */
+static void tracker_record(tracker *tr, const bh_event *ev) {
+    if (ev->kind == BH_EVENT_ALLOC) {
         tr->alloc_reports++;
-        bh_track_on_alloc(tr->t, 1, domain, address, size, 0, 0);
+        bh_track_on_alloc(tr->t, 1, ev->device, ev->address, ev->size, 0, 0);
     } else {
         tr->free_reports++;
-        bh_track_on_free(tr->t, 1, domain, address);
+        bh_track_on_free(tr->t, 1, ev->device, ev->address);
     }
+}
+
+/* The raw runtime: numbered and sent under the lock, so always in order. */
+static void tracker_event(tracker *tr, bh_event_kind kind, uint32_t domain, uint64_t address, uint64_t size) {
+    pthread_mutex_lock(&tr->lock);
+    bh_event ev = {kind, domain, address, size, ++tr->seq};
+    tracker_record(tr, &ev);
+    if (tr->sock.report != NULL)
+        tr->sock.report(tr->sock.ctx, &ev);
     pthread_mutex_unlock(&tr->lock);
 }
 
+/* The registry's reporter: numbered by the registry; the socket reporter
+ * puts concurrent reports back in seq order itself, so it is called outside
+ * our lock (a thread starved on our lock would hold up everyone's reports). */
 static void tracker_report_cb(void *ctx, const bh_event *ev) {
-    tracker_event(ctx, ev->kind, ev->device, ev->address, ev->size);
+    tracker *tr = ctx;
+    pthread_mutex_lock(&tr->lock);
+    tracker_record(tr, ev);
+    pthread_mutex_unlock(&tr->lock);
+    if (tr->sock.report != NULL)
+        tr->sock.report(tr->sock.ctx, ev);
 }
 
 /* ======================== Two runtimes behind one interface ======================== */
@@ -359,6 +401,8 @@ static void *work(void *arg) {
 
 typedef struct result {
     const char *name;
+    uint64_t reports_dropped; /* socket reporter: should be 0 */
+    int from_trackd;          /* track counts came from bh-trackd */
     bh_sim_stats sim;
     uint64_t sim_live;
     bh_track_counts track;
@@ -375,7 +419,7 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int run(const options *o, int handles, result *res) {
+static int run(const options *o, int handles, const char *sock_path, result *res) {
     memset(res, 0, sizeof(*res));
     res->name = handles ? "handles (shim)" : "raw Buffer objects";
     bh_sim_config sc = bh_sim_default_config(o->devices, 1);
@@ -385,6 +429,13 @@ static int run(const options *o, int handles, result *res) {
         return -1;
     tracker tr = {.t = bh_track_new(0)};
     pthread_mutex_init(&tr.lock, NULL);
+    if (sock_path != NULL) {
+        /* The demo would rather wait for the server than drop reports: its
+         * table is about counts. */
+        bh_socket_options so = {.max_block_us = 5000000, .flush_timeout_ms = 30000};
+        if (bh_socket_reporter_open(sock_path, &so, &tr.sock) != BH_OK)
+            return -1;
+    }
     runtime rt = {.ops = handles ? &shim_ops : &raw_ops, .sim = sim, .tr = &tr, .devices = o->devices};
     if (handles) {
         bh_config cfg;
@@ -432,6 +483,17 @@ static int run(const options *o, int handles, result *res) {
         if (bh_registry_destroy(rt.reg) != BH_OK)
             fprintf(stderr, "bh-demo: registry still has live handles at the end\n");
     }
+    if (tr.sock.report != NULL) {
+        bh_reporter_stats rs;
+        bh_socket_reporter_stats(&tr.sock, &rs);
+        res->reports_dropped = rs.dropped;
+        if (getenv("BH_DEMO_DEBUG"))
+            fprintf(stderr, "reporter: reported %llu sent %llu dropped %llu resyncs %llu connects %llu ooo %llu\n",
+                    (unsigned long long)rs.reported, (unsigned long long)rs.sent, (unsigned long long)rs.dropped,
+                    (unsigned long long)rs.resyncs, (unsigned long long)rs.connects,
+                    (unsigned long long)rs.out_of_order);
+        bh_socket_reporter_close(&tr.sock); /* flushes */
+    }
     /* The runtime "process" ends: whatever the tracker still holds leaked. */
     bh_track_client_gone(tr.t, 1, NULL, NULL);
     bh_track_totals(tr.t, UINT64_MAX, UINT32_MAX, &res->track);
@@ -453,8 +515,10 @@ static int run(const options *o, int handles, result *res) {
 static uint64_t leaks_of(const result *r) { return r->track.leaks + r->sim_live; }
 
 static void print_table(const options *o, const result *r) {
-    printf("bh-demo: %u devices, %u threads, %u layers, %u steps, %u aliases, seed %" PRIu64 "\n\n", o->devices,
+    printf("bh-demo: %u devices, %u threads, %u layers, %u steps, %u aliases, seed %" PRIu64 "\n", o->devices,
            o->threads, o->layers, o->steps, o->aliases, o->seed);
+    printf("tracker: %s\n\n", r[0].from_trackd ? "bh-trackd (each run a client process, through the socket reporter)"
+                                              : "in-process");
     struct {
         const char *label;
         uint64_t v[2];
@@ -469,6 +533,7 @@ static void print_table(const options *o, const result *r) {
         {"leaks", {leaks_of(&r[0]), leaks_of(&r[1])}},
         {"peak live MiB (allocator)", {r[0].sim.peak_live_bytes >> 20, r[1].sim.peak_live_bytes >> 20}},
         {"skipped (pool full etc.)", {r[0].failures, r[1].failures}},
+        {"reports dropped", {r[0].reports_dropped, r[1].reports_dropped}},
     };
     printf("%-27s %20s %20s\n", "", r[0].name, r[1].name);
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
@@ -489,10 +554,12 @@ static void print_json_run(const result *r) {
     printf("{\"name\":\"%s\",\"device_allocations\":%" PRIu64 ",\"allocator_frees\":%" PRIu64
            ",\"double_frees\":%" PRIu64 ",\"unknown_allocator_frees\":%" PRIu64 ",\"alloc_reports\":%" PRIu64
            ",\"free_reports\":%" PRIu64 ",\"unknown_frees\":%" PRIu64 ",\"duplicate_allocs\":%" PRIu64
-           ",\"leaks\":%" PRIu64 ",\"peak_live_bytes\":%" PRIu64 ",\"skipped\":%" PRIu64 ",\"seconds\":%.6f",
+           ",\"leaks\":%" PRIu64 ",\"peak_live_bytes\":%" PRIu64 ",\"skipped\":%" PRIu64 ",\"seconds\":%.6f"
+           ",\"reports_dropped\":%" PRIu64 ",\"tracker\":\"%s\"",
            r->name, r->sim.allocs, r->sim.frees, r->sim.double_frees, r->sim.unknown_frees, r->alloc_reports,
            r->free_reports, r->track.unknown_frees, r->track.duplicate_allocs, leaks_of(r),
-           r->sim.peak_live_bytes, r->failures, r->seconds);
+           r->sim.peak_live_bytes, r->failures, r->seconds, r->reports_dropped,
+           r->from_trackd ? "bh-trackd" : "in-process");
     printf(",\"most_overfreed\":[");
     for (size_t i = 0; i < r->nworst; i++)
         printf("%s{\"device\":%u,\"mem\":\"%s\",\"address\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64
@@ -503,16 +570,178 @@ static void print_json_run(const result *r) {
     printf("]}");
 }
 
+/* ======================== bh-trackd ======================== */
+
+/* bh-trackd next to this binary, if there is one. */
+static const char *default_trackd(void) {
+    static char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 32);
+    if (n <= 0)
+        return NULL;
+    path[n] = '\0';
+    char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return NULL;
+    strcpy(slash + 1, "bh-trackd");
+    return access(path, X_OK) == 0 ? path : NULL;
+}
+
+static int can_connect(const char *path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* Starts bh-trackd on dir/trackd.sock; returns its pid, or -1. */
+static pid_t start_trackd(const char *trackd, const char *dir, char *sock, size_t socklen) {
+    char log[512];
+    snprintf(sock, socklen, "%s/trackd.sock", dir);
+    snprintf(log, sizeof(log), "%s/trackd.log", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(trackd, trackd, "--socket", sock, "--log", log, "--grace-ms", "200", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; pid > 0 && i < 500; i++) {
+        if (can_connect(sock))
+            return pid;
+        nanosleep(&(struct timespec){0, 10000000}, NULL);
+    }
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    return -1;
+}
+
+/* `bh-trackd stats --json`; malloc'd, NULL on failure. */
+static char *trackd_stats(const char *trackd, const char *sock) {
+    char cmd[8192];
+    snprintf(cmd, sizeof(cmd), "'%s' stats --json --socket '%s'", trackd, sock);
+    FILE *f = popen(cmd, "r");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    size_t n;
+    while (buf != NULL && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (cap - len < 4096) {
+            char *nb = realloc(buf, cap *= 2);
+            if (nb == NULL) {
+                free(buf);
+                buf = NULL;
+            } else {
+                buf = nb;
+            }
+        }
+    }
+    if (pclose(f) != 0 || buf == NULL) {
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/* Sums "field" over the client objects of pid in the stats JSON. */
+static uint64_t sum_for_pid(const char *json, pid_t pid, const char *field) {
+    char key[64];
+    snprintf(key, sizeof(key), "\"%s\":", field);
+    uint64_t sum = 0;
+    for (const char *p = strstr(json, "{\"pid\":"); p != NULL; p = strstr(p + 1, "{\"pid\":")) {
+        const char *end = strchr(p, '}');
+        if (end == NULL || atol(p + 7) != (long)pid)
+            continue;
+        const char *f = strstr(p, key);
+        if (f != NULL && f < end)
+            sum += strtoull(f + strlen(key), NULL, 10);
+    }
+    return sum;
+}
+
+/* Runs one side in a child process (the server keys clients by process, and a
+ * process's end is when it counts leaks); the track counts come from the
+ * server. */
+static int run_in_child(const options *o, int handles, const char *sock, result *res) {
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        close(fds[0]);
+        result r;
+        int rc = run(o, handles, sock, &r);
+        ssize_t w = write(fds[1], &r, sizeof(r));
+        _exit(rc == 0 && w == (ssize_t)sizeof(r) ? 0 : 1);
+    }
+    close(fds[1]);
+    ssize_t got = read(fds[0], res, sizeof(*res));
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    if (got != (ssize_t)sizeof(*res) || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return -1;
+    res->name = handles ? "handles (shim)" : "raw Buffer objects";
+    /* Wait until the server has settled the ended process: nothing live. */
+    char *json = NULL;
+    for (int i = 0; i < 300; i++) {
+        free(json);
+        json = trackd_stats(o->trackd, sock);
+        if (json != NULL && sum_for_pid(json, pid, "live") == 0 && strstr(json, "\"clients\":[") != NULL)
+            break;
+        nanosleep(&(struct timespec){0, 10000000}, NULL);
+    }
+    if (json == NULL)
+        return -1;
+    res->from_trackd = 1;
+    res->alloc_reports = sum_for_pid(json, pid, "allocs");
+    res->free_reports = sum_for_pid(json, pid, "frees");
+    res->track.unknown_frees = sum_for_pid(json, pid, "unknown_frees");
+    res->track.duplicate_allocs = sum_for_pid(json, pid, "duplicate_allocs");
+    res->track.leaks = sum_for_pid(json, pid, "leaks");
+    free(json);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     options o;
     if (parse_options(argc, argv, &o) != 0)
         return 2;
     result r[2];
-    if (run(&o, 0, &r[0]) != 0 || run(&o, 1, &r[1]) != 0) {
-        fprintf(stderr, "bh-demo: could not set up a run (out of memory?)\n");
+    char dir[] = "/tmp/bh-demo-XXXXXX", sock[256];
+    pid_t server = -1;
+    if (o.trackd != NULL) {
+        if (mkdtemp(dir) == NULL || (server = start_trackd(o.trackd, dir, sock, sizeof(sock))) < 0) {
+            fprintf(stderr, "bh-demo: could not start %s; use --no-trackd for the in-process tracker\n", o.trackd);
+            return 2;
+        }
+    }
+    int rc = 0;
+    for (int h = 0; h < 2 && rc == 0; h++)
+        rc = server > 0 ? run_in_child(&o, h, sock, &r[h]) : run(&o, h, NULL, &r[h]);
+    if (server > 0) {
+        kill(server, SIGTERM);
+        waitpid(server, NULL, 0);
+        char cmd[64];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "bh-demo: could not remove %s\n", dir);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "bh-demo: a run failed (out of memory, or the tracker did not answer)\n");
         return 2;
     }
-    int handles_clean = r[1].sim.double_frees == 0 && r[1].sim.unknown_frees == 0 && r[1].track.unknown_frees == 0 &&
+    int handles_clean = r[1].reports_dropped == 0 && r[1].sim.double_frees == 0 && r[1].sim.unknown_frees == 0 && r[1].track.unknown_frees == 0 &&
                         r[1].track.duplicate_allocs == 0 && leaks_of(&r[1]) == 0 && r[1].sim.allocs > 0;
     int raw_shows_bug = r[0].sim.double_frees > 0 || r[0].track.unknown_frees > 0;
     if (o.json) {
