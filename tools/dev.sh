@@ -86,6 +86,7 @@ cmd_test() {
     stage memcheck ctest_in debug -L memcheck
     stage helgrind ctest_in debug -L helgrind
     stage drd ctest_in debug -L drd
+    stage build-release build_preset release
     stage build-asan build_preset asan
     stage asan ctest_in asan -L unit
     stage build-tsan build_preset tsan

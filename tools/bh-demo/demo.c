@@ -591,7 +591,13 @@ static int can_connect(const char *path) {
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    size_t n = strlen(path);
+    if (n >= sizeof(sa.sun_path)) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    memcpy(sa.sun_path, path, n + 1);
     int ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
     if (fd >= 0)
         close(fd);
