@@ -168,6 +168,42 @@ static void every_host_allocation_failure_is_a_clean_enomem(void **state) {
     assert_true(enomem >= BH__SHARDS + 2);
 }
 
+/* Allocator failing on the k-th call, for every k across a scenario: each
+ * bh_alloc answers BH_EALLOC cleanly, nothing is reported for it, and the
+ * registry goes on. */
+static void every_allocator_failure_is_a_clean_ealloc(void **state) {
+    (void)state;
+    enum { CALLS = 40 };
+    for (long k = 1; k <= CALLS; k++) {
+        checker *chk = checker_new(2, 2, 64, BASE, ALIGN);
+        bh_config cfg = checker_config(chk);
+        bh_registry *reg;
+        assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+        checker_fail_alloc_at(chk, k);
+        bh_handle h[CALLS];
+        int n = 0, failed = 0;
+        for (int i = 0; i < CALLS; i++) {
+            bh_status st = bh_alloc(reg, (uint32_t)(i % 2), 64, &h[n]);
+            if (st == BH_OK)
+                n++;
+            else {
+                assert_int_equal(st, BH_EALLOC);
+                failed++;
+            }
+            if (i % 3 == 2 && n > 0) /* free some on the way: reuse after a failure */
+                assert_int_equal(bh_release(reg, h[--n]), BH_OK);
+        }
+        assert_int_equal(failed, 1);
+        assert_int_equal(checker_alloc_reports(chk), (uint64_t)(CALLS - 1));
+        while (n > 0)
+            assert_int_equal(bh_release(reg, h[--n]), BH_OK);
+        assert_int_equal(bh_registry_destroy(reg), BH_OK);
+        assert_int_equal(checker_errors(chk), 0);
+        assert_int_equal(checker_leaks(chk), 0);
+        checker_free(chk);
+    }
+}
+
 /* ------------------------------------------------------------ limits */
 
 static void reference_count_overflow_is_eoverflow_and_changes_nothing(void **state) {
@@ -233,6 +269,7 @@ int main(void) {
         cmocka_unit_test(hash_spreads_aligned_neighbouring_addresses_over_shards_and_buckets),
         cmocka_unit_test(shard_finds_links_unlinks_and_grows),
         cmocka_unit_test(every_host_allocation_failure_is_a_clean_enomem),
+        cmocka_unit_test(every_allocator_failure_is_a_clean_ealloc),
         cmocka_unit_test(reference_count_overflow_is_eoverflow_and_changes_nothing),
         cmocka_unit_test(a_slot_whose_generation_would_wrap_is_retired_for_good),
     };

@@ -4,7 +4,8 @@
 #   tools/dev.sh demo   install what is missing, build (release), run the demo
 #                       (extra arguments go to bh-demo, e.g. --json)
 #   tools/dev.sh test   install what is missing, then every test stage:
-#                       unit+install, memcheck, helgrind, drd, asan, tsan
+#                       unit+install, memcheck, helgrind, drd, asan, tsan,
+#                       fuzz (FUZZ_SECONDS per target, default 30)
 #   tools/dev.sh deps   only install (or, not root, print) missing packages
 #
 # As root, missing Debian packages are installed with apt-get. As another user,
@@ -65,6 +66,30 @@ stage() {
     fi
 }
 
+build_fuzz() {
+    cmake --preset fuzz -S "$ROOT" >/dev/null
+    cmake --build --preset fuzz -j "$JOBS" >/dev/null
+}
+
+# Runs each libFuzzer target for a bounded time from the committed corpus.
+# New inputs and crash artifacts go to a temporary directory (kept on failure).
+run_fuzzers() {
+    local seconds=$1 t rc=0 out
+    for t in api trackd; do
+        out=$(mktemp -d)
+        if "$ROOT/build/fuzz/tests/fuzz_$t" -max_total_time="$seconds" -print_final_stats=1 \
+            -artifact_prefix="$out/" "$out" "$ROOT/tests/fuzz/corpus/$t" >"$out/log" 2>&1; then
+            log "fuzz_$t: $(grep -E '^Done' "$out/log")"
+            rm -rf "$out"
+        else
+            log "fuzz_$t FAILED; log and artifacts in $out"
+            tail -30 "$out/log" >&2
+            rc=1
+        fi
+    done
+    return $rc
+}
+
 ctest_in() {
     local dir=$1
     shift
@@ -91,6 +116,8 @@ cmd_test() {
     stage asan ctest_in asan -L unit
     stage build-tsan build_preset tsan
     stage tsan ctest_in tsan -L unit
+    stage build-fuzz build_fuzz
+    stage fuzz run_fuzzers "${FUZZ_SECONDS:-30}"
     printf '\n'
     printf '%s\n' "${SUMMARY[@]}"
     local passed=0 failed=0 line

@@ -992,6 +992,7 @@ static int parse_num(const char *opt, const char *v, uint64_t *out) {
     return 0;
 }
 
+#ifndef BH_TRACKD_NO_MAIN /* the fuzzer includes this file for its decoder */
 int main(int argc, char **argv) {
     server s;
     memset(&s, 0, sizeof(s));
@@ -1056,3 +1057,4 @@ int main(int argc, char **argv) {
         return query(s.socket_path, (uint16_t)cmd, json);
     return serve(&s);
 }
+#endif /* BH_TRACKD_NO_MAIN */
