@@ -14,10 +14,10 @@
 #define ADDRESS 695055872ull
 
 typedef struct sim {
-    int live;            /* is the address allocated? */
+    int live; /* is the address allocated? */
     int frees, double_frees;
     int free_reports, unknown_frees; /* a tracker's view: FREE of what it does not know */
-    int tracked;         /* ALLOC reported and not yet FREE'd */
+    int tracked;                     /* ALLOC reported and not yet FREE'd */
 } sim;
 
 static int sim_alloc(void *ctx, uint32_t device, uint64_t size, uint64_t *address) {
@@ -81,7 +81,8 @@ int main(void) {
     bh_registry *reg;
     bh_handle a, b, c;
     if (bh_registry_create(&cfg, &reg) != BH_OK || bh_alloc(reg, DEVICE, 4096, &a) != BH_OK ||
-        bh_intern(reg, DEVICE, ADDRESS, 4096, &b) != BH_OK || bh_intern(reg, DEVICE, ADDRESS, 1024, &c) != BH_OK) {
+        bh_intern(reg, DEVICE, ADDRESS, 4096, &b) != BH_OK ||
+        bh_intern(reg, DEVICE, ADDRESS, 1024, &c) != BH_OK) {
         fprintf(stderr, "three_aliases: setup failed\n");
         return 1;
     }
@@ -92,8 +93,8 @@ int main(void) {
     if (bh_registry_destroy(reg) != BH_OK)
         return 1;
 
-    int ok = fixed.frees == 1 && fixed.double_frees == 0 && fixed.free_reports == 1 && fixed.unknown_frees == 0 &&
-             old.double_frees > 0;
+    int ok = fixed.frees == 1 && fixed.double_frees == 0 && fixed.free_reports == 1 &&
+             fixed.unknown_frees == 0 && old.double_frees > 0;
     printf("\n%s\n", ok ? "bufhandle: one allocation, three aliases, freed and reported exactly once."
                         : "bufhandle: UNEXPECTED RESULT");
     return ok ? 0 : 1;

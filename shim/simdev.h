@@ -37,18 +37,18 @@ static inline uint32_t bh_sim_domain_device(uint32_t domain) { return domain / 2
 static inline bh_sim_mem bh_sim_domain_mem(uint32_t domain) { return (bh_sim_mem)(domain % 2u); }
 
 typedef struct bh_sim_config {
-    uint32_t devices;   /* >= 1 */
-    int lockstep;       /* 1: one address space per memory across devices (a mesh) */
-    uint64_t base[2];   /* first address of DRAM, L1 */
-    uint64_t slot[2];   /* slot size (and alignment) of DRAM, L1; power of two */
-    uint32_t slots[2];  /* slots per device of DRAM, L1 */
+    uint32_t devices;  /* >= 1 */
+    int lockstep;      /* 1: one address space per memory across devices (a mesh) */
+    uint64_t base[2];  /* first address of DRAM, L1 */
+    uint64_t slot[2];  /* slot size (and alignment) of DRAM, L1; power of two */
+    uint32_t slots[2]; /* slots per device of DRAM, L1 */
 } bh_sim_config;
 
 typedef struct bh_sim_stats {
     uint64_t allocs; /* per device: a lock-step allocation counts once per device */
     uint64_t alloc_failures, frees;
-    uint64_t double_frees;  /* free of an address not allocated on that device */
-    uint64_t unknown_frees; /* free of an address the device never hands out */
+    uint64_t double_frees;                /* free of an address not allocated on that device */
+    uint64_t unknown_frees;               /* free of an address the device never hands out */
     uint64_t live_bytes, peak_live_bytes; /* reserved (slot-sized) bytes over all devices */
 } bh_sim_stats;
 

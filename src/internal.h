@@ -44,9 +44,7 @@ static inline uint32_t bh__handle_gen(bh_handle h) { return (uint32_t)(h.bits >>
 #define BH__REFS_MASK 0xffffffffull
 static inline uint32_t bh__word_gen(AO_t w) { return (uint32_t)((uint64_t)w >> 32); }
 static inline uint32_t bh__word_refs(AO_t w) { return (uint32_t)((uint64_t)w & BH__REFS_MASK); }
-static inline AO_t bh__word_make(uint32_t gen, uint32_t refs) {
-    return (AO_t)(((uint64_t)gen << 32) | refs);
-}
+static inline AO_t bh__word_make(uint32_t gen, uint32_t refs) { return (AO_t)(((uint64_t)gen << 32) | refs); }
 
 /* Phases after the last release, read by bh_alloc under the shard lock to tell
  * an allocator bug (address handed out before its free ran) from the
@@ -55,12 +53,12 @@ enum { BH__PHASE_LIVE = 0, BH__PHASE_FREEING = 1 };
 
 typedef struct bh__block bh__block;
 struct bh__block {
-    AO_t word;    /* ATOMIC: gen << 32 | refs; refs 0 = dying or free */
-    AO_t device;  /* ATOMIC: written (release) before the block is published */
-    AO_t address; /* ATOMIC: same; read (acquire) by seqlock-style snapshots */
-    AO_t size;    /* ATOMIC: same */
-    AO_t seq;     /* ATOMIC: creation sequence number, same protocol */
-    AO_t phase;   /* ATOMIC: BH__PHASE_*; release by the freeing thread */
+    AO_t word;       /* ATOMIC: gen << 32 | refs; refs 0 = dying or free */
+    AO_t device;     /* ATOMIC: written (release) before the block is published */
+    AO_t address;    /* ATOMIC: same; read (acquire) by seqlock-style snapshots */
+    AO_t size;       /* ATOMIC: same */
+    AO_t seq;        /* ATOMIC: creation sequence number, same protocol */
+    AO_t phase;      /* ATOMIC: BH__PHASE_*; release by the freeing thread */
     bh__block *next; /* under shard->lock: hash chain, or the shard's free list */
     uint32_t slot;   /* immutable once the slot is handed out */
     uint8_t linked;  /* under shard->lock: 1 while in a hash chain */
@@ -104,10 +102,10 @@ uint32_t bh__slab_take_fresh(bh__slab *slab, uint32_t want, bh__block **head);
 
 typedef struct bh__shard {
     _Alignas(BH__CACHE_LINE) pthread_mutex_t lock; /* one line per shard: no false sharing */
-    bh__block **buckets; /* under lock: chains of linked blocks */
-    uint32_t mask;       /* under lock: bucket count - 1 (power of two) */
-    uint32_t count;      /* under lock: linked blocks */
-    bh__block *free_list; /* under lock: retired blocks ready for reuse */
+    bh__block **buckets;                           /* under lock: chains of linked blocks */
+    uint32_t mask;                                 /* under lock: bucket count - 1 (power of two) */
+    uint32_t count;                                /* under lock: linked blocks */
+    bh__block *free_list;                          /* under lock: retired blocks ready for reuse */
 } bh__shard;
 
 #define BH__SHARDS 64 /* power of two */

@@ -27,8 +27,8 @@ static void log_cb(void *ctx, const bh_event *ev) {
     int n = snprintf(line, sizeof(line),
                      "{\"kind\":\"%s\",\"device\":%" PRIu32 ",\"address\":%" PRIu64 ",\"size\":%" PRIu64
                      ",\"seq\":%" PRIu64 ",\"pid\":%ld,\"thread\":%ld}\n",
-                     ev->kind == BH_EVENT_ALLOC ? "ALLOC" : "FREE", ev->device, ev->address, ev->size, ev->seq,
-                     (long)getpid(), (long)syscall(SYS_gettid));
+                     ev->kind == BH_EVENT_ALLOC ? "ALLOC" : "FREE", ev->device, ev->address, ev->size,
+                     ev->seq, (long)getpid(), (long)syscall(SYS_gettid));
     if (n <= 0 || (size_t)n >= sizeof(line))
         return;
     /* A short write to a full disk loses the line; the reporter has no one to

@@ -40,10 +40,10 @@
 #include "internal.h"
 #include "wire.h"
 
-#define STALL_MS 50         /* a seq missing this long is skipped; it goes out late */
-#define BATCH 256           /* events per send */
-#define IDLE_WAIT_MS 2      /* sender's poll period when idle: reporters never signal it */
-#define RETRY_MS 100        /* reconnect period */
+#define STALL_MS 50    /* a seq missing this long is skipped; it goes out late */
+#define BATCH 256      /* events per send */
+#define IDLE_WAIT_MS 2 /* sender's poll period when idle: reporters never signal it */
+#define RETRY_MS 100   /* reconnect period */
 
 /* ======================== Shadow live set ======================== */
 
@@ -270,7 +270,8 @@ static size_t encode_event(const conn *c, uint8_t *p, uint32_t stream_id, const 
     return bh_wire_event(p, stream_id, (uint8_t)ev->kind, ev->device, ev->address, ev->size, ev->seq);
 }
 
-#define MAX_RECORD (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN > BH_TT_RECORD ? BH_WIRE_HEADER + BH_WIRE_EVENT_LEN : BH_TT_RECORD)
+#define MAX_RECORD                                                                                           \
+    (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN > BH_TT_RECORD ? BH_WIRE_HEADER + BH_WIRE_EVENT_LEN : BH_TT_RECORD)
 
 /* One stream's snapshot, taken under the lock, sent without it. */
 typedef struct snapshot {
@@ -626,7 +627,8 @@ bh_status bh_socket_reporter_open(const char *path, const bh_socket_options *opt
     if (out == NULL)
         return BH_EINVAL;
     if (path == NULL)
-        path = (opts != NULL && (opts->flags & BH_SOCKET_COMPAT_TT)) ? BH_TT_DEFAULT_SOCKET : BH_TRACKD_DEFAULT_SOCKET;
+        path = (opts != NULL && (opts->flags & BH_SOCKET_COMPAT_TT)) ? BH_TT_DEFAULT_SOCKET
+                                                                     : BH_TRACKD_DEFAULT_SOCKET;
     if (path[0] == '\0' || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
         return BH_EINVAL;
     bh_socket_options opt;

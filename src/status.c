@@ -9,8 +9,8 @@
 
 const char *bh_strerror(bh_status status) {
     switch (status) {
-#define XX(name, code, text) \
-    case BH_##name:          \
+#define XX(name, code, text)                                                                                 \
+    case BH_##name:                                                                                          \
         return text;
         BH_STATUS_MAP(XX)
 #undef XX
@@ -20,8 +20,8 @@ const char *bh_strerror(bh_status status) {
 
 const char *bh_status_name(bh_status status) {
     switch (status) {
-#define XX(name, code, text) \
-    case BH_##name:          \
+#define XX(name, code, text)                                                                                 \
+    case BH_##name:                                                                                          \
         return "BH_" #name;
         BH_STATUS_MAP(XX)
 #undef XX

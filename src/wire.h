@@ -15,8 +15,8 @@
 
 #define BH_WIRE_MAGIC 0x4b544842u /* "BHTK" little-endian */
 #define BH_WIRE_VERSION 1u
-#define BH_WIRE_HEADER 12u               /* magic u32, version u16, type u16, length u32 */
-#define BH_WIRE_MAX_PAYLOAD (1u << 20)   /* larger frames are malformed */
+#define BH_WIRE_HEADER 12u             /* magic u32, version u16, type u16, length u32 */
+#define BH_WIRE_MAX_PAYLOAD (1u << 20) /* larger frames are malformed */
 #define BH_WIRE_MAX_NAME 255u
 
 enum bh_wire_type {
@@ -87,8 +87,8 @@ static inline size_t bh_wire_header(uint8_t *p, uint16_t type, uint32_t length) 
 }
 
 /* One EVENT frame (header + 40 bytes) into p; returns its size. */
-static inline size_t bh_wire_event(uint8_t *p, uint32_t stream, uint8_t kind, uint32_t device, uint64_t address,
-                                   uint64_t size, uint64_t seq) {
+static inline size_t bh_wire_event(uint8_t *p, uint32_t stream, uint8_t kind, uint32_t device,
+                                   uint64_t address, uint64_t size, uint64_t seq) {
     size_t n = bh_wire_header(p, BH_WIRE_EVENT, BH_WIRE_EVENT_LEN);
     memset(p + n, 0, BH_WIRE_EVENT_LEN);
     bh_put32(p + n, stream);

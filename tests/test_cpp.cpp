@@ -24,7 +24,9 @@ struct counting_allocator {
         self->next += 0x1000;
         return 0;
     }
-    static void free(void *ctx, uint32_t, uint64_t, uint64_t) { static_cast<counting_allocator *>(ctx)->frees++; }
+    static void free(void *ctx, uint32_t, uint64_t, uint64_t) {
+        static_cast<counting_allocator *>(ctx)->frees++;
+    }
     bh_config config() {
         bh_config cfg{};
         cfg.allocator = bh_allocator{&counting_allocator::alloc, &counting_allocator::free, this};

@@ -96,11 +96,12 @@ static void threads_on_one_registry_each_match_their_model_exactly(void **state)
     bh_stats st;
     assert_int_equal(bh_stats_get(reg, &st), BH_OK);
     assert_int_equal(st.live_handles, 0);
-    print_message("model stress: %llu operations on %d threads in %.2f s (%.2f Mops/s); %llu allocs, %llu interns, "
-                  "%llu frees, %llu conflicts, %llu stale\n",
-                  (unsigned long long)done, nthreads, dt, (double)done / dt / 1e6, (unsigned long long)st.allocs,
-                  (unsigned long long)(st.interns_new + st.interns_alias), (unsigned long long)st.frees,
-                  (unsigned long long)st.conflicts, (unsigned long long)st.stale_ops);
+    print_message(
+        "model stress: %llu operations on %d threads in %.2f s (%.2f Mops/s); %llu allocs, %llu interns, "
+        "%llu frees, %llu conflicts, %llu stale\n",
+        (unsigned long long)done, nthreads, dt, (double)done / dt / 1e6, (unsigned long long)st.allocs,
+        (unsigned long long)(st.interns_new + st.interns_alias), (unsigned long long)st.frees,
+        (unsigned long long)st.conflicts, (unsigned long long)st.stale_ops);
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
     for (int t = 0; t < nthreads; t++)
         model_free(models[t]);

@@ -38,10 +38,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture *f = *state;
-    assert_int_equal(bh_registry_destroy(f->reg), BH_OK);
-    assert_int_equal(checker_errors(f->chk), 0);
-    assert_int_equal(checker_leaks(f->chk), 0);
-    checker_free(f->chk);
+    assert_int_equal(checker_finish(f->chk, f->reg), 0);
     test_free(f);
     return 0;
 }

@@ -230,8 +230,8 @@ static void objects_of_one_allocation_dying_on_many_threads_free_it_once(void **
     the_shared.f = f;
     for (int i = 0; i < ALLOCS; i++) {
         bh_shim_device *dev = bh_shim_mesh_device(f->mesh, (uint32_t)(i % 8));
-        assert_int_equal(bh_shim_buffer_create(dev, 4096, i % 2 ? BH_SIM_L1 : BH_SIM_DRAM, &the_shared.obj[i][0]),
-                         BH_OK);
+        assert_int_equal(
+            bh_shim_buffer_create(dev, 4096, i % 2 ? BH_SIM_L1 : BH_SIM_DRAM, &the_shared.obj[i][0]), BH_OK);
         for (int k = 1; k < ALIASES; k++) {
             bh_shim_buffer *first = the_shared.obj[i][0];
             bh_status st = k % 2 ? bh_shim_buffer_view(first, 0, 1024, &the_shared.obj[i][k])
@@ -255,7 +255,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(every_call_behaves_like_the_legacy_api, setup, teardown),
         cmocka_unit_test_setup_teardown(three_aliases_destroyed_in_every_order_free_once, setup, teardown),
-        cmocka_unit_test_setup_teardown(mesh_buffer_frees_each_device_allocation_once, setup_lockstep, teardown),
+        cmocka_unit_test_setup_teardown(mesh_buffer_frees_each_device_allocation_once, setup_lockstep,
+                                        teardown),
         cmocka_unit_test_setup_teardown(objects_of_one_allocation_dying_on_many_threads_free_it_once, setup,
                                         teardown),
     };

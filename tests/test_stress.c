@@ -24,9 +24,9 @@
 
 #define BASE 0x20000000ull
 #define ALIGN 0x2000ull
-#define POOL_DEVICES 2u   /* devices 0 and 1: allocated by the allocator */
-#define ADOPT_DEVICE 2u   /* device 2: created by bh_intern, per-thread addresses */
-#define SLOTS 64u         /* addresses per device */
+#define POOL_DEVICES 2u /* devices 0 and 1: allocated by the allocator */
+#define ADOPT_DEVICE 2u /* device 2: created by bh_intern, per-thread addresses */
+#define SLOTS 64u       /* addresses per device */
 #define PER_THREAD_ADOPT 8u
 #define MAX_HELD 48
 
@@ -148,7 +148,10 @@ static void threads_hammering_few_addresses_free_each_allocation_exactly_once(vo
     pthread_t *tid = calloc((size_t)nthreads, sizeof(*tid));
     double t0 = now_seconds();
     for (int i = 0; i < nthreads; i++) {
-        w[i] = (worker){.reg = reg, .id = i, .ops = total_ops / nthreads, .rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1)};
+        w[i] = (worker){.reg = reg,
+                        .id = i,
+                        .ops = total_ops / nthreads,
+                        .rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1)};
         assert_int_equal(pthread_create(&tid[i], NULL, run, &w[i]), 0);
     }
     for (int i = 0; i < nthreads; i++)
@@ -161,7 +164,8 @@ static void threads_hammering_few_addresses_free_each_allocation_exactly_once(vo
                      bh_status_name(w[i].first_unexpected), w[i].where);
     }
     if (checker_errors(chk))
-        fail_msg("%llu violations, first: %s", (unsigned long long)checker_errors(chk), checker_first_error(chk));
+        fail_msg("%llu violations, first: %s", (unsigned long long)checker_errors(chk),
+                 checker_first_error(chk));
     assert_int_equal(checker_leaks(chk), 0);
     assert_int_equal(checker_alloc_reports(chk), checker_free_reports(chk));
 

@@ -63,8 +63,8 @@ static pid_t start_server(const char *const *extra) {
     if (pid == 0) {
         char log[160];
         snprintf(log, sizeof(log), "%s/trackd.log", dir);
-        const char *argv[16] = {trackd, "--socket", sock_path, "--summary", summary_path, "--grace-ms", "300",
-                                "--log", log};
+        const char *argv[16] = {trackd,       "--socket", sock_path, "--summary", summary_path,
+                                "--grace-ms", "300",      "--log",   log};
         int n = 9;
         for (int i = 0; extra != NULL && extra[i] != NULL && n < 15; i++)
             argv[n++] = extra[i];
@@ -379,8 +379,8 @@ static void slow_server_does_not_stall_the_application(void **state) {
     assert_int_equal(listen(lfd, 4), 0);
     bh_sim *sim = make_sim();
     bh_reporter rep;
-    bh_socket_options opt = {.queue_capacity = 1024, .max_block_us = 500, .send_timeout_ms = 100,
-                             .flush_timeout_ms = 100};
+    bh_socket_options opt = {
+        .queue_capacity = 1024, .max_block_us = 500, .send_timeout_ms = 100, .flush_timeout_ms = 100};
     bh_registry *reg = tracked_registry(sim, &rep, &opt);
     double t0 = now_s();
     double worst = churn(reg, 100000);
@@ -388,7 +388,8 @@ static void slow_server_does_not_stall_the_application(void **state) {
     bh_stats st;
     assert_int_equal(bh_stats_get(reg, &st), BH_OK);
     print_message("slow server: worst call %.3f ms, average %.2f us per call, %llu of %llu reports dropped\n",
-                  worst * 1e3, avg_us, (unsigned long long)st.reports_dropped, (unsigned long long)st.reports);
+                  worst * 1e3, avg_us, (unsigned long long)st.reports_dropped,
+                  (unsigned long long)st.reports);
     assert_true(st.reports_dropped > 0);
     assert_true(worst < 0.1 * slack); /* bounded by max_block_us, far from the stalled send */
     assert_int_equal(bh_registry_destroy(reg), BH_OK);

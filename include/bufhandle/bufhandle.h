@@ -92,16 +92,16 @@ extern "C" {
 
 /* One list generates the enum, bh_strerror() and bh_status_name(); the same
  * numbers travel on bh-trackd's wire. */
-#define BH_STATUS_MAP(XX)                                                      \
-    XX(OK, 0, "success")                                                       \
-    XX(EINVAL, -1, "invalid argument")                                         \
-    XX(ENOMEM, -2, "out of host memory")                                       \
-    XX(ESTALE, -3, "stale or unknown handle")                                  \
-    XX(ENOTFOUND, -4, "no live allocation at this address")                    \
-    XX(EEXIST, -5, "allocator returned an address that is still live")         \
-    XX(EBUSY, -6, "busy: handles still live or address being freed")          \
-    XX(EALLOC, -7, "allocator callback failed")                                \
-    XX(ERANGE, -8, "alias larger than the live allocation")                    \
+#define BH_STATUS_MAP(XX)                                                                                    \
+    XX(OK, 0, "success")                                                                                     \
+    XX(EINVAL, -1, "invalid argument")                                                                       \
+    XX(ENOMEM, -2, "out of host memory")                                                                     \
+    XX(ESTALE, -3, "stale or unknown handle")                                                                \
+    XX(ENOTFOUND, -4, "no live allocation at this address")                                                  \
+    XX(EEXIST, -5, "allocator returned an address that is still live")                                       \
+    XX(EBUSY, -6, "busy: handles still live or address being freed")                                         \
+    XX(EALLOC, -7, "allocator callback failed")                                                              \
+    XX(ERANGE, -8, "alias larger than the live allocation")                                                  \
     XX(EOVERFLOW, -9, "reference count would overflow")
 
 typedef enum bh_status {
@@ -197,10 +197,10 @@ typedef struct bh_stats {
     uint64_t conflicts;         /* bh_alloc answered BH_EEXIST */
     /* Counters below were added after the contract; more may follow, so
      * callers must not depend on sizeof(bh_stats). */
-    uint64_t busy;          /* bh_intern answered BH_EBUSY (address dying) */
-    uint64_t takeovers;     /* bh_alloc reused an address whose block was dying */
-    uint64_t slots_retired; /* slots retired for good (generation exhausted) */
-    uint64_t reports;       /* events handed to the reporter */
+    uint64_t busy;            /* bh_intern answered BH_EBUSY (address dying) */
+    uint64_t takeovers;       /* bh_alloc reused an address whose block was dying */
+    uint64_t slots_retired;   /* slots retired for good (generation exhausted) */
+    uint64_t reports;         /* events handed to the reporter */
     uint64_t reports_dropped; /* socket reporter: events not delivered (server down, queue full) */
     uint64_t resyncs;         /* socket reporter: live-set resyncs sent after a reconnect or drop */
 } bh_stats;
@@ -292,12 +292,12 @@ typedef struct bh_socket_options {
 #define BH_SOCKET_COMPAT_TT 0x1u /* speak TT-Metal's 72-byte records instead */
 
 typedef struct bh_reporter_stats {
-    uint64_t reported;  /* events given to this reporter */
-    uint64_t sent;      /* events written to the socket */
-    uint64_t dropped;   /* events not delivered */
-    uint64_t resyncs;   /* live-set resyncs sent */
-    uint64_t connects;  /* successful connections */
-    uint32_t connected; /* 1 while connected */
+    uint64_t reported;     /* events given to this reporter */
+    uint64_t sent;         /* events written to the socket */
+    uint64_t dropped;      /* events not delivered */
+    uint64_t resyncs;      /* live-set resyncs sent */
+    uint64_t connects;     /* successful connections */
+    uint32_t connected;    /* 1 while connected */
     uint64_t out_of_order; /* events sent out of seq order (a reporting thread stalled) */
 } bh_reporter_stats;
 

@@ -47,7 +47,8 @@ class handle {
         if (reg_ != nullptr)
             check(bh_retain(reg_, h_), "bh_retain");
     }
-    handle(handle &&o) noexcept : reg_(std::exchange(o.reg_, nullptr)), h_(std::exchange(o.h_, BH_HANDLE_NULL)) {}
+    handle(handle &&o) noexcept
+        : reg_(std::exchange(o.reg_, nullptr)), h_(std::exchange(o.h_, BH_HANDLE_NULL)) {}
     handle &operator=(handle o) noexcept { // copy-and-swap: copy retains, old value released
         swap(o);
         return *this;
@@ -93,7 +94,9 @@ class handle {
 // answers BH_EBUSY): release every handle first, or call destroy() to see it.
 class registry {
   public:
-    explicit registry(const bh_config *cfg = nullptr) { check(bh_registry_create(cfg, &reg_), "bh_registry_create"); }
+    explicit registry(const bh_config *cfg = nullptr) {
+        check(bh_registry_create(cfg, &reg_), "bh_registry_create");
+    }
     explicit registry(const bh_config &cfg) : registry(&cfg) {}
     registry(const registry &) = delete;
     registry &operator=(const registry &) = delete;

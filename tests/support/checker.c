@@ -196,3 +196,11 @@ size_t checker_events(const checker *c, const checker_event **events) {
     *events = c->events;
     return c->nevents;
 }
+
+int checker_finish(checker *c, bh_registry *reg) {
+    int ok = bh_registry_destroy(reg) == BH_OK && checker_errors(c) == 0 && checker_leaks(c) == 0;
+    if (!ok && c->errors > 0)
+        fprintf(stderr, "checker: %s\n", c->first_error);
+    checker_free(c);
+    return ok ? 0 : -1;
+}

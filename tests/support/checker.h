@@ -40,13 +40,16 @@ void checker_fail_alloc_at(checker *c, long k);
  * allocator). */
 void checker_force_next(checker *c, uint64_t address);
 
-uint64_t checker_errors(const checker *c);          /* violations so far */
-const char *checker_first_error(const checker *c);  /* "" if none */
-uint64_t checker_leaks(const checker *c);           /* allocated or reported live now */
+uint64_t checker_errors(const checker *c);         /* violations so far */
+const char *checker_first_error(const checker *c); /* "" if none */
+uint64_t checker_leaks(const checker *c);          /* allocated or reported live now */
 uint64_t checker_alloc_calls(const checker *c);
 uint64_t checker_free_calls(const checker *c);
 uint64_t checker_alloc_reports(const checker *c);
 uint64_t checker_free_reports(const checker *c);
+/* Destroys reg, then the checker. Returns 0 if the registry was empty and
+ * nothing was violated or left over, else -1. */
+int checker_finish(checker *c, bh_registry *reg);
 /* Up to the first 256 events, in the order the reporter received them. */
 size_t checker_events(const checker *c, const checker_event **events);
 

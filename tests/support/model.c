@@ -27,10 +27,10 @@ typedef struct calls {
 /* The model's view of one address: the allocation there, if any. */
 typedef struct slot {
     int live;
-    uint32_t gen;   /* allocations made at this address so far */
+    uint32_t gen; /* allocations made at this address so far */
     uint64_t size;
     uint32_t refs;
-    uint64_t bits;  /* the real handle of the live allocation */
+    uint64_t bits; /* the real handle of the live allocation */
 } slot;
 
 typedef struct reg_ {

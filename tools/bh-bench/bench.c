@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "bufhandle/bufhandle.h"
+#include "proc.h"
 
 /* ======================== Timing ======================== */
 
@@ -125,7 +126,8 @@ static void *run_job(void *arg) {
     double t0 = now_ns();
     for (long i = 0; i < j->ops; i++) {
         if (j->baseline) {
-            size_t h = j->kind == 0 ? (naive_retain(j->nv, j->nh), j->nh) : naive_intern(j->nv, j->device, j->address);
+            size_t h = j->kind == 0 ? (naive_retain(j->nv, j->nh), j->nh)
+                                    : naive_intern(j->nv, j->device, j->address);
             naive_release(j->nv, h);
         } else {
             bh_handle h = j->h;
@@ -163,7 +165,13 @@ static double measure(int kind, int baseline, int threads, int shared, long ops)
     bh_handle owners[64];
     for (int t = 0; t < threads; t++) {
         job *j = &jobs[t];
-        *j = (job){.kind = kind, .baseline = baseline, .ops = ops, .reg = reg, .nv = &nv, .device = 0, .start = &start};
+        *j = (job){.kind = kind,
+                   .baseline = baseline,
+                   .ops = ops,
+                   .reg = reg,
+                   .nv = &nv,
+                   .device = 0,
+                   .start = &start};
         if (shared && t > 0) {
             j->h = jobs[0].h;
             j->nh = jobs[0].nh;
@@ -242,7 +250,8 @@ static double paced_reports(bh_reporter *rep, int fd, long n, double rate, doubl
         while (now_ns() < t_next) {
         }
         t_next += period;
-        bh_event ev = {i % 2 ? BH_EVENT_FREE : BH_EVENT_ALLOC, 0, 0x1000 + (uint64_t)(i / 2) * 64, 64, (uint64_t)i + 1};
+        bh_event ev = {i % 2 ? BH_EVENT_FREE : BH_EVENT_ALLOC, 0, 0x1000 + (uint64_t)(i / 2) * 64, 64,
+                       (uint64_t)i + 1};
         double t0 = now_ns();
         if (rep != NULL) {
             rep->report(rep->ctx, &ev);
@@ -266,25 +275,6 @@ static double paced_reports(bh_reporter *rep, int fd, long n, double rate, doubl
     return sum / (double)n;
 }
 
-static pid_t start_trackd(const char *trackd, const char *sock) {
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(trackd, trackd, "--socket", sock, "--log", "/dev/null", (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        int fd = connect_to(sock);
-        if (fd >= 0) {
-            close(fd);
-            return pid;
-        }
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
-}
-
 /* ======================== main ======================== */
 
 typedef struct row {
@@ -292,23 +282,10 @@ typedef struct row {
     double bh, base; /* ns per op, medians */
 } row;
 
-static const char *trackd_next_to_me(void) {
-    static char path[4096];
-    ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 32);
-    if (n <= 0)
-        return NULL;
-    path[n] = '\0';
-    char *slash = strrchr(path, '/');
-    if (slash == NULL)
-        return NULL;
-    strcpy(slash + 1, "bh-trackd");
-    return access(path, X_OK) == 0 ? path : NULL;
-}
-
 int main(int argc, char **argv) {
     int reps = 5, threads = 4, json = 0;
     long ops = 1000000;
-    const char *trackd = trackd_next_to_me();
+    const char *trackd = bh_trackd_next_to_self();
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0)
             json = 1;
@@ -365,7 +342,7 @@ int main(int argc, char **argv) {
     if (have_reporter) {
         snprintf(sock, sizeof(sock), "%s/trackd.sock", dir);
         snprintf(sink_path, sizeof(sink_path), "%s/sink.sock", dir);
-        server = trackd != NULL ? start_trackd(trackd, sock) : -1;
+        server = trackd != NULL ? bh_trackd_start(trackd, sock, "/dev/null", NULL) : -1;
         for (int r = 0; r < reps && have_reporter; r++) {
             bh_reporter rep;
             bh_socket_options so = {.max_block_us = 1000};
@@ -400,10 +377,7 @@ int main(int argc, char **argv) {
             pthread_join(st, NULL);
             close(lfd);
         }
-        if (server > 0) {
-            kill(server, SIGTERM);
-            waitpid(server, NULL, 0);
-        }
+        bh_trackd_stop(server);
         unlink(sink_path);
         rmdir(dir);
     }
@@ -411,22 +385,24 @@ int main(int argc, char **argv) {
     if (json) {
         printf("{\"reps\":%d,\"ops\":%ld,\"threads\":%d,\"results\":[", reps, ops, threads);
         for (int c = 0; c < NCFG; c++)
-            printf("%s{\"name\":\"%s\",\"bufhandle_ns\":%.2f,\"global_lock_ns\":%.2f,\"speedup\":%.2f}", c ? "," : "",
-                   rows[c].name, rows[c].bh, rows[c].base, rows[c].base / rows[c].bh);
+            printf("%s{\"name\":\"%s\",\"bufhandle_ns\":%.2f,\"global_lock_ns\":%.2f,\"speedup\":%.2f}",
+                   c ? "," : "", rows[c].name, rows[c].bh, rows[c].base, rows[c].base / rows[c].bh);
         printf("]");
         if (have_reporter)
             printf(",\"reporter\":{\"rate_per_s\":100000,\"server\":\"%s\",\"socket_reporter_mean_ns\":%.1f,"
-                   "\"socket_reporter_p99_ns\":%.1f,\"blocking_send_mean_ns\":%.1f,\"blocking_send_p99_ns\":%.1f}",
-                   server > 0 ? "bh-trackd" : "discarding reader", median(rep_mean, reps), median(rep_p99, reps),
-                   median(send_mean, reps), median(send_p99, reps));
+                   "\"socket_reporter_p99_ns\":%.1f,\"blocking_send_mean_ns\":%.1f,\"blocking_send_p99_ns\":%"
+                   ".1f}",
+                   server > 0 ? "bh-trackd" : "discarding reader", median(rep_mean, reps),
+                   median(rep_p99, reps), median(send_mean, reps), median(send_p99, reps));
         printf("}\n");
         return 0;
     }
-    printf("bh-bench: medians of %d repetitions, %ld operation pairs per measurement, N = %d threads\n\n", reps, ops,
-           threads);
+    printf("bh-bench: medians of %d repetitions, %ld operation pairs per measurement, N = %d threads\n\n",
+           reps, ops, threads);
     printf("%-50s %14s %14s %9s\n", "operation pair", "bufhandle ns", "global lock ns", "speedup");
     for (int c = 0; c < NCFG; c++)
-        printf("%-50s %14.1f %14.1f %8.2fx\n", rows[c].name, rows[c].bh, rows[c].base, rows[c].base / rows[c].bh);
+        printf("%-50s %14.1f %14.1f %8.2fx\n", rows[c].name, rows[c].bh, rows[c].base,
+               rows[c].base / rows[c].bh);
     if (have_reporter) {
         printf("\nreporting cost on the application thread at 100,000 reports/s (server: %s)\n",
                server > 0 ? "bh-trackd" : "discarding reader");

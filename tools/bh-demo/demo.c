@@ -33,6 +33,7 @@
 #include "bufhandle/bufhandle.h"
 #include "shim.h"
 #include "simdev.h"
+#include "proc.h"
 #include "track.h"
 
 /* ======================== Options ======================== */
@@ -43,8 +44,6 @@ typedef struct options {
     int json, quiet;
     const char *trackd; /* bh-trackd binary; NULL: in-process tracker only */
 } options;
-
-static const char *default_trackd(void);
 
 static void usage(FILE *f) {
     fprintf(f, "usage: bh-demo [--devices N] [--threads N] [--layers N] [--steps N] [--aliases N]\n"
@@ -72,8 +71,13 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out) {
 }
 
 static int parse_options(int argc, char **argv, options *o) {
-    *o = (options){.devices = 8, .threads = 4, .layers = 12, .steps = 200, .aliases = 3, .seed = 1,
-                   .trackd = default_trackd()};
+    *o = (options){.devices = 8,
+                   .threads = 4,
+                   .layers = 12,
+                   .steps = 200,
+                   .aliases = 3,
+                   .seed = 1,
+                   .trackd = bh_trackd_next_to_self()};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--json") == 0) {
@@ -110,8 +114,8 @@ static int parse_options(int argc, char **argv, options *o) {
                 continue;
             uint64_t v;
             if (i + 1 >= argc || parse_u64(argv[++i], opts[k].max, &v) != 0 || v < opts[k].min) {
-                fprintf(stderr, "bh-demo: %s needs a number from %" PRIu64 " to %" PRIu64 "\n", a, opts[k].min,
-                        opts[k].max);
+                fprintf(stderr, "bh-demo: %s needs a number from %" PRIu64 " to %" PRIu64 "\n", a,
+                        opts[k].min, opts[k].max);
                 return -1;
             }
             if (opts[k].wide)
@@ -443,7 +447,8 @@ static int run(const options *o, int handles, const char *sock_path, result *res
         cfg.allocator = bh_sim_allocator(sim);
         cfg.reporter = (bh_reporter){tracker_report_cb, &tr};
         cfg.flags = BH_CONFIG_NO_ENV;
-        if (bh_registry_create(&cfg, &rt.reg) != BH_OK || bh_shim_mesh_open(rt.reg, o->devices, &rt.mesh) != BH_OK)
+        if (bh_registry_create(&cfg, &rt.reg) != BH_OK ||
+            bh_shim_mesh_open(rt.reg, o->devices, &rt.mesh) != BH_OK)
             return -1;
     }
 
@@ -488,10 +493,11 @@ static int run(const options *o, int handles, const char *sock_path, result *res
         bh_socket_reporter_stats(&tr.sock, &rs);
         res->reports_dropped = rs.dropped;
         if (getenv("BH_DEMO_DEBUG"))
-            fprintf(stderr, "reporter: reported %llu sent %llu dropped %llu resyncs %llu connects %llu ooo %llu\n",
-                    (unsigned long long)rs.reported, (unsigned long long)rs.sent, (unsigned long long)rs.dropped,
-                    (unsigned long long)rs.resyncs, (unsigned long long)rs.connects,
-                    (unsigned long long)rs.out_of_order);
+            fprintf(stderr,
+                    "reporter: reported %llu sent %llu dropped %llu resyncs %llu connects %llu ooo %llu\n",
+                    (unsigned long long)rs.reported, (unsigned long long)rs.sent,
+                    (unsigned long long)rs.dropped, (unsigned long long)rs.resyncs,
+                    (unsigned long long)rs.connects, (unsigned long long)rs.out_of_order);
         bh_socket_reporter_close(&tr.sock); /* flushes */
     }
     /* The runtime "process" ends: whatever the tracker still holds leaked. */
@@ -517,8 +523,9 @@ static uint64_t leaks_of(const result *r) { return r->track.leaks + r->sim_live;
 static void print_table(const options *o, const result *r) {
     printf("bh-demo: %u devices, %u threads, %u layers, %u steps, %u aliases, seed %" PRIu64 "\n", o->devices,
            o->threads, o->layers, o->steps, o->aliases, o->seed);
-    printf("tracker: %s\n\n", r[0].from_trackd ? "bh-trackd (each run a client process, through the socket reporter)"
-                                              : "in-process");
+    printf("tracker: %s\n\n", r[0].from_trackd
+                                  ? "bh-trackd (each run a client process, through the socket reporter)"
+                                  : "in-process");
     struct {
         const char *label;
         uint64_t v[2];
@@ -544,8 +551,9 @@ static void print_table(const options *o, const result *r) {
         printf("  %-6s %-4s %-12s %10s %10s\n", "device", "mem", "address", "allocs", "frees");
         for (size_t i = 0; i < r[0].nworst; i++) {
             const bh_track_entry *e = &r[0].worst[i];
-            printf("  %-6u %-4s 0x%010" PRIx64 " %10" PRIu64 " %10" PRIu64 "\n", bh_sim_domain_device(e->device),
-                   bh_sim_domain_mem(e->device) == BH_SIM_L1 ? "L1" : "DRAM", e->address, e->allocs, e->frees);
+            printf("  %-6u %-4s 0x%010" PRIx64 " %10" PRIu64 " %10" PRIu64 "\n",
+                   bh_sim_domain_device(e->device), bh_sim_domain_mem(e->device) == BH_SIM_L1 ? "L1" : "DRAM",
+                   e->address, e->allocs, e->frees);
         }
     }
 }
@@ -562,8 +570,8 @@ static void print_json_run(const result *r) {
            r->from_trackd ? "bh-trackd" : "in-process");
     printf(",\"most_overfreed\":[");
     for (size_t i = 0; i < r->nworst; i++)
-        printf("%s{\"device\":%u,\"mem\":\"%s\",\"address\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64
-               "}",
+        printf("%s{\"device\":%u,\"mem\":\"%s\",\"address\":%" PRIu64 ",\"allocs\":%" PRIu64
+               ",\"frees\":%" PRIu64 "}",
                i ? "," : "", bh_sim_domain_device(r->worst[i].device),
                bh_sim_domain_mem(r->worst[i].device) == BH_SIM_L1 ? "L1" : "DRAM", r->worst[i].address,
                r->worst[i].allocs, r->worst[i].frees);
@@ -571,60 +579,6 @@ static void print_json_run(const result *r) {
 }
 
 /* ======================== bh-trackd ======================== */
-
-/* bh-trackd next to this binary, if there is one. */
-static const char *default_trackd(void) {
-    static char path[4096];
-    ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 32);
-    if (n <= 0)
-        return NULL;
-    path[n] = '\0';
-    char *slash = strrchr(path, '/');
-    if (slash == NULL)
-        return NULL;
-    strcpy(slash + 1, "bh-trackd");
-    return access(path, X_OK) == 0 ? path : NULL;
-}
-
-static int can_connect(const char *path) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    size_t n = strlen(path);
-    if (n >= sizeof(sa.sun_path)) {
-        if (fd >= 0)
-            close(fd);
-        return 0;
-    }
-    memcpy(sa.sun_path, path, n + 1);
-    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-/* Starts bh-trackd on dir/trackd.sock; returns its pid, or -1. */
-static pid_t start_trackd(const char *trackd, const char *dir, char *sock, size_t socklen) {
-    char log[512];
-    snprintf(sock, socklen, "%s/trackd.sock", dir);
-    snprintf(log, sizeof(log), "%s/trackd.log", dir);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(trackd, trackd, "--socket", sock, "--log", log, "--grace-ms", "200", (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; pid > 0 && i < 500; i++) {
-        if (can_connect(sock))
-            return pid;
-        nanosleep(&(struct timespec){0, 10000000}, NULL);
-    }
-    if (pid > 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-    return -1;
-}
 
 /* `bh-trackd stats --json`; malloc'd, NULL on failure. */
 static char *trackd_stats(const char *trackd, const char *sock) {
@@ -724,11 +678,15 @@ int main(int argc, char **argv) {
     if (parse_options(argc, argv, &o) != 0)
         return 2;
     result r[2];
-    char dir[] = "/tmp/bh-demo-XXXXXX", sock[256];
+    char dir[] = "/tmp/bh-demo-XXXXXX", sock[64];
     pid_t server = -1;
     if (o.trackd != NULL) {
-        if (mkdtemp(dir) == NULL || (server = start_trackd(o.trackd, dir, sock, sizeof(sock))) < 0) {
-            fprintf(stderr, "bh-demo: could not start %s; use --no-trackd for the in-process tracker\n", o.trackd);
+        char log[64];
+        snprintf(sock, sizeof(sock), "%s/trackd.sock", mkdtemp(dir) != NULL ? dir : "/tmp");
+        snprintf(log, sizeof(log), "%s/trackd.log", dir);
+        if ((server = bh_trackd_start(o.trackd, sock, log, "200")) < 0) {
+            fprintf(stderr, "bh-demo: could not start %s; use --no-trackd for the in-process tracker\n",
+                    o.trackd);
             return 2;
         }
     }
@@ -736,8 +694,7 @@ int main(int argc, char **argv) {
     for (int h = 0; h < 2 && rc == 0; h++)
         rc = server > 0 ? run_in_child(&o, h, sock, &r[h]) : run(&o, h, NULL, &r[h]);
     if (server > 0) {
-        kill(server, SIGTERM);
-        waitpid(server, NULL, 0);
+        bh_trackd_stop(server);
         char cmd[64];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
         if (system(cmd) != 0)
@@ -747,12 +704,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bh-demo: a run failed (out of memory, or the tracker did not answer)\n");
         return 2;
     }
-    int handles_clean = r[1].reports_dropped == 0 && r[1].sim.double_frees == 0 && r[1].sim.unknown_frees == 0 && r[1].track.unknown_frees == 0 &&
+    int handles_clean = r[1].reports_dropped == 0 && r[1].sim.double_frees == 0 &&
+                        r[1].sim.unknown_frees == 0 && r[1].track.unknown_frees == 0 &&
                         r[1].track.duplicate_allocs == 0 && leaks_of(&r[1]) == 0 && r[1].sim.allocs > 0;
     int raw_shows_bug = r[0].sim.double_frees > 0 || r[0].track.unknown_frees > 0;
     if (o.json) {
-        printf("{\"config\":{\"devices\":%u,\"threads\":%u,\"layers\":%u,\"steps\":%u,\"aliases\":%u,\"seed\":%" PRIu64
-               "},\"raw\":",
+        printf("{\"config\":{\"devices\":%u,\"threads\":%u,\"layers\":%u,\"steps\":%u,\"aliases\":%u,"
+               "\"seed\":%" PRIu64 "},\"raw\":",
                o.devices, o.threads, o.layers, o.steps, o.aliases, o.seed);
         print_json_run(&r[0]);
         printf(",\"handles\":");

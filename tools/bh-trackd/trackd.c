@@ -98,13 +98,17 @@ static uint64_t now_ms(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void logf_(server *s, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
+static void vlog(server *s, const char *fmt, va_list ap) {
     fprintf(s->log, "bh-trackd: ");
     vfprintf(s->log, fmt, ap);
     fputc('\n', s->log);
     fflush(s->log);
+}
+
+static void logf_(server *s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(s, fmt, ap);
     va_end(ap);
 }
 
@@ -117,10 +121,7 @@ static void log_event(server *s, int cls, const char *fmt, ...) {
     }
     va_list ap;
     va_start(ap, fmt);
-    fprintf(s->log, "bh-trackd: ");
-    vfprintf(s->log, fmt, ap);
-    fputc('\n', s->log);
-    fflush(s->log);
+    vlog(s, fmt, ap);
     va_end(ap);
 }
 

@@ -256,8 +256,8 @@ void bh_track_totals(const bh_track *t, uint64_t client, uint32_t device, bh_tra
     }
 }
 
-void bh_track_each_group(const bh_track *t, void (*fn)(void *ctx, uint64_t client, uint32_t device,
-                                                        const bh_track_counts *c),
+void bh_track_each_group(const bh_track *t,
+                         void (*fn)(void *ctx, uint64_t client, uint32_t device, const bh_track_counts *c),
                          void *ctx) {
     for (size_t i = 0; i < t->ngroups; i++)
         fn(ctx, t->groups[i].client, t->groups[i].device, &t->groups[i].c);

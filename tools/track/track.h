@@ -18,7 +18,7 @@
 
 typedef enum bh_track_result {
     BH_TRACK_OK = 0,
-    BH_TRACK_UNKNOWN_FREE = 1, /* FREE of an address not live */
+    BH_TRACK_UNKNOWN_FREE = 1,    /* FREE of an address not live */
     BH_TRACK_DUPLICATE_ALLOC = 2, /* ALLOC of an address already live */
     BH_TRACK_LIMIT = 3,           /* client over its live-allocation limit */
     BH_TRACK_NOMEM = 4
@@ -66,8 +66,8 @@ void bh_track_client_reset(bh_track *t, uint64_t client);
 void bh_track_totals(const bh_track *t, uint64_t client, uint32_t device, bh_track_counts *out);
 
 /* Calls fn for each (client, device) group with its counts, in first-seen order. */
-void bh_track_each_group(const bh_track *t, void (*fn)(void *ctx, uint64_t client, uint32_t device,
-                                                        const bh_track_counts *c),
+void bh_track_each_group(const bh_track *t,
+                         void (*fn)(void *ctx, uint64_t client, uint32_t device, const bh_track_counts *c),
                          void *ctx);
 /* Calls fn for every entry (live ones only if live_only). */
 void bh_track_each_entry(const bh_track *t, int live_only, void (*fn)(void *ctx, const bh_track_entry *e),
