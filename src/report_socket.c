@@ -3,28 +3,32 @@
  * application's threads.
  *
  * Owns: the process-wide connections (one per socket path and format), each
- * with a bounded event queue and a sender thread; and the streams (one per
- * reporter, i.e. per registry) with their reorder buffer and shadow live set.
+ * with a sender thread; and the streams (one per reporter, i.e. per registry),
+ * each with its seq-indexed ring, its late list and its shadow live set.
  * Must never: do socket I/O on a reporting thread, block a reporting thread
  * longer than max_block_us, raise SIGPIPE, or lose an event silently (every
  * undelivered event is counted and covered by a resync).
  *
  * Ordering. A registry hands out seq 1, 2, 3, ... to its reporter, but two
- * threads may call the reporter out of order. A stream keeps next_seq and
- * holds back early events in a min-heap until the gap closes, so the queue,
- * and the wire, carry each stream's events in seq order. If a reporting thread
- * stalls for longer than the heap (max(4096, queue capacity) events), the
- * stream stops waiting and the stalled event goes out late (counted in
- * out_of_order). That never breaks the server's live set: events of one
+ * threads may call the reporter out of order. An event waits in its stream's
+ * ring at ring[seq % capacity]; the sender takes the ring from base upwards,
+ * so the wire carries each stream's events in seq order. A reporter whose seq
+ * is capacity or more ahead of base waits up to max_block_us for room, then
+ * drops. If a seq stays missing for STALL_MS (its reporting thread stalled),
+ * the sender moves on and that event, when it comes, goes out late (counted
+ * in out_of_order). That never breaks the server's live set: events of one
  * address are causally ordered (the next one cannot be reported before the
  * previous report returned), so a late event has no successor on the wire.
  *
  * Resync. Each stream also keeps a shadow of its live set, updated for every
- * event, delivered or not. When events had to be dropped (not connected, queue
- * full) or the connection is new, the sender replaces everything queued by the
- * shadow sets: RESYNC_BEGIN, chunks, RESYNC_END per stream. The server swaps
- * that stream's live set for the snapshot. Events queued after the snapshot
- * follow it, so the server's view is exact again.
+ * event, delivered or not. When events had to be dropped (not connected, ring
+ * full) or the connection is a reconnection, the sender discards what waits
+ * and sends the shadow sets instead: RESYNC_BEGIN, chunks, RESYNC_END per
+ * stream. The server swaps that stream's live set for the snapshot. Each
+ * stream restarts after the highest seq seen; events after the snapshot follow
+ * it, so the server's view is exact again. A reporter that applied its event
+ * to the shadow before a snapshot and then waited for room does not send it
+ * (the snapshot has it): the connection's epoch tells.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -38,6 +38,9 @@ static char sock_path[96], compat_path[96], summary_path[96];
 
 /* ------------------------------------------------------------ helpers */
 
+static int raw_connect(const char *path);
+static size_t read_all(int fd, uint8_t *buf, size_t cap);
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -235,6 +238,26 @@ static void naive_client(void) {
     bh_socket_reporter_close(&rep);
 }
 
+/* Two registries of one process, tracking from the environment: one
+ * connection, two streams. */
+static void two_registries_client(void) {
+    setenv("BH_TRACK_SOCKET", sock_path, 1);
+    bh_sim *sim = make_sim();
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.allocator = bh_sim_allocator(sim);
+    bh_registry *reg[2];
+    bh_handle h[2];
+    for (int i = 0; i < 2; i++)
+        if (bh_registry_create(&cfg, &reg[i]) != BH_OK ||
+            bh_alloc(reg[i], bh_sim_domain((uint32_t)i, BH_SIM_DRAM), 4096, &h[i]) != BH_OK)
+            _exit(30);
+    for (int i = 0; i < 2; i++)
+        if (bh_release(reg[i], h[i]) != BH_OK || bh_registry_destroy(reg[i]) != BH_OK)
+            _exit(31);
+    bh_sim_destroy(sim);
+}
+
 /* ------------------------------------------------------------ tests */
 
 static void handle_client_leaves_no_unknown_free_no_duplicate_and_no_leak(void **state) {
@@ -273,6 +296,46 @@ static void naive_client_is_flagged_for_unknown_frees_duplicates_and_leaks(void 
     assert_int_equal(jget(j, "totals", "unknown_frees"), 12);
     assert_int_equal(jget(j, "totals", "duplicate_allocs"), 6);
     assert_int_equal(jget(j, "totals", "leaked_bytes"), 4096);
+    stop_server(srv, SIGTERM);
+}
+
+static void registries_of_one_process_share_one_connection(void **state) {
+    (void)state;
+    pid_t srv = start_server(NULL);
+    assert_int_equal(run_child(two_registries_client), 0);
+    assert_int_equal(wait_total("frees", 2), 2);
+    const char *j = stats_json();
+    assert_int_equal(jget(j, "server", "reporter_connections"), 1);
+    assert_non_null(strstr(j, "\"stream\":1"));
+    assert_non_null(strstr(j, "\"stream\":2"));
+    assert_int_equal(jget(j, "totals", "unknown_frees"), 0);
+    stop_server(srv, SIGTERM);
+}
+
+static void a_client_over_its_live_limit_is_cut_off_and_the_server_goes_on(void **state) {
+    (void)state;
+    const char *extra[] = {"--max-live-per-client", "3", NULL};
+    pid_t srv = start_server(extra);
+    int fd = raw_connect(sock_path);
+    uint8_t buf[BH_WIRE_HEADER + 14 + 5 * (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN)];
+    size_t n = bh_wire_header(buf, BH_WIRE_HELLO, 14);
+    bh_put32(buf + n, (uint32_t)getpid());
+    bh_put16(buf + n + 4, BH_WIRE_VERSION);
+    bh_put16(buf + n + 6, 0);
+    bh_put16(buf + n + 8, 4);
+    memcpy(buf + n + 10, "test", 4);
+    n += 14;
+    for (int i = 0; i < 5; i++)
+        n += bh_wire_event(buf + n, 1, BH_EVENT_ALLOC, 0, 0x1000 * (uint64_t)(i + 1), 64, (uint64_t)i + 1);
+    assert_int_equal(send(fd, buf, n, MSG_NOSIGNAL), (ssize_t)n);
+    uint8_t reply[512];
+    size_t got = read_all(fd, reply, sizeof(reply));
+    assert_true(got >= BH_WIRE_HEADER + 4);
+    assert_int_equal(bh_get16(reply + 6), BH_WIRE_ERROR);
+    assert_int_equal((int32_t)bh_get32(reply + BH_WIRE_HEADER), BH_ENOMEM);
+    close(fd);
+    const char *j = stats_json();
+    assert_int_equal(jget(j, "server", "limit_disconnects"), 1);
     stop_server(srv, SIGTERM);
 }
 
@@ -533,6 +596,9 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(no_server_costs_nothing_but_counted_drops, setup, teardown),
         cmocka_unit_test_setup_teardown(slow_server_does_not_stall_the_application, setup, teardown),
         cmocka_unit_test_setup_teardown(malformed_frames_disconnect_only_their_client, setup, teardown),
+        cmocka_unit_test_setup_teardown(registries_of_one_process_share_one_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_client_over_its_live_limit_is_cut_off_and_the_server_goes_on, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(compat_records_are_tracked_and_answered, setup, teardown),
     };
     return cmocka_run_group_tests_name("trackd", tests, NULL, NULL);

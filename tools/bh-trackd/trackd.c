@@ -81,7 +81,7 @@ typedef struct server {
     client *clients;
     orphan *orphans;
     /* counters */
-    uint64_t connections, rejected, malformed, resyncs, compat_records, unsupported_records,
+    uint64_t connections, reporter_connections, rejected, malformed, resyncs, compat_records, unsupported_records,
         limit_disconnects;
     uint64_t logged[4];
     /* pid -> program name, from HELLO */
@@ -104,6 +104,11 @@ static void vlog(server *s, const char *fmt, va_list ap) {
     fputc('\n', s->log);
     fflush(s->log);
 }
+
+#define BH_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+static void logf_(server *s, const char *fmt, ...) BH_PRINTF(2, 3);
+static void log_event(server *s, int cls, const char *fmt, ...) BH_PRINTF(3, 4);
 
 static void logf_(server *s, const char *fmt, ...) {
     va_list ap;
@@ -219,6 +224,7 @@ typedef struct strbuf {
     size_t len, cap;
 } strbuf;
 
+static void sb_printf(strbuf *b, const char *fmt, ...) BH_PRINTF(2, 3);
 static void sb_printf(strbuf *b, const char *fmt, ...) {
     for (;;) {
         va_list ap;
@@ -294,11 +300,12 @@ static void render_stats(server *s, strbuf *b, int json) {
                   t.live, t.live_bytes, t.allocs, t.frees, t.unknown_frees, t.duplicate_allocs, t.leaks,
                   t.leaked_bytes);
         sb_printf(b,
-                  "\"server\":{\"connections\":%" PRIu64 ",\"rejected_peers\":%" PRIu64
+                  "\"server\":{\"connections\":%" PRIu64 ",\"reporter_connections\":%" PRIu64
+                  ",\"rejected_peers\":%" PRIu64
                   ",\"malformed\":%" PRIu64 ",\"resyncs\":%" PRIu64 ",\"compat_records\":%" PRIu64
                   ",\"unsupported_records\":%" PRIu64 ",\"limit_disconnects\":%" PRIu64 "},\"clients\":[",
-                  s->connections, s->rejected, s->malformed, s->resyncs, s->compat_records,
-                  s->unsupported_records, s->limit_disconnects);
+                  s->connections, s->reporter_connections, s->rejected, s->malformed, s->resyncs,
+                  s->compat_records, s->unsupported_records, s->limit_disconnects);
         bh_track_each_group(s->track, stats_group, &r);
         sb_printf(b, "]}\n");
         return;
@@ -569,8 +576,10 @@ static void handle_frame(server *s, client *c, uint16_t type, const uint8_t *p, 
                 *q = '?';
         c->hello = 1;
         c->control = (flags & BH_WIRE_HELLO_CONTROL) != 0;
-        if (!c->control)
+        if (!c->control) {
+            s->reporter_connections++;
             remember_name(s, c->pid, c->name);
+        }
         return;
     }
     case BH_WIRE_QUERY: {
