@@ -82,9 +82,9 @@ extern "C" {
 #endif
 
 #define BH_VERSION_MAJOR 0
-#define BH_VERSION_MINOR 1
+#define BH_VERSION_MINOR 2
 #define BH_VERSION_PATCH 0
-#define BH_VERSION_STRING "0.1.0"
+#define BH_VERSION_STRING "0.2.0"
 
 /* ------------------------------------------------------------------------- */
 /* Status codes                                                              */

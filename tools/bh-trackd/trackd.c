@@ -462,8 +462,15 @@ static int peer_allowed(const server *s, uid_t uid) {
 static void accept_clients(server *s, int lfd, int compat) {
     for (;;) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                /* Out of descriptors: the pending connection keeps the
+                 * listener readable; pause instead of spinning on it. */
+                logf_(s, "out of file descriptors; not accepting for 100 ms");
+                nanosleep(&(struct timespec){0, 100000000}, NULL);
+            }
             return;
+        }
         struct ucred cred;
         socklen_t len = sizeof(cred);
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || !peer_allowed(s, cred.uid)) {
