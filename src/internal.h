@@ -140,9 +140,14 @@ enum bh__counter {
     BH__C_COUNT
 };
 
-/* Counters are striped: each thread adds to its own stripe (chosen once per
- * thread), so retain/release never share a contended cache line. */
-#define BH__STRIPES 16
+/* Counters are striped so that retain/release never share a contended cache
+ * line. The process's first BH__OWNED_STRIPES threads (numbered on their
+ * first count) each own a stripe outright and bump it with a plain relaxed
+ * load and store, no lock prefix: a single writer cannot lose an update.
+ * Later threads share the remaining stripes and use atomic adds. */
+#define BH__OWNED_STRIPES 16
+#define BH__SHARED_STRIPES 16
+#define BH__STRIPES (BH__OWNED_STRIPES + BH__SHARED_STRIPES)
 typedef struct bh__stripe {
     _Alignas(BH__CACHE_LINE) AO_t c[BH__C_COUNT]; /* ATOMIC: relaxed adds; summed by bh_stats_get */
 } bh__stripe;
@@ -154,7 +159,20 @@ typedef struct bh__stats {
     AO_t peak_live_bytes; /* ATOMIC: CAS-max after every increase of live_bytes */
 } bh__stats;
 
-void bh__count(bh__stats *st, enum bh__counter c);
+extern __attribute__((tls_model("initial-exec"))) _Thread_local unsigned bh__thread_number_plus1;
+unsigned bh__thread_number_first_use(void);
+
+/* Counts one event on this thread's stripe. Inline: it is on every retain
+ * and release. Relaxed: counters publish nothing; readers accept a racy sum. */
+static inline void bh__count(bh__stats *st, enum bh__counter c) {
+    unsigned n = bh__thread_number_plus1 != 0 ? bh__thread_number_plus1 - 1 : bh__thread_number_first_use();
+    if (n < BH__OWNED_STRIPES) {
+        AO_t *p = &st->stripes[n].c[c];
+        AO_store(p, AO_load(p) + 1); /* this thread is the stripe's only writer */
+    } else {
+        (void)AO_fetch_and_add1(&st->stripes[n].c[c]); /* n is in the shared range */
+    }
+}
 void bh__live_add(bh__stats *st, uint64_t bytes);
 void bh__live_sub(bh__stats *st, uint64_t bytes);
 void bh__stats_sum(const bh__stats *st, bh_stats *out);
