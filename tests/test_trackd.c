@@ -339,6 +339,50 @@ static void a_client_over_its_live_limit_is_cut_off_and_the_server_goes_on(void 
     stop_server(srv, SIGTERM);
 }
 
+/* A child running as another user (nobody) connects; returns 1 if the server
+ * closed the connection on it without reading a frame. */
+static int foreign_peer_is_closed(void) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(2);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+            _exit(3);
+        struct timeval tv = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        char b;
+        ssize_t n = recv(fd, &b, 1, 0);
+        _exit(n == 0 ? 1 : 0); /* 0 bytes: closed by the server */
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) <= 1);
+    return WEXITSTATUS(status);
+}
+
+static void peers_of_other_users_are_rejected_unless_allowed(void **state) {
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* needs root to act as another user */
+    pid_t srv = start_server(NULL);
+    /* Open the file itself, so that only the server's own check is left. */
+    assert_int_equal(chmod(sock_path, 0666), 0);
+    assert_int_equal(chmod(dir, 0755), 0);
+    assert_int_equal(foreign_peer_is_closed(), 1);
+    assert_int_equal(jget(stats_json(), "server", "rejected_peers"), 1);
+    stop_server(srv, SIGTERM);
+
+    const char *allow[] = {"--allow-uid", "65534", NULL};
+    srv = start_server(allow);
+    assert_int_equal(chmod(sock_path, 0666), 0);
+    assert_int_equal(foreign_peer_is_closed(), 0); /* accepted: waits for its HELLO */
+    assert_int_equal(jget(stats_json(), "server", "rejected_peers"), 0);
+    stop_server(srv, SIGTERM);
+}
+
 static bh_registry *tracked_registry(bh_sim *sim, bh_reporter *rep, const bh_socket_options *opt) {
     assert_int_equal(bh_socket_reporter_open(sock_path, opt, rep), BH_OK);
     bh_config cfg;
@@ -597,6 +641,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(slow_server_does_not_stall_the_application, setup, teardown),
         cmocka_unit_test_setup_teardown(malformed_frames_disconnect_only_their_client, setup, teardown),
         cmocka_unit_test_setup_teardown(registries_of_one_process_share_one_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(peers_of_other_users_are_rejected_unless_allowed, setup, teardown),
         cmocka_unit_test_setup_teardown(a_client_over_its_live_limit_is_cut_off_and_the_server_goes_on, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(compat_records_are_tracked_and_answered, setup, teardown),
