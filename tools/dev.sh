@@ -4,7 +4,8 @@
 #   tools/dev.sh demo   install what is missing, build (release), run the demo
 #                       (extra arguments go to bh-demo, e.g. --json)
 #   tools/dev.sh test   install what is missing, then every test stage:
-#                       unit+install, memcheck, helgrind, drd, asan, tsan,
+#                       unit+install, model (spin), memcheck, helgrind, drd,
+#                       release build, asan, tsan,
 #                       fuzz (FUZZ_SECONDS per target, default 30)
 #   tools/dev.sh deps   only install (or, not root, print) missing packages
 #
@@ -14,7 +15,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
-PACKAGES=(build-essential cmake pkg-config libatomic-ops-dev libcmocka-dev valgrind clang-14 libclang-rt-14-dev)
+PACKAGES=(build-essential cmake pkg-config libatomic-ops-dev libcmocka-dev valgrind clang-14 libclang-rt-14-dev spin)
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }
 
@@ -108,6 +109,7 @@ cmd_test() {
     ensure_deps
     stage build-debug build_preset debug
     stage unit ctest_in debug -L "unit|install"
+    stage model ctest_in debug -L model
     stage memcheck ctest_in debug -L memcheck
     stage helgrind ctest_in debug -L helgrind
     stage drd ctest_in debug -L drd
