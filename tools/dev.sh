@@ -100,8 +100,10 @@ ctest_in() {
 cmd_demo() {
     ensure_deps
     build_preset release
-    "$ROOT/build/release/examples/three_aliases"
-    echo
+    if [ $# -eq 0 ]; then # the thirty-line story first, then the main job
+        "$ROOT/build/release/examples/three_aliases"
+        echo
+    fi
     "$ROOT/build/release/tools/bh-demo" "$@"
 }
 
