@@ -492,12 +492,6 @@ static int run(const options *o, int handles, const char *sock_path, result *res
         bh_reporter_stats rs;
         bh_socket_reporter_stats(&tr.sock, &rs);
         res->reports_dropped = rs.dropped;
-        if (getenv("BH_DEMO_DEBUG"))
-            fprintf(stderr,
-                    "reporter: reported %llu sent %llu dropped %llu resyncs %llu connects %llu ooo %llu\n",
-                    (unsigned long long)rs.reported, (unsigned long long)rs.sent,
-                    (unsigned long long)rs.dropped, (unsigned long long)rs.resyncs,
-                    (unsigned long long)rs.connects, (unsigned long long)rs.out_of_order);
         bh_socket_reporter_close(&tr.sock); /* flushes */
     }
     /* The runtime "process" ends: whatever the tracker still holds leaked. */
