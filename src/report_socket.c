@@ -222,6 +222,25 @@ static int write_all(int fd, const uint8_t *buf, size_t len, uint32_t timeout_ms
     return 0;
 }
 
+/* The program's name for HELLO (Linux: /proc/self/comm), else "libbufhandle".
+ * Returns its length, without a terminator. */
+static size_t program_name(char *buf, size_t cap) {
+    size_t n = 0;
+    int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t r = read(fd, buf, cap);
+        n = r > 0 ? (size_t)r : 0;
+        close(fd);
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\0'))
+        n--;
+    if (n == 0) {
+        n = sizeof("libbufhandle") - 1;
+        memcpy(buf, "libbufhandle", n);
+    }
+    return n;
+}
+
 static int try_connect(conn *c) {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
@@ -237,15 +256,16 @@ static int try_connect(conn *c) {
         return -1;
     }
     if (!(c->opt.flags & BH_SOCKET_COMPAT_TT)) {
-        static const char name[] = "libbufhandle";
-        uint8_t hello[BH_WIRE_HEADER + 10 + sizeof(name) - 1];
-        size_t n = bh_wire_header(hello, BH_WIRE_HELLO, (uint32_t)(10 + sizeof(name) - 1));
+        char name[64];
+        size_t len = program_name(name, sizeof(name));
+        uint8_t hello[BH_WIRE_HEADER + 10 + sizeof(name)];
+        size_t n = bh_wire_header(hello, BH_WIRE_HELLO, (uint32_t)(10 + len));
         bh_put32(hello + n, (uint32_t)getpid());
         bh_put16(hello + n + 4, BH_WIRE_VERSION);
         bh_put16(hello + n + 6, 0);
-        bh_put16(hello + n + 8, (uint16_t)(sizeof(name) - 1));
-        memcpy(hello + n + 10, name, sizeof(name) - 1);
-        if (write_all(fd, hello, sizeof(hello), c->opt.send_timeout_ms) != 0) {
+        bh_put16(hello + n + 8, (uint16_t)len);
+        memcpy(hello + n + 10, name, len);
+        if (write_all(fd, hello, n + 10 + len, c->opt.send_timeout_ms) != 0) {
             close(fd);
             return -1;
         }

@@ -5,7 +5,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
@@ -379,6 +382,76 @@ static void stale_forged_and_foreign_handles_are_estale_and_change_nothing(void 
     assert_int_equal(checker_free_calls(f->chk), 1);
 }
 
+/* ------------------------------------------------------------ log reporter */
+
+static size_t read_file(const char *path, char *buf, size_t cap) {
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return n;
+}
+
+static void log_reporter_writes_one_json_line_per_event(void **state) {
+    (void)state;
+    char path[] = "/tmp/bh-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    bh_reporter rep;
+    assert_int_equal(bh_log_reporter_open(path, NULL), BH_EINVAL);
+    assert_int_equal(bh_log_reporter_open("/nonexistent-dir/x.log", &rep), BH_EALLOC);
+    assert_int_equal(bh_log_reporter_open(path, &rep), BH_OK);
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.reporter = rep;
+    bh_registry *reg;
+    bh_handle h;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    assert_int_equal(bh_intern(reg, 7, 0x1000, 64, &h), BH_OK);
+    assert_int_equal(bh_release(reg, h), BH_OK);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    bh_log_reporter_close(&rep);
+    assert_null(rep.report);
+    char buf[1024];
+    read_file(path, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "{\"kind\":\"ALLOC\",\"device\":7,\"address\":4096,\"size\":64,\"seq\":1,"));
+    assert_non_null(strstr(buf, "\n{\"kind\":\"FREE\",\"device\":7,\"address\":4096,\"size\":64,\"seq\":2,"));
+    assert_non_null(strstr(buf, "\"pid\":"));
+    assert_non_null(strstr(buf, "\"thread\":"));
+    unlink(path);
+}
+
+static void the_environment_turns_logging_on_unless_opted_out(void **state) {
+    (void)state;
+    char path[] = "/tmp/bh-envlog-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    setenv("BH_TRACK_LOG", path, 1);
+    bh_registry *reg;
+    bh_handle h;
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.flags = BH_CONFIG_NO_ENV; /* opted out: nothing logged */
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    assert_int_equal(bh_intern(reg, 1, 0x2000, 8, &h), BH_OK);
+    assert_int_equal(bh_release(reg, h), BH_OK);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    char buf[1024];
+    assert_int_equal(read_file(path, buf, sizeof(buf)), 0);
+    assert_int_equal(bh_registry_create(NULL, &reg), BH_OK); /* defaults: the environment counts */
+    assert_int_equal(bh_intern(reg, 1, 0x2000, 8, &h), BH_OK);
+    assert_int_equal(bh_release(reg, h), BH_OK);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    unsetenv("BH_TRACK_LOG");
+    read_file(path, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "\"kind\":\"ALLOC\",\"device\":1,\"address\":8192"));
+    assert_non_null(strstr(buf, "\"kind\":\"FREE\",\"device\":1,\"address\":8192"));
+    unlink(path);
+}
+
 /* ------------------------------------------------------------ text */
 
 static void every_status_has_a_distinct_name_and_message(void **state) {
@@ -424,6 +497,8 @@ int main(void) {
         T(retain_and_release_count_references),
         T(null_handles_and_registries_are_einval),
         T(stale_forged_and_foreign_handles_are_estale_and_change_nothing),
+        cmocka_unit_test(log_reporter_writes_one_json_line_per_event),
+        cmocka_unit_test(the_environment_turns_logging_on_unless_opted_out),
         cmocka_unit_test(every_status_has_a_distinct_name_and_message),
         cmocka_unit_test(version_matches_the_header),
     };
