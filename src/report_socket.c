@@ -149,7 +149,6 @@ typedef struct stream {
     bh_event *late;        /* FIFO of events older than base: sent as soon as possible */
     uint32_t late_head, late_count;
     shadow live;
-    int shadow_broken; /* a shadow update failed (ENOMEM): resyncs are incomplete */
     uint64_t reported, dropped, out_of_order;
     struct stream *next;
 } stream;
@@ -173,6 +172,8 @@ struct conn {
     uint64_t epoch;     /* bumped by every snapshot */
     uint64_t in_flight; /* events taken by the sender, not yet written */
     uint64_t sent, resyncs, connects;
+    uint8_t *wire; /* sender thread only: encoded batch, BATCH * MAX_RECORD */
+    qitem *batch;  /* sender thread only: events being sent */
 };
 
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -447,8 +448,8 @@ static uint32_t take_batch(conn *c, qitem *batch, uint32_t max, uint64_t now) {
 
 static void *sender(void *arg) {
     conn *c = arg;
-    uint8_t *buf = bh__calloc(BATCH, MAX_RECORD);
-    qitem *batch = bh__calloc(BATCH, sizeof(qitem));
+    uint8_t *buf = c->wire;
+    qitem *batch = c->batch;
     uint64_t next_try = 0;
     pthread_mutex_lock(&c->lock);
     for (;;) {
@@ -529,17 +530,17 @@ static void *sender(void *arg) {
     c->connected = 0;
     pthread_cond_broadcast(&c->wake);
     pthread_mutex_unlock(&c->lock);
-    bh__free(buf);
-    bh__free(batch);
     return NULL;
 }
 
 /* ======================== Reporting (application threads) ======================== */
 
+/* Under c->lock. If the shadow cannot grow (host memory), a later resync
+ * would miss this allocation: that loss is counted as a drop. */
 static void apply_shadow(stream *s, const bh_event *ev) {
     if (ev->kind == BH_EVENT_ALLOC) {
         if (shadow_put(&s->live, ev->device, ev->address, ev->size) != 0)
-            s->shadow_broken = 1;
+            s->dropped++;
     } else {
         shadow_del(&s->live, ev->device, ev->address);
     }
@@ -608,10 +609,32 @@ static void report_cb(void *ctx, const bh_event *ev) {
 /* ======================== Open / close ======================== */
 
 static void conn_destroy(conn *c) {
+    bh__free(c->wire);
+    bh__free(c->batch);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->wake);
     pthread_cond_destroy(&c->room);
     bh__free(c);
+}
+
+/* Under conns_lock: takes a connection without streams off the list. */
+static void conn_retire(conn *c) {
+    for (conn **p = &conns; *p != NULL; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
+}
+
+/* Stops the sender of a retired connection and frees it. */
+static void conn_stop(conn *c) {
+    pthread_mutex_lock(&c->lock);
+    c->stop = 1;
+    pthread_cond_broadcast(&c->wake);
+    pthread_mutex_unlock(&c->lock);
+    pthread_join(c->thread, NULL);
+    conn_destroy(c);
 }
 
 /* Under conns_lock: the connection for (path, format), made if needed. */
@@ -622,6 +645,14 @@ static conn *conn_get(const char *path, const bh_socket_options *opt) {
     conn *c = bh__calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
+    c->wire = bh__calloc(BATCH, MAX_RECORD);
+    c->batch = bh__calloc(BATCH, sizeof(qitem));
+    if (c->wire == NULL || c->batch == NULL) {
+        bh__free(c->wire);
+        bh__free(c->batch);
+        bh__free(c);
+        return NULL;
+    }
     c->opt = *opt;
     memcpy(c->path, path, strlen(path) + 1);
     c->fd = -1;
@@ -681,10 +712,15 @@ bh_status bh_socket_reporter_open(const char *path, const bh_socket_options *opt
     if (c != NULL)
         s->ring = bh__calloc(c->opt.queue_capacity, sizeof(bh_event));
     if (c == NULL || s->ring == NULL) {
+        int unused = c != NULL && c->refs == 0; /* made just now, for us */
+        if (unused)
+            conn_retire(c);
         pthread_mutex_unlock(&conns_lock);
+        if (unused)
+            conn_stop(c);
         bh__free(s->late);
         bh__free(s);
-        return BH_ENOMEM; /* a new connection without streams stays for reuse */
+        return BH_ENOMEM;
     }
     c->refs++;
     pthread_mutex_lock(&c->lock);
@@ -740,23 +776,11 @@ void bh_socket_reporter_close(bh_reporter *rep) {
     }
     pthread_mutex_unlock(&c->lock);
     int last = --c->refs == 0;
-    if (last) {
-        for (conn **p = &conns; *p != NULL; p = &(*p)->next) {
-            if (*p == c) {
-                *p = c->next;
-                break;
-            }
-        }
-    }
+    if (last)
+        conn_retire(c);
     pthread_mutex_unlock(&conns_lock);
-    if (last) {
-        pthread_mutex_lock(&c->lock);
-        c->stop = 1;
-        pthread_cond_broadcast(&c->wake);
-        pthread_mutex_unlock(&c->lock);
-        pthread_join(c->thread, NULL);
-        conn_destroy(c);
-    }
+    if (last)
+        conn_stop(c);
     bh__free(s->live.e);
     bh__free(s->ring);
     bh__free(s->late);

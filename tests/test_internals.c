@@ -202,6 +202,30 @@ static void every_allocator_failure_is_a_clean_ealloc(void **state) {
     }
 }
 
+/* The socket reporter's host allocations failing in turn: open answers
+ * BH_ENOMEM or works; reporting and closing never crash or leak. */
+static void socket_reporter_survives_every_host_allocation_failure(void **state) {
+    (void)state;
+    for (long k = 1; k <= 12; k++) {
+        bh_reporter rep;
+        bh_socket_options opt = {.queue_capacity = 64, .flush_timeout_ms = 10};
+        bh__hostmem_fail_at(k);
+        bh_status st = bh_socket_reporter_open("/tmp/bh-no-such-server.sock", &opt, &rep);
+        assert_true(st == BH_OK || st == BH_ENOMEM);
+        if (st == BH_OK) {
+            for (uint64_t i = 1; i <= 200; i++) { /* the shadow set grows and may fail */
+                bh_event ev = {i % 3 ? BH_EVENT_ALLOC : BH_EVENT_FREE, 0, 0x1000 * (i / 3 + 1), 64, i};
+                rep.report(rep.ctx, &ev);
+            }
+            bh_reporter_stats rs;
+            assert_int_equal(bh_socket_reporter_stats(&rep, &rs), BH_OK);
+            assert_int_equal(rs.reported, 200);
+            bh_socket_reporter_close(&rep);
+        }
+        bh__hostmem_fail_at(0);
+    }
+}
+
 /* ------------------------------------------------------------ stats */
 
 typedef struct counting_job {
@@ -304,6 +328,7 @@ int main(void) {
         cmocka_unit_test(every_host_allocation_failure_is_a_clean_enomem),
         cmocka_unit_test(every_allocator_failure_is_a_clean_ealloc),
         cmocka_unit_test(counters_are_exact_with_more_threads_than_stripes),
+        cmocka_unit_test(socket_reporter_survives_every_host_allocation_failure),
         cmocka_unit_test(reference_count_overflow_is_eoverflow_and_changes_nothing),
         cmocka_unit_test(a_slot_whose_generation_would_wrap_is_retired_for_good),
     };
