@@ -46,7 +46,13 @@
 
 #define STALL_MS 50    /* a seq missing this long is skipped; it goes out late */
 #define BATCH 256      /* events per send */
-#define IDLE_WAIT_MS 2 /* sender's poll period when idle: reporters never signal it */
+/* Reporters never signal the sender (a futex wake per report would cost more
+ * than the report); it polls. The period starts at IDLE_MIN_MS after work and
+ * doubles while idle up to IDLE_MAX_MS, so an idle process wakes ~16 times a
+ * second and the first event after a pause waits at most IDLE_MAX_MS. A ring
+ * half full, a flush or a close wakes it at once. */
+#define IDLE_MIN_MS 2
+#define IDLE_MAX_MS 64
 #define RETRY_MS 100   /* reconnect period */
 
 /* ======================== Shadow live set ======================== */
@@ -450,6 +456,7 @@ static void *sender(void *arg) {
     conn *c = arg;
     uint8_t *buf = c->wire;
     qitem *batch = c->batch;
+    uint64_t idle_ms = IDLE_MIN_MS;
     uint64_t next_try = 0;
     pthread_mutex_lock(&c->lock);
     for (;;) {
@@ -498,11 +505,14 @@ static void *sender(void *arg) {
         uint32_t n = take_batch(c, batch, BATCH, now_ms());
         if (n == 0) {
             pthread_cond_broadcast(&c->wake); /* flushers: progress */
-            struct timespec dl = deadline_in(IDLE_WAIT_MS * 1000u);
+            struct timespec dl = deadline_in(idle_ms * 1000u);
+            if (idle_ms < IDLE_MAX_MS)
+                idle_ms *= 2;
             pthread_cond_timedwait(&c->wake, &c->lock, &dl);
             continue;
         }
         c->in_flight = n;
+        idle_ms = IDLE_MIN_MS;
         pthread_cond_broadcast(&c->room);
         pthread_mutex_unlock(&c->lock);
 

@@ -407,7 +407,7 @@ int main(int argc, char **argv) {
         printf("\nreporting cost on the application thread at 100,000 reports/s (server: %s)\n",
                server > 0 ? "bh-trackd" : "discarding reader");
         printf("%-50s %14s %14s\n", "", "mean ns", "p99 ns");
-        printf("%-50s %14.1f %14.1f\n", "socket reporter (queue + background sender)", median(rep_mean, reps),
+        printf("%-50s %14.1f %14.1f\n", "socket reporter (ring + background sender)", median(rep_mean, reps),
                median(rep_p99, reps));
         printf("%-50s %14.1f %14.1f\n", "baseline: one blocking send per report", median(send_mean, reps),
                median(send_p99, reps));
