@@ -273,7 +273,7 @@ BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
  * without reports. */
 
 /* The socket reporter talks to bh-trackd (docs/protocol.md). Reporting threads
- * never touch the socket: they append to a bounded in-memory queue that a
+ * never touch the socket: they put events in a bounded in-memory ring that a
  * background thread sends, in seq order. A reporting thread waits at most
  * max_block_us for queue space; past that, and whenever the server is not
  * connected, events are dropped and counted, and the reporter resends its live
@@ -282,7 +282,7 @@ BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
  * process that open the same path share one connection. Use one reporter per
  * registry. */
 typedef struct bh_socket_options {
-    uint32_t queue_capacity;   /* events queued per connection; 0: 65536 */
+    uint32_t queue_capacity;   /* events that may wait per reporter (its ring); 0: 16384 */
     uint32_t max_block_us;     /* wait for queue space, microseconds; 0: drop at once */
     uint32_t send_timeout_ms;  /* a stalled send drops the connection after this; 0: 1000 */
     uint32_t flush_timeout_ms; /* close waits this long for queued events; 0: 2000 */
