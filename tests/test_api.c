@@ -393,12 +393,17 @@ static size_t read_file(const char *path, char *buf, size_t cap) {
     return n;
 }
 
-static void log_reporter_writes_one_json_line_per_event(void **state) {
-    (void)state;
-    char path[] = "/tmp/bh-log-XXXXXX";
+/* Makes an empty temporary file from a mkstemp template. */
+static void make_temp_file(char *path) {
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     close(fd);
+}
+
+static void log_reporter_writes_one_json_line_per_event(void **state) {
+    (void)state;
+    char path[] = "/tmp/bh-log-XXXXXX";
+    make_temp_file(path);
     bh_reporter rep;
     assert_int_equal(bh_log_reporter_open(path, NULL), BH_EINVAL);
     assert_int_equal(bh_log_reporter_open("/nonexistent-dir/x.log", &rep), BH_EALLOC);
@@ -426,9 +431,7 @@ static void log_reporter_writes_one_json_line_per_event(void **state) {
 static void the_environment_turns_logging_on_unless_opted_out(void **state) {
     (void)state;
     char path[] = "/tmp/bh-envlog-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
+    make_temp_file(path);
     setenv("BH_TRACK_LOG", path, 1);
     bh_registry *reg;
     bh_handle h;

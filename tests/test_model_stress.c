@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
+#include "support/checker.h"
 #include "support/model.h"
 
 static long total_ops = 10000000;
@@ -111,14 +112,8 @@ static void threads_on_one_registry_each_match_their_model_exactly(void **state)
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1)
-        total_ops = atol(argv[1]);
-    if (argc > 2)
-        nthreads = atoi(argv[2]);
-    if (total_ops < 1 || nthreads < 1 || nthreads > 64) {
-        fprintf(stderr, "usage: test_model_stress [total_ops [threads 1..64]]\n");
+    if (stress_args(argc, argv, "test_model_stress", &total_ops, &nthreads) != 0)
         return 2;
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(threads_on_one_registry_each_match_their_model_exactly),
     };

@@ -189,10 +189,8 @@ static void threads_hammering_few_addresses_free_each_allocation_exactly_once(vo
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1)
-        total_ops = atol(argv[1]);
-    if (argc > 2)
-        nthreads = atoi(argv[2]);
+    if (stress_args(argc, argv, "test_stress", &total_ops, &nthreads) != 0)
+        return 2;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(threads_hammering_few_addresses_free_each_allocation_exactly_once),
     };

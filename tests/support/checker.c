@@ -204,3 +204,15 @@ int checker_finish(checker *c, bh_registry *reg) {
     checker_free(c);
     return ok ? 0 : -1;
 }
+
+int stress_args(int argc, char **argv, const char *name, long *total_ops, int *threads) {
+    if (argc > 1)
+        *total_ops = atol(argv[1]);
+    if (argc > 2)
+        *threads = atoi(argv[2]);
+    if (*total_ops < 1 || *threads < 1 || *threads > 64) {
+        fprintf(stderr, "usage: %s [total_ops [threads 1..64]]\n", name);
+        return -1;
+    }
+    return 0;
+}

@@ -53,4 +53,8 @@ int checker_finish(checker *c, bh_registry *reg);
 /* Up to the first 256 events, in the order the reporter received them. */
 size_t checker_events(const checker *c, const checker_event **events);
 
+/* Reads "[total_ops [threads]]" for the stress tests. Returns 0, or -1 (and
+ * prints the usage) when a value is not a positive number or threads > 64. */
+int stress_args(int argc, char **argv, const char *name, long *total_ops, int *threads);
+
 #endif
