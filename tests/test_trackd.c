@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
+#include "proc.h"
 #include "simdev.h"
 #include "wire.h"
 
@@ -49,15 +50,6 @@ static double now_s(void) {
 
 static void sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
 
-static int can_connect(const char *path) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return ok;
-}
-
 /* Starts bh-trackd with extra arguments (NULL-terminated, or NULL); returns
  * its pid once it accepts. */
 static pid_t start_server(const char *const *extra) {
@@ -77,9 +69,9 @@ static pid_t start_server(const char *const *extra) {
     }
     if (nservers < 8)
         servers[nservers++] = pid;
-    for (int i = 0; i < 500 && !can_connect(sock_path); i++)
+    for (int i = 0; i < 500 && !bh_trackd_reachable(sock_path); i++)
         sleep_ms(10);
-    assert_true(can_connect(sock_path));
+    assert_true(bh_trackd_reachable(sock_path));
     return pid;
 }
 
@@ -567,7 +559,7 @@ static void malformed_frames_disconnect_only_their_client(void **state) {
     int status;
     waitpid(second, &status, 0);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
-    assert_true(can_connect(sock_path));
+    assert_true(bh_trackd_reachable(sock_path));
     stop_server(srv, SIGTERM);
 }
 
@@ -575,6 +567,10 @@ static void compat_records_are_tracked_and_answered(void **state) {
     (void)state;
     const char *extra[] = {"--compat-tt", "--compat-socket", compat_path, NULL};
     pid_t pid = start_server(extra);
+    /* The server binds the compat socket after the native one it was
+     * waited on for. */
+    for (int i = 0; i < 500 && !bh_trackd_reachable(compat_path); i++)
+        sleep_ms(10);
     int fd = raw_connect(compat_path);
     uint8_t rec[3][BH_TT_RECORD];
     /* ALLOC DRAM 4096 at 0x1000 and L1 100 at 0x2000 on device 0, as the TT client sends them. */
