@@ -206,7 +206,8 @@ static double measure(int kind, int baseline, int threads, int shared, long ops)
 
 /* ======================== Reporter cost ======================== */
 
-static int sink_listen(const char *path) { /* path shorter than sun_path */
+/* A listening socket at path (shorter than sun_path), or -1. */
+static int sink_listen(const char *path) {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
@@ -226,17 +227,6 @@ static void *sink(void *arg) {
     if (fd >= 0)
         close(fd);
     return NULL;
-}
-
-static int connect_to(const char *path) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
 }
 
 /* Paces n reports at rate per second; returns the mean ns spent in the
@@ -371,7 +361,7 @@ int main(int argc, char **argv) {
             /* Baseline: one blocking send per report to a reader. */
             lfd = sink_listen(sink_path);
             pthread_create(&st, NULL, sink, (void *)(intptr_t)lfd);
-            int fd = connect_to(sink_path);
+            int fd = bh_unix_connect(sink_path);
             send_mean[r] = paced_reports(NULL, fd, nrep, 100000, &send_p99[r]);
             close(fd);
             pthread_join(st, NULL);

@@ -26,19 +26,28 @@ const char *bh_trackd_next_to_self(void) {
     return access(path, X_OK) == 0 ? path : NULL;
 }
 
-int bh_trackd_reachable(const char *path) {
+int bh_unix_connect(const char *path) {
     struct sockaddr_un sa;
     size_t n = strlen(path);
     if (n >= sizeof(sa.sun_path))
-        return 0;
+        return -1;
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
     memcpy(sa.sun_path, path, n + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    if (fd >= 0)
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
         close(fd);
-    return ok;
+        fd = -1;
+    }
+    return fd;
+}
+
+int bh_trackd_reachable(const char *path) {
+    int fd = bh_unix_connect(path);
+    if (fd < 0)
+        return 0;
+    close(fd);
+    return 1;
 }
 
 pid_t bh_trackd_start(const char *trackd, const char *sock, const char *log, const char *grace_ms) {

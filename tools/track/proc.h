@@ -9,6 +9,8 @@
 
 /* The bh-trackd installed next to the running program, or NULL. */
 const char *bh_trackd_next_to_self(void);
+/* A connected Unix stream socket to path, or -1. */
+int bh_unix_connect(const char *path);
 /* 1 if a server accepts connections on path. */
 int bh_trackd_reachable(const char *path);
 /* Starts `trackd --socket sock --log log [--grace-ms grace_ms]` and waits
