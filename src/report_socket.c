@@ -384,9 +384,12 @@ static snapshot *take_snapshots(conn *c, size_t *nsnaps) {
                 snaps[k].e[snaps[k].n++] = s->live.e[i];
     }
     for (stream *s = c->streams; s != NULL; s = s->next) {
-        for (uint64_t q = s->base; q <= s->max_seq; q++) {
-            bh_event *slot = &s->ring[q % c->opt.queue_capacity];
-            if (slot->seq == q) {
+        /* Every occupied slot (seq != 0) waits to be sent: the sender clears
+         * what it takes. One pass over the ring, however far max_seq ran
+         * ahead while events were being dropped. */
+        for (uint32_t i = 0; i < c->opt.queue_capacity; i++) {
+            bh_event *slot = &s->ring[i];
+            if (slot->seq != 0) {
                 s->dropped += slot->kind != 0; /* tombstones were counted already */
                 slot->seq = 0;
             }
