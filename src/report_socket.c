@@ -42,10 +42,11 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "rundir.h"
 #include "wire.h"
 
-#define STALL_MS 50    /* a seq missing this long is skipped; it goes out late */
-#define BATCH 256      /* events per send */
+#define STALL_MS 50 /* a seq missing this long is skipped; it goes out late */
+#define BATCH 256   /* events per send */
 /* Reporters never signal the sender (a futex wake per report would cost more
  * than the report); it polls. The period starts at IDLE_MIN_MS after work and
  * doubles while idle up to IDLE_MAX_MS, so an idle process wakes ~16 times a
@@ -53,7 +54,7 @@
  * half full, a flush or a close wakes it at once. */
 #define IDLE_MIN_MS 2
 #define IDLE_MAX_MS 64
-#define RETRY_MS 100   /* reconnect period */
+#define RETRY_MS 100 /* reconnect period */
 
 /* ======================== Shadow live set ======================== */
 
@@ -694,9 +695,14 @@ static conn *conn_get(const char *path, const bh_socket_options *opt) {
 bh_status bh_socket_reporter_open(const char *path, const bh_socket_options *opts, bh_reporter *out) {
     if (out == NULL)
         return BH_EINVAL;
-    if (path == NULL)
-        path = (opts != NULL && (opts->flags & BH_SOCKET_COMPAT_TT)) ? BH_TT_DEFAULT_SOCKET
-                                                                     : BH_TRACKD_DEFAULT_SOCKET;
+    char default_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    if (path == NULL && opts != NULL && (opts->flags & BH_SOCKET_COMPAT_TT)) {
+        path = BH_TT_DEFAULT_SOCKET; /* TT clients hard-code it; the server checks it */
+    } else if (path == NULL) {
+        if (bh__default_socket_path(default_path, sizeof(default_path)) != 0)
+            return BH_EINVAL; /* no private directory: refuse rather than report to a stranger */
+        path = default_path;
+    }
     if (path[0] == '\0' || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
         return BH_EINVAL;
     bh_socket_options opt;

@@ -47,6 +47,7 @@ enum bh_tt_type {
     BH_TT_LAST_KNOWN = 12
 };
 #define BH_TT_DEFAULT_SOCKET "/tmp/tt_allocation_server.sock"
+/* 0.2's default, squattable by any user; the default now comes from rundir.h. */
 #define BH_TRACKD_DEFAULT_SOCKET "/tmp/bh-trackd.sock"
 
 /* ------------------------------------------------------------ little endian */

@@ -301,10 +301,16 @@ typedef struct bh_reporter_stats {
     uint64_t out_of_order; /* events sent out of seq order (a reporting thread stalled) */
 } bh_reporter_stats;
 
-/* Opens a socket reporter for path (NULL: BH_TRACK_SOCKET's default,
- * /tmp/bh-trackd.sock). opts may be NULL. Connecting is tried at once (briefly)
- * and then in the background; a missing server is not an error.
- * Errors: BH_EINVAL (path too long, unknown flags), BH_ENOMEM. */
+/* Opens a socket reporter for path. opts may be NULL. path NULL is bh-trackd's
+ * own default: $XDG_RUNTIME_DIR/bh-trackd.sock when XDG_RUNTIME_DIR is a
+ * directory of this user with mode 0700, else /tmp/bh-trackd-UID/bh-trackd.sock
+ * (UID: the effective uid; the directory is made with mode 0700 if missing and
+ * refused if it has another owner or mode). With BH_SOCKET_COMPAT_TT, path NULL
+ * is /tmp/tt_allocation_server.sock, the path TT-Metal's clients hard-code.
+ * Connecting is tried at once (briefly) and then in the background; a missing
+ * server is not an error.
+ * Errors: BH_EINVAL (path too long, unknown flags, path NULL and the default
+ * directory is not private to this user), BH_ENOMEM. */
 BH_API bh_status bh_socket_reporter_open(const char *path, const bh_socket_options *opts, bh_reporter *out);
 /* Flushes (up to flush_timeout_ms) and closes; *rep becomes a no-op reporter.
  * No registry may still report to it. */
