@@ -7,16 +7,21 @@
  * frames across reads are exercised. The decoder must never crash, read out of
  * bounds, leak or grow without bound, whatever arrives. Built with libFuzzer
  * (clang) or as a plain program that replays corpus files (gcc, CTest).
+ * Linked against bh-trackd's own files (bh_trackd_core): no event loop runs.
  */
-#define BH_TRACKD_NO_MAIN
-#include "../../tools/bh-trackd/trackd.c"
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "trackd.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size == 0)
         return 0;
-    server s;
+    td_server s;
     memset(&s, 0, sizeof(s));
     s.log = fopen("/dev/null", "w");
     s.max_live = 1000;
@@ -26,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int sv[2];
     if (s.log == NULL || s.track == NULL || socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
         abort();
-    client *c = calloc(1, sizeof(*c));
+    td_client *c = calloc(1, sizeof(*c));
     c->fd = sv[0];
     c->compat = data[0] & 1;
     c->pid = 4242;
@@ -45,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         memcpy(c->in + c->in_len, data + off, n);
         c->in_len += n;
         off += n;
-        parse_input(&s, c);
+        td_parse_input(&s, c);
         /* Drain replies so the server never sees a full socket. */
         char sink[4096];
         while (recv(sv[1], sink, sizeof(sink), MSG_DONTWAIT) > 0) {
@@ -54,13 +59,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (c->in_len > BH_WIRE_HEADER + BH_WIRE_MAX_PAYLOAD) /* buffered input stays bounded */
         abort();
     close(sv[1]);
-    close_client(&s, c); /* closes sv[0], makes the process an orphan */
-    process_gone(&s, 4242);
-    while (s.orphans != NULL) {
-        orphan *o = s.orphans;
-        s.orphans = o->next;
-        free(o);
-    }
+    td_close_client(&s, c); /* closes sv[0], makes the process an orphan */
+    td_process_gone(&s, 4242);
+    td_free_orphans(&s);
     bh_track_free(s.track);
     fclose(s.log);
     return 0;

@@ -1,0 +1,125 @@
+/*
+ * liveness.c - bh-trackd's client processes.
+ *
+ * Owns: the pid -> program name table (from HELLO), the orphans (processes
+ * whose last connection closed), deciding when one is gone (exited, checked
+ * in /proc, or --grace-ms passed) and reporting what it still held as leaks.
+ * Must never: report leaks of a process that still has a reporter connection
+ * open, or signal or otherwise touch the client processes.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trackd.h"
+
+const char *td_name_of(const td_server *s, pid_t pid) {
+    for (int i = 0; i < s->nnames; i++)
+        if (s->names[i].pid == pid)
+            return s->names[i].name;
+    return "";
+}
+
+void td_remember_name(td_server *s, pid_t pid, const char *name) {
+    for (int i = 0; i < s->nnames; i++) {
+        if (s->names[i].pid == pid) {
+            snprintf(s->names[i].name, sizeof(s->names[i].name), "%s", name);
+            return;
+        }
+    }
+    /* A full table forgets the oldest-ish. */
+    int i = s->nnames < TD_MAX_NAMES ? s->nnames++ : (int)(pid % TD_MAX_NAMES);
+    s->names[i].pid = pid;
+    snprintf(s->names[i].name, sizeof(s->names[i].name), "%s", name);
+}
+
+static void on_leak(void *ctx, const bh_track_entry *e) {
+    td_server *s = ctx;
+    td_log_event(s, TD_LOG_LEAK, "leak: pid %d stream %u device %u address 0x%" PRIx64 " size %" PRIu64,
+                 (int)td_key_pid(e->client), td_key_stream(e->client), e->device, e->address, e->size);
+}
+
+typedef struct keys {
+    uint64_t k[1024];
+    int n;
+    pid_t pid;
+} keys;
+
+static void collect_key(void *ctx, uint64_t key, uint32_t device, const bh_track_counts *c) {
+    keys *ks = ctx;
+    (void)device;
+    (void)c;
+    if (td_key_pid(key) != ks->pid || ks->n == 1024)
+        return;
+    for (int i = 0; i < ks->n; i++)
+        if (ks->k[i] == key)
+            return;
+    ks->k[ks->n++] = key;
+}
+
+void td_process_gone(td_server *s, pid_t pid) {
+    keys ks = {.n = 0, .pid = pid};
+    bh_track_each_group(s->track, collect_key, &ks);
+    uint64_t n = 0;
+    for (int i = 0; i < ks.n; i++)
+        n += bh_track_client_gone(s->track, ks.k[i], on_leak, s);
+    if (n > 0)
+        td_log(s, "pid %d (%s) ended with %" PRIu64 " live allocations (leaks)", (int)pid, td_name_of(s, pid),
+               n);
+}
+
+static int process_alive(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* comm may contain spaces */
+    return p != NULL && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+int td_pid_connected(const td_server *s, pid_t pid) {
+    for (const td_client *c = s->clients; c != NULL; c = c->next)
+        if (!c->control && c->pid == pid && !c->closing)
+            return 1;
+    return 0;
+}
+
+void td_orphan_add(td_server *s, pid_t pid) {
+    td_orphan *o = calloc(1, sizeof(*o));
+    if (o == NULL) {
+        td_process_gone(s, pid);
+        return;
+    }
+    o->pid = pid;
+    o->since_ms = td_now_ms();
+    o->next = s->orphans;
+    s->orphans = o;
+}
+
+void td_check_orphans(td_server *s) {
+    uint64_t now = td_now_ms();
+    for (td_orphan **p = &s->orphans; *p != NULL;) {
+        td_orphan *o = *p;
+        int back = td_pid_connected(s, o->pid);
+        if (back || !process_alive(o->pid) || now - o->since_ms >= s->grace_ms) {
+            if (!back)
+                td_process_gone(s, o->pid);
+            *p = o->next;
+            free(o);
+        } else {
+            p = &o->next;
+        }
+    }
+}
+
+void td_free_orphans(td_server *s) {
+    while (s->orphans != NULL) {
+        td_orphan *o = s->orphans;
+        s->orphans = o->next;
+        free(o);
+    }
+}

@@ -1,0 +1,147 @@
+/*
+ * native.c - bh-trackd's native frames (docs/protocol.md, "Native frames").
+ *
+ * Owns: checking each frame of a native connection (HELLO first, lengths
+ * matching their type) and turning it into tracker calls, a QUERY into a
+ * REPLY (rendered by render.c).
+ * Must never: read past the payload length it was given (conn.c has checked
+ * it against BH_WIRE_MAX_PAYLOAD), or trust the pid in HELLO (the peer's
+ * credentials identify the client).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "trackd.h"
+
+static void handle_query(td_server *s, td_client *c, const uint8_t *p, uint32_t len) {
+    if (len != 4) {
+        td_malformed(s, c, "QUERY length");
+        return;
+    }
+    uint16_t what = bh_get16(p), format = bh_get16(p + 2);
+    td_strbuf b = {0};
+    if (what == 1)
+        td_render_stats(s, &b, format == 1);
+    else if (what == 2)
+        td_render_dump(s, &b, format == 1);
+    else {
+        td_malformed(s, c, "QUERY kind");
+        return;
+    }
+    td_send_frame(s, c, BH_WIRE_REPLY, b.p, (uint32_t)b.len);
+    free(b.p);
+    c->closing = 1;
+}
+
+static void handle_hello(td_server *s, td_client *c, const uint8_t *p, uint32_t len) {
+    if (c->hello || len < 10) {
+        td_malformed(s, c, "HELLO repeated or short");
+        return;
+    }
+    uint16_t version = bh_get16(p + 4), flags = bh_get16(p + 6), nlen = bh_get16(p + 8);
+    if (version != BH_WIRE_VERSION) {
+        s->malformed++;
+        td_log(s, "pid %d speaks protocol %u, this server %u", (int)c->pid, version, BH_WIRE_VERSION);
+        td_send_error(s, c, BH_EINVAL, "unsupported protocol version");
+        return;
+    }
+    if (nlen > BH_WIRE_MAX_NAME || (uint32_t)nlen + 10 != len) {
+        td_malformed(s, c, "HELLO name length");
+        return;
+    }
+    memcpy(c->name, p + 10, nlen);
+    c->name[nlen] = '\0';
+    for (char *q = c->name; *q; q++) /* keep logs and JSON printable */
+        if (*q < 0x20 || *q == '"' || *q == '\\' || (unsigned char)*q >= 0x7f)
+            *q = '?';
+    c->hello = 1;
+    c->control = (flags & BH_WIRE_HELLO_CONTROL) != 0;
+    if (!c->control) {
+        s->reporter_connections++;
+        td_remember_name(s, c->pid, c->name);
+    }
+}
+
+static void handle_event(td_server *s, td_client *c, const uint8_t *p, uint32_t len) {
+    if (len != BH_WIRE_EVENT_LEN) {
+        td_malformed(s, c, "EVENT length");
+        return;
+    }
+    uint64_t key = td_client_key(c->pid, bh_get32(p));
+    uint8_t kind = p[4];
+    uint32_t device = bh_get32(p + 8);
+    uint64_t address = bh_get64(p + 16), size = bh_get64(p + 24);
+    if (kind == BH_EVENT_ALLOC)
+        td_track_result(s, c, bh_track_on_alloc(s->track, key, device, address, size, 0, td_now_ms()),
+                        "ALLOC", device, address);
+    else if (kind == BH_EVENT_FREE)
+        td_track_result(s, c, bh_track_on_free(s->track, key, device, address), "FREE", device, address);
+    else
+        td_malformed(s, c, "EVENT kind");
+}
+
+static void handle_resync_chunk(td_server *s, td_client *c, const uint8_t *p, uint32_t len) {
+    if (len < 8) {
+        td_malformed(s, c, "RESYNC_CHUNK length");
+        return;
+    }
+    uint64_t key = td_client_key(c->pid, bh_get32(p));
+    uint32_t n = bh_get32(p + 4);
+    if ((uint64_t)n * BH_WIRE_RESYNC_ENTRY + 8 != len) {
+        td_malformed(s, c, "RESYNC_CHUNK count");
+        return;
+    }
+    for (uint32_t i = 0; i < n && !c->closing; i++) {
+        const uint8_t *e = p + 8 + (size_t)i * BH_WIRE_RESYNC_ENTRY;
+        td_track_result(
+            s, c,
+            bh_track_restore(s->track, key, bh_get32(e), bh_get64(e + 8), bh_get64(e + 16), td_now_ms()),
+            "RESYNC", bh_get32(e), bh_get64(e + 8));
+    }
+}
+
+void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, uint32_t len) {
+    if (!c->hello && type != BH_WIRE_HELLO) {
+        td_malformed(s, c, "first frame is not HELLO");
+        return;
+    }
+    switch (type) {
+    case BH_WIRE_HELLO:
+        handle_hello(s, c, p, len);
+        return;
+    case BH_WIRE_QUERY:
+        handle_query(s, c, p, len);
+        return;
+    default:
+        break;
+    }
+    if (c->control) {
+        td_malformed(s, c, "report frame on a query connection");
+        return;
+    }
+    switch (type) {
+    case BH_WIRE_EVENT:
+        handle_event(s, c, p, len);
+        return;
+    case BH_WIRE_RESYNC_BEGIN:
+        if (len != 4) {
+            td_malformed(s, c, "RESYNC_BEGIN length");
+            return;
+        }
+        bh_track_client_reset(s->track, td_client_key(c->pid, bh_get32(p)));
+        return;
+    case BH_WIRE_RESYNC_CHUNK:
+        handle_resync_chunk(s, c, p, len);
+        return;
+    case BH_WIRE_RESYNC_END:
+        if (len != 4) {
+            td_malformed(s, c, "RESYNC_END length");
+            return;
+        }
+        s->resyncs++;
+        return;
+    default:
+        td_malformed(s, c, "unknown frame type");
+        return;
+    }
+}

@@ -1,0 +1,160 @@
+/*
+ * trackd.h - bh-trackd's private header: the server's state and the functions
+ * its files share (prefix td_; everything else in those files is static).
+ *
+ * Files, one concern each (each says what it owns and what it must never do):
+ *   main.c      command line: options, usage, picks serve or a query command
+ *   loop.c      the event loop: listening sockets, accept, signals, shutdown
+ *   conn.c      one connection: input buffering, output buffering, close
+ *   native.c    native frames (docs/protocol.md) into the tracker
+ *   tt.c        TT-Metal records (--compat-tt) into the tracker
+ *   liveness.c  client processes: names, orphans, leaks when a process is gone
+ *   render.c    the one renderer: stats and dump (text, JSON), the summary file
+ *   log.c       the log stream and its rate limit
+ *   query.c     `bh-trackd stats|dump`: the client side of a QUERY
+ *
+ * Not thread-safe: one event loop owns all of it.
+ */
+#ifndef BH_TRACKD_H
+#define BH_TRACKD_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "bufhandle/bufhandle.h"
+#include "track.h"
+#include "wire.h"
+
+#define TD_MAX_ALLOW_UIDS 16
+#define TD_LOG_FIRST 100 /* log lines per kind before suppressing */
+#define TD_MAX_NAMES 256 /* pid -> program name table */
+
+#define TD_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+/* ======================== State ======================== */
+
+typedef struct td_client {
+    int fd;
+    int compat;  /* 72-byte records */
+    int control; /* a stats/dump query connection */
+    int hello;   /* native: HELLO received */
+    pid_t pid;
+    uid_t uid;
+    char name[BH_WIRE_MAX_NAME + 1];
+    uint8_t *in;
+    size_t in_len, in_cap;
+    uint8_t *out;
+    size_t out_len, out_off;
+    int closing; /* close once out is flushed */
+    struct td_client *next;
+} td_client;
+
+/* A process whose last connection closed: leaks are reported when it is gone. */
+typedef struct td_orphan {
+    pid_t pid;
+    uint64_t since_ms;
+    struct td_orphan *next;
+} td_orphan;
+
+/* Log classes with their own rate limit (td_log_event). */
+enum { TD_LOG_UNKNOWN_FREE, TD_LOG_DUPLICATE, TD_LOG_LEAK, TD_LOG_CLASSES };
+
+typedef struct td_server {
+    const char *socket_path, *compat_path, *summary_path;
+    int compat;
+    uint64_t max_live;
+    uid_t allow[TD_MAX_ALLOW_UIDS];
+    int nallow;
+    uint64_t grace_ms;
+    FILE *log;
+    int epfd, lfd, cfd, sigfd;
+    bh_track *track;
+    td_client *clients;
+    td_orphan *orphans;
+    /* counters */
+    uint64_t connections, reporter_connections, rejected, malformed, resyncs, compat_records,
+        unsupported_records, limit_disconnects;
+    uint64_t logged[TD_LOG_CLASSES];
+    /* pid -> program name, from HELLO */
+    struct {
+        pid_t pid;
+        char name[BH_WIRE_MAX_NAME + 1];
+    } names[TD_MAX_NAMES];
+    int nnames;
+} td_server;
+
+/* Tracker key: process and reporter stream (compat clients use stream 0). */
+static inline uint64_t td_client_key(pid_t pid, uint32_t stream) {
+    return ((uint64_t)(uint32_t)pid << 16) | (stream & 0xffffu);
+}
+static inline pid_t td_key_pid(uint64_t key) { return (pid_t)(key >> 16); }
+static inline uint32_t td_key_stream(uint64_t key) { return (uint32_t)(key & 0xffffu); }
+
+uint64_t td_now_ms(void);
+
+/* ======================== log.c ======================== */
+
+void td_log(td_server *s, const char *fmt, ...) TD_PRINTF(2, 3);
+/* One line of class cls, the first TD_LOG_FIRST of each class only. */
+void td_log_event(td_server *s, int cls, const char *fmt, ...) TD_PRINTF(3, 4);
+
+/* ======================== conn.c ======================== */
+
+void td_flush_out(td_server *s, td_client *c);
+void td_send_bytes(td_server *s, td_client *c, const void *p, size_t n);
+void td_send_frame(td_server *s, td_client *c, uint16_t type, const void *payload, uint32_t len);
+/* An ERROR frame (native only), then the connection closes. */
+void td_send_error(td_server *s, td_client *c, bh_status code, const char *msg);
+void td_malformed(td_server *s, td_client *c, const char *why);
+/* Logs or refuses what the tracker answered for one ALLOC/FREE/resync entry. */
+void td_track_result(td_server *s, td_client *c, bh_track_result r, const char *kind, uint32_t device,
+                     uint64_t address);
+/* Parses what is buffered; keeps a partial frame for the next read. */
+void td_parse_input(td_server *s, td_client *c);
+void td_read_client(td_server *s, td_client *c);
+void td_close_client(td_server *s, td_client *c);
+
+/* ======================== native.c / tt.c ======================== */
+
+void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, uint32_t len);
+/* One BH_TT_RECORD-byte record at r. */
+void td_tt_record(td_server *s, td_client *c, const uint8_t *r);
+
+/* ======================== liveness.c ======================== */
+
+const char *td_name_of(const td_server *s, pid_t pid);
+void td_remember_name(td_server *s, pid_t pid, const char *name);
+/* 1 while a reporter connection of pid is open. */
+int td_pid_connected(const td_server *s, pid_t pid);
+/* pid's last connection closed: wait for it to end or come back. */
+void td_orphan_add(td_server *s, pid_t pid);
+/* Orphans that ended or did not come back within --grace-ms have leaked what they held. */
+void td_check_orphans(td_server *s);
+void td_free_orphans(td_server *s);
+/* The process is gone: everything it still held leaked. */
+void td_process_gone(td_server *s, pid_t pid);
+
+/* ======================== render.c ======================== */
+
+typedef struct td_strbuf {
+    char *p;
+    size_t len, cap;
+} td_strbuf;
+
+void td_sb_printf(td_strbuf *b, const char *fmt, ...) TD_PRINTF(2, 3);
+void td_sb_append(td_strbuf *b, const void *p, size_t n);
+
+void td_render_stats(td_server *s, td_strbuf *b, int json);
+void td_render_dump(td_server *s, td_strbuf *b, int json);
+/* The stats JSON into --summary. 0, or -1 (logged). */
+int td_write_summary(td_server *s);
+
+/* ======================== loop.c / query.c ======================== */
+
+/* Serves until SIGINT/SIGTERM; the process exit status. */
+int td_serve(td_server *s);
+/* `bh-trackd stats|dump`: what 1 stats, 2 dump. The process exit status. */
+int td_query(const char *path, uint16_t what, int json);
+
+#endif
