@@ -29,8 +29,10 @@ fail() {
 run() { env -u LD_LIBRARY_PATH "$@"; }
 needs_shared_lib() { readelf -d "$1" | grep -q 'NEEDED.*libbufhandle\.so'; }
 
+# Installed in one place and used from another: the package is relocatable.
 prefix=$tmp/prefix
-"$cmake" --install "$build" --prefix "$prefix" >/dev/null
+"$cmake" --install "$build" --prefix "$tmp/staging" >/dev/null
+mv "$tmp/staging" "$prefix"
 [ -x "$prefix/bin/bh-trackd" ] || fail "bh-trackd was not installed"
 pcfile=$(find "$prefix" -name bufhandle.pc | head -n1)
 libdir=$(dirname "$(dirname "$pcfile")")
