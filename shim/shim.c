@@ -8,7 +8,6 @@
 #include "shim.h"
 
 #include <atomic_ops.h>
-#include <sched.h>
 #include <stdlib.h>
 
 struct bh_shim_device {
@@ -96,6 +95,17 @@ bh_status bh_shim_buffer_create_at(bh_shim_device *dev, uint64_t address, uint64
         return BH_EINVAL;
     bh_handle h;
     bh_status st = bh_intern(dev->reg, bh_sim_domain(dev->id, mem), address, size, &h);
+    if (st != BH_OK)
+        return st;
+    return wrap(dev->reg, h, dev->id, mem, address, size, out);
+}
+
+bh_status bh_shim_buffer_adopt(bh_shim_device *dev, uint64_t address, uint64_t size, bh_sim_mem mem,
+                               bh_shim_buffer **out) {
+    if (dev == NULL || out == NULL)
+        return BH_EINVAL;
+    bh_handle h;
+    bh_status st = bh_adopt(dev->reg, bh_sim_domain(dev->id, mem), address, size, &h);
     if (st != BH_OK)
         return st;
     return wrap(dev->reg, h, dev->id, mem, address, size, out);
@@ -203,21 +213,17 @@ bh_status bh_shim_mesh_buffer_destroy(bh_shim_mesh_buffer *mb) {
     return first;
 }
 
-/* The lock-step allocator hands an address out again as soon as every device
- * has freed it, which can be before the registry has unlinked the old
- * per-device blocks (their free runs before their removal). bh_intern answers
- * BH_EBUSY during that window. Here the address is known to be freshly
- * allocated, so the old block is past its free and only its unlink is left:
- * wait for it. Bounded, so a real bug shows up as BH_EBUSY, not a hang. */
-static bh_status create_at_fresh(bh_shim_device *dev, uint64_t address, uint64_t size, bh_sim_mem mem,
-                                 bh_shim_buffer **out) {
-    bh_status st = BH_EBUSY;
-    for (long tries = 0; st == BH_EBUSY && tries < 1000000; tries++) {
-        st = bh_shim_buffer_create_at(dev, address, size, mem, out);
-        if (st == BH_EBUSY)
-            sched_yield();
-    }
-    return st;
+/* Device i's buffer of a mesh buffer whose backing buffer was just allocated.
+ * Device 0's is an alias of the backing buffer. Every other device's address
+ * was reserved by that same lock-step allocation, so it is fresh: adopt it.
+ * (bh_intern would answer BH_EBUSY while the previous block at that address,
+ * whose free has run, is still being unlinked: 0.2 spun on that.) */
+static bh_status device_buffer(bh_shim_mesh_buffer *mb, uint32_t i, uint64_t size, bh_sim_mem mem,
+                               bh_shim_buffer **out) {
+    uint64_t address = mb->backing->address;
+    if (i == 0)
+        return bh_shim_buffer_create_at(&mb->mesh->dev[0], address, size, mem, out);
+    return bh_shim_buffer_adopt(&mb->mesh->dev[i], address, size, mem, out);
 }
 
 /* After a failed mesh buffer creation, the devices that got no buffer still
@@ -229,7 +235,7 @@ static void give_back_unclaimed(bh_shim_mesh_buffer *mb, uint64_t size, bh_sim_m
         if (mb->per_device[i] != NULL)
             continue;
         bh_shim_buffer *b;
-        if (create_at_fresh(&mb->mesh->dev[i], mb->backing->address, size, mem, &b) == BH_OK)
+        if (device_buffer(mb, i, size, mem, &b) == BH_OK)
             bh_shim_buffer_destroy(b);
     }
 }
@@ -249,7 +255,7 @@ bh_status bh_shim_mesh_buffer_create(bh_shim_mesh *mesh, uint64_t size, bh_sim_m
     }
     bh_status st = bh_shim_buffer_create(&mesh->dev[0], size, mem, &mb->backing);
     for (uint32_t i = 0; st == BH_OK && i < mesh->devices; i++)
-        st = create_at_fresh(&mesh->dev[i], mb->backing->address, size, mem, &mb->per_device[i]);
+        st = device_buffer(mb, i, size, mem, &mb->per_device[i]);
     if (st != BH_OK) {
         if (mb->backing != NULL)
             give_back_unclaimed(mb, size, mem);

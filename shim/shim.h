@@ -6,6 +6,7 @@
  *   old (raw object)                         new (shim)
  *   Buffer::create(device, size, type)       bh_shim_buffer_create(dev, size, mem, &b)
  *   Buffer::create(device, addr, size, type) bh_shim_buffer_create_at(dev, addr, size, mem, &b)
+ *   (an address the caller allocated)        bh_shim_buffer_adopt(dev, addr, size, mem, &b)
  *   buffer->view(offset, size)               bh_shim_buffer_view(b, offset, size, &v)
  *   buffer->deallocate()                     bh_shim_buffer_deallocate(b)
  *   delete buffer                            bh_shim_buffer_destroy(b)
@@ -47,7 +48,7 @@ typedef struct bh_shim_mesh bh_shim_mesh;
 typedef struct bh_shim_mesh_buffer bh_shim_mesh_buffer;
 
 /* A device is a registry plus a device id; its memories are the domains
- * bh_sim_domain(id, mem). Errors: BH_EINVAL, BH_ENOMEM. */
+ * bh_sim_domain(id, mem) = BH_DOMAIN(id, mem). Errors: BH_EINVAL, BH_ENOMEM. */
 bh_status bh_shim_device_open(bh_registry *reg, uint32_t device_id, bh_shim_device **out);
 void bh_shim_device_close(bh_shim_device *dev);
 uint32_t bh_shim_device_id(const bh_shim_device *dev);
@@ -58,6 +59,13 @@ bh_status bh_shim_buffer_create(bh_shim_device *dev, uint64_t size, bh_sim_mem m
  * (size must fit: BH_ERANGE), else it owns the allocation from now on. */
 bh_status bh_shim_buffer_create_at(bh_shim_device *dev, uint64_t address, uint64_t size, bh_sim_mem mem,
                                    bh_shim_buffer **out);
+/* A buffer at an address this code has just allocated itself from the
+ * registry allocator's memory (a lock-step allocator serving every device of a
+ * mesh): bh_adopt. It owns the allocation; unlike create_at it never answers
+ * BH_EBUSY when the previous block of that address is still finishing its
+ * free. Errors: as bh_adopt (BH_EEXIST: the address is live). */
+bh_status bh_shim_buffer_adopt(bh_shim_device *dev, uint64_t address, uint64_t size, bh_sim_mem mem,
+                               bh_shim_buffer **out);
 /* A view of [offset, offset + size) of a buffer: one more reference to the
  * buffer's allocation. Errors: BH_EINVAL, BH_ERANGE (outside the buffer),
  * BH_ESTALE (the buffer was deallocated). */

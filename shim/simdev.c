@@ -97,7 +97,7 @@ bh_status bh_sim_create(const bh_sim_config *cfg, bh_sim **out) {
 
 int bh_sim_alloc(bh_sim *sim, uint32_t domain, uint64_t size, uint64_t *address) {
     uint32_t device = bh_sim_domain_device(domain), mem = bh_sim_domain_mem(domain);
-    if (sim == NULL || address == NULL || device >= sim->cfg.devices)
+    if (sim == NULL || address == NULL || device >= sim->cfg.devices || mem > BH_SIM_L1)
         return 1;
     pthread_mutex_lock(&sim->lock);
     pool *pl = pool_of(sim, device, mem);
@@ -134,9 +134,10 @@ void bh_sim_free(bh_sim *sim, uint32_t domain, uint64_t address, uint64_t size) 
         return;
     pthread_mutex_lock(&sim->lock);
     sim->stats.frees++;
-    uint64_t base = sim->cfg.base[mem], slot = sim->cfg.slot[mem];
-    uint32_t n = sim->cfg.slots[mem];
-    if (device >= sim->cfg.devices || address < base || (address - base) % slot != 0 ||
+    uint32_t m = mem > BH_SIM_L1 ? 0 : mem; /* an unsimulated kind is unknown below */
+    uint64_t base = sim->cfg.base[m], slot = sim->cfg.slot[m];
+    uint32_t n = sim->cfg.slots[m];
+    if (mem > BH_SIM_L1 || device >= sim->cfg.devices || address < base || (address - base) % slot != 0 ||
         (address - base) / slot >= n) {
         sim->stats.unknown_frees++;
     } else {

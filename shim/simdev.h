@@ -17,7 +17,9 @@
  * of an address it never hands out (unknown). Thread-safe.
  *
  * Domain keys: a registry's device argument is bh_sim_domain(device, memory),
- * so DRAM and L1 at one numeric address are different allocations.
+ * which is the library's BH_DOMAIN(device, BH_MEM_DRAM or BH_MEM_L1), so DRAM
+ * and L1 at one numeric address are different allocations and every tool shows
+ * the domain as device and memory kind.
  */
 #ifndef BUFHANDLE_SIMDEV_H
 #define BUFHANDLE_SIMDEV_H
@@ -30,11 +32,13 @@
 extern "C" {
 #endif
 
-typedef enum bh_sim_mem { BH_SIM_DRAM = 0, BH_SIM_L1 = 1 } bh_sim_mem;
+typedef enum bh_sim_mem { BH_SIM_DRAM = BH_MEM_DRAM, BH_SIM_L1 = BH_MEM_L1 } bh_sim_mem;
 
-static inline uint32_t bh_sim_domain(uint32_t device, bh_sim_mem mem) { return device * 2u + (uint32_t)mem; }
-static inline uint32_t bh_sim_domain_device(uint32_t domain) { return domain / 2u; }
-static inline bh_sim_mem bh_sim_domain_mem(uint32_t domain) { return (bh_sim_mem)(domain % 2u); }
+static inline uint32_t bh_sim_domain(uint32_t device, bh_sim_mem mem) { return BH_DOMAIN(device, mem); }
+static inline uint32_t bh_sim_domain_device(uint32_t domain) { return BH_DOMAIN_DEVICE(domain); }
+/* Other memory kinds than DRAM and L1 are not simulated: alloc fails, free
+ * counts them as unknown. */
+static inline bh_sim_mem bh_sim_domain_mem(uint32_t domain) { return (bh_sim_mem)BH_DOMAIN_KIND(domain); }
 
 typedef struct bh_sim_config {
     uint32_t devices;  /* >= 1 */

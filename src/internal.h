@@ -33,6 +33,8 @@ static inline bh_handle bh__handle_make(uint32_t slot, uint32_t tag, uint32_t ge
 }
 static inline uint32_t bh__handle_slot(bh_handle h) { return (uint32_t)h.bits & BH__SLOT_MASK; }
 static inline uint32_t bh__handle_tag(bh_handle h) { return (uint32_t)(h.bits >> BH__TAG_SHIFT) & 0xffu; }
+/* The generation field as it appears in the handle: the slot's generation
+ * XOR the registry's salt (see bh__handle_of / bh__handle_gen_of). */
 static inline uint32_t bh__handle_gen(bh_handle h) { return (uint32_t)(h.bits >> BH__GEN_SHIFT); }
 
 /* ======================== Control block ======================== */
@@ -137,6 +139,7 @@ enum bh__counter {
     BH__C_TAKEOVERS,
     BH__C_SLOTS_RETIRED,
     BH__C_REPORTS,
+    BH__C_ADOPTS,
     BH__C_COUNT
 };
 
@@ -173,7 +176,15 @@ static inline void bh__count(bh__stats *st, enum bh__counter c) {
         (void)AO_fetch_and_add1(&st->stripes[n].c[c]); /* n is in the shared range */
     }
 }
-void bh__live_add(bh__stats *st, uint64_t bytes);
+/* Adds bytes to live_bytes unless the sum would pass 2^64 - 1 (returns -1,
+ * nothing changed); 0 on success. Called before a block is created, so the
+ * check and the addition are one atomic step. */
+int bh__live_reserve(bh__stats *st, uint64_t bytes);
+/* Gives back a reservation whose block was not created. */
+void bh__live_unreserve(bh__stats *st, uint64_t bytes);
+/* A block with reserved bytes was published: count it, update the peak. */
+void bh__live_born(bh__stats *st);
+/* A block died: its bytes and the block leave the gauges. */
 void bh__live_sub(bh__stats *st, uint64_t bytes);
 void bh__stats_sum(const bh__stats *st, bh_stats *out);
 
@@ -189,13 +200,28 @@ struct bh_registry {
     bh__slab slab;
     bh__stats stats;
     bh_allocator allocator;
+    bh_alloc_ex_fn alloc_ex; /* with BH_CONFIG_ALLOC_EX, else NULL */
     bh_reporter reporter;
     uint32_t flags;
     int owns_reporter; /* 1: opened from the environment, closed on destroy */
     uint32_t tag;      /* 1..255, stamped into every handle */
+    uint32_t gen_salt; /* random per registry, XORed into every handle's generation */
     uint32_t refs_max; /* BH_EOVERFLOW past this; lowered only by tests */
     AO_t seq;          /* ATOMIC: last sequence number handed out */
 };
+
+/* The handle of generation gen of a slot. The tag alone would repeat every
+ * 255 registries; with a random 32-bit salt per registry, a handle of one
+ * registry names a live block of another only if tag, slot and salted
+ * generation all agree: about one chance in 2^32 per pair of registries
+ * whose tags collide. Immutable fields: no ordering needed. */
+static inline bh_handle bh__handle_of(const bh_registry *reg, uint32_t slot, uint32_t gen) {
+    return bh__handle_make(slot, reg->tag, gen ^ reg->gen_salt);
+}
+/* The slot generation a handle of this registry claims. */
+static inline uint32_t bh__handle_gen_of(const bh_registry *reg, bh_handle h) {
+    return bh__handle_gen(h) ^ reg->gen_salt;
+}
 
 /* Test hook: lower the reference limit so BH_EOVERFLOW is reachable. */
 void bh__registry_set_refs_max(bh_registry *reg, uint32_t refs_max);

@@ -21,10 +21,15 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
 /* Fresh slots a shard takes from the slab at a time: amortises the slab lock. */
+static int may_take_over(const bh__block *b);
+
 #define SLAB_REFILL 16u
 
 /* Process-wide count of registries made, the source of registry tags. */
@@ -98,8 +103,12 @@ static bh_status ref_get(const bh_registry *reg, bh__block *b, uint32_t gen) {
 static uint32_t linked_gen(const bh__block *b) { return bh__word_gen(AO_load(&b->word)); }
 
 static bh_handle handle_of(const bh_registry *reg, const bh__block *b, uint32_t gen) {
-    return bh__handle_make(b->slot, reg->tag, gen);
+    return bh__handle_of(reg, b->slot, gen);
 }
+
+/* [address, address + size) must be a non-empty range below 2^64 (it may end
+ * exactly at 2^64). */
+static int range_ok(uint64_t address, uint64_t size) { return size != 0 && size - 1 <= UINT64_MAX - address; }
 
 /* ======================== Block birth and death ======================== */
 
@@ -147,6 +156,38 @@ static bh_handle publish(bh_registry *reg, bh__shard *shard, uint64_t hash, bh__
     return handle_of(reg, b, gen);
 }
 
+/* A new block for an address the caller owns from now on: bh_alloc's after the
+ * allocator answered, bh_adopt's. The live-bytes reservation is the caller's.
+ * Every check that can refuse the address comes before anything that can run
+ * out of host memory, so a caller that gets BH_ENOMEM knows the address was
+ * not live and may give it back to the allocator.
+ * Returns BH_OK, BH_EEXIST (conflict counted), BH_ENOMEM. */
+static bh_status claim(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
+    uint64_t hash = bh__key_hash(device, address);
+    bh__shard *shard = shard_for(reg, hash);
+    pthread_mutex_lock(&shard->lock);
+    bh__block *old = bh__shard_find(shard, hash, device, address);
+    if (old != NULL && !may_take_over(old)) {
+        /* The address is live (or dying with its free not yet started). */
+        pthread_mutex_unlock(&shard->lock);
+        bh__count(&reg->stats, BH__C_CONFLICTS);
+        return BH_EEXIST;
+    }
+    bh__block *nb = take_block(reg, shard);
+    if (nb == NULL) {
+        pthread_mutex_unlock(&shard->lock);
+        return BH_ENOMEM;
+    }
+    if (old != NULL) {
+        /* Its free has started; its releaser retires it without unlinking. */
+        bh__shard_unlink(shard, hash, old);
+        bh__count(&reg->stats, BH__C_TAKEOVERS);
+    }
+    *out = publish(reg, shard, hash, nb, device, address, size);
+    pthread_mutex_unlock(&shard->lock);
+    return BH_OK;
+}
+
 /* Called by the thread whose release took refs from 1 to 0. */
 static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
     /* We own the block now: nobody can revive it (get-unless-zero) and only we
@@ -183,7 +224,9 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
     pthread_mutex_unlock(&shard->lock);
 
     bh__count(&reg->stats, BH__C_FREES);
-    bh__live_sub(&reg->stats, size); /* last: bh_registry_destroy waits on this */
+    /* Last touch of the registry: once live_blocks drops, bh_registry_destroy
+     * may succeed on another thread (see the header's bh_registry_destroy). */
+    bh__live_sub(&reg->stats, size);
 }
 
 /* bh_alloc found a linked block at the address the allocator just returned.
@@ -220,6 +263,21 @@ static void reporter_from_env(bh_registry *reg) {
     reg->owns_reporter = st == BH_OK;
 }
 
+/* 32 random bits for bh__handle_of. getrandom() does not block once the
+ * kernel's pool is initialised (always, after early boot); if it cannot answer,
+ * the clock, the pid, the registry's address and its creation number, mixed,
+ * still differ between any two registries of one process. */
+static uint32_t generation_salt(const bh_registry *reg, AO_t made) {
+    uint32_t salt;
+    if (getrandom(&salt, sizeof(salt), GRND_NONBLOCK) == (ssize_t)sizeof(salt))
+        return salt;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t mix = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ ((uint64_t)getpid() << 40) ^
+                   (uint64_t)(uintptr_t)reg;
+    return (uint32_t)bh__key_hash((uint32_t)made, mix);
+}
+
 static void close_owned_reporter(bh_registry *reg) {
     if (!reg->owns_reporter)
         return;
@@ -233,7 +291,9 @@ static void close_owned_reporter(bh_registry *reg) {
 bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
     if (out == NULL)
         return BH_EINVAL;
-    if (cfg != NULL && (cfg->flags & ~(uint32_t)BH_CONFIG_NO_ENV) != 0)
+    if (cfg != NULL && (cfg->flags & ~(uint32_t)(BH_CONFIG_NO_ENV | BH_CONFIG_ALLOC_EX)) != 0)
+        return BH_EINVAL;
+    if (cfg != NULL && (cfg->flags & BH_CONFIG_ALLOC_EX) && cfg->alloc_ex == NULL)
         return BH_EINVAL;
     bh_registry *reg = bh__zalloc_aligned(BH__CACHE_LINE, sizeof(*reg));
     if (reg == NULL)
@@ -251,11 +311,15 @@ bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
         reg->allocator = cfg->allocator;
         reg->reporter = cfg->reporter;
         reg->flags = cfg->flags;
+        if (cfg->flags & BH_CONFIG_ALLOC_EX)
+            reg->alloc_ex = cfg->alloc_ex;
     }
     if (reg->reporter.report == NULL && !(reg->flags & BH_CONFIG_NO_ENV))
         reporter_from_env(reg);
-    /* Relaxed: tags need only differ between registries alive at one time. */
-    reg->tag = (uint32_t)(AO_fetch_and_add1(&registries_made) % 255u) + 1u;
+    /* Relaxed: tags need only differ, they publish nothing. */
+    AO_t made = AO_fetch_and_add1(&registries_made);
+    reg->tag = (uint32_t)(made % 255u) + 1u;
+    reg->gen_salt = generation_salt(reg, made);
     reg->refs_max = UINT32_MAX;
     *out = reg;
     return BH_OK;
@@ -278,50 +342,69 @@ bh_status bh_registry_destroy(bh_registry *reg) {
 
 /* ======================== Interning ======================== */
 
-bh_status bh_alloc(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out) {
-    if (reg == NULL || out == NULL || size == 0 || reg->allocator.alloc == NULL)
+bh_status bh_alloc_ex(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out) {
+    if (reg == NULL || out == NULL || size == 0)
+        return BH_EINVAL;
+    /* Without alloc_ex an argument would be dropped on the floor: refuse. */
+    if (reg->alloc_ex == NULL && (reg->allocator.alloc == NULL || arg != NULL))
+        return BH_EINVAL;
+    if (bh__live_reserve(&reg->stats, size) != 0)
         return BH_EINVAL;
     uint64_t address = 0;
-    if (reg->allocator.alloc(reg->allocator.ctx, device, size, &address) != 0)
+    int rc = reg->alloc_ex != NULL ? reg->alloc_ex(reg->allocator.ctx, device, size, arg, &address)
+                                   : reg->allocator.alloc(reg->allocator.ctx, device, size, &address);
+    if (rc != 0) {
+        bh__live_unreserve(&reg->stats, size);
         return BH_EALLOC;
-
-    uint64_t hash = bh__key_hash(device, address);
-    bh__shard *shard = shard_for(reg, hash);
-    pthread_mutex_lock(&shard->lock);
-    bh__block *nb = take_block(reg, shard);
-    if (nb == NULL) {
-        pthread_mutex_unlock(&shard->lock);
-        /* Give the allocation back; nothing was reported for it. */
-        if (reg->allocator.free != NULL)
+    }
+    if (!range_ok(address, size)) {
+        /* A range the allocator cannot have meant: it is not trusted with a
+         * free either (it may name something live). */
+        bh__live_unreserve(&reg->stats, size);
+        return BH_EALLOC;
+    }
+    bh_handle h;
+    bh_status st = claim(reg, device, address, size, &h);
+    if (st != BH_OK) {
+        bh__live_unreserve(&reg->stats, size);
+        /* BH_ENOMEM: claim() checked first that the address is not live, so
+         * it is ours to give back; nothing was reported for it. BH_EEXIST:
+         * it is live, so it is NOT freed. */
+        if (st == BH_ENOMEM && reg->allocator.free != NULL)
             reg->allocator.free(reg->allocator.ctx, device, address, size);
-        return BH_ENOMEM;
+        return st;
     }
-    bh__block *old = bh__shard_find(shard, hash, device, address);
-    if (old != NULL) {
-        if (!may_take_over(old)) {
-            /* Allocator bug: the address is live. Freeing it would free the
-             * live allocation, so we do not; nothing is reported. */
-            put_back_block(shard, nb);
-            pthread_mutex_unlock(&shard->lock);
-            bh__count(&reg->stats, BH__C_CONFLICTS);
-            return BH_EEXIST;
-        }
-        /* Its free has started; its releaser retires it without unlinking. */
-        bh__shard_unlink(shard, hash, old);
-        bh__count(&reg->stats, BH__C_TAKEOVERS);
-    }
-    bh_handle h = publish(reg, shard, hash, nb, device, address, size);
-    pthread_mutex_unlock(&shard->lock);
-
-    bh__live_add(&reg->stats, size);
+    bh__live_born(&reg->stats);
     bh__count(&reg->stats, BH__C_ALLOCS);
     report(reg, BH_EVENT_ALLOC, device, address, size);
     *out = h;
     return BH_OK;
 }
 
+bh_status bh_alloc(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out) {
+    return bh_alloc_ex(reg, device, size, NULL, out);
+}
+
+bh_status bh_adopt(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
+    if (reg == NULL || out == NULL || !range_ok(address, size))
+        return BH_EINVAL;
+    if (bh__live_reserve(&reg->stats, size) != 0)
+        return BH_EINVAL;
+    bh_handle h;
+    bh_status st = claim(reg, device, address, size, &h);
+    if (st != BH_OK) {
+        bh__live_unreserve(&reg->stats, size);
+        return st;
+    }
+    bh__live_born(&reg->stats);
+    bh__count(&reg->stats, BH__C_ADOPTS);
+    report(reg, BH_EVENT_ALLOC, device, address, size);
+    *out = h;
+    return BH_OK;
+}
+
 bh_status bh_intern(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
-    if (reg == NULL || out == NULL || size == 0)
+    if (reg == NULL || out == NULL || !range_ok(address, size))
         return BH_EINVAL;
     uint64_t hash = bh__key_hash(device, address);
     bh__shard *shard = shard_for(reg, hash);
@@ -345,15 +428,20 @@ bh_status bh_intern(bh_registry *reg, uint32_t device, uint64_t address, uint64_
         }
         return st;
     }
+    if (bh__live_reserve(&reg->stats, size) != 0) {
+        pthread_mutex_unlock(&shard->lock);
+        return BH_EINVAL;
+    }
     bh__block *nb = take_block(reg, shard);
     if (nb == NULL) {
         pthread_mutex_unlock(&shard->lock);
+        bh__live_unreserve(&reg->stats, size);
         return BH_ENOMEM;
     }
     bh_handle h = publish(reg, shard, hash, nb, device, address, size);
     pthread_mutex_unlock(&shard->lock);
 
-    bh__live_add(&reg->stats, size);
+    bh__live_born(&reg->stats);
     bh__count(&reg->stats, BH__C_INTERNS_NEW);
     report(reg, BH_EVENT_ALLOC, device, address, size);
     *out = h;
@@ -392,7 +480,7 @@ bh_status bh_retain(bh_registry *reg, bh_handle h) {
     bh_status st = resolve(reg, h, &b);
     if (st != BH_OK)
         return st;
-    st = ref_get(reg, b, bh__handle_gen(h));
+    st = ref_get(reg, b, bh__handle_gen_of(reg, h));
     if (st == BH_ESTALE)
         return count_stale(reg);
     if (st == BH_OK)
@@ -405,7 +493,7 @@ bh_status bh_release(bh_registry *reg, bh_handle h) {
     bh_status st = resolve(reg, h, &b);
     if (st != BH_OK)
         return st;
-    uint32_t gen = bh__handle_gen(h);
+    uint32_t gen = bh__handle_gen_of(reg, h);
     /* For helgrind/drd: everything this thread did with the block happens
      * before whoever runs the last release. */
     BH__HAPPENS_BEFORE(&b->word);
@@ -440,7 +528,7 @@ bh_status bh_info_get(bh_registry *reg, bh_handle h, bh_info *out) {
     bh_status st = resolve(reg, h, &b);
     if (st != BH_OK)
         return st;
-    uint32_t gen = bh__handle_gen(h);
+    uint32_t gen = bh__handle_gen_of(reg, h);
     /* Seqlock-style snapshot without taking a reference: read the word, the
      * fields, the word again. All loads are acquire, so the second word load
      * cannot move above the field loads; if a field came from a later
@@ -483,7 +571,7 @@ bh_status bh__registry_set_gen(bh_registry *reg, bh_handle h, uint32_t gen, bh_h
     if (st != BH_OK)
         return st;
     AO_t w = AO_load(&b->word);
-    if (bh__word_gen(w) != bh__handle_gen(h) || bh__word_refs(w) == 0)
+    if (bh__word_gen(w) != bh__handle_gen_of(reg, h) || bh__word_refs(w) == 0)
         return BH_ESTALE;
     if (AO_fetch_compare_and_swap_full(&b->word, w, bh__word_make(gen, bh__word_refs(w))) != w)
         return BH_EBUSY;

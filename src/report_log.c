@@ -1,7 +1,9 @@
 /*
  * report_log.c - the JSON-lines log reporter.
  *
- * Owns: one file descriptor (or stderr) and the line format.
+ * Owns: one file descriptor (or stderr) and the line format. An event's
+ * domain is written raw ("domain") and unpacked ("device", "mem": see
+ * BH_DOMAIN in bufhandle.h), so a reader never has to know the packing.
  * Must never: interleave two lines (each line is one write(2) on an O_APPEND
  * descriptor, shorter than PIPE_BUF) or write to stdout.
  */
@@ -25,10 +27,12 @@ static void log_cb(void *ctx, const bh_event *ev) {
     log_reporter *lr = ctx;
     char line[256];
     int n = snprintf(line, sizeof(line),
-                     "{\"kind\":\"%s\",\"device\":%" PRIu32 ",\"address\":%" PRIu64 ",\"size\":%" PRIu64
-                     ",\"seq\":%" PRIu64 ",\"pid\":%ld,\"thread\":%ld}\n",
-                     ev->kind == BH_EVENT_ALLOC ? "ALLOC" : "FREE", ev->device, ev->address, ev->size,
-                     ev->seq, (long)getpid(), (long)syscall(SYS_gettid));
+                     "{\"kind\":\"%s\",\"domain\":%" PRIu32 ",\"device\":%" PRIu32 ",\"mem\":%" PRIu32
+                     ",\"address\":%" PRIu64 ",\"size\":%" PRIu64 ",\"seq\":%" PRIu64
+                     ",\"pid\":%ld,\"thread\":%ld}\n",
+                     ev->kind == BH_EVENT_ALLOC ? "ALLOC" : "FREE", ev->device, BH_DOMAIN_DEVICE(ev->device),
+                     BH_DOMAIN_KIND(ev->device), ev->address, ev->size, ev->seq, (long)getpid(),
+                     (long)syscall(SYS_gettid));
     if (n <= 0 || (size_t)n >= sizeof(line))
         return;
     /* A short write to a full disk loses the line; the reporter has no one to

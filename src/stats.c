@@ -30,10 +30,31 @@ unsigned bh__thread_number_first_use(void) {
     return n;
 }
 
-void bh__live_add(bh__stats *st, uint64_t bytes) {
-    (void)AO_fetch_and_add1(&st->live_blocks);
-    AO_t now = AO_fetch_and_add(&st->live_bytes, (AO_t)bytes) + (AO_t)bytes;
-    /* CAS-max, relaxed: the peak is a statistic and orders nothing. */
+int bh__live_reserve(bh__stats *st, uint64_t bytes) {
+    /* Relaxed CAS loop: the gauge publishes nothing; the loop only makes the
+     * overflow check and the addition one step, so two concurrent 2^63-byte
+     * blocks cannot both pass the check and wrap the sum to 0. */
+    AO_t now = AO_load(&st->live_bytes);
+    for (;;) {
+        if ((uint64_t)now > UINT64_MAX - bytes)
+            return -1;
+        AO_t seen = AO_fetch_compare_and_swap(&st->live_bytes, now, now + (AO_t)bytes);
+        if (seen == now)
+            return 0;
+        now = seen;
+    }
+}
+
+void bh__live_unreserve(bh__stats *st, uint64_t bytes) {
+    (void)AO_fetch_and_add(&st->live_bytes, (AO_t)0 - (AO_t)bytes); /* relaxed: a gauge */
+}
+
+void bh__live_born(bh__stats *st) {
+    (void)AO_fetch_and_add1(&st->live_blocks); /* relaxed: destroy's acquire pairs with the death side only */
+    /* CAS-max, relaxed: the peak is a statistic and orders nothing. A racy
+     * read of live_bytes can only make the peak lag, never exceed a value the
+     * gauge really had. */
+    AO_t now = AO_load(&st->live_bytes);
     AO_t peak = AO_load(&st->peak_live_bytes);
     while (now > peak) {
         AO_t seen = AO_fetch_compare_and_swap(&st->peak_live_bytes, peak, now);
@@ -44,7 +65,7 @@ void bh__live_add(bh__stats *st, uint64_t bytes) {
 }
 
 void bh__live_sub(bh__stats *st, uint64_t bytes) {
-    (void)AO_fetch_and_add(&st->live_bytes, (AO_t)0 - (AO_t)bytes);
+    (void)AO_fetch_and_add(&st->live_bytes, (AO_t)0 - (AO_t)bytes); /* relaxed: the decrement below orders */
     /* Release: bh_registry_destroy reads live_blocks with acquire and must see
      * every write the retiring thread made to the registry before it. */
     (void)AO_fetch_and_sub1_release(&st->live_blocks);
@@ -74,4 +95,5 @@ void bh__stats_sum(const bh__stats *st, bh_stats *out) {
     out->takeovers = sum[BH__C_TAKEOVERS];
     out->slots_retired = sum[BH__C_SLOTS_RETIRED];
     out->reports = sum[BH__C_REPORTS];
+    out->adopts = sum[BH__C_ADOPTS];
 }

@@ -173,6 +173,227 @@ static void alloc_of_a_live_address_is_eexist_and_frees_nothing(void **state) {
     assert_int_equal(bh_release(f->reg, live), BH_OK);
 }
 
+/* A buggy allocator answering a range that runs past 2^64: BH_EALLOC, and the
+ * address is not trusted with a free. */
+static void alloc_of_a_range_past_2_64_is_ealloc_and_frees_nothing(void **state) {
+    fixture *f = *state;
+    bh_handle h = BH_HANDLE_NULL;
+    checker_force_next(f->chk, UINT64_MAX - 63);
+    assert_int_equal(bh_alloc(f->reg, 0, 128, &h), BH_EALLOC);
+    assert_true(bh_handle_is_null(h));
+    assert_int_equal(checker_free_calls(f->chk), 0);
+    assert_int_equal(checker_alloc_reports(f->chk), 0);
+    bh_stats s = stats_of(f->reg);
+    assert_int_equal(s.live_bytes, 0);
+    assert_int_equal(s.live_handles, 0);
+}
+
+/* ------------------------------------------------------------ bh_alloc_ex */
+
+typedef struct ex_alloc {
+    void *last_arg;
+    uint32_t last_device;
+    uint64_t next;
+    int calls, frees;
+} ex_alloc;
+
+static int ex_alloc_cb(void *ctx, uint32_t device, uint64_t size, void *arg, uint64_t *address) {
+    ex_alloc *a = ctx;
+    a->calls++;
+    a->last_arg = arg;
+    a->last_device = device;
+    *address = a->next;
+    a->next += size;
+    return 0;
+}
+
+static void ex_free_cb(void *ctx, uint32_t device, uint64_t address, uint64_t size) {
+    (void)device, (void)address, (void)size;
+    ((ex_alloc *)ctx)->frees++;
+}
+
+static void alloc_ex_hands_its_argument_to_the_allocator(void **state) {
+    (void)state;
+    ex_alloc a = {NULL, 0, 0x1000, 0, 0};
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.allocator.free = ex_free_cb;
+    cfg.allocator.ctx = &a;
+    cfg.flags = BH_CONFIG_NO_ENV | BH_CONFIG_ALLOC_EX;
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_EINVAL); /* the flag without the function */
+    cfg.alloc_ex = ex_alloc_cb;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+
+    struct page_layout {
+        uint32_t page_size, interleaved;
+    } layout = {2048, 1};
+    bh_handle h1, h2;
+    assert_int_equal(bh_alloc_ex(reg, BH_DOMAIN(2, BH_MEM_L1), 4096, &layout, &h1), BH_OK);
+    assert_ptr_equal(a.last_arg, &layout);
+    assert_int_equal(a.last_device, BH_DOMAIN(2, BH_MEM_L1));
+    /* bh_alloc goes through alloc_ex too, with no argument. */
+    assert_int_equal(bh_alloc(reg, 0, 64, &h2), BH_OK);
+    assert_null(a.last_arg);
+    assert_int_equal(a.calls, 2);
+    bh_info info;
+    assert_int_equal(bh_info_get(reg, h1, &info), BH_OK);
+    assert_int_equal(info.address, 0x1000);
+    assert_int_equal(bh_info_get(reg, h2, &info), BH_OK);
+    assert_int_equal(info.address, 0x2000);
+    assert_int_equal(bh_alloc_ex(reg, 0, 0, &layout, &h2), BH_EINVAL);
+    assert_int_equal(bh_alloc_ex(NULL, 0, 64, &layout, &h2), BH_EINVAL);
+    assert_int_equal(bh_alloc_ex(reg, 0, 64, &layout, NULL), BH_EINVAL);
+    assert_int_equal(a.calls, 2);
+    assert_int_equal(bh_release(reg, h1), BH_OK);
+    assert_int_equal(bh_release(reg, h2), BH_OK);
+    assert_int_equal(a.frees, 2);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+}
+
+/* A 0.2 allocator cannot take an argument: passing one is refused rather
+ * than silently dropped; NULL works as bh_alloc. */
+static void alloc_ex_without_an_ex_allocator_takes_no_argument(void **state) {
+    fixture *f = *state;
+    int layout = 1;
+    bh_handle h;
+    assert_int_equal(bh_alloc_ex(f->reg, 0, 64, &layout, &h), BH_EINVAL);
+    assert_int_equal(checker_alloc_calls(f->chk), 0);
+    assert_int_equal(bh_alloc_ex(f->reg, 0, 64, NULL, &h), BH_OK);
+    assert_int_equal(checker_alloc_calls(f->chk), 1);
+    assert_int_equal(bh_release(f->reg, h), BH_OK);
+}
+
+/* The 0.2 layout of bh_config still works: positional initialisation and
+ * the reserved words (ignored without a flag). */
+static void config_keeps_its_0_2_size_and_reserved_words(void **state) {
+    (void)state;
+    assert_int_equal(sizeof(bh_config), sizeof(bh_allocator) + sizeof(bh_reporter) + 8 + 4 * sizeof(void *));
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.flags = BH_CONFIG_NO_ENV;
+    cfg.reserved[0] = &cfg; /* junk a 0.2 caller may have left there */
+    cfg.reserved[3] = &cfg;
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    bh_handle h;
+    assert_int_equal(bh_alloc(reg, 0, 64, &h), BH_EINVAL); /* still: no allocator */
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+}
+
+/* ------------------------------------------------------------ bh_adopt */
+
+static void adopt_owns_a_new_address_and_frees_it_last(void **state) {
+    fixture *f = *state;
+    bh_handle a, b;
+    assert_int_equal(bh_adopt(NULL, 3, BASE, 64, &a), BH_EINVAL);
+    assert_int_equal(bh_adopt(f->reg, 3, BASE, 64, NULL), BH_EINVAL);
+    assert_int_equal(bh_adopt(f->reg, 3, BASE, 0, &a), BH_EINVAL);
+    assert_int_equal(bh_adopt(f->reg, 3, BASE, 256, &a), BH_OK);
+    assert_int_equal(checker_alloc_reports(f->chk), 1);
+    assert_int_equal(stats_of(f->reg).adopts, 1);
+    /* An alias through bh_intern is a reference to the adopted block. */
+    assert_int_equal(bh_intern(f->reg, 3, BASE, 256, &b), BH_OK);
+    assert_true(bh_handle_eq(a, b));
+    assert_int_equal(bh_release(f->reg, a), BH_OK);
+    assert_int_equal(checker_free_calls(f->chk), 0);
+    assert_int_equal(bh_release(f->reg, b), BH_OK);
+    assert_int_equal(checker_free_calls(f->chk), 1);
+    assert_int_equal(checker_free_reports(f->chk), 1);
+}
+
+static void adopt_of_a_live_address_is_eexist_and_frees_nothing(void **state) {
+    fixture *f = *state;
+    bh_handle live, h = BH_HANDLE_NULL;
+    assert_int_equal(bh_intern(f->reg, 3, BASE, 64, &live), BH_OK);
+    assert_int_equal(bh_adopt(f->reg, 3, BASE, 64, &h), BH_EEXIST);
+    assert_true(bh_handle_is_null(h));
+    assert_int_equal(stats_of(f->reg).conflicts, 1);
+    assert_int_equal(checker_alloc_reports(f->chk), 1);
+    bh_info info;
+    assert_int_equal(bh_info_get(f->reg, live, &info), BH_OK);
+    assert_int_equal(info.refs, 1);
+    assert_int_equal(bh_release(f->reg, live), BH_OK);
+    assert_int_equal(checker_free_calls(f->chk), 1);
+}
+
+/* The lock-step reuse of a mesh port: the caller's own allocator hands the
+ * address out again once its free has run, before the registry has unlinked
+ * the dying block. bh_intern says BH_EBUSY there (0.2 had nothing else);
+ * bh_adopt takes the address over. During the FREE report (free not run yet)
+ * the address is still the old allocation's: adopt is a conflict. */
+static void adopt_during_free(fixture *f, uint32_t device, uint64_t address) {
+    f->on_allocator_free = NULL; /* once */
+    bh_handle h = BH_HANDLE_NULL;
+    f->hook_status[0] = bh_intern(f->reg, device, address, 64, &h);
+    f->hook_status[1] = bh_adopt(f->reg, device, address, 64, &f->hook_handle);
+}
+
+static void adopt_during_free_report(fixture *f, const bh_event *ev) {
+    f->on_free_report = NULL;
+    bh_handle h = BH_HANDLE_NULL;
+    f->hook_status[2] = bh_adopt(f->reg, ev->device, ev->address, 64, &h);
+}
+
+static void adopt_takes_over_an_address_whose_free_has_run(void **state) {
+    fixture *f = *state;
+    bh_handle h;
+    assert_int_equal(bh_intern(f->reg, 3, BASE, 64, &h), BH_OK);
+    f->on_allocator_free = adopt_during_free;
+    f->on_free_report = adopt_during_free_report;
+    assert_int_equal(bh_release(f->reg, h), BH_OK);
+    assert_int_equal(f->hook_status[0], BH_EBUSY);
+    assert_int_equal(f->hook_status[1], BH_OK);
+    assert_int_equal(f->hook_status[2], BH_EEXIST);
+    bh_stats s = stats_of(f->reg);
+    assert_int_equal(s.takeovers, 1);
+    assert_int_equal(s.adopts, 1);
+    assert_int_equal(s.live_handles, 1);
+    assert_int_equal(bh_retain(f->reg, h), BH_ESTALE);
+    bh_handle again;
+    assert_int_equal(bh_lookup(f->reg, 3, BASE, &again), BH_OK);
+    assert_true(bh_handle_eq(again, f->hook_handle));
+    assert_int_equal(bh_release(f->reg, again), BH_OK);
+    assert_int_equal(bh_release(f->reg, f->hook_handle), BH_OK);
+    assert_int_equal(checker_free_calls(f->chk), 2);
+    assert_int_equal(checker_free_reports(f->chk), 2);
+}
+
+/* ------------------------------------------------------------ ranges and sizes */
+
+/* Ranges past 2^64 were accepted in 0.2, and two 2^63-byte blocks wrapped
+ * live_bytes to 0. */
+static void ranges_past_2_64_and_live_bytes_overflow_are_einval(void **state) {
+    fixture *f = *state;
+    bh_handle a, b, h = BH_HANDLE_NULL;
+    const uint64_t half = 1ull << 63;
+    assert_int_equal(bh_intern(f->reg, 3, UINT64_MAX - 10, 100, &h), BH_EINVAL);
+    assert_int_equal(bh_adopt(f->reg, 3, UINT64_MAX - 10, 12, &h), BH_EINVAL);
+    assert_int_equal(bh_intern(f->reg, 3, 2, UINT64_MAX, &h), BH_EINVAL);
+    assert_true(bh_handle_is_null(h));
+    assert_int_equal(checker_alloc_reports(f->chk), 0);
+
+    /* Ending exactly at 2^64 is a valid range; the two halves fill the space. */
+    bh_registry *reg;
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.flags = BH_CONFIG_NO_ENV;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    assert_int_equal(bh_intern(reg, 0, half, half, &a), BH_OK);
+    assert_int_equal(bh_intern(reg, 1, 0, half, &b), BH_EINVAL); /* live_bytes would wrap */
+    assert_int_equal(bh_adopt(reg, 1, 0, half, &b), BH_EINVAL);
+    assert_int_equal(bh_intern(reg, 1, 0, half - 1, &b), BH_OK);
+    bh_stats s = stats_of(reg);
+    assert_int_equal(s.live_handles, 2);
+    assert_true(s.live_bytes == UINT64_MAX);
+    assert_true(s.peak_live_bytes == UINT64_MAX);
+    assert_int_equal(bh_release(reg, a), BH_OK);
+    assert_int_equal(bh_release(reg, b), BH_OK);
+    s = stats_of(reg);
+    assert_int_equal(s.live_bytes, 0);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+}
+
 /* ------------------------------------------------------------ bh_intern */
 
 static void intern_rejects_bad_arguments(void **state) {
@@ -382,6 +603,70 @@ static void stale_forged_and_foreign_handles_are_estale_and_change_nothing(void 
     assert_int_equal(checker_free_calls(f->chk), 1);
 }
 
+/* 0.2 stamped an 8-bit tag (registries made % 255 + 1) and started every
+ * slot at generation 0, so the 255th registry after A handed out A's handle
+ * values bit for bit: bh_release(B, handle of A) freed B's buffer. Two
+ * registries stay alive while 300 more come and go; no handle of one is ever
+ * accepted by another. */
+static void foreign_handles_stay_stale_across_300_registries(void **state) {
+    (void)state;
+    checker *chk[2] = {checker_new(1, 1, 4, BASE, ALIGN), checker_new(1, 1, 4, BASE, ALIGN)};
+    bh_registry *alive[2];
+    bh_handle held[2];
+    for (int i = 0; i < 2; i++) {
+        bh_config cfg = checker_config(chk[i]);
+        assert_int_equal(bh_registry_create(&cfg, &alive[i]), BH_OK);
+        assert_int_equal(bh_alloc(alive[i], 0, 64, &held[i]), BH_OK);
+    }
+    assert_int_equal(bh_release(alive[1], held[0]), BH_ESTALE);
+    assert_int_equal(bh_release(alive[0], held[1]), BH_ESTALE);
+    for (int r = 0; r < 300; r++) {
+        bh_config cfg;
+        memset(&cfg, 0, sizeof(cfg));
+        cfg.flags = BH_CONFIG_NO_ENV;
+        bh_registry *reg;
+        bh_handle h;
+        assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+        assert_int_equal(bh_intern(reg, 0, BASE, 64, &h), BH_OK); /* slot 1, first generation: like held[] */
+        bh_info info;
+        for (int i = 0; i < 2; i++) {
+            assert_false(bh_handle_eq(h, held[i]));
+            assert_int_equal(bh_retain(alive[i], h), BH_ESTALE);
+            assert_int_equal(bh_info_get(alive[i], h, &info), BH_ESTALE);
+            assert_int_equal(bh_release(alive[i], h), BH_ESTALE);
+            assert_int_equal(bh_retain(reg, held[i]), BH_ESTALE);
+            assert_int_equal(bh_release(reg, held[i]), BH_ESTALE);
+        }
+        assert_int_equal(bh_info_get(reg, h, &info), BH_OK);
+        assert_int_equal(info.refs, 1);
+        assert_int_equal(bh_release(reg, h), BH_OK);
+        assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    }
+    for (int i = 0; i < 2; i++) {
+        bh_info info;
+        assert_int_equal(bh_info_get(alive[i], held[i], &info), BH_OK);
+        assert_int_equal(info.refs, 1);
+        assert_int_equal(checker_free_calls(chk[i]), 0);
+        assert_int_equal(bh_release(alive[i], held[i]), BH_OK);
+        assert_int_equal(checker_finish(chk[i], alive[i]), 0);
+    }
+}
+
+/* ------------------------------------------------------------ domains */
+
+static void domain_macros_pack_device_and_kind(void **state) {
+    (void)state;
+    assert_int_equal(BH_DOMAIN(0, BH_MEM_DRAM), 0);
+    assert_int_equal(BH_DOMAIN(3, BH_MEM_L1), 0x31);
+    assert_int_equal(BH_DOMAIN_DEVICE(BH_DOMAIN(4, BH_MEM_L1_SMALL)), 4);
+    assert_int_equal(BH_DOMAIN_KIND(BH_DOMAIN(4, BH_MEM_L1_SMALL)), BH_MEM_L1_SMALL);
+    assert_int_equal(BH_DOMAIN_KIND(BH_DOMAIN(7, BH_MEM_TRACE)), 3);
+    assert_int_equal(BH_DOMAIN_KIND(BH_DOMAIN(1, 17)), 1); /* the kind keeps 4 bits */
+    assert_int_equal(BH_DOMAIN_DEVICE(BH_DOMAIN(0x0fffffff, 15)), 0x0fffffff);
+    assert_int_equal(BH_DOMAIN_KIND(BH_DOMAIN(0x0fffffff, 15)), 15);
+    assert_int_equal(BH_DOMAIN_DEVICE(0xffffffffu), 0x0fffffff);
+}
+
 /* ------------------------------------------------------------ log reporter */
 
 static size_t read_file(const char *path, char *buf, size_t cap) {
@@ -416,13 +701,19 @@ static void log_reporter_writes_one_json_line_per_event(void **state) {
     assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
     assert_int_equal(bh_intern(reg, 7, 0x1000, 64, &h), BH_OK);
     assert_int_equal(bh_release(reg, h), BH_OK);
+    assert_int_equal(bh_intern(reg, BH_DOMAIN(3, BH_MEM_L1), 0x2000, 64, &h), BH_OK);
+    assert_int_equal(bh_release(reg, h), BH_OK);
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
     bh_log_reporter_close(&rep);
     assert_null(rep.report);
     char buf[1024];
     read_file(path, buf, sizeof(buf));
-    assert_non_null(strstr(buf, "{\"kind\":\"ALLOC\",\"device\":7,\"address\":4096,\"size\":64,\"seq\":1,"));
-    assert_non_null(strstr(buf, "\n{\"kind\":\"FREE\",\"device\":7,\"address\":4096,\"size\":64,\"seq\":2,"));
+    assert_non_null(strstr(buf, "{\"kind\":\"ALLOC\",\"domain\":7,\"device\":0,\"mem\":7,\"address\":4096,"
+                                "\"size\":64,\"seq\":1,"));
+    assert_non_null(strstr(buf, "\n{\"kind\":\"FREE\",\"domain\":7,\"device\":0,\"mem\":7,\"address\":4096,"
+                                "\"size\":64,\"seq\":2,"));
+    assert_non_null(
+        strstr(buf, "{\"kind\":\"ALLOC\",\"domain\":49,\"device\":3,\"mem\":1,\"address\":8192,"));
     assert_non_null(strstr(buf, "\"pid\":"));
     assert_non_null(strstr(buf, "\"thread\":"));
     unlink(path);
@@ -450,8 +741,8 @@ static void the_environment_turns_logging_on_unless_opted_out(void **state) {
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
     unsetenv("BH_TRACK_LOG");
     read_file(path, buf, sizeof(buf));
-    assert_non_null(strstr(buf, "\"kind\":\"ALLOC\",\"device\":1,\"address\":8192"));
-    assert_non_null(strstr(buf, "\"kind\":\"FREE\",\"device\":1,\"address\":8192"));
+    assert_non_null(strstr(buf, "\"kind\":\"ALLOC\",\"domain\":1,\"device\":0,\"mem\":1,\"address\":8192"));
+    assert_non_null(strstr(buf, "\"kind\":\"FREE\",\"domain\":1,\"device\":0,\"mem\":1,\"address\":8192"));
     unlink(path);
 }
 
@@ -459,8 +750,8 @@ static void the_environment_turns_logging_on_unless_opted_out(void **state) {
 
 static void every_status_has_a_distinct_name_and_message(void **state) {
     (void)state;
-    const bh_status all[] = {BH_OK,     BH_EINVAL, BH_ENOMEM, BH_ESTALE, BH_ENOTFOUND,
-                             BH_EEXIST, BH_EBUSY,  BH_EALLOC, BH_ERANGE, BH_EOVERFLOW};
+    const bh_status all[] = {BH_OK,    BH_EINVAL, BH_ENOMEM, BH_ESTALE,    BH_ENOTFOUND, BH_EEXIST,
+                             BH_EBUSY, BH_EALLOC, BH_ERANGE, BH_EOVERFLOW, BH_EOVERLAP};
     const size_t n = sizeof(all) / sizeof(all[0]);
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(all[i], -(int)i); /* the contract's numbers */
@@ -472,6 +763,9 @@ static void every_status_has_a_distinct_name_and_message(void **state) {
         }
     }
     assert_string_equal(bh_status_name(BH_ESTALE), "BH_ESTALE");
+    assert_string_equal(bh_status_name(BH_EOVERLAP), "BH_EOVERLAP");
+    /* BH_EBUSY from bh_intern tells a porter what to do. */
+    assert_non_null(strstr(bh_strerror(BH_EBUSY), "bh_adopt"));
     assert_string_equal(bh_strerror((bh_status)-1000), "unknown status");
     assert_string_equal(bh_status_name((bh_status)7), "BH_UNKNOWN");
 }
@@ -479,6 +773,8 @@ static void every_status_has_a_distinct_name_and_message(void **state) {
 static void version_matches_the_header(void **state) {
     (void)state;
     assert_string_equal(bh_version(), BH_VERSION_STRING);
+    assert_string_equal(bh_version(), "0.3.0");
+    assert_int_equal(BH_VERSION_MINOR, 3);
 }
 
 int main(void) {
@@ -491,6 +787,14 @@ int main(void) {
         T(alloc_reports_alloc_and_returns_one_reference),
         T(alloc_failure_is_ealloc_and_reports_nothing),
         T(alloc_of_a_live_address_is_eexist_and_frees_nothing),
+        T(alloc_of_a_range_past_2_64_is_ealloc_and_frees_nothing),
+        cmocka_unit_test(alloc_ex_hands_its_argument_to_the_allocator),
+        T(alloc_ex_without_an_ex_allocator_takes_no_argument),
+        cmocka_unit_test(config_keeps_its_0_2_size_and_reserved_words),
+        T(adopt_owns_a_new_address_and_frees_it_last),
+        T(adopt_of_a_live_address_is_eexist_and_frees_nothing),
+        T(adopt_takes_over_an_address_whose_free_has_run),
+        T(ranges_past_2_64_and_live_bytes_overflow_are_einval),
         T(intern_rejects_bad_arguments),
         T(intern_of_a_new_address_owns_it_and_frees_it_last),
         T(intern_larger_than_the_live_allocation_is_erange),
@@ -500,6 +804,8 @@ int main(void) {
         T(retain_and_release_count_references),
         T(null_handles_and_registries_are_einval),
         T(stale_forged_and_foreign_handles_are_estale_and_change_nothing),
+        cmocka_unit_test(foreign_handles_stay_stale_across_300_registries),
+        cmocka_unit_test(domain_macros_pack_device_and_kind),
         cmocka_unit_test(log_reporter_writes_one_json_line_per_event),
         cmocka_unit_test(the_environment_turns_logging_on_unless_opted_out),
         cmocka_unit_test(every_status_has_a_distinct_name_and_message),

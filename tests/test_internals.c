@@ -311,11 +311,55 @@ static void a_slot_whose_generation_would_wrap_is_retired_for_good(void **state)
         assert_int_not_equal(bh__handle_slot(n), bh__handle_slot(last));
         assert_int_equal(bh_release(reg, n), BH_OK);
     }
-    bh_handle wrapped = bh__handle_make(bh__handle_slot(last), bh__handle_tag(last), 0);
+    bh_handle wrapped = bh__handle_of(reg, bh__handle_slot(last), 0);
     assert_int_equal(bh_retain(reg, wrapped), BH_ESTALE);
     bh_stats s;
     assert_int_equal(bh_stats_get(reg, &s), BH_OK);
     assert_int_equal(s.slots_retired, 1);
+    assert_int_equal(checker_finish(chk, reg), 0);
+}
+
+/* 0.2's bh_alloc took a control block before it looked the allocator's
+ * address up: out of blocks (host memory or slot space), it answered
+ * BH_ENOMEM and "gave back" the address through allocator.free, even when the
+ * buggy allocator had returned a live address. The lookup comes first now. */
+static void a_live_address_is_never_freed_when_blocks_run_out(void **state) {
+    (void)state;
+    checker *chk = checker_new(2, 1, 4, BASE, ALIGN);
+    bh_config cfg = checker_config(chk);
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    bh_handle live, h = BH_HANDLE_NULL;
+    assert_int_equal(bh_alloc(reg, 0, 64, &live), BH_OK); /* BASE */
+
+    /* No block left anywhere: the shard's free list is empty and the slab's
+     * slot space exhausted (taking a block would fail like host memory does). */
+    bh__shard *sh = &reg->shards[bh__shard_of(bh__key_hash(0, BASE))];
+    bh__block *saved_list = sh->free_list;
+    uint32_t saved_fresh = reg->slab.next_fresh;
+    sh->free_list = NULL;
+    reg->slab.next_fresh = BH__SLOT_MASK + 1;
+
+    checker_force_next(chk, BASE);
+    assert_int_equal(bh_alloc(reg, 0, 64, &h), BH_EEXIST);
+    assert_int_equal(bh_adopt(reg, 0, BASE, 64, &h), BH_EEXIST);
+    assert_true(bh_handle_is_null(h));
+    assert_int_equal(checker_free_calls(chk), 0);
+    /* An address that is not live is given back on BH_ENOMEM. */
+    assert_int_equal(bh_alloc(reg, 0, 64, &h), BH_ENOMEM);
+    assert_int_equal(checker_free_calls(chk), 1);
+    bh_stats s;
+    assert_int_equal(bh_stats_get(reg, &s), BH_OK);
+    assert_int_equal(s.conflicts, 2);
+    assert_int_equal(s.live_handles, 1);
+    assert_int_equal(s.live_bytes, 64);
+
+    sh->free_list = saved_list;
+    reg->slab.next_fresh = saved_fresh;
+    bh_info info;
+    assert_int_equal(bh_info_get(reg, live, &info), BH_OK);
+    assert_int_equal(info.refs, 1);
+    assert_int_equal(bh_release(reg, live), BH_OK);
     assert_int_equal(checker_finish(chk, reg), 0);
 }
 
@@ -331,6 +375,7 @@ int main(void) {
         cmocka_unit_test(socket_reporter_survives_every_host_allocation_failure),
         cmocka_unit_test(reference_count_overflow_is_eoverflow_and_changes_nothing),
         cmocka_unit_test(a_slot_whose_generation_would_wrap_is_retired_for_good),
+        cmocka_unit_test(a_live_address_is_never_freed_when_blocks_run_out),
     };
     return cmocka_run_group_tests_name("internals", tests, NULL, NULL);
 }

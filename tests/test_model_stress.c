@@ -45,7 +45,8 @@ static void *run(void *arg) {
         /* About as many releases as references taken, so allocations are
          * born, aliased and freed all the time (and registers go stale);
          * forced allocator results stay rare. */
-        static const uint8_t codes[16] = {0, 0, 0, 1, 1, 2, 3, 4, 4, 4, 4, 4, 4, 5, 6, 7};
+        static const uint8_t codes[16] = {0, 0, 0x80, 1, 1, 2, 3, 4,
+                                          4, 4, 4,    4, 4, 5, 6, 7}; /* 0x80: adopt */
         uint8_t code = codes[(r >> 8) % 16];
         if (code == 6 && (r >> 40) % 8 != 0)
             code = 4;

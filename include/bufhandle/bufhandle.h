@@ -82,9 +82,9 @@ extern "C" {
 #endif
 
 #define BH_VERSION_MAJOR 0
-#define BH_VERSION_MINOR 2
+#define BH_VERSION_MINOR 3
 #define BH_VERSION_PATCH 0
-#define BH_VERSION_STRING "0.2.0"
+#define BH_VERSION_STRING "0.3.0"
 
 /* ------------------------------------------------------------------------- */
 /* Status codes                                                              */
@@ -99,10 +99,13 @@ extern "C" {
     XX(ESTALE, -3, "stale or unknown handle")                                                                \
     XX(ENOTFOUND, -4, "no live allocation at this address")                                                  \
     XX(EEXIST, -5, "allocator returned an address that is still live")                                       \
-    XX(EBUSY, -6, "busy: handles still live or address being freed")                                         \
+    XX(EBUSY, -6,                                                                                            \
+       "busy: the registry has live handles, or the address is being freed (an address you just "            \
+       "allocated yourself: use bh_adopt)")                                                                  \
     XX(EALLOC, -7, "allocator callback failed")                                                              \
     XX(ERANGE, -8, "alias larger than the live allocation")                                                  \
-    XX(EOVERFLOW, -9, "reference count would overflow")
+    XX(EOVERFLOW, -9, "reference count would overflow")                                                      \
+    XX(EOVERLAP, -10, "range overlaps a live allocation that starts elsewhere")
 
 typedef enum bh_status {
 #define BH__STATUS_ENUM(name, code, text) BH_##name = (code),
@@ -139,9 +142,23 @@ typedef struct bh_handle {
 static inline int bh_handle_is_null(bh_handle h) { return h.bits == 0; }
 static inline int bh_handle_eq(bh_handle a, bh_handle b) { return a.bits == b.bits; }
 
+/* DOMAINS. The device argument of every call is a memory domain: the key never
+ * mixes memories (DRAM and L1 at one numeric address are two allocations). Any
+ * 32-bit value works; the library, the shim and the tools show a domain as a
+ * device id and a memory kind packed this way (kinds 4..15 are the caller's
+ * own):
+ *
+ *     bh_alloc(reg, BH_DOMAIN(3, BH_MEM_L1), size, &h);   // device 3, L1
+ */
+#define BH_DOMAIN(device, kind) (((uint32_t)(device) << 4) | ((uint32_t)(kind)&0xFu))
+#define BH_DOMAIN_DEVICE(domain) ((uint32_t)(domain) >> 4)
+#define BH_DOMAIN_KIND(domain) ((uint32_t)(domain)&0xFu)
+enum { BH_MEM_DRAM = 0, BH_MEM_L1 = 1, BH_MEM_L1_SMALL = 2, BH_MEM_TRACE = 3 }; /* 4..15: caller's own */
+
 typedef struct bh_allocator {
     /* Return 0 and set *address, or non-zero on failure. Called with no lock
-     * held. Must not return an address it has not been given back by free. */
+     * held. Must not return an address it has not been given back by free.
+     * [*address, *address + size) must not run past 2^64. */
     int (*alloc)(void *ctx, uint32_t device, uint64_t size, uint64_t *address);
     /* Called exactly once per allocation, after its FREE was reported. */
     void (*free)(void *ctx, uint32_t device, uint64_t address, uint64_t size);
@@ -163,18 +180,32 @@ typedef struct bh_reporter {
     void *ctx;
 } bh_reporter;
 
+/* ALLOCATION CONTEXT. A real runtime's allocator needs more than (device,
+ * size): page size, layout, bank, alignment. bh_alloc_ex passes one pointer per
+ * call through to an allocator of this shape, untouched and unretained (it only
+ * has to live for the duration of the call). Set it as bh_config.alloc_ex with
+ * BH_CONFIG_ALLOC_EX; it then serves bh_alloc too (with arg NULL), and
+ * allocator.alloc is ignored. allocator.free and allocator.ctx keep their
+ * meaning. */
+typedef int (*bh_alloc_ex_fn)(void *ctx, uint32_t device, uint64_t size, void *arg, uint64_t *address);
+
 /* bh_config.flags. Unknown bits are rejected with BH_EINVAL, so a flag can
- * later announce a new meaning of the reserved words without old callers
- * (who never set it) being affected. */
-#define BH_CONFIG_NO_ENV 0x1u /* ignore BH_TRACK_SOCKET and friends */
+ * announce a new meaning of the reserved words without old callers (who never
+ * set it) being affected: that is how alloc_ex came in without changing the
+ * size or layout of bh_config. */
+#define BH_CONFIG_NO_ENV 0x1u   /* ignore BH_TRACK_SOCKET and friends */
+#define BH_CONFIG_ALLOC_EX 0x2u /* alloc_ex is set and is the allocator's alloc */
 
 typedef struct bh_config {
     bh_allocator allocator; /* alloc NULL: bh_alloc is BH_EINVAL; free NULL: nothing to free */
     bh_reporter reporter;   /* report NULL: no reports */
     uint32_t flags;         /* 0 for defaults; BH_CONFIG_* bits */
     uint32_t reserved32;    /* ignored; room to grow without changing the size */
-    void *reserved[4];      /* ignored unless a future flag bit names them */
-} bh_config;                /* bh_registry_create(NULL, &reg): all defaults */
+    union {
+        void *reserved[4];       /* 0.2's name for this space: ignored unless a flag names a field */
+        bh_alloc_ex_fn alloc_ex; /* read only with BH_CONFIG_ALLOC_EX */
+    };
+} bh_config; /* bh_registry_create(NULL, &reg): all defaults */
 
 typedef struct bh_info {
     uint32_t device;
@@ -194,15 +225,16 @@ typedef struct bh_stats {
     uint64_t retains, releases; /* successful calls */
     uint64_t frees;             /* last releases: FREE reported + allocator.free */
     uint64_t stale_ops;         /* calls answered BH_ESTALE */
-    uint64_t conflicts;         /* bh_alloc answered BH_EEXIST */
+    uint64_t conflicts;         /* bh_alloc / bh_adopt answered BH_EEXIST */
     /* Counters below were added after the contract; more may follow, so
      * callers must not depend on sizeof(bh_stats). */
     uint64_t busy;            /* bh_intern answered BH_EBUSY (address dying) */
-    uint64_t takeovers;       /* bh_alloc reused an address whose block was dying */
+    uint64_t takeovers;       /* bh_alloc / bh_adopt reused an address whose block was dying */
     uint64_t slots_retired;   /* slots retired for good (generation exhausted) */
     uint64_t reports;         /* events handed to the reporter */
     uint64_t reports_dropped; /* socket reporter: events not delivered (server down, queue full) */
     uint64_t resyncs;         /* socket reporter: live-set resyncs sent after a reconnect or drop */
+    uint64_t adopts;          /* successful bh_adopt */
 } bh_stats;
 
 /* ------------------------------------------------------------------------- */
@@ -221,19 +253,47 @@ BH_API bh_status bh_registry_destroy(bh_registry *reg);
 
 /* Calls allocator.alloc, interns the address as a new block with one reference,
  * reports ALLOC and returns the handle.
- * Errors: BH_EINVAL (NULL reg/out, size 0, no allocator), BH_EALLOC (allocator
- * failed; nothing reported), BH_EEXIST (allocator returned a live address: a
- * conflict is counted, free is NOT called, nothing reported), BH_ENOMEM (the
- * allocation is given back through allocator.free, nothing reported). */
+ * If the allocator returns an address that is still live, that is an allocator
+ * bug: nothing is freed (it would free the live allocation), whatever else goes
+ * wrong in the same call. If it returns the address of a block that is dying
+ * and whose free has already run, the new block takes the address over: that
+ * is legitimate reuse, not a conflict.
+ * Errors: BH_EINVAL (NULL reg/out, size 0, no allocator, live bytes of the
+ * registry would pass 2^64), BH_EALLOC (allocator failed, or returned a range
+ * running past 2^64: nothing reported, nothing freed), BH_EEXIST (allocator
+ * returned a live address: a conflict is counted, free is NOT called, nothing
+ * reported), BH_ENOMEM (host memory: the allocation is given back through
+ * allocator.free, nothing reported). */
 BH_API bh_status bh_alloc(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out);
+
+/* bh_alloc with a per-call argument for the allocator (see ALLOCATION CONTEXT):
+ * arg is handed to bh_config.alloc_ex as is. Without BH_CONFIG_ALLOC_EX a NULL
+ * arg makes it bh_alloc, and any other arg is BH_EINVAL (the argument would be
+ * lost). Errors: as bh_alloc. */
+BH_API bh_status bh_alloc_ex(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out);
+
+/* "I have just allocated [address, address + size) myself, from the memory the
+ * registry's allocator manages: own it." Interns a new block with one
+ * reference and reports ALLOC; the last release reports FREE and gives the
+ * address to allocator.free. Use it where the caller allocates outside the
+ * registry (a lock-step allocator serving several devices at once) and would
+ * otherwise call bh_intern on an address it knows is fresh: bh_intern answers
+ * BH_EBUSY while the previous block of that address finishes dying, bh_adopt
+ * takes the address over from such a block exactly as bh_alloc does.
+ * Errors: BH_EINVAL (NULL, size 0, address + size past 2^64, live bytes would
+ * pass 2^64), BH_EEXIST (the address is live, or dying with its free not yet
+ * started: a conflict is counted, nothing freed or reported), BH_ENOMEM. */
+BH_API bh_status bh_adopt(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out);
 
 /* The porting entry point for code that creates a buffer "at an address".
  * Live (device, address): adds a reference and returns the block's handle;
  * size must be <= the live size (BH_ERANGE). Not live: creates a block that owns
  * the allocation (it is freed through the allocator and reported FREE when its
  * last reference drops) and reports ALLOC.
- * Errors: BH_EINVAL (NULL, size 0), BH_ERANGE, BH_EBUSY (the address is being
- * freed right now: the caller holds a stale address), BH_EOVERFLOW, BH_ENOMEM. */
+ * Errors: BH_EINVAL (NULL, size 0, address + size past 2^64, live bytes would
+ * pass 2^64), BH_ERANGE, BH_EBUSY (the address is being freed right now: the
+ * caller holds a stale address, or, if the caller has just allocated the
+ * address itself, it wants bh_adopt), BH_EOVERFLOW, BH_ENOMEM. */
 BH_API bh_status bh_intern(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
                            bh_handle *out);
 
@@ -321,8 +381,13 @@ BH_API bh_status bh_socket_reporter_stats(const bh_reporter *rep, bh_reporter_st
  * Returns BH_OK, or BH_EBUSY on timeout. */
 BH_API bh_status bh_socket_reporter_flush(const bh_reporter *rep, uint32_t timeout_ms);
 
-/* A JSON-lines log reporter: one object per event, {"kind","device",
- * "address","size","seq","pid","thread"}, written with one write(2) per line.
+/* A JSON-lines log reporter: one object per event, written with one write(2)
+ * per line:
+ *   {"kind":"ALLOC","domain":49,"device":3,"mem":1,"address":4096,"size":64,
+ *    "seq":1,"pid":1234,"thread":1234}
+ * "domain" is the event's device argument as given; "device" and "mem" are
+ * BH_DOMAIN_DEVICE and BH_DOMAIN_KIND of it (mem 1 = BH_MEM_L1). (0.2 wrote
+ * the raw domain as "device".)
  * path NULL or "-": stderr. Errors: BH_EINVAL, BH_ENOMEM, BH_EALLOC (the file
  * could not be opened). */
 BH_API bh_status bh_log_reporter_open(const char *path, bh_reporter *out);

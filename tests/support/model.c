@@ -184,7 +184,10 @@ int model_step(model *m, bh_registry *reg, uint8_t code, uint8_t a, uint8_t b) {
     bh_handle h = BH_HANDLE_NULL;
     bh_status got = BH_OK, want = BH_OK;
     slot *sl = NULL;
-    switch (code % 8) {
+    /* Codes below 0x80 keep the 0.2 operations (and the old corpus its
+     * meaning); the upper half selects the 0.3 ones. */
+    unsigned op = code < 0x80 ? code % 8u : 8u + (unsigned)(code - 0x80) % MODEL_NEW_OPS;
+    switch (op) {
     case 0: /* alloc */
         got = bh_alloc(reg, rdev, size, &h);
         if (size == 0) {
@@ -214,6 +217,19 @@ int model_step(model *m, bh_registry *reg, uint8_t code, uint8_t a, uint8_t b) {
             born(m, sl, dev, address, size);
         }
         break;
+    case 8: /* adopt: the caller allocated the address itself */
+        got = bh_adopt(reg, rdev, address, size, &h);
+        sl = &m->s[dev][addr_i];
+        if (size == 0) {
+            want = BH_EINVAL;
+            sl = NULL;
+        } else if (sl->live) {
+            want = BH_EEXIST; /* conflict: nothing freed, nothing reported */
+            sl = NULL;
+        } else {
+            born(m, sl, dev, address, size);
+        }
+        break;
     case 2: /* lookup */
         got = bh_lookup(reg, rdev, address, &h);
         sl = &m->s[dev][addr_i];
@@ -231,9 +247,9 @@ int model_step(model *m, bh_registry *reg, uint8_t code, uint8_t a, uint8_t b) {
         reg_ *r = &m->r[k];
         slot *n = r->used ? named(m, r) : NULL;
         bh_info info;
-        if (code % 8 == 3)
+        if (op == 3)
             got = bh_retain(reg, r->h);
-        else if (code % 8 == 4)
+        else if (op == 4)
             got = bh_release(reg, r->h);
         else
             got = bh_info_get(reg, r->h, &info);
@@ -241,13 +257,13 @@ int model_step(model *m, bh_registry *reg, uint8_t code, uint8_t a, uint8_t b) {
             want = BH_EINVAL; /* the null handle */
         else if (n == NULL)
             want = BH_ESTALE;
-        else if (code % 8 == 3)
+        else if (op == 3)
             n->refs++;
-        else if (code % 8 == 4 && --n->refs == 0) {
+        else if (op == 4 && --n->refs == 0) {
             log_call(&m->expect, 4, r->dev, BASE + r->addr * ALIGN, n->size);
             fake_free(&m->model_fake, &m->expect, r->dev, BASE + r->addr * ALIGN);
             n->live = 0;
-        } else if (code % 8 == 5 && got == BH_OK &&
+        } else if (op == 5 && got == BH_OK &&
                    (info.device != m->dev_base + r->dev || info.address != BASE + r->addr * ALIGN ||
                     info.size != n->size || info.refs != n->refs)) {
             return mismatch(m, "bh_info_get fields", got, want);

@@ -2,6 +2,10 @@
  * model.h - an exact reference model of the bufhandle contract, for
  * differential tests (the API fuzzer, the model-based stress test).
  *
+ * Operations (model_step's code byte): below 0x80, code % 8 picks alloc,
+ * intern, lookup, retain, release, info, a forced allocator result, a forged
+ * handle; from 0x80, (code - 0x80) % MODEL_NEW_OPS picks adopt.
+ *
  * A model owns a few devices (dev_base .. dev_base + MODEL_DEVS - 1) and a
  * handful of addresses on each. model_step() runs one operation on the real
  * registry and on the model and compares: the status, the handle (same
@@ -22,9 +26,10 @@
 #include "bufhandle/bufhandle.h"
 
 #define MODEL_DEVS 3
-#define MODEL_SLOTS 6 /* addresses the fake allocator hands out per device */
-#define MODEL_ADDRS 8 /* addresses operations may name (2 beyond the pool) */
-#define MODEL_REGS 8  /* handle registers */
+#define MODEL_SLOTS 6   /* addresses the fake allocator hands out per device */
+#define MODEL_ADDRS 8   /* addresses operations may name (2 beyond the pool) */
+#define MODEL_REGS 8    /* handle registers */
+#define MODEL_NEW_OPS 1 /* operations added in 0.3 (codes 0x80 and up) */
 
 typedef struct model model;
 
