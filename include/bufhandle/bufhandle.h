@@ -35,9 +35,21 @@
  * REFERENCES
  * ==========
  * A bh_handle value names a control block; copying the value copies no reference.
- * bh_alloc, bh_intern, bh_lookup and bh_retain each give the caller one reference,
- * which the caller gives back with exactly one bh_release. A reference is not
- * tied to a thread.
+ * bh_alloc, bh_alloc_ex, bh_adopt, bh_intern, bh_lookup and bh_retain each give
+ * the caller one reference, which the caller gives back with exactly one
+ * bh_release. A reference is not tied to a thread.
+ *
+ * WHICH CALL CREATES A BLOCK
+ * ==========================
+ *   bh_alloc / bh_alloc_ex   the registry's allocator chooses the address.
+ *   bh_adopt                 the caller has just allocated the address itself;
+ *                            a live block there is a conflict (BH_EEXIST).
+ *   bh_intern                a buffer re-created "at an address": an alias of
+ *                            the live block there, or the owner of an address
+ *                            nobody holds (BH_EBUSY while it is being freed).
+ * All three own what they create: the last release reports FREE and calls
+ * allocator.free. Handles of one registry are never valid in another (a
+ * foreign handle is BH_ESTALE, see bh_handle).
  *
  * LIFECYCLE OF A CONTROL BLOCK
  * ============================
@@ -45,7 +57,10 @@
  *   DYING    the last bh_release dropped refs to 0. From here bh_lookup misses,
  *            bh_retain / bh_release are BH_ESTALE and bh_intern of the address is
  *            BH_EBUSY. The releasing thread reports FREE, then calls
- *            allocator.free, then removes the key and retires the block.
+ *            allocator.free, then removes the key and retires the block. Once
+ *            allocator.free has started, bh_alloc and bh_adopt of the address
+ *            take the key over (a new LIVE block); before that they answer
+ *            BH_EEXIST.
  *   RETIRED  the generation is bumped: every copy of an old handle is stale. The
  *            slot is reused for a later allocation with the new generation.
  *
@@ -122,10 +137,14 @@ typedef struct bh_registry bh_registry;
 /* A handle is a checked name of a control block, never a pointer:
  *
  *   bits  0..23  slot index in the registry's control-block slab (0 reserved)
- *   bits 24..31  registry tag (1..255), so a handle given to another registry
- *                is recognised as foreign instead of naming one of its blocks
- *   bits 32..63  generation of the slot; bumped when the block is retired
+ *   bits 24..31  registry tag (1..255, from a process-wide count)
+ *   bits 32..63  generation of the slot (bumped when the block is retired),
+ *                XORed with a random 32-bit salt chosen per registry
  *
+ * Tag and salt make a handle given to another registry foreign (BH_ESTALE)
+ * instead of naming one of its blocks: two live registries share a tag only
+ * if 255 others were created in between, and then a handle is accepted only
+ * if the salted generations also agree, about one chance in 2^32.
  * {0} is the null handle. A slot whose generation would wrap is retired for
  * good, so a handle value is never reissued within a registry's life. Handles
  * can be compared for identity with bh_handle_eq(). */
