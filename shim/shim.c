@@ -89,26 +89,29 @@ bh_status bh_shim_buffer_create(bh_shim_device *dev, uint64_t size, bh_sim_mem m
     return wrap(dev->reg, h, dev->id, mem, info.address, size, out);
 }
 
-bh_status bh_shim_buffer_create_at(bh_shim_device *dev, uint64_t address, uint64_t size, bh_sim_mem mem,
-                                   bh_shim_buffer **out) {
+/* A buffer at a caller-given address, through bh_intern or bh_adopt (same
+ * signature, different ownership rule). */
+typedef bh_status (*at_address_fn)(bh_registry *, uint32_t, uint64_t, uint64_t, bh_handle *);
+
+static bh_status buffer_at(at_address_fn fn, bh_shim_device *dev, uint64_t address, uint64_t size,
+                           bh_sim_mem mem, bh_shim_buffer **out) {
     if (dev == NULL || out == NULL)
         return BH_EINVAL;
     bh_handle h;
-    bh_status st = bh_intern(dev->reg, bh_sim_domain(dev->id, mem), address, size, &h);
+    bh_status st = fn(dev->reg, bh_sim_domain(dev->id, mem), address, size, &h);
     if (st != BH_OK)
         return st;
     return wrap(dev->reg, h, dev->id, mem, address, size, out);
 }
 
+bh_status bh_shim_buffer_create_at(bh_shim_device *dev, uint64_t address, uint64_t size, bh_sim_mem mem,
+                                   bh_shim_buffer **out) {
+    return buffer_at(bh_intern, dev, address, size, mem, out);
+}
+
 bh_status bh_shim_buffer_adopt(bh_shim_device *dev, uint64_t address, uint64_t size, bh_sim_mem mem,
                                bh_shim_buffer **out) {
-    if (dev == NULL || out == NULL)
-        return BH_EINVAL;
-    bh_handle h;
-    bh_status st = bh_adopt(dev->reg, bh_sim_domain(dev->id, mem), address, size, &h);
-    if (st != BH_OK)
-        return st;
-    return wrap(dev->reg, h, dev->id, mem, address, size, out);
+    return buffer_at(bh_adopt, dev, address, size, mem, out);
 }
 
 bh_status bh_shim_buffer_view(bh_shim_buffer *buf, uint64_t offset, uint64_t size, bh_shim_buffer **out) {
