@@ -1,406 +1,715 @@
 /*
- * bh-bench - bufhandle against honest baselines, in one run.
+ * bh-bench - bufhandle against hand-written baselines, in one run.
  *
- *   bh-bench [--reps N] [--ops N] [--threads N] [--json] [--trackd PATH]
+ *   bh-bench [--quick] [--reps N] [--ops N] [--only SECTION] [--live N] [--json] [--trackd PATH]
  *
  * Every figure is the median of --reps repetitions, and every bufhandle figure
- * is shown next to a baseline measured in the same run, as a ratio: machines
- * are shared and noisy, absolute nanoseconds are not comparable across runs.
+ * is shown next to its baselines measured in the same run, repetitions
+ * interleaved so that machine noise hits both alike: compare the ratios,
+ * absolute nanoseconds are not comparable across runs or machines.
+ * --quick shrinks everything (a smoke run of a few seconds); its figures are
+ * not meant to be quoted. --only and --live (the mixed workload at one size)
+ * select what to run, for profiling under callgrind. Targets are printed next to the figures as
+ * information: the exit status never depends on speed.
  *
- * Baselines:
- *  - "global lock": the obvious implementation of the same semantics, one
- *    pthread mutex around a hash map of (device, address) -> refcounted entry.
- *  - "blocking send": the runtime's existing tracking client, one blocking
- *    send(2) of a 72-byte record per report, to a server that reads them.
+ * Owns: the workloads and the report. Baselines live in baseline.c, the
+ * reporter-cost comparison in report_cost.c.
+ * Must never: exit non-zero because something was slow.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "baseline.h"
+#include "bench_util.h"
 #include "bufhandle/bufhandle.h"
 #include "proc.h"
+#include "report_cost.h"
 
-/* ======================== Timing ======================== */
+#define MAX_REPS 99
 
-static double now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
+/* ======================== Configurations ======================== */
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+/* The registry flags whose cost is measured, one line each; the first is
+ * the default configuration every other line is compared with. Flags that
+ * turn a default check off and flags that turn a diagnostic on both belong
+ * here. */
+static const struct {
+    const char *name;
+    uint32_t flags;
+} configs[] = {
+    {"defaults (diagnostics off)", 0},
+#ifdef BH_CONFIG_DEBUG_REFS
+    {"debug references on", BH_CONFIG_DEBUG_REFS},
+#endif
+#ifdef BH_CONFIG_HISTORY
+    {"history on", BH_CONFIG_HISTORY},
+#endif
+#ifdef BH_CONFIG_STACKS
+    {"stacks on", BH_CONFIG_STACKS},
+#endif
+};
+enum { NCONFIGS = sizeof(configs) / sizeof(configs[0]) };
 
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
+/* ======================== Key sets ======================== */
 
-/* ======================== Baseline: one global lock ======================== */
+enum impl { IMPL_BH, IMPL_HASH, IMPL_TREE };
+static const char *const impl_names[] = {"bufhandle", "global mutex + open-addressing hash",
+                                         "global mutex + tsearch"};
 
-typedef struct naive_entry {
-    uint64_t address;
-    uint32_t device, refs, used;
-} naive_entry;
+#define DEVICE 0u
+#define PAGE 4096u
 
-typedef struct naive {
-    pthread_mutex_t lock;
-    naive_entry *e;
-    size_t cap;
-} naive;
+/* n live keys (a power of two), each held by one owner reference, in one of
+ * the implementations. addr[i] is key i's current address (churn moves it). */
+typedef struct keyset {
+    enum impl impl;
+    bh_registry *reg;
+    base_hash *hash;
+    base_tree *tree;
+    size_t n;
+    uint64_t *addr;
+    uint64_t *own; /* owner reference: handle bits, tree entry; unused by the hash */
+    uint64_t next_addr;
+} keyset;
 
-static size_t naive_find(naive *n, uint32_t device, uint64_t address) {
-    uint64_t h = (address ^ device * 0x9e3779b97f4a7c15ull) * 0xff51afd7ed558ccdull;
-    size_t i = (size_t)(h >> 20) & (n->cap - 1);
-    while (n->e[i].used && !(n->e[i].device == device && n->e[i].address == address))
-        i = (i + 1) & (n->cap - 1);
-    return i;
-}
-
-/* Get-or-insert with a reference, like bh_intern. Returns the slot as handle. */
-static size_t naive_intern(naive *n, uint32_t device, uint64_t address) {
-    pthread_mutex_lock(&n->lock);
-    size_t i = naive_find(n, device, address);
-    if (!n->e[i].used)
-        n->e[i] = (naive_entry){address, device, 0, 1};
-    n->e[i].refs++;
-    pthread_mutex_unlock(&n->lock);
-    return i;
-}
-
-static void naive_retain(naive *n, size_t h) {
-    pthread_mutex_lock(&n->lock);
-    n->e[h].refs++;
-    pthread_mutex_unlock(&n->lock);
-}
-
-/* Drops a reference; the last one removes the entry (no tombstones needed:
- * the benchmark's keys are never removed while others collide with them). */
-static void naive_release(naive *n, size_t h) {
-    pthread_mutex_lock(&n->lock);
-    if (--n->e[h].refs == 0)
-        n->e[h].used = 0;
-    pthread_mutex_unlock(&n->lock);
-}
-
-/* ======================== Workloads ======================== */
-
-static int fake_alloc(void *ctx, uint32_t device, uint64_t size, uint64_t *address) {
-    (void)device, (void)size;
-    *address = __atomic_add_fetch((uint64_t *)ctx, 4096, __ATOMIC_RELAXED);
+/* A reference: a handle's bits, a tree entry; the hash releases by key. */
+static inline uint64_t ks_take(keyset *ks, enum impl impl, uint64_t address, int create) {
+    switch (impl) {
+    case IMPL_BH: {
+        bh_handle h = BH_HANDLE_NULL;
+        bh_status st =
+            create ? bh_intern(ks->reg, DEVICE, address, 64, &h) : bh_lookup(ks->reg, DEVICE, address, &h);
+        if (st != BH_OK)
+            bench_die("bufhandle intern/lookup failed");
+        return h.bits;
+    }
+    case IMPL_HASH:
+        if (create)
+            base_hash_intern(ks->hash, DEVICE, address);
+        else if (!base_hash_lookup(ks->hash, DEVICE, address))
+            bench_die("baseline lookup missed");
+        return 0;
+    case IMPL_TREE: {
+        void *e = create ? base_tree_intern(ks->tree, DEVICE, address)
+                         : base_tree_lookup(ks->tree, DEVICE, address);
+        if (e == NULL)
+            bench_die("baseline tree failed");
+        return (uint64_t)(uintptr_t)e;
+    }
+    }
     return 0;
 }
-static void fake_free(void *ctx, uint32_t device, uint64_t address, uint64_t size) {
-    (void)ctx, (void)device, (void)address, (void)size;
+
+static inline void ks_drop(keyset *ks, enum impl impl, uint64_t address, uint64_t ref) {
+    switch (impl) {
+    case IMPL_BH:
+        if (bh_release(ks->reg, (bh_handle){ref}) != BH_OK)
+            bench_die("bufhandle release failed");
+        break;
+    case IMPL_HASH:
+        base_hash_release(ks->hash, DEVICE, address);
+        break;
+    case IMPL_TREE:
+        base_tree_release(ks->tree, (void *)(uintptr_t)ref);
+        break;
+    }
 }
 
-typedef struct job {
-    int kind; /* 0 retain/release, 1 intern alias + release, 2 lookup + release */
-    int baseline;
+/* The empty structure and the key arrays (touched, so that a memory
+ * measurement taken after this counts only what populating adds). */
+static void ks_init(keyset *ks, enum impl impl, uint32_t flags, size_t n) {
+    memset(ks, 0, sizeof(*ks));
+    ks->impl = impl;
+    ks->n = n;
+    ks->addr = calloc(n, sizeof(uint64_t));
+    ks->own = calloc(n, sizeof(uint64_t));
+    if (ks->addr == NULL || ks->own == NULL)
+        bench_die("out of memory");
+    memset(ks->addr, 0xff, n * sizeof(uint64_t));
+    memset(ks->own, 0xff, n * sizeof(uint64_t));
+    ks->next_addr = 0x10000000;
+    if (impl == IMPL_BH) {
+        bh_config cfg;
+        memset(&cfg, 0, sizeof(cfg));
+        cfg.flags = BH_CONFIG_NO_ENV | flags;
+        if (bh_registry_create(&cfg, &ks->reg) != BH_OK)
+            bench_die("bh_registry_create failed");
+    } else if (impl == IMPL_HASH) {
+        ks->hash = base_hash_create(n);
+    } else {
+        ks->tree = base_tree_create();
+    }
+    if (ks->reg == NULL && ks->hash == NULL && ks->tree == NULL)
+        bench_die("out of memory");
+}
+
+static void ks_populate(keyset *ks) {
+    for (size_t i = 0; i < ks->n; i++) {
+        ks->addr[i] = ks->next_addr;
+        ks->next_addr += PAGE;
+        ks->own[i] = ks_take(ks, ks->impl, ks->addr[i], 1);
+    }
+}
+
+static void ks_create(keyset *ks, enum impl impl, uint32_t flags, size_t n) {
+    ks_init(ks, impl, flags, n);
+    ks_populate(ks);
+}
+
+static void ks_destroy(keyset *ks) {
+    for (size_t i = 0; i < ks->n; i++)
+        if (ks->own[i] != UINT64_MAX)
+            ks_drop(ks, ks->impl, ks->addr[i], ks->own[i]);
+    if (ks->reg != NULL && bh_registry_destroy(ks->reg) != BH_OK)
+        bench_die("bh_registry_destroy: handles left");
+    if (ks->hash != NULL)
+        base_hash_destroy(ks->hash);
+    if (ks->tree != NULL)
+        base_tree_destroy(ks->tree);
+    free(ks->addr);
+    free(ks->own);
+}
+
+/* ======================== Workers ======================== */
+
+static inline uint64_t rng_next(uint64_t *s) { /* xorshift64* */
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545f4914f6cdd1dull;
+}
+
+typedef enum work {
+    W_PAIR,      /* retain+release of one handle (ks NULL: the counter baselines) */
+    W_CAS_PAIR,  /* baseline: CAS-loop increment + decrement */
+    W_XADD_PAIR, /* baseline: lock xadd increment + decrement */
+    W_LOOKUP,    /* lookup of a random live key + release */
+    W_INTERN,    /* intern alias of a random live key + release */
+    W_MIXED,     /* 7/16 intern alias + release, 7/16 lookup + release, 1/8 churn */
+} work;
+
+typedef struct worker {
+    work what;
+    keyset *ks;
+    bh_handle h;          /* W_PAIR */
+    base_counter counter; /* W_CAS_PAIR, W_XADD_PAIR */
     long ops;
-    bh_registry *reg;
-    naive *nv;
-    uint32_t device;
-    uint64_t address;
-    bh_handle h;
-    size_t nh;
+    uint64_t seed;
     pthread_barrier_t *start;
     double ns;
-} job;
+} worker;
 
-static void *run_job(void *arg) {
-    job *j = arg;
-    pthread_barrier_wait(j->start);
-    double t0 = now_ns();
-    for (long i = 0; i < j->ops; i++) {
-        if (j->baseline) {
-            size_t h = j->kind == 0 ? (naive_retain(j->nv, j->nh), j->nh)
-                                    : naive_intern(j->nv, j->device, j->address);
-            naive_release(j->nv, h);
-        } else {
-            bh_handle h = j->h;
-            if (j->kind == 0)
-                bh_retain(j->reg, h);
-            else if (j->kind == 1)
-                bh_intern(j->reg, j->device, j->address, 64, &h);
-            else
-                bh_lookup(j->reg, j->device, j->address, &h);
-            bh_release(j->reg, h);
+/* The loops are written once; impl is a constant in each call from
+ * run_loop(), so the compiler drops the switches of ks_take / ks_drop. Only
+ * the workloads over many keys draw random numbers: the pair loops must not
+ * carry a cost their baselines do not. */
+static inline __attribute__((always_inline)) void loop(worker *w, enum impl impl) {
+    keyset *ks = w->ks;
+    uint64_t s = w->seed;
+    switch (w->what) {
+    case W_PAIR:
+        for (long i = 0; i < w->ops; i++)
+            if (bh_retain(ks->reg, w->h) != BH_OK || bh_release(ks->reg, w->h) != BH_OK)
+                bench_die("retain/release failed");
+        break;
+    case W_CAS_PAIR:
+        for (long i = 0; i < w->ops; i++)
+            base_cas_pair(&w->counter);
+        break;
+    case W_XADD_PAIR:
+        for (long i = 0; i < w->ops; i++)
+            base_xadd_pair(&w->counter);
+        break;
+    case W_LOOKUP:
+    case W_INTERN:
+        for (long i = 0; i < w->ops; i++) {
+            uint64_t a = ks->addr[rng_next(&s) & (ks->n - 1)];
+            ks_drop(ks, impl, a, ks_take(ks, impl, a, w->what == W_INTERN));
         }
-    }
-    j->ns = now_ns() - t0;
-    return NULL;
-}
-
-/* ns per operation pair for one configuration: threads each on their own
- * allocation (shared = 0) or all on one (shared = 1). */
-static double measure(int kind, int baseline, int threads, int shared, long ops) {
-    uint64_t next = 0x100000;
-    bh_config cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.allocator = (bh_allocator){fake_alloc, fake_free, &next};
-    cfg.flags = BH_CONFIG_NO_ENV;
-    bh_registry *reg = NULL;
-    naive nv = {PTHREAD_MUTEX_INITIALIZER, calloc(1024, sizeof(naive_entry)), 1024};
-    if (bh_registry_create(&cfg, &reg) != BH_OK || nv.e == NULL) {
-        fprintf(stderr, "bh-bench: setup failed\n");
-        exit(2);
-    }
-    job *jobs = calloc((size_t)threads, sizeof(job));
-    pthread_t *tid = calloc((size_t)threads, sizeof(pthread_t));
-    pthread_barrier_t start;
-    pthread_barrier_init(&start, NULL, (unsigned)threads);
-    bh_handle owners[64];
-    for (int t = 0; t < threads; t++) {
-        job *j = &jobs[t];
-        *j = (job){.kind = kind,
-                   .baseline = baseline,
-                   .ops = ops,
-                   .reg = reg,
-                   .nv = &nv,
-                   .device = 0,
-                   .start = &start};
-        if (shared && t > 0) {
-            j->h = jobs[0].h;
-            j->nh = jobs[0].nh;
-            j->address = jobs[0].address;
-            continue;
-        }
-        bh_info info;
-        if (bh_alloc(reg, 0, 64, &owners[t]) != BH_OK || bh_info_get(reg, owners[t], &info) != BH_OK)
-            exit(2);
-        j->h = owners[t];
-        j->address = info.address;
-        j->nh = naive_intern(&nv, 0, info.address); /* the baseline's owner reference */
-    }
-    for (int t = 0; t < threads; t++)
-        pthread_create(&tid[t], NULL, run_job, &jobs[t]);
-    double worst = 0;
-    for (int t = 0; t < threads; t++) {
-        pthread_join(tid[t], NULL);
-        if (jobs[t].ns > worst)
-            worst = jobs[t].ns;
-    }
-    for (int t = 0; t < (shared ? 1 : threads); t++)
-        bh_release(reg, owners[t]);
-    bh_registry_destroy(reg);
-    pthread_barrier_destroy(&start);
-    free(jobs);
-    free(tid);
-    free(nv.e);
-    /* Throughput view: wall time of the slowest thread over all operations. */
-    return worst / ((double)ops * threads);
-}
-
-/* ======================== Reporter cost ======================== */
-
-/* A listening socket at path (shorter than sun_path), or -1. */
-static int sink_listen(const char *path) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    unlink(path);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 8) != 0)
-        return -1;
-    return fd;
-}
-
-/* A server that reads and discards (the baseline's counterpart of bh-trackd). */
-static void *sink(void *arg) {
-    int lfd = (int)(intptr_t)arg;
-    int fd = accept(lfd, NULL, NULL);
-    char buf[65536];
-    while (fd >= 0 && read(fd, buf, sizeof(buf)) > 0) {
-    }
-    if (fd >= 0)
-        close(fd);
-    return NULL;
-}
-
-/* Paces n reports at rate per second; returns the mean ns spent in the
- * application thread per report (the callback, or the blocking send). */
-static double paced_reports(bh_reporter *rep, int fd, long n, double rate, double *p99) {
-    double *lat = malloc((size_t)n * sizeof(double));
-    double period = 1e9 / rate, t_next = now_ns(), sum = 0;
-    uint8_t rec[72];
-    memset(rec, 0, sizeof(rec));
-    for (long i = 0; i < n; i++) {
-        while (now_ns() < t_next) {
-        }
-        t_next += period;
-        bh_event ev = {i % 2 ? BH_EVENT_FREE : BH_EVENT_ALLOC, 0, 0x1000 + (uint64_t)(i / 2) * 64, 64,
-                       (uint64_t)i + 1};
-        double t0 = now_ns();
-        if (rep != NULL) {
-            rep->report(rep->ctx, &ev);
-        } else {
-            rec[0] = (uint8_t)ev.kind;
-            memcpy(rec + 24, &ev.address, 8);
-            size_t off = 0;
-            while (off < sizeof(rec)) { /* the TT client: blocking send until all 72 bytes are out */
-                ssize_t w = send(fd, rec + off, sizeof(rec) - off, MSG_NOSIGNAL);
-                if (w <= 0)
-                    break;
-                off += (size_t)w;
+        break;
+    case W_MIXED:
+        for (long i = 0; i < w->ops; i++) {
+            uint64_t r = rng_next(&s);
+            size_t k = (size_t)(r & (ks->n - 1));
+            if (((r >> 40) & 7) == 0) { /* churn: the owner lets go, a new allocation takes the key's place */
+                ks_drop(ks, impl, ks->addr[k], ks->own[k]);
+                ks->addr[k] = ks->next_addr;
+                ks->next_addr += PAGE;
+                ks->own[k] = ks_take(ks, impl, ks->addr[k], 1);
+            } else {
+                ks_drop(ks, impl, ks->addr[k], ks_take(ks, impl, ks->addr[k], (r >> 40) & 1));
             }
         }
-        lat[i] = now_ns() - t0;
-        sum += lat[i];
+        break;
     }
-    qsort(lat, (size_t)n, sizeof(double), cmp_double);
-    *p99 = lat[(size_t)((double)n * 0.99)];
-    free(lat);
-    return sum / (double)n;
+    w->seed = s;
+}
+
+static void run_loop(worker *w) {
+    switch (w->ks != NULL ? w->ks->impl : IMPL_BH) {
+    case IMPL_BH:
+        loop(w, IMPL_BH);
+        break;
+    case IMPL_HASH:
+        loop(w, IMPL_HASH);
+        break;
+    case IMPL_TREE:
+        loop(w, IMPL_TREE);
+        break;
+    }
+}
+
+static void *worker_main(void *arg) {
+    worker *w = arg;
+    pthread_barrier_wait(w->start);
+    double t0 = bench_now_ns();
+    run_loop(w);
+    w->ns = bench_now_ns() - t0;
+    return NULL;
+}
+
+/* Runs n copies of proto on n threads started together; each thread gets its
+ * own seed (and its own handle from hs, if given). Returns the mean over the
+ * threads of each thread's ns per operation (the latency view: with a shared
+ * lock, every thread waits). */
+static double run_workers(int n, const worker *proto, const bh_handle *hs) {
+    worker w[8];
+    pthread_t tid[8];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)n);
+    for (int t = 0; t < n; t++) {
+        w[t] = *proto;
+        w[t].seed = 0x9e3779b97f4a7c15ull * (uint64_t)(t + 1) + (uint64_t)proto->ops;
+        w[t].start = &start;
+        if (hs != NULL)
+            w[t].h = hs[t];
+        if (pthread_create(&tid[t], NULL, worker_main, &w[t]) != 0)
+            bench_die("pthread_create failed");
+    }
+    double sum = 0;
+    for (int t = 0; t < n; t++) {
+        pthread_join(tid[t], NULL);
+        sum += w[t].ns / (double)w[t].ops;
+    }
+    pthread_barrier_destroy(&start);
+    return sum / n;
+}
+
+/* ======================== Figures ======================== */
+
+/* One line of the result table. Targets come from issue 11: either on the
+ * speedup over a baseline (baseline ns / bufhandle ns) or on the value. */
+typedef struct figure {
+    char name[80];
+    const char *unit; /* "ns", "B", "x" */
+    double bh;
+    int nbase;
+    const char *base_name[2];
+    double base[2];
+    double min_speedup[2]; /* 0: no target on that baseline */
+    double max_value;      /* 0: no target on the value itself */
+} figure;
+
+#define MAX_FIGURES 16
+static figure figures[MAX_FIGURES];
+static int nfigures;
+
+static figure *add_figure(const char *name, const char *unit) {
+    if (nfigures == MAX_FIGURES)
+        bench_die("too many figures");
+    figure *f = &figures[nfigures++];
+    memset(f, 0, sizeof(*f));
+    snprintf(f->name, sizeof(f->name), "%s", name);
+    f->unit = unit;
+    return f;
+}
+
+static void add_base(figure *f, const char *name, double value, double min_speedup) {
+    f->base_name[f->nbase] = name;
+    f->base[f->nbase] = value;
+    f->min_speedup[f->nbase] = min_speedup;
+    f->nbase++;
+}
+
+/* 1 met, 0 not met, -1 no target. */
+static int figure_met(const figure *f) {
+    int met = -1;
+    for (int b = 0; b < f->nbase; b++)
+        if (f->min_speedup[b] > 0)
+            met = (met != 0) && f->base[b] / f->bh >= f->min_speedup[b];
+    if (f->max_value > 0)
+        met = (met != 0) && f->bh <= f->max_value;
+    return met;
+}
+
+typedef struct opts {
+    int reps, quick, json;
+    long ops;
+    const char *only;
+    size_t live; /* mixed workload at this size only (0: the standard curve) */
+} opts;
+
+static int wanted(const opts *o, const char *section) {
+    return o->only == NULL || strcmp(o->only, section) == 0;
+}
+
+/* ======================== Sections ======================== */
+
+/* retain+release, 1 thread, against the counter pairs; and 2 threads each on
+ * its own handle, per pair, relative to 1 thread in the same repetition. */
+static void section_pairs(const opts *o) {
+    double bh1[MAX_REPS], cas[MAX_REPS], xadd[MAX_REPS], scale[MAX_REPS], bh2[MAX_REPS];
+    keyset ks;
+    ks_create(&ks, IMPL_BH, 0, 2);
+    bh_handle hs[2] = {{ks.own[0]}, {ks.own[1]}};
+    worker bh = {.what = W_PAIR, .ks = &ks, .ops = o->ops};
+    worker c = {.what = W_CAS_PAIR, .counter = {1}, .ops = o->ops};
+    worker x = {.what = W_XADD_PAIR, .counter = {1}, .ops = o->ops};
+    for (int r = 0; r < o->reps; r++) {
+        bh1[r] = run_workers(1, &bh, hs);
+        cas[r] = run_workers(1, &c, NULL);
+        xadd[r] = run_workers(1, &x, NULL);
+        bh2[r] = run_workers(2, &bh, hs);
+        scale[r] = bh2[r] / bh1[r];
+    }
+    ks_destroy(&ks);
+    figure *f = add_figure("retain+release, 1 thread", "ns");
+    f->bh = bench_median(bh1, o->reps);
+    add_base(f, "CAS-loop pair", bench_median(cas, o->reps), 1 / 1.1);
+    add_base(f, "xadd pair", bench_median(xadd, o->reps), 0);
+    f = add_figure("2 threads, own handles: per pair / 1 thread", "x");
+    f->bh = bench_median(scale, o->reps);
+    f->max_value = 1.2;
+}
+
+/* lookup hit + release, 2 threads, 1K live, random keys. */
+static void section_lookup(const opts *o) {
+    double v[3][MAX_REPS];
+    keyset ks[3];
+    for (int i = 0; i < 3; i++)
+        ks_create(&ks[i], (enum impl)i, 0, 1024);
+    for (int r = 0; r < o->reps; r++)
+        for (int i = 0; i < 3; i++)
+            v[i][r] = run_workers(2, &(worker){.what = W_LOOKUP, .ks = &ks[i], .ops = o->ops}, NULL);
+    for (int i = 0; i < 3; i++)
+        ks_destroy(&ks[i]);
+    figure *f = add_figure("lookup hit + release, 2 threads, 1K live", "ns");
+    f->bh = bench_median(v[IMPL_BH], o->reps);
+    add_base(f, impl_names[IMPL_TREE], bench_median(v[IMPL_TREE], o->reps), 4);
+    add_base(f, impl_names[IMPL_HASH], bench_median(v[IMPL_HASH], o->reps), 2);
+}
+
+static double rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, resident = 0;
+    if (f == NULL || fscanf(f, "%lu %lu", &size, &resident) != 2)
+        bench_die("cannot read /proc/self/statm");
+    fclose(f);
+    return (double)resident * (double)sysconf(_SC_PAGESIZE);
+}
+
+/* Host bytes per live key: resident-set growth while n keys are populated,
+ * measured in a child process so that memory the benchmark freed earlier
+ * cannot be reused (and hide the growth). */
+static double bytes_per_live(enum impl impl, size_t n) {
+    int fd[2];
+    if (pipe(fd) != 0)
+        bench_die("pipe failed");
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        bench_die("fork failed");
+    if (pid == 0) {
+        keyset ks;
+        ks_init(&ks, impl, 0, n);
+        double before = rss_bytes();
+        ks_populate(&ks);
+        double per = (rss_bytes() - before) / (double)n;
+        ssize_t w = write(fd[1], &per, sizeof(per));
+        _exit(w == (ssize_t)sizeof(per) ? 0 : 1);
+    }
+    double per = -1;
+    if (read(fd[0], &per, sizeof(per)) != (ssize_t)sizeof(per))
+        bench_die("memory measurement child failed");
+    waitpid(pid, NULL, 0);
+    close(fd[0]);
+    close(fd[1]);
+    return per;
+}
+
+static void section_memory(const opts *o) {
+    size_t n = o->quick ? 65536 : 1048576;
+    char name[80];
+    snprintf(name, sizeof(name), "host bytes per live handle, %zuK live (RSS)", n / 1024);
+    figure *f = add_figure(name, "B");
+    f->bh = bytes_per_live(IMPL_BH, n);
+    f->max_value = 64;
+    add_base(f, impl_names[IMPL_HASH], bytes_per_live(IMPL_HASH, n), 0);
+}
+
+/* The mixed workload at each size, 1 thread. Both structures are built once
+ * per size and the repetitions run on them alternately. */
+static void section_mixed(const opts *o) {
+    static const size_t full[] = {1024, 16384, 262144, 1048576}, quick[] = {1024, 16384};
+    const size_t *sizes = o->live ? &o->live : o->quick ? quick : full;
+    int nsizes = o->live ? 1 : o->quick ? 2 : 4;
+    for (int s = 0; s < nsizes; s++) {
+        double v[2][MAX_REPS];
+        keyset ks[2];
+        for (int i = 0; i < 2; i++)
+            ks_create(&ks[i], (enum impl)i, 0, sizes[s]);
+        for (int r = 0; r < o->reps; r++)
+            for (int i = 0; i < 2; i++)
+                v[i][r] = run_workers(1, &(worker){.what = W_MIXED, .ks = &ks[i], .ops = o->ops}, NULL);
+        for (int i = 0; i < 2; i++)
+            ks_destroy(&ks[i]);
+        char name[80];
+        snprintf(name, sizeof(name), "mixed, 1/8 churn, 1 thread, %zuK live", sizes[s] / 1024);
+        figure *f = add_figure(name, "ns");
+        f->bh = bench_median(v[IMPL_BH], o->reps);
+        add_base(f, impl_names[IMPL_HASH], bench_median(v[IMPL_HASH], o->reps),
+                 sizes[s] == 1048576 ? 1.5 : 0);
+    }
+}
+
+/* intern alias + release of one live key, 1 thread: against one uncontended
+ * global mutex (around the hash). */
+static void section_intern(const opts *o) {
+    double v[2][MAX_REPS];
+    keyset ks[2];
+    for (int i = 0; i < 2; i++)
+        ks_create(&ks[i], (enum impl)i, 0, 1);
+    for (int r = 0; r < o->reps; r++)
+        for (int i = 0; i < 2; i++)
+            v[i][r] = run_workers(1, &(worker){.what = W_INTERN, .ks = &ks[i], .ops = o->ops}, NULL);
+    for (int i = 0; i < 2; i++)
+        ks_destroy(&ks[i]);
+    figure *f = add_figure("intern alias + release, 1 thread", "ns");
+    f->bh = bench_median(v[IMPL_BH], o->reps);
+    add_base(f, impl_names[IMPL_HASH], bench_median(v[IMPL_HASH], o->reps), 1.0);
+}
+
+/* The hot path in each configuration, 1 thread, 1K live. */
+enum { CW_PAIR, CW_INTERN, CW_LOOKUP, CW_COUNT };
+static const char *const cw_names[] = {"retain+release", "intern alias+release", "lookup+release"};
+static double config_ns[NCONFIGS][CW_COUNT];
+
+static void section_configs(const opts *o) {
+    static const work works[] = {W_PAIR, W_INTERN, W_LOOKUP};
+    double v[NCONFIGS][CW_COUNT][MAX_REPS];
+    keyset ks[NCONFIGS];
+    for (int c = 0; c < NCONFIGS; c++)
+        ks_create(&ks[c], IMPL_BH, configs[c].flags, 1024);
+    for (int r = 0; r < o->reps; r++)
+        for (int c = 0; c < NCONFIGS; c++)
+            for (int k = 0; k < CW_COUNT; k++) {
+                worker w = {.what = works[k], .ks = &ks[c], .ops = o->ops, .h = {ks[c].own[0]}};
+                v[c][k][r] = run_workers(1, &w, NULL);
+            }
+    for (int c = 0; c < NCONFIGS; c++) {
+        ks_destroy(&ks[c]);
+        for (int k = 0; k < CW_COUNT; k++)
+            config_ns[c][k] = bench_median(v[c][k], o->reps);
+    }
+}
+
+/* ======================== Output ======================== */
+
+static void cpu_model(char *out, size_t len) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[256];
+    snprintf(out, len, "unknown");
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
+            snprintf(out, len, "%s", colon + 2);
+            out[strcspn(out, "\n\"\\")] = '\0';
+            break;
+        }
+    }
+    if (f != NULL)
+        fclose(f);
+}
+
+static const char *met_text(int met) { return met < 0 ? "" : met ? "met" : "NOT met"; }
+
+static void print_text(const opts *o, const char *cpu, const report_cost *rc) {
+    printf("bh-bench%s: %s; medians of %d repetitions, %ld operations per thread per measurement\n",
+           o->quick ? " --quick" : "", cpu, o->reps, o->ops);
+    printf("speedup = baseline / bufhandle (above 1: bufhandle is faster)\n\n");
+    printf("%-48s %12s  %-36s %10s %8s  %s\n", "figure", "bufhandle", "baseline", "", "speedup", "target");
+    for (int i = 0; i < nfigures; i++) {
+        const figure *f = &figures[i];
+        char target[48] = "";
+        if (f->max_value > 0)
+            snprintf(target, sizeof(target), "<= %.3g %s", f->max_value, f->unit);
+        printf("%-48s %9.*f %-2s", f->name, strcmp(f->unit, "x") == 0 ? 2 : 1, f->bh, f->unit);
+        for (int b = 0; b < (f->nbase ? f->nbase : 1); b++) {
+            if (b > 0)
+                printf("%-48s %12s", "", "");
+            if (f->nbase == 0) {
+                printf("  %-36s %10s %8s  %s %s\n", "-", "", "", target, met_text(figure_met(f)));
+                continue;
+            }
+            if (f->min_speedup[b] > 0)
+                snprintf(target, sizeof(target), ">= %.2fx", f->min_speedup[b]);
+            else if (f->max_value <= 0)
+                target[0] = '\0';
+            char speedup[16] = "-"; /* only times have a speedup; other units compare by target */
+            if (strcmp(f->unit, "ns") == 0)
+                snprintf(speedup, sizeof(speedup), "%.2fx", f->base[b] / f->bh);
+            printf("  %-36s %7.1f %-2s %8s  %s %s\n", f->base_name[b], f->base[b], f->unit, speedup, target,
+                   b == f->nbase - 1 ? met_text(figure_met(f)) : "");
+        }
+    }
+    if (config_ns[0][0] > 0) {
+        printf("\nhot path per configuration, 1 thread, 1K live (ns; x = relative to the first line)\n");
+        printf("%-32s", "configuration");
+        for (int k = 0; k < CW_COUNT; k++)
+            printf(" %22s", cw_names[k]);
+        printf("\n");
+        for (int c = 0; c < NCONFIGS; c++) {
+            printf("%-32s", configs[c].name);
+            for (int k = 0; k < CW_COUNT; k++)
+                printf(" %13.1f (%5.2fx)", config_ns[c][k], config_ns[c][k] / config_ns[0][k]);
+            printf("\n");
+        }
+    }
+    if (rc != NULL) {
+        printf("\nreporting cost on the application thread at 100,000 reports/s (server: %s)\n", rc->server);
+        printf("%-48s %12s %12s\n", "", "mean ns", "p99 ns");
+        printf("%-48s %12.1f %12.1f\n", "socket reporter (ring + background sender)", rc->reporter_mean_ns,
+               rc->reporter_p99_ns);
+        printf("%-48s %12.1f %12.1f\n", "baseline: one blocking send per report", rc->send_mean_ns,
+               rc->send_p99_ns);
+    }
+}
+
+static void print_json(const opts *o, const char *cpu, const report_cost *rc) {
+    printf("{\"cpu\":\"%s\",\"quick\":%s,\"reps\":%d,\"ops\":%ld,\"figures\":[", cpu,
+           o->quick ? "true" : "false", o->reps, o->ops);
+    for (int i = 0; i < nfigures; i++) {
+        const figure *f = &figures[i];
+        int met = figure_met(f);
+        printf("%s{\"name\":\"%s\",\"unit\":\"%s\",\"bufhandle\":%.3f,\"baselines\":[", i ? "," : "", f->name,
+               f->unit, f->bh);
+        for (int b = 0; b < f->nbase; b++) {
+            printf("%s{\"name\":\"%s\",\"value\":%.3f", b ? "," : "", f->base_name[b], f->base[b]);
+            if (strcmp(f->unit, "ns") == 0)
+                printf(",\"speedup\":%.3f", f->base[b] / f->bh);
+            if (f->min_speedup[b] > 0)
+                printf(",\"target_min_speedup\":%.3f", f->min_speedup[b]);
+            printf("}");
+        }
+        printf("]");
+        if (f->max_value > 0)
+            printf(",\"target_max\":%.3f", f->max_value);
+        printf(",\"target_met\":%s}", met < 0 ? "null" : met ? "true" : "false");
+    }
+    printf("],\"configs\":[");
+    for (int c = 0; c < NCONFIGS && config_ns[0][0] > 0; c++) {
+        printf("%s{\"name\":\"%s\",\"flags\":%" PRIu32, c ? "," : "", configs[c].name, configs[c].flags);
+        for (int k = 0; k < CW_COUNT; k++)
+            printf(",\"%s_ns\":%.3f",
+                   k == CW_PAIR     ? "retain_release"
+                   : k == CW_INTERN ? "intern_alias_release"
+                                    : "lookup_release",
+                   config_ns[c][k]);
+        printf("}");
+    }
+    printf("]");
+    if (rc != NULL)
+        printf(
+            ",\"reporter\":{\"rate_per_s\":100000,\"server\":\"%s\",\"socket_reporter_mean_ns\":%.1f,"
+            "\"socket_reporter_p99_ns\":%.1f,\"blocking_send_mean_ns\":%.1f,\"blocking_send_p99_ns\":%.1f}",
+            rc->server, rc->reporter_mean_ns, rc->reporter_p99_ns, rc->send_mean_ns, rc->send_p99_ns);
+    printf("}\n");
 }
 
 /* ======================== main ======================== */
 
-typedef struct row {
-    const char *name;
-    double bh, base; /* ns per op, medians */
-} row;
+static void *nothing(void *arg) { return arg; }
+
+static const char usage[] =
+    "usage: bh-bench [--quick] [--reps N] [--ops N] [--json] [--trackd PATH]\n"
+    "                [--only memory|pairs|lookup|mixed|intern|configs|reporter] [--live N]\n";
 
 int main(int argc, char **argv) {
-    int reps = 5, threads = 4, json = 0;
-    long ops = 1000000;
+    opts o = {.reps = 5, .ops = 1000000};
+    long ops = 0;
+    int reps = 0;
     const char *trackd = bh_trackd_next_to_self();
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0)
-            json = 1;
+            o.json = 1;
+        else if (strcmp(argv[i], "--quick") == 0)
+            o.quick = 1;
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
             reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--ops") == 0 && i + 1 < argc)
             ops = atol(argv[++i]);
-        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
-            threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+            o.only = argv[++i];
+        else if (strcmp(argv[i], "--live") == 0 && i + 1 < argc)
+            o.live = (size_t)atol(argv[++i]);
         else if (strcmp(argv[i], "--trackd") == 0 && i + 1 < argc)
             trackd = argv[++i];
         else {
-            fprintf(stderr, "usage: bh-bench [--reps N] [--ops N] [--threads N] [--json] [--trackd PATH]\n");
+            fputs(usage, stderr);
             return 2;
         }
     }
-    if (reps < 1 || reps > 99 || ops < 1000 || threads < 1 || threads > 64) {
-        fprintf(stderr, "bh-bench: --reps 1..99, --ops >= 1000, --threads 1..64\n");
+    if (o.quick) {
+        o.reps = 3;
+        o.ops = 20000;
+    }
+    o.reps = reps ? reps : o.reps;
+    o.ops = ops ? ops : o.ops;
+    if (o.reps < 1 || o.reps > MAX_REPS || o.ops < 1000 || (o.live & (o.live - 1)) != 0) {
+        fprintf(stderr, "bh-bench: --reps 1..%d, --ops >= 1000, --live a power of two\n", MAX_REPS);
         return 2;
     }
 
+    /* First, before anything is freed: the resident-set measurement. */
+    if (wanted(&o, "memory"))
+        section_memory(&o);
+    /* glibc skips the lock prefix of mutexes while a process has never had a
+     * second thread; runtimes are threaded, so the baselines must not be
+     * measured in that flattering mode. */
+    pthread_t t;
+    if (pthread_create(&t, NULL, nothing, NULL) != 0)
+        bench_die("pthread_create failed");
+    pthread_join(t, NULL);
+
     static const struct {
         const char *name;
-        int kind, threads, shared;
-    } cfgs[] = {
-        {"retain+release, 1 thread", 0, 1, 0},
-        {"retain+release, N threads, own allocations", 0, -1, 0},
-        {"retain+release, N threads, one allocation", 0, -1, 1},
-        {"intern alias+release, 1 thread", 1, 1, 0},
-        {"intern alias+release, N threads, own allocations", 1, -1, 0},
-        {"lookup+release, N threads, own allocations", 2, -1, 0},
+        void (*run)(const opts *);
+    } sections[] = {
+        {"pairs", section_pairs},   {"lookup", section_lookup},   {"mixed", section_mixed},
+        {"intern", section_intern}, {"configs", section_configs},
     };
-    enum { NCFG = sizeof(cfgs) / sizeof(cfgs[0]) };
-    row rows[NCFG + 1];
-    double samples[2][99];
-    for (int c = 0; c < NCFG; c++) {
-        int t = cfgs[c].threads < 0 ? threads : cfgs[c].threads;
-        long per = ops / t;
-        for (int r = 0; r < reps; r++) { /* interleaved, so drift hits both alike */
-            samples[0][r] = measure(cfgs[c].kind, 0, t, cfgs[c].shared, per);
-            samples[1][r] = measure(cfgs[c].kind, 1, t, cfgs[c].shared, per);
-        }
-        rows[c] = (row){cfgs[c].name, median(samples[0], reps), median(samples[1], reps)};
-        if (!json)
-            fprintf(stderr, "bh-bench: %s done\n", cfgs[c].name);
+    for (size_t s = 0; s < sizeof(sections) / sizeof(sections[0]); s++) {
+        if (!wanted(&o, sections[s].name))
+            continue;
+        sections[s].run(&o);
+        if (!o.json)
+            fprintf(stderr, "bh-bench: %s done\n", sections[s].name);
     }
 
-    /* Reporter cost at 100K reports per second. */
-    char dir[] = "/tmp/bh-bench-XXXXXX", sock[64], sink_path[64];
-    double rep_mean[99], rep_p99[99], send_mean[99], send_p99[99];
-    long nrep = 100000; /* one second at 100K/s */
-    int have_reporter = mkdtemp(dir) != NULL;
-    pid_t server = -1;
-    if (have_reporter) {
-        snprintf(sock, sizeof(sock), "%s/trackd.sock", dir);
-        snprintf(sink_path, sizeof(sink_path), "%s/sink.sock", dir);
-        server = trackd != NULL ? bh_trackd_start(trackd, sock, "/dev/null", NULL) : -1;
-        for (int r = 0; r < reps && have_reporter; r++) {
-            bh_reporter rep;
-            bh_socket_options so = {.max_block_us = 1000};
-            const char *target = sock;
-            pthread_t st = 0;
-            int lfd = -1;
-            if (server < 0) { /* no bh-trackd: a discarding reader stands in */
-                lfd = sink_listen(sink_path);
-                pthread_create(&st, NULL, sink, (void *)(intptr_t)lfd);
-                target = sink_path;
-            }
-            if (bh_socket_reporter_open(target, &so, &rep) != BH_OK) {
-                have_reporter = 0;
-                break;
-            }
-            rep_mean[r] = paced_reports(&rep, -1, nrep, 100000, &rep_p99[r]);
-            bh_reporter_stats rs;
-            bh_socket_reporter_stats(&rep, &rs);
-            bh_socket_reporter_close(&rep);
-            if (rs.dropped != 0)
-                fprintf(stderr, "bh-bench: warning: %" PRIu64 " reports dropped\n", rs.dropped);
-            if (lfd >= 0) {
-                pthread_join(st, NULL);
-                close(lfd);
-            }
-            /* Baseline: one blocking send per report to a reader. */
-            lfd = sink_listen(sink_path);
-            pthread_create(&st, NULL, sink, (void *)(intptr_t)lfd);
-            int fd = bh_unix_connect(sink_path);
-            send_mean[r] = paced_reports(NULL, fd, nrep, 100000, &send_p99[r]);
-            close(fd);
-            pthread_join(st, NULL);
-            close(lfd);
-        }
-        bh_trackd_stop(server);
-        unlink(sink_path);
-        rmdir(dir);
-    }
-
-    if (json) {
-        printf("{\"reps\":%d,\"ops\":%ld,\"threads\":%d,\"results\":[", reps, ops, threads);
-        for (int c = 0; c < NCFG; c++)
-            printf("%s{\"name\":\"%s\",\"bufhandle_ns\":%.2f,\"global_lock_ns\":%.2f,\"speedup\":%.2f}",
-                   c ? "," : "", rows[c].name, rows[c].bh, rows[c].base, rows[c].base / rows[c].bh);
-        printf("]");
-        if (have_reporter)
-            printf(",\"reporter\":{\"rate_per_s\":100000,\"server\":\"%s\",\"socket_reporter_mean_ns\":%.1f,"
-                   "\"socket_reporter_p99_ns\":%.1f,\"blocking_send_mean_ns\":%.1f,\"blocking_send_p99_ns\":%"
-                   ".1f}",
-                   server > 0 ? "bh-trackd" : "discarding reader", median(rep_mean, reps),
-                   median(rep_p99, reps), median(send_mean, reps), median(send_p99, reps));
-        printf("}\n");
-        return 0;
-    }
-    printf("bh-bench: medians of %d repetitions, %ld operation pairs per measurement, N = %d threads\n\n",
-           reps, ops, threads);
-    printf("%-50s %14s %14s %9s\n", "operation pair", "bufhandle ns", "global lock ns", "speedup");
-    for (int c = 0; c < NCFG; c++)
-        printf("%-50s %14.1f %14.1f %8.2fx\n", rows[c].name, rows[c].bh, rows[c].base,
-               rows[c].base / rows[c].bh);
-    if (have_reporter) {
-        printf("\nreporting cost on the application thread at 100,000 reports/s (server: %s)\n",
-               server > 0 ? "bh-trackd" : "discarding reader");
-        printf("%-50s %14s %14s\n", "", "mean ns", "p99 ns");
-        printf("%-50s %14.1f %14.1f\n", "socket reporter (ring + background sender)", median(rep_mean, reps),
-               median(rep_p99, reps));
-        printf("%-50s %14.1f %14.1f\n", "baseline: one blocking send per report", median(send_mean, reps),
-               median(send_p99, reps));
-    }
+    report_cost rc;
+    int have_rc = wanted(&o, "reporter") &&
+                  report_cost_measure(trackd, o.reps, o.quick ? 2000 : 100000, 100000, &rc) == 0;
+    char cpu[128];
+    cpu_model(cpu, sizeof(cpu));
+    if (o.json)
+        print_json(&o, cpu, have_rc ? &rc : NULL);
+    else
+        print_text(&o, cpu, have_rc ? &rc : NULL);
     return 0;
 }
