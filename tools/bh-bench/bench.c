@@ -388,21 +388,32 @@ static void section_pairs(const opts *o) {
     f->max_value = 1.2;
 }
 
-/* lookup hit + release, 2 threads, 1K live, random keys. */
-static void section_lookup(const opts *o) {
+/* Median ns per operation of `what` on `threads` threads, for the keys of
+ * each implementation in turn (n live keys each); repetitions interleaved
+ * across the implementations. */
+static void compare(const opts *o, int nimpl, size_t n, work what, int threads, double *medians) {
     double v[3][MAX_REPS];
     keyset ks[3];
-    for (int i = 0; i < 3; i++)
-        ks_create(&ks[i], (enum impl)i, 0, 1024);
+    for (int i = 0; i < nimpl; i++)
+        ks_create(&ks[i], (enum impl)i, 0, n);
     for (int r = 0; r < o->reps; r++)
-        for (int i = 0; i < 3; i++)
-            v[i][r] = run_workers(2, &(worker){.what = W_LOOKUP, .ks = &ks[i], .ops = o->ops}, NULL);
-    for (int i = 0; i < 3; i++)
+        for (int i = 0; i < nimpl; i++)
+            v[i][r] = run_workers(
+                threads, &(worker){.what = what, .ks = &ks[i], .ops = o->ops, .h = {ks[i].own[0]}}, NULL);
+    for (int i = 0; i < nimpl; i++) {
         ks_destroy(&ks[i]);
+        medians[i] = bench_median(v[i], o->reps);
+    }
+}
+
+/* lookup hit + release, 2 threads, 1K live, random keys. */
+static void section_lookup(const opts *o) {
+    double m[3];
+    compare(o, 3, 1024, W_LOOKUP, 2, m);
     figure *f = add_figure("lookup hit + release, 2 threads, 1K live", "ns");
-    f->bh = bench_median(v[IMPL_BH], o->reps);
-    add_base(f, impl_names[IMPL_TREE], bench_median(v[IMPL_TREE], o->reps), 4);
-    add_base(f, impl_names[IMPL_HASH], bench_median(v[IMPL_HASH], o->reps), 2);
+    f->bh = m[IMPL_BH];
+    add_base(f, impl_names[IMPL_TREE], m[IMPL_TREE], 4);
+    add_base(f, impl_names[IMPL_HASH], m[IMPL_HASH], 2);
 }
 
 static double rss_bytes(void) {
@@ -460,39 +471,24 @@ static void section_mixed(const opts *o) {
     const size_t *sizes = o->live ? &o->live : o->quick ? quick : full;
     int nsizes = o->live ? 1 : o->quick ? 2 : 4;
     for (int s = 0; s < nsizes; s++) {
-        double v[2][MAX_REPS];
-        keyset ks[2];
-        for (int i = 0; i < 2; i++)
-            ks_create(&ks[i], (enum impl)i, 0, sizes[s]);
-        for (int r = 0; r < o->reps; r++)
-            for (int i = 0; i < 2; i++)
-                v[i][r] = run_workers(1, &(worker){.what = W_MIXED, .ks = &ks[i], .ops = o->ops}, NULL);
-        for (int i = 0; i < 2; i++)
-            ks_destroy(&ks[i]);
+        double m[2];
+        compare(o, 2, sizes[s], W_MIXED, 1, m);
         char name[80];
         snprintf(name, sizeof(name), "mixed, 1/8 churn, 1 thread, %zuK live", sizes[s] / 1024);
         figure *f = add_figure(name, "ns");
-        f->bh = bench_median(v[IMPL_BH], o->reps);
-        add_base(f, impl_names[IMPL_HASH], bench_median(v[IMPL_HASH], o->reps),
-                 sizes[s] == 1048576 ? 1.5 : 0);
+        f->bh = m[IMPL_BH];
+        add_base(f, impl_names[IMPL_HASH], m[IMPL_HASH], sizes[s] == 1048576 ? 1.5 : 0);
     }
 }
 
 /* intern alias + release of one live key, 1 thread: against one uncontended
  * global mutex (around the hash). */
 static void section_intern(const opts *o) {
-    double v[2][MAX_REPS];
-    keyset ks[2];
-    for (int i = 0; i < 2; i++)
-        ks_create(&ks[i], (enum impl)i, 0, 1);
-    for (int r = 0; r < o->reps; r++)
-        for (int i = 0; i < 2; i++)
-            v[i][r] = run_workers(1, &(worker){.what = W_INTERN, .ks = &ks[i], .ops = o->ops}, NULL);
-    for (int i = 0; i < 2; i++)
-        ks_destroy(&ks[i]);
+    double m[2];
+    compare(o, 2, 1, W_INTERN, 1, m);
     figure *f = add_figure("intern alias + release, 1 thread", "ns");
-    f->bh = bench_median(v[IMPL_BH], o->reps);
-    add_base(f, impl_names[IMPL_HASH], bench_median(v[IMPL_HASH], o->reps), 1.0);
+    f->bh = m[IMPL_BH];
+    add_base(f, impl_names[IMPL_HASH], m[IMPL_HASH], 1.0);
 }
 
 /* The hot path in each configuration, 1 thread, 1K live. */
