@@ -1,11 +1,20 @@
 // test_cpp.cpp - the C++17 RAII wrapper: copy retains, move steals, the
-// destructor releases, errors throw bufhandle::error with the status.
+// destructor releases, errors throw bufhandle::error with the status and say
+// what the call was about, every failing operation has a noexcept variant, and
+// a registry destroyed under live handles says so (or aborts).
+#include <csignal>
 #include <cstdarg>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <csetjmp>
+#include <cstring>
+#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
+#include <sys/wait.h>
+#include <unistd.h>
 extern "C" {
 #include <cmocka.h>
 }
@@ -124,6 +133,209 @@ void errors_throw_with_their_status(void **) {
     reg.destroy();
 }
 
+// Accessors and the moved-from state.
+void accessors_and_the_empty_state(void **) {
+    counting_allocator a;
+    bh_config cfg = a.config();
+    bufhandle::registry reg(cfg);
+    bufhandle::handle h = reg.alloc(7, 8192);
+    assert_int_equal(h.device(), 7);
+    assert_int_equal(h.address(), 0x1000);
+    assert_int_equal(h.size(), 8192);
+    assert_int_equal(h.use_count(), 1);
+    bufhandle::handle alias = reg.intern(7, 0x1000, 4096);
+    assert_int_equal(h.use_count(), 2);
+    assert_int_equal(alias.size(), 8192); // the allocation's size, not the alias's
+    assert_string_equal(h.to_string().c_str(), "device 7, address 0x1000, size 8192, 2 references");
+
+    bufhandle::handle moved = std::move(alias);
+    assert_true(alias.empty());
+    assert_false(moved.empty());
+    assert_int_equal(alias.use_count(), 0);
+    assert_string_equal(alias.to_string().c_str(), "empty");
+    std::string what;
+    try {
+        (void)alias.address();
+    } catch (const bufhandle::error &e) {
+        assert_int_equal(e.status(), BH_EINVAL);
+        what = e.what();
+    }
+    assert_non_null(std::strstr(what.c_str(), "empty"));
+    bh_status st = BH_OK;
+    (void)alias.info(st);
+    assert_int_equal(st, BH_EINVAL);
+    bufhandle::handle copy_of_empty = alias.copy(st);
+    assert_int_equal(st, BH_OK);
+    assert_true(copy_of_empty.empty());
+}
+
+// Errors name the call, the device, address and sizes.
+void errors_say_what_they_were_about(void **) {
+    counting_allocator a;
+    bh_config cfg = a.config();
+    bufhandle::registry reg(cfg);
+    bufhandle::handle h = reg.alloc(4, 4096);
+    std::string what;
+    try {
+        reg.intern(4, 0x1000, 8192);
+    } catch (const bufhandle::error &e) {
+        assert_int_equal(e.status(), BH_ERANGE);
+        assert_int_equal(e.device(), 4);
+        assert_int_equal(e.address(), 0x1000);
+        assert_int_equal(e.size(), 8192);
+        what = e.what();
+    }
+    assert_string_equal(what.c_str(),
+                        "bh_intern(device 4, address 0x1000, size 8192): BH_ERANGE: alias larger "
+                        "than the live allocation; the live allocation there is 0x1000 of size 4096");
+    try {
+        reg.lookup(3, 0xabc000);
+    } catch (const bufhandle::error &e) {
+        what = e.what();
+    }
+    assert_non_null(std::strstr(what.c_str(), "bh_lookup(device 3, address 0xabc000): BH_ENOTFOUND"));
+    try {
+        reg.alloc(2, 0);
+    } catch (const bufhandle::error &e) {
+        what = e.what();
+    }
+    assert_non_null(std::strstr(what.c_str(), "bh_alloc(device 2, size 0): BH_EINVAL"));
+    assert_int_equal(h.use_count(), 1); // the failed calls took nothing
+}
+
+// The noexcept variants: a status instead of an exception, an empty result.
+struct busy_probe {
+    counting_allocator a;
+    bufhandle::registry *reg = nullptr;
+    bh_status seen = BH_OK;
+    bool threw = false;
+    // The allocator's free runs while the block is dying: interning the
+    // address then is BH_EBUSY, the case a porting caller must handle.
+    static void free(void *ctx, uint32_t device, uint64_t address, uint64_t) {
+        auto *self = static_cast<busy_probe *>(ctx);
+        self->a.frees++;
+        bufhandle::handle h = self->reg->intern(device, address, 64, self->seen);
+        assert_true(h.empty());
+        try {
+            (void)self->reg->intern(device, address, 64);
+        } catch (const bufhandle::error &e) {
+            self->threw = e.status() == BH_EBUSY;
+        }
+    }
+};
+
+void noexcept_variants_report_status(void **) {
+    busy_probe p;
+    bh_config cfg = p.a.config();
+    cfg.allocator.free = &busy_probe::free;
+    cfg.allocator.ctx = &p;
+    bh_status st = BH_EINVAL;
+    bufhandle::registry reg(cfg, st);
+    assert_int_equal(st, BH_OK);
+    p.reg = &reg;
+
+    bufhandle::handle h = reg.alloc(1, 4096, st);
+    assert_int_equal(st, BH_OK);
+    bufhandle::handle miss = reg.lookup(1, 0x9000, st);
+    assert_int_equal(st, BH_ENOTFOUND);
+    assert_true(miss.empty());
+    bufhandle::handle too_big = reg.intern(1, h.address(), 1 << 20, st);
+    assert_int_equal(st, BH_ERANGE);
+    assert_true(too_big.empty());
+    bufhandle::handle alias = reg.intern(1, h.address(), 16, st);
+    assert_int_equal(st, BH_OK);
+    bufhandle::handle copy = alias.copy(st);
+    assert_int_equal(st, BH_OK);
+    assert_int_equal(h.use_count(), 3);
+    bh_stats s = reg.stats(st);
+    assert_int_equal(st, BH_OK);
+    assert_int_equal(s.live_handles, 1);
+    reg.destroy(st);
+    assert_int_equal(st, BH_EBUSY);
+    assert_non_null(reg.get());
+
+    // A stale reference: copy and reset say so without throwing.
+    bh_handle raw = copy.release_to_c();
+    assert_int_equal(bh_release(reg.get(), raw), BH_OK);
+    alias.reset(st);
+    assert_int_equal(st, BH_OK);
+    h.reset(st); // the last reference: the allocator's free probes BH_EBUSY
+    assert_int_equal(st, BH_OK);
+    assert_int_equal(p.a.frees, 1);
+    assert_int_equal(p.seen, BH_EBUSY);
+    assert_true(p.threw);
+    bufhandle::handle stale = bufhandle::handle::adopt(reg.get(), raw);
+    bufhandle::handle copy_of_stale = stale.copy(st);
+    assert_int_equal(st, BH_ESTALE);
+    assert_true(copy_of_stale.empty());
+    stale.reset(st);
+    assert_int_equal(st, BH_ESTALE);
+
+    reg.destroy(st);
+    assert_int_equal(st, BH_OK);
+    assert_null(reg.get());
+    bufhandle::handle none = reg.alloc(1, 64, st); // an empty registry
+    assert_int_equal(st, BH_EINVAL);
+    assert_true(none.empty());
+
+    bh_config bad = p.a.config();
+    bad.flags = 0x80000000u; // unknown flag bit
+    bufhandle::registry failed(bad, st);
+    assert_int_equal(st, BH_EINVAL);
+    assert_null(failed.get());
+}
+
+// Runs a registry's destructor with one live handle in a child process whose
+// stderr goes to a file; returns the child's wait status and its stderr.
+int destroy_with_live_handle(bufhandle::on_live_handles mode, std::string &err) {
+    std::FILE *f = std::tmpfile();
+    assert_non_null(f);
+    std::fflush(nullptr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fileno(f), 2);
+        counting_allocator a;
+        a.next = 0x2b6d0000;
+        bh_config cfg = a.config();
+        std::optional<bufhandle::handle> live;
+        {
+            bufhandle::registry reg(cfg, mode);
+            live = reg.alloc(4, 1 << 20);
+        } // the bug: the registry goes first
+        std::fflush(stderr);
+        // The leaked registry still works: the handle's last release frees,
+        // then the registry can be destroyed.
+        bh_registry *leaked = live->registry();
+        live.reset();
+        _exit(a.frees == 1 && bh_registry_destroy(leaked) == BH_OK ? 0 : 3);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    std::rewind(f);
+    char buf[4096];
+    size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    std::fclose(f);
+    err = buf;
+    return status;
+}
+
+void registry_destroyed_with_live_handles_says_so(void **) {
+    std::string err;
+    int status = destroy_with_live_handle(bufhandle::on_live_handles::report, err);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_non_null(std::strstr(err.c_str(), "destroyed with 1 live allocation (1048576 bytes)"));
+    assert_non_null(std::strstr(err.c_str(), "Destroy every handle before its registry"));
+
+    status = destroy_with_live_handle(bufhandle::on_live_handles::abort, err);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGABRT);
+    assert_non_null(std::strstr(err.c_str(), "destroyed with 1 live allocation (1048576 bytes)"));
+    assert_non_null(std::strstr(err.c_str(), "aborting"));
+}
+
 } // namespace
 
 int main() {
@@ -131,6 +343,10 @@ int main() {
         cmocka_unit_test(copy_retains_move_steals_destructor_releases),
         cmocka_unit_test(aliases_from_intern_and_lookup_free_once),
         cmocka_unit_test(errors_throw_with_their_status),
+        cmocka_unit_test(accessors_and_the_empty_state),
+        cmocka_unit_test(errors_say_what_they_were_about),
+        cmocka_unit_test(noexcept_variants_report_status),
+        cmocka_unit_test(registry_destroyed_with_live_handles_says_so),
     };
     return cmocka_run_group_tests_name("cpp", tests, nullptr, nullptr);
 }

@@ -2,17 +2,40 @@
 //
 //   bufhandle::registry reg(cfg);                  // owns a bh_registry
 //   bufhandle::handle a = reg.alloc(4, 1 << 20);   // one reference
-//   bufhandle::handle b = a;                       // copy = bh_retain
+//   bufhandle::handle b = a;                       // copy = a new reference
 //   bufhandle::handle c = std::move(b);            // move = steal, b is empty
+//   a.address(), a.size(), a.use_count();          // 0x..., 1048576, 2
 //   // a and c release in their destructors; the last one frees and reports.
 //
-// Errors are thrown as bufhandle::error, which carries the bh_status. A
-// destructor never throws: a failed release in a destructor is ignored (it
-// can only be BH_ESTALE, which means the reference was already gone).
+// ERRORS. Every operation that can fail comes twice: one throws
+// bufhandle::error, whose what() names the call, the device, address and
+// sizes it was about (and, for BH_ERANGE, the live allocation it ran into); the
+// other takes a `bh_status &` last, is noexcept, sets the status and returns an
+// empty handle on failure, for callers that handle BH_EBUSY and friends in
+// their normal flow:
+//
+//   bh_status st;
+//   bufhandle::handle h = reg.intern(dev, address, size, st);
+//   if (st == BH_EBUSY) ... // the address is being freed: retry or give up
+//
+// A destructor never throws: a failed release in a handle's destructor is
+// ignored (it can only be BH_ESTALE: the reference was already gone).
+//
+// SHUTDOWN ORDER. Destroy every handle before its registry, and keep the
+// allocator (and reporter) the registry calls alive until the registry is
+// destroyed: the last release of a handle calls allocator.free. A registry
+// destroyed while handles are live cannot be destroyed (bh_registry_destroy
+// answers BH_EBUSY); ~registry then prints the live allocations to stderr and
+// leaks the registry, so the handles stay valid and their last release still
+// frees through the allocator, which must therefore still exist. With
+// on_live_handles::abort it prints the same and calls std::abort() instead.
 #ifndef BUFHANDLE_HPP
 #define BUFHANDLE_HPP
 
+#include <cinttypes>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -21,19 +44,105 @@
 
 namespace bufhandle {
 
+// What a failed call was about. Fields a call did not have stay unset (has_*).
+struct call_info {
+    const char *function = "";
+    bool has_device = false, has_address = false, has_size = false, has_handle = false;
+    uint32_t device = 0; // the memory domain passed to the C API
+    uint64_t address = 0, size = 0;
+    uint64_t handle_bits = 0;
+    bool empty = false;    // called on an empty handle or registry
+    bool has_live = false; // the live allocation the call ran into
+    uint64_t live_address = 0, live_size = 0;
+
+    static call_info on_device(const char *f, uint32_t device) {
+        call_info c;
+        c.function = f;
+        c.has_device = true;
+        c.device = device;
+        return c;
+    }
+    call_info &with_address(uint64_t a) {
+        has_address = true;
+        address = a;
+        return *this;
+    }
+    call_info &with_size(uint64_t s) {
+        has_size = true;
+        size = s;
+        return *this;
+    }
+};
+
+namespace detail {
+
+inline std::string hex(uint64_t v) {
+    char b[24];
+    std::snprintf(b, sizeof(b), "0x%" PRIx64, v);
+    return b;
+}
+
+inline std::string describe(bh_status status, const call_info &c) {
+    std::string s = c.function;
+    s += '(';
+    const char *sep = "";
+    auto field = [&](const std::string &f) {
+        s += sep;
+        s += f;
+        sep = ", ";
+    };
+    if (c.has_device)
+        field("device " + std::to_string(c.device));
+    if (c.has_address)
+        field("address " + hex(c.address));
+    if (c.has_size)
+        field("size " + std::to_string(c.size));
+    if (c.has_handle)
+        field("handle " + hex(c.handle_bits));
+    s += "): ";
+    if (c.empty)
+        s += "the object is empty (moved from, reset, or never made): ";
+    s += bh_status_name(status);
+    s += ": ";
+    s += bh_strerror(status);
+    if (c.has_live)
+        s += "; the live allocation there is " + hex(c.live_address) + " of size " +
+             std::to_string(c.live_size);
+    return s;
+}
+
+} // namespace detail
+
 class error : public std::runtime_error {
   public:
+    // what(): "WHAT: <text of status>" (the 0.2 form, kept for callers that throw it).
     explicit error(bh_status status, const char *what)
-        : std::runtime_error(std::string(what) + ": " + bh_strerror(status)), status_(status) {}
+        : std::runtime_error(std::string(what) + ": " + bh_strerror(status)), status_(status) {
+        call_.function = what;
+    }
+    // what(): "bh_intern(device 4, address 0x..., size 4096): BH_ERANGE: ...".
+    error(bh_status status, const call_info &call)
+        : std::runtime_error(detail::describe(status, call)), status_(status), call_(call) {}
+
     bh_status status() const noexcept { return status_; }
+    const call_info &call() const noexcept { return call_; }
+    uint32_t device() const noexcept { return call_.device; }
+    uint64_t address() const noexcept { return call_.address; }
+    uint64_t size() const noexcept { return call_.size; }
 
   private:
     bh_status status_;
+    call_info call_;
 };
 
 inline void check(bh_status st, const char *what) {
     if (st != BH_OK)
         throw error(st, what);
+}
+
+inline void check(bh_status st, const call_info &call) {
+    if (st != BH_OK)
+        throw error(st, call);
 }
 
 // One counted reference to a control block, or empty.
@@ -43,10 +152,8 @@ class handle {
     // Adopts a reference the caller already holds (from the C API).
     static handle adopt(bh_registry *reg, bh_handle h) noexcept { return handle(reg, h); }
 
-    handle(const handle &o) : reg_(o.reg_), h_(o.h_) {
-        if (reg_ != nullptr)
-            check(bh_retain(reg_, h_), "bh_retain");
-    }
+    // A new reference to the same allocation (copy() below takes it).
+    handle(const handle &o) : handle(o.copy_or_throw()) {}
     handle(handle &&o) noexcept
         : reg_(std::exchange(o.reg_, nullptr)), h_(std::exchange(o.h_, BH_HANDLE_NULL)) {}
     handle &operator=(handle o) noexcept { // copy-and-swap: copy retains, old value released
@@ -55,14 +162,26 @@ class handle {
     }
     ~handle() { reset(); }
 
+    // The copy constructor without the exception: an empty handle and the
+    // status on failure (copying an empty handle gives an empty one, BH_OK).
+    // The one place a copy takes its reference.
+    handle copy(bh_status &st) const noexcept {
+        st = reg_ == nullptr ? BH_OK : bh_retain(reg_, h_);
+        return st == BH_OK ? handle(reg_, h_) : handle();
+    }
+
     void swap(handle &o) noexcept {
         std::swap(reg_, o.reg_);
         std::swap(h_, o.h_);
     }
     // Drops the reference now (no-op when empty).
     void reset() noexcept {
-        if (reg_ != nullptr)
-            (void)bh_release(reg_, h_);
+        bh_status ignored;
+        reset(ignored);
+    }
+    // The same, with bh_release's status (BH_OK when empty).
+    void reset(bh_status &st) noexcept {
+        st = reg_ == nullptr ? BH_OK : bh_release(reg_, h_);
         reg_ = nullptr;
         h_ = BH_HANDLE_NULL;
     }
@@ -72,11 +191,43 @@ class handle {
         return std::exchange(h_, BH_HANDLE_NULL);
     }
 
+    // A snapshot of the allocation. Throws error (BH_EINVAL on an empty handle,
+    // BH_ESTALE if the reference is gone).
     bh_info info() const {
-        bh_info i{};
-        check(reg_ == nullptr ? BH_EINVAL : bh_info_get(reg_, h_, &i), "bh_info_get");
+        bh_status st;
+        bh_info i = info(st);
+        check(st, about("bh_info_get"));
         return i;
     }
+    bh_info info(bh_status &st) const noexcept {
+        bh_info i{};
+        st = reg_ == nullptr ? BH_EINVAL : bh_info_get(reg_, h_, &i);
+        return i;
+    }
+    uint32_t device() const { return info().device; }
+    uint64_t address() const { return info().address; }
+    uint64_t size() const { return info().size; }
+    // References to the allocation right now (all holders together; a racy
+    // snapshot, like std::shared_ptr::use_count); 0 for an empty handle.
+    uint32_t use_count() const noexcept {
+        bh_status st;
+        bh_info i = info(st);
+        return st == BH_OK ? i.refs : 0;
+    }
+    bool empty() const noexcept { return reg_ == nullptr; }
+    // "empty", or "device 4, address 0x..., size 4096, 2 references".
+    std::string to_string() const {
+        if (empty())
+            return "empty";
+        bh_status st;
+        bh_info i = info(st);
+        if (st != BH_OK)
+            return std::string("handle ") + detail::hex(h_.bits) + ": " + bh_status_name(st);
+        return "device " + std::to_string(i.device) + ", address " + detail::hex(i.address) + ", size " +
+               std::to_string(i.size) + ", " + std::to_string(i.refs) +
+               (i.refs == 1 ? " reference" : " references");
+    }
+
     bh_handle get() const noexcept { return h_; }
     bh_registry *registry() const noexcept { return reg_; }
     explicit operator bool() const noexcept { return reg_ != nullptr; }
@@ -85,64 +236,173 @@ class handle {
 
   private:
     handle(bh_registry *reg, bh_handle h) noexcept : reg_(reg), h_(h) {}
+    handle copy_or_throw() const {
+        bh_status st;
+        handle h = copy(st);
+        check(st, about("bh_retain"));
+        return h;
+    }
+    call_info about(const char *function) const {
+        call_info c;
+        c.function = function;
+        c.empty = reg_ == nullptr;
+        c.has_handle = !c.empty;
+        c.handle_bits = h_.bits;
+        return c;
+    }
     bh_registry *reg_ = nullptr;
     bh_handle h_ = BH_HANDLE_NULL;
 };
 
-// Owns a registry. The destructor destroys it; if handles are still live the
-// registry is leaked rather than destroyed under them (bh_registry_destroy
-// answers BH_EBUSY): release every handle first, or call destroy() to see it.
+// What ~registry does when handles are still live (see SHUTDOWN ORDER above).
+// Both print the live allocations to stderr first.
+enum class on_live_handles {
+    report, // leak the registry: the handles stay valid
+    abort,  // std::abort(): catch the shutdown-order bug where it happens
+};
+
+// Owns a registry. Operations on an empty registry (moved from, or a failed
+// non-throwing construction) fail with BH_EINVAL.
 class registry {
   public:
-    explicit registry(const bh_config *cfg = nullptr) {
+    explicit registry(const bh_config *cfg = nullptr, on_live_handles mode = on_live_handles::report)
+        : mode_(mode) {
         check(bh_registry_create(cfg, &reg_), "bh_registry_create");
     }
-    explicit registry(const bh_config &cfg) : registry(&cfg) {}
+    explicit registry(const bh_config &cfg, on_live_handles mode = on_live_handles::report)
+        : registry(&cfg, mode) {}
+    // Without the exception: empty (get() == nullptr) and st set on failure.
+    registry(const bh_config &cfg, bh_status &st, on_live_handles mode = on_live_handles::report) noexcept
+        : mode_(mode) {
+        st = bh_registry_create(&cfg, &reg_);
+        if (st != BH_OK)
+            reg_ = nullptr;
+    }
     registry(const registry &) = delete;
     registry &operator=(const registry &) = delete;
-    registry(registry &&o) noexcept : reg_(std::exchange(o.reg_, nullptr)) {}
+    registry(registry &&o) noexcept : reg_(std::exchange(o.reg_, nullptr)), mode_(o.mode_) {}
     registry &operator=(registry &&o) noexcept {
         if (this != &o) {
-            if (reg_ != nullptr)
-                (void)bh_registry_destroy(reg_);
+            close();
             reg_ = std::exchange(o.reg_, nullptr);
+            mode_ = o.mode_;
         }
         return *this;
     }
-    ~registry() {
-        if (reg_ != nullptr)
-            (void)bh_registry_destroy(reg_);
-    }
+    ~registry() { close(); }
+
     // Throws error(BH_EBUSY) while handles live; the registry stays usable.
     void destroy() {
-        check(reg_ == nullptr ? BH_EINVAL : bh_registry_destroy(reg_), "bh_registry_destroy");
-        reg_ = nullptr;
+        bh_status st;
+        destroy(st);
+        check(st, about("bh_registry_destroy"));
+    }
+    void destroy(bh_status &st) noexcept {
+        st = reg_ == nullptr ? BH_EINVAL : bh_registry_destroy(reg_);
+        if (st == BH_OK)
+            reg_ = nullptr;
     }
 
     handle alloc(uint32_t device, uint64_t size) {
+        bh_status st;
+        handle h = alloc(device, size, st);
+        check(st, with_live(st, call_info::on_device("bh_alloc", device).with_size(size)));
+        return h;
+    }
+    handle alloc(uint32_t device, uint64_t size, bh_status &st) noexcept {
         bh_handle h;
-        check(bh_alloc(reg_, device, size, &h), "bh_alloc");
-        return handle::adopt(reg_, h);
+        st = reg_ == nullptr ? BH_EINVAL : bh_alloc(reg_, device, size, &h);
+        return st == BH_OK ? handle::adopt(reg_, h) : handle();
     }
     handle intern(uint32_t device, uint64_t address, uint64_t size) {
+        bh_status st;
+        handle h = intern(device, address, size, st);
+        check(st,
+              with_live(st, call_info::on_device("bh_intern", device).with_address(address).with_size(size)));
+        return h;
+    }
+    handle intern(uint32_t device, uint64_t address, uint64_t size, bh_status &st) noexcept {
         bh_handle h;
-        check(bh_intern(reg_, device, address, size, &h), "bh_intern");
-        return handle::adopt(reg_, h);
+        st = reg_ == nullptr ? BH_EINVAL : bh_intern(reg_, device, address, size, &h);
+        return st == BH_OK ? handle::adopt(reg_, h) : handle();
     }
     handle lookup(uint32_t device, uint64_t address) {
+        bh_status st;
+        handle h = lookup(device, address, st);
+        check(st, with_live(st, call_info::on_device("bh_lookup", device).with_address(address)));
+        return h;
+    }
+    handle lookup(uint32_t device, uint64_t address, bh_status &st) noexcept {
         bh_handle h;
-        check(bh_lookup(reg_, device, address, &h), "bh_lookup");
-        return handle::adopt(reg_, h);
+        st = reg_ == nullptr ? BH_EINVAL : bh_lookup(reg_, device, address, &h);
+        return st == BH_OK ? handle::adopt(reg_, h) : handle();
     }
     bh_stats stats() const {
+        bh_status st;
+        bh_stats s = stats(st);
+        check(st, about("bh_stats_get"));
+        return s;
+    }
+    bh_stats stats(bh_status &st) const noexcept {
         bh_stats s{};
-        check(bh_stats_get(reg_, &s), "bh_stats_get");
+        st = reg_ == nullptr ? BH_EINVAL : bh_stats_get(reg_, &s);
         return s;
     }
     bh_registry *get() const noexcept { return reg_; }
+    on_live_handles mode() const noexcept { return mode_; }
 
   private:
+    call_info about(const char *function) const {
+        call_info c;
+        c.function = function;
+        c.empty = reg_ == nullptr;
+        return c;
+    }
+    call_info with_live(bh_status st, call_info c) const {
+        c.empty = reg_ == nullptr;
+        // An alias larger than the allocation it names: say how large that is
+        // (a snapshot; the reference taken to read it is given back at once).
+        if (st == BH_ERANGE && reg_ != nullptr && c.has_address) {
+            bh_handle h;
+            bh_info i;
+            if (bh_lookup(reg_, c.device, c.address, &h) == BH_OK) {
+                if (bh_info_get(reg_, h, &i) == BH_OK) {
+                    c.has_live = true;
+                    c.live_address = i.address;
+                    c.live_size = i.size;
+                }
+                (void)bh_release(reg_, h);
+            }
+        }
+        return c;
+    }
+    // Destroys the registry; with live handles prints them and leaks it (or
+    // aborts): destroying it under them would leave them dangling.
+    void close() noexcept {
+        if (reg_ == nullptr || bh_registry_destroy(reg_) == BH_OK) {
+            reg_ = nullptr;
+            return;
+        }
+        report_live(stderr);
+        if (mode_ == on_live_handles::abort) {
+            std::fputs("bufhandle::registry: aborting (on_live_handles::abort)\n", stderr);
+            std::abort();
+        }
+        reg_ = nullptr; // leaked on purpose
+    }
+    void report_live(FILE *out) const noexcept {
+        bh_stats s{};
+        (void)bh_stats_get(reg_, &s);
+        std::fprintf(out,
+                     "bufhandle::registry %p destroyed with %" PRIu64 " live allocation%s (%" PRIu64
+                     " bytes): it is leaked so that their handles stay valid; each one's last release\n"
+                     "will still call the allocator, which must outlive the registry. Destroy every "
+                     "handle before its registry.\n",
+                     static_cast<void *>(reg_), s.live_handles, s.live_handles == 1 ? "" : "s", s.live_bytes);
+    }
+
     bh_registry *reg_ = nullptr;
+    on_live_handles mode_ = on_live_handles::report;
 };
 
 } // namespace bufhandle

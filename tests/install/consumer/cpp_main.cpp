@@ -22,7 +22,7 @@ int main() {
             bufhandle::handle a = reg.alloc(4, 4096);
             bufhandle::handle b = a;
             bufhandle::handle c = reg.lookup(4, 695055872);
-            if (frees != 0 || a.info().refs != 3)
+            if (frees != 0 || a.use_count() != 3)
                 return 1;
         }
         reg.destroy();
