@@ -6,7 +6,9 @@
 #   tools/dev.sh test   install what is missing, then every test stage:
 #                       unit+install, model (spin), memcheck, helgrind, drd,
 #                       release build, asan, tsan,
-#                       fuzz (FUZZ_SECONDS per target, default 30)
+#                       fuzz (FUZZ_SECONDS per target, default 30),
+#                       observability (bh-trackd --http against promtool,
+#                       Prometheus and headless Chromium, installed for it)
 #   tools/dev.sh deps   only install (or, not root, print) missing packages
 #
 # As root, missing Debian packages are installed with apt-get. As another user,
@@ -15,20 +17,24 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
-PACKAGES=(build-essential cmake pkg-config libatomic-ops-dev libcmocka-dev valgrind clang-14 libclang-rt-14-dev spin)
+PACKAGES=(build-essential cmake pkg-config libatomic-ops-dev libcmocka-dev valgrind clang-14 libclang-rt-14-dev spin libmicrohttpd-dev)
+
+# Only the observability stage needs these (big); installed when it runs.
+OBS_PACKAGES=(prometheus chromium fonts-dejavu-core)
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }
 
 missing_packages() {
     local p
-    for p in "${PACKAGES[@]}"; do
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || printf '%s\n' "$p"
     done
 }
 
 ensure_deps() {
     local missing
-    missing=$(missing_packages | tr '\n' ' ')
+    [ $# -gt 0 ] || set -- "${PACKAGES[@]}"
+    missing=$(missing_packages "$@" | tr '\n' ' ')
     [ -z "${missing// /}" ] && return 0
     if [ "$(id -u)" -ne 0 ]; then
         log "missing packages: $missing"
@@ -97,6 +103,13 @@ ctest_in() {
     (cd "$ROOT/build/$dir" && ctest --output-on-failure -j "$JOBS" "$@")
 }
 
+# The observability tests with their tools; without root (and without the
+# tools) they skip with a message naming the package.
+obs_tests() {
+    if [ "$(id -u)" -eq 0 ]; then ensure_deps "${OBS_PACKAGES[@]}"; fi
+    ctest_in debug -L observability
+}
+
 cmd_demo() {
     ensure_deps
     build_preset release
@@ -122,6 +135,7 @@ cmd_test() {
     stage tsan ctest_in tsan -L unit
     stage build-fuzz build_fuzz
     stage fuzz run_fuzzers "${FUZZ_SECONDS:-30}"
+    stage observability obs_tests
     printf '\n'
     printf '%s\n' "${SUMMARY[@]}"
     local passed=0 failed=0 line

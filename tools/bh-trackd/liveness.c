@@ -35,6 +35,14 @@ void td_remember_name(td_server *s, pid_t pid, const char *name) {
 
 static void on_leak(void *ctx, const bh_track_entry *e) {
     td_server *s = ctx;
+    td_leak *l = &s->leaks[s->nleaks++ % TD_LEAKS_KEPT];
+    l->pid = td_key_pid(e->client);
+    l->stream = td_key_stream(e->client);
+    l->domain = e->device;
+    l->address = e->address;
+    l->size = e->size;
+    l->age_ms = td_now_ms() - e->since;
+    snprintf(l->name, sizeof(l->name), "%s", td_name_of(s, l->pid));
     td_log_event(s, TD_LOG_LEAK, "leak: pid %d stream %u device %u address 0x%" PRIx64 " size %" PRIu64,
                  (int)td_key_pid(e->client), td_key_stream(e->client), e->device, e->address, e->size);
 }
@@ -86,6 +94,19 @@ int td_pid_connected(const td_server *s, pid_t pid) {
         if (!c->control && c->pid == pid && !c->closing)
             return 1;
     return 0;
+}
+
+uint64_t td_clients_connected(const td_server *s) {
+    uint64_t n = 0;
+    for (const td_client *c = s->clients; c != NULL; c = c->next) {
+        if (c->control || c->closing)
+            continue;
+        const td_client *d = s->clients; /* count each process once: its first connection */
+        while (d != c && (d->control || d->closing || d->pid != c->pid))
+            d = d->next;
+        n += d == c;
+    }
+    return n;
 }
 
 void td_orphan_add(td_server *s, pid_t pid) {

@@ -124,7 +124,7 @@ static int add_fd(td_server *s, int fd, void *tag) {
 /* ======================== Loop ======================== */
 
 /* Tags for the fixed descriptors in epoll (clients carry their td_client*). */
-static char tag_listen, tag_compat, tag_signal;
+static char tag_listen, tag_compat, tag_signal, tag_http;
 
 static void shutdown_server(td_server *s) {
     while (s->clients != NULL)
@@ -157,13 +157,19 @@ int td_serve(td_server *s) {
         add_fd(s, s->cfd, &tag_compat);
     }
     add_fd(s, s->sigfd, &tag_signal);
+    if (td_web_open(s, &tag_http) != 0) {
+        unlink(s->socket_path);
+        if (s->compat)
+            unlink(s->compat_path);
+        return 1;
+    }
     td_log(s, "listening on %s%s%s", s->socket_path, s->compat ? " and (compat) " : "",
            s->compat ? s->compat_path : "");
 
     int running = 1;
     while (running) {
         struct epoll_event evs[64];
-        int n = epoll_wait(s->epfd, evs, 64, s->orphans ? 50 : 1000);
+        int n = epoll_wait(s->epfd, evs, 64, td_web_timeout(s, s->orphans ? 50 : 1000));
         for (int i = 0; i < n; i++) {
             void *tag = evs[i].data.ptr;
             if (tag == &tag_signal) {
@@ -174,6 +180,8 @@ int td_serve(td_server *s) {
                 accept_clients(s, s->lfd, 0);
             } else if (tag == &tag_compat) {
                 accept_clients(s, s->cfd, 1);
+            } else if (tag == &tag_http) {
+                continue; /* served below, once per wakeup */
             } else {
                 td_client *c = tag;
                 if (evs[i].events & EPOLLOUT)
@@ -185,9 +193,11 @@ int td_serve(td_server *s) {
             }
         }
         td_check_orphans(s);
+        td_web_run(s);
     }
     td_log(s, "shutting down");
     shutdown_server(s);
+    td_web_close(s);
     int rc = s->summary_path != NULL ? td_write_summary(s) : 0;
     unlink(s->socket_path);
     if (s->compat)

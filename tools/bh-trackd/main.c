@@ -3,7 +3,7 @@
  *
  *   bh-trackd [--socket PATH] [--compat-tt] [--compat-socket PATH]
  *             [--max-live-per-client N] [--allow-uid UID]... [--summary FILE]
- *             [--log FILE] [--grace-ms N]
+ *             [--log FILE] [--grace-ms N] [--http ADDR:PORT] [--metrics-clients N]
  *   bh-trackd stats [--socket PATH] [--json]
  *   bh-trackd dump  [--socket PATH] [--json]
  *
@@ -32,11 +32,12 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: bh-trackd [--socket PATH] [--compat-tt] [--compat-socket PATH]\n"
             "                 [--max-live-per-client N] [--allow-uid UID]... [--summary FILE]\n"
-            "                 [--log FILE] [--grace-ms N]\n"
+            "                 [--log FILE] [--grace-ms N] [--http ADDR:PORT] [--metrics-clients N]\n"
             "       bh-trackd stats [--socket PATH] [--json]\n"
             "       bh-trackd dump  [--socket PATH] [--json]\n"
             "defaults: --socket %s, --compat-socket %s, --max-live-per-client 10000000,\n"
-            "          --grace-ms 2000, log to stderr\n",
+            "          --grace-ms 2000, log to stderr, no HTTP (--http PORT listens on 127.0.0.1),\n"
+            "          --metrics-clients 20\n",
             BH_TRACKD_DEFAULT_SOCKET, BH_TT_DEFAULT_SOCKET);
 }
 
@@ -59,6 +60,7 @@ int main(int argc, char **argv) {
     s.compat_path = BH_TT_DEFAULT_SOCKET;
     s.max_live = 10000000;
     s.grace_ms = 2000;
+    s.metrics_clients = 20;
     s.log = stderr;
     int cmd = 0, json = 0; /* 0 serve, 1 stats, 2 dump */
     int i = 1;
@@ -98,6 +100,15 @@ int main(int argc, char **argv) {
         } else if (cmd == 0 && strcmp(a, "--grace-ms") == 0) {
             if (parse_num(a, v, &s.grace_ms) != 0)
                 return 2;
+            i++;
+        } else if (cmd == 0 && strcmp(a, "--http") == 0 && v != NULL) {
+            s.http_spec = v, i++;
+        } else if (cmd == 0 && strcmp(a, "--metrics-clients") == 0) {
+            if (parse_num(a, v, &x) != 0 || x > 10000) {
+                fprintf(stderr, "bh-trackd: --metrics-clients takes 0..10000\n");
+                return 2;
+            }
+            s.metrics_clients = (unsigned)x;
             i++;
         } else if (cmd == 0 && strcmp(a, "--allow-uid") == 0) {
             if (parse_num(a, v, &x) != 0 || s.nallow == TD_MAX_ALLOW_UIDS) {

@@ -12,6 +12,9 @@
  *   render.c    the one renderer: stats and dump (text, JSON), the summary file
  *   log.c       the log stream and its rate limit
  *   query.c     `bh-trackd stats|dump`: the client side of a QUERY
+ *   web.c       --http: routes, the timeline of live bytes, the dashboard page
+ *   http.c      libmicrohttpd driven from the event loop (http.h)
+ *   metrics.c   the Prometheus exposition (metrics.h)
  *
  * Not thread-safe: one event loop owns all of it.
  */
@@ -23,6 +26,7 @@
 #include <sys/types.h>
 
 #include "bufhandle/bufhandle.h"
+#include "metrics.h"
 #include "track.h"
 #include "wire.h"
 
@@ -31,6 +35,8 @@
 #define TD_MAX_NAMES 256 /* pid -> program name table */
 
 #define TD_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define TD_LEAKS_KEPT 256     /* the latest leaks, listed in stats and the summary */
+#define TD_OVERFREED_SHOWN 10 /* addresses in the "freed more often than allocated" list */
 
 /* ======================== State ======================== */
 
@@ -57,6 +63,18 @@ typedef struct td_orphan {
     struct td_orphan *next;
 } td_orphan;
 
+/* One leaked allocation, kept for stats and the summary (the tracker drops it). */
+typedef struct td_leak {
+    pid_t pid;
+    uint32_t stream, domain;
+    uint64_t address, size;
+    uint64_t age_ms; /* how long it had been live when its process was gone */
+    char name[32];
+} td_leak;
+
+struct bh_http;
+struct td_timeline;
+
 /* Log classes with their own rate limit (td_log_event). */
 enum { TD_LOG_UNKNOWN_FREE, TD_LOG_DUPLICATE, TD_LOG_LEAK, TD_LOG_CLASSES };
 
@@ -82,6 +100,16 @@ typedef struct td_server {
         char name[BH_WIRE_MAX_NAME + 1];
     } names[TD_MAX_NAMES];
     int nnames;
+    /* leaks: a ring of the latest TD_LEAKS_KEPT */
+    td_leak leaks[TD_LEAKS_KEPT];
+    uint64_t nleaks; /* recorded so far; the ring holds the last min(nleaks, TD_LEAKS_KEPT) */
+    /* --http (web.c) */
+    const char *http_spec;    /* NULL: off */
+    unsigned metrics_clients; /* per-client series in /metrics before "other" */
+    struct bh_http *http;
+    struct td_timeline *timeline;
+    uint64_t next_sample_ms;
+    double start_time_s;
 } td_server;
 
 /* Tracker key: process and reporter stream (compat clients use stream 0). */
@@ -127,6 +155,8 @@ const char *td_name_of(const td_server *s, pid_t pid);
 void td_remember_name(td_server *s, pid_t pid, const char *name);
 /* 1 while a reporter connection of pid is open. */
 int td_pid_connected(const td_server *s, pid_t pid);
+/* Processes with a reporter connection open. */
+uint64_t td_clients_connected(const td_server *s);
 /* pid's last connection closed: wait for it to end or come back. */
 void td_orphan_add(td_server *s, pid_t pid);
 /* Orphans that ended or did not come back within --grace-ms have leaked what they held. */
@@ -149,6 +179,23 @@ void td_render_stats(td_server *s, td_strbuf *b, int json);
 void td_render_dump(td_server *s, td_strbuf *b, int json);
 /* The stats JSON into --summary. 0, or -1 (logged). */
 int td_write_summary(td_server *s);
+
+/* The live allocations from offset on, at most limit of them (paged /api/live). */
+void td_render_dump_page(td_server *s, td_strbuf *b, uint64_t offset, uint64_t limit);
+/* Every entry the tracker has for address (any client, device): JSON. */
+void td_render_history(td_server *s, td_strbuf *b, uint64_t address);
+/* Memory kind name of a domain, shared by every output. */
+const char *td_kind_name(uint32_t domain, char buf[16]);
+
+/* ======================== web.c ======================== */
+
+/* Opens --http (if set) and adds it to the loop's epoll under tag. 0, or -1 (logged). */
+int td_web_open(td_server *s, void *tag);
+/* The loop's epoll timeout: at most cap_ms, less when HTTP or a sample is due. */
+int td_web_timeout(td_server *s, int cap_ms);
+/* HTTP work that is ready, and the timeline sample when due; never blocks. */
+void td_web_run(td_server *s);
+void td_web_close(td_server *s);
 
 /* ======================== loop.c / query.c ======================== */
 

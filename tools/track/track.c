@@ -235,7 +235,7 @@ void bh_track_client_reset(bh_track *t, uint64_t client) {
     drop_client(t, client, 0, NULL, NULL, &n);
 }
 
-static void add_counts(bh_track_counts *sum, const bh_track_counts *c) {
+void bh_track_counts_add(bh_track_counts *sum, const bh_track_counts *c) {
     sum->allocs += c->allocs;
     sum->frees += c->frees;
     sum->unknown_frees += c->unknown_frees;
@@ -252,7 +252,7 @@ void bh_track_totals(const bh_track *t, uint64_t client, uint32_t device, bh_tra
     for (size_t i = 0; i < t->ngroups; i++) {
         const group *g = &t->groups[i];
         if ((client == UINT64_MAX || g->client == client) && (device == UINT32_MAX || g->device == device))
-            add_counts(out, &g->c);
+            bh_track_counts_add(out, &g->c);
     }
 }
 

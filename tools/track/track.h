@@ -65,6 +65,9 @@ void bh_track_client_reset(bh_track *t, uint64_t client);
  * UINT64_MAX / UINT32_MAX: any). */
 void bh_track_totals(const bh_track *t, uint64_t client, uint32_t device, bh_track_counts *out);
 
+/* sum += c, field by field (peak_bytes too: a sum of peaks is an upper bound). */
+void bh_track_counts_add(bh_track_counts *sum, const bh_track_counts *c);
+
 /* Calls fn for each (client, device) group with its counts, in first-seen order. */
 void bh_track_each_group(const bh_track *t,
                          void (*fn)(void *ctx, uint64_t client, uint32_t device, const bh_track_counts *c),

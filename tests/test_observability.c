@@ -1,0 +1,593 @@
+/*
+ * test_observability.c - bh-trackd's HTTP side against real tools: promtool,
+ * a Prometheus server, headless Chromium, and hostile HTTP clients.
+ *
+ * usage: test_observability PATH-TO-bh-trackd [OUTDIR]
+ *   OUTDIR keeps the dashboard screenshot (dashboard.png) and dump.
+ *
+ * Each test starts its own server (Unix sockets in a temporary directory,
+ * HTTP on 127.0.0.1 with a port the kernel picks) and real clients: forked
+ * processes reporting through the library's socket reporter. A test whose
+ * external tool is not installed is skipped with a message naming the
+ * package (tools/dev.sh installs them for the observability stage).
+ */
+#define _GNU_SOURCE
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <cmocka.h>
+
+#include "bufhandle/bufhandle.h"
+#include "proc.h"
+#include "wire.h"
+
+#ifndef BH_DOMAIN /* the 0.3 domain packing, until bufhandle.h carries it */
+#define BH_DOMAIN(device, kind) (((uint32_t)(device) << 4) | ((uint32_t)(kind)&0xFu))
+enum { BH_MEM_DRAM = 0, BH_MEM_L1 = 1, BH_MEM_L1_SMALL = 2, BH_MEM_TRACE = 3 };
+#endif
+
+#define DEVICES 64u /* more than the TT server's 8 */
+
+static const char *trackd, *outdir;
+static char dir[64], sock_path[128], compat_path[128], log_path[128], summary_path[128];
+static pid_t server, children[8];
+static int nchildren;
+static unsigned port;
+
+/* ------------------------------------------------------------ helpers */
+
+static void sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int have(const char *prog) {
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null 2>&1", prog);
+    return system(cmd) == 0;
+}
+
+/* A whole file into a malloc'd string ("" if absent). */
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "r");
+    char *p = calloc(1, 1);
+    size_t n = 0;
+    if (f == NULL)
+        return p;
+    char chunk[65536];
+    size_t r;
+    while ((r = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        p = realloc(p, n + r + 1);
+        memcpy(p + n, chunk, r);
+        n += r;
+        p[n] = '\0';
+    }
+    fclose(f);
+    return p;
+}
+
+static int tcp_connect(unsigned p) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+/* GET path from 127.0.0.1:p (HTTP/1.0, so the server closes). Returns the
+ * status; *body (malloc'd) gets what follows the headers. */
+static int http_get(unsigned p, const char *path, char **body) {
+    int fd = tcp_connect(p);
+    char req[1024];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    assert_int_equal(send(fd, req, (size_t)n, MSG_NOSIGNAL), n);
+    size_t len = 0, cap = 65536;
+    char *buf = malloc(cap + 1);
+    ssize_t r;
+    while ((r = recv(fd, buf + len, cap - len, 0)) > 0) {
+        len += (size_t)r;
+        if (len == cap)
+            buf = realloc(buf, (cap *= 2) + 1);
+    }
+    close(fd);
+    buf[len] = '\0';
+    int status = 0;
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (body != NULL)
+        *body = strdup(sep != NULL ? sep + 4 : "");
+    free(buf);
+    return status;
+}
+
+/* A free loopback TCP port (for Prometheus's own listener). */
+static unsigned free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(sa);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* Starts bh-trackd with --http 127.0.0.1:0 (and extra arguments); reads the
+ * bound port from its log. */
+static void start_server(const char *const *extra) {
+    server = fork();
+    assert_true(server >= 0);
+    if (server == 0) {
+        const char *argv[24] = {trackd,  "--socket",    sock_path,         "--summary",   summary_path,
+                                "--log", log_path,      "--http",          "127.0.0.1:0", "--grace-ms",
+                                "200",   "--compat-tt", "--compat-socket", compat_path};
+        int n = 14;
+        for (int i = 0; extra != NULL && extra[i] != NULL && n < 23; i++)
+            argv[n++] = extra[i];
+        argv[n] = NULL;
+        execv(trackd, (char *const *)argv);
+        _exit(127);
+    }
+    port = 0;
+    for (int i = 0; i < 500 && (port == 0 || !bh_trackd_reachable(compat_path)); i++) {
+        char *log = slurp(log_path);
+        const char *p = strstr(log, "(port ");
+        if (p != NULL)
+            port = (unsigned)strtoul(p + 6, NULL, 10);
+        free(log);
+        sleep_ms(10);
+    }
+    assert_true(port != 0);
+    assert_true(bh_trackd_reachable(sock_path));
+}
+
+/* ------------------------------------------------------------ clients */
+
+/* Reports through the library's socket reporter, as a registry would. */
+typedef struct client_ctx {
+    bh_reporter rep;
+    uint64_t seq;
+} client_ctx;
+
+static void report(client_ctx *c, bh_event_kind kind, uint32_t domain, uint64_t address, uint64_t size) {
+    bh_event e = {kind, domain, address, size, ++c->seq};
+    c->rep.report(c->rep.ctx, &e);
+}
+
+static void client_open(client_ctx *c, const char *name) {
+    prctl(PR_SET_NAME, name, 0, 0, 0); /* the name HELLO carries */
+    memset(c, 0, sizeof(*c));
+    if (bh_socket_reporter_open(sock_path, NULL, &c->rep) != BH_OK)
+        _exit(20);
+}
+
+/* Live bytes the holder keeps on device d: (d+1) pages of DRAM and 1 KiB of L1. */
+static uint64_t holder_dram(uint32_t d) { return (uint64_t)(d + 1) * 4096u; }
+#define HOLDER_L1 1024u
+
+static void holder(void) {
+    client_ctx c;
+    client_open(&c, "obs-holder");
+    for (uint32_t d = 0; d < DEVICES; d++) {
+        report(&c, BH_EVENT_ALLOC, BH_DOMAIN(d, BH_MEM_DRAM), 0x10000000u + d * 0x100000u, holder_dram(d));
+        report(&c, BH_EVENT_ALLOC, BH_DOMAIN(d, BH_MEM_L1), 0x2000u + d * 0x400u, HOLDER_L1);
+    }
+    bh_socket_reporter_flush(&c.rep, 5000);
+}
+
+/* Leaks two L1 buffers on device 2, then exits. */
+static void leaker(void) {
+    client_ctx c;
+    client_open(&c, "obs-leaker");
+    report(&c, BH_EVENT_ALLOC, BH_DOMAIN(2, BH_MEM_L1), 0xabc000, 8192);
+    report(&c, BH_EVENT_ALLOC, BH_DOMAIN(2, BH_MEM_L1), 0xabe000, 4096);
+    bh_socket_reporter_close(&c.rep);
+}
+
+/* The original bug: one allocation, freed by each of three aliases. */
+static void overfreer(void) {
+    client_ctx c;
+    client_open(&c, "obs-overfree");
+    report(&c, BH_EVENT_ALLOC, BH_DOMAIN(1, BH_MEM_DRAM), 0xdead0000u, 65536);
+    for (int i = 0; i < 3; i++)
+        report(&c, BH_EVENT_FREE, BH_DOMAIN(1, BH_MEM_DRAM), 0xdead0000u, 65536);
+    bh_socket_reporter_close(&c.rep);
+}
+
+/* Runs fn in a child; returns once fn is done. keep: the child then stays
+ * alive (holding what it reported) until teardown. */
+static void run_client(void (*fn)(void), int keep) {
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        for (int fd = 3; fd < 1024; fd++) /* the parent's test connections stay the parent's */
+            if (fd != p[1])
+                close(fd);
+        fn();
+        char ok = 1;
+        if (write(p[1], &ok, 1) != 1)
+            _exit(1);
+        if (keep)
+            pause();
+        _exit(0);
+    }
+    close(p[1]);
+    char ok = 0;
+    assert_int_equal(read(p[0], &ok, 1), 1);
+    close(p[0]);
+    if (keep && nchildren < 8)
+        children[nchildren++] = pid;
+    else
+        waitpid(pid, NULL, 0);
+}
+
+static uint64_t holder_total(void) {
+    uint64_t t = 0;
+    for (uint32_t d = 0; d < DEVICES; d++)
+        t += holder_dram(d) + HOLDER_L1;
+    return t;
+}
+
+/* Polls /api/stats until its text contains want (5 s at most). */
+static int stats_contain(const char *want) {
+    for (int i = 0; i < 250; i++) {
+        char *b = NULL;
+        http_get(port, "/api/stats", &b);
+        int found = strstr(b, want) != NULL;
+        free(b);
+        if (found)
+            return 1;
+        sleep_ms(20);
+    }
+    return 0;
+}
+
+/* Every client of the scenario, and waits until the server saw them all
+ * (the leaker's leaks included). */
+static void scenario(void) {
+    run_client(holder, 1);
+    run_client(leaker, 0);
+    run_client(overfreer, 0);
+    char want[128];
+    snprintf(want, sizeof(want), "\"live_bytes\":%" PRIu64, holder_total());
+    assert_true(stats_contain(want));
+    assert_true(stats_contain("\"leaks\":2,"));
+}
+
+/* ------------------------------------------------------------ fixtures */
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/bh-obs-test-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(sock_path, sizeof(sock_path), "%s/trackd.sock", dir);
+    snprintf(compat_path, sizeof(compat_path), "%s/tt.sock", dir);
+    snprintf(log_path, sizeof(log_path), "%s/trackd.log", dir);
+    snprintf(summary_path, sizeof(summary_path), "%s/summary.json", dir);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    for (int i = 0; i < nchildren; i++) {
+        kill(children[i], SIGKILL);
+        waitpid(children[i], NULL, 0);
+    }
+    nchildren = 0;
+    if (server > 0 && kill(server, SIGKILL) == 0)
+        waitpid(server, NULL, 0);
+    server = 0;
+    char cmd[160];
+    if (getenv("BH_TEST_KEEP") != NULL) {
+        fprintf(stderr, "kept %s\n", dir);
+        return 0;
+    }
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ------------------------------------------------------------ tests */
+
+static void metrics_pass_promtool_and_show_every_device_and_kind(void **state) {
+    (void)state;
+    start_server(NULL);
+    scenario();
+    char *m = NULL;
+    assert_int_equal(http_get(port, "/metrics", &m), 200);
+    char line[160];
+    for (uint32_t d = 0; d < DEVICES; d++) {
+        snprintf(line, sizeof(line), "bh_trackd_live_bytes{device=\"%u\",kind=\"dram\"} %" PRIu64 "\n", d,
+                 holder_dram(d));
+        assert_non_null(strstr(m, line));
+        snprintf(line, sizeof(line), "bh_trackd_live_bytes{device=\"%u\",kind=\"l1\"} %u\n", d, HOLDER_L1);
+        assert_non_null(strstr(m, line));
+    }
+    assert_non_null(strstr(m, "bh_trackd_leaks_total{device=\"2\",kind=\"l1\"} 2\n"));
+    assert_non_null(strstr(m, "bh_trackd_leaked_bytes_total{device=\"2\",kind=\"l1\"} 12288\n"));
+    assert_non_null(strstr(m, "bh_trackd_unknown_frees_total{device=\"1\",kind=\"dram\"} 2\n"));
+    snprintf(line, sizeof(line),
+             "bh_trackd_client_live_bytes{client=\"obs-holder\",pid=\"%d\"} %" PRIu64 "\n", (int)children[0],
+             holder_total());
+    assert_non_null(strstr(m, line));
+    assert_non_null(strstr(m, "bh_trackd_clients_connected 1\n"));
+    assert_non_null(strstr(m, "bh_trackd_reporter_connections_total 3\n"));
+
+    char path[160];
+    snprintf(path, sizeof(path), "%s/metrics.txt", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(m, f);
+    fclose(f);
+    free(m);
+    if (!have("promtool")) {
+        print_message("promtool not installed (Debian package prometheus): skipping its check\n");
+        skip();
+    }
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "promtool check metrics < %s", path);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void per_client_series_are_bounded(void **state) {
+    (void)state;
+    const char *extra[] = {"--metrics-clients", "1", NULL};
+    start_server(extra);
+    scenario();
+    run_client(holder, 1); /* a second holder: two live clients, one series plus "other" */
+    char *m = NULL;
+    for (int i = 0; i < 250; i++) {
+        free(m);
+        http_get(port, "/metrics", &m);
+        if (strstr(m, "bh_trackd_clients_connected 2\n") != NULL)
+            break;
+        sleep_ms(20);
+    }
+    char line[160];
+    snprintf(line, sizeof(line), "bh_trackd_client_live_bytes{client=\"other\",pid=\"other\"} %" PRIu64 "\n",
+             holder_total());
+    assert_non_null(strstr(m, line));
+    int series = 0;
+    for (const char *p = m; (p = strstr(p, "\nbh_trackd_client_live_bytes{")) != NULL; p++)
+        series++;
+    assert_int_equal(series, 2);
+    free(m);
+}
+
+static void prometheus_scrapes_the_daemon_and_answers_a_query(void **state) {
+    (void)state;
+    if (!have("prometheus")) {
+        print_message("prometheus not installed (Debian package prometheus): skipping\n");
+        skip();
+    }
+    start_server(NULL);
+    scenario();
+    unsigned pport = free_port();
+    char cfg[160], data[160], plog[160];
+    snprintf(cfg, sizeof(cfg), "%s/prometheus.yml", dir);
+    snprintf(data, sizeof(data), "%s/prometheus-data", dir);
+    snprintf(plog, sizeof(plog), "%s/prometheus.log", dir);
+    FILE *f = fopen(cfg, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: bh-trackd\n    static_configs:\n"
+            "      - targets: ['127.0.0.1:%u']\n        labels: {host: test}\n",
+            port);
+    fclose(f);
+    pid_t prom = fork();
+    assert_true(prom >= 0);
+    if (prom == 0) {
+        char a1[200], a2[200], a3[64];
+        snprintf(a1, sizeof(a1), "--config.file=%s", cfg);
+        snprintf(a2, sizeof(a2), "--storage.tsdb.path=%s", data);
+        snprintf(a3, sizeof(a3), "--web.listen-address=127.0.0.1:%u", pport);
+        int fd = open(plog, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execlp("prometheus", "prometheus", a1, a2, a3, (char *)NULL);
+        _exit(127);
+    }
+    children[nchildren++] = prom;
+    char want[64];
+    snprintf(want, sizeof(want), "\"%" PRIu64 "\"]", holder_total());
+    int found = 0;
+    double t0 = now_s();
+    while (!found && now_s() - t0 < 60) { /* bounded: Prometheus starts, then scrapes every second */
+        sleep_ms(500);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)pport)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int up = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        close(fd);
+        if (!up)
+            continue;
+        char *b = NULL;
+        if (http_get(pport,
+                     "/api/v1/query?query=sum(bh_trackd_client_live_bytes%7Bclient%3D%22obs-holder%22%7D)",
+                     &b) == 200)
+            found = strstr(b, want) != NULL;
+        free(b);
+    }
+    if (!found) {
+        char *l = slurp(plog);
+        print_error("prometheus log:\n%s\n", l);
+        free(l);
+    }
+    assert_true(found);
+}
+
+/* Runs chromium headless on the dashboard with extra arguments; stdout to out. */
+static int chromium(const char *args, const char *out) {
+    char cmd[1024];
+    snprintf(
+        cmd, sizeof(cmd),
+        "timeout 60 chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage "
+        "--no-first-run --user-data-dir=%s/chromium --virtual-time-budget=4000 --window-size=1400,1000 %s "
+        "http://127.0.0.1:%u/ > %s 2>%s/chromium.log",
+        dir, args, port, out, dir);
+    return system(cmd);
+}
+
+static void dashboard_renders_the_clients_numbers_in_chromium(void **state) {
+    (void)state;
+    const char *browser = have("chromium") ? "chromium" : NULL;
+    if (browser == NULL) {
+        print_message("chromium not installed (Debian package chromium): skipping\n");
+        skip();
+    }
+    start_server(NULL);
+    scenario();
+    sleep_ms(2500); /* a few timeline samples */
+    char dom[160], png[200], arg[240];
+    snprintf(dom, sizeof(dom), "%s/dashboard.html", outdir != NULL ? outdir : dir);
+    snprintf(png, sizeof(png), "%s/dashboard.png", outdir != NULL ? outdir : dir);
+    assert_int_equal(chromium("--dump-dom", dom), 0);
+    char *d = slurp(dom);
+    /* The chart exists and carries the series; the legend shows the
+     * holder's bytes on its biggest domain (device 63 DRAM). */
+    assert_non_null(strstr(d, "id=\"chart\""));
+    assert_non_null(strstr(d, "<path d=\"M"));
+    char want[128];
+    snprintf(want, sizeof(want), "data-device=\"63\" data-kind=\"dram\" data-bytes=\"%" PRIu64 "\"",
+             holder_dram(63));
+    assert_non_null(strstr(d, want));
+    /* The clients table, the over-freed address, the leaks. */
+    assert_non_null(strstr(d, "obs-holder"));
+    snprintf(want, sizeof(want), "title=\"%" PRIu64 " bytes\"", holder_total());
+    assert_non_null(strstr(d, want));
+    assert_non_null(strstr(d, "0xdead0000"));
+    assert_non_null(strstr(d, "allocated 1, freed 3"));
+    assert_non_null(strstr(d, "0xabc000"));
+    assert_non_null(strstr(d, "obs-leaker"));
+    assert_non_null(strstr(d, "dot live"));
+    free(d);
+    snprintf(arg, sizeof(arg), "--screenshot=%s", png);
+    assert_int_equal(chromium(arg, "/dev/null"), 0);
+    struct stat st;
+    assert_int_equal(stat(png, &st), 0);
+    assert_true(st.st_size > 20000); /* a picture, not an empty page */
+}
+
+/* The socket protocol answers promptly while HTTP clients misbehave. */
+static void bad_http_input_never_blocks_the_socket_protocol(void **state) {
+    (void)state;
+    start_server(NULL);
+    /* Oversized headers: refused (431) or cut off, never buffered forever. */
+    int big = tcp_connect(port);
+    static char hdr[256 * 1024];
+    int n = snprintf(hdr, sizeof(hdr), "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    memset(hdr + n, 'a', sizeof(hdr) - (size_t)n - 4);
+    memcpy(hdr + sizeof(hdr) - 4, "\r\n\r\n", 4);
+    ssize_t sent = send(big, hdr, sizeof(hdr), MSG_NOSIGNAL | MSG_DONTWAIT);
+    assert_true(sent > 0);
+    char reply[512] = {0};
+    ssize_t r = recv(big, reply, sizeof(reply) - 1, 0);
+    assert_true(r > 0 && strstr(reply, " 431 ") != NULL);
+    close(big);
+    /* Unknown paths, bad arguments. */
+    char *b = NULL;
+    assert_int_equal(http_get(port, "/no/such/page", &b), 404);
+    free(b);
+    assert_int_equal(http_get(port, "/api/history?address=banana", &b), 400);
+    free(b);
+    assert_int_equal(http_get(port, "/api/live?limit=-1", &b), 400);
+    free(b);
+
+    /* Slow clients, more than the per-address limit (32): half a request line
+     * each, then nothing. Those over the limit are refused; none holds the loop. */
+    int slow[40];
+    for (int i = 0; i < 40; i++) {
+        slow[i] = tcp_connect(port);
+        assert_int_equal(send(slow[i], "GET /met", 8, MSG_NOSIGNAL), 8);
+    }
+    /* Meanwhile a client reports and the socket query answers at once. */
+    double t0 = now_s();
+    run_client(holder, 1);
+    char cmd[512], out[160], want[64], *j = NULL;
+    snprintf(out, sizeof(out), "%s/stats.json", dir);
+    snprintf(cmd, sizeof(cmd), "%s stats --json --socket %s > %s", trackd, sock_path, out);
+    snprintf(want, sizeof(want), "\"live_bytes\":%" PRIu64, holder_total());
+    for (int i = 0; i < 100 && (j == NULL || strstr(j, want) == NULL); i++) { /* the socket query, not HTTP */
+        free(j);
+        assert_int_equal(system(cmd), 0);
+        j = slurp(out);
+    }
+    assert_non_null(strstr(j, want));
+    free(j);
+    assert_true(now_s() - t0 < 5.0); /* generous: the loop never waits on HTTP */
+    /* Once they go, HTTP serves again (the server notices the closes on its
+     * next turn). */
+    for (int i = 0; i < 40; i++)
+        close(slow[i]);
+    int status = 0;
+    for (int i = 0; i < 100 && status != 200; i++) {
+        sleep_ms(20);
+        status = http_get(port, "/metrics", &b);
+        free(b);
+    }
+    assert_int_equal(status, 200);
+}
+
+static void api_live_is_paged_and_history_answers_an_address(void **state) {
+    (void)state;
+    start_server(NULL);
+    scenario();
+    char *b = NULL;
+    assert_int_equal(http_get(port, "/api/live?offset=10&limit=5", &b), 200);
+    int entries = 0;
+    for (const char *p = b; (p = strstr(p, "\"address\":")) != NULL; p++)
+        entries++;
+    assert_int_equal(entries, 5);
+    char want[64];
+    snprintf(want, sizeof(want), "\"offset\":10,\"total\":%u}", 2 * DEVICES);
+    assert_non_null(strstr(b, want));
+    free(b);
+    assert_int_equal(http_get(port, "/api/history?address=0xdead0000", &b), 200);
+    assert_non_null(strstr(b, "\"address\":3735879680,"));
+    assert_non_null(strstr(b, "\"name\":\"obs-overfree\",\"device\":1,\"kind\":\"dram\",\"live\":false"));
+    assert_non_null(strstr(b, "\"allocs\":1,\"frees\":3"));
+    free(b);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_observability PATH-TO-bh-trackd [OUTDIR]\n");
+        return 2;
+    }
+    trackd = argv[1];
+    outdir = argc > 2 ? argv[2] : NULL;
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(metrics_pass_promtool_and_show_every_device_and_kind, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(per_client_series_are_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_live_is_paged_and_history_answers_an_address, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_http_input_never_blocks_the_socket_protocol, setup, teardown),
+        cmocka_unit_test_setup_teardown(prometheus_scrapes_the_daemon_and_answers_a_query, setup, teardown),
+        cmocka_unit_test_setup_teardown(dashboard_renders_the_clients_numbers_in_chromium, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("observability", tests, NULL, NULL);
+}

@@ -1,0 +1,62 @@
+/*
+ * http.h - bh-trackd's HTTP endpoint (--http ADDR:PORT) on libmicrohttpd.
+ *
+ * Owns: the listening address, libmicrohttpd's daemon in its external-epoll
+ * mode, and the limits that keep HTTP clients from costing the socket
+ * protocol anything (connection count, per-connection memory, idle timeout).
+ * Must never: block, start a thread, or parse HTTP itself; the handler runs
+ * on the daemon's event loop, so it sees the tracker without locks.
+ */
+#ifndef BH_TRACKD_HTTP_H
+#define BH_TRACKD_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct bh_http bh_http;
+typedef struct bh_http_request bh_http_request;
+
+typedef struct bh_http_response {
+    int status;               /* HTTP status; 0 means 404 */
+    const char *content_type; /* static string */
+    char *body;               /* malloc'd (ownership passes to the server) or NULL */
+    size_t len;
+    const char *static_body; /* instead of body: lives as long as the program */
+} bh_http_response;
+
+/* Called for each GET or HEAD on the event loop's thread. path excludes the
+ * query string. */
+typedef void (*bh_http_handler)(void *ctx, const char *path, const bh_http_request *req,
+                                bh_http_response *out);
+
+/* The query argument key of the request (decoded), or NULL. */
+const char *bh_http_arg(const bh_http_request *req, const char *key);
+
+/* Parses "PORT", ":PORT", "HOST:PORT" or "[V6]:PORT" (no host: 127.0.0.1)
+ * into a printable description; 0 on success. */
+typedef struct bh_http_addr {
+    unsigned char sa[128]; /* struct sockaddr_storage */
+    unsigned len;
+    int v6;
+} bh_http_addr;
+int bh_http_parse_addr(const char *spec, bh_http_addr *out, char *err, size_t errlen);
+
+/* Starts listening (no thread). log gets one line per failure. NULL on error. */
+bh_http *bh_http_open(const bh_http_addr *addr, bh_http_handler fn, void *ctx, FILE *log);
+/* The descriptor to watch for EPOLLIN in the caller's epoll (libmicrohttpd's
+ * own epoll descriptor, which nests). */
+int bh_http_fd(const bh_http *h);
+/* The bound port (useful with port 0). */
+unsigned bh_http_port(const bh_http *h);
+/* The longest the caller may sleep before bh_http_run must be called again,
+ * capped at cap_ms. */
+int bh_http_timeout_ms(bh_http *h, int cap_ms);
+/* Does whatever HTTP work is ready, without blocking. */
+void bh_http_run(bh_http *h);
+/* Requests answered, and connections currently open. */
+uint64_t bh_http_requests(const bh_http *h);
+unsigned bh_http_connections(const bh_http *h);
+void bh_http_close(bh_http *h);
+
+#endif

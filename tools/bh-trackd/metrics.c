@@ -1,0 +1,239 @@
+/*
+ * metrics.c - see metrics.h.
+ *
+ * Owns: aggregating the tracker's (client, domain) groups into per-domain
+ * and per-process series, and the exposition format (HELP, TYPE, escaped
+ * label values). Must never: write a counter that can go down (the tracker
+ * folds departed clients into one group instead of dropping their counts).
+ */
+#include "metrics.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bufhandle/bufhandle.h"
+
+/* ======================== Aggregation ======================== */
+
+typedef struct agg {
+    uint64_t key; /* domain, or pid */
+    bh_track_counts c;
+} agg;
+
+typedef struct aggs {
+    agg *v;
+    size_t n, cap;
+    int by_pid;
+    int oom;
+} aggs;
+
+/* Groups come in first-seen order and are few per key: a linear search per
+ * group keeps this simple; sorting happens once at the end. */
+static void collect(void *ctx, uint64_t client, uint32_t domain, const bh_track_counts *c) {
+    aggs *a = ctx;
+    uint64_t key = a->by_pid ? client >> 16 : domain;
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->v[i].key == key) {
+            bh_track_counts_add(&a->v[i].c, c);
+            return;
+        }
+    }
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        agg *nv = realloc(a->v, cap * sizeof(*nv));
+        if (nv == NULL) {
+            a->oom = 1;
+            return;
+        }
+        a->v = nv;
+        a->cap = cap;
+    }
+    memset(&a->v[a->n], 0, sizeof(a->v[a->n]));
+    a->v[a->n].key = key;
+    bh_track_counts_add(&a->v[a->n].c, c);
+    a->n++;
+}
+
+static int by_key(const void *x, const void *y) {
+    const agg *a = x, *b = y;
+    return a->key < b->key ? -1 : a->key > b->key;
+}
+
+static int by_live_bytes_desc(const void *x, const void *y) {
+    const agg *a = x, *b = y;
+    if (a->c.live_bytes != b->c.live_bytes)
+        return a->c.live_bytes > b->c.live_bytes ? -1 : 1;
+    if (a->c.unknown_frees != b->c.unknown_frees)
+        return a->c.unknown_frees > b->c.unknown_frees ? -1 : 1;
+    return by_key(x, y);
+}
+
+/* ======================== Exposition ======================== */
+
+const char *bh_metrics_kind_name(uint32_t kind, char buf[16]) {
+    static const char *const names[] = {"dram", "l1", "l1_small", "trace", "system_memory"};
+    if (kind < sizeof(names) / sizeof(names[0]))
+        return names[kind];
+    snprintf(buf, 16, "kind%u", kind);
+    return buf;
+}
+
+static void family(FILE *f, const char *name, const char *type, const char *help) {
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value with \, " and newline escaped, as the text format requires. */
+static void label_value(FILE *f, const char *v) {
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            fprintf(f, "\\%c", *v);
+        else if (*v == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*v, f);
+    }
+}
+
+typedef struct field {
+    const char *name, *type, *help;
+    size_t off; /* into bh_track_counts */
+} field;
+
+#define F(member) offsetof(bh_track_counts, member)
+
+static const field domain_fields[] = {
+    {"bh_trackd_live_bytes", "gauge", "Bytes in live allocations.", F(live_bytes)},
+    {"bh_trackd_live_allocations", "gauge", "Live allocations.", F(live)},
+    {"bh_trackd_allocs_total", "counter", "ALLOC events.", F(allocs)},
+    {"bh_trackd_frees_total", "counter", "FREE events.", F(frees)},
+    {"bh_trackd_unknown_frees_total", "counter", "FREE events of an address that was not live.",
+     F(unknown_frees)},
+    {"bh_trackd_duplicate_allocs_total", "counter", "ALLOC events of an address that was already live.",
+     F(duplicate_allocs)},
+    {"bh_trackd_leaks_total", "counter", "Allocations still live when their process was gone.", F(leaks)},
+    {"bh_trackd_leaked_bytes_total", "counter", "Bytes of those leaked allocations.", F(leaked_bytes)},
+};
+
+static const field client_fields[] = {
+    {"bh_trackd_client_live_bytes", "gauge", "Bytes a client process holds live.", F(live_bytes)},
+    {"bh_trackd_client_live_allocations", "gauge", "Allocations a client process holds live.", F(live)},
+    {"bh_trackd_client_peak_bytes", "gauge", "Peak live bytes of a client process (sum over its devices).",
+     F(peak_bytes)},
+    {"bh_trackd_client_unknown_frees", "gauge", "Unknown FREEs a client process has sent so far.",
+     F(unknown_frees)},
+    {"bh_trackd_client_duplicate_allocs", "gauge", "Duplicate ALLOCs a client process has sent so far.",
+     F(duplicate_allocs)},
+    {"bh_trackd_client_leaks", "gauge", "Allocations a client process leaked.", F(leaks)},
+};
+
+static uint64_t field_of(const bh_track_counts *c, const field *fd) {
+    return *(const uint64_t *)(const void *)((const char *)c + fd->off);
+}
+
+static void domain_series(FILE *f, const aggs *d) {
+    for (size_t k = 0; k < sizeof(domain_fields) / sizeof(domain_fields[0]); k++) {
+        const field *fd = &domain_fields[k];
+        family(f, fd->name, fd->type, fd->help);
+        for (size_t i = 0; i < d->n; i++) {
+            char kb[16];
+            uint32_t domain = (uint32_t)d->v[i].key;
+            fprintf(f, "%s{device=\"%u\",kind=\"%s\"} %" PRIu64 "\n", fd->name, BH_DOMAIN_DEVICE(domain),
+                    bh_metrics_kind_name(BH_DOMAIN_KIND(domain), kb), field_of(&d->v[i].c, fd));
+        }
+    }
+}
+
+static void client_series(FILE *f, aggs *p, bh_metrics_name_fn name, void *name_ctx, unsigned max_clients) {
+    qsort(p->v, p->n, sizeof(*p->v), by_live_bytes_desc);
+    size_t shown = p->n < max_clients ? p->n : max_clients;
+    bh_track_counts other;
+    memset(&other, 0, sizeof(other));
+    for (size_t i = shown; i < p->n; i++)
+        bh_track_counts_add(&other, &p->v[i].c);
+    for (size_t k = 0; k < sizeof(client_fields) / sizeof(client_fields[0]); k++) {
+        const field *fd = &client_fields[k];
+        family(f, fd->name, fd->type, fd->help);
+        for (size_t i = 0; i < shown; i++) {
+            fprintf(f, "%s{client=\"", fd->name);
+            label_value(f, name(name_ctx, p->v[i].key << 16));
+            fprintf(f, "\",pid=\"%" PRIu64 "\"} %" PRIu64 "\n", p->v[i].key, field_of(&p->v[i].c, fd));
+        }
+        if (p->n > shown)
+            fprintf(f, "%s{client=\"other\",pid=\"other\"} %" PRIu64 "\n", fd->name, field_of(&other, fd));
+    }
+    family(f, "bh_trackd_clients_tracked", "gauge",
+           "Client processes in the tracker's view (per-client series show the top ones by live bytes).");
+    fprintf(f, "bh_trackd_clients_tracked %zu\n", p->n);
+}
+
+/* Resident memory from /proc/self/statm (pages). */
+static uint64_t resident_bytes(void) {
+    unsigned long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return (uint64_t)resident * 4096u;
+}
+
+static void health_series(FILE *f, const bh_metrics_health *h) {
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+    } hf[] = {
+#define H(member) offsetof(bh_metrics_health, member)
+        {"bh_trackd_connections", "gauge", "Open socket connections (native, compat and queries).",
+         H(connections)},
+        {"bh_trackd_clients_connected", "gauge", "Processes with a reporting connection open.", H(clients)},
+        {"bh_trackd_http_connections", "gauge", "Open HTTP connections.", H(http_connections)},
+        {"bh_trackd_connections_total", "counter", "Socket connections accepted.", H(connections_total)},
+        {"bh_trackd_reporter_connections_total", "counter", "Reporter (not query) connections.",
+         H(reporter_connections_total)},
+        {"bh_trackd_rejected_peers_total", "counter", "Peers refused for their uid.",
+         H(rejected_peers_total)},
+        {"bh_trackd_malformed_total", "counter", "Connections closed for malformed input.",
+         H(malformed_total)},
+        {"bh_trackd_resyncs_total", "counter", "Live-set resyncs completed by reporters.", H(resyncs_total)},
+        {"bh_trackd_compat_records_total", "counter", "TT-Metal compat records received.",
+         H(compat_records_total)},
+        {"bh_trackd_unsupported_records_total", "counter", "TT-Metal records of types this server ignores.",
+         H(unsupported_records_total)},
+        {"bh_trackd_limit_disconnects_total", "counter", "Clients cut off at --max-live-per-client.",
+         H(limit_disconnects_total)},
+        {"bh_trackd_http_requests_total", "counter", "HTTP requests answered.", H(http_requests_total)},
+#undef H
+    };
+    for (size_t k = 0; k < sizeof(hf) / sizeof(hf[0]); k++) {
+        family(f, hf[k].name, hf[k].type, hf[k].help);
+        fprintf(f, "%s %" PRIu64 "\n", hf[k].name,
+                *(const uint64_t *)(const void *)((const char *)h + hf[k].off));
+    }
+    family(f, "process_resident_memory_bytes", "gauge", "Resident memory of bh-trackd.");
+    fprintf(f, "process_resident_memory_bytes %" PRIu64 "\n", resident_bytes());
+    family(f, "process_start_time_seconds", "gauge", "Start time of bh-trackd since the epoch.");
+    fprintf(f, "process_start_time_seconds %.3f\n", h->start_time_s);
+    family(f, "bh_trackd_build_info", "gauge", "Always 1; the version is a label.");
+    fprintf(f, "bh_trackd_build_info{version=\"%s\"} 1\n", BH_VERSION_STRING);
+}
+
+int bh_metrics_write(FILE *f, const bh_track *t, const bh_metrics_health *h, bh_metrics_name_fn name,
+                     void *name_ctx, unsigned max_clients) {
+    aggs d = {0}, p = {0};
+    p.by_pid = 1;
+    bh_track_each_group(t, collect, &d);
+    bh_track_each_group(t, collect, &p);
+    int rc = -1;
+    if (!d.oom && !p.oom) {
+        qsort(d.v, d.n, sizeof(*d.v), by_key);
+        domain_series(f, &d);
+        client_series(f, &p, name, name_ctx, max_clients);
+        health_series(f, h);
+        rc = 0;
+    }
+    free(d.v);
+    free(p.v);
+    return rc;
+}
