@@ -36,11 +36,6 @@
 #include "proc.h"
 #include "wire.h"
 
-#ifndef BH_DOMAIN /* the 0.3 domain packing, until bufhandle.h carries it */
-#define BH_DOMAIN(device, kind) (((uint32_t)(device) << 4) | ((uint32_t)(kind)&0xFu))
-enum { BH_MEM_DRAM = 0, BH_MEM_L1 = 1, BH_MEM_L1_SMALL = 2, BH_MEM_TRACE = 3 };
-#endif
-
 #define DEVICES 64u /* more than the TT server's 8 */
 
 static const char *trackd, *outdir;

@@ -15,12 +15,6 @@
 #include "bufhandle/bufhandle.h"
 #include "track.h"
 
-#ifndef BH_DOMAIN_DEVICE /* the 0.3 domain packing, until bufhandle.h carries it */
-#define BH_DOMAIN(device, kind) (((uint32_t)(device) << 4) | ((uint32_t)(kind)&0xFu))
-#define BH_DOMAIN_DEVICE(domain) ((uint32_t)(domain) >> 4)
-#define BH_DOMAIN_KIND(domain) ((uint32_t)(domain)&0xFu)
-#endif
-
 /* The daemon's own health, as the event loop counts it. */
 typedef struct bh_metrics_health {
     /* gauges */
