@@ -138,15 +138,17 @@ void accessors_and_the_empty_state(void **) {
     counting_allocator a;
     bh_config cfg = a.config();
     bufhandle::registry reg(cfg);
-    bufhandle::handle h = reg.alloc(7, 8192);
-    assert_int_equal(h.device(), 7);
+    const uint32_t l1 = BH_DOMAIN(7, BH_MEM_L1);
+    bufhandle::handle h = reg.alloc(l1, 8192);
+    assert_int_equal(h.device(), l1);
     assert_int_equal(h.address(), 0x1000);
     assert_int_equal(h.size(), 8192);
     assert_int_equal(h.use_count(), 1);
-    bufhandle::handle alias = reg.intern(7, 0x1000, 4096);
+    bufhandle::handle alias = reg.intern(l1, 0x1000, 4096);
     assert_int_equal(h.use_count(), 2);
     assert_int_equal(alias.size(), 8192); // the allocation's size, not the alias's
-    assert_string_equal(h.to_string().c_str(), "device 7, address 0x1000, size 8192, 2 references");
+    assert_string_equal(h.to_string().c_str(), "device 7 L1, address 0x1000, size 8192, 2 references");
+    assert_string_equal(bufhandle::domain_string(BH_DOMAIN(2, 9)).c_str(), "device 2 kind 9");
 
     bufhandle::handle moved = std::move(alias);
     assert_true(alias.empty());
@@ -174,33 +176,84 @@ void errors_say_what_they_were_about(void **) {
     counting_allocator a;
     bh_config cfg = a.config();
     bufhandle::registry reg(cfg);
-    bufhandle::handle h = reg.alloc(4, 4096);
+    const uint32_t dram4 = BH_DOMAIN(4, BH_MEM_DRAM);
+    bufhandle::handle h = reg.alloc(dram4, 4096);
     std::string what;
     try {
-        reg.intern(4, 0x1000, 8192);
+        reg.intern(dram4, 0x1000, 8192);
     } catch (const bufhandle::error &e) {
         assert_int_equal(e.status(), BH_ERANGE);
-        assert_int_equal(e.device(), 4);
+        assert_int_equal(e.device(), dram4);
         assert_int_equal(e.address(), 0x1000);
         assert_int_equal(e.size(), 8192);
         what = e.what();
     }
     assert_string_equal(what.c_str(),
-                        "bh_intern(device 4, address 0x1000, size 8192): BH_ERANGE: alias larger "
+                        "bh_intern(device 4 DRAM, address 0x1000, size 8192): BH_ERANGE: alias larger "
                         "than the live allocation; the live allocation there is 0x1000 of size 4096");
     try {
-        reg.lookup(3, 0xabc000);
+        reg.lookup(BH_DOMAIN(3, BH_MEM_L1_SMALL), 0xabc000);
     } catch (const bufhandle::error &e) {
         what = e.what();
     }
-    assert_non_null(std::strstr(what.c_str(), "bh_lookup(device 3, address 0xabc000): BH_ENOTFOUND"));
+    assert_non_null(
+        std::strstr(what.c_str(), "bh_lookup(device 3 L1_SMALL, address 0xabc000): BH_ENOTFOUND"));
     try {
-        reg.alloc(2, 0);
+        reg.alloc(BH_DOMAIN(2, BH_MEM_TRACE), 0);
     } catch (const bufhandle::error &e) {
         what = e.what();
     }
-    assert_non_null(std::strstr(what.c_str(), "bh_alloc(device 2, size 0): BH_EINVAL"));
+    assert_non_null(std::strstr(what.c_str(), "bh_alloc(device 2 TRACE, size 0): BH_EINVAL"));
+    try {
+        reg.adopt(dram4, 0x1000, 64); // live: a conflict, not a second owner
+    } catch (const bufhandle::error &e) {
+        what = e.what();
+    }
+    assert_string_equal(what.c_str(),
+                        "bh_adopt(device 4 DRAM, address 0x1000, size 64): BH_EEXIST: allocator "
+                        "returned an address that is still live; the live allocation there is "
+                        "0x1000 of size 4096");
     assert_int_equal(h.use_count(), 1); // the failed calls took nothing
+}
+
+// bh_adopt and bh_alloc_ex through the wrapper.
+struct context_allocator {
+    void *last_arg = nullptr;
+    int frees = 0;
+    static int alloc(void *ctx, uint32_t, uint64_t, void *arg, uint64_t *address) {
+        static_cast<context_allocator *>(ctx)->last_arg = arg;
+        *address = 0x40000;
+        return 0;
+    }
+    static void free(void *ctx, uint32_t, uint64_t, uint64_t) {
+        static_cast<context_allocator *>(ctx)->frees++;
+    }
+};
+
+void adopt_and_alloc_with_an_argument(void **) {
+    context_allocator a;
+    bh_config cfg{};
+    cfg.allocator.free = &context_allocator::free;
+    cfg.allocator.ctx = &a;
+    cfg.alloc_ex = &context_allocator::alloc;
+    cfg.flags = BH_CONFIG_NO_ENV | BH_CONFIG_ALLOC_EX;
+    bufhandle::registry reg(cfg);
+    int layout = 3;
+    {
+        bufhandle::handle h = reg.alloc(BH_DOMAIN(1, BH_MEM_L1), 256, &layout);
+        assert_ptr_equal(a.last_arg, &layout);
+        assert_int_equal(h.address(), 0x40000);
+        bh_status st;
+        bufhandle::handle mine = reg.adopt(BH_DOMAIN(1, BH_MEM_L1), 0x80000, 512, st);
+        assert_int_equal(st, BH_OK);
+        assert_int_equal(mine.size(), 512);
+        bufhandle::handle again = reg.adopt(BH_DOMAIN(1, BH_MEM_L1), 0x80000, 512, st);
+        assert_int_equal(st, BH_EEXIST);
+        assert_true(again.empty());
+        assert_int_equal(reg.stats().adopts, 1);
+    }
+    assert_int_equal(a.frees, 2); // the adopted address is freed through the allocator too
+    reg.destroy();
 }
 
 // The noexcept variants: a status instead of an exception, an empty result.
@@ -346,6 +399,7 @@ int main() {
         cmocka_unit_test(accessors_and_the_empty_state),
         cmocka_unit_test(errors_say_what_they_were_about),
         cmocka_unit_test(noexcept_variants_report_status),
+        cmocka_unit_test(adopt_and_alloc_with_an_argument),
         cmocka_unit_test(registry_destroyed_with_live_handles_says_so),
     };
     return cmocka_run_group_tests_name("cpp", tests, nullptr, nullptr);

@@ -48,7 +48,7 @@ namespace bufhandle {
 struct call_info {
     const char *function = "";
     bool has_device = false, has_address = false, has_size = false, has_handle = false;
-    uint32_t device = 0; // the memory domain passed to the C API
+    uint32_t device = 0; // the memory domain passed to the C API (BH_DOMAIN)
     uint64_t address = 0, size = 0;
     uint64_t handle_bits = 0;
     bool empty = false;    // called on an empty handle or registry
@@ -74,6 +74,20 @@ struct call_info {
     }
 };
 
+// The name of a memory kind (BH_MEM_*), or nullptr for the caller's own 4..15.
+inline const char *kind_name(uint32_t kind) noexcept {
+    static const char *const names[] = {"DRAM", "L1", "L1_SMALL", "TRACE"};
+    return kind < sizeof(names) / sizeof(names[0]) ? names[kind] : nullptr;
+}
+
+// A domain as people read it: "device 4 L1" (BH_DOMAIN_DEVICE, BH_DOMAIN_KIND),
+// "device 4 kind 9" for a kind of the caller's own.
+inline std::string domain_string(uint32_t domain) {
+    std::string s = "device " + std::to_string(BH_DOMAIN_DEVICE(domain));
+    const char *kind = kind_name(BH_DOMAIN_KIND(domain));
+    return kind != nullptr ? s + " " + kind : s + " kind " + std::to_string(BH_DOMAIN_KIND(domain));
+}
+
 namespace detail {
 
 inline std::string hex(uint64_t v) {
@@ -92,7 +106,7 @@ inline std::string describe(bh_status status, const call_info &c) {
         sep = ", ";
     };
     if (c.has_device)
-        field("device " + std::to_string(c.device));
+        field(domain_string(c.device));
     if (c.has_address)
         field("address " + hex(c.address));
     if (c.has_size)
@@ -223,7 +237,7 @@ class handle {
         bh_info i = info(st);
         if (st != BH_OK)
             return std::string("handle ") + detail::hex(h_.bits) + ": " + bh_status_name(st);
-        return "device " + std::to_string(i.device) + ", address " + detail::hex(i.address) + ", size " +
+        return domain_string(i.device) + ", address " + detail::hex(i.address) + ", size " +
                std::to_string(i.size) + ", " + std::to_string(i.refs) +
                (i.refs == 1 ? " reference" : " references");
     }
@@ -303,39 +317,54 @@ class registry {
             reg_ = nullptr;
     }
 
-    handle alloc(uint32_t device, uint64_t size) {
+    // bh_alloc; with an argument, bh_alloc_ex (see ALLOCATION CONTEXT in
+    // bufhandle.h: arg reaches bh_config.alloc_ex untouched).
+    handle alloc(uint32_t device, uint64_t size, void *arg = nullptr) {
         bh_status st;
-        handle h = alloc(device, size, st);
-        check(st, with_live(st, call_info::on_device("bh_alloc", device).with_size(size)));
-        return h;
+        return checked(
+            alloc(device, size, arg, st), st,
+            call_info::on_device(arg != nullptr ? "bh_alloc_ex" : "bh_alloc", device).with_size(size));
     }
     handle alloc(uint32_t device, uint64_t size, bh_status &st) noexcept {
-        bh_handle h;
-        st = reg_ == nullptr ? BH_EINVAL : bh_alloc(reg_, device, size, &h);
-        return st == BH_OK ? handle::adopt(reg_, h) : handle();
+        return alloc(device, size, nullptr, st);
     }
+    handle alloc(uint32_t device, uint64_t size, void *arg, bh_status &st) noexcept {
+        bh_handle h;
+        st = reg_ == nullptr ? BH_EINVAL : bh_alloc_ex(reg_, device, size, arg, &h);
+        return made(h, st);
+    }
+    // bh_adopt: an address the caller has just allocated itself; a live one
+    // there is BH_EEXIST (never BH_EBUSY).
+    handle adopt(uint32_t device, uint64_t address, uint64_t size) {
+        bh_status st;
+        return checked(adopt(device, address, size, st), st,
+                       call_info::on_device("bh_adopt", device).with_address(address).with_size(size));
+    }
+    handle adopt(uint32_t device, uint64_t address, uint64_t size, bh_status &st) noexcept {
+        bh_handle h;
+        st = reg_ == nullptr ? BH_EINVAL : bh_adopt(reg_, device, address, size, &h);
+        return made(h, st);
+    }
+    // bh_intern: a buffer re-created at an address (an alias of the live one).
     handle intern(uint32_t device, uint64_t address, uint64_t size) {
         bh_status st;
-        handle h = intern(device, address, size, st);
-        check(st,
-              with_live(st, call_info::on_device("bh_intern", device).with_address(address).with_size(size)));
-        return h;
+        return checked(intern(device, address, size, st), st,
+                       call_info::on_device("bh_intern", device).with_address(address).with_size(size));
     }
     handle intern(uint32_t device, uint64_t address, uint64_t size, bh_status &st) noexcept {
         bh_handle h;
         st = reg_ == nullptr ? BH_EINVAL : bh_intern(reg_, device, address, size, &h);
-        return st == BH_OK ? handle::adopt(reg_, h) : handle();
+        return made(h, st);
     }
     handle lookup(uint32_t device, uint64_t address) {
         bh_status st;
-        handle h = lookup(device, address, st);
-        check(st, with_live(st, call_info::on_device("bh_lookup", device).with_address(address)));
-        return h;
+        return checked(lookup(device, address, st), st,
+                       call_info::on_device("bh_lookup", device).with_address(address));
     }
     handle lookup(uint32_t device, uint64_t address, bh_status &st) noexcept {
         bh_handle h;
         st = reg_ == nullptr ? BH_EINVAL : bh_lookup(reg_, device, address, &h);
-        return st == BH_OK ? handle::adopt(reg_, h) : handle();
+        return made(h, st);
     }
     bh_stats stats() const {
         bh_status st;
@@ -358,11 +387,21 @@ class registry {
         c.empty = reg_ == nullptr;
         return c;
     }
+    handle made(bh_handle h, bh_status st) const noexcept {
+        return st == BH_OK ? handle::adopt(reg_, h) : handle();
+    }
+    // The throwing variants: st is read after the call (it is a reference).
+    handle checked(handle h, const bh_status &st, const call_info &c) const {
+        if (st != BH_OK)
+            throw error(st, with_live(st, c));
+        return h;
+    }
     call_info with_live(bh_status st, call_info c) const {
         c.empty = reg_ == nullptr;
-        // An alias larger than the allocation it names: say how large that is
-        // (a snapshot; the reference taken to read it is given back at once).
-        if (st == BH_ERANGE && reg_ != nullptr && c.has_address) {
+        // An alias larger than the allocation it names, or an adopt of a live
+        // address: say what is live there (a snapshot; the reference taken to
+        // read it is given back at once).
+        if ((st == BH_ERANGE || st == BH_EEXIST) && reg_ != nullptr && c.has_address) {
             bh_handle h;
             bh_info i;
             if (bh_lookup(reg_, c.device, c.address, &h) == BH_OK) {
