@@ -308,6 +308,8 @@ typedef struct worker {
     uint32_t id;
     uint64_t rng;
     uint64_t failures;
+    uint64_t meshes;  /* mesh buffers made */
+    uint64_t objects; /* buffer objects destroyed (mesh parts and aliases) */
     AO_t *progress;
 } worker;
 
@@ -338,10 +340,11 @@ static void group_add(group *g, void *o) {
         g->obj[g->n++] = o;
 }
 
-static void group_destroy_shuffled(runtime *rt, group *g, uint64_t *rng) {
-    shuffle(g->obj, g->n, rng);
+static void group_destroy_shuffled(worker *w, group *g) {
+    shuffle(g->obj, g->n, &w->rng);
     for (size_t i = 0; i < g->n; i++)
-        rt->ops->destroy(rt, g->obj[i]);
+        w->rt->ops->destroy(w->rt, g->obj[i]);
+    w->objects += g->n;
     g->n = 0;
 }
 
@@ -355,6 +358,7 @@ static int make_group(worker *w, group *g, uint64_t size, bh_sim_mem mem, uint32
         return -1;
     }
     g->n = 1 + rt->devices;
+    w->meshes++;
     for (uint32_t a = 0; a < n_alias; a++) {
         uint64_t r = next_rand(&w->rng);
         void *like = g->obj[1 + r % rt->devices];
@@ -387,13 +391,13 @@ static void *work(void *arg) {
             bh_sim_mem mem = r % 4 == 0 ? BH_SIM_DRAM : BH_SIM_L1;
             uint64_t size = mem == BH_SIM_L1 ? (1 + (r >> 8) % 64) << 10 : (1 + (r >> 8) % 64) << 20;
             if (make_group(w, &act, size, mem, o->aliases) == 0)
-                group_destroy_shuffled(rt, &act, &w->rng);
+                group_destroy_shuffled(w, &act);
         }
         if (w->progress != NULL)
             (void)AO_fetch_and_add1(w->progress); /* relaxed: a progress meter */
     }
     for (uint32_t l = 0; l < o->layers; l++) {
-        group_destroy_shuffled(rt, &weights[l], &w->rng);
+        group_destroy_shuffled(w, &weights[l]);
         free(weights[l].obj);
     }
     free(weights);
@@ -412,6 +416,7 @@ typedef struct result {
     bh_track_counts track;
     uint64_t alloc_reports, free_reports;
     uint64_t failures;
+    uint64_t meshes, objects;
     double seconds;
     bh_track_entry worst[5];
     size_t nworst;
@@ -457,7 +462,11 @@ static int run(const options *o, int handles, const char *sock_path, result *res
     pthread_t *tid = calloc(o->threads, sizeof(pthread_t));
     double t0 = now_seconds();
     for (uint32_t i = 0; i < o->threads; i++) {
-        w[i] = (worker){&rt, o, i, (o->seed + 1) * 0x9e3779b97f4a7c15ull + i, 0, &progress};
+        w[i] = (worker){.rt = &rt,
+                        .o = o,
+                        .id = i,
+                        .rng = (o->seed + 1) * 0x9e3779b97f4a7c15ull + i,
+                        .progress = &progress};
         pthread_create(&tid[i], NULL, work, &w[i]);
     }
     if (!o->quiet) {
@@ -480,6 +489,8 @@ static int run(const options *o, int handles, const char *sock_path, result *res
     for (uint32_t i = 0; i < o->threads; i++) {
         pthread_join(tid[i], NULL);
         res->failures += w[i].failures;
+        res->meshes += w[i].meshes;
+        res->objects += w[i].objects;
     }
     res->seconds = now_seconds() - t0;
 
@@ -514,42 +525,88 @@ static int run(const options *o, int handles, const char *sock_path, result *res
 
 static uint64_t leaks_of(const result *r) { return r->track.leaks + r->sim_live; }
 
+/* "DRAM" or "L1" for a domain (BH_DOMAIN_KIND); the simulated device has no others. */
+static const char *mem_name(uint32_t domain) { return BH_DOMAIN_KIND(domain) == BH_MEM_L1 ? "L1" : "DRAM"; }
+
+/* One table row: the two runs' values and one line saying what it counts. */
+typedef struct row {
+    const char *label;
+    uint64_t v[2];
+    const char *why;
+} row;
+
 static void print_table(const options *o, const result *r) {
     printf("bh-demo: %u devices, %u threads, %u layers, %u steps, %u aliases, seed %" PRIu64 "\n", o->devices,
            o->threads, o->layers, o->steps, o->aliases, o->seed);
     printf("tracker: %s\n\n", r[0].from_trackd
                                   ? "bh-trackd (each run a client process, through the socket reporter)"
                                   : "in-process");
-    struct {
-        const char *label;
-        uint64_t v[2];
-    } rows[] = {
-        {"device allocations", {r[0].sim.allocs, r[1].sim.allocs}},
-        {"allocator frees", {r[0].sim.frees, r[1].sim.frees}},
-        {"double frees (allocator)", {r[0].sim.double_frees, r[1].sim.double_frees}},
-        {"ALLOC reports", {r[0].alloc_reports, r[1].alloc_reports}},
-        {"FREE reports", {r[0].free_reports, r[1].free_reports}},
-        {"unknown buffer (tracker)", {r[0].track.unknown_frees, r[1].track.unknown_frees}},
-        {"duplicate ALLOC (tracker)", {r[0].track.duplicate_allocs, r[1].track.duplicate_allocs}},
-        {"leaks", {leaks_of(&r[0]), leaks_of(&r[1])}},
-        {"peak live MiB (allocator)", {r[0].sim.peak_live_bytes >> 20, r[1].sim.peak_live_bytes >> 20}},
-        {"skipped (pool full etc.)", {r[0].failures, r[1].failures}},
-        {"reports dropped", {r[0].reports_dropped, r[1].reports_dropped}},
+    /* The lines that carry this run's numbers, where they show how a row comes
+     * about. Each line fits 80 columns after the label. */
+    char per_device[96], objects[96], alloc_reports[96];
+    snprintf(per_device, sizeof(per_device),
+             "per device: %" PRIu64 " mesh buffers x %u devices, each on every device", r[0].meshes,
+             o->devices);
+    snprintf(objects, sizeof(objects),
+             "raw: each of the %" PRIu64 " Buffer objects frees; handles: once, at the last release",
+             r[0].objects);
+    snprintf(alloc_reports, sizeof(alloc_reports),
+             "raw: %" PRIu64 ", one per mesh buffer, on device 0 only; handles: one per allocation",
+             r[0].meshes);
+    const row rows[] = {
+        {"device allocations", {r[0].sim.allocs, r[1].sim.allocs}, per_device},
+        {"allocator frees", {r[0].sim.frees, r[1].sim.frees}, objects},
+        {"double frees (allocator)",
+         {r[0].sim.double_frees, r[1].sim.double_frees},
+         "frees of an address already free on its device (= frees - allocations)"},
+        {"ALLOC reports", {r[0].alloc_reports, r[1].alloc_reports}, alloc_reports},
+        {"FREE reports",
+         {r[0].free_reports, r[1].free_reports},
+         "raw: one per Buffer object; handles: one per allocation, after its ALLOC"},
+        {"unknown buffer (tracker)",
+         {r[0].track.unknown_frees, r[1].track.unknown_frees},
+         "FREEs with no live ALLOC at that device+address (raw: FREE - ALLOC reports)"},
+        {"duplicate ALLOC (tracker)",
+         {r[0].track.duplicate_allocs, r[1].track.duplicate_allocs},
+         "ALLOCs of a device+address the tracker already holds live"},
+        {"leaks",
+         {leaks_of(&r[0]), leaks_of(&r[1])},
+         "allocations still live at the end (tracker or allocator)"},
+        {"peak live MiB (allocator)",
+         {r[0].sim.peak_live_bytes >> 20, r[1].sim.peak_live_bytes >> 20},
+         "most reserved at once, in whole slots: varies with how the threads overlap"},
+        {"skipped (pool full etc.)",
+         {r[0].failures, r[1].failures},
+         "mesh buffers or aliases not made (allocator slots full)"},
+        {"reports dropped",
+         {r[0].reports_dropped, r[1].reports_dropped},
+         "events the socket reporter could not deliver (server gone or too slow)"},
     };
+    size_t i;
     printf("%-27s %20s %20s\n", "", r[0].name, r[1].name);
-    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+    for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         printf("%-27s %20" PRIu64 " %20" PRIu64 "\n", rows[i].label, rows[i].v[0], rows[i].v[1]);
     printf("%-27s %20.3f %20.3f\n", "time (s)", r[0].seconds, r[1].seconds);
+    printf("\nwhat each row counts:\n");
+    for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        printf("  %-27s %s\n", rows[i].label, rows[i].why);
+    printf("  %-27s %s\n", "time (s)", "wall time; not a benchmark (tools/bh-bench measures costs)");
+
     if (r[0].nworst > 0) {
         printf("\nraw run: addresses freed most often relative to their allocations\n");
         printf("  %-6s %-4s %-12s %10s %10s\n", "device", "mem", "address", "allocs", "frees");
-        for (size_t i = 0; i < r[0].nworst; i++) {
+        for (i = 0; i < r[0].nworst; i++) {
             const bh_track_entry *e = &r[0].worst[i];
-            printf("  %-6u %-4s 0x%010" PRIx64 " %10" PRIu64 " %10" PRIu64 "\n",
-                   bh_sim_domain_device(e->device), bh_sim_domain_mem(e->device) == BH_SIM_L1 ? "L1" : "DRAM",
-                   e->address, e->allocs, e->frees);
+            printf("  %-6u %-4s 0x%010" PRIx64 " %10" PRIu64 " %10" PRIu64 "\n", BH_DOMAIN_DEVICE(e->device),
+                   mem_name(e->device), e->address, e->allocs, e->frees);
         }
+        printf("  allocs, frees: the ALLOC and FREE reports the tracker got for that device and address.\n"
+               "  frees > allocs: the allocation, its views and its re-created buffers each reported FREE.\n"
+               "  allocs 0 on a device other than 0: a mesh buffer's part on that device; the raw runtime\n"
+               "  reports the mesh's ALLOC on device 0 only, so every FREE there is an unknown buffer.\n");
     }
+    printf("\nhandles run: %s\n", r[1].nworst == 0 ? "no address was freed more often than it was allocated"
+                                                   : "some addresses were freed more often than allocated");
 }
 
 static void print_json_run(const result *r) {
@@ -557,18 +614,18 @@ static void print_json_run(const result *r) {
            ",\"double_frees\":%" PRIu64 ",\"unknown_allocator_frees\":%" PRIu64 ",\"alloc_reports\":%" PRIu64
            ",\"free_reports\":%" PRIu64 ",\"unknown_frees\":%" PRIu64 ",\"duplicate_allocs\":%" PRIu64
            ",\"leaks\":%" PRIu64 ",\"peak_live_bytes\":%" PRIu64 ",\"skipped\":%" PRIu64 ",\"seconds\":%.6f"
-           ",\"reports_dropped\":%" PRIu64 ",\"tracker\":\"%s\"",
+           ",\"reports_dropped\":%" PRIu64 ",\"tracker\":\"%s\",\"mesh_buffers\":%" PRIu64
+           ",\"buffer_objects\":%" PRIu64,
            r->name, r->sim.allocs, r->sim.frees, r->sim.double_frees, r->sim.unknown_frees, r->alloc_reports,
            r->free_reports, r->track.unknown_frees, r->track.duplicate_allocs, leaks_of(r),
            r->sim.peak_live_bytes, r->failures, r->seconds, r->reports_dropped,
-           r->from_trackd ? "bh-trackd" : "in-process");
+           r->from_trackd ? "bh-trackd" : "in-process", r->meshes, r->objects);
     printf(",\"most_overfreed\":[");
     for (size_t i = 0; i < r->nworst; i++)
         printf("%s{\"device\":%u,\"mem\":\"%s\",\"address\":%" PRIu64 ",\"allocs\":%" PRIu64
                ",\"frees\":%" PRIu64 "}",
-               i ? "," : "", bh_sim_domain_device(r->worst[i].device),
-               bh_sim_domain_mem(r->worst[i].device) == BH_SIM_L1 ? "L1" : "DRAM", r->worst[i].address,
-               r->worst[i].allocs, r->worst[i].frees);
+               i ? "," : "", BH_DOMAIN_DEVICE(r->worst[i].device), mem_name(r->worst[i].device),
+               r->worst[i].address, r->worst[i].allocs, r->worst[i].frees);
     printf("]}");
 }
 
@@ -604,12 +661,20 @@ static char *trackd_stats(const char *trackd, const char *sock) {
     return buf;
 }
 
-/* Sums "field" over the client objects of pid in the stats JSON. */
+/* Sums "field" over the client objects of pid in the stats JSON. Only the
+ * "clients" array counts: the leak and over-freed lists after it have objects
+ * with a pid and "allocs"/"frees" too (counting them inflated the raw run's
+ * report counts). Client objects are flat, so the array ends at the first ']'. */
 static uint64_t sum_for_pid(const char *json, pid_t pid, const char *field) {
     char key[64];
     snprintf(key, sizeof(key), "\"%s\":", field);
     uint64_t sum = 0;
-    for (const char *p = strstr(json, "{\"pid\":"); p != NULL; p = strstr(p + 1, "{\"pid\":")) {
+    const char *clients = strstr(json, "\"clients\":[");
+    const char *clients_end = clients != NULL ? strchr(clients, ']') : NULL;
+    if (clients_end == NULL)
+        return 0;
+    for (const char *p = strstr(clients, "{\"pid\":"); p != NULL && p < clients_end;
+         p = strstr(p + 1, "{\"pid\":")) {
         const char *end = strchr(p, '}');
         if (end == NULL || atol(p + 7) != (long)pid)
             continue;
