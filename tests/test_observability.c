@@ -2,8 +2,10 @@
  * test_observability.c - bh-trackd's HTTP side against real tools: promtool,
  * a Prometheus server, headless Chromium, and hostile HTTP clients.
  *
- * usage: test_observability PATH-TO-bh-trackd [OUTDIR]
- *   OUTDIR keeps the dashboard screenshot (dashboard.png) and dump.
+ * usage: test_observability PATH-TO-bh-trackd [unit|tools [OUTDIR]]
+ *   unit: the tests that need no external tool (default); tools: promtool,
+ *   Prometheus, Chromium. OUTDIR keeps the dashboard screenshot
+ *   (dashboard.png), its DOM and the /metrics that promtool checked.
  *
  * Each test starts its own server (Unix sockets in a temporary directory,
  * HTTP on 127.0.0.1 with a port the kernel picks) and real clients: forked
@@ -11,7 +13,9 @@
  * external tool is not installed is skipped with a message naming the
  * package (tools/dev.sh installs them for the observability stage).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,9 +38,11 @@
 
 #include "bufhandle/bufhandle.h"
 #include "proc.h"
+#include "trackd.h"
 #include "wire.h"
 
-#define DEVICES 64u /* more than the TT server's 8 */
+#define DEVICES 64u
+#define BH_TT_DEVICE_INFO_QUERY_FOR_TEST 6 /* answered with type 7 */ /* more than the TT server's 8 */
 
 static const char *trackd, *outdir;
 static char dir[64], sock_path[128], compat_path[128], log_path[128], summary_path[128];
@@ -260,6 +266,19 @@ static int stats_contain(const char *want) {
     return 0;
 }
 
+/* `bh-trackd stats --json` over the socket, into a static buffer. */
+static const char *socket_stats(void) {
+    static char buf[1 << 17];
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "%s stats --json --socket %s", trackd, sock_path);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    assert_int_equal(pclose(f), 0);
+    return buf;
+}
+
 /* Every client of the scenario, and waits until the server saw them all
  * (the leaker's leaks included). */
 static void scenario(void) {
@@ -270,6 +289,188 @@ static void scenario(void) {
     snprintf(want, sizeof(want), "\"live_bytes\":%" PRIu64, holder_total());
     assert_true(stats_contain(want));
     assert_true(stats_contain("\"leaks\":2,"));
+}
+
+static void summary_lists_leaks_and_overfreed_addresses(void **state) {
+    (void)state;
+    start_server(NULL);
+    scenario();
+    kill(server, SIGTERM);
+    waitpid(server, NULL, 0);
+    server = 0;
+    char *j = slurp(summary_path);
+    /* Addresses are numbers in JSON: 0xabc000 is 11255808, 0xdead0000 3735879680. */
+    assert_non_null(strstr(j, "\"name\":\"obs-leaker\",\"device\":2,\"kind\":\"l1\",\"address\":11255808,"
+                              "\"size\":8192,\"age_s\":"));
+    assert_non_null(strstr(j, "\"address\":11264000,\"size\":4096,"));
+    assert_non_null(strstr(j, "\"leaks_listed\":2,"));
+    assert_non_null(strstr(j, "\"overfreed\":[{\"pid\":"));
+    assert_non_null(strstr(j,
+                           "\"name\":\"obs-overfree\",\"device\":1,\"kind\":\"dram\",\"address\":3735879680,"
+                           "\"allocs\":1,\"frees\":3}"));
+    free(j);
+}
+
+static void gone_clients_age_out_of_stats_but_not_out_of_the_totals(void **state) {
+    (void)state;
+    const char *extra[] = {"--forget-ms", "300", NULL};
+    start_server(extra);
+    scenario();
+    /* The leaker and the over-freer are gone: after --forget-ms they leave
+     * the client list and their figures join "(departed)" (pid 0). */
+    assert_true(stats_contain("\"pid\":0,\"stream\":0,\"name\":\"(departed)\",\"device\":2,\"kind\":\"l1\""));
+    const char *j = socket_stats();
+    assert_null(strstr(j, "\"name\":\"obs-leaker\",\"device\":2,\"kind\":\"l1\",\"live\""));
+    assert_null(strstr(j, "\"name\":\"obs-overfree\",\"device\":1,\"kind\":\"dram\",\"live\""));
+    assert_non_null(strstr(j, "\"name\":\"obs-holder\""));
+    assert_non_null(strstr(j, "\"leaks\":2,\"leaked_bytes\":12288}"));
+    assert_non_null(strstr(j, "\"unknown_frees\":2,"));
+    char *m = NULL;
+    assert_int_equal(http_get(port, "/metrics", &m), 200);
+    assert_non_null(strstr(m, "bh_trackd_leaks_total{device=\"2\",kind=\"l1\"} 2\n"));
+    assert_non_null(strstr(m, "bh_trackd_unknown_frees_total{device=\"1\",kind=\"dram\"} 2\n"));
+    assert_non_null(strstr(m, "bh_trackd_client_leaks{client=\"(departed)\",pid=\"0\"} 2\n"));
+    free(m);
+}
+
+/* ------------------------------------------------------------ TT records */
+
+#define TT112 112u
+
+/* A TT record of size bytes (72 or 112) into p, as the runtime's client fills it. */
+static void tt_rec(uint8_t *p, size_t size, uint8_t type, int32_t device, uint64_t bytes, uint8_t btype,
+                   uint64_t address) {
+    memset(p, 0, size);
+    bh_tt_record(p, type, device, bytes, btype, (int32_t)getpid(), address,
+                 type == BH_TT_ALLOC ? 123456789u : 0);
+}
+
+static int compat_connect(void) {
+    int fd = bh_unix_connect(compat_path);
+    assert_true(fd >= 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+static void tt_send(int fd, uint8_t type, size_t size, int32_t device, uint64_t bytes, uint8_t btype,
+                    uint64_t address) {
+    uint8_t r[TT112];
+    tt_rec(r, size, type, device, bytes, btype, address);
+    assert_int_equal(send(fd, r, size, MSG_NOSIGNAL), (ssize_t)size);
+}
+
+/* Sends a QUERY-like record and reads the size-byte answer into out. */
+static void tt_ask(int fd, uint8_t type, size_t size, int32_t device, uint8_t *out) {
+    tt_send(fd, type, size, device, 0, 0, 0);
+    assert_int_equal(recv(fd, out, size, MSG_WAITALL), (ssize_t)size);
+}
+
+static void record_size_is_told_only_by_what_the_bytes_prove(void **state) {
+    (void)state;
+    uint8_t b[4 * TT112];
+    /* One 72-byte QUERY: either size until the peer is at rest, then 72. */
+    tt_rec(b, 72, BH_TT_QUERY, 0, 0, 0, 0);
+    assert_int_equal(td_tt_detect(b, 72, 0), 0);
+    assert_int_equal(td_tt_detect(b, 72, 1), 72);
+    /* A 112-byte ALLOC: its zero device-info fields cannot start a 72-byte record. */
+    tt_rec(b, TT112, BH_TT_ALLOC, 3, 4096, 1, 0x1000);
+    assert_int_equal(td_tt_detect(b, TT112, 0), 112);
+    /* Two 72-byte ALLOCs: the second's timestamp is no is_available flag. */
+    tt_rec(b, 72, BH_TT_ALLOC, 3, 4096, 1, 0x1000);
+    tt_rec(b + 72, 72, BH_TT_ALLOC, 3, 4096, 1, 0x2000);
+    assert_int_equal(td_tt_detect(b, 144, 0), 72);
+    /* A 112-byte record whose device-info bytes look like a 72-byte header:
+     * at rest, 112 bytes cannot be a 72-byte client's whole records. */
+    tt_rec(b, TT112, BH_TT_DEVICE_INFO_QUERY_FOR_TEST, -1, 0, 0, 0);
+    b[72] = BH_TT_ALLOC;
+    assert_int_equal(td_tt_detect(b, TT112, 0), 0);
+    assert_int_equal(td_tt_detect(b, TT112, 1), 112);
+    /* Neither. */
+    memset(b, 0x55, sizeof(b));
+    assert_int_equal(td_tt_detect(b, sizeof(b), 0), -1);
+}
+
+static void tt_112_byte_records_are_tracked_by_kind_and_answered(void **state) {
+    (void)state;
+    start_server(NULL);
+    int fd = compat_connect();
+    uint8_t r[TT112];
+    /* buffer_type in the 112-byte layout: 1 L1, 2 SYSTEM_MEMORY, 3 L1_SMALL, 4 TRACE. */
+    tt_send(fd, BH_TT_ALLOC, TT112, 40, 1000, 1, 0x1000);
+    tt_send(fd, BH_TT_ALLOC, TT112, 40, 500, 2, 0x2000);
+    tt_send(fd, BH_TT_ALLOC, TT112, 40, 300, 3, 0x3000);
+    tt_send(fd, BH_TT_ALLOC, TT112, 40, 200, 4, 0x4000);
+    tt_ask(fd, BH_TT_QUERY, TT112, 40, r);
+    assert_int_equal(r[0], BH_TT_RESPONSE);
+    assert_int_equal(bh_get32(r + 4), 40);
+    assert_int_equal(bh_get64(r + 40), 0);    /* dram */
+    assert_int_equal(bh_get64(r + 48), 1000); /* l1 */
+    assert_int_equal(bh_get64(r + 56), 300);  /* l1_small */
+    assert_int_equal(bh_get64(r + 64), 200);  /* trace */
+    /* FREE without a buffer_type finds the L1 allocation at that address. */
+    tt_send(fd, BH_TT_FREE, TT112, 40, 0, 0, 0x1000);
+    tt_ask(fd, BH_TT_QUERY, TT112, 40, r);
+    assert_int_equal(bh_get64(r + 48), 0);
+    /* DEVICE_INFO_QUERY: how many devices (-1), and whether one exists. */
+    tt_ask(fd, BH_TT_DEVICE_INFO_QUERY_FOR_TEST, TT112, -1, r);
+    assert_int_equal(r[0], BH_TT_DEVICE_INFO_QUERY_FOR_TEST + 1);
+    assert_int_equal(bh_get32(r + 108), 41);
+    tt_ask(fd, BH_TT_DEVICE_INFO_QUERY_FOR_TEST, TT112, 40, r);
+    assert_int_equal(bh_get32(r + 104), 1);
+    tt_ask(fd, BH_TT_DEVICE_INFO_QUERY_FOR_TEST, TT112, 41, r);
+    assert_int_equal(bh_get32(r + 104), 0);
+    const char *j = socket_stats();
+    assert_non_null(strstr(j, "\"malformed\":0,"));
+    assert_non_null(strstr(j, "\"unknown_frees\":0,"));
+    assert_non_null(strstr(j, "\"device\":40,\"kind\":\"system_memory\",\"live\":1,\"live_bytes\":500,"));
+    assert_non_null(strstr(j, "\"device\":40,\"kind\":\"l1\",\"live\":0,"));
+    /* The records carry no name: the peer's process name stands in. */
+    assert_non_null(strstr(j, "\"name\":\"test_observabil\",\"device\":40"));
+    close(fd);
+}
+
+static void tt_72_byte_clients_on_64_devices_query_first_and_leave_early(void **state) {
+    (void)state;
+    start_server(NULL);
+    /* A client whose first record is a QUERY gets its answer: it is at rest. */
+    int fd = compat_connect();
+    uint8_t r[TT112];
+    tt_ask(fd, BH_TT_QUERY, 72, 0, r);
+    assert_int_equal(r[0], BH_TT_RESPONSE);
+    /* One that sends an ALLOC and hangs up at once is counted, not refused. */
+    int quick = compat_connect();
+    tt_send(quick, BH_TT_ALLOC, 72, 5, 777, 0, 0x777000);
+    close(quick);
+    /* 64 devices, each with its own DRAM bytes; QUERY answers per device. */
+    for (int32_t d = 0; d < (int32_t)DEVICES; d++)
+        tt_send(fd, BH_TT_ALLOC, 72, d, 1000u + (uint64_t)d, 0, 0x100000u);
+    for (int32_t d = 0; d < (int32_t)DEVICES; d += 21) {
+        tt_ask(fd, BH_TT_QUERY, 72, d, r);
+        assert_int_equal(bh_get64(r + 40), 1000u + (uint64_t)d + (d == 5 ? 777u : 0u));
+    }
+    tt_ask(fd, BH_TT_QUERY, 72, 63, r);
+    assert_int_equal(bh_get64(r + 40), 1063);
+    char *m = NULL;
+    assert_int_equal(http_get(port, "/metrics", &m), 200);
+    assert_non_null(strstr(m, "bh_trackd_live_bytes{device=\"63\",kind=\"dram\"} 1063\n"));
+    assert_non_null(strstr(m, "bh_trackd_live_bytes{device=\"5\",kind=\"dram\"} 1782\n"));
+    assert_non_null(strstr(m, "bh_trackd_malformed_total 0\n"));
+    free(m);
+    close(fd);
+}
+
+static void a_configured_record_size_is_not_second_guessed(void **state) {
+    (void)state;
+    const char *extra[] = {"--compat-record-size", "72", NULL};
+    start_server(extra);
+    int fd = compat_connect();
+    tt_send(fd, BH_TT_ALLOC, TT112, 1, 4096, 1, 0x1000); /* 112 bytes read as 72: the rest is no header */
+    uint8_t sink[8];
+    assert_true(recv(fd, sink, sizeof(sink), 0) <= 0); /* closed */
+    close(fd);
+    const char *j = socket_stats();
+    assert_non_null(strstr(j, "\"malformed\":1,"));
 }
 
 /* ------------------------------------------------------------ fixtures */
@@ -306,7 +507,7 @@ static int teardown(void **state) {
 
 /* ------------------------------------------------------------ tests */
 
-static void metrics_pass_promtool_and_show_every_device_and_kind(void **state) {
+static void metrics_show_every_device_kind_and_client(void **state) {
     (void)state;
     start_server(NULL);
     scenario();
@@ -330,18 +531,26 @@ static void metrics_pass_promtool_and_show_every_device_and_kind(void **state) {
     assert_non_null(strstr(m, "bh_trackd_clients_connected 1\n"));
     assert_non_null(strstr(m, "bh_trackd_reporter_connections_total 3\n"));
 
-    char path[160];
-    snprintf(path, sizeof(path), "%s/metrics.txt", dir);
+    free(m);
+}
+
+static void metrics_pass_promtool(void **state) {
+    (void)state;
+    if (!have("promtool")) {
+        print_message("promtool not installed (Debian package prometheus): skipping\n");
+        skip();
+    }
+    start_server(NULL);
+    scenario();
+    char *m = NULL;
+    assert_int_equal(http_get(port, "/metrics", &m), 200);
+    char path[160], cmd[256];
+    snprintf(path, sizeof(path), "%s/metrics.txt", outdir != NULL ? outdir : dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fputs(m, f);
     fclose(f);
     free(m);
-    if (!have("promtool")) {
-        print_message("promtool not installed (Debian package prometheus): skipping its check\n");
-        skip();
-    }
-    char cmd[256];
     snprintf(cmd, sizeof(cmd), "promtool check metrics < %s", path);
     assert_int_equal(system(cmd), 0);
 }
@@ -569,20 +778,36 @@ static void api_live_is_paged_and_history_answers_an_address(void **state) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: test_observability PATH-TO-bh-trackd [OUTDIR]\n");
+        fprintf(stderr, "usage: test_observability PATH-TO-bh-trackd [unit|tools [OUTDIR]]\n");
         return 2;
     }
     trackd = argv[1];
-    outdir = argc > 2 ? argv[2] : NULL;
+    const char *mode = argc > 2 ? argv[2] : NULL;
+    outdir = argc > 3 ? argv[3] : NULL;
     signal(SIGPIPE, SIG_IGN);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(metrics_pass_promtool_and_show_every_device_and_kind, setup,
-                                        teardown),
+    /* Without external tools (label unit, also under the sanitizers). */
+    const struct CMUnitTest unit[] = {
+        cmocka_unit_test(record_size_is_told_only_by_what_the_bytes_prove),
+        cmocka_unit_test_setup_teardown(metrics_show_every_device_kind_and_client, setup, teardown),
         cmocka_unit_test_setup_teardown(per_client_series_are_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(api_live_is_paged_and_history_answers_an_address, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_http_input_never_blocks_the_socket_protocol, setup, teardown),
+        cmocka_unit_test_setup_teardown(summary_lists_leaks_and_overfreed_addresses, setup, teardown),
+        cmocka_unit_test_setup_teardown(gone_clients_age_out_of_stats_but_not_out_of_the_totals, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(tt_112_byte_records_are_tracked_by_kind_and_answered, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(tt_72_byte_clients_on_64_devices_query_first_and_leave_early, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_configured_record_size_is_not_second_guessed, setup, teardown),
+    };
+    /* With promtool, Prometheus and Chromium (label observability). */
+    const struct CMUnitTest tools[] = {
+        cmocka_unit_test_setup_teardown(metrics_pass_promtool, setup, teardown),
         cmocka_unit_test_setup_teardown(prometheus_scrapes_the_daemon_and_answers_a_query, setup, teardown),
         cmocka_unit_test_setup_teardown(dashboard_renders_the_clients_numbers_in_chromium, setup, teardown),
     };
-    return cmocka_run_group_tests_name("observability", tests, NULL, NULL);
+    if (mode != NULL && strcmp(mode, "tools") == 0)
+        return cmocka_run_group_tests_name("observability tools", tools, NULL, NULL);
+    return cmocka_run_group_tests_name("observability", unit, NULL, NULL);
 }

@@ -119,10 +119,11 @@ void td_parse_input(td_server *s, td_client *c) {
         size_t avail = c->in_len - off;
         const uint8_t *p = c->in + off;
         if (c->compat) {
-            if (avail < BH_TT_RECORD)
+            size_t rec = off == 0 ? td_tt_record_size(s, c, 0) : c->tt_size;
+            if (rec == 0 || avail < rec)
                 break;
             td_tt_record(s, c, p);
-            off += BH_TT_RECORD;
+            off += rec;
             continue;
         }
         if (avail < BH_WIRE_HEADER)
@@ -147,6 +148,13 @@ void td_parse_input(td_server *s, td_client *c) {
     }
     memmove(c->in, c->in + off, c->in_len - off);
     c->in_len -= off;
+}
+
+/* The peer has nothing more in flight (EAGAIN or EOF): what a compat peer sent
+ * so far may now tell its record size. */
+static void settle_compat(td_server *s, td_client *c) {
+    if (c->compat && c->tt_size == 0 && c->in_len > 0 && !c->closing && td_tt_record_size(s, c, 1) != 0)
+        td_parse_input(s, c);
 }
 
 void td_read_client(td_server *s, td_client *c) {
@@ -175,7 +183,13 @@ void td_read_client(td_server *s, td_client *c) {
         }
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            settle_compat(s, c);
+            return;
+        }
+        if (n == 0)
+            settle_compat(s, c);
+        if (c->closing) /* refused while settling */
             return;
         if (c->in_len > 0 && !c->compat)
             td_malformed(s, c, "connection closed inside a frame");

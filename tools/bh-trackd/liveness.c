@@ -13,7 +13,15 @@
 
 #include "trackd.h"
 
+void td_printable(char *name) {
+    for (char *q = name; *q; q++) /* keep logs and JSON printable */
+        if (*q < 0x20 || *q == '"' || *q == '\\' || (unsigned char)*q >= 0x7f)
+            *q = '?';
+}
+
 const char *td_name_of(const td_server *s, pid_t pid) {
+    if (pid == 0)
+        return "(departed)"; /* the clients that aged out, summed */
     for (int i = 0; i < s->nnames; i++)
         if (s->names[i].pid == pid)
             return s->names[i].name;
@@ -31,6 +39,33 @@ void td_remember_name(td_server *s, pid_t pid, const char *name) {
     int i = s->nnames < TD_MAX_NAMES ? s->nnames++ : (int)(pid % TD_MAX_NAMES);
     s->names[i].pid = pid;
     snprintf(s->names[i].name, sizeof(s->names[i].name), "%s", name);
+}
+
+void td_name_from_proc(td_server *s, pid_t pid) {
+    if (td_name_of(s, pid)[0] != '\0')
+        return;
+    char path[64], name[BH_WIRE_MAX_NAME + 1];
+    snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    size_t n = fread(name, 1, sizeof(name) - 1, f);
+    fclose(f);
+    while (n > 0 && (name[n - 1] == '\n' || name[n - 1] == ' '))
+        n--;
+    name[n] = '\0';
+    td_printable(name);
+    if (n > 0)
+        td_remember_name(s, pid, name);
+}
+
+static void forget_name(td_server *s, pid_t pid) {
+    for (int i = 0; i < s->nnames; i++) {
+        if (s->names[i].pid == pid) {
+            s->names[i] = s->names[--s->nnames];
+            return;
+        }
+    }
 }
 
 static void on_leak(void *ctx, const bh_track_entry *e) {
@@ -74,6 +109,24 @@ void td_process_gone(td_server *s, pid_t pid) {
     if (n > 0)
         td_log(s, "pid %d (%s) ended with %" PRIu64 " live allocations (leaks)", (int)pid, td_name_of(s, pid),
                n);
+    td_departed *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return; /* it stays listed: only its aging out is lost */
+    d->pid = pid;
+    d->since_ms = td_now_ms();
+    d->next = s->departed;
+    s->departed = d;
+}
+
+/* Its process gone for --forget-ms: the client's figures join the
+ * "(departed)" group (pid 0), so totals and counters stay whole while the
+ * list of clients stays short. */
+static void age_out(td_server *s, pid_t pid) {
+    keys ks = {.n = 0, .pid = pid};
+    bh_track_each_group(s->track, collect_key, &ks);
+    for (int i = 0; i < ks.n; i++)
+        bh_track_retire(s->track, ks.k[i], td_client_key(0, 0));
+    forget_name(s, pid);
 }
 
 static int process_alive(pid_t pid) {
@@ -137,7 +190,27 @@ void td_check_orphans(td_server *s) {
     }
 }
 
+void td_check_departed(td_server *s) {
+    uint64_t now = td_now_ms();
+    for (td_departed **p = &s->departed; *p != NULL;) {
+        td_departed *d = *p;
+        if (now - d->since_ms < s->forget_ms) {
+            p = &d->next;
+            continue;
+        }
+        if (!td_pid_connected(s, d->pid)) /* a reused pid reporting again keeps its figures */
+            age_out(s, d->pid);
+        *p = d->next;
+        free(d);
+    }
+}
+
 void td_free_orphans(td_server *s) {
+    while (s->departed != NULL) {
+        td_departed *d = s->departed;
+        s->departed = d->next;
+        free(d);
+    }
     while (s->orphans != NULL) {
         td_orphan *o = s->orphans;
         s->orphans = o->next;

@@ -193,6 +193,7 @@ int td_serve(td_server *s) {
             }
         }
         td_check_orphans(s);
+        td_check_departed(s);
         td_web_run(s);
     }
     td_log(s, "shutting down");

@@ -2,8 +2,9 @@
  * bh-trackd - the allocation tracking server.
  *
  *   bh-trackd [--socket PATH] [--compat-tt] [--compat-socket PATH]
- *             [--max-live-per-client N] [--allow-uid UID]... [--summary FILE]
- *             [--log FILE] [--grace-ms N] [--http ADDR:PORT] [--metrics-clients N]
+ *             [--compat-record-size 72|112|auto] [--max-live-per-client N] [--allow-uid UID]... [--summary
+ * FILE]
+ *             [--log FILE] [--grace-ms N] [--forget-ms N] [--http ADDR:PORT] [--metrics-clients N]
  *   bh-trackd stats [--socket PATH] [--json]
  *   bh-trackd dump  [--socket PATH] [--json]
  *
@@ -31,13 +32,16 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: bh-trackd [--socket PATH] [--compat-tt] [--compat-socket PATH]\n"
+            "                 [--compat-record-size 72|112|auto]\n"
             "                 [--max-live-per-client N] [--allow-uid UID]... [--summary FILE]\n"
-            "                 [--log FILE] [--grace-ms N] [--http ADDR:PORT] [--metrics-clients N]\n"
+            "                 [--log FILE] [--grace-ms N] [--forget-ms N] [--http ADDR:PORT] "
+            "[--metrics-clients N]\n"
             "       bh-trackd stats [--socket PATH] [--json]\n"
             "       bh-trackd dump  [--socket PATH] [--json]\n"
             "defaults: --socket %s, --compat-socket %s, --max-live-per-client 10000000,\n"
             "          --grace-ms 2000, log to stderr, no HTTP (--http PORT listens on 127.0.0.1),\n"
-            "          --metrics-clients 20\n",
+            "          --forget-ms 300000 (a gone client's figures then join \"(departed)\"),\n"
+            "          --metrics-clients 20, --compat-record-size auto (detected per connection)\n",
             BH_TRACKD_DEFAULT_SOCKET, BH_TT_DEFAULT_SOCKET);
 }
 
@@ -61,6 +65,7 @@ int main(int argc, char **argv) {
     s.max_live = 10000000;
     s.grace_ms = 2000;
     s.metrics_clients = 20;
+    s.forget_ms = 300000;
     s.log = stderr;
     int cmd = 0, json = 0; /* 0 serve, 1 stats, 2 dump */
     int i = 1;
@@ -97,10 +102,20 @@ int main(int argc, char **argv) {
             if (parse_num(a, v, &s.max_live) != 0)
                 return 2;
             i++;
+        } else if (cmd == 0 && strcmp(a, "--forget-ms") == 0) {
+            if (parse_num(a, v, &s.forget_ms) != 0)
+                return 2;
+            i++;
         } else if (cmd == 0 && strcmp(a, "--grace-ms") == 0) {
             if (parse_num(a, v, &s.grace_ms) != 0)
                 return 2;
             i++;
+        } else if (cmd == 0 && strcmp(a, "--compat-record-size") == 0 && v != NULL) {
+            if (strcmp(v, "auto") != 0 && strcmp(v, "72") != 0 && strcmp(v, "112") != 0) {
+                fprintf(stderr, "bh-trackd: --compat-record-size takes 72, 112 or auto\n");
+                return 2;
+            }
+            s.tt_size = (unsigned)atoi(v), i++;
         } else if (cmd == 0 && strcmp(a, "--http") == 0 && v != NULL) {
             s.http_spec = v, i++;
         } else if (cmd == 0 && strcmp(a, "--metrics-clients") == 0) {

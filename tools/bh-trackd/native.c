@@ -51,9 +51,7 @@ static void handle_hello(td_server *s, td_client *c, const uint8_t *p, uint32_t 
     }
     memcpy(c->name, p + 10, nlen);
     c->name[nlen] = '\0';
-    for (char *q = c->name; *q; q++) /* keep logs and JSON printable */
-        if (*q < 0x20 || *q == '"' || *q == '\\' || (unsigned char)*q >= 0x7f)
-            *q = '?';
+    td_printable(c->name);
     c->hello = 1;
     c->control = (flags & BH_WIRE_HELLO_CONTROL) != 0;
     if (!c->control) {

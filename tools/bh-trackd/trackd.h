@@ -36,15 +36,17 @@
 
 #define TD_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define TD_LEAKS_KEPT 256     /* the latest leaks, listed in stats and the summary */
+#define TD_MEM_SYSTEM 4       /* memory kind of TT's SYSTEM_MEMORY buffers (one of the caller's own kinds) */
 #define TD_OVERFREED_SHOWN 10 /* addresses in the "freed more often than allocated" list */
 
 /* ======================== State ======================== */
 
 typedef struct td_client {
     int fd;
-    int compat;  /* 72-byte records */
-    int control; /* a stats/dump query connection */
-    int hello;   /* native: HELLO received */
+    int compat;       /* TT records */
+    unsigned tt_size; /* compat: 72 or 112 once known, 0 while detecting */
+    int control;      /* a stats/dump query connection */
+    int hello;        /* native: HELLO received */
     pid_t pid;
     uid_t uid;
     char name[BH_WIRE_MAX_NAME + 1];
@@ -75,12 +77,20 @@ typedef struct td_leak {
 struct bh_http;
 struct td_timeline;
 
+/* A process that is gone: its figures age out of stats after --forget-ms. */
+typedef struct td_departed {
+    pid_t pid;
+    uint64_t since_ms;
+    struct td_departed *next;
+} td_departed;
+
 /* Log classes with their own rate limit (td_log_event). */
 enum { TD_LOG_UNKNOWN_FREE, TD_LOG_DUPLICATE, TD_LOG_LEAK, TD_LOG_CLASSES };
 
 typedef struct td_server {
     const char *socket_path, *compat_path, *summary_path;
     int compat;
+    unsigned tt_size; /* --compat-record-size: 72, 112, or 0 (detect per connection) */
     uint64_t max_live;
     uid_t allow[TD_MAX_ALLOW_UIDS];
     int nallow;
@@ -90,6 +100,8 @@ typedef struct td_server {
     bh_track *track;
     td_client *clients;
     td_orphan *orphans;
+    td_departed *departed;
+    uint64_t forget_ms; /* --forget-ms: a gone process's figures join "(departed)" after this */
     /* counters */
     uint64_t connections, reporter_connections, rejected, malformed, resyncs, compat_records,
         unsupported_records, limit_disconnects;
@@ -146,12 +158,27 @@ void td_close_client(td_server *s, td_client *c);
 /* ======================== native.c / tt.c ======================== */
 
 void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, uint32_t len);
-/* One BH_TT_RECORD-byte record at r. */
+/* One record of the connection's size (c->tt_size) at r. */
 void td_tt_record(td_server *s, td_client *c, const uint8_t *r);
+/* The connection's record size: configured, known, or detected from what is
+ * buffered (at_rest: the peer has nothing more in flight). 0 while it cannot
+ * tell yet; on input that is neither size the connection is refused. */
+size_t td_tt_record_size(td_server *s, td_client *c, int at_rest);
+/* 72 or 112 when the len bytes at p prove that record size, 0 when they do not
+ * yet, -1 when they fit neither (or stay ambiguous past a few KiB). */
+int td_tt_detect(const uint8_t *p, size_t len, int at_rest);
 
 /* ======================== liveness.c ======================== */
 
+/* The program name of pid ("" if unknown, "(departed)" for pid 0). */
 const char *td_name_of(const td_server *s, pid_t pid);
+/* Names a client that sent none (compat) after its process's comm. */
+void td_name_from_proc(td_server *s, pid_t pid);
+/* Replaces what logs and JSON cannot show verbatim with '?'. */
+void td_printable(char *name);
+/* Gone processes older than --forget-ms leave the client list (their
+ * figures are kept under pid 0). */
+void td_check_departed(td_server *s);
 void td_remember_name(td_server *s, pid_t pid, const char *name);
 /* 1 while a reporter connection of pid is open. */
 int td_pid_connected(const td_server *s, pid_t pid);
@@ -161,7 +188,7 @@ uint64_t td_clients_connected(const td_server *s);
 void td_orphan_add(td_server *s, pid_t pid);
 /* Orphans that ended or did not come back within --grace-ms have leaked what they held. */
 void td_check_orphans(td_server *s);
-void td_free_orphans(td_server *s);
+void td_free_orphans(td_server *s); /* and the departed */
 /* The process is gone: everything it still held leaked. */
 void td_process_gone(td_server *s, pid_t pid);
 

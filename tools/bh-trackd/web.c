@@ -116,10 +116,7 @@ static void render_timeline(const td_timeline *tl, td_strbuf *b) {
 /* ======================== Metrics ======================== */
 
 static const char *metrics_name(void *ctx, uint64_t client) {
-    pid_t pid = td_key_pid(client);
-    if (pid == 0)
-        return "departed";
-    const char *n = td_name_of(ctx, pid);
+    const char *n = td_name_of(ctx, td_key_pid(client));
     return n[0] ? n : "unnamed";
 }
 

@@ -230,9 +230,33 @@ uint64_t bh_track_client_gone(bh_track *t, uint64_t client,
     return n;
 }
 
+void bh_track_retire(bh_track *t, uint64_t client, uint64_t into) {
+    for (size_t i = 0; i < t->ngroups;) {
+        if (t->groups[i].client != client) {
+            i++;
+            continue;
+        }
+        group g = t->groups[i];
+        bh_track_counts *dst = group_of(t, into, g.device); /* may move t->groups */
+        if (dst == NULL)
+            return; /* out of memory: the client stays as it is */
+        bh_track_counts_add(dst, &g.c);
+        for (i = 0; t->groups[i].client != client || t->groups[i].device != g.device; i++)
+            ;
+        memmove(&t->groups[i], &t->groups[i + 1], (t->ngroups - i - 1) * sizeof(group));
+        t->ngroups--;
+        t->last_group = 0;
+    }
+}
+
 void bh_track_client_reset(bh_track *t, uint64_t client) {
     uint64_t n = 0;
     drop_client(t, client, 0, NULL, NULL, &n);
+}
+
+int bh_track_is_live(const bh_track *t, uint64_t client, uint32_t device, uint64_t address) {
+    const slot *s = probe(t->slots, t->cap, client, device, address);
+    return s->used && s->e.live;
 }
 
 void bh_track_counts_add(bh_track_counts *sum, const bh_track_counts *c) {

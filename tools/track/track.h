@@ -58,8 +58,14 @@ bh_track_result bh_track_on_free(bh_track *t, uint64_t client, uint32_t device, 
  * (may be NULL). Returns the number of leaks. */
 uint64_t bh_track_client_gone(bh_track *t, uint64_t client,
                               void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx);
+/* Moves a client's counts into client into's groups (same devices) and drops
+ * its groups; its address history stays. For clients with nothing live. */
+void bh_track_retire(bh_track *t, uint64_t client, uint64_t into);
 /* Forgets a client's live set without counting leaks (a resync replaces it). */
 void bh_track_client_reset(bh_track *t, uint64_t client);
+
+/* 1 if client holds address on device live. */
+int bh_track_is_live(const bh_track *t, uint64_t client, uint32_t device, uint64_t address);
 
 /* Totals over everything, or for one client/device (client or device
  * UINT64_MAX / UINT32_MAX: any). */
