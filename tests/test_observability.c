@@ -266,16 +266,13 @@ static int stats_contain(const char *want) {
     return 0;
 }
 
-/* `bh-trackd stats --json` over the socket, into a static buffer. */
-static const char *socket_stats(void) {
+/* /api/stats, into a static buffer (the socket's `stats --json`, by HTTP). */
+static const char *api_stats(void) {
     static char buf[1 << 17];
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "%s stats --json --socket %s", trackd, sock_path);
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    buf[n] = '\0';
-    assert_int_equal(pclose(f), 0);
+    char *b = NULL;
+    assert_int_equal(http_get(port, "/api/stats", &b), 200);
+    snprintf(buf, sizeof(buf), "%s", b);
+    free(b);
     return buf;
 }
 
@@ -319,7 +316,7 @@ static void gone_clients_age_out_of_stats_but_not_out_of_the_totals(void **state
     /* The leaker and the over-freer are gone: after --forget-ms they leave
      * the client list and their figures join "(departed)" (pid 0). */
     assert_true(stats_contain("\"pid\":0,\"stream\":0,\"name\":\"(departed)\",\"device\":2,\"kind\":\"l1\""));
-    const char *j = socket_stats();
+    const char *j = api_stats();
     assert_null(strstr(j, "\"name\":\"obs-leaker\",\"device\":2,\"kind\":\"l1\",\"live\""));
     assert_null(strstr(j, "\"name\":\"obs-overfree\",\"device\":1,\"kind\":\"dram\",\"live\""));
     assert_non_null(strstr(j, "\"name\":\"obs-holder\""));
@@ -420,7 +417,7 @@ static void tt_112_byte_records_are_tracked_by_kind_and_answered(void **state) {
     assert_int_equal(bh_get32(r + 104), 1);
     tt_ask(fd, BH_TT_DEVICE_INFO_QUERY_FOR_TEST, TT112, 41, r);
     assert_int_equal(bh_get32(r + 104), 0);
-    const char *j = socket_stats();
+    const char *j = api_stats();
     assert_non_null(strstr(j, "\"malformed\":0,"));
     assert_non_null(strstr(j, "\"unknown_frees\":0,"));
     assert_non_null(strstr(j, "\"device\":40,\"kind\":\"system_memory\",\"live\":1,\"live_bytes\":500,"));
@@ -469,7 +466,7 @@ static void a_configured_record_size_is_not_second_guessed(void **state) {
     uint8_t sink[8];
     assert_true(recv(fd, sink, sizeof(sink), 0) <= 0); /* closed */
     close(fd);
-    const char *j = socket_stats();
+    const char *j = api_stats();
     assert_non_null(strstr(j, "\"malformed\":1,"));
 }
 
