@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define DEVICE 4u
+#define DEVICE BH_DOMAIN(4, BH_MEM_DRAM) /* device 4, DRAM: the memory domain the registry keys on */
 #define ADDRESS 695055872ull
 
 typedef struct sim {

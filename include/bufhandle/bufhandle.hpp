@@ -1,7 +1,8 @@
 // bufhandle.hpp - header-only C++17 RAII wrapper over the bufhandle C API.
 //
 //   bufhandle::registry reg(cfg);                  // owns a bh_registry
-//   bufhandle::handle a = reg.alloc(4, 1 << 20);   // one reference
+//   uint32_t dev4 = BH_DOMAIN(4, BH_MEM_DRAM);     // device 4, DRAM
+//   bufhandle::handle a = reg.alloc(dev4, 1 << 20); // one reference
 //   bufhandle::handle b = a;                       // copy = a new reference
 //   bufhandle::handle c = std::move(b);            // move = steal, b is empty
 //   a.address(), a.size(), a.use_count();          // 0x..., 1048576, 2

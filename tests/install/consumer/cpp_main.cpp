@@ -19,9 +19,10 @@ int main() {
     try {
         bufhandle::registry reg(cfg);
         {
-            bufhandle::handle a = reg.alloc(4, 4096);
+            const uint32_t dev4 = BH_DOMAIN(4, BH_MEM_DRAM);
+            bufhandle::handle a = reg.alloc(dev4, 4096);
             bufhandle::handle b = a;
-            bufhandle::handle c = reg.lookup(4, 695055872);
+            bufhandle::handle c = reg.lookup(dev4, 695055872);
             if (frees != 0 || a.use_count() != 3)
                 return 1;
         }

@@ -21,8 +21,10 @@ int main(void) {
     cfg.flags = BH_CONFIG_NO_ENV;
     bh_registry *reg;
     bh_handle a, b, c;
-    if (bh_registry_create(&cfg, &reg) != BH_OK || bh_alloc(reg, 4, 4096, &a) != BH_OK ||
-        bh_intern(reg, 4, 695055872, 4096, &b) != BH_OK || bh_lookup(reg, 4, 695055872, &c) != BH_OK)
+    if (bh_registry_create(&cfg, &reg) != BH_OK ||
+        bh_alloc(reg, BH_DOMAIN(4, BH_MEM_DRAM), 4096, &a) != BH_OK ||
+        bh_intern(reg, BH_DOMAIN(4, BH_MEM_DRAM), 695055872, 4096, &b) != BH_OK ||
+        bh_lookup(reg, BH_DOMAIN(4, BH_MEM_DRAM), 695055872, &c) != BH_OK)
         return 1;
     bh_release(reg, b);
     bh_release(reg, a);
