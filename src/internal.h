@@ -208,6 +208,7 @@ struct bh_registry {
     uint32_t gen_salt; /* random per registry, XORed into every handle's generation */
     uint32_t refs_max; /* BH_EOVERFLOW past this; lowered only by tests */
     AO_t seq;          /* ATOMIC: last sequence number handed out */
+    struct bh__diag *diag; /* diagnostics (diag.h), NULL when all are off; immutable */
 };
 
 /* The handle of generation gen of a slot. The tag alone would repeat every

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "diag.h"
 #include "internal.h"
 
 /* Fresh slots a shard takes from the slab at a time: amortises the slab lock. */
@@ -291,7 +292,8 @@ static void close_owned_reporter(bh_registry *reg) {
 bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
     if (out == NULL)
         return BH_EINVAL;
-    if (cfg != NULL && (cfg->flags & ~(uint32_t)(BH_CONFIG_NO_ENV | BH_CONFIG_ALLOC_EX)) != 0)
+    if (cfg != NULL &&
+        (cfg->flags & ~(uint32_t)(BH_CONFIG_NO_ENV | BH_CONFIG_ALLOC_EX | BH__DIAG_ROUTE)) != 0)
         return BH_EINVAL;
     if (cfg != NULL && (cfg->flags & BH_CONFIG_ALLOC_EX) && cfg->alloc_ex == NULL)
         return BH_EINVAL;
@@ -321,6 +323,14 @@ bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
     reg->tag = (uint32_t)(made % 255u) + 1u;
     reg->gen_salt = generation_salt(reg, made);
     reg->refs_max = UINT32_MAX;
+    if (bh__diag_attach(reg, reg->flags) != BH_OK) {
+        close_owned_reporter(reg);
+        for (unsigned i = 0; i < BH__SHARDS; i++)
+            bh__shard_fini(&reg->shards[i]);
+        bh__slab_fini(&reg->slab);
+        bh__free(reg);
+        return BH_ENOMEM;
+    }
     *out = reg;
     return BH_OK;
 }
@@ -332,6 +342,7 @@ bh_status bh_registry_destroy(bh_registry *reg) {
      * teardown below sees everything the last retiring thread wrote. */
     if (AO_load_acquire(&reg->stats.live_blocks) != 0)
         return BH_EBUSY;
+    bh__diag_detach(reg);
     close_owned_reporter(reg); /* flushes what is queued */
     for (unsigned i = 0; i < BH__SHARDS; i++)
         bh__shard_fini(&reg->shards[i]);
@@ -342,7 +353,7 @@ bh_status bh_registry_destroy(bh_registry *reg) {
 
 /* ======================== Interning ======================== */
 
-bh_status bh_alloc_ex(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out) {
+static bh_status alloc_block(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out) {
     if (reg == NULL || out == NULL || size == 0)
         return BH_EINVAL;
     /* Without alloc_ex an argument would be dropped on the floor: refuse. */
@@ -381,11 +392,8 @@ bh_status bh_alloc_ex(bh_registry *reg, uint32_t device, uint64_t size, void *ar
     return BH_OK;
 }
 
-bh_status bh_alloc(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out) {
-    return bh_alloc_ex(reg, device, size, NULL, out);
-}
-
-bh_status bh_adopt(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
+static bh_status adopt_block(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
+                             bh_handle *out) {
     if (reg == NULL || out == NULL || !range_ok(address, size))
         return BH_EINVAL;
     if (bh__live_reserve(&reg->stats, size) != 0)
@@ -403,7 +411,8 @@ bh_status bh_adopt(bh_registry *reg, uint32_t device, uint64_t address, uint64_t
     return BH_OK;
 }
 
-bh_status bh_intern(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
+static bh_status intern_block(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
+                              bh_handle *out, int *born) {
     if (reg == NULL || out == NULL || !range_ok(address, size))
         return BH_EINVAL;
     uint64_t hash = bh__key_hash(device, address);
@@ -443,12 +452,14 @@ bh_status bh_intern(bh_registry *reg, uint32_t device, uint64_t address, uint64_
 
     bh__live_born(&reg->stats);
     bh__count(&reg->stats, BH__C_INTERNS_NEW);
+    if (born != NULL)
+        *born = 1;
     report(reg, BH_EVENT_ALLOC, device, address, size);
     *out = h;
     return BH_OK;
 }
 
-bh_status bh_lookup(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out) {
+static bh_status lookup_block(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out) {
     if (reg == NULL || out == NULL)
         return BH_EINVAL;
     uint64_t hash = bh__key_hash(device, address);
@@ -475,7 +486,7 @@ bh_status bh_lookup(bh_registry *reg, uint32_t device, uint64_t address, bh_hand
 
 /* ======================== References ======================== */
 
-bh_status bh_retain(bh_registry *reg, bh_handle h) {
+static bh_status retain_block(bh_registry *reg, bh_handle h) {
     bh__block *b;
     bh_status st = resolve(reg, h, &b);
     if (st != BH_OK)
@@ -488,7 +499,7 @@ bh_status bh_retain(bh_registry *reg, bh_handle h) {
     return st;
 }
 
-bh_status bh_release(bh_registry *reg, bh_handle h) {
+static bh_status release_block(bh_registry *reg, bh_handle h, int *freed) {
     bh__block *b;
     bh_status st = resolve(reg, h, &b);
     if (st != BH_OK)
@@ -515,13 +526,15 @@ bh_status bh_release(bh_registry *reg, bh_handle h) {
         BH__HAPPENS_AFTER(&b->word);
         BH__HAPPENS_FORGET(&b->word);
         last_release(reg, b, gen);
+        if (freed != NULL)
+            *freed = 1;
     }
     return BH_OK;
 }
 
 /* ======================== Queries ======================== */
 
-bh_status bh_info_get(bh_registry *reg, bh_handle h, bh_info *out) {
+static bh_status info_block(bh_registry *reg, bh_handle h, bh_info *out) {
     if (out == NULL)
         return BH_EINVAL;
     bh__block *b;
@@ -559,6 +572,106 @@ bh_status bh_stats_get(bh_registry *reg, bh_stats *out) {
         out->resyncs = rs.resyncs;
     }
     return BH_OK;
+}
+
+/* ======================== Public entry points ======================== */
+
+/* Each public call tests one flag word: with every diagnostic off (the
+ * default) it goes straight to the core above; otherwise through diag.c,
+ * which maps debug tokens to blocks and calls the core back through the
+ * bh__core_ functions below. reg->flags is immutable after creation. */
+#define ROUTED(reg) ((reg) != NULL && __builtin_expect(((reg)->flags & BH__DIAG_ROUTE) != 0, 0))
+
+static bh_status routed_acquire(bh_registry *reg, bh__acq_op op, uint32_t device, uint64_t address,
+                                uint64_t size, void *arg, bh_handle *out) {
+    bh__acq a = {op, device, address, size, arg};
+    return bh__diag_acquire(reg, &a, out);
+}
+
+bh_status bh_alloc_ex(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out) {
+    if (ROUTED(reg) && out != NULL)
+        return routed_acquire(reg, BH__ACQ_ALLOC, device, 0, size, arg, out);
+    return alloc_block(reg, device, size, arg, out);
+}
+
+bh_status bh_alloc(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out) {
+    return bh_alloc_ex(reg, device, size, NULL, out);
+}
+
+bh_status bh_adopt(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
+    if (ROUTED(reg) && out != NULL)
+        return routed_acquire(reg, BH__ACQ_ADOPT, device, address, size, NULL, out);
+    return adopt_block(reg, device, address, size, out);
+}
+
+bh_status bh_intern(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
+    if (ROUTED(reg) && out != NULL)
+        return routed_acquire(reg, BH__ACQ_INTERN, device, address, size, NULL, out);
+    return intern_block(reg, device, address, size, out, NULL);
+}
+
+bh_status bh_lookup(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out) {
+    if (ROUTED(reg) && out != NULL)
+        return routed_acquire(reg, BH__ACQ_LOOKUP, device, address, 0, NULL, out);
+    return lookup_block(reg, device, address, out);
+}
+
+bh_status bh_retain(bh_registry *reg, bh_handle h) {
+    if (ROUTED(reg))
+        return bh__diag_retain(reg, h);
+    return retain_block(reg, h);
+}
+
+bh_status bh_release(bh_registry *reg, bh_handle h) {
+    if (ROUTED(reg))
+        return bh__diag_release(reg, h);
+    return release_block(reg, h, NULL);
+}
+
+bh_status bh_info_get(bh_registry *reg, bh_handle h, bh_info *out) {
+    if (ROUTED(reg) && out != NULL)
+        return bh__diag_info_get(reg, h, out);
+    return info_block(reg, h, out);
+}
+
+/* ======================== The core, for diag.c ======================== */
+
+bh_status bh__core_acquire(bh_registry *reg, const bh__acq *a, bh_handle *out, int *born) {
+    *born = a->op == BH__ACQ_ALLOC || a->op == BH__ACQ_ADOPT;
+    switch (a->op) {
+    case BH__ACQ_ALLOC:
+        return alloc_block(reg, a->device, a->size, a->arg, out);
+    case BH__ACQ_ADOPT:
+        return adopt_block(reg, a->device, a->address, a->size, out);
+    case BH__ACQ_INTERN:
+        return intern_block(reg, a->device, a->address, a->size, out, born);
+    case BH__ACQ_LOOKUP:
+        return lookup_block(reg, a->device, a->address, out);
+    }
+    return BH_EINVAL;
+}
+
+bh_status bh__core_retain(bh_registry *reg, bh_handle h) { return retain_block(reg, h); }
+bh_status bh__core_release(bh_registry *reg, bh_handle h, int *freed) { return release_block(reg, h, freed); }
+bh_status bh__core_info_get(bh_registry *reg, bh_handle h, bh_info *out) { return info_block(reg, h, out); }
+void bh__core_count_stale(bh_registry *reg) { (void)count_stale(reg); }
+
+void bh__core_foreach_live(bh_registry *reg, void (*fn)(void *ctx, bh_handle block, const bh_info *info),
+                           void *ctx) {
+    pthread_mutex_lock(&reg->slab.lock);
+    uint32_t end = reg->slab.next_fresh; /* slots below it exist and never move */
+    pthread_mutex_unlock(&reg->slab.lock);
+    for (uint32_t slot = 1; slot < end; slot++) {
+        bh__block *b = bh__slab_at(&reg->slab, slot);
+        /* Acquire: pairs with publish(), like bh_info_get's first load. */
+        AO_t w = AO_load_acquire(&b->word);
+        if (bh__word_refs(w) == 0)
+            continue;
+        bh_info info;
+        bh_handle h = handle_of(reg, b, bh__word_gen(w));
+        if (info_block(reg, h, &info) == BH_OK) /* it may have died meanwhile */
+            fn(ctx, h, &info);
+    }
 }
 
 /* ======================== Test hooks ======================== */

@@ -83,6 +83,7 @@
 #define BUFHANDLE_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -336,6 +337,83 @@ BH_API bh_status bh_info_get(bh_registry *reg, bh_handle h, bh_info *out);
 /* Sums the registry's counters. Counters are updated without a common lock, so
  * a snapshot taken while other threads work is not one instant. */
 BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
+
+/* ------------------------------------------------------------------------- */
+/* Diagnostics                                                               */
+/* ------------------------------------------------------------------------- */
+
+/* DIAGNOSTICS. Off by default; a registry with all of them off pays one
+ * predictable branch per call. Turn them on per registry with bh_config.flags,
+ * or for every registry of a process with the environment (unless the registry
+ * has BH_CONFIG_NO_ENV):
+ *   BH_DEBUG=refs,history,stacks   any subset ("all" for the three)
+ *   BH_LEAK_REPORT=1               at exit, print bh_registry_dump() of every
+ *                                  registry that still has live allocations
+ *                                  to stderr
+ *
+ * BH_CONFIG_DEBUG_REFS: every reference is its own token. Every handle that
+ * bh_alloc, bh_alloc_ex, bh_adopt, bh_intern, bh_lookup and bh_dup return is
+ * a distinct token;
+ * bh_retain(reg, t) adds an acquisition to token t and bh_release(reg, t)
+ * drops one. Releasing a token more times than it was acquired returns
+ * BH_ESTALE at that call and changes nothing else: the allocation's other
+ * tokens stay valid (plain counting would free the memory and blame the
+ * next, innocent holder). The misuse is printed to stderr, once per call
+ * site and at most a few times per second: the culprit's stack and, with
+ * stacks on, where the token was taken and where it was first released.
+ * bh_info.refs stays the allocation's total (all tokens together). Released
+ * tokens are remembered (the last 65536) to tell "released twice" from
+ * "never issued". Under valgrind (memcheck) and in ASan builds each token
+ * is also a host allocation that the checker sees: a second release is an
+ * invalid or double free with the checker's own "alloc'd at" (where the
+ * token was taken) and "free'd at" (where it was first released) stacks, a
+ * token never issued is an invalid free, a token never released is a leak;
+ * so `valgrind --error-exitcode=N` fails on any of them. Debug references
+ * serialise every call of the registry on one lock: use them to find bugs,
+ * not in production.
+ *
+ * BH_CONFIG_HISTORY: per (device, address), for the registry's life: how
+ * many allocations (blocks born there), aliases (intern / lookup / dup of a
+ * live block), accepted releases, frees (last releases) and releases
+ * refused as stale (these need debug references: a plain stale handle no
+ * longer names an address). bh_registry_dump shows the worst addresses.
+ *
+ * BH_CONFIG_STACKS: capture the call stack (raw return addresses, a few
+ * hundred nanoseconds) where each allocation is created, where each token is
+ * taken, and where the last release of each address happened. Stacks are
+ * symbolized only when printed: function and, where debug information
+ * exists, file:line, through libdw (elfutils; loaded with dlopen when it is
+ * installed), else dladdr (functions exported from shared objects only).
+ * Build with -g for file:line.
+ */
+#define BH_CONFIG_DEBUG_REFS (1u << 8) /* every reference is its own token */
+#define BH_CONFIG_HISTORY (1u << 9)    /* per-address counts */
+#define BH_CONFIG_STACKS (1u << 10)    /* capture where references are taken and dropped */
+
+#define BH_DUMP_JSON (1u << 0) /* bh_registry_dump: one JSON object instead of text */
+
+/* Writes every live allocation of the registry to out: device, memory kind,
+ * address, size, references; with history or stacks on also its creation
+ * number and age and where it was created; with debug references each live
+ * token and (stacks on) where it was taken; with history the top offenders.
+ * The JSON form is one object on one line:
+ *   {"registry","live_allocations","live_bytes","diagnostics","complete",
+ *    "allocations":[{"domain","device","kind","address","size","refs",
+ *                    "seq"?,"age_ms"?,"created_at"?:[frame],"tokens"?:[
+ *                    {"token","count","taken_at"?:[frame]}]}],
+ *    "history"?:{"addresses","top":[{"domain","device","kind","address",
+ *                "allocs","aliases","releases","frees","stale"}]},
+ *    "misuse_reports_suppressed"}
+ *   frame = {"pc","function","file"?,"line"?,"module"?,"offset"?}
+ * Thread-safe; a snapshot that other threads may change while it is taken.
+ * Errors: BH_EINVAL (NULL, unknown flags, or writing to out failed). */
+BH_API bh_status bh_registry_dump(bh_registry *reg, FILE *out, unsigned flags);
+
+/* A new reference to the allocation h names. Without debug references this
+ * is bh_retain and *out is h. With them, *out is a new token (its own count
+ * of one), which is what a copy constructor wants.
+ * Errors: BH_EINVAL, BH_ESTALE, BH_EOVERFLOW, BH_ENOMEM. */
+BH_API bh_status bh_dup(bh_registry *reg, bh_handle h, bh_handle *out);
 
 /* ------------------------------------------------------------------------- */
 /* Reporters shipped with the library                                        */

@@ -1,0 +1,300 @@
+/*
+ * diag_stack.c - capturing call stacks cheaply, symbolizing them when printed.
+ *
+ * Owns: stack capture (glibc backtrace(): raw return addresses, no symbol
+ * lookup), and symbolization to function and, where debug information
+ * exists, file:line. Symbols come from libdw (elfutils), loaded with dlopen
+ * at print time so the library has no hard runtime dependency on it; when it
+ * is not installed, dladdr gives what the dynamic symbol tables know.
+ * Must never: symbolize while capturing (capture sits on the API path of a
+ * registry with stacks on), or load libdw before something is printed.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <execinfo.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
+#include <elfutils/libdwfl.h>
+#endif
+
+#include "diag.h"
+
+/* ======================== Capture ======================== */
+
+__attribute__((noinline)) void bh__stack_capture(bh__stack *out) {
+    void *buf[BH__STACK_DEPTH + 1];
+    int n = backtrace(buf, BH__STACK_DEPTH + 1);
+    /* buf[0] is inside this function: the caller's stack starts at 1. */
+    uint32_t depth = n > 1 ? (uint32_t)(n - 1) : 0;
+    memcpy(out->pc, buf + 1, depth * sizeof(void *));
+    out->depth = depth;
+}
+
+uint64_t bh__stack_hash(const bh__stack *s) {
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a over the addresses */
+    for (uint32_t i = 0; i < s->depth; i++) {
+        h ^= (uint64_t)(uintptr_t)s->pc[i];
+        h *= 0x100000001b3ull;
+    }
+    return h != 0 ? h : 1;
+}
+
+/* ======================== libdw, loaded on demand ======================== */
+
+#if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
+typedef struct dw_api {
+    __typeof__(dwfl_begin) *begin;
+    __typeof__(dwfl_end) *end;
+    __typeof__(dwfl_linux_proc_report) *proc_report;
+    __typeof__(dwfl_report_begin) *report_begin;
+    __typeof__(dwfl_report_end) *report_end;
+    __typeof__(dwfl_addrmodule) *addrmodule;
+    __typeof__(dwfl_module_addrname) *addrname;
+    __typeof__(dwfl_getsrc) *getsrc;
+    __typeof__(dwfl_lineinfo) *lineinfo;
+    __typeof__(dwfl_module_info) *module_info;
+    __typeof__(dwfl_linux_proc_find_elf) *find_elf;
+    __typeof__(dwfl_standard_find_debuginfo) *find_debuginfo;
+} dw_api;
+
+static dw_api dw;
+static int dw_loaded; /* under sym_lock: 0 not tried, 1 loaded, -1 unavailable */
+
+/* Resolves every entry point or none. Under sym_lock. */
+static int dw_load(void) {
+    if (dw_loaded != 0)
+        return dw_loaded > 0;
+    dw_loaded = -1;
+    if (getenv("BH_NO_LIBDW") != NULL) /* lets tests and users see the dladdr fallback */
+        return 0;
+    void *lib = dlopen("libdw.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL)
+        return 0;
+        /* dlsym returns void *; converting it to a function pointer is what POSIX
+         * requires to work, but ISO C does not define: go through memcpy. */
+#define DW_SYM(field, name)                                                                                  \
+    do {                                                                                                     \
+        void *p = dlsym(lib, name);                                                                          \
+        if (p == NULL)                                                                                       \
+            return 0;                                                                                        \
+        memcpy(&dw.field, &p, sizeof(p));                                                                    \
+    } while (0)
+    DW_SYM(begin, "dwfl_begin");
+    DW_SYM(end, "dwfl_end");
+    DW_SYM(proc_report, "dwfl_linux_proc_report");
+    DW_SYM(report_begin, "dwfl_report_begin");
+    DW_SYM(report_end, "dwfl_report_end");
+    DW_SYM(addrmodule, "dwfl_addrmodule");
+    DW_SYM(addrname, "dwfl_module_addrname");
+    DW_SYM(getsrc, "dwfl_getsrc");
+    DW_SYM(lineinfo, "dwfl_lineinfo");
+    DW_SYM(module_info, "dwfl_module_info");
+    DW_SYM(find_elf, "dwfl_linux_proc_find_elf");
+    DW_SYM(find_debuginfo, "dwfl_standard_find_debuginfo");
+#undef DW_SYM
+    /* The library stays loaded for the process's life: symbolizing again
+     * later must not pay for dlopen again, and dlclose is not worth a race. */
+    dw_loaded = 1;
+    return 1;
+}
+#endif
+
+/* ======================== Symbolizer ======================== */
+
+struct bh__symbolizer {
+#if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
+    Dwfl *dwfl;
+    Dwfl_Callbacks callbacks;
+#endif
+    int dummy;
+};
+
+/* libdw's Dwfl is not thread-safe and dladdr's answers are only valid while
+ * nothing is unloaded: one printer at a time. */
+static pthread_mutex_t sym_lock = PTHREAD_MUTEX_INITIALIZER;
+
+bh__symbolizer *bh__symbolizer_open(void) {
+    bh__symbolizer *sym = calloc(1, sizeof(*sym));
+    if (sym == NULL)
+        return NULL;
+    pthread_mutex_lock(&sym_lock);
+#if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
+    if (dw_load()) {
+        sym->callbacks.find_elf = dw.find_elf;
+        sym->callbacks.find_debuginfo = dw.find_debuginfo;
+        sym->dwfl = dw.begin(&sym->callbacks);
+        if (sym->dwfl != NULL) {
+            dw.report_begin(sym->dwfl);
+            if (dw.proc_report(sym->dwfl, getpid()) != 0 || dw.report_end(sym->dwfl, NULL, NULL) != 0) {
+                dw.end(sym->dwfl);
+                sym->dwfl = NULL;
+            }
+        }
+    }
+#endif
+    return sym;
+}
+
+void bh__symbolizer_close(bh__symbolizer *sym) {
+    if (sym == NULL)
+        return;
+#if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
+    if (sym->dwfl != NULL)
+        dw.end(sym->dwfl);
+#endif
+    pthread_mutex_unlock(&sym_lock);
+    free(sym);
+}
+
+int bh__symbolizer_has_lines(const bh__symbolizer *sym) {
+#if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
+    return sym != NULL && sym->dwfl != NULL;
+#else
+    (void)sym;
+    return 0;
+#endif
+}
+
+void bh__symbolize(bh__symbolizer *sym, void *pc, int exact, bh__frame *out) {
+    memset(out, 0, sizeof(*out));
+    out->pc = pc;
+    /* A return address points after the call: look up the call itself. */
+    uintptr_t look = (uintptr_t)pc - (exact || pc == NULL ? 0 : 1);
+#if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
+    if (sym != NULL && sym->dwfl != NULL) {
+        Dwfl_Module *mod = dw.addrmodule(sym->dwfl, (Dwarf_Addr)look);
+        if (mod != NULL) {
+            Dwarf_Addr start = 0;
+            out->module = dw.module_info(mod, NULL, &start, NULL, NULL, NULL, NULL, NULL);
+            out->offset = (uintptr_t)pc - (uintptr_t)start;
+            out->function = dw.addrname(mod, (Dwarf_Addr)look);
+            Dwfl_Line *line = dw.getsrc(sym->dwfl, (Dwarf_Addr)look);
+            if (line != NULL) {
+                int lineno = 0;
+                out->file = dw.lineinfo(line, NULL, &lineno, NULL, NULL, NULL);
+                out->line = lineno;
+            }
+            if (out->function != NULL)
+                return;
+        }
+    }
+#else
+    (void)sym;
+#endif
+    Dl_info dl;
+    if (dladdr((void *)look, &dl) != 0) {
+        if (out->module == NULL)
+            out->module = dl.dli_fname;
+        out->offset = (uintptr_t)pc - (uintptr_t)dl.dli_fbase;
+        out->function = dl.dli_sname;
+    }
+}
+
+/* ======================== Printing ======================== */
+
+/* The library's entry points and internals, which every captured stack
+ * starts with: the reader wants the caller. Public API functions are named
+ * bh_ and internals bh__; the shim's functions (bh_shim_) are the caller's
+ * porting layer and stay. */
+static int is_library_frame(const bh__frame *f) {
+    if (f->function == NULL)
+        return 0;
+    if (strncmp(f->function, "bh__", 4) == 0)
+        return 1;
+    return strncmp(f->function, "bh_", 3) == 0 && strncmp(f->function, "bh_shim_", 8) != 0;
+}
+
+/* How deep the library's own frames can be: entry point, diagnostics layer,
+ * and the helpers between them. Deeper bh_ frames are the caller's (say, an
+ * allocator callback that calls back into the registry). */
+#define LIBRARY_FRAMES_MAX 8u
+
+uint32_t bh__stack_first_user_frame(bh__symbolizer *sym, const bh__stack *s) {
+    uint32_t first = 0;
+    for (uint32_t i = 0; i < s->depth && i < LIBRARY_FRAMES_MAX; i++) {
+        bh__frame f;
+        bh__symbolize(sym, s->pc[i], 0, &f);
+        if (is_library_frame(&f))
+            first = i + 1;
+    }
+    /* If every frame is the library's (a library thread), show them all. */
+    return first < s->depth ? first : 0;
+}
+
+static const char *base_name(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash != NULL ? slash + 1 : path;
+}
+
+/* Stops at main: what the C runtime does before it is noise. */
+static int is_last_frame(const bh__frame *f) {
+    return f->function != NULL && strcmp(f->function, "main") == 0;
+}
+
+void bh__stack_print_text(FILE *out, bh__symbolizer *sym, const bh__stack *s, const char *indent) {
+    if (s->depth == 0) {
+        fprintf(out, "%s(no stack: set BH_DEBUG=stacks or BH_CONFIG_STACKS)\n", indent);
+        return;
+    }
+    uint32_t n = 0;
+    for (uint32_t i = bh__stack_first_user_frame(sym, s); i < s->depth; i++, n++) {
+        bh__frame f;
+        bh__symbolize(sym, s->pc[i], 0, &f);
+        fprintf(out, "%s#%u %p in %s", indent, n, f.pc, f.function != NULL ? f.function : "??");
+        if (f.file != NULL)
+            fprintf(out, " at %s:%d", f.file, f.line);
+        else if (f.module != NULL)
+            fprintf(out, " (%s+0x%lx)", base_name(f.module), (unsigned long)f.offset);
+        fputc('\n', out);
+        if (is_last_frame(&f))
+            break;
+    }
+}
+
+/* Symbol names and paths are printed as JSON strings: escape what JSON
+ * requires. */
+void bh__json_string(FILE *out, const char *s) {
+    fputc('"', out);
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(out, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(out, "\\u%04x", c);
+        else
+            fputc(c, out);
+    }
+    fputc('"', out);
+}
+
+void bh__stack_print_json(FILE *out, bh__symbolizer *sym, const bh__stack *s) {
+    fputc('[', out);
+    uint32_t n = 0;
+    for (uint32_t i = s->depth != 0 ? bh__stack_first_user_frame(sym, s) : 0; i < s->depth; i++, n++) {
+        bh__frame f;
+        bh__symbolize(sym, s->pc[i], 0, &f);
+        fprintf(out, "%s{\"pc\":\"%p\",\"function\":", n ? "," : "", f.pc);
+        if (f.function != NULL)
+            bh__json_string(out, f.function);
+        else
+            fputs("null", out);
+        if (f.file != NULL) {
+            fputs(",\"file\":", out);
+            bh__json_string(out, f.file);
+            fprintf(out, ",\"line\":%d", f.line);
+        }
+        if (f.module != NULL) {
+            fputs(",\"module\":", out);
+            bh__json_string(out, f.module);
+            fprintf(out, ",\"offset\":%lu", (unsigned long)f.offset);
+        }
+        fputc('}', out);
+        if (is_last_frame(&f))
+            break;
+    }
+    fputc(']', out);
+}
