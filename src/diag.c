@@ -163,6 +163,7 @@ static bh_status misuse(bh_registry *reg, bh_handle token, const bh__token_info 
         bh__history_note(d->history, BH__HIST_STALE, tomb->device, tomb->address, NULL);
     if (bh__misuse_should_report(&d->limiter, culprit))
         bh__misuse_print(bh__diag_sink(), token, tomb, culprit, stacks_on(d));
+    bh__tokens_show_misuse(d->tokens, token);
     return stale(reg);
 }
 

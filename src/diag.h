@@ -155,6 +155,10 @@ bh__token_verdict bh__tokens_acquire(bh__tokens *t, bh_handle token,
  * current stack, remembered in the tombstone when this was the last one. */
 bh__token_verdict bh__tokens_release(bh__tokens *t, bh_handle token, const bh__stack *released_at,
                                      bh_handle *block, bh__token_info *info);
+/* After a release answered RELEASED or UNKNOWN (and the library's own report
+ * is out): makes the misuse an error of the memory checker, if one runs. An
+ * ASan build stops the process here. */
+void bh__tokens_show_misuse(bh__tokens *t, bh_handle token);
 
 /* Live tokens, for the dump: calls fn for each, table locked (fn must not
  * call back into the registry). */

@@ -269,13 +269,10 @@ bh__token_verdict bh__tokens_release(bh__tokens *t, bh_handle token, const bh__s
     pthread_mutex_lock(&t->lock);
     uint32_t r = find(t, id_of(t, token));
     bh__token_verdict v = verdict_of(t, r);
-    if (v == BH__TOKEN_UNKNOWN) {
-        bh__witness_invalid_drop(t->witness);
-    } else if (v == BH__TOKEN_RELEASED) {
+    if (v == BH__TOKEN_RELEASED) {
         if (info != NULL)
             *info = t->recs[r].info;
-        bh__witness_double_drop(t->witness, r, t->recs[r].cookie);
-    } else {
+    } else if (v == BH__TOKEN_OK) {
         rec *x = &t->recs[r];
         *block = x->info.block;
         if (--x->info.count == 0) {
@@ -291,6 +288,16 @@ bh__token_verdict bh__tokens_release(bh__tokens *t, bh_handle token, const bh__s
     }
     pthread_mutex_unlock(&t->lock);
     return v;
+}
+
+void bh__tokens_show_misuse(bh__tokens *t, bh_handle token) {
+    pthread_mutex_lock(&t->lock);
+    uint32_t r = find(t, id_of(t, token));
+    if (r == NONE)
+        bh__witness_invalid_drop(t->witness);
+    else if (t->recs[r].state == REC_TOMB)
+        bh__witness_double_drop(t->witness, r, t->recs[r].cookie);
+    pthread_mutex_unlock(&t->lock);
 }
 
 /* ======================== Listing ======================== */
