@@ -389,6 +389,31 @@ void registry_destroyed_with_live_handles_says_so(void **) {
     assert_non_null(std::strstr(err.c_str(), "aborting"));
 }
 
+// With debug references each handle object owns its own token (the copy
+// constructor takes it with bh_dup), so a C caller's double release of one
+// object's token cannot take the reference of another.
+void copies_own_their_own_token_under_debug_refs(void **) {
+    counting_allocator a;
+    bh_config cfg = a.config();
+    cfg.flags |= BH_CONFIG_DEBUG_REFS;
+    bufhandle::registry reg(cfg);
+    bufhandle::handle h = reg.alloc(1, 4096);
+    bh_handle copy_token;
+    {
+        bufhandle::handle copy = h;
+        copy_token = copy.get();
+        assert_true(copy_token.bits != h.get().bits);
+        assert_int_equal(copy.use_count(), 2);
+        assert_int_equal(copy.address(), h.address());
+    }
+    bh_info info;
+    assert_int_equal(bh_info_get(reg.get(), copy_token, &info), BH_ESTALE); /* the copy's token is gone */
+    assert_int_equal(h.use_count(), 1);                                      /* the original's is not */
+    assert_int_equal(a.frees, 0);
+    h.reset();
+    assert_int_equal(a.frees, 1);
+}
+
 } // namespace
 
 int main() {
@@ -401,6 +426,7 @@ int main() {
         cmocka_unit_test(noexcept_variants_report_status),
         cmocka_unit_test(adopt_and_alloc_with_an_argument),
         cmocka_unit_test(registry_destroyed_with_live_handles_says_so),
+        cmocka_unit_test(copies_own_their_own_token_under_debug_refs),
     };
     return cmocka_run_group_tests_name("cpp", tests, nullptr, nullptr);
 }

@@ -179,10 +179,12 @@ class handle {
 
     // The copy constructor without the exception: an empty handle and the
     // status on failure (copying an empty handle gives an empty one, BH_OK).
-    // The one place a copy takes its reference.
+    // The one place a copy takes its reference: bh_dup, so that with
+    // BH_CONFIG_DEBUG_REFS every handle object owns its own token.
     handle copy(bh_status &st) const noexcept {
-        st = reg_ == nullptr ? BH_OK : bh_retain(reg_, h_);
-        return st == BH_OK ? handle(reg_, h_) : handle();
+        bh_handle h = BH_HANDLE_NULL;
+        st = reg_ == nullptr ? BH_OK : bh_dup(reg_, h_, &h);
+        return st == BH_OK && reg_ != nullptr ? handle(reg_, h) : handle();
     }
 
     void swap(handle &o) noexcept {
@@ -254,7 +256,7 @@ class handle {
     handle copy_or_throw() const {
         bh_status st;
         handle h = copy(st);
-        check(st, about("bh_retain"));
+        check(st, about("bh_dup"));
         return h;
     }
     call_info about(const char *function) const {
