@@ -18,6 +18,12 @@
 #include "diag.h"
 #include "internal.h"
 
+uint64_t bh__now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* ======================== Attach and detach ======================== */
 
 /* "refs,history,stacks" (any subset, any order; "all" for the three). */
@@ -57,9 +63,7 @@ bh_status bh__diag_attach(bh_registry *reg, uint32_t cfg_flags) {
     d->flags = flags;
     d->leak_report = leak;
     d->reg = reg;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    d->created_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    d->created_ns = bh__now_ns();
     bh__misuse_limiter_init(&d->limiter);
     bh_status st = BH_OK;
     if (flags & BH_CONFIG_DEBUG_REFS)

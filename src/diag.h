@@ -229,6 +229,9 @@ int bh__misuse_should_report(bh__misuse_limiter *l, const bh__stack *culprit);
 void bh__misuse_print(FILE *out, bh_handle token, const bh__token_info *tomb, const bh__stack *culprit,
                       int stacks_on);
 
+/* CLOCK_MONOTONIC in nanoseconds (diag.c). */
+uint64_t bh__now_ns(void);
+
 /* "DRAM", "L1", ... for a domain's memory kind; "user" for 4..15. */
 const char *bh__mem_kind_name(uint32_t kind);
 

@@ -43,7 +43,9 @@ typedef struct collected {
     size_t nallocs, cap_allocs;
     live_token *tokens;
     size_t ntokens, cap_tokens;
-    int failed; /* host memory ran out: the dump says so */
+    uint64_t bytes;  /* sum of the live allocations' sizes */
+    uint64_t now_ns; /* when the dump was taken */
+    int failed;      /* host memory ran out: the dump says so */
 } collected;
 
 /* Appends one element to a growable array. 0 when host memory ran out. */
@@ -64,6 +66,7 @@ static int push(void **arr, size_t *n, size_t *cap, size_t elem, const void *v) 
 static void collect_alloc(void *ctx, bh_handle block, const bh_info *info) {
     collected *c = ctx;
     live_alloc a = {block, *info};
+    c->bytes += info->size;
     if (!push((void **)&c->allocs, &c->nallocs, &c->cap_allocs, sizeof(a), &a))
         c->failed = 1;
 }
@@ -100,12 +103,6 @@ static size_t first_token_of(const collected *c, bh_handle block) {
     return lo;
 }
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* ======================== Text ======================== */
 
 static void flags_text(FILE *out, uint32_t flags) {
@@ -133,12 +130,9 @@ static void history_row_text(FILE *out, const bh__hist_entry *e) {
 
 static void dump_text(FILE *out, bh_registry *reg, const collected *c, bh__symbolizer *sym) {
     bh__diag *d = reg->diag;
-    uint64_t bytes = 0, now = now_ns();
-    for (size_t i = 0; i < c->nallocs; i++)
-        bytes += c->allocs[i].info.size;
     fprintf(out,
             "bufhandle registry %p: %zu live allocation%s, %" PRIu64 " bytes (diagnostics: ", (void *)reg,
-            c->nallocs, c->nallocs == 1 ? "" : "s", bytes);
+            c->nallocs, c->nallocs == 1 ? "" : "s", c->bytes);
     flags_text(out, d != NULL ? d->flags : 0);
     fputs(")\n", out);
     if (c->failed)
@@ -152,7 +146,7 @@ static void dump_text(FILE *out, bh_registry *reg, const collected *c, bh__symbo
         int known = d != NULL && d->history != NULL &&
                     bh__history_get(d->history, a->info.device, a->info.address, &e);
         if (known)
-            fprintf(out, " seq %" PRIu64 " age %.3f s", e.born_seq, (double)(now - e.born_ns) / 1e9);
+            fprintf(out, " seq %" PRIu64 " age %.3f s", e.born_seq, (double)(c->now_ns - e.born_ns) / 1e9);
         fputc('\n', out);
         if (known && e.created.depth != 0) {
             fputs("    created at:\n", out);
@@ -186,12 +180,9 @@ static void dump_text(FILE *out, bh_registry *reg, const collected *c, bh__symbo
 
 static void dump_json(FILE *out, bh_registry *reg, const collected *c, bh__symbolizer *sym) {
     bh__diag *d = reg->diag;
-    uint64_t bytes = 0, now = now_ns();
-    for (size_t i = 0; i < c->nallocs; i++)
-        bytes += c->allocs[i].info.size;
     fprintf(out,
             "{\"registry\":\"%p\",\"live_allocations\":%zu,\"live_bytes\":%" PRIu64 ",\"diagnostics\":\"",
-            (void *)reg, c->nallocs, bytes);
+            (void *)reg, c->nallocs, c->bytes);
     flags_text(out, d != NULL ? d->flags : 0);
     fprintf(out, "\",\"complete\":%s,\"allocations\":[", c->failed ? "false" : "true");
     for (size_t i = 0; i < c->nallocs; i++) {
@@ -205,7 +196,8 @@ static void dump_json(FILE *out, bh_registry *reg, const collected *c, bh__symbo
         bh__hist_entry e;
         if (d != NULL && d->history != NULL &&
             bh__history_get(d->history, a->info.device, a->info.address, &e)) {
-            fprintf(out, ",\"seq\":%" PRIu64 ",\"age_ms\":%.3f", e.born_seq, (double)(now - e.born_ns) / 1e6);
+            fprintf(out, ",\"seq\":%" PRIu64 ",\"age_ms\":%.3f", e.born_seq,
+                    (double)(c->now_ns - e.born_ns) / 1e6);
             if (e.created.depth != 0) {
                 fputs(",\"created_at\":", out);
                 bh__stack_print_json(out, sym, &e.created);
@@ -255,6 +247,7 @@ bh_status bh_registry_dump(bh_registry *reg, FILE *out, unsigned flags) {
         return BH_EINVAL;
     collected c;
     memset(&c, 0, sizeof(c));
+    c.now_ns = bh__now_ns();
     bh__core_foreach_live(reg, collect_alloc, &c);
     if (reg->diag != NULL && reg->diag->tokens != NULL)
         bh__tokens_foreach_live(reg->diag->tokens, collect_token, &c);

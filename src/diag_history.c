@@ -31,12 +31,6 @@ static uint32_t bucket_of(const bh__history *h, uint32_t device, uint64_t addres
     return (uint32_t)(bh__key_hash(device, address) >> 20) & (h->cap - 1);
 }
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 bh_status bh__history_create(bh__history **out) {
     bh__history *h = bh__calloc(1, sizeof(*h));
     if (h == NULL)
@@ -119,7 +113,7 @@ void bh__history_note(bh__history *h, enum bh__hist_event ev, uint32_t device, u
     e->n[ev]++;
     if (ev == BH__HIST_ALLOC) {
         e->born_seq = ++h->births;
-        e->born_ns = now_ns();
+        e->born_ns = bh__now_ns();
         if (at != NULL)
             e->created = *at;
         else

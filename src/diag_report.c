@@ -32,9 +32,7 @@ void bh__misuse_limiter_fini(bh__misuse_limiter *l) { pthread_mutex_destroy(&l->
 
 int bh__misuse_should_report(bh__misuse_limiter *l, const bh__stack *culprit) {
     uint64_t site = bh__stack_hash(culprit);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    uint64_t now = bh__now_ns();
     int ok = 1;
     pthread_mutex_lock(&l->lock);
     uint32_t known = l->nsites < 64 ? l->nsites : 64;
