@@ -770,6 +770,21 @@ static void api_live_is_paged_and_history_answers_an_address(void **state) {
     assert_non_null(strstr(b, "\"address\":3735879680,"));
     assert_non_null(strstr(b, "\"name\":\"obs-overfree\",\"device\":1,\"kind\":\"dram\",\"live\":false"));
     assert_non_null(strstr(b, "\"allocs\":1,\"frees\":3"));
+    /* The socket command prints the same JSON, and hex in its text. */
+    char cmd[512], out[8192];
+    for (int json = 1; json >= 0; json--) {
+        snprintf(cmd, sizeof(cmd), "%s history 0xdead0000 %s --socket %s", trackd, json ? "--json" : "",
+                 sock_path);
+        FILE *f = popen(cmd, "r");
+        assert_non_null(f);
+        size_t n = fread(out, 1, sizeof(out) - 1, f);
+        out[n] = '\0';
+        assert_int_equal(pclose(f), 0);
+        if (json)
+            assert_string_equal(out, b);
+        else
+            assert_non_null(strstr(out, "address 0xdead0000\n"));
+    }
     free(b);
 }
 

@@ -7,6 +7,7 @@
  *             [--log FILE] [--grace-ms N] [--forget-ms N] [--http ADDR:PORT] [--metrics-clients N]
  *   bh-trackd stats [--socket PATH] [--json]
  *   bh-trackd dump  [--socket PATH] [--json]
+ *   bh-trackd history ADDRESS [--socket PATH] [--json]
  *
  * One epoll loop serves every client. Native clients (the library's socket
  * reporter) speak the framed protocol of docs/protocol.md; with --compat-tt a
@@ -38,6 +39,7 @@ static void usage(FILE *f) {
             "[--metrics-clients N]\n"
             "       bh-trackd stats [--socket PATH] [--json]\n"
             "       bh-trackd dump  [--socket PATH] [--json]\n"
+            "       bh-trackd history ADDRESS [--socket PATH] [--json]\n"
             "defaults: --socket %s, --compat-socket %s, --max-live-per-client 10000000,\n"
             "          --grace-ms 2000, log to stderr, no HTTP (--http PORT listens on 127.0.0.1),\n"
             "          --forget-ms 300000 (a gone client's figures then join \"(departed)\"),\n"
@@ -67,13 +69,23 @@ int main(int argc, char **argv) {
     s.metrics_clients = 20;
     s.forget_ms = 300000;
     s.log = stderr;
-    int cmd = 0, json = 0; /* 0 serve, 1 stats, 2 dump */
+    int cmd = 0, json = 0; /* 0 serve, else a TD_QUERY_* */
+    uint64_t address = 0;
     int i = 1;
     if (argc > 1 && strcmp(argv[1], "stats") == 0)
         cmd = 1, i = 2;
     else if (argc > 1 && strcmp(argv[1], "dump") == 0)
         cmd = 2, i = 2;
-    else if (argc > 1 && strcmp(argv[1], "serve") == 0)
+    else if (argc > 1 && strcmp(argv[1], "history") == 0) {
+        char *end;
+        errno = 0;
+        address = argc > 2 ? strtoull(argv[2], &end, 0) : 0;
+        if (argc < 3 || errno != 0 || *end != '\0' || argv[2][0] == '-') {
+            fprintf(stderr, "bh-trackd: history needs an address (decimal or 0x hex)\n");
+            return 2;
+        }
+        cmd = TD_QUERY_HISTORY, i = 3;
+    } else if (argc > 1 && strcmp(argv[1], "serve") == 0)
         i = 2;
     for (; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -139,6 +151,6 @@ int main(int argc, char **argv) {
         }
     }
     if (cmd != 0)
-        return td_query(s.socket_path, (uint16_t)cmd, json);
+        return td_query(s.socket_path, (uint16_t)cmd, json, address);
     return td_serve(&s);
 }

@@ -14,16 +14,18 @@
 #include "trackd.h"
 
 static void handle_query(td_server *s, td_client *c, const uint8_t *p, uint32_t len) {
-    if (len != 4) {
+    uint16_t what = len >= 4 ? bh_get16(p) : 0, format = len >= 4 ? bh_get16(p + 2) : 0;
+    if (len != (what == TD_QUERY_HISTORY ? 12u : 4u)) {
         td_malformed(s, c, "QUERY length");
         return;
     }
-    uint16_t what = bh_get16(p), format = bh_get16(p + 2);
     td_strbuf b = {0};
-    if (what == 1)
+    if (what == TD_QUERY_STATS)
         td_render_stats(s, &b, format == 1);
-    else if (what == 2)
+    else if (what == TD_QUERY_DUMP)
         td_render_dump(s, &b, format == 1);
+    else if (what == TD_QUERY_HISTORY)
+        td_render_history(s, &b, bh_get64(p + 4), format == 1);
     else {
         td_malformed(s, c, "QUERY kind");
         return;

@@ -15,7 +15,7 @@
 
 #include "trackd.h"
 
-int td_query(const char *path, uint16_t what, int json) {
+int td_query(const char *path, uint16_t what, int json, uint64_t address) {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof(sa));
@@ -26,7 +26,8 @@ int td_query(const char *path, uint16_t what, int json) {
         return 1;
     }
     static const char name[] = "bh-trackd-query";
-    uint8_t req[BH_WIRE_HEADER + 10 + sizeof(name) - 1 + BH_WIRE_HEADER + 4];
+    uint8_t req[BH_WIRE_HEADER + 10 + sizeof(name) - 1 + BH_WIRE_HEADER + 12];
+    uint32_t qlen = what == TD_QUERY_HISTORY ? 12 : 4; /* history carries the address */
     size_t n = bh_wire_header(req, BH_WIRE_HELLO, (uint32_t)(10 + sizeof(name) - 1));
     bh_put32(req + n, (uint32_t)getpid());
     bh_put16(req + n + 4, BH_WIRE_VERSION);
@@ -34,10 +35,12 @@ int td_query(const char *path, uint16_t what, int json) {
     bh_put16(req + n + 8, (uint16_t)(sizeof(name) - 1));
     memcpy(req + n + 10, name, sizeof(name) - 1);
     n += 10 + sizeof(name) - 1;
-    n += bh_wire_header(req + n, BH_WIRE_QUERY, 4);
+    n += bh_wire_header(req + n, BH_WIRE_QUERY, qlen);
     bh_put16(req + n, what);
     bh_put16(req + n + 2, (uint16_t)json);
-    n += 4;
+    if (qlen == 12)
+        bh_put64(req + n + 4, address);
+    n += qlen;
     if (send(fd, req, n, MSG_NOSIGNAL) != (ssize_t)n) {
         fprintf(stderr, "bh-trackd: cannot send the query\n");
         close(fd);

@@ -237,20 +237,30 @@ static void history_entry(void *ctx, const bh_track_entry *e) {
         return;
     char kb[16];
     pid_t pid = td_key_pid(e->client);
-    td_sb_printf(d->r.b,
-                 "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",\"device\":%u,\"kind\":\"%s\",\"live\":%s,"
-                 "\"size\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64 "}",
-                 d->r.first ? "" : ",", (int)pid, td_key_stream(e->client), td_name_of(d->r.s, pid),
-                 BH_DOMAIN_DEVICE(e->device), td_kind_name(e->device, kb), e->live ? "true" : "false",
-                 e->size, e->allocs, e->frees);
+    if (d->r.json)
+        td_sb_printf(d->r.b,
+                     "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",\"device\":%u,\"kind\":\"%s\",\"live\":%s,"
+                     "\"size\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64 "}",
+                     d->r.first ? "" : ",", (int)pid, td_key_stream(e->client), td_name_of(d->r.s, pid),
+                     BH_DOMAIN_DEVICE(e->device), td_kind_name(e->device, kb), e->live ? "true" : "false",
+                     e->size, e->allocs, e->frees);
+    else
+        td_sb_printf(d->r.b, "%8d %6u %-14.14s %6u %-8.8s %4s %14" PRIu64 " %9" PRIu64 " %9" PRIu64 "\n",
+                     (int)pid, td_key_stream(e->client), td_name_of(d->r.s, pid), BH_DOMAIN_DEVICE(e->device),
+                     td_kind_name(e->device, kb), e->live ? "yes" : "no", e->size, e->allocs, e->frees);
     d->r.first = 0;
 }
 
-void td_render_history(td_server *s, td_strbuf *b, uint64_t address) {
-    dump_ctx d = {{s, b, 1, 1, td_now_ms()}, 0, 0, 0, address};
-    td_sb_printf(b, "{\"address\":%" PRIu64 ",\"entries\":[", address);
+void td_render_history(td_server *s, td_strbuf *b, uint64_t address, int json) {
+    dump_ctx d = {{s, b, json, 1, td_now_ms()}, 0, 0, 0, address};
+    if (json)
+        td_sb_printf(b, "{\"address\":%" PRIu64 ",\"entries\":[", address);
+    else
+        td_sb_printf(b, "address 0x%" PRIx64 "\n%8s %6s %-14s %6s %-8s %4s %14s %9s %9s\n", address, "pid",
+                     "stream", "name", "device", "kind", "live", "size", "allocs", "frees");
     bh_track_each_entry(s->track, 0, history_entry, &d);
-    td_sb_printf(b, "]}\n");
+    if (json)
+        td_sb_printf(b, "]}\n");
 }
 
 /* ======================== Summary ======================== */

@@ -209,8 +209,8 @@ int td_write_summary(td_server *s);
 
 /* The live allocations from offset on, at most limit of them (paged /api/live). */
 void td_render_dump_page(td_server *s, td_strbuf *b, uint64_t offset, uint64_t limit);
-/* Every entry the tracker has for address (any client, device): JSON. */
-void td_render_history(td_server *s, td_strbuf *b, uint64_t address);
+/* Every entry the tracker has for address (any client, device). */
+void td_render_history(td_server *s, td_strbuf *b, uint64_t address, int json);
 /* Memory kind name of a domain, shared by every output. */
 const char *td_kind_name(uint32_t domain, char buf[16]);
 
@@ -228,7 +228,10 @@ void td_web_close(td_server *s);
 
 /* Serves until SIGINT/SIGTERM; the process exit status. */
 int td_serve(td_server *s);
-/* `bh-trackd stats|dump`: what 1 stats, 2 dump. The process exit status. */
-int td_query(const char *path, uint16_t what, int json);
+/* QUERY kinds: stats, dump, and the history of one address (docs/protocol.md). */
+enum { TD_QUERY_STATS = 1, TD_QUERY_DUMP = 2, TD_QUERY_HISTORY = 3 };
+/* `bh-trackd stats|dump|history`: what is a TD_QUERY_* (address: history's).
+ * The process exit status. */
+int td_query(const char *path, uint16_t what, int json, uint64_t address);
 
 #endif

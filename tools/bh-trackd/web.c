@@ -202,7 +202,7 @@ static void route(void *ctx, const char *path, const bh_http_request *req, bh_ht
             out->status = 400;
             td_sb_printf(&b, "{\"error\":\"address= wants a number (decimal or 0x hex)\"}\n");
         } else {
-            td_render_history(s, &b, address);
+            td_render_history(s, &b, address, 1);
         }
     } else if (strcmp(path, "/api/timeline") == 0) {
         render_timeline(s->timeline, &b);
