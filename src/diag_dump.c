@@ -168,8 +168,13 @@ static void dump_text(FILE *out, bh_registry *reg, const collected *c, bh__symbo
                 bh__history_addresses(d->history), n);
         fprintf(out, "    %6s %-8s %-16s %8s %8s %8s %8s %8s\n", "device", "kind", "address", "allocs",
                 "aliases", "releases", "frees", "stale");
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             history_row_text(out, &top[i]);
+            if (top[i].freed.depth != 0) {
+                fputs("      last freed at:\n", out);
+                bh__stack_print_text(out, sym, &top[i].freed, "        ");
+            }
+        }
     }
     if (d != NULL && d->limiter.suppressed != 0)
         fprintf(out, "  misuse reports suppressed (repeated sites, rate limit): %" PRIu64 "\n",
@@ -230,10 +235,15 @@ static void dump_json(FILE *out, bh_registry *reg, const collected *c, bh__symbo
             fprintf(out,
                     "%s{\"domain\":%" PRIu32 ",\"device\":%" PRIu32 ",\"kind\":\"%s\",\"address\":%" PRIu64
                     ",\"allocs\":%" PRIu64 ",\"aliases\":%" PRIu64 ",\"releases\":%" PRIu64
-                    ",\"frees\":%" PRIu64 ",\"stale\":%" PRIu64 "}",
+                    ",\"frees\":%" PRIu64 ",\"stale\":%" PRIu64,
                     i ? "," : "", e->device, BH_DOMAIN_DEVICE(e->device),
                     bh__mem_kind_name(BH_DOMAIN_KIND(e->device)), e->address, e->n[BH__HIST_ALLOC],
                     e->n[BH__HIST_ALIAS], e->n[BH__HIST_RELEASE], e->n[BH__HIST_FREE], e->n[BH__HIST_STALE]);
+            if (e->freed.depth != 0) {
+                fputs(",\"last_freed_at\":", out);
+                bh__stack_print_json(out, sym, &e->freed);
+            }
+            fputc('}', out);
         }
         fputs("]}", out);
     }

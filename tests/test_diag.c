@@ -371,7 +371,7 @@ static void a_stack_names_the_function_that_created_a_leaked_reference(void **st
 static void history_counts_every_event_per_address_and_ranks_the_worst(void **state) {
     (void)state;
     test_alloc a;
-    bh_registry *reg = make(&a, BH_CONFIG_DEBUG_REFS | BH_CONFIG_HISTORY);
+    bh_registry *reg = make(&a, BH_CONFIG_DEBUG_REFS | BH_CONFIG_HISTORY | BH_CONFIG_STACKS);
     a.reuse = 1; /* the allocator hands 0x10000 out again after each free */
     bh_handle h, alias, other;
     for (int i = 0; i < 3; i++) {
@@ -396,6 +396,9 @@ static void history_counts_every_event_per_address_and_ranks_the_worst(void **st
     assert_int_equal(json_get(worst, "releases")->integer, 6);
     assert_int_equal(json_get(worst, "frees")->integer, 3);
     assert_int_equal(json_get(worst, "stale")->integer, 3);
+    const json *freed_at = json_at(json_get(worst, "last_freed_at"), 0);
+    assert_string_equal(json_get(freed_at, "function")->string,
+                        "history_counts_every_event_per_address_and_ranks_the_worst");
     const json *next = json_at(json_get(hist, "top"), 1);
     assert_int_equal(json_get(next, "address")->integer, 0x90000);
     assert_int_equal(json_get(next, "allocs")->integer, 1);
@@ -405,6 +408,7 @@ static void history_counts_every_event_per_address_and_ranks_the_worst(void **st
 
     char *text = dump_of(reg, 0);
     assert_non_null(strstr(text, "history: 2 addresses"));
+    assert_non_null(strstr(text, "last freed at:\n        #0 "));
     free(text);
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
 }

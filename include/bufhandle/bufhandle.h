@@ -395,14 +395,16 @@ BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
 /* Writes every live allocation of the registry to out: device, memory kind,
  * address, size, references; with history or stacks on also its creation
  * number and age and where it was created; with debug references each live
- * token and (stacks on) where it was taken; with history the top offenders.
+ * token and (stacks on) where it was taken; with history the top offenders
+ * (and, stacks on, where each was last freed).
  * The JSON form is one object on one line:
  *   {"registry","live_allocations","live_bytes","diagnostics","complete",
  *    "allocations":[{"domain","device","kind","address","size","refs",
  *                    "seq"?,"age_ms"?,"created_at"?:[frame],"tokens"?:[
  *                    {"token","count","taken_at"?:[frame]}]}],
  *    "history"?:{"addresses","top":[{"domain","device","kind","address",
- *                "allocs","aliases","releases","frees","stale"}]},
+ *                "allocs","aliases","releases","frees","stale",
+ *                "last_freed_at"?:[frame]}]},
  *    "misuse_reports_suppressed"}
  *   frame = {"pc","function","file"?,"line"?,"module"?,"offset"?}
  * Thread-safe; a snapshot that other threads may change while it is taken.
