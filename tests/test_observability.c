@@ -468,6 +468,15 @@ static void a_configured_record_size_is_not_second_guessed(void **state) {
     close(fd);
     const char *j = api_stats();
     assert_non_null(strstr(j, "\"malformed\":1,"));
+    /* A 72-byte client there is tracked, and named after its process. */
+    fd = compat_connect();
+    tt_send(fd, BH_TT_ALLOC, 72, 9, 4096, 0, 0x9000);
+    uint8_t r[TT112];
+    tt_ask(fd, BH_TT_QUERY, 72, 9, r);
+    assert_int_equal(bh_get64(r + 40), 4096);
+    assert_non_null(
+        strstr(api_stats(), "\"name\":\"test_observabil\",\"device\":9,\"kind\":\"dram\",\"live\":1,"));
+    close(fd);
 }
 
 /* ------------------------------------------------------------ fixtures */

@@ -69,11 +69,7 @@ int td_tt_detect(const uint8_t *p, size_t len, int at_rest) {
 size_t td_tt_record_size(td_server *s, td_client *c, int at_rest) {
     if (c->tt_size != 0)
         return c->tt_size;
-    if (s->tt_size != 0) {
-        c->tt_size = s->tt_size;
-        return c->tt_size;
-    }
-    int d = td_tt_detect(c->in, c->in_len, at_rest);
+    int d = s->tt_size != 0 ? (int)s->tt_size : td_tt_detect(c->in, c->in_len, at_rest);
     if (d < 0) {
         td_malformed(s, c, "neither 72- nor 112-byte TT records (or cannot tell: use --compat-record-size)");
         return 0;
@@ -81,7 +77,8 @@ size_t td_tt_record_size(td_server *s, td_client *c, int at_rest) {
     c->tt_size = (unsigned)d;
     if (d > 0) {
         td_name_from_proc(s, c->pid); /* the records carry no name */
-        td_log(s, "pid %d (%s) sends %d-byte TT records", (int)c->pid, td_name_of(s, c->pid), d);
+        if (s->tt_size == 0)
+            td_log(s, "pid %d (%s) sends %d-byte TT records", (int)c->pid, td_name_of(s, c->pid), d);
     }
     return c->tt_size;
 }
