@@ -97,10 +97,10 @@ static int tcp_connect(unsigned p) {
 
 /* GET path from 127.0.0.1:p (HTTP/1.0, so the server closes). Returns the
  * status; *body (malloc'd) gets what follows the headers. */
-static int http_get(unsigned p, const char *path, char **body) {
+static int http_request(unsigned p, const char *method, const char *path, char **body) {
     int fd = tcp_connect(p);
     char req[1024];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    int n = snprintf(req, sizeof(req), "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", method, path);
     assert_int_equal(send(fd, req, (size_t)n, MSG_NOSIGNAL), n);
     size_t len = 0, cap = 65536;
     char *buf = malloc(cap + 1);
@@ -120,6 +120,8 @@ static int http_get(unsigned p, const char *path, char **body) {
     free(buf);
     return status;
 }
+
+static int http_get(unsigned p, const char *path, char **body) { return http_request(p, "GET", path, body); }
 
 /* A free loopback TCP port (for Prometheus's own listener). */
 static unsigned free_port(void) {
@@ -724,8 +726,13 @@ static void bad_http_input_never_blocks_the_socket_protocol(void **state) {
     ssize_t r = recv(big, reply, sizeof(reply) - 1, 0);
     assert_true(r > 0 && strstr(reply, " 431 ") != NULL);
     close(big);
-    /* Unknown paths, bad arguments. */
+    /* Unknown paths, methods, bad arguments. */
     char *b = NULL;
+    assert_int_equal(http_request(port, "DELETE", "/metrics", &b), 405);
+    free(b);
+    assert_int_equal(http_request(port, "HEAD", "/metrics", &b), 200);
+    assert_string_equal(b, "");
+    free(b);
     assert_int_equal(http_get(port, "/no/such/page", &b), 404);
     free(b);
     assert_int_equal(http_get(port, "/api/history?address=banana", &b), 400);
