@@ -16,6 +16,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <ctype.h>
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -133,6 +134,19 @@ static unsigned free_port(void) {
     assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
     close(fd);
     return ntohs(sa.sin_port);
+}
+
+/* Copies the fenced block of docs/observability.md that starts with the line
+ * first into path; 0 if there is none. */
+static int doc_block(const char *first, const char *path) {
+    char *doc = slurp(BH_SOURCE_DIR "/docs/observability.md");
+    char *a = strstr(doc, first), *b = a != NULL ? strstr(a, "```") : NULL;
+    FILE *f = fopen(path, "w");
+    int ok = a != NULL && b != NULL && f != NULL && fwrite(a, 1, (size_t)(b - a), f) == (size_t)(b - a);
+    if (f != NULL)
+        fclose(f);
+    free(doc);
+    return ok;
 }
 
 /* Starts bh-trackd with --http 127.0.0.1:0 (and extra arguments); reads the
@@ -643,12 +657,49 @@ static void prometheus_scrapes_the_daemon_and_answers_a_query(void **state) {
             found = strstr(b, want) != NULL;
         free(b);
     }
+    /* Every documented example query is valid PromQL against this server. */
+    char qpath[160];
+    snprintf(qpath, sizeof(qpath), "%s/queries.promql", dir);
+    assert_true(doc_block("# live bytes per host and memory kind\n", qpath));
+    char *qs = slurp(qpath);
+    int queries = 0;
+    for (char *line = strtok(qs, "\n"); found && line != NULL; line = strtok(NULL, "\n")) {
+        if (line[0] == '#' || line[0] == '\0')
+            continue;
+        char url[1024] = "/api/v1/query?query=", *b = NULL;
+        size_t n = strlen(url);
+        for (const unsigned char *c = (const unsigned char *)line; *c && n + 4 < sizeof(url); c++)
+            n += (size_t)snprintf(url + n, sizeof(url) - n, isalnum(*c) ? "%c" : "%%%02X", *c);
+        assert_int_equal(http_get(pport, url, &b), 200);
+        assert_non_null(strstr(b, "\"status\":\"success\""));
+        free(b);
+        queries++;
+    }
+    free(qs);
+    assert_true(!found || queries >= 5);
     if (!found) {
         char *l = slurp(plog);
         print_error("prometheus log:\n%s\n", l);
         free(l);
     }
     assert_true(found);
+}
+
+static void documented_scrape_config_and_alerts_pass_promtool(void **state) {
+    (void)state;
+    if (!have("promtool")) {
+        print_message("promtool not installed (Debian package prometheus): skipping\n");
+        skip();
+    }
+    char cfg[160], rules[160], cmd[512];
+    snprintf(cfg, sizeof(cfg), "%s/prometheus.yml", dir);
+    snprintf(rules, sizeof(rules), "%s/rules.yml", dir);
+    assert_true(doc_block("# prometheus.yml\n", cfg));
+    assert_true(doc_block("groups:\n", rules));
+    snprintf(cmd, sizeof(cmd), "promtool check config --syntax-only %s >%s/promtool.log 2>&1", cfg, dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "promtool check rules %s >>%s/promtool.log 2>&1", rules, dir);
+    assert_int_equal(system(cmd), 0);
 }
 
 /* Runs chromium headless on the dashboard with extra arguments; stdout to out. */
@@ -839,6 +890,7 @@ int main(int argc, char **argv) {
     /* With promtool, Prometheus and Chromium (label observability). */
     const struct CMUnitTest tools[] = {
         cmocka_unit_test_setup_teardown(metrics_pass_promtool, setup, teardown),
+        cmocka_unit_test_setup_teardown(documented_scrape_config_and_alerts_pass_promtool, setup, teardown),
         cmocka_unit_test_setup_teardown(prometheus_scrapes_the_daemon_and_answers_a_query, setup, teardown),
         cmocka_unit_test_setup_teardown(dashboard_renders_the_clients_numbers_in_chromium, setup, teardown),
     };
