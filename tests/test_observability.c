@@ -844,6 +844,25 @@ static void api_live_is_paged_and_history_answers_an_address(void **state) {
     assert_non_null(strstr(b, "\"address\":3735879680,"));
     assert_non_null(strstr(b, "\"name\":\"obs-overfree\",\"device\":1,\"kind\":\"dram\",\"live\":false"));
     assert_non_null(strstr(b, "\"allocs\":1,\"frees\":3"));
+    free(b);
+    /* The timeline: all samples held, or only those after since. */
+    sleep_ms(1100);
+    assert_int_equal(http_get(port, "/api/timeline", &b), 200);
+    char *t = strstr(b, "\"t\":["), *end = t != NULL ? strchr(t, ']') : NULL;
+    assert_non_null(end);
+    while (end[-1] != '[' && end[-1] != ',')
+        end--;
+    uint64_t last = strtoull(end, NULL, 10);
+    assert_true(last > 0);
+    assert_non_null(strstr(b, "{\"device\":63,\"kind\":\"dram\",\"bytes\":[0,"));
+    free(b);
+    char url[96];
+    snprintf(url, sizeof(url), "/api/timeline?since=%" PRIu64, last);
+    assert_int_equal(http_get(port, url, &b), 200);
+    assert_non_null(strstr(b, "\"t\":[]"));
+    assert_non_null(strstr(b, "{\"device\":63,\"kind\":\"dram\",\"bytes\":[]}"));
+    free(b);
+    assert_int_equal(http_get(port, "/api/history?address=0xdead0000", &b), 200);
     /* The socket command prints the same JSON, and hex in its text. */
     char cmd[512], out[8192];
     for (int json = 1; json >= 0; json--) {

@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bufhandle/bufhandle.h"
 
@@ -176,7 +177,8 @@ static uint64_t resident_bytes(void) {
     if (fscanf(f, "%lu %lu", &size, &resident) != 2)
         resident = 0;
     fclose(f);
-    return (uint64_t)resident * 4096u;
+    long page = sysconf(_SC_PAGESIZE);
+    return (uint64_t)resident * (uint64_t)(page > 0 ? page : 4096);
 }
 
 static void health_series(FILE *f, const bh_metrics_health *h) {

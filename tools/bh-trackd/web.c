@@ -95,19 +95,24 @@ static void sample(td_server *s) {
         tl->n++;
 }
 
-static void render_timeline(const td_timeline *tl, td_strbuf *b) {
-    size_t first = (tl->head + TL_POINTS - tl->n) % TL_POINTS;
-    td_sb_printf(b, "{\"interval_ms\":%u,\"t\":[", TL_INTERVAL_MS);
-    for (size_t i = 0; i < tl->n; i++)
-        td_sb_printf(b, "%s%" PRIu64, i ? "," : "", tl->t[(first + i) % TL_POINTS]);
+/* The samples taken after since (unix ms; 0: all held), oldest first. A
+ * dashboard polls with the time of the last sample it has, so each poll
+ * renders one or two points per series, not five minutes of them. */
+static void render_timeline(const td_timeline *tl, td_strbuf *b, uint64_t since) {
+    size_t first = (tl->head + TL_POINTS - tl->n) % TL_POINTS, skip = 0;
+    while (skip < tl->n && tl->t[(first + skip) % TL_POINTS] <= since)
+        skip++;
+    td_sb_printf(b, "{\"interval_ms\":%u,\"points\":%u,\"t\":[", TL_INTERVAL_MS, TL_POINTS);
+    for (size_t i = skip; i < tl->n; i++)
+        td_sb_printf(b, "%s%" PRIu64, i > skip ? "," : "", tl->t[(first + i) % TL_POINTS]);
     td_sb_printf(b, "],\"series\":[");
     for (size_t k = 0; k < tl->nseries; k++) {
         char kb[16];
         const tl_series *s = &tl->series[k];
         td_sb_printf(b, "%s{\"device\":%u,\"kind\":\"%s\",\"bytes\":[", k ? "," : "",
                      BH_DOMAIN_DEVICE(s->domain), td_kind_name(s->domain, kb));
-        for (size_t i = 0; i < tl->n; i++)
-            td_sb_printf(b, "%s%" PRIu64, i ? "," : "", s->v[(first + i) % TL_POINTS]);
+        for (size_t i = skip; i < tl->n; i++)
+            td_sb_printf(b, "%s%" PRIu64, i > skip ? "," : "", s->v[(first + i) % TL_POINTS]);
         td_sb_printf(b, "]}");
     }
     td_sb_printf(b, "]}\n");
@@ -205,7 +210,14 @@ static void route(void *ctx, const char *path, const bh_http_request *req, bh_ht
             td_render_history(s, &b, address, 1);
         }
     } else if (strcmp(path, "/api/timeline") == 0) {
-        render_timeline(s->timeline, &b);
+        uint64_t since = 0;
+        const char *v = bh_http_arg(req, "since");
+        if (v != NULL && parse_u64(v, &since) != 0) {
+            out->status = 400;
+            td_sb_printf(&b, "{\"error\":\"since= wants unix milliseconds\"}\n");
+        } else {
+            render_timeline(s->timeline, &b, since);
+        }
     } else {
         out->status = 0; /* 404 */
         return;
