@@ -175,19 +175,22 @@ bh_status bh__diag_release(bh_registry *reg, bh_handle h) {
     bh__diag *d = reg->diag;
     if (h.bits == 0)
         return BH_EINVAL;
+    /* Stacks are captured only when they will be kept: most releases are
+     * neither a token's last nor an allocation's. */
     bh__stack at = {0};
-    if (stacks_on(d))
-        bh__stack_capture(&at);
     bh_handle block = h;
     bh_info info;
     memset(&info, 0, sizeof(info));
     if (d->tokens != NULL) {
         bh__token_info tok;
-        bh__token_verdict v = bh__tokens_release(d->tokens, h, &at, &block, &tok);
+        bh__token_verdict v = bh__tokens_release(d->tokens, h, &block, &tok);
         if (v == BH__TOKEN_RELEASED || v == BH__TOKEN_UNKNOWN) {
-            if (at.depth == 0) /* a misuse is rare: its report always has the culprit's stack */
-                bh__stack_capture(&at);
+            bh__stack_capture(&at); /* a misuse is rare: its report always has the culprit's stack */
             return misuse(reg, h, v == BH__TOKEN_RELEASED ? &tok : NULL, &at);
+        }
+        if (v == BH__TOKEN_LAST && stacks_on(d)) {
+            bh__stack_capture(&at);
+            bh__tokens_set_released(d->tokens, h, &at);
         }
         info.device = tok.device;
         info.address = tok.address;
@@ -199,6 +202,8 @@ bh_status bh__diag_release(bh_registry *reg, bh_handle h) {
     bh_status st = bh__core_release(reg, block, &freed);
     if (d->history != NULL && st == BH_OK) {
         bh__history_note(d->history, BH__HIST_RELEASE, info.device, info.address, NULL);
+        if (freed && stacks_on(d) && at.depth == 0)
+            bh__stack_capture(&at);
         if (freed)
             bh__history_note(d->history, BH__HIST_FREE, info.device, info.address, stacks_on(d) ? &at : NULL);
     }

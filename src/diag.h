@@ -151,10 +151,11 @@ bh__token_verdict bh__tokens_acquire(bh__tokens *t, bh_handle token,
                                      bh_status *retain_status);
 /* One release. OK or LAST: *block is the block to release (the caller does
  * it after this returns). RELEASED / UNKNOWN: nothing changed; *info (if not
- * NULL) describes the tombstone for the misuse report; released_at is the
- * current stack, remembered in the tombstone when this was the last one. */
-bh__token_verdict bh__tokens_release(bh__tokens *t, bh_handle token, const bh__stack *released_at,
-                                     bh_handle *block, bh__token_info *info);
+ * NULL) describes the tombstone for the misuse report. */
+bh__token_verdict bh__tokens_release(bh__tokens *t, bh_handle token, bh_handle *block, bh__token_info *info);
+/* After LAST: remembers where (captured only then: most releases are not a
+ * token's last). A tombstone already forgotten is left alone. */
+void bh__tokens_set_released(bh__tokens *t, bh_handle token, const bh__stack *released_at);
 /* After a release answered RELEASED or UNKNOWN (and the library's own report
  * is out): makes the misuse an error of the memory checker, if one runs. An
  * ASan build stops the process here. */

@@ -264,8 +264,7 @@ static void entomb(bh__tokens *t, uint32_t r) {
     }
 }
 
-bh__token_verdict bh__tokens_release(bh__tokens *t, bh_handle token, const bh__stack *released_at,
-                                     bh_handle *block, bh__token_info *info) {
+bh__token_verdict bh__tokens_release(bh__tokens *t, bh_handle token, bh_handle *block, bh__token_info *info) {
     pthread_mutex_lock(&t->lock);
     uint32_t r = find(t, id_of(t, token));
     bh__token_verdict v = verdict_of(t, r);
@@ -276,8 +275,6 @@ bh__token_verdict bh__tokens_release(bh__tokens *t, bh_handle token, const bh__s
         rec *x = &t->recs[r];
         *block = x->info.block;
         if (--x->info.count == 0) {
-            if (released_at != NULL)
-                x->info.released = *released_at;
             bh__witness_drop(t->witness, r, x->cookie);
             t->live--;
             entomb(t, r);
@@ -288,6 +285,14 @@ bh__token_verdict bh__tokens_release(bh__tokens *t, bh_handle token, const bh__s
     }
     pthread_mutex_unlock(&t->lock);
     return v;
+}
+
+void bh__tokens_set_released(bh__tokens *t, bh_handle token, const bh__stack *released_at) {
+    pthread_mutex_lock(&t->lock);
+    uint32_t r = find(t, id_of(t, token));
+    if (r != NONE && t->recs[r].state == REC_TOMB)
+        t->recs[r].info.released = *released_at;
+    pthread_mutex_unlock(&t->lock);
 }
 
 void bh__tokens_show_misuse(bh__tokens *t, bh_handle token) {
