@@ -29,17 +29,11 @@ typedef struct aggs {
     int oom;
 } aggs;
 
-/* Groups come in first-seen order and are few per key: a linear search per
- * group keeps this simple; sorting happens once at the end. */
+/* One entry per group; merge() then sums the entries of each key. Sorting
+ * keeps a scrape O(G log G) in the number of groups, however many clients
+ * and domains there are. */
 static void collect(void *ctx, uint64_t client, uint32_t domain, const bh_track_counts *c) {
     aggs *a = ctx;
-    uint64_t key = a->by_pid ? client >> 16 : domain;
-    for (size_t i = 0; i < a->n; i++) {
-        if (a->v[i].key == key) {
-            bh_track_counts_add(&a->v[i].c, c);
-            return;
-        }
-    }
     if (a->n == a->cap) {
         size_t cap = a->cap ? a->cap * 2 : 64;
         agg *nv = realloc(a->v, cap * sizeof(*nv));
@@ -50,15 +44,29 @@ static void collect(void *ctx, uint64_t client, uint32_t domain, const bh_track_
         a->v = nv;
         a->cap = cap;
     }
-    memset(&a->v[a->n], 0, sizeof(a->v[a->n]));
-    a->v[a->n].key = key;
-    bh_track_counts_add(&a->v[a->n].c, c);
+    a->v[a->n].key = a->by_pid ? client >> 16 : domain;
+    a->v[a->n].c = *c;
     a->n++;
 }
 
 static int by_key(const void *x, const void *y) {
     const agg *a = x, *b = y;
     return a->key < b->key ? -1 : a->key > b->key;
+}
+
+/* Sorts by key and sums runs of one key into one entry. */
+static void merge(aggs *a) {
+    if (a->n == 0)
+        return;
+    qsort(a->v, a->n, sizeof(*a->v), by_key);
+    size_t out = 0;
+    for (size_t i = 1; i < a->n; i++) {
+        if (a->v[i].key == a->v[out].key)
+            bh_track_counts_add(&a->v[out].c, &a->v[i].c);
+        else
+            a->v[++out] = a->v[i];
+    }
+    a->n = out + 1;
 }
 
 static int by_live_bytes_desc(const void *x, const void *y) {
@@ -229,7 +237,8 @@ int bh_metrics_write(FILE *f, const bh_track *t, const bh_metrics_health *h, bh_
     bh_track_each_group(t, collect, &p);
     int rc = -1;
     if (!d.oom && !p.oom) {
-        qsort(d.v, d.n, sizeof(*d.v), by_key);
+        merge(&d);
+        merge(&p);
         domain_series(f, &d);
         client_series(f, &p, name, name_ctx, max_clients);
         health_series(f, h);

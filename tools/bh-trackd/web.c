@@ -50,10 +50,19 @@ static uint64_t unix_ms(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* The series of a domain, created (zero in the past) if new. Kept sorted by
+ * domain: a sample costs O(groups x log series). */
 static tl_series *series_of(td_timeline *tl, uint32_t domain) {
-    for (size_t i = 0; i < tl->nseries; i++)
-        if (tl->series[i].domain == domain)
-            return &tl->series[i];
+    size_t lo = 0, hi = tl->nseries;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (tl->series[mid].domain < domain)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < tl->nseries && tl->series[lo].domain == domain)
+        return &tl->series[lo];
     if (tl->nseries == TL_MAX_SERIES)
         return NULL;
     if (tl->nseries == tl->cap) {
@@ -64,7 +73,9 @@ static tl_series *series_of(td_timeline *tl, uint32_t domain) {
         tl->series = ns;
         tl->cap = cap;
     }
-    tl_series *s = &tl->series[tl->nseries++];
+    memmove(&tl->series[lo + 1], &tl->series[lo], (tl->nseries - lo) * sizeof(*tl->series));
+    tl->nseries++;
+    tl_series *s = &tl->series[lo];
     memset(s, 0, sizeof(*s)); /* a new series was 0 before it appeared */
     s->domain = domain;
     return s;
