@@ -4,7 +4,8 @@
 #   tools/dev.sh demo   install what is missing, build (release), run the demo
 #                       (extra arguments go to bh-demo, e.g. --json)
 #   tools/dev.sh test   install what is missing, then every test stage:
-#                       unit+install, model (spin), memcheck, helgrind, drd,
+#                       unit+install, hostile (attacks on bh-trackd), model (spin),
+#                       memcheck, helgrind, drd,
 #                       release build, asan, tsan,
 #                       fuzz (FUZZ_SECONDS per target, default 30),
 #                       observability (bh-trackd --http against promtool,
@@ -124,6 +125,7 @@ cmd_test() {
     ensure_deps
     stage build-debug build_preset debug
     stage unit ctest_in debug -L "unit|install"
+    stage hostile ctest_in debug -L hostile
     stage model ctest_in debug -L model
     stage memcheck ctest_in debug -L memcheck
     stage helgrind ctest_in debug -L helgrind

@@ -36,6 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     c->compat = data[0] & 1;
     c->pid = 4242;
     s.clients = c;
+    s.nclients = 1;
     size_t piece = (data[0] >> 1) % 17; /* 0: everything at once */
     size_t off = 1;
     while (off < size && !c->closing) {

@@ -1,12 +1,16 @@
 /*
  * conn.c - one client connection of bh-trackd.
  *
- * Owns: a connection's input buffer (bounded: one frame plus slack), its
- * output buffer, reading and cutting input into frames or records (handed to
- * native.c or tt.c), refusing a connection (ERROR, malformed input, over a
- * limit) and closing it.
+ * Owns: a connection's input buffer (grown only as far as one frame plus
+ * slack needs), its output buffer (capped at TD_MAX_OUT: a peer that does not
+ * read is closed, not buffered for), reading in bounded slices
+ * (TD_READ_SLICE per loop turn, so one flooding client cannot starve the
+ * others), cutting input into frames or records (handed to native.c or tt.c),
+ * refusing a connection (ERROR, malformed input, over a limit), its timeouts
+ * and closing it.
  * Must never: size an allocation from a length on the wire beyond
- * BH_WIRE_MAX_PAYLOAD, or block on a peer (every socket call is non-blocking).
+ * BH_WIRE_MAX_PAYLOAD, read from a connection that is closing, or block on a
+ * peer (every socket call is non-blocking).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -20,9 +24,24 @@
 
 /* ======================== Output ======================== */
 
-static int watch(td_server *s, td_client *c, uint32_t events) {
+static void watch(td_server *s, td_client *c, uint32_t events) {
     struct epoll_event ev = {.events = events, .data.ptr = c};
-    return epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    if (s->epfd >= 0)
+        (void)epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* What to wait for: a closing connection is never read again (its input
+ * would only pile up), only written to until its reply is out. */
+static void rewatch(td_server *s, td_client *c) {
+    int pending = c->out_off < c->out_len;
+    watch(s, c, c->closing ? (pending ? EPOLLOUT : 0) : (EPOLLIN | (pending ? EPOLLOUT : 0)));
+}
+
+void td_set_closing(td_server *s, td_client *c) {
+    if (!c->closing)
+        c->closing_ms = td_now_ms();
+    c->closing = 1;
+    rewatch(s, c);
 }
 
 void td_flush_out(td_server *s, td_client *c) {
@@ -35,24 +54,35 @@ void td_flush_out(td_server *s, td_client *c) {
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            watch(s, c, EPOLLIN | EPOLLOUT);
+            rewatch(s, c);
             return;
         }
-        c->out_off = c->out_len; /* peer gone: drop the reply */
-        c->closing = 1;
+        c->dead = 1; /* peer gone: drop the reply */
+        break;
     }
     c->out_off = c->out_len = 0;
-    watch(s, c, EPOLLIN);
+    if (c->out != NULL) { /* replies are rare: give the memory back */
+        free(c->out);
+        c->out = NULL;
+    }
+    rewatch(s, c);
 }
 
 void td_send_bytes(td_server *s, td_client *c, const void *p, size_t n) {
-    if (c->out_len + n > (256u << 20)) { /* a reader that never reads is cut off */
-        c->closing = 1;
+    if (c->dead)
+        return;
+    if (c->out_len - c->out_off + n > TD_MAX_OUT) {
+        s->output_overflows++;
+        td_log(s, TD_WARN, "pid %d does not read its replies (%zu bytes unsent); disconnecting it",
+               (int)c->pid, c->out_len - c->out_off);
+        c->dead = 1;
         return;
     }
+    if (c->out_off > 0 && c->out_off == c->out_len)
+        c->out_off = c->out_len = 0;
     uint8_t *nb = realloc(c->out, c->out_len + n);
     if (nb == NULL) {
-        c->closing = 1;
+        c->dead = 1;
         return;
     }
     c->out = nb;
@@ -69,43 +99,58 @@ void td_send_frame(td_server *s, td_client *c, uint16_t type, const void *payloa
         td_send_bytes(s, c, payload, len);
 }
 
-void td_send_error(td_server *s, td_client *c, bh_status code, const char *msg) {
-    uint8_t p[4 + 200];
+size_t td_error_frame(uint8_t *out, bh_status code, const char *msg) {
     size_t n = strlen(msg) < 200 ? strlen(msg) : 200;
-    bh_put32(p, (uint32_t)code);
-    memcpy(p + 4, msg, n);
+    size_t h = bh_wire_header(out, BH_WIRE_ERROR, (uint32_t)(4 + n));
+    bh_put32(out + h, (uint32_t)code);
+    memcpy(out + h + 4, msg, n);
+    return h + 4 + n;
+}
+
+void td_send_error(td_server *s, td_client *c, bh_status code, const char *msg) {
+    uint8_t f[TD_ERROR_FRAME_MAX];
     if (!c->compat)
-        td_send_frame(s, c, BH_WIRE_ERROR, p, (uint32_t)(4 + n));
-    c->closing = 1;
+        td_send_bytes(s, c, f, td_error_frame(f, code, msg));
+    td_set_closing(s, c);
 }
 
 /* ======================== Refusals ======================== */
 
 void td_malformed(td_server *s, td_client *c, const char *why) {
     s->malformed++;
-    td_log(s, "malformed input from pid %d (%s): %s; disconnecting it", (int)c->pid,
+    td_log(s, TD_WARN, "malformed input from pid %d (%s): %s; disconnecting it", (int)c->pid,
            c->compat ? "compat" : "native", why);
     td_send_error(s, c, BH_EINVAL, why);
 }
 
-void td_track_result(td_server *s, td_client *c, bh_track_result r, const char *kind, uint32_t device,
+void td_track_result(td_server *s, td_client *c, bh_track_result r, const char *kind, uint32_t domain,
                      uint64_t address) {
+    char dom[64];
+    if (BH_DOMAIN_DEVICE(domain) >= s->tt_devices && BH_DOMAIN_DEVICE(domain) < UINT32_MAX)
+        s->tt_devices = BH_DOMAIN_DEVICE(domain) + 1; /* TT DEVICE_INFO's count */
     switch (r) {
     case BH_TRACK_OK:
         break;
     case BH_TRACK_UNKNOWN_FREE:
-        td_log_event(s, TD_LOG_UNKNOWN_FREE, "FREE of unknown buffer: pid %d device %u address 0x%" PRIx64,
-                     (int)c->pid, device, address);
+        td_log(s, TD_WARN, "FREE of unknown buffer: pid %d %s address 0x%" PRIx64, (int)c->pid,
+               td_domain_text(dom, sizeof(dom), domain), address);
         break;
     case BH_TRACK_DUPLICATE_ALLOC:
-        td_log_event(s, TD_LOG_DUPLICATE, "ALLOC of a live buffer: pid %d device %u address 0x%" PRIx64,
-                     (int)c->pid, device, address);
+        td_log(s, TD_WARN, "ALLOC of a live buffer: pid %d %s address 0x%" PRIx64, (int)c->pid,
+               td_domain_text(dom, sizeof(dom), domain), address);
+        break;
+    case BH_TRACK_GROUP_LIMIT:
+        s->limit_disconnects++;
+        td_log(s, TD_WARN,
+               "pid %d over its limit of %" PRIu64 " (stream, device) groups at %s; disconnecting it",
+               (int)c->pid, s->max_groups, kind);
+        td_send_error(s, c, BH_ENOMEM, "over the (stream, device) group limit (--max-groups-per-client)");
         break;
     case BH_TRACK_LIMIT:
     case BH_TRACK_NOMEM:
         s->limit_disconnects++;
-        td_log(s, "pid %d over its live-allocation limit (%" PRIu64 ") at %s; disconnecting it", (int)c->pid,
-               s->max_live, kind);
+        td_log(s, TD_WARN, "pid %d over its live-allocation limit (%" PRIu64 ") at %s; disconnecting it",
+               (int)c->pid, s->max_live, kind);
         td_send_error(s, c, BH_ENOMEM, "over the live-allocation limit (--max-live-per-client)");
         break;
     }
@@ -115,7 +160,7 @@ void td_track_result(td_server *s, td_client *c, bh_track_result r, const char *
 
 void td_parse_input(td_server *s, td_client *c) {
     size_t off = 0;
-    while (!c->closing) {
+    while (!c->closing && !c->dead) {
         size_t avail = c->in_len - off;
         const uint8_t *p = c->in + off;
         if (c->compat) {
@@ -146,8 +191,36 @@ void td_parse_input(td_server *s, td_client *c) {
         td_native_frame(s, c, bh_get16(p + 6), p + BH_WIRE_HEADER, len);
         off += BH_WIRE_HEADER + len;
     }
+    if (c->closing || c->dead) { /* nothing more will be parsed */
+        c->in_len = 0;
+        return;
+    }
     memmove(c->in, c->in + off, c->in_len - off);
     c->in_len -= off;
+    /* A partial frame starts its clock; a complete one stops it. */
+    if (c->in_len == 0)
+        c->partial_ms = 0;
+    else if (off > 0 || c->partial_ms == 0)
+        c->partial_ms = td_now_ms();
+}
+
+/* Room for at least 64 KiB more; the buffer never exceeds one frame plus
+ * that slack (what is left after parsing is less than one frame). */
+static int make_room(td_client *c) {
+    const size_t limit = BH_WIRE_HEADER + BH_WIRE_MAX_PAYLOAD + 65536;
+    if (c->in_cap - c->in_len >= 65536)
+        return 0;
+    size_t cap = c->in_cap ? c->in_cap * 2 : 131072;
+    if (cap > limit)
+        cap = limit;
+    if (cap <= c->in_cap)
+        return 0;
+    uint8_t *nb = realloc(c->in, cap);
+    if (nb == NULL)
+        return -1;
+    c->in = nb;
+    c->in_cap = cap;
+    return 0;
 }
 
 /* The peer has nothing more in flight (EAGAIN or EOF): what a compat peer sent
@@ -158,60 +231,76 @@ static void settle_compat(td_server *s, td_client *c) {
 }
 
 void td_read_client(td_server *s, td_client *c) {
-    for (;;) {
-        if (c->in_cap - c->in_len < 65536) {
-            size_t cap = c->in_cap ? c->in_cap * 2 : 131072;
-            if (cap > BH_WIRE_MAX_PAYLOAD * 2 + 65536 + BH_WIRE_HEADER) /* one frame plus slack is enough */
-                cap = BH_WIRE_MAX_PAYLOAD * 2 + 65536 + BH_WIRE_HEADER;
-            if (cap > c->in_cap) {
-                uint8_t *nb = realloc(c->in, cap);
-                if (nb == NULL) {
-                    c->closing = 1;
-                    return;
-                }
-                c->in = nb;
-                c->in_cap = cap;
-            }
+    size_t budget = TD_READ_SLICE;
+    while (!c->closing && !c->dead && budget > 0) {
+        if (make_room(c) != 0) {
+            c->dead = 1;
+            return;
         }
-        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
+        size_t want = c->in_cap - c->in_len;
+        ssize_t n = recv(c->fd, c->in + c->in_len, want < budget ? want : budget, MSG_DONTWAIT);
         if (n > 0) {
             c->in_len += (size_t)n;
+            budget -= (size_t)n;
             td_parse_input(s, c);
-            if (c->closing)
-                return;
             continue;
         }
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             settle_compat(s, c);
-            return;
+            break;
         }
         if (n == 0)
             settle_compat(s, c);
-        if (c->closing) /* refused while settling */
+        if (c->closing || c->dead) /* refused while settling */
             return;
         if (c->in_len > 0 && !c->compat)
             td_malformed(s, c, "connection closed inside a frame");
         else if (c->in_len > 0)
             td_malformed(s, c, "connection closed inside a record");
-        c->closing = 1; /* EOF or error */
+        c->dead = 1; /* EOF or error: nobody reads a reply */
         return;
+    }
+    if (c->in_len == 0 && c->in_cap > 131072) { /* idle again: give the big buffer back */
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
     }
 }
 
-/* ======================== Close ======================== */
+/* ======================== Timeouts and close ======================== */
+
+void td_check_timeouts(td_server *s, td_client *c, uint64_t now) {
+    const char *why = NULL;
+    if (c->closing) {
+        if (now - c->closing_ms >= s->handshake_ms)
+            why = "did not read its last reply";
+    } else if (!c->compat && (!c->hello || c->control)) {
+        if (now - c->since_ms >= s->handshake_ms)
+            why = c->hello ? "sent no QUERY in time" : "sent no HELLO in time";
+    }
+    if (why == NULL && c->partial_ms != 0 && now - c->partial_ms >= s->frame_ms)
+        why = "left a frame half-sent";
+    if (why == NULL)
+        return;
+    s->timeouts++;
+    td_log(s, TD_WARN, "pid %d %s; disconnecting it", (int)c->pid, why);
+    c->dead = 1;
+}
 
 void td_close_client(td_server *s, td_client *c) {
-    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (s->epfd >= 0)
+        epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     for (td_client **p = &s->clients; *p != NULL; p = &(*p)->next) {
         if (*p == c) {
             *p = c->next;
+            s->nclients--;
             break;
         }
     }
-    if (!c->control && !td_pid_connected(s, c->pid))
+    if (!c->control && c->hello + c->compat > 0 && !td_pid_connected(s, c->pid))
         td_orphan_add(s, c->pid);
     free(c->in);
     free(c->out);

@@ -78,37 +78,18 @@ static void on_leak(void *ctx, const bh_track_entry *e) {
     l->size = e->size;
     l->age_ms = td_now_ms() - e->since;
     snprintf(l->name, sizeof(l->name), "%s", td_name_of(s, l->pid));
-    td_log_event(s, TD_LOG_LEAK, "leak: pid %d stream %u device %u address 0x%" PRIx64 " size %" PRIu64,
-                 (int)td_key_pid(e->client), td_key_stream(e->client), e->device, e->address, e->size);
-}
-
-typedef struct keys {
-    uint64_t k[1024];
-    int n;
-    pid_t pid;
-} keys;
-
-static void collect_key(void *ctx, uint64_t key, uint32_t device, const bh_track_counts *c) {
-    keys *ks = ctx;
-    (void)device;
-    (void)c;
-    if (td_key_pid(key) != ks->pid || ks->n == 1024)
-        return;
-    for (int i = 0; i < ks->n; i++)
-        if (ks->k[i] == key)
-            return;
-    ks->k[ks->n++] = key;
+    char dom[64];
+    td_log(s, TD_WARN, "leak: pid %d stream %u %s address 0x%" PRIx64 " size %" PRIu64,
+           (int)td_key_pid(e->client), td_key_stream(e->client), td_domain_text(dom, sizeof(dom), e->device),
+           e->address, e->size);
 }
 
 void td_process_gone(td_server *s, pid_t pid) {
-    keys ks = {.n = 0, .pid = pid};
-    bh_track_each_group(s->track, collect_key, &ks);
-    uint64_t n = 0;
-    for (int i = 0; i < ks.n; i++)
-        n += bh_track_client_gone(s->track, ks.k[i], on_leak, s);
+    /* Every stream of the process, however many, and all of its memory. */
+    uint64_t n = bh_track_process_gone(s->track, (uint32_t)pid, on_leak, s);
     if (n > 0)
-        td_log(s, "pid %d (%s) ended with %" PRIu64 " live allocations (leaks)", (int)pid, td_name_of(s, pid),
-               n);
+        td_log(s, TD_WARN, "pid %d (%s) ended with %" PRIu64 " live allocations (leaks)", (int)pid,
+               td_name_of(s, pid), n);
     td_departed *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return; /* it stays listed: only its aging out is lost */
@@ -120,12 +101,9 @@ void td_process_gone(td_server *s, pid_t pid) {
 
 /* Its process gone for --forget-ms: the client's figures join the
  * "(departed)" group (pid 0), so totals and counters stay whole while the
- * list of clients stays short. */
+ * list of clients stays short, and everything else of it is freed. */
 static void age_out(td_server *s, pid_t pid) {
-    keys ks = {.n = 0, .pid = pid};
-    bh_track_each_group(s->track, collect_key, &ks);
-    for (int i = 0; i < ks.n; i++)
-        bh_track_retire(s->track, ks.k[i], td_client_key(0, 0));
+    bh_track_retire_process(s->track, (uint32_t)pid, td_client_key(0, 0));
     forget_name(s, pid);
 }
 

@@ -1,23 +1,30 @@
 /*
  * loop.c - bh-trackd's event loop.
  *
- * Owns: the listening sockets (creating, probing for a live server, removing
- * at exit), accepting clients and checking their credentials, the signals
- * that stop the server, one epoll loop dispatching to conn.c, and shutdown.
- * Must never: take over a socket a live server listens on, accept a peer
+ * Owns: the listening sockets (a lock file per socket path, so two servers
+ * never both bind it; a liveness probe that only calls a socket stale when
+ * connect() says nobody listens; removing at exit only the file this server
+ * bound), accepting clients (credentials, connection caps per uid and in
+ * total, a spare descriptor to refuse cleanly when descriptors run out), the
+ * signals (SIGINT/SIGTERM stop, SIGHUP reopens the log and writes the
+ * summary), the loop's tick (timeouts, orphans, periodic summary), shutdown.
+ * Must never: take over or remove a socket it did not bind, accept a peer
  * that is not this user, root or --allow-uid, or block in anything but
  * epoll_wait.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "trackd.h"
@@ -33,87 +40,174 @@ static int peer_allowed(const td_server *s, uid_t uid) {
     return 0;
 }
 
+static uint64_t connections_of(const td_server *s, uid_t uid) {
+    uint64_t n = 0;
+    for (const td_client *c = s->clients; c != NULL; c = c->next)
+        n += c->uid == uid;
+    return n;
+}
+
+/* Tells a native peer why (one ERROR frame, if the socket takes it now) and
+ * closes. */
+static void refuse(td_server *s, int fd, int compat, bh_status code, const char *why) {
+    s->refused++;
+    if (!compat) {
+        uint8_t f[TD_ERROR_FRAME_MAX];
+        (void)send(fd, f, td_error_frame(f, code, why), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    close(fd);
+}
+
+/* Out of descriptors: the spare one makes room to accept the pending
+ * connection and refuse it, instead of leaving it to spin the loop. */
+static void refuse_with_spare(td_server *s, int lfd, int compat) {
+    if (s->spare < 0)
+        return;
+    close(s->spare);
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd >= 0)
+        refuse(s, fd, compat, BH_EBUSY, "server out of file descriptors");
+    s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    td_log(s, TD_WARN, "out of file descriptors; refused a connection");
+}
+
 static void accept_clients(td_server *s, int lfd, int compat) {
-    for (;;) {
+    for (int i = 0; i < TD_ACCEPT_SLICE; i++) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE) {
-                /* Out of descriptors: the pending connection keeps the
-                 * listener readable; pause instead of spinning on it. */
-                td_log(s, "out of file descriptors; not accepting for 100 ms");
-                nanosleep(&(struct timespec){0, 100000000}, NULL);
-            }
+            if (errno == EMFILE || errno == ENFILE)
+                refuse_with_spare(s, lfd, compat);
             return;
         }
         struct ucred cred;
         socklen_t len = sizeof(cred);
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || !peer_allowed(s, cred.uid)) {
             s->rejected++;
-            td_log(s, "rejected peer (uid %d): not this user, not root, not --allow-uid", (int)cred.uid);
+            td_log(s, TD_WARN, "rejected peer (uid %d): not this user, not root, not --allow-uid",
+                   (int)cred.uid);
             close(fd);
             continue;
         }
+        if (s->nclients >= s->max_conns || connections_of(s, cred.uid) >= s->max_conns_per_uid) {
+            td_log(s, TD_WARN,
+                   "refused a connection of uid %d (pid %d): %" PRIu64 " open, limits %" PRIu64
+                   " per uid and %" PRIu64 " in total",
+                   (int)cred.uid, (int)cred.pid, s->nclients, s->max_conns_per_uid, s->max_conns);
+            refuse(s, fd, compat, BH_EBUSY, "too many connections");
+            continue;
+        }
         td_client *c = calloc(1, sizeof(*c));
-        if (c == NULL) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (c == NULL || epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             close(fd);
+            free(c);
             continue;
         }
         c->fd = fd;
         c->compat = compat;
         c->pid = cred.pid;
         c->uid = cred.uid;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            close(fd);
-            free(c);
-            continue;
-        }
+        c->since_ms = td_now_ms();
         c->next = s->clients;
         s->clients = c;
+        s->nclients++;
         s->connections++;
     }
 }
 
 /* ======================== Listening sockets ======================== */
 
-static int listen_on(td_server *s, const char *path) {
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        td_log(s, "socket path too long: %s", path);
-        return -1;
-    }
-    strcpy(sa.sun_path, path);
+/* Holds path.lock (flock) for the server's lifetime: of two servers started
+ * together on one path, exactly one gets past here. The lock file stays
+ * (removing it would let a third server lock a new file while the second
+ * still holds the old one). */
+static int lock_path(td_server *s, const char *path) {
+    char lock[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
+    snprintf(lock, sizeof(lock), "%s.lock", path);
+    int fd = open(lock, O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0644);
     struct stat st;
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            td_log(s, "%s exists and is not a socket; not touching it", path);
-            return -1;
-        }
-        /* A live server answers; a stale file from a dead one refuses. */
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-        if (probe >= 0)
-            close(probe);
-        if (live) {
-            td_log(s, "another server is listening on %s; not stealing it", path);
-            return -1;
-        }
-        unlink(path);
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        td_log(s, TD_ERROR, "cannot use lock file %s: %s", lock,
+               fd < 0 ? strerror(errno) : "not a regular file");
+        if (fd >= 0)
+            close(fd);
         return -1;
-    mode_t old = umask(0177); /* the socket file is created 0600 */
-    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-    umask(old);
-    if (rc != 0 || chmod(path, 0600) != 0 || listen(fd, 128) != 0) {
-        td_log(s, "cannot listen on %s: %s", path, strerror(errno));
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        td_log(s, TD_ERROR, "another server holds %s; not starting a second one on %s", lock, path);
         close(fd);
         return -1;
     }
     return fd;
+}
+
+/* 1 if path is a socket some server listens on (or might: any answer but
+ * "nobody listens" counts as live, so a socket we cannot probe, say another
+ * user's, is never taken), 0 if stale. */
+static int socket_live(const struct sockaddr_un *sa) {
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return 1;
+    int rc = connect(probe, (const struct sockaddr *)sa, sizeof(*sa));
+    int e = errno;
+    close(probe);
+    return rc == 0 || (e != ECONNREFUSED && e != ENOENT);
+}
+
+static int listen_on(td_server *s, td_listener *l, const char *path) {
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    l->path = path;
+    l->fd = l->lockfd = -1;
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        td_log(s, TD_ERROR, "socket path too long (at most %zu bytes): %s", sizeof(sa.sun_path) - 1, path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    if ((l->lockfd = lock_path(s, path)) < 0)
+        return -1;
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            td_log(s, TD_ERROR, "%s exists and is not a socket; not touching it", path);
+            return -1;
+        }
+        if (socket_live(&sa)) {
+            td_log(s, TD_ERROR, "a server is (or may be) listening on %s; not taking it over", path);
+            return -1;
+        }
+        unlink(path);
+    }
+    l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (l->fd < 0)
+        return -1;
+    /* Without --allow-uid only this user (and root) may connect: 0600. With
+     * it, the file is 0666 and the peer check in accept_clients decides. */
+    mode_t mode = s->nallow > 0 ? 0666 : 0600;
+    mode_t old = umask(0177);
+    int rc = bind(l->fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (rc != 0 || chmod(path, mode) != 0 || lstat(path, &st) != 0 || listen(l->fd, 128) != 0) {
+        td_log(s, TD_ERROR, "cannot listen on %s: %s", path, strerror(errno));
+        return -1;
+    }
+    l->dev = st.st_dev;
+    l->ino = st.st_ino;
+    return 0;
+}
+
+/* Removes the socket file only if it is still the one this server bound. */
+static void close_listener(td_listener *l) {
+    struct stat st;
+    if (l->fd >= 0 && l->path != NULL && lstat(l->path, &st) == 0 && st.st_dev == l->dev &&
+        st.st_ino == l->ino)
+        unlink(l->path);
+    if (l->fd >= 0)
+        close(l->fd);
+    if (l->lockfd >= 0)
+        close(l->lockfd);
+    l->fd = l->lockfd = -1;
 }
 
 static int add_fd(td_server *s, int fd, void *tag) {
@@ -126,89 +220,143 @@ static int add_fd(td_server *s, int fd, void *tag) {
 /* Tags for the fixed descriptors in epoll (clients carry their td_client*). */
 static char tag_listen, tag_compat, tag_signal, tag_http;
 
-static void shutdown_server(td_server *s) {
-    while (s->clients != NULL)
-        td_close_client(s, s->clients);
+static void tick(td_server *s) {
+    uint64_t now = td_now_ms();
+    for (td_client *c = s->clients, *next; c != NULL; c = next) {
+        next = c->next;
+        td_check_timeouts(s, c, now);
+        if (c->dead)
+            td_close_client(s, c);
+    }
+    td_check_orphans(s);
+    td_check_departed(s);
+    td_log_tick(s, 0);
+    if (s->summary_path != NULL && s->summary_ms != 0 && now >= s->next_summary_ms) {
+        (void)td_write_summary(s);
+        s->next_summary_ms = now + s->summary_ms;
+    }
 }
 
-int td_serve(td_server *s) {
+/* Reads the pending signals; returns 0 to stop. */
+static int on_signals(td_server *s) {
+    struct signalfd_siginfo si;
+    int running = 1;
+    while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGHUP) {
+            td_reopen_log(s);
+            if (s->summary_path != NULL)
+                (void)td_write_summary(s);
+        } else {
+            running = 0;
+        }
+    }
+    return running;
+}
+
+static void on_client(td_server *s, td_client *c, uint32_t events) {
+    if (events & EPOLLOUT)
+        td_flush_out(s, c);
+    if (events & EPOLLIN)
+        td_read_client(s, c);
+    if ((events & (EPOLLHUP | EPOLLERR)) && !(events & EPOLLIN))
+        c->dead = 1; /* nothing left to read, nobody to write to */
+    if (c->dead || (c->closing && c->out_off >= c->out_len))
+        td_close_client(s, c);
+}
+
+/* The total connection cap, lowered to what the descriptor limit allows
+ * (a few kept for the listeners, the log, the summary and the spare). */
+static void fit_connection_cap(td_server *s) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 16 &&
+        s->max_conns > rl.rlim_cur - 16) {
+        s->max_conns = rl.rlim_cur - 16;
+        td_log(s, TD_INFO, "at most %" PRIu64 " connections (descriptor limit %" PRIu64 ")", s->max_conns,
+               (uint64_t)rl.rlim_cur);
+    }
+}
+
+static int start(td_server *s) {
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGHUP);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     s->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
     s->track = bh_track_new(s->max_live);
-    s->cfd = -1;
+    s->native.fd = s->native.lockfd = s->tt.fd = s->tt.lockfd = -1;
     if (s->sigfd < 0 || s->epfd < 0 || s->track == NULL)
-        return 1;
-    s->lfd = listen_on(s, s->socket_path);
-    if (s->lfd < 0)
-        return 1;
-    add_fd(s, s->lfd, &tag_listen);
-    if (s->compat) {
-        s->cfd = listen_on(s, s->compat_path);
-        if (s->cfd < 0) {
-            unlink(s->socket_path);
-            return 1;
-        }
-        add_fd(s, s->cfd, &tag_compat);
-    }
-    add_fd(s, s->sigfd, &tag_signal);
-    if (td_web_open(s, &tag_http) != 0) {
-        unlink(s->socket_path);
-        if (s->compat)
-            unlink(s->compat_path);
-        return 1;
-    }
-    td_log(s, "listening on %s%s%s", s->socket_path, s->compat ? " and (compat) " : "",
-           s->compat ? s->compat_path : "");
+        return -1;
+    bh_track_set_max_groups(s->track, (size_t)s->max_groups);
+    fit_connection_cap(s);
+    if (listen_on(s, &s->native, s->socket_path) != 0 || add_fd(s, s->native.fd, &tag_listen) != 0)
+        return -1;
+    if (s->compat && (listen_on(s, &s->tt, s->compat_path) != 0 || add_fd(s, s->tt.fd, &tag_compat) != 0))
+        return -1;
+    if (add_fd(s, s->sigfd, &tag_signal) != 0)
+        return -1;
+    return td_web_open(s, &tag_http);
+}
 
-    int running = 1;
-    while (running) {
-        struct epoll_event evs[64];
-        int n = epoll_wait(s->epfd, evs, 64, td_web_timeout(s, s->orphans ? 50 : 1000));
-        for (int i = 0; i < n; i++) {
-            void *tag = evs[i].data.ptr;
-            if (tag == &tag_signal) {
-                struct signalfd_siginfo si;
-                while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-                    running = 0;
-            } else if (tag == &tag_listen) {
-                accept_clients(s, s->lfd, 0);
-            } else if (tag == &tag_compat) {
-                accept_clients(s, s->cfd, 1);
-            } else if (tag == &tag_http) {
-                continue; /* served below, once per wakeup */
-            } else {
-                td_client *c = tag;
-                if (evs[i].events & EPOLLOUT)
-                    td_flush_out(s, c);
-                if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                    td_read_client(s, c);
-                if (c->closing && c->out_off >= c->out_len)
-                    td_close_client(s, c);
-            }
-        }
-        td_check_orphans(s);
-        td_check_departed(s);
-        td_web_run(s);
-    }
-    td_log(s, "shutting down");
-    shutdown_server(s);
+static void stop(td_server *s) {
+    while (s->clients != NULL)
+        td_close_client(s, s->clients);
     td_web_close(s);
-    int rc = s->summary_path != NULL ? td_write_summary(s) : 0;
-    unlink(s->socket_path);
-    if (s->compat)
-        unlink(s->compat_path);
+    close_listener(&s->native);
+    close_listener(&s->tt);
     td_free_orphans(s);
     bh_track_free(s->track);
-    close(s->lfd);
-    if (s->cfd >= 0)
-        close(s->cfd);
-    close(s->epfd);
-    close(s->sigfd);
+    s->track = NULL;
+    if (s->epfd >= 0)
+        close(s->epfd);
+    if (s->sigfd >= 0)
+        close(s->sigfd);
+    if (s->spare >= 0)
+        close(s->spare);
+}
+
+int td_serve(td_server *s) {
+    if (start(s) != 0) {
+        stop(s);
+        return 1;
+    }
+    td_log(s, TD_INFO, "listening on %s%s%s", s->socket_path, s->compat ? " and (compat) " : "",
+           s->compat ? s->compat_path : "");
+    s->next_summary_ms = td_now_ms() + s->summary_ms;
+    int running = 1;
+    uint64_t last_tick = 0;
+    while (running) {
+        struct epoll_event evs[64];
+        int n = epoll_wait(s->epfd, evs, 64, td_web_timeout(s, TD_TICK_MS));
+        for (int i = 0; i < n; i++) {
+            void *tag = evs[i].data.ptr;
+            if (tag == &tag_signal)
+                running = on_signals(s) && running;
+            else if (tag == &tag_listen)
+                accept_clients(s, s->native.fd, 0);
+            else if (tag == &tag_compat)
+                accept_clients(s, s->tt.fd, 1);
+            else if (tag == &tag_http)
+                continue; /* served below, once per wakeup */
+            else
+                on_client(s, tag, evs[i].events);
+        }
+        td_web_run(s);
+        uint64_t now = td_now_ms();
+        if (now - last_tick >= TD_TICK_MS / 2) {
+            tick(s);
+            last_tick = now;
+        }
+    }
+    td_log_tick(s, 1);
+    td_log(s, TD_INFO, "shutting down");
+    while (s->clients != NULL)
+        td_close_client(s, s->clients);
+    int rc = s->summary_path != NULL ? td_write_summary(s) : 0;
+    stop(s);
     return rc == 0 ? 0 : 1;
 }

@@ -1,13 +1,13 @@
 /*
  * bh-trackd - the allocation tracking server.
  *
- *   bh-trackd [--socket PATH] [--compat-tt] [--compat-socket PATH]
- *             [--compat-record-size 72|112|auto] [--max-live-per-client N] [--allow-uid UID]... [--summary
- * FILE]
+ *   bh-trackd [--socket PATH] [--compat-tt] [--compat-socket PATH] [--compat-record-size 72|112|auto]
+ *             [--max-live-per-client N] [--allow-uid UID]... [--summary FILE]
  *             [--log FILE] [--grace-ms N] [--forget-ms N] [--http ADDR:PORT] [--metrics-clients N]
- *   bh-trackd stats [--socket PATH] [--json]
- *   bh-trackd dump  [--socket PATH] [--json]
- *   bh-trackd history ADDRESS [--socket PATH] [--json]
+ *             [limits, see usage()]
+ *   bh-trackd stats [--socket PATH] [--json] [--timeout-ms N]
+ *   bh-trackd dump  [--socket PATH] [--json] [--timeout-ms N]
+ *   bh-trackd history ADDRESS [--socket PATH] [--json] [--timeout-ms N]
  *
  * One epoll loop serves every client. Native clients (the library's socket
  * reporter) speak the framed protocol of docs/protocol.md; with --compat-tt a
@@ -21,30 +21,43 @@
  * then reports what it still held as leaks. A process that reconnects in
  * time continues where it was (its reporter resyncs the live set).
  *
- * main.c owns the command line (options, usage) and picks serving or a query
- * command; it must never do either's work itself (trackd.h lists who does).
+ * main.c owns the command line (options, defaults, usage) and picks serving
+ * or a query command; it must never do either's work itself (trackd.h lists
+ * who does).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
+#include "rundir.h"
 #include "trackd.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: bh-trackd [--socket PATH] [--compat-tt] [--compat-socket PATH]\n"
             "                 [--compat-record-size 72|112|auto]\n"
-            "                 [--max-live-per-client N] [--allow-uid UID]... [--summary FILE]\n"
-            "                 [--log FILE] [--grace-ms N] [--forget-ms N] [--http ADDR:PORT] "
-            "[--metrics-clients N]\n"
-            "       bh-trackd stats [--socket PATH] [--json]\n"
-            "       bh-trackd dump  [--socket PATH] [--json]\n"
-            "       bh-trackd history ADDRESS [--socket PATH] [--json]\n"
-            "defaults: --socket %s, --compat-socket %s, --max-live-per-client 10000000,\n"
-            "          --grace-ms 2000, log to stderr, no HTTP (--http PORT listens on 127.0.0.1),\n"
+            "                 [--max-live-per-client N] [--max-groups-per-client N]\n"
+            "                 [--max-connections N] [--max-connections-per-uid N]\n"
+            "                 [--handshake-timeout-ms N] [--frame-timeout-ms N]\n"
+            "                 [--allow-uid UID]... [--summary FILE] [--summary-interval-ms N]\n"
+            "                 [--log FILE] [--grace-ms N] [--forget-ms N] [--http ADDR:PORT]\n"
+            "                 [--metrics-clients N]\n"
+            "       bh-trackd stats [--socket PATH] [--json] [--timeout-ms N]\n"
+            "       bh-trackd dump  [--socket PATH] [--json] [--timeout-ms N]\n"
+            "       bh-trackd history ADDRESS [--socket PATH] [--json] [--timeout-ms N]\n"
+            "defaults: --socket $XDG_RUNTIME_DIR/%s (a directory of this user with mode 0700),\n"
+            "          else /tmp/bh-trackd-UID/%s (created 0700, checked)\n"
+            "          --compat-socket %s, --max-live-per-client 10000000,\n"
+            "          --max-groups-per-client %u, --max-connections 1024 (and under the descriptor\n"
+            "          limit), --max-connections-per-uid 64, --handshake-timeout-ms 5000,\n"
+            "          --frame-timeout-ms 10000, --summary-interval-ms 10000, --grace-ms 2000,\n"
+            "          --timeout-ms 5000, log to stderr (SIGHUP reopens --log, writes --summary),\n"
+            "          no HTTP (--http PORT listens on 127.0.0.1), --metrics-clients 20,\n"
             "          --forget-ms 300000 (a gone client's figures then join \"(departed)\"),\n"
-            "          --metrics-clients 20, --compat-record-size auto (detected per connection)\n",
-            BH_TRACKD_DEFAULT_SOCKET, BH_TT_DEFAULT_SOCKET);
+            "          --compat-record-size auto (detected per connection)\n",
+            BH__SOCKET_NAME, BH__SOCKET_NAME, BH_TT_DEFAULT_SOCKET, BH_TRACK_DEFAULT_MAX_GROUPS);
 }
 
 static int parse_num(const char *opt, const char *v, uint64_t *out) {
@@ -59,23 +72,68 @@ static int parse_num(const char *opt, const char *v, uint64_t *out) {
     return 0;
 }
 
+/* A socket path must fit sockaddr_un; 0.2 cut it silently. */
+static int path_fits(const char *opt, const char *path) {
+    if (strlen(path) < sizeof(((struct sockaddr_un *)0)->sun_path))
+        return 1;
+    fprintf(stderr, "bh-trackd: %s is too long (at most %zu bytes): %s\n", opt,
+            sizeof(((struct sockaddr_un *)0)->sun_path) - 1, path);
+    return 0;
+}
+
+/* The numeric options of the server, with where each goes. */
+typedef struct num_opt {
+    const char *name;
+    size_t offset;
+} num_opt;
+
+#define NUM_OPT(name, field)                                                                                 \
+    { name, offsetof(td_server, field) }
+static const num_opt num_opts[] = {
+    NUM_OPT("--max-live-per-client", max_live),
+    NUM_OPT("--max-groups-per-client", max_groups),
+    NUM_OPT("--max-connections", max_conns),
+    NUM_OPT("--max-connections-per-uid", max_conns_per_uid),
+    NUM_OPT("--handshake-timeout-ms", handshake_ms),
+    NUM_OPT("--frame-timeout-ms", frame_ms),
+    NUM_OPT("--summary-interval-ms", summary_ms),
+    NUM_OPT("--grace-ms", grace_ms),
+    NUM_OPT("--forget-ms", forget_ms),
+};
+
+/* 1 if a was a numeric server option (stored, or *bad set), else 0. */
+static int numeric_option(td_server *s, const char *a, const char *v, int *bad) {
+    for (size_t k = 0; k < sizeof(num_opts) / sizeof(num_opts[0]); k++) {
+        if (strcmp(a, num_opts[k].name) == 0) {
+            *bad = parse_num(a, v, (uint64_t *)(void *)((char *)s + num_opts[k].offset)) != 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    td_server s;
-    memset(&s, 0, sizeof(s));
-    s.socket_path = BH_TRACKD_DEFAULT_SOCKET;
+    static td_server s; /* large (names table): not on the stack */
     s.compat_path = BH_TT_DEFAULT_SOCKET;
     s.max_live = 10000000;
+    s.max_groups = BH_TRACK_DEFAULT_MAX_GROUPS;
+    s.max_conns = 1024;
+    s.max_conns_per_uid = 64;
+    s.handshake_ms = 5000;
+    s.frame_ms = 10000;
+    s.summary_ms = 10000;
     s.grace_ms = 2000;
     s.metrics_clients = 20;
     s.forget_ms = 300000;
     s.log = stderr;
-    int cmd = 0, json = 0; /* 0 serve, else a TD_QUERY_* */
+    uint64_t timeout_ms = 5000;
+    int cmd = 0, json = 0, bad = 0; /* cmd: 0 serve, else a TD_QUERY_* */
     uint64_t address = 0;
     int i = 1;
     if (argc > 1 && strcmp(argv[1], "stats") == 0)
-        cmd = 1, i = 2;
+        cmd = TD_QUERY_STATS, i = 2;
     else if (argc > 1 && strcmp(argv[1], "dump") == 0)
-        cmd = 2, i = 2;
+        cmd = TD_QUERY_DUMP, i = 2;
     else if (argc > 1 && strcmp(argv[1], "history") == 0) {
         char *end;
         errno = 0;
@@ -95,31 +153,26 @@ int main(int argc, char **argv) {
             return 0;
         } else if (strcmp(a, "--json") == 0 && cmd != 0) {
             json = 1;
+        } else if (strcmp(a, "--timeout-ms") == 0 && cmd != 0) {
+            if (parse_num(a, v, &timeout_ms) != 0)
+                return 2;
+            i++;
         } else if (strcmp(a, "--socket") == 0 && v != NULL) {
+            if (!path_fits(a, v))
+                return 2;
             s.socket_path = v, i++;
         } else if (cmd == 0 && strcmp(a, "--compat-tt") == 0) {
             s.compat = 1;
         } else if (cmd == 0 && strcmp(a, "--compat-socket") == 0 && v != NULL) {
+            if (!path_fits(a, v))
+                return 2;
             s.compat_path = v, i++;
         } else if (cmd == 0 && strcmp(a, "--summary") == 0 && v != NULL) {
             s.summary_path = v, i++;
         } else if (cmd == 0 && strcmp(a, "--log") == 0 && v != NULL) {
-            s.log = fopen(v, "a");
-            if (s.log == NULL) {
-                fprintf(stderr, "bh-trackd: cannot open log %s: %s\n", v, strerror(errno));
-                return 2;
-            }
-            i++;
-        } else if (cmd == 0 && strcmp(a, "--max-live-per-client") == 0) {
-            if (parse_num(a, v, &s.max_live) != 0)
-                return 2;
-            i++;
-        } else if (cmd == 0 && strcmp(a, "--forget-ms") == 0) {
-            if (parse_num(a, v, &s.forget_ms) != 0)
-                return 2;
-            i++;
-        } else if (cmd == 0 && strcmp(a, "--grace-ms") == 0) {
-            if (parse_num(a, v, &s.grace_ms) != 0)
+            s.log_path = v, i++;
+        } else if (cmd == 0 && numeric_option(&s, a, v, &bad)) {
+            if (bad)
                 return 2;
             i++;
         } else if (cmd == 0 && strcmp(a, "--compat-record-size") == 0 && v != NULL) {
@@ -150,7 +203,25 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    static char default_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    if (s.socket_path == NULL) {
+        if (bh__default_socket_path(default_path, sizeof(default_path)) != 0) {
+            fprintf(stderr, "bh-trackd: no usable default socket directory (%s); use --socket PATH\n",
+                    strerror(errno));
+            return 2;
+        }
+        s.socket_path = default_path;
+    }
     if (cmd != 0)
-        return td_query(s.socket_path, (uint16_t)cmd, json, address);
+        return td_query(s.socket_path, (uint16_t)cmd, json, address, timeout_ms);
+    if (s.log_path != NULL && (s.log = td_open_log(s.log_path)) == NULL) {
+        fprintf(stderr, "bh-trackd: cannot open log %s: %s (a regular file, not a link)\n", s.log_path,
+                strerror(errno));
+        return 2;
+    }
+    if (s.max_conns_per_uid == 0 || s.max_conns == 0 || s.handshake_ms == 0 || s.frame_ms == 0) {
+        fprintf(stderr, "bh-trackd: connection limits and timeouts must be positive\n");
+        return 2;
+    }
     return td_serve(&s);
 }

@@ -44,7 +44,7 @@ static void collect(void *ctx, uint64_t client, uint32_t domain, const bh_track_
         a->v = nv;
         a->cap = cap;
     }
-    a->v[a->n].key = a->by_pid ? client >> 16 : domain;
+    a->v[a->n].key = a->by_pid ? BH_TRACK_PROCESS(client) : domain;
     a->v[a->n].c = *c;
     a->n++;
 }
@@ -165,7 +165,7 @@ static void client_series(FILE *f, aggs *p, bh_metrics_name_fn name, void *name_
         family(f, fd->name, fd->type, fd->help);
         for (size_t i = 0; i < shown; i++) {
             fprintf(f, "%s{client=\"", fd->name);
-            label_value(f, name(name_ctx, p->v[i].key << 16));
+            label_value(f, name(name_ctx, BH_TRACK_CLIENT(p->v[i].key, 0)));
             fprintf(f, "\",pid=\"%" PRIu64 "\"} %" PRIu64 "\n", p->v[i].key, field_of(&p->v[i].c, fd));
         }
         if (p->n > shown)

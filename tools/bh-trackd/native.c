@@ -21,18 +21,21 @@ static void handle_query(td_server *s, td_client *c, const uint8_t *p, uint32_t 
     }
     td_strbuf b = {0};
     if (what == TD_QUERY_STATS)
-        td_render_stats(s, &b, format == 1);
+        td_render_stats(s, &b, format == 1, 0);
     else if (what == TD_QUERY_DUMP)
-        td_render_dump(s, &b, format == 1);
+        td_render_dump(s, &b, format == 1, 0);
     else if (what == TD_QUERY_HISTORY)
         td_render_history(s, &b, bh_get64(p + 4), format == 1);
     else {
         td_malformed(s, c, "QUERY kind");
         return;
     }
-    td_send_frame(s, c, BH_WIRE_REPLY, b.p, (uint32_t)b.len);
+    if (b.failed)
+        td_send_error(s, c, BH_ENOMEM, "out of memory rendering the reply");
+    else
+        td_send_frame(s, c, BH_WIRE_REPLY, b.p, (uint32_t)b.len);
     free(b.p);
-    c->closing = 1;
+    td_set_closing(s, c);
 }
 
 static void handle_hello(td_server *s, td_client *c, const uint8_t *p, uint32_t len) {
@@ -43,7 +46,8 @@ static void handle_hello(td_server *s, td_client *c, const uint8_t *p, uint32_t 
     uint16_t version = bh_get16(p + 4), flags = bh_get16(p + 6), nlen = bh_get16(p + 8);
     if (version != BH_WIRE_VERSION) {
         s->malformed++;
-        td_log(s, "pid %d speaks protocol %u, this server %u", (int)c->pid, version, BH_WIRE_VERSION);
+        td_log(s, TD_WARN, "pid %d speaks protocol %u, this server %u", (int)c->pid, version,
+               BH_WIRE_VERSION);
         td_send_error(s, c, BH_EINVAL, "unsupported protocol version");
         return;
     }

@@ -1,18 +1,25 @@
 /*
  * render.c - the one renderer of bh-trackd's view: the stats and dump
- * replies (text and JSON), the --summary file, the DUMP_REMAINING log. Every
- * other output (HTTP, metrics) renders through here too, so one place knows
- * each field's name and format.
+ * replies (text and JSON), the --summary file, the DUMP_REMAINING log, and
+ * how a domain is shown (device and memory kind). Every other output (HTTP,
+ * metrics) renders through here too, so one place knows each field's name
+ * and format.
  *
- * Owns: the growable string buffer, the text and JSON layouts
- * (docs/protocol.md, "Statistics JSON"), writing the summary file.
- * Must never: change the tracker or the server's counters, or print
- * anything the HELLO name sanitising (native.c) has not made printable.
+ * Owns: the growable string buffer (with a size limit, so a reply always
+ * fits one frame), the text and JSON layouts (docs/protocol.md, "Statistics
+ * JSON"), writing the summary file atomically.
+ * Must never: change the tracker or the server's counters, print anything
+ * the HELLO name sanitising (native.c) has not made printable, or write the
+ * summary through a symbolic link.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "metrics.h"
 #include "trackd.h"
@@ -23,38 +30,56 @@ const char *td_kind_name(uint32_t domain, char buf[16]) {
 
 /* ======================== String buffer ======================== */
 
-void td_sb_printf(td_strbuf *b, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return;
-        if (b->p != NULL && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = (b->cap ? b->cap * 2 : 4096) + (size_t)n;
-        char *np = realloc(b->p, cap);
-        if (np == NULL)
-            return;
-        b->p = np;
-        b->cap = cap;
+static int reserve(td_strbuf *b, size_t n) {
+    if (b->len + n + 1 <= b->cap)
+        return 0;
+    size_t cap = (b->cap ? b->cap * 2 : 4096) + n;
+    char *np = realloc(b->p, cap);
+    if (np == NULL) {
+        b->failed = 1;
+        return -1;
     }
+    b->p = np;
+    b->cap = cap;
+    return 0;
+}
+
+int td_sb_printf(td_strbuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (b->limit != 0 && b->len + (size_t)n > b->limit) || reserve(b, (size_t)n) != 0)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
 }
 
 void td_sb_append(td_strbuf *b, const void *p, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->cap ? b->cap * 2 : 4096) + n;
-        char *np = realloc(b->p, cap);
-        if (np == NULL)
-            return;
-        b->p = np;
-        b->cap = cap;
-    }
+    if (reserve(b, n) != 0)
+        return;
     memcpy(b->p + b->len, p, n);
     b->len += n;
+    b->p[b->len] = '\0';
+}
+
+/* ======================== Domains ======================== */
+
+const char *td_domain_text(char *buf, size_t cap, uint32_t domain) {
+    char k[16];
+    snprintf(buf, cap, "device %u kind %s", BH_DOMAIN_DEVICE(domain), td_kind_name(domain, k));
+    return buf;
+}
+
+void td_render_domain(td_strbuf *b, int json, uint32_t domain) {
+    char k[16];
+    if (json)
+        td_sb_printf(b, "\"device\":%u,\"kind\":\"%s\"", BH_DOMAIN_DEVICE(domain), td_kind_name(domain, k));
+    else
+        td_sb_printf(b, "%6u %-8.8s", BH_DOMAIN_DEVICE(domain), td_kind_name(domain, k));
 }
 
 /* ======================== Stats ======================== */
@@ -63,33 +88,68 @@ typedef struct report_ctx {
     td_server *s;
     td_strbuf *b;
     int json, first;
-    uint64_t now;
+    uint64_t now, omitted;
 } report_ctx;
 
-static void stats_group(void *ctx, uint64_t key, uint32_t domain, const bh_track_counts *c) {
-    report_ctx *r = ctx;
-    char kb[16];
-    const char *kind = td_kind_name(domain, kb);
-    uint32_t device = BH_DOMAIN_DEVICE(domain);
-    if (r->json) {
-        td_sb_printf(
-            r->b,
-            "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",\"device\":%u,\"kind\":\"%s\",\"live\":%" PRIu64
-            ",\"live_bytes\":%" PRIu64 ",\"peak_bytes\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64
-            ",\"unknown_frees\":%" PRIu64 ",\"duplicate_allocs\":%" PRIu64 ",\"leaks\":%" PRIu64
-            ",\"leaked_bytes\":%" PRIu64 "}",
-            r->first ? "" : ",", (int)td_key_pid(key), td_key_stream(key), td_name_of(r->s, td_key_pid(key)),
-            device, kind, c->live, c->live_bytes, c->peak_bytes, c->allocs, c->frees, c->unknown_frees,
-            c->duplicate_allocs, c->leaks, c->leaked_bytes);
-    } else {
-        td_sb_printf(r->b,
-                     "%8d %6u %-14.14s %6u %-8.8s %10" PRIu64 " %14" PRIu64 " %14" PRIu64 " %9" PRIu64
-                     " %9" PRIu64 " %8" PRIu64 " %8" PRIu64 " %6" PRIu64 "\n",
-                     (int)td_key_pid(key), td_key_stream(key), td_name_of(r->s, td_key_pid(key)), device,
-                     kind, c->live, c->live_bytes, c->peak_bytes, c->allocs, c->frees, c->unknown_frees,
-                     c->duplicate_allocs, c->leaks);
+/* One row into r->b, all or nothing: past the limit it is counted instead. */
+static void row(report_ctx *r, void (*fill)(report_ctx *r, const void *item), const void *item) {
+    size_t mark = r->b->len, limit = r->b->limit;
+    r->b->limit = 0; /* checked for the whole row below */
+    fill(r, item);
+    r->b->limit = limit;
+    if (r->b->failed || (limit != 0 && r->b->len > limit - 2)) { /* keep room for the closing brackets */
+        r->b->len = mark;
+        if (r->b->p != NULL)
+            r->b->p[mark] = '\0';
+        r->omitted++;
+        return;
     }
     r->first = 0;
+}
+
+typedef struct group_item {
+    uint64_t key;
+    uint32_t device;
+    const bh_track_counts *c;
+} group_item;
+
+static void fill_group(report_ctx *r, const void *item) {
+    const group_item *g = item;
+    const bh_track_counts *c = g->c;
+    uint32_t stream = td_key_stream(g->key);
+    if (r->json) {
+        td_sb_printf(r->b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",", r->first ? "" : ",",
+                     (int)td_key_pid(g->key), stream, td_name_of(r->s, td_key_pid(g->key)));
+        td_render_domain(r->b, 1, g->device);
+        td_sb_printf(r->b,
+                     ",\"live\":%" PRIu64 ",\"live_bytes\":%" PRIu64 ",\"peak_bytes\":%" PRIu64
+                     ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64 ",\"unknown_frees\":%" PRIu64
+                     ",\"duplicate_allocs\":%" PRIu64 ",\"leaks\":%" PRIu64 ",\"leaked_bytes\":%" PRIu64 "}",
+                     c->live, c->live_bytes, c->peak_bytes, c->allocs, c->frees, c->unknown_frees,
+                     c->duplicate_allocs, c->leaks, c->leaked_bytes);
+    } else {
+        td_sb_printf(r->b, "%8d %10u %-14.14s ", (int)td_key_pid(g->key), stream,
+                     td_name_of(r->s, td_key_pid(g->key)));
+        td_render_domain(r->b, 0, g->device);
+        td_sb_printf(r->b,
+                     " %10" PRIu64 " %14" PRIu64 " %14" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8" PRIu64
+                     " %8" PRIu64 " %6" PRIu64 "\n",
+                     c->live, c->live_bytes, c->peak_bytes, c->allocs, c->frees, c->unknown_frees,
+                     c->duplicate_allocs, c->leaks);
+    }
+}
+
+static void stats_group(void *ctx, uint64_t key, uint32_t device, const bh_track_counts *c) {
+    group_item g = {key, device, c};
+    row(ctx, fill_group, &g);
+}
+
+/* Every group (gone processes' until they are retired into "(departed)"),
+ * under the limit. */
+static void render_groups(td_server *s, report_ctx *r, size_t limit) {
+    r->b->limit = limit != 0 ? limit : TD_REPLY_LIMIT;
+    bh_track_each_group(s->track, stats_group, r);
+    r->b->limit = 0;
 }
 
 /* The latest leaks, oldest first: "leaks":[...],"leaks_listed":n (JSON only). */
@@ -98,13 +158,11 @@ static void render_leaks(td_server *s, td_strbuf *b) {
     td_sb_printf(b, "\"leaks\":[");
     for (uint64_t i = 0; i < n; i++) {
         const td_leak *l = &s->leaks[(s->nleaks - n + i) % TD_LEAKS_KEPT];
-        char kb[16];
-        td_sb_printf(
-            b,
-            "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",\"device\":%u,\"kind\":\"%s\",\"address\":%" PRIu64
-            ",\"size\":%" PRIu64 ",\"age_s\":%.3f}",
-            i ? "," : "", (int)l->pid, l->stream, l->name, BH_DOMAIN_DEVICE(l->domain),
-            td_kind_name(l->domain, kb), l->address, l->size, (double)l->age_ms / 1000.0);
+        td_sb_printf(b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",", i ? "," : "", (int)l->pid, l->stream,
+                     l->name);
+        td_render_domain(b, 1, l->domain);
+        td_sb_printf(b, ",\"address\":%" PRIu64 ",\"size\":%" PRIu64 ",\"age_s\":%.3f}", l->address, l->size,
+                     (double)l->age_ms / 1000.0);
     }
     td_sb_printf(b, "],\"leaks_listed\":%" PRIu64 ",", n);
 }
@@ -120,29 +178,29 @@ static void render_overfreed(td_server *s, td_strbuf *b, int json) {
         td_sb_printf(b, "freed more often than allocated:\n");
     for (size_t i = 0; i < n; i++) {
         const bh_track_entry *e = &top[i];
-        char kb[16];
         pid_t pid = td_key_pid(e->client);
-        if (json)
-            td_sb_printf(b,
-                         "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",\"device\":%u,\"kind\":\"%s\","
-                         "\"address\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64 "}",
-                         i ? "," : "", (int)pid, td_key_stream(e->client), td_name_of(s, pid),
-                         BH_DOMAIN_DEVICE(e->device), td_kind_name(e->device, kb), e->address, e->allocs,
+        uint32_t stream = td_key_stream(e->client);
+        if (json) {
+            td_sb_printf(b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",", i ? "," : "", (int)pid, stream,
+                         td_name_of(s, pid));
+            td_render_domain(b, 1, e->device);
+            td_sb_printf(b, ",\"address\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64 "}",
+                         e->address, e->allocs, e->frees);
+        } else {
+            char dom[64];
+            td_sb_printf(b, "  pid %d %s address 0x%" PRIx64 ": allocated %" PRIu64 ", freed %" PRIu64 "\n",
+                         (int)pid, td_domain_text(dom, sizeof(dom), e->device), e->address, e->allocs,
                          e->frees);
-        else
-            td_sb_printf(
-                b, "  pid %d device %u %s address 0x%" PRIx64 ": allocated %" PRIu64 ", freed %" PRIu64 "\n",
-                (int)pid, BH_DOMAIN_DEVICE(e->device), td_kind_name(e->device, kb), e->address, e->allocs,
-                e->frees);
+        }
     }
     if (json)
         td_sb_printf(b, "]");
 }
 
-void td_render_stats(td_server *s, td_strbuf *b, int json) {
+void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
     bh_track_counts t;
     bh_track_totals(s->track, UINT64_MAX, UINT32_MAX, &t);
-    report_ctx r = {s, b, json, 1, td_now_ms()};
+    report_ctx r = {s, b, json, 1, td_now_ms(), 0};
     if (json) {
         td_sb_printf(b,
                      "{\"totals\":{\"live\":%" PRIu64 ",\"live_bytes\":%" PRIu64 ",\"allocs\":%" PRIu64
@@ -152,23 +210,27 @@ void td_render_stats(td_server *s, td_strbuf *b, int json) {
                      t.leaked_bytes);
         td_sb_printf(b,
                      "\"server\":{\"clients_connected\":%" PRIu64 ",\"connections\":%" PRIu64
-                     ",\"reporter_connections\":%" PRIu64 ",\"rejected_peers\":%" PRIu64
-                     ",\"malformed\":%" PRIu64 ",\"resyncs\":%" PRIu64 ",\"compat_records\":%" PRIu64
-                     ",\"unsupported_records\":%" PRIu64 ",\"limit_disconnects\":%" PRIu64 "},\"clients\":[",
-                     td_clients_connected(s), s->connections, s->reporter_connections, s->rejected,
-                     s->malformed, s->resyncs, s->compat_records, s->unsupported_records,
-                     s->limit_disconnects);
-        bh_track_each_group(s->track, stats_group, &r);
-        td_sb_printf(b, "],");
+                     ",\"open_connections\":%" PRIu64 ",\"reporter_connections\":%" PRIu64
+                     ",\"rejected_peers\":%" PRIu64 ",\"refused_connections\":%" PRIu64
+                     ",\"timeouts\":%" PRIu64 ",\"malformed\":%" PRIu64 ",\"resyncs\":%" PRIu64
+                     ",\"compat_records\":%" PRIu64 ",\"unsupported_records\":%" PRIu64
+                     ",\"limit_disconnects\":%" PRIu64 ",\"output_overflows\":%" PRIu64 "},\"clients\":[",
+                     td_clients_connected(s), s->connections, s->nclients, s->reporter_connections,
+                     s->rejected, s->refused, s->timeouts, s->malformed, s->resyncs, s->compat_records,
+                     s->unsupported_records, s->limit_disconnects, s->output_overflows);
+        render_groups(s, &r, limit);
+        td_sb_printf(b, "],\"omitted_clients\":%" PRIu64 ",", r.omitted);
         render_leaks(s, b);
         render_overfreed(s, b, 1);
         td_sb_printf(b, "}\n");
         return;
     }
-    td_sb_printf(b, "%8s %6s %-14s %6s %-8s %10s %14s %14s %9s %9s %8s %8s %6s\n", "pid", "stream", "name",
+    td_sb_printf(b, "%8s %10s %-14s %6s %-8s %10s %14s %14s %9s %9s %8s %8s %6s\n", "pid", "stream", "name",
                  "device", "kind", "live", "live bytes", "peak bytes", "allocs", "frees", "unknown", "dup",
                  "leaks");
-    bh_track_each_group(s->track, stats_group, &r);
+    render_groups(s, &r, limit);
+    if (r.omitted > 0)
+        td_sb_printf(b, "(%" PRIu64 " more rows not shown: reply limit)\n", r.omitted);
     td_sb_printf(b,
                  "total: %" PRIu64 " live (%" PRIu64 " bytes), %" PRIu64 " allocs, %" PRIu64
                  " frees, %" PRIu64 " unknown FREEs, %" PRIu64 " duplicate ALLOCs, %" PRIu64
@@ -176,13 +238,32 @@ void td_render_stats(td_server *s, td_strbuf *b, int json) {
                  t.live, t.live_bytes, t.allocs, t.frees, t.unknown_frees, t.duplicate_allocs, t.leaks,
                  t.leaked_bytes);
     td_sb_printf(b,
-                 "server: %" PRIu64 " connections, %" PRIu64 " rejected peers, %" PRIu64
-                 " malformed, %" PRIu64 " resyncs, %" PRIu64 " compat records\n",
-                 s->connections, s->rejected, s->malformed, s->resyncs, s->compat_records);
+                 "server: %" PRIu64 " connections (%" PRIu64 " open), %" PRIu64 " rejected peers, %" PRIu64
+                 " refused, %" PRIu64 " timed out, %" PRIu64 " malformed, %" PRIu64 " resyncs, %" PRIu64
+                 " compat records\n",
+                 s->connections, s->nclients, s->rejected, s->refused, s->timeouts, s->malformed, s->resyncs,
+                 s->compat_records);
     render_overfreed(s, b, 0);
 }
 
 /* ======================== Dump ======================== */
+
+static void fill_entry(report_ctx *r, const void *item) {
+    const bh_track_entry *e = item;
+    double age = (double)(r->now - e->since) / 1000.0;
+    uint32_t stream = td_key_stream(e->client);
+    if (r->json) {
+        td_sb_printf(r->b, "%s{\"pid\":%d,\"stream\":%u,", r->first ? "" : ",", (int)td_key_pid(e->client),
+                     stream);
+        td_render_domain(r->b, 1, e->device);
+        td_sb_printf(r->b, ",\"address\":%" PRIu64 ",\"size\":%" PRIu64 ",\"age_s\":%.3f}", e->address,
+                     e->size, age);
+    } else {
+        td_sb_printf(r->b, "%8d %10u ", (int)td_key_pid(e->client), stream);
+        td_render_domain(r->b, 0, e->device);
+        td_sb_printf(r->b, " 0x%012" PRIx64 " %14" PRIu64 " %10.3f\n", e->address, e->size, age);
+    }
+}
 
 typedef struct dump_ctx {
     report_ctx r;
@@ -192,41 +273,34 @@ typedef struct dump_ctx {
 
 static void dump_entry(void *ctx, const bh_track_entry *e) {
     dump_ctx *d = ctx;
-    report_ctx *r = &d->r;
     if (d->total++ < d->skip || d->total > d->skip + d->limit)
         return;
-    double age = (double)(r->now - e->since) / 1000.0;
-    char kb[16];
-    const char *kind = td_kind_name(e->device, kb);
-    if (r->json)
-        td_sb_printf(r->b,
-                     "%s{\"pid\":%d,\"stream\":%u,\"device\":%u,\"kind\":\"%s\",\"address\":%" PRIu64
-                     ",\"size\":%" PRIu64 ",\"age_s\":%.3f}",
-                     r->first ? "" : ",", (int)td_key_pid(e->client), td_key_stream(e->client),
-                     BH_DOMAIN_DEVICE(e->device), kind, e->address, e->size, age);
-    else
-        td_sb_printf(r->b, "%8d %6u %6u %-8.8s 0x%012" PRIx64 " %14" PRIu64 " %10.3f\n",
-                     (int)td_key_pid(e->client), td_key_stream(e->client), BH_DOMAIN_DEVICE(e->device), kind,
-                     e->address, e->size, age);
-    r->first = 0;
+    row(&d->r, fill_entry, e);
 }
 
-static void render_dump(td_server *s, td_strbuf *b, int json, uint64_t offset, uint64_t limit) {
-    dump_ctx d = {{s, b, json, 1, td_now_ms()}, offset, limit, 0, 0};
+static void render_dump(td_server *s, td_strbuf *b, int json, uint64_t offset, uint64_t count, size_t limit) {
+    dump_ctx d = {{s, b, json, 1, td_now_ms(), 0}, offset, count, 0, 0};
     if (json)
         td_sb_printf(b, "{\"live\":[");
     else
-        td_sb_printf(b, "%8s %6s %6s %-8s %14s %14s %10s\n", "pid", "stream", "device", "kind", "address",
+        td_sb_printf(b, "%8s %10s %6s %-8s %14s %14s %10s\n", "pid", "stream", "device", "kind", "address",
                      "size", "age (s)");
+    b->limit = limit != 0 ? limit : TD_REPLY_LIMIT;
     bh_track_each_entry(s->track, 1, dump_entry, &d);
+    b->limit = 0;
     if (json)
-        td_sb_printf(b, "],\"offset\":%" PRIu64 ",\"total\":%" PRIu64 "}\n", offset, d.total);
+        td_sb_printf(b, "],\"omitted\":%" PRIu64 ",\"offset\":%" PRIu64 ",\"total\":%" PRIu64 "}\n",
+                     d.r.omitted, offset, d.total);
+    else if (d.r.omitted > 0)
+        td_sb_printf(b, "(%" PRIu64 " more live allocations not shown: reply limit)\n", d.r.omitted);
 }
 
-void td_render_dump(td_server *s, td_strbuf *b, int json) { render_dump(s, b, json, 0, UINT64_MAX); }
+void td_render_dump(td_server *s, td_strbuf *b, int json, size_t limit) {
+    render_dump(s, b, json, 0, UINT64_MAX, limit);
+}
 
 void td_render_dump_page(td_server *s, td_strbuf *b, uint64_t offset, uint64_t limit) {
-    render_dump(s, b, 1, offset, limit);
+    render_dump(s, b, 1, offset, limit, 0);
 }
 
 /* ======================== History ======================== */
@@ -235,28 +309,30 @@ static void history_entry(void *ctx, const bh_track_entry *e) {
     dump_ctx *d = ctx;
     if (e->address != d->address)
         return;
-    char kb[16];
     pid_t pid = td_key_pid(e->client);
-    if (d->r.json)
+    uint32_t stream = td_key_stream(e->client);
+    if (d->r.json) {
+        td_sb_printf(d->r.b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",", d->r.first ? "" : ",", (int)pid,
+                     stream, td_name_of(d->r.s, pid));
+        td_render_domain(d->r.b, 1, e->device);
         td_sb_printf(d->r.b,
-                     "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",\"device\":%u,\"kind\":\"%s\",\"live\":%s,"
-                     "\"size\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64 "}",
-                     d->r.first ? "" : ",", (int)pid, td_key_stream(e->client), td_name_of(d->r.s, pid),
-                     BH_DOMAIN_DEVICE(e->device), td_kind_name(e->device, kb), e->live ? "true" : "false",
+                     ",\"live\":%s,\"size\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64 "}",
+                     e->live ? "true" : "false", e->size, e->allocs, e->frees);
+    } else {
+        td_sb_printf(d->r.b, "%8d %10u %-14.14s ", (int)pid, stream, td_name_of(d->r.s, pid));
+        td_render_domain(d->r.b, 0, e->device);
+        td_sb_printf(d->r.b, " %4s %14" PRIu64 " %9" PRIu64 " %9" PRIu64 "\n", e->live ? "yes" : "no",
                      e->size, e->allocs, e->frees);
-    else
-        td_sb_printf(d->r.b, "%8d %6u %-14.14s %6u %-8.8s %4s %14" PRIu64 " %9" PRIu64 " %9" PRIu64 "\n",
-                     (int)pid, td_key_stream(e->client), td_name_of(d->r.s, pid), BH_DOMAIN_DEVICE(e->device),
-                     td_kind_name(e->device, kb), e->live ? "yes" : "no", e->size, e->allocs, e->frees);
+    }
     d->r.first = 0;
 }
 
 void td_render_history(td_server *s, td_strbuf *b, uint64_t address, int json) {
-    dump_ctx d = {{s, b, json, 1, td_now_ms()}, 0, 0, 0, address};
+    dump_ctx d = {{s, b, json, 1, td_now_ms(), 0}, 0, 0, 0, address};
     if (json)
         td_sb_printf(b, "{\"address\":%" PRIu64 ",\"entries\":[", address);
     else
-        td_sb_printf(b, "address 0x%" PRIx64 "\n%8s %6s %-14s %6s %-8s %4s %14s %9s %9s\n", address, "pid",
+        td_sb_printf(b, "address 0x%" PRIx64 "\n%8s %10s %-14s %6s %-8s %4s %14s %9s %9s\n", address, "pid",
                      "stream", "name", "device", "kind", "live", "size", "allocs", "frees");
     bh_track_each_entry(s->track, 0, history_entry, &d);
     if (json)
@@ -265,15 +341,49 @@ void td_render_history(td_server *s, td_strbuf *b, uint64_t address, int json) {
 
 /* ======================== Summary ======================== */
 
+/* Writes all of b to a new file next to path, then renames it over path:
+ * readers see the old summary or the new one, never a partial one, and a
+ * symbolic link at path is replaced, never followed. */
+static int write_atomically(const char *path, const td_strbuf *b) {
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= sizeof(tmp)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    int fd = open(tmp, flags, 0644);
+    if (fd < 0 && errno == EEXIST && unlink(tmp) == 0) /* left by a crash of this pid's predecessor */
+        fd = open(tmp, flags, 0644);
+    if (fd < 0)
+        return -1;
+    (void)fchmod(fd, 0644); /* fixed, whatever the umask */
+    size_t off = 0;
+    while (off < b->len) {
+        ssize_t n = write(fd, b->p + off, b->len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    int ok = off == b->len && fsync(fd) == 0;
+    if (close(fd) != 0)
+        ok = 0;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
 int td_write_summary(td_server *s) {
     td_strbuf b = {0};
-    td_render_stats(s, &b, 1);
-    FILE *f = fopen(s->summary_path, "w");
-    int ok = f != NULL && b.p != NULL && fwrite(b.p, 1, b.len, f) == b.len;
-    if (f != NULL && fclose(f) != 0)
-        ok = 0;
+    td_render_stats(s, &b, 1, SIZE_MAX);
+    int rc = b.failed || b.p == NULL ? (errno = ENOMEM, -1) : write_atomically(s->summary_path, &b);
+    if (rc != 0)
+        td_log(s, TD_ERROR, "cannot write summary to %s: %s", s->summary_path, strerror(errno));
     free(b.p);
-    if (!ok)
-        td_log(s, "cannot write summary to %s", s->summary_path);
-    return ok ? 0 : -1;
+    return rc;
 }

@@ -31,8 +31,20 @@
 #include "wire.h"
 
 #define TD_MAX_ALLOW_UIDS 16
-#define TD_LOG_FIRST 100 /* log lines per kind before suppressing */
 #define TD_MAX_NAMES 256 /* pid -> program name table */
+
+/* Fixed limits (docs/protocol.md, "Limits and security", lists them all). */
+#define TD_MAX_OUT (4u << 20)      /* unsent output per connection; past it the connection is closed */
+#define TD_READ_SLICE (256u << 10) /* bytes read from one connection per loop turn (fairness) */
+#define TD_ACCEPT_SLICE 64         /* connections accepted per loop turn */
+#define TD_REPLY_LIMIT                                                                                       \
+    (BH_WIRE_MAX_PAYLOAD -                                                                                   \
+     (64u << 10)) /* rows of a reply (the rest counted as omitted); 64 KiB left for leaks and totals */
+#define TD_LOG_DUMP_LIMIT (64u << 10) /* of a DUMP_REMAINING in the log */
+#define TD_TICK_MS 100                /* timers: timeouts, orphans, periodic summary */
+#define TD_LOG_BURST 100              /* lines per message per TD_LOG_WINDOW_MS; the rest are counted */
+#define TD_LOG_WINDOW_MS 60000u
+#define TD_LOG_KINDS 64 /* distinct messages the rate limit tells apart */
 
 #define TD_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define TD_LEAKS_KEPT 256     /* the latest leaks, listed in stats and the summary */
@@ -54,7 +66,11 @@ typedef struct td_client {
     size_t in_len, in_cap;
     uint8_t *out;
     size_t out_len, out_off;
-    int closing; /* close once out is flushed */
+    int closing;         /* close once out is flushed (or the closing timeout passed) */
+    int dead;            /* close now, unsent output dropped */
+    uint64_t since_ms;   /* accepted */
+    uint64_t partial_ms; /* a frame or record started arriving (0: none pending) */
+    uint64_t closing_ms; /* closing was set */
     struct td_client *next;
 } td_client;
 
@@ -84,28 +100,49 @@ typedef struct td_departed {
     struct td_departed *next;
 } td_departed;
 
-/* Log classes with their own rate limit (td_log_event). */
-enum { TD_LOG_UNKNOWN_FREE, TD_LOG_DUPLICATE, TD_LOG_LEAK, TD_LOG_CLASSES };
+enum td_level { TD_INFO, TD_WARN, TD_ERROR };
+
+/* One rate-limit slot per distinct message (its format string). */
+typedef struct td_rate {
+    const char *fmt;
+    uint64_t window_ms;
+    uint64_t lines, suppressed;
+} td_rate;
+
+/* A listening socket and what proves it is still ours. */
+typedef struct td_listener {
+    const char *path;
+    int fd, lockfd;
+    dev_t dev;
+    ino_t ino;
+} td_listener;
 
 typedef struct td_server {
-    const char *socket_path, *compat_path, *summary_path;
+    /* configuration (main.c) */
+    const char *socket_path, *compat_path, *summary_path, *log_path;
     int compat;
     unsigned tt_size; /* --compat-record-size: 72, 112, or 0 (detect per connection) */
-    uint64_t max_live;
+    uint64_t max_live, max_groups;
     uid_t allow[TD_MAX_ALLOW_UIDS];
     int nallow;
-    uint64_t grace_ms;
+    uint64_t grace_ms, handshake_ms, frame_ms, summary_ms;
+    uint64_t forget_ms; /* --forget-ms: a gone process's figures join "(departed)" after this */
+    uint64_t max_conns, max_conns_per_uid;
+    /* runtime */
     FILE *log;
-    int epfd, lfd, cfd, sigfd;
+    int epfd, sigfd, spare;
+    td_listener native, tt;
     bh_track *track;
     td_client *clients;
+    uint64_t nclients;
     td_orphan *orphans;
     td_departed *departed;
-    uint64_t forget_ms; /* --forget-ms: a gone process's figures join "(departed)" after this */
+    uint32_t tt_devices; /* highest device + 1 that ever reported (TT DEVICE_INFO) */
+    uint64_t next_summary_ms;
     /* counters */
     uint64_t connections, reporter_connections, rejected, malformed, resyncs, compat_records,
-        unsupported_records, limit_disconnects;
-    uint64_t logged[TD_LOG_CLASSES];
+        unsupported_records, limit_disconnects, refused, timeouts, output_overflows;
+    td_rate rates[TD_LOG_KINDS];
     /* pid -> program name, from HELLO */
     struct {
         pid_t pid;
@@ -125,34 +162,50 @@ typedef struct td_server {
 } td_server;
 
 /* Tracker key: process and reporter stream (compat clients use stream 0). */
-static inline uint64_t td_client_key(pid_t pid, uint32_t stream) {
-    return ((uint64_t)(uint32_t)pid << 16) | (stream & 0xffffu);
-}
-static inline pid_t td_key_pid(uint64_t key) { return (pid_t)(key >> 16); }
-static inline uint32_t td_key_stream(uint64_t key) { return (uint32_t)(key & 0xffffu); }
+static inline uint64_t td_client_key(pid_t pid, uint32_t stream) { return BH_TRACK_CLIENT(pid, stream); }
+static inline pid_t td_key_pid(uint64_t key) { return (pid_t)BH_TRACK_PROCESS(key); }
+static inline uint32_t td_key_stream(uint64_t key) { return BH_TRACK_STREAM(key); }
 
 uint64_t td_now_ms(void);
 
 /* ======================== log.c ======================== */
 
-void td_log(td_server *s, const char *fmt, ...) TD_PRINTF(2, 3);
-/* One line of class cls, the first TD_LOG_FIRST of each class only. */
-void td_log_event(td_server *s, int cls, const char *fmt, ...) TD_PRINTF(3, 4);
+/* One line "TIMESTAMP LEVEL message", at most TD_LOG_BURST per format string
+ * per TD_LOG_WINDOW_MS; the rest are counted and reported once the window ends. */
+void td_log(td_server *s, int level, const char *fmt, ...) TD_PRINTF(3, 4);
+/* Opens path for appending: never through a symbolic link, only a regular
+ * file (created with mode 0600) or a character device. NULL (errno set) if not. */
+FILE *td_open_log(const char *path);
+/* Reports held-back lines of windows that ended (the loop's tick), or of
+ * all windows (all set: at exit). */
+void td_log_tick(td_server *s, int all);
+/* SIGHUP: opens --log again (after rotation); keeps the old stream on failure. */
+void td_reopen_log(td_server *s);
 
 /* ======================== conn.c ======================== */
+
+#define TD_ERROR_FRAME_MAX (BH_WIRE_HEADER + 4 + 200)
 
 void td_flush_out(td_server *s, td_client *c);
 void td_send_bytes(td_server *s, td_client *c, const void *p, size_t n);
 void td_send_frame(td_server *s, td_client *c, uint16_t type, const void *payload, uint32_t len);
+/* An ERROR frame (code, message cut to 200 bytes) into out
+ * (TD_ERROR_FRAME_MAX bytes); returns its size. */
+size_t td_error_frame(uint8_t *out, bh_status code, const char *msg);
 /* An ERROR frame (native only), then the connection closes. */
 void td_send_error(td_server *s, td_client *c, bh_status code, const char *msg);
+/* No more input from c; it closes once its output is out (or times out). */
+void td_set_closing(td_server *s, td_client *c);
 void td_malformed(td_server *s, td_client *c, const char *why);
 /* Logs or refuses what the tracker answered for one ALLOC/FREE/resync entry. */
-void td_track_result(td_server *s, td_client *c, bh_track_result r, const char *kind, uint32_t device,
+void td_track_result(td_server *s, td_client *c, bh_track_result r, const char *kind, uint32_t domain,
                      uint64_t address);
 /* Parses what is buffered; keeps a partial frame for the next read. */
 void td_parse_input(td_server *s, td_client *c);
+/* Reads at most TD_READ_SLICE bytes, parsing as it goes. */
 void td_read_client(td_server *s, td_client *c);
+/* Marks c dead if it overstayed a handshake, a half-sent frame or its last reply. */
+void td_check_timeouts(td_server *s, td_client *c, uint64_t now);
 void td_close_client(td_server *s, td_client *c);
 
 /* ======================== native.c / tt.c ======================== */
@@ -197,19 +250,31 @@ void td_process_gone(td_server *s, pid_t pid);
 typedef struct td_strbuf {
     char *p;
     size_t len, cap;
+    size_t limit; /* 0: none; else td_sb_printf refuses to grow past it */
+    int failed;   /* out of memory: the text is incomplete */
 } td_strbuf;
 
-void td_sb_printf(td_strbuf *b, const char *fmt, ...) TD_PRINTF(2, 3);
+/* Appends; -1 (nothing appended) past b->limit or out of memory. */
+int td_sb_printf(td_strbuf *b, const char *fmt, ...) TD_PRINTF(2, 3);
 void td_sb_append(td_strbuf *b, const void *p, size_t n);
 
-void td_render_stats(td_server *s, td_strbuf *b, int json);
-void td_render_dump(td_server *s, td_strbuf *b, int json);
-/* The stats JSON into --summary. 0, or -1 (logged). */
+/* Rows past limit bytes (0: TD_REPLY_LIMIT) are counted as omitted, so a
+ * reply always fits one frame. */
+void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit);
+void td_render_dump(td_server *s, td_strbuf *b, int json, size_t limit);
+/* A domain as its device and memory kind: "D KIND" columns (text) or
+ * "device":D,"kind":"K" (JSON). */
+void td_render_domain(td_strbuf *b, int json, uint32_t domain);
+/* A domain for a log line ("device D kind K"), into buf. */
+const char *td_domain_text(char *buf, size_t cap, uint32_t domain);
+/* The stats JSON into --summary, atomically (temporary file, then rename).
+ * 0, or -1 (logged). */
 int td_write_summary(td_server *s);
 
 /* The live allocations from offset on, at most limit of them (paged /api/live). */
 void td_render_dump_page(td_server *s, td_strbuf *b, uint64_t offset, uint64_t limit);
-/* Every entry the tracker has for address (any client, device). */
+/* Every entry the tracker has for address (any client, device); walks the
+ * whole live set and history, like a dump. */
 void td_render_history(td_server *s, td_strbuf *b, uint64_t address, int json);
 /* Memory kind name of a domain, shared by every output. */
 const char *td_kind_name(uint32_t domain, char buf[16]);
@@ -230,8 +295,8 @@ void td_web_close(td_server *s);
 int td_serve(td_server *s);
 /* QUERY kinds: stats, dump, and the history of one address (docs/protocol.md). */
 enum { TD_QUERY_STATS = 1, TD_QUERY_DUMP = 2, TD_QUERY_HISTORY = 3 };
-/* `bh-trackd stats|dump|history`: what is a TD_QUERY_* (address: history's).
- * The process exit status. */
-int td_query(const char *path, uint16_t what, int json, uint64_t address);
+/* `bh-trackd stats|dump|history`: what is a TD_QUERY_* (address: history's);
+ * gives up after timeout_ms. The process exit status. */
+int td_query(const char *path, uint16_t what, int json, uint64_t address, uint64_t timeout_ms);
 
 #endif

@@ -4,8 +4,9 @@
  *
  * Owns: the record size of each connection (72 or 112 bytes: configured with
  * --compat-record-size, or detected from the first bytes), checking each
- * record and turning it into tracker calls, the RESPONSE to a QUERY, the
- * DEVICE_INFO_RESPONSE, the log of a DUMP_REMAINING.
+ * record and turning it into tracker calls, the RESPONSE to a QUERY and the
+ * DEVICE_INFO_RESPONSE (from per-device sums the tracker keeps: a QUERY never
+ * walks anyone's live set), the log of a DUMP_REMAINING (a bounded excerpt).
  * Must never: key a client by the record's process_id (one published client
  * leaves it 0 in FREE; the peer's credentials are the key), accept a record
  * whose padding is not zero, or guess a record size the bytes do not prove
@@ -78,7 +79,7 @@ size_t td_tt_record_size(td_server *s, td_client *c, int at_rest) {
     if (d > 0) {
         td_name_from_proc(s, c->pid); /* the records carry no name */
         if (s->tt_size == 0)
-            td_log(s, "pid %d (%s) sends %d-byte TT records", (int)c->pid, td_name_of(s, c->pid), d);
+            td_log(s, TD_INFO, "pid %d (%s) sends %d-byte TT records", (int)c->pid, td_name_of(s, c->pid), d);
     }
     return c->tt_size;
 }
@@ -95,22 +96,22 @@ static int kind_of(uint8_t btype, size_t size) {
 }
 
 typedef struct tt_sum {
-    uint32_t device;
     uint64_t bytes[4]; /* per kind: DRAM, L1, L1_SMALL, TRACE, as RESPONSE orders them */
     uint32_t devices;  /* highest device seen + 1 */
     int seen;          /* device has (or had) allocations */
 } tt_sum;
 
-static void tt_add(void *ctx, const bh_track_entry *e) {
-    tt_sum *t = ctx;
-    uint32_t device = BH_DOMAIN_DEVICE(e->device), kind = BH_DOMAIN_KIND(e->device);
-    if (device + 1 > t->devices)
-        t->devices = device + 1;
-    if (device != t->device)
-        return;
-    t->seen = 1;
-    if (e->live && kind < 4)
-        t->bytes[kind] += e->size;
+/* 16 lookups of the tracker's per-device sums, whatever the live set holds. */
+static void tt_sum_of(const td_server *s, int32_t device, tt_sum *t) {
+    memset(t, 0, sizeof(*t));
+    t->devices = s->tt_devices;
+    for (uint32_t k = 0; device >= 0 && device <= (int32_t)BH_DOMAIN_DEVICE(~0u) && k < 16; k++) {
+        int seen = 0;
+        uint64_t bytes = bh_track_device_bytes(s->track, BH_DOMAIN((uint32_t)device, k), &seen);
+        t->seen |= seen;
+        if (k < 4)
+            t->bytes[k] = bytes;
+    }
 }
 
 /* A FREE has no buffer_type (0) in the records of several clients: it frees
@@ -174,15 +175,15 @@ void td_tt_record(td_server *s, td_client *c, const uint8_t *r) {
     }
     case BH_TT_QUERY:
     case TT_DEVICE_INFO_QUERY: {
-        tt_sum t = {(uint32_t)device, {0, 0, 0, 0}, 0, 0};
-        bh_track_each_entry(s->track, 0, tt_add, &t);
+        tt_sum t;
+        tt_sum_of(s, device, &t);
         reply(s, c, type == BH_TT_QUERY ? BH_TT_RESPONSE : TT_DEVICE_INFO_RESPONSE, device, &t);
         return;
     }
     case BH_TT_DUMP_REMAINING: {
         td_strbuf b = {0};
-        td_render_dump(s, &b, 0);
-        td_log(s, "DUMP_REMAINING requested by pid %d:\n%s", (int)c->pid, b.p ? b.p : "");
+        td_render_dump(s, &b, 0, TD_LOG_DUMP_LIMIT); /* the log gets a bounded excerpt */
+        td_log(s, TD_INFO, "DUMP_REMAINING requested by pid %d:\n%s", (int)c->pid, b.p ? b.p : "");
         free(b.p);
         return;
     }

@@ -202,7 +202,7 @@ static void route(void *ctx, const char *path, const bh_http_request *req, bh_ht
         return;
     }
     if (strcmp(path, "/api/stats") == 0) {
-        td_render_stats(s, &b, 1);
+        td_render_stats(s, &b, 1, SIZE_MAX); /* HTTP: not bound by the frame size */
     } else if (strcmp(path, "/api/live") == 0) {
         uint64_t offset = 0, limit = LIVE_PAGE_DEFAULT;
         const char *o = bh_http_arg(req, "offset"), *l = bh_http_arg(req, "limit");
@@ -245,19 +245,19 @@ int td_web_open(td_server *s, void *tag) {
     bh_http_addr addr;
     char err[300];
     if (bh_http_parse_addr(s->http_spec, &addr, err, sizeof(err)) != 0) {
-        td_log(s, "--http: %s", err);
+        td_log(s, TD_ERROR, "--http: %s", err);
         return -1;
     }
     s->timeline = calloc(1, sizeof(*s->timeline));
     s->http = s->timeline != NULL ? bh_http_open(&addr, route, s, s->log) : NULL;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = tag};
     if (s->http == NULL || epoll_ctl(s->epfd, EPOLL_CTL_ADD, bh_http_fd(s->http), &ev) != 0) {
-        td_log(s, "--http %s: cannot serve", s->http_spec);
+        td_log(s, TD_ERROR, "--http %s: cannot serve", s->http_spec);
         td_web_close(s);
         return -1;
     }
     s->start_time_s = (double)unix_ms() / 1000.0;
-    td_log(s, "serving http on %s (port %u)", s->http_spec, bh_http_port(s->http));
+    td_log(s, TD_INFO, "serving http on %s (port %u)", s->http_spec, bh_http_port(s->http));
     return 0;
 }
 

@@ -1,262 +1,474 @@
 /*
  * track.c - see track.h.
  *
- * Owns: an open-addressing hash map of address entries (linear probing,
- * power-of-two capacity, grows at 50% load; entries are never deleted, a freed
- * address keeps its history) and a small array of (client, device) groups.
- * Must never: trust a size from its caller for anything but accounting.
+ * Owns: one open-addressing table type (linear probing, power-of-two
+ * capacity, grows at 1/2 load, shrinks below 1/8, deletes by backward shift,
+ * so no tombstones pile up), used for: processes by pid, each process's
+ * streams by id, each stream's (device) groups and live entries by (device,
+ * address), the per-device live bytes for TT QUERY, and the bounded
+ * per-address history. Processes also sit on a list in first-seen order.
+ * Must never: trust a size from its caller for anything but accounting, keep
+ * an entry for an allocation that is not live, or walk another process's
+ * data to answer for one process.
  */
 #include "track.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct group {
-    uint64_t client;
-    uint32_t device;
-    bh_track_counts c;
-} group;
+/* ======================== Open-addressing table ======================== */
 
-typedef struct slot {
-    bh_track_entry e;
-    int used;
-} slot;
+/* Every element starts with its key; used == 0 marks an empty slot. */
+typedef struct okey {
+    uint64_t a, c;
+    uint32_t b, used;
+} okey;
 
-struct bh_track {
-    slot *slots;
-    size_t cap, used;
-    group *groups;
-    size_t ngroups, groups_cap;
-    size_t last_group; /* cache: events come in runs for one group */
-    uint64_t max_live_per_client;
-};
+typedef struct otab {
+    unsigned char *s;
+    size_t cap, n, esize; /* cap 0: nothing allocated yet */
+} otab;
 
-static uint64_t mix(uint64_t client, uint32_t device, uint64_t address) {
-    uint64_t h = address ^ (client * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)device << 48);
+#define OT_MIN_CAP 16u
+
+static okey *ot_slot(const otab *t, size_t i) { return (okey *)(void *)(t->s + i * t->esize); }
+
+static size_t ot_hash(uint64_t a, uint32_t b, uint64_t c) {
+    uint64_t h = a ^ (c * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)b << 40) ^ b;
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;
-    return h;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return (size_t)h;
 }
 
-bh_track *bh_track_new(uint64_t max_live_per_client) {
+static size_t ot_home(const otab *t, const okey *k) { return ot_hash(k->a, k->b, k->c) & (t->cap - 1); }
+
+static void *ot_find(const otab *t, uint64_t a, uint32_t b, uint64_t c) {
+    if (t->cap == 0)
+        return NULL;
+    for (size_t i = ot_hash(a, b, c) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        okey *k = ot_slot(t, i);
+        if (!k->used)
+            return NULL;
+        if (k->a == a && k->b == b && k->c == c)
+            return k;
+    }
+}
+
+static int ot_resize(otab *t, size_t cap) {
+    unsigned char *ns = calloc(cap, t->esize);
+    if (ns == NULL)
+        return -1;
+    otab old = *t;
+    t->s = ns;
+    t->cap = cap;
+    for (size_t i = 0; i < old.cap; i++) {
+        okey *k = ot_slot(&old, i);
+        if (!k->used)
+            continue;
+        size_t j = ot_home(t, k);
+        while (ot_slot(t, j)->used)
+            j = (j + 1) & (cap - 1);
+        memcpy(ot_slot(t, j), k, t->esize);
+    }
+    free(old.s);
+    return 0;
+}
+
+/* A new zeroed element with key (a, b, c), which must be absent. NULL: ENOMEM.
+ * Invalidates pointers into t. */
+static void *ot_insert(otab *t, uint64_t a, uint32_t b, uint64_t c) {
+    if ((t->n + 1) * 2 > t->cap && ot_resize(t, t->cap ? t->cap * 2 : OT_MIN_CAP) != 0)
+        return NULL;
+    size_t i = ot_hash(a, b, c) & (t->cap - 1);
+    while (ot_slot(t, i)->used)
+        i = (i + 1) & (t->cap - 1);
+    okey *k = ot_slot(t, i);
+    memset(k, 0, t->esize);
+    k->a = a;
+    k->b = b;
+    k->c = c;
+    k->used = 1;
+    t->n++;
+    return k;
+}
+
+/* Removes the element elem points at; later elements of its probe run move
+ * back so that lookups never need tombstones. Invalidates pointers into t. */
+static void ot_remove(otab *t, void *elem) {
+    size_t i = (size_t)((unsigned char *)elem - t->s) / t->esize, mask = t->cap - 1;
+    for (size_t j = (i + 1) & mask;; j = (j + 1) & mask) {
+        okey *k = ot_slot(t, j);
+        if (!k->used)
+            break;
+        size_t home = ot_home(t, k);
+        /* k may fill the hole at i unless its home lies cyclically in (i, j]. */
+        int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            memcpy(ot_slot(t, i), k, t->esize);
+            i = j;
+        }
+    }
+    ot_slot(t, i)->used = 0;
+    t->n--;
+    if (t->n == 0) {
+        free(t->s);
+        t->s = NULL;
+        t->cap = 0;
+    } else if (t->cap > OT_MIN_CAP && t->n * 8 < t->cap) {
+        (void)ot_resize(t, t->cap / 2); /* on ENOMEM the table just stays larger */
+    }
+}
+
+static void ot_free(otab *t) {
+    free(t->s);
+    t->s = NULL;
+    t->cap = t->n = 0;
+}
+
+/* ======================== State ======================== */
+
+typedef struct entry { /* a live allocation: a address, b device */
+    okey k;
+    uint64_t size, since;
+    uint32_t type;
+} entry;
+
+typedef struct group { /* a device */
+    okey k;
+    bh_track_counts c;
+} group;
+
+typedef struct stream {
+    uint32_t id;
+    otab entries, groups;
+} stream;
+
+typedef struct stream_ref { /* a stream id */
+    okey k;
+    stream *s;
+} stream_ref;
+
+typedef struct proc {
+    uint32_t pid;
+    uint64_t live;  /* over all streams: the limit's count */
+    size_t ngroups; /* over all streams: the group limit's count */
+    otab streams;
+    struct proc *prev, *next; /* first-seen order */
+} proc;
+
+typedef struct proc_ref { /* a pid */
+    okey k;
+    proc *p;
+} proc_ref;
+
+typedef struct devsum { /* a device; kept once seen (bounded by BH_TRACK_MAX_DEVICES) */
+    okey k;
+    uint64_t live, bytes;
+} devsum;
+
+typedef struct hist { /* a address, b device, c client */
+    okey k;
+    uint64_t allocs, frees;
+} hist;
+
+struct bh_track {
+    otab procs;
+    proc *first, *last;
+    otab devices, history;
+    size_t history_cap, max_groups;
+    uint64_t max_live;
+    bh_track_counts gone; /* counts that could not be retired into a group (ENOMEM) */
+};
+
+static void otab_init(otab *t, size_t esize) {
+    memset(t, 0, sizeof(*t));
+    t->esize = esize;
+}
+
+bh_track *bh_track_new(uint64_t max_live_per_process) {
     bh_track *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
-    t->cap = 1024;
-    t->slots = calloc(t->cap, sizeof(slot));
-    if (t->slots == NULL) {
-        free(t);
-        return NULL;
-    }
-    t->max_live_per_client = max_live_per_client;
+    otab_init(&t->procs, sizeof(proc_ref));
+    otab_init(&t->devices, sizeof(devsum));
+    otab_init(&t->history, sizeof(hist));
+    t->history_cap = BH_TRACK_DEFAULT_HISTORY;
+    t->max_groups = BH_TRACK_DEFAULT_MAX_GROUPS;
+    t->max_live = max_live_per_process;
     return t;
+}
+
+void bh_track_set_history(bh_track *t, size_t addresses) {
+    t->history_cap = addresses;
+    if (t->history.n > addresses)
+        ot_free(&t->history);
+}
+
+void bh_track_set_max_groups(bh_track *t, size_t groups) { t->max_groups = groups; }
+
+static void free_stream(stream *s) {
+    ot_free(&s->entries);
+    ot_free(&s->groups);
+    free(s);
+}
+
+static void free_proc(proc *p) {
+    for (size_t i = 0; i < p->streams.cap; i++) {
+        stream_ref *r = (stream_ref *)ot_slot(&p->streams, i);
+        if (r->k.used)
+            free_stream(r->s);
+    }
+    ot_free(&p->streams);
+    free(p);
 }
 
 void bh_track_free(bh_track *t) {
     if (t == NULL)
         return;
-    free(t->slots);
-    free(t->groups);
+    while (t->first != NULL) {
+        proc *p = t->first;
+        t->first = p->next;
+        free_proc(p);
+    }
+    ot_free(&t->procs);
+    ot_free(&t->devices);
+    ot_free(&t->history);
     free(t);
 }
 
-static slot *probe(slot *slots, size_t cap, uint64_t client, uint32_t device, uint64_t address) {
-    size_t i = mix(client, device, address) & (cap - 1);
-    while (slots[i].used &&
-           !(slots[i].e.client == client && slots[i].e.device == device && slots[i].e.address == address))
-        i = (i + 1) & (cap - 1);
-    return &slots[i];
-}
+/* ======================== Lookups ======================== */
 
-static int grow(bh_track *t) {
-    size_t cap = t->cap * 2;
-    slot *ns = calloc(cap, sizeof(slot));
-    if (ns == NULL)
-        return -1;
-    for (size_t i = 0; i < t->cap; i++)
-        if (t->slots[i].used)
-            *probe(ns, cap, t->slots[i].e.client, t->slots[i].e.device, t->slots[i].e.address) = t->slots[i];
-    free(t->slots);
-    t->slots = ns;
-    t->cap = cap;
-    return 0;
-}
-
-/* The entry for a key, created (not live) if create is set. NULL: absent or ENOMEM. */
-static bh_track_entry *entry(bh_track *t, uint64_t client, uint32_t device, uint64_t address, int create) {
-    slot *s = probe(t->slots, t->cap, client, device, address);
-    if (s->used)
-        return &s->e;
-    if (!create)
+static proc *proc_of(bh_track *t, uint32_t pid, int create) {
+    proc_ref *r = ot_find(&t->procs, pid, 0, 0);
+    if (r != NULL || !create)
+        return r != NULL ? r->p : NULL;
+    proc *p = calloc(1, sizeof(*p));
+    if (p == NULL || (r = ot_insert(&t->procs, pid, 0, 0)) == NULL) {
+        free(p);
         return NULL;
-    if ((t->used + 1) * 2 > t->cap) {
-        if (grow(t) != 0)
-            return NULL;
-        s = probe(t->slots, t->cap, client, device, address);
     }
-    memset(s, 0, sizeof(*s));
-    s->used = 1;
-    s->e.client = client;
-    s->e.device = device;
-    s->e.address = address;
-    t->used++;
-    return &s->e;
+    p->pid = pid;
+    otab_init(&p->streams, sizeof(stream_ref));
+    r->p = p;
+    p->prev = t->last;
+    if (t->last != NULL)
+        t->last->next = p;
+    else
+        t->first = p;
+    t->last = p;
+    return p;
 }
 
-static bh_track_counts *group_of(bh_track *t, uint64_t client, uint32_t device) {
-    if (t->last_group < t->ngroups && t->groups[t->last_group].client == client &&
-        t->groups[t->last_group].device == device)
-        return &t->groups[t->last_group].c;
-    for (size_t i = 0; i < t->ngroups; i++) {
-        if (t->groups[i].client == client && t->groups[i].device == device) {
-            t->last_group = i;
-            return &t->groups[i].c;
-        }
+static stream *stream_of(proc *p, uint32_t id, int create) {
+    stream_ref *r = ot_find(&p->streams, id, 0, 0);
+    if (r != NULL || !create)
+        return r != NULL ? r->s : NULL;
+    stream *s = calloc(1, sizeof(*s));
+    if (s == NULL || (r = ot_insert(&p->streams, id, 0, 0)) == NULL) {
+        free(s);
+        return NULL;
     }
-    if (t->ngroups == t->groups_cap) {
-        size_t cap = t->groups_cap ? t->groups_cap * 2 : 16;
-        group *g = realloc(t->groups, cap * sizeof(group));
-        if (g == NULL)
-            return NULL;
-        t->groups = g;
-        t->groups_cap = cap;
-    }
-    group *g = &t->groups[t->ngroups];
-    memset(g, 0, sizeof(*g));
-    g->client = client;
-    g->device = device;
-    t->last_group = t->ngroups++;
-    return &g->c;
+    s->id = id;
+    otab_init(&s->entries, sizeof(entry));
+    otab_init(&s->groups, sizeof(group));
+    r->s = s;
+    return s;
 }
 
-static uint64_t client_live(const bh_track *t, uint64_t client) {
-    uint64_t n = 0;
-    for (size_t i = 0; i < t->ngroups; i++)
-        if (t->groups[i].client == client)
-            n += t->groups[i].c.live;
-    return n;
+/* The group of (stream, device), created under the process's group limit.
+ * NULL with *why set: BH_TRACK_GROUP_LIMIT or BH_TRACK_NOMEM. */
+static group *group_of(bh_track *t, proc *p, stream *s, uint32_t device, bh_track_result *why) {
+    group *g = ot_find(&s->groups, device, 0, 0);
+    if (g != NULL)
+        return g;
+    if (t->max_groups != 0 && p->ngroups >= t->max_groups) {
+        *why = BH_TRACK_GROUP_LIMIT;
+        return NULL;
+    }
+    g = ot_insert(&s->groups, device, 0, 0);
+    if (g == NULL) {
+        *why = BH_TRACK_NOMEM;
+        return NULL;
+    }
+    p->ngroups++;
+    return g;
 }
 
-/* Makes e live; the caller has checked it was not. */
-static bh_track_result make_live(bh_track *t, bh_track_counts *g, bh_track_entry *e, uint64_t client,
-                                 uint64_t size, uint32_t type, uint64_t now) {
-    if (t->max_live_per_client != 0 && client_live(t, client) >= t->max_live_per_client)
+typedef struct place {
+    proc *p;
+    stream *s;
+    group *g;
+} place;
+
+/* Finds (or creates) the process, stream and group of an event. */
+static bh_track_result place_of(bh_track *t, uint64_t client, uint32_t device, place *out) {
+    bh_track_result why = BH_TRACK_NOMEM;
+    out->p = proc_of(t, BH_TRACK_PROCESS(client), 1);
+    out->s = out->p != NULL ? stream_of(out->p, BH_TRACK_STREAM(client), 1) : NULL;
+    out->g = out->s != NULL ? group_of(t, out->p, out->s, device, &why) : NULL;
+    return out->g != NULL ? BH_TRACK_OK : why;
+}
+
+/* The history record of an address, created while there is room; NULL if none. */
+static hist *history_of(bh_track *t, uint64_t client, uint32_t device, uint64_t address) {
+    if (t->history_cap == 0)
+        return NULL;
+    hist *h = ot_find(&t->history, address, device, client);
+    if (h == NULL && t->history.n < t->history_cap)
+        h = ot_insert(&t->history, address, device, client);
+    return h;
+}
+
+/* The live entry of (client, device, address), or NULL. */
+static const entry *live_entry(const bh_track *t, uint64_t client, uint32_t device, uint64_t address) {
+    const proc_ref *r = ot_find(&t->procs, BH_TRACK_PROCESS(client), 0, 0);
+    const stream_ref *sr = r != NULL ? ot_find(&r->p->streams, BH_TRACK_STREAM(client), 0, 0) : NULL;
+    return sr != NULL ? ot_find(&sr->s->entries, address, device, 0) : NULL;
+}
+
+/* ======================== Live set ======================== */
+
+static void device_add(bh_track *t, uint32_t device, uint64_t size, int sign) {
+    devsum *d = ot_find(&t->devices, device, 0, 0);
+    if (d == NULL && sign > 0 && t->devices.n < BH_TRACK_MAX_DEVICES)
+        d = ot_insert(&t->devices, device, 0, 0);
+    if (d == NULL)
+        return; /* past the bound or ENOMEM: TT QUERY answers low, nothing else depends on it */
+    d->live += sign > 0 ? 1 : (uint64_t)-1;
+    d->bytes += sign > 0 ? size : (uint64_t)0 - size;
+}
+
+static bh_track_result make_live(bh_track *t, place *pl, uint32_t device, uint64_t address, uint64_t size,
+                                 uint32_t type, uint64_t now) {
+    if (t->max_live != 0 && pl->p->live >= t->max_live)
         return BH_TRACK_LIMIT;
-    e->live = 1;
+    entry *e = ot_insert(&pl->s->entries, address, device, 0);
+    if (e == NULL)
+        return BH_TRACK_NOMEM;
     e->size = size;
     e->type = type;
     e->since = now;
+    pl->p->live++;
+    bh_track_counts *g = &pl->g->c;
     g->live++;
     g->live_bytes += size;
     if (g->live_bytes > g->peak_bytes)
         g->peak_bytes = g->live_bytes;
+    device_add(t, device, size, 1);
     return BH_TRACK_OK;
+}
+
+/* Ends a live entry of stream s. */
+static void end_live(bh_track *t, proc *p, stream *s, group *g, entry *e) {
+    g->c.live--;
+    g->c.live_bytes -= e->size;
+    p->live--;
+    device_add(t, (uint32_t)e->k.b, e->size, -1);
+    ot_remove(&s->entries, e);
 }
 
 bh_track_result bh_track_on_alloc(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
                                   uint64_t size, uint32_t type, uint64_t now) {
-    bh_track_counts *g = group_of(t, client, device);
-    if (g == NULL)
-        return BH_TRACK_NOMEM;
-    bh_track_entry *e = entry(t, client, device, address, 1);
-    if (e == NULL)
-        return BH_TRACK_NOMEM;
-    g->allocs++;
-    e->allocs++;
-    if (e->live) {
+    place pl;
+    bh_track_result r = place_of(t, client, device, &pl);
+    if (r != BH_TRACK_OK)
+        return r;
+    hist *h = history_of(t, client, device, address);
+    if (h != NULL)
+        h->allocs++;
+    pl.g->c.allocs++;
+    if (ot_find(&pl.s->entries, address, device, 0) != NULL) {
         /* Keep the first allocation's record: the duplicate is the error. */
-        g->duplicate_allocs++;
+        pl.g->c.duplicate_allocs++;
         return BH_TRACK_DUPLICATE_ALLOC;
     }
-    return make_live(t, g, e, client, size, type, now);
+    return make_live(t, &pl, device, address, size, type, now);
 }
 
 bh_track_result bh_track_restore(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
                                  uint64_t size, uint64_t now) {
-    bh_track_counts *g = group_of(t, client, device);
-    bh_track_entry *e = g != NULL ? entry(t, client, device, address, 1) : NULL;
-    if (e == NULL)
-        return BH_TRACK_NOMEM;
-    if (e->live)
+    place pl;
+    bh_track_result r = place_of(t, client, device, &pl);
+    if (r != BH_TRACK_OK)
+        return r;
+    if (ot_find(&pl.s->entries, address, device, 0) != NULL)
         return BH_TRACK_OK;
-    return make_live(t, g, e, client, size, 0, now);
+    return make_live(t, &pl, device, address, size, 0, now);
 }
 
 bh_track_result bh_track_on_free(bh_track *t, uint64_t client, uint32_t device, uint64_t address) {
-    bh_track_counts *g = group_of(t, client, device);
-    if (g == NULL)
-        return BH_TRACK_NOMEM;
-    /* An unknown FREE still gets a history entry: that is the address people
-     * ask about. */
-    bh_track_entry *e = entry(t, client, device, address, 1);
-    g->frees++;
-    if (e != NULL)
-        e->frees++;
-    if (e == NULL || !e->live) {
-        g->unknown_frees++;
+    place pl;
+    bh_track_result r = place_of(t, client, device, &pl);
+    if (r != BH_TRACK_OK)
+        return r;
+    /* An unknown FREE is counted (and kept in the bounded history: that is
+     * the address people ask about), but creates no entry. */
+    hist *h = history_of(t, client, device, address);
+    if (h != NULL)
+        h->frees++;
+    pl.g->c.frees++;
+    entry *e = ot_find(&pl.s->entries, address, device, 0);
+    if (e == NULL) {
+        pl.g->c.unknown_frees++;
         return BH_TRACK_UNKNOWN_FREE;
     }
-    e->live = 0;
-    g->live--;
-    g->live_bytes -= e->size;
+    end_live(t, pl.p, pl.s, pl.g, e);
     return BH_TRACK_OK;
 }
 
-static void drop_client(bh_track *t, uint64_t client, int as_leaks,
-                        void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx, uint64_t *count) {
-    for (size_t i = 0; i < t->cap; i++) {
-        bh_track_entry *e = &t->slots[i].e;
-        if (!t->slots[i].used || e->client != client || !e->live)
+/* ======================== Clients leaving ======================== */
+
+/* Ends every live entry of one stream (as leaks if as_leaks) and frees its table. */
+static uint64_t drop_stream(bh_track *t, proc *p, stream *s, int as_leaks,
+                            void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < s->entries.cap; i++) {
+        entry *e = (entry *)ot_slot(&s->entries, i);
+        if (!e->k.used)
             continue;
-        bh_track_counts *g = group_of(t, client, e->device);
-        if (as_leaks) {
-            if (on_leak != NULL)
-                on_leak(ctx, e);
-            g->leaks++;
-            g->leaked_bytes += e->size;
-            (*count)++;
+        group *g = ot_find(&s->groups, e->k.b, 0, 0);
+        if (as_leaks && on_leak != NULL) {
+            bh_track_entry pub = {BH_TRACK_CLIENT(p->pid, s->id),
+                                  e->k.a,
+                                  e->size,
+                                  e->since,
+                                  (uint32_t)e->k.b,
+                                  1,
+                                  e->type,
+                                  0,
+                                  0};
+            on_leak(ctx, &pub);
         }
-        e->live = 0;
-        g->live--;
-        g->live_bytes -= e->size;
+        /* end_live without the table removal: the whole table goes below. */
+        g->c.live--;
+        g->c.live_bytes -= e->size;
+        if (as_leaks) {
+            g->c.leaks++;
+            g->c.leaked_bytes += e->size;
+            n++;
+        }
+        p->live--;
+        device_add(t, (uint32_t)e->k.b, e->size, -1);
     }
+    ot_free(&s->entries);
+    return n;
 }
 
 uint64_t bh_track_client_gone(bh_track *t, uint64_t client,
                               void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx) {
-    uint64_t n = 0;
-    drop_client(t, client, 1, on_leak, ctx, &n);
-    return n;
-}
-
-void bh_track_retire(bh_track *t, uint64_t client, uint64_t into) {
-    for (size_t i = 0; i < t->ngroups;) {
-        if (t->groups[i].client != client) {
-            i++;
-            continue;
-        }
-        group g = t->groups[i];
-        bh_track_counts *dst = group_of(t, into, g.device); /* may move t->groups */
-        if (dst == NULL)
-            return; /* out of memory: the client stays as it is */
-        bh_track_counts_add(dst, &g.c);
-        for (i = 0; t->groups[i].client != client || t->groups[i].device != g.device; i++)
-            ;
-        memmove(&t->groups[i], &t->groups[i + 1], (t->ngroups - i - 1) * sizeof(group));
-        t->ngroups--;
-        t->last_group = 0;
-    }
+    proc *p = proc_of(t, BH_TRACK_PROCESS(client), 0);
+    stream *s = p != NULL ? stream_of(p, BH_TRACK_STREAM(client), 0) : NULL;
+    return s != NULL ? drop_stream(t, p, s, 1, on_leak, ctx) : 0;
 }
 
 void bh_track_client_reset(bh_track *t, uint64_t client) {
-    uint64_t n = 0;
-    drop_client(t, client, 0, NULL, NULL, &n);
-}
-
-int bh_track_is_live(const bh_track *t, uint64_t client, uint32_t device, uint64_t address) {
-    const slot *s = probe(t->slots, t->cap, client, device, address);
-    return s->used && s->e.live;
+    proc *p = proc_of(t, BH_TRACK_PROCESS(client), 0);
+    stream *s = p != NULL ? stream_of(p, BH_TRACK_STREAM(client), 0) : NULL;
+    if (s != NULL)
+        drop_stream(t, p, s, 0, NULL, NULL);
 }
 
 void bh_track_counts_add(bh_track_counts *sum, const bh_track_counts *c) {
@@ -271,27 +483,135 @@ void bh_track_counts_add(bh_track_counts *sum, const bh_track_counts *c) {
     sum->peak_bytes += c->peak_bytes; /* sum of group peaks: an upper bound */
 }
 
-void bh_track_totals(const bh_track *t, uint64_t client, uint32_t device, bh_track_counts *out) {
-    memset(out, 0, sizeof(*out));
-    for (size_t i = 0; i < t->ngroups; i++) {
-        const group *g = &t->groups[i];
-        if ((client == UINT64_MAX || g->client == client) && (device == UINT32_MAX || g->device == device))
-            bh_track_counts_add(out, &g->c);
+static void unlink_proc(bh_track *t, proc *p) {
+    ot_remove(&t->procs, ot_find(&t->procs, p->pid, 0, 0));
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else
+        t->first = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    else
+        t->last = p->prev;
+}
+
+uint64_t bh_track_process_gone(bh_track *t, uint32_t process,
+                               void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx) {
+    proc *p = proc_of(t, process, 0);
+    uint64_t n = 0;
+    for (size_t i = 0; p != NULL && i < p->streams.cap; i++) {
+        stream_ref *sr = (stream_ref *)ot_slot(&p->streams, i);
+        if (sr->k.used)
+            n += drop_stream(t, p, sr->s, 1, on_leak, ctx);
+    }
+    return n;
+}
+
+void bh_track_retire_process(bh_track *t, uint32_t process, uint64_t into) {
+    proc *p = proc_of(t, process, 0);
+    if (p == NULL || process == BH_TRACK_PROCESS(into))
+        return;
+    (void)bh_track_process_gone(t, process, NULL, NULL); /* nothing should be live: nothing to report */
+    proc *dp = proc_of(t, BH_TRACK_PROCESS(into), 1);
+    stream *ds = dp != NULL ? stream_of(dp, BH_TRACK_STREAM(into), 1) : NULL;
+    for (size_t i = 0; i < p->streams.cap; i++) {
+        stream_ref *sr = (stream_ref *)ot_slot(&p->streams, i);
+        for (size_t j = 0; sr->k.used && j < sr->s->groups.cap; j++) {
+            group *g = (group *)ot_slot(&sr->s->groups, j);
+            if (!g->k.used)
+                continue;
+            group *d = ds != NULL ? ot_find(&ds->groups, g->k.a, 0, 0) : NULL;
+            if (d == NULL && ds != NULL && (d = ot_insert(&ds->groups, g->k.a, 0, 0)) != NULL)
+                dp->ngroups++; /* one per device: bounded by the devices that ever reported */
+            bh_track_counts_add(d != NULL ? &d->c : &t->gone, &g->c);
+        }
+    }
+    unlink_proc(t, p);
+    free_proc(p);
+}
+
+int bh_track_is_live(const bh_track *t, uint64_t client, uint32_t device, uint64_t address) {
+    return live_entry(t, client, device, address) != NULL;
+}
+
+/* ======================== Reports ======================== */
+
+void bh_track_each_group(const bh_track *t, bh_track_group_fn fn, void *ctx) {
+    for (const proc *p = t->first; p != NULL; p = p->next) {
+        for (size_t i = 0; i < p->streams.cap; i++) {
+            const stream_ref *sr = (const stream_ref *)ot_slot(&p->streams, i);
+            if (!sr->k.used)
+                continue;
+            const stream *s = sr->s;
+            for (size_t j = 0; j < s->groups.cap; j++) {
+                const group *g = (const group *)ot_slot(&s->groups, j);
+                if (g->k.used)
+                    fn(ctx, BH_TRACK_CLIENT(p->pid, s->id), (uint32_t)g->k.a, &g->c);
+            }
+        }
     }
 }
 
-void bh_track_each_group(const bh_track *t,
-                         void (*fn)(void *ctx, uint64_t client, uint32_t device, const bh_track_counts *c),
-                         void *ctx) {
-    for (size_t i = 0; i < t->ngroups; i++)
-        fn(ctx, t->groups[i].client, t->groups[i].device, &t->groups[i].c);
+typedef struct totals_ctx {
+    uint64_t client;
+    uint32_t device;
+    bh_track_counts *out;
+} totals_ctx;
+
+static void add_if_match(void *ctx, uint64_t client, uint32_t device, const bh_track_counts *c) {
+    totals_ctx *tc = ctx;
+    if ((tc->client == UINT64_MAX || tc->client == client) &&
+        (tc->device == UINT32_MAX || tc->device == device))
+        bh_track_counts_add(tc->out, c);
+}
+
+void bh_track_totals(const bh_track *t, uint64_t client, uint32_t device, bh_track_counts *out) {
+    memset(out, 0, sizeof(*out));
+    totals_ctx tc = {client, device, out};
+    bh_track_each_group(t, add_if_match, &tc);
+    if (client == UINT64_MAX && device == UINT32_MAX)
+        bh_track_counts_add(out, &t->gone); /* retired without a group to go to */
+}
+
+uint64_t bh_track_device_bytes(const bh_track *t, uint32_t device, int *seen) {
+    const devsum *d = ot_find(&t->devices, device, 0, 0);
+    if (seen != NULL)
+        *seen = d != NULL;
+    return d != NULL ? d->bytes : 0;
+}
+
+uint64_t bh_track_process_live(const bh_track *t, uint32_t process) {
+    const proc_ref *r = ot_find(&t->procs, process, 0, 0);
+    return r != NULL ? r->p->live : 0;
 }
 
 void bh_track_each_entry(const bh_track *t, int live_only, void (*fn)(void *ctx, const bh_track_entry *e),
                          void *ctx) {
-    for (size_t i = 0; i < t->cap; i++)
-        if (t->slots[i].used && (!live_only || t->slots[i].e.live))
-            fn(ctx, &t->slots[i].e);
+    for (const proc *p = t->first; p != NULL; p = p->next) {
+        for (size_t i = 0; i < p->streams.cap; i++) {
+            const stream_ref *sr = (const stream_ref *)ot_slot(&p->streams, i);
+            if (!sr->k.used)
+                continue;
+            const stream *s = sr->s;
+            for (size_t j = 0; j < s->entries.cap; j++) {
+                const entry *e = (const entry *)ot_slot(&s->entries, j);
+                if (!e->k.used)
+                    continue;
+                uint64_t client = BH_TRACK_CLIENT(p->pid, s->id);
+                const hist *h = ot_find(&t->history, e->k.a, (uint32_t)e->k.b, client);
+                bh_track_entry pub = {client, e->k.a,  e->size,           e->since,        (uint32_t)e->k.b,
+                                      1,      e->type, h ? h->allocs : 0, h ? h->frees : 0};
+                fn(ctx, &pub);
+            }
+        }
+    }
+    for (size_t i = 0; !live_only && i < t->history.cap; i++) {
+        const hist *h = (const hist *)ot_slot(&t->history, i);
+        if (!h->k.used || live_entry(t, h->k.c, h->k.b, h->k.a) != NULL)
+            continue;
+        bh_track_entry pub = {h->k.c, h->k.a, 0, 0, h->k.b, 0, 0, h->allocs, h->frees};
+        fn(ctx, &pub);
+    }
 }
 
 static int worse(const bh_track_entry *a, const bh_track_entry *b) {
@@ -301,19 +621,20 @@ static int worse(const bh_track_entry *a, const bh_track_entry *b) {
 
 size_t bh_track_most_overfreed(const bh_track *t, bh_track_entry *out, size_t n) {
     size_t k = 0;
-    for (size_t i = 0; i < t->cap && n > 0; i++) {
-        const bh_track_entry *e = &t->slots[i].e;
-        if (!t->slots[i].used || e->frees <= e->allocs)
+    for (size_t i = 0; i < t->history.cap && n > 0; i++) {
+        const hist *h = (const hist *)ot_slot(&t->history, i);
+        if (!h->k.used || h->frees <= h->allocs)
             continue;
+        bh_track_entry e = {h->k.c, h->k.a, 0, 0, h->k.b, 0, 0, h->allocs, h->frees};
         /* Insertion into a sorted top-n list. */
         size_t pos = k < n ? k++ : n;
-        while (pos > 0 && worse(e, &out[pos - 1])) {
+        while (pos > 0 && worse(&e, &out[pos - 1])) {
             if (pos < n)
                 out[pos] = out[pos - 1];
             pos--;
         }
         if (pos < n)
-            out[pos] = *e;
+            out[pos] = e;
     }
     return k;
 }

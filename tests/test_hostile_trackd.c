@@ -1,0 +1,1033 @@
+/*
+ * test_hostile_trackd.c - attacks on a real bh-trackd (issue 10, items 1-11),
+ * each checked by what it does to the server: CPU time, RSS, log growth, a
+ * bystander's latency, shutdown time, files it must not touch.
+ *
+ * usage: test_hostile_trackd PATH-TO-bh-trackd
+ *
+ * Every attack is bounded in time and size and uses Unix sockets in a fresh
+ * temporary directory. Each prints its figure (print_message) so the before
+ * and after can be compared by running it against another build. Bounds are
+ * generous (a loaded 2-core machine) and far from what the 0.2 server did.
+ * Tests that act as another user need root and are skipped otherwise.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <cmocka.h>
+
+#include "bufhandle/bufhandle.h"
+#include "wire.h"
+
+static const char *trackd;
+static char dir[64], sock_path[96], log_path[128], summary_path[128], tt_path[96];
+static pid_t servers[4];
+static int nservers;
+static rlim_t nofile; /* RLIMIT_NOFILE for the next server (0: unchanged) */
+
+/* ------------------------------------------------------------ helpers */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
+
+static int try_connect(const char *path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+    struct timeval tv = {10, 0}; /* no attack step may hang the test */
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+/* Starts bh-trackd with its socket, log and summary in dir plus extra
+ * arguments; waits until it accepts (or 5 s). */
+static pid_t start_server_argv(const char *const *extra, int with_socket) {
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (nofile != 0) {
+            struct rlimit rl = {nofile, nofile};
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        const char *argv[32] = {trackd, "--log", log_path, "--grace-ms", "200"};
+        int n = 5;
+        if (with_socket)
+            argv[n++] = "--socket", argv[n++] = sock_path;
+        for (int i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
+            argv[n++] = extra[i];
+        argv[n] = NULL;
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 2);
+        execv(trackd, (char *const *)argv);
+        _exit(127);
+    }
+    if (nservers < 4)
+        servers[nservers++] = pid;
+    return pid;
+}
+
+static int reachable(const char *path) {
+    int fd = try_connect(path);
+    if (fd < 0)
+        return 0;
+    close(fd);
+    return 1;
+}
+
+static pid_t start_server(const char *const *extra) {
+    pid_t pid = start_server_argv(extra, 1);
+    for (int i = 0; i < 500 && !reachable(sock_path); i++)
+        sleep_ms(10);
+    assert_true(reachable(sock_path));
+    return pid;
+}
+
+/* Waits up to secs for pid; returns its status, or -1 if it is still running. */
+static int wait_exit(pid_t pid, double secs) {
+    double end = now_s() + secs;
+    int status;
+    do {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return status;
+        sleep_ms(10);
+    } while (now_s() < end);
+    return -1;
+}
+
+/* SIGTERM; returns how long the server took to exit (100 if it did not within 10 s). */
+static double stop_server(pid_t pid) {
+    double t0 = now_s();
+    kill(pid, SIGTERM);
+    if (wait_exit(pid, 10) == -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return 100;
+    }
+    return now_s() - t0;
+}
+
+static double cpu_s(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static long rss_kb(pid_t pid) {
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return kb;
+}
+
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static void send_all(int fd, const void *p, size_t n) {
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t r = send(fd, b, n, MSG_NOSIGNAL);
+        if (r <= 0)
+            return; /* the server closed it: the caller checks what it wanted */
+        b += r;
+        n -= (size_t)r;
+    }
+}
+
+static size_t hello_frame(uint8_t *p, int control) {
+    size_t n = bh_wire_header(p, BH_WIRE_HELLO, 14);
+    bh_put32(p + n, (uint32_t)getpid());
+    bh_put16(p + n + 4, BH_WIRE_VERSION);
+    bh_put16(p + n + 6, control ? BH_WIRE_HELLO_CONTROL : 0);
+    bh_put16(p + n + 8, 4);
+    memcpy(p + n + 10, "evil", 4);
+    return n + 14;
+}
+
+/* A reporter connection that said HELLO. */
+static int reporter(void) {
+    int fd = try_connect(sock_path);
+    assert_true(fd >= 0);
+    uint8_t h[64];
+    send_all(fd, h, hello_frame(h, 0));
+    return fd;
+}
+
+static size_t stream_frame(uint8_t *p, uint16_t type, uint32_t stream) {
+    size_t n = bh_wire_header(p, type, 4);
+    bh_put32(p + n, stream);
+    return n + 4;
+}
+
+/* count EVENT frames of one kind: address base + i * 64, on device (or
+ * device + i % spread when spread is not 0). */
+static void send_events(int fd, uint32_t stream, uint8_t kind, uint32_t device, uint64_t base, size_t count,
+                        uint32_t spread) {
+    enum { BATCH = 4096 };
+    static uint8_t buf[BATCH * (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN)];
+    for (size_t i = 0; i < count;) {
+        size_t n = 0;
+        for (size_t k = 0; k < BATCH && i < count; k++, i++)
+            n += bh_wire_event(buf + n, stream, kind, device + (spread ? (uint32_t)(i % spread) : 0),
+                               base + i * 64, 64, i + 1);
+        send_all(fd, buf, n);
+    }
+}
+
+/* Reads until EOF, timeout or cap; returns the bytes read. */
+static size_t read_some(int fd, uint8_t *buf, size_t cap, double secs) {
+    size_t n = 0;
+    double end = now_s() + secs;
+    while (n < cap && now_s() < end) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, 50) <= 0)
+            continue;
+        ssize_t r = recv(fd, buf + n, cap - n, MSG_DONTWAIT);
+        if (r == 0)
+            break;
+        if (r > 0)
+            n += (size_t)r;
+    }
+    return n;
+}
+
+/* One stats (what 1) or dump (2) query in JSON within secs: the payload
+ * into a malloc'd string, the time taken into *took; NULL if no answer. */
+static char *query(uint16_t what, double secs, double *took) {
+    double t0 = now_s();
+    int fd = try_connect(sock_path);
+    if (fd < 0)
+        return NULL;
+    uint8_t req[64];
+    size_t n = hello_frame(req, 1);
+    n += bh_wire_header(req + n, BH_WIRE_QUERY, 4);
+    bh_put16(req + n, what);
+    bh_put16(req + n + 2, 1);
+    send_all(fd, req, n + 4);
+    size_t cap = 4u << 20;
+    uint8_t *buf = malloc(cap + 1);
+    size_t got = read_some(fd, buf, cap, secs);
+    close(fd);
+    if (took != NULL)
+        *took = now_s() - t0;
+    if (got < BH_WIRE_HEADER || bh_get16(buf + 6) != BH_WIRE_REPLY ||
+        got != BH_WIRE_HEADER + bh_get32(buf + 8)) {
+        free(buf);
+        return NULL;
+    }
+    memmove(buf, buf + BH_WIRE_HEADER, got - BH_WIRE_HEADER);
+    buf[got - BH_WIRE_HEADER] = '\0';
+    return (char *)buf;
+}
+
+static uint64_t jnum(const char *json, const char *key) {
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *p = json != NULL ? strstr(json, pat) : NULL;
+    return p != NULL ? strtoull(p + strlen(pat), NULL, 10) : UINT64_MAX;
+}
+
+/* totals.key from stats, polled until it equals want (or secs pass). */
+static uint64_t wait_total(const char *key, uint64_t want, double secs) {
+    double end = now_s() + secs;
+    uint64_t v = UINT64_MAX;
+    do {
+        char *j = query(1, 2, NULL);
+        v = jnum(j, key); /* totals come first in the JSON */
+        free(j);
+        if (v == want)
+            break;
+        sleep_ms(50);
+    } while (now_s() < end);
+    return v;
+}
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/bh-hostile-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(sock_path, sizeof(sock_path), "%s/trackd.sock", dir);
+    snprintf(tt_path, sizeof(tt_path), "%s/tt.sock", dir);
+    snprintf(log_path, sizeof(log_path), "%s/trackd.log", dir);
+    snprintf(summary_path, sizeof(summary_path), "%s/summary.json", dir);
+    nofile = 0;
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    for (int i = 0; i < nservers; i++)
+        if (kill(servers[i], SIGKILL) == 0)
+            waitpid(servers[i], NULL, 0);
+    nservers = 0;
+    if (getenv("BH_TEST_KEEP") != NULL) {
+        fprintf(stderr, "kept %s\n", dir);
+        return 0;
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Runs fn in a child process (its own pid: its own client); returns the exit status. */
+static pid_t spawn(void (*fn)(void)) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        fn();
+        _exit(0);
+    }
+    return pid;
+}
+
+/* ------------------------------------------------------------ 1, 2: loop and fairness */
+
+/* A query connection asks for a dump larger than its socket buffer, never
+ * reads it, and keeps writing: 0.2 spun at 100% CPU logging without end. */
+static void a_peer_that_never_reads_costs_no_cpu_and_no_log(void **state) {
+    (void)state;
+    pid_t srv = start_server(NULL);
+    int holder = reporter();
+    send_events(holder, 1, BH_EVENT_ALLOC, 0, 0x100000, 30000, 0);
+    assert_int_equal(wait_total("live", 30000, 10), 30000);
+    int fd = try_connect(sock_path);
+    uint8_t req[64];
+    size_t n = hello_frame(req, 1);
+    n += bh_wire_header(req + n, BH_WIRE_QUERY, 4);
+    bh_put16(req + n, 2);
+    bh_put16(req + n + 2, 1);
+    send_all(fd, req, n + 4);
+    /* 3 MiB more than the reply leaves room for, as far as the server takes
+     * it within 2 s (0.2 took it all, into a full input buffer). */
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    static uint8_t junk[3 << 20];
+    memset(junk, 0x41, sizeof(junk));
+    send_all(fd, junk, sizeof(junk));
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    sleep_ms(300);
+    long log0 = file_size(log_path);
+    double cpu0 = cpu_s(srv);
+    for (int i = 0; i < 10; i++) { /* keep pushing for 1 s */
+        (void)send(fd, junk, 1 << 16, MSG_NOSIGNAL);
+        sleep_ms(100);
+    }
+    double cpu = cpu_s(srv) - cpu0;
+    long grown = file_size(log_path) - log0;
+    print_message("never-reading peer: server CPU %.2f s in 1 s, log +%ld bytes\n", cpu, grown);
+    assert_true(cpu < 0.3);
+    assert_true(grown < 16384);
+    close(fd);
+    close(holder);
+    assert_true(stop_server(srv) < 5);
+}
+
+static void flood_events(void) {
+    int fd = reporter();
+    double end = now_s() + 3;
+    while (now_s() < end) {
+        send_events(fd, 1, BH_EVENT_ALLOC, 0, 0x10000000, 2000, 0);
+        send_events(fd, 1, BH_EVENT_FREE, 0, 0x10000000, 2000, 0);
+    }
+}
+
+static void flood_tt_queries(void) {
+    int fd = try_connect(tt_path);
+    uint8_t recs[256][BH_TT_RECORD];
+    for (int i = 0; i < 256; i++)
+        bh_tt_record(recs[i], BH_TT_QUERY, 0, 0, 0, 0, 0, 0);
+    double end = now_s() + 3;
+    while (now_s() < end && send(fd, recs, sizeof(recs), MSG_NOSIGNAL) > 0) {
+    }
+    /* never reads a RESPONSE */
+}
+
+/* One client floods events, another asks TT QUERYs and never reads the
+ * answers: 0.2 served the flooder until EAGAIN (a bystander's stats took
+ * 20 s) and buffered replies up to 256 MiB per connection. */
+static void a_flooding_client_neither_starves_a_bystander_nor_grows_the_server(void **state) {
+    (void)state;
+    const char *extra[] = {"--compat-tt", "--compat-socket", tt_path, NULL};
+    pid_t srv = start_server(extra);
+    for (int i = 0; i < 500 && !reachable(tt_path); i++)
+        sleep_ms(10);
+    long rss0 = rss_kb(srv);
+    pid_t a = spawn(flood_events), b = spawn(flood_tt_queries);
+    sleep_ms(300);
+    double worst = 0;
+    int answered = 0;
+    for (int i = 0; i < 5; i++) {
+        double took = 0;
+        char *j = query(1, 6, &took);
+        answered += j != NULL;
+        free(j);
+        if (j == NULL)
+            took = 6;
+        if (took > worst)
+            worst = took;
+        sleep_ms(200);
+    }
+    long rss = rss_kb(srv);
+    waitpid(a, NULL, 0);
+    waitpid(b, NULL, 0);
+    print_message("flood: bystander's worst stats %.3f s (%d of 5 answered), server RSS %ld -> %ld kB\n",
+                  worst, answered, rss0, rss);
+    assert_int_equal(answered, 5);
+    assert_true(worst < 2.0);
+    assert_true(rss - rss0 < 64 * 1024);
+    assert_true(stop_server(srv) < 5);
+}
+
+/* ------------------------------------------------------------ 3: memory */
+
+static void unknown_frees_and_pairs(void) {
+    int fd = reporter();
+    send_events(fd, 1, BH_EVENT_FREE, 0, 0x40000000, 200000, 0);
+    for (int k = 0; k < 50; k++) { /* 200,000 ALLOC/FREE pairs, nothing left live */
+        send_events(fd, 1, BH_EVENT_ALLOC, 0, 0x80000000 + (uint64_t)k * 4000 * 64, 4000, 0);
+        send_events(fd, 1, BH_EVENT_FREE, 0, 0x80000000 + (uint64_t)k * 4000 * 64, 4000, 0);
+    }
+    close(fd);
+}
+
+static void holds_then_exits(void) {
+    int fd = reporter();
+    send_events(fd, 1, BH_EVENT_ALLOC, 0, 0x1000000, 200000, 0);
+    close(fd);
+}
+
+/* 0.2 kept an entry per address ever seen (unknown FREEs included) and gave
+ * nothing back when a client left: 1M unknown FREEs cost 149 MB. */
+static void memory_follows_what_is_live(void **state) {
+    (void)state;
+    pid_t srv = start_server(NULL);
+    long rss0 = rss_kb(srv);
+    pid_t c = spawn(unknown_frees_and_pairs);
+    waitpid(c, NULL, 0);
+    assert_int_equal(wait_total("frees", 400000, 20), 400000);
+    long rss1 = rss_kb(srv);
+    c = spawn(holds_then_exits);
+    waitpid(c, NULL, 0);
+    assert_int_equal(wait_total("leaks", 200000, 20), 200000);
+    long rss2 = rss_kb(srv);
+    print_message("memory: 200K unknown FREEs + 200K pairs: RSS %ld -> %ld kB; 200K live then gone: %ld kB\n",
+                  rss0, rss1, rss2);
+    assert_true(rss1 - rss0 < 16 * 1024);
+    assert_true(rss2 - rss0 < 24 * 1024);
+    assert_true(stop_server(srv) < 5);
+}
+
+/* ------------------------------------------------------------ 4: whole-table work */
+
+/* Another client holds 300,000 live allocations; an attacker sends 5,000
+ * RESYNC_BEGINs and 5,000 TT QUERYs: 0.2 scanned every entry for each. */
+static void cheap_requests_do_not_scan_other_clients_data(void **state) {
+    (void)state;
+    const char *extra[] = {"--compat-tt", "--compat-socket", tt_path, NULL};
+    pid_t srv = start_server(extra);
+    for (int i = 0; i < 500 && !reachable(tt_path); i++)
+        sleep_ms(10);
+    int holder = reporter();
+    send_events(holder, 1, BH_EVENT_ALLOC, 0, 0x1000000, 300000, 0);
+    assert_int_equal(wait_total("live", 300000, 20), 300000);
+    double cpu0 = cpu_s(srv), t0 = now_s();
+    int fd = reporter();
+    static uint8_t buf[5000 * 16];
+    size_t n = 0;
+    for (int i = 0; i < 5000; i++)
+        n += stream_frame(buf + n, BH_WIRE_RESYNC_BEGIN, 7);
+    send_all(fd, buf, n);
+    int tt = try_connect(tt_path);
+    static uint8_t recs[5000][BH_TT_RECORD];
+    for (int i = 0; i < 5000; i++)
+        bh_tt_record(recs[i], BH_TT_QUERY, 0, 0, 0, 0, 0, 0);
+    send_all(tt, recs, sizeof(recs));
+    static uint8_t resp[5000 * BH_TT_RECORD];
+    size_t got = read_some(tt, resp, sizeof(resp), 15);
+    double took = now_s() - t0;
+    char *j = query(1, 15, NULL);
+    double cpu = cpu_s(srv) - cpu0;
+    print_message("cheap requests next to 300K live: %zu of 5000 TT answers in %.2f s, server CPU %.2f s\n",
+                  got / BH_TT_RECORD, took, cpu);
+    assert_int_equal(got, sizeof(resp));
+    assert_int_equal(bh_get64(resp + 40), 300000u * 64); /* the holder's DRAM bytes */
+    assert_int_equal(jnum(j, "live"), 300000);
+    free(j);
+    assert_true(cpu < 3.0);
+    double stop = stop_server(srv);
+    print_message("shutdown: %.2f s\n", stop);
+    assert_true(stop < 5);
+    close(fd);
+    close(tt);
+    close(holder);
+}
+
+/* ALLOCs spread over 20,000 devices: 0.2 scanned its group array on every
+ * ALLOC (100K ALLOCs: 0.10 -> 4.14 s). Groups are hashed and bounded. */
+static void bogus_devices_are_bounded(void **state) {
+    (void)state;
+    pid_t srv = start_server(NULL);
+    double cpu0 = cpu_s(srv);
+    int fd = reporter();
+    send_events(fd, 1, BH_EVENT_ALLOC, 1000, 0x1000, 20000, 20000);
+    send_events(fd, 1, BH_EVENT_ALLOC, 1000, 0x100000000ull, 100000, 20000);
+    uint8_t reply[256];
+    size_t got = read_some(fd, reply, sizeof(reply), 10);
+    char *j = query(1, 10, NULL);
+    double cpu = cpu_s(srv) - cpu0;
+    print_message("20K devices + 100K ALLOCs: server CPU %.2f s, live %llu, reply %zu bytes\n", cpu,
+                  (unsigned long long)jnum(j, "live"), got);
+    assert_true(got >= BH_WIRE_HEADER + 4 && bh_get16(reply + 6) == BH_WIRE_ERROR);
+    assert_int_equal((int32_t)bh_get32(reply + BH_WIRE_HEADER), BH_ENOMEM);
+    assert_true(jnum(j, "live") <= 4096);
+    free(j);
+    assert_true(cpu < 1.0);
+    close(fd);
+    assert_true(stop_server(srv) < 5);
+}
+
+/* ------------------------------------------------------------ 5: connections */
+
+/* 100 connections that never say HELLO, against a server with 64
+ * descriptors: 0.2 let them sit forever and new clients waited in its
+ * backlog. Over-cap connections are refused at once, idle ones time out. */
+static void idle_connections_are_capped_refused_and_timed_out(void **state) {
+    (void)state;
+    nofile = 64;
+    const char *extra[] = {"--handshake-timeout-ms", "1000", NULL};
+    pid_t srv = start_server(extra);
+    int fds[100];
+    for (int i = 0; i < 100; i++)
+        fds[i] = try_connect(sock_path);
+    sleep_ms(300);
+    int refused = 0;
+    for (int i = 0; i < 100; i++) { /* refused ones got an ERROR and EOF already */
+        uint8_t b[256];
+        if (fds[i] < 0)
+            continue;
+        ssize_t r = recv(fds[i], b, sizeof(b), MSG_DONTWAIT);
+        if (r >= (ssize_t)BH_WIRE_HEADER && bh_get16(b + 6) == BH_WIRE_ERROR)
+            refused++;
+    }
+    double t0 = now_s();
+    int closed = 0, open_fds = 0;
+    for (int i = 0; i < 100; i++)
+        open_fds += fds[i] >= 0;
+    while (now_s() - t0 < 4 && closed < open_fds) {
+        closed = 0;
+        for (int i = 0; i < 100; i++) {
+            uint8_t b[256];
+            if (fds[i] >= 0 && recv(fds[i], b, sizeof(b), MSG_DONTWAIT) == 0)
+                closed++;
+        }
+        sleep_ms(100);
+    }
+    double took = 0;
+    char *j = query(1, 3, &took);
+    print_message(
+        "100 idle connections, 64 fds: %d refused at once, %d closed by the server, stats then %.3f s\n",
+        refused, closed, j != NULL ? took : -1.0);
+    assert_true(refused > 0);
+    assert_int_equal(closed, open_fds);
+    assert_non_null(j);
+    assert_true(took < 1.0);
+    free(j);
+    for (int i = 0; i < 100; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    assert_true(stop_server(srv) < 5);
+}
+
+/* 150 connections each leave a 1 MiB RESYNC_CHUNK half-sent: 0.2 held them
+ * all (300 of them: 302 MiB). */
+static void half_sent_frames_are_capped_and_timed_out(void **state) {
+    (void)state;
+    const char *extra[] = {"--max-connections-per-uid", "16", "--frame-timeout-ms", "1000", NULL};
+    pid_t srv = start_server(extra);
+    long rss0 = rss_kb(srv);
+    static uint8_t frame[BH_WIRE_HEADER + 8 + 43690 * BH_WIRE_RESYNC_ENTRY];
+    uint32_t len = 8 + 43690 * BH_WIRE_RESYNC_ENTRY;
+    memset(frame, 0, sizeof(frame));
+    bh_wire_header(frame, BH_WIRE_RESYNC_CHUNK, len);
+    bh_put32(frame + BH_WIRE_HEADER, 1);
+    bh_put32(frame + BH_WIRE_HEADER + 4, 43690);
+    int fds[150];
+    for (int i = 0; i < 150; i++) {
+        fds[i] = try_connect(sock_path);
+        if (fds[i] < 0)
+            continue;
+        struct timeval tv = {0, 200000};
+        setsockopt(fds[i], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        uint8_t h[64];
+        send_all(fds[i], h, hello_frame(h, 0));
+        send_all(fds[i], frame, sizeof(frame) - 1);
+    }
+    sleep_ms(300);
+    long rss1 = rss_kb(srv);
+    double t0 = now_s();
+    char *j = NULL;
+    uint64_t open_conns = UINT64_MAX;
+    while (now_s() - t0 < 5) {
+        free(j);
+        j = query(1, 2, NULL);
+        open_conns = jnum(j, "open_connections");
+        if (open_conns <= 1)
+            break;
+        sleep_ms(200);
+    }
+    print_message(
+        "150 half-sent 1 MiB frames: server RSS %ld -> %ld kB, open connections after %.1f s: %llu\n", rss0,
+        rss1, now_s() - t0, (unsigned long long)open_conns);
+    assert_true(rss1 - rss0 < 48 * 1024);
+    assert_true(open_conns <= 1); /* the stats query itself */
+    free(j);
+    for (int i = 0; i < 150; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    assert_true(stop_server(srv) < 5);
+}
+
+/* ------------------------------------------------------------ 6: processes and streams */
+
+static void fifteen_hundred_streams(void) {
+    int fd = reporter();
+    for (uint32_t s = 1; s <= 1500; s++)
+        send_events(fd, s, BH_EVENT_ALLOC, 0, 0x1000 * (uint64_t)s, 1, 0);
+    close(fd);
+}
+
+/* Exits 0 if the server cut it off (ERROR) for 50 streams x 50 live under a
+ * limit of 2,000. */
+static void fifty_streams_over_the_limit(void) {
+    int fd = reporter();
+    for (uint32_t s = 1; s <= 50; s++)
+        send_events(fd, s, BH_EVENT_ALLOC, 0, 0x1000, 50, 0);
+    uint8_t reply[256];
+    size_t got = read_some(fd, reply, sizeof(reply), 3);
+    _exit(got >= BH_WIRE_HEADER + 4 && bh_get16(reply + 6) == BH_WIRE_ERROR ? 0 : 1);
+}
+
+/* 0.2 applied --max-live-per-client per stream (50 streams held 5,000
+ * under a limit of 100), cut stream ids to 16 bits
+ * (a RESYNC of stream 65537 wiped stream 1) and cleaned up 1,024 streams of
+ * an exiting process. */
+static void limits_and_cleanup_hold_per_process_over_every_stream(void **state) {
+    (void)state;
+    const char *extra[] = {"--max-live-per-client", "2000", NULL};
+    pid_t srv = start_server(extra);
+    int status;
+    waitpid(spawn(fifty_streams_over_the_limit), &status, 0);
+    int cut_off = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    assert_int_equal(wait_total("live", 0, 5), 0); /* that process is gone */
+
+    int fd = reporter(); /* stays open: this process keeps its one allocation */
+    send_events(fd, 1, BH_EVENT_ALLOC, 0, 0x7000, 1, 0);
+    uint8_t rb[16];
+    send_all(fd, rb, stream_frame(rb, BH_WIRE_RESYNC_BEGIN, 65537));
+    send_all(fd, rb, stream_frame(rb, BH_WIRE_RESYNC_END, 65537));
+    wait_total("resyncs", 1, 3);
+    char *j = query(1, 3, NULL);
+    uint64_t live_after_resync = jnum(j, "live");
+    free(j);
+
+    uint64_t leaks0 = jnum(j = query(1, 3, NULL), "leaks");
+    free(j);
+    waitpid(spawn(fifteen_hundred_streams), NULL, 0);
+    uint64_t leaks = wait_total("leaks", leaks0 + 1500, 5) - leaks0;
+    j = query(1, 3, NULL);
+    uint64_t live_end = jnum(j, "live");
+    free(j);
+    close(fd);
+    print_message("per process: 50 streams x 50 under a limit of 2,000 %s; stream 1 after a RESYNC of 65537: "
+                  "%llu live; 1,500 streams gone: %llu leaks, %llu live left\n",
+                  cut_off ? "cut off" : "NOT cut off", (unsigned long long)live_after_resync,
+                  (unsigned long long)leaks, (unsigned long long)live_end - 1);
+    assert_true(cut_off);
+    assert_int_equal(live_after_resync, 1);
+    assert_int_equal(leaks, 1500);
+    assert_int_equal(live_end, 1);
+    assert_true(stop_server(srv) < 5);
+}
+
+/* ------------------------------------------------------------ 7, 8: sockets */
+
+/* 0.2 let a second server bind a path whose socket file had been removed,
+ * and the first one's exit then removed the second one's socket. */
+static void a_second_server_is_refused_and_the_exiting_one_unlinks_only_its_own(void **state) {
+    (void)state;
+    pid_t first = start_server(NULL);
+    assert_int_equal(unlink(sock_path), 0);
+    pid_t second = start_server_argv(NULL, 1);
+    int st = wait_exit(second, 3);
+    print_message("second server on a removed path: %s\n", st == -1 ? "running (bound it)" : "refused");
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    /* Somebody else's socket now sits at the path: the first server must
+     * leave it when it exits. */
+    int other = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+    assert_int_equal(bind(other, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_true(stop_server(first) < 5);
+    assert_int_equal(access(sock_path, F_OK), 0);
+    close(other);
+}
+
+/* Without --socket, the socket goes into the private runtime directory
+ * (0.2: /tmp/bh-trackd.sock, which anyone can bind first). */
+static void the_default_socket_is_in_the_private_runtime_directory(void **state) {
+    (void)state;
+    char xdg[128], path[160];
+    snprintf(xdg, sizeof(xdg), "%s/run", dir);
+    assert_int_equal(mkdir(xdg, 0700), 0);
+    snprintf(path, sizeof(path), "%s/bh-trackd.sock", xdg);
+    setenv("XDG_RUNTIME_DIR", xdg, 1);
+    pid_t srv = start_server_argv(NULL, 0);
+    unsetenv("XDG_RUNTIME_DIR");
+    for (int i = 0; i < 300 && !reachable(path); i++)
+        sleep_ms(10);
+    int ok = reachable(path);
+    print_message("default socket: %s\n", ok ? path : "not in $XDG_RUNTIME_DIR");
+    assert_true(ok);
+    assert_true(stop_server(srv) < 5);
+}
+
+static uid_t nobody = 65534;
+
+static void become_nobody(void) {
+    if (setgid(nobody) != 0 || setuid(nobody) != 0)
+        _exit(99);
+}
+
+/* Another user's server cannot probe root's socket (EACCES): 0.2 took that
+ * for "stale", deleted root's socket and bound its own. */
+static void another_users_server_cannot_take_over_a_live_socket(void **state) {
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    assert_int_equal(chmod(dir, 0777), 0); /* writable by nobody, not sticky: the worst case */
+    pid_t srv = start_server(NULL);
+    struct stat before, after;
+    assert_int_equal(stat(sock_path, &before), 0);
+    fflush(NULL);
+    pid_t intruder = fork();
+    if (intruder == 0) {
+        become_nobody();
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 2);
+        execl(trackd, trackd, "--socket", sock_path, "--log", "/dev/null", (char *)NULL);
+        _exit(127);
+    }
+    int st = wait_exit(intruder, 3);
+    if (st == -1) {
+        kill(intruder, SIGKILL);
+        waitpid(intruder, NULL, 0);
+    }
+    int same = stat(sock_path, &after) == 0 && after.st_ino == before.st_ino;
+    print_message("intruder as uid %d: %s, root's socket %s\n", (int)nobody,
+                  st == -1 ? "kept running" : "exited", same ? "kept" : "replaced");
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    assert_true(same);
+    assert_true(stop_server(srv) < 5);
+}
+
+static void nobody_reports_one_alloc(void) {
+    become_nobody();
+    int fd = try_connect(sock_path);
+    if (fd < 0)
+        _exit(3);
+    uint8_t b[128];
+    size_t n = hello_frame(b, 0);
+    n += bh_wire_event(b + n, 1, BH_EVENT_ALLOC, 0, 0x1000, 64, 1);
+    send_all(fd, b, n);
+    sleep_ms(100);
+    close(fd);
+    _exit(0);
+}
+
+/* --allow-uid could not work in 0.2: the socket was 0600. */
+static void allowed_uids_can_connect(void **state) {
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    assert_int_equal(chmod(dir, 0755), 0);
+    const char *extra[] = {"--allow-uid", "65534", NULL};
+    pid_t srv = start_server(extra);
+    struct stat st;
+    assert_int_equal(stat(sock_path, &st), 0);
+    pid_t c = spawn(nobody_reports_one_alloc);
+    int status;
+    waitpid(c, &status, 0);
+    uint64_t allocs = wait_total("allocs", 1, 3);
+    print_message("--allow-uid 65534: socket mode %o, child %s, allocs %llu\n", (unsigned)(st.st_mode & 0777),
+                  WEXITSTATUS(status) == 0 ? "connected" : "could not connect", (unsigned long long)allocs);
+    assert_int_equal(st.st_mode & 0777, 0666);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(allocs, 1);
+    assert_true(stop_server(srv) < 5);
+}
+
+/* ------------------------------------------------------------ 9, 10: files and log */
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int file_is(const char *path, const char *text) {
+    char buf[256] = {0};
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    return n == strlen(text) && memcmp(buf, text, n) == 0;
+}
+
+/* --log and --summary pointing at symbolic links: 0.2 appended to and
+ * truncated the targets. */
+static void log_and_summary_never_write_through_links(void **state) {
+    (void)state;
+    char target1[160], target2[160], link_summary[160];
+    snprintf(target1, sizeof(target1), "%s/precious1", dir);
+    snprintf(target2, sizeof(target2), "%s/precious2", dir);
+    snprintf(link_summary, sizeof(link_summary), "%s/summary-link", dir);
+    write_file(target1, "keep me\n");
+    write_file(target2, "keep me too\n");
+    assert_int_equal(symlink(target1, log_path), 0);
+    pid_t srv = start_server_argv(NULL, 1);
+    int st = wait_exit(srv, 3);
+    if (st == -1) {
+        kill(srv, SIGKILL);
+        waitpid(srv, NULL, 0);
+    }
+    unlink(log_path);
+    assert_int_equal(symlink(target2, link_summary), 0);
+    const char *extra[] = {"--summary", link_summary, NULL};
+    srv = start_server(extra);
+    assert_true(stop_server(srv) < 5);
+    int kept1 = file_is(target1, "keep me\n"), kept2 = file_is(target2, "keep me too\n");
+    struct stat ls;
+    lstat(link_summary, &ls);
+    print_message("links: log target %s (server %s), summary target %s, summary is %s\n",
+                  kept1 ? "untouched" : "WRITTEN", st == -1 ? "started" : "refused",
+                  kept2 ? "untouched" : "WRITTEN",
+                  S_ISREG(ls.st_mode) ? "a new regular file" : "still the link");
+    assert_true(kept1 && st != -1);
+    assert_true(kept2 && S_ISREG(ls.st_mode));
+}
+
+/* Modes do not depend on the umask; SIGHUP reopens the log and writes the
+ * summary (0.2 died of it); the summary is also written periodically, so a
+ * SIGKILL loses at most one period. */
+static void files_have_fixed_modes_sighup_rotates_and_summary_is_periodic(void **state) {
+    (void)state;
+    mode_t old = umask(0);
+    const char *extra[] = {"--summary", summary_path, "--summary-interval-ms", "200", NULL};
+    pid_t srv = start_server(extra);
+    umask(old);
+    struct stat st;
+    assert_int_equal(stat(log_path, &st), 0);
+    mode_t log_mode = st.st_mode & 0777;
+    sleep_ms(600);
+    int periodic = access(summary_path, F_OK) == 0;
+    char rotated[160];
+    snprintf(rotated, sizeof(rotated), "%s.1", log_path);
+    assert_int_equal(rename(log_path, rotated), 0);
+    unlink(summary_path);
+    kill(srv, SIGHUP);
+    sleep_ms(300);
+    int alive = wait_exit(srv, 0.1) == -1;
+    int reopened = access(log_path, F_OK) == 0, summary_on_hup = access(summary_path, F_OK) == 0;
+    mode_t summary_mode = stat(summary_path, &st) == 0 ? st.st_mode & 0777 : 0;
+    kill(srv, SIGKILL);
+    waitpid(srv, NULL, 0);
+    nservers = 0;
+    print_message(
+        "umask 0: log mode %o, summary mode %o; periodic summary %s; after SIGHUP the server is %s, "
+        "log %s, summary %s\n",
+        (unsigned)log_mode, (unsigned)summary_mode, periodic ? "written" : "missing",
+        alive ? "alive" : "dead", reopened ? "reopened" : "not reopened",
+        summary_on_hup ? "written" : "not written");
+    assert_int_equal(log_mode, 0600);
+    assert_true(periodic);
+    assert_true(alive && reopened && summary_on_hup);
+    assert_int_equal(summary_mode, 0644);
+}
+
+/* 500 malformed connections: every line has a timestamp and a level, and
+ * the repeated message is rate-limited (0.2 logged each one). */
+static void log_lines_are_stamped_and_every_repeated_message_is_limited(void **state) {
+    (void)state;
+    pid_t srv = start_server(NULL);
+    for (int i = 0; i < 500; i++) {
+        int fd = try_connect(sock_path);
+        if (fd < 0)
+            continue;
+        send_all(fd, "NOPE-NOPE-NOPE", 14);
+        uint8_t b[256];
+        read_some(fd, b, sizeof(b), 1);
+        close(fd);
+    }
+    assert_true(stop_server(srv) < 5);
+    FILE *f = fopen(log_path, "r");
+    assert_non_null(f);
+    char line[512];
+    int lines = 0, stamped = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        int y, mo, d, h, mi, s, ms;
+        char level[8];
+        lines++;
+        if (sscanf(line, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ %7s ", &y, &mo, &d, &h, &mi, &s, &ms, level) == 8 &&
+            (strcmp(level, "INFO") == 0 || strcmp(level, "WARN") == 0 || strcmp(level, "ERROR") == 0))
+            stamped++;
+    }
+    fclose(f);
+    print_message("500 malformed connections: %d log lines, %d stamped\n", lines, stamped);
+    assert_true(lines < 150);
+    assert_int_equal(stamped, lines);
+}
+
+/* ------------------------------------------------------------ 11: query client */
+
+static int run_cli(const char *const *args, double secs, double *took) {
+    double t0 = now_s();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        execv(trackd, (char *const *)args);
+        _exit(127);
+    }
+    int st = wait_exit(pid, secs);
+    if (st == -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    *took = now_s() - t0;
+    return st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* A "server" that accepts and never answers, one that answers with an
+ * endless stream, a socket path too long for sockaddr_un, and a dump past
+ * the 1 MiB frame limit. */
+static void query_commands_are_bounded_and_paths_checked(void **state) {
+    (void)state;
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    double took;
+    const char *silent[] = {trackd, "stats", "--socket", sock_path, "--timeout-ms", "500", NULL};
+    int rc = run_cli(silent, 5, &took);
+    print_message("stats against a silent server: exit %d after %.2f s\n", rc, took);
+    assert_int_equal(rc, 1);
+    assert_true(took < 3);
+    close(lfd);
+    unlink(sock_path);
+
+    char longp[200];
+    memset(longp, 'x', sizeof(longp) - 1);
+    longp[0] = '/';
+    longp[sizeof(longp) - 1] = '\0';
+    const char *too_long[] = {trackd, "--socket", longp, NULL};
+    const char *too_long_query[] = {trackd, "stats", "--socket", longp, NULL};
+    rc = run_cli(too_long, 3, &took);
+    int qrc = run_cli(too_long_query, 3, &took);
+    print_message("a %zu-byte --socket: server exit %d, stats exit %d\n", strlen(longp), rc, qrc);
+    assert_int_equal(rc, 2);
+    assert_int_equal(qrc, 2);
+
+    pid_t srv = start_server(NULL);
+    int holder = reporter();
+    send_events(holder, 1, BH_EVENT_ALLOC, 0, 0x100000, 30000, 0);
+    assert_int_equal(wait_total("live", 30000, 10), 30000);
+    char *dump = query(2, 10, &took);
+    size_t len = dump != NULL ? strlen(dump) : 0;
+    print_message("dump of 30,000 live: %zu bytes, omitted %llu\n", len,
+                  (unsigned long long)jnum(dump, "omitted"));
+    assert_non_null(dump);
+    assert_true(len <= BH_WIRE_MAX_PAYLOAD);
+    assert_true(jnum(dump, "omitted") > 0 && jnum(dump, "omitted") < 30000);
+    free(dump);
+    close(holder);
+    assert_true(stop_server(srv) < 5);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_hostile_trackd PATH-TO-bh-trackd\n");
+        return 2;
+    }
+    trackd = argv[1];
+    signal(SIGPIPE, SIG_IGN);
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(a_peer_that_never_reads_costs_no_cpu_and_no_log),
+        T(a_flooding_client_neither_starves_a_bystander_nor_grows_the_server),
+        T(memory_follows_what_is_live),
+        T(cheap_requests_do_not_scan_other_clients_data),
+        T(bogus_devices_are_bounded),
+        T(idle_connections_are_capped_refused_and_timed_out),
+        T(half_sent_frames_are_capped_and_timed_out),
+        T(limits_and_cleanup_hold_per_process_over_every_stream),
+        T(a_second_server_is_refused_and_the_exiting_one_unlinks_only_its_own),
+        T(the_default_socket_is_in_the_private_runtime_directory),
+        T(another_users_server_cannot_take_over_a_live_socket),
+        T(allowed_uids_can_connect),
+        T(log_and_summary_never_write_through_links),
+        T(files_have_fixed_modes_sighup_rotates_and_summary_is_periodic),
+        T(log_lines_are_stamped_and_every_repeated_message_is_limited),
+        T(query_commands_are_bounded_and_paths_checked),
+    };
+    return cmocka_run_group_tests_name("hostile_trackd", tests, NULL, NULL);
+}
