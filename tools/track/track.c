@@ -146,10 +146,12 @@ typedef struct stream {
     otab entries, groups;
 } stream;
 
-typedef struct stream_ref { /* a stream id */
+/* A process or stream by its id: the object lives apart, so that pointers
+ * to it survive the table's growth. */
+typedef struct obj_ref {
     okey k;
-    stream *s;
-} stream_ref;
+    void *obj;
+} obj_ref;
 
 typedef struct proc {
     uint32_t pid;
@@ -158,11 +160,6 @@ typedef struct proc {
     otab streams;
     struct proc *prev, *next; /* first-seen order */
 } proc;
-
-typedef struct proc_ref { /* a pid */
-    okey k;
-    proc *p;
-} proc_ref;
 
 typedef struct devsum { /* a device; kept once seen (bounded by BH_TRACK_MAX_DEVICES) */
     okey k;
@@ -192,7 +189,7 @@ bh_track *bh_track_new(uint64_t max_live_per_process) {
     bh_track *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
-    otab_init(&t->procs, sizeof(proc_ref));
+    otab_init(&t->procs, sizeof(obj_ref));
     otab_init(&t->devices, sizeof(devsum));
     otab_init(&t->history, sizeof(hist));
     t->history_cap = BH_TRACK_DEFAULT_HISTORY;
@@ -217,9 +214,9 @@ static void free_stream(stream *s) {
 
 static void free_proc(proc *p) {
     for (size_t i = 0; i < p->streams.cap; i++) {
-        stream_ref *r = (stream_ref *)ot_slot(&p->streams, i);
+        obj_ref *r = (obj_ref *)ot_slot(&p->streams, i);
         if (r->k.used)
-            free_stream(r->s);
+            free_stream(r->obj);
     }
     ot_free(&p->streams);
     free(p);
@@ -241,18 +238,29 @@ void bh_track_free(bh_track *t) {
 
 /* ======================== Lookups ======================== */
 
-static proc *proc_of(bh_track *t, uint32_t pid, int create) {
-    proc_ref *r = ot_find(&t->procs, pid, 0, 0);
-    if (r != NULL || !create)
-        return r != NULL ? r->p : NULL;
-    proc *p = calloc(1, sizeof(*p));
-    if (p == NULL || (r = ot_insert(&t->procs, pid, 0, 0)) == NULL) {
-        free(p);
+static void *ref_find(const otab *refs, uint64_t id) {
+    const obj_ref *r = ot_find(refs, id, 0, 0);
+    return r != NULL ? r->obj : NULL;
+}
+
+/* A new zeroed object of size bytes under id (which must be absent); NULL on ENOMEM. */
+static void *ref_new(otab *refs, uint64_t id, size_t size) {
+    void *o = calloc(1, size);
+    obj_ref *r = o != NULL ? ot_insert(refs, id, 0, 0) : NULL;
+    if (r == NULL) {
+        free(o);
         return NULL;
     }
+    r->obj = o;
+    return o;
+}
+
+static proc *proc_of(bh_track *t, uint32_t pid, int create) {
+    proc *p = ref_find(&t->procs, pid);
+    if (p != NULL || !create || (p = ref_new(&t->procs, pid, sizeof(*p))) == NULL)
+        return p;
     p->pid = pid;
-    otab_init(&p->streams, sizeof(stream_ref));
-    r->p = p;
+    otab_init(&p->streams, sizeof(obj_ref));
     p->prev = t->last;
     if (t->last != NULL)
         t->last->next = p;
@@ -263,18 +271,12 @@ static proc *proc_of(bh_track *t, uint32_t pid, int create) {
 }
 
 static stream *stream_of(proc *p, uint32_t id, int create) {
-    stream_ref *r = ot_find(&p->streams, id, 0, 0);
-    if (r != NULL || !create)
-        return r != NULL ? r->s : NULL;
-    stream *s = calloc(1, sizeof(*s));
-    if (s == NULL || (r = ot_insert(&p->streams, id, 0, 0)) == NULL) {
-        free(s);
-        return NULL;
-    }
+    stream *s = ref_find(&p->streams, id);
+    if (s != NULL || !create || (s = ref_new(&p->streams, id, sizeof(*s))) == NULL)
+        return s;
     s->id = id;
     otab_init(&s->entries, sizeof(entry));
     otab_init(&s->groups, sizeof(group));
-    r->s = s;
     return s;
 }
 
@@ -324,9 +326,9 @@ static hist *history_of(bh_track *t, uint64_t client, uint32_t device, uint64_t 
 
 /* The live entry of (client, device, address), or NULL. */
 static const entry *live_entry(const bh_track *t, uint64_t client, uint32_t device, uint64_t address) {
-    const proc_ref *r = ot_find(&t->procs, BH_TRACK_PROCESS(client), 0, 0);
-    const stream_ref *sr = r != NULL ? ot_find(&r->p->streams, BH_TRACK_STREAM(client), 0, 0) : NULL;
-    return sr != NULL ? ot_find(&sr->s->entries, address, device, 0) : NULL;
+    const proc *p = ref_find(&t->procs, BH_TRACK_PROCESS(client));
+    const stream *s = p != NULL ? ref_find(&p->streams, BH_TRACK_STREAM(client)) : NULL;
+    return s != NULL ? ot_find(&s->entries, address, device, 0) : NULL;
 }
 
 /* ======================== Live set ======================== */
@@ -500,9 +502,9 @@ uint64_t bh_track_process_gone(bh_track *t, uint32_t process,
     proc *p = proc_of(t, process, 0);
     uint64_t n = 0;
     for (size_t i = 0; p != NULL && i < p->streams.cap; i++) {
-        stream_ref *sr = (stream_ref *)ot_slot(&p->streams, i);
+        obj_ref *sr = (obj_ref *)ot_slot(&p->streams, i);
         if (sr->k.used)
-            n += drop_stream(t, p, sr->s, 1, on_leak, ctx);
+            n += drop_stream(t, p, sr->obj, 1, on_leak, ctx);
     }
     return n;
 }
@@ -515,9 +517,10 @@ void bh_track_retire_process(bh_track *t, uint32_t process, uint64_t into) {
     proc *dp = proc_of(t, BH_TRACK_PROCESS(into), 1);
     stream *ds = dp != NULL ? stream_of(dp, BH_TRACK_STREAM(into), 1) : NULL;
     for (size_t i = 0; i < p->streams.cap; i++) {
-        stream_ref *sr = (stream_ref *)ot_slot(&p->streams, i);
-        for (size_t j = 0; sr->k.used && j < sr->s->groups.cap; j++) {
-            group *g = (group *)ot_slot(&sr->s->groups, j);
+        obj_ref *sr = (obj_ref *)ot_slot(&p->streams, i);
+        const stream *st = sr->obj;
+        for (size_t j = 0; sr->k.used && j < st->groups.cap; j++) {
+            group *g = (group *)ot_slot(&st->groups, j);
             if (!g->k.used)
                 continue;
             group *d = ds != NULL ? ot_find(&ds->groups, g->k.a, 0, 0) : NULL;
@@ -539,10 +542,10 @@ int bh_track_is_live(const bh_track *t, uint64_t client, uint32_t device, uint64
 void bh_track_each_group(const bh_track *t, bh_track_group_fn fn, void *ctx) {
     for (const proc *p = t->first; p != NULL; p = p->next) {
         for (size_t i = 0; i < p->streams.cap; i++) {
-            const stream_ref *sr = (const stream_ref *)ot_slot(&p->streams, i);
+            const obj_ref *sr = (const obj_ref *)ot_slot(&p->streams, i);
             if (!sr->k.used)
                 continue;
-            const stream *s = sr->s;
+            const stream *s = sr->obj;
             for (size_t j = 0; j < s->groups.cap; j++) {
                 const group *g = (const group *)ot_slot(&s->groups, j);
                 if (g->k.used)
@@ -581,18 +584,18 @@ uint64_t bh_track_device_bytes(const bh_track *t, uint32_t device, int *seen) {
 }
 
 uint64_t bh_track_process_live(const bh_track *t, uint32_t process) {
-    const proc_ref *r = ot_find(&t->procs, process, 0, 0);
-    return r != NULL ? r->p->live : 0;
+    const proc *p = ref_find(&t->procs, process);
+    return p != NULL ? p->live : 0;
 }
 
 void bh_track_each_entry(const bh_track *t, int live_only, void (*fn)(void *ctx, const bh_track_entry *e),
                          void *ctx) {
     for (const proc *p = t->first; p != NULL; p = p->next) {
         for (size_t i = 0; i < p->streams.cap; i++) {
-            const stream_ref *sr = (const stream_ref *)ot_slot(&p->streams, i);
+            const obj_ref *sr = (const obj_ref *)ot_slot(&p->streams, i);
             if (!sr->k.used)
                 continue;
-            const stream *s = sr->s;
+            const stream *s = sr->obj;
             for (size_t j = 0; j < s->entries.cap; j++) {
                 const entry *e = (const entry *)ot_slot(&s->entries, j);
                 if (!e->k.used)
