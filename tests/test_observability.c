@@ -231,6 +231,27 @@ static void overfreer(void) {
     bh_socket_reporter_close(&c.rep);
 }
 
+/* A working client for the dashboard's picture: for three seconds it
+ * allocates ever larger L1_SMALL and TRACE buffers on devices 0..7 and frees
+ * those six steps old, so the chart climbs (no DRAM: the test reads DRAM
+ * figures). */
+static void streamer(void) {
+    client_ctx c;
+    client_open(&c, "obs-streamer");
+    for (uint64_t step = 0; step < 15; step++) {
+        for (uint32_t d = 0; d < 8; d++) {
+            uint32_t kind = d % 2 ? BH_MEM_TRACE : BH_MEM_L1_SMALL;
+            report(&c, BH_EVENT_ALLOC, BH_DOMAIN(d, kind), 0x40000000u + step * 0x100000u + d * 0x1000u,
+                   (step + 1) * (d + 1) * 4096);
+            if (step >= 6)
+                report(&c, BH_EVENT_FREE, BH_DOMAIN(d, kind),
+                       0x40000000u + (step - 6) * 0x100000u + d * 0x1000u, 0);
+        }
+        bh_socket_reporter_flush(&c.rep, 1000);
+        sleep_ms(200);
+    }
+}
+
 /* Runs fn in a child; returns once fn is done. keep: the child then stays
  * alive (holding what it reported) until teardown. */
 static void run_client(void (*fn)(void), int keep) {
@@ -723,7 +744,7 @@ static void dashboard_renders_the_clients_numbers_in_chromium(void **state) {
     }
     start_server(NULL);
     scenario();
-    sleep_ms(2500); /* a few timeline samples */
+    run_client(streamer, 1); /* three seconds of samples that move */
     char dom[160], png[200], arg[240];
     snprintf(dom, sizeof(dom), "%s/dashboard.html", outdir != NULL ? outdir : dir);
     snprintf(png, sizeof(png), "%s/dashboard.png", outdir != NULL ? outdir : dir);
