@@ -354,7 +354,7 @@ int destroy_with_live_handle(bufhandle::on_live_handles mode, std::string &err) 
         std::optional<bufhandle::handle> live;
         {
             bufhandle::registry reg(cfg, mode);
-            live = reg.alloc(4, 1 << 20);
+            live = reg.alloc(BH_DOMAIN(4, BH_MEM_DRAM), 1 << 20);
         } // the bug: the registry goes first
         std::fflush(stderr);
         // The leaked registry still works: the handle's last release frees,
@@ -381,11 +381,14 @@ void registry_destroyed_with_live_handles_says_so(void **) {
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_non_null(std::strstr(err.c_str(), "destroyed with 1 live allocation (1048576 bytes)"));
     assert_non_null(std::strstr(err.c_str(), "Destroy every handle before its registry"));
+    // The registry's dump names the allocation.
+    assert_non_null(std::strstr(err.c_str(), "device 4 DRAM address 0x2b6d0000 size 1048576 refs 1"));
 
     status = destroy_with_live_handle(bufhandle::on_live_handles::abort, err);
     assert_true(WIFSIGNALED(status));
     assert_int_equal(WTERMSIG(status), SIGABRT);
     assert_non_null(std::strstr(err.c_str(), "destroyed with 1 live allocation (1048576 bytes)"));
+    assert_non_null(std::strstr(err.c_str(), "device 4 DRAM address 0x2b6d0000 size 1048576 refs 1"));
     assert_non_null(std::strstr(err.c_str(), "aborting"));
 }
 

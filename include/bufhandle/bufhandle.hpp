@@ -432,15 +432,22 @@ class registry {
         }
         reg_ = nullptr; // leaked on purpose
     }
+    // What is live, then the registry's own list of it (bh_registry_dump:
+    // domain, address, size, references; with BH_CONFIG_STACKS also where each
+    // allocation and reference was made).
     void report_live(FILE *out) const noexcept {
         bh_stats s{};
         (void)bh_stats_get(reg_, &s);
-        std::fprintf(out,
-                     "bufhandle::registry %p destroyed with %" PRIu64 " live allocation%s (%" PRIu64
-                     " bytes): it is leaked so that their handles stay valid; each one's last release\n"
-                     "will still call the allocator, which must outlive the registry. Destroy every "
-                     "handle before its registry.\n",
-                     static_cast<void *>(reg_), s.live_handles, s.live_handles == 1 ? "" : "s", s.live_bytes);
+        std::fprintf(
+            out,
+            "bufhandle::registry destroyed with %" PRIu64 " live allocation%s (%" PRIu64
+            " bytes), listed below.\n"
+            "It is leaked so that their handles stay valid; the last release of each still calls the\n"
+            "allocator, which must outlive the registry. Destroy every handle before its registry.\n"
+            "(BH_DEBUG=stacks shows where each allocation was made.)\n",
+            s.live_handles, s.live_handles == 1 ? "" : "s", s.live_bytes);
+        (void)bh_registry_dump(reg_, out, 0);
+        std::fflush(out);
     }
 
     bh_registry *reg_ = nullptr;
