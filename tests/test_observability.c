@@ -168,9 +168,9 @@ static void start_server(const char *const *extra) {
     port = 0;
     for (int i = 0; i < 500 && (port == 0 || !bh_trackd_reachable(compat_path)); i++) {
         char *log = slurp(log_path);
-        const char *p = strstr(log, "(port ");
+        const char *p = strstr(log, "serving http on http://127.0.0.1:");
         if (p != NULL)
-            port = (unsigned)strtoul(p + 6, NULL, 10);
+            port = (unsigned)strtoul(p + strlen("serving http on http://127.0.0.1:"), NULL, 10);
         free(log);
         sleep_ms(10);
     }

@@ -96,6 +96,16 @@ int bh_http_parse_addr(const char *spec, bh_http_addr *out, char *err, size_t er
     return 0;
 }
 
+void bh_http_url(const bh_http_addr *addr, unsigned port, char *buf, size_t n) {
+    char host[INET6_ADDRSTRLEN] = "?";
+    const struct sockaddr *sa = (const struct sockaddr *)addr->sa;
+    if (addr->v6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, host, sizeof(host));
+    else
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, host, sizeof(host));
+    snprintf(buf, n, addr->v6 ? "http://[%s]:%u/" : "http://%s:%u/", host, port);
+}
+
 /* ======================== Requests ======================== */
 
 static enum MHD_Result queue(struct MHD_Connection *conn, int status, const char *type, void *body,

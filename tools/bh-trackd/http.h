@@ -42,6 +42,9 @@ typedef struct bh_http_addr {
 } bh_http_addr;
 int bh_http_parse_addr(const char *spec, bh_http_addr *out, char *err, size_t errlen);
 
+/* "http://HOST:PORT/" for the address as bound (port: bh_http_port). */
+void bh_http_url(const bh_http_addr *addr, unsigned port, char *buf, size_t n);
+
 /* Starts listening (no thread). log gets one line per failure. NULL on error. */
 bh_http *bh_http_open(const bh_http_addr *addr, bh_http_handler fn, void *ctx, FILE *log);
 /* The descriptor to watch for EPOLLIN in the caller's epoll (libmicrohttpd's

@@ -257,7 +257,9 @@ int td_web_open(td_server *s, void *tag) {
         return -1;
     }
     s->start_time_s = (double)unix_ms() / 1000.0;
-    td_log(s, TD_INFO, "serving http on %s (port %u)", s->http_spec, bh_http_port(s->http));
+    char url[96];
+    bh_http_url(&addr, bh_http_port(s->http), url, sizeof(url));
+    td_log(s, TD_INFO, "serving http on %s", url);
     return 0;
 }
 
