@@ -81,21 +81,45 @@ long bh__hostmem_attempts(void);
 
 /* Slot s lives in chunk c = floor(log2(s / BASE + 1)), which holds BASE << c
  * blocks: the directory stays tiny, chunks never move, and a registry never
- * holds more than twice the blocks it has needed. */
+ * holds more than twice the blocks it has needed. Chunks are aligned to a
+ * cache line and a block is a line (or a divisor of one), so no block spans
+ * two lines: a find, the reference CAS and the handle it returns cost one
+ * miss together, not two. */
 #define BH__SLAB_BASE 64u
 #define BH__SLAB_CHUNKS 19 /* enough for every 24-bit slot index */
+_Static_assert(sizeof(bh__block) <= BH__CACHE_LINE && BH__CACHE_LINE % sizeof(bh__block) == 0,
+               "a control block must not span two cache lines: keep cold or diagnostic data out of it");
 
 typedef struct bh__slab {
-    AO_t chunks[BH__SLAB_CHUNKS]; /* ATOMIC: bh__block*, published with release */
-    pthread_mutex_t lock;         /* guards next_fresh and chunk creation */
+    AO_t chunks[BH__SLAB_CHUNKS]; /* ATOMIC: bh__block*, line-aligned, published with release */
+    pthread_mutex_t lock;         /* guards next_fresh, chunk creation and raw */
     uint32_t next_fresh;          /* under lock: next never-used slot (0 reserved) */
+    void *raw[BH__SLAB_CHUNKS];   /* under lock: what bh__calloc returned for each chunk */
 } bh__slab;
 
 void bh__slab_init(bh__slab *slab);
 void bh__slab_fini(bh__slab *slab);
+
+static inline uint32_t bh__slab_chunk_of(uint32_t slot) {
+    return 63u - (uint32_t)__builtin_clzll((uint64_t)slot / BH__SLAB_BASE + 1); /* argument >= 1 */
+}
+static inline uint32_t bh__slab_chunk_first(uint32_t c) { return BH__SLAB_BASE * ((1u << c) - 1u); }
+
 /* The block of a slot, or NULL if that slot's memory never existed. Safe for
- * any 24-bit value: a forged handle reads nothing outside the slab. */
-bh__block *bh__slab_at(const bh__slab *slab, uint32_t slot);
+ * any value: a forged handle reads nothing outside the slab. Inline: every
+ * handle operation decodes a handle, and a call plus the directory walk were
+ * a quarter of a retain/release pair's instructions. */
+static inline bh__block *bh__slab_at(const bh__slab *slab, uint32_t slot) {
+    slot &= BH__SLOT_MASK;
+    uint32_t c = bh__slab_chunk_of(slot);
+    /* Acquire pairs with the release store that published the chunk: the
+     * zeroed contents are visible before we read a block. */
+    bh__block *chunk = (bh__block *)AO_load_acquire(&slab->chunks[c]);
+    if (chunk == NULL)
+        return NULL;
+    return &chunk[slot - bh__slab_chunk_first(c)];
+}
+
 /* Hands out up to want never-used blocks, chained through next. Returns how
  * many (0 when host memory or the slot space ran out). */
 uint32_t bh__slab_take_fresh(bh__slab *slab, uint32_t want, bh__block **head);

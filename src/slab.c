@@ -15,13 +15,6 @@
 
 #include "internal.h"
 
-static uint32_t chunk_of(uint32_t slot) {
-    uint64_t q = (uint64_t)slot / BH__SLAB_BASE + 1; /* >= 1 */
-    return 63u - (uint32_t)__builtin_clzll(q);
-}
-
-static uint32_t chunk_first_slot(uint32_t c) { return BH__SLAB_BASE * ((1u << c) - 1u); }
-
 void bh__slab_init(bh__slab *slab) {
     memset(slab, 0, sizeof(*slab));
     pthread_mutex_init(&slab->lock, NULL);
@@ -30,18 +23,22 @@ void bh__slab_init(bh__slab *slab) {
 
 void bh__slab_fini(bh__slab *slab) {
     for (uint32_t c = 0; c < BH__SLAB_CHUNKS; c++)
-        bh__free((void *)AO_load(&slab->chunks[c]));
+        bh__free(slab->raw[c]);
     pthread_mutex_destroy(&slab->lock);
 }
 
-bh__block *bh__slab_at(const bh__slab *slab, uint32_t slot) {
-    uint32_t c = chunk_of(slot & BH__SLOT_MASK);
-    /* Acquire pairs with the release store that published the chunk: the
-     * calloc'ed (zeroed) contents are visible before we read a block. */
-    bh__block *chunk = (bh__block *)AO_load_acquire(&slab->chunks[c]);
-    if (chunk == NULL)
+/* A zeroed chunk of n blocks starting on a cache line. One block more than
+ * needed absorbs the alignment: calloc (unlike an aligned allocation plus
+ * memset) leaves large chunks as untouched zero pages, so a chunk costs
+ * resident memory only as its blocks are used. */
+static bh__block *chunk_new(bh__slab *slab, uint32_t c) {
+    size_t n = (size_t)BH__SLAB_BASE << c;
+    void *raw = bh__calloc(n + 1, sizeof(bh__block));
+    if (raw == NULL)
         return NULL;
-    return &chunk[(slot & BH__SLOT_MASK) - chunk_first_slot(c)];
+    slab->raw[c] = raw;
+    uintptr_t line = BH__CACHE_LINE;
+    return (bh__block *)(((uintptr_t)raw + line - 1) & ~(line - 1));
 }
 
 uint32_t bh__slab_take_fresh(bh__slab *slab, uint32_t want, bh__block **head) {
@@ -50,17 +47,17 @@ uint32_t bh__slab_take_fresh(bh__slab *slab, uint32_t want, bh__block **head) {
     pthread_mutex_lock(&slab->lock);
     while (got < want && slab->next_fresh <= BH__SLOT_MASK) {
         uint32_t slot = slab->next_fresh;
-        uint32_t c = chunk_of(slot);
+        uint32_t c = bh__slab_chunk_of(slot);
         bh__block *chunk = (bh__block *)AO_load(&slab->chunks[c]); /* under lock */
         if (chunk == NULL) {
-            chunk = bh__calloc((size_t)BH__SLAB_BASE << c, sizeof(bh__block));
+            chunk = chunk_new(slab, c);
             if (chunk == NULL)
                 break;
             /* Release: a handle check that finds this pointer must also see the
              * zeroed blocks (generation 0, refs 0: every guess is stale). */
             AO_store_release(&slab->chunks[c], (AO_t)chunk);
         }
-        bh__block *b = &chunk[slot - chunk_first_slot(c)];
+        bh__block *b = &chunk[slot - bh__slab_chunk_first(c)];
         b->slot = slot;
         b->next = *head;
         *head = b;

@@ -34,6 +34,8 @@ static void slab_slots_map_to_distinct_stable_blocks(void **state) {
         for (bh__block *b = head; b != NULL; b = b->next) {
             assert_true(b->slot >= 1 && b->slot <= N + 100);
             assert_ptr_equal(bh__slab_at(&slab, b->slot), b);
+            /* No block spans two cache lines (one miss per block). */
+            assert_int_equal((uintptr_t)b % sizeof(bh__block), 0);
             if (b->slot <= N) {
                 assert_null(seen[b->slot]);
                 seen[b->slot] = b;

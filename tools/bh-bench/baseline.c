@@ -44,31 +44,27 @@ struct base_hash {
     pthread_mutex_t lock;
     hash_entry *e;
     size_t mask, count;
-    unsigned shift; /* 64 - log2(capacity) */
 };
 
-/* Fibonacci hashing: one multiply, the top bits index the table. Cheaper
- * than bufhandle's murmur3 finaliser and as good on page-aligned addresses
- * (consecutive keys land far apart), so the baseline is not handicapped. */
+/* The splitmix64 finaliser (a strong mixer, independent of bufhandle's), low
+ * bits index the table. */
 static size_t slot_of(const base_hash *m, uint32_t device, uint64_t address) {
-    uint64_t h = (address ^ ((uint64_t)device << 40)) * 0x9e3779b97f4a7c15ull;
-    return (size_t)(h >> m->shift);
+    uint64_t x = address + ((uint64_t)device << 40);
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return (size_t)(x ^ (x >> 31)) & m->mask;
 }
 
 base_hash *base_hash_create(size_t expect) {
     base_hash *m = calloc(1, sizeof(*m));
     size_t cap = 16;
-    unsigned shift = 60;
-    while (cap < 2 * expect) {
+    while (cap < 2 * expect)
         cap *= 2;
-        shift--;
-    }
     if (m == NULL || (m->e = calloc(cap, sizeof(hash_entry))) == NULL) {
         free(m);
         return NULL;
     }
     m->mask = cap - 1;
-    m->shift = shift;
     pthread_mutex_init(&m->lock, NULL);
     return m;
 }
@@ -96,7 +92,6 @@ static void hash_grow(base_hash *m) {
         return;
     m->e = e;
     m->mask = 2 * old_cap - 1;
-    m->shift--;
     for (size_t i = 0; i < old_cap; i++)
         if (old[i].refs != 0)
             m->e[hash_find(m, old[i].device, old[i].address)] = old[i];
