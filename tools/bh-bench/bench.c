@@ -38,12 +38,15 @@
 /* The registry flags whose cost is measured, one line each; the first is
  * the default configuration every other line is compared with. Flags that
  * turn a default check off and flags that turn a diagnostic on both belong
- * here. */
+ * here (a line per flag, guarded so the table follows the header). */
 static const struct {
     const char *name;
     uint32_t flags;
 } configs[] = {
     {"defaults (diagnostics off)", 0},
+#ifdef BH_CONFIG_NO_OVERLAP_CHECK
+    {"overlap check off", BH_CONFIG_NO_OVERLAP_CHECK},
+#endif
 #ifdef BH_CONFIG_DEBUG_REFS
     {"debug references on", BH_CONFIG_DEBUG_REFS},
 #endif
@@ -65,8 +68,18 @@ static const char *const impl_names[] = {"bufhandle", "global mutex + open-addre
 #define DEVICE 0u
 #define PAGE 4096u
 
+static inline uint64_t rng_next(uint64_t *s) { /* xorshift64* */
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545f4914f6cdd1dull;
+}
+
 /* n live keys (a power of two), each held by one owner reference, in one of
- * the implementations. addr[i] is key i's current address (churn moves it). */
+ * the implementations. addr[i] is key i's current address. Addresses come
+ * from 2n pages: n live, n free in spare[]; churn frees a live one and
+ * allocates a random free one, as an allocator reusing freed memory does
+ * (new keys land anywhere among the live ones, not only past them). */
 typedef struct keyset {
     enum impl impl;
     bh_registry *reg;
@@ -74,8 +87,8 @@ typedef struct keyset {
     base_tree *tree;
     size_t n;
     uint64_t *addr;
-    uint64_t *own; /* owner reference: handle bits, tree entry; unused by the hash */
-    uint64_t next_addr;
+    uint64_t *own;   /* owner reference: handle bits, tree entry; unused by the hash */
+    uint64_t *spare; /* free addresses */
 } keyset;
 
 /* A reference: a handle's bits, a tree entry; the hash releases by key. */
@@ -129,11 +142,19 @@ static void ks_init(keyset *ks, enum impl impl, uint32_t flags, size_t n) {
     ks->n = n;
     ks->addr = calloc(n, sizeof(uint64_t));
     ks->own = calloc(n, sizeof(uint64_t));
-    if (ks->addr == NULL || ks->own == NULL)
+    ks->spare = calloc(n, sizeof(uint64_t));
+    if (ks->addr == NULL || ks->own == NULL || ks->spare == NULL)
         bench_die("out of memory");
-    memset(ks->addr, 0xff, n * sizeof(uint64_t));
     memset(ks->own, 0xff, n * sizeof(uint64_t));
-    ks->next_addr = 0x10000000;
+    /* Live and free pages interleaved at random (a fixed seed: the same for
+     * every implementation). */
+    uint64_t s = 0x243f6a8885a308d3ull;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t a = 0x10000000 + 2 * i * PAGE, b = a + PAGE;
+        int swap = (int)(rng_next(&s) & 1);
+        ks->addr[i] = swap ? b : a;
+        ks->spare[i] = swap ? a : b;
+    }
     if (impl == IMPL_BH) {
         bh_config cfg;
         memset(&cfg, 0, sizeof(cfg));
@@ -150,11 +171,8 @@ static void ks_init(keyset *ks, enum impl impl, uint32_t flags, size_t n) {
 }
 
 static void ks_populate(keyset *ks) {
-    for (size_t i = 0; i < ks->n; i++) {
-        ks->addr[i] = ks->next_addr;
-        ks->next_addr += PAGE;
+    for (size_t i = 0; i < ks->n; i++)
         ks->own[i] = ks_take(ks, ks->impl, ks->addr[i], 1);
-    }
 }
 
 static void ks_create(keyset *ks, enum impl impl, uint32_t flags, size_t n) {
@@ -174,16 +192,10 @@ static void ks_destroy(keyset *ks) {
         base_tree_destroy(ks->tree);
     free(ks->addr);
     free(ks->own);
+    free(ks->spare);
 }
 
 /* ======================== Workers ======================== */
-
-static inline uint64_t rng_next(uint64_t *s) { /* xorshift64* */
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 0x2545f4914f6cdd1dull;
-}
 
 typedef enum work {
     W_PAIR,      /* retain+release of one handle (ks NULL: the counter baselines) */
@@ -192,6 +204,7 @@ typedef enum work {
     W_LOOKUP,    /* lookup of a random live key + release */
     W_INTERN,    /* intern alias of a random live key + release */
     W_MIXED,     /* 7/16 intern alias + release, 7/16 lookup + release, 1/8 churn */
+    W_CHURN,     /* churn only: the owner of a random key releases, a free address is interned */
 } work;
 
 typedef struct worker {
@@ -234,13 +247,16 @@ static inline __attribute__((always_inline)) void loop(worker *w, enum impl impl
         }
         break;
     case W_MIXED:
+    case W_CHURN:
         for (long i = 0; i < w->ops; i++) {
             uint64_t r = rng_next(&s);
             size_t k = (size_t)(r & (ks->n - 1));
-            if (((r >> 40) & 7) == 0) { /* churn: the owner lets go, a new allocation takes the key's place */
-                ks_drop(ks, impl, ks->addr[k], ks->own[k]);
-                ks->addr[k] = ks->next_addr;
-                ks->next_addr += PAGE;
+            if (w->what == W_CHURN || ((r >> 40) & 7) == 0) { /* the owner lets go, a free address is taken */
+                size_t j = (size_t)(r >> 32) & (ks->n - 1);
+                uint64_t freed = ks->addr[k];
+                ks_drop(ks, impl, freed, ks->own[k]);
+                ks->addr[k] = ks->spare[j];
+                ks->spare[j] = freed;
                 ks->own[k] = ks_take(ks, impl, ks->addr[k], 1);
             } else {
                 ks_drop(ks, impl, ks->addr[k], ks_take(ks, impl, ks->addr[k], (r >> 40) & 1));
@@ -492,12 +508,15 @@ static void section_intern(const opts *o) {
 }
 
 /* The hot path in each configuration, 1 thread, 1K live. */
-enum { CW_PAIR, CW_INTERN, CW_LOOKUP, CW_COUNT };
-static const char *const cw_names[] = {"retain+release", "intern alias+release", "lookup+release"};
+enum { CW_PAIR, CW_INTERN, CW_LOOKUP, CW_CHURN, CW_COUNT };
+static const char *const cw_names[] = {"retain+release", "intern alias+release", "lookup+release",
+                                       "last release+intern new"};
+static const char *const cw_keys[] = {"retain_release", "intern_alias_release", "lookup_release",
+                                      "last_release_intern_new"};
 static double config_ns[NCONFIGS][CW_COUNT];
 
 static void section_configs(const opts *o) {
-    static const work works[] = {W_PAIR, W_INTERN, W_LOOKUP};
+    static const work works[] = {W_PAIR, W_INTERN, W_LOOKUP, W_CHURN};
     double v[NCONFIGS][CW_COUNT][MAX_REPS];
     keyset ks[NCONFIGS];
     for (int c = 0; c < NCONFIGS; c++)
@@ -612,11 +631,7 @@ static void print_json(const opts *o, const char *cpu, const report_cost *rc) {
     for (int c = 0; c < NCONFIGS && config_ns[0][0] > 0; c++) {
         printf("%s{\"name\":\"%s\",\"flags\":%" PRIu32, c ? "," : "", configs[c].name, configs[c].flags);
         for (int k = 0; k < CW_COUNT; k++)
-            printf(",\"%s_ns\":%.3f",
-                   k == CW_PAIR     ? "retain_release"
-                   : k == CW_INTERN ? "intern_alias_release"
-                                    : "lookup_release",
-                   config_ns[c][k]);
+            printf(",\"%s_ns\":%.3f", cw_keys[k], config_ns[c][k]);
         printf("}");
     }
     printf("]");
