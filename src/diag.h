@@ -223,6 +223,8 @@ void bh__misuse_limiter_fini(bh__misuse_limiter *l);
 /* 1 if a report for this culprit stack may be printed now (first time for
  * its site, and within the rate limit); 0 counts it as suppressed. */
 int bh__misuse_should_report(bh__misuse_limiter *l, const bh__stack *culprit);
+/* Reports not printed so far (repeated sites, rate limit). */
+uint64_t bh__misuse_suppressed(bh__misuse_limiter *l);
 
 /* Prints a stale-release report: what the token was, where it is released
  * again, where it was taken and where it was first released. tomb NULL: the

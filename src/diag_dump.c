@@ -176,9 +176,9 @@ static void dump_text(FILE *out, bh_registry *reg, const collected *c, bh__symbo
             }
         }
     }
-    if (d != NULL && d->limiter.suppressed != 0)
-        fprintf(out, "  misuse reports suppressed (repeated sites, rate limit): %" PRIu64 "\n",
-                d->limiter.suppressed);
+    uint64_t suppressed = d != NULL ? bh__misuse_suppressed(&d->limiter) : 0;
+    if (suppressed != 0)
+        fprintf(out, "  misuse reports suppressed (repeated sites, rate limit): %" PRIu64 "\n", suppressed);
 }
 
 /* ======================== JSON ======================== */
@@ -247,7 +247,8 @@ static void dump_json(FILE *out, bh_registry *reg, const collected *c, bh__symbo
         }
         fputs("]}", out);
     }
-    fprintf(out, ",\"misuse_reports_suppressed\":%" PRIu64 "}\n", d != NULL ? d->limiter.suppressed : 0);
+    fprintf(out, ",\"misuse_reports_suppressed\":%" PRIu64 "}\n",
+            d != NULL ? bh__misuse_suppressed(&d->limiter) : 0);
 }
 
 /* ======================== bh_registry_dump ======================== */

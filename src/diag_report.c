@@ -56,6 +56,13 @@ int bh__misuse_should_report(bh__misuse_limiter *l, const bh__stack *culprit) {
     return ok;
 }
 
+uint64_t bh__misuse_suppressed(bh__misuse_limiter *l) {
+    pthread_mutex_lock(&l->lock);
+    uint64_t n = l->suppressed;
+    pthread_mutex_unlock(&l->lock);
+    return n;
+}
+
 void bh__misuse_print(FILE *out, bh_handle token, const bh__token_info *tomb, const bh__stack *culprit,
                       int stacks_on) {
     bh__symbolizer *sym = bh__symbolizer_open();

@@ -26,6 +26,16 @@
 #else
 #define RUNNING_ON_VALGRIND 0
 #endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
 
 #include "diag.h"
 
@@ -43,8 +53,10 @@ static pthread_once_t unwinder_once = PTHREAD_ONCE_INIT;
 static void load_unwinder(void) {
     unwinder = backtrace;
     /* libunwind probes addresses with write(2) on a pipe, which memcheck
-     * reports as a bad syscall parameter: under valgrind, speed matters less. */
-    if (getenv("BH_NO_LIBUNWIND") != NULL || RUNNING_ON_VALGRIND)
+     * reports as a bad syscall parameter, and its per-thread destructor runs
+     * after ThreadSanitizer has torn the thread down: under a checker, speed
+     * matters less. */
+    if (getenv("BH_NO_LIBUNWIND") != NULL || RUNNING_ON_VALGRIND || SANITIZED)
         return;
     void *lib = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
     void *fn = lib != NULL ? dlsym(lib, "unw_backtrace") : NULL;

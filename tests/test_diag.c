@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,7 +52,8 @@ static void ta_free(void *ctx, uint32_t device, uint64_t address, uint64_t size)
     (void)device;
     (void)address;
     (void)size;
-    ((test_alloc *)ctx)->frees++;
+    /* Atomic: the threads test frees from several threads. */
+    __atomic_fetch_add(&((test_alloc *)ctx)->frees, 1, __ATOMIC_RELAXED);
 }
 
 static bh_registry *make(test_alloc *a, uint32_t flags) {
@@ -413,6 +415,66 @@ static void history_counts_every_event_per_address_and_ranks_the_worst(void **st
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
 }
 
+/* ======================== Threads ======================== */
+
+typedef struct worker {
+    bh_registry *reg;
+    bh_handle shared;
+    int rounds;
+} worker;
+
+static void *dup_and_release(void *arg) {
+    worker *w = arg;
+    for (int i = 0; i < w->rounds; i++) {
+        bh_handle mine, own;
+        if (bh_dup(w->reg, w->shared, &mine) != BH_OK || bh_retain(w->reg, mine) != BH_OK ||
+            bh_intern(w->reg, 3, 0x20000 + (uint64_t)(i % 4) * 0x1000, 64, &own) != BH_OK)
+            return (void *)1;
+        if (bh_release(w->reg, mine) != BH_OK || bh_release(w->reg, mine) != BH_OK ||
+            bh_release(w->reg, own) != BH_OK)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void tokens_history_and_stacks_hold_up_under_threads(void **state) {
+    (void)state;
+    test_alloc a;
+    bh_registry *reg = make(&a, BH_CONFIG_DEBUG_REFS | BH_CONFIG_HISTORY | BH_CONFIG_STACKS);
+    bh_handle shared;
+    assert_int_equal(bh_alloc(reg, 3, 4096, &shared), BH_OK);
+    enum { THREADS = 4 };
+    pthread_t t[THREADS];
+    worker w = {reg, shared, 300};
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, dup_and_release, &w), 0);
+    for (int i = 0; i < THREADS; i++) {
+        void *rc;
+        assert_int_equal(pthread_join(t[i], &rc), 0);
+        assert_null(rc);
+    }
+    bh_info info;
+    assert_int_equal(bh_info_get(reg, shared, &info), BH_OK);
+    assert_int_equal(info.refs, 1);
+    char *js = dump_of(reg, BH_DUMP_JSON);
+    json *j = json_parse(js);
+    assert_non_null(j);
+    assert_int_equal(json_get(j, "live_allocations")->integer, 1);
+    const json *top = json_get(json_get(j, "history"), "top");
+    uint64_t releases = 0, frees = 0;
+    for (size_t i = 0; i < top->count; i++) {
+        releases += json_get(json_at(top, i), "releases")->integer;
+        frees += json_get(json_at(top, i), "frees")->integer;
+    }
+    assert_int_equal(releases, THREADS * 300 * 3);
+    json_free(j);
+    free(js);
+    assert_int_equal(bh_release(reg, shared), BH_OK); /* the shared allocation's own free */
+    /* Every free the allocator saw is in the history, and nothing else. */
+    assert_int_equal((uint64_t)a.frees, frees + 1);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+}
+
 /* ======================== Leak report ======================== */
 
 static void leak_report_at_exit_prints_live_allocations(void **state) {
@@ -467,6 +529,7 @@ int main(void) {
         cmocka_unit_test(a_stack_names_the_function_that_created_a_leaked_reference),
         cmocka_unit_test_setup_teardown(history_counts_every_event_per_address_and_ranks_the_worst,
                                         sink_setup, sink_teardown),
+        cmocka_unit_test(tokens_history_and_stacks_hold_up_under_threads),
         cmocka_unit_test(leak_report_at_exit_prints_live_allocations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
