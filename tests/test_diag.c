@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -427,8 +428,13 @@ static void *dup_and_release(void *arg) {
     worker *w = arg;
     for (int i = 0; i < w->rounds; i++) {
         bh_handle mine, own;
-        if (bh_dup(w->reg, w->shared, &mine) != BH_OK || bh_retain(w->reg, mine) != BH_OK ||
-            bh_intern(w->reg, 3, 0x20000 + (uint64_t)(i % 4) * 0x1000, 64, &own) != BH_OK)
+        if (bh_dup(w->reg, w->shared, &mine) != BH_OK || bh_retain(w->reg, mine) != BH_OK)
+            return (void *)1;
+        bh_status st;
+        /* BH_EBUSY: another thread is freeing that address right now. */
+        while ((st = bh_intern(w->reg, 3, 0x20000 + (uint64_t)(i % 4) * 0x1000, 64, &own)) == BH_EBUSY)
+            sched_yield();
+        if (st != BH_OK)
             return (void *)1;
         if (bh_release(w->reg, mine) != BH_OK || bh_release(w->reg, mine) != BH_OK ||
             bh_release(w->reg, own) != BH_OK)
