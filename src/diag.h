@@ -260,7 +260,13 @@ typedef struct bh__diag {
 /* The core operations the diagnostics wrap (registry.c): what the public
  * functions do when diagnostics are off. born / freed (may be NULL) say
  * whether a block was created / the last reference dropped. */
-typedef enum bh__acq_op { BH__ACQ_ALLOC, BH__ACQ_ADOPT, BH__ACQ_INTERN, BH__ACQ_LOOKUP } bh__acq_op;
+typedef enum bh__acq_op {
+    BH__ACQ_ALLOC,
+    BH__ACQ_ADOPT,
+    BH__ACQ_INTERN,
+    BH__ACQ_LOOKUP,
+    BH__ACQ_LOOKUP_CONTAINING
+} bh__acq_op;
 typedef struct bh__acq {
     bh__acq_op op;
     uint32_t device;

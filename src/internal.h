@@ -55,15 +55,18 @@ enum { BH__PHASE_LIVE = 0, BH__PHASE_FREEING = 1 };
 
 typedef struct bh__block bh__block;
 struct bh__block {
-    AO_t word;       /* ATOMIC: gen << 32 | refs; refs 0 = dying or free */
-    AO_t device;     /* ATOMIC: written (release) before the block is published */
-    AO_t address;    /* ATOMIC: same; read (acquire) by seqlock-style snapshots */
-    AO_t size;       /* ATOMIC: same */
-    AO_t seq;        /* ATOMIC: creation sequence number, same protocol */
-    AO_t phase;      /* ATOMIC: BH__PHASE_*; release by the freeing thread */
-    bh__block *next; /* under shard->lock: hash chain, or the shard's free list */
-    uint32_t slot;   /* immutable once the slot is handed out */
-    uint8_t linked;  /* under shard->lock: 1 while in a hash chain */
+    AO_t word;           /* ATOMIC: gen << 32 | refs; refs 0 = dying or free */
+    AO_t device;         /* ATOMIC: written (release) before the block is published */
+    AO_t address;        /* ATOMIC: same; read (acquire) by seqlock-style snapshots */
+    AO_t size;           /* ATOMIC: same */
+    AO_t seq;            /* ATOMIC: creation sequence number, same protocol */
+    AO_t phase;          /* ATOMIC: BH__PHASE_*; release by the freeing thread */
+    bh__block *next;     /* under shard->lock: hash chain, or the shard's free list */
+    bh__block *rlink[2]; /* under the range stripe's lock: treap children (range.c) */
+    uint32_t slot;       /* immutable once the slot is handed out */
+    uint32_t rprio;      /* under the range stripe's lock: treap priority */
+    uint8_t linked;      /* under shard->lock: 1 while in a hash chain */
+    uint8_t ranged;      /* under the range stripe's lock: 1 while in the range index */
 };
 
 /* ======================== Host memory (hostmem.c) ======================== */
@@ -144,6 +147,36 @@ bh__block *bh__shard_find(const bh__shard *shard, uint64_t hash, uint32_t device
 void bh__shard_link(bh__shard *shard, uint64_t hash, bh__block *b);
 void bh__shard_unlink(bh__shard *shard, uint64_t hash, bh__block *b);
 
+/* ======================== Range index (range.c) ======================== */
+
+/* Ranges of live blocks (and of dying ones whose free has not started), per
+ * domain, for overlap checks and bh_lookup_containing. Lock order: a table
+ * shard's lock, then a range stripe's lock, then the slab's; never the
+ * other way round. */
+#define BH__RANGE_STRIPES 16 /* power of two */
+typedef struct bh__range_stripe {
+    _Alignas(BH__CACHE_LINE) pthread_mutex_t lock;
+    bh__block *root; /* under lock: treap of this stripe's domains' ranges */
+} bh__range_stripe;
+
+typedef struct bh__ranges {
+    bh__range_stripe stripes[BH__RANGE_STRIPES];
+    uint32_t seed; /* immutable: mixed into treap priorities */
+} bh__ranges;
+
+void bh__ranges_init(bh__ranges *r, uint32_t seed);
+void bh__ranges_fini(bh__ranges *r);
+/* The stripe holding every range of a domain. */
+bh__range_stripe *bh__range_stripe_of(bh__ranges *r, uint32_t device);
+/* All under stripe->lock. The block whose range contains address, or NULL. */
+bh__block *bh__range_containing(const bh__range_stripe *s, uint32_t device, uint64_t address);
+/* An indexed block whose range meets [address, address + size), or NULL. */
+bh__block *bh__range_overlap(const bh__range_stripe *s, uint32_t device, uint64_t address, uint64_t size);
+/* Indexes a published block (its key and size are set); no-op removal of a
+ * block that is not indexed. */
+void bh__range_insert(bh__ranges *r, bh__range_stripe *s, bh__block *b);
+void bh__range_remove(bh__range_stripe *s, bh__block *b);
+
 /* ======================== Stats (stats.c) ======================== */
 
 enum bh__counter {
@@ -162,6 +195,7 @@ enum bh__counter {
     BH__C_SLOTS_RETIRED,
     BH__C_REPORTS,
     BH__C_ADOPTS,
+    BH__C_OVERLAPS,
     BH__C_COUNT
 };
 
@@ -219,6 +253,7 @@ int bh__is_log_reporter(const bh_reporter *rep);
 
 struct bh_registry {
     bh__shard shards[BH__SHARDS];
+    bh__ranges ranges; /* unused with BH_CONFIG_NO_OVERLAP_CHECK */
     bh__slab slab;
     bh__stats stats;
     bh_allocator allocator;

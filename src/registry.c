@@ -100,7 +100,9 @@ static bh_status ref_get(const bh_registry *reg, bh__block *b, uint32_t gen) {
     }
 }
 
-/* Gen of a linked block. Stable while the caller holds the key's shard lock. */
+/* Gen of a linked (or range-indexed) block. Stable while the caller holds the
+ * key's shard lock (or the domain's range stripe lock): retirement takes both
+ * in turn. Relaxed: the caller's lock orders it. */
 static uint32_t linked_gen(const bh__block *b) { return bh__word_gen(AO_load(&b->word)); }
 
 static bh_handle handle_of(const bh_registry *reg, const bh__block *b, uint32_t gen) {
@@ -157,13 +159,77 @@ static bh_handle publish(bh_registry *reg, bh__shard *shard, uint64_t hash, bh__
     return handle_of(reg, b, gen);
 }
 
+/* Who is creating a block: decides what an overlapping range means. */
+enum creator { BY_ALLOC, BY_ADOPT, BY_INTERN };
+
+/* The answer to a new range that meets the indexed range of block o (another
+ * key, same domain). For bh_alloc any overlap is the allocator's bug, as an
+ * exact hit is. For bh_adopt and bh_intern a live o is BH_EOVERLAP (an
+ * interior address must never become a second owner); a dying o whose free
+ * has not started yet is a conflict for bh_adopt (the caller claims memory not
+ * yet given back) and BH_EBUSY for bh_intern, as for an exact hit. The refs
+ * read is a snapshot: the answer holds at that instant (relaxed: it only
+ * chooses an error code; o stays indexed, so its key is stable, while the
+ * caller holds the stripe lock). */
+static bh_status overlap_answer(bh_registry *reg, enum creator who, const bh__block *o) {
+    int live = bh__word_refs(AO_load(&o->word)) != 0;
+    if (who == BY_ALLOC || (who == BY_ADOPT && !live)) {
+        bh__count(&reg->stats, BH__C_CONFLICTS);
+        return BH_EEXIST;
+    }
+    if (!live) {
+        bh__count(&reg->stats, BH__C_BUSY);
+        return BH_EBUSY;
+    }
+    bh__count(&reg->stats, BH__C_OVERLAPS);
+    return BH_EOVERLAP;
+}
+
+/* Creates, publishes and indexes the block of a key that has no linked block
+ * (or only one whose free has started, which the caller unlinks afterwards).
+ * Under shard->lock. The overlap check and the range insertion are one step
+ * under the domain's range stripe lock, so two overlapping keys created at
+ * once on different shards cannot both pass. Every check that can refuse
+ * comes before taking a block (which may need host memory): BH_ENOMEM means
+ * the range was free.
+ * Returns BH_OK, BH_ENOMEM, or overlap_answer()'s code. */
+static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *shard, uint64_t hash,
+                              uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
+    bh__range_stripe *rs = NULL;
+    if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
+        rs = bh__range_stripe_of(&reg->ranges, device);
+        pthread_mutex_lock(&rs->lock);
+        bh__block *o = bh__range_overlap(rs, device, address, size);
+        if (o != NULL) {
+            bh_status st = overlap_answer(reg, who, o);
+            pthread_mutex_unlock(&rs->lock);
+            return st;
+        }
+    }
+    bh__block *nb = take_block(reg, shard);
+    if (nb == NULL) {
+        if (rs != NULL)
+            pthread_mutex_unlock(&rs->lock);
+        return BH_ENOMEM;
+    }
+    *out = publish(reg, shard, hash, nb, device, address, size);
+    if (rs != NULL) {
+        bh__range_insert(&reg->ranges, rs, nb);
+        pthread_mutex_unlock(&rs->lock);
+    }
+    return BH_OK;
+}
+
 /* A new block for an address the caller owns from now on: bh_alloc's after the
  * allocator answered, bh_adopt's. The live-bytes reservation is the caller's.
  * Every check that can refuse the address comes before anything that can run
  * out of host memory, so a caller that gets BH_ENOMEM knows the address was
- * not live and may give it back to the allocator.
- * Returns BH_OK, BH_EEXIST (conflict counted), BH_ENOMEM. */
-static bh_status claim(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
+ * neither live nor overlapping a live range, and may give it back to the
+ * allocator.
+ * Returns BH_OK, BH_EEXIST (conflict counted), BH_ENOMEM, and for bh_adopt
+ * BH_EOVERLAP. */
+static bh_status claim(bh_registry *reg, enum creator who, uint32_t device, uint64_t address, uint64_t size,
+                       bh_handle *out) {
     uint64_t hash = bh__key_hash(device, address);
     bh__shard *shard = shard_for(reg, hash);
     pthread_mutex_lock(&shard->lock);
@@ -174,19 +240,15 @@ static bh_status claim(bh_registry *reg, uint32_t device, uint64_t address, uint
         bh__count(&reg->stats, BH__C_CONFLICTS);
         return BH_EEXIST;
     }
-    bh__block *nb = take_block(reg, shard);
-    if (nb == NULL) {
-        pthread_mutex_unlock(&shard->lock);
-        return BH_ENOMEM;
-    }
-    if (old != NULL) {
-        /* Its free has started; its releaser retires it without unlinking. */
+    bh_status st = create_block(reg, who, shard, hash, device, address, size, out);
+    if (st == BH_OK && old != NULL) {
+        /* Its free has started; its releaser retires it without unlinking.
+         * (Its range left the index before its free started.) */
         bh__shard_unlink(shard, hash, old);
         bh__count(&reg->stats, BH__C_TAKEOVERS);
     }
-    *out = publish(reg, shard, hash, nb, device, address, size);
     pthread_mutex_unlock(&shard->lock);
-    return BH_OK;
+    return st;
 }
 
 /* Called by the thread whose release took refs from 1 to 0. */
@@ -201,6 +263,16 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
     bh__shard *shard = shard_for(reg, hash);
 
     report(reg, BH_EVENT_FREE, device, address, size);
+    /* The range leaves the index before the free: from the moment the
+     * allocator may hand [address, address + size) out again, a new block
+     * there or anywhere in it is not an overlap. Until here, an interior
+     * bh_intern saw this dying block and answered BH_EBUSY. */
+    if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
+        bh__range_stripe *rs = bh__range_stripe_of(&reg->ranges, device);
+        pthread_mutex_lock(&rs->lock);
+        bh__range_remove(rs, b);
+        pthread_mutex_unlock(&rs->lock);
+    }
     /* Release: pairs with the acquire in may_take_over(). A bh_alloc that sees
      * FREEING also sees that the FREE report above was made, so its ALLOC of
      * the same address is reported after this FREE. */
@@ -292,8 +364,8 @@ static void close_owned_reporter(bh_registry *reg) {
 bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
     if (out == NULL)
         return BH_EINVAL;
-    if (cfg != NULL &&
-        (cfg->flags & ~(uint32_t)(BH_CONFIG_NO_ENV | BH_CONFIG_ALLOC_EX | BH__DIAG_ROUTE)) != 0)
+    if (cfg != NULL && (cfg->flags & ~(uint32_t)(BH_CONFIG_NO_ENV | BH_CONFIG_ALLOC_EX |
+                                                 BH_CONFIG_NO_OVERLAP_CHECK | BH__DIAG_ROUTE)) != 0)
         return BH_EINVAL;
     if (cfg != NULL && (cfg->flags & BH_CONFIG_ALLOC_EX) && cfg->alloc_ex == NULL)
         return BH_EINVAL;
@@ -322,11 +394,13 @@ bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
     AO_t made = AO_fetch_and_add1(&registries_made);
     reg->tag = (uint32_t)(made % 255u) + 1u;
     reg->gen_salt = generation_salt(reg, made);
+    bh__ranges_init(&reg->ranges, reg->gen_salt * 0x9e3779b9u);
     reg->refs_max = UINT32_MAX;
     if (bh__diag_attach(reg, reg->flags) != BH_OK) {
         close_owned_reporter(reg);
         for (unsigned i = 0; i < BH__SHARDS; i++)
             bh__shard_fini(&reg->shards[i]);
+        bh__ranges_fini(&reg->ranges);
         bh__slab_fini(&reg->slab);
         bh__free(reg);
         return BH_ENOMEM;
@@ -346,6 +420,7 @@ bh_status bh_registry_destroy(bh_registry *reg) {
     close_owned_reporter(reg); /* flushes what is queued */
     for (unsigned i = 0; i < BH__SHARDS; i++)
         bh__shard_fini(&reg->shards[i]);
+    bh__ranges_fini(&reg->ranges);
     bh__slab_fini(&reg->slab);
     bh__free(reg);
     return BH_OK;
@@ -375,7 +450,7 @@ static bh_status alloc_block(bh_registry *reg, uint32_t device, uint64_t size, v
         return BH_EALLOC;
     }
     bh_handle h;
-    bh_status st = claim(reg, device, address, size, &h);
+    bh_status st = claim(reg, BY_ALLOC, device, address, size, &h);
     if (st != BH_OK) {
         bh__live_unreserve(&reg->stats, size);
         /* BH_ENOMEM: claim() checked first that the address is not live, so
@@ -399,7 +474,7 @@ static bh_status adopt_block(bh_registry *reg, uint32_t device, uint64_t address
     if (bh__live_reserve(&reg->stats, size) != 0)
         return BH_EINVAL;
     bh_handle h;
-    bh_status st = claim(reg, device, address, size, &h);
+    bh_status st = claim(reg, BY_ADOPT, device, address, size, &h);
     if (st != BH_OK) {
         bh__live_unreserve(&reg->stats, size);
         return st;
@@ -441,14 +516,13 @@ static bh_status intern_block(bh_registry *reg, uint32_t device, uint64_t addres
         pthread_mutex_unlock(&shard->lock);
         return BH_EINVAL;
     }
-    bh__block *nb = take_block(reg, shard);
-    if (nb == NULL) {
-        pthread_mutex_unlock(&shard->lock);
-        bh__live_unreserve(&reg->stats, size);
-        return BH_ENOMEM;
-    }
-    bh_handle h = publish(reg, shard, hash, nb, device, address, size);
+    bh_handle h;
+    bh_status st = create_block(reg, BY_INTERN, shard, hash, device, address, size, &h);
     pthread_mutex_unlock(&shard->lock);
+    if (st != BH_OK) {
+        bh__live_unreserve(&reg->stats, size);
+        return st;
+    }
 
     bh__live_born(&reg->stats);
     bh__count(&reg->stats, BH__C_INTERNS_NEW);
@@ -459,29 +533,49 @@ static bh_status intern_block(bh_registry *reg, uint32_t device, uint64_t addres
     return BH_OK;
 }
 
+/* Takes a reference to b (found under a lock that keeps its generation
+ * stable: its shard's, or its range stripe's) for a lookup. A dying block is a
+ * miss, as if it were gone already. Returns BH_OK (*out set), BH_ENOTFOUND
+ * (b NULL or dying), BH_EOVERFLOW. */
+static bh_status lookup_get(bh_registry *reg, bh__block *b, bh_handle *out) {
+    if (b == NULL)
+        return BH_ENOTFOUND;
+    uint32_t gen = linked_gen(b);
+    bh_status st = ref_get(reg, b, gen);
+    if (st == BH_OK)
+        *out = handle_of(reg, b, gen);
+    return st == BH_ESTALE ? BH_ENOTFOUND : st;
+}
+
+static bh_status count_lookup(bh_registry *reg, bh_status st) {
+    if (st == BH_OK)
+        bh__count(&reg->stats, BH__C_LOOKUPS_HIT);
+    else if (st == BH_ENOTFOUND)
+        bh__count(&reg->stats, BH__C_LOOKUPS_MISS);
+    return st;
+}
+
 static bh_status lookup_block(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out) {
     if (reg == NULL || out == NULL)
         return BH_EINVAL;
     uint64_t hash = bh__key_hash(device, address);
     bh__shard *shard = shard_for(reg, hash);
     pthread_mutex_lock(&shard->lock);
-    bh__block *b = bh__shard_find(shard, hash, device, address);
-    bh_status st = BH_ENOTFOUND;
-    uint32_t gen = 0;
-    if (b != NULL) {
-        gen = linked_gen(b);
-        st = ref_get(reg, b, gen);
-        if (st == BH_ESTALE) /* dying: lookups miss from the moment refs hit 0 */
-            st = BH_ENOTFOUND;
-    }
+    bh_status st = lookup_get(reg, bh__shard_find(shard, hash, device, address), out);
     pthread_mutex_unlock(&shard->lock);
-    if (st == BH_OK) {
-        bh__count(&reg->stats, BH__C_LOOKUPS_HIT);
-        *out = handle_of(reg, b, gen);
-    } else if (st == BH_ENOTFOUND) {
-        bh__count(&reg->stats, BH__C_LOOKUPS_MISS);
-    }
-    return st;
+    return count_lookup(reg, st);
+}
+
+static bh_status containing_block(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out) {
+    if (reg == NULL || out == NULL || (reg->flags & BH_CONFIG_NO_OVERLAP_CHECK))
+        return BH_EINVAL;
+    bh__range_stripe *rs = bh__range_stripe_of(&reg->ranges, device);
+    /* Indexed blocks are not retired (retirement follows their removal from
+     * the index, under this lock), so their generation is stable here. */
+    pthread_mutex_lock(&rs->lock);
+    bh_status st = lookup_get(reg, bh__range_containing(rs, device, address), out);
+    pthread_mutex_unlock(&rs->lock);
+    return count_lookup(reg, st);
 }
 
 /* ======================== References ======================== */
@@ -616,6 +710,12 @@ bh_status bh_lookup(bh_registry *reg, uint32_t device, uint64_t address, bh_hand
     return lookup_block(reg, device, address, out);
 }
 
+bh_status bh_lookup_containing(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out) {
+    if (ROUTED(reg) && out != NULL && !(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK))
+        return routed_acquire(reg, BH__ACQ_LOOKUP_CONTAINING, device, address, 0, NULL, out);
+    return containing_block(reg, device, address, out);
+}
+
 bh_status bh_retain(bh_registry *reg, bh_handle h) {
     if (ROUTED(reg))
         return bh__diag_retain(reg, h);
@@ -647,6 +747,8 @@ bh_status bh__core_acquire(bh_registry *reg, const bh__acq *a, bh_handle *out, i
         return intern_block(reg, a->device, a->address, a->size, out, born);
     case BH__ACQ_LOOKUP:
         return lookup_block(reg, a->device, a->address, out);
+    case BH__ACQ_LOOKUP_CONTAINING:
+        return containing_block(reg, a->device, a->address, out);
     }
     return BH_EINVAL;
 }

@@ -96,4 +96,5 @@ void bh__stats_sum(const bh__stats *st, bh_stats *out) {
     out->slots_retired = sum[BH__C_SLOTS_RETIRED];
     out->reports = sum[BH__C_REPORTS];
     out->adopts = sum[BH__C_ADOPTS];
+    out->overlaps = sum[BH__C_OVERLAPS];
 }

@@ -394,6 +394,135 @@ static void ranges_past_2_64_and_live_bytes_overflow_are_einval(void **state) {
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
 }
 
+/* ------------------------------------------------------------ overlaps */
+
+/* The porting bug of issue 9: a buffer "at address + offset" of a live 8 KiB
+ * allocation was interned as a new owner (0.2: BH_OK, ALLOC reported, and the
+ * interior address later freed into the allocator). */
+static void intern_inside_a_live_allocation_is_eoverlap_and_changes_nothing(void **state) {
+    fixture *f = *state;
+    const uint64_t w = BASE + ALIGN; /* [w, w + 8 KiB) */
+    bh_handle whole, h = BH_HANDLE_NULL;
+    assert_int_equal(bh_intern(f->reg, 3, w, 8192, &whole), BH_OK);
+    assert_int_equal(bh_intern(f->reg, 3, w + 4096, 4096, &h), BH_EOVERLAP);     /* interior */
+    assert_int_equal(bh_intern(f->reg, 3, w + 8191, 1, &h), BH_EOVERLAP);        /* last byte */
+    assert_int_equal(bh_intern(f->reg, 3, w - 4096, 4097, &h), BH_EOVERLAP);     /* reaches its start */
+    assert_int_equal(bh_intern(f->reg, 3, w - 4096, 3 * 4096, &h), BH_EOVERLAP); /* covers it */
+    assert_int_equal(bh_adopt(f->reg, 3, w + 4096, 64, &h), BH_EOVERLAP);
+    assert_true(bh_handle_is_null(h));
+    assert_int_equal(checker_alloc_reports(f->chk), 1);
+    bh_stats s = stats_of(f->reg);
+    assert_int_equal(s.overlaps, 5);
+    assert_int_equal(s.live_handles, 1);
+    assert_int_equal(s.live_bytes, 8192);
+    bh_info info;
+    assert_int_equal(bh_info_get(f->reg, whole, &info), BH_OK);
+    assert_int_equal(info.refs, 1);
+
+    /* Neighbours that only touch it, and other domains, are separate. */
+    bh_handle before, after, other;
+    assert_int_equal(bh_intern(f->reg, 3, w - 4096, 4096, &before), BH_OK);
+    assert_int_equal(bh_intern(f->reg, 3, w + 8192, 4096, &after), BH_OK);
+    assert_int_equal(bh_alloc(f->reg, 0, 8192, &other), BH_OK); /* device 0: [BASE, BASE + 8 KiB) */
+    assert_int_equal(bh_release(f->reg, other), BH_OK);
+    assert_int_equal(bh_release(f->reg, before), BH_OK);
+    assert_int_equal(bh_release(f->reg, after), BH_OK);
+
+    /* Once the allocation is gone the interior address is free to own. */
+    assert_int_equal(bh_release(f->reg, whole), BH_OK);
+    assert_int_equal(bh_intern(f->reg, 3, w + 4096, 4096, &h), BH_OK);
+    assert_int_equal(bh_release(f->reg, h), BH_OK);
+}
+
+static void alloc_of_a_range_overlapping_a_live_allocation_is_eexist(void **state) {
+    fixture *f = *state;
+    bh_handle live, h = BH_HANDLE_NULL;
+    assert_int_equal(bh_alloc(f->reg, 0, 2 * ALIGN, &live), BH_OK); /* BASE, two slots wide */
+    checker_force_next(f->chk, BASE + ALIGN);                       /* inside it */
+    assert_int_equal(bh_alloc(f->reg, 0, 64, &h), BH_EEXIST);
+    assert_true(bh_handle_is_null(h));
+    assert_int_equal(checker_free_calls(f->chk), 0);
+    assert_int_equal(checker_alloc_reports(f->chk), 1);
+    assert_int_equal(stats_of(f->reg).conflicts, 1);
+    assert_int_equal(bh_release(f->reg, live), BH_OK);
+}
+
+static void lookup_containing_finds_the_allocation_around_an_address(void **state) {
+    fixture *f = *state;
+    bh_handle whole, h;
+    assert_int_equal(bh_lookup_containing(NULL, 3, BASE, &h), BH_EINVAL);
+    assert_int_equal(bh_lookup_containing(f->reg, 3, BASE, NULL), BH_EINVAL);
+    assert_int_equal(bh_lookup_containing(f->reg, 3, BASE, &h), BH_ENOTFOUND);
+    assert_int_equal(bh_intern(f->reg, 3, BASE, 8192, &whole), BH_OK);
+    const uint64_t inside[] = {BASE, BASE + 1, BASE + 4096, BASE + 8191};
+    for (size_t i = 0; i < sizeof(inside) / sizeof(inside[0]); i++) {
+        assert_int_equal(bh_lookup_containing(f->reg, 3, inside[i], &h), BH_OK);
+        assert_true(bh_handle_eq(h, whole));
+    }
+    const uint64_t outside[] = {BASE - 1, BASE + 8192, 0, UINT64_MAX};
+    for (size_t i = 0; i < sizeof(outside) / sizeof(outside[0]); i++)
+        assert_int_equal(bh_lookup_containing(f->reg, 3, outside[i], &h), BH_ENOTFOUND);
+    assert_int_equal(bh_lookup_containing(f->reg, 2, BASE + 4096, &h), BH_ENOTFOUND); /* other domain */
+    bh_info info;
+    assert_int_equal(bh_info_get(f->reg, whole, &info), BH_OK);
+    assert_int_equal(info.refs, 5);
+    assert_int_equal(info.address, BASE);
+    bh_stats s = stats_of(f->reg);
+    assert_int_equal(s.lookups_hit, 4);
+    assert_int_equal(s.lookups_miss, 6);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(bh_release(f->reg, whole), BH_OK);
+    assert_int_equal(checker_free_calls(f->chk), 1);
+    assert_int_equal(bh_lookup_containing(f->reg, 3, BASE + 4096, &h), BH_ENOTFOUND);
+}
+
+/* While the allocation dies: during its FREE report its range is still taken
+ * (an interior intern is BH_EBUSY, as at the exact address; lookups miss);
+ * once its free has started the range is free. */
+static void probe_interior_during_report(fixture *f, const bh_event *ev) {
+    f->on_free_report = NULL;
+    bh_handle h = BH_HANDLE_NULL;
+    f->hook_status[0] = bh_intern(f->reg, ev->device, ev->address + 4096, 64, &h);
+    f->hook_status[1] = bh_lookup_containing(f->reg, ev->device, ev->address + 4096, &h);
+}
+
+static void probe_interior_during_free(fixture *f, uint32_t device, uint64_t address) {
+    f->on_allocator_free = NULL;
+    f->hook_status[2] = bh_intern(f->reg, device, address + 4096, 64, &f->hook_handle);
+}
+
+static void a_dying_allocation_keeps_its_range_until_its_free(void **state) {
+    fixture *f = *state;
+    bh_handle whole;
+    assert_int_equal(bh_intern(f->reg, 3, BASE, 8192, &whole), BH_OK);
+    f->on_free_report = probe_interior_during_report;
+    f->on_allocator_free = probe_interior_during_free;
+    assert_int_equal(bh_release(f->reg, whole), BH_OK);
+    assert_int_equal(f->hook_status[0], BH_EBUSY);
+    assert_int_equal(f->hook_status[1], BH_ENOTFOUND);
+    assert_int_equal(f->hook_status[2], BH_OK);
+    assert_int_equal(bh_release(f->reg, f->hook_handle), BH_OK);
+    assert_int_equal(checker_free_calls(f->chk), 2);
+}
+
+/* With the check off, 0.2's behaviour: only exact keys are compared. */
+static void no_overlap_check_restores_exact_keys_only(void **state) {
+    (void)state;
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.flags = BH_CONFIG_NO_ENV | BH_CONFIG_NO_OVERLAP_CHECK;
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    bh_handle whole, inner, h;
+    assert_int_equal(bh_intern(reg, 0, BASE, 8192, &whole), BH_OK);
+    assert_int_equal(bh_intern(reg, 0, BASE + 4096, 64, &inner), BH_OK);
+    assert_false(bh_handle_eq(whole, inner));
+    assert_int_equal(bh_lookup_containing(reg, 0, BASE + 4096, &h), BH_EINVAL);
+    assert_int_equal(bh_release(reg, inner), BH_OK);
+    assert_int_equal(bh_release(reg, whole), BH_OK);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+}
+
 /* ------------------------------------------------------------ bh_intern */
 
 static void intern_rejects_bad_arguments(void **state) {
@@ -795,6 +924,11 @@ int main(void) {
         T(adopt_of_a_live_address_is_eexist_and_frees_nothing),
         T(adopt_takes_over_an_address_whose_free_has_run),
         T(ranges_past_2_64_and_live_bytes_overflow_are_einval),
+        T(intern_inside_a_live_allocation_is_eoverlap_and_changes_nothing),
+        T(alloc_of_a_range_overlapping_a_live_allocation_is_eexist),
+        T(lookup_containing_finds_the_allocation_around_an_address),
+        T(a_dying_allocation_keeps_its_range_until_its_free),
+        cmocka_unit_test(no_overlap_check_restores_exact_keys_only),
         T(intern_rejects_bad_arguments),
         T(intern_of_a_new_address_owns_it_and_frees_it_last),
         T(intern_larger_than_the_live_allocation_is_erange),

@@ -114,6 +114,147 @@ static void shard_finds_links_unlinks_and_grows(void **state) {
     bh__shard_fini(&shard);
 }
 
+/* ------------------------------------------------------------ range index */
+
+/* Random disjoint ranges on three domains inserted and removed in random
+ * order; every containing/overlap query agrees with a brute-force scan. */
+static bh__block *brute_containing(bh__block *blocks, const int *in, int n, uint32_t dev, uint64_t a) {
+    for (int i = 0; i < n; i++)
+        if (in[i] && AO_load(&blocks[i].device) == dev &&
+            a - AO_load(&blocks[i].address) < AO_load(&blocks[i].size))
+            return &blocks[i];
+    return NULL;
+}
+
+static void range_index_agrees_with_a_brute_force_scan(void **state) {
+    (void)state;
+    enum { N = 600, SLOTS = 256, QUERIES = 40 };
+    static bh__block blocks[N];
+    static int in[N];
+    memset(blocks, 0, sizeof(blocks));
+    memset(in, 0, sizeof(in));
+    bh__ranges ranges;
+    bh__ranges_init(&ranges, 12345);
+    bh__range_stripe *rs = bh__range_stripe_of(&ranges, 0);
+    uint64_t rng = 42;
+    for (int step = 0; step < 4000; step++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        int i = (int)((rng >> 33) % N);
+        /* Block i only ever sits in its own 4 KiB cell of its domain and is
+         * at most 4 KiB long, so indexed ranges stay disjoint. One treap
+         * holds all three domains, as a stripe does. */
+        uint32_t dev = (uint32_t)(i % 3);
+        uint64_t cell = 0x100000ull + (uint64_t)(i / 3) * 4096;
+        if (in[i]) {
+            bh__range_remove(rs, &blocks[i]);
+            assert_false(blocks[i].ranged);
+            in[i] = 0;
+        } else {
+            uint64_t size = 1 + (rng >> 20) % 4096;
+            assert_null(bh__range_overlap(rs, dev, cell, size));
+            AO_store(&blocks[i].device, dev);
+            AO_store(&blocks[i].address, cell);
+            AO_store(&blocks[i].size, size);
+            bh__range_insert(&ranges, rs, &blocks[i]);
+            in[i] = 1;
+        }
+        for (int q = 0; q < QUERIES; q++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            uint32_t qdev = (uint32_t)((rng >> 10) % 4);
+            uint64_t qa = 0x100000ull - 8192 + (rng >> 24) % ((uint64_t)(N / 3 + 4) * 4096);
+            bh__block *want = brute_containing(blocks, in, N, qdev, qa);
+            assert_ptr_equal(bh__range_containing(rs, qdev, qa), want);
+            /* A one-byte range overlaps exactly what contains its address. */
+            assert_ptr_equal(bh__range_overlap(rs, qdev, qa, 1), want);
+            /* A wide range overlaps something iff some indexed block starts
+             * inside it or contains its start. */
+            uint64_t wsize = 1 + (rng >> 40) % 20000;
+            int expect = want != NULL;
+            for (int k = 0; k < N && !expect; k++)
+                expect =
+                    in[k] && AO_load(&blocks[k].device) == qdev && AO_load(&blocks[k].address) - qa < wsize;
+            assert_int_equal(bh__range_overlap(rs, qdev, qa, wsize) != NULL, expect);
+        }
+    }
+    /* Ranges ending exactly at 2^64. */
+    bh__block top;
+    memset(&top, 0, sizeof(top));
+    AO_store(&top.device, 7);
+    AO_store(&top.address, UINT64_MAX - 4095);
+    AO_store(&top.size, 4096);
+    bh__range_insert(&ranges, rs, &top);
+    assert_ptr_equal(bh__range_containing(rs, 7, UINT64_MAX), &top);
+    assert_null(bh__range_containing(rs, 7, UINT64_MAX - 4096));
+    assert_ptr_equal(bh__range_overlap(rs, 7, UINT64_MAX - 8191, 4097), &top);
+    assert_null(bh__range_overlap(rs, 7, UINT64_MAX - 8191, 4096));
+    bh__ranges_fini(&ranges);
+}
+
+/* Overlapping keys interned at once by several threads, keys that hash to
+ * different table shards: the overlap check and the insertion must be one
+ * step, so exactly one of them becomes the owner in every round. */
+enum { RACERS = 4, RACE_ROUNDS = 150 };
+
+typedef struct race {
+    bh_registry *reg;
+    pthread_barrier_t *start;
+    int t;
+    bh_status st[RACE_ROUNDS];
+    bh_handle h[RACE_ROUNDS];
+} race;
+
+static uint64_t race_key(int round, int t) { return BASE + (uint64_t)round * 0x100000 + (uint64_t)t * 64; }
+
+static void *racer(void *arg) {
+    race *r = arg;
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        pthread_barrier_wait(r->start);
+        r->st[round] = bh_intern(r->reg, 5, race_key(round, r->t), 4096, &r->h[round]);
+    }
+    return NULL;
+}
+
+static void overlapping_interns_racing_on_different_shards_make_one_owner(void **state) {
+    (void)state;
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.flags = BH_CONFIG_NO_ENV;
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, RACERS);
+    static race r[RACERS];
+    pthread_t tid[RACERS];
+    unsigned shards_seen = 0;
+    for (int t = 0; t < RACERS; t++) {
+        r[t] = (race){.reg = reg, .start = &start, .t = t};
+        shards_seen |= 1u << (bh__shard_of(bh__key_hash(5, race_key(0, t))) % 32);
+    }
+    assert_true(__builtin_popcount(shards_seen) >= 2); /* the keys do not share one shard lock */
+    for (int t = 0; t < RACERS; t++)
+        assert_int_equal(pthread_create(&tid[t], NULL, racer, &r[t]), 0);
+    for (int t = 0; t < RACERS; t++)
+        pthread_join(tid[t], NULL);
+    pthread_barrier_destroy(&start);
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        int owners = 0;
+        for (int t = 0; t < RACERS; t++) {
+            if (r[t].st[round] == BH_OK) {
+                owners++;
+                assert_int_equal(bh_release(reg, r[t].h[round]), BH_OK);
+            } else {
+                assert_int_equal(r[t].st[round], BH_EOVERLAP);
+            }
+        }
+        assert_int_equal(owners, 1);
+    }
+    bh_stats s;
+    assert_int_equal(bh_stats_get(reg, &s), BH_OK);
+    assert_int_equal(s.interns_new, RACE_ROUNDS);
+    assert_int_equal(s.overlaps, RACE_ROUNDS * (RACERS - 1));
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+}
+
 /* ------------------------------------------------------------ host memory faults */
 
 /* One scenario touching every path that allocates host memory: registry
@@ -371,6 +512,8 @@ int main(void) {
         cmocka_unit_test(slab_reports_host_memory_exhaustion),
         cmocka_unit_test(hash_spreads_aligned_neighbouring_addresses_over_shards_and_buckets),
         cmocka_unit_test(shard_finds_links_unlinks_and_grows),
+        cmocka_unit_test(range_index_agrees_with_a_brute_force_scan),
+        cmocka_unit_test(overlapping_interns_racing_on_different_shards_make_one_owner),
         cmocka_unit_test(every_host_allocation_failure_is_a_clean_enomem),
         cmocka_unit_test(every_allocator_failure_is_a_clean_ealloc),
         cmocka_unit_test(counters_are_exact_with_more_threads_than_stripes),

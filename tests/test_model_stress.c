@@ -45,9 +45,10 @@ static void *run(void *arg) {
         /* About as many releases as references taken, so allocations are
          * born, aliased and freed all the time (and registers go stale);
          * forced allocator results stay rare. */
-        static const uint8_t codes[16] = {0, 0, 0x80, 1, 1, 2, 3, 4,
-                                          4, 4, 4,    4, 4, 5, 6, 7}; /* 0x80: adopt */
-        uint8_t code = codes[(r >> 8) % 16];
+        /* 0x80 adopt, 0x81 lookup_containing, 0x82/0x83 wide intern/adopt. */
+        static const uint8_t codes[20] = {0, 0, 0x80, 1, 1, 2, 3,    4,    4,    4,
+                                          4, 4, 4,    5, 6, 7, 0x81, 0x82, 0x83, 4};
+        uint8_t code = codes[(r >> 8) % 20];
         if (code == 6 && (r >> 40) % 8 != 0)
             code = 4;
         if (model_step(w->m, w->reg, code, (uint8_t)(r >> 16), (uint8_t)(r >> 24)) != 0) {

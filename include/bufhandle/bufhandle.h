@@ -39,6 +39,24 @@
  * the caller one reference, which the caller gives back with exactly one
  * bh_release. A reference is not tied to a thread.
  *
+ * OVERLAPS
+ * ========
+ * Live allocations of one domain never overlap. A new key (bh_intern,
+ * bh_adopt) whose range [address, address + size) meets a live allocation
+ * that starts elsewhere is refused with BH_EOVERLAP and changes nothing: an
+ * interior address must never become a second owner, which would free the
+ * middle of an allocation later. bh_alloc whose allocator returns such a range
+ * gets BH_EEXIST (conflict counted, nothing freed), as for an exact hit. A
+ * buffer "at address + offset" of a live allocation takes a reference to that
+ * allocation instead:
+ *
+ *     bh_handle whole;                       // view at base + 4096
+ *     if (bh_lookup_containing(reg, dom, base + 4096, &whole) == BH_OK) ...
+ *
+ * The check and the insertion are one step under a per-domain lock, whichever
+ * threads create overlapping keys at once; reusing a live key (an alias) does
+ * not pay for it. BH_CONFIG_NO_OVERLAP_CHECK turns it off.
+ *
  * WHICH CALL CREATES A BLOCK
  * ==========================
  *   bh_alloc / bh_alloc_ex   the registry's allocator chooses the address.
@@ -215,6 +233,11 @@ typedef int (*bh_alloc_ex_fn)(void *ctx, uint32_t device, uint64_t size, void *a
  * size or layout of bh_config. */
 #define BH_CONFIG_NO_ENV 0x1u   /* ignore BH_TRACK_SOCKET and friends */
 #define BH_CONFIG_ALLOC_EX 0x2u /* alloc_ex is set and is the allocator's alloc */
+/* Turns off overlap detection (see OVERLAPS): new blocks are checked against
+ * the exact key only, as in 0.2, and bh_lookup_containing is BH_EINVAL. It
+ * saves a lock and an ordered-set update per new block and per last release
+ * (tools/bh-bench measures it); leave it off unless that matters. */
+#define BH_CONFIG_NO_OVERLAP_CHECK 0x4u
 
 typedef struct bh_config {
     bh_allocator allocator; /* alloc NULL: bh_alloc is BH_EINVAL; free NULL: nothing to free */
@@ -255,6 +278,7 @@ typedef struct bh_stats {
     uint64_t reports_dropped; /* socket reporter: events not delivered (server down, queue full) */
     uint64_t resyncs;         /* socket reporter: live-set resyncs sent after a reconnect or drop */
     uint64_t adopts;          /* successful bh_adopt */
+    uint64_t overlaps;        /* bh_intern / bh_adopt answered BH_EOVERLAP */
 } bh_stats;
 
 /* ------------------------------------------------------------------------- */
@@ -281,9 +305,10 @@ BH_API bh_status bh_registry_destroy(bh_registry *reg);
  * Errors: BH_EINVAL (NULL reg/out, size 0, no allocator, live bytes of the
  * registry would pass 2^64), BH_EALLOC (allocator failed, or returned a range
  * running past 2^64: nothing reported, nothing freed), BH_EEXIST (allocator
- * returned a live address: a conflict is counted, free is NOT called, nothing
- * reported), BH_ENOMEM (host memory: the allocation is given back through
- * allocator.free, nothing reported). */
+ * returned a live address, or a range overlapping a live allocation: a
+ * conflict is counted, free is NOT called, nothing reported), BH_ENOMEM (host
+ * memory: the allocation is given back through allocator.free, nothing
+ * reported). */
 BH_API bh_status bh_alloc(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out);
 
 /* bh_alloc with a per-call argument for the allocator (see ALLOCATION CONTEXT):
@@ -302,7 +327,9 @@ BH_API bh_status bh_alloc_ex(bh_registry *reg, uint32_t device, uint64_t size, v
  * takes the address over from such a block exactly as bh_alloc does.
  * Errors: BH_EINVAL (NULL, size 0, address + size past 2^64, live bytes would
  * pass 2^64), BH_EEXIST (the address is live, or dying with its free not yet
- * started: a conflict is counted, nothing freed or reported), BH_ENOMEM. */
+ * started, or the range meets an allocation in that state: a conflict is
+ * counted, nothing freed or reported), BH_EOVERLAP (the range meets a live
+ * allocation that starts elsewhere), BH_ENOMEM. */
 BH_API bh_status bh_adopt(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out);
 
 /* The porting entry point for code that creates a buffer "at an address".
@@ -311,15 +338,27 @@ BH_API bh_status bh_adopt(bh_registry *reg, uint32_t device, uint64_t address, u
  * the allocation (it is freed through the allocator and reported FREE when its
  * last reference drops) and reports ALLOC.
  * Errors: BH_EINVAL (NULL, size 0, address + size past 2^64, live bytes would
- * pass 2^64), BH_ERANGE, BH_EBUSY (the address is being freed right now: the
- * caller holds a stale address, or, if the caller has just allocated the
- * address itself, it wants bh_adopt), BH_EOVERFLOW, BH_ENOMEM. */
+ * pass 2^64), BH_ERANGE, BH_EOVERLAP (a new key whose range meets a live
+ * allocation starting elsewhere: for a view inside it use
+ * bh_lookup_containing), BH_EBUSY (the address, or an allocation the new
+ * range meets, is being freed right now: the caller holds a stale address, or,
+ * if it has just allocated the address itself, it wants bh_adopt),
+ * BH_EOVERFLOW, BH_ENOMEM. */
 BH_API bh_status bh_intern(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
                            bh_handle *out);
 
 /* Adds a reference to the live block at (device, address). Never creates.
  * Errors: BH_EINVAL, BH_ENOTFOUND (not live, or dying), BH_EOVERFLOW. */
 BH_API bh_status bh_lookup(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out);
+
+/* Adds a reference to the live block whose range [start, start + size)
+ * contains address, in that domain: the call for "a view at an offset" (see
+ * OVERLAPS). Never creates. The handle is the allocation's; bh_info_get gives
+ * its start, so the offset is address - info.address.
+ * Errors: BH_EINVAL (NULL, or the registry has BH_CONFIG_NO_OVERLAP_CHECK:
+ * there is no range index to ask), BH_ENOTFOUND (no live allocation covers
+ * address, or it is dying), BH_EOVERFLOW. */
+BH_API bh_status bh_lookup_containing(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out);
 
 /* Adds a reference. Errors: BH_EINVAL (NULL reg, null handle), BH_ESTALE
  * (retired, dying, forged or foreign handle), BH_EOVERFLOW. */

@@ -151,6 +151,31 @@ static void born(model *m, slot *sl, uint32_t dev, uint64_t address, uint64_t si
     log_call(&m->expect, 3, dev, address, size);
 }
 
+/* A live allocation of dev, other than at address, whose range meets
+ * [address, address + size); NULL if none. */
+static slot *overlapping(model *m, uint32_t dev, uint64_t address, uint64_t size) {
+    for (uint32_t i = 0; i < MODEL_ADDRS; i++) {
+        slot *o = &m->s[dev][i];
+        uint64_t start = BASE + i * ALIGN;
+        if (o->live && start != address && start < address + size && address < start + o->size)
+            return o;
+    }
+    return NULL;
+}
+
+/* The live allocation of dev whose range contains address, and its index. */
+static slot *containing(model *m, uint32_t dev, uint64_t address, uint32_t *index) {
+    for (uint32_t i = 0; i < MODEL_ADDRS; i++) {
+        slot *o = &m->s[dev][i];
+        uint64_t start = BASE + i * ALIGN;
+        if (o->live && address >= start && address - start < o->size) {
+            *index = i;
+            return o;
+        }
+    }
+    return NULL;
+}
+
 /* Checks h against the allocation in sl and fills register k. */
 static int took(model *m, slot *sl, uint32_t dev, uint32_t addr_i, int k, bh_handle h) {
     if (sl->bits == 0) {
@@ -180,6 +205,8 @@ int model_step(model *m, bh_registry *reg, uint8_t code, uint8_t a, uint8_t b) {
     uint32_t addr_i = (uint32_t)((b / MODEL_DEVS) % MODEL_ADDRS);
     uint64_t address = BASE + addr_i * ALIGN;
     uint64_t size = (uint64_t)(a / MODEL_REGS % 4) * 64; /* 0: EINVAL */
+    /* Wide ranges for the 0.3 operations: into the next one or two addresses. */
+    uint64_t wide = ALIGN * (1 + a / MODEL_REGS % 2) + 64;
     uint32_t rdev = m->dev_base + dev;
     bh_handle h = BH_HANDLE_NULL;
     bh_status got = BH_OK, want = BH_OK;
@@ -194,14 +221,18 @@ int model_step(model *m, bh_registry *reg, uint8_t code, uint8_t a, uint8_t b) {
             want = BH_EINVAL;
         } else if (fake_alloc(&m->model_fake, &m->expect, dev, &address) != 0) {
             want = BH_EALLOC;
-        } else if ((sl = slot_at(m, dev, address)) != NULL && sl->live) {
-            want = BH_EEXIST; /* conflict: nothing freed, nothing reported */
+        } else if (((sl = slot_at(m, dev, address)) != NULL && sl->live) ||
+                   overlapping(m, dev, address, size)) {
+            want = BH_EEXIST; /* conflict (exact or overlapping): nothing freed, nothing reported */
             sl = NULL;
         } else if (sl != NULL) {
             born(m, sl, dev, address, size);
             addr_i = (uint32_t)((address - BASE) / ALIGN);
         }
         break;
+    case 10: /* intern of a wide range */
+        size = wide;
+        /* fall through */
     case 1: /* intern */
         got = bh_intern(reg, rdev, address, size, &h);
         sl = &m->s[dev][addr_i];
@@ -213,10 +244,25 @@ int model_step(model *m, bh_registry *reg, uint8_t code, uint8_t a, uint8_t b) {
             sl = NULL;
         } else if (sl->live) {
             sl->refs++;
+        } else if (overlapping(m, dev, address, size)) {
+            want = BH_EOVERLAP;
+            sl = NULL;
         } else {
             born(m, sl, dev, address, size);
         }
         break;
+    case 9: /* lookup_containing at an offset into an address */
+        address += (uint64_t)(a / MODEL_REGS % 4) * (ALIGN / 4);
+        got = bh_lookup_containing(reg, rdev, address, &h);
+        sl = containing(m, dev, address, &addr_i);
+        if (sl != NULL)
+            sl->refs++;
+        else
+            want = BH_ENOTFOUND;
+        break;
+    case 11: /* adopt of a wide range */
+        size = wide;
+        /* fall through */
     case 8: /* adopt: the caller allocated the address itself */
         got = bh_adopt(reg, rdev, address, size, &h);
         sl = &m->s[dev][addr_i];
@@ -225,6 +271,9 @@ int model_step(model *m, bh_registry *reg, uint8_t code, uint8_t a, uint8_t b) {
             sl = NULL;
         } else if (sl->live) {
             want = BH_EEXIST; /* conflict: nothing freed, nothing reported */
+            sl = NULL;
+        } else if (overlapping(m, dev, address, size)) {
+            want = BH_EOVERLAP;
             sl = NULL;
         } else {
             born(m, sl, dev, address, size);

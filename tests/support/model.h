@@ -4,7 +4,10 @@
  *
  * Operations (model_step's code byte): below 0x80, code % 8 picks alloc,
  * intern, lookup, retain, release, info, a forced allocator result, a forged
- * handle; from 0x80, (code - 0x80) % MODEL_NEW_OPS picks adopt.
+ * handle; from 0x80, (code - 0x80) % MODEL_NEW_OPS picks adopt,
+ * lookup_containing at an offset, intern of a wide range, adopt of a wide
+ * range (wide: reaching into the next one or two addresses, so overlaps
+ * happen; the model checks them against every live range).
  *
  * A model owns a few devices (dev_base .. dev_base + MODEL_DEVS - 1) and a
  * handful of addresses on each. model_step() runs one operation on the real
@@ -29,7 +32,7 @@
 #define MODEL_SLOTS 6   /* addresses the fake allocator hands out per device */
 #define MODEL_ADDRS 8   /* addresses operations may name (2 beyond the pool) */
 #define MODEL_REGS 8    /* handle registers */
-#define MODEL_NEW_OPS 1 /* operations added in 0.3 (codes 0x80 and up) */
+#define MODEL_NEW_OPS 4 /* operations added in 0.3 (codes 0x80 and up) */
 
 typedef struct model model;
 
