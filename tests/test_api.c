@@ -505,6 +505,31 @@ static void a_dying_allocation_keeps_its_range_until_its_free(void **state) {
     assert_int_equal(checker_free_calls(f->chk), 2);
 }
 
+/* With debug references, a containing lookup hands out its own token, like
+ * every other acquisition. */
+static void lookup_containing_with_debug_refs_gives_its_own_token(void **state) {
+    (void)state;
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.flags = BH_CONFIG_NO_ENV | BH_CONFIG_DEBUG_REFS;
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    bh_handle whole, view;
+    assert_int_equal(bh_intern(reg, 0, BASE, 8192, &whole), BH_OK);
+    assert_int_equal(bh_lookup_containing(reg, 0, BASE + 100, &view), BH_OK);
+    assert_false(bh_handle_eq(whole, view));
+    bh_info info;
+    assert_int_equal(bh_info_get(reg, view, &info), BH_OK);
+    assert_int_equal(info.address, BASE);
+    assert_int_equal(info.refs, 2);
+    assert_int_equal(bh_release(reg, view), BH_OK);
+    assert_int_equal(bh_release(reg, view), BH_ESTALE); /* caught at the culprit */
+    assert_int_equal(bh_info_get(reg, whole, &info), BH_OK);
+    assert_int_equal(info.refs, 1);
+    assert_int_equal(bh_release(reg, whole), BH_OK);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+}
+
 /* With the check off, 0.2's behaviour: only exact keys are compared. */
 static void no_overlap_check_restores_exact_keys_only(void **state) {
     (void)state;
@@ -929,6 +954,7 @@ int main(void) {
         T(lookup_containing_finds_the_allocation_around_an_address),
         T(a_dying_allocation_keeps_its_range_until_its_free),
         cmocka_unit_test(no_overlap_check_restores_exact_keys_only),
+        cmocka_unit_test(lookup_containing_with_debug_refs_gives_its_own_token),
         T(intern_rejects_bad_arguments),
         T(intern_of_a_new_address_owns_it_and_frees_it_last),
         T(intern_larger_than_the_live_allocation_is_erange),
