@@ -154,7 +154,8 @@ static void domain_series(FILE *f, const aggs *d) {
 }
 
 static void client_series(FILE *f, aggs *p, bh_metrics_name_fn name, void *name_ctx, unsigned max_clients) {
-    qsort(p->v, p->n, sizeof(*p->v), by_live_bytes_desc);
+    if (p->n > 1) /* v is NULL while no client reported: qsort's arguments must not be */
+        qsort(p->v, p->n, sizeof(*p->v), by_live_bytes_desc);
     size_t shown = p->n < max_clients ? p->n : max_clients;
     bh_track_counts other;
     memset(&other, 0, sizeof(other));
