@@ -55,19 +55,20 @@ enum { BH__PHASE_LIVE = 0, BH__PHASE_FREEING = 1 };
 
 typedef struct bh__block bh__block;
 struct bh__block {
-    AO_t word;           /* ATOMIC: gen << 32 | refs; refs 0 = dying or free */
-    AO_t device;         /* ATOMIC: written (release) before the block is published */
-    AO_t address;        /* ATOMIC: same; read (acquire) by seqlock-style snapshots */
-    AO_t size;           /* ATOMIC: same */
-    AO_t seq;            /* ATOMIC: creation sequence number, same protocol */
-    AO_t phase;          /* ATOMIC: BH__PHASE_*; release by the freeing thread */
-    bh__block *next;     /* under shard->lock: hash chain, or the shard's free list */
-    bh__block *rlink[2]; /* under the range stripe's lock: treap children (range.c) */
-    uint32_t slot;       /* immutable once the slot is handed out */
-    uint32_t rprio;      /* under the range stripe's lock: treap priority */
-    uint8_t linked;      /* under shard->lock: 1 while in a hash chain */
-    uint8_t ranged;      /* under the range stripe's lock: 1 while in the range index */
+    AO_t word;         /* ATOMIC: gen << 32 | refs; refs 0 = dying or free */
+    AO_t device;       /* ATOMIC: written (release) before the block is published */
+    AO_t address;      /* ATOMIC: same; read (acquire) by seqlock-style snapshots */
+    AO_t size;         /* ATOMIC: same */
+    AO_t phase;        /* ATOMIC: BH__PHASE_*; release by the freeing thread */
+    bh__block *next;   /* under shard->lock: hash chain, or the shard's free list */
+    uint32_t rlink[2]; /* under the range stripe's lock: treap children by slot, 0 none (range.c) */
+    uint32_t slot;     /* immutable once the slot is handed out */
+    uint8_t linked;    /* under shard->lock: 1 while in a hash chain */
+    uint8_t ranged;    /* under the range stripe's lock: 1 while in the range index */
 };
+/* One block, one cache line: the slab aligns chunks so that no block spans
+ * two (the range index links by 32-bit slot numbers to stay inside it). */
+_Static_assert(sizeof(bh__block) == BH__CACHE_LINE, "a control block fills one cache line");
 
 /* ======================== Host memory (hostmem.c) ======================== */
 
@@ -161,21 +162,24 @@ typedef struct bh__range_stripe {
 
 typedef struct bh__ranges {
     bh__range_stripe stripes[BH__RANGE_STRIPES];
-    uint32_t seed; /* immutable: mixed into treap priorities */
+    const struct bh__slab *slab; /* immutable: maps the treap's slot links to blocks */
+    uint32_t seed;               /* immutable: mixed into treap priorities */
 } bh__ranges;
 
-void bh__ranges_init(bh__ranges *r, uint32_t seed);
+void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab, uint32_t seed);
 void bh__ranges_fini(bh__ranges *r);
 /* The stripe holding every range of a domain. */
 bh__range_stripe *bh__range_stripe_of(bh__ranges *r, uint32_t device);
 /* All under stripe->lock. The block whose range contains address, or NULL. */
-bh__block *bh__range_containing(const bh__range_stripe *s, uint32_t device, uint64_t address);
+bh__block *bh__range_containing(const bh__ranges *r, const bh__range_stripe *s, uint32_t device,
+                                uint64_t address);
 /* An indexed block whose range meets [address, address + size), or NULL. */
-bh__block *bh__range_overlap(const bh__range_stripe *s, uint32_t device, uint64_t address, uint64_t size);
+bh__block *bh__range_overlap(const bh__ranges *r, const bh__range_stripe *s, uint32_t device,
+                             uint64_t address, uint64_t size);
 /* Indexes a published block (its key and size are set); no-op removal of a
- * block that is not indexed. */
-void bh__range_insert(bh__ranges *r, bh__range_stripe *s, bh__block *b);
-void bh__range_remove(bh__range_stripe *s, bh__block *b);
+ * block that is not indexed. Blocks must come from r's slab. */
+void bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b);
+void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, bh__block *b);
 
 /* ======================== Stats (stats.c) ======================== */
 
@@ -260,11 +264,11 @@ struct bh_registry {
     bh_alloc_ex_fn alloc_ex; /* with BH_CONFIG_ALLOC_EX, else NULL */
     bh_reporter reporter;
     uint32_t flags;
-    int owns_reporter; /* 1: opened from the environment, closed on destroy */
-    uint32_t tag;      /* 1..255, stamped into every handle */
-    uint32_t gen_salt; /* random per registry, XORed into every handle's generation */
-    uint32_t refs_max; /* BH_EOVERFLOW past this; lowered only by tests */
-    AO_t seq;          /* ATOMIC: last sequence number handed out */
+    int owns_reporter;     /* 1: opened from the environment, closed on destroy */
+    uint32_t tag;          /* 1..255, stamped into every handle */
+    uint32_t gen_salt;     /* random per registry, XORed into every handle's generation */
+    uint32_t refs_max;     /* BH_EOVERFLOW past this; lowered only by tests */
+    AO_t seq;              /* ATOMIC: last sequence number handed out */
     struct bh__diag *diag; /* diagnostics (diag.h), NULL when all are off; immutable */
 };
 

@@ -199,7 +199,7 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
     if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
         rs = bh__range_stripe_of(&reg->ranges, device);
         pthread_mutex_lock(&rs->lock);
-        bh__block *o = bh__range_overlap(rs, device, address, size);
+        bh__block *o = bh__range_overlap(&reg->ranges, rs, device, address, size);
         if (o != NULL) {
             bh_status st = overlap_answer(reg, who, o);
             pthread_mutex_unlock(&rs->lock);
@@ -270,7 +270,7 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
     if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
         bh__range_stripe *rs = bh__range_stripe_of(&reg->ranges, device);
         pthread_mutex_lock(&rs->lock);
-        bh__range_remove(rs, b);
+        bh__range_remove(&reg->ranges, rs, b);
         pthread_mutex_unlock(&rs->lock);
     }
     /* Release: pairs with the acquire in may_take_over(). A bh_alloc that sees
@@ -394,7 +394,7 @@ bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
     AO_t made = AO_fetch_and_add1(&registries_made);
     reg->tag = (uint32_t)(made % 255u) + 1u;
     reg->gen_salt = generation_salt(reg, made);
-    bh__ranges_init(&reg->ranges, reg->gen_salt * 0x9e3779b9u);
+    bh__ranges_init(&reg->ranges, &reg->slab, reg->gen_salt * 0x9e3779b9u);
     reg->refs_max = UINT32_MAX;
     if (bh__diag_attach(reg, reg->flags) != BH_OK) {
         close_owned_reporter(reg);
@@ -573,7 +573,7 @@ static bh_status containing_block(bh_registry *reg, uint32_t device, uint64_t ad
     /* Indexed blocks are not retired (retirement follows their removal from
      * the index, under this lock), so their generation is stable here. */
     pthread_mutex_lock(&rs->lock);
-    bh_status st = lookup_get(reg, bh__range_containing(rs, device, address), out);
+    bh_status st = lookup_get(reg, bh__range_containing(&reg->ranges, rs, device, address), out);
     pthread_mutex_unlock(&rs->lock);
     return count_lookup(reg, st);
 }

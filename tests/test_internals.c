@@ -118,23 +118,36 @@ static void shard_finds_links_unlinks_and_grows(void **state) {
 
 /* Random disjoint ranges on three domains inserted and removed in random
  * order; every containing/overlap query agrees with a brute-force scan. */
-static bh__block *brute_containing(bh__block *blocks, const int *in, int n, uint32_t dev, uint64_t a) {
-    for (int i = 0; i < n; i++)
-        if (in[i] && AO_load(&blocks[i].device) == dev &&
-            a - AO_load(&blocks[i].address) < AO_load(&blocks[i].size))
-            return &blocks[i];
+enum { RANGE_BLOCKS = 600 };
+
+static bh__block *brute_containing(bh__block **blocks, const int *in, uint32_t dev, uint64_t a) {
+    for (int i = 0; i < RANGE_BLOCKS; i++)
+        if (in[i] && AO_load(&blocks[i]->device) == dev &&
+            a - AO_load(&blocks[i]->address) < AO_load(&blocks[i]->size))
+            return blocks[i];
     return NULL;
+}
+
+static void set_key(bh__block *b, uint32_t dev, uint64_t address, uint64_t size) {
+    AO_store(&b->device, dev);
+    AO_store(&b->address, address);
+    AO_store(&b->size, size);
 }
 
 static void range_index_agrees_with_a_brute_force_scan(void **state) {
     (void)state;
-    enum { N = 600, SLOTS = 256, QUERIES = 40 };
-    static bh__block blocks[N];
+    enum { N = RANGE_BLOCKS, QUERIES = 40 };
+    bh__slab slab;
+    bh__slab_init(&slab);
+    static bh__block *blocks[N + 1];
     static int in[N];
-    memset(blocks, 0, sizeof(blocks));
     memset(in, 0, sizeof(in));
+    bh__block *head;
+    assert_int_equal(bh__slab_take_fresh(&slab, N + 1, &head), N + 1);
+    for (int i = 0; head != NULL; i++, head = head->next)
+        blocks[i] = head;
     bh__ranges ranges;
-    bh__ranges_init(&ranges, 12345);
+    bh__ranges_init(&ranges, &slab, 12345);
     bh__range_stripe *rs = bh__range_stripe_of(&ranges, 0);
     uint64_t rng = 42;
     for (int step = 0; step < 4000; step++) {
@@ -146,48 +159,44 @@ static void range_index_agrees_with_a_brute_force_scan(void **state) {
         uint32_t dev = (uint32_t)(i % 3);
         uint64_t cell = 0x100000ull + (uint64_t)(i / 3) * 4096;
         if (in[i]) {
-            bh__range_remove(rs, &blocks[i]);
-            assert_false(blocks[i].ranged);
+            bh__range_remove(&ranges, rs, blocks[i]);
+            assert_false(blocks[i]->ranged);
             in[i] = 0;
         } else {
             uint64_t size = 1 + (rng >> 20) % 4096;
-            assert_null(bh__range_overlap(rs, dev, cell, size));
-            AO_store(&blocks[i].device, dev);
-            AO_store(&blocks[i].address, cell);
-            AO_store(&blocks[i].size, size);
-            bh__range_insert(&ranges, rs, &blocks[i]);
+            assert_null(bh__range_overlap(&ranges, rs, dev, cell, size));
+            set_key(blocks[i], dev, cell, size);
+            bh__range_insert(&ranges, rs, blocks[i]);
             in[i] = 1;
         }
         for (int q = 0; q < QUERIES; q++) {
             rng = rng * 6364136223846793005ull + 1442695040888963407ull;
             uint32_t qdev = (uint32_t)((rng >> 10) % 4);
             uint64_t qa = 0x100000ull - 8192 + (rng >> 24) % ((uint64_t)(N / 3 + 4) * 4096);
-            bh__block *want = brute_containing(blocks, in, N, qdev, qa);
-            assert_ptr_equal(bh__range_containing(rs, qdev, qa), want);
+            bh__block *want = brute_containing(blocks, in, qdev, qa);
+            assert_ptr_equal(bh__range_containing(&ranges, rs, qdev, qa), want);
             /* A one-byte range overlaps exactly what contains its address. */
-            assert_ptr_equal(bh__range_overlap(rs, qdev, qa, 1), want);
+            assert_ptr_equal(bh__range_overlap(&ranges, rs, qdev, qa, 1), want);
             /* A wide range overlaps something iff some indexed block starts
              * inside it or contains its start. */
             uint64_t wsize = 1 + (rng >> 40) % 20000;
             int expect = want != NULL;
             for (int k = 0; k < N && !expect; k++)
                 expect =
-                    in[k] && AO_load(&blocks[k].device) == qdev && AO_load(&blocks[k].address) - qa < wsize;
-            assert_int_equal(bh__range_overlap(rs, qdev, qa, wsize) != NULL, expect);
+                    in[k] && AO_load(&blocks[k]->device) == qdev && AO_load(&blocks[k]->address) - qa < wsize;
+            assert_int_equal(bh__range_overlap(&ranges, rs, qdev, qa, wsize) != NULL, expect);
         }
     }
-    /* Ranges ending exactly at 2^64. */
-    bh__block top;
-    memset(&top, 0, sizeof(top));
-    AO_store(&top.device, 7);
-    AO_store(&top.address, UINT64_MAX - 4095);
-    AO_store(&top.size, 4096);
-    bh__range_insert(&ranges, rs, &top);
-    assert_ptr_equal(bh__range_containing(rs, 7, UINT64_MAX), &top);
-    assert_null(bh__range_containing(rs, 7, UINT64_MAX - 4096));
-    assert_ptr_equal(bh__range_overlap(rs, 7, UINT64_MAX - 8191, 4097), &top);
-    assert_null(bh__range_overlap(rs, 7, UINT64_MAX - 8191, 4096));
+    /* A range ending exactly at 2^64. */
+    bh__block *top = blocks[N];
+    set_key(top, 7, UINT64_MAX - 4095, 4096);
+    bh__range_insert(&ranges, rs, top);
+    assert_ptr_equal(bh__range_containing(&ranges, rs, 7, UINT64_MAX), top);
+    assert_null(bh__range_containing(&ranges, rs, 7, UINT64_MAX - 4096));
+    assert_ptr_equal(bh__range_overlap(&ranges, rs, 7, UINT64_MAX - 8191, 4097), top);
+    assert_null(bh__range_overlap(&ranges, rs, 7, UINT64_MAX - 8191, 4096));
     bh__ranges_fini(&ranges);
+    bh__slab_fini(&slab);
 }
 
 /* Overlapping keys interned at once by several threads, keys that hash to
