@@ -10,14 +10,15 @@
 //
 // ERRORS. Every operation that can fail comes twice: one throws
 // bufhandle::error, whose what() names the call, the device, address and
-// sizes it was about (and, for BH_ERANGE, the live allocation it ran into); the
-// other takes a `bh_status &` last, is noexcept, sets the status and returns an
-// empty handle on failure, for callers that handle BH_EBUSY and friends in
-// their normal flow:
+// sizes it was about (and, for BH_ERANGE and BH_EEXIST, the live allocation
+// it ran into); the other takes a `bh_status &` last, is noexcept, sets the
+// status and returns an empty handle on failure, for callers that handle
+// BH_EBUSY and friends in their normal flow:
 //
 //   bh_status st;
 //   bufhandle::handle h = reg.intern(dev, address, size, st);
-//   if (st == BH_EBUSY) ... // the address is being freed: retry or give up
+//   if (st == BH_EBUSY) ... // being freed: this copy of the address is stale
+//                           // (an address you have just allocated: reg.adopt)
 //
 // A destructor never throws: a failed release in a handle's destructor is
 // ignored (it can only be BH_ESTALE: the reference was already gone).
@@ -47,7 +48,7 @@ namespace bufhandle {
 
 // What a failed call was about. Fields a call did not have stay unset (has_*).
 struct call_info {
-    const char *function = "";
+    const char *function = ""; // a string literal: the C function's name
     bool has_device = false, has_address = false, has_size = false, has_handle = false;
     uint32_t device = 0; // the memory domain passed to the C API (BH_DOMAIN)
     uint64_t address = 0, size = 0;
@@ -130,12 +131,11 @@ inline std::string describe(bh_status status, const call_info &c) {
 
 class error : public std::runtime_error {
   public:
-    // what(): "WHAT: <text of status>" (the 0.2 form, kept for callers that throw it).
+    // what(): "WHAT: <text of status>" (the 0.2 form, kept for callers that
+    // throw it; call() is empty then).
     explicit error(bh_status status, const char *what)
-        : std::runtime_error(std::string(what) + ": " + bh_strerror(status)), status_(status) {
-        call_.function = what;
-    }
-    // what(): "bh_intern(device 4, address 0x..., size 4096): BH_ERANGE: ...".
+        : std::runtime_error(std::string(what) + ": " + bh_strerror(status)), status_(status) {}
+    // what(): "bh_intern(device 4 DRAM, address 0x..., size 4096): BH_ERANGE: ...".
     error(bh_status status, const call_info &call)
         : std::runtime_error(detail::describe(status, call)), status_(status), call_(call) {}
 
