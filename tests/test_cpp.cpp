@@ -190,7 +190,7 @@ void errors_say_what_they_were_about(void **) {
     }
     assert_string_equal(what.c_str(),
                         "bh_intern(device 4 DRAM, address 0x1000, size 8192): BH_ERANGE: alias larger "
-                        "than the live allocation; the live allocation there is 0x1000 of size 4096");
+                        "than the live allocation; the live allocation it meets: 0x1000, size 4096");
     try {
         reg.lookup(BH_DOMAIN(3, BH_MEM_L1_SMALL), 0xabc000);
     } catch (const bufhandle::error &e) {
@@ -211,9 +211,45 @@ void errors_say_what_they_were_about(void **) {
     }
     assert_string_equal(what.c_str(),
                         "bh_adopt(device 4 DRAM, address 0x1000, size 64): BH_EEXIST: allocator "
-                        "returned an address that is still live; the live allocation there is "
-                        "0x1000 of size 4096");
+                        "returned an address that is still live; the live allocation it meets: "
+                        "0x1000, size 4096");
     assert_int_equal(h.use_count(), 1); // the failed calls took nothing
+}
+
+// BH_EOVERLAP: a buffer "at" an interior address is refused, with a status the
+// caller can act on (take a reference to the containing allocation instead).
+void overlaps_are_reported_and_handled(void **) {
+    counting_allocator a;
+    bh_config cfg = a.config();
+    bufhandle::registry reg(cfg);
+    const uint32_t l1 = BH_DOMAIN(2, BH_MEM_L1);
+    bufhandle::handle whole = reg.alloc(l1, 0x4000); // [0x1000, 0x5000)
+    bh_status st;
+    bufhandle::handle inner = reg.intern(l1, 0x2000, 64, st);
+    assert_int_equal(st, BH_EOVERLAP);
+    assert_true(inner.empty());
+    if (st == BH_EOVERLAP)
+        inner = reg.lookup_containing(l1, 0x2000, st);
+    assert_int_equal(st, BH_OK);
+    assert_true(inner == whole);
+    assert_int_equal(inner.address(), 0x1000);
+    assert_int_equal(whole.use_count(), 2);
+
+    std::string what;
+    try {
+        reg.adopt(l1, 0x800, 0x1000); // [0x800, 0x1800) meets it from below
+    } catch (const bufhandle::error &e) {
+        assert_int_equal(e.status(), BH_EOVERLAP);
+        what = e.what();
+    }
+    assert_string_equal(what.c_str(),
+                        "bh_adopt(device 2 L1, address 0x800, size 4096): BH_EOVERLAP: range overlaps a "
+                        "live allocation that starts elsewhere; the live allocation it meets: "
+                        "0x1000, size 16384");
+    bufhandle::handle none = reg.lookup_containing(l1, 0x5000, st); // one past the end
+    assert_int_equal(st, BH_ENOTFOUND);
+    assert_true(none.empty());
+    assert_int_equal(whole.use_count(), 2); // the failed calls took nothing
 }
 
 // bh_adopt and bh_alloc_ex through the wrapper.
@@ -411,7 +447,7 @@ void copies_own_their_own_token_under_debug_refs(void **) {
     }
     bh_info info;
     assert_int_equal(bh_info_get(reg.get(), copy_token, &info), BH_ESTALE); /* the copy's token is gone */
-    assert_int_equal(h.use_count(), 1);                                      /* the original's is not */
+    assert_int_equal(h.use_count(), 1);                                     /* the original's is not */
     assert_int_equal(a.frees, 0);
     h.reset();
     assert_int_equal(a.frees, 1);
@@ -428,6 +464,7 @@ int main() {
         cmocka_unit_test(errors_say_what_they_were_about),
         cmocka_unit_test(noexcept_variants_report_status),
         cmocka_unit_test(adopt_and_alloc_with_an_argument),
+        cmocka_unit_test(overlaps_are_reported_and_handled),
         cmocka_unit_test(registry_destroyed_with_live_handles_says_so),
         cmocka_unit_test(copies_own_their_own_token_under_debug_refs),
     };

@@ -10,8 +10,8 @@
 //
 // ERRORS. Every operation that can fail comes twice: one throws
 // bufhandle::error, whose what() names the call, the device, address and
-// sizes it was about (and, for BH_ERANGE and BH_EEXIST, the live allocation
-// it ran into); the other takes a `bh_status &` last, is noexcept, sets the
+// sizes it was about (and, for BH_ERANGE, BH_EEXIST and BH_EOVERLAP, the live
+// allocation it ran into); the other takes a `bh_status &` last, is noexcept, sets the
 // status and returns an empty handle on failure, for callers that handle
 // BH_EBUSY and friends in their normal flow:
 //
@@ -122,7 +122,7 @@ inline std::string describe(bh_status status, const call_info &c) {
     s += ": ";
     s += bh_strerror(status);
     if (c.has_live)
-        s += "; the live allocation there is " + hex(c.live_address) + " of size " +
+        s += "; the live allocation it meets: " + hex(c.live_address) + ", size " +
              std::to_string(c.live_size);
     return s;
 }
@@ -369,6 +369,18 @@ class registry {
         st = reg_ == nullptr ? BH_EINVAL : bh_lookup(reg_, device, address, &h);
         return made(h, st);
     }
+    // bh_lookup_containing: the live allocation whose range holds address (a
+    // view at an offset; the handle's address() is the allocation's start).
+    handle lookup_containing(uint32_t device, uint64_t address) {
+        bh_status st;
+        return checked(lookup_containing(device, address, st), st,
+                       call_info::on_device("bh_lookup_containing", device).with_address(address));
+    }
+    handle lookup_containing(uint32_t device, uint64_t address, bh_status &st) noexcept {
+        bh_handle h;
+        st = reg_ == nullptr ? BH_EINVAL : bh_lookup_containing(reg_, device, address, &h);
+        return made(h, st);
+    }
     bh_stats stats() const {
         bh_status st;
         bh_stats s = stats(st);
@@ -401,19 +413,25 @@ class registry {
     }
     call_info with_live(bh_status st, call_info c) const {
         c.empty = reg_ == nullptr;
-        // An alias larger than the allocation it names, or an adopt of a live
-        // address: say what is live there (a snapshot; the reference taken to
-        // read it is given back at once).
-        if ((st == BH_ERANGE || st == BH_EEXIST) && reg_ != nullptr && c.has_address) {
-            bh_handle h;
-            bh_info i;
-            if (bh_lookup(reg_, c.device, c.address, &h) == BH_OK) {
+        // An alias larger than the allocation it names, an adopt of a live
+        // address, a range overlapping a live allocation: say which one (the
+        // one covering either end of the range; a snapshot, and the reference
+        // taken to read it is given back at once).
+        if ((st == BH_ERANGE || st == BH_EEXIST || st == BH_EOVERLAP) && reg_ != nullptr && c.has_address) {
+            const uint64_t last = c.address + (c.has_size && c.size > 0 ? c.size - 1 : 0);
+            for (uint64_t a : {c.address, last}) {
+                bh_handle h;
+                bh_info i;
+                if (bh_lookup_containing(reg_, c.device, a, &h) != BH_OK &&
+                    bh_lookup(reg_, c.device, a, &h) != BH_OK) // BH_CONFIG_NO_OVERLAP_CHECK
+                    continue;
                 if (bh_info_get(reg_, h, &i) == BH_OK) {
                     c.has_live = true;
                     c.live_address = i.address;
                     c.live_size = i.size;
                 }
                 (void)bh_release(reg_, h);
+                break;
             }
         }
         return c;
