@@ -434,7 +434,9 @@ BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
 
 /* Writes every live allocation of the registry to out: device, memory kind,
  * address, size, references; with history or stacks on also its creation
- * number and age and where it was created; with debug references each live
+ * number (births in this registry, counted from 1) and age, and with stacks
+ * where it was created (without either the registry keeps no birth times,
+ * and "seq" and "age_ms" are absent); with debug references each live
  * token and (stacks on) where it was taken; with history the top offenders
  * (and, stacks on, where each was last freed).
  * The JSON form is one object on one line:
