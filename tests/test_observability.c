@@ -573,6 +573,9 @@ static void metrics_show_every_device_kind_and_client(void **state) {
     assert_non_null(strstr(m, line));
     assert_non_null(strstr(m, "bh_trackd_clients_connected 1\n"));
     assert_non_null(strstr(m, "bh_trackd_reporter_connections_total 3\n"));
+    assert_non_null(strstr(m, "bh_trackd_refused_connections_total 0\n"));
+    assert_non_null(strstr(m, "bh_trackd_timeouts_total 0\n"));
+    assert_non_null(strstr(m, "bh_trackd_output_overflows_total 0\n"));
 
     free(m);
 }

@@ -205,6 +205,10 @@ static void health_series(FILE *f, const bh_metrics_health *h) {
          H(reporter_connections_total)},
         {"bh_trackd_rejected_peers_total", "counter", "Peers refused for their uid.",
          H(rejected_peers_total)},
+        {"bh_trackd_refused_connections_total", "counter",
+         "Connections refused at the connection limits or out of descriptors.", H(refused_connections_total)},
+        {"bh_trackd_timeouts_total", "counter", "Connections closed for being idle or too slow.",
+         H(timeouts_total)},
         {"bh_trackd_malformed_total", "counter", "Connections closed for malformed input.",
          H(malformed_total)},
         {"bh_trackd_resyncs_total", "counter", "Live-set resyncs completed by reporters.", H(resyncs_total)},
@@ -214,6 +218,8 @@ static void health_series(FILE *f, const bh_metrics_health *h) {
          H(unsupported_records_total)},
         {"bh_trackd_limit_disconnects_total", "counter", "Clients cut off at --max-live-per-client.",
          H(limit_disconnects_total)},
+        {"bh_trackd_output_overflows_total", "counter", "Connections cut off for not reading their replies.",
+         H(output_overflows_total)},
         {"bh_trackd_http_requests_total", "counter", "HTTP requests answered.", H(http_requests_total)},
 #undef H
     };

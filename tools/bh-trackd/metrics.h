@@ -22,9 +22,9 @@ typedef struct bh_metrics_health {
     uint64_t clients;          /* processes with a reporting connection */
     uint64_t http_connections; /* open HTTP connections */
     /* counters */
-    uint64_t connections_total, reporter_connections_total, rejected_peers_total, malformed_total,
-        resyncs_total, compat_records_total, unsupported_records_total, limit_disconnects_total,
-        http_requests_total;
+    uint64_t connections_total, reporter_connections_total, rejected_peers_total, refused_connections_total,
+        timeouts_total, malformed_total, resyncs_total, compat_records_total, unsupported_records_total,
+        limit_disconnects_total, output_overflows_total, http_requests_total;
     double start_time_s; /* unix time the daemon started */
 } bh_metrics_health;
 

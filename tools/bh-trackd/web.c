@@ -145,6 +145,9 @@ static void health(td_server *s, bh_metrics_health *h) {
     h->connections_total = s->connections;
     h->reporter_connections_total = s->reporter_connections;
     h->rejected_peers_total = s->rejected;
+    h->refused_connections_total = s->refused;
+    h->timeouts_total = s->timeouts;
+    h->output_overflows_total = s->output_overflows;
     h->malformed_total = s->malformed;
     h->resyncs_total = s->resyncs;
     h->compat_records_total = s->compat_records;
