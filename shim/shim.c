@@ -122,10 +122,13 @@ bh_status bh_shim_buffer_view(bh_shim_buffer *buf, uint64_t offset, uint64_t siz
     bh_handle h = {(uint64_t)AO_load(&buf->handle_bits)};
     if (bh_handle_is_null(h))
         return BH_ESTALE;
-    bh_status st = bh_retain(buf->reg, h);
+    /* bh_dup, not bh_retain: under debug references each object owns its
+     * own token, so a release through the wrong object is caught there. */
+    bh_handle v;
+    bh_status st = bh_dup(buf->reg, h, &v);
     if (st != BH_OK)
         return st;
-    return wrap(buf->reg, h, buf->device, buf->mem, buf->address + offset, size, out);
+    return wrap(buf->reg, v, buf->device, buf->mem, buf->address + offset, size, out);
 }
 
 bh_status bh_shim_buffer_deallocate(bh_shim_buffer *buf) {

@@ -284,6 +284,38 @@ static void shim_domains_are_bh_domain(void **state) {
     bh_sim_destroy(sim);
 }
 
+/* Under debug references a view is its own token: the object it was made
+ * from can die first and the view's reference is untouched. */
+static void a_view_owns_its_own_debug_token(void **state) {
+    (void)state;
+    bh_sim_config sc = bh_sim_default_config(1, 0);
+    bh_sim *sim;
+    assert_int_equal(bh_sim_create(&sc, &sim), BH_OK);
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.allocator = bh_sim_allocator(sim);
+    cfg.flags = BH_CONFIG_NO_ENV | BH_CONFIG_DEBUG_REFS;
+    bh_registry *reg;
+    bh_shim_device *dev;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    assert_int_equal(bh_shim_device_open(reg, 0, &dev), BH_OK);
+    bh_shim_buffer *buf, *view;
+    assert_int_equal(bh_shim_buffer_create(dev, 8192, BH_SIM_DRAM, &buf), BH_OK);
+    assert_int_equal(bh_shim_buffer_view(buf, 4096, 4096, &view), BH_OK);
+    bh_handle vh = bh_shim_buffer_handle(view);
+    assert_false(bh_handle_eq(vh, bh_shim_buffer_handle(buf)));
+    assert_int_equal(bh_shim_buffer_destroy(buf), BH_OK);
+    bh_info info;
+    assert_int_equal(bh_info_get(reg, vh, &info), BH_OK);
+    assert_int_equal(info.refs, 1);
+    assert_int_equal(bh_sim_live_allocations(sim), 1);
+    assert_int_equal(bh_shim_buffer_destroy(view), BH_OK);
+    assert_int_equal(bh_sim_live_allocations(sim), 0);
+    bh_shim_device_close(dev);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    bh_sim_destroy(sim);
+}
+
 /* ------------------------------------------------------------ threads */
 
 enum { THREADS = 4, ALLOCS = 400, ALIASES = 6 };
@@ -348,6 +380,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test(mesh_buffer_reuses_an_address_whose_last_free_is_still_running),
         cmocka_unit_test(shim_domains_are_bh_domain),
+        cmocka_unit_test(a_view_owns_its_own_debug_token),
     };
     return cmocka_run_group_tests_name("shim", tests, NULL, NULL);
 }
