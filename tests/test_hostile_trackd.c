@@ -531,6 +531,64 @@ static void bogus_devices_are_bounded(void **state) {
     assert_true(stop_server(srv) < 5);
 }
 
+/* ------------------------------------------------------------ hash flooding */
+
+/* The inverse of the hash the tracker's tables used before they were keyed,
+ * for (address, device 0, no client): MurmurHash3's finaliser, which anyone
+ * can invert. */
+static uint64_t mul_inverse(uint64_t c) {
+    uint64_t y = c; /* Newton: c * c == 1 mod 8 for odd c, each step doubles the bits */
+    for (int i = 0; i < 5; i++)
+        y *= 2 - c * y;
+    return y;
+}
+
+static uint64_t unmix(uint64_t h) {
+    h ^= h >> 33;
+    h *= mul_inverse(0xc4ceb9fe1a85ec53ull);
+    h ^= h >> 33;
+    h *= mul_inverse(0xff51afd7ed558ccdull);
+    h ^= h >> 33;
+    return h;
+}
+
+/* Addresses whose hashes share their low 32 bits: with a fixed hash they
+ * all probe from one slot of the stream's table. */
+static void colliding_allocs(int fd, uint32_t stream, size_t count) {
+    enum { BATCH = 4096 };
+    static uint8_t buf[BATCH * (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN)];
+    for (size_t i = 0; i < count;) {
+        size_t n = 0;
+        for (size_t k = 0; k < BATCH && i < count; k++, i++)
+            n += bh_wire_event(buf + n, stream, BH_EVENT_ALLOC, 0, unmix((uint64_t)(i + 1) << 32), 64, i + 1);
+        send_all(fd, buf, n);
+    }
+}
+
+/* A client that knows the table hash picks 60,000 addresses that land on one
+ * slot: with an unkeyed hash every ALLOC probes past all the earlier ones
+ * (quadratic CPU on the event loop, a bystander waits). The hash is keyed
+ * with a secret drawn at start, so the same addresses spread. */
+static void addresses_chosen_to_collide_cost_no_more_than_others(void **state) {
+    (void)state;
+    pid_t srv = start_server(NULL);
+    double cpu0 = cpu_s(srv);
+    int fd = reporter();
+    colliding_allocs(fd, 1, 60000);
+    uint64_t live = wait_total("live", 60000, 30);
+    double took;
+    char *j = query(1, 10, &took);
+    double cpu = cpu_s(srv) - cpu0;
+    print_message("60K colliding ALLOCs: live %llu, server CPU %.2f s, bystander stats %.2f s\n",
+                  (unsigned long long)live, cpu, took);
+    assert_int_equal(live, 60000);
+    assert_non_null(j);
+    free(j);
+    assert_true(cpu < 1.5);
+    close(fd);
+    assert_true(stop_server(srv) < 5);
+}
+
 /* ------------------------------------------------------------ 5: connections */
 
 /* 100 connections that never say HELLO, against a server with 64
@@ -1017,6 +1075,7 @@ int main(int argc, char **argv) {
         T(memory_follows_what_is_live),
         T(cheap_requests_do_not_scan_other_clients_data),
         T(bogus_devices_are_bounded),
+        T(addresses_chosen_to_collide_cost_no_more_than_others),
         T(idle_connections_are_capped_refused_and_timed_out),
         T(half_sent_frames_are_capped_and_timed_out),
         T(limits_and_cleanup_hold_per_process_over_every_stream),

@@ -1,7 +1,7 @@
 /*
  * track.c - see track.h.
  *
- * Owns: one open-addressing table type (linear probing, power-of-two
+ * Owns: one open-addressing table type (linear probing, keyed hash, power-of-two
  * capacity, grows at 1/2 load, shrinks below 1/8, deletes by backward shift,
  * so no tombstones pile up), used for: processes by pid, each process's
  * streams by id, each stream's (device) groups and live entries by (device,
@@ -11,10 +11,14 @@
  * an entry for an allocation that is not live, or walk another process's
  * data to answer for one process.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "track.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/types.h>
+#include <time.h>
 
 /* ======================== Open-addressing table ======================== */
 
@@ -27,28 +31,40 @@ typedef struct okey {
 typedef struct otab {
     unsigned char *s;
     size_t cap, n, esize; /* cap 0: nothing allocated yet */
+    uint64_t secret;      /* the hash key (ot_hash), fixed for the table's life */
 } otab;
 
 #define OT_MIN_CAP 16u
 
 static okey *ot_slot(const otab *t, size_t i) { return (okey *)(void *)(t->s + i * t->esize); }
 
-static size_t ot_hash(uint64_t a, uint32_t b, uint64_t c) {
-    uint64_t h = a ^ (c * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)b << 40) ^ b;
+static uint64_t fmix64(uint64_t h) { /* MurmurHash3's finaliser: a bijection that avalanches */
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;
     h *= 0xc4ceb9fe1a85ec53ull;
     h ^= h >> 33;
-    return (size_t)h;
+    return h;
 }
 
-static size_t ot_home(const otab *t, const okey *k) { return ot_hash(k->a, k->b, k->c) & (t->cap - 1); }
+/* Keys come from the wire: with a hash anyone can compute (and invert), a
+ * client picks addresses that share one home slot and every insert probes
+ * past all the earlier ones (60,000 such ALLOCs cost 7.7 s of the event
+ * loop). Each table hashes with its own secret, and each part of the key
+ * goes through its own round, so no choice of (a, b, c) collides without the
+ * secret. */
+static size_t ot_hash(const otab *t, uint64_t a, uint32_t b, uint64_t c) {
+    uint64_t h = fmix64(a ^ t->secret);
+    h = fmix64(h ^ c);
+    return (size_t)fmix64(h ^ b);
+}
+
+static size_t ot_home(const otab *t, const okey *k) { return ot_hash(t, k->a, k->b, k->c) & (t->cap - 1); }
 
 static void *ot_find(const otab *t, uint64_t a, uint32_t b, uint64_t c) {
     if (t->cap == 0)
         return NULL;
-    for (size_t i = ot_hash(a, b, c) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+    for (size_t i = ot_hash(t, a, b, c) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
         okey *k = ot_slot(t, i);
         if (!k->used)
             return NULL;
@@ -82,7 +98,7 @@ static int ot_resize(otab *t, size_t cap) {
 static void *ot_insert(otab *t, uint64_t a, uint32_t b, uint64_t c) {
     if ((t->n + 1) * 2 > t->cap && ot_resize(t, t->cap ? t->cap * 2 : OT_MIN_CAP) != 0)
         return NULL;
-    size_t i = ot_hash(a, b, c) & (t->cap - 1);
+    size_t i = ot_hash(t, a, b, c) & (t->cap - 1);
     while (ot_slot(t, i)->used)
         i = (i + 1) & (t->cap - 1);
     okey *k = ot_slot(t, i);
@@ -180,9 +196,23 @@ struct bh_track {
     bh_track_counts gone; /* counts that could not be retired into a group (ENOMEM) */
 };
 
+/* A fresh secret per table (a syscall per process or stream created, none
+ * per event). Without getrandom (an old kernel, a seccomp filter) the clock
+ * and the table's address still differ between runs and tables; they are not
+ * secret, but nothing else breaks. */
+static uint64_t table_secret(const otab *t) {
+    uint64_t k;
+    if (getrandom(&k, sizeof(k), GRND_NONBLOCK) == (ssize_t)sizeof(k))
+        return k;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return fmix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)(uintptr_t)t);
+}
+
 static void otab_init(otab *t, size_t esize) {
     memset(t, 0, sizeof(*t));
     t->esize = esize;
+    t->secret = table_secret(t);
 }
 
 bh_track *bh_track_new(uint64_t max_live_per_process) {
