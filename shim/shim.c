@@ -64,7 +64,7 @@ static bh_status wrap(bh_registry *reg, bh_handle h, uint32_t device, bh_sim_mem
         return BH_ENOMEM;
     }
     b->reg = reg;
-    AO_store(&b->handle_bits, (AO_t)h.bits);
+    AO_store(&b->handle_bits, (AO_t)h.bits); /* relaxed: the object is not shared yet */
     b->device = device;
     b->mem = mem;
     b->address = address;
@@ -119,6 +119,8 @@ bh_status bh_shim_buffer_view(bh_shim_buffer *buf, uint64_t offset, uint64_t siz
         return BH_EINVAL;
     if (offset > buf->size || size > buf->size - offset)
         return BH_ERANGE;
+    /* Relaxed: this object's user is this thread (see shim.h); only a racing
+     * deallocate may zero it, and bh_retain checks the handle anyway. */
     bh_handle h = {(uint64_t)AO_load(&buf->handle_bits)};
     if (bh_handle_is_null(h))
         return BH_ESTALE;
@@ -138,7 +140,7 @@ bh_status bh_shim_buffer_deallocate(bh_shim_buffer *buf) {
      * deallocating one object release it once. Full barrier: not needed for
      * the handle value itself, but cheap and keeps the object's last use on
      * this thread ordered before the release. */
-    AO_t bits = AO_load(&buf->handle_bits);
+    AO_t bits = AO_load(&buf->handle_bits); /* relaxed: the CAS's first guess */
     while (bits != 0) {
         AO_t seen = AO_fetch_compare_and_swap_full(&buf->handle_bits, bits, 0);
         if (seen == bits)
@@ -160,6 +162,7 @@ uint64_t bh_shim_buffer_address(const bh_shim_buffer *buf) { return buf->address
 uint64_t bh_shim_buffer_size(const bh_shim_buffer *buf) { return buf->size; }
 uint32_t bh_shim_buffer_device(const bh_shim_buffer *buf) { return buf->device; }
 bh_sim_mem bh_shim_buffer_mem(const bh_shim_buffer *buf) { return buf->mem; }
+/* Relaxed snapshots: they publish nothing and order nothing. */
 int bh_shim_buffer_is_allocated(const bh_shim_buffer *buf) { return AO_load(&buf->handle_bits) != 0; }
 bh_handle bh_shim_buffer_handle(const bh_shim_buffer *buf) {
     return (bh_handle){(uint64_t)AO_load(&buf->handle_bits)};

@@ -17,6 +17,7 @@ static AO_t fail_countdown;
 /* Host allocations attempted so far, so a test can walk every k. */
 static AO_t attempts;
 
+/* Relaxed, both: see fail_countdown and attempts above. */
 void bh__hostmem_fail_at(long k) { AO_store(&fail_countdown, k > 0 ? (AO_t)k : 0); }
 
 long bh__hostmem_attempts(void) { return (long)AO_load(&attempts); }
@@ -24,7 +25,7 @@ long bh__hostmem_attempts(void) { return (long)AO_load(&attempts); }
 static int injected_failure(void) {
     (void)AO_fetch_and_add1(&attempts); /* relaxed: a statistic */
     for (;;) {
-        AO_t left = AO_load(&fail_countdown);
+        AO_t left = AO_load(&fail_countdown); /* relaxed: the CAS's guess */
         if (left == 0)
             return 0;
         /* CAS so that concurrent callers consume distinct countdown values:

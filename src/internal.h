@@ -44,6 +44,9 @@ static inline uint32_t bh__handle_gen(bh_handle h) { return (uint32_t)(h.bits >>
  * alive?" and "take a reference" are one compare-and-swap: a stale handle can
  * never add a reference to the slot's next incarnation (no ABA window). */
 #define BH__REFS_MASK 0xffffffffull
+/* The word packs two 32-bit halves, and counters, gauges and addresses are
+ * AO_t: 32-bit targets (where AO_t is 32 bits) are not supported. */
+_Static_assert(sizeof(AO_t) == 8, "bufhandle needs a 64-bit AO_t (a 64-bit target)");
 static inline uint32_t bh__word_gen(AO_t w) { return (uint32_t)((uint64_t)w >> 32); }
 static inline uint32_t bh__word_refs(AO_t w) { return (uint32_t)((uint64_t)w & BH__REFS_MASK); }
 static inline AO_t bh__word_make(uint32_t gen, uint32_t refs) { return (AO_t)(((uint64_t)gen << 32) | refs); }
@@ -262,9 +265,10 @@ struct bh_registry {
     bh__stats stats;
     bh_allocator allocator;
     bh_alloc_ex_fn alloc_ex; /* with BH_CONFIG_ALLOC_EX, else NULL */
-    bh_reporter reporter;
+    bh_reporter reporter;    /* the application's (bh_config.reporter); immutable */
+    bh_reporter
+        env_reporter; /* opened from the environment, closed on destroy (report NULL: none); immutable */
     uint32_t flags;
-    int owns_reporter;     /* 1: opened from the environment, closed on destroy */
     uint32_t tag;          /* 1..255, stamped into every handle */
     uint32_t gen_salt;     /* random per registry, XORed into every handle's generation */
     uint32_t refs_max;     /* BH_EOVERFLOW past this; lowered only by tests */

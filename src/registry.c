@@ -51,7 +51,7 @@ static bh_status count_stale(bh_registry *reg) {
  * ALLOC) is already ordered by happens-before, and RMWs on one location follow
  * happens-before in their modification order. */
 static void report(bh_registry *reg, bh_event_kind kind, uint32_t device, uint64_t address, uint64_t size) {
-    if (reg->reporter.report == NULL)
+    if (reg->reporter.report == NULL && reg->env_reporter.report == NULL)
         return;
     bh_event ev;
     memset(&ev, 0, sizeof(ev));
@@ -61,7 +61,12 @@ static void report(bh_registry *reg, bh_event_kind kind, uint32_t device, uint64
     ev.size = size;
     ev.seq = (uint64_t)AO_fetch_and_add1(&reg->seq) + 1;
     bh__count(&reg->stats, BH__C_REPORTS);
-    reg->reporter.report(reg->reporter.ctx, &ev);
+    /* A tee: the application's reporter and the one the environment asked
+     * for both see every event, with the same seq, in the same order. */
+    if (reg->reporter.report != NULL)
+        reg->reporter.report(reg->reporter.ctx, &ev);
+    if (reg->env_reporter.report != NULL)
+        reg->env_reporter.report(reg->env_reporter.ctx, &ev);
 }
 
 /* Checks a handle's shape and finds the block it names. The generation is
@@ -87,7 +92,7 @@ static bh_status resolve(bh_registry *reg, bh_handle h, bh__block **out) {
  * block's fields read after this are the current generation's. Release is
  * not needed for the increment itself but comes with the same instruction. */
 static bh_status ref_get(const bh_registry *reg, bh__block *b, uint32_t gen) {
-    AO_t w = AO_load(&b->word);
+    AO_t w = AO_load(&b->word); /* relaxed: only the CAS's first guess; the CAS checks and orders */
     for (;;) {
         if (bh__word_gen(w) != gen || bh__word_refs(w) == 0)
             return BH_ESTALE;
@@ -146,7 +151,7 @@ static bh_handle publish(bh_registry *reg, bh__shard *shard, uint64_t hash, bh__
     AO_store_release(&b->device, (AO_t)device);
     AO_store_release(&b->address, (AO_t)address);
     AO_store_release(&b->size, (AO_t)size);
-    AO_store(&b->phase, BH__PHASE_LIVE);
+    AO_store(&b->phase, BH__PHASE_LIVE); /* relaxed: published by the release RMW below */
     /* refs 0 -> 1, generation kept. Release: pairs with the acquire of
      * ref_get / bh_info_get / the last release on another thread; the fields
      * above are visible to anyone who sees refs == 1 of this generation.
@@ -297,8 +302,11 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
     pthread_mutex_unlock(&shard->lock);
 
     bh__count(&reg->stats, BH__C_FREES);
-    /* Last touch of the registry: once live_blocks drops, bh_registry_destroy
-     * may succeed on another thread (see the header's bh_registry_destroy). */
+    /* The gauges come last so that a bh_registry_destroy made after every
+     * call returned sees all of this death (its acquire pairs with the
+     * release in bh__live_sub). It is no licence to destroy while calls are
+     * still running: other releasers may still be counting (see the header's
+     * bh_registry_destroy). */
     bh__live_sub(&reg->stats, size);
 }
 
@@ -306,6 +314,9 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
  * Legitimate only if that block is dying and its free has started (the
  * allocator may hand the address out from then on). Under shard->lock. */
 static int may_take_over(const bh__block *b) {
+    /* Relaxed: refs of a linked block only ever fall to 0 and stay there
+     * (get-unless-zero), so a 0 seen here is final; the phase load below is
+     * the one that orders. */
     if (bh__word_refs(AO_load(&b->word)) != 0)
         return 0;
     /* Acquire: pairs with the release in last_release() (see there). */
@@ -323,17 +334,18 @@ static void reporter_from_env(bh_registry *reg) {
     const char *log = getenv("BH_TRACK_LOG");
     bh_status st = BH_EINVAL;
     if (sock != NULL && sock[0] != '\0') {
-        st = bh_socket_reporter_open(sock, NULL, &reg->reporter);
+        st = bh_socket_reporter_open(sock, NULL, &reg->env_reporter);
     } else if (tt != NULL && strcmp(tt, "1") == 0) {
         bh_socket_options opt;
         memset(&opt, 0, sizeof(opt));
         opt.flags = BH_SOCKET_COMPAT_TT;
         const char *path = getenv("BH_TT_SOCKET");
-        st = bh_socket_reporter_open(path != NULL && path[0] != '\0' ? path : NULL, &opt, &reg->reporter);
+        st = bh_socket_reporter_open(path != NULL && path[0] != '\0' ? path : NULL, &opt, &reg->env_reporter);
     } else if (log != NULL && log[0] != '\0') {
-        st = bh_log_reporter_open(log, &reg->reporter);
+        st = bh_log_reporter_open(log, &reg->env_reporter);
     }
-    reg->owns_reporter = st == BH_OK;
+    if (st != BH_OK)
+        memset(&reg->env_reporter, 0, sizeof(reg->env_reporter));
 }
 
 /* 32 random bits for bh__handle_of. getrandom() does not block once the
@@ -352,13 +364,10 @@ static uint32_t generation_salt(const bh_registry *reg, AO_t made) {
 }
 
 static void close_owned_reporter(bh_registry *reg) {
-    if (!reg->owns_reporter)
-        return;
-    if (bh__is_socket_reporter(&reg->reporter))
-        bh_socket_reporter_close(&reg->reporter);
-    else
-        bh_log_reporter_close(&reg->reporter);
-    reg->owns_reporter = 0;
+    if (bh__is_socket_reporter(&reg->env_reporter))
+        bh_socket_reporter_close(&reg->env_reporter);
+    else if (bh__is_log_reporter(&reg->env_reporter))
+        bh_log_reporter_close(&reg->env_reporter);
 }
 
 bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
@@ -388,8 +397,8 @@ bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
         if (cfg->flags & BH_CONFIG_ALLOC_EX)
             reg->alloc_ex = cfg->alloc_ex;
     }
-    if (reg->reporter.report == NULL && !(reg->flags & BH_CONFIG_NO_ENV))
-        reporter_from_env(reg);
+    if (!(reg->flags & BH_CONFIG_NO_ENV))
+        reporter_from_env(reg); /* also beside the application's reporter: a tee */
     /* Relaxed: tags need only differ, they publish nothing. */
     AO_t made = AO_fetch_and_add1(&registries_made);
     reg->tag = (uint32_t)(made % 255u) + 1u;
@@ -413,7 +422,9 @@ bh_status bh_registry_destroy(bh_registry *reg) {
     if (reg == NULL)
         return BH_EINVAL;
     /* Acquire: pairs with the release decrement in bh__live_sub(), so the
-     * teardown below sees everything the last retiring thread wrote. */
+     * teardown below sees everything the last retiring thread wrote. The
+     * caller guarantees that no other call is running (see the header): this
+     * check is about references still held, not about threads. */
     if (AO_load_acquire(&reg->stats.live_blocks) != 0)
         return BH_EBUSY;
     bh__diag_detach(reg);
@@ -497,6 +508,8 @@ static bh_status intern_block(bh_registry *reg, uint32_t device, uint64_t addres
     if (b != NULL) {
         uint32_t gen = linked_gen(b);
         bh_status st;
+        /* Relaxed: size is fixed while the block is linked (our shard lock);
+         * refs is a snapshot, ref_get's CAS re-checks it. */
         if (size > (uint64_t)AO_load(&b->size) && bh__word_refs(AO_load(&b->word)) != 0)
             st = BH_ERANGE;
         else
@@ -602,7 +615,7 @@ static bh_status release_block(bh_registry *reg, bh_handle h, int *freed) {
     /* For helgrind/drd: everything this thread did with the block happens
      * before whoever runs the last release. */
     BH__HAPPENS_BEFORE(&b->word);
-    AO_t w = AO_load(&b->word);
+    AO_t w = AO_load(&b->word); /* relaxed: the CAS's first guess; the CAS checks and orders */
     for (;;) {
         if (bh__word_gen(w) != gen || bh__word_refs(w) == 0)
             return count_stale(reg);
@@ -660,10 +673,13 @@ bh_status bh_stats_get(bh_registry *reg, bh_stats *out) {
     if (reg == NULL || out == NULL)
         return BH_EINVAL;
     bh__stats_sum(&reg->stats, out);
-    bh_reporter_stats rs;
-    if (bh_socket_reporter_stats(&reg->reporter, &rs) == BH_OK) {
-        out->reports_dropped = rs.dropped;
-        out->resyncs = rs.resyncs;
+    const bh_reporter *both[2] = {&reg->reporter, &reg->env_reporter};
+    for (int i = 0; i < 2; i++) {
+        bh_reporter_stats rs;
+        if (bh_socket_reporter_stats(both[i], &rs) == BH_OK) {
+            out->reports_dropped += rs.dropped;
+            out->resyncs += rs.resyncs;
+        }
     }
     return BH_OK;
 }
@@ -785,7 +801,7 @@ bh_status bh__registry_set_gen(bh_registry *reg, bh_handle h, uint32_t gen, bh_h
     bh_status st = resolve(reg, h, &b);
     if (st != BH_OK)
         return st;
-    AO_t w = AO_load(&b->word);
+    AO_t w = AO_load(&b->word); /* relaxed: test hook, the CAS below checks */
     if (bh__word_gen(w) != bh__handle_gen_of(reg, h) || bh__word_refs(w) == 0)
         return BH_ESTALE;
     if (AO_fetch_compare_and_swap_full(&b->word, w, bh__word_make(gen, bh__word_refs(w))) != w)

@@ -67,13 +67,17 @@ void bh__live_born(bh__stats *st) {
 void bh__live_sub(bh__stats *st, uint64_t bytes) {
     (void)AO_fetch_and_add(&st->live_bytes, (AO_t)0 - (AO_t)bytes); /* relaxed: the decrement below orders */
     /* Release: bh_registry_destroy reads live_blocks with acquire and must see
-     * every write the retiring thread made to the registry before it. */
+     * every write the retiring thread made to the registry before it (the
+     * caller of destroy guarantees every call returned; this orders memory,
+     * it does not wait for threads). */
     (void)AO_fetch_and_sub1_release(&st->live_blocks);
 }
 
 void bh__stats_sum(const bh__stats *st, bh_stats *out) {
     uint64_t sum[BH__C_COUNT];
     memset(sum, 0, sizeof(sum));
+    /* Relaxed loads throughout: a statistic read while others count, not
+     * one instant (see bh_stats_get); nothing is published through them. */
     for (unsigned s = 0; s < BH__STRIPES; s++)
         for (unsigned c = 0; c < BH__C_COUNT; c++)
             sum[c] += (uint64_t)AO_load(&st->stripes[s].c[c]);

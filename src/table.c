@@ -67,6 +67,7 @@ static void grow(bh__shard *shard) {
         bh__block *b = shard->buckets[i];
         while (b != NULL) {
             bh__block *next = b->next;
+            /* Relaxed: keys of linked blocks are fixed under our lock (see key_equal). */
             uint64_t h = bh__key_hash((uint32_t)AO_load(&b->device), (uint64_t)AO_load(&b->address));
             b->next = nb[h & (n - 1)];
             nb[h & (n - 1)] = b;

@@ -901,6 +901,41 @@ static void the_environment_turns_logging_on_unless_opted_out(void **state) {
     unlink(path);
 }
 
+/* 0.2 ignored the tracking variables when the application passed its own
+ * reporter. Now both get every event, with the same seq. */
+static void the_environment_reporter_tees_with_the_applications_own(void **state) {
+    (void)state;
+    char path[] = "/tmp/bh-teelog-XXXXXX";
+    make_temp_file(path);
+    setenv("BH_TRACK_LOG", path, 1);
+    checker *chk = checker_new(1, 0, 4, BASE, ALIGN); /* device 0 is interned */
+    bh_config cfg = checker_config(chk);
+    cfg.flags = 0; /* the environment counts */
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    unsetenv("BH_TRACK_LOG");
+    bh_handle h;
+    assert_int_equal(bh_intern(reg, 0, BASE, 64, &h), BH_OK);
+    assert_int_equal(bh_release(reg, h), BH_OK);
+    bh_stats s;
+    assert_int_equal(bh_stats_get(reg, &s), BH_OK);
+    assert_int_equal(s.reports, 2); /* one event each, handed to both */
+    assert_int_equal(checker_alloc_reports(chk), 1);
+    assert_int_equal(checker_free_reports(chk), 1);
+    const checker_event *ev;
+    assert_int_equal(checker_events(chk, &ev), 2);
+    assert_int_equal(checker_finish(chk, reg), 0); /* destroys reg: the log is closed */
+    char buf[1024], want[128];
+    read_file(path, buf, sizeof(buf));
+    snprintf(want, sizeof(want), "{\"kind\":\"ALLOC\",\"domain\":0,\"device\":0,\"mem\":0,\"address\":%llu,",
+             (unsigned long long)BASE);
+    assert_non_null(strstr(buf, want));
+    snprintf(want, sizeof(want), "\"size\":64,\"seq\":%llu,", (unsigned long long)ev[1].seq);
+    assert_non_null(strstr(buf, want));
+    assert_non_null(strstr(buf, "{\"kind\":\"FREE\""));
+    unlink(path);
+}
+
 /* ------------------------------------------------------------ text */
 
 static void every_status_has_a_distinct_name_and_message(void **state) {
@@ -969,6 +1004,7 @@ int main(void) {
         cmocka_unit_test(domain_macros_pack_device_and_kind),
         cmocka_unit_test(log_reporter_writes_one_json_line_per_event),
         cmocka_unit_test(the_environment_turns_logging_on_unless_opted_out),
+        cmocka_unit_test(the_environment_reporter_tees_with_the_applications_own),
         cmocka_unit_test(every_status_has_a_distinct_name_and_message),
         cmocka_unit_test(version_matches_the_header),
     };

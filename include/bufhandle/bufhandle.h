@@ -31,6 +31,9 @@
  * lookup and the last release take one of many table shard locks for a few
  * instructions. No lock is held while the allocator or reporter callbacks run,
  * so callbacks may call any bh_* function (except destroying their registry).
+ * The one call that is not safe against the others is bh_registry_destroy:
+ * every call on a registry must have returned before it is destroyed (see
+ * there).
  *
  * REFERENCES
  * ==========
@@ -291,7 +294,14 @@ BH_API bh_status bh_registry_create(const bh_config *cfg, bh_registry **out);
 
 /* Destroys a registry that has no live control blocks. With live blocks it
  * returns BH_EBUSY and leaves the registry untouched and usable, so the caller
- * can report the leaks. Must not race with other calls on the same registry.
+ * can report the leaks.
+ * Every other call on the registry, on every thread, must have RETURNED before
+ * bh_registry_destroy is called, and none may start after it. BH_OK from
+ * destroy does not mean other threads are done: a bh_release that dropped a
+ * reference other than the last still updates the registry's counters after
+ * its decrement, and may still be running when the last reference is gone.
+ * Join the threads that used the registry (or otherwise wait for their calls
+ * to return) first. Callbacks must not destroy their own registry.
  * Errors: BH_EINVAL (NULL), BH_EBUSY. */
 BH_API bh_status bh_registry_destroy(bh_registry *reg);
 
@@ -463,8 +473,10 @@ BH_API bh_status bh_dup(bh_registry *reg, bh_handle h, bh_handle *out);
 /* Reporters shipped with the library                                        */
 /* ------------------------------------------------------------------------- */
 
-/* TRACKING FROM THE ENVIRONMENT. A registry created without a reporter (and
- * without BH_CONFIG_NO_ENV) opens one itself, and closes it on destroy:
+/* TRACKING FROM THE ENVIRONMENT. A registry created without BH_CONFIG_NO_ENV
+ * opens a reporter itself when one of these is set, and closes it on destroy.
+ * If the application passed its own reporter too, both receive every event
+ * (same event, same seq; the application's first):
  *   BH_TRACK_SOCKET=/path          socket reporter to bh-trackd at /path
  *   TT_ALLOC_TRACKING_ENABLED=1    socket reporter speaking TT-Metal's 72-byte
  *                                  records to /tmp/tt_allocation_server.sock
