@@ -924,13 +924,14 @@ static void the_environment_reporter_tees_with_the_applications_own(void **state
     assert_int_equal(checker_free_reports(chk), 1);
     const checker_event *ev;
     assert_int_equal(checker_events(chk, &ev), 2);
+    const uint64_t free_seq = ev[1].seq;
     assert_int_equal(checker_finish(chk, reg), 0); /* destroys reg: the log is closed */
     char buf[1024], want[128];
     read_file(path, buf, sizeof(buf));
     snprintf(want, sizeof(want), "{\"kind\":\"ALLOC\",\"domain\":0,\"device\":0,\"mem\":0,\"address\":%llu,",
              (unsigned long long)BASE);
     assert_non_null(strstr(buf, want));
-    snprintf(want, sizeof(want), "\"size\":64,\"seq\":%llu,", (unsigned long long)ev[1].seq);
+    snprintf(want, sizeof(want), "\"size\":64,\"seq\":%llu,", (unsigned long long)free_seq);
     assert_non_null(strstr(buf, want));
     assert_non_null(strstr(buf, "{\"kind\":\"FREE\""));
     unlink(path);
