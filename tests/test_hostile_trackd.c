@@ -29,6 +29,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/wait.h>
 #include <cmocka.h>
 
@@ -589,6 +591,128 @@ static void addresses_chosen_to_collide_cost_no_more_than_others(void **state) {
     assert_true(stop_server(srv) < 5);
 }
 
+/* ------------------------------------------------------------ queries next to a big live set */
+
+/* The --http port the server logged (0 if none within 5 s). */
+static unsigned http_port(void) {
+    static const char tag[] = "serving http on http://127.0.0.1:";
+    for (int i = 0; i < 500; i++) {
+        char buf[4096] = "";
+        FILE *f = fopen(log_path, "r");
+        size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f != NULL)
+            fclose(f);
+        buf[n] = '\0';
+        const char *p = strstr(buf, tag);
+        if (p != NULL)
+            return (unsigned)strtoul(p + strlen(tag), NULL, 10);
+        sleep_ms(10);
+    }
+    return 0;
+}
+
+/* count pipelined GETs of path on one keep-alive connection; returns the
+ * connection (the caller reads the answers). */
+static int http_pipeline(unsigned port, const char *path, int count) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    char req[256];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n", path);
+    for (int i = 0; i < count; i++)
+        send_all(fd, req, (size_t)n);
+    return fd;
+}
+
+/* "HTTP/1.1 200" answers read from fd, until want of them or secs pass. */
+static int http_answers(int fd, int want, double secs) {
+    static char buf[1 << 20];
+    size_t len = 0;
+    int got = 0;
+    double end = now_s() + secs;
+    while (got < want && now_s() < end) {
+        size_t n = read_some(fd, (uint8_t *)buf + len, sizeof(buf) - 1 - len, 0.05);
+        len += n;
+        buf[len] = '\0';
+        got = 0;
+        for (const char *p = buf; (p = strstr(p, "HTTP/1.1 200")) != NULL; p++)
+            got++;
+        if (len > sizeof(buf) / 2) { /* keep the tail: an answer may straddle */
+            memmove(buf, buf + len - 64, 64);
+            len = 64;
+            want -= got;
+            got = 0;
+        }
+    }
+    return got;
+}
+
+/* Next to 300,000 live allocations, a peer sends 200 `history` queries on
+ * 50 connections at a time, and HTTP asks 16 times each for the history of
+ * an address and for the last page of /api/live. Each walked the whole live
+ * set on the event loop (0.1 s apiece here): a bystander's `stats` waited
+ * for all of them. History now looks the address up per group and a page
+ * skips whole streams and stops when full. */
+static void queries_cost_what_they_report_not_the_live_set(void **state) {
+    (void)state;
+    const char *extra[] = {"--http", "127.0.0.1:0", NULL};
+    pid_t srv = start_server(extra);
+    unsigned port = http_port();
+    assert_true(port != 0);
+    int holder = reporter();
+    send_events(holder, 1, BH_EVENT_ALLOC, 0, 0x1000000, 300000, 0);
+    assert_int_equal(wait_total("live", 300000, 20), 300000);
+    double cpu0 = cpu_s(srv), t0 = now_s();
+    int h1 = http_pipeline(port, "/api/history?address=0x1000040", 16);
+    int h2 = http_pipeline(port, "/api/live?offset=299990&limit=10", 16);
+    uint8_t req[64];
+    size_t n = hello_frame(req, 1);
+    n += bh_wire_header(req + n, BH_WIRE_QUERY, 12);
+    bh_put16(req + n, 3);
+    bh_put16(req + n + 2, 1);
+    bh_put64(req + n + 4, 0x1000040);
+    n += 12;
+    double took = 100;
+    char *j = NULL;
+    int answered = 0;
+    for (int round = 0; round < 4; round++) {
+        int q[50];
+        for (int i = 0; i < 50; i++) {
+            q[i] = try_connect(sock_path);
+            if (q[i] >= 0)
+                send_all(q[i], req, n);
+        }
+        if (round == 1) /* the bystander (under the per-uid cap of 64 connections) */
+            j = query(1, 30, &took);
+        for (int i = 0; i < 50; i++) {
+            uint8_t hdr[BH_WIRE_HEADER];
+            if (q[i] >= 0 && read_some(q[i], hdr, sizeof(hdr), 30) == sizeof(hdr) &&
+                bh_get16(hdr + 6) == BH_WIRE_REPLY)
+                answered++;
+            if (q[i] >= 0)
+                close(q[i]);
+        }
+    }
+    int a1 = http_answers(h1, 16, 30), a2 = http_answers(h2, 16, 30);
+    double cpu = cpu_s(srv) - cpu0;
+    print_message("300K live; 200 history queries + 32 HTTP: bystander stats %.2f s, all done in %.2f s, "
+                  "server CPU %.2f s, answers %d + %d + %d\n",
+                  took, now_s() - t0, cpu, answered, a1, a2);
+    assert_non_null(j);
+    assert_int_equal(jnum(j, "live"), 300000);
+    free(j);
+    assert_int_equal(answered, 200);
+    assert_int_equal(a1, 16);
+    assert_int_equal(a2, 16);
+    assert_true(took < 2.0);
+    assert_true(cpu < 2.0);
+    close(h1);
+    close(h2);
+    close(holder);
+    assert_true(stop_server(srv) < 5);
+}
+
 /* ------------------------------------------------------------ 5: connections */
 
 /* 100 connections that never say HELLO, against a server with 64
@@ -1076,6 +1200,7 @@ int main(int argc, char **argv) {
         T(cheap_requests_do_not_scan_other_clients_data),
         T(bogus_devices_are_bounded),
         T(addresses_chosen_to_collide_cost_no_more_than_others),
+        T(queries_cost_what_they_report_not_the_live_set),
         T(idle_connections_are_capped_refused_and_timed_out),
         T(half_sent_frames_are_capped_and_timed_out),
         T(limits_and_cleanup_hold_per_process_over_every_stream),

@@ -267,32 +267,40 @@ static void fill_entry(report_ctx *r, const void *item) {
 
 typedef struct dump_ctx {
     report_ctx r;
-    uint64_t skip, limit, total; /* paging: entries to pass over, to print; live entries seen */
-    uint64_t address;            /* history: the address asked about */
+    uint64_t want, shown; /* paging: rows asked for, rows that fit */
 } dump_ctx;
 
-static void dump_entry(void *ctx, const bh_track_entry *e) {
+/* Stops the walk when the page is full or the reply is (the rest are
+ * counted, not walked). */
+static int dump_entry(void *ctx, const bh_track_entry *e) {
     dump_ctx *d = ctx;
-    if (d->total++ < d->skip || d->total > d->skip + d->limit)
-        return;
+    uint64_t omitted = d->r.omitted;
     row(&d->r, fill_entry, e);
+    if (d->r.omitted != omitted)
+        return 1;
+    return ++d->shown == d->want;
 }
 
 static void render_dump(td_server *s, td_strbuf *b, int json, uint64_t offset, uint64_t count, size_t limit) {
-    dump_ctx d = {{s, b, json, 1, td_now_ms(), 0}, offset, count, 0, 0};
+    bh_track_counts t;
+    bh_track_totals(s->track, UINT64_MAX, UINT32_MAX, &t); /* total without walking the live set */
+    uint64_t want = offset < t.live ? (count < t.live - offset ? count : t.live - offset) : 0;
+    dump_ctx d = {{s, b, json, 1, td_now_ms(), 0}, want, 0};
     if (json)
         td_sb_printf(b, "{\"live\":[");
     else
         td_sb_printf(b, "%8s %10s %6s %-8s %14s %14s %10s\n", "pid", "stream", "device", "kind", "address",
                      "size", "age (s)");
     b->limit = limit != 0 ? limit : TD_REPLY_LIMIT;
-    bh_track_each_entry(s->track, 1, dump_entry, &d);
+    if (want > 0)
+        bh_track_each_entry(s->track, offset, dump_entry, &d);
     b->limit = 0;
+    uint64_t omitted = want - d.shown;
     if (json)
-        td_sb_printf(b, "],\"omitted\":%" PRIu64 ",\"offset\":%" PRIu64 ",\"total\":%" PRIu64 "}\n",
-                     d.r.omitted, offset, d.total);
-    else if (d.r.omitted > 0)
-        td_sb_printf(b, "(%" PRIu64 " more live allocations not shown: reply limit)\n", d.r.omitted);
+        td_sb_printf(b, "],\"omitted\":%" PRIu64 ",\"offset\":%" PRIu64 ",\"total\":%" PRIu64 "}\n", omitted,
+                     offset, t.live);
+    else if (omitted > 0)
+        td_sb_printf(b, "(%" PRIu64 " more live allocations not shown: reply limit)\n", omitted);
 }
 
 void td_render_dump(td_server *s, td_strbuf *b, int json, size_t limit) {
@@ -307,8 +315,6 @@ void td_render_dump_page(td_server *s, td_strbuf *b, uint64_t offset, uint64_t l
 
 static void history_entry(void *ctx, const bh_track_entry *e) {
     dump_ctx *d = ctx;
-    if (e->address != d->address)
-        return;
     pid_t pid = td_key_pid(e->client);
     uint32_t stream = td_key_stream(e->client);
     if (d->r.json) {
@@ -328,13 +334,13 @@ static void history_entry(void *ctx, const bh_track_entry *e) {
 }
 
 void td_render_history(td_server *s, td_strbuf *b, uint64_t address, int json) {
-    dump_ctx d = {{s, b, json, 1, td_now_ms(), 0}, 0, 0, 0, address};
+    dump_ctx d = {{s, b, json, 1, td_now_ms(), 0}, 0, 0};
     if (json)
         td_sb_printf(b, "{\"address\":%" PRIu64 ",\"entries\":[", address);
     else
         td_sb_printf(b, "address 0x%" PRIx64 "\n%8s %10s %-14s %6s %-8s %4s %14s %9s %9s\n", address, "pid",
                      "stream", "name", "device", "kind", "live", "size", "allocs", "frees");
-    bh_track_each_entry(s->track, 0, history_entry, &d);
+    bh_track_each_at(s->track, address, history_entry, &d);
     if (json)
         td_sb_printf(b, "]}\n");
 }

@@ -273,8 +273,8 @@ int td_write_summary(td_server *s);
 
 /* The live allocations from offset on, at most limit of them (paged /api/live). */
 void td_render_dump_page(td_server *s, td_strbuf *b, uint64_t offset, uint64_t limit);
-/* Every entry the tracker has for address (any client, device); walks the
- * whole live set and history, like a dump. */
+/* Every entry the tracker has for address (any client, device); costs the
+ * groups and the bounded history, not the live set. */
 void td_render_history(td_server *s, td_strbuf *b, uint64_t address, int json);
 /* Memory kind name of a domain, shared by every output. */
 const char *td_kind_name(uint32_t domain, char buf[16]);

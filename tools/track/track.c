@@ -618,7 +618,14 @@ uint64_t bh_track_process_live(const bh_track *t, uint32_t process) {
     return p != NULL ? p->live : 0;
 }
 
-void bh_track_each_entry(const bh_track *t, int live_only, void (*fn)(void *ctx, const bh_track_entry *e),
+/* The public view of a live entry of client. */
+static void live_pub(const bh_track *t, uint64_t client, const entry *e, bh_track_entry *pub) {
+    const hist *h = ot_find(&t->history, e->k.a, (uint32_t)e->k.b, client);
+    *pub = (bh_track_entry){client, e->k.a,  e->size,           e->since,        (uint32_t)e->k.b,
+                            1,      e->type, h ? h->allocs : 0, h ? h->frees : 0};
+}
+
+void bh_track_each_entry(const bh_track *t, uint64_t skip, int (*fn)(void *ctx, const bh_track_entry *e),
                          void *ctx) {
     for (const proc *p = t->first; p != NULL; p = p->next) {
         for (size_t i = 0; i < p->streams.cap; i++) {
@@ -626,21 +633,54 @@ void bh_track_each_entry(const bh_track *t, int live_only, void (*fn)(void *ctx,
             if (!sr->k.used)
                 continue;
             const stream *s = sr->obj;
+            if (skip >= s->entries.n) { /* the whole stream is before the page */
+                skip -= s->entries.n;
+                continue;
+            }
             for (size_t j = 0; j < s->entries.cap; j++) {
                 const entry *e = (const entry *)ot_slot(&s->entries, j);
                 if (!e->k.used)
                     continue;
-                uint64_t client = BH_TRACK_CLIENT(p->pid, s->id);
-                const hist *h = ot_find(&t->history, e->k.a, (uint32_t)e->k.b, client);
-                bh_track_entry pub = {client, e->k.a,  e->size,           e->since,        (uint32_t)e->k.b,
-                                      1,      e->type, h ? h->allocs : 0, h ? h->frees : 0};
-                fn(ctx, &pub);
+                if (skip > 0) {
+                    skip--;
+                    continue;
+                }
+                bh_track_entry pub;
+                live_pub(t, BH_TRACK_CLIENT(p->pid, s->id), e, &pub);
+                if (fn(ctx, &pub) != 0)
+                    return;
             }
         }
     }
-    for (size_t i = 0; !live_only && i < t->history.cap; i++) {
+}
+
+typedef struct at_ctx {
+    const bh_track *t;
+    uint64_t address;
+    void (*fn)(void *ctx, const bh_track_entry *e);
+    void *ctx;
+} at_ctx;
+
+/* An address is live at most once per (stream, device): one lookup per
+ * group instead of a walk of the entries. */
+static void live_at(void *ctx, uint64_t client, uint32_t device, const bh_track_counts *c) {
+    const at_ctx *x = ctx;
+    (void)c;
+    const entry *e = live_entry(x->t, client, device, x->address);
+    if (e == NULL)
+        return;
+    bh_track_entry pub;
+    live_pub(x->t, client, e, &pub);
+    x->fn(x->ctx, &pub);
+}
+
+void bh_track_each_at(const bh_track *t, uint64_t address, void (*fn)(void *ctx, const bh_track_entry *e),
+                      void *ctx) {
+    at_ctx x = {t, address, fn, ctx};
+    bh_track_each_group(t, live_at, &x);
+    for (size_t i = 0; i < t->history.cap; i++) {
         const hist *h = (const hist *)ot_slot(&t->history, i);
-        if (!h->k.used || live_entry(t, h->k.c, h->k.b, h->k.a) != NULL)
+        if (!h->k.used || h->k.a != address || live_entry(t, h->k.c, h->k.b, h->k.a) != NULL)
             continue;
         bh_track_entry pub = {h->k.c, h->k.a, 0, 0, h->k.b, 0, 0, h->allocs, h->frees};
         fn(ctx, &pub);

@@ -21,7 +21,7 @@
  * (until the caller retires them into one summary client,
  * bh_track_retire_process) and the per-device live bytes.
  * No call walks other processes' data, except the ones that report on
- * everything (totals, each_group, each_entry, most_overfreed).
+ * everything (totals, each_group, each_entry, each_at, most_overfreed).
  * Not thread-safe: callers serialise (bh-trackd is one event loop).
  */
 #ifndef BH_TRACK_H
@@ -118,11 +118,19 @@ typedef void (*bh_track_group_fn)(void *ctx, uint64_t client, uint32_t device, c
 /* Calls fn for each (client, device) group of the processes present, with
  * its counts, processes in first-seen order. */
 void bh_track_each_group(const bh_track *t, bh_track_group_fn fn, void *ctx);
-/* Calls fn for every live allocation (with its history counts, if any); with
- * live_only 0, then also for every address of the history that is not live
- * (live 0, size 0). */
-void bh_track_each_entry(const bh_track *t, int live_only, void (*fn)(void *ctx, const bh_track_entry *e),
+/* Calls fn for the live allocations (with their history counts, if any),
+ * from the skip-th on, until fn returns nonzero. Skipping costs the table
+ * slots passed over (whole streams at once), not a lookup per entry, and the
+ * walk ends when fn says: a page of a dump costs what it shows plus where it
+ * starts, not the whole live set. */
+void bh_track_each_entry(const bh_track *t, uint64_t skip, int (*fn)(void *ctx, const bh_track_entry *e),
                          void *ctx);
+/* Calls fn for every entry of one address: each live allocation there (any
+ * client, any device), then each history record of it that is not live
+ * (live 0, size 0). Costs the groups of the processes present plus the
+ * bounded history table, whatever the live set holds. */
+void bh_track_each_at(const bh_track *t, uint64_t address, void (*fn)(void *ctx, const bh_track_entry *e),
+                      void *ctx);
 /* The n addresses of the history with the largest frees - allocs (ties: most
  * frees), worst first. Returns how many were written to out. */
 size_t bh_track_most_overfreed(const bh_track *t, bh_track_entry *out, size_t n);
