@@ -25,18 +25,25 @@ enum { REC_FREE = 0, REC_RESERVED, REC_LIVE, REC_TOMB };
 
 #define NONE UINT32_MAX
 
-typedef struct rec {
-    uint64_t id; /* 0 unless LIVE or TOMB */
-    bh__token_info info;
-    uintptr_t cookie;    /* the witness's */
+/* What lookups and the tombstone queue touch, apart from the records (a few
+ * hundred bytes each, with their stacks): a hash walk or an eviction stays
+ * in this compact array instead of missing the cache on every record. */
+typedef struct key {
+    uint64_t id;         /* 0 unless LIVE or TOMB */
     uint32_t hash_next;  /* chain in the id hash, NONE at the end */
     uint32_t queue_next; /* tombstone queue, or the free list */
     uint8_t state;       /* REC_* */
+} key;
+
+typedef struct rec {
+    bh__token_info info;
+    uintptr_t cookie; /* the witness's */
 } rec;
 
 struct bh__tokens {
     pthread_mutex_t lock; /* guards everything below */
     rec *recs;
+    key *keys;         /* one per record, same index */
     uint32_t cap;      /* records allocated */
     uint32_t *buckets; /* id hash: first record of each chain, NONE if empty */
     uint32_t mask;     /* buckets - 1 */
@@ -62,8 +69,11 @@ static uint64_t id_of(const bh__tokens *t, bh_handle h) {
     return (h.bits & 0xffffffu) | ((h.bits >> 32) << 24);
 }
 
+/* Ids are consecutive: multiply to spread them, fold the high half down so
+ * the bucket bits depend on all of them. */
 static uint32_t bucket_of(const bh__tokens *t, uint64_t id) {
-    return (uint32_t)((id * 0x9e3779b97f4a7c15ull) >> 32) & t->mask;
+    uint64_t h = id * 0x9e3779b97f4a7c15ull;
+    return (uint32_t)(h ^ (h >> 32)) & t->mask;
 }
 
 /* ======================== Table ======================== */
@@ -71,17 +81,17 @@ static uint32_t bucket_of(const bh__tokens *t, uint64_t id) {
 static uint32_t find(const bh__tokens *t, uint64_t id) {
     if (id == 0)
         return NONE;
-    for (uint32_t i = t->buckets[bucket_of(t, id)]; i != NONE; i = t->recs[i].hash_next)
-        if (t->recs[i].id == id)
+    for (uint32_t i = t->buckets[bucket_of(t, id)]; i != NONE; i = t->keys[i].hash_next)
+        if (t->keys[i].id == id)
             return i;
     return NONE;
 }
 
 static void unhash(bh__tokens *t, uint32_t r) {
-    uint32_t *p = &t->buckets[bucket_of(t, t->recs[r].id)];
+    uint32_t *p = &t->buckets[bucket_of(t, t->keys[r].id)];
     while (*p != r)
-        p = &t->recs[*p].hash_next;
-    *p = t->recs[r].hash_next;
+        p = &t->keys[*p].hash_next;
+    *p = t->keys[r].hash_next;
 }
 
 static void rehash(bh__tokens *t, uint32_t *buckets, uint32_t mask) {
@@ -90,9 +100,9 @@ static void rehash(bh__tokens *t, uint32_t *buckets, uint32_t mask) {
     t->buckets = buckets;
     t->mask = mask;
     for (uint32_t i = 0; i < t->cap; i++) {
-        if (t->recs[i].state == REC_LIVE || t->recs[i].state == REC_TOMB) {
-            uint32_t b = bucket_of(t, t->recs[i].id);
-            t->recs[i].hash_next = buckets[b];
+        if (t->keys[i].state == REC_LIVE || t->keys[i].state == REC_TOMB) {
+            uint32_t b = bucket_of(t, t->keys[i].id);
+            t->keys[i].hash_next = buckets[b];
             buckets[b] = i;
         }
     }
@@ -104,21 +114,27 @@ static bh_status grow(bh__tokens *t) {
     if (cap > (1u << 30) || bh__witness_reserve(t->witness, cap) != BH_OK)
         return BH_ENOMEM;
     rec *recs = bh__calloc(cap, sizeof(*recs));
+    key *keys = bh__calloc(cap, sizeof(*keys));
     uint32_t *buckets = bh__calloc(cap, sizeof(*buckets));
-    if (recs == NULL || buckets == NULL) {
+    if (recs == NULL || keys == NULL || buckets == NULL) {
         bh__free(recs);
+        bh__free(keys);
         bh__free(buckets);
         return BH_ENOMEM;
     }
-    if (t->cap != 0)
+    if (t->cap != 0) {
         memcpy(recs, t->recs, t->cap * sizeof(*recs));
+        memcpy(keys, t->keys, t->cap * sizeof(*keys));
+    }
     for (uint32_t i = cap; i-- > t->cap;) {
-        recs[i].queue_next = t->free_head;
+        keys[i].queue_next = t->free_head;
         t->free_head = i;
     }
     bh__free(t->recs);
+    bh__free(t->keys);
     bh__free(t->buckets);
     t->recs = recs;
+    t->keys = keys;
     t->cap = cap;
     rehash(t, buckets, cap - 1);
     return BH_OK;
@@ -148,6 +164,7 @@ void bh__tokens_destroy(bh__tokens *t) {
     pthread_mutex_destroy(&t->lock);
     bh__witness_pool_destroy(t->witness);
     bh__free(t->recs);
+    bh__free(t->keys);
     bh__free(t->buckets);
     bh__free(t);
 }
@@ -161,16 +178,18 @@ bh_status bh__tokens_reserve(bh__tokens *t, bh__token_ticket *ticket) {
         return BH_ENOMEM;
     }
     uint32_t r = t->free_head;
-    t->free_head = t->recs[r].queue_next;
-    t->recs[r].state = REC_RESERVED;
+    t->free_head = t->keys[r].queue_next;
+    t->keys[r].state = REC_RESERVED;
     pthread_mutex_unlock(&t->lock);
     ticket->rec = r;
     return BH_OK;
 }
 
 static void put_free(bh__tokens *t, uint32_t r) {
-    memset(&t->recs[r], 0, sizeof(t->recs[r]));
-    t->recs[r].queue_next = t->free_head;
+    /* The record itself is left as it is (issue overwrites every field):
+     * an evicted tombstone is cold, and touching it would cost a miss. */
+    memset(&t->keys[r], 0, sizeof(t->keys[r]));
+    t->keys[r].queue_next = t->free_head;
     t->free_head = r;
 }
 
@@ -184,7 +203,8 @@ bh_handle bh__tokens_issue(bh__tokens *t, bh__token_ticket ticket, bh_handle blo
                            const bh__stack *taken) {
     pthread_mutex_lock(&t->lock);
     rec *r = &t->recs[ticket.rec];
-    r->id = t->next_id++;
+    key *k = &t->keys[ticket.rec];
+    k->id = t->next_id++;
     r->info.block = block;
     r->info.count = 1;
     r->info.device = info->device;
@@ -192,13 +212,16 @@ bh_handle bh__tokens_issue(bh__tokens *t, bh__token_ticket ticket, bh_handle blo
     r->info.size = info->size;
     if (taken != NULL)
         r->info.taken = *taken;
-    r->state = REC_LIVE;
-    uint32_t b = bucket_of(t, r->id);
-    r->hash_next = t->buckets[b];
+    else
+        r->info.taken.depth = 0;
+    r->info.released.depth = 0;
+    k->state = REC_LIVE;
+    uint32_t b = bucket_of(t, k->id);
+    k->hash_next = t->buckets[b];
     t->buckets[b] = ticket.rec;
     r->cookie = bh__witness_take(t->witness, ticket.rec);
     t->live++;
-    bh_handle h = value_of(t, r->id);
+    bh_handle h = value_of(t, k->id);
     pthread_mutex_unlock(&t->lock);
     return h;
 }
@@ -208,7 +231,7 @@ bh_handle bh__tokens_issue(bh__tokens *t, bh__token_ticket ticket, bh_handle blo
 static bh__token_verdict verdict_of(const bh__tokens *t, uint32_t r) {
     if (r == NONE)
         return BH__TOKEN_UNKNOWN;
-    return t->recs[r].state == REC_LIVE ? BH__TOKEN_OK : BH__TOKEN_RELEASED;
+    return t->keys[r].state == REC_LIVE ? BH__TOKEN_OK : BH__TOKEN_RELEASED;
 }
 
 bh__token_verdict bh__tokens_block(bh__tokens *t, bh_handle token, bh_handle *block) {
@@ -245,17 +268,17 @@ bh__token_verdict bh__tokens_acquire(bh__tokens *t, bh_handle token,
 /* Moves a released record to the tail of the tombstone queue, evicting the
  * oldest tombstone past the bound. Under lock. */
 static void entomb(bh__tokens *t, uint32_t r) {
-    t->recs[r].state = REC_TOMB;
-    t->recs[r].queue_next = NONE;
+    t->keys[r].state = REC_TOMB;
+    t->keys[r].queue_next = NONE;
     if (t->tomb_tail != NONE)
-        t->recs[t->tomb_tail].queue_next = r;
+        t->keys[t->tomb_tail].queue_next = r;
     else
         t->tomb_head = r;
     t->tomb_tail = r;
     t->tombs++;
     while (t->tombs > t->keep_released) {
         uint32_t old = t->tomb_head;
-        t->tomb_head = t->recs[old].queue_next;
+        t->tomb_head = t->keys[old].queue_next;
         if (t->tomb_head == NONE)
             t->tomb_tail = NONE;
         t->tombs--;
@@ -290,7 +313,7 @@ bh__token_verdict bh__tokens_release(bh__tokens *t, bh_handle token, bh_handle *
 void bh__tokens_set_released(bh__tokens *t, bh_handle token, const bh__stack *released_at) {
     pthread_mutex_lock(&t->lock);
     uint32_t r = find(t, id_of(t, token));
-    if (r != NONE && t->recs[r].state == REC_TOMB)
+    if (r != NONE && t->keys[r].state == REC_TOMB)
         t->recs[r].info.released = *released_at;
     pthread_mutex_unlock(&t->lock);
 }
@@ -300,7 +323,7 @@ void bh__tokens_show_misuse(bh__tokens *t, bh_handle token) {
     uint32_t r = find(t, id_of(t, token));
     if (r == NONE)
         bh__witness_invalid_drop(t->witness);
-    else if (t->recs[r].state == REC_TOMB)
+    else if (t->keys[r].state == REC_TOMB)
         bh__witness_double_drop(t->witness, r, t->recs[r].cookie);
     pthread_mutex_unlock(&t->lock);
 }
@@ -311,8 +334,8 @@ void bh__tokens_foreach_live(bh__tokens *t, void (*fn)(void *ctx, const bh__toke
                              void *ctx) {
     pthread_mutex_lock(&t->lock);
     for (uint32_t i = 0; i < t->cap; i++)
-        if (t->recs[i].state == REC_LIVE)
-            fn(ctx, &t->recs[i].info, value_of(t, t->recs[i].id));
+        if (t->keys[i].state == REC_LIVE)
+            fn(ctx, &t->recs[i].info, value_of(t, t->keys[i].id));
     pthread_mutex_unlock(&t->lock);
 }
 

@@ -276,6 +276,36 @@ static void the_environment_turns_diagnostics_on_unless_no_env(void **state) {
     unsetenv("BH_DEBUG");
 }
 
+/* White-box: the table keeps a bounded number of tombstones, oldest out
+ * first, and grows past its first allocation with every token findable. */
+static void released_tokens_are_remembered_up_to_the_bound(void **state) {
+    (void)state;
+    bh__tokens *t;
+    assert_int_equal(bh__tokens_create(7, 2, BH__WITNESS_NONE, &t), BH_OK);
+    enum { N = 200 }; /* more than the first allocation of records */
+    bh_handle tok[N];
+    bh_info info = {1, 0x1000, 64, 1};
+    for (int i = 0; i < N; i++) {
+        bh__token_ticket ticket;
+        assert_int_equal(bh__tokens_reserve(t, &ticket), BH_OK);
+        tok[i] = bh__tokens_issue(t, ticket, (bh_handle){0x42}, &info, NULL);
+    }
+    assert_int_equal(bh__tokens_live(t), N);
+    bh_handle block;
+    bh__token_info ti;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(bh__tokens_release(t, tok[i], &block, &ti), BH__TOKEN_LAST);
+        assert_int_equal(block.bits, 0x42);
+    }
+    assert_int_equal(bh__tokens_live(t), 0);
+    assert_int_equal(bh__tokens_release(t, tok[N - 1], &block, &ti), BH__TOKEN_RELEASED);
+    assert_int_equal(bh__tokens_release(t, tok[N - 2], &block, &ti), BH__TOKEN_RELEASED);
+    assert_int_equal(bh__tokens_release(t, tok[N - 3], &block, &ti), BH__TOKEN_UNKNOWN); /* forgotten */
+    bh_handle foreign = {tok[0].bits ^ (0x01u << 24)};                                   /* another tag */
+    assert_int_equal(bh__tokens_block(t, foreign, &block), BH__TOKEN_UNKNOWN);
+    bh__tokens_destroy(t);
+}
+
 /* ======================== Dump ======================== */
 
 static void the_dump_lists_exactly_the_leaked_allocations(void **state) {
@@ -531,6 +561,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(a_double_release_prints_both_stacks_once_per_site, sink_setup,
                                         sink_teardown),
         cmocka_unit_test(the_environment_turns_diagnostics_on_unless_no_env),
+        cmocka_unit_test(released_tokens_are_remembered_up_to_the_bound),
         cmocka_unit_test(the_dump_lists_exactly_the_leaked_allocations),
         cmocka_unit_test(a_stack_names_the_function_that_created_a_leaked_reference),
         cmocka_unit_test_setup_teardown(history_counts_every_event_per_address_and_ranks_the_worst,
