@@ -17,10 +17,11 @@
  *     cfg.allocator = (bh_allocator){my_alloc, my_free, my_ctx};
  *     bh_registry_create(&cfg, &reg);
  *
+ *     uint32_t dev4 = BH_DOMAIN(4, BH_MEM_DRAM);  // device 4, DRAM (see DOMAINS)
  *     bh_handle a, b;
- *     bh_alloc(reg, 4, 1 << 20, &a);              // allocates, reports ALLOC
+ *     bh_alloc(reg, dev4, 1 << 20, &a);           // allocates, reports ALLOC
  *     bh_info info; bh_info_get(reg, a, &info);
- *     bh_intern(reg, 4, info.address, 4096, &b);  // alias: same block, refs = 2
+ *     bh_intern(reg, dev4, info.address, 4096, &b); // alias: same block, refs = 2
  *     bh_release(reg, a);                         // refs = 1, nothing freed
  *     bh_release(reg, b);                         // reports FREE, then frees
  *     bh_registry_destroy(reg);

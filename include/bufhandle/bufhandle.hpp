@@ -248,6 +248,9 @@ class handle {
     bh_handle get() const noexcept { return h_; }
     bh_registry *registry() const noexcept { return reg_; }
     explicit operator bool() const noexcept { return reg_ != nullptr; }
+    // Identity of the reference, not of the allocation: with BH_CONFIG_DEBUG_REFS
+    // (BH_DEBUG=refs) a copy is a token of its own and compares unequal to its
+    // original. "Same allocation?" is device() and address() equal.
     friend bool operator==(const handle &a, const handle &b) noexcept { return a.h_.bits == b.h_.bits; }
     friend bool operator!=(const handle &a, const handle &b) noexcept { return !(a == b); }
 
