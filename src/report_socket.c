@@ -166,8 +166,9 @@ struct conn {
     pthread_cond_t room; /* reporters waiting for ring space */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     bh_socket_options opt;
-    int refs;   /* under conns_lock: open streams */
-    conn *next; /* under conns_lock */
+    int refs;    /* under conns_lock: open streams */
+    conn *next;  /* under conns_lock */
+    pid_t owner; /* the process whose sender thread this is (a fork child's copy is not its own) */
     pthread_t thread;
     /* under lock: */
     stream *streams;
@@ -670,6 +671,7 @@ static conn *conn_get(const char *path, const bh_socket_options *opt) {
     c->opt = *opt;
     memcpy(c->path, path, strlen(path) + 1);
     c->fd = -1;
+    c->owner = getpid();
     c->next_stream = 1;
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->wake, NULL);
@@ -691,6 +693,31 @@ static conn *conn_get(const char *path, const bh_socket_options *opt) {
     conns = c;
     return c;
 }
+
+/* ======================== Exit ======================== */
+
+/* A process that ends without closing its reporters (a registry never
+ * destroyed: the usual shape of a leak, or of a registry meant to live as long
+ * as the process) would lose what still waits in the rings, so the server
+ * would miss the leak it runs for, or take freed allocations for leaks. At
+ * exit every connection of this process is flushed, each within its
+ * flush_timeout_ms as a close is. A child of fork() skips its parent's
+ * connections (their sender threads exist only in the parent), and waits at
+ * most 2 s for conns_lock, in case the thread holding it was lost to fork. */
+static bh_status conn_flush(conn *c, uint32_t timeout_ms);
+
+static void flush_at_exit(void) {
+    struct timespec dl = deadline_in(2000u * 1000u);
+    if (pthread_mutex_timedlock(&conns_lock, &dl) != 0)
+        return;
+    for (conn *c = conns; c != NULL; c = c->next)
+        if (c->owner == getpid())
+            (void)conn_flush(c, c->opt.flush_timeout_ms);
+    pthread_mutex_unlock(&conns_lock);
+}
+
+static pthread_once_t exit_flush_once = PTHREAD_ONCE_INIT;
+static void install_exit_flush(void) { (void)atexit(flush_at_exit); }
 
 bh_status bh_socket_reporter_open(const char *path, const bh_socket_options *opts, bh_reporter *out) {
     if (out == NULL)
@@ -725,6 +752,7 @@ bh_status bh_socket_reporter_open(const char *path, const bh_socket_options *opt
         bh__free(s);
         return BH_ENOMEM;
     }
+    pthread_once(&exit_flush_once, install_exit_flush);
     pthread_mutex_lock(&conns_lock);
     conn *c = conn_get(path, &opt);
     /* The ring follows the connection's options (its first opener's). */
@@ -760,7 +788,10 @@ int bh__is_socket_reporter(const bh_reporter *rep) { return rep != NULL && rep->
 bh_status bh_socket_reporter_flush(const bh_reporter *rep, uint32_t timeout_ms) {
     if (!bh__is_socket_reporter(rep))
         return BH_EINVAL;
-    conn *c = ((stream *)rep->ctx)->c;
+    return conn_flush(((stream *)rep->ctx)->c, timeout_ms);
+}
+
+static bh_status conn_flush(conn *c, uint32_t timeout_ms) {
     uint64_t deadline = now_ms() + timeout_ms;
     pthread_mutex_lock(&c->lock);
     pthread_cond_broadcast(&c->wake);

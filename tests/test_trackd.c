@@ -250,6 +250,31 @@ static void two_registries_client(void) {
     bh_sim_destroy(sim);
 }
 
+/* A runtime that returns from main with its registry never destroyed (a leak,
+ * or a registry meant to live as long as the process), tracking from the
+ * environment: one allocation kept, one freed, then exit() (not _exit: the
+ * process ends as programs do). What waits in the reporter must still reach
+ * the server, or the leak the tracker runs for is never seen. Statics keep
+ * what is left reachable for memcheck. */
+static bh_sim *exiting_sim;
+static bh_registry *exiting_reg;
+static bh_handle exiting_kept;
+
+static void exits_without_destroying_its_registry(void) {
+    setenv("BH_TRACK_SOCKET", sock_path, 1);
+    exiting_sim = make_sim();
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.allocator = bh_sim_allocator(exiting_sim);
+    bh_handle freed;
+    if (bh_registry_create(&cfg, &exiting_reg) != BH_OK ||
+        bh_alloc(exiting_reg, bh_sim_domain(DEVICE, BH_SIM_L1), 4096, &exiting_kept) != BH_OK ||
+        bh_alloc(exiting_reg, bh_sim_domain(DEVICE, BH_SIM_DRAM), 8192, &freed) != BH_OK ||
+        bh_release(exiting_reg, freed) != BH_OK)
+        _exit(40);
+    exit(0);
+}
+
 /* ------------------------------------------------------------ tests */
 
 static void handle_client_leaves_no_unknown_free_no_duplicate_and_no_leak(void **state) {
@@ -288,6 +313,19 @@ static void naive_client_is_flagged_for_unknown_frees_duplicates_and_leaks(void 
     assert_int_equal(jget(j, "totals", "unknown_frees"), 12);
     assert_int_equal(jget(j, "totals", "duplicate_allocs"), 6);
     assert_int_equal(jget(j, "totals", "leaked_bytes"), 4096);
+    stop_server(srv, SIGTERM);
+}
+
+static void events_still_queued_at_exit_reach_the_server(void **state) {
+    (void)state;
+    pid_t srv = start_server(NULL);
+    assert_int_equal(run_child(exits_without_destroying_its_registry), 0);
+    assert_int_equal(wait_total("leaks", 1), 1);
+    const char *j = stats_json();
+    assert_int_equal(jget(j, "totals", "allocs"), 2);
+    assert_int_equal(jget(j, "totals", "frees"), 1);
+    assert_int_equal(jget(j, "totals", "leaked_bytes"), 4096);
+    assert_int_equal(jget(j, "totals", "unknown_frees"), 0);
     stop_server(srv, SIGTERM);
 }
 
@@ -639,6 +677,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(slow_server_does_not_stall_the_application, setup, teardown),
         cmocka_unit_test_setup_teardown(malformed_frames_disconnect_only_their_client, setup, teardown),
         cmocka_unit_test_setup_teardown(registries_of_one_process_share_one_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(events_still_queued_at_exit_reach_the_server, setup, teardown),
         cmocka_unit_test_setup_teardown(peers_of_other_users_are_rejected_unless_allowed, setup, teardown),
         cmocka_unit_test_setup_teardown(a_client_over_its_live_limit_is_cut_off_and_the_server_goes_on, setup,
                                         teardown),

@@ -494,7 +494,10 @@ BH_API bh_status bh_dup(bh_registry *reg, bh_handle h, bh_handle *out);
  * set (a resync) once it can, so the server's view becomes right again. No
  * SIGPIPE, no crash if the server is absent, slow or killed. Registries of one
  * process that open the same path share one connection. Use one reporter per
- * registry. */
+ * registry. A process that exits (exit() or returning from main) with
+ * reporters still open, such as a registry never destroyed, first flushes
+ * them as a close would (each within its flush_timeout_ms), so the server sees
+ * its last events and its leaks; _exit() and crashes lose what was queued. */
 typedef struct bh_socket_options {
     uint32_t queue_capacity;   /* events that may wait per reporter (its ring); 0: 16384 */
     uint32_t max_block_us;     /* wait for queue space, microseconds; 0: drop at once */
