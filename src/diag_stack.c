@@ -145,11 +145,18 @@ static int dw_load(void) {
 
 /* ======================== Symbolizer ======================== */
 
+/* A demangled C++ name, kept until the session closes (frames point at it). */
+typedef struct demangled_name {
+    struct demangled_name *next;
+    char name[];
+} demangled_name;
+
 struct bh__symbolizer {
 #if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
     Dwfl *dwfl;
     Dwfl_Callbacks callbacks;
 #endif
+    demangled_name *demangled;
     int dummy;
 };
 
@@ -187,7 +194,44 @@ void bh__symbolizer_close(bh__symbolizer *sym) {
         dw.end(sym->dwfl);
 #endif
     pthread_mutex_unlock(&sym_lock);
+    while (sym->demangled != NULL) {
+        demangled_name *d = sym->demangled;
+        sym->demangled = d->next;
+        free(d);
+    }
     free(sym);
+}
+
+/* C++ callers read C++ names: "ns::f(int)" rather than "_ZN2ns1fEi". The
+ * demangler is the C++ runtime's own, found only if the program loaded it
+ * (a C program has no mangled names to show). On any failure: the raw name. */
+typedef char *(*demangle_fn)(const char *name, char *buf, size_t *len, int *status);
+
+static const char *demangle(bh__symbolizer *sym, const char *name) {
+    if (sym == NULL || name == NULL || strncmp(name, "_Z", 2) != 0)
+        return name;
+    demangle_fn fn;
+    /* dlsym returns void *; converting it to a function pointer is what POSIX
+     * specifies and ISO C leaves undefined: go through memcpy. */
+    void *p = dlsym(RTLD_DEFAULT, "__cxa_demangle");
+    if (p == NULL)
+        return name;
+    memcpy(&fn, &p, sizeof(fn));
+    int status = -1;
+    char *plain = fn(name, NULL, NULL, &status);
+    if (plain == NULL || status != 0) {
+        free(plain);
+        return name;
+    }
+    size_t len = strlen(plain) + 1;
+    demangled_name *d = malloc(sizeof(*d) + len);
+    if (d != NULL) {
+        memcpy(d->name, plain, len);
+        d->next = sym->demangled;
+        sym->demangled = d;
+    }
+    free(plain);
+    return d != NULL ? d->name : name;
 }
 
 int bh__symbolizer_has_lines(const bh__symbolizer *sym) {
@@ -211,7 +255,7 @@ void bh__symbolize(bh__symbolizer *sym, void *pc, int exact, bh__frame *out) {
             Dwarf_Addr start = 0;
             out->module = dw.module_info(mod, NULL, &start, NULL, NULL, NULL, NULL, NULL);
             out->offset = (uintptr_t)pc - (uintptr_t)start;
-            out->function = dw.addrname(mod, (Dwarf_Addr)look);
+            out->function = demangle(sym, dw.addrname(mod, (Dwarf_Addr)look));
             Dwfl_Line *line = dw.getsrc(sym->dwfl, (Dwarf_Addr)look);
             if (line != NULL) {
                 int lineno = 0;
@@ -230,7 +274,7 @@ void bh__symbolize(bh__symbolizer *sym, void *pc, int exact, bh__frame *out) {
         if (out->module == NULL)
             out->module = dl.dli_fname;
         out->offset = (uintptr_t)pc - (uintptr_t)dl.dli_fbase;
-        out->function = dl.dli_sname;
+        out->function = demangle(sym, dl.dli_sname);
     }
 }
 
@@ -238,11 +282,13 @@ void bh__symbolize(bh__symbolizer *sym, void *pc, int exact, bh__frame *out) {
 
 /* The library's entry points and internals, which every captured stack
  * starts with: the reader wants the caller. Public API functions are named
- * bh_ and internals bh__; the shim's functions (bh_shim_) are the caller's
- * porting layer and stay. */
+ * bh_ and internals bh__, the C++ wrapper's live in namespace bufhandle; the
+ * shim's functions (bh_shim_) are the caller's porting layer and stay. */
 static int is_library_frame(const bh__frame *f) {
     if (f->function == NULL)
         return 0;
+    if (strncmp(f->function, "bufhandle::", 11) == 0)
+        return 1;
     if (strncmp(f->function, "bh__", 4) == 0)
         return 1;
     return strncmp(f->function, "bh_", 3) == 0 && strncmp(f->function, "bh_shim_", 8) != 0;

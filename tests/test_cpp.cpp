@@ -453,6 +453,43 @@ void copies_own_their_own_token_under_debug_refs(void **) {
     assert_int_equal(a.frees, 1);
 }
 
+// A C++ runtime reads its stacks in C++: the leaked allocation's "created at"
+// names the caller's function demangled and starts there, not inside
+// bufhandle.hpp's wrapper (diag_stack.c demangles; libdw gives the names).
+__attribute__((noinline)) bufhandle::handle make_scratch_buffer(bufhandle::registry &reg) {
+    return reg.alloc(BH_DOMAIN(2, BH_MEM_L1), 4096);
+}
+
+void stacks_name_cpp_functions_demangled(void **) {
+    counting_allocator a;
+    bh_config cfg = a.config();
+    cfg.flags |= BH_CONFIG_STACKS;
+    bufhandle::registry reg(cfg);
+    bufhandle::handle h = make_scratch_buffer(reg);
+    std::FILE *f = std::tmpfile();
+    assert_non_null(f);
+    assert_int_equal(bh_registry_dump(reg.get(), f, 0), BH_OK);
+    std::rewind(f);
+    char buf[8192];
+    size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    std::fclose(f);
+    const char *first = std::strstr(buf, "created at:\n");
+    assert_non_null(first);
+    const char *eol = std::strchr(first + std::strlen("created at:\n"), '\n');
+    assert_non_null(eol);
+    std::string frame0(first, eol);
+    if (std::strstr(frame0.c_str(), " in ?? ") != nullptr)
+        skip(); // no symbols at all (BH_NO_LIBDW, or built without libdw): nothing to demangle
+    if (std::strstr(frame0.c_str(), "#0 ") == nullptr || std::strstr(frame0.c_str(), " in ") == nullptr)
+        fail_msg("no frame: %s", buf);
+    if (std::strstr(frame0.c_str(), "(anonymous namespace)::make_scratch_buffer(bufhandle::registry&)") ==
+        nullptr)
+        fail_msg("frame #0 is not the caller, demangled: %s", buf);
+    if (std::strstr(buf, " in _Z") != nullptr)
+        fail_msg("a mangled name: %s", buf);
+}
+
 } // namespace
 
 int main() {
@@ -467,6 +504,7 @@ int main() {
         cmocka_unit_test(overlaps_are_reported_and_handled),
         cmocka_unit_test(registry_destroyed_with_live_handles_says_so),
         cmocka_unit_test(copies_own_their_own_token_under_debug_refs),
+        cmocka_unit_test(stacks_name_cpp_functions_demangled),
     };
     return cmocka_run_group_tests_name("cpp", tests, nullptr, nullptr);
 }
