@@ -459,14 +459,16 @@ class registry {
     void report_live(FILE *out) const noexcept {
         bh_stats s{};
         (void)bh_stats_get(reg_, &s);
-        std::fprintf(
-            out,
-            "bufhandle::registry destroyed with %" PRIu64 " live allocation%s (%" PRIu64
-            " bytes), listed below.\n"
-            "It is leaked so that their handles stay valid; the last release of each still calls the\n"
-            "allocator, which must outlive the registry. Destroy every handle before its registry.\n"
-            "(BH_DEBUG=stacks shows where each allocation was made.)\n",
-            s.live_handles, s.live_handles == 1 ? "" : "s", s.live_bytes);
+        // In abort mode nothing is leaked: the process ends after the list.
+        const char *fate = mode_ == on_live_handles::abort
+                               ? "It aborts after the list (on_live_handles::abort).\n"
+                               : "It is leaked so that their handles stay valid; the last release of each "
+                                 "still calls the\nallocator, which must outlive the registry.\n";
+        std::fprintf(out,
+                     "bufhandle::registry destroyed with %" PRIu64 " live allocation%s (%" PRIu64
+                     " bytes), listed below.\n%sDestroy every handle before its registry.\n"
+                     "(BH_DEBUG=stacks shows where each allocation was made.)\n",
+                     s.live_handles, s.live_handles == 1 ? "" : "s", s.live_bytes, fate);
         (void)bh_registry_dump(reg_, out, 0);
         std::fflush(out);
     }
