@@ -1118,13 +1118,16 @@ static void log_lines_are_stamped_and_every_repeated_message_is_limited(void **s
 
 /* ------------------------------------------------------------ 11: query client */
 
-static int run_cli(const char *const *args, double secs, double *took) {
+/* Runs bh-trackd with args (stdout into out, or nowhere); its exit status
+ * within secs (-1 if it had to be killed). */
+static int run_cli_to(const char *const *args, const char *out, double secs, double *took) {
     double t0 = now_s();
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, 1);
+        int fd = out != NULL ? open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600) : devnull;
+        dup2(fd, 1);
         dup2(devnull, 2);
         execv(trackd, (char *const *)args);
         _exit(127);
@@ -1136,6 +1139,10 @@ static int run_cli(const char *const *args, double secs, double *took) {
     }
     *took = now_s() - t0;
     return st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static int run_cli(const char *const *args, double secs, double *took) {
+    return run_cli_to(args, NULL, secs, took);
 }
 
 /* A "server" that accepts and never answers, one that answers with an
@@ -1185,6 +1192,61 @@ static void query_commands_are_bounded_and_paths_checked(void **state) {
     assert_true(stop_server(srv) < 5);
 }
 
+/* One GET: the whole answer (head and body, by its Content-Length), malloc'd. */
+static char *http_get(unsigned port, const char *path) {
+    int fd = http_pipeline(port, path, 1);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = calloc(1, cap);
+    for (double end = now_s() + 5; now_s() < end;) {
+        len += read_some(fd, (uint8_t *)buf + len, cap - 1 - len, 0.05);
+        const char *body = strstr(buf, "\r\n\r\n"), *cl = strcasestr(buf, "Content-Length:");
+        if (body != NULL && cl != NULL && len >= (size_t)(body + 4 - buf) + strtoul(cl + 15, NULL, 10))
+            break;
+    }
+    close(fd);
+    return buf;
+}
+
+/* The address asked about is the one answered for: "010" was read as octal
+ * 8 (by /api/history and by `bh-trackd history`), and a number past 2^64 - 1
+ * as 2^64 - 1. Decimal is decimal, hex needs 0x, anything else is refused. */
+static void history_answers_for_the_address_asked_about(void **state) {
+    (void)state;
+    const char *extra[] = {"--http", "127.0.0.1:0", NULL};
+    start_server(extra);
+    unsigned port = http_port();
+    assert_true(port != 0);
+    int fd = reporter();
+    send_events(fd, 1, BH_EVENT_ALLOC, 0, 8, 1, 0);
+    send_events(fd, 1, BH_EVENT_ALLOC, 0, 10, 1, 0);
+    assert_int_equal(wait_total("live", 2, 10), 2);
+    char *ten = http_get(port, "/api/history?address=010");
+    char *big = http_get(port, "/api/history?address=99999999999999999999");
+    char *blank = http_get(port, "/api/history?address=%2012");
+    char out[160];
+    snprintf(out, sizeof(out), "%s/history.out", dir);
+    double took;
+    const char *cli[] = {trackd, "history", "010", "--json", "--socket", sock_path, NULL};
+    int rc = run_cli_to(cli, out, 10, &took);
+    char text[4096] = "";
+    FILE *f = fopen(out, "r");
+    if (f != NULL) {
+        text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
+        fclose(f);
+    }
+    print_message("history of 010: HTTP %.60s | CLI %.60s\n", strstr(ten, "{") ? strstr(ten, "{") : ten,
+                  text);
+    assert_non_null(strstr(ten, "\"address\":10,\"entries\":[{"));
+    assert_non_null(strstr(big, " 400 "));
+    assert_non_null(strstr(blank, " 400 "));
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(text, "\"address\":10,\"entries\":[{"));
+    free(ten);
+    free(big);
+    free(blank);
+    close(fd);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_hostile_trackd PATH-TO-bh-trackd\n");
@@ -1212,6 +1274,7 @@ int main(int argc, char **argv) {
         T(files_have_fixed_modes_sighup_rotates_and_summary_is_periodic),
         T(log_lines_are_stamped_and_every_repeated_message_is_limited),
         T(query_commands_are_bounded_and_paths_checked),
+        T(history_answers_for_the_address_asked_about),
     };
     return cmocka_run_group_tests_name("hostile_trackd", tests, NULL, NULL);
 }

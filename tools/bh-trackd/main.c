@@ -135,10 +135,7 @@ int main(int argc, char **argv) {
     else if (argc > 1 && strcmp(argv[1], "dump") == 0)
         cmd = TD_QUERY_DUMP, i = 2;
     else if (argc > 1 && strcmp(argv[1], "history") == 0) {
-        char *end;
-        errno = 0;
-        address = argc > 2 ? strtoull(argv[2], &end, 0) : 0;
-        if (argc < 3 || errno != 0 || *end != '\0' || argv[2][0] == '-') {
+        if (argc < 3 || td_parse_u64(argv[2], &address) != 0) {
             fprintf(stderr, "bh-trackd: history needs an address (decimal or 0x hex)\n");
             return 2;
         }

@@ -7,11 +7,13 @@
  *
  * Owns: the growable string buffer (with a size limit, so a reply always
  * fits one frame), the text and JSON layouts (docs/protocol.md, "Statistics
- * JSON"), writing the summary file atomically.
+ * JSON"), writing the summary file atomically, and reading an address or
+ * count back (decimal or 0x hex, as printed).
  * Must never: change the tracker or the server's counters, print anything
  * the HELLO name sanitising (native.c) has not made printable, or write the
  * summary through a symbolic link.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -64,6 +66,25 @@ void td_sb_append(td_strbuf *b, const void *p, size_t n) {
     memcpy(b->p + b->len, p, n);
     b->len += n;
     b->p[b->len] = '\0';
+}
+
+/* ======================== Numbers ======================== */
+
+int td_parse_u64(const char *v, uint64_t *out) {
+    /* Not strtoull's base 0: "010" would be octal 8, and an address asked
+     * about must be the one answered for. Nor its leading blanks and sign,
+     * nor its clamping of an overflow to the largest value. */
+    int hex = v != NULL && v[0] == '0' && (v[1] == 'x' || v[1] == 'X');
+    const char *digits = v != NULL ? v + (hex ? 2 : 0) : NULL;
+    if (digits == NULL || !(hex ? isxdigit((unsigned char)*digits) : isdigit((unsigned char)*digits)))
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(digits, &end, hex ? 16 : 10);
+    if (errno != 0 || *end != '\0')
+        return -1;
+    *out = x;
+    return 0;
 }
 
 /* ======================== Domains ======================== */

@@ -276,6 +276,9 @@ void td_render_dump_page(td_server *s, td_strbuf *b, uint64_t offset, uint64_t l
 /* Every entry the tracker has for address (any client, device); costs the
  * groups and the bounded history, not the live set. */
 void td_render_history(td_server *s, td_strbuf *b, uint64_t address, int json);
+/* A number as every output prints it: decimal, or hexadecimal after 0x.
+ * 0, or -1 (anything else: a sign, blanks, octal, an overflow). */
+int td_parse_u64(const char *v, uint64_t *out);
 /* Memory kind name of a domain, shared by every output. */
 const char *td_kind_name(uint32_t domain, char buf[16]);
 

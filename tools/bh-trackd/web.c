@@ -176,18 +176,6 @@ static void render_metrics(td_server *s, bh_http_response *out) {
 
 /* ======================== Routes ======================== */
 
-/* A non-negative number in decimal or 0x hex; -1 if absent or bad. */
-static int parse_u64(const char *v, uint64_t *out) {
-    if (v == NULL || *v == '\0' || *v == '-' || *v == '+')
-        return -1;
-    char *end;
-    unsigned long long x = strtoull(v, &end, 0);
-    if (*end != '\0')
-        return -1;
-    *out = x;
-    return 0;
-}
-
 static void route(void *ctx, const char *path, const bh_http_request *req, bh_http_response *out) {
     td_server *s = ctx;
     td_strbuf b = {0};
@@ -209,7 +197,7 @@ static void route(void *ctx, const char *path, const bh_http_request *req, bh_ht
     } else if (strcmp(path, "/api/live") == 0) {
         uint64_t offset = 0, limit = LIVE_PAGE_DEFAULT;
         const char *o = bh_http_arg(req, "offset"), *l = bh_http_arg(req, "limit");
-        if ((o != NULL && parse_u64(o, &offset) != 0) || (l != NULL && parse_u64(l, &limit) != 0)) {
+        if ((o != NULL && td_parse_u64(o, &offset) != 0) || (l != NULL && td_parse_u64(l, &limit) != 0)) {
             out->status = 400;
             td_sb_printf(&b, "{\"error\":\"offset and limit are non-negative numbers\"}\n");
         } else {
@@ -217,7 +205,7 @@ static void route(void *ctx, const char *path, const bh_http_request *req, bh_ht
         }
     } else if (strcmp(path, "/api/history") == 0) {
         uint64_t address;
-        if (parse_u64(bh_http_arg(req, "address"), &address) != 0) {
+        if (td_parse_u64(bh_http_arg(req, "address"), &address) != 0) {
             out->status = 400;
             td_sb_printf(&b, "{\"error\":\"address= wants a number (decimal or 0x hex)\"}\n");
         } else {
@@ -226,7 +214,7 @@ static void route(void *ctx, const char *path, const bh_http_request *req, bh_ht
     } else if (strcmp(path, "/api/timeline") == 0) {
         uint64_t since = 0;
         const char *v = bh_http_arg(req, "since");
-        if (v != NULL && parse_u64(v, &since) != 0) {
+        if (v != NULL && td_parse_u64(v, &since) != 0) {
             out->status = 400;
             td_sb_printf(&b, "{\"error\":\"since= wants unix milliseconds\"}\n");
         } else {
