@@ -179,9 +179,11 @@ bh__block *bh__range_containing(const bh__ranges *r, const bh__range_stripe *s, 
 /* An indexed block whose range meets [address, address + size), or NULL. */
 bh__block *bh__range_overlap(const bh__ranges *r, const bh__range_stripe *s, uint32_t device,
                              uint64_t address, uint64_t size);
-/* Indexes a published block (its key and size are set); no-op removal of a
- * block that is not indexed. Blocks must come from r's slab. */
-void bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b);
+/* Indexes a block whose key and size are set, unless its range meets an
+ * indexed one: then returns that block and changes nothing. NULL: indexed.
+ * Removal of a block that is not indexed does nothing. Blocks must come from
+ * r's slab. */
+bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b);
 void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, bh__block *b);
 
 /* ======================== Stats (stats.c) ======================== */

@@ -127,14 +127,40 @@ static bh__block *rotate(const bh__ranges *r, bh__block *t, int dir) {
     return c;
 }
 
-static bh__block *insert_at(const bh__ranges *r, bh__block *t, bh__block *b, uint32_t bprio) {
-    if (t == NULL)
-        return b;
+/* An insertion that gives up if the new range meets an indexed one. The
+ * descent to b's place passes its neighbours: the last node where it turned
+ * right is b's predecessor, the last where it turned left its successor, and
+ * (indexed ranges being disjoint) only they can meet b's range. So checking
+ * and inserting cost one walk down the tree. */
+typedef struct insertion {
+    bh__block *b;
+    uint32_t bprio;
+    bh__block *pred, *succ; /* neighbours met on the way down */
+    bh__block *clash;       /* set: b met it, nothing was changed */
+} insertion;
+
+static bh__block *insert_at(const bh__ranges *r, bh__block *t, insertion *in) {
+    bh__block *b = in->b;
+    if (t == NULL) {
+        uint32_t dev = dev_of(b);
+        uint64_t a = addr_of(b);
+        if (covers(in->pred, dev, a))
+            in->clash = in->pred;
+        else if (in->succ != NULL && dev_of(in->succ) == dev && addr_of(in->succ) - a < size_of(b))
+            in->clash = in->succ;
+        return in->clash != NULL ? NULL : b;
+    }
     int dir = key_less(dev_of(t), addr_of(t), dev_of(b), addr_of(b)); /* b above t: right */
-    bh__block *c = insert_at(r, child(r, t, dir), b, bprio);
+    if (dir)
+        in->pred = t;
+    else
+        in->succ = t;
+    bh__block *c = insert_at(r, child(r, t, dir), in);
+    if (in->clash != NULL)
+        return t; /* nothing below changed */
     set_child(t, dir, c);
     /* Only the path to b changed, so only b can now outrank its parent. */
-    if (c == b && bprio > prio(r, t))
+    if (c == b && in->bprio > prio(r, t))
         t = rotate(r, t, dir);
     return t;
 }
@@ -160,10 +186,15 @@ static bh__block *remove_at(const bh__ranges *r, bh__block *t, bh__block *b) {
     return c;
 }
 
-void bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b) {
+bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b) {
     b->rlink[0] = b->rlink[1] = 0;
-    s->root = insert_at(r, s->root, b, prio(r, b));
+    insertion in = {b, prio(r, b), NULL, NULL, NULL};
+    bh__block *root = insert_at(r, s->root, &in);
+    if (in.clash != NULL)
+        return in.clash;
+    s->root = root;
     b->ranged = 1;
+    return NULL;
 }
 
 void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, bh__block *b) {

@@ -140,10 +140,9 @@ static void put_back_block(bh__shard *shard, bh__block *b) {
     shard->free_list = b;
 }
 
-/* Makes a free block the live block of (device, address) with one reference
- * and links it. Under shard->lock. Returns the new handle. */
-static bh_handle publish(bh_registry *reg, bh__shard *shard, uint64_t hash, bh__block *b, uint32_t device,
-                         uint64_t address, uint64_t size) {
+/* Gives a free block its new key and size. Under shard->lock; the block is
+ * not reachable through the table or the range index yet. */
+static void set_key(bh__block *b, uint32_t device, uint64_t address, uint64_t size) {
     /* Field stores are release so that a seqlock-style reader (bh_info_get)
      * holding an old handle, who reads one of these new values, is guaranteed
      * to also see the retirement that came before them and reject its
@@ -151,14 +150,19 @@ static bh_handle publish(bh_registry *reg, bh__shard *shard, uint64_t hash, bh__
     AO_store_release(&b->device, (AO_t)device);
     AO_store_release(&b->address, (AO_t)address);
     AO_store_release(&b->size, (AO_t)size);
-    AO_store(&b->phase, BH__PHASE_LIVE); /* relaxed: published by the release RMW below */
+    AO_store(&b->phase, BH__PHASE_LIVE); /* relaxed: published by go_live's release RMW */
+}
+
+/* Makes a keyed free block the live block of its key with one reference and
+ * links it. Under shard->lock. Returns the new handle. */
+static bh_handle go_live(bh_registry *reg, bh__shard *shard, uint64_t hash, bh__block *b) {
     /* refs 0 -> 1, generation kept. Release: pairs with the acquire of
      * ref_get / bh_info_get / the last release on another thread; the fields
-     * above are visible to anyone who sees refs == 1 of this generation.
-     * An RMW rather than a plain store (the block is ours, either would do):
-     * drd and helgrind see a plain store racing with the lock-free CASes that
-     * stale handles may still be making on this word; they see an RMW as
-     * atomic. */
+     * set_key stored are visible to anyone who sees refs == 1 of this
+     * generation. An RMW rather than a plain store (the block is ours, either
+     * would do): drd and helgrind see a plain store racing with the lock-free
+     * CASes that stale handles may still be making on this word; they see an
+     * RMW as atomic. */
     uint32_t gen = bh__word_gen(AO_fetch_and_add_release(&b->word, 1));
     bh__shard_link(shard, hash, b);
     return handle_of(reg, b, gen);
@@ -193,35 +197,39 @@ static bh_status overlap_answer(bh_registry *reg, enum creator who, const bh__bl
 /* Creates, publishes and indexes the block of a key that has no linked block
  * (or only one whose free has started, which the caller unlinks afterwards).
  * Under shard->lock. The overlap check and the range insertion are one step
- * under the domain's range stripe lock, so two overlapping keys created at
- * once on different shards cannot both pass. Every check that can refuse
- * comes before taking a block (which may need host memory): BH_ENOMEM means
- * the range was free.
+ * (one walk of the range index) under the domain's range stripe lock, so two
+ * overlapping keys created at once on different shards cannot both pass.
+ * When no block can be had (host memory), the range is still checked first:
+ * BH_ENOMEM means the range was free, so a caller may give it back to the
+ * allocator.
  * Returns BH_OK, BH_ENOMEM, or overlap_answer()'s code. */
 static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *shard, uint64_t hash,
                               uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
+    bh__block *nb = take_block(reg, shard);
+    if (nb != NULL)
+        set_key(nb, device, address, size);
     bh__range_stripe *rs = NULL;
     if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
         rs = bh__range_stripe_of(&reg->ranges, device);
         pthread_mutex_lock(&rs->lock);
-        bh__block *o = bh__range_overlap(&reg->ranges, rs, device, address, size);
+        bh__block *o = nb != NULL ? bh__range_insert(&reg->ranges, rs, nb)
+                                  : bh__range_overlap(&reg->ranges, rs, device, address, size);
         if (o != NULL) {
             bh_status st = overlap_answer(reg, who, o);
             pthread_mutex_unlock(&rs->lock);
+            if (nb != NULL)
+                put_back_block(shard, nb);
             return st;
         }
     }
-    bh__block *nb = take_block(reg, shard);
     if (nb == NULL) {
         if (rs != NULL)
             pthread_mutex_unlock(&rs->lock);
         return BH_ENOMEM;
     }
-    *out = publish(reg, shard, hash, nb, device, address, size);
-    if (rs != NULL) {
-        bh__range_insert(&reg->ranges, rs, nb);
+    *out = go_live(reg, shard, hash, nb);
+    if (rs != NULL)
         pthread_mutex_unlock(&rs->lock);
-    }
     return BH_OK;
 }
 

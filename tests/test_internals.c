@@ -166,7 +166,8 @@ static void range_index_agrees_with_a_brute_force_scan(void **state) {
             uint64_t size = 1 + (rng >> 20) % 4096;
             assert_null(bh__range_overlap(&ranges, rs, dev, cell, size));
             set_key(blocks[i], dev, cell, size);
-            bh__range_insert(&ranges, rs, blocks[i]);
+            assert_null(bh__range_insert(&ranges, rs, blocks[i]));
+            assert_true(blocks[i]->ranged);
             in[i] = 1;
         }
         for (int q = 0; q < QUERIES; q++) {
@@ -190,7 +191,19 @@ static void range_index_agrees_with_a_brute_force_scan(void **state) {
     /* A range ending exactly at 2^64. */
     bh__block *top = blocks[N];
     set_key(top, 7, UINT64_MAX - 4095, 4096);
-    bh__range_insert(&ranges, rs, top);
+    assert_null(bh__range_insert(&ranges, rs, top));
+    /* An insertion that meets an indexed range changes nothing: the block
+     * that would overlap is refused, its neighbour returned. */
+    bh__block *clash = blocks[N - 1];
+    int was_in = in[N - 1];
+    if (was_in)
+        bh__range_remove(&ranges, rs, clash);
+    set_key(clash, 7, UINT64_MAX - 8191, 4097);
+    assert_ptr_equal(bh__range_insert(&ranges, rs, clash), top);
+    assert_false(clash->ranged);
+    set_key(clash, 7, UINT64_MAX - 4095 + 100, 1); /* inside top */
+    assert_ptr_equal(bh__range_insert(&ranges, rs, clash), top);
+    assert_false(clash->ranged);
     assert_ptr_equal(bh__range_containing(&ranges, rs, 7, UINT64_MAX), top);
     assert_null(bh__range_containing(&ranges, rs, 7, UINT64_MAX - 4096));
     assert_ptr_equal(bh__range_overlap(&ranges, rs, 7, UINT64_MAX - 8191, 4097), top);
