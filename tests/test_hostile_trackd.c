@@ -713,6 +713,59 @@ static void queries_cost_what_they_report_not_the_live_set(void **state) {
     assert_true(stop_server(srv) < 5);
 }
 
+/* ------------------------------------------------------------ processes that come and go */
+
+static uint32_t device_base; /* set before spawn: each child's own devices */
+
+static void groups_then_exits(void) {
+    int fd = reporter();
+    send_events(fd, 1, BH_EVENT_ALLOC, device_base, 0x1000, 4096, 4096);
+    send_events(fd, 1, BH_EVENT_FREE, device_base, 0x1000, 4096, 4096);
+    close(fd);
+}
+
+/* (stream, device) groups in a stats JSON reply: rows plus omitted ones. */
+static uint64_t groups_in(const char *j) {
+    uint64_t n = 0;
+    for (const char *p = j; p != NULL && (p = strstr(p, "\"peak_bytes\":")) != NULL; p++)
+        n++;
+    return n + jnum(j, "omitted_clients");
+}
+
+/* 48 processes one after another, each with 4,096 devices of its own (an
+ * ALLOC and a FREE on each: nothing leaks), then gone. Their counters were
+ * kept for --forget-ms (5 minutes) however many came, and then joined
+ * "(departed)" with one group per device, forever: memory grew with every
+ * process. Gone processes now keep at most 65,536 groups (the oldest retire
+ * early) and "(departed)" at most --max-groups-per-client. */
+static void processes_that_come_and_go_hold_bounded_memory(void **state) {
+    (void)state;
+    pid_t srv = start_server(NULL);
+    long rss0 = rss_kb(srv);
+    for (uint32_t k = 0; k < 48; k++) {
+        device_base = 1000000 + k * 4096;
+        pid_t c = spawn(groups_then_exits);
+        waitpid(c, NULL, 0);
+    }
+    assert_int_equal(wait_total("frees", 48u * 4096, 30), 48u * 4096);
+    char *j = NULL;
+    uint64_t groups = UINT64_MAX;
+    for (double end = now_s() + 10; now_s() < end; sleep_ms(100)) { /* every process seen gone */
+        free(j);
+        j = query(1, 10, NULL);
+        groups = groups_in(j);
+        if (groups <= 65536 + 2 * 4096)
+            break;
+    }
+    long rss = rss_kb(srv);
+    print_message("48 processes x 4096 devices, gone: %llu groups kept, RSS %ld -> %ld kB\n",
+                  (unsigned long long)groups, rss0, rss);
+    assert_int_equal(jnum(j, "allocs"), 48u * 4096); /* totals stay whole */
+    assert_true(groups <= 65536 + 2 * 4096);
+    free(j);
+    assert_true(stop_server(srv) < 5);
+}
+
 /* ------------------------------------------------------------ 5: connections */
 
 /* 100 connections that never say HELLO, against a server with 64
@@ -1263,6 +1316,7 @@ int main(int argc, char **argv) {
         T(bogus_devices_are_bounded),
         T(addresses_chosen_to_collide_cost_no_more_than_others),
         T(queries_cost_what_they_report_not_the_live_set),
+        T(processes_that_come_and_go_hold_bounded_memory),
         T(idle_connections_are_capped_refused_and_timed_out),
         T(half_sent_frames_are_capped_and_timed_out),
         T(limits_and_cleanup_hold_per_process_over_every_stream),

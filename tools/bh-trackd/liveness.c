@@ -84,6 +84,26 @@ static void on_leak(void *ctx, const bh_track_entry *e) {
            e->address, e->size);
 }
 
+/* Its process gone for --forget-ms: the client's figures join the
+ * "(departed)" group (pid 0), so totals and counters stay whole while the
+ * list of clients stays short, and everything else of it is freed. */
+static void age_out(td_server *s, pid_t pid) {
+    bh_track_retire_process(s->track, (uint32_t)pid, td_client_key(0, 0));
+    forget_name(s, pid);
+}
+
+/* The first of the departed list (oldest first) leaves it. */
+static void retire_oldest(td_server *s) {
+    td_departed *d = s->departed;
+    if (!td_pid_connected(s, d->pid)) /* a reused pid reporting again keeps its figures */
+        age_out(s, d->pid);
+    s->departed = d->next;
+    if (s->departed == NULL)
+        s->departed_last = NULL;
+    s->departed_groups -= d->groups;
+    free(d);
+}
+
 void td_process_gone(td_server *s, pid_t pid) {
     /* Every stream of the process, however many, and all of its memory. */
     uint64_t n = bh_track_process_gone(s->track, (uint32_t)pid, on_leak, s);
@@ -95,16 +115,18 @@ void td_process_gone(td_server *s, pid_t pid) {
         return; /* it stays listed: only its aging out is lost */
     d->pid = pid;
     d->since_ms = td_now_ms();
-    d->next = s->departed;
-    s->departed = d;
-}
-
-/* Its process gone for --forget-ms: the client's figures join the
- * "(departed)" group (pid 0), so totals and counters stay whole while the
- * list of clients stays short, and everything else of it is freed. */
-static void age_out(td_server *s, pid_t pid) {
-    bh_track_retire_process(s->track, (uint32_t)pid, td_client_key(0, 0));
-    forget_name(s, pid);
+    size_t groups = bh_track_process_groups(s->track, (uint32_t)pid);
+    d->groups = groups > 0 ? groups : 1;
+    if (s->departed_last != NULL)
+        s->departed_last->next = d;
+    else
+        s->departed = d;
+    s->departed_last = d;
+    s->departed_groups += d->groups;
+    /* Processes that come and go, each with its own devices, must not hold
+     * --forget-ms worth of groups: past the bound the oldest retire early. */
+    while (s->departed_groups > TD_DEPARTED_GROUPS && s->departed != d)
+        retire_oldest(s);
 }
 
 static int process_alive(pid_t pid) {
@@ -170,17 +192,8 @@ void td_check_orphans(td_server *s) {
 
 void td_check_departed(td_server *s) {
     uint64_t now = td_now_ms();
-    for (td_departed **p = &s->departed; *p != NULL;) {
-        td_departed *d = *p;
-        if (now - d->since_ms < s->forget_ms) {
-            p = &d->next;
-            continue;
-        }
-        if (!td_pid_connected(s, d->pid)) /* a reused pid reporting again keeps its figures */
-            age_out(s, d->pid);
-        *p = d->next;
-        free(d);
-    }
+    while (s->departed != NULL && now - s->departed->since_ms >= s->forget_ms)
+        retire_oldest(s);
 }
 
 void td_free_orphans(td_server *s) {
@@ -189,6 +202,8 @@ void td_free_orphans(td_server *s) {
         s->departed = d->next;
         free(d);
     }
+    s->departed_last = NULL;
+    s->departed_groups = 0;
     while (s->orphans != NULL) {
         td_orphan *o = s->orphans;
         s->orphans = o->next;

@@ -50,6 +50,8 @@
 #define TD_LEAKS_KEPT 256     /* the latest leaks, listed in stats and the summary */
 #define TD_MEM_SYSTEM 4       /* memory kind of TT's SYSTEM_MEMORY buffers (one of the caller's own kinds) */
 #define TD_OVERFREED_SHOWN 10 /* addresses in the "freed more often than allocated" list */
+#define TD_DEPARTED_GROUPS                                                                                   \
+    65536u /* groups gone processes keep until --forget-ms; past it the oldest go early */
 
 /* ======================== State ======================== */
 
@@ -97,6 +99,7 @@ struct td_timeline;
 typedef struct td_departed {
     pid_t pid;
     uint64_t since_ms;
+    size_t groups; /* its (stream, device) groups when it went, at least 1 */
     struct td_departed *next;
 } td_departed;
 
@@ -136,8 +139,9 @@ typedef struct td_server {
     td_client *clients;
     uint64_t nclients;
     td_orphan *orphans;
-    td_departed *departed;
-    uint32_t tt_devices; /* highest device + 1 that ever reported (TT DEVICE_INFO) */
+    td_departed *departed, *departed_last; /* oldest first */
+    size_t departed_groups;                /* their groups, bounded by TD_DEPARTED_GROUPS */
+    uint32_t tt_devices;                   /* highest device + 1 that ever reported (TT DEVICE_INFO) */
     uint64_t next_summary_ms;
     /* counters */
     uint64_t connections, reporter_connections, rejected, malformed, resyncs, compat_records,

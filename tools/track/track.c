@@ -553,9 +553,13 @@ void bh_track_retire_process(bh_track *t, uint32_t process, uint64_t into) {
             group *g = (group *)ot_slot(&st->groups, j);
             if (!g->k.used)
                 continue;
+            /* One group per device, under the group limit like any process:
+             * devices come from the wire, and each gone process could add
+             * thousands that stay forever. Past it, only the totals count. */
             group *d = ds != NULL ? ot_find(&ds->groups, g->k.a, 0, 0) : NULL;
-            if (d == NULL && ds != NULL && (d = ot_insert(&ds->groups, g->k.a, 0, 0)) != NULL)
-                dp->ngroups++; /* one per device: bounded by the devices that ever reported */
+            if (d == NULL && ds != NULL && (t->max_groups == 0 || dp->ngroups < t->max_groups) &&
+                (d = ot_insert(&ds->groups, g->k.a, 0, 0)) != NULL)
+                dp->ngroups++;
             bh_track_counts_add(d != NULL ? &d->c : &t->gone, &g->c);
         }
     }
@@ -616,6 +620,11 @@ uint64_t bh_track_device_bytes(const bh_track *t, uint32_t device, int *seen) {
 uint64_t bh_track_process_live(const bh_track *t, uint32_t process) {
     const proc *p = ref_find(&t->procs, process);
     return p != NULL ? p->live : 0;
+}
+
+size_t bh_track_process_groups(const bh_track *t, uint32_t process) {
+    const proc *p = ref_find(&t->procs, process);
+    return p != NULL ? p->ngroups : 0;
 }
 
 /* The public view of a live entry of client. */

@@ -93,8 +93,9 @@ uint64_t bh_track_client_gone(bh_track *t, uint64_t client,
  * stay until bh_track_retire_process). Costs that process's live set. */
 uint64_t bh_track_process_gone(bh_track *t, uint32_t process,
                                void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx);
-/* Adds a process's counters into client into's groups (same devices), then
- * frees everything of it (its address history stays). */
+/* Adds a process's counters into client into's groups (same devices; past
+ * the group limit, into the totals only), then frees everything of it (its
+ * address history stays). */
 void bh_track_retire_process(bh_track *t, uint32_t process, uint64_t into);
 /* 1 if client holds address on device live. O(1). */
 int bh_track_is_live(const bh_track *t, uint64_t client, uint32_t device, uint64_t address);
@@ -110,6 +111,9 @@ void bh_track_totals(const bh_track *t, uint64_t client, uint32_t device, bh_tra
 uint64_t bh_track_device_bytes(const bh_track *t, uint32_t device, int *seen);
 /* Live allocations of one process. O(1). */
 uint64_t bh_track_process_live(const bh_track *t, uint32_t process);
+/* (stream, device) groups of one process (kept after it is gone, until it is
+ * retired). O(1). */
+size_t bh_track_process_groups(const bh_track *t, uint32_t process);
 
 /* sum += c, field by field (peak_bytes too: a sum of peaks is an upper bound). */
 void bh_track_counts_add(bh_track_counts *sum, const bh_track_counts *c);
