@@ -402,25 +402,25 @@ BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
  *                                  to stderr
  *
  * BH_CONFIG_DEBUG_REFS: every reference is its own token. Every handle that
- * bh_alloc, bh_alloc_ex, bh_adopt, bh_intern, bh_lookup and bh_dup return is
- * a distinct token;
- * bh_retain(reg, t) adds an acquisition to token t and bh_release(reg, t)
- * drops one. Releasing a token more times than it was acquired returns
- * BH_ESTALE at that call and changes nothing else: the allocation's other
- * tokens stay valid (plain counting would free the memory and blame the
- * next, innocent holder). The misuse is printed to stderr, once per call
- * site and at most a few times per second: the culprit's stack and, with
- * stacks on, where the token was taken and where it was first released.
- * bh_info.refs stays the allocation's total (all tokens together). Released
- * tokens are remembered (the last 65536) to tell "released twice" from
- * "never issued". Under valgrind (memcheck) and in ASan builds each token
- * is also a host allocation that the checker sees: a second release is an
- * invalid or double free with the checker's own "alloc'd at" (where the
- * token was taken) and "free'd at" (where it was first released) stacks, a
- * token never issued is an invalid free, a token never released is a leak;
- * so `valgrind --error-exitcode=N` fails on any of them. Debug references
- * serialise every call of the registry on one lock: use them to find bugs,
- * not in production.
+ * bh_alloc, bh_alloc_ex, bh_adopt, bh_intern, bh_lookup, bh_lookup_containing
+ * and bh_dup return is a distinct token; bh_retain(reg, t) adds an
+ * acquisition to token t and bh_release(reg, t) drops one. Releasing a token
+ * more times than it was acquired returns BH_ESTALE at that call and changes
+ * nothing else: the allocation's other tokens stay valid (plain counting
+ * would free the memory and blame the next, innocent holder). The misuse is
+ * printed to stderr, once per call site and at most a few times per second:
+ * the culprit's stack and, with stacks on, where the token was taken and
+ * where it was first released. bh_info.refs stays the allocation's total
+ * (all tokens together). Released tokens are remembered (the last 65536) to
+ * tell "released twice" from "never issued". Under valgrind's memcheck (when
+ * the library was built with valgrind's headers, as it is wherever valgrind
+ * is installed) and in ASan builds each token is also a host allocation that
+ * the checker sees: a second release is an invalid or double free with the
+ * checker's own "alloc'd at" (where the token was taken) and "free'd at"
+ * (where it was first released) stacks, a token never issued is an invalid
+ * free, a token never released is a leak; so `valgrind --error-exitcode=N`
+ * fails on any of them. Debug references serialise every call of the
+ * registry on one lock: use them to find bugs, not in production.
  *
  * BH_CONFIG_HISTORY: per (device, address), for the registry's life: how
  * many allocations (blocks born there), aliases (intern / lookup / dup of a
