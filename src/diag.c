@@ -67,7 +67,7 @@ bh_status bh__diag_attach(bh_registry *reg, uint32_t cfg_flags) {
     bh__misuse_limiter_init(&d->limiter);
     bh_status st = BH_OK;
     if (flags & BH_CONFIG_DEBUG_REFS)
-        st = bh__tokens_create(reg->tag, BH__KEEP_RELEASED, bh__witness_detect(), &d->tokens);
+        st = bh__tokens_create(reg->tag, reg->gen_salt, BH__KEEP_RELEASED, bh__witness_detect(), &d->tokens);
     if (st == BH_OK && (flags & (BH_CONFIG_HISTORY | BH_CONFIG_STACKS)))
         st = bh__history_create(&d->history);
     if (st != BH_OK) {

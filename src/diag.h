@@ -125,9 +125,11 @@ typedef enum bh__token_verdict {
 
 typedef struct bh__tokens bh__tokens;
 
-/* tag: the registry's tag, stamped into token values as into handles.
+/* tag, salt: the registry's tag and generation salt, stamped into token
+ * values as into handles (a foreign token is then unknown here).
  * keep_released: tombstones kept (oldest forgotten first). */
-bh_status bh__tokens_create(uint32_t tag, uint32_t keep_released, bh__witness_mode witness, bh__tokens **out);
+bh_status bh__tokens_create(uint32_t tag, uint32_t salt, uint32_t keep_released, bh__witness_mode witness,
+                            bh__tokens **out);
 void bh__tokens_destroy(bh__tokens *t);
 
 /* Issuing a token is split in two so the caller can fail before it changes

@@ -11,10 +11,12 @@
  * do_retain callback, which only takes a block reference; reuse a token
  * value (ids only grow); or let a misuse of one token change another.
  *
- * A token value looks like a handle (bits 24..31 carry the registry tag, so
- * a foreign token is recognised) but its other bits are a 56-bit id, never
- * reused: a released token stays recognisable for as long as its tombstone
- * is kept.
+ * A token value looks like a handle (bits 24..31 carry the registry tag)
+ * but its other bits are a 56-bit id, never reused: a released token stays
+ * recognisable for as long as its tombstone is kept. Ids start at 1 in every
+ * registry and tags repeat every 255 registries, so the id's top 32 bits are
+ * XORed with the registry's random salt, as handle generations are: a token
+ * of another registry names one of ours only if the salts agree too.
  */
 #include <string.h>
 
@@ -50,7 +52,7 @@ struct bh__tokens {
     uint32_t free_head;
     uint32_t tomb_head, tomb_tail, tombs, keep_released;
     uint64_t next_id, live;
-    uint32_t tag;
+    uint32_t tag, salt; /* immutable: the registry's tag and generation salt */
     bh__witness_pool *witness;
 };
 
@@ -58,7 +60,7 @@ struct bh__tokens {
 
 static bh_handle value_of(const bh__tokens *t, uint64_t id) {
     bh_handle h;
-    h.bits = (id & 0xffffffu) | ((uint64_t)t->tag << 24) | ((id >> 24) << 32);
+    h.bits = (id & 0xffffffu) | ((uint64_t)t->tag << 24) | ((uint64_t)((uint32_t)(id >> 24) ^ t->salt) << 32);
     return h;
 }
 
@@ -66,7 +68,7 @@ static bh_handle value_of(const bh__tokens *t, uint64_t id) {
 static uint64_t id_of(const bh__tokens *t, bh_handle h) {
     if (((h.bits >> 24) & 0xffu) != t->tag)
         return 0;
-    return (h.bits & 0xffffffu) | ((h.bits >> 32) << 24);
+    return (h.bits & 0xffffffu) | ((uint64_t)((uint32_t)(h.bits >> 32) ^ t->salt) << 24);
 }
 
 /* Ids are consecutive: multiply to spread them, fold the high half down so
@@ -140,12 +142,13 @@ static bh_status grow(bh__tokens *t) {
     return BH_OK;
 }
 
-bh_status bh__tokens_create(uint32_t tag, uint32_t keep_released, bh__witness_mode witness,
+bh_status bh__tokens_create(uint32_t tag, uint32_t salt, uint32_t keep_released, bh__witness_mode witness,
                             bh__tokens **out) {
     bh__tokens *t = bh__calloc(1, sizeof(*t));
     if (t == NULL)
         return BH_ENOMEM;
     t->tag = tag;
+    t->salt = salt;
     t->keep_released = keep_released;
     t->free_head = t->tomb_head = t->tomb_tail = NONE;
     t->next_id = 1;

@@ -281,7 +281,7 @@ static void the_environment_turns_diagnostics_on_unless_no_env(void **state) {
 static void released_tokens_are_remembered_up_to_the_bound(void **state) {
     (void)state;
     bh__tokens *t;
-    assert_int_equal(bh__tokens_create(7, 2, BH__WITNESS_NONE, &t), BH_OK);
+    assert_int_equal(bh__tokens_create(7, 0x5a17u, 2, BH__WITNESS_NONE, &t), BH_OK);
     enum { N = 200 }; /* more than the first allocation of records */
     bh_handle tok[N];
     bh_info info = {1, 0x1000, 64, 1};
