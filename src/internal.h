@@ -153,7 +153,7 @@ void bh__shard_unlink(bh__shard *shard, uint64_t hash, bh__block *b);
 
 /* ======================== Range index (range.c) ======================== */
 
-/* Ranges of live blocks (and of dying ones whose free has not started), per
+/* Ranges of live blocks (and of dying ones whose free has not returned), per
  * domain, for overlap checks and bh_lookup_containing. Lock order: a table
  * shard's lock, then a range stripe's lock, then the slab's; never the
  * other way round. */

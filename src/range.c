@@ -2,7 +2,7 @@
  * range.c - the range index: which allocation covers an address.
  *
  * Owns: for every domain, the ordered set of [address, address + size) ranges
- * of the blocks that are live, or dying with their free not yet started. The
+ * of the blocks that are live, or dying with their free not yet returned. The
  * set is a treap threaded through the control blocks themselves (rlink: the
  * children's slot numbers, so a block still fits one cache line), so indexing
  * needs no host memory and cannot fail. Domains are

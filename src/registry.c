@@ -172,11 +172,13 @@ static bh_handle go_live(bh_registry *reg, bh__shard *shard, uint64_t hash, bh__
 enum creator { BY_ALLOC, BY_ADOPT, BY_INTERN };
 
 /* The answer to a new range that meets the indexed range of block o (another
- * key, same domain). For bh_alloc any overlap is the allocator's bug, as an
- * exact hit is. For bh_adopt and bh_intern a live o is BH_EOVERLAP (an
- * interior address must never become a second owner); a dying o whose free
- * has not started yet is a conflict for bh_adopt (the caller claims memory not
- * yet given back) and BH_EBUSY for bh_intern, as for an exact hit. The refs
+ * key, same domain), unless o's free has started and the creator is bh_alloc
+ * or bh_adopt (create_block takes o out then). For bh_alloc any other overlap
+ * is the allocator's bug, as an exact hit is. For bh_adopt and bh_intern a
+ * live o is BH_EOVERLAP (an interior address must never become a second
+ * owner); a dying o is a conflict for bh_adopt (its free has not started: the
+ * caller claims memory not yet given back) and BH_EBUSY for bh_intern until
+ * o's free has returned, as for an exact hit. The refs
  * read is a snapshot: the answer holds at that instant (relaxed: it only
  * chooses an error code; o stays indexed, so its key is stable, while the
  * caller holds the stripe lock). */
@@ -212,9 +214,19 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
     if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
         rs = bh__range_stripe_of(&reg->ranges, device);
         pthread_mutex_lock(&rs->lock);
-        bh__block *o = nb != NULL ? bh__range_insert(&reg->ranges, rs, nb)
-                                  : bh__range_overlap(&reg->ranges, rs, device, address, size);
-        if (o != NULL) {
+        bh__block *o;
+        while ((o = nb != NULL ? bh__range_insert(&reg->ranges, rs, nb)
+                               : bh__range_overlap(&reg->ranges, rs, device, address, size)) != NULL) {
+            if (who != BY_INTERN && may_take_over(o)) {
+                /* o's free has started: the allocator may have handed its
+                 * memory out again (bh_alloc), or the caller has it from
+                 * the allocator (bh_adopt). Its range leaves the index
+                 * here, as its key leaves the table in a takeover; its
+                 * releaser's removal is then a no-op. bh_intern keeps
+                 * meeting o (BH_EBUSY) until o's free has returned. */
+                bh__range_remove(&reg->ranges, rs, o);
+                continue;
+            }
             bh_status st = overlap_answer(reg, who, o);
             pthread_mutex_unlock(&rs->lock);
             if (nb != NULL)
@@ -256,7 +268,7 @@ static bh_status claim(bh_registry *reg, enum creator who, uint32_t device, uint
     bh_status st = create_block(reg, who, shard, hash, device, address, size, out);
     if (st == BH_OK && old != NULL) {
         /* Its free has started; its releaser retires it without unlinking.
-         * (Its range left the index before its free started.) */
+         * (create_block took its range out of the index.) */
         bh__shard_unlink(shard, hash, old);
         bh__count(&reg->stats, BH__C_TAKEOVERS);
     }
@@ -276,22 +288,25 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
     bh__shard *shard = shard_for(reg, hash);
 
     report(reg, BH_EVENT_FREE, device, address, size);
-    /* The range leaves the index before the free: from the moment the
-     * allocator may hand [address, address + size) out again, a new block
-     * there or anywhere in it is not an overlap. Until here, an interior
-     * bh_intern saw this dying block and answered BH_EBUSY. */
+    /* Release: pairs with the acquire in may_take_over() (under the shard
+     * lock in claim(), under the range stripe lock in create_block()). A
+     * bh_alloc or bh_adopt that sees FREEING also sees that the FREE report
+     * above was made, so its ALLOC of this memory is reported after it. */
+    AO_store_release(&b->phase, BH__PHASE_FREEING);
+    if (reg->allocator.free != NULL)
+        reg->allocator.free(reg->allocator.ctx, device, address, size);
+    /* The range leaves the index only after the free has returned: until
+     * then a bh_intern whose range meets it answers BH_EBUSY (the memory is
+     * being freed; an owner made now would free it a second time). A
+     * bh_alloc or bh_adopt of that memory meanwhile is legitimate and takes
+     * the range out itself (create_block), making this a no-op. Before the
+     * retirement below: an indexed block keeps its generation. */
     if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
         bh__range_stripe *rs = bh__range_stripe_of(&reg->ranges, device);
         pthread_mutex_lock(&rs->lock);
         bh__range_remove(&reg->ranges, rs, b);
         pthread_mutex_unlock(&rs->lock);
     }
-    /* Release: pairs with the acquire in may_take_over(). A bh_alloc that sees
-     * FREEING also sees that the FREE report above was made, so its ALLOC of
-     * the same address is reported after this FREE. */
-    AO_store_release(&b->phase, BH__PHASE_FREEING);
-    if (reg->allocator.free != NULL)
-        reg->allocator.free(reg->allocator.ctx, device, address, size);
 
     pthread_mutex_lock(&shard->lock);
     if (b->linked) /* not already unlinked by a bh_alloc that took the key over */
@@ -318,12 +333,14 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
     bh__live_sub(&reg->stats, size);
 }
 
-/* bh_alloc found a linked block at the address the allocator just returned.
- * Legitimate only if that block is dying and its free has started (the
- * allocator may hand the address out from then on). Under shard->lock. */
+/* bh_alloc or bh_adopt met a block at the memory it claims: linked at the
+ * same address, or indexed with a range the new one meets. Legitimate only
+ * if that block is dying and its free has started (the allocator may hand
+ * the memory out from then on). Under the block's shard lock or its range
+ * stripe lock: either keeps a linked / indexed block from being retired. */
 static int may_take_over(const bh__block *b) {
-    /* Relaxed: refs of a linked block only ever fall to 0 and stay there
-     * (get-unless-zero), so a 0 seen here is final; the phase load below is
+    /* Relaxed: refs of a linked (or indexed) block only ever fall to 0 and
+     * stay there (get-unless-zero), so a 0 seen here is final; the phase load below is
      * the one that orders. */
     if (bh__word_refs(AO_load(&b->word)) != 0)
         return 0;
