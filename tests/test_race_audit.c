@@ -2,10 +2,12 @@
  * test_race_audit.c - defects found by the 0.3 concurrency audit, each with
  * the test that failed before its fix.
  *
- * Also a bounded stress of what the audit checked and found correct, so a
+ * Also bounded stresses of what the audit checked and found correct, so a
  * regression fails here (natively, under TSan, helgrind and drd): overlap
- * check + insertion atomic across shards, and bh_lookup_containing never
- * returning a block of another generation or key.
+ * check + insertion atomic across shards, bh_lookup_containing never
+ * returning a block of another generation or key, and, with an allocator
+ * that never errs, no conflict and exactly one free per allocation through
+ * key and range takeovers.
  *
  * Token misuse is provoked on purpose here, so the witnesses that would make
  * it a valgrind or ASan error are off (main) and misuse reports go to a
@@ -303,6 +305,126 @@ static void overlapping_interns_and_containing_lookups_on_four_threads(void **st
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
 }
 
+/* ======================== A correct allocator under threads ======================== */
+
+/* Hands out runs of free units (first fit from a random unit) and checks
+ * every free: a unit freed twice or never handed out is a library bug. With
+ * an allocator that never errs, bh_alloc must never see a conflict and a
+ * bh_adopt of memory just taken from it must never be refused, however its
+ * memory was last freed (key takeover, range takeover, or after retirement). */
+static pthread_mutex_t ua_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned char ua_used[UNITS + MAX_UNITS]; /* under ua_lock */
+static int ua_errors;                            /* under ua_lock */
+static _Thread_local unsigned ua_seed;
+
+static int ua_alloc(void *ctx, uint32_t device, uint64_t size, uint64_t *address) {
+    (void)ctx;
+    (void)device;
+    uint32_t n = (uint32_t)(size / UNIT), start = (uint32_t)rand_r(&ua_seed) % UNITS;
+    pthread_mutex_lock(&ua_lock);
+    for (uint32_t k = 0; k < UNITS; k++) {
+        uint32_t f = (start + k) % UNITS, u = 0;
+        while (u < n && !ua_used[f + u])
+            u++;
+        if (u < n)
+            continue;
+        memset(&ua_used[f], 1, n);
+        pthread_mutex_unlock(&ua_lock);
+        *address = f * UNIT;
+        return 0;
+    }
+    pthread_mutex_unlock(&ua_lock);
+    return 1; /* full */
+}
+
+static void ua_free(void *ctx, uint32_t device, uint64_t address, uint64_t size) {
+    (void)ctx;
+    (void)device;
+    pthread_mutex_lock(&ua_lock);
+    for (uint64_t u = address / UNIT; u < (address + size) / UNIT; u++) {
+        ua_errors += !ua_used[u];
+        ua_used[u] = 0;
+    }
+    pthread_mutex_unlock(&ua_lock);
+}
+
+static void *alloc_thread(void *arg) {
+    bh_registry *reg = arg;
+    ua_seed = (unsigned)(uintptr_t)pthread_self();
+    held mine[HELD];
+    memset(mine, 0, sizeof(mine));
+    for (long i = 0; i < stress_ops; i++) {
+        held *x = &mine[(unsigned)i % HELD];
+        if (x->h.bits != 0)
+            drop(reg, x);
+        uint64_t size = (1 + (uint64_t)rand_r(&ua_seed) % MAX_UNITS) * UNIT, address = 0;
+        bh_status st;
+        if (rand_r(&ua_seed) & 1) {
+            st = bh_alloc(reg, 8, size, &x->h);
+            if (st == BH_EALLOC)
+                continue; /* full */
+            bh_info info;
+            if (st == BH_OK && bh_info_get(reg, x->h, &info) == BH_OK)
+                address = info.address;
+        } else {
+            if (ua_alloc(NULL, 8, size, &address) != 0)
+                continue;
+            st = bh_adopt(reg, 8, address, size, &x->h);
+            if (st != BH_OK)
+                ua_free(NULL, 8, address, size); /* keep the allocator's books */
+        }
+        if (st != BH_OK) {
+            bad(); /* a conflict or refusal with an allocator that never errs */
+            continue;
+        }
+        x->first = (uint32_t)(address / UNIT);
+        x->n = (uint32_t)(size / UNIT);
+        x->owner = 1;
+        mark(x->first, x->n, 1);
+        uint64_t probe = (uint64_t)rand_r(&ua_seed) % (UNITS * UNIT);
+        bh_handle c;
+        st = bh_lookup_containing(reg, 8, probe, &c);
+        if (st == BH_OK) {
+            bh_info info;
+            if (bh_info_get(reg, c, &info) != BH_OK || info.device != 8 || probe < info.address ||
+                probe - info.address >= info.size)
+                bad();
+            if (bh_release(reg, c) != BH_OK)
+                bad();
+        } else if (st != BH_ENOTFOUND) {
+            bad();
+        }
+    }
+    for (int k = 0; k < HELD; k++)
+        if (mine[k].h.bits != 0)
+            drop(reg, &mine[k]);
+    return NULL;
+}
+
+static void allocs_and_adopts_with_a_correct_allocator_never_conflict(void **state) {
+    (void)state;
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.allocator = (bh_allocator){ua_alloc, ua_free, NULL};
+    cfg.flags = BH_CONFIG_NO_ENV;
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    stress_failures = 0;
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, alloc_thread, reg), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    assert_int_equal(stress_failures, 0);
+    assert_int_equal(ua_errors, 0);
+    for (unsigned u = 0; u < UNITS + MAX_UNITS; u++)
+        assert_int_equal(ua_used[u], 0); /* every allocation freed, once */
+    bh_stats st;
+    assert_int_equal(bh_stats_get(reg, &st), BH_OK);
+    assert_int_equal(st.conflicts, 0);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1)
         stress_ops = atol(argv[1]);
@@ -311,6 +433,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(a_foreign_token_never_names_a_token_of_another_registry),
         cmocka_unit_test(an_interior_intern_meets_a_dying_allocation_until_its_free_returned),
         cmocka_unit_test(overlapping_interns_and_containing_lookups_on_four_threads),
+        cmocka_unit_test(allocs_and_adopts_with_a_correct_allocator_never_conflict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
