@@ -41,7 +41,8 @@ static const char *trackd;
 static char dir[64], sock_path[96], log_path[128], summary_path[128], tt_path[96];
 static pid_t servers[4];
 static int nservers;
-static rlim_t nofile; /* RLIMIT_NOFILE for the next server (0: unchanged) */
+static rlim_t nofile;    /* RLIMIT_NOFILE for the next server (0: unchanged) */
+static pid_t holders[8]; /* processes a test keeps connected: killed by teardown, whatever happened */
 
 /* ------------------------------------------------------------ helpers */
 
@@ -240,17 +241,24 @@ static size_t read_some(int fd, uint8_t *buf, size_t cap, double secs) {
 
 /* One stats (what 1) or dump (2) query in JSON within secs: the payload
  * into a malloc'd string, the time taken into *took; NULL if no answer. */
+/* HELLO (query flag) and one JSON QUERY (history: of address); their size. */
+static size_t query_frames(uint8_t *req, uint16_t what, uint64_t address) {
+    size_t n = hello_frame(req, 1);
+    n += bh_wire_header(req + n, BH_WIRE_QUERY, what == 3 ? 12 : 4);
+    bh_put16(req + n, what);
+    bh_put16(req + n + 2, 1);
+    if (what == 3)
+        bh_put64(req + n + 4, address);
+    return n + (what == 3 ? 12 : 4);
+}
+
 static char *query(uint16_t what, double secs, double *took) {
     double t0 = now_s();
     int fd = try_connect(sock_path);
     if (fd < 0)
         return NULL;
     uint8_t req[64];
-    size_t n = hello_frame(req, 1);
-    n += bh_wire_header(req + n, BH_WIRE_QUERY, 4);
-    bh_put16(req + n, what);
-    bh_put16(req + n + 2, 1);
-    send_all(fd, req, n + 4);
+    send_all(fd, req, query_frames(req, what, 0));
     size_t cap = 4u << 20;
     uint8_t *buf = malloc(cap + 1);
     size_t got = read_some(fd, buf, cap, secs);
@@ -303,6 +311,10 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
+    for (int i = 0; i < 8; i++)
+        if (holders[i] > 0 && kill(holders[i], SIGKILL) == 0)
+            waitpid(holders[i], NULL, 0);
+    memset(holders, 0, sizeof(holders));
     for (int i = 0; i < nservers; i++)
         if (kill(servers[i], SIGKILL) == 0)
             waitpid(servers[i], NULL, 0);
@@ -611,6 +623,15 @@ static unsigned http_port(void) {
     return 0;
 }
 
+/* A server with --http on a free loopback port; the port. */
+static unsigned start_with_http(pid_t *srv) {
+    const char *extra[] = {"--http", "127.0.0.1:0", NULL};
+    *srv = start_server(extra);
+    unsigned port = http_port();
+    assert_true(port != 0);
+    return port;
+}
+
 /* count pipelined GETs of path on one keep-alive connection; returns the
  * connection (the caller reads the answers). */
 static int http_pipeline(unsigned port, const char *path, int count) {
@@ -628,24 +649,38 @@ static int http_pipeline(unsigned port, const char *path, int count) {
 /* "HTTP/1.1 200" answers read from fd, until want of them or secs pass. */
 static int http_answers(int fd, int want, double secs) {
     static char buf[1 << 20];
-    size_t len = 0;
+    static const char tag[] = "HTTP/1.1 200";
+    size_t len = 0, from = 0;
     int got = 0;
     double end = now_s() + secs;
     while (got < want && now_s() < end) {
-        size_t n = read_some(fd, (uint8_t *)buf + len, sizeof(buf) - 1 - len, 0.05);
-        len += n;
+        len += read_some(fd, (uint8_t *)buf + len, sizeof(buf) - 1 - len, 0.05);
         buf[len] = '\0';
-        got = 0;
-        for (const char *p = buf; (p = strstr(p, "HTTP/1.1 200")) != NULL; p++)
+        for (const char *p = buf + from; (p = strstr(p, tag)) != NULL; p++)
             got++;
-        if (len > sizeof(buf) / 2) { /* keep the tail: an answer may straddle */
-            memmove(buf, buf + len - 64, 64);
-            len = 64;
-            want -= got;
-            got = 0;
+        from = len > sizeof(tag) - 1 ? len - (sizeof(tag) - 1) : 0; /* a tag may straddle two reads */
+        if (len > sizeof(buf) / 2) {
+            memmove(buf, buf + from, len - from);
+            len -= from;
+            from = 0;
         }
     }
     return got;
+}
+
+/* One GET: the whole answer (head and body, by its Content-Length), malloc'd. */
+static char *http_get(unsigned port, const char *path) {
+    int fd = http_pipeline(port, path, 1);
+    size_t cap = 2u << 20, len = 0;
+    char *buf = calloc(1, cap);
+    for (double end = now_s() + 5; now_s() < end;) {
+        len += read_some(fd, (uint8_t *)buf + len, cap - 1 - len, 0.05);
+        const char *body = strstr(buf, "\r\n\r\n"), *cl = strcasestr(buf, "Content-Length:");
+        if (body != NULL && cl != NULL && len >= (size_t)(body + 4 - buf) + strtoul(cl + 15, NULL, 10))
+            break;
+    }
+    close(fd);
+    return buf;
 }
 
 /* Next to 300,000 live allocations, a peer sends 200 `history` queries on
@@ -656,10 +691,8 @@ static int http_answers(int fd, int want, double secs) {
  * skips whole streams and stops when full. */
 static void queries_cost_what_they_report_not_the_live_set(void **state) {
     (void)state;
-    const char *extra[] = {"--http", "127.0.0.1:0", NULL};
-    pid_t srv = start_server(extra);
-    unsigned port = http_port();
-    assert_true(port != 0);
+    pid_t srv;
+    unsigned port = start_with_http(&srv);
     int holder = reporter();
     send_events(holder, 1, BH_EVENT_ALLOC, 0, 0x1000000, 300000, 0);
     assert_int_equal(wait_total("live", 300000, 20), 300000);
@@ -667,12 +700,7 @@ static void queries_cost_what_they_report_not_the_live_set(void **state) {
     int h1 = http_pipeline(port, "/api/history?address=0x1000040", 16);
     int h2 = http_pipeline(port, "/api/live?offset=299990&limit=10", 16);
     uint8_t req[64];
-    size_t n = hello_frame(req, 1);
-    n += bh_wire_header(req + n, BH_WIRE_QUERY, 12);
-    bh_put16(req + n, 3);
-    bh_put16(req + n + 2, 1);
-    bh_put64(req + n + 4, 0x1000040);
-    n += 12;
+    size_t n = query_frames(req, 3, 0x1000040);
     double took = 100;
     char *j = NULL;
     int answered = 0;
@@ -763,6 +791,61 @@ static void processes_that_come_and_go_hold_bounded_memory(void **state) {
     assert_int_equal(jnum(j, "allocs"), 48u * 4096); /* totals stay whole */
     assert_true(groups <= 65536 + 2 * 4096);
     free(j);
+    assert_true(stop_server(srv) < 5);
+}
+
+static void groups_then_waits(void) {
+    int fd = reporter();
+    send_events(fd, 1, BH_EVENT_ALLOC, device_base, 0x1000, 4096, 4096);
+    pause(); /* connected until killed */
+}
+
+/* Eight processes with 4,096 devices each, connected; a peer asks 48 times
+ * for `stats` (on 48 connections at once) and 16 times for /api/stats. Each
+ * formatted every row past the 1 MiB reply limit only to drop it, and
+ * /api/stats had no limit at all (6 MB apiece here, held by libmicrohttpd
+ * for each of up to 64 connections). A full reply now counts the remaining
+ * rows without formatting them, and /api/stats has the socket's limit. */
+static void stats_requests_are_bounded_by_the_reply_limit(void **state) {
+    (void)state;
+    pid_t srv;
+    unsigned port = start_with_http(&srv);
+    for (uint32_t k = 0; k < 8; k++) {
+        device_base = 1000000 + k * 4096;
+        holders[k] = spawn(groups_then_waits);
+    }
+    assert_int_equal(wait_total("live", 8u * 4096, 30), 8u * 4096);
+    double cpu0 = cpu_s(srv), t0 = now_s();
+    char *page = http_get(port, "/api/stats");
+    int h = http_pipeline(port, "/api/stats", 15);
+    uint8_t req[64];
+    size_t n = query_frames(req, 1, 0);
+    int q[48], answered = 0;
+    for (int i = 0; i < 48; i++)
+        if ((q[i] = try_connect(sock_path)) >= 0)
+            send_all(q[i], req, n);
+    for (int i = 0; i < 48; i++) {
+        uint8_t hdr[BH_WIRE_HEADER];
+        answered += q[i] >= 0 && read_some(q[i], hdr, sizeof(hdr), 30) == sizeof(hdr) &&
+                    bh_get16(hdr + 6) == BH_WIRE_REPLY;
+        if (q[i] >= 0)
+            close(q[i]);
+    }
+    int a = http_answers(h, 15, 30);
+    double cpu = cpu_s(srv) - cpu0;
+    const char *body = strstr(page, "\r\n\r\n");
+    size_t len = body != NULL ? strlen(body + 4) : 0;
+    print_message(
+        "32K groups; 48 stats + 16 /api/stats: server CPU %.2f s, all in %.2f s, /api/stats %zu bytes "
+        "(%llu omitted), answers %d + %d\n",
+        cpu, now_s() - t0, len, (unsigned long long)jnum(body, "omitted_clients"), answered, a);
+    assert_int_equal(answered, 48);
+    assert_int_equal(a, 15);
+    assert_true(len > 0 && len <= (1u << 20));
+    assert_true(jnum(body, "omitted_clients") > 0);
+    assert_true(cpu < 1.5);
+    free(page);
+    close(h);
     assert_true(stop_server(srv) < 5);
 }
 
@@ -1245,30 +1328,14 @@ static void query_commands_are_bounded_and_paths_checked(void **state) {
     assert_true(stop_server(srv) < 5);
 }
 
-/* One GET: the whole answer (head and body, by its Content-Length), malloc'd. */
-static char *http_get(unsigned port, const char *path) {
-    int fd = http_pipeline(port, path, 1);
-    size_t cap = 1 << 16, len = 0;
-    char *buf = calloc(1, cap);
-    for (double end = now_s() + 5; now_s() < end;) {
-        len += read_some(fd, (uint8_t *)buf + len, cap - 1 - len, 0.05);
-        const char *body = strstr(buf, "\r\n\r\n"), *cl = strcasestr(buf, "Content-Length:");
-        if (body != NULL && cl != NULL && len >= (size_t)(body + 4 - buf) + strtoul(cl + 15, NULL, 10))
-            break;
-    }
-    close(fd);
-    return buf;
-}
-
 /* The address asked about is the one answered for: "010" was read as octal
  * 8 (by /api/history and by `bh-trackd history`), and a number past 2^64 - 1
  * as 2^64 - 1. Decimal is decimal, hex needs 0x, anything else is refused. */
 static void history_answers_for_the_address_asked_about(void **state) {
     (void)state;
-    const char *extra[] = {"--http", "127.0.0.1:0", NULL};
-    start_server(extra);
-    unsigned port = http_port();
-    assert_true(port != 0);
+    pid_t srv;
+    unsigned port = start_with_http(&srv);
+    (void)srv;
     int fd = reporter();
     send_events(fd, 1, BH_EVENT_ALLOC, 0, 8, 1, 0);
     send_events(fd, 1, BH_EVENT_ALLOC, 0, 10, 1, 0);
@@ -1317,6 +1384,7 @@ int main(int argc, char **argv) {
         T(addresses_chosen_to_collide_cost_no_more_than_others),
         T(queries_cost_what_they_report_not_the_live_set),
         T(processes_that_come_and_go_hold_bounded_memory),
+        T(stats_requests_are_bounded_by_the_reply_limit),
         T(idle_connections_are_capped_refused_and_timed_out),
         T(half_sent_frames_are_capped_and_timed_out),
         T(limits_and_cleanup_hold_per_process_over_every_stream),

@@ -108,12 +108,16 @@ void td_render_domain(td_strbuf *b, int json, uint32_t domain) {
 typedef struct report_ctx {
     td_server *s;
     td_strbuf *b;
-    int json, first;
+    int json, first, full; /* full: a row did not fit, the rest are only counted */
     uint64_t now, omitted;
 } report_ctx;
 
 /* One row into r->b, all or nothing: past the limit it is counted instead. */
 static void row(report_ctx *r, void (*fill)(report_ctx *r, const void *item), const void *item) {
+    if (r->full) { /* formatting every row past the limit only to drop it cost a stats request O(groups) */
+        r->omitted++;
+        return;
+    }
     size_t mark = r->b->len, limit = r->b->limit;
     r->b->limit = 0; /* checked for the whole row below */
     fill(r, item);
@@ -123,6 +127,7 @@ static void row(report_ctx *r, void (*fill)(report_ctx *r, const void *item), co
         if (r->b->p != NULL)
             r->b->p[mark] = '\0';
         r->omitted++;
+        r->full = 1;
         return;
     }
     r->first = 0;
@@ -221,7 +226,7 @@ static void render_overfreed(td_server *s, td_strbuf *b, int json) {
 void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
     bh_track_counts t;
     bh_track_totals(s->track, UINT64_MAX, UINT32_MAX, &t);
-    report_ctx r = {s, b, json, 1, td_now_ms(), 0};
+    report_ctx r = {s, b, json, 1, 0, td_now_ms(), 0};
     if (json) {
         td_sb_printf(b,
                      "{\"totals\":{\"live\":%" PRIu64 ",\"live_bytes\":%" PRIu64 ",\"allocs\":%" PRIu64
@@ -306,7 +311,7 @@ static void render_dump(td_server *s, td_strbuf *b, int json, uint64_t offset, u
     bh_track_counts t;
     bh_track_totals(s->track, UINT64_MAX, UINT32_MAX, &t); /* total without walking the live set */
     uint64_t want = offset < t.live ? (count < t.live - offset ? count : t.live - offset) : 0;
-    dump_ctx d = {{s, b, json, 1, td_now_ms(), 0}, want, 0};
+    dump_ctx d = {{s, b, json, 1, 0, td_now_ms(), 0}, want, 0};
     if (json)
         td_sb_printf(b, "{\"live\":[");
     else
@@ -355,7 +360,7 @@ static void history_entry(void *ctx, const bh_track_entry *e) {
 }
 
 void td_render_history(td_server *s, td_strbuf *b, uint64_t address, int json) {
-    dump_ctx d = {{s, b, json, 1, td_now_ms(), 0}, 0, 0};
+    dump_ctx d = {{s, b, json, 1, 0, td_now_ms(), 0}, 0, 0};
     if (json)
         td_sb_printf(b, "{\"address\":%" PRIu64 ",\"entries\":[", address);
     else

@@ -193,7 +193,7 @@ static void route(void *ctx, const char *path, const bh_http_request *req, bh_ht
         return;
     }
     if (strcmp(path, "/api/stats") == 0) {
-        td_render_stats(s, &b, 1, SIZE_MAX); /* HTTP: not bound by the frame size */
+        td_render_stats(s, &b, 1, 0); /* the socket's 1 MiB: up to 64 connections hold one each */
     } else if (strcmp(path, "/api/live") == 0) {
         uint64_t offset = 0, limit = LIVE_PAGE_DEFAULT;
         const char *o = bh_http_arg(req, "offset"), *l = bh_http_arg(req, "limit");
