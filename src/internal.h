@@ -185,6 +185,8 @@ bh__block *bh__range_overlap(const bh__ranges *r, const bh__range_stripe *s, uin
  * r's slab. */
 bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b);
 void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, bh__block *b);
+/* A block's treap priority (a seeded hash of its key; for invariant checks). */
+uint32_t bh__range_prio(const bh__ranges *r, const bh__block *b);
 
 /* ======================== Stats (stats.c) ======================== */
 

@@ -37,11 +37,19 @@ static int key_less(uint32_t d1, uint64_t a1, uint32_t d2, uint64_t a2) {
 static bh__block *child(const bh__ranges *r, const bh__block *t, int dir) {
     return t->rlink[dir] != 0 ? bh__slab_at(r->slab, t->rlink[dir]) : NULL;
 }
-static void set_child(bh__block *t, int dir, const bh__block *c) { t->rlink[dir] = c != NULL ? c->slot : 0; }
+/* Writes a link only if it changes: the blocks on a search path are other
+ * allocations' control blocks, whose reference words share their line, so an
+ * update must not dirty every line it passes on its way back up. */
+static void set_child(bh__block *t, int dir, const bh__block *c) {
+    uint32_t slot = c != NULL ? c->slot : 0;
+    if (t->rlink[dir] != slot)
+        t->rlink[dir] = slot;
+}
 
-static uint32_t prio(const bh__ranges *r, const bh__block *b) {
+uint32_t bh__range_prio(const bh__ranges *r, const bh__block *b) {
     return (uint32_t)(bh__key_hash(dev_of(b) ^ r->seed, addr_of(b)) >> 32);
 }
+static uint32_t prio(const bh__ranges *r, const bh__block *b) { return bh__range_prio(r, b); }
 
 void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab, uint32_t seed) {
     for (unsigned i = 0; i < BH__RANGE_STRIPES; i++) {
@@ -77,20 +85,6 @@ static bh__block *at_or_below(const bh__ranges *r, bh__block *t, uint32_t device
     return best;
 }
 
-/* The indexed block with the smallest key > (device, address), or NULL. */
-static bh__block *above(const bh__ranges *r, bh__block *t, uint32_t device, uint64_t address) {
-    bh__block *best = NULL;
-    while (t != NULL) {
-        if (key_less(device, address, dev_of(t), addr_of(t))) {
-            best = t;
-            t = child(r, t, 0);
-        } else {
-            t = child(r, t, 1);
-        }
-    }
-    return best;
-}
-
 /* Does b's range, in domain device, contain address? (Subtraction, not
  * address + size: a range may end exactly at 2^64.) */
 static int covers(const bh__block *b, uint32_t device, uint64_t address) {
@@ -107,13 +101,22 @@ bh__block *bh__range_overlap(const bh__ranges *r, const bh__range_stripe *s, uin
                              uint64_t address, uint64_t size) {
     /* Indexed ranges of one domain are disjoint, so only two can meet the new
      * one: the last that starts at or below it (does it reach address?) and
-     * the first that starts above it (does it start before address + size?). */
-    bh__block *b = at_or_below(r, s->root, device, address);
-    if (covers(b, device, address))
-        return b;
-    b = above(r, s->root, device, address);
-    if (b != NULL && dev_of(b) == device && addr_of(b) - address < size)
-        return b;
+     * the first that starts above it (does it start before address + size?).
+     * One descent finds both: each step leaves one of them behind. */
+    bh__block *below = NULL, *above = NULL;
+    for (bh__block *t = s->root; t != NULL;) {
+        if (key_less(device, address, dev_of(t), addr_of(t))) {
+            above = t;
+            t = child(r, t, 0);
+        } else {
+            below = t;
+            t = child(r, t, 1);
+        }
+    }
+    if (covers(below, device, address))
+        return below;
+    if (above != NULL && dev_of(above) == device && addr_of(above) - address < size)
+        return above;
     return NULL;
 }
 
@@ -165,27 +168,6 @@ static bh__block *insert_at(const bh__ranges *r, bh__block *t, insertion *in) {
     return t;
 }
 
-static bh__block *remove_at(const bh__ranges *r, bh__block *t, bh__block *b) {
-    if (t == NULL)
-        return NULL; /* not indexed: nothing to do (callers check ranged) */
-    if (t != b) {
-        int dir = key_less(dev_of(t), addr_of(t), dev_of(b), addr_of(b));
-        set_child(t, dir, remove_at(r, child(r, t, dir), b));
-        return t;
-    }
-    bh__block *l = child(r, t, 0), *g = child(r, t, 1);
-    if (l == NULL)
-        return g;
-    if (g == NULL)
-        return l;
-    /* Rotate the child with the higher priority up, then remove b from
-     * below it, until b is a leaf. */
-    int dir = prio(r, g) > prio(r, l);
-    bh__block *c = rotate(r, t, dir);
-    set_child(c, !dir, remove_at(r, t, b));
-    return c;
-}
-
 bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b) {
     b->rlink[0] = b->rlink[1] = 0;
     insertion in = {b, prio(r, b), NULL, NULL, NULL};
@@ -200,7 +182,37 @@ bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block 
 void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, bh__block *b) {
     if (!b->ranged)
         return;
-    s->root = remove_at(r, s->root, b);
+    /* Down to b, remembering the link it hangs from (the root: parent NULL). */
+    uint32_t device = dev_of(b);
+    uint64_t address = addr_of(b);
+    bh__block *parent = NULL;
+    int dir = 0;
+    for (bh__block *t = s->root; t != b; t = child(r, t, dir)) {
+        if (t == NULL)
+            return; /* not in this stripe's index: nothing to do */
+        parent = t;
+        dir = key_less(dev_of(t), addr_of(t), device, address);
+    }
+    /* Merge b's two subtrees into its place, the higher priority on top:
+     * iterative, and only links that change are written (no rotations). */
+    bh__block *lo = child(r, b, 0), *hi = child(r, b, 1);
+    for (;;) {
+        bh__block *top = lo == NULL ? hi : hi == NULL ? lo : prio(r, lo) > prio(r, hi) ? lo : hi;
+        if (parent == NULL)
+            s->root = top;
+        else
+            set_child(parent, dir, top);
+        if (lo == NULL || hi == NULL)
+            break;
+        parent = top;
+        if (top == lo) { /* lo's right subtree merges with hi */
+            dir = 1;
+            lo = child(r, lo, 1);
+        } else { /* lo merges with hi's left subtree */
+            dir = 0;
+            hi = child(r, hi, 0);
+        }
+    }
     b->rlink[0] = b->rlink[1] = 0;
     b->ranged = 0;
 }

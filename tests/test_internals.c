@@ -134,6 +134,28 @@ static void set_key(bh__block *b, uint32_t dev, uint64_t address, uint64_t size)
     AO_store(&b->size, size);
 }
 
+/* Checks the treap under t: keys in order, no child of higher priority than
+ * its parent, every node marked indexed. Returns the node count; *prev is
+ * the last node visited in key order (NULL before the first). */
+static int treap_check(const bh__ranges *r, const bh__block *t, const bh__block **prev) {
+    if (t == NULL)
+        return 0;
+    const bh__block *c[2];
+    for (int side = 0; side < 2; side++) {
+        c[side] = t->rlink[side] != 0 ? bh__slab_at(r->slab, t->rlink[side]) : NULL;
+        if (c[side] != NULL)
+            assert_true(bh__range_prio(r, c[side]) <= bh__range_prio(r, t));
+    }
+    int n = treap_check(r, c[0], prev);
+    if (*prev != NULL) {
+        uint32_t pd = (uint32_t)AO_load(&(*prev)->device), td = (uint32_t)AO_load(&t->device);
+        assert_true(pd < td || (pd == td && AO_load(&(*prev)->address) < AO_load(&t->address)));
+    }
+    *prev = t;
+    assert_true(t->ranged);
+    return n + 1 + treap_check(r, c[1], prev);
+}
+
 static void range_index_agrees_with_a_brute_force_scan(void **state) {
     (void)state;
     enum { N = RANGE_BLOCKS, QUERIES = 12 };
@@ -170,6 +192,11 @@ static void range_index_agrees_with_a_brute_force_scan(void **state) {
             assert_true(blocks[i]->ranged);
             in[i] = 1;
         }
+        const bh__block *prev = NULL;
+        int indexed = 0;
+        for (int k = 0; k < N; k++)
+            indexed += in[k];
+        assert_int_equal(treap_check(&ranges, rs->root, &prev), indexed);
         for (int q = 0; q < QUERIES; q++) {
             rng = rng * 6364136223846793005ull + 1442695040888963407ull;
             uint32_t qdev = (uint32_t)((rng >> 10) % 4);
