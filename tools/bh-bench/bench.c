@@ -1,7 +1,8 @@
 /*
  * bh-bench - bufhandle against hand-written baselines, in one run.
  *
- *   bh-bench [--quick] [--reps N] [--ops N] [--only SECTION] [--live N] [--json] [--trackd PATH]
+ *   bh-bench [--quick] [--reps N] [--ops N] [--only SECTION] [--live N] [--config KEY]
+ *            [--json] [--trackd PATH]
  *
  * Every figure is the median of --reps repetitions, and every bufhandle figure
  * is shown next to its baselines measured in the same run, repetitions
@@ -9,8 +10,9 @@
  * absolute nanoseconds are not comparable across runs or machines.
  * --quick shrinks everything (a smoke run of a few seconds); its figures are
  * not meant to be quoted. --only and --live (the mixed workload at one size)
- * select what to run, for profiling under callgrind. Targets are printed next to the figures as
- * information: the exit status never depends on speed.
+ * select what to run, for profiling under callgrind; --config runs every
+ * figure with one line of the configuration table (e.g. no-overlap). Targets are printed next to the figures
+ * as information: the exit status never depends on speed.
  *
  * Owns: the workloads and the report. Baselines live in baseline.c, the
  * reporter-cost comparison in report_cost.c.
@@ -41,23 +43,28 @@
  * here (a line per flag, guarded so the table follows the header). */
 static const struct {
     const char *name;
+    const char *key; /* for --config */
     uint32_t flags;
 } configs[] = {
-    {"defaults (diagnostics off)", 0},
+    {"defaults (diagnostics off)", "defaults", 0},
 #ifdef BH_CONFIG_NO_OVERLAP_CHECK
-    {"overlap check off", BH_CONFIG_NO_OVERLAP_CHECK},
+    {"overlap check off", "no-overlap", BH_CONFIG_NO_OVERLAP_CHECK},
 #endif
 #ifdef BH_CONFIG_DEBUG_REFS
-    {"debug references on", BH_CONFIG_DEBUG_REFS},
+    {"debug references on", "debug-refs", BH_CONFIG_DEBUG_REFS},
 #endif
 #ifdef BH_CONFIG_HISTORY
-    {"history on", BH_CONFIG_HISTORY},
+    {"history on", "history", BH_CONFIG_HISTORY},
 #endif
 #ifdef BH_CONFIG_STACKS
-    {"stacks on", BH_CONFIG_STACKS},
+    {"stacks on", "stacks", BH_CONFIG_STACKS},
 #endif
 };
 enum { NCONFIGS = sizeof(configs) / sizeof(configs[0]) };
+
+/* The configuration of every bufhandle registry outside the configuration
+ * table (--config KEY): index into configs[]. */
+static int figure_config;
 
 /* ======================== Key sets ======================== */
 
@@ -382,7 +389,7 @@ static int wanted(const opts *o, const char *section) {
 static void section_pairs(const opts *o) {
     double bh1[MAX_REPS], cas[MAX_REPS], xadd[MAX_REPS], scale[MAX_REPS], bh2[MAX_REPS];
     keyset ks;
-    ks_create(&ks, IMPL_BH, 0, 2);
+    ks_create(&ks, IMPL_BH, configs[figure_config].flags, 2);
     bh_handle hs[2] = {{ks.own[0]}, {ks.own[1]}};
     worker bh = {.what = W_PAIR, .ks = &ks, .ops = o->ops};
     worker c = {.what = W_CAS_PAIR, .counter = {1}, .ops = o->ops};
@@ -411,7 +418,7 @@ static void compare(const opts *o, int nimpl, size_t n, work what, int threads, 
     double v[3][MAX_REPS];
     keyset ks[3];
     for (int i = 0; i < nimpl; i++)
-        ks_create(&ks[i], (enum impl)i, 0, n);
+        ks_create(&ks[i], (enum impl)i, configs[figure_config].flags, n);
     for (int r = 0; r < o->reps; r++)
         for (int i = 0; i < nimpl; i++)
             v[i][r] = run_workers(
@@ -454,7 +461,7 @@ static double bytes_per_live(enum impl impl, size_t n) {
         bench_die("fork failed");
     if (pid == 0) {
         keyset ks;
-        ks_init(&ks, impl, 0, n);
+        ks_init(&ks, impl, configs[figure_config].flags, n);
         double before = rss_bytes();
         ks_populate(&ks);
         double per = (rss_bytes() - before) / (double)n;
@@ -557,7 +564,8 @@ static const char *met_text(int met) { return met < 0 ? "" : met ? "met" : "NOT 
 static void print_text(const opts *o, const char *cpu, const report_cost *rc) {
     printf("bh-bench%s: %s; medians of %d repetitions, %ld operations per thread per measurement\n",
            o->quick ? " --quick" : "", cpu, o->reps, o->ops);
-    printf("speedup = baseline / bufhandle (above 1: bufhandle is faster)\n\n");
+    printf("bufhandle registries: %s; speedup = baseline / bufhandle (above 1: bufhandle is faster)\n\n",
+           configs[figure_config].name);
     printf("%-48s %12s  %-36s %10s %8s  %s\n", "figure", "bufhandle", "baseline", "", "speedup", "target");
     for (int i = 0; i < nfigures; i++) {
         const figure *f = &figures[i];
@@ -607,8 +615,8 @@ static void print_text(const opts *o, const char *cpu, const report_cost *rc) {
 }
 
 static void print_json(const opts *o, const char *cpu, const report_cost *rc) {
-    printf("{\"cpu\":\"%s\",\"quick\":%s,\"reps\":%d,\"ops\":%ld,\"figures\":[", cpu,
-           o->quick ? "true" : "false", o->reps, o->ops);
+    printf("{\"cpu\":\"%s\",\"quick\":%s,\"reps\":%d,\"ops\":%ld,\"config\":\"%s\",\"figures\":[", cpu,
+           o->quick ? "true" : "false", o->reps, o->ops, configs[figure_config].key);
     for (int i = 0; i < nfigures; i++) {
         const figure *f = &figures[i];
         int met = figure_met(f);
@@ -647,9 +655,18 @@ static void print_json(const opts *o, const char *cpu, const report_cost *rc) {
 
 static void *nothing(void *arg) { return arg; }
 
+/* The configs[] line named key, or -1. */
+static int config_index(const char *key) {
+    for (int c = 0; c < NCONFIGS; c++)
+        if (strcmp(configs[c].key, key) == 0)
+            return c;
+    return -1;
+}
+
 static const char usage[] =
     "usage: bh-bench [--quick] [--reps N] [--ops N] [--json] [--trackd PATH]\n"
-    "                [--only memory|pairs|lookup|mixed|intern|configs|reporter] [--live N]\n";
+    "                [--only memory|pairs|lookup|mixed|intern|configs|reporter] [--live N]\n"
+    "                [--config defaults|no-overlap|debug-refs|history|stacks]\n";
 
 int main(int argc, char **argv) {
     opts o = {.reps = 5, .ops = 1000000};
@@ -669,6 +686,8 @@ int main(int argc, char **argv) {
             o.only = argv[++i];
         else if (strcmp(argv[i], "--live") == 0 && i + 1 < argc)
             o.live = (size_t)atol(argv[++i]);
+        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            figure_config = config_index(argv[++i]);
         else if (strcmp(argv[i], "--trackd") == 0 && i + 1 < argc)
             trackd = argv[++i];
         else {
@@ -682,6 +701,13 @@ int main(int argc, char **argv) {
     }
     o.reps = reps ? reps : o.reps;
     o.ops = ops ? ops : o.ops;
+    if (figure_config < 0) {
+        fprintf(stderr, "bh-bench: --config is one of:");
+        for (int c = 0; c < NCONFIGS; c++)
+            fprintf(stderr, " %s", configs[c].key);
+        fprintf(stderr, "\n");
+        return 2;
+    }
     if (o.reps < 1 || o.reps > MAX_REPS || o.ops < 1000 || (o.live & (o.live - 1)) != 0) {
         fprintf(stderr, "bh-bench: --reps 1..%d, --ops >= 1000, --live a power of two\n", MAX_REPS);
         return 2;
