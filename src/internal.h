@@ -258,6 +258,10 @@ void bh__stats_sum(const bh__stats *st, bh_stats *out);
 /* ======================== Reporters (report_*.c) ======================== */
 
 int bh__is_socket_reporter(const bh_reporter *rep);
+/* bh_socket_reporter_open for a reporter that the environment variable var
+ * asked for: an unreachable server is then said once on stderr. */
+bh_status bh__socket_reporter_open_env(const char *var, const char *path, const bh_socket_options *opts,
+                                       bh_reporter *out);
 int bh__is_log_reporter(const bh_reporter *rep);
 
 /* ======================== Registry (registry.c) ======================== */
