@@ -78,6 +78,11 @@
 #define CHUNK 4096          /* live-set entries copied per lock hold, and per RESYNC_CHUNK */
 #define MIGRATE 1024        /* buckets the sender moves per lock hold while a shadow grows */
 #define SLICE_MS 20         /* a blocked send looks at the close deadline this often */
+/* A reporting thread waits for the connection lock at most this long.
+ * Critical sections are a few microseconds; only a holder preempted by the
+ * machine's load takes longer, and then the event is parked (side_push)
+ * rather than waited for. */
+#define LOCK_WAIT_US 200
 
 /* ======================== Key sets (sender thread only) ======================== */
 
@@ -87,6 +92,7 @@
 typedef struct kentry {
     uint64_t address;
     uint32_t device, used;
+    uint32_t domain; /* the registry's domain (the TT known set keys by its device) */
 } kentry;
 
 typedef struct keyset {
@@ -127,18 +133,21 @@ static size_t key_slot(const keyset *s, uint32_t device, uint64_t address) {
     return i;
 }
 
-static int key_has(const keyset *s, uint32_t device, uint64_t address) {
-    return s->cap != 0 && s->e[key_slot(s, device, address)].used;
+static const kentry *key_get(const keyset *s, uint32_t device, uint64_t address) {
+    if (s->cap == 0)
+        return NULL;
+    const kentry *e = &s->e[key_slot(s, device, address)];
+    return e->used ? e : NULL;
 }
 
 /* Returns 0, or -1 when host memory ran out. */
-static int key_add(keyset *s, uint32_t device, uint64_t address) {
+static int key_add(keyset *s, uint32_t device, uint64_t address, uint32_t domain) {
     if ((s->n + 1) * 2 > s->cap && key_grow(s) != 0)
         return -1;
     size_t i = key_slot(s, device, address);
     if (!s->e[i].used)
         s->n++;
-    s->e[i] = (kentry){address, device, 1};
+    s->e[i] = (kentry){address, device, 1, domain};
     return 0;
 }
 
@@ -288,6 +297,14 @@ typedef struct qitem {
 
 #define LATE_CAP 4096u /* late events a stream keeps before it drops and resyncs */
 
+/* An event whose reporter could not take the connection lock within
+ * max_block_us (the sender, or another reporter, held it: on a loaded machine
+ * a preempted holder can hold it for milliseconds). */
+typedef struct side_ev {
+    struct side_ev *next;
+    bh_event ev;
+} side_ev;
+
 struct stream {
     conn *c;
     uint32_t id;
@@ -307,6 +324,11 @@ struct stream {
     size_t snap_cursor;  /* buckets of live.tab below this were sent */
     snode *owed;         /* nodes of the snapshot deleted before the cursor reached them */
     uint64_t reported, dropped, out_of_order;
+    /* ATOMIC: a stack of side_ev pushed without the lock. Whoever takes the
+     * lock applies them (drain_side) before touching the stream, so the shadow
+     * sees every event in an order consistent with causality. */
+    AO_t side;
+    AO_t side_lost; /* ATOMIC: events that could not even be pushed (host memory) */
     stream *next;
 };
 
@@ -402,6 +424,7 @@ struct conn {
     int need_resync; /* events were lost: a snapshot point is due */
     int resyncing;   /* a snapshot is being sent: the rings wait */
     int stop;
+    int flushers;       /* threads in flush: resyncs are not spaced while one waits */
     int forked;         /* inherited by a child through fork(): dead, reports are dropped */
     int refused;        /* the server refused this process for its live-set limit */
     int quiet;          /* refused and withdrawn: nothing more is sent */
@@ -431,8 +454,10 @@ enum { SAID_UNREACHABLE = 1, SAID_FOREIGN = 2, SAID_REFUSED = 4, SAID_ERROR = 8 
 
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static conn *conns;
+static AO_t said_unreachable; /* ATOMIC: the unreachable-server line was printed */
 
 static void report_cb(void *ctx, const bh_event *ev);
+static void drain_all(conn *c);
 
 static uint64_t now_ms(void) {
     struct timespec ts;
@@ -548,7 +573,9 @@ static int try_connect(conn *c) {
     /* A Unix socket connect completes at once or fails (EAGAIN: backlog full,
      * treated as a failure and retried later). */
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        if (c->var[0] != '\0')
+        /* Once per process, not per connection: registries come and go, each
+         * making the connection anew. Relaxed CAS: a flag, nothing to order. */
+        if (c->var[0] != '\0' && AO_fetch_compare_and_swap(&said_unreachable, 0, 1) == 0)
             say_once(c, SAID_UNREACHABLE,
                      "bufhandle: %s: no tracking server reachable (%s); events are counted as dropped "
                      "until one listens there",
@@ -640,9 +667,11 @@ static size_t encode_event(const conn *c, uint8_t *p, uint32_t stream_id, const 
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         int alloc = ev->kind == BH_EVENT_ALLOC;
-        bh_tt_record(p, alloc ? BH_TT_ALLOC : BH_TT_FREE, (int32_t)ev->device, alloc ? ev->size : 0, 0,
-                     (int32_t)getpid(), ev->address,
-                     alloc ? (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec : 0);
+        /* The domain split as the TT server keys it: device id, and the
+         * memory kind as buffer_type (tt_admit passes kinds 0..3 only). */
+        bh_tt_record(p, alloc ? BH_TT_ALLOC : BH_TT_FREE, (int32_t)BH_DOMAIN_DEVICE(ev->device),
+                     alloc ? ev->size : 0, alloc ? (uint8_t)BH_DOMAIN_KIND(ev->device) : 0, (int32_t)getpid(),
+                     ev->address, alloc ? (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec : 0);
         return BH_TT_RECORD;
     }
     return bh_wire_event(p, stream_id, (uint8_t)ev->kind, ev->device, ev->address, ev->size, ev->seq);
@@ -733,7 +762,7 @@ static size_t copy_chunk(conn *c, stream *s) {
     while (s->owed != NULL && n < CHUNK) {
         snode *x = s->owed;
         s->owed = x->next;
-        c->snap[n] = (kentry){x->address, x->device, 1};
+        c->snap[n] = (kentry){x->address, x->device, 1, x->device};
         c->snap_size[n++] = x->size;
         node_give(&s->live, x);
     }
@@ -763,7 +792,7 @@ static size_t copy_chunk(conn *c, stream *s) {
         for (snode *x = sh->tab[s->snap_cursor]; x != NULL; x = x->next) {
             if (x->epoch == s->snap_epoch)
                 continue; /* inserted after the snapshot point */
-            c->snap[n] = (kentry){x->address, x->device, 1};
+            c->snap[n] = (kentry){x->address, x->device, 1, x->device};
             c->snap_size[n++] = x->size;
         }
         s->snap_cursor++;
@@ -792,12 +821,12 @@ static int send_tt_frees(conn *c, const kentry *keys, size_t n) {
     for (size_t i = 0; i < n; i += BATCH) {
         size_t k = n - i < BATCH ? n - i : BATCH;
         for (size_t j = 0; j < k; j++) {
-            bh_event ev = {BH_EVENT_FREE, keys[i + j].device, keys[i + j].address, 0, 0};
+            bh_event ev = {BH_EVENT_FREE, keys[i + j].domain, keys[i + j].address, 0, 0};
             encode_event(c, c->wire + j * BH_TT_RECORD, 0, &ev);
         }
         size_t done = write_some(c, c->fd, c->wire, k * BH_TT_RECORD, c->opt.send_timeout_ms) / BH_TT_RECORD;
         for (size_t j = 0; j < done; j++)
-            key_del(&c->known, keys[i + j].device, keys[i + j].address);
+            key_del(&c->known, keys[i + j].device, keys[i + j].address); /* device: the TT key's */
         if (done < k)
             return -1;
     }
@@ -819,7 +848,7 @@ static int resync_finish_tt(conn *c) {
     if (c->known.n && gone == NULL)
         return -1;
     for (size_t i = 0; i < c->known.cap; i++)
-        if (c->known.e[i].used && !key_has(&c->live_at_t, c->known.e[i].device, c->known.e[i].address))
+        if (c->known.e[i].used && key_get(&c->live_at_t, c->known.e[i].domain, c->known.e[i].address) == NULL)
             gone[n++] = c->known.e[i];
     int rc = send_tt_frees(c, gone, n);
     bh__free(gone);
@@ -906,7 +935,7 @@ static void resync_step(conn *c) {
             pthread_mutex_unlock(&c->lock);
             if (tt) {
                 for (size_t i = 0; i < n && rc == 0; i++)
-                    rc = key_add(&c->live_at_t, c->snap[i].device, c->snap[i].address);
+                    rc = key_add(&c->live_at_t, c->snap[i].device, c->snap[i].address, c->snap[i].domain);
             } else {
                 rc = send_chunk(c, id, n);
             }
@@ -1004,6 +1033,26 @@ static uint32_t take_batch(conn *c, qitem *batch, uint32_t max, uint64_t now) {
     return n;
 }
 
+/* Without the lock, TT: whether the event goes to the server, updating the
+ * known set (keyed as the TT server keys: device id and address). An ALLOC is
+ * announced only if the server holds nothing at that key (two domains of one
+ * device at one address collide there: the second is not announced) and its
+ * kind has a TT buffer_type; a FREE is sent only for the very ALLOC the server
+ * got. */
+static int tt_admit(conn *c, const bh_event *ev) {
+    uint32_t dev = BH_DOMAIN_DEVICE(ev->device);
+    const kentry *k = key_get(&c->known, dev, ev->address);
+    if (ev->kind == BH_EVENT_FREE) {
+        if (k == NULL || k->domain != ev->device)
+            return 0;
+        key_del(&c->known, dev, ev->address);
+        return 1;
+    }
+    if (k != NULL || BH_DOMAIN_KIND(ev->device) > BH_MEM_TRACE)
+        return 0;
+    return key_add(&c->known, dev, ev->address, ev->device) == 0; /* cannot remember it: not announced */
+}
+
 /* Without the lock: encodes the batch. TT: a FREE whose ALLOC the server
  * never got is not sent (see resync_finish_tt), and the known set follows
  * what is encoded; c->encoded[i] says whether item i was. Returns the bytes
@@ -1015,13 +1064,8 @@ static size_t encode_batch(conn *c, uint32_t n, size_t *records) {
     for (uint32_t i = 0; i < n; i++) {
         const bh_event *ev = &c->batch[i].ev;
         c->encoded[i] = 0;
-        if (tt && ev->kind == BH_EVENT_FREE) {
-            if (!key_has(&c->known, ev->device, ev->address))
-                continue;
-            key_del(&c->known, ev->device, ev->address);
-        } else if (tt && key_add(&c->known, ev->device, ev->address) != 0) {
-            continue; /* cannot remember it: do not announce it */
-        }
+        if (tt && !tt_admit(c, ev))
+            continue;
         c->encoded[i] = 1;
         (*records)++;
         len += encode_event(c, c->wire + len, c->batch[i].stream, ev);
@@ -1038,10 +1082,11 @@ static void unwind_tt(conn *c, uint32_t n, size_t done, size_t records) {
             continue;
         r--;
         const bh_event *ev = &c->batch[i].ev;
+        uint32_t dev = BH_DOMAIN_DEVICE(ev->device);
         if (ev->kind == BH_EVENT_FREE)
-            (void)key_add(&c->known, ev->device, ev->address);
+            (void)key_add(&c->known, dev, ev->address, ev->device);
         else
-            key_del(&c->known, ev->device, ev->address);
+            key_del(&c->known, dev, ev->address);
     }
 }
 
@@ -1052,6 +1097,7 @@ static void *sender(void *arg) {
     pthread_mutex_lock(&c->lock);
     for (;;) {
         uint64_t now = now_ms();
+        drain_all(c);
         if (c->stop) {
             /* Relaxed: stored by the closer before it set stop under the lock
              * we hold, so this load sees it. */
@@ -1102,7 +1148,7 @@ static void *sender(void *arg) {
             continue;
         }
         if (c->need_resync && !c->resyncing) {
-            if (now < c->next_resync_ms && !c->stop) {
+            if (now < c->next_resync_ms && !c->stop && c->flushers == 0) {
                 /* Spaced: until then events are dropped (counted), not queued. */
                 uint64_t wait = c->next_resync_ms - now < IDLE_MAX_MS ? c->next_resync_ms - now : IDLE_MAX_MS;
                 struct timespec dl = deadline_in(wait * 1000u);
@@ -1192,10 +1238,110 @@ static void drop(stream *s, const bh_event *ev) {
     }
 }
 
+/* Without the lock: parks an event for the next lock holder. Release CAS:
+ * pairs with the acquire CAS in drain_side, which then reads x->ev and
+ * x->next as written here. */
+static void side_push(stream *s, const bh_event *ev) {
+    side_ev *x = bh__calloc(1, sizeof(*x));
+    if (x == NULL) {
+        /* Relaxed: a count, taken by drain_side with an RMW. */
+        AO_fetch_and_add1(&s->side_lost);
+        return;
+    }
+    x->ev = *ev;
+    BH__HAPPENS_BEFORE(&s->side);
+    AO_t old = AO_load(&s->side); /* relaxed: the CAS below checks it */
+    for (;;) {
+        x->next = (side_ev *)old;
+        AO_t seen = AO_fetch_compare_and_swap_release(&s->side, old, (AO_t)x);
+        if (seen == old)
+            break;
+        old = seen;
+    }
+}
+
+/* Under c->lock: applies the parked events to the shadow (in the order they
+ * were pushed) and counts them as dropped: they missed their ring slots, so a
+ * resync follows. The peek is relaxed: a push that happens-before this lock
+ * holder's report is seen by coherence; a concurrent one is unordered with
+ * it and is drained by the next holder. */
+static void drain_side(stream *s) {
+    if (AO_load(&s->side) == 0 && AO_load(&s->side_lost) == 0)
+        return;
+    AO_t list = AO_load(&s->side);
+    for (;;) { /* take the whole stack; acquire pairs with side_push's release */
+        AO_t seen = AO_fetch_compare_and_swap_acquire(&s->side, list, 0);
+        if (seen == list)
+            break;
+        list = seen;
+    }
+    BH__HAPPENS_AFTER(&s->side);
+    side_ev *fifo = NULL; /* the stack is newest first */
+    for (side_ev *x = (side_ev *)list; x != NULL;) {
+        side_ev *next = x->next;
+        x->next = fifo;
+        fifo = x;
+        x = next;
+    }
+    while (fifo != NULL) {
+        side_ev *x = fifo;
+        fifo = x->next;
+        s->reported++;
+        if (x->ev.seq > s->max_seq)
+            s->max_seq = x->ev.seq;
+        apply_shadow(s, &x->ev);
+        drop(s, &x->ev);
+        bh__free(x);
+    }
+    AO_t lost = AO_load(&s->side_lost);
+    while (lost != 0) { /* relaxed: only the count matters */
+        AO_t seen = AO_fetch_compare_and_swap(&s->side_lost, lost, 0);
+        if (seen == lost) {
+            s->reported += lost;
+            s->dropped += lost;
+            s->c->need_resync = 1;
+            break;
+        }
+        lost = seen;
+    }
+}
+
+/* Under c->lock (the sender): every stream's parked events. */
+static void drain_all(conn *c) {
+    for (stream *s = c->streams; s != NULL; s = s->next)
+        drain_side(s);
+}
+
+/* Takes c->lock within LOCK_WAIT_US, spinning: a reporting thread that went
+ * to sleep on the lock would, on a loaded machine, wait for a CPU after its
+ * wake-up as well, which no bound can promise. Returns 1 with the lock held. */
+static int lock_soon(conn *c) {
+    if (pthread_mutex_trylock(&c->lock) == 0)
+        return 1;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        for (int i = 0; i < 64; i++)
+            if (pthread_mutex_trylock(&c->lock) == 0)
+                return 1;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        int64_t us = (int64_t)(t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000;
+        if (us >= LOCK_WAIT_US)
+            return 0;
+    }
+}
+
 static void report_cb(void *ctx, const bh_event *ev) {
     stream *s = ctx;
     conn *c = s->c;
-    pthread_mutex_lock(&c->lock);
+    /* The ring wait ends max_block_us after the call started, whatever the
+     * lock took. */
+    struct timespec deadline = deadline_in(c->opt.max_block_us);
+    if (!lock_soon(c)) {
+        side_push(s, ev);
+        return;
+    }
+    drain_side(s);
     s->reported++;
     if (c->forked || c->quiet) { /* nobody will send it, and no resync will follow */
         s->dropped++;
@@ -1207,7 +1353,6 @@ static void report_cb(void *ctx, const bh_event *ev) {
     apply_shadow(s, ev);
     uint64_t epoch = c->epoch;
     int timed_out = c->opt.max_block_us == 0;
-    struct timespec deadline = deadline_in(c->opt.max_block_us);
     for (;;) {
         if (!c->connected || c->need_resync) {
             /* A snapshot point is due and will discard the rings: waiting for
@@ -1461,6 +1606,8 @@ int bh__is_socket_reporter(const bh_reporter *rep) { return rep != NULL && rep->
  * deadline (CLOCK_MONOTONIC ms) passed. */
 static bh_status flush_until(conn *c, uint64_t deadline) {
     pthread_mutex_lock(&c->lock);
+    drain_all(c);
+    c->flushers++;
     pthread_cond_broadcast(&c->wake);
     bh_status st = BH_OK;
     while (c->connected && !c->quiet && !c->forked && (!all_sent(c) || c->in_flight > 0)) {
@@ -1472,6 +1619,7 @@ static bh_status flush_until(conn *c, uint64_t deadline) {
         struct timespec dl = deadline_in((deadline - now) * 1000u);
         pthread_cond_timedwait(&c->wake, &c->lock, &dl);
     }
+    c->flushers--;
     pthread_mutex_unlock(&c->lock);
     return st;
 }
@@ -1508,6 +1656,13 @@ void bh_socket_reporter_close(bh_reporter *rep) {
     pthread_mutex_unlock(&conns_lock);
     if (last)
         conn_stop(c, deadline);
+    /* No reporter runs any more (the caller's promise): what is still parked
+     * is freed. Relaxed: this thread is the last to touch the stream. */
+    for (side_ev *x = (side_ev *)AO_load(&s->side); x != NULL;) {
+        side_ev *next = x->next;
+        bh__free(x);
+        x = next;
+    }
     shadow_free(&s->live);
     bh__free(s->ring);
     bh__free(s->late);
@@ -1522,6 +1677,7 @@ bh_status bh_socket_reporter_stats(const bh_reporter *rep, bh_reporter_stats *ou
     stream *s = rep->ctx;
     conn *c = s->c;
     pthread_mutex_lock(&c->lock);
+    drain_side(s);
     out->reported = s->reported;
     out->sent = c->sent;
     out->dropped = s->dropped;

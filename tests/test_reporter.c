@@ -2,7 +2,8 @@
  * test_reporter.c - the socket reporter's own promises: where it connects by
  * default, whom it talks to, and what it costs the application in every state.
  *
- * usage: test_reporter PATH-TO-bh-trackd [slow]   (slow: under valgrind, looser bounds)
+ * usage: test_reporter PATH-TO-bh-trackd [slow|fast [basic|hostile]]
+ *        (slow: under valgrind, smaller sets and looser bounds; no group: all)
  *
  * Everything lives in a temporary directory made per test; servers are either
  * a real bh-trackd or a few lines of socket code standing in for a hostile one.
@@ -20,19 +21,25 @@
 #include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <pthread.h>
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
+#include "proc.h"
 #include "rundir.h"
+#include "wire.h"
 
 static const char *trackd;
 static double slack = 1; /* time bounds are multiplied by this under valgrind */
 static char dir[64];
-static char sock_path[128];
+static char sock_path[96], compat_path[96], log_path[96];
+static pid_t server = -1; /* the bh-trackd of the running test; teardown kills it */
 
 /* ------------------------------------------------------------ helpers */
 
@@ -41,11 +48,19 @@ static int setup(void **state) {
     snprintf(dir, sizeof(dir), "/tmp/bh-reporter-test-XXXXXX");
     assert_non_null(mkdtemp(dir));
     snprintf(sock_path, sizeof(sock_path), "%s/trackd.sock", dir);
+    snprintf(compat_path, sizeof(compat_path), "%s/tt.sock", dir);
+    snprintf(log_path, sizeof(log_path), "%s/trackd.log", dir);
     return 0;
 }
 
 static int teardown(void **state) {
     (void)state;
+    if (server > 0) {
+        kill(server, SIGCONT);
+        kill(server, SIGKILL);
+        waitpid(server, NULL, 0);
+        server = -1;
+    }
     if (getenv("BH_TEST_KEEP") != NULL) {
         fprintf(stderr, "kept %s\n", dir);
         return 0;
@@ -53,6 +68,123 @@ static int teardown(void **state) {
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "chmod -R u+rwx %s; rm -rf %s", dir, dir);
     return system(cmd) == 0 ? 0 : -1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void nap_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
+
+/* Starts bh-trackd on sock_path with a short grace period and the given
+ * options (NULL-terminated list), and waits until path accepts. */
+static void serve(const char *const *opts, const char *path) {
+    fflush(NULL);
+    server = fork();
+    assert_true(server >= 0);
+    if (server == 0) {
+        const char *argv[20] = {trackd, "--socket", sock_path, "--log", log_path, "--grace-ms", "300"};
+        int n = 7;
+        while (opts != NULL && *opts != NULL && n < 19)
+            argv[n++] = *opts++;
+        argv[n] = NULL;
+        execv(trackd, (char *const *)argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 500 && !bh_trackd_reachable(path); i++)
+        nap_ms(10);
+    assert_true(bh_trackd_reachable(path));
+}
+
+/* totals.KEY or server.KEY from `bh-trackd stats --json`. */
+static uint64_t stat_of(const char *section, const char *key) {
+    char cmd[512], buf[1 << 15];
+    snprintf(cmd, sizeof(cmd), "%s stats --json --socket %s", trackd, sock_path);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    assert_int_equal(pclose(f), 0);
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\":{", section);
+    const char *p = strstr(buf, pat);
+    assert_non_null(p);
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    p = strstr(p, pat);
+    assert_non_null(p);
+    return strtoull(p + strlen(pat), NULL, 10);
+}
+
+/* Runs fn in a child process with stderr going to the file err (if not
+ * NULL); returns its exit status, or 128 + signal. alarm() bounds it. */
+static int in_child(void (*fn)(void), const char *err) {
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (err != NULL) {
+            int fd = open(err, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+            dup2(fd, 2);
+        }
+        alarm((unsigned)(20 * slack));
+        fn();
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Lines of file f that contain needle. */
+static int lines_with(const char *f, const char *needle) {
+    FILE *fp = fopen(f, "r");
+    if (fp == NULL)
+        return -1;
+    char line[1024];
+    int n = 0;
+    while (fgets(line, sizeof(line), fp) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(fp);
+    return n;
+}
+
+/* A registry without an allocator that reports to rep: bh_intern makes
+ * allocations out of plain numbers, as fast as the library goes. */
+static bh_registry *registry_on(const bh_reporter *rep) {
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.reporter = *rep;
+    cfg.flags = BH_CONFIG_NO_ENV;
+    bh_registry *reg;
+    if (bh_registry_create(&cfg, &reg) != BH_OK)
+        _exit(90);
+    return reg;
+}
+
+#define DOMAIN BH_DOMAIN(1, BH_MEM_DRAM)
+
+/* n allocations at addresses base, base + 4096, ... */
+static void hold(bh_registry *reg, bh_handle *h, uint32_t n, uint64_t base) {
+    for (uint32_t i = 0; i < n; i++)
+        if (bh_intern(reg, DOMAIN, base + (uint64_t)i * 4096, 4096, &h[i]) != BH_OK)
+            _exit(91);
+}
+
+static void drop_all(bh_registry *reg, bh_handle *h, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++)
+        if (h[i].bits != 0 && bh_release(reg, h[i]) != BH_OK)
+            _exit(92);
+}
+
+/* One alloc + release; returns its latency in seconds. */
+static double pair(bh_registry *reg, uint64_t address) {
+    bh_handle h;
+    double t0 = now_s();
+    if (bh_intern(reg, DOMAIN, address, 64, &h) != BH_OK || bh_release(reg, h) != BH_OK)
+        _exit(93);
+    return now_s() - t0;
 }
 
 /* A listening Unix socket at path (nobody accepts: connects still succeed
@@ -157,23 +289,488 @@ static void the_default_socket_is_in_xdg_runtime_dir_when_that_is_private(void *
         unsetenv("XDG_RUNTIME_DIR");
 }
 
+/* ------------------------------------------------------------ whom it talks to */
+
+/* A listener run by uid 65534 in dir; the parent learns through the pipe how
+ * many bytes it received in the second after the first connection. */
+static pid_t foreign_listener(int *bytes_fd) {
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(2);
+        int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+        if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 16) != 0)
+            _exit(3);
+        uint32_t got = 0;
+        if (write(p[1], &got, 1) != 1) /* listening */
+            _exit(4);
+        int fd = accept(lfd, NULL, NULL);
+        struct timeval tv = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        char buf[4096];
+        ssize_t n;
+        while ((n = recv(fd, buf, sizeof(buf), 0)) > 0)
+            got += (uint32_t)n;
+        _exit(write(p[1], &got, sizeof(got)) == sizeof(got) ? 0 : 5);
+    }
+    close(p[1]);
+    char ready;
+    assert_int_equal(read(p[0], &ready, 1), 1);
+    *bytes_fd = p[0];
+    return pid;
+}
+
+static void report_a_little(void) {
+    bh_reporter rep;
+    if (bh_socket_reporter_open(sock_path, NULL, &rep) != BH_OK)
+        _exit(10);
+    bh_registry *reg = registry_on(&rep);
+    for (int i = 0; i < 100; i++)
+        (void)pair(reg, 0x10000);
+    (void)bh_socket_reporter_flush(&rep, 300);
+    bh_registry_destroy(reg);
+    bh_socket_reporter_close(&rep);
+}
+
+static void a_server_of_another_user_gets_nothing_and_is_named_once(void **state) {
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* needs root to run the listener as another user */
+    assert_int_equal(chmod(dir, 0777), 0);
+    int bytes_fd;
+    pid_t pid = foreign_listener(&bytes_fd);
+    char err[160];
+    snprintf(err, sizeof(err), "%s/stderr", dir);
+    assert_int_equal(in_child(report_a_little, err), 0);
+    uint32_t got = 1;
+    assert_int_equal(read(bytes_fd, &got, sizeof(got)), (ssize_t)sizeof(got));
+    close(bytes_fd);
+    waitpid(pid, NULL, 0);
+    assert_int_equal(got, 0); /* not even HELLO */
+    assert_int_equal(lines_with(err, "uid 65534"), 1);
+}
+
+/* ------------------------------------------------------------ fork */
+
+/* busy: churned by a thread of the parent while it forks; idle: a second
+ * registry whose reporter shares busy's connection (and so its lock and its
+ * sender thread), used by the children. (A registry busy in another thread at
+ * the moment of fork() is the core's matter: its table locks.) */
+static bh_registry *busy_reg, *idle_reg;
+static volatile int churning;
+
+static void *churn_thread(void *arg) {
+    (void)arg;
+    for (uint64_t i = 0; churning; i++)
+        (void)pair(busy_reg, 0x100000 + (i % 64) * 64);
+    return NULL;
+}
+
+/* In the child: the inherited reporter still works (its reports are counted
+ * as dropped), and a reporter opened here gets a connection of its own. */
+static void forked_child(void) {
+    for (int i = 0; i < 200; i++)
+        (void)pair(idle_reg, 0x900000);
+    bh_reporter rep;
+    if (bh_socket_reporter_open(sock_path, NULL, &rep) != BH_OK)
+        _exit(20);
+    bh_registry *reg = registry_on(&rep);
+    for (int i = 0; i < 200; i++)
+        (void)pair(reg, 0x900000);
+    if (bh_socket_reporter_flush(&rep, 2000) != BH_OK)
+        _exit(21);
+    bh_reporter_stats rs;
+    if (bh_socket_reporter_stats(&rep, &rs) != BH_OK || rs.reported != 400 || rs.connects != 1)
+        _exit(22);
+    if (bh_registry_destroy(reg) != BH_OK)
+        _exit(23);
+    bh_socket_reporter_close(&rep);
+}
+
+static void forked_children_keep_using_the_library(void **state) {
+    (void)state;
+    serve(NULL, sock_path);
+    bh_reporter rep, rep2;
+    assert_int_equal(bh_socket_reporter_open(sock_path, NULL, &rep), BH_OK);
+    assert_int_equal(bh_socket_reporter_open(sock_path, NULL, &rep2), BH_OK);
+    busy_reg = registry_on(&rep);
+    idle_reg = registry_on(&rep2);
+    churning = 1;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, churn_thread, NULL), 0);
+    double t0 = now_s();
+    for (int i = 0; i < 20; i++) /* each child is bounded by its alarm */
+        assert_int_equal(in_child(forked_child, NULL), 0);
+    double took = now_s() - t0;
+    churning = 0;
+    pthread_join(t, NULL);
+    print_message("20 forked children finished in %.2f s\n", took);
+    assert_true(took < 20 * slack);
+    assert_int_equal(bh_registry_destroy(busy_reg), BH_OK);
+    assert_int_equal(bh_registry_destroy(idle_reg), BH_OK);
+    bh_socket_reporter_close(&rep);
+    bh_socket_reporter_close(&rep2);
+    /* Each child reported on a connection of its own (the parent's was never
+     * written by a child): nothing unknown, nothing left, nothing leaked. */
+    for (int i = 0; i < 250 && stat_of("totals", "live") != 0; i++)
+        nap_ms(20);
+    nap_ms(400); /* past --grace-ms */
+    assert_int_equal(stat_of("totals", "live"), 0);
+    assert_int_equal(stat_of("totals", "unknown_frees"), 0);
+    assert_int_equal(stat_of("totals", "leaks"), 0);
+    assert_true(stat_of("server", "reporter_connections") >= 21);
+}
+
+/* ------------------------------------------------------------ the application's bound */
+
+static void the_application_thread_stays_fast_while_resyncs_happen(void **state) {
+    (void)state;
+    uint32_t live = slack > 1 ? 20000 : 300000;
+    serve(NULL, sock_path);
+    bh_reporter rep;
+    bh_socket_options opt = {.queue_capacity = 256, .max_block_us = 0, .send_timeout_ms = 200};
+    assert_int_equal(bh_socket_reporter_open(sock_path, &opt, &rep), BH_OK);
+    bh_registry *reg = registry_on(&rep);
+    bh_handle *h = calloc(live, sizeof(*h));
+    assert_non_null(h);
+    hold(reg, h, live, 1u << 30);
+    /* Churn for 3 s; the server stops for 0.4 s in the middle (sends stall,
+     * the connection is dropped and made again: a resync of the whole live
+     * set), and the small ring overflows whenever the sender falls behind. */
+    double worst = 0, t0 = now_s(), end = t0 + 3;
+    int stopped = 0, resumed = 0;
+    uint64_t pairs = 0, preempted = 0;
+    for (double now = t0; now < end; now = now_s()) {
+        if (!stopped && now > t0 + 0.5)
+            stopped = kill(server, SIGSTOP) == 0;
+        if (!resumed && now > t0 + 0.9)
+            resumed = kill(server, SIGCONT) == 0;
+        /* A call during which this thread was preempted measures the load
+         * of the machine, not the library: only calls that ran or waited on
+         * their own (a lock wait is a voluntary switch) count. */
+        struct rusage r0, r1;
+        getrusage(RUSAGE_THREAD, &r0);
+        double dt = pair(reg, 0x10000 + (pairs++ % 1024) * 64);
+        getrusage(RUSAGE_THREAD, &r1);
+        if (r1.ru_nivcsw != r0.ru_nivcsw)
+            preempted++;
+        else if (dt > worst)
+            worst = dt;
+    }
+    bh_reporter_stats rs;
+    assert_int_equal(bh_socket_reporter_stats(&rep, &rs), BH_OK);
+    print_message(
+        "%u live, %llu pairs (%llu preempted): worst alloc+release %.2f ms; %llu resyncs, %llu connects, "
+        "%llu dropped\n",
+        live, (unsigned long long)pairs, (unsigned long long)preempted, worst * 1e3,
+        (unsigned long long)rs.resyncs, (unsigned long long)rs.connects, (unsigned long long)rs.dropped);
+    assert_true(rs.resyncs >= 1); /* none at the first connection: these came from losses */
+    assert_true(rs.resyncs <= 5); /* spaced (at least 1 s apart), not one per overflow */
+    /* Ours: under LOCK_WAIT_US (0.2 ms) plus the call's own work. 0.2 copied
+     * the live set under the lock its reporters need (20-50 ms here). */
+    assert_true(worst < 0.005 * slack);
+    drop_all(reg, h, live);
+    assert_int_equal(bh_socket_reporter_flush(&rep, (uint32_t)(10000 * slack)), BH_OK);
+    for (int i = 0; i < 250 && stat_of("totals", "live") != 0; i++)
+        nap_ms(20);
+    assert_int_equal(stat_of("totals", "live"), 0);
+    assert_int_equal(stat_of("totals", "unknown_frees"), 0);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    bh_socket_reporter_close(&rep);
+    free(h);
+}
+
+/* A server that takes 16 KiB every 50 ms from whoever connects: a resync of
+ * 200,000 entries (4.8 MB) would take it over 15 s. */
+static volatile int slow_serving;
+static void *slow_reader(void *arg) {
+    int lfd = *(int *)arg;
+    struct pollfd p = {lfd, POLLIN, 0};
+    int fd = -1;
+    char buf[16384];
+    while (slow_serving) {
+        if (poll(&p, 1, 0) == 1) {
+            if (fd >= 0)
+                close(fd);
+            fd = accept(lfd, NULL, NULL);
+        }
+        if (fd >= 0 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) == 0) {
+            close(fd);
+            fd = -1;
+        }
+        nap_ms(50);
+    }
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+static void close_is_bounded_by_the_flush_timeout_against_a_slow_server(void **state) {
+    (void)state;
+    uint32_t live = slack > 1 ? 20000 : 200000;
+    int lfd = listen_at(sock_path);
+    slow_serving = 1;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_reader, &lfd), 0);
+    bh_reporter rep;
+    bh_socket_options opt = {.queue_capacity = 1024, .flush_timeout_ms = 300};
+    assert_int_equal(bh_socket_reporter_open(sock_path, &opt, &rep), BH_OK);
+    for (uint64_t i = 1; i <= live; i++) {
+        bh_event ev = {BH_EVENT_ALLOC, DOMAIN, i * 4096, 4096, i};
+        rep.report(rep.ctx, &ev);
+    }
+    nap_ms(300); /* the ring overflowed: the sender is resyncing into the slow socket */
+    double t0 = now_s();
+    bh_socket_reporter_close(&rep);
+    double took = now_s() - t0;
+    print_message("close with %u live against a slow server: %.3f s (flush timeout 0.3 s)\n", live, took);
+    assert_true(took < (0.3 + 0.5) * slack);
+    slow_serving = 0;
+    pthread_join(t, NULL);
+    close(lfd);
+}
+
+/* ------------------------------------------------------------ refusals */
+
+static void over_the_limit_then_free_everything(void) {
+    bh_reporter rep;
+    bh_socket_options opt = {.send_timeout_ms = 200};
+    if (bh_socket_reporter_open(sock_path, &opt, &rep) != BH_OK)
+        _exit(30);
+    bh_registry *reg = registry_on(&rep);
+    static bh_handle h[1000];
+    hold(reg, h, 1000, 1u << 20);
+    nap_ms(800); /* held over the limit for a while */
+    drop_all(reg, h, 1000);
+    (void)bh_socket_reporter_flush(&rep, 1000);
+    if (bh_registry_destroy(reg) != BH_OK)
+        _exit(31);
+    bh_socket_reporter_close(&rep);
+}
+
+static void a_refused_process_backs_off_and_leaves_no_false_leaks(void **state) {
+    (void)state;
+    const char *opts[] = {"--max-live-per-client", "100", NULL};
+    serve(opts, sock_path);
+    char err[160];
+    snprintf(err, sizeof(err), "%s/stderr", dir);
+    assert_int_equal(in_child(over_the_limit_then_free_everything, err), 0);
+    nap_ms(600); /* past --grace-ms: what the server still holds is a leak now */
+    uint64_t leaks = stat_of("totals", "leaks"), cuts = stat_of("server", "limit_disconnects");
+    print_message("refused client: %llu leaks, %llu limit disconnects\n", (unsigned long long)leaks,
+                  (unsigned long long)cuts);
+    assert_int_equal(leaks, 0);
+    assert_true(cuts >= 1 && cuts <= 2);
+    assert_int_equal(lines_with(err, "refused"), 1);
+}
+
+/* ------------------------------------------------------------ TT records */
+
+static void tt_records_carry_the_device_and_the_memory_kind(void **state) {
+    (void)state;
+    int lfd = listen_at(compat_path);
+    bh_reporter rep;
+    bh_socket_options opt = {.flags = BH_SOCKET_COMPAT_TT};
+    assert_int_equal(bh_socket_reporter_open(compat_path, &opt, &rep), BH_OK);
+    int fd = accept(lfd, NULL, NULL);
+    assert_true(fd >= 0);
+    bh_event evs[] = {{BH_EVENT_ALLOC, BH_DOMAIN(3, BH_MEM_L1), 0x5000, 100, 1},
+                      {BH_EVENT_ALLOC, BH_DOMAIN(3, 7), 0x6000, 100, 2}, /* no TT buffer_type: not sent */
+                      {BH_EVENT_FREE, BH_DOMAIN(3, 7), 0x6000, 100, 3},
+                      {BH_EVENT_FREE, BH_DOMAIN(3, BH_MEM_L1), 0x5000, 100, 4}};
+    for (int i = 0; i < 4; i++)
+        rep.report(rep.ctx, &evs[i]);
+    assert_int_equal(bh_socket_reporter_flush(&rep, 2000), BH_OK);
+    bh_socket_reporter_close(&rep);
+    uint8_t rec[3 * BH_TT_RECORD];
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ssize_t n = recv(fd, rec, sizeof(rec), MSG_WAITALL);
+    assert_int_equal(n, 2 * BH_TT_RECORD);
+    assert_int_equal(rec[0], BH_TT_ALLOC);
+    assert_int_equal(bh_get32(rec + 4), 3); /* device_id */
+    assert_int_equal(rec[16], BH_MEM_L1);   /* buffer_type */
+    assert_int_equal(bh_get64(rec + 24), 0x5000);
+    assert_int_equal(rec[BH_TT_RECORD], BH_TT_FREE);
+    assert_int_equal(bh_get32(rec + BH_TT_RECORD + 4), 3);
+    assert_int_equal(bh_get64(rec + BH_TT_RECORD + 24), 0x5000);
+    close(fd);
+    close(lfd);
+}
+
+static int tt_ready[2];
+
+/* Holds 50, tells the parent (which then stops the server for 0.4 s), churns
+ * through the stop with a tiny ring (events are lost), frees 20 of the 50 and
+ * makes 10 more on the way, waits until all is sent, then frees everything. */
+static void tt_client_through_a_loss(void) {
+    bh_reporter rep;
+    bh_socket_options opt = {
+        .flags = BH_SOCKET_COMPAT_TT, .queue_capacity = 64, .max_block_us = 0, .send_timeout_ms = 100};
+    if (bh_socket_reporter_open(compat_path, &opt, &rep) != BH_OK)
+        _exit(40);
+    bh_registry *reg = registry_on(&rep);
+    bh_handle h[60];
+    memset(h, 0, sizeof(h));
+    hold(reg, h, 50, 1u << 20);
+    if (bh_socket_reporter_flush(&rep, 2000) != BH_OK)
+        _exit(41);
+    if (write(tt_ready[1], "r", 1) != 1)
+        _exit(42);
+    double t0 = now_s();
+    for (uint64_t i = 0; now_s() < t0 + 1.0; i++) {
+        (void)pair(reg, 0x10000 + (i % 512) * 64);
+        if (i == 2000) {
+            drop_all(reg, h, 20);
+            memset(h, 0, 20 * sizeof(h[0]));
+            hold(reg, h + 50, 10, 1u << 28);
+        }
+    }
+    bh_reporter_stats rs;
+    for (int i = 0; i < 300; i++) {
+        bh_socket_reporter_stats(&rep, &rs);
+        if (bh_socket_reporter_flush(&rep, 100) == BH_OK)
+            break;
+        nap_ms(10);
+    }
+    if (rs.dropped == 0 || rs.resyncs == 0)
+        _exit(43); /* the loss this test is about did not happen */
+    drop_all(reg, h, 60);
+    if (bh_socket_reporter_flush(&rep, 2000) != BH_OK || bh_registry_destroy(reg) != BH_OK)
+        _exit(44);
+    bh_socket_reporter_close(&rep);
+}
+
+static void a_tt_server_sees_no_duplicate_unknown_free_or_false_leak_after_a_loss(void **state) {
+    (void)state;
+    const char *opts[] = {"--compat-tt", "--compat-socket", compat_path, NULL};
+    serve(opts, compat_path);
+    assert_int_equal(pipe(tt_ready), 0);
+    fflush(NULL);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        alarm((unsigned)(20 * slack));
+        tt_client_through_a_loss();
+        _exit(0);
+    }
+    char r;
+    assert_int_equal(read(tt_ready[0], &r, 1), 1);
+    nap_ms(100);
+    kill(server, SIGSTOP);
+    nap_ms(400);
+    kill(server, SIGCONT);
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    nap_ms(600); /* past --grace-ms */
+    uint64_t dup = stat_of("totals", "duplicate_allocs"), unknown = stat_of("totals", "unknown_frees"),
+             leaks = stat_of("totals", "leaks");
+    print_message("TT after a loss: %llu duplicate ALLOCs, %llu unknown FREEs, %llu leaks\n",
+                  (unsigned long long)dup, (unsigned long long)unknown, (unsigned long long)leaks);
+    assert_int_equal(dup, 0);
+    assert_int_equal(unknown, 0);
+    assert_int_equal(leaks, 0);
+    assert_int_equal(stat_of("totals", "live"), 0);
+    close(tt_ready[0]);
+    close(tt_ready[1]);
+}
+
+/* ------------------------------------------------------------ the environment */
+
+static void tracked_by_environment_without_a_server(void) {
+    for (int i = 0; i < 2; i++) {
+        bh_registry *reg;
+        if (bh_registry_create(NULL, &reg) != BH_OK)
+            _exit(50);
+        (void)pair(reg, 0x1000);
+        if (bh_registry_destroy(reg) != BH_OK)
+            _exit(51);
+    }
+}
+
+static void an_unreachable_server_named_by_the_environment_is_said_once(void **state) {
+    (void)state;
+    char err[160], out[160], none[160];
+    snprintf(err, sizeof(err), "%s/stderr", dir);
+    snprintf(out, sizeof(out), "%s/stdout", dir);
+    snprintf(none, sizeof(none), "%s/nobody.sock", dir);
+    int saved = dup(1);
+    int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, 1); /* the child's stdout: must stay empty */
+    close(fd);
+    setenv("BH_TRACK_SOCKET", none, 1);
+    int rc = in_child(tracked_by_environment_without_a_server, err);
+    unsetenv("BH_TRACK_SOCKET");
+    int said = lines_with(err, "BH_TRACK_SOCKET=");
+    setenv("TT_ALLOC_TRACKING_ENABLED", "1", 1);
+    setenv("BH_TT_SOCKET", none, 1);
+    int rc_tt = in_child(tracked_by_environment_without_a_server, err);
+    unsetenv("TT_ALLOC_TRACKING_ENABLED");
+    unsetenv("BH_TT_SOCKET");
+    dup2(saved, 1);
+    close(saved);
+    assert_int_equal(rc, 0);
+    assert_int_equal(said, 1); /* two registries, one line */
+    assert_int_equal(rc_tt, 0);
+    assert_int_equal(lines_with(err, "TT_ALLOC_TRACKING_ENABLED="), 1);
+    struct stat st;
+    assert_int_equal(stat(out, &st), 0);
+    assert_int_equal(st.st_size, 0);
+}
+
 /* ------------------------------------------------------------ main */
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: test_reporter PATH-TO-bh-trackd [slow]\n");
+        fprintf(stderr, "usage: test_reporter PATH-TO-bh-trackd [slow|fast [basic|hostile]]\n");
         return 2;
     }
     trackd = argv[1];
     if (argc > 2 && strcmp(argv[2], "slow") == 0)
         slack = 40;
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+    slack *= 4; /* instrumented code runs several times slower */
+#endif
     signal(SIGPIPE, SIG_IGN);
-    const struct CMUnitTest tests[] = {
+    /* hostile: the attacks of the hardening review (a CTest entry of their
+     * own, label hostile); basic: the rest. No group: all. */
+    const char *group = argc > 3 ? argv[3] : "all";
+    const struct CMUnitTest basic[] = {
         cmocka_unit_test_setup_teardown(a_private_directory_is_one_of_ours_with_mode_0700, setup, teardown),
         cmocka_unit_test_setup_teardown(the_per_user_directory_is_made_private_and_a_planted_one_is_refused,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(the_default_socket_is_in_xdg_runtime_dir_when_that_is_private, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(tt_records_carry_the_device_and_the_memory_kind, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_unreachable_server_named_by_the_environment_is_said_once, setup,
+                                        teardown),
     };
-    return cmocka_run_group_tests_name("reporter", tests, NULL, NULL);
+    const struct CMUnitTest hostile[] = {
+        cmocka_unit_test_setup_teardown(a_server_of_another_user_gets_nothing_and_is_named_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(forked_children_keep_using_the_library, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_application_thread_stays_fast_while_resyncs_happen, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(close_is_bounded_by_the_flush_timeout_against_a_slow_server, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_refused_process_backs_off_and_leaves_no_false_leaks, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_tt_server_sees_no_duplicate_unknown_free_or_false_leak_after_a_loss,
+                                        setup, teardown),
+    };
+    int failed = 0;
+    if (strcmp(group, "hostile") != 0)
+        failed += cmocka_run_group_tests_name("reporter", basic, NULL, NULL);
+    if (strcmp(group, "basic") != 0)
+        failed += cmocka_run_group_tests_name("reporter hostile", hostile, NULL, NULL);
+    return failed;
 }
