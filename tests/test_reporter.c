@@ -28,6 +28,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
@@ -364,7 +365,7 @@ static void a_server_of_another_user_gets_nothing_and_is_named_once(void **state
  * sender thread), used by the children. (A registry busy in another thread at
  * the moment of fork() is the core's matter: its table locks.) */
 static bh_registry *busy_reg, *idle_reg;
-static volatile int churning;
+static atomic_int churning;
 
 static void *churn_thread(void *arg) {
     (void)arg;
@@ -378,6 +379,9 @@ static void *churn_thread(void *arg) {
 static void forked_child(void) {
     for (int i = 0; i < 200; i++)
         (void)pair(idle_reg, 0x900000);
+#ifdef __SANITIZE_THREAD__
+    return; /* TSan cannot start threads in the child of a threaded process */
+#endif
     bh_reporter rep;
     if (bh_socket_reporter_open(sock_path, NULL, &rep) != BH_OK)
         _exit(20);
@@ -406,11 +410,14 @@ static void forked_children_keep_using_the_library(void **state) {
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, churn_thread, NULL), 0);
     double t0 = now_s();
+    int status[20];
     for (int i = 0; i < 20; i++) /* each child is bounded by its alarm */
-        assert_int_equal(in_child(forked_child, NULL), 0);
+        status[i] = in_child(forked_child, NULL);
     double took = now_s() - t0;
     churning = 0;
     pthread_join(t, NULL);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(status[i], 0);
     print_message("20 forked children finished in %.2f s\n", took);
     assert_true(took < 20 * slack);
     assert_int_equal(bh_registry_destroy(busy_reg), BH_OK);
@@ -425,7 +432,9 @@ static void forked_children_keep_using_the_library(void **state) {
     assert_int_equal(stat_of("totals", "live"), 0);
     assert_int_equal(stat_of("totals", "unknown_frees"), 0);
     assert_int_equal(stat_of("totals", "leaks"), 0);
-    assert_true(stat_of("server", "reporter_connections") >= 21);
+#ifndef __SANITIZE_THREAD__
+    assert_true(stat_of("server", "reporter_connections") >= 21); /* the parent's and one per child */
+#endif
 }
 
 /* ------------------------------------------------------------ the application's bound */
@@ -489,7 +498,7 @@ static void the_application_thread_stays_fast_while_resyncs_happen(void **state)
 
 /* A server that takes 16 KiB every 50 ms from whoever connects: a resync of
  * 200,000 entries (4.8 MB) would take it over 15 s. */
-static volatile int slow_serving;
+static atomic_int slow_serving;
 static void *slow_reader(void *arg) {
     int lfd = *(int *)arg;
     struct pollfd p = {lfd, POLLIN, 0};
@@ -661,8 +670,12 @@ static void a_tt_server_sees_no_duplicate_unknown_free_or_false_leak_after_a_los
         tt_client_through_a_loss();
         _exit(0);
     }
+    close(tt_ready[1]); /* a child that dies early makes the read below return 0 */
     char r;
-    assert_int_equal(read(tt_ready[0], &r, 1), 1);
+    ssize_t got = read(tt_ready[0], &r, 1);
+    if (got != 1)
+        waitpid(child, NULL, 0);
+    assert_int_equal(got, 1);
     nap_ms(100);
     kill(server, SIGSTOP);
     nap_ms(400);
@@ -681,7 +694,6 @@ static void a_tt_server_sees_no_duplicate_unknown_free_or_false_leak_after_a_los
     assert_int_equal(leaks, 0);
     assert_int_equal(stat_of("totals", "live"), 0);
     close(tt_ready[0]);
-    close(tt_ready[1]);
 }
 
 /* ------------------------------------------------------------ the environment */
