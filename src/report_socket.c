@@ -84,6 +84,14 @@
  * rather than waited for. */
 #define LOCK_WAIT_US 200
 
+#if defined(BH_VALGRIND_ANNOTATIONS) && BH_VALGRIND_ANNOTATIONS
+/* (atomics.h included helgrind.h.) A field that fork_child touches in the
+ * child, where the thread that used it without the lock no longer exists. */
+#define FORK_ONLY_RACE(addr) ANNOTATE_BENIGN_RACE_SIZED(addr, sizeof(*(addr)), "fork child only")
+#else
+#define FORK_ONLY_RACE(addr) ((void)(addr))
+#endif
+
 /* ======================== Key sets (sender thread only) ======================== */
 
 /* Open addressing, linear probing, backward-shift deletion. Used for what
@@ -458,6 +466,7 @@ static AO_t said_unreachable; /* ATOMIC: the unreachable-server line was printed
 
 static void report_cb(void *ctx, const bh_event *ev);
 static void drain_all(conn *c);
+static void place(stream *s, const bh_event *ev, const struct timespec *deadline);
 
 static uint64_t now_ms(void) {
     struct timespec ts;
@@ -1249,10 +1258,10 @@ static void side_push(stream *s, const bh_event *ev) {
         return;
     }
     x->ev = *ev;
-    BH__HAPPENS_BEFORE(&s->side);
     AO_t old = AO_load(&s->side); /* relaxed: the CAS below checks it */
     for (;;) {
         x->next = (side_ev *)old;
+        BH__HAPPENS_BEFORE(&s->side);
         AO_t seen = AO_fetch_compare_and_swap_release(&s->side, old, (AO_t)x);
         if (seen == old)
             break;
@@ -1260,11 +1269,10 @@ static void side_push(stream *s, const bh_event *ev) {
     }
 }
 
-/* Under c->lock: applies the parked events to the shadow (in the order they
- * were pushed) and counts them as dropped: they missed their ring slots, so a
- * resync follows. The peek is relaxed: a push that happens-before this lock
- * holder's report is seen by coherence; a concurrent one is unordered with
- * it and is drained by the next holder. */
+/* Under c->lock: sees the parked events as their reporters would have (in
+ * the order they were pushed), without waiting for ring room. The peek is relaxed: a push that happens-before
+ * this lock holder's report is seen by coherence; a concurrent one is unordered with it and is drained by the
+ * next holder. */
 static void drain_side(stream *s) {
     if (AO_load(&s->side) == 0 && AO_load(&s->side_lost) == 0)
         return;
@@ -1286,11 +1294,7 @@ static void drain_side(stream *s) {
     while (fifo != NULL) {
         side_ev *x = fifo;
         fifo = x->next;
-        s->reported++;
-        if (x->ev.seq > s->max_seq)
-            s->max_seq = x->ev.seq;
-        apply_shadow(s, &x->ev);
-        drop(s, &x->ev);
+        place(s, &x->ev, NULL); /* placed late, or dropped if there is no room */
         bh__free(x);
     }
     AO_t lost = AO_load(&s->side_lost);
@@ -1312,10 +1316,12 @@ static void drain_all(conn *c) {
         drain_side(s);
 }
 
-/* Takes c->lock within LOCK_WAIT_US, spinning: a reporting thread that went
+/* Takes c->lock, spinning up to LOCK_WAIT_US: a reporting thread that went
  * to sleep on the lock would, on a loaded machine, wait for a CPU after its
- * wake-up as well, which no bound can promise. Returns 1 with the lock held. */
-static int lock_soon(conn *c) {
+ * wake-up as well, which no bound can promise. A reporter that allows
+ * itself a longer max_block_us then sleeps until deadline. Returns 1 with
+ * the lock held. */
+static int lock_soon(conn *c, const struct timespec *deadline) {
     if (pthread_mutex_trylock(&c->lock) == 0)
         return 1;
     struct timespec t0, t;
@@ -1327,32 +1333,25 @@ static int lock_soon(conn *c) {
         clock_gettime(CLOCK_MONOTONIC, &t);
         int64_t us = (int64_t)(t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000;
         if (us >= LOCK_WAIT_US)
-            return 0;
+            break;
     }
+    return c->opt.max_block_us > LOCK_WAIT_US && pthread_mutex_timedlock(&c->lock, deadline) == 0;
 }
 
-static void report_cb(void *ctx, const bh_event *ev) {
-    stream *s = ctx;
+/* Under c->lock: one event is seen by the stream (shadow, counters) and put
+ * in its ring, waiting for room until *deadline (NULL: not at all). */
+static void place(stream *s, const bh_event *ev, const struct timespec *deadline) {
     conn *c = s->c;
-    /* The ring wait ends max_block_us after the call started, whatever the
-     * lock took. */
-    struct timespec deadline = deadline_in(c->opt.max_block_us);
-    if (!lock_soon(c)) {
-        side_push(s, ev);
-        return;
-    }
-    drain_side(s);
     s->reported++;
     if (c->forked || c->quiet) { /* nobody will send it, and no resync will follow */
         s->dropped++;
-        pthread_mutex_unlock(&c->lock);
         return;
     }
     if (ev->seq > s->max_seq) /* seen, placed or not: a resync restarts after it */
         s->max_seq = ev->seq;
     apply_shadow(s, ev);
     uint64_t epoch = c->epoch;
-    int timed_out = c->opt.max_block_us == 0;
+    int timed_out = deadline == NULL || c->opt.max_block_us == 0;
     for (;;) {
         if (!c->connected || c->need_resync) {
             /* A snapshot point is due and will discard the rings: waiting for
@@ -1386,8 +1385,22 @@ static void report_cb(void *ctx, const bh_event *ev) {
             break;
         }
         pthread_cond_broadcast(&c->wake);
-        timed_out = pthread_cond_timedwait(&c->room, &c->lock, &deadline) != 0;
+        timed_out = pthread_cond_timedwait(&c->room, &c->lock, deadline) != 0;
     }
+}
+
+static void report_cb(void *ctx, const bh_event *ev) {
+    stream *s = ctx;
+    conn *c = s->c;
+    /* One deadline for the lock and the ring: the call waits at most
+     * max(max_block_us, LOCK_WAIT_US). */
+    struct timespec deadline = deadline_in(c->opt.max_block_us);
+    if (!lock_soon(c, &deadline)) {
+        side_push(s, ev);
+        return;
+    }
+    drain_side(s);
+    place(s, ev, &deadline);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -1415,7 +1428,9 @@ static void fork_parent(void) {
 
 static void fork_child(void) {
     for (conn *c = conns; c != NULL; c = c->next) {
-        pthread_mutex_init(&c->lock, NULL);
+        pthread_mutex_unlock(&c->lock); /* taken by fork_prepare in this (the only) thread */
+        /* The parent's sender may have been waiting on these: nobody waits on
+         * a dead connection's conditions in the child. */
         pthread_cond_init(&c->wake, NULL);
         pthread_cond_init(&c->room, NULL);
         if (c->fd >= 0)
@@ -1427,7 +1442,7 @@ static void fork_child(void) {
         c->in_flight = 0;
     }
     conns = NULL;
-    pthread_mutex_init(&conns_lock, NULL);
+    pthread_mutex_unlock(&conns_lock);
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -1506,6 +1521,7 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
     memcpy(c->path, path, strlen(path) + 1);
     snprintf(c->var, sizeof(c->var), "%s", var != NULL ? var : "");
     c->fd = -1;
+    FORK_ONLY_RACE(&c->fd);
     c->next_stream = 1;
     c->backoff_ms = RETRY_MS;
     pthread_mutex_init(&c->lock, NULL);

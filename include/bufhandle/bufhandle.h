@@ -486,14 +486,23 @@ BH_API bh_status bh_dup(bh_registry *reg, bh_handle h, bh_handle *out);
  * The first that is set wins. If it cannot be opened, the registry works
  * without reports. */
 
-/* The socket reporter talks to bh-trackd (docs/protocol.md). Reporting threads
- * never touch the socket: they put events in a bounded in-memory ring that a
- * background thread sends, in seq order. A reporting thread waits at most
- * max_block_us for queue space; past that, and whenever the server is not
- * connected, events are dropped and counted, and the reporter resends its live
- * set (a resync) once it can, so the server's view becomes right again. No
- * SIGPIPE, no crash if the server is absent, slow or killed. Registries of one
- * process that open the same path share one connection. Use one reporter per
+/* The socket reporter talks to bh-trackd (docs/protocol.md, "The library's
+ * socket reporter"). Reporting threads never touch the socket: they put events
+ * in a bounded in-memory ring that a background thread sends, in seq order.
+ * A reporting call waits at most max(max_block_us, 200 us): for the
+ * reporter's lock it spins up to 200 us (if the holder was preempted, the
+ * event is parked for the next holder instead), for queue space it waits up to
+ * max_block_us. Past that, and whenever the server is not connected, events
+ * are dropped and counted, and the reporter resends its live set (a resync,
+ * copied in bounded pieces, at most about one per second) once it can, so the
+ * server's view becomes right again. Nothing a reporting call does grows with
+ * the live set. No SIGPIPE, no crash if the server is absent, slow or killed.
+ * Nothing is sent to a server run by another user (root excepted): that is
+ * said once on stderr. A server that refuses the process (its live-set limit)
+ * is told the process holds nothing, and gets nothing more. After fork(), a
+ * child's reports through an inherited reporter are dropped and counted; a
+ * reporter the child opens has its own connection. Registries of one process
+ * that open the same path share one connection. Use one reporter per
  * registry. A process that exits (exit() or returning from main) with
  * reporters still open, such as a registry never destroyed, first flushes
  * them as a close would (each within its flush_timeout_ms), so the server sees
@@ -529,7 +538,8 @@ typedef struct bh_reporter_stats {
  * Errors: BH_EINVAL (path too long, unknown flags, path NULL and the default
  * directory is not private to this user), BH_ENOMEM. */
 BH_API bh_status bh_socket_reporter_open(const char *path, const bh_socket_options *opts, bh_reporter *out);
-/* Flushes (up to flush_timeout_ms) and closes; *rep becomes a no-op reporter.
+/* Flushes and closes within flush_timeout_ms (plus a few milliseconds),
+ * however slow the server; *rep becomes a no-op reporter.
  * No registry may still report to it. */
 BH_API void bh_socket_reporter_close(bh_reporter *rep);
 /* Counters of a socket reporter. Errors: BH_EINVAL (not a socket reporter). */
