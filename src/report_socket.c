@@ -1276,7 +1276,7 @@ static void side_push(stream *s, const bh_event *ev) {
 static void drain_side(stream *s) {
     if (AO_load(&s->side) == 0 && AO_load(&s->side_lost) == 0)
         return;
-    AO_t list = AO_load(&s->side);
+    AO_t list = AO_load(&s->side); /* relaxed: the CAS below checks it */
     for (;;) { /* take the whole stack; acquire pairs with side_push's release */
         AO_t seen = AO_fetch_compare_and_swap_acquire(&s->side, list, 0);
         if (seen == list)
