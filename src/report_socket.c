@@ -85,11 +85,13 @@
 #define LOCK_WAIT_US 200
 
 #if defined(BH_VALGRIND_ANNOTATIONS) && BH_VALGRIND_ANNOTATIONS
-/* (atomics.h included helgrind.h.) A field that fork_child touches in the
- * child, where the thread that used it without the lock no longer exists. */
-#define FORK_ONLY_RACE(addr) ANNOTATE_BENIGN_RACE_SIZED(addr, sizeof(*(addr)), "fork child only")
+/* (atomics.h included helgrind.h.) For helgrind and drd, which do not see
+ * atomic operations: a field read and written with relaxed atomics, or one
+ * that fork_child touches in the child, where the thread that used it
+ * without the lock no longer exists. */
+#define BENIGN_RACE(addr, why) ANNOTATE_BENIGN_RACE_SIZED(addr, sizeof(*(addr)), why)
 #else
-#define FORK_ONLY_RACE(addr) ((void)(addr))
+#define BENIGN_RACE(addr, why) ((void)(addr))
 #endif
 
 /* ======================== Key sets (sender thread only) ======================== */
@@ -1521,7 +1523,8 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
     memcpy(c->path, path, strlen(path) + 1);
     snprintf(c->var, sizeof(c->var), "%s", var != NULL ? var : "");
     c->fd = -1;
-    FORK_ONLY_RACE(&c->fd);
+    BENIGN_RACE(&c->fd, "sender only; fork_child in the child");
+    BENIGN_RACE(&c->give_up_ms, "relaxed atomic deadline");
     c->next_stream = 1;
     c->backoff_ms = RETRY_MS;
     pthread_mutex_init(&c->lock, NULL);
