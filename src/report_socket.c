@@ -469,6 +469,7 @@ static AO_t said_unreachable; /* ATOMIC: the unreachable-server line was printed
 static void report_cb(void *ctx, const bh_event *ev);
 static void drain_all(conn *c);
 static void place(stream *s, const bh_event *ev, const struct timespec *deadline);
+static bh_status flush_until(conn *c, uint64_t deadline);
 
 static uint64_t now_ms(void) {
     struct timespec ts;
@@ -1279,7 +1280,7 @@ static void drain_side(stream *s) {
     if (AO_load(&s->side) == 0 && AO_load(&s->side_lost) == 0)
         return;
     AO_t list = AO_load(&s->side); /* relaxed: the CAS below checks it */
-    for (;;) { /* take the whole stack; acquire pairs with side_push's release */
+    for (;;) {                     /* take the whole stack; acquire pairs with side_push's release */
         AO_t seen = AO_fetch_compare_and_swap_acquire(&s->side, list, 0);
         if (seen == list)
             break;
@@ -1549,6 +1550,29 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
     return c;
 }
 
+/* ======================== Exit ======================== */
+
+/* A process that ends without closing its reporters (a registry never
+ * destroyed: the usual shape of a leak, or of a registry meant to live as long
+ * as the process) would lose what still waits in the rings, so the server
+ * would miss the leak it runs for, or take freed allocations for leaks. At
+ * exit every connection of this process is flushed, each within its
+ * flush_timeout_ms as a close is. (A child of fork() has only its own
+ * connections on the list: fork_child took the parent's off.) conns_lock is
+ * waited for at most 2 s, in case a thread exits the process while another
+ * holds it. */
+static void flush_at_exit(void) {
+    struct timespec dl = deadline_in(2000u * 1000u);
+    if (pthread_mutex_timedlock(&conns_lock, &dl) != 0)
+        return;
+    for (conn *c = conns; c != NULL; c = c->next)
+        (void)flush_until(c, now_ms() + c->opt.flush_timeout_ms);
+    pthread_mutex_unlock(&conns_lock);
+}
+
+static pthread_once_t exit_flush_once = PTHREAD_ONCE_INIT;
+static void install_exit_flush(void) { (void)atexit(flush_at_exit); }
+
 /* bh_socket_reporter_open, remembering which environment variable (if any)
  * named the server, for the one message about an unreachable one. */
 bh_status bh__socket_reporter_open_env(const char *var, const char *path, const bh_socket_options *opts,
@@ -1585,6 +1609,7 @@ bh_status bh__socket_reporter_open_env(const char *var, const char *path, const 
         bh__free(s);
         return BH_ENOMEM;
     }
+    pthread_once(&exit_flush_once, install_exit_flush);
     pthread_mutex_lock(&conns_lock);
     conn *c = conn_get(path, &opt, var);
     /* The ring follows the connection's options (its first opener's). */
