@@ -35,10 +35,12 @@
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
+#include "proc.h"
+#include "support/server.h"
 #include "wire.h"
 
 static const char *trackd;
-static char dir[64], sock_path[96], log_path[128], summary_path[128], tt_path[96];
+static test_paths paths;
 static pid_t servers[4];
 static int nservers;
 static rlim_t nofile;    /* RLIMIT_NOFILE for the next server (0: unchanged) */
@@ -46,22 +48,10 @@ static pid_t holders[8]; /* processes a test keeps connected: killed by teardown
 
 /* ------------------------------------------------------------ helpers */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
-
 static int try_connect(const char *path) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
+    int fd = bh_unix_connect(path);
+    if (fd < 0)
         return -1;
-    }
     struct timeval tv = {10, 0}; /* no attack step may hang the test */
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -79,10 +69,10 @@ static pid_t start_server_argv(const char *const *extra, int with_socket) {
             struct rlimit rl = {nofile, nofile};
             setrlimit(RLIMIT_NOFILE, &rl);
         }
-        const char *argv[32] = {trackd, "--log", log_path, "--grace-ms", "200"};
+        const char *argv[32] = {trackd, "--log", paths.log, "--grace-ms", "200"};
         int n = 5;
         if (with_socket)
-            argv[n++] = "--socket", argv[n++] = sock_path;
+            argv[n++] = "--socket", argv[n++] = paths.sock;
         for (int i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
             argv[n++] = extra[i];
         argv[n] = NULL;
@@ -96,44 +86,34 @@ static pid_t start_server_argv(const char *const *extra, int with_socket) {
     return pid;
 }
 
-static int reachable(const char *path) {
-    int fd = try_connect(path);
-    if (fd < 0)
-        return 0;
-    close(fd);
-    return 1;
-}
-
 static pid_t start_server(const char *const *extra) {
     pid_t pid = start_server_argv(extra, 1);
-    for (int i = 0; i < 500 && !reachable(sock_path); i++)
-        sleep_ms(10);
-    assert_true(reachable(sock_path));
+    test_wait_accepting(paths.sock);
     return pid;
 }
 
 /* Waits up to secs for pid; returns its status, or -1 if it is still running. */
 static int wait_exit(pid_t pid, double secs) {
-    double end = now_s() + secs;
+    double end = test_now_s() + secs;
     int status;
     do {
         if (waitpid(pid, &status, WNOHANG) == pid)
             return status;
-        sleep_ms(10);
-    } while (now_s() < end);
+        test_sleep_ms(10);
+    } while (test_now_s() < end);
     return -1;
 }
 
 /* SIGTERM; returns how long the server took to exit (100 if it did not within 10 s). */
 static double stop_server(pid_t pid) {
-    double t0 = now_s();
+    double t0 = test_now_s();
     kill(pid, SIGTERM);
     if (wait_exit(pid, 10) == -1) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         return 100;
     }
-    return now_s() - t0;
+    return test_now_s() - t0;
 }
 
 static double cpu_s(pid_t pid) {
@@ -194,7 +174,7 @@ static size_t hello_frame(uint8_t *p, int control) {
 
 /* A reporter connection that said HELLO. */
 static int reporter(void) {
-    int fd = try_connect(sock_path);
+    int fd = try_connect(paths.sock);
     assert_true(fd >= 0);
     uint8_t h[64];
     send_all(fd, h, hello_frame(h, 0));
@@ -225,8 +205,8 @@ static void send_events(int fd, uint32_t stream, uint8_t kind, uint32_t device, 
 /* Reads until EOF, timeout or cap; returns the bytes read. */
 static size_t read_some(int fd, uint8_t *buf, size_t cap, double secs) {
     size_t n = 0;
-    double end = now_s() + secs;
-    while (n < cap && now_s() < end) {
+    double end = test_now_s() + secs;
+    while (n < cap && test_now_s() < end) {
         struct pollfd pfd = {fd, POLLIN, 0};
         if (poll(&pfd, 1, 50) <= 0)
             continue;
@@ -253,8 +233,8 @@ static size_t query_frames(uint8_t *req, uint16_t what, uint64_t address) {
 }
 
 static char *query(uint16_t what, double secs, double *took) {
-    double t0 = now_s();
-    int fd = try_connect(sock_path);
+    double t0 = test_now_s();
+    int fd = try_connect(paths.sock);
     if (fd < 0)
         return NULL;
     uint8_t req[64];
@@ -264,7 +244,7 @@ static char *query(uint16_t what, double secs, double *took) {
     size_t got = read_some(fd, buf, cap, secs);
     close(fd);
     if (took != NULL)
-        *took = now_s() - t0;
+        *took = test_now_s() - t0;
     if (got < BH_WIRE_HEADER || bh_get16(buf + 6) != BH_WIRE_REPLY ||
         got != BH_WIRE_HEADER + bh_get32(buf + 8)) {
         free(buf);
@@ -284,7 +264,7 @@ static uint64_t jnum(const char *json, const char *key) {
 
 /* totals.key from stats, polled until it equals want (or secs pass). */
 static uint64_t wait_total(const char *key, uint64_t want, double secs) {
-    double end = now_s() + secs;
+    double end = test_now_s() + secs;
     uint64_t v = UINT64_MAX;
     do {
         char *j = query(1, 2, NULL);
@@ -292,19 +272,14 @@ static uint64_t wait_total(const char *key, uint64_t want, double secs) {
         free(j);
         if (v == want)
             break;
-        sleep_ms(50);
-    } while (now_s() < end);
+        test_sleep_ms(50);
+    } while (test_now_s() < end);
     return v;
 }
 
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof(dir), "/tmp/bh-hostile-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    snprintf(sock_path, sizeof(sock_path), "%s/trackd.sock", dir);
-    snprintf(tt_path, sizeof(tt_path), "%s/tt.sock", dir);
-    snprintf(log_path, sizeof(log_path), "%s/trackd.log", dir);
-    snprintf(summary_path, sizeof(summary_path), "%s/summary.json", dir);
+    test_paths_make(&paths, "bh-hostile");
     nofile = 0;
     return 0;
 }
@@ -319,24 +294,7 @@ static int teardown(void **state) {
         if (kill(servers[i], SIGKILL) == 0)
             waitpid(servers[i], NULL, 0);
     nservers = 0;
-    if (getenv("BH_TEST_KEEP") != NULL) {
-        fprintf(stderr, "kept %s\n", dir);
-        return 0;
-    }
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* Runs fn in a child process (its own pid: its own client); returns the exit status. */
-static pid_t spawn(void (*fn)(void)) {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        fn();
-        _exit(0);
-    }
-    return pid;
+    return test_paths_remove(&paths);
 }
 
 /* ------------------------------------------------------------ 1, 2: loop and fairness */
@@ -349,7 +307,7 @@ static void a_peer_that_never_reads_costs_no_cpu_and_no_log(void **state) {
     int holder = reporter();
     send_events(holder, 1, BH_EVENT_ALLOC, 0, 0x100000, 30000, 0);
     assert_int_equal(wait_total("live", 30000, 10), 30000);
-    int fd = try_connect(sock_path);
+    int fd = try_connect(paths.sock);
     uint8_t req[64];
     size_t n = hello_frame(req, 1);
     n += bh_wire_header(req + n, BH_WIRE_QUERY, 4);
@@ -364,15 +322,15 @@ static void a_peer_that_never_reads_costs_no_cpu_and_no_log(void **state) {
     memset(junk, 0x41, sizeof(junk));
     send_all(fd, junk, sizeof(junk));
     fcntl(fd, F_SETFL, O_NONBLOCK);
-    sleep_ms(300);
-    long log0 = file_size(log_path);
+    test_sleep_ms(300);
+    long log0 = file_size(paths.log);
     double cpu0 = cpu_s(srv);
     for (int i = 0; i < 10; i++) { /* keep pushing for 1 s */
         (void)send(fd, junk, 1 << 16, MSG_NOSIGNAL);
-        sleep_ms(100);
+        test_sleep_ms(100);
     }
     double cpu = cpu_s(srv) - cpu0;
-    long grown = file_size(log_path) - log0;
+    long grown = file_size(paths.log) - log0;
     print_message("never-reading peer: server CPU %.2f s in 1 s, log +%ld bytes\n", cpu, grown);
     assert_true(cpu < 0.3);
     assert_true(grown < 16384);
@@ -383,20 +341,20 @@ static void a_peer_that_never_reads_costs_no_cpu_and_no_log(void **state) {
 
 static void flood_events(void) {
     int fd = reporter();
-    double end = now_s() + 3;
-    while (now_s() < end) {
+    double end = test_now_s() + 3;
+    while (test_now_s() < end) {
         send_events(fd, 1, BH_EVENT_ALLOC, 0, 0x10000000, 2000, 0);
         send_events(fd, 1, BH_EVENT_FREE, 0, 0x10000000, 2000, 0);
     }
 }
 
 static void flood_tt_queries(void) {
-    int fd = try_connect(tt_path);
+    int fd = try_connect(paths.compat);
     uint8_t recs[256][BH_TT_RECORD];
     for (int i = 0; i < 256; i++)
         bh_tt_record(recs[i], BH_TT_QUERY, 0, 0, 0, 0, 0, 0);
-    double end = now_s() + 3;
-    while (now_s() < end && send(fd, recs, sizeof(recs), MSG_NOSIGNAL) > 0) {
+    double end = test_now_s() + 3;
+    while (test_now_s() < end && send(fd, recs, sizeof(recs), MSG_NOSIGNAL) > 0) {
     }
     /* never reads a RESPONSE */
 }
@@ -406,13 +364,12 @@ static void flood_tt_queries(void) {
  * 20 s) and buffered replies up to 256 MiB per connection. */
 static void a_flooding_client_neither_starves_a_bystander_nor_grows_the_server(void **state) {
     (void)state;
-    const char *extra[] = {"--compat-tt", "--compat-socket", tt_path, NULL};
+    const char *extra[] = {"--compat-tt", "--compat-socket", paths.compat, NULL};
     pid_t srv = start_server(extra);
-    for (int i = 0; i < 500 && !reachable(tt_path); i++)
-        sleep_ms(10);
+    test_wait_accepting(paths.compat);
     long rss0 = rss_kb(srv);
-    pid_t a = spawn(flood_events), b = spawn(flood_tt_queries);
-    sleep_ms(300);
+    pid_t a = test_fork(flood_events), b = test_fork(flood_tt_queries);
+    test_sleep_ms(300);
     double worst = 0;
     int answered = 0;
     for (int i = 0; i < 5; i++) {
@@ -424,7 +381,7 @@ static void a_flooding_client_neither_starves_a_bystander_nor_grows_the_server(v
             took = 6;
         if (took > worst)
             worst = took;
-        sleep_ms(200);
+        test_sleep_ms(200);
     }
     long rss = rss_kb(srv);
     waitpid(a, NULL, 0);
@@ -461,11 +418,11 @@ static void memory_follows_what_is_live(void **state) {
     (void)state;
     pid_t srv = start_server(NULL);
     long rss0 = rss_kb(srv);
-    pid_t c = spawn(unknown_frees_and_pairs);
+    pid_t c = test_fork(unknown_frees_and_pairs);
     waitpid(c, NULL, 0);
     assert_int_equal(wait_total("frees", 400000, 20), 400000);
     long rss1 = rss_kb(srv);
-    c = spawn(holds_then_exits);
+    c = test_fork(holds_then_exits);
     waitpid(c, NULL, 0);
     assert_int_equal(wait_total("leaks", 200000, 20), 200000);
     long rss2 = rss_kb(srv);
@@ -482,28 +439,27 @@ static void memory_follows_what_is_live(void **state) {
  * RESYNC_BEGINs and 5,000 TT QUERYs: 0.2 scanned every entry for each. */
 static void cheap_requests_do_not_scan_other_clients_data(void **state) {
     (void)state;
-    const char *extra[] = {"--compat-tt", "--compat-socket", tt_path, NULL};
+    const char *extra[] = {"--compat-tt", "--compat-socket", paths.compat, NULL};
     pid_t srv = start_server(extra);
-    for (int i = 0; i < 500 && !reachable(tt_path); i++)
-        sleep_ms(10);
+    test_wait_accepting(paths.compat);
     int holder = reporter();
     send_events(holder, 1, BH_EVENT_ALLOC, 0, 0x1000000, 300000, 0);
     assert_int_equal(wait_total("live", 300000, 20), 300000);
-    double cpu0 = cpu_s(srv), t0 = now_s();
+    double cpu0 = cpu_s(srv), t0 = test_now_s();
     int fd = reporter();
     static uint8_t buf[5000 * 16];
     size_t n = 0;
     for (int i = 0; i < 5000; i++)
         n += stream_frame(buf + n, BH_WIRE_RESYNC_BEGIN, 7);
     send_all(fd, buf, n);
-    int tt = try_connect(tt_path);
+    int tt = try_connect(paths.compat);
     static uint8_t recs[5000][BH_TT_RECORD];
     for (int i = 0; i < 5000; i++)
         bh_tt_record(recs[i], BH_TT_QUERY, 0, 0, 0, 0, 0, 0);
     send_all(tt, recs, sizeof(recs));
     static uint8_t resp[5000 * BH_TT_RECORD];
     size_t got = read_some(tt, resp, sizeof(resp), 15);
-    double took = now_s() - t0;
+    double took = test_now_s() - t0;
     char *j = query(1, 15, NULL);
     double cpu = cpu_s(srv) - cpu0;
     print_message("cheap requests next to 300K live: %zu of 5000 TT answers in %.2f s, server CPU %.2f s\n",
@@ -610,7 +566,7 @@ static unsigned http_port(void) {
     static const char tag[] = "serving http on http://127.0.0.1:";
     for (int i = 0; i < 500; i++) {
         char buf[4096] = "";
-        FILE *f = fopen(log_path, "r");
+        FILE *f = fopen(paths.log, "r");
         size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
         if (f != NULL)
             fclose(f);
@@ -618,7 +574,7 @@ static unsigned http_port(void) {
         const char *p = strstr(buf, tag);
         if (p != NULL)
             return (unsigned)strtoul(p + strlen(tag), NULL, 10);
-        sleep_ms(10);
+        test_sleep_ms(10);
     }
     return 0;
 }
@@ -652,8 +608,8 @@ static int http_answers(int fd, int want, double secs) {
     static const char tag[] = "HTTP/1.1 200";
     size_t len = 0, from = 0;
     int got = 0;
-    double end = now_s() + secs;
-    while (got < want && now_s() < end) {
+    double end = test_now_s() + secs;
+    while (got < want && test_now_s() < end) {
         len += read_some(fd, (uint8_t *)buf + len, sizeof(buf) - 1 - len, 0.05);
         buf[len] = '\0';
         for (const char *p = buf + from; (p = strstr(p, tag)) != NULL; p++)
@@ -673,7 +629,7 @@ static char *http_get(unsigned port, const char *path) {
     int fd = http_pipeline(port, path, 1);
     size_t cap = 2u << 20, len = 0;
     char *buf = calloc(1, cap);
-    for (double end = now_s() + 5; now_s() < end;) {
+    for (double end = test_now_s() + 5; test_now_s() < end;) {
         len += read_some(fd, (uint8_t *)buf + len, cap - 1 - len, 0.05);
         const char *body = strstr(buf, "\r\n\r\n"), *cl = strcasestr(buf, "Content-Length:");
         if (body != NULL && cl != NULL && len >= (size_t)(body + 4 - buf) + strtoul(cl + 15, NULL, 10))
@@ -696,7 +652,7 @@ static void queries_cost_what_they_report_not_the_live_set(void **state) {
     int holder = reporter();
     send_events(holder, 1, BH_EVENT_ALLOC, 0, 0x1000000, 300000, 0);
     assert_int_equal(wait_total("live", 300000, 20), 300000);
-    double cpu0 = cpu_s(srv), t0 = now_s();
+    double cpu0 = cpu_s(srv), t0 = test_now_s();
     int h1 = http_pipeline(port, "/api/history?address=0x1000040", 16);
     int h2 = http_pipeline(port, "/api/live?offset=299990&limit=10", 16);
     uint8_t req[64];
@@ -707,7 +663,7 @@ static void queries_cost_what_they_report_not_the_live_set(void **state) {
     for (int round = 0; round < 4; round++) {
         int q[50];
         for (int i = 0; i < 50; i++) {
-            q[i] = try_connect(sock_path);
+            q[i] = try_connect(paths.sock);
             if (q[i] >= 0)
                 send_all(q[i], req, n);
         }
@@ -726,7 +682,7 @@ static void queries_cost_what_they_report_not_the_live_set(void **state) {
     double cpu = cpu_s(srv) - cpu0;
     print_message("300K live; 200 history queries + 32 HTTP: bystander stats %.2f s, all done in %.2f s, "
                   "server CPU %.2f s, answers %d + %d + %d\n",
-                  took, now_s() - t0, cpu, answered, a1, a2);
+                  took, test_now_s() - t0, cpu, answered, a1, a2);
     assert_non_null(j);
     assert_int_equal(jnum(j, "live"), 300000);
     free(j);
@@ -743,7 +699,7 @@ static void queries_cost_what_they_report_not_the_live_set(void **state) {
 
 /* ------------------------------------------------------------ processes that come and go */
 
-static uint32_t device_base; /* set before spawn: each child's own devices */
+static uint32_t device_base; /* set before test_fork: each child's own devices */
 
 static void groups_then_exits(void) {
     int fd = reporter();
@@ -772,13 +728,14 @@ static void processes_that_come_and_go_hold_bounded_memory(void **state) {
     long rss0 = rss_kb(srv);
     for (uint32_t k = 0; k < 48; k++) {
         device_base = 1000000 + k * 4096;
-        pid_t c = spawn(groups_then_exits);
+        pid_t c = test_fork(groups_then_exits);
         waitpid(c, NULL, 0);
     }
     assert_int_equal(wait_total("frees", 48u * 4096, 30), 48u * 4096);
     char *j = NULL;
     uint64_t groups = UINT64_MAX;
-    for (double end = now_s() + 10; now_s() < end; sleep_ms(100)) { /* every process seen gone */
+    for (double end = test_now_s() + 10; test_now_s() < end;
+         test_sleep_ms(100)) { /* every process seen gone */
         free(j);
         j = query(1, 10, NULL);
         groups = groups_in(j);
@@ -812,17 +769,17 @@ static void stats_requests_are_bounded_by_the_reply_limit(void **state) {
     unsigned port = start_with_http(&srv);
     for (uint32_t k = 0; k < 8; k++) {
         device_base = 1000000 + k * 4096;
-        holders[k] = spawn(groups_then_waits);
+        holders[k] = test_fork(groups_then_waits);
     }
     assert_int_equal(wait_total("live", 8u * 4096, 30), 8u * 4096);
-    double cpu0 = cpu_s(srv), t0 = now_s();
+    double cpu0 = cpu_s(srv), t0 = test_now_s();
     char *page = http_get(port, "/api/stats");
     int h = http_pipeline(port, "/api/stats", 15);
     uint8_t req[64];
     size_t n = query_frames(req, 1, 0);
     int q[48], answered = 0;
     for (int i = 0; i < 48; i++)
-        if ((q[i] = try_connect(sock_path)) >= 0)
+        if ((q[i] = try_connect(paths.sock)) >= 0)
             send_all(q[i], req, n);
     for (int i = 0; i < 48; i++) {
         uint8_t hdr[BH_WIRE_HEADER];
@@ -838,7 +795,7 @@ static void stats_requests_are_bounded_by_the_reply_limit(void **state) {
     print_message(
         "32K groups; 48 stats + 16 /api/stats: server CPU %.2f s, all in %.2f s, /api/stats %zu bytes "
         "(%llu omitted), answers %d + %d\n",
-        cpu, now_s() - t0, len, (unsigned long long)jnum(body, "omitted_clients"), answered, a);
+        cpu, test_now_s() - t0, len, (unsigned long long)jnum(body, "omitted_clients"), answered, a);
     assert_int_equal(answered, 48);
     assert_int_equal(a, 15);
     assert_true(len > 0 && len <= (1u << 20));
@@ -861,8 +818,8 @@ static void idle_connections_are_capped_refused_and_timed_out(void **state) {
     pid_t srv = start_server(extra);
     int fds[100];
     for (int i = 0; i < 100; i++)
-        fds[i] = try_connect(sock_path);
-    sleep_ms(300);
+        fds[i] = try_connect(paths.sock);
+    test_sleep_ms(300);
     int refused = 0;
     for (int i = 0; i < 100; i++) { /* refused ones got an ERROR and EOF already */
         uint8_t b[256];
@@ -872,18 +829,18 @@ static void idle_connections_are_capped_refused_and_timed_out(void **state) {
         if (r >= (ssize_t)BH_WIRE_HEADER && bh_get16(b + 6) == BH_WIRE_ERROR)
             refused++;
     }
-    double t0 = now_s();
+    double t0 = test_now_s();
     int closed = 0, open_fds = 0;
     for (int i = 0; i < 100; i++)
         open_fds += fds[i] >= 0;
-    while (now_s() - t0 < 4 && closed < open_fds) {
+    while (test_now_s() - t0 < 4 && closed < open_fds) {
         closed = 0;
         for (int i = 0; i < 100; i++) {
             uint8_t b[256];
             if (fds[i] >= 0 && recv(fds[i], b, sizeof(b), MSG_DONTWAIT) == 0)
                 closed++;
         }
-        sleep_ms(100);
+        test_sleep_ms(100);
     }
     double took = 0;
     char *j = query(1, 3, &took);
@@ -916,7 +873,7 @@ static void half_sent_frames_are_capped_and_timed_out(void **state) {
     bh_put32(frame + BH_WIRE_HEADER + 4, 43690);
     int fds[150];
     for (int i = 0; i < 150; i++) {
-        fds[i] = try_connect(sock_path);
+        fds[i] = try_connect(paths.sock);
         if (fds[i] < 0)
             continue;
         struct timeval tv = {0, 200000};
@@ -925,22 +882,22 @@ static void half_sent_frames_are_capped_and_timed_out(void **state) {
         send_all(fds[i], h, hello_frame(h, 0));
         send_all(fds[i], frame, sizeof(frame) - 1);
     }
-    sleep_ms(300);
+    test_sleep_ms(300);
     long rss1 = rss_kb(srv);
-    double t0 = now_s();
+    double t0 = test_now_s();
     char *j = NULL;
     uint64_t open_conns = UINT64_MAX;
-    while (now_s() - t0 < 5) {
+    while (test_now_s() - t0 < 5) {
         free(j);
         j = query(1, 2, NULL);
         open_conns = jnum(j, "open_connections");
         if (open_conns <= 1)
             break;
-        sleep_ms(200);
+        test_sleep_ms(200);
     }
     print_message(
         "150 half-sent 1 MiB frames: server RSS %ld -> %ld kB, open connections after %.1f s: %llu\n", rss0,
-        rss1, now_s() - t0, (unsigned long long)open_conns);
+        rss1, test_now_s() - t0, (unsigned long long)open_conns);
     assert_true(rss1 - rss0 < 48 * 1024);
     assert_true(open_conns <= 1); /* the stats query itself */
     free(j);
@@ -979,7 +936,7 @@ static void limits_and_cleanup_hold_per_process_over_every_stream(void **state) 
     const char *extra[] = {"--max-live-per-client", "2000", NULL};
     pid_t srv = start_server(extra);
     int status;
-    waitpid(spawn(fifty_streams_over_the_limit), &status, 0);
+    waitpid(test_fork(fifty_streams_over_the_limit), &status, 0);
     int cut_off = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     assert_int_equal(wait_total("live", 0, 5), 0); /* that process is gone */
 
@@ -995,7 +952,7 @@ static void limits_and_cleanup_hold_per_process_over_every_stream(void **state) 
 
     uint64_t leaks0 = jnum(j = query(1, 3, NULL), "leaks");
     free(j);
-    waitpid(spawn(fifteen_hundred_streams), NULL, 0);
+    waitpid(test_fork(fifteen_hundred_streams), NULL, 0);
     uint64_t leaks = wait_total("leaks", leaks0 + 1500, 5) - leaks0;
     j = query(1, 3, NULL);
     uint64_t live_end = jnum(j, "live");
@@ -1019,7 +976,7 @@ static void limits_and_cleanup_hold_per_process_over_every_stream(void **state) 
 static void a_second_server_is_refused_and_the_exiting_one_unlinks_only_its_own(void **state) {
     (void)state;
     pid_t first = start_server(NULL);
-    assert_int_equal(unlink(sock_path), 0);
+    assert_int_equal(unlink(paths.sock), 0);
     pid_t second = start_server_argv(NULL, 1);
     int st = wait_exit(second, 3);
     print_message("second server on a removed path: %s\n", st == -1 ? "running (bound it)" : "refused");
@@ -1028,10 +985,10 @@ static void a_second_server_is_refused_and_the_exiting_one_unlinks_only_its_own(
      * leave it when it exits. */
     int other = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", paths.sock);
     assert_int_equal(bind(other, (struct sockaddr *)&sa, sizeof(sa)), 0);
     assert_true(stop_server(first) < 5);
-    assert_int_equal(access(sock_path, F_OK), 0);
+    assert_int_equal(access(paths.sock, F_OK), 0);
     close(other);
 }
 
@@ -1040,15 +997,15 @@ static void a_second_server_is_refused_and_the_exiting_one_unlinks_only_its_own(
 static void the_default_socket_is_in_the_private_runtime_directory(void **state) {
     (void)state;
     char xdg[128], path[160];
-    snprintf(xdg, sizeof(xdg), "%s/run", dir);
+    snprintf(xdg, sizeof(xdg), "%s/run", paths.dir);
     assert_int_equal(mkdir(xdg, 0700), 0);
     snprintf(path, sizeof(path), "%s/bh-trackd.sock", xdg);
     setenv("XDG_RUNTIME_DIR", xdg, 1);
     pid_t srv = start_server_argv(NULL, 0);
     unsetenv("XDG_RUNTIME_DIR");
-    for (int i = 0; i < 300 && !reachable(path); i++)
-        sleep_ms(10);
-    int ok = reachable(path);
+    for (int i = 0; i < 300 && !bh_trackd_reachable(path); i++)
+        test_sleep_ms(10);
+    int ok = bh_trackd_reachable(path);
     print_message("default socket: %s\n", ok ? path : "not in $XDG_RUNTIME_DIR");
     assert_true(ok);
     assert_true(stop_server(srv) < 5);
@@ -1067,17 +1024,17 @@ static void another_users_server_cannot_take_over_a_live_socket(void **state) {
     (void)state;
     if (geteuid() != 0)
         skip();
-    assert_int_equal(chmod(dir, 0777), 0); /* writable by nobody, not sticky: the worst case */
+    assert_int_equal(chmod(paths.dir, 0777), 0); /* writable by nobody, not sticky: the worst case */
     pid_t srv = start_server(NULL);
     struct stat before, after;
-    assert_int_equal(stat(sock_path, &before), 0);
+    assert_int_equal(stat(paths.sock, &before), 0);
     fflush(NULL);
     pid_t intruder = fork();
     if (intruder == 0) {
         become_nobody();
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 2);
-        execl(trackd, trackd, "--socket", sock_path, "--log", "/dev/null", (char *)NULL);
+        execl(trackd, trackd, "--socket", paths.sock, "--log", "/dev/null", (char *)NULL);
         _exit(127);
     }
     int st = wait_exit(intruder, 3);
@@ -1085,7 +1042,7 @@ static void another_users_server_cannot_take_over_a_live_socket(void **state) {
         kill(intruder, SIGKILL);
         waitpid(intruder, NULL, 0);
     }
-    int same = stat(sock_path, &after) == 0 && after.st_ino == before.st_ino;
+    int same = stat(paths.sock, &after) == 0 && after.st_ino == before.st_ino;
     print_message("intruder as uid %d: %s, root's socket %s\n", (int)nobody,
                   st == -1 ? "kept running" : "exited", same ? "kept" : "replaced");
     assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1);
@@ -1095,14 +1052,14 @@ static void another_users_server_cannot_take_over_a_live_socket(void **state) {
 
 static void nobody_reports_one_alloc(void) {
     become_nobody();
-    int fd = try_connect(sock_path);
+    int fd = try_connect(paths.sock);
     if (fd < 0)
         _exit(3);
     uint8_t b[128];
     size_t n = hello_frame(b, 0);
     n += bh_wire_event(b + n, 1, BH_EVENT_ALLOC, 0, 0x1000, 64, 1);
     send_all(fd, b, n);
-    sleep_ms(100);
+    test_sleep_ms(100);
     close(fd);
     _exit(0);
 }
@@ -1112,12 +1069,12 @@ static void allowed_uids_can_connect(void **state) {
     (void)state;
     if (geteuid() != 0)
         skip();
-    assert_int_equal(chmod(dir, 0755), 0);
+    assert_int_equal(chmod(paths.dir, 0755), 0);
     const char *extra[] = {"--allow-uid", "65534", NULL};
     pid_t srv = start_server(extra);
     struct stat st;
-    assert_int_equal(stat(sock_path, &st), 0);
-    pid_t c = spawn(nobody_reports_one_alloc);
+    assert_int_equal(stat(paths.sock, &st), 0);
+    pid_t c = test_fork(nobody_reports_one_alloc);
     int status;
     waitpid(c, &status, 0);
     uint64_t allocs = wait_total("allocs", 1, 3);
@@ -1153,19 +1110,19 @@ static int file_is(const char *path, const char *text) {
 static void log_and_summary_never_write_through_links(void **state) {
     (void)state;
     char target1[160], target2[160], link_summary[160];
-    snprintf(target1, sizeof(target1), "%s/precious1", dir);
-    snprintf(target2, sizeof(target2), "%s/precious2", dir);
-    snprintf(link_summary, sizeof(link_summary), "%s/summary-link", dir);
+    snprintf(target1, sizeof(target1), "%s/precious1", paths.dir);
+    snprintf(target2, sizeof(target2), "%s/precious2", paths.dir);
+    snprintf(link_summary, sizeof(link_summary), "%s/summary-link", paths.dir);
     write_file(target1, "keep me\n");
     write_file(target2, "keep me too\n");
-    assert_int_equal(symlink(target1, log_path), 0);
+    assert_int_equal(symlink(target1, paths.log), 0);
     pid_t srv = start_server_argv(NULL, 1);
     int st = wait_exit(srv, 3);
     if (st == -1) {
         kill(srv, SIGKILL);
         waitpid(srv, NULL, 0);
     }
-    unlink(log_path);
+    unlink(paths.log);
     assert_int_equal(symlink(target2, link_summary), 0);
     const char *extra[] = {"--summary", link_summary, NULL};
     srv = start_server(extra);
@@ -1187,23 +1144,23 @@ static void log_and_summary_never_write_through_links(void **state) {
 static void files_have_fixed_modes_sighup_rotates_and_summary_is_periodic(void **state) {
     (void)state;
     mode_t old = umask(0);
-    const char *extra[] = {"--summary", summary_path, "--summary-interval-ms", "200", NULL};
+    const char *extra[] = {"--summary", paths.summary, "--summary-interval-ms", "200", NULL};
     pid_t srv = start_server(extra);
     umask(old);
     struct stat st;
-    assert_int_equal(stat(log_path, &st), 0);
+    assert_int_equal(stat(paths.log, &st), 0);
     mode_t log_mode = st.st_mode & 0777;
-    sleep_ms(600);
-    int periodic = access(summary_path, F_OK) == 0;
+    test_sleep_ms(600);
+    int periodic = access(paths.summary, F_OK) == 0;
     char rotated[160];
-    snprintf(rotated, sizeof(rotated), "%s.1", log_path);
-    assert_int_equal(rename(log_path, rotated), 0);
-    unlink(summary_path);
+    snprintf(rotated, sizeof(rotated), "%s.1", paths.log);
+    assert_int_equal(rename(paths.log, rotated), 0);
+    unlink(paths.summary);
     kill(srv, SIGHUP);
-    sleep_ms(300);
+    test_sleep_ms(300);
     int alive = wait_exit(srv, 0.1) == -1;
-    int reopened = access(log_path, F_OK) == 0, summary_on_hup = access(summary_path, F_OK) == 0;
-    mode_t summary_mode = stat(summary_path, &st) == 0 ? st.st_mode & 0777 : 0;
+    int reopened = access(paths.log, F_OK) == 0, summary_on_hup = access(paths.summary, F_OK) == 0;
+    mode_t summary_mode = stat(paths.summary, &st) == 0 ? st.st_mode & 0777 : 0;
     kill(srv, SIGKILL);
     waitpid(srv, NULL, 0);
     nservers = 0;
@@ -1225,7 +1182,7 @@ static void log_lines_are_stamped_and_every_repeated_message_is_limited(void **s
     (void)state;
     pid_t srv = start_server(NULL);
     for (int i = 0; i < 500; i++) {
-        int fd = try_connect(sock_path);
+        int fd = try_connect(paths.sock);
         if (fd < 0)
             continue;
         send_all(fd, "NOPE-NOPE-NOPE", 14);
@@ -1234,7 +1191,7 @@ static void log_lines_are_stamped_and_every_repeated_message_is_limited(void **s
         close(fd);
     }
     assert_true(stop_server(srv) < 5);
-    FILE *f = fopen(log_path, "r");
+    FILE *f = fopen(paths.log, "r");
     assert_non_null(f);
     char line[512];
     int lines = 0, stamped = 0;
@@ -1257,7 +1214,7 @@ static void log_lines_are_stamped_and_every_repeated_message_is_limited(void **s
 /* Runs bh-trackd with args (stdout into out, or nowhere); its exit status
  * within secs (-1 if it had to be killed). */
 static int run_cli_to(const char *const *args, const char *out, double secs, double *took) {
-    double t0 = now_s();
+    double t0 = test_now_s();
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
@@ -1273,7 +1230,7 @@ static int run_cli_to(const char *const *args, const char *out, double secs, dou
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
     }
-    *took = now_s() - t0;
+    *took = test_now_s() - t0;
     return st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
@@ -1288,17 +1245,17 @@ static void query_commands_are_bounded_and_paths_checked(void **state) {
     (void)state;
     int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", paths.sock);
     assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     assert_int_equal(listen(lfd, 4), 0);
     double took;
-    const char *silent[] = {trackd, "stats", "--socket", sock_path, "--timeout-ms", "500", NULL};
+    const char *silent[] = {trackd, "stats", "--socket", paths.sock, "--timeout-ms", "500", NULL};
     int rc = run_cli(silent, 5, &took);
     print_message("stats against a silent server: exit %d after %.2f s\n", rc, took);
     assert_int_equal(rc, 1);
     assert_true(took < 3);
     close(lfd);
-    unlink(sock_path);
+    unlink(paths.sock);
 
     char longp[200];
     memset(longp, 'x', sizeof(longp) - 1);
@@ -1344,9 +1301,9 @@ static void history_answers_for_the_address_asked_about(void **state) {
     char *big = http_get(port, "/api/history?address=99999999999999999999");
     char *blank = http_get(port, "/api/history?address=%2012");
     char out[160];
-    snprintf(out, sizeof(out), "%s/history.out", dir);
+    snprintf(out, sizeof(out), "%s/history.out", paths.dir);
     double took;
-    const char *cli[] = {trackd, "history", "010", "--json", "--socket", sock_path, NULL};
+    const char *cli[] = {trackd, "history", "010", "--json", "--socket", paths.sock, NULL};
     int rc = run_cli_to(cli, out, 10, &took);
     char text[4096] = "";
     FILE *f = fopen(out, "r");

@@ -39,6 +39,7 @@
 
 #include "bufhandle/bufhandle.h"
 #include "proc.h"
+#include "support/server.h"
 #include "trackd.h"
 #include "wire.h"
 
@@ -46,20 +47,12 @@
 #define BH_TT_DEVICE_INFO_QUERY_FOR_TEST 6 /* answered with type 7 */ /* more than the TT server's 8 */
 
 static const char *trackd, *outdir;
-static char dir[64], sock_path[128], compat_path[128], log_path[128], summary_path[128];
+static test_paths paths;
 static pid_t server, children[8];
 static int nchildren;
 static unsigned port;
 
 /* ------------------------------------------------------------ helpers */
-
-static void sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int have(const char *prog) {
     char cmd[256];
@@ -155,9 +148,9 @@ static void start_server(const char *const *extra) {
     server = fork();
     assert_true(server >= 0);
     if (server == 0) {
-        const char *argv[24] = {trackd,  "--socket",    sock_path,         "--summary",   summary_path,
-                                "--log", log_path,      "--http",          "127.0.0.1:0", "--grace-ms",
-                                "200",   "--compat-tt", "--compat-socket", compat_path};
+        const char *argv[24] = {trackd,  "--socket",    paths.sock,        "--summary",   paths.summary,
+                                "--log", paths.log,     "--http",          "127.0.0.1:0", "--grace-ms",
+                                "200",   "--compat-tt", "--compat-socket", paths.compat};
         int n = 14;
         for (int i = 0; extra != NULL && extra[i] != NULL && n < 23; i++)
             argv[n++] = extra[i];
@@ -166,16 +159,16 @@ static void start_server(const char *const *extra) {
         _exit(127);
     }
     port = 0;
-    for (int i = 0; i < 500 && (port == 0 || !bh_trackd_reachable(compat_path)); i++) {
-        char *log = slurp(log_path);
+    for (int i = 0; i < 500 && (port == 0 || !bh_trackd_reachable(paths.compat)); i++) {
+        char *log = slurp(paths.log);
         const char *p = strstr(log, "serving http on http://127.0.0.1:");
         if (p != NULL)
             port = (unsigned)strtoul(p + strlen("serving http on http://127.0.0.1:"), NULL, 10);
         free(log);
-        sleep_ms(10);
+        test_sleep_ms(10);
     }
     assert_true(port != 0);
-    assert_true(bh_trackd_reachable(sock_path));
+    assert_true(bh_trackd_reachable(paths.sock));
 }
 
 /* ------------------------------------------------------------ clients */
@@ -194,7 +187,7 @@ static void report(client_ctx *c, bh_event_kind kind, uint32_t domain, uint64_t 
 static void client_open(client_ctx *c, const char *name) {
     prctl(PR_SET_NAME, name, 0, 0, 0); /* the name HELLO carries */
     memset(c, 0, sizeof(*c));
-    if (bh_socket_reporter_open(sock_path, NULL, &c->rep) != BH_OK)
+    if (bh_socket_reporter_open(paths.sock, NULL, &c->rep) != BH_OK)
         _exit(20);
 }
 
@@ -248,7 +241,7 @@ static void streamer(void) {
                        0x40000000u + (step - 6) * 0x100000u + d * 0x1000u, 0);
         }
         bh_socket_reporter_flush(&c.rep, 1000);
-        sleep_ms(200);
+        test_sleep_ms(200);
     }
 }
 
@@ -298,7 +291,7 @@ static int stats_contain(const char *want) {
         free(b);
         if (found)
             return 1;
-        sleep_ms(20);
+        test_sleep_ms(20);
     }
     return 0;
 }
@@ -332,7 +325,7 @@ static void summary_lists_leaks_and_overfreed_addresses(void **state) {
     kill(server, SIGTERM);
     waitpid(server, NULL, 0);
     server = 0;
-    char *j = slurp(summary_path);
+    char *j = slurp(paths.summary);
     /* Addresses are numbers in JSON: 0xabc000 is 11255808, 0xdead0000 3735879680. */
     assert_non_null(strstr(j, "\"name\":\"obs-leaker\",\"device\":2,\"kind\":\"l1\",\"address\":11255808,"
                               "\"size\":8192,\"age_s\":"));
@@ -353,7 +346,8 @@ static void gone_clients_age_out_of_stats_but_not_out_of_the_totals(void **state
     /* The leaker and the over-freer are gone: after --forget-ms they leave
      * the client list and their figures join "(departed)" (pid 0). */
     assert_true(stats_contain("\"pid\":0,\"stream\":0,\"name\":\"(departed)\",\"device\":2,\"kind\":\"l1\""));
-    assert_true(stats_contain("\"pid\":0,\"stream\":0,\"name\":\"(departed)\",\"device\":1,\"kind\":\"dram\""));
+    assert_true(
+        stats_contain("\"pid\":0,\"stream\":0,\"name\":\"(departed)\",\"device\":1,\"kind\":\"dram\""));
     const char *j = api_stats();
     assert_null(strstr(j, "\"name\":\"obs-leaker\",\"device\":2,\"kind\":\"l1\",\"live\""));
     assert_null(strstr(j, "\"name\":\"obs-overfree\",\"device\":1,\"kind\":\"dram\",\"live\""));
@@ -381,7 +375,7 @@ static void tt_rec(uint8_t *p, size_t size, uint8_t type, int32_t device, uint64
 }
 
 static int compat_connect(void) {
-    int fd = bh_unix_connect(compat_path);
+    int fd = bh_unix_connect(paths.compat);
     assert_true(fd >= 0);
     struct timeval tv = {5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -521,12 +515,7 @@ static void a_configured_record_size_is_not_second_guessed(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof(dir), "/tmp/bh-obs-test-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    snprintf(sock_path, sizeof(sock_path), "%s/trackd.sock", dir);
-    snprintf(compat_path, sizeof(compat_path), "%s/tt.sock", dir);
-    snprintf(log_path, sizeof(log_path), "%s/trackd.log", dir);
-    snprintf(summary_path, sizeof(summary_path), "%s/summary.json", dir);
+    test_paths_make(&paths, "bh-obs-test");
     return 0;
 }
 
@@ -540,13 +529,7 @@ static int teardown(void **state) {
     if (server > 0 && kill(server, SIGKILL) == 0)
         waitpid(server, NULL, 0);
     server = 0;
-    char cmd[160];
-    if (getenv("BH_TEST_KEEP") != NULL) {
-        fprintf(stderr, "kept %s\n", dir);
-        return 0;
-    }
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_paths_remove(&paths);
 }
 
 /* ------------------------------------------------------------ tests */
@@ -592,7 +575,7 @@ static void metrics_pass_promtool(void **state) {
     char *m = NULL;
     assert_int_equal(http_get(port, "/metrics", &m), 200);
     char path[160], cmd[256];
-    snprintf(path, sizeof(path), "%s/metrics.txt", outdir != NULL ? outdir : dir);
+    snprintf(path, sizeof(path), "%s/metrics.txt", outdir != NULL ? outdir : paths.dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fputs(m, f);
@@ -614,7 +597,7 @@ static void per_client_series_are_bounded(void **state) {
         http_get(port, "/metrics", &m);
         if (strstr(m, "bh_trackd_clients_connected 2\n") != NULL)
             break;
-        sleep_ms(20);
+        test_sleep_ms(20);
     }
     char line[160];
     snprintf(line, sizeof(line), "bh_trackd_client_live_bytes{client=\"other\",pid=\"other\"} %" PRIu64 "\n",
@@ -637,9 +620,9 @@ static void prometheus_scrapes_the_daemon_and_answers_a_query(void **state) {
     scenario();
     unsigned pport = free_port();
     char cfg[160], data[160], plog[160];
-    snprintf(cfg, sizeof(cfg), "%s/prometheus.yml", dir);
-    snprintf(data, sizeof(data), "%s/prometheus-data", dir);
-    snprintf(plog, sizeof(plog), "%s/prometheus.log", dir);
+    snprintf(cfg, sizeof(cfg), "%s/prometheus.yml", paths.dir);
+    snprintf(data, sizeof(data), "%s/prometheus-data", paths.dir);
+    snprintf(plog, sizeof(plog), "%s/prometheus.log", paths.dir);
     FILE *f = fopen(cfg, "w");
     assert_non_null(f);
     fprintf(f,
@@ -665,9 +648,9 @@ static void prometheus_scrapes_the_daemon_and_answers_a_query(void **state) {
     char want[64];
     snprintf(want, sizeof(want), "\"%" PRIu64 "\"]", holder_total());
     int found = 0;
-    double t0 = now_s();
-    while (!found && now_s() - t0 < 60) { /* bounded: Prometheus starts, then scrapes every second */
-        sleep_ms(500);
+    double t0 = test_now_s();
+    while (!found && test_now_s() - t0 < 60) { /* bounded: Prometheus starts, then scrapes every second */
+        test_sleep_ms(500);
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)pport)};
         sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -684,7 +667,7 @@ static void prometheus_scrapes_the_daemon_and_answers_a_query(void **state) {
     }
     /* Every documented example query is valid PromQL against this server. */
     char qpath[160];
-    snprintf(qpath, sizeof(qpath), "%s/queries.promql", dir);
+    snprintf(qpath, sizeof(qpath), "%s/queries.promql", paths.dir);
     assert_true(doc_block("# live bytes per host and memory kind\n", qpath));
     char *qs = slurp(qpath);
     int queries = 0;
@@ -717,13 +700,14 @@ static void documented_scrape_config_and_alerts_pass_promtool(void **state) {
         skip();
     }
     char cfg[160], rules[160], cmd[512];
-    snprintf(cfg, sizeof(cfg), "%s/prometheus.yml", dir);
-    snprintf(rules, sizeof(rules), "%s/rules.yml", dir);
+    snprintf(cfg, sizeof(cfg), "%s/prometheus.yml", paths.dir);
+    snprintf(rules, sizeof(rules), "%s/rules.yml", paths.dir);
     assert_true(doc_block("# prometheus.yml\n", cfg));
     assert_true(doc_block("groups:\n", rules));
-    snprintf(cmd, sizeof(cmd), "promtool check config --syntax-only %s >%s/promtool.log 2>&1", cfg, dir);
+    snprintf(cmd, sizeof(cmd), "promtool check config --syntax-only %s >%s/promtool.log 2>&1", cfg,
+             paths.dir);
     assert_int_equal(system(cmd), 0);
-    snprintf(cmd, sizeof(cmd), "promtool check rules %s >>%s/promtool.log 2>&1", rules, dir);
+    snprintf(cmd, sizeof(cmd), "promtool check rules %s >>%s/promtool.log 2>&1", rules, paths.dir);
     assert_int_equal(system(cmd), 0);
 }
 
@@ -735,7 +719,7 @@ static int chromium(const char *args, const char *out) {
         "timeout 60 chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage "
         "--no-first-run --user-data-dir=%s/chromium --virtual-time-budget=4000 --window-size=1400,1500 %s "
         "http://127.0.0.1:%u/ > %s 2>%s/chromium.log",
-        dir, args, port, out, dir);
+        paths.dir, args, port, out, paths.dir);
     return system(cmd);
 }
 
@@ -750,8 +734,8 @@ static void dashboard_renders_the_clients_numbers_in_chromium(void **state) {
     scenario();
     run_client(streamer, 1); /* three seconds of samples that move */
     char dom[160], png[200], arg[240];
-    snprintf(dom, sizeof(dom), "%s/dashboard.html", outdir != NULL ? outdir : dir);
-    snprintf(png, sizeof(png), "%s/dashboard.png", outdir != NULL ? outdir : dir);
+    snprintf(dom, sizeof(dom), "%s/dashboard.html", outdir != NULL ? outdir : paths.dir);
+    snprintf(png, sizeof(png), "%s/dashboard.png", outdir != NULL ? outdir : paths.dir);
     assert_int_equal(chromium("--dump-dom", dom), 0);
     char *d = slurp(dom);
     /* The chart exists and carries the series: with 64 devices it stacks by
@@ -824,11 +808,11 @@ static void bad_http_input_never_blocks_the_socket_protocol(void **state) {
         assert_int_equal(send(slow[i], "GET /met", 8, MSG_NOSIGNAL), 8);
     }
     /* Meanwhile a client reports and the socket query answers at once. */
-    double t0 = now_s();
+    double t0 = test_now_s();
     run_client(holder, 1);
     char cmd[512], out[160], want[64], *j = NULL;
-    snprintf(out, sizeof(out), "%s/stats.json", dir);
-    snprintf(cmd, sizeof(cmd), "%s stats --json --socket %s > %s", trackd, sock_path, out);
+    snprintf(out, sizeof(out), "%s/stats.json", paths.dir);
+    snprintf(cmd, sizeof(cmd), "%s stats --json --socket %s > %s", trackd, paths.sock, out);
     snprintf(want, sizeof(want), "\"live_bytes\":%" PRIu64, holder_total());
     for (int i = 0; i < 100 && (j == NULL || strstr(j, want) == NULL); i++) { /* the socket query, not HTTP */
         free(j);
@@ -837,14 +821,14 @@ static void bad_http_input_never_blocks_the_socket_protocol(void **state) {
     }
     assert_non_null(strstr(j, want));
     free(j);
-    assert_true(now_s() - t0 < 5.0); /* generous: the loop never waits on HTTP */
+    assert_true(test_now_s() - t0 < 5.0); /* generous: the loop never waits on HTTP */
     /* Once they go, HTTP serves again (the server notices the closes on its
      * next turn). */
     for (int i = 0; i < 40; i++)
         close(slow[i]);
     int status = 0;
     for (int i = 0; i < 250 && status != 200; i++) {
-        sleep_ms(20);
+        test_sleep_ms(20);
         status = http_get(port, "/metrics", &b);
         free(b);
     }
@@ -871,7 +855,7 @@ static void api_live_is_paged_and_history_answers_an_address(void **state) {
     assert_non_null(strstr(b, "\"allocs\":1,\"frees\":3"));
     free(b);
     /* The timeline: all samples held, or only those after since. */
-    sleep_ms(1100);
+    test_sleep_ms(1100);
     assert_int_equal(http_get(port, "/api/timeline", &b), 200);
     char *t = strstr(b, "\"t\":["), *end = t != NULL ? strchr(t, ']') : NULL;
     assert_non_null(end);
@@ -892,7 +876,7 @@ static void api_live_is_paged_and_history_answers_an_address(void **state) {
     char cmd[512], out[8192];
     for (int json = 1; json >= 0; json--) {
         snprintf(cmd, sizeof(cmd), "%s history 0xdead0000 %s --socket %s", trackd, json ? "--json" : "",
-                 sock_path);
+                 paths.sock);
         FILE *f = popen(cmd, "r");
         assert_non_null(f);
         size_t n = fread(out, 1, sizeof(out) - 1, f);

@@ -34,23 +34,19 @@
 #include "bufhandle/bufhandle.h"
 #include "proc.h"
 #include "rundir.h"
+#include "support/server.h"
 #include "wire.h"
 
 static const char *trackd;
 static double slack = 1; /* time bounds are multiplied by this under valgrind */
-static char dir[64];
-static char sock_path[96], compat_path[96], log_path[96];
+static test_paths paths;
 static pid_t server = -1; /* the bh-trackd of the running test; teardown kills it */
 
 /* ------------------------------------------------------------ helpers */
 
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof(dir), "/tmp/bh-reporter-test-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    snprintf(sock_path, sizeof(sock_path), "%s/trackd.sock", dir);
-    snprintf(compat_path, sizeof(compat_path), "%s/tt.sock", dir);
-    snprintf(log_path, sizeof(log_path), "%s/trackd.log", dir);
+    test_paths_make(&paths, "bh-reporter-test");
     return 0;
 }
 
@@ -62,31 +58,17 @@ static int teardown(void **state) {
         waitpid(server, NULL, 0);
         server = -1;
     }
-    if (getenv("BH_TEST_KEEP") != NULL) {
-        fprintf(stderr, "kept %s\n", dir);
-        return 0;
-    }
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "chmod -R u+rwx %s; rm -rf %s", dir, dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_paths_remove(&paths);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void nap_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
-
-/* Starts bh-trackd on sock_path with a short grace period and the given
+/* Starts bh-trackd on paths.sock with a short grace period and the given
  * options (NULL-terminated list), and waits until path accepts. */
 static void serve(const char *const *opts, const char *path) {
     fflush(NULL);
     server = fork();
     assert_true(server >= 0);
     if (server == 0) {
-        const char *argv[20] = {trackd, "--socket", sock_path, "--log", log_path, "--grace-ms", "300"};
+        const char *argv[20] = {trackd, "--socket", paths.sock, "--log", paths.log, "--grace-ms", "300"};
         int n = 7;
         while (opts != NULL && *opts != NULL && n < 19)
             argv[n++] = *opts++;
@@ -94,28 +76,13 @@ static void serve(const char *const *opts, const char *path) {
         execv(trackd, (char *const *)argv);
         _exit(127);
     }
-    for (int i = 0; i < 500 && !bh_trackd_reachable(path); i++)
-        nap_ms(10);
-    assert_true(bh_trackd_reachable(path));
+    test_wait_accepting(path);
 }
 
 /* totals.KEY or server.KEY from `bh-trackd stats --json`. */
 static uint64_t stat_of(const char *section, const char *key) {
-    char cmd[512], buf[1 << 15];
-    snprintf(cmd, sizeof(cmd), "%s stats --json --socket %s", trackd, sock_path);
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    buf[n] = '\0';
-    assert_int_equal(pclose(f), 0);
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":{", section);
-    const char *p = strstr(buf, pat);
-    assert_non_null(p);
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    p = strstr(p, pat);
-    assert_non_null(p);
-    return strtoull(p + strlen(pat), NULL, 10);
+    char buf[1 << 15];
+    return test_json_u64(test_stats_json(trackd, paths.sock, buf, sizeof(buf)), section, key);
 }
 
 /* Runs fn in a child process with stderr going to the file err (if not
@@ -133,9 +100,7 @@ static int in_child(void (*fn)(void), const char *err) {
         fn();
         _exit(0);
     }
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return test_reap(pid);
 }
 
 /* Lines of file f that contain needle. */
@@ -182,10 +147,10 @@ static void drop_all(bh_registry *reg, bh_handle *h, uint32_t n) {
 /* One alloc + release; returns its latency in seconds. */
 static double pair(bh_registry *reg, uint64_t address) {
     bh_handle h;
-    double t0 = now_s();
+    double t0 = test_now_s();
     if (bh_intern(reg, DOMAIN, address, 64, &h) != BH_OK || bh_release(reg, h) != BH_OK)
         _exit(93);
-    return now_s() - t0;
+    return test_now_s() - t0;
 }
 
 /* A listening Unix socket at path (nobody accepts: connects still succeed
@@ -208,7 +173,7 @@ static void a_private_directory_is_one_of_ours_with_mode_0700(void **state) {
     (void)state;
     unsigned me = (unsigned)geteuid();
     char p[160];
-    snprintf(p, sizeof(p), "%s/d", dir);
+    snprintf(p, sizeof(p), "%s/d", paths.dir);
     assert_int_equal(mkdir(p, 0700), 0);
     assert_int_equal(bh__private_dir_ok(p, me), 0);
     assert_int_equal(chmod(p, 0750), 0);
@@ -218,7 +183,7 @@ static void a_private_directory_is_one_of_ours_with_mode_0700(void **state) {
     assert_int_equal(bh__private_dir_ok(p, me + 1), -1); /* someone else's */
     assert_int_equal(errno, EPERM);
     char link[160];
-    snprintf(link, sizeof(link), "%s/l", dir);
+    snprintf(link, sizeof(link), "%s/l", paths.dir);
     assert_int_equal(symlink(p, link), 0);
     assert_int_equal(bh__private_dir_ok(link, me), -1); /* never through a link */
     assert_int_equal(errno, ENOTDIR);
@@ -227,29 +192,29 @@ static void a_private_directory_is_one_of_ours_with_mode_0700(void **state) {
 static void the_per_user_directory_is_made_private_and_a_planted_one_is_refused(void **state) {
     (void)state;
     char got[256], want[256];
-    snprintf(want, sizeof(want), "%s/bh-trackd-%u", dir, (unsigned)geteuid());
+    snprintf(want, sizeof(want), "%s/bh-trackd-%u", paths.dir, (unsigned)geteuid());
     mode_t old = umask(0);
-    assert_int_equal(bh__user_dir(dir, got, sizeof(got)), 0);
+    assert_int_equal(bh__user_dir(paths.dir, got, sizeof(got)), 0);
     umask(old);
     assert_string_equal(got, want);
     struct stat st;
     assert_int_equal(lstat(want, &st), 0);
     assert_int_equal(st.st_mode & 07777, 0700);
-    assert_int_equal(bh__user_dir(dir, got, sizeof(got)), 0); /* again: exists, fine */
-    assert_int_equal(bh__user_dir(dir, got, 8), -1);
+    assert_int_equal(bh__user_dir(paths.dir, got, sizeof(got)), 0); /* again: exists, fine */
+    assert_int_equal(bh__user_dir(paths.dir, got, 8), -1);
     assert_int_equal(errno, ENAMETOOLONG);
 
     /* Made by someone first with a looser mode: refused, not repaired. */
     assert_int_equal(chmod(want, 0777), 0);
-    assert_int_equal(bh__user_dir(dir, got, sizeof(got)), -1);
+    assert_int_equal(bh__user_dir(paths.dir, got, sizeof(got)), -1);
     assert_int_equal(errno, EPERM);
     assert_int_equal(rmdir(want), 0);
     /* A link planted in its place: refused, and its target untouched. */
     char target[160];
-    snprintf(target, sizeof(target), "%s/elsewhere", dir);
+    snprintf(target, sizeof(target), "%s/elsewhere", paths.dir);
     assert_int_equal(mkdir(target, 0700), 0);
     assert_int_equal(symlink(target, want), 0);
-    assert_int_equal(bh__user_dir(dir, got, sizeof(got)), -1);
+    assert_int_equal(bh__user_dir(paths.dir, got, sizeof(got)), -1);
     assert_int_equal(lstat(want, &st), 0);
     assert_true(S_ISLNK(st.st_mode));
 }
@@ -261,9 +226,9 @@ static void the_default_socket_is_in_xdg_runtime_dir_when_that_is_private(void *
     char keep[256] = "";
     if (saved != NULL)
         snprintf(keep, sizeof(keep), "%s", saved);
-    assert_int_equal(chmod(dir, 0700), 0);
-    setenv("XDG_RUNTIME_DIR", dir, 1);
-    snprintf(want, sizeof(want), "%s/bh-trackd.sock", dir);
+    assert_int_equal(chmod(paths.dir, 0700), 0);
+    setenv("XDG_RUNTIME_DIR", paths.dir, 1);
+    snprintf(want, sizeof(want), "%s/bh-trackd.sock", paths.dir);
     assert_int_equal(bh__default_socket_path(got, sizeof(got)), 0);
     assert_string_equal(got, want);
 
@@ -279,7 +244,7 @@ static void the_default_socket_is_in_xdg_runtime_dir_when_that_is_private(void *
 
     /* Readable by others: not a runtime directory we trust; the per-user
      * directory in /tmp is used instead. */
-    assert_int_equal(chmod(dir, 0755), 0);
+    assert_int_equal(chmod(paths.dir, 0755), 0);
     if (bh__default_socket_path(got, sizeof(got)) == 0) {
         snprintf(want, sizeof(want), "/tmp/bh-trackd-%u/bh-trackd.sock", (unsigned)geteuid());
         assert_string_equal(got, want);
@@ -306,7 +271,7 @@ static pid_t foreign_listener(int *bytes_fd) {
             _exit(2);
         int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", paths.sock);
         if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 16) != 0)
             _exit(3);
         uint32_t got = 0;
@@ -330,7 +295,7 @@ static pid_t foreign_listener(int *bytes_fd) {
 
 static void report_a_little(void) {
     bh_reporter rep;
-    if (bh_socket_reporter_open(sock_path, NULL, &rep) != BH_OK)
+    if (bh_socket_reporter_open(paths.sock, NULL, &rep) != BH_OK)
         _exit(10);
     bh_registry *reg = registry_on(&rep);
     for (int i = 0; i < 100; i++)
@@ -344,11 +309,11 @@ static void a_server_of_another_user_gets_nothing_and_is_named_once(void **state
     (void)state;
     if (geteuid() != 0)
         skip(); /* needs root to run the listener as another user */
-    assert_int_equal(chmod(dir, 0777), 0);
+    assert_int_equal(chmod(paths.dir, 0777), 0);
     int bytes_fd;
     pid_t pid = foreign_listener(&bytes_fd);
     char err[160];
-    snprintf(err, sizeof(err), "%s/stderr", dir);
+    snprintf(err, sizeof(err), "%s/stderr", paths.dir);
     assert_int_equal(in_child(report_a_little, err), 0);
     uint32_t got = 1;
     assert_int_equal(read(bytes_fd, &got, sizeof(got)), (ssize_t)sizeof(got));
@@ -383,7 +348,7 @@ static void forked_child(void) {
     return; /* TSan cannot start threads in the child of a threaded process */
 #endif
     bh_reporter rep;
-    if (bh_socket_reporter_open(sock_path, NULL, &rep) != BH_OK)
+    if (bh_socket_reporter_open(paths.sock, NULL, &rep) != BH_OK)
         _exit(20);
     bh_registry *reg = registry_on(&rep);
     for (int i = 0; i < 200; i++)
@@ -400,20 +365,20 @@ static void forked_child(void) {
 
 static void forked_children_keep_using_the_library(void **state) {
     (void)state;
-    serve(NULL, sock_path);
+    serve(NULL, paths.sock);
     bh_reporter rep, rep2;
-    assert_int_equal(bh_socket_reporter_open(sock_path, NULL, &rep), BH_OK);
-    assert_int_equal(bh_socket_reporter_open(sock_path, NULL, &rep2), BH_OK);
+    assert_int_equal(bh_socket_reporter_open(paths.sock, NULL, &rep), BH_OK);
+    assert_int_equal(bh_socket_reporter_open(paths.sock, NULL, &rep2), BH_OK);
     busy_reg = registry_on(&rep);
     idle_reg = registry_on(&rep2);
     churning = 1;
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, churn_thread, NULL), 0);
-    double t0 = now_s();
+    double t0 = test_now_s();
     int status[20];
     for (int i = 0; i < 20; i++) /* each child is bounded by its alarm */
         status[i] = in_child(forked_child, NULL);
-    double took = now_s() - t0;
+    double took = test_now_s() - t0;
     churning = 0;
     pthread_join(t, NULL);
     for (int i = 0; i < 20; i++)
@@ -427,8 +392,8 @@ static void forked_children_keep_using_the_library(void **state) {
     /* Each child reported on a connection of its own (the parent's was never
      * written by a child): nothing unknown, nothing left, nothing leaked. */
     for (int i = 0; i < 250 && stat_of("totals", "live") != 0; i++)
-        nap_ms(20);
-    nap_ms(400); /* past --grace-ms */
+        test_sleep_ms(20);
+    test_sleep_ms(400); /* past --grace-ms */
     assert_int_equal(stat_of("totals", "live"), 0);
     assert_int_equal(stat_of("totals", "unknown_frees"), 0);
     assert_int_equal(stat_of("totals", "leaks"), 0);
@@ -442,10 +407,10 @@ static void forked_children_keep_using_the_library(void **state) {
 static void the_application_thread_stays_fast_while_resyncs_happen(void **state) {
     (void)state;
     uint32_t live = slack > 1 ? 20000 : 300000;
-    serve(NULL, sock_path);
+    serve(NULL, paths.sock);
     bh_reporter rep;
     bh_socket_options opt = {.queue_capacity = 256, .max_block_us = 0, .send_timeout_ms = 200};
-    assert_int_equal(bh_socket_reporter_open(sock_path, &opt, &rep), BH_OK);
+    assert_int_equal(bh_socket_reporter_open(paths.sock, &opt, &rep), BH_OK);
     bh_registry *reg = registry_on(&rep);
     bh_handle *h = calloc(live, sizeof(*h));
     assert_non_null(h);
@@ -453,10 +418,10 @@ static void the_application_thread_stays_fast_while_resyncs_happen(void **state)
     /* Churn for 3 s; the server stops for 0.4 s in the middle (sends stall,
      * the connection is dropped and made again: a resync of the whole live
      * set), and the small ring overflows whenever the sender falls behind. */
-    double worst = 0, t0 = now_s(), end = t0 + 3;
+    double worst = 0, t0 = test_now_s(), end = t0 + 3;
     int stopped = 0, resumed = 0;
     uint64_t pairs = 0, preempted = 0;
-    for (double now = t0; now < end; now = now_s()) {
+    for (double now = t0; now < end; now = test_now_s()) {
         if (!stopped && now > t0 + 0.5)
             stopped = kill(server, SIGSTOP) == 0;
         if (!resumed && now > t0 + 0.9)
@@ -488,7 +453,7 @@ static void the_application_thread_stays_fast_while_resyncs_happen(void **state)
     drop_all(reg, h, live);
     assert_int_equal(bh_socket_reporter_flush(&rep, (uint32_t)(10000 * slack)), BH_OK);
     for (int i = 0; i < 250 && stat_of("totals", "live") != 0; i++)
-        nap_ms(20);
+        test_sleep_ms(20);
     assert_int_equal(stat_of("totals", "live"), 0);
     assert_int_equal(stat_of("totals", "unknown_frees"), 0);
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
@@ -514,7 +479,7 @@ static void *slow_reader(void *arg) {
             close(fd);
             fd = -1;
         }
-        nap_ms(50);
+        test_sleep_ms(50);
     }
     if (fd >= 0)
         close(fd);
@@ -524,21 +489,21 @@ static void *slow_reader(void *arg) {
 static void close_is_bounded_by_the_flush_timeout_against_a_slow_server(void **state) {
     (void)state;
     uint32_t live = slack > 1 ? 20000 : 200000;
-    int lfd = listen_at(sock_path);
+    int lfd = listen_at(paths.sock);
     slow_serving = 1;
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, slow_reader, &lfd), 0);
     bh_reporter rep;
     bh_socket_options opt = {.queue_capacity = 1024, .flush_timeout_ms = 300};
-    assert_int_equal(bh_socket_reporter_open(sock_path, &opt, &rep), BH_OK);
+    assert_int_equal(bh_socket_reporter_open(paths.sock, &opt, &rep), BH_OK);
     for (uint64_t i = 1; i <= live; i++) {
         bh_event ev = {BH_EVENT_ALLOC, DOMAIN, i * 4096, 4096, i};
         rep.report(rep.ctx, &ev);
     }
-    nap_ms(300); /* the ring overflowed: the sender is resyncing into the slow socket */
-    double t0 = now_s();
+    test_sleep_ms(300); /* the ring overflowed: the sender is resyncing into the slow socket */
+    double t0 = test_now_s();
     bh_socket_reporter_close(&rep);
-    double took = now_s() - t0;
+    double took = test_now_s() - t0;
     print_message("close with %u live against a slow server: %.3f s (flush timeout 0.3 s)\n", live, took);
     assert_true(took < (0.3 + 0.5) * slack);
     slow_serving = 0;
@@ -551,12 +516,12 @@ static void close_is_bounded_by_the_flush_timeout_against_a_slow_server(void **s
 static void over_the_limit_then_free_everything(void) {
     bh_reporter rep;
     bh_socket_options opt = {.send_timeout_ms = 200};
-    if (bh_socket_reporter_open(sock_path, &opt, &rep) != BH_OK)
+    if (bh_socket_reporter_open(paths.sock, &opt, &rep) != BH_OK)
         _exit(30);
     bh_registry *reg = registry_on(&rep);
     static bh_handle h[1000];
     hold(reg, h, 1000, 1u << 20);
-    nap_ms(800); /* held over the limit for a while */
+    test_sleep_ms(800); /* held over the limit for a while */
     drop_all(reg, h, 1000);
     (void)bh_socket_reporter_flush(&rep, 1000);
     if (bh_registry_destroy(reg) != BH_OK)
@@ -567,11 +532,11 @@ static void over_the_limit_then_free_everything(void) {
 static void a_refused_process_backs_off_and_leaves_no_false_leaks(void **state) {
     (void)state;
     const char *opts[] = {"--max-live-per-client", "100", NULL};
-    serve(opts, sock_path);
+    serve(opts, paths.sock);
     char err[160];
-    snprintf(err, sizeof(err), "%s/stderr", dir);
+    snprintf(err, sizeof(err), "%s/stderr", paths.dir);
     assert_int_equal(in_child(over_the_limit_then_free_everything, err), 0);
-    nap_ms(600); /* past --grace-ms: what the server still holds is a leak now */
+    test_sleep_ms(600); /* past --grace-ms: what the server still holds is a leak now */
     uint64_t leaks = stat_of("totals", "leaks"), cuts = stat_of("server", "limit_disconnects");
     print_message("refused client: %llu leaks, %llu limit disconnects\n", (unsigned long long)leaks,
                   (unsigned long long)cuts);
@@ -584,10 +549,10 @@ static void a_refused_process_backs_off_and_leaves_no_false_leaks(void **state) 
 
 static void tt_records_carry_the_device_and_the_memory_kind(void **state) {
     (void)state;
-    int lfd = listen_at(compat_path);
+    int lfd = listen_at(paths.compat);
     bh_reporter rep;
     bh_socket_options opt = {.flags = BH_SOCKET_COMPAT_TT};
-    assert_int_equal(bh_socket_reporter_open(compat_path, &opt, &rep), BH_OK);
+    assert_int_equal(bh_socket_reporter_open(paths.compat, &opt, &rep), BH_OK);
     int fd = accept(lfd, NULL, NULL);
     assert_true(fd >= 0);
     bh_event evs[] = {{BH_EVENT_ALLOC, BH_DOMAIN(3, BH_MEM_L1), 0x5000, 100, 1},
@@ -623,7 +588,7 @@ static void tt_client_through_a_loss(void) {
     bh_reporter rep;
     bh_socket_options opt = {
         .flags = BH_SOCKET_COMPAT_TT, .queue_capacity = 64, .max_block_us = 0, .send_timeout_ms = 100};
-    if (bh_socket_reporter_open(compat_path, &opt, &rep) != BH_OK)
+    if (bh_socket_reporter_open(paths.compat, &opt, &rep) != BH_OK)
         _exit(40);
     bh_registry *reg = registry_on(&rep);
     bh_handle h[60];
@@ -633,8 +598,8 @@ static void tt_client_through_a_loss(void) {
         _exit(41);
     if (write(tt_ready[1], "r", 1) != 1)
         _exit(42);
-    double t0 = now_s();
-    for (uint64_t i = 0; now_s() < t0 + 1.0; i++) {
+    double t0 = test_now_s();
+    for (uint64_t i = 0; test_now_s() < t0 + 1.0; i++) {
         (void)pair(reg, 0x10000 + (i % 512) * 64);
         if (i == 2000) {
             drop_all(reg, h, 20);
@@ -647,7 +612,7 @@ static void tt_client_through_a_loss(void) {
         bh_socket_reporter_stats(&rep, &rs);
         if (bh_socket_reporter_flush(&rep, 100) == BH_OK)
             break;
-        nap_ms(10);
+        test_sleep_ms(10);
     }
     if (rs.dropped == 0 || rs.resyncs == 0)
         _exit(43); /* the loss this test is about did not happen */
@@ -659,8 +624,8 @@ static void tt_client_through_a_loss(void) {
 
 static void a_tt_server_sees_no_duplicate_unknown_free_or_false_leak_after_a_loss(void **state) {
     (void)state;
-    const char *opts[] = {"--compat-tt", "--compat-socket", compat_path, NULL};
-    serve(opts, compat_path);
+    const char *opts[] = {"--compat-tt", "--compat-socket", paths.compat, NULL};
+    serve(opts, paths.compat);
     assert_int_equal(pipe(tt_ready), 0);
     fflush(NULL);
     pid_t child = fork();
@@ -676,15 +641,15 @@ static void a_tt_server_sees_no_duplicate_unknown_free_or_false_leak_after_a_los
     if (got != 1)
         waitpid(child, NULL, 0);
     assert_int_equal(got, 1);
-    nap_ms(100);
+    test_sleep_ms(100);
     kill(server, SIGSTOP);
-    nap_ms(400);
+    test_sleep_ms(400);
     kill(server, SIGCONT);
     int status;
     assert_int_equal(waitpid(child, &status, 0), child);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
-    nap_ms(600); /* past --grace-ms */
+    test_sleep_ms(600); /* past --grace-ms */
     uint64_t dup = stat_of("totals", "duplicate_allocs"), unknown = stat_of("totals", "unknown_frees"),
              leaks = stat_of("totals", "leaks");
     print_message("TT after a loss: %llu duplicate ALLOCs, %llu unknown FREEs, %llu leaks\n",
@@ -712,9 +677,9 @@ static void tracked_by_environment_without_a_server(void) {
 static void an_unreachable_server_named_by_the_environment_is_said_once(void **state) {
     (void)state;
     char err[160], out[160], none[160];
-    snprintf(err, sizeof(err), "%s/stderr", dir);
-    snprintf(out, sizeof(out), "%s/stdout", dir);
-    snprintf(none, sizeof(none), "%s/nobody.sock", dir);
+    snprintf(err, sizeof(err), "%s/stderr", paths.dir);
+    snprintf(out, sizeof(out), "%s/stdout", paths.dir);
+    snprintf(none, sizeof(none), "%s/nobody.sock", paths.dir);
     int saved = dup(1);
     int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     dup2(fd, 1); /* the child's stdout: must stay empty */

@@ -28,27 +28,19 @@
 #include "bufhandle/bufhandle.h"
 #include "proc.h"
 #include "simdev.h"
+#include "support/server.h"
 #include "wire.h"
 
 static const char *trackd;
 static double slack = 1; /* latency bounds are multiplied by this under valgrind */
 static pid_t servers[8]; /* started by this test; teardown kills what is left */
 static int nservers;
-static char dir[64];
-static char sock_path[96], compat_path[96], summary_path[96];
+static test_paths paths;
 
 /* ------------------------------------------------------------ helpers */
 
 static int raw_connect(const char *path);
 static size_t read_all(int fd, uint8_t *buf, size_t cap);
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
 
 /* Starts bh-trackd with extra arguments (NULL-terminated, or NULL); returns
  * its pid once it accepts. */
@@ -56,10 +48,8 @@ static pid_t start_server(const char *const *extra) {
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        char log[160];
-        snprintf(log, sizeof(log), "%s/trackd.log", dir);
-        const char *argv[16] = {trackd,       "--socket", sock_path, "--summary", summary_path,
-                                "--grace-ms", "300",      "--log",   log};
+        const char *argv[16] = {trackd,       "--socket", paths.sock, "--summary", paths.summary,
+                                "--grace-ms", "300",      "--log",    paths.log};
         int n = 9;
         for (int i = 0; extra != NULL && extra[i] != NULL && n < 15; i++)
             argv[n++] = extra[i];
@@ -69,9 +59,7 @@ static pid_t start_server(const char *const *extra) {
     }
     if (nservers < 8)
         servers[nservers++] = pid;
-    for (int i = 0; i < 500 && !bh_trackd_reachable(sock_path); i++)
-        sleep_ms(10);
-    assert_true(bh_trackd_reachable(sock_path));
+    test_wait_accepting(paths.sock);
     return pid;
 }
 
@@ -85,59 +73,24 @@ static int stop_server(pid_t pid, int sig) {
 /* `bh-trackd stats --json`, into a static buffer. */
 static const char *stats_json(void) {
     static char buf[1 << 16];
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "%s stats --json --socket %s", trackd, sock_path);
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    buf[n] = '\0';
-    assert_int_equal(pclose(f), 0);
-    return buf;
-}
-
-/* The number after "key": in the object named section ("totals" or "server"). */
-static uint64_t jget(const char *json, const char *section, const char *key) {
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":{", section);
-    const char *p = strstr(json, pat);
-    assert_non_null(p);
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    p = strstr(p, pat);
-    assert_non_null(p);
-    return strtoull(p + strlen(pat), NULL, 10);
+    return test_stats_json(trackd, paths.sock, buf, sizeof(buf));
 }
 
 /* Polls the server until totals.key == want (or 5 s pass); returns the value seen. */
 static uint64_t wait_total(const char *key, uint64_t want) {
     uint64_t v = 0;
     for (int i = 0; i < 250; i++) {
-        v = jget(stats_json(), "totals", key);
+        v = test_json_u64(stats_json(), "totals", key);
         if (v == want)
             break;
-        sleep_ms(20);
+        test_sleep_ms(20);
     }
     return v;
 }
 
-static int run_child(void (*fn)(void)) {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        fn();
-        _exit(0);
-    }
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof(dir), "/tmp/bh-trackd-test-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    snprintf(sock_path, sizeof(sock_path), "%s/trackd.sock", dir);
-    snprintf(compat_path, sizeof(compat_path), "%s/tt.sock", dir);
-    snprintf(summary_path, sizeof(summary_path), "%s/summary.json", dir);
+    test_paths_make(&paths, "bh-trackd-test");
     return 0;
 }
 
@@ -148,13 +101,7 @@ static int teardown(void **state) {
             waitpid(servers[i], NULL, 0);
     }
     nservers = 0;
-    char cmd[128];
-    if (getenv("BH_TEST_KEEP") == NULL) {
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-        return system(cmd) == 0 ? 0 : -1;
-    }
-    fprintf(stderr, "kept %s\n", dir);
-    return 0;
+    return test_paths_remove(&paths);
 }
 
 /* ------------------------------------------------------------ clients */
@@ -172,7 +119,7 @@ static bh_sim *make_sim(void) {
 /* The three-aliases scenario through the library, tracking from the
  * environment (BH_TRACK_SOCKET), released in all six orders, then reused. */
 static void handles_client(void) {
-    setenv("BH_TRACK_SOCKET", sock_path, 1);
+    setenv("BH_TRACK_SOCKET", paths.sock, 1);
     bh_sim *sim = make_sim();
     bh_config cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -210,7 +157,7 @@ static void handles_client(void) {
  * the three reports FREE. One allocation is never freed. */
 static void naive_client(void) {
     bh_reporter rep;
-    if (bh_socket_reporter_open(sock_path, NULL, &rep) != BH_OK)
+    if (bh_socket_reporter_open(paths.sock, NULL, &rep) != BH_OK)
         _exit(20);
     uint64_t seq = 0;
     for (int o = 0; o < 6; o++) {
@@ -233,7 +180,7 @@ static void naive_client(void) {
 /* Two registries of one process, tracking from the environment: one
  * connection, two streams. */
 static void two_registries_client(void) {
-    setenv("BH_TRACK_SOCKET", sock_path, 1);
+    setenv("BH_TRACK_SOCKET", paths.sock, 1);
     bh_sim *sim = make_sim();
     bh_config cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -261,7 +208,7 @@ static bh_registry *exiting_reg;
 static bh_handle exiting_kept;
 
 static void exits_without_destroying_its_registry(void) {
-    setenv("BH_TRACK_SOCKET", sock_path, 1);
+    setenv("BH_TRACK_SOCKET", paths.sock, 1);
     exiting_sim = make_sim();
     bh_config cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -280,65 +227,65 @@ static void exits_without_destroying_its_registry(void) {
 static void handle_client_leaves_no_unknown_free_no_duplicate_and_no_leak(void **state) {
     (void)state;
     pid_t srv = start_server(NULL);
-    assert_int_equal(run_child(handles_client), 0);
+    assert_int_equal(test_reap(test_fork(handles_client)), 0);
     assert_int_equal(wait_total("frees", 7), 7);
-    sleep_ms(400); /* past --grace-ms: a leak would show now */
+    test_sleep_ms(400); /* past --grace-ms: a leak would show now */
     const char *j = stats_json();
-    assert_int_equal(jget(j, "totals", "allocs"), 7);
-    assert_int_equal(jget(j, "totals", "unknown_frees"), 0);
-    assert_int_equal(jget(j, "totals", "duplicate_allocs"), 0);
-    assert_int_equal(jget(j, "totals", "leaks"), 0);
-    assert_int_equal(jget(j, "totals", "live"), 0);
+    assert_int_equal(test_json_u64(j, "totals", "allocs"), 7);
+    assert_int_equal(test_json_u64(j, "totals", "unknown_frees"), 0);
+    assert_int_equal(test_json_u64(j, "totals", "duplicate_allocs"), 0);
+    assert_int_equal(test_json_u64(j, "totals", "leaks"), 0);
+    assert_int_equal(test_json_u64(j, "totals", "live"), 0);
     int status = stop_server(srv, SIGTERM);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     /* SIGTERM wrote the summary and removed the socket. */
-    FILE *f = fopen(summary_path, "r");
+    FILE *f = fopen(paths.summary, "r");
     assert_non_null(f);
     char buf[4096];
     size_t n = fread(buf, 1, sizeof(buf) - 1, f);
     buf[n] = '\0';
     fclose(f);
-    assert_int_equal(jget(buf, "totals", "frees"), 7);
-    assert_int_equal(access(sock_path, F_OK), -1);
+    assert_int_equal(test_json_u64(buf, "totals", "frees"), 7);
+    assert_int_equal(access(paths.sock, F_OK), -1);
 }
 
 static void naive_client_is_flagged_for_unknown_frees_duplicates_and_leaks(void **state) {
     (void)state;
     pid_t srv = start_server(NULL);
-    assert_int_equal(run_child(naive_client), 0);
+    assert_int_equal(test_reap(test_fork(naive_client)), 0);
     assert_int_equal(wait_total("leaks", 1), 1);
     const char *j = stats_json();
-    assert_int_equal(jget(j, "totals", "allocs"), 13);
-    assert_int_equal(jget(j, "totals", "frees"), 18);
-    assert_int_equal(jget(j, "totals", "unknown_frees"), 12);
-    assert_int_equal(jget(j, "totals", "duplicate_allocs"), 6);
-    assert_int_equal(jget(j, "totals", "leaked_bytes"), 4096);
+    assert_int_equal(test_json_u64(j, "totals", "allocs"), 13);
+    assert_int_equal(test_json_u64(j, "totals", "frees"), 18);
+    assert_int_equal(test_json_u64(j, "totals", "unknown_frees"), 12);
+    assert_int_equal(test_json_u64(j, "totals", "duplicate_allocs"), 6);
+    assert_int_equal(test_json_u64(j, "totals", "leaked_bytes"), 4096);
     stop_server(srv, SIGTERM);
 }
 
 static void events_still_queued_at_exit_reach_the_server(void **state) {
     (void)state;
     pid_t srv = start_server(NULL);
-    assert_int_equal(run_child(exits_without_destroying_its_registry), 0);
+    assert_int_equal(test_reap(test_fork(exits_without_destroying_its_registry)), 0);
     assert_int_equal(wait_total("leaks", 1), 1);
     const char *j = stats_json();
-    assert_int_equal(jget(j, "totals", "allocs"), 2);
-    assert_int_equal(jget(j, "totals", "frees"), 1);
-    assert_int_equal(jget(j, "totals", "leaked_bytes"), 4096);
-    assert_int_equal(jget(j, "totals", "unknown_frees"), 0);
+    assert_int_equal(test_json_u64(j, "totals", "allocs"), 2);
+    assert_int_equal(test_json_u64(j, "totals", "frees"), 1);
+    assert_int_equal(test_json_u64(j, "totals", "leaked_bytes"), 4096);
+    assert_int_equal(test_json_u64(j, "totals", "unknown_frees"), 0);
     stop_server(srv, SIGTERM);
 }
 
 static void registries_of_one_process_share_one_connection(void **state) {
     (void)state;
     pid_t srv = start_server(NULL);
-    assert_int_equal(run_child(two_registries_client), 0);
+    assert_int_equal(test_reap(test_fork(two_registries_client)), 0);
     assert_int_equal(wait_total("frees", 2), 2);
     const char *j = stats_json();
-    assert_int_equal(jget(j, "server", "reporter_connections"), 1);
+    assert_int_equal(test_json_u64(j, "server", "reporter_connections"), 1);
     assert_non_null(strstr(j, "\"stream\":1"));
     assert_non_null(strstr(j, "\"stream\":2"));
-    assert_int_equal(jget(j, "totals", "unknown_frees"), 0);
+    assert_int_equal(test_json_u64(j, "totals", "unknown_frees"), 0);
     stop_server(srv, SIGTERM);
 }
 
@@ -346,7 +293,7 @@ static void a_client_over_its_live_limit_is_cut_off_and_the_server_goes_on(void 
     (void)state;
     const char *extra[] = {"--max-live-per-client", "3", NULL};
     pid_t srv = start_server(extra);
-    int fd = raw_connect(sock_path);
+    int fd = raw_connect(paths.sock);
     uint8_t buf[BH_WIRE_HEADER + 14 + 5 * (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN)];
     size_t n = bh_wire_header(buf, BH_WIRE_HELLO, 14);
     bh_put32(buf + n, (uint32_t)getpid());
@@ -365,7 +312,7 @@ static void a_client_over_its_live_limit_is_cut_off_and_the_server_goes_on(void 
     assert_int_equal((int32_t)bh_get32(reply + BH_WIRE_HEADER), BH_ENOMEM);
     close(fd);
     const char *j = stats_json();
-    assert_int_equal(jget(j, "server", "limit_disconnects"), 1);
+    assert_int_equal(test_json_u64(j, "server", "limit_disconnects"), 1);
     stop_server(srv, SIGTERM);
 }
 
@@ -378,7 +325,7 @@ static int foreign_peer_is_closed(void) {
             _exit(2);
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", paths.sock);
         if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
             _exit(3);
         struct timeval tv = {1, 0};
@@ -399,22 +346,22 @@ static void peers_of_other_users_are_rejected_unless_allowed(void **state) {
         skip(); /* needs root to act as another user */
     pid_t srv = start_server(NULL);
     /* Open the file itself, so that only the server's own check is left. */
-    assert_int_equal(chmod(sock_path, 0666), 0);
-    assert_int_equal(chmod(dir, 0755), 0);
+    assert_int_equal(chmod(paths.sock, 0666), 0);
+    assert_int_equal(chmod(paths.dir, 0755), 0);
     assert_int_equal(foreign_peer_is_closed(), 1);
-    assert_int_equal(jget(stats_json(), "server", "rejected_peers"), 1);
+    assert_int_equal(test_json_u64(stats_json(), "server", "rejected_peers"), 1);
     stop_server(srv, SIGTERM);
 
     const char *allow[] = {"--allow-uid", "65534", NULL};
     srv = start_server(allow);
-    assert_int_equal(chmod(sock_path, 0666), 0);
+    assert_int_equal(chmod(paths.sock, 0666), 0);
     assert_int_equal(foreign_peer_is_closed(), 0); /* accepted: waits for its HELLO */
-    assert_int_equal(jget(stats_json(), "server", "rejected_peers"), 0);
+    assert_int_equal(test_json_u64(stats_json(), "server", "rejected_peers"), 0);
     stop_server(srv, SIGTERM);
 }
 
 static bh_registry *tracked_registry(bh_sim *sim, bh_reporter *rep, const bh_socket_options *opt) {
-    assert_int_equal(bh_socket_reporter_open(sock_path, opt, rep), BH_OK);
+    assert_int_equal(bh_socket_reporter_open(paths.sock, opt, rep), BH_OK);
     bh_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.allocator = bh_sim_allocator(sim);
@@ -430,10 +377,10 @@ static double churn(bh_registry *reg, int pairs) {
     double worst = 0;
     for (int i = 0; i < pairs; i++) {
         bh_handle h;
-        double t0 = now_s();
+        double t0 = test_now_s();
         assert_int_equal(bh_alloc(reg, bh_sim_domain(1, BH_SIM_L1), 64, &h), BH_OK);
         assert_int_equal(bh_release(reg, h), BH_OK);
-        double dt = now_s() - t0;
+        double dt = test_now_s() - t0;
         if (dt > worst)
             worst = dt;
     }
@@ -470,7 +417,7 @@ static void server_killed_and_restarted_gets_the_live_set_back_by_resync(void **
         assert_int_equal(bh_socket_reporter_stats(&rep, &rs), BH_OK);
         if (rs.connects >= 2 && rs.resyncs >= 1)
             break;
-        sleep_ms(10);
+        test_sleep_ms(10);
     }
     assert_true(rs.connects >= 2 && rs.resyncs >= 1);
     assert_int_equal(wait_total("live", 8), 8); /* the resync made the view right */
@@ -479,10 +426,10 @@ static void server_killed_and_restarted_gets_the_live_set_back_by_resync(void **
     assert_int_equal(bh_socket_reporter_flush(&rep, 2000), BH_OK);
     assert_int_equal(wait_total("live", 0), 0);
     const char *j = stats_json();
-    assert_int_equal(jget(j, "totals", "frees"), 8);
-    assert_int_equal(jget(j, "totals", "unknown_frees"), 0);
-    assert_int_equal(jget(j, "totals", "duplicate_allocs"), 0);
-    assert_true(jget(j, "server", "resyncs") >= 1);
+    assert_int_equal(test_json_u64(j, "totals", "frees"), 8);
+    assert_int_equal(test_json_u64(j, "totals", "unknown_frees"), 0);
+    assert_int_equal(test_json_u64(j, "totals", "duplicate_allocs"), 0);
+    assert_true(test_json_u64(j, "server", "resyncs") >= 1);
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
     bh_socket_reporter_close(&rep);
     bh_sim_destroy(sim);
@@ -493,7 +440,7 @@ static void no_server_costs_nothing_but_counted_drops(void **state) {
     (void)state;
     bh_sim *sim = make_sim();
     bh_reporter rep;
-    bh_registry *reg = tracked_registry(sim, &rep, NULL); /* nobody listens on sock_path */
+    bh_registry *reg = tracked_registry(sim, &rep, NULL); /* nobody listens on paths.sock */
     double worst = churn(reg, 20000);
     bh_stats st;
     assert_int_equal(bh_stats_get(reg, &st), BH_OK);
@@ -511,7 +458,7 @@ static void slow_server_does_not_stall_the_application(void **state) {
      * buffer and stall. */
     int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", paths.sock);
     assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     assert_int_equal(listen(lfd, 4), 0);
     bh_sim *sim = make_sim();
@@ -519,9 +466,9 @@ static void slow_server_does_not_stall_the_application(void **state) {
     bh_socket_options opt = {
         .queue_capacity = 1024, .max_block_us = 500, .send_timeout_ms = 100, .flush_timeout_ms = 100};
     bh_registry *reg = tracked_registry(sim, &rep, &opt);
-    double t0 = now_s();
+    double t0 = test_now_s();
     double worst = churn(reg, 100000);
-    double avg_us = (now_s() - t0) / 200000 * 1e6;
+    double avg_us = (test_now_s() - t0) / 200000 * 1e6;
     bh_stats st;
     assert_int_equal(bh_stats_get(reg, &st), BH_OK);
     print_message("slow server: worst call %.3f ms, average %.2f us per call, %llu of %llu reports dropped\n",
@@ -533,16 +480,14 @@ static void slow_server_does_not_stall_the_application(void **state) {
     bh_socket_reporter_close(&rep);
     bh_sim_destroy(sim);
     close(lfd);
-    unlink(sock_path);
+    unlink(paths.sock);
 }
 
 /* ------------------------------------------------------------ server hygiene */
 
 static int raw_connect(const char *path) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    int fd = bh_unix_connect(path);
+    assert_true(fd >= 0);
     struct timeval tv = {2, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     return fd;
@@ -561,7 +506,7 @@ static void malformed_frames_disconnect_only_their_client(void **state) {
     (void)state;
     pid_t srv = start_server(NULL);
     struct stat st;
-    assert_int_equal(stat(sock_path, &st), 0);
+    assert_int_equal(stat(paths.sock, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
 
     const uint8_t bad_magic[12] = {'N', 'O', 'P', 'E', 1, 0, 1, 0, 0, 0, 0, 0};
@@ -572,7 +517,7 @@ static void malformed_frames_disconnect_only_their_client(void **state) {
     const uint8_t *cases[] = {bad_magic, too_long, no_hello};
     const size_t sizes[] = {sizeof(bad_magic), sizeof(too_long), sizeof(no_hello)};
     for (int i = 0; i < 3; i++) {
-        int fd = raw_connect(sock_path);
+        int fd = raw_connect(paths.sock);
         assert_int_equal(send(fd, cases[i], sizes[i], MSG_NOSIGNAL), (ssize_t)sizes[i]);
         uint8_t reply[512];
         size_t n = read_all(fd, reply, sizeof(reply));
@@ -583,33 +528,32 @@ static void malformed_frames_disconnect_only_their_client(void **state) {
         close(fd);
     }
     const char *j = stats_json(); /* and it still serves everyone else */
-    assert_int_equal(jget(j, "server", "malformed"), 3);
-    assert_int_equal(jget(j, "totals", "allocs"), 0);
+    assert_int_equal(test_json_u64(j, "server", "malformed"), 3);
+    assert_int_equal(test_json_u64(j, "totals", "allocs"), 0);
 
     /* A second server does not steal a live socket. */
     pid_t second = fork();
     if (second == 0) {
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 2);
-        execl(trackd, trackd, "--socket", sock_path, (char *)NULL);
+        execl(trackd, trackd, "--socket", paths.sock, (char *)NULL);
         _exit(127);
     }
     int status;
     waitpid(second, &status, 0);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
-    assert_true(bh_trackd_reachable(sock_path));
+    assert_true(bh_trackd_reachable(paths.sock));
     stop_server(srv, SIGTERM);
 }
 
 static void compat_records_are_tracked_and_answered(void **state) {
     (void)state;
-    const char *extra[] = {"--compat-tt", "--compat-socket", compat_path, NULL};
+    const char *extra[] = {"--compat-tt", "--compat-socket", paths.compat, NULL};
     pid_t pid = start_server(extra);
     /* The server binds the compat socket after the native one it was
      * waited on for. */
-    for (int i = 0; i < 500 && !bh_trackd_reachable(compat_path); i++)
-        sleep_ms(10);
-    int fd = raw_connect(compat_path);
+    test_wait_accepting(paths.compat);
+    int fd = raw_connect(paths.compat);
     uint8_t rec[3][BH_TT_RECORD];
     /* ALLOC DRAM 4096 at 0x1000 and L1 100 at 0x2000 on device 0, as the TT client sends them. */
     bh_tt_record(rec[0], BH_TT_ALLOC, 0, 4096, 0, (int32_t)getpid(), 0x1000, 123456789);
@@ -634,7 +578,7 @@ static void compat_records_are_tracked_and_answered(void **state) {
     /* A stream that is neither 72- nor 112-byte records (garbage where the
      * next 72-byte header or the 112-byte device-info fields would be) is
      * rejected before any of it counts; the others go on. */
-    int bad = raw_connect(compat_path);
+    int bad = raw_connect(paths.compat);
     uint8_t grown[200];
     memset(grown, 0, sizeof(grown));
     grown[0] = grown[100] = BH_TT_ALLOC;
@@ -650,9 +594,9 @@ static void compat_records_are_tracked_and_answered(void **state) {
     assert_int_equal(recv(fd, resp, sizeof(resp), MSG_WAITALL), BH_TT_RECORD);
     assert_int_equal(bh_get64(resp + 48), 100);
     const char *j = stats_json();
-    assert_int_equal(jget(j, "totals", "unknown_frees"), 1);
-    assert_int_equal(jget(j, "server", "malformed"), 1);
-    assert_int_equal(jget(j, "server", "compat_records"), 3 + 3 + 1);
+    assert_int_equal(test_json_u64(j, "totals", "unknown_frees"), 1);
+    assert_int_equal(test_json_u64(j, "server", "malformed"), 1);
+    assert_int_equal(test_json_u64(j, "server", "compat_records"), 3 + 3 + 1);
     close(fd);
     stop_server(pid, SIGTERM);
 }
