@@ -1243,11 +1243,7 @@ static int run_cli(const char *const *args, double secs, double *took) {
  * the 1 MiB frame limit. */
 static void query_commands_are_bounded_and_paths_checked(void **state) {
     (void)state;
-    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", paths.sock);
-    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(lfd, 4), 0);
+    int lfd = test_unix_listen(paths.sock, 4);
     double took;
     const char *silent[] = {trackd, "stats", "--socket", paths.sock, "--timeout-ms", "500", NULL};
     int rc = run_cli(silent, 5, &took);

@@ -48,14 +48,19 @@ static void fa_free(void *ctx, uint32_t device, uint64_t address, uint64_t size)
     ((fixed_alloc *)ctx)->frees++;
 }
 
-static bh_registry *make(fixed_alloc *a, uint32_t flags) {
+/* A registry on this allocator, deaf to the environment. */
+static bh_registry *registry_with(bh_allocator allocator, uint32_t flags) {
     bh_config cfg;
     memset(&cfg, 0, sizeof(cfg));
-    cfg.allocator = (bh_allocator){fa_alloc, fa_free, a};
+    cfg.allocator = allocator;
     cfg.flags = BH_CONFIG_NO_ENV | flags;
     bh_registry *reg = NULL;
     assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
     return reg;
+}
+
+static bh_registry *make(fixed_alloc *a, uint32_t flags) {
+    return registry_with((bh_allocator){fa_alloc, fa_free, a}, flags);
 }
 
 /* ======================== Foreign debug tokens ======================== */
@@ -110,24 +115,17 @@ static void a_foreign_token_never_names_a_token_of_another_registry(void **state
  * registry, as another thread could at that instant: X is dying, its free
  * has started, its key is still linked. */
 typedef struct dying_probe {
+    fixed_alloc fa; /* first: fa_alloc answers fa.address; dp_free counts fa.frees */
     bh_registry *reg;
-    uint64_t next_alloc; /* what the allocator answers */
-    int frees, probed;
+    int probed;
     bh_status intern_interior, intern_exact, containing, adopt_interior, alloc_interior;
     bh_handle adopted, allocated;
 } dying_probe;
 
-static int dp_alloc(void *ctx, uint32_t device, uint64_t size, uint64_t *address) {
-    (void)device;
-    (void)size;
-    *address = ((dying_probe *)ctx)->next_alloc;
-    return 0;
-}
-
 static void dp_free(void *ctx, uint32_t device, uint64_t address, uint64_t size) {
     (void)size;
     dying_probe *p = ctx;
-    p->frees++;
+    p->fa.frees++;
     if (address != 0x10000 || p->probed++)
         return;
     bh_handle h;
@@ -139,7 +137,7 @@ static void dp_free(void *ctx, uint32_t device, uint64_t address, uint64_t size)
     /* The allocator may hand X's memory out from here on (bh_alloc), and a
      * caller that got it may adopt it: neither is a conflict. */
     p->adopt_interior = bh_adopt(p->reg, device, 0x10800, 0x100, &p->adopted);
-    p->next_alloc = 0x10400;
+    p->fa.address = 0x10400;
     p->alloc_interior = bh_alloc(p->reg, device, 0x100, &p->allocated);
 }
 
@@ -152,12 +150,8 @@ static void an_interior_intern_meets_a_dying_allocation_until_its_free_returned(
     (void)state;
     dying_probe p;
     memset(&p, 0, sizeof(p));
-    p.next_alloc = 0x10000;
-    bh_config cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.allocator = (bh_allocator){dp_alloc, dp_free, &p};
-    cfg.flags = BH_CONFIG_NO_ENV;
-    assert_int_equal(bh_registry_create(&cfg, &p.reg), BH_OK);
+    p.fa.address = 0x10000;
+    p.reg = registry_with((bh_allocator){fa_alloc, dp_free, &p}, 0);
     bh_handle x;
     assert_int_equal(bh_alloc(p.reg, 3, 0x1000, &x), BH_OK);
     assert_int_equal(bh_release(p.reg, x), BH_OK);
@@ -167,14 +161,14 @@ static void an_interior_intern_meets_a_dying_allocation_until_its_free_returned(
     assert_int_equal(p.containing, BH_ENOTFOUND);
     assert_int_equal(p.adopt_interior, BH_OK);
     assert_int_equal(p.alloc_interior, BH_OK);
-    assert_int_equal(p.frees, 1); /* X once, nothing else */
+    assert_int_equal(p.fa.frees, 1); /* X once, nothing else */
     bh_handle c;
     assert_int_equal(bh_lookup_containing(p.reg, 3, 0x10850, &c), BH_OK); /* the adopted block */
     assert_true(bh_handle_eq(c, p.adopted));
     assert_int_equal(bh_release(p.reg, c), BH_OK);
     assert_int_equal(bh_release(p.reg, p.adopted), BH_OK);
     assert_int_equal(bh_release(p.reg, p.allocated), BH_OK);
-    assert_int_equal(p.frees, 3);
+    assert_int_equal(p.fa.frees, 3);
     assert_int_equal(bh_registry_destroy(p.reg), BH_OK);
 }
 
@@ -235,6 +229,38 @@ static void drop(bh_registry *reg, held *x) {
     memset(x, 0, sizeof(*x));
 }
 
+static void drop_all(bh_registry *reg, held mine[HELD]) {
+    for (int k = 0; k < HELD; k++)
+        if (mine[k].h.bits != 0)
+            drop(reg, &mine[k]);
+}
+
+/* A containing lookup anywhere on device: what it returns must cover the
+ * address (a block of another generation or key would not). */
+static void check_containing(bh_registry *reg, uint32_t device, uint64_t probe) {
+    bh_handle c;
+    bh_status st = bh_lookup_containing(reg, device, probe, &c);
+    if (st == BH_OK) {
+        bh_info info;
+        if (bh_info_get(reg, c, &info) != BH_OK || info.device != device || probe < info.address ||
+            probe - info.address >= info.size)
+            bad();
+        if (bh_release(reg, c) != BH_OK)
+            bad();
+    } else if (st != BH_ENOTFOUND) {
+        bad();
+    }
+}
+
+/* Runs fn(reg) on four threads at once and joins them. */
+static void on_four_threads(void *(*fn)(void *), bh_registry *reg) {
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, fn, reg), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+}
+
 static void *stress_thread(void *arg) {
     bh_registry *reg = arg;
     unsigned seed = (unsigned)(uintptr_t)pthread_self();
@@ -260,41 +286,16 @@ static void *stress_thread(void *arg) {
         } else if (st != BH_EOVERLAP && st != BH_EBUSY && st != BH_ERANGE) {
             bad();
         }
-        /* A containing lookup anywhere: what it returns must cover the
-         * address (a block of another generation or key would not). */
-        uint64_t probe = ((uint64_t)rand_r(&seed) % (UNITS * UNIT));
-        bh_handle c;
-        st = bh_lookup_containing(reg, 7, probe, &c);
-        if (st == BH_OK) {
-            bh_info info;
-            if (bh_info_get(reg, c, &info) != BH_OK || info.device != 7 || probe < info.address ||
-                probe - info.address >= info.size)
-                bad();
-            if (bh_release(reg, c) != BH_OK)
-                bad();
-        } else if (st != BH_ENOTFOUND) {
-            bad();
-        }
+        check_containing(reg, 7, (uint64_t)rand_r(&seed) % (UNITS * UNIT));
     }
-    for (int k = 0; k < HELD; k++)
-        if (mine[k].h.bits != 0)
-            drop(reg, &mine[k]);
+    drop_all(reg, mine);
     return NULL;
 }
 
 static void overlapping_interns_and_containing_lookups_on_four_threads(void **state) {
     (void)state;
-    bh_config cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.allocator.free = stress_free;
-    cfg.flags = BH_CONFIG_NO_ENV;
-    bh_registry *reg;
-    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
-    pthread_t t[4];
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(pthread_create(&t[i], NULL, stress_thread, reg), 0);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(pthread_join(t[i], NULL), 0);
+    bh_registry *reg = registry_with((bh_allocator){NULL, stress_free, NULL}, 0);
+    on_four_threads(stress_thread, reg);
     assert_int_equal(stress_failures, 0);
     assert_int_equal(overlap_frees, 0);
     assert_true(stress_births > 0);
@@ -381,40 +382,17 @@ static void *alloc_thread(void *arg) {
         x->n = (uint32_t)(size / UNIT);
         x->owner = 1;
         mark(x->first, x->n, 1);
-        uint64_t probe = (uint64_t)rand_r(&ua_seed) % (UNITS * UNIT);
-        bh_handle c;
-        st = bh_lookup_containing(reg, 8, probe, &c);
-        if (st == BH_OK) {
-            bh_info info;
-            if (bh_info_get(reg, c, &info) != BH_OK || info.device != 8 || probe < info.address ||
-                probe - info.address >= info.size)
-                bad();
-            if (bh_release(reg, c) != BH_OK)
-                bad();
-        } else if (st != BH_ENOTFOUND) {
-            bad();
-        }
+        check_containing(reg, 8, (uint64_t)rand_r(&ua_seed) % (UNITS * UNIT));
     }
-    for (int k = 0; k < HELD; k++)
-        if (mine[k].h.bits != 0)
-            drop(reg, &mine[k]);
+    drop_all(reg, mine);
     return NULL;
 }
 
 static void allocs_and_adopts_with_a_correct_allocator_never_conflict(void **state) {
     (void)state;
-    bh_config cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.allocator = (bh_allocator){ua_alloc, ua_free, NULL};
-    cfg.flags = BH_CONFIG_NO_ENV;
-    bh_registry *reg;
-    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    bh_registry *reg = registry_with((bh_allocator){ua_alloc, ua_free, NULL}, 0);
     stress_failures = 0;
-    pthread_t t[4];
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(pthread_create(&t[i], NULL, alloc_thread, reg), 0);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(pthread_join(t[i], NULL), 0);
+    on_four_threads(alloc_thread, reg);
     assert_int_equal(stress_failures, 0);
     assert_int_equal(ua_errors, 0);
     for (unsigned u = 0; u < UNITS + MAX_UNITS; u++)

@@ -153,20 +153,6 @@ static double pair(bh_registry *reg, uint64_t address) {
     return test_now_s() - t0;
 }
 
-/* A listening Unix socket at path (nobody accepts: connects still succeed
- * while the backlog has room). */
-static int listen_at(const char *path) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    size_t n = strlen(path);
-    assert_true(n < sizeof(sa.sun_path)); /* a truncated path would bind somewhere else */
-    memcpy(sa.sun_path, path, n + 1);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(fd, 16), 0);
-    return fd;
-}
-
 /* ------------------------------------------------------------ default path */
 
 static void a_private_directory_is_one_of_ours_with_mode_0700(void **state) {
@@ -233,7 +219,7 @@ static void the_default_socket_is_in_xdg_runtime_dir_when_that_is_private(void *
     assert_string_equal(got, want);
 
     /* The reporter opened with path NULL connects there. */
-    int lfd = listen_at(want);
+    int lfd = test_unix_listen(want, 16);
     bh_reporter rep;
     assert_int_equal(bh_socket_reporter_open(NULL, NULL, &rep), BH_OK);
     bh_reporter_stats rs;
@@ -489,7 +475,7 @@ static void *slow_reader(void *arg) {
 static void close_is_bounded_by_the_flush_timeout_against_a_slow_server(void **state) {
     (void)state;
     uint32_t live = slack > 1 ? 20000 : 200000;
-    int lfd = listen_at(paths.sock);
+    int lfd = test_unix_listen(paths.sock, 16);
     slow_serving = 1;
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, slow_reader, &lfd), 0);
@@ -549,7 +535,7 @@ static void a_refused_process_backs_off_and_leaves_no_false_leaks(void **state) 
 
 static void tt_records_carry_the_device_and_the_memory_kind(void **state) {
     (void)state;
-    int lfd = listen_at(paths.compat);
+    int lfd = test_unix_listen(paths.compat, 16);
     bh_reporter rep;
     bh_socket_options opt = {.flags = BH_SOCKET_COMPAT_TT};
     assert_int_equal(bh_socket_reporter_open(paths.compat, &opt, &rep), BH_OK);

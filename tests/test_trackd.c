@@ -323,10 +323,8 @@ static int foreign_peer_is_closed(void) {
     if (pid == 0) {
         if (setgid(65534) != 0 || setuid(65534) != 0)
             _exit(2);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", paths.sock);
-        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+        int fd = bh_unix_connect(paths.sock);
+        if (fd < 0)
             _exit(3);
         struct timeval tv = {1, 0};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -456,11 +454,7 @@ static void slow_server_does_not_stall_the_application(void **state) {
     (void)state;
     /* A "server" that accepts nothing and reads nothing: sends fill the socket
      * buffer and stall. */
-    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", paths.sock);
-    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(lfd, 4), 0);
+    int lfd = test_unix_listen(paths.sock, 4);
     bh_sim *sim = make_sim();
     bh_reporter rep;
     bh_socket_options opt = {

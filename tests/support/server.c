@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <cmocka.h>
 
@@ -52,6 +54,18 @@ void test_wait_accepting(const char *path) {
     for (int i = 0; i < 500 && !bh_trackd_reachable(path); i++)
         test_sleep_ms(10);
     assert_true(bh_trackd_reachable(path));
+}
+
+int test_unix_listen(const char *path, int backlog) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n = strlen(path);
+    assert_true(n < sizeof(sa.sun_path)); /* a truncated path would bind somewhere else */
+    memcpy(sa.sun_path, path, n + 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, backlog), 0);
+    return fd;
 }
 
 pid_t test_fork(void (*fn)(void)) {

@@ -35,6 +35,10 @@ void test_sleep_ms(int ms);
 /* Waits until a server accepts on path, 5 s at most, and asserts it does. */
 void test_wait_accepting(const char *path);
 
+/* A Unix stream socket listening at path with this backlog (nobody accepts:
+ * connects still succeed while the backlog has room). */
+int test_unix_listen(const char *path, int backlog);
+
 /* Runs fn in a forked child (its own process: its own client to the
  * server) that exits 0 when fn returns. stdio is flushed first. */
 pid_t test_fork(void (*fn)(void));
