@@ -570,7 +570,8 @@ static void metrics_pass_promtool(void **state) {
         print_message("promtool not installed (Debian package prometheus): skipping\n");
         skip();
     }
-    start_server(NULL);
+    const char *extra[] = {"--metrics-domains", "8", NULL}; /* so the "other" series are checked too */
+    start_server(extra);
     scenario();
     char *m = NULL;
     assert_int_equal(http_get(port, "/metrics", &m), 200);
@@ -608,6 +609,99 @@ static void per_client_series_are_bounded(void **state) {
         series++;
     assert_int_equal(series, 2);
     free(m);
+}
+
+/* Many (device, kind) domains, reported by real clients: MANY_CLIENTS
+ * processes on MANY_DOMAINS domains each, every one its own. */
+#define MANY_CLIENTS 8u
+#define MANY_DOMAINS 4000u /* under the default --max-groups-per-client */
+#define DEFAULT_METRICS_DOMAINS 1024u
+static unsigned many_index;
+
+static uint64_t many_size(uint32_t i) { return 4096u * (1u + i % 7u); }
+
+static void many_domain_holder(void) {
+    client_ctx c;
+    client_open(&c, "obs-domains");
+    for (uint32_t i = 0; i < MANY_DOMAINS; i++) {
+        uint32_t d = many_index * MANY_DOMAINS + i;
+        report(&c, BH_EVENT_ALLOC, BH_DOMAIN(d / 4u, d % 4u), 0x100000u + i * 0x1000u, many_size(d));
+    }
+    bh_socket_reporter_flush(&c.rep, 5000);
+}
+
+/* Sums the values of every series of a family (its lines start with name{). */
+static uint64_t family_sum(const char *m, const char *name, int *series) {
+    char head[96];
+    snprintf(head, sizeof(head), "\n%s{", name);
+    uint64_t sum = 0;
+    *series = 0;
+    for (const char *p = m; (p = strstr(p, head)) != NULL; p++) {
+        const char *v = strchr(p + 1, ' ');
+        assert_non_null(v);
+        sum += strtoull(v + 1, NULL, 10);
+        (*series)++;
+    }
+    return sum;
+}
+
+/* A child that scrapes /metrics in a loop until scrape_deadline. */
+static double scrape_deadline;
+static void scraper(void) {
+    while (test_now_s() < scrape_deadline) {
+        char *b = NULL;
+        http_get(port, "/metrics", &b);
+        free(b);
+    }
+}
+
+static void per_domain_series_are_bounded(void **state) {
+    (void)state;
+    start_server(NULL); /* the default --metrics-domains */
+    uint64_t total = 0;
+    for (many_index = 0; many_index < MANY_CLIENTS; many_index++)
+        run_client(many_domain_holder, 1);
+    for (uint32_t d = 0; d < MANY_CLIENTS * MANY_DOMAINS; d++)
+        total += many_size(d);
+    char want[64];
+    snprintf(want, sizeof(want), "\"live_bytes\":%" PRIu64, total);
+    assert_true(stats_contain(want));
+
+    char *m = NULL;
+    assert_int_equal(http_get(port, "/metrics", &m), 200);
+    size_t bytes = strlen(m);
+    print_message("%u domains: /metrics is %zu bytes\n", MANY_CLIENTS * MANY_DOMAINS, bytes);
+    int series = 0, allocs_series = 0;
+    assert_int_equal(family_sum(m, "bh_trackd_live_bytes", &series), total);
+    assert_int_equal(series, DEFAULT_METRICS_DOMAINS + 1); /* and device="other" */
+    assert_int_equal(family_sum(m, "bh_trackd_allocs_total", &allocs_series), MANY_CLIENTS * MANY_DOMAINS);
+    assert_int_equal(allocs_series, DEFAULT_METRICS_DOMAINS + 1);
+    assert_non_null(strstr(m, "\nbh_trackd_live_bytes{device=\"other\",kind=\"other\"} "));
+    char line[96];
+    snprintf(line, sizeof(line), "\nbh_trackd_domains_tracked %u\n", MANY_CLIENTS * MANY_DOMAINS);
+    assert_non_null(strstr(m, line));
+    assert_true(bytes < 1024u * 1024u); /* 8 families of 1025 series, each under 128 bytes */
+    free(m);
+
+    /* A bystander's socket `stats` while eight connections scrape. */
+    pid_t scrapers[8];
+    scrape_deadline = test_now_s() + 2.0;
+    for (int i = 0; i < 8; i++)
+        scrapers[i] = test_fork(scraper);
+    static char json[1 << 17];
+    double worst = 0;
+    int queries = 0;
+    while (test_now_s() < scrape_deadline) {
+        double t0 = test_now_s();
+        test_stats_json(trackd, paths.sock, json, sizeof(json));
+        double took = test_now_s() - t0;
+        worst = took > worst ? took : worst;
+        queries++;
+    }
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(test_reap(scrapers[i]), 0);
+    print_message("bystander stats: %d queries, the slowest %.3f s\n", queries, worst);
+    assert_true(worst < 1.0); /* generous: a bounded scrape takes milliseconds */
 }
 
 static void prometheus_scrapes_the_daemon_and_answers_a_query(void **state) {
@@ -904,6 +998,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(record_size_is_told_only_by_what_the_bytes_prove),
         cmocka_unit_test_setup_teardown(metrics_show_every_device_kind_and_client, setup, teardown),
         cmocka_unit_test_setup_teardown(per_client_series_are_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(per_domain_series_are_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(api_live_is_paged_and_history_answers_an_address, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_http_input_never_blocks_the_socket_protocol, setup, teardown),
         cmocka_unit_test_setup_teardown(summary_lists_leaks_and_overfreed_addresses, setup, teardown),

@@ -3,7 +3,8 @@
  *
  *   bh-trackd [--socket PATH] [--compat-tt] [--compat-socket PATH] [--compat-record-size 72|112|auto]
  *             [--max-live-per-client N] [--allow-uid UID]... [--summary FILE]
- *             [--log FILE] [--grace-ms N] [--forget-ms N] [--http ADDR:PORT] [--metrics-clients N]
+ *             [--log FILE] [--grace-ms N] [--forget-ms N] [--http ADDR:PORT] [--metrics-domains N]
+ *             [--metrics-clients N]
  *             [limits, see usage()]
  *   bh-trackd stats [--socket PATH] [--json] [--timeout-ms N]
  *   bh-trackd dump  [--socket PATH] [--json] [--timeout-ms N]
@@ -43,7 +44,7 @@ static void usage(FILE *f) {
             "                 [--handshake-timeout-ms N] [--frame-timeout-ms N]\n"
             "                 [--allow-uid UID]... [--summary FILE] [--summary-interval-ms N]\n"
             "                 [--log FILE] [--grace-ms N] [--forget-ms N] [--http ADDR:PORT]\n"
-            "                 [--metrics-clients N]\n"
+            "                 [--metrics-domains N] [--metrics-clients N]\n"
             "       bh-trackd stats [--socket PATH] [--json] [--timeout-ms N]\n"
             "       bh-trackd dump  [--socket PATH] [--json] [--timeout-ms N]\n"
             "       bh-trackd history ADDRESS [--socket PATH] [--json] [--timeout-ms N]\n"
@@ -54,7 +55,8 @@ static void usage(FILE *f) {
             "          limit), --max-connections-per-uid 64, --handshake-timeout-ms 5000,\n"
             "          --frame-timeout-ms 10000, --summary-interval-ms 10000, --grace-ms 2000,\n"
             "          --timeout-ms 5000, log to stderr (SIGHUP reopens --log, writes --summary),\n"
-            "          no HTTP (--http PORT listens on 127.0.0.1), --metrics-clients 20,\n"
+            "          no HTTP (--http PORT listens on 127.0.0.1), --metrics-domains 1024,\n"
+            "          --metrics-clients 20,\n"
             "          --forget-ms 300000 (a gone client's figures then join \"(departed)\"),\n"
             "          --compat-record-size auto (detected per connection)\n",
             BH__SOCKET_NAME, BH__SOCKET_NAME, BH_TT_DEFAULT_SOCKET, BH_TRACK_DEFAULT_MAX_GROUPS);
@@ -101,6 +103,32 @@ static const num_opt num_opts[] = {
     NUM_OPT("--forget-ms", forget_ms),
 };
 
+/* The cardinality bounds of /metrics: series before the "other" one. */
+static const struct {
+    const char *name;
+    size_t offset;
+    unsigned max;
+} series_opts[] = {
+    {"--metrics-domains", offsetof(td_server, metrics.max_domains), 100000},
+    {"--metrics-clients", offsetof(td_server, metrics.max_clients), 10000},
+};
+
+/* 1 if a was a series bound (stored, or *bad set), else 0. */
+static int series_option(td_server *s, const char *a, const char *v, int *bad) {
+    for (size_t k = 0; k < sizeof(series_opts) / sizeof(series_opts[0]); k++) {
+        if (strcmp(a, series_opts[k].name) == 0) {
+            uint64_t x;
+            *bad = parse_num(a, v, &x) != 0 || x > series_opts[k].max;
+            if (*bad)
+                fprintf(stderr, "bh-trackd: %s takes 0..%u\n", a, series_opts[k].max);
+            else
+                *(unsigned *)(void *)((char *)s + series_opts[k].offset) = (unsigned)x;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* 1 if a was a numeric server option (stored, or *bad set), else 0. */
 static int numeric_option(td_server *s, const char *a, const char *v, int *bad) {
     for (size_t k = 0; k < sizeof(num_opts) / sizeof(num_opts[0]); k++) {
@@ -123,7 +151,8 @@ int main(int argc, char **argv) {
     s.frame_ms = 10000;
     s.summary_ms = 10000;
     s.grace_ms = 2000;
-    s.metrics_clients = 20;
+    s.metrics.max_domains = 1024;
+    s.metrics.max_clients = 20;
     s.forget_ms = 300000;
     s.log = stderr;
     uint64_t timeout_ms = 5000;
@@ -180,12 +209,9 @@ int main(int argc, char **argv) {
             s.tt_size = (unsigned)atoi(v), i++;
         } else if (cmd == 0 && strcmp(a, "--http") == 0 && v != NULL) {
             s.http_spec = v, i++;
-        } else if (cmd == 0 && strcmp(a, "--metrics-clients") == 0) {
-            if (parse_num(a, v, &x) != 0 || x > 10000) {
-                fprintf(stderr, "bh-trackd: --metrics-clients takes 0..10000\n");
+        } else if (cmd == 0 && series_option(&s, a, v, &bad)) {
+            if (bad)
                 return 2;
-            }
-            s.metrics_clients = (unsigned)x;
             i++;
         } else if (cmd == 0 && strcmp(a, "--allow-uid") == 0) {
             if (parse_num(a, v, &x) != 0 || s.nallow == TD_MAX_ALLOW_UIDS) {

@@ -140,27 +140,52 @@ static uint64_t field_of(const bh_track_counts *c, const field *fd) {
     return *(const uint64_t *)(const void *)((const char *)c + fd->off);
 }
 
-static void domain_series(FILE *f, const aggs *d) {
+/* The cardinality bound shared by the per-domain and per-client series:
+ * keeps the max entries with the most live bytes (in that order) and sums
+ * the rest into *other, so every family still adds up to the totals.
+ * Returns how many are kept. */
+static size_t top_n(aggs *a, unsigned max, bh_track_counts *other) {
+    if (a->n > 1) /* v is NULL while nothing reported: qsort's arguments must not be */
+        qsort(a->v, a->n, sizeof(*a->v), by_live_bytes_desc);
+    size_t shown = a->n < max ? a->n : max;
+    memset(other, 0, sizeof(*other));
+    for (size_t i = shown; i < a->n; i++)
+        bh_track_counts_add(other, &a->v[i].c);
+    return shown;
+}
+
+/* How many a family tracks, and that only some have their own series. */
+static void tracked(FILE *f, const char *name, const char *help, size_t n) {
+    family(f, name, "gauge", help);
+    fprintf(f, "%s %zu\n", name, n);
+}
+
+static void domain_series(FILE *f, aggs *d, unsigned max_domains) {
+    bh_track_counts other;
+    size_t shown = top_n(d, max_domains, &other);
+    if (shown > 1) /* the kept ones by device and kind again, as a reader scans them */
+        qsort(d->v, shown, sizeof(*d->v), by_key);
     for (size_t k = 0; k < sizeof(domain_fields) / sizeof(domain_fields[0]); k++) {
         const field *fd = &domain_fields[k];
         family(f, fd->name, fd->type, fd->help);
-        for (size_t i = 0; i < d->n; i++) {
+        for (size_t i = 0; i < shown; i++) {
             char kb[16];
             uint32_t domain = (uint32_t)d->v[i].key;
             fprintf(f, "%s{device=\"%u\",kind=\"%s\"} %" PRIu64 "\n", fd->name, BH_DOMAIN_DEVICE(domain),
                     bh_metrics_kind_name(BH_DOMAIN_KIND(domain), kb), field_of(&d->v[i].c, fd));
         }
+        if (d->n > shown)
+            fprintf(f, "%s{device=\"other\",kind=\"other\"} %" PRIu64 "\n", fd->name, field_of(&other, fd));
     }
+    tracked(
+        f, "bh_trackd_domains_tracked",
+        "Device and kind domains in the tracker's view (per-domain series show the top ones by live bytes).",
+        d->n);
 }
 
 static void client_series(FILE *f, aggs *p, bh_metrics_name_fn name, void *name_ctx, unsigned max_clients) {
-    if (p->n > 1) /* v is NULL while no client reported: qsort's arguments must not be */
-        qsort(p->v, p->n, sizeof(*p->v), by_live_bytes_desc);
-    size_t shown = p->n < max_clients ? p->n : max_clients;
     bh_track_counts other;
-    memset(&other, 0, sizeof(other));
-    for (size_t i = shown; i < p->n; i++)
-        bh_track_counts_add(&other, &p->v[i].c);
+    size_t shown = top_n(p, max_clients, &other);
     for (size_t k = 0; k < sizeof(client_fields) / sizeof(client_fields[0]); k++) {
         const field *fd = &client_fields[k];
         family(f, fd->name, fd->type, fd->help);
@@ -172,9 +197,9 @@ static void client_series(FILE *f, aggs *p, bh_metrics_name_fn name, void *name_
         if (p->n > shown)
             fprintf(f, "%s{client=\"other\",pid=\"other\"} %" PRIu64 "\n", fd->name, field_of(&other, fd));
     }
-    family(f, "bh_trackd_clients_tracked", "gauge",
-           "Client processes in the tracker's view (per-client series show the top ones by live bytes).");
-    fprintf(f, "bh_trackd_clients_tracked %zu\n", p->n);
+    tracked(f, "bh_trackd_clients_tracked",
+            "Client processes in the tracker's view (per-client series show the top ones by live bytes).",
+            p->n);
 }
 
 /* Resident memory from /proc/self/statm (pages). */
@@ -237,7 +262,7 @@ static void health_series(FILE *f, const bh_metrics_health *h) {
 }
 
 int bh_metrics_write(FILE *f, const bh_track *t, const bh_metrics_health *h, bh_metrics_name_fn name,
-                     void *name_ctx, unsigned max_clients) {
+                     void *name_ctx, const bh_metrics_limits *lim) {
     aggs d = {0}, p = {0};
     p.by_pid = 1;
     bh_track_each_group(t, collect, &d);
@@ -246,8 +271,8 @@ int bh_metrics_write(FILE *f, const bh_track *t, const bh_metrics_health *h, bh_
     if (!d.oom && !p.oom) {
         merge(&d);
         merge(&p);
-        domain_series(f, &d);
-        client_series(f, &p, name, name_ctx, max_clients);
+        domain_series(f, &d, lim->max_domains);
+        client_series(f, &p, name, name_ctx, lim->max_clients);
         health_series(f, h);
         rc = 0;
     }

@@ -1,10 +1,11 @@
 /*
  * metrics.h - the Prometheus text exposition of bh-trackd's state (/metrics).
  *
- * Owns: metric names, label sets and the cardinality bound on per-client
- * series. Must never: change the tracker, or emit a series whose label set
- * grows with traffic (devices and kinds are bounded by the domain packing,
- * clients by max_clients plus one "other" series).
+ * Owns: metric names, label sets and the cardinality bounds on per-domain
+ * and per-client series. Must never: change the tracker, or emit a series
+ * whose label set grows with traffic (domains are bounded by max_domains,
+ * clients by max_clients, each plus one "other" series: a 32-bit domain
+ * packing lets clients report any number of devices).
  */
 #ifndef BH_TRACKD_METRICS_H
 #define BH_TRACKD_METRICS_H
@@ -35,10 +36,17 @@ typedef const char *(*bh_metrics_name_fn)(void *ctx, uint64_t client);
  * holds the generated name for kinds without one. */
 const char *bh_metrics_kind_name(uint32_t kind, char buf[16]);
 
-/* Writes the whole exposition. Per-client series: the max_clients processes
- * with the most live bytes, the rest summed into client="other". Returns 0,
- * or -1 when out of memory (f is then incomplete). */
+/* Series before the "other" one (--metrics-domains, --metrics-clients). */
+typedef struct bh_metrics_limits {
+    unsigned max_domains; /* (device, kind) domains */
+    unsigned max_clients; /* client processes */
+} bh_metrics_limits;
+
+/* Writes the whole exposition. Per-domain and per-client series: the
+ * max_domains domains and max_clients processes with the most live bytes,
+ * the rest summed into device="other",kind="other" and client="other".
+ * Returns 0, or -1 when out of memory (f is then incomplete). */
 int bh_metrics_write(FILE *f, const bh_track *t, const bh_metrics_health *h, bh_metrics_name_fn name,
-                     void *name_ctx, unsigned max_clients);
+                     void *name_ctx, const bh_metrics_limits *lim);
 
 #endif

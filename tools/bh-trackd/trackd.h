@@ -157,8 +157,8 @@ typedef struct td_server {
     td_leak leaks[TD_LEAKS_KEPT];
     uint64_t nleaks; /* recorded so far; the ring holds the last min(nleaks, TD_LEAKS_KEPT) */
     /* --http (web.c) */
-    const char *http_spec;    /* NULL: off */
-    unsigned metrics_clients; /* per-client series in /metrics before "other" */
+    const char *http_spec;     /* NULL: off */
+    bh_metrics_limits metrics; /* per-domain and per-client series in /metrics before "other" */
     struct bh_http *http;
     struct td_timeline *timeline;
     uint64_t next_sample_ms;

@@ -165,7 +165,7 @@ static void render_metrics(td_server *s, bh_http_response *out) {
         return;
     bh_metrics_health h;
     health(s, &h);
-    int rc = bh_metrics_write(f, s->track, &h, metrics_name, s, s->metrics_clients);
+    int rc = bh_metrics_write(f, s->track, &h, metrics_name, s, &s->metrics);
     if (fclose(f) != 0 || rc != 0) {
         free(p);
         return;
