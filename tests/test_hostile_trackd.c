@@ -287,12 +287,10 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     for (int i = 0; i < 8; i++)
-        if (holders[i] > 0 && kill(holders[i], SIGKILL) == 0)
-            waitpid(holders[i], NULL, 0);
+        test_kill(holders[i]);
     memset(holders, 0, sizeof(holders));
     for (int i = 0; i < nservers; i++)
-        if (kill(servers[i], SIGKILL) == 0)
-            waitpid(servers[i], NULL, 0);
+        test_kill(servers[i]);
     nservers = 0;
     return test_paths_remove(&paths);
 }

@@ -521,13 +521,10 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    for (int i = 0; i < nchildren; i++) {
-        kill(children[i], SIGKILL);
-        waitpid(children[i], NULL, 0);
-    }
+    for (int i = 0; i < nchildren; i++)
+        test_kill(children[i]);
     nchildren = 0;
-    if (server > 0 && kill(server, SIGKILL) == 0)
-        waitpid(server, NULL, 0);
+    test_kill(server);
     server = 0;
     return test_paths_remove(&paths);
 }

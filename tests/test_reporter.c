@@ -52,12 +52,8 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    if (server > 0) {
-        kill(server, SIGCONT);
-        kill(server, SIGKILL);
-        waitpid(server, NULL, 0);
-        server = -1;
-    }
+    test_kill(server);
+    server = -1;
     return test_paths_remove(&paths);
 }
 

@@ -96,10 +96,8 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    for (int i = 0; i < nservers; i++) {
-        if (kill(servers[i], SIGKILL) == 0)
-            waitpid(servers[i], NULL, 0);
-    }
+    for (int i = 0; i < nservers; i++)
+        test_kill(servers[i]);
     nservers = 0;
     return test_paths_remove(&paths);
 }

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,14 @@ pid_t test_fork(void (*fn)(void)) {
         _exit(0);
     }
     return pid;
+}
+
+void test_kill(pid_t pid) {
+    if (pid <= 0)
+        return;
+    kill(pid, SIGCONT);
+    if (kill(pid, SIGKILL) == 0)
+        waitpid(pid, NULL, 0);
 }
 
 int test_reap(pid_t pid) {

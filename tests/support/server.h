@@ -42,6 +42,9 @@ int test_unix_listen(const char *path, int backlog);
 /* Runs fn in a forked child (its own process: its own client to the
  * server) that exits 0 when fn returns. stdio is flushed first. */
 pid_t test_fork(void (*fn)(void));
+/* Ends pid (SIGCONT first, in case a test stopped it, then SIGKILL) and
+ * reaps it; nothing for pid <= 0 or a process already reaped. */
+void test_kill(pid_t pid);
 /* Waits for pid: its exit status, or 128 + the signal that ended it. */
 int test_reap(pid_t pid);
 
