@@ -698,7 +698,7 @@ static void per_domain_series_are_bounded(void **state) {
     for (int i = 0; i < 8; i++)
         assert_int_equal(test_reap(scrapers[i]), 0);
     print_message("bystander stats: %d queries, the slowest %.3f s\n", queries, worst);
-    assert_true(worst < 1.0); /* generous: a bounded scrape takes milliseconds */
+    assert_true(worst < 1.0 * test_time_slack(NULL)); /* generous: a bounded scrape takes milliseconds */
 }
 
 static void prometheus_scrapes_the_daemon_and_answers_a_query(void **state) {

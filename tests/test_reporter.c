@@ -347,6 +347,15 @@ static void forked_child(void) {
 
 static void forked_children_keep_using_the_library(void **state) {
     (void)state;
+#ifdef __SANITIZE_THREAD__
+    /* gcc 12's ThreadSanitizer does not hold its own allocator's locks
+     * across fork(): a child forked while the churn thread is inside malloc
+     * waits forever in TSan's SizeClassAllocator64 lock (seen under gdb, 1
+     * run in 3 on a loaded machine). The library's fork handling is checked
+     * by this test in the debug, ASan and valgrind builds. */
+    print_message("ThreadSanitizer cannot fork a process whose threads allocate: skipping\n");
+    skip();
+#endif
     serve(NULL, paths.sock);
     bh_reporter rep, rep2;
     assert_int_equal(bh_socket_reporter_open(paths.sock, NULL, &rep), BH_OK);
@@ -694,11 +703,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     trackd = argv[1];
-    if (argc > 2 && strcmp(argv[2], "slow") == 0)
-        slack = 40;
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-    slack *= 4; /* instrumented code runs several times slower */
-#endif
+    slack = test_time_slack(argc > 2 ? argv[2] : NULL);
     signal(SIGPIPE, SIG_IGN);
     /* hostile: the attacks of the hardening review (a CTest entry of their
      * own, label hostile); basic: the rest. No group: all. */

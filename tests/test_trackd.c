@@ -599,8 +599,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     trackd = argv[1];
-    if (argc > 2 && strcmp(argv[2], "slow") == 0)
-        slack = 40;
+    slack = test_time_slack(argc > 2 ? argv[2] : NULL);
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(handle_client_leaves_no_unknown_free_no_duplicate_and_no_leak, setup,

@@ -49,6 +49,14 @@ double test_now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+double test_time_slack(const char *mode) {
+    double slack = mode != NULL && strcmp(mode, "slow") == 0 ? 40 : 1;
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+    slack *= 4;
+#endif
+    return slack;
+}
+
 void test_sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
 
 void test_wait_accepting(const char *path) {

@@ -30,6 +30,10 @@ void test_paths_make(test_paths *p, const char *name);
 int test_paths_remove(const test_paths *p);
 
 double test_now_s(void); /* monotonic seconds */
+/* The factor a test's time bounds are multiplied by: 40 when mode is "slow"
+ * (the test's CTest entry under valgrind passes it), 4 times more in a
+ * sanitizer build (instrumented code runs several times slower). */
+double test_time_slack(const char *mode);
 void test_sleep_ms(int ms);
 
 /* Waits until a server accepts on path, 5 s at most, and asserts it does. */
