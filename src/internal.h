@@ -95,8 +95,14 @@ long bh__hostmem_attempts(void);
 #define BH__SLAB_BASE 64u
 #define BH__SLAB_CHUNKS 19 /* enough for every 24-bit slot index */
 
+/* The directory holds, per chunk, not the chunk's address but its "base":
+ * the address slot 0 would have if the chunk started there (chunk address
+ * minus 64 bytes per slot before the chunk's first), plus 1. A block is then
+ * base - 1 + 64 * slot, one shift and one add, and the + 1 keeps every
+ * existing chunk's entry non-zero whatever its address (bases are multiples
+ * of 64), so 0 still means "no chunk". */
 typedef struct bh__slab {
-    AO_t chunks[BH__SLAB_CHUNKS]; /* ATOMIC: bh__block*, line-aligned, published with release */
+    AO_t chunks[BH__SLAB_CHUNKS]; /* ATOMIC: chunk base + 1 (above), 0 none; published with release */
     pthread_mutex_t lock;         /* guards next_fresh, chunk creation and raw */
     uint32_t next_fresh;          /* under lock: next never-used slot (0 reserved) */
     void *raw[BH__SLAB_CHUNKS];   /* under lock: what bh__calloc returned for each chunk */
@@ -110,19 +116,28 @@ static inline uint32_t bh__slab_chunk_of(uint32_t slot) {
 }
 static inline uint32_t bh__slab_chunk_first(uint32_t c) { return BH__SLAB_BASE * ((1u << c) - 1u); }
 
+/* The directory entry of a chunk that starts at chunk (see bh__slab). */
+static inline AO_t bh__slab_entry(const bh__block *chunk, uint32_t c) {
+    return (AO_t)((uintptr_t)chunk - (uintptr_t)bh__slab_chunk_first(c) * sizeof(bh__block) + 1u);
+}
+
 /* The block of a slot, or NULL if that slot's memory never existed. Safe for
- * any value: a forged handle reads nothing outside the slab. Inline: every
- * handle operation decodes a handle, and a call plus the directory walk were
- * a quarter of a retain/release pair's instructions. */
-static inline bh__block *bh__slab_at(const bh__slab *slab, uint32_t slot) {
-    slot &= BH__SLOT_MASK;
-    uint32_t c = bh__slab_chunk_of(slot);
+ * any value: a forged handle reads nothing outside the slab (the chunk is
+ * chosen by the slot, so the slot is inside it). Inline: every handle
+ * operation decodes a handle, and a call plus the directory walk were a
+ * quarter of a retain/release pair's instructions. */
+static inline AO_t bh__slab_entry_of(const bh__slab *slab, uint32_t slot) {
     /* Acquire pairs with the release store that published the chunk: the
      * zeroed contents are visible before we read a block. */
-    bh__block *chunk = (bh__block *)AO_load_acquire(&slab->chunks[c]);
-    if (chunk == NULL)
-        return NULL;
-    return &chunk[slot - bh__slab_chunk_first(c)];
+    return AO_load_acquire(&slab->chunks[bh__slab_chunk_of(slot & BH__SLOT_MASK)]);
+}
+/* The block of slot in the chunk whose (non-zero) entry is entry. */
+static inline bh__block *bh__slab_block(AO_t entry, uint32_t slot) {
+    return (bh__block *)((uintptr_t)entry - 1u + (uintptr_t)(slot & BH__SLOT_MASK) * sizeof(bh__block));
+}
+static inline bh__block *bh__slab_at(const bh__slab *slab, uint32_t slot) {
+    AO_t entry = bh__slab_entry_of(slab, slot);
+    return entry != 0 ? bh__slab_block(entry, slot) : NULL;
 }
 
 /* Hands out up to want never-used blocks, chained through next. Returns how
@@ -229,18 +244,22 @@ typedef struct bh__stats {
     AO_t peak_live_bytes; /* ATOMIC: CAS-max after every increase of live_bytes */
 } bh__stats;
 
-extern __attribute__((tls_model("initial-exec"))) _Thread_local unsigned bh__thread_number_plus1;
-unsigned bh__thread_number_first_use(void);
+/* This thread's number (stats.c); UINT32_MAX until its first count. */
+extern __attribute__((tls_model("initial-exec"))) _Thread_local uint32_t bh__thread_number;
+/* bh__count for a thread without an owned stripe (or not numbered yet). */
+void bh__count_unowned(bh__stats *st, enum bh__counter c);
 
 /* Counts one event on this thread's stripe. Inline: it is on every retain
- * and release. Relaxed: counters publish nothing; readers accept a racy sum. */
+ * and release, and the common case (an owned stripe) is one compare and a
+ * plain increment. Relaxed: counters publish nothing; readers accept a racy
+ * sum. */
 static inline void bh__count(bh__stats *st, enum bh__counter c) {
-    unsigned n = bh__thread_number_plus1 != 0 ? bh__thread_number_plus1 - 1 : bh__thread_number_first_use();
-    if (n < BH__OWNED_STRIPES) {
+    uint32_t n = bh__thread_number;
+    if (__builtin_expect(n < BH__OWNED_STRIPES, 1)) {
         AO_t *p = &st->stripes[n].c[c];
         AO_store(p, AO_load(p) + 1); /* this thread is the stripe's only writer */
     } else {
-        (void)AO_fetch_and_add1(&st->stripes[n].c[c]); /* n is in the shared range */
+        bh__count_unowned(st, c);
     }
 }
 /* Adds bytes to live_bytes unless the sum would pass 2^64 - 1 (returns -1,

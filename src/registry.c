@@ -40,7 +40,9 @@ static AO_t registries_made;
 
 static bh__shard *shard_for(bh_registry *reg, uint64_t hash) { return &reg->shards[bh__shard_of(hash)]; }
 
-static bh_status count_stale(bh_registry *reg) {
+/* Cold and out of line: every error return of the handle operations funnels
+ * here, which keeps their common path free of the counter's code. */
+static __attribute__((cold, noinline)) bh_status count_stale(bh_registry *reg) {
     bh__count(&reg->stats, BH__C_STALE);
     return BH_ESTALE;
 }
@@ -69,19 +71,42 @@ static void report(bh_registry *reg, bh_event_kind kind, uint32_t device, uint64
         reg->env_reporter.report(reg->env_reporter.ctx, &ev);
 }
 
-/* Checks a handle's shape and finds the block it names. The generation is
- * checked by the caller's CAS on the word, not here. */
-static bh_status resolve(bh_registry *reg, bh_handle h, bh__block **out) {
-    if (reg == NULL || h.bits == 0)
-        return BH_EINVAL;
+/* A handle that resolve() turned down: the null handle is a caller's error,
+ * anything else (another registry's tag, slot 0, a slot never handed out) is
+ * stale. Out of line: only the rejections pay for telling them apart. */
+static __attribute__((cold, noinline)) bh_status rejected(bh_registry *reg, bh_handle h) {
+    return h.bits == 0 ? BH_EINVAL : count_stale(reg);
+}
+
+/* Checks a handle's shape and finds the block it names (NULL: *err says
+ * why). The generation is checked by the caller's CAS on the word, not here. Always inline: it is
+ * the front of every retain and release, and as a call it was a third of
+ * the pair's instructions. The null handle needs no test of its own: its
+ * tag 0 is never a registry's (tags are 1..255). Reads only the registry's
+ * immutable fields and the slab directory, so a forged handle touches no
+ * memory outside the slab. */
+static inline __attribute__((always_inline)) bh__block *resolve(bh_registry *reg, bh_handle h,
+                                                                bh_status *err) {
+    if (reg == NULL) {
+        *err = BH_EINVAL;
+        return NULL;
+    }
     uint32_t slot = bh__handle_slot(h);
-    if (bh__handle_tag(h) != reg->tag || slot == 0)
-        return count_stale(reg);
-    bh__block *b = bh__slab_at(&reg->slab, slot);
+    if (__builtin_expect(bh__handle_tag(h) != reg->tag || slot == 0, 0)) {
+        *err = rejected(reg, h);
+        return NULL;
+    }
+    AO_t entry = bh__slab_entry_of(&reg->slab, slot);
+    if (__builtin_expect(entry == 0, 0)) {
+        *err = count_stale(reg);
+        return NULL;
+    }
+    bh__block *b = bh__slab_block(entry, slot);
+    /* A block inside an existing chunk is never at address 0; saying so
+     * spares the callers' NULL test. */
     if (b == NULL)
-        return count_stale(reg);
-    *out = b;
-    return BH_OK;
+        __builtin_unreachable();
+    return b;
 }
 
 /* Adds a reference if the block is still generation gen and alive ("get
@@ -620,10 +645,25 @@ static bh_status containing_block(bh_registry *reg, uint32_t device, uint64_t ad
 
 /* ======================== References ======================== */
 
-static bh_status retain_block(bh_registry *reg, bh_handle h) {
-    bh__block *b;
-    bh_status st = resolve(reg, h, &b);
-    if (st != BH_OK)
+/* After the CAS that took refs from 1 to 0: this thread owns the death. */
+static __attribute__((noinline)) bh_status released_last(bh_registry *reg, bh__block *b, uint32_t gen,
+                                                         int *freed) {
+    bh__count(&reg->stats, BH__C_RELEASES);
+    BH__HAPPENS_AFTER(&b->word);
+    BH__HAPPENS_FORGET(&b->word);
+    last_release(reg, b, gen);
+    if (freed != NULL)
+        *freed = 1;
+    return BH_OK;
+}
+
+/* retain_block and release_block are always inline: the public entry
+ * points are their hot callers, and a call there costs more than the rest of
+ * the common path (bh__core_ gets its own copy). */
+static inline __attribute__((always_inline)) bh_status retain_block(bh_registry *reg, bh_handle h) {
+    bh_status st = BH_ESTALE; /* resolve() sets it when it returns NULL */
+    bh__block *b = resolve(reg, h, &st);
+    if (b == NULL)
         return st;
     st = ref_get(reg, b, bh__handle_gen_of(reg, h));
     if (st == BH_ESTALE)
@@ -633,10 +673,11 @@ static bh_status retain_block(bh_registry *reg, bh_handle h) {
     return st;
 }
 
-static bh_status release_block(bh_registry *reg, bh_handle h, int *freed) {
-    bh__block *b;
-    bh_status st = resolve(reg, h, &b);
-    if (st != BH_OK)
+static inline __attribute__((always_inline)) bh_status release_block(bh_registry *reg, bh_handle h,
+                                                                     int *freed) {
+    bh_status st = BH_ESTALE; /* resolve() sets it when it returns NULL */
+    bh__block *b = resolve(reg, h, &st);
+    if (b == NULL)
         return st;
     uint32_t gen = bh__handle_gen_of(reg, h);
     /* For helgrind/drd: everything this thread did with the block happens
@@ -655,14 +696,11 @@ static bh_status release_block(bh_registry *reg, bh_handle h, int *freed) {
             break;
         w = seen;
     }
+    /* The last reference's path is a tail call, so the common path saves no
+     * registers. */
+    if (bh__word_refs(w) == 1)
+        return released_last(reg, b, gen, freed);
     bh__count(&reg->stats, BH__C_RELEASES);
-    if (bh__word_refs(w) == 1) {
-        BH__HAPPENS_AFTER(&b->word);
-        BH__HAPPENS_FORGET(&b->word);
-        last_release(reg, b, gen);
-        if (freed != NULL)
-            *freed = 1;
-    }
     return BH_OK;
 }
 
@@ -671,9 +709,9 @@ static bh_status release_block(bh_registry *reg, bh_handle h, int *freed) {
 static bh_status info_block(bh_registry *reg, bh_handle h, bh_info *out) {
     if (out == NULL)
         return BH_EINVAL;
-    bh__block *b;
-    bh_status st = resolve(reg, h, &b);
-    if (st != BH_OK)
+    bh_status st = BH_ESTALE; /* resolve() sets it when it returns NULL */
+    bh__block *b = resolve(reg, h, &st);
+    if (b == NULL)
         return st;
     uint32_t gen = bh__handle_gen_of(reg, h);
     /* Seqlock-style snapshot without taking a reference: read the word, the
@@ -824,9 +862,9 @@ void bh__core_foreach_live(bh_registry *reg, void (*fn)(void *ctx, bh_handle blo
 void bh__registry_set_refs_max(bh_registry *reg, uint32_t refs_max) { reg->refs_max = refs_max; }
 
 bh_status bh__registry_set_gen(bh_registry *reg, bh_handle h, uint32_t gen, bh_handle *out) {
-    bh__block *b;
-    bh_status st = resolve(reg, h, &b);
-    if (st != BH_OK)
+    bh_status st = BH_ESTALE; /* resolve() sets it when it returns NULL */
+    bh__block *b = resolve(reg, h, &st);
+    if (b == NULL)
         return st;
     AO_t w = AO_load(&b->word); /* relaxed: test hook, the CAS below checks */
     if (bh__word_gen(w) != bh__handle_gen_of(reg, h) || bh__word_refs(w) == 0)

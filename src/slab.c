@@ -48,16 +48,15 @@ uint32_t bh__slab_take_fresh(bh__slab *slab, uint32_t want, bh__block **head) {
     while (got < want && slab->next_fresh <= BH__SLOT_MASK) {
         uint32_t slot = slab->next_fresh;
         uint32_t c = bh__slab_chunk_of(slot);
-        bh__block *chunk = (bh__block *)AO_load(&slab->chunks[c]); /* under lock */
-        if (chunk == NULL) {
-            chunk = chunk_new(slab, c);
+        if (AO_load(&slab->chunks[c]) == 0) { /* relaxed: under lock, the only writer */
+            bh__block *chunk = chunk_new(slab, c);
             if (chunk == NULL)
                 break;
-            /* Release: a handle check that finds this pointer must also see the
+            /* Release: a handle check that finds this entry must also see the
              * zeroed blocks (generation 0, refs 0: every guess is stale). */
-            AO_store_release(&slab->chunks[c], (AO_t)chunk);
+            AO_store_release(&slab->chunks[c], bh__slab_entry(chunk, c));
         }
-        bh__block *b = &chunk[slot - bh__slab_chunk_first(c)];
+        bh__block *b = bh__slab_at(slab, slot);
         b->slot = slot;
         b->next = *head;
         *head = b;

@@ -15,19 +15,27 @@
  * (see BH__OWNED_STRIPES). initial-exec TLS: a plain %fs-relative load
  * instead of a __tls_get_addr call on every count (it was a third of a
  * retain/release pair); four bytes of the static TLS surplus glibc keeps for
- * libraries. */
+ * libraries. UINT32_MAX (not numbered yet) fails bh__count's one test for an
+ * owned stripe, like a shared number does, so the inline path has no
+ * separate first-use test. */
 static AO_t next_thread_number;
-__attribute__((tls_model("initial-exec"))) _Thread_local unsigned bh__thread_number_plus1;
+__attribute__((tls_model("initial-exec"))) _Thread_local uint32_t bh__thread_number = UINT32_MAX;
 
-unsigned bh__thread_number_first_use(void) {
-    /* Relaxed: only distinctness matters, not ordering. */
-    AO_t v = AO_fetch_and_add1(&next_thread_number);
-    /* Only the stripe choice matters: the first threads keep their own
-     * number, every later one a number in the shared range (so no count of
-     * threads can wrap back into an owned stripe). */
-    unsigned n = v < BH__OWNED_STRIPES ? (unsigned)v : BH__OWNED_STRIPES + (unsigned)(v % BH__SHARED_STRIPES);
-    bh__thread_number_plus1 = n + 1;
-    return n;
+void bh__count_unowned(bh__stats *st, enum bh__counter c) {
+    uint32_t n = bh__thread_number;
+    if (n == UINT32_MAX) {
+        /* Relaxed: only distinctness matters, not ordering. */
+        AO_t v = AO_fetch_and_add1(&next_thread_number);
+        /* Only the stripe choice matters: the first threads keep their own
+         * number, every later one a number in the shared range (so no count
+         * of threads can wrap back into an owned stripe). */
+        n = v < BH__OWNED_STRIPES ? (uint32_t)v : BH__OWNED_STRIPES + (uint32_t)(v % BH__SHARED_STRIPES);
+        bh__thread_number = n;
+    }
+    if (n < BH__OWNED_STRIPES)
+        bh__count(st, c); /* just numbered, and owns a stripe */
+    else
+        (void)AO_fetch_and_add1(&st->stripes[n].c[c]); /* n is in the shared range */
 }
 
 int bh__live_reserve(bh__stats *st, uint64_t bytes) {

@@ -46,8 +46,26 @@ static void slab_slots_map_to_distinct_stable_blocks(void **state) {
     /* Earlier blocks did not move while later chunks were added. */
     for (uint32_t s = 1; s <= N; s++)
         assert_ptr_equal(bh__slab_at(&slab, s), seen[s]);
-    /* Slots far beyond anything handed out have no memory. */
+    /* Every slot of every chunk so far decodes (the directory holds a base,
+     * not the chunk's address) to a block inside that chunk's allocation,
+     * and a chunk's blocks are consecutive. */
+    for (uint32_t c = 0; c < BH__SLAB_CHUNKS && slab.raw[c] != NULL; c++) {
+        uint32_t first = bh__slab_chunk_first(c), n = BH__SLAB_BASE << c;
+        const char *lo = slab.raw[c], *hi = lo + (size_t)(n + 1) * sizeof(bh__block);
+        for (uint32_t s = c == 0 ? 1 : first; s < first + n; s++) {
+            const bh__block *b = bh__slab_at(&slab, s);
+            assert_non_null(b);
+            assert_true((const char *)b >= lo && (const char *)(b + 1) <= hi);
+            if (s > first)
+                assert_ptr_equal(b, bh__slab_at(&slab, s - 1) + 1);
+        }
+    }
+    /* Slots far beyond anything handed out have no memory, nor do the first
+     * and last slots of the first chunk not made yet. */
     assert_null(bh__slab_at(&slab, BH__SLOT_MASK));
+    uint32_t absent = bh__slab_chunk_of(slab.next_fresh - 1) + 1;
+    assert_null(bh__slab_at(&slab, bh__slab_chunk_first(absent)));
+    assert_null(bh__slab_at(&slab, bh__slab_chunk_first(absent + 1) - 1));
     bh__slab_fini(&slab);
 }
 
