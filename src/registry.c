@@ -71,6 +71,18 @@ static void report(bh_registry *reg, bh_event_kind kind, uint32_t device, uint64
         reg->env_reporter.report(reg->env_reporter.ctx, &ev);
 }
 
+/* A block that bh_alloc, bh_adopt or bh_intern made went live: counts it (as
+ * counter), reports its ALLOC and hands out its handle. Called with no lock
+ * held, since the reporter may call back into the library. */
+static bh_status announce_birth(bh_registry *reg, enum bh__counter counter, uint32_t device, uint64_t address,
+                                uint64_t size, bh_handle h, bh_handle *out) {
+    bh__live_born(&reg->stats);
+    bh__count(&reg->stats, counter);
+    report(reg, BH_EVENT_ALLOC, device, address, size);
+    *out = h;
+    return BH_OK;
+}
+
 /* A handle that resolve() turned down: the null handle is a caller's error,
  * anything else (another registry's tag, slot 0, a slot never handed out) is
  * stale. Out of line: only the rejections pay for telling them apart. */
@@ -523,11 +535,7 @@ static bh_status alloc_block(bh_registry *reg, uint32_t device, uint64_t size, v
             reg->allocator.free(reg->allocator.ctx, device, address, size);
         return st;
     }
-    bh__live_born(&reg->stats);
-    bh__count(&reg->stats, BH__C_ALLOCS);
-    report(reg, BH_EVENT_ALLOC, device, address, size);
-    *out = h;
-    return BH_OK;
+    return announce_birth(reg, BH__C_ALLOCS, device, address, size, h, out);
 }
 
 static bh_status adopt_block(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
@@ -542,11 +550,7 @@ static bh_status adopt_block(bh_registry *reg, uint32_t device, uint64_t address
         bh__live_unreserve(&reg->stats, size);
         return st;
     }
-    bh__live_born(&reg->stats);
-    bh__count(&reg->stats, BH__C_ADOPTS);
-    report(reg, BH_EVENT_ALLOC, device, address, size);
-    *out = h;
-    return BH_OK;
+    return announce_birth(reg, BH__C_ADOPTS, device, address, size, h, out);
 }
 
 static bh_status intern_block(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
@@ -589,13 +593,9 @@ static bh_status intern_block(bh_registry *reg, uint32_t device, uint64_t addres
         return st;
     }
 
-    bh__live_born(&reg->stats);
-    bh__count(&reg->stats, BH__C_INTERNS_NEW);
     if (born != NULL)
         *born = 1;
-    report(reg, BH_EVENT_ALLOC, device, address, size);
-    *out = h;
-    return BH_OK;
+    return announce_birth(reg, BH__C_INTERNS_NEW, device, address, size, h, out);
 }
 
 /* Takes a reference to b (found under a lock that keeps its generation
