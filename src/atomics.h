@@ -22,10 +22,18 @@
 #define BH__HAPPENS_BEFORE(addr) ANNOTATE_HAPPENS_BEFORE(addr)
 #define BH__HAPPENS_AFTER(addr) ANNOTATE_HAPPENS_AFTER(addr)
 #define BH__HAPPENS_FORGET(addr) ANNOTATE_HAPPENS_BEFORE_FORGET_ALL(addr)
+/* Memory accessed only with atomic operations that no lock or happens-before
+ * edge orders (lock-free readers that validate what they read): helgrind and
+ * drd cannot tell an atomic load or store from a plain one, so they stop
+ * checking the range; _END before the memory goes back to the allocator. */
+#define BH__ATOMIC_RANGE(addr, len) VALGRIND_HG_DISABLE_CHECKING((addr), (len))
+#define BH__ATOMIC_RANGE_END(addr, len) VALGRIND_HG_ENABLE_CHECKING((addr), (len))
 #else
 #define BH__HAPPENS_BEFORE(addr) ((void)(addr))
 #define BH__HAPPENS_AFTER(addr) ((void)(addr))
 #define BH__HAPPENS_FORGET(addr) ((void)(addr))
+#define BH__ATOMIC_RANGE(addr, len) ((void)(addr), (void)(len))
+#define BH__ATOMIC_RANGE_END(addr, len) ((void)(addr), (void)(len))
 #endif
 
 #endif /* BH_ATOMICS_H */

@@ -63,15 +63,19 @@ struct bh__block {
     AO_t address;      /* ATOMIC: same; read (acquire) by seqlock-style snapshots */
     AO_t size;         /* ATOMIC: same */
     AO_t phase;        /* ATOMIC: BH__PHASE_*; release by the freeing thread */
-    bh__block *next;   /* under shard->lock: hash chain, or the shard's free list */
+    bh__block *next;   /* under shard->lock: the shard's free list */
     uint32_t rlink[2]; /* under the range stripe's lock: treap children by slot, 0 none (range.c) */
     uint32_t slot;     /* immutable once the slot is handed out */
-    uint8_t linked;    /* under shard->lock: 1 while in a hash chain */
+    uint8_t spare;     /* unused */
     uint8_t ranged;    /* under the range stripe's lock: 1 while in the range index */
 };
 /* One block, one cache line: the slab aligns chunks so that no block spans
  * two (the range index links by 32-bit slot numbers to stay inside it). */
 _Static_assert(sizeof(bh__block) == BH__CACHE_LINE, "a control block fills one cache line");
+
+/* A block's domain. Relaxed: callers order it (the shard lock, or an
+ * acquire of the word; see registry.c). */
+static inline uint32_t bh__block_device(const bh__block *b) { return (uint32_t)AO_load(&b->device); }
 
 /* ======================== Host memory (hostmem.c) ======================== */
 
@@ -146,12 +150,35 @@ uint32_t bh__slab_take_fresh(bh__slab *slab, uint32_t want, bh__block **head);
 
 /* ======================== Intern table (table.c) ======================== */
 
+/* An entry: slot (bits 0..23) | tag << 24, the tag being 8 bits of the key's
+ * hash that pick neither the shard nor the index; 0 = empty (slot 0 is never
+ * handed out). The tag lets a probe skip most other keys without touching
+ * their blocks. */
+#define BH__ENTRY_TAG_SHIFT 24
+static inline unsigned bh__entry_tag(uint64_t hash) { return (unsigned)(hash >> 50) & 0xffu; }
+static inline unsigned bh__entry_make(uint64_t hash, uint32_t slot) {
+    return slot | (bh__entry_tag(hash) << BH__ENTRY_TAG_SHIFT);
+}
+static inline uint32_t bh__entry_slot(unsigned e) { return e & BH__SLOT_MASK; }
+static inline unsigned bh__entry_tag_of(unsigned e) { return e >> BH__ENTRY_TAG_SHIFT; }
+
+/* One array of a shard: the mask and the entries in one allocation, so a
+ * reader gets a consistent pair from one pointer. */
+typedef struct bh__table {
+    uint32_t mask;                  /* immutable: entries - 1 (a power of two) */
+    struct bh__table *retired_next; /* under the shard lock: the retired list, once replaced */
+    unsigned e[];                   /* ATOMIC (AO_int_*): written under the shard lock */
+} bh__table;
+
 typedef struct bh__shard {
-    _Alignas(BH__CACHE_LINE) pthread_mutex_t lock; /* one line per shard: no false sharing */
-    bh__block **buckets;                           /* under lock: chains of linked blocks */
-    uint32_t mask;                                 /* under lock: bucket count - 1 (power of two) */
-    uint32_t count;                                /* under lock: linked blocks */
-    bh__block *free_list;                          /* under lock: retired blocks ready for reuse */
+    /* Read by lock-free readers on every hit: on a line of its own, away
+     * from the mutex that writers take. */
+    _Alignas(BH__CACHE_LINE) AO_t table; /* ATOMIC: current bh__table *; release store under lock */
+    const struct bh__slab *slab;         /* immutable: maps entries to blocks */
+    _Alignas(BH__CACHE_LINE) pthread_mutex_t lock;
+    uint32_t count;       /* under lock: entries in the array */
+    bh__block *free_list; /* under lock: retired blocks ready for reuse */
+    bh__table *retired;   /* under lock: replaced arrays, freed at fini */
 } bh__shard;
 
 #define BH__SHARDS 64 /* power of two */
@@ -159,12 +186,25 @@ typedef struct bh__shard {
 uint64_t bh__key_hash(uint32_t device, uint64_t address);
 static inline uint32_t bh__shard_of(uint64_t hash) { return (uint32_t)(hash >> 58) & (BH__SHARDS - 1); }
 
-bh_status bh__shard_init(bh__shard *shard);
+/* The shard's current array. Acquire: pairs with the release store that
+ * published it (grow()), so its mask and entries are visible. Under the lock
+ * or not: a reader without the lock may be handed an array that is replaced
+ * right after; replaced arrays live until bh__shard_fini. */
+static inline bh__table *bh__shard_table(const bh__shard *shard) {
+    return (bh__table *)AO_load_acquire(&shard->table);
+}
+
+bh_status bh__shard_init(bh__shard *shard, const struct bh__slab *slab);
 void bh__shard_fini(bh__shard *shard);
 /* All under shard->lock. */
 bh__block *bh__shard_find(const bh__shard *shard, uint64_t hash, uint32_t device, uint64_t address);
+/* Makes sure one more bh__shard_link fits (growing if needed). BH_ENOMEM:
+ * host memory ran out and the array is full; nothing changed. */
+bh_status bh__shard_reserve(bh__shard *shard);
+/* Only after a successful bh__shard_reserve in the same lock hold. */
 void bh__shard_link(bh__shard *shard, uint64_t hash, bh__block *b);
-void bh__shard_unlink(bh__shard *shard, uint64_t hash, bh__block *b);
+/* Removes slot's entry from hash's probe run; does nothing if it is absent. */
+void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot);
 
 /* ======================== Range index (range.c) ======================== */
 

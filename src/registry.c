@@ -15,7 +15,10 @@
  * intern, alloc) run under the key's shard lock, which pins the generation of
  * every linked block (retirement also takes that lock), but refs can still
  * drop to zero underneath them, so they too take references with CAS "get
- * unless zero". The thread whose CAS takes refs from 1 to 0 owns the block's
+ * unless zero". A lookup, or an intern of a key that is live, first tries
+ * without the lock (fast_hit): it checks the block's word and key itself and
+ * takes its reference with a CAS on the word it checked, and anything short of
+ * a clean hit goes to the locked path. The thread whose CAS takes refs from 1 to 0 owns the block's
  * death; the block stays linked (so its address reads as busy, not free)
  * until its allocator free has run.
  */
@@ -142,6 +145,82 @@ static bh_status ref_get(const bh_registry *reg, bh__block *b, uint32_t gen) {
     }
 }
 
+/* ======================== Lock-free hits ======================== */
+
+/* How far a lock-free probe walks before it leaves the answer to the locked
+ * path. At load 3/4 and below, linear probing's runs are short on average;
+ * the bound only keeps a pathological run (or a reader racing a backward
+ * shift) from walking far without the lock that would make it exact. */
+#define FAST_PROBES 8u
+
+/* bh_lookup, and bh_intern of a key that is live, without the shard lock.
+ * Returns 1 with *out a new reference to the live block of (device, address)
+ * if its size is at least size, or 0: "not a clean hit", and the caller asks
+ * the locked path, which decides. 0 covers an empty
+ * entry (a miss: the locked path confirms it), a dying block, a size past the
+ * block's (BH_ERANGE), a count at the limit (BH_EOVERFLOW), a failed CAS and
+ * a probe run longer than FAST_PROBES. So this can only ever answer with a
+ * reference that its own CAS took, and a wrong answer is impossible by
+ * construction:
+ *
+ * The entries are hints (a reader may probe an array that was replaced, or
+ * race a backward shift): all that is trusted is that the slot exists. The
+ * acquire load of the word w pairs with go_live's release RMW for generation
+ * gen(w) (every later RMW on the word continues its release sequence), so the
+ * key fields stored for that generation are visible. Key fields change only
+ * while a block is free (refs 0), and the word leaves the states (gen(w),
+ * refs > 0) for good when it gets there (get-unless-zero; generations only
+ * grow, and a slot whose generation would wrap is retired). The CAS succeeds
+ * only if the word still equals w, so the block was live in generation gen(w)
+ * from the load to the CAS, across the key reads: they read that
+ * generation's key. The CAS is the linearisation point: at that instant the
+ * block is the live block of the key (a live key is always linked, and has
+ * one live block), which is what the locked path would have returned.
+ *
+ * No fence between the key reads and the CAS: the CAS is acq_rel, and its
+ * release half keeps the reads before it. The last release that must come
+ * after it in the word's modification order (before the key can change) is
+ * an acquiring CAS, so it synchronises with ours, and every key store after
+ * it happens after our reads: they cannot see it. */
+static inline int fast_hit(bh_registry *reg, const bh__shard *shard, uint64_t hash, uint32_t device,
+                           uint64_t address, uint64_t size, bh_handle *out) {
+    const bh__table *t = bh__shard_table(shard);
+    unsigned tag = bh__entry_tag(hash);
+    uint32_t i = (uint32_t)hash & t->mask;
+    for (unsigned n = 0; n < FAST_PROBES; n++, i = (i + 1) & t->mask) {
+        /* Relaxed: a hint (above); a 32-bit atomic load keeps it whole and
+         * TSan-visible. */
+        unsigned e = AO_int_load(&t->e[i]);
+        if (e == 0)
+            return 0;
+        if (bh__entry_tag_of(e) != tag)
+            continue;
+        /* NULL only if this thread cannot see the chunk yet: not clean. */
+        bh__block *b = bh__slab_at(&reg->slab, bh__entry_slot(e));
+        if (b == NULL)
+            return 0;
+        /* Acquire: pairs with go_live's release (above). */
+        AO_t w = AO_load_acquire(&b->word);
+        if (bh__word_refs(w) == 0)
+            continue;
+        /* Relaxed: ordered by the acquire above and the CAS below. (For
+         * helgrind and drd these fields are atomic-only: see slab.c.) */
+        int match = bh__block_device(b) == device && (uint64_t)AO_load(&b->address) == address;
+        int fits = size <= (uint64_t)AO_load(&b->size);
+        if (!match)
+            continue;
+        if (!fits || bh__word_refs(w) >= reg->refs_max)
+            return 0;
+        /* acq_rel, see above. */
+        if (AO_fetch_compare_and_swap_full(&b->word, w, w + 1) != w)
+            return 0;
+        /* The entry's slot is the block's: no read of b->slot needed. */
+        *out = bh__handle_of(reg, bh__entry_slot(e), bh__word_gen(w));
+        return 1;
+    }
+    return 0;
+}
+
 /* Gen of a linked (or range-indexed) block. Stable while the caller holds the
  * key's shard lock (or the domain's range stripe lock): retirement takes both
  * in turn. Relaxed: the caller's lock orders it. */
@@ -238,13 +317,15 @@ static bh_status overlap_answer(bh_registry *reg, enum creator who, const bh__bl
  * Under shard->lock. The overlap check and the range insertion are one step
  * (one walk of the range index) under the domain's range stripe lock, so two
  * overlapping keys created at once on different shards cannot both pass.
- * When no block can be had (host memory), the range is still checked first:
+ * When no block or no table room can be had (host memory), the range is
+ * still checked first:
  * BH_ENOMEM means the range was free, so a caller may give it back to the
  * allocator.
  * Returns BH_OK, BH_ENOMEM, or overlap_answer()'s code. */
 static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *shard, uint64_t hash,
                               uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
-    bh__block *nb = take_block(reg, shard);
+    /* Room in the table first: with it and a block, go_live cannot fail. */
+    bh__block *nb = bh__shard_reserve(shard) == BH_OK ? take_block(reg, shard) : NULL;
     if (nb != NULL)
         set_key(nb, device, address, size);
     bh__range_stripe *rs = NULL;
@@ -306,7 +387,7 @@ static bh_status claim(bh_registry *reg, enum creator who, uint32_t device, uint
     if (st == BH_OK && old != NULL) {
         /* Its free has started; its releaser retires it without unlinking.
          * (create_block took its range out of the index.) */
-        bh__shard_unlink(shard, hash, old);
+        bh__shard_unlink(shard, hash, old->slot);
         bh__count(&reg->stats, BH__C_TAKEOVERS);
     }
     pthread_mutex_unlock(&shard->lock);
@@ -346,8 +427,9 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
     }
 
     pthread_mutex_lock(&shard->lock);
-    if (b->linked) /* not already unlinked by a bh_alloc that took the key over */
-        bh__shard_unlink(shard, hash, b);
+    /* A no-op if a bh_alloc or bh_adopt took the key over (the key's entry
+     * then names the new block; this slot's entry is gone). */
+    bh__shard_unlink(shard, hash, b->slot);
     if (gen == UINT32_MAX) {
         /* The generation would wrap and re-validate ancient handles: retire
          * the slot for good. Its word stays (gen, 0): stale for every handle. */
@@ -446,7 +528,7 @@ bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
     if (reg == NULL)
         return BH_ENOMEM;
     for (unsigned i = 0; i < BH__SHARDS; i++) {
-        if (bh__shard_init(&reg->shards[i]) != BH_OK) {
+        if (bh__shard_init(&reg->shards[i], &reg->slab) != BH_OK) {
             while (i-- > 0)
                 bh__shard_fini(&reg->shards[i]);
             bh__free(reg);
@@ -559,6 +641,10 @@ static bh_status intern_block(bh_registry *reg, uint32_t device, uint64_t addres
         return BH_EINVAL;
     uint64_t hash = bh__key_hash(device, address);
     bh__shard *shard = shard_for(reg, hash);
+    if (fast_hit(reg, shard, hash, device, address, size, out)) {
+        bh__count(&reg->stats, BH__C_INTERNS_ALIAS);
+        return BH_OK;
+    }
     pthread_mutex_lock(&shard->lock);
     bh__block *b = bh__shard_find(shard, hash, device, address);
     if (b != NULL) {
@@ -625,6 +711,8 @@ static bh_status lookup_block(bh_registry *reg, uint32_t device, uint64_t addres
         return BH_EINVAL;
     uint64_t hash = bh__key_hash(device, address);
     bh__shard *shard = shard_for(reg, hash);
+    if (fast_hit(reg, shard, hash, device, address, 0, out))
+        return count_lookup(reg, BH_OK);
     pthread_mutex_lock(&shard->lock);
     bh_status st = lookup_get(reg, bh__shard_find(shard, hash, device, address), out);
     pthread_mutex_unlock(&shard->lock);

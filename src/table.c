@@ -1,19 +1,35 @@
 /*
  * table.c - the intern table: (device, address) -> control block.
  *
- * Owns: the key hash and the sharded chained hash table. Each of BH__SHARDS
- * shards has its own mutex and its own power-of-two bucket array that doubles
- * when the shard holds more blocks than buckets. The top hash bits pick the
- * shard and the low bits the bucket, so the two choices are independent.
+ * Owns: the key hash and the per-shard open-addressing arrays. Each of
+ * BH__SHARDS shards has its own mutex and its own power-of-two array of 32-bit
+ * entries, slot (24 bits) | tag (8 bits of the hash used neither for the shard
+ * nor for the index), 0 = empty. Linear probing, backward-shift deletion (no
+ * tombstones), doubling when more than 3/4 full. The top hash bits pick the
+ * shard, bits 50..57 the tag and the low bits the index, so the three are
+ * independent.
  * Must never: touch a block's reference count or generation (that is the
- * registry's protocol), or fail an insert because growing failed: a shard that
- * cannot grow keeps working with longer chains.
+ * registry's protocol), free an array a lock-free reader may still probe
+ * before bh__shard_fini, or store an entry a reader could not survive: every
+ * entry a reader sees names a slot that exists, and the reader trusts nothing
+ * else about it (registry.c checks the block itself).
+ *
+ * Inserts can fail. With chains, a shard that could not grow kept working with
+ * longer chains; an open-addressing array has a fixed number of entries, so a
+ * shard that cannot grow (host memory) keeps working while it has room and
+ * then refuses: bh__shard_reserve answers BH_ENOMEM, before anything else has
+ * changed, and the callers turn that into their BH_ENOMEM (for bh_alloc and
+ * bh_adopt still "the address was free": the exact-key and range checks come
+ * first).
  */
 #include <string.h>
 
 #include "internal.h"
 
-#define INITIAL_BUCKETS 16u
+#define INITIAL_ENTRIES 16u
+/* 2^25 entries: more than every slot at once (2^24), so growth never needs
+ * to stop for a reason other than host memory. */
+#define MAX_ENTRIES (1u << 25)
 
 /* Device addresses are aligned and close together, so their low bits carry
  * almost no information. The murmur3 finaliser spreads every input bit over
@@ -29,74 +45,167 @@ uint64_t bh__key_hash(uint32_t device, uint64_t address) {
     return h;
 }
 
-bh_status bh__shard_init(bh__shard *shard) {
+/* A zeroed array of n entries (a power of two), mask and entries in one
+ * allocation, so one pointer publishes a consistent pair. */
+static bh__table *table_new(uint32_t n) {
+    bh__table *t = bh__calloc(1, sizeof(bh__table) + (size_t)n * sizeof(unsigned));
+    if (t == NULL)
+        return NULL;
+    t->mask = n - 1;
+    /* Entries are only ever accessed with atomic loads and stores (which
+     * ThreadSanitizer sees as such); helgrind and drd cannot tell those from
+     * plain accesses, so they are told not to report the lock-free readers'
+     * probes, which no lock or happens-before edge orders (a reader may read
+     * an entry while the lock holder rewrites it, and trusts nothing it
+     * reads). Only the entries: the rest of the shard is checked as usual. */
+    BH__ATOMIC_RANGE(t->e, (size_t)n * sizeof(unsigned));
+    return t;
+}
+
+static void table_free(bh__table *t) {
+    BH__ATOMIC_RANGE_END(t->e, (size_t)(t->mask + 1) * sizeof(unsigned));
+    bh__free(t);
+}
+
+bh_status bh__shard_init(bh__shard *shard, const bh__slab *slab) {
     memset(shard, 0, sizeof(*shard));
-    shard->buckets = bh__calloc(INITIAL_BUCKETS, sizeof(bh__block *));
-    if (shard->buckets == NULL)
+    bh__table *t = table_new(INITIAL_ENTRIES);
+    if (t == NULL)
         return BH_ENOMEM;
-    shard->mask = INITIAL_BUCKETS - 1;
+    shard->slab = slab;
+    /* Relaxed: the registry is published to other threads by whatever hands
+     * them its pointer. */
+    AO_store(&shard->table, (AO_t)t);
     pthread_mutex_init(&shard->lock, NULL);
     return BH_OK;
 }
 
 void bh__shard_fini(bh__shard *shard) {
-    bh__free(shard->buckets);
+    /* No reader is left (bh_registry_destroy's caller guarantees it): the
+     * replaced arrays can go with the live one. */
+    while (shard->retired != NULL) {
+        bh__table *t = shard->retired;
+        shard->retired = t->retired_next;
+        table_free(t);
+    }
+    table_free(bh__shard_table(shard));
     pthread_mutex_destroy(&shard->lock);
 }
 
-/* Key fields are only written before a block is linked, under this lock, so
- * relaxed loads are enough here. */
-static int key_equal(const bh__block *b, uint32_t device, uint64_t address) {
-    return (uint32_t)AO_load(&b->device) == device && (uint64_t)AO_load(&b->address) == address;
+/* The block an entry names. Under the lock every entry names a linked block,
+ * whose slot exists. */
+static bh__block *entry_block(const bh__shard *shard, unsigned e) {
+    return bh__slab_at(shard->slab, bh__entry_slot(e));
 }
+
+/* The hash of a linked block's key. Relaxed: keys of linked blocks are
+ * fixed under the shard lock, which the caller holds. */
+static uint64_t block_hash(const bh__block *b) {
+    return bh__key_hash(bh__block_device(b), (uint64_t)AO_load(&b->address));
+}
+
+/* Under the lock, so the entries are ours to read: relaxed loads. */
+static unsigned entry_at(const bh__table *t, uint32_t i) { return AO_int_load(&t->e[i]); }
+
+/* Relaxed stores: a lock-free reader that sees an entry validates the block
+ * it names by itself (registry.c); there is nothing to publish with it. A
+ * new array is published by the release store in grow(). */
+static void entry_set(bh__table *t, uint32_t i, unsigned e) { AO_int_store(&t->e[i], e); }
 
 bh__block *bh__shard_find(const bh__shard *shard, uint64_t hash, uint32_t device, uint64_t address) {
-    for (bh__block *b = shard->buckets[hash & shard->mask]; b != NULL; b = b->next)
-        if (key_equal(b, device, address))
+    const bh__table *t = bh__shard_table(shard);
+    unsigned tag = bh__entry_tag(hash);
+    for (uint32_t i = (uint32_t)hash & t->mask;; i = (i + 1) & t->mask) {
+        unsigned e = entry_at(t, i);
+        if (e == 0)
+            return NULL;
+        if (bh__entry_tag_of(e) != tag)
+            continue;
+        bh__block *b = entry_block(shard, e);
+        /* Relaxed: keys of linked blocks are written before they are linked,
+         * under this lock. */
+        if (bh__block_device(b) == device && (uint64_t)AO_load(&b->address) == address)
             return b;
-    return NULL;
+    }
 }
 
-/* Doubles the bucket array; on host-memory failure leaves the shard as it was. */
-static void grow(bh__shard *shard) {
-    uint32_t n = (shard->mask + 1) * 2;
-    bh__block **nb = bh__calloc(n, sizeof(bh__block *));
-    if (nb == NULL)
-        return;
-    for (uint32_t i = 0; i <= shard->mask; i++) {
-        bh__block *b = shard->buckets[i];
-        while (b != NULL) {
-            bh__block *next = b->next;
-            /* Relaxed: keys of linked blocks are fixed under our lock (see key_equal). */
-            uint64_t h = bh__key_hash((uint32_t)AO_load(&b->device), (uint64_t)AO_load(&b->address));
-            b->next = nb[h & (n - 1)];
-            nb[h & (n - 1)] = b;
-            b = next;
-        }
+/* Puts entry e (of a block whose key hashes to hash) in the first empty
+ * place of its probe run. There is one: the load stays at most 3/4, or the
+ * caller made room with bh__shard_reserve. */
+static void place(bh__table *t, uint64_t hash, unsigned e) {
+    uint32_t i = (uint32_t)hash & t->mask;
+    while (entry_at(t, i) != 0)
+        i = (i + 1) & t->mask;
+    entry_set(t, i, e);
+}
+
+/* Doubles the array. The old one is kept on the retired list, not freed: a
+ * lock-free reader may have loaded its pointer and still be probing it. The
+ * replaced arrays of a shard add up to less than its live one (they halve),
+ * and all go at bh__shard_fini. BH_ENOMEM leaves the shard as it was. */
+static bh_status grow(bh__shard *shard) {
+    bh__table *old = bh__shard_table(shard);
+    uint32_t n = (old->mask + 1) * 2;
+    if (n > MAX_ENTRIES)
+        return BH_ENOMEM;
+    bh__table *t = table_new(n);
+    if (t == NULL)
+        return BH_ENOMEM;
+    for (uint32_t i = 0; i <= old->mask; i++) {
+        unsigned e = entry_at(old, i);
+        if (e != 0)
+            place(t, block_hash(entry_block(shard, e)), e);
     }
-    bh__free(shard->buckets);
-    shard->buckets = nb;
-    shard->mask = n - 1;
+    old->retired_next = shard->retired;
+    shard->retired = old;
+    /* Release: pairs with the acquire in bh__shard_table() of a lock-free
+     * reader; the mask and the entries stored above are visible to whoever
+     * sees this pointer. */
+    AO_store_release(&shard->table, (AO_t)t);
+    return BH_OK;
+}
+
+bh_status bh__shard_reserve(bh__shard *shard) {
+    const bh__table *t = bh__shard_table(shard);
+    uint32_t cap = t->mask + 1;
+    if (shard->count + 1 <= cap / 4 * 3)
+        return BH_OK;
+    if (grow(shard) == BH_OK)
+        return BH_OK;
+    /* Could not grow: a fuller array still works while one entry stays
+     * empty after the insert (it ends every probe run). */
+    return shard->count + 2 <= cap ? BH_OK : BH_ENOMEM;
 }
 
 void bh__shard_link(bh__shard *shard, uint64_t hash, bh__block *b) {
-    if (shard->count > shard->mask && shard->mask < (1u << 30))
-        grow(shard);
-    bh__block **head = &shard->buckets[hash & shard->mask];
-    b->next = *head;
-    *head = b;
-    b->linked = 1;
+    place(bh__shard_table(shard), hash, bh__entry_make(hash, b->slot));
     shard->count++;
 }
 
-void bh__shard_unlink(bh__shard *shard, uint64_t hash, bh__block *b) {
-    for (bh__block **p = &shard->buckets[hash & shard->mask]; *p != NULL; p = &(*p)->next) {
-        if (*p == b) {
-            *p = b->next;
-            b->next = NULL;
-            b->linked = 0;
-            shard->count--;
-            return;
+void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot) {
+    bh__table *t = bh__shard_table(shard);
+    uint32_t i = (uint32_t)hash & t->mask;
+    for (;; i = (i + 1) & t->mask) {
+        unsigned e = entry_at(t, i);
+        if (e == 0)
+            return; /* not linked (a takeover unlinked it already) */
+        if (bh__entry_slot(e) == slot)
+            break;
+    }
+    /* Backward shift: every later entry of the run whose home is not in
+     * (i, j] moves into the hole, which moves on to where it was. A reader
+     * probing meanwhile may miss an entry that moves behind it; it then
+     * falls back to this lock (registry.c), so a miss is never final. */
+    for (uint32_t j = (i + 1) & t->mask;; j = (j + 1) & t->mask) {
+        unsigned e = entry_at(t, j);
+        if (e == 0)
+            break;
+        uint32_t home = (uint32_t)block_hash(entry_block(shard, e)) & t->mask;
+        if (((j - home) & t->mask) >= ((j - i) & t->mask)) {
+            entry_set(t, i, e);
+            i = j;
         }
     }
+    entry_set(t, i, 0);
+    shard->count--;
 }

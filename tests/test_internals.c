@@ -103,33 +103,188 @@ static void hash_spreads_aligned_neighbouring_addresses_over_shards_and_buckets(
 
 /* ------------------------------------------------------------ table */
 
+/* A shard on its own slab, and blocks keyed at will. */
+typedef struct table_fixture {
+    bh__slab slab;
+    bh__shard shard;
+    bh__block *spare; /* fresh blocks, chained through next */
+} table_fixture;
+
+static void fixture_init(table_fixture *f) {
+    bh__slab_init(&f->slab);
+    assert_int_equal(bh__shard_init(&f->shard, &f->slab), BH_OK);
+    f->spare = NULL;
+}
+
+static void fixture_fini(table_fixture *f) {
+    bh__shard_fini(&f->shard);
+    bh__slab_fini(&f->slab);
+}
+
+static uint64_t key_of(uint64_t i) { return BASE + i * ALIGN; }
+
+/* Links a fresh block keyed (0, address) the way the registry does:
+ * reserve, then link. */
+static bh__block *link_key(table_fixture *f, uint64_t address) {
+    if (f->spare == NULL)
+        assert_true(bh__slab_take_fresh(&f->slab, 64, &f->spare) > 0);
+    bh__block *b = f->spare;
+    f->spare = b->next;
+    AO_store(&b->device, 0);
+    AO_store(&b->address, address);
+    assert_int_equal(bh__shard_reserve(&f->shard), BH_OK);
+    bh__shard_link(&f->shard, bh__key_hash(0, address), b);
+    return b;
+}
+
+static bh__block *find_key(table_fixture *f, uint64_t address) {
+    return bh__shard_find(&f->shard, bh__key_hash(0, address), 0, address);
+}
+
+static void unlink_key(table_fixture *f, uint64_t address, const bh__block *b) {
+    bh__shard_unlink(&f->shard, bh__key_hash(0, address), b->slot);
+}
+
+/* Where slot's entry sits in the current array, or -1. */
+static int position_of(table_fixture *f, const bh__block *b) {
+    const bh__table *t = bh__shard_table(&f->shard);
+    for (uint32_t i = 0; i <= t->mask; i++)
+        if (bh__entry_slot(AO_int_load(&t->e[i])) == b->slot && AO_int_load(&t->e[i]) != 0)
+            return (int)i;
+    return -1;
+}
+
+/* The next key index from *from on whose hash has the given home in an
+ * array of mask + 1 entries (and, if tag >= 0, that tag). */
+static uint64_t next_key_with(uint64_t *from, uint32_t mask, uint32_t home, int tag) {
+    for (;; (*from)++) {
+        uint64_t h = bh__key_hash(0, key_of(*from));
+        if ((h & mask) == home && (tag < 0 || bh__entry_tag(h) == (unsigned)tag))
+            return key_of((*from)++);
+    }
+}
+
 static void shard_finds_links_unlinks_and_grows(void **state) {
     (void)state;
-    bh__shard shard;
-    assert_int_equal(bh__shard_init(&shard), BH_OK);
+    static table_fixture f;
+    fixture_init(&f);
     enum { N = 1000 };
-    static bh__block blocks[N];
-    memset(blocks, 0, sizeof(blocks));
-    for (uint32_t i = 0; i < N; i++) {
-        AO_store(&blocks[i].device, i % 2);
-        AO_store(&blocks[i].address, (i / 2) * 4096);
-        bh__shard_link(&shard, bh__key_hash(i % 2, (i / 2) * 4096), &blocks[i]);
+    static bh__block *blocks[N];
+    const bh__table *first = bh__shard_table(&f.shard);
+    for (uint32_t i = 0; i < N; i++)
+        blocks[i] = link_key(&f, key_of(i));
+    const bh__table *t = bh__shard_table(&f.shard);
+    assert_true(t != first && t->mask + 1 >= N * 4 / 3); /* it grew, load <= 3/4 */
+    assert_non_null(f.shard.retired);                    /* the old arrays are kept for readers */
+    for (uint32_t i = 0; i < N; i++)
+        assert_ptr_equal(find_key(&f, key_of(i)), blocks[i]);
+    for (uint32_t i = 0; i < N; i += 2)
+        unlink_key(&f, key_of(i), blocks[i]);
+    for (uint32_t i = 0; i < N; i++)
+        assert_ptr_equal(find_key(&f, key_of(i)), i % 2 ? blocks[i] : NULL);
+    assert_int_equal(f.shard.count, N / 2);
+    fixture_fini(&f);
+}
+
+/* Entries whose home is the last place wrap to the front; deleting the first
+ * of them shifts every later one of the run back, across the wrap, and one
+ * whose home is 0 with them. */
+static void backward_shift_crosses_the_end_of_the_array(void **state) {
+    (void)state;
+    static table_fixture f;
+    fixture_init(&f);
+    uint32_t mask = bh__shard_table(&f.shard)->mask;
+    uint64_t from = 0;
+    uint64_t ka = next_key_with(&from, mask, mask, -1), kb = next_key_with(&from, mask, mask, -1);
+    uint64_t kc = next_key_with(&from, mask, mask, -1), kd = next_key_with(&from, mask, 0, -1);
+    bh__block *a = link_key(&f, ka), *b = link_key(&f, kb), *c = link_key(&f, kc), *d = link_key(&f, kd);
+    assert_int_equal(position_of(&f, a), (int)mask);
+    assert_int_equal(position_of(&f, b), 0);
+    assert_int_equal(position_of(&f, c), 1);
+    assert_int_equal(position_of(&f, d), 2);
+    unlink_key(&f, ka, a);
+    assert_int_equal(position_of(&f, a), -1);
+    assert_int_equal(position_of(&f, b), (int)mask);
+    assert_int_equal(position_of(&f, c), 0);
+    assert_int_equal(position_of(&f, d), 1);
+    assert_int_equal(AO_int_load(&bh__shard_table(&f.shard)->e[2]), 0); /* no tombstone */
+    assert_ptr_equal(find_key(&f, kb), b);
+    assert_ptr_equal(find_key(&f, kc), c);
+    assert_ptr_equal(find_key(&f, kd), d);
+    assert_null(find_key(&f, ka));
+    /* d sits at its home now: deleting c must not move it before it. */
+    unlink_key(&f, kc, c);
+    assert_int_equal(position_of(&f, b), (int)mask);
+    assert_int_equal(position_of(&f, d), 0);
+    assert_ptr_equal(find_key(&f, kd), d);
+    assert_int_equal(f.shard.count, 2);
+    fixture_fini(&f);
+}
+
+/* Same home and same tag: only the key compare tells them apart. */
+static void tag_collisions_are_told_apart_by_the_key(void **state) {
+    (void)state;
+    static table_fixture f;
+    fixture_init(&f);
+    uint32_t mask = bh__shard_table(&f.shard)->mask;
+    uint64_t from = 0;
+    uint64_t k1 = next_key_with(&from, mask, 3, -1);
+    int tag = (int)bh__entry_tag(bh__key_hash(0, k1));
+    uint64_t k2 = next_key_with(&from, mask, 3, tag), k3 = next_key_with(&from, mask, 3, tag);
+    bh__block *b1 = link_key(&f, k1), *b2 = link_key(&f, k2);
+    assert_ptr_equal(find_key(&f, k1), b1);
+    assert_ptr_equal(find_key(&f, k2), b2);
+    assert_null(find_key(&f, k3)); /* same home, same tag, not linked */
+    fixture_fini(&f);
+}
+
+/* Unlinking a slot that is not in the key's run (a key taken over, then its
+ * old block's last release) changes nothing. */
+static void unlink_of_an_absent_slot_changes_nothing(void **state) {
+    (void)state;
+    static table_fixture f;
+    fixture_init(&f);
+    uint32_t mask = bh__shard_table(&f.shard)->mask;
+    uint64_t from = 0;
+    uint64_t k1 = next_key_with(&from, mask, 5, -1), k2 = next_key_with(&from, mask, 5, -1);
+    bh__block *b1 = link_key(&f, k1), *b2 = link_key(&f, k2);
+    unlink_key(&f, k1, b1);
+    unlink_key(&f, k1, b1); /* absent now */
+    assert_ptr_equal(find_key(&f, k2), b2);
+    assert_int_equal(position_of(&f, b2), 5);
+    assert_int_equal(f.shard.count, 1);
+    fixture_fini(&f);
+}
+
+/* A shard whose growth fails keeps working while an entry can stay empty,
+ * then refuses cleanly, and grows again once memory is back. */
+static void a_shard_that_cannot_grow_fills_up_then_refuses(void **state) {
+    (void)state;
+    static table_fixture f;
+    fixture_init(&f);
+    const bh__table *t = bh__shard_table(&f.shard);
+    uint32_t cap = t->mask + 1;
+    uint64_t i = 0;
+    while (f.shard.count < cap / 4 * 3)
+        link_key(&f, key_of(i++));
+    /* Make sure the slab needs no memory for the next few blocks. */
+    assert_true(f.spare != NULL);
+    while (f.shard.count < cap - 1) {
+        bh__hostmem_fail_at(1);
+        link_key(&f, key_of(i++));
+        assert_ptr_equal(bh__shard_table(&f.shard), t); /* did not grow */
     }
-    assert_true(shard.mask + 1 >= N / 2); /* it grew */
-    for (uint32_t i = 0; i < N; i++) {
-        uint64_t h = bh__key_hash(i % 2, (i / 2) * 4096);
-        assert_ptr_equal(bh__shard_find(&shard, h, i % 2, (i / 2) * 4096), &blocks[i]);
-    }
-    for (uint32_t i = 0; i < N; i += 2) {
-        bh__shard_unlink(&shard, bh__key_hash(0, (i / 2) * 4096), &blocks[i]);
-        assert_false(blocks[i].linked);
-    }
-    for (uint32_t i = 0; i < N; i++) {
-        uint64_t h = bh__key_hash(i % 2, (i / 2) * 4096);
-        assert_ptr_equal(bh__shard_find(&shard, h, i % 2, (i / 2) * 4096), i % 2 ? &blocks[i] : NULL);
-    }
-    assert_int_equal(shard.count, N / 2);
-    bh__shard_fini(&shard);
+    bh__hostmem_fail_at(1);
+    assert_int_equal(bh__shard_reserve(&f.shard), BH_ENOMEM);
+    bh__hostmem_fail_at(0);
+    for (uint64_t k = 0; k < i; k++)
+        assert_non_null(find_key(&f, key_of(k))); /* probe runs end: one entry is empty */
+    assert_null(find_key(&f, key_of(i)));
+    link_key(&f, key_of(i++));
+    assert_ptr_not_equal(bh__shard_table(&f.shard), t);
+    for (uint64_t k = 0; k < i; k++)
+        assert_non_null(find_key(&f, key_of(k)));
+    fixture_fini(&f);
 }
 
 /* ------------------------------------------------------------ range index */
@@ -573,12 +728,84 @@ static void a_live_address_is_never_freed_when_blocks_run_out(void **state) {
     assert_int_equal(checker_finish(chk, reg), 0);
 }
 
+/* An allocator that hands out the address the test chose; counts frees. */
+typedef struct chosen_alloc {
+    uint64_t next, last_freed;
+    int frees;
+} chosen_alloc;
+
+static int ca_alloc(void *ctx, uint32_t device, uint64_t size, uint64_t *address) {
+    (void)device;
+    (void)size;
+    *address = ((chosen_alloc *)ctx)->next;
+    return 0;
+}
+
+static void ca_free(void *ctx, uint32_t device, uint64_t address, uint64_t size) {
+    (void)device;
+    (void)size;
+    ((chosen_alloc *)ctx)->frees++;
+    ((chosen_alloc *)ctx)->last_freed = address;
+}
+
+/* An open-addressing shard that cannot grow runs full; bh_alloc must then
+ * answer BH_ENOMEM with its documented meaning: the address was free, and it
+ * went back to the allocator (nothing counted live). */
+static void a_full_shard_is_a_clean_enomem_for_bh_alloc(void **state) {
+    (void)state;
+    chosen_alloc ca = {0, 0, 0};
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.allocator = (bh_allocator){ca_alloc, ca_free, &ca};
+    cfg.flags = BH_CONFIG_NO_ENV;
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    uint32_t target = bh__shard_of(bh__key_hash(0, BASE));
+    bh__shard *sh = &reg->shards[target];
+    uint32_t cap = bh__shard_table(sh)->mask + 1;
+    enum { MAX = 64 };
+    bh_handle h[MAX];
+    int n = 0;
+    uint64_t i = 0;
+    bh_status st = BH_OK;
+    while (st == BH_OK) {
+        while (bh__shard_of(bh__key_hash(0, BASE + i * ALIGN)) != target)
+            i++;
+        ca.next = BASE + i++ * ALIGN;
+        if (sh->count + 1 > cap / 4 * 3)
+            bh__hostmem_fail_at(1); /* the table's growth is the call's first host allocation */
+        assert_true(n < MAX);
+        st = bh_alloc(reg, 0, 64, &h[n]);
+        bh__hostmem_fail_at(0);
+        if (st == BH_OK)
+            n++;
+    }
+    assert_int_equal(st, BH_ENOMEM);
+    assert_int_equal(n, (int)cap - 1); /* it kept working while it could */
+    assert_int_equal(ca.frees, 1);     /* the refused address went back */
+    assert_int_equal(ca.last_freed, ca.next);
+    bh_stats s;
+    assert_int_equal(bh_stats_get(reg, &s), BH_OK);
+    assert_int_equal(s.live_handles, (uint64_t)n);
+    /* Memory is back: the shard grows and takes the same key. */
+    assert_int_equal(bh_alloc(reg, 0, 64, &h[n]), BH_OK);
+    n++;
+    for (int k = 0; k < n; k++)
+        assert_int_equal(bh_release(reg, h[k]), BH_OK);
+    assert_int_equal(ca.frees, 1 + n);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(slab_slots_map_to_distinct_stable_blocks),
         cmocka_unit_test(slab_reports_host_memory_exhaustion),
         cmocka_unit_test(hash_spreads_aligned_neighbouring_addresses_over_shards_and_buckets),
         cmocka_unit_test(shard_finds_links_unlinks_and_grows),
+        cmocka_unit_test(backward_shift_crosses_the_end_of_the_array),
+        cmocka_unit_test(tag_collisions_are_told_apart_by_the_key),
+        cmocka_unit_test(unlink_of_an_absent_slot_changes_nothing),
+        cmocka_unit_test(a_shard_that_cannot_grow_fills_up_then_refuses),
         cmocka_unit_test(range_index_agrees_with_a_brute_force_scan),
         cmocka_unit_test(overlapping_interns_racing_on_different_shards_make_one_owner),
         cmocka_unit_test(every_host_allocation_failure_is_a_clean_enomem),
@@ -588,6 +815,7 @@ int main(void) {
         cmocka_unit_test(reference_count_overflow_is_eoverflow_and_changes_nothing),
         cmocka_unit_test(a_slot_whose_generation_would_wrap_is_retired_for_good),
         cmocka_unit_test(a_live_address_is_never_freed_when_blocks_run_out),
+        cmocka_unit_test(a_full_shard_is_a_clean_enomem_for_bh_alloc),
     };
     return cmocka_run_group_tests_name("internals", tests, NULL, NULL);
 }
