@@ -266,10 +266,11 @@ enum bh__counter {
 };
 
 /* Counters are striped so that retain/release never share a contended cache
- * line. The process's first BH__OWNED_STRIPES threads (numbered on their
- * first count) each own a stripe outright and bump it with a plain relaxed
- * load and store, no lock prefix: a single writer cannot lose an update.
- * Later threads share the remaining stripes and use atomic adds. */
+ * line. Up to BH__OWNED_STRIPES threads at a time (numbered on their first
+ * count, the number given back when the thread exits) each own a stripe
+ * outright and bump it with a plain relaxed load and store, no lock prefix:
+ * a single writer cannot lose an update. Threads beyond those share the
+ * remaining stripes and use atomic adds until an owned number is free. */
 #define BH__OWNED_STRIPES 16
 #define BH__SHARED_STRIPES 16
 #define BH__STRIPES (BH__OWNED_STRIPES + BH__SHARED_STRIPES)
@@ -284,8 +285,11 @@ typedef struct bh__stats {
     AO_t peak_live_bytes; /* ATOMIC: CAS-max after every increase of live_bytes */
 } bh__stats;
 
-/* This thread's number (stats.c); UINT32_MAX until its first count. */
+/* This thread's number (stats.c): below BH__OWNED_STRIPES an owned stripe;
+ * UINT32_MAX until its first count; anything else a shared stripe. */
 extern __attribute__((tls_model("initial-exec"))) _Thread_local uint32_t bh__thread_number;
+/* Test hook: how many owned numbers are free right now. */
+unsigned bh__thread_numbers_free(void);
 /* bh__count for a thread without an owned stripe (or not numbered yet). */
 void bh__count_unowned(bh__stats *st, enum bh__counter c);
 

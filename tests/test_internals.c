@@ -591,45 +591,6 @@ static void socket_reporter_survives_every_host_allocation_failure(void **state)
     }
 }
 
-/* ------------------------------------------------------------ stats */
-
-typedef struct counting_job {
-    bh_registry *reg;
-    bh_handle h;
-} counting_job;
-
-static void *retain_release_1000(void *arg) {
-    counting_job *j = arg;
-    for (int i = 0; i < 1000; i++) {
-        bh_retain(j->reg, j->h);
-        bh_release(j->reg, j->h);
-    }
-    return NULL;
-}
-
-/* More threads than owned stripes: the shared stripes lose nothing either. */
-static void counters_are_exact_with_more_threads_than_stripes(void **state) {
-    (void)state;
-    enum { THREADS = 2 * BH__STRIPES + 3 };
-    checker *chk = checker_new(2, 1, 4, BASE, ALIGN);
-    bh_config cfg = checker_config(chk);
-    bh_registry *reg;
-    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
-    counting_job job = {reg, BH_HANDLE_NULL};
-    assert_int_equal(bh_alloc(reg, 0, 64, &job.h), BH_OK);
-    pthread_t tid[THREADS];
-    for (int t = 0; t < THREADS; t++)
-        assert_int_equal(pthread_create(&tid[t], NULL, retain_release_1000, &job), 0);
-    for (int t = 0; t < THREADS; t++)
-        pthread_join(tid[t], NULL);
-    bh_stats s;
-    assert_int_equal(bh_stats_get(reg, &s), BH_OK);
-    assert_int_equal(s.retains, THREADS * 1000);
-    assert_int_equal(s.releases, THREADS * 1000);
-    assert_int_equal(bh_release(reg, job.h), BH_OK);
-    assert_int_equal(checker_finish(chk, reg), 0);
-}
-
 /* ------------------------------------------------------------ limits */
 
 static void reference_count_overflow_is_eoverflow_and_changes_nothing(void **state) {
@@ -810,7 +771,6 @@ int main(void) {
         cmocka_unit_test(overlapping_interns_racing_on_different_shards_make_one_owner),
         cmocka_unit_test(every_host_allocation_failure_is_a_clean_enomem),
         cmocka_unit_test(every_allocator_failure_is_a_clean_ealloc),
-        cmocka_unit_test(counters_are_exact_with_more_threads_than_stripes),
         cmocka_unit_test(socket_reporter_survives_every_host_allocation_failure),
         cmocka_unit_test(reference_count_overflow_is_eoverflow_and_changes_nothing),
         cmocka_unit_test(a_slot_whose_generation_would_wrap_is_retired_for_good),
