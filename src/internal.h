@@ -183,7 +183,20 @@ typedef struct bh__shard {
 
 #define BH__SHARDS 64 /* power of two */
 
-uint64_t bh__key_hash(uint32_t device, uint64_t address);
+/* Device addresses are aligned and close together, so their low bits carry
+ * almost no information. The murmur3 finaliser spreads every input bit over
+ * the whole word; the device is folded in first with an odd multiplier so
+ * that DRAM and L1 at one numeric address land far apart. Inline: it is on
+ * every lookup and intern, whose lock-free hit is a few dozen instructions. */
+static inline uint64_t bh__key_hash(uint32_t device, uint64_t address) {
+    uint64_t h = address ^ ((uint64_t)device * 0x9e3779b97f4a7c15ull);
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
 static inline uint32_t bh__shard_of(uint64_t hash) { return (uint32_t)(hash >> 58) & (BH__SHARDS - 1); }
 
 /* The shard's current array. Acquire: pairs with the release store that

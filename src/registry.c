@@ -635,16 +635,12 @@ static bh_status adopt_block(bh_registry *reg, uint32_t device, uint64_t address
     return announce_birth(reg, BH__C_ADOPTS, device, address, size, h, out);
 }
 
-static bh_status intern_block(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
-                              bh_handle *out, int *born) {
-    if (reg == NULL || out == NULL || !range_ok(address, size))
-        return BH_EINVAL;
-    uint64_t hash = bh__key_hash(device, address);
-    bh__shard *shard = shard_for(reg, hash);
-    if (fast_hit(reg, shard, hash, device, address, size, out)) {
-        bh__count(&reg->stats, BH__C_INTERNS_ALIAS);
-        return BH_OK;
-    }
+/* bh_intern when fast_hit had no clean hit: under the shard lock, the alias,
+ * BH_ERANGE, BH_EBUSY, BH_EOVERFLOW or a new block. Out of line, so the
+ * lock-free hit saves no registers for it. */
+static __attribute__((noinline)) bh_status intern_locked(bh_registry *reg, bh__shard *shard, uint64_t hash,
+                                                         uint32_t device, uint64_t address, uint64_t size,
+                                                         bh_handle *out, int *born) {
     pthread_mutex_lock(&shard->lock);
     bh__block *b = bh__shard_find(shard, hash, device, address);
     if (b != NULL) {
@@ -684,6 +680,19 @@ static bh_status intern_block(bh_registry *reg, uint32_t device, uint64_t addres
     return announce_birth(reg, BH__C_INTERNS_NEW, device, address, size, h, out);
 }
 
+static bh_status intern_block(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
+                              bh_handle *out, int *born) {
+    if (reg == NULL || out == NULL || !range_ok(address, size))
+        return BH_EINVAL;
+    uint64_t hash = bh__key_hash(device, address);
+    bh__shard *shard = shard_for(reg, hash);
+    if (fast_hit(reg, shard, hash, device, address, size, out)) {
+        bh__count(&reg->stats, BH__C_INTERNS_ALIAS);
+        return BH_OK;
+    }
+    return intern_locked(reg, shard, hash, device, address, size, out, born);
+}
+
 /* Takes a reference to b (found under a lock that keeps its generation
  * stable: its shard's, or its range stripe's) for a lookup. A dying block is a
  * miss, as if it were gone already. Returns BH_OK (*out set), BH_ENOTFOUND
@@ -706,17 +715,26 @@ static bh_status count_lookup(bh_registry *reg, bh_status st) {
     return st;
 }
 
+/* bh_lookup when fast_hit had no clean hit: the locked path decides. Out of
+ * line, as intern_locked. */
+static __attribute__((noinline)) bh_status lookup_locked(bh_registry *reg, bh__shard *shard, uint64_t hash,
+                                                         uint32_t device, uint64_t address, bh_handle *out) {
+    pthread_mutex_lock(&shard->lock);
+    bh_status st = lookup_get(reg, bh__shard_find(shard, hash, device, address), out);
+    pthread_mutex_unlock(&shard->lock);
+    return count_lookup(reg, st);
+}
+
 static bh_status lookup_block(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out) {
     if (reg == NULL || out == NULL)
         return BH_EINVAL;
     uint64_t hash = bh__key_hash(device, address);
     bh__shard *shard = shard_for(reg, hash);
-    if (fast_hit(reg, shard, hash, device, address, 0, out))
-        return count_lookup(reg, BH_OK);
-    pthread_mutex_lock(&shard->lock);
-    bh_status st = lookup_get(reg, bh__shard_find(shard, hash, device, address), out);
-    pthread_mutex_unlock(&shard->lock);
-    return count_lookup(reg, st);
+    if (fast_hit(reg, shard, hash, device, address, 0, out)) {
+        bh__count(&reg->stats, BH__C_LOOKUPS_HIT);
+        return BH_OK;
+    }
+    return lookup_locked(reg, shard, hash, device, address, out);
 }
 
 static bh_status containing_block(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out) {

@@ -31,20 +31,6 @@
  * to stop for a reason other than host memory. */
 #define MAX_ENTRIES (1u << 25)
 
-/* Device addresses are aligned and close together, so their low bits carry
- * almost no information. The murmur3 finaliser spreads every input bit over
- * the whole word; the device is folded in first with an odd multiplier so
- * that DRAM and L1 at one numeric address land far apart. */
-uint64_t bh__key_hash(uint32_t device, uint64_t address) {
-    uint64_t h = address ^ ((uint64_t)device * 0x9e3779b97f4a7c15ull);
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
-}
-
 /* A zeroed array of n entries (a power of two), mask and entries in one
  * allocation, so one pointer publishes a consistent pair. */
 static bh__table *table_new(uint32_t n) {
