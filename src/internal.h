@@ -224,21 +224,60 @@ void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot);
 /* Ranges of live blocks (and of dying ones whose free has not returned), per
  * domain, for overlap checks and bh_lookup_containing. Lock order: a table
  * shard's lock, then a range stripe's lock, then the slab's; never the
- * other way round. */
-#define BH__RANGE_STRIPES 16 /* power of two */
+ * other way round.
+ *
+ * Each domain's ranges are a B+tree of host-memory nodes keyed by start
+ * address: leaves hold the starts and the blocks' 32-bit slots in separate
+ * arrays, so a search compares keys without touching a block. A separator in
+ * an inner node equals the smallest start in the subtree to its right
+ * ("exact" separators): the leaf a search for q ends in then holds the
+ * greatest start <= q, unless there is none in the whole tree. */
+#define BH__RANGE_STRIPES 16    /* power of two */
+#define BH__RANGE_LEAF_CAP 32   /* entries per leaf: 4 lines of starts, 2 of slots */
+#define BH__RANGE_INNER_CAP 31  /* separators per inner node (32 children): 8 lines */
+#define BH__RANGE_MAX_HEIGHT 40 /* inner levels; a tree never gets near it (see range.c) */
+
+typedef struct bh__range_leaf {
+    uint32_t n;                         /* entries in use */
+    uint32_t level;                     /* 0 (a leaf); fills what would be padding */
+    uint64_t start[BH__RANGE_LEAF_CAP]; /* ascending */
+    uint32_t slot[BH__RANGE_LEAF_CAP];  /* slot[i]: the block whose range starts at start[i] */
+} bh__range_leaf;
+
+typedef struct bh__range_inner {
+    uint32_t n;                           /* separators in use; n + 1 children */
+    uint32_t level;                       /* 1 + the children's: lets a checker tell the kinds apart */
+    uint64_t sep[BH__RANGE_INNER_CAP];    /* sep[i]: smallest start under child[i + 1] */
+    void *child[BH__RANGE_INNER_CAP + 1]; /* inner nodes, or leaves at the last level */
+} bh__range_inner;
+
+/* One domain's tree; freed when its last range leaves. */
+typedef struct bh__range_tree {
+    struct bh__range_tree *next; /* the stripe's next domain */
+    void *root;                  /* a leaf when height is 0, else an inner node; never NULL */
+    uint32_t device;
+    uint32_t height; /* inner levels above the leaves */
+} bh__range_tree;
+
 typedef struct bh__range_stripe {
     _Alignas(BH__CACHE_LINE) pthread_mutex_t lock;
-    bh__block *root; /* under lock: treap of this stripe's domains' ranges */
+    bh__range_tree *trees; /* under lock: one per domain with indexed ranges */
 } bh__range_stripe;
 
 typedef struct bh__ranges {
     bh__range_stripe stripes[BH__RANGE_STRIPES];
-    const struct bh__slab *slab; /* immutable: maps the treap's slot links to blocks */
-    uint32_t seed;               /* immutable: mixed into treap priorities */
+    const struct bh__slab *slab; /* immutable: maps the leaves' slots to blocks */
+    uint32_t leaf_max;           /* immutable after init: BH__RANGE_LEAF_CAP but in tests */
+    uint32_t inner_max;          /* immutable after init: BH__RANGE_INNER_CAP but in tests */
 } bh__ranges;
 
-void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab, uint32_t seed);
+void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab);
+/* Frees every node (the registry is going away). */
 void bh__ranges_fini(bh__ranges *r);
+/* Test hook, on an empty index only: narrower nodes (leaf_max >= 8,
+ * inner_max >= 4, each at most its cap) so a few hundred ranges make a
+ * tree of several levels. */
+void bh__ranges_set_fanout(bh__ranges *r, uint32_t leaf_max, uint32_t inner_max);
 /* The stripe holding every range of a domain. */
 bh__range_stripe *bh__range_stripe_of(bh__ranges *r, uint32_t device);
 /* All under stripe->lock. The block whose range contains address, or NULL. */
@@ -248,13 +287,13 @@ bh__block *bh__range_containing(const bh__ranges *r, const bh__range_stripe *s, 
 bh__block *bh__range_overlap(const bh__ranges *r, const bh__range_stripe *s, uint32_t device,
                              uint64_t address, uint64_t size);
 /* Indexes a block whose key and size are set, unless its range meets an
- * indexed one: then returns that block and changes nothing. NULL: indexed.
- * Removal of a block that is not indexed does nothing. Blocks must come from
- * r's slab. */
-bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b);
-void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, bh__block *b);
-/* A block's treap priority (a seeded hash of its key; for invariant checks). */
-uint32_t bh__range_prio(const bh__ranges *r, const bh__block *b);
+ * indexed one: then returns that block and changes nothing. NULL and *st
+ * BH_OK: indexed. NULL and *st BH_ENOMEM: the range meets nothing but host
+ * memory for a node ran out; nothing was changed. Removal of a block that is
+ * not indexed (no entry with its start and slot) does nothing. Blocks must
+ * come from r's slab. */
+bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b, bh_status *st);
+void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, const bh__block *b);
 
 /* ======================== Stats (stats.c) ======================== */
 

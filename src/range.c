@@ -2,23 +2,36 @@
  * range.c - the range index: which allocation covers an address.
  *
  * Owns: for every domain, the ordered set of [address, address + size) ranges
- * of the blocks that are live, or dying with their free not yet returned. The
- * set is a treap threaded through the control blocks themselves (rlink: the
- * children's slot numbers, so a block still fits one cache line), so indexing
- * needs no host memory and cannot fail. Domains are
- * spread over BH__RANGE_STRIPES stripes, each with its own mutex; all ranges
- * of one domain live in one stripe, so "does this range overlap anything?"
- * and "insert it" are one step under one lock, whichever intern-table shards
- * the keys hash to.
- * Must never: hold two ranges of one domain that overlap (callers check with
- * bh__range_overlap under the same lock before inserting), touch a block's
- * reference count or generation (the registry's protocol), or allocate.
+ * of the blocks that are live, or dying with their free not yet returned, as
+ * a B+tree of host-memory nodes (layouts in internal.h). Domains are spread
+ * over BH__RANGE_STRIPES stripes, each with its own mutex; all ranges of one
+ * domain live in one stripe, so "does this range overlap anything?" and
+ * "insert it" are one step under one lock, whichever intern-table shards the
+ * keys hash to. Each domain of a stripe has its own tree, so keys are bare
+ * 64-bit starts and an allocator bumping addresses appends at one tree's end.
+ * Must never: hold two ranges of one domain that overlap, touch a block's
+ * reference count or generation (the registry's protocol), or leave a tree
+ * half-changed when host memory runs out (an insertion allocates every node
+ * it needs before it changes anything).
  *
- * Keys are (device, address), compared device first. Priorities are a seeded
- * hash of the key, recomputed when needed rather than stored: a treap is then
- * as balanced as a random one (expected depth about 2 ln n), and the seed,
- * random per registry, keeps chosen addresses from building a deep one.
+ * Why a B+tree: the treap this replaces was threaded through the control
+ * blocks, so at 1M live ranges a walk touched ~20 blocks on ~20 lines. Here a
+ * search reads a few inner nodes (the upper levels stay cached: they are
+ * about 1/16 of the leaves' bytes) and one leaf, and reads one block, the
+ * candidate's, for its size.
+ *
+ * Invariants (tests/test_internals.c checks them all after every change):
+ * starts ascend within a node and across leaves; sep[i] of an inner node
+ * equals the smallest start under child[i + 1]; every leaf is at depth
+ * height; a non-root node holds at least a quarter of its maximum (leaf
+ * entries, inner separators) unless it is on the tree's rightmost path,
+ * where an append split may leave it with one. The exact separators are what
+ * make the leaf a search for q ends in hold the greatest start <= q (if the
+ * tree has one): every start in a leaf other than the leftmost is >= its
+ * first, which equals the separator the search passed to get there.
  */
+#include <string.h>
+
 #include "internal.h"
 
 /* Key fields of an indexed block were written before it was published and
@@ -28,191 +41,477 @@ static uint32_t dev_of(const bh__block *b) { return (uint32_t)AO_load(&b->device
 static uint64_t addr_of(const bh__block *b) { return (uint64_t)AO_load(&b->address); }
 static uint64_t size_of(const bh__block *b) { return (uint64_t)AO_load(&b->size); }
 
-/* (d1, a1) < (d2, a2) */
-static int key_less(uint32_t d1, uint64_t a1, uint32_t d2, uint64_t a2) {
-    return d1 < d2 || (d1 == d2 && a1 < a2);
-}
+static bh__block *block_at(const bh__ranges *r, uint32_t slot) { return bh__slab_at(r->slab, slot); }
 
-/* Slot links: 0 is no child (slot 0 is never handed out). */
-static bh__block *child(const bh__ranges *r, const bh__block *t, int dir) {
-    return t->rlink[dir] != 0 ? bh__slab_at(r->slab, t->rlink[dir]) : NULL;
-}
-/* Writes a link only if it changes: the blocks on a search path are other
- * allocations' control blocks, whose reference words share their line, so an
- * update must not dirty every line it passes on its way back up. */
-static void set_child(bh__block *t, int dir, const bh__block *c) {
-    uint32_t slot = c != NULL ? c->slot : 0;
-    if (t->rlink[dir] != slot)
-        t->rlink[dir] = slot;
-}
+typedef bh__range_leaf leaf;
+typedef bh__range_inner inner;
+typedef bh__range_tree tree;
 
-uint32_t bh__range_prio(const bh__ranges *r, const bh__block *b) {
-    return (uint32_t)(bh__key_hash(dev_of(b) ^ r->seed, addr_of(b)) >> 32);
-}
-static uint32_t prio(const bh__ranges *r, const bh__block *b) { return bh__range_prio(r, b); }
-
-void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab, uint32_t seed) {
+void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab) {
     for (unsigned i = 0; i < BH__RANGE_STRIPES; i++) {
         pthread_mutex_init(&r->stripes[i].lock, NULL);
-        r->stripes[i].root = NULL;
+        r->stripes[i].trees = NULL;
     }
     r->slab = slab;
-    r->seed = seed;
+    r->leaf_max = BH__RANGE_LEAF_CAP;
+    r->inner_max = BH__RANGE_INNER_CAP;
+}
+
+void bh__ranges_set_fanout(bh__ranges *r, uint32_t leaf_max, uint32_t inner_max) {
+    r->leaf_max = leaf_max < 8 ? 8 : leaf_max > BH__RANGE_LEAF_CAP ? BH__RANGE_LEAF_CAP : leaf_max;
+    r->inner_max = inner_max < 4 ? 4 : inner_max > BH__RANGE_INNER_CAP ? BH__RANGE_INNER_CAP : inner_max;
+}
+
+static void free_subtree(void *node, uint32_t height) {
+    if (height > 0) {
+        inner *in = node;
+        for (uint32_t i = 0; i <= in->n; i++)
+            free_subtree(in->child[i], height - 1);
+    }
+    bh__free(node);
 }
 
 void bh__ranges_fini(bh__ranges *r) {
-    for (unsigned i = 0; i < BH__RANGE_STRIPES; i++)
+    for (unsigned i = 0; i < BH__RANGE_STRIPES; i++) {
+        for (tree *t = r->stripes[i].trees, *next; t != NULL; t = next) {
+            next = t->next;
+            free_subtree(t->root, t->height);
+            bh__free(t);
+        }
+        r->stripes[i].trees = NULL;
         pthread_mutex_destroy(&r->stripes[i].lock);
+    }
 }
 
 bh__range_stripe *bh__range_stripe_of(bh__ranges *r, uint32_t device) {
     return &r->stripes[(bh__key_hash(device, 0) >> 60) & (BH__RANGE_STRIPES - 1)];
 }
 
-/* ======================== Searches ======================== */
-
-/* The indexed block with the greatest key <= (device, address), or NULL. */
-static bh__block *at_or_below(const bh__ranges *r, bh__block *t, uint32_t device, uint64_t address) {
-    bh__block *best = NULL;
-    while (t != NULL) {
-        if (key_less(device, address, dev_of(t), addr_of(t))) {
-            t = child(r, t, 0);
-        } else {
-            best = t;
-            t = child(r, t, 1);
-        }
-    }
-    return best;
+/* A stripe holds the domains that hash to it, usually one or two: a list. */
+static tree *tree_of(const bh__range_stripe *s, uint32_t device) {
+    tree *t = s->trees;
+    while (t != NULL && t->device != device)
+        t = t->next;
+    return t;
 }
 
-/* Does b's range, in domain device, contain address? (Subtraction, not
- * address + size: a range may end exactly at 2^64.) */
-static int covers(const bh__block *b, uint32_t device, uint64_t address) {
-    return b != NULL && dev_of(b) == device && address - addr_of(b) < size_of(b);
+/* ======================== Searches ======================== */
+
+/* How many of the n ascending keys are <= q. */
+static uint32_t count_at_or_below(const uint64_t *keys, uint32_t n, uint64_t q) {
+    uint32_t lo = 0;
+    while (n > 0) {
+        uint32_t half = n / 2;
+        if (keys[lo + half] <= q) {
+            lo += half + 1;
+            n -= half + 1;
+        } else {
+            n = half;
+        }
+    }
+    return lo;
+}
+
+/* The way down to a leaf: node[d] is the inner node at depth d (0 the
+ * root), idx[d] the child taken there. */
+typedef struct path {
+    inner *node[BH__RANGE_MAX_HEIGHT];
+    uint32_t idx[BH__RANGE_MAX_HEIGHT];
+} path;
+
+/* The leaf where start q belongs, and the way there if p is not NULL. */
+static leaf *descend(const tree *t, uint64_t q, path *p) {
+    void *node = t->root;
+    for (uint32_t d = 0; d < t->height; d++) {
+        inner *in = node;
+        uint32_t i = count_at_or_below(in->sep, in->n, q);
+        if (p != NULL) {
+            p->node[d] = in;
+            p->idx[d] = i;
+        }
+        node = in->child[i];
+    }
+    return node;
+}
+
+/* Does the range starting at start, of block c, meet [address, address +
+ * size)? Only asked of the greatest start below address + size, so it does
+ * unless it ends at or before address. Subtraction, not start + size: a
+ * range may end exactly at 2^64. */
+static int meets(const bh__block *c, uint64_t start, uint64_t address) {
+    return start >= address || address - start < size_of(c);
+}
+
+/* Indexed ranges of a domain are disjoint, so the only one that can meet
+ * [address, address + size) is the one with the greatest start below
+ * address + size: any other starting there ends before it starts. */
+bh__block *bh__range_overlap(const bh__ranges *r, const bh__range_stripe *s, uint32_t device,
+                             uint64_t address, uint64_t size) {
+    const tree *t = tree_of(s, device);
+    if (t == NULL)
+        return NULL;
+    uint64_t last = address + (size - 1); /* callers' ranges end at or below 2^64 */
+    const leaf *l = descend(t, last, NULL);
+    uint32_t pos = count_at_or_below(l->start, l->n, last);
+    if (pos == 0)
+        return NULL; /* nothing in the domain starts at or below last */
+    bh__block *c = block_at(r, l->slot[pos - 1]);
+    return meets(c, l->start[pos - 1], address) ? c : NULL;
 }
 
 bh__block *bh__range_containing(const bh__ranges *r, const bh__range_stripe *s, uint32_t device,
                                 uint64_t address) {
-    bh__block *b = at_or_below(r, s->root, device, address);
-    return covers(b, device, address) ? b : NULL;
+    return bh__range_overlap(r, s, device, address, 1);
 }
 
-bh__block *bh__range_overlap(const bh__ranges *r, const bh__range_stripe *s, uint32_t device,
-                             uint64_t address, uint64_t size) {
-    /* Indexed ranges of one domain are disjoint, so only two can meet the new
-     * one: the last that starts at or below it (does it reach address?) and
-     * the first that starts above it (does it start before address + size?).
-     * One descent finds both: each step leaves one of them behind. */
-    bh__block *below = NULL, *above = NULL;
-    for (bh__block *t = s->root; t != NULL;) {
-        if (key_less(device, address, dev_of(t), addr_of(t))) {
-            above = t;
-            t = child(r, t, 0);
-        } else {
-            below = t;
-            t = child(r, t, 1);
+/* ======================== Insertion ======================== */
+
+/* Is the leaf at the end of p (height levels) the tree's last one? */
+static int rightmost(const path *p, uint32_t depth) {
+    for (uint32_t d = 0; d < depth; d++)
+        if (p->idx[d] != p->node[d]->n)
+            return 0;
+    return 1;
+}
+
+/* The nodes an insertion may need, allocated before anything changes. */
+typedef struct spare {
+    tree *t;
+    leaf *l;
+    inner *in[BH__RANGE_MAX_HEIGHT + 1];
+    uint32_t n_in;
+} spare;
+
+static void spare_free(spare *sp) {
+    bh__free(sp->t);
+    bh__free(sp->l);
+    for (uint32_t i = 0; i < sp->n_in; i++)
+        bh__free(sp->in[i]);
+}
+
+/* Allocates what inserting into leaf l (at the end of p) will need: a leaf
+ * if l is full, an inner node per full ancestor it splits into, a root if
+ * all of them are full. 0, or -1 with nothing kept. */
+static int spare_for(const bh__ranges *r, const tree *t, const leaf *l, const path *p, spare *sp) {
+    memset(sp, 0, sizeof(*sp));
+    if (l->n < r->leaf_max)
+        return 0;
+    uint32_t need = 0;
+    int32_t d = (int32_t)t->height - 1;
+    while (d >= 0 && p->node[d]->n >= r->inner_max) {
+        need++;
+        d--;
+    }
+    if (d < 0)
+        need++; /* the root splits too: a new root above it */
+    if (t->height + (d < 0) > BH__RANGE_MAX_HEIGHT)
+        return -1; /* unreachable below 2^40 ranges even with test fan-outs */
+    sp->l = bh__calloc(1, sizeof(leaf));
+    if (sp->l == NULL)
+        return -1;
+    for (; sp->n_in < need; sp->n_in++) {
+        sp->in[sp->n_in] = bh__calloc(1, sizeof(inner));
+        if (sp->in[sp->n_in] == NULL) {
+            spare_free(sp);
+            return -1;
         }
     }
-    if (covers(below, device, address))
-        return below;
-    if (above != NULL && dev_of(above) == device && addr_of(above) - address < size)
-        return above;
-    return NULL;
+    return 0;
 }
 
-/* ======================== Updates ======================== */
-
-/* Lifts t's child on side dir above t; returns the new subtree root. */
-static bh__block *rotate(const bh__ranges *r, bh__block *t, int dir) {
-    bh__block *c = child(r, t, dir);
-    t->rlink[dir] = c->rlink[!dir];
-    set_child(c, !dir, t);
-    return c;
+/* Puts (start, slot) at pos of a full leaf l, moving the upper part to the
+ * spare leaf nl. An append to the tree's last leaf keeps l full and starts
+ * nl with the new entry alone: an allocator bumping addresses then leaves
+ * full leaves behind it, not half-empty ones. */
+static void split_leaf(leaf *l, leaf *nl, uint32_t pos, uint64_t start, uint32_t slot, int append) {
+    uint64_t keys[BH__RANGE_LEAF_CAP + 1];
+    uint32_t slots[BH__RANGE_LEAF_CAP + 1];
+    uint32_t n = l->n;
+    memcpy(keys, l->start, pos * sizeof(keys[0]));
+    memcpy(slots, l->slot, pos * sizeof(slots[0]));
+    keys[pos] = start;
+    slots[pos] = slot;
+    memcpy(keys + pos + 1, l->start + pos, (n - pos) * sizeof(keys[0]));
+    memcpy(slots + pos + 1, l->slot + pos, (n - pos) * sizeof(slots[0]));
+    uint32_t m = append ? n : (n + 1) / 2;
+    memcpy(l->start, keys, m * sizeof(keys[0]));
+    memcpy(l->slot, slots, m * sizeof(slots[0]));
+    l->n = m;
+    memcpy(nl->start, keys + m, (n + 1 - m) * sizeof(keys[0]));
+    memcpy(nl->slot, slots + m, (n + 1 - m) * sizeof(slots[0]));
+    nl->n = n + 1 - m;
 }
 
-/* An insertion that gives up if the new range meets an indexed one. The
- * descent to b's place passes its neighbours: the last node where it turned
- * right is b's predecessor, the last where it turned left its successor, and
- * (indexed ranges being disjoint) only they can meet b's range. So checking
- * and inserting cost one walk down the tree. */
-typedef struct insertion {
-    bh__block *b;
-    uint32_t bprio;
-    bh__block *pred, *succ; /* neighbours met on the way down */
-    bh__block *clash;       /* set: b met it, nothing was changed */
-} insertion;
+/* Puts separator sep with child c right of it at separator position pos of
+ * a full inner node in, moving the upper part to the spare ni. Returns the
+ * separator that goes up (the smallest start under ni). An append on the
+ * rightmost path keeps in nearly full, as split_leaf does. */
+static uint64_t split_inner(inner *in, inner *ni, uint32_t pos, uint64_t sep, void *c, int append) {
+    uint64_t keys[BH__RANGE_INNER_CAP + 1];
+    void *kids[BH__RANGE_INNER_CAP + 2];
+    uint32_t n = in->n;
+    memcpy(keys, in->sep, pos * sizeof(keys[0]));
+    keys[pos] = sep;
+    memcpy(keys + pos + 1, in->sep + pos, (n - pos) * sizeof(keys[0]));
+    memcpy(kids, in->child, (pos + 1) * sizeof(kids[0]));
+    kids[pos + 1] = c;
+    memcpy(kids + pos + 2, in->child + pos + 1, (n - pos) * sizeof(kids[0]));
+    uint32_t m = append ? n - 1 : (n + 1) / 2; /* keys[m] goes up */
+    memcpy(in->sep, keys, m * sizeof(keys[0]));
+    memcpy(in->child, kids, (m + 1) * sizeof(kids[0]));
+    in->n = m;
+    ni->level = in->level;
+    memcpy(ni->sep, keys + m + 1, (n - m) * sizeof(keys[0]));
+    memcpy(ni->child, kids + m + 1, (n + 1 - m) * sizeof(kids[0]));
+    ni->n = n - m;
+    return keys[m];
+}
 
-static bh__block *insert_at(const bh__ranges *r, bh__block *t, insertion *in) {
-    bh__block *b = in->b;
-    if (t == NULL) {
-        uint32_t dev = dev_of(b);
-        uint64_t a = addr_of(b);
-        if (covers(in->pred, dev, a))
-            in->clash = in->pred;
-        else if (in->succ != NULL && dev_of(in->succ) == dev && addr_of(in->succ) - a < size_of(b))
-            in->clash = in->succ;
-        return in->clash != NULL ? NULL : b;
+static void leaf_put(leaf *l, uint32_t pos, uint64_t start, uint32_t slot) {
+    memmove(l->start + pos + 1, l->start + pos, (l->n - pos) * sizeof(l->start[0]));
+    memmove(l->slot + pos + 1, l->slot + pos, (l->n - pos) * sizeof(l->slot[0]));
+    l->start[pos] = start;
+    l->slot[pos] = slot;
+    l->n++;
+}
+
+static void inner_put(inner *in, uint32_t pos, uint64_t sep, void *c) {
+    memmove(in->sep + pos + 1, in->sep + pos, (in->n - pos) * sizeof(in->sep[0]));
+    memmove(in->child + pos + 2, in->child + pos + 1, (in->n - pos) * sizeof(in->child[0]));
+    in->sep[pos] = sep;
+    in->child[pos + 1] = c;
+    in->n++;
+}
+
+/* A new domain: a tree of one leaf holding one entry, from the spares. */
+static int plant(bh__range_stripe *s, uint32_t device, uint64_t start, uint32_t slot) {
+    spare sp;
+    memset(&sp, 0, sizeof(sp));
+    sp.t = bh__calloc(1, sizeof(tree));
+    sp.l = sp.t != NULL ? bh__calloc(1, sizeof(leaf)) : NULL;
+    if (sp.l == NULL) {
+        spare_free(&sp);
+        return -1;
     }
-    int dir = key_less(dev_of(t), addr_of(t), dev_of(b), addr_of(b)); /* b above t: right */
-    if (dir)
-        in->pred = t;
-    else
-        in->succ = t;
-    bh__block *c = insert_at(r, child(r, t, dir), in);
-    if (in->clash != NULL)
-        return t; /* nothing below changed */
-    set_child(t, dir, c);
-    /* Only the path to b changed, so only b can now outrank its parent. */
-    if (c == b && in->bprio > prio(r, t))
-        t = rotate(r, t, dir);
-    return t;
+    leaf_put(sp.l, 0, start, slot);
+    sp.t->root = sp.l;
+    sp.t->device = device;
+    sp.t->height = 0;
+    sp.t->next = s->trees;
+    s->trees = sp.t;
+    return 0;
 }
 
-bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b) {
-    b->rlink[0] = b->rlink[1] = 0;
-    insertion in = {b, prio(r, b), NULL, NULL, NULL};
-    bh__block *root = insert_at(r, s->root, &in);
-    if (in.clash != NULL)
-        return in.clash;
-    s->root = root;
-    b->ranged = 1;
-    return NULL;
-}
-
-void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, bh__block *b) {
-    if (!b->ranged)
-        return;
-    /* Down to b, remembering the link it hangs from (the root: parent NULL). */
+/* Check and insert are one descent: the leaf where the candidate (the
+ * greatest start below address + size) lives is also where address goes,
+ * right after it, when it does not meet the new range. */
+bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b, bh_status *st) {
     uint32_t device = dev_of(b);
-    uint64_t address = addr_of(b);
-    bh__block *parent = NULL;
-    int dir = 0;
-    for (bh__block *t = s->root; t != b; t = child(r, t, dir)) {
-        if (t == NULL)
-            return; /* not in this stripe's index: nothing to do */
-        parent = t;
-        dir = key_less(dev_of(t), addr_of(t), device, address);
+    uint64_t start = addr_of(b), last = start + (size_of(b) - 1);
+    *st = BH_OK;
+    tree *t = tree_of(s, device);
+    if (t == NULL) {
+        if (plant(s, device, start, b->slot) != 0)
+            *st = BH_ENOMEM;
+        return NULL;
     }
-    /* Merge b's two subtrees into its place, the higher priority on top:
-     * iterative, and only links that change are written (no rotations). */
-    bh__block *lo = child(r, b, 0), *hi = child(r, b, 1);
-    for (;;) {
-        bh__block *top = lo == NULL ? hi : hi == NULL ? lo : prio(r, lo) > prio(r, hi) ? lo : hi;
-        if (parent == NULL)
-            s->root = top;
-        else
-            set_child(parent, dir, top);
-        if (lo == NULL || hi == NULL)
-            break;
-        parent = top;
-        if (top == lo) { /* lo's right subtree merges with hi */
-            dir = 1;
-            lo = child(r, lo, 1);
-        } else { /* lo merges with hi's left subtree */
-            dir = 0;
-            hi = child(r, hi, 0);
+    path p;
+    leaf *l = descend(t, last, &p);
+    uint32_t pos = count_at_or_below(l->start, l->n, last);
+    if (pos > 0) {
+        bh__block *c = block_at(r, l->slot[pos - 1]);
+        if (meets(c, l->start[pos - 1], start))
+            return c;
+    }
+    /* Every start left of pos is below start, every one right of it above
+     * last; pos is 0 only in the leftmost leaf, which has no separator. */
+    if (l->n < r->leaf_max) {
+        leaf_put(l, pos, start, b->slot);
+        return NULL;
+    }
+    spare sp;
+    if (spare_for(r, t, l, &p, &sp) != 0) {
+        *st = BH_ENOMEM;
+        return NULL;
+    }
+    int append = pos == l->n && rightmost(&p, t->height);
+    split_leaf(l, sp.l, pos, start, b->slot, append);
+    uint64_t up = sp.l->start[0];
+    void *right = sp.l;
+    uint32_t used = 0;
+    for (int32_t d = (int32_t)t->height - 1; d >= 0; d--) {
+        inner *in = p.node[d];
+        if (in->n < r->inner_max) {
+            inner_put(in, p.idx[d], up, right);
+            return NULL;
+        }
+        inner *ni = sp.in[used++];
+        up = split_inner(in, ni, p.idx[d], up, right, append);
+        right = ni;
+    }
+    /* The root split: a new root above the two halves. */
+    inner *root = sp.in[used];
+    root->n = 1;
+    root->level = t->height + 1;
+    root->sep[0] = up;
+    root->child[0] = t->root;
+    root->child[1] = right;
+    t->root = root;
+    t->height++;
+    return NULL;
+}
+
+/* ======================== Removal ======================== */
+
+/* The leaf at the end of p lost its first start: the separator that equals
+ * it is in the deepest ancestor where the way down did not take child 0
+ * (none: the leaf is the leftmost, which no separator bounds). */
+static void fix_separator(const path *p, uint32_t height, uint64_t first) {
+    for (int32_t d = (int32_t)height - 1; d >= 0; d--) {
+        if (p->idx[d] > 0) {
+            p->node[d]->sep[p->idx[d] - 1] = first;
+            return;
         }
     }
-    b->rlink[0] = b->rlink[1] = 0;
-    b->ranged = 0;
+}
+
+/* Moves k entries between adjacent leaves a (left) and b (right) of one
+ * parent; toward b if to_right. */
+static void leaf_shift(leaf *a, leaf *b, uint32_t k, int to_right) {
+    if (to_right) {
+        memmove(b->start + k, b->start, b->n * sizeof(b->start[0]));
+        memmove(b->slot + k, b->slot, b->n * sizeof(b->slot[0]));
+        memcpy(b->start, a->start + a->n - k, k * sizeof(b->start[0]));
+        memcpy(b->slot, a->slot + a->n - k, k * sizeof(b->slot[0]));
+        a->n -= k;
+        b->n += k;
+    } else {
+        memcpy(a->start + a->n, b->start, k * sizeof(a->start[0]));
+        memcpy(a->slot + a->n, b->slot, k * sizeof(a->slot[0]));
+        memmove(b->start, b->start + k, (b->n - k) * sizeof(b->start[0]));
+        memmove(b->slot, b->slot + k, (b->n - k) * sizeof(b->slot[0]));
+        a->n += k;
+        b->n -= k;
+    }
+}
+
+/* One separator of parent par (position k, between a and b) rotates: b's
+ * first child moves to a's end, or (to_right) a's last to b's front. */
+static void inner_rotate(inner *par, uint32_t k, inner *a, inner *b, int to_right) {
+    if (to_right) {
+        memmove(b->sep + 1, b->sep, b->n * sizeof(b->sep[0]));
+        memmove(b->child + 1, b->child, (b->n + 1) * sizeof(b->child[0]));
+        b->sep[0] = par->sep[k];
+        b->child[0] = a->child[a->n];
+        par->sep[k] = a->sep[a->n - 1];
+        a->n--;
+        b->n++;
+    } else {
+        a->sep[a->n] = par->sep[k];
+        a->child[a->n + 1] = b->child[0];
+        par->sep[k] = b->sep[0];
+        memmove(b->sep, b->sep + 1, (b->n - 1) * sizeof(b->sep[0]));
+        memmove(b->child, b->child + 1, b->n * sizeof(b->child[0]));
+        a->n++;
+        b->n--;
+    }
+}
+
+/* Drops separator k and child k + 1 of in (a merge emptied that child). */
+static void inner_drop(inner *in, uint32_t k) {
+    memmove(in->sep + k, in->sep + k + 1, (in->n - k - 1) * sizeof(in->sep[0]));
+    memmove(in->child + k + 1, in->child + k + 2, (in->n - k - 1) * sizeof(in->child[0]));
+    in->n--;
+}
+
+/* Node node at depth d + 1 (a leaf when d + 1 is the height) fell below a
+ * quarter full: it merges with a sibling if both fit in one node, else
+ * takes from it until they are even. Returns 1 if the parent lost a
+ * separator (and may now be short itself). */
+static int refill(const bh__ranges *r, const path *p, uint32_t d, int is_leaf) {
+    inner *par = p->node[d];
+    uint32_t i = p->idx[d];
+    uint32_t k = i > 0 ? i - 1 : 0; /* the separator between the pair */
+    void *a = par->child[k], *b = par->child[k + 1];
+    if (is_leaf) {
+        leaf *la = a, *lb = b;
+        if (la->n + lb->n <= r->leaf_max) {
+            leaf_shift(la, lb, lb->n, 0);
+            bh__free(lb);
+            inner_drop(par, k);
+            return 1;
+        }
+        int to_right = la->n > lb->n;
+        leaf_shift(la, lb, (to_right ? la->n - lb->n : lb->n - la->n) / 2, to_right);
+        par->sep[k] = lb->start[0];
+        return 0;
+    }
+    inner *ia = a, *ib = b;
+    if (ia->n + ib->n + 1 <= r->inner_max) {
+        ia->sep[ia->n] = par->sep[k];
+        memcpy(ia->sep + ia->n + 1, ib->sep, ib->n * sizeof(ib->sep[0]));
+        memcpy(ia->child + ia->n + 1, ib->child, (ib->n + 1) * sizeof(ib->child[0]));
+        ia->n += ib->n + 1;
+        bh__free(ib);
+        inner_drop(par, k);
+        return 1;
+    }
+    int to_right = ia->n > ib->n;
+    for (uint32_t moves = (to_right ? ia->n - ib->n : ib->n - ia->n) / 2; moves > 0; moves--)
+        inner_rotate(par, k, ia, ib, to_right);
+    return 0;
+}
+
+static void drop_tree(bh__range_stripe *s, tree *t) {
+    tree **link = &s->trees;
+    while (*link != t)
+        link = &(*link)->next;
+    *link = t->next;
+    bh__free(t->root);
+    bh__free(t);
+}
+
+/* Never allocates: merges and moves only, so a removal cannot fail. */
+void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, const bh__block *b) {
+    tree *t = tree_of(s, dev_of(b));
+    if (t == NULL)
+        return;
+    uint64_t start = addr_of(b);
+    path p;
+    leaf *l = descend(t, start, &p);
+    uint32_t pos = count_at_or_below(l->start, l->n, start);
+    if (pos == 0 || l->start[pos - 1] != start || l->slot[pos - 1] != b->slot)
+        return; /* not indexed (a takeover took it out; another block has the start) */
+    pos--;
+    memmove(l->start + pos, l->start + pos + 1, (l->n - pos - 1) * sizeof(l->start[0]));
+    memmove(l->slot + pos, l->slot + pos + 1, (l->n - pos - 1) * sizeof(l->slot[0]));
+    l->n--;
+    if (t->height == 0) {
+        if (l->n == 0)
+            drop_tree(s, t);
+        return;
+    }
+    if (pos == 0 && l->n > 0)
+        fix_separator(&p, t->height, l->start[0]);
+    /* Bottom up: each level refills its short node; a merge takes a
+     * separator from the level above, which may then be short in turn. A
+     * short leaf other than the rightmost still has an entry (a quarter of
+     * at least 8 is 2), so its separator was fixed above. */
+    if (l->n >= r->leaf_max / 4)
+        return;
+    int d = (int)t->height - 1;
+    if (!refill(r, &p, (uint32_t)d, 1))
+        return;
+    for (d--; d >= 0; d--) {
+        if (p.node[d + 1]->n >= r->inner_max / 4)
+            return;
+        if (!refill(r, &p, (uint32_t)d, 0))
+            return;
+    }
+    inner *root = t->root;
+    if (root->n == 0) { /* the root's last two children merged: collapse it */
+        t->root = root->child[0];
+        t->height--;
+        bh__free(root);
+    }
 }

@@ -333,7 +333,8 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
         rs = bh__range_stripe_of(&reg->ranges, device);
         pthread_mutex_lock(&rs->lock);
         bh__block *o;
-        while ((o = nb != NULL ? bh__range_insert(&reg->ranges, rs, nb)
+        bh_status ist = BH_OK; /* BH_ENOMEM: no host memory for an index node */
+        while ((o = nb != NULL ? bh__range_insert(&reg->ranges, rs, nb, &ist)
                                : bh__range_overlap(&reg->ranges, rs, device, address, size)) != NULL) {
             if (who != BY_INTERN && may_take_over(o)) {
                 /* o's free has started: the allocator may have handed its
@@ -350,6 +351,11 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
             if (nb != NULL)
                 put_back_block(shard, nb);
             return st;
+        }
+        if (ist != BH_OK) { /* the range was checked free, as BH_ENOMEM promises */
+            pthread_mutex_unlock(&rs->lock);
+            put_back_block(shard, nb);
+            return ist;
         }
     }
     if (nb == NULL) {
@@ -549,7 +555,7 @@ bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
     AO_t made = AO_fetch_and_add1(&registries_made);
     reg->tag = (uint32_t)(made % 255u) + 1u;
     reg->gen_salt = generation_salt(reg, made);
-    bh__ranges_init(&reg->ranges, &reg->slab, reg->gen_salt * 0x9e3779b9u);
+    bh__ranges_init(&reg->ranges, &reg->slab);
     reg->refs_max = UINT32_MAX;
     if (bh__diag_attach(reg, reg->flags) != BH_OK) {
         close_owned_reporter(reg);

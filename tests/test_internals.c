@@ -289,127 +289,413 @@ static void a_shard_that_cannot_grow_fills_up_then_refuses(void **state) {
 
 /* ------------------------------------------------------------ range index */
 
-/* Random disjoint ranges on three domains inserted and removed in random
- * order; every containing/overlap query agrees with a brute-force scan. */
-enum { RANGE_BLOCKS = 240 }; /* small: the brute-force scan also runs under valgrind */
-
-static bh__block *brute_containing(bh__block **blocks, const int *in, uint32_t dev, uint64_t a) {
-    for (int i = 0; i < RANGE_BLOCKS; i++)
-        if (in[i] && AO_load(&blocks[i]->device) == dev &&
-            a - AO_load(&blocks[i]->address) < AO_load(&blocks[i]->size))
-            return blocks[i];
-    return NULL;
-}
-
 static void set_key(bh__block *b, uint32_t dev, uint64_t address, uint64_t size) {
     AO_store(&b->device, dev);
     AO_store(&b->address, address);
     AO_store(&b->size, size);
 }
 
-/* Checks the treap under t: keys in order, no child of higher priority than
- * its parent, every node marked indexed. Returns the node count; *prev is
- * the last node visited in key order (NULL before the first). */
-static int treap_check(const bh__ranges *r, const bh__block *t, const bh__block **prev) {
-    if (t == NULL)
-        return 0;
-    const bh__block *c[2];
-    for (int side = 0; side < 2; side++) {
-        c[side] = t->rlink[side] != 0 ? bh__slab_at(r->slab, t->rlink[side]) : NULL;
-        if (c[side] != NULL)
-            assert_true(bh__range_prio(r, c[side]) <= bh__range_prio(r, t));
-    }
-    int n = treap_check(r, c[0], prev);
-    if (*prev != NULL) {
-        uint32_t pd = (uint32_t)AO_load(&(*prev)->device), td = (uint32_t)AO_load(&t->device);
-        assert_true(pd < td || (pd == td && AO_load(&(*prev)->address) < AO_load(&t->address)));
-    }
-    *prev = t;
-    assert_true(t->ranged);
-    return n + 1 + treap_check(r, c[1], prev);
+static uint64_t lcg(uint64_t *rng) {
+    *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+    return *rng >> 16;
 }
 
+/* A test's blocks: fresh from a slab of their own, so slot s is index
+ * of_slot[s] of blocks[]. */
+typedef struct range_fixture {
+    bh__slab slab;
+    bh__ranges ranges;
+    bh__range_stripe *rs;
+    int n;
+    bh__block **blocks;
+    int *of_slot;
+    int *in; /* reference: 1 while blocks[i] is indexed */
+} range_fixture;
+
+static void range_fixture_init(range_fixture *f, int n, uint32_t leaf_max, uint32_t inner_max) {
+    bh__slab_init(&f->slab);
+    f->n = n;
+    f->blocks = test_malloc((size_t)n * sizeof(*f->blocks));
+    f->of_slot = test_calloc((size_t)n + 2, sizeof(*f->of_slot));
+    f->in = test_calloc((size_t)n, sizeof(*f->in));
+    bh__block *head;
+    assert_int_equal(bh__slab_take_fresh(&f->slab, (uint32_t)n, &head), (uint32_t)n);
+    for (int i = 0; head != NULL; i++, head = head->next) {
+        assert_true(head->slot <= (uint32_t)n + 1);
+        f->blocks[i] = head;
+        f->of_slot[head->slot] = i;
+    }
+    bh__ranges_init(&f->ranges, &f->slab);
+    bh__ranges_set_fanout(&f->ranges, leaf_max, inner_max);
+    f->rs = bh__range_stripe_of(&f->ranges, 0);
+}
+
+static void range_fixture_fini(range_fixture *f) {
+    bh__ranges_fini(&f->ranges);
+    bh__slab_fini(&f->slab);
+    test_free(f->blocks);
+    test_free(f->of_slot);
+    test_free(f->in);
+}
+
+/* What a walk of one tree found. */
+typedef struct tree_walk {
+    const range_fixture *f;
+    const bh__range_tree *t;
+    long entries, leaves;
+    int have_prev;
+    uint64_t prev;
+} tree_walk;
+
+/* Checks the subtree at node (depth below the root, on the tree's rightmost
+ * path or not) and returns its smallest start: sorted starts across the
+ * whole tree, every entry an indexed block of this domain with that start,
+ * separators equal to the smallest start right of them, every leaf at the
+ * tree's height, fill bounds (a quarter, or one on the rightmost path). */
+static uint64_t check_node(tree_walk *w, const void *node, uint32_t depth, int spine) {
+    const bh__ranges *r = &w->f->ranges;
+    int root = depth == 0;
+    if (depth == w->t->height) {
+        const bh__range_leaf *l = node;
+        assert_int_equal(l->level, 0);
+        assert_true(l->n >= 1 && l->n <= r->leaf_max);
+        if (!root && !spine)
+            assert_true(l->n >= r->leaf_max / 4);
+        for (uint32_t i = 0; i < l->n; i++) {
+            if (w->have_prev)
+                assert_true(w->prev < l->start[i]);
+            w->have_prev = 1;
+            w->prev = l->start[i];
+            assert_true(l->slot[i] >= 1 && l->slot[i] <= (uint32_t)w->f->n + 1);
+            int b = w->f->of_slot[l->slot[i]];
+            assert_true(w->f->in[b]);
+            assert_int_equal(AO_load(&w->f->blocks[b]->device), w->t->device);
+            assert_int_equal(AO_load(&w->f->blocks[b]->address), l->start[i]);
+        }
+        w->entries += l->n;
+        w->leaves++;
+        return l->start[0];
+    }
+    const bh__range_inner *in = node;
+    assert_int_equal(in->level, w->t->height - depth);
+    assert_true(in->n >= 1 && in->n <= r->inner_max);
+    if (!root && !spine)
+        assert_true(in->n >= r->inner_max / 4);
+    uint64_t first = 0;
+    for (uint32_t i = 0; i <= in->n; i++) {
+        uint64_t low = check_node(w, in->child[i], depth + 1, spine && i == in->n);
+        if (i == 0)
+            first = low;
+        else
+            assert_true(in->sep[i - 1] == low);
+    }
+    return first;
+}
+
+/* Checks every tree of the fixture's stripe against the reference: one tree
+ * per domain with indexed ranges, none for an empty one. Returns the
+ * greatest height. */
+static uint32_t check_index(const range_fixture *f, long *leaves) {
+    long entries = 0, nleaves = 0, want = 0;
+    uint32_t height = 0;
+    for (int i = 0; i < f->n; i++)
+        want += f->in[i];
+    for (const bh__range_tree *t = f->rs->trees; t != NULL; t = t->next) {
+        for (const bh__range_tree *u = t->next; u != NULL; u = u->next)
+            assert_int_not_equal(u->device, t->device);
+        tree_walk w = {f, t, 0, 0, 0, 0};
+        check_node(&w, t->root, 0, 1);
+        assert_true(w.entries > 0);
+        entries += w.entries;
+        nleaves += w.leaves;
+        if (t->height > height)
+            height = t->height;
+    }
+    assert_int_equal(entries, want);
+    if (leaves != NULL)
+        *leaves = nleaves;
+    return height;
+}
+
+static int brute_meets(const range_fixture *f, int k, uint32_t dev, uint64_t a, uint64_t size) {
+    const bh__block *b = f->blocks[k];
+    if (!f->in[k] || AO_load(&b->device) != dev)
+        return 0;
+    uint64_t s = AO_load(&b->address);
+    return s >= a ? s - a < size : a - s < AO_load(&b->size);
+}
+
+static int brute_overlaps(const range_fixture *f, uint32_t dev, uint64_t a, uint64_t size) {
+    for (int k = 0; k < f->n; k++)
+        if (brute_meets(f, k, dev, a, size))
+            return 1;
+    return 0;
+}
+
+/* Inserts blocks[i] as [a, a + size) in dev, expecting what a brute-force
+ * scan says: indexed, or refused with a block it meets and nothing changed. */
+static void insert_checked(range_fixture *f, int i, uint32_t dev, uint64_t a, uint64_t size) {
+    int clash = brute_overlaps(f, dev, a, size);
+    set_key(f->blocks[i], dev, a, size);
+    bh_status st = BH_EINVAL;
+    bh__block *o = bh__range_insert(&f->ranges, f->rs, f->blocks[i], &st);
+    if (clash) {
+        assert_non_null(o);
+        assert_true(brute_meets(f, f->of_slot[o->slot], dev, a, size));
+    } else {
+        assert_null(o);
+        assert_int_equal(st, BH_OK);
+        f->in[i] = 1;
+    }
+}
+
+/* Random ranges (sizes up to two pages, starts anywhere in a region) on
+ * three domains of one stripe, inserted and removed in random order with
+ * narrow nodes (several levels from a few hundred ranges): the tree stays a
+ * valid B+tree holding exactly the reference's ranges, and every insert,
+ * containing and overlap answer agrees with a brute-force scan. */
 static void range_index_agrees_with_a_brute_force_scan(void **state) {
     (void)state;
-    enum { N = RANGE_BLOCKS, QUERIES = 12 };
-    bh__slab slab;
-    bh__slab_init(&slab);
-    static bh__block *blocks[N + 1];
-    static int in[N];
-    memset(in, 0, sizeof(in));
-    bh__block *head;
-    assert_int_equal(bh__slab_take_fresh(&slab, N + 1, &head), N + 1);
-    for (int i = 0; head != NULL; i++, head = head->next)
-        blocks[i] = head;
-    bh__ranges ranges;
-    bh__ranges_init(&ranges, &slab, 12345);
-    bh__range_stripe *rs = bh__range_stripe_of(&ranges, 0);
+    enum { N = 240, QUERIES = 8, REGION = N / 3 * 8192 };
+    range_fixture f;
+    range_fixture_init(&f, N, 8, 4);
     uint64_t rng = 42;
-    for (int step = 0; step < 1500; step++) {
-        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-        int i = (int)((rng >> 33) % N);
-        /* Block i only ever sits in its own 4 KiB cell of its domain and is
-         * at most 4 KiB long, so indexed ranges stay disjoint. One treap
-         * holds all three domains, as a stripe does. */
-        uint32_t dev = (uint32_t)(i % 3);
-        uint64_t cell = 0x100000ull + (uint64_t)(i / 3) * 4096;
-        if (in[i]) {
-            bh__range_remove(&ranges, rs, blocks[i]);
-            assert_false(blocks[i]->ranged);
-            in[i] = 0;
+    uint32_t height = 0;
+    for (int step = 0; step < 3000; step++) {
+        int i = (int)(lcg(&rng) % N);
+        if (f.in[i]) {
+            bh__range_remove(&f.ranges, f.rs, f.blocks[i]);
+            f.in[i] = 0;
         } else {
-            uint64_t size = 1 + (rng >> 20) % 4096;
-            assert_null(bh__range_overlap(&ranges, rs, dev, cell, size));
-            set_key(blocks[i], dev, cell, size);
-            assert_null(bh__range_insert(&ranges, rs, blocks[i]));
-            assert_true(blocks[i]->ranged);
-            in[i] = 1;
+            uint32_t dev = (uint32_t)(lcg(&rng) % 3);
+            insert_checked(&f, i, dev, 0x100000ull + lcg(&rng) % REGION, 1 + lcg(&rng) % 8192);
         }
-        const bh__block *prev = NULL;
-        int indexed = 0;
-        for (int k = 0; k < N; k++)
-            indexed += in[k];
-        assert_int_equal(treap_check(&ranges, rs->root, &prev), indexed);
+        uint32_t h = check_index(&f, NULL);
+        height = h > height ? h : height;
         for (int q = 0; q < QUERIES; q++) {
-            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-            uint32_t qdev = (uint32_t)((rng >> 10) % 4);
-            uint64_t qa = 0x100000ull - 8192 + (rng >> 24) % ((uint64_t)(N / 3 + 4) * 4096);
-            bh__block *want = brute_containing(blocks, in, qdev, qa);
-            assert_ptr_equal(bh__range_containing(&ranges, rs, qdev, qa), want);
-            /* A one-byte range overlaps exactly what contains its address. */
-            assert_ptr_equal(bh__range_overlap(&ranges, rs, qdev, qa, 1), want);
-            /* A wide range overlaps something iff some indexed block starts
-             * inside it or contains its start. */
-            uint64_t wsize = 1 + (rng >> 40) % 20000;
-            int expect = want != NULL;
-            for (int k = 0; k < N && !expect; k++)
-                expect =
-                    in[k] && AO_load(&blocks[k]->device) == qdev && AO_load(&blocks[k]->address) - qa < wsize;
-            assert_int_equal(bh__range_overlap(&ranges, rs, qdev, qa, wsize) != NULL, expect);
+            uint32_t qdev = (uint32_t)(lcg(&rng) % 4);
+            uint64_t qa = 0x100000ull - 8192 + lcg(&rng) % (REGION + 16384);
+            const bh__block *c = bh__range_containing(&f.ranges, f.rs, qdev, qa);
+            assert_int_equal(c != NULL, brute_overlaps(&f, qdev, qa, 1));
+            if (c != NULL)
+                assert_true(brute_meets(&f, f.of_slot[c->slot], qdev, qa, 1));
+            assert_ptr_equal(bh__range_overlap(&f.ranges, f.rs, qdev, qa, 1), c);
+            uint64_t wsize = 1 + lcg(&rng) % 20000;
+            const bh__block *o = bh__range_overlap(&f.ranges, f.rs, qdev, qa, wsize);
+            assert_int_equal(o != NULL, brute_overlaps(&f, qdev, qa, wsize));
+            if (o != NULL)
+                assert_true(brute_meets(&f, f.of_slot[o->slot], qdev, qa, wsize));
         }
     }
-    /* A range ending exactly at 2^64. */
-    bh__block *top = blocks[N];
-    set_key(top, 7, UINT64_MAX - 4095, 4096);
-    assert_null(bh__range_insert(&ranges, rs, top));
-    /* An insertion that meets an indexed range changes nothing: the block
-     * that would overlap is refused, its neighbour returned. */
-    bh__block *clash = blocks[N - 1];
-    int was_in = in[N - 1];
-    if (was_in)
-        bh__range_remove(&ranges, rs, clash);
-    set_key(clash, 7, UINT64_MAX - 8191, 4097);
-    assert_ptr_equal(bh__range_insert(&ranges, rs, clash), top);
-    assert_false(clash->ranged);
-    set_key(clash, 7, UINT64_MAX - 4095 + 100, 1); /* inside top */
-    assert_ptr_equal(bh__range_insert(&ranges, rs, clash), top);
-    assert_false(clash->ranged);
-    assert_ptr_equal(bh__range_containing(&ranges, rs, 7, UINT64_MAX), top);
-    assert_null(bh__range_containing(&ranges, rs, 7, UINT64_MAX - 4096));
-    assert_ptr_equal(bh__range_overlap(&ranges, rs, 7, UINT64_MAX - 8191, 4097), top);
-    assert_null(bh__range_overlap(&ranges, rs, 7, UINT64_MAX - 8191, 4096));
-    bh__ranges_fini(&ranges);
-    bh__slab_fini(&slab);
+    assert_true(height >= 2);
+    range_fixture_fini(&f);
+}
+
+/* One domain grown to a few thousand ranges and shrunk to none, twice, with
+ * narrow nodes: splits up to five or more levels, then borrowing, merging
+ * and root collapses all the way down; the tree is checked as it goes and
+ * is gone (host memory and all) when its last range leaves. */
+static void range_index_grows_and_shrinks_through_every_level(void **state) {
+    (void)state;
+    enum { N = 3000 };
+    range_fixture f;
+    range_fixture_init(&f, N, 8, 4);
+    uint64_t rng = 7;
+    uint32_t height = 0;
+    for (int round = 0; round < 2; round++) {
+        int live = 0;
+        for (int step = 0; live > 0 || step < N; step++) {
+            int i = (int)(lcg(&rng) % N);
+            /* Grow while step < N (3 inserts to 1 removal), then shrink. */
+            int grow = step < N ? lcg(&rng) % 4 != 0 : 0;
+            if (f.in[i] && !grow) {
+                bh__range_remove(&f.ranges, f.rs, f.blocks[i]);
+                f.in[i] = 0;
+                live--;
+            } else if (!f.in[i] && grow) {
+                /* Block i's own 4 KiB cell: never a clash. */
+                uint64_t off = lcg(&rng) % 4096;
+                insert_checked(&f, i, 5, 0x10000000ull + (uint64_t)i * 4096 + off,
+                               1 + lcg(&rng) % (4096 - off));
+                live++;
+            }
+            if (step % 64 == 0) {
+                uint32_t h = check_index(&f, NULL);
+                height = h > height ? h : height;
+            }
+        }
+        check_index(&f, NULL);
+        assert_null(f.rs->trees);
+    }
+    assert_true(height >= 4);
+    range_fixture_fini(&f);
+}
+
+/* An allocator bumping addresses appends at the tree's end: every leaf but
+ * the last is left full (not half-empty, as plain halving splits would),
+ * which is what keeps the index near 12 host bytes per range. */
+static void appended_ranges_leave_full_leaves(void **state) {
+    (void)state;
+    enum { N = BH__RANGE_LEAF_CAP * 40 + 1 };
+    range_fixture f;
+    range_fixture_init(&f, N, BH__RANGE_LEAF_CAP, BH__RANGE_INNER_CAP);
+    for (int i = 0; i < N; i++)
+        insert_checked(&f, i, 2, 0x40000000ull + (uint64_t)i * 256, 256);
+    long leaves;
+    assert_int_equal(check_index(&f, &leaves), 2); /* 41 leaves: more than one inner node holds */
+    assert_int_equal(leaves, 41);                  /* 40 full, one holding the last range */
+    /* Removing every range in random order frees every node. */
+    uint64_t rng = 3;
+    for (int left = N; left > 0;) {
+        int i = (int)(lcg(&rng) % N);
+        if (!f.in[i])
+            continue;
+        bh__range_remove(&f.ranges, f.rs, f.blocks[i]);
+        f.in[i] = 0;
+        left--;
+        if (left % 97 == 0)
+            check_index(&f, NULL);
+    }
+    assert_null(f.rs->trees);
+    range_fixture_fini(&f); /* memcheck: no node left behind */
+}
+
+/* The k-th host allocation failing, for every k an insertion sequence makes
+ * (first leaves, leaf splits, inner splits, new roots, new domains): that
+ * one insertion answers BH_ENOMEM and changes nothing, the tree stays valid
+ * and holds every other range. */
+static void a_failed_node_allocation_leaves_the_index_unchanged(void **state) {
+    (void)state;
+    enum { N = 150 };
+    long total = 0;
+    for (long k = 0; k == 0 || k <= total; k++) {
+        range_fixture f;
+        range_fixture_init(&f, N, 8, 4);
+        long before = bh__hostmem_attempts();
+        bh__hostmem_fail_at(k);
+        int failed = 0;
+        for (int i = 0; i < N; i++) {
+            uint32_t dev = (uint32_t)(i % 2) * 9;
+            /* Mostly appends, every third one into the middle. */
+            uint64_t a = 0x1000000ull + (uint64_t)(i % 3 == 2 ? N - i : N + i) * 8192;
+            bh_status st = BH_EINVAL;
+            set_key(f.blocks[i], dev, a, 4096);
+            assert_null(bh__range_insert(&f.ranges, f.rs, f.blocks[i], &st));
+            if (st == BH_ENOMEM) {
+                failed++;
+            } else {
+                assert_int_equal(st, BH_OK);
+                f.in[i] = 1;
+            }
+            if (i % 10 == 0 || st == BH_ENOMEM)
+                check_index(&f, NULL);
+        }
+        bh__hostmem_fail_at(0);
+        if (k == 0)
+            total = bh__hostmem_attempts() - before;
+        assert_int_equal(failed, k == 0 ? 0 : 1);
+        check_index(&f, NULL);
+        range_fixture_fini(&f);
+    }
+    assert_true(total > 20); /* the sequence did split nodes at several levels */
+}
+
+/* Queries and insertions at the edges: a range ending at 2^64, one of a
+ * single byte at 0, one covering all of [1, 2^64), adjacent ranges, and the
+ * removal of a block that is not the indexed owner of its start. */
+static void range_index_answers_at_range_edges(void **state) {
+    (void)state;
+    range_fixture f;
+    range_fixture_init(&f, 16, BH__RANGE_LEAF_CAP, BH__RANGE_INNER_CAP);
+    bh__ranges *r = &f.ranges;
+    bh__range_stripe *s = f.rs;
+    bh__block **b = f.blocks;
+    insert_checked(&f, 0, 7, UINT64_MAX - 4095, 4096); /* ends at 2^64 */
+    assert_true(f.in[0]);
+    assert_ptr_equal(bh__range_containing(r, s, 7, UINT64_MAX), b[0]);
+    assert_ptr_equal(bh__range_containing(r, s, 7, UINT64_MAX - 4095), b[0]);
+    assert_null(bh__range_containing(r, s, 7, UINT64_MAX - 4096));
+    assert_ptr_equal(bh__range_overlap(r, s, 7, UINT64_MAX - 8191, 4097), b[0]);
+    assert_null(bh__range_overlap(r, s, 7, UINT64_MAX - 8191, 4096));
+    insert_checked(&f, 1, 7, UINT64_MAX - 8191, 4097); /* meets it by one byte */
+    assert_false(f.in[1]);
+    insert_checked(&f, 1, 7, UINT64_MAX - 4095 + 100, 1); /* inside it */
+    assert_false(f.in[1]);
+    insert_checked(&f, 1, 7, UINT64_MAX - 8191, 4096); /* adjacent below */
+    assert_true(f.in[1]);
+    assert_ptr_equal(bh__range_containing(r, s, 7, UINT64_MAX - 4096), b[1]);
+    assert_ptr_equal(bh__range_overlap(r, s, 7, UINT64_MAX - 4096, 2), b[0]); /* the greater start */
+
+    insert_checked(&f, 2, 7, 0, 1); /* one byte at 0 */
+    assert_true(f.in[2]);
+    assert_ptr_equal(bh__range_containing(r, s, 7, 0), b[2]);
+    assert_null(bh__range_containing(r, s, 7, 1));
+    insert_checked(&f, 3, 7, 1, 1); /* adjacent above */
+    assert_true(f.in[3]);
+    assert_ptr_equal(bh__range_containing(r, s, 7, 1), b[3]);
+    assert_ptr_equal(bh__range_containing(r, s, 7, 0), b[2]);
+    insert_checked(&f, 4, 7, 0, 2);
+    assert_false(f.in[4]);
+
+    insert_checked(&f, 5, 8, 1, UINT64_MAX); /* [1, 2^64): everything but 0 */
+    assert_true(f.in[5]);
+    assert_ptr_equal(bh__range_containing(r, s, 8, 1), b[5]);
+    assert_ptr_equal(bh__range_containing(r, s, 8, UINT64_MAX), b[5]);
+    assert_null(bh__range_containing(r, s, 8, 0));
+    insert_checked(&f, 6, 8, 5, 1);
+    assert_false(f.in[6]);
+    insert_checked(&f, 6, 8, 0, 1);
+    assert_true(f.in[6]);
+    assert_null(bh__range_containing(r, s, 9, 5)); /* another domain */
+    check_index(&f, NULL);
+
+    /* A block with an indexed block's start but not indexed itself (a
+     * takeover took it out and another block has its start now): its
+     * removal must leave the indexed one alone. */
+    set_key(b[7], 7, 0, 1);
+    bh__range_remove(r, s, b[7]);
+    assert_ptr_equal(bh__range_containing(r, s, 7, 0), b[2]);
+    set_key(b[7], 7, 50, 1); /* a start nothing has */
+    bh__range_remove(r, s, b[7]);
+    check_index(&f, NULL);
+    range_fixture_fini(&f);
+}
+
+/* No host memory for an index node while bh_intern creates a block: the
+ * call is BH_ENOMEM, the range stays unindexed and free, and the next try
+ * indexes it. Failed at every allocation of forty interns into one domain
+ * (the first leaf, a slab chunk, a leaf split with a new root). */
+static void an_index_node_that_cannot_be_had_is_enomem(void **state) {
+    (void)state;
+    enum { N = BH__RANGE_LEAF_CAP + 8 };
+    bh_registry *reg;
+    assert_int_equal(bh_registry_create(NULL, &reg), BH_OK);
+    bh_handle h[N];
+    int enomem = 0;
+    for (int j = 0; j < N; j++) {
+        uint64_t a = BASE + (uint64_t)j * ALIGN;
+        bh_status st;
+        for (long k = 1;; k++) {
+            bh__hostmem_fail_at(k);
+            st = bh_intern(reg, 3, a, ALIGN, &h[j]);
+            bh__hostmem_fail_at(0);
+            if (st == BH_OK)
+                break;
+            assert_int_equal(st, BH_ENOMEM);
+            enomem++;
+            bh_handle x;
+            assert_int_equal(bh_lookup_containing(reg, 3, a + 8, &x), BH_ENOTFOUND);
+            bh_stats s;
+            assert_int_equal(bh_stats_get(reg, &s), BH_OK);
+            assert_int_equal(s.live_handles, (uint64_t)j);
+        }
+        bh_handle x;
+        assert_int_equal(bh_intern(reg, 3, a + 8, 8, &x), BH_EOVERLAP); /* indexed */
+    }
+    assert_true(enomem >= 4); /* first leaf and tree, split leaf and new root */
+    for (int j = 0; j < N; j++)
+        assert_int_equal(bh_release(reg, h[j]), BH_OK);
+    assert_int_equal(bh_registry_destroy(reg), BH_OK);
 }
 
 /* Overlapping keys interned at once by several threads, keys that hash to
@@ -768,6 +1054,11 @@ int main(void) {
         cmocka_unit_test(unlink_of_an_absent_slot_changes_nothing),
         cmocka_unit_test(a_shard_that_cannot_grow_fills_up_then_refuses),
         cmocka_unit_test(range_index_agrees_with_a_brute_force_scan),
+        cmocka_unit_test(range_index_grows_and_shrinks_through_every_level),
+        cmocka_unit_test(appended_ranges_leave_full_leaves),
+        cmocka_unit_test(a_failed_node_allocation_leaves_the_index_unchanged),
+        cmocka_unit_test(range_index_answers_at_range_edges),
+        cmocka_unit_test(an_index_node_that_cannot_be_had_is_enomem),
         cmocka_unit_test(overlapping_interns_racing_on_different_shards_make_one_owner),
         cmocka_unit_test(every_host_allocation_failure_is_a_clean_enomem),
         cmocka_unit_test(every_allocator_failure_is_a_clean_ealloc),
