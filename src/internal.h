@@ -51,31 +51,40 @@ static inline uint32_t bh__word_gen(AO_t w) { return (uint32_t)((uint64_t)w >> 3
 static inline uint32_t bh__word_refs(AO_t w) { return (uint32_t)((uint64_t)w & BH__REFS_MASK); }
 static inline AO_t bh__word_make(uint32_t gen, uint32_t refs) { return (AO_t)(((uint64_t)gen << 32) | refs); }
 
-/* Phases after the last release, read by bh_alloc under the shard lock to tell
- * an allocator bug (address handed out before its free ran) from the
- * legitimate reuse of an address whose free has started. */
-enum { BH__PHASE_LIVE = 0, BH__PHASE_FREEING = 1 };
+/* A block's meta word: its slot (bits 0..23, immutable once the slot is
+ * handed out) and, above it, the phase after the last release, read by
+ * bh_alloc and bh_adopt to tell an allocator bug (address handed out before
+ * its free ran) from the legitimate reuse of an address whose free has
+ * started. */
+#define BH__META_FREEING (1u << BH__SLOT_BITS)
 
 typedef struct bh__block bh__block;
 struct bh__block {
-    AO_t word;         /* ATOMIC: gen << 32 | refs; refs 0 = dying or free */
-    AO_t device;       /* ATOMIC: written (release) before the block is published */
-    AO_t address;      /* ATOMIC: same; read (acquire) by seqlock-style snapshots */
-    AO_t size;         /* ATOMIC: same */
-    AO_t phase;        /* ATOMIC: BH__PHASE_*; release by the freeing thread */
-    bh__block *next;   /* under shard->lock: the shard's free list */
-    uint32_t rlink[2]; /* under the range stripe's lock: treap children by slot, 0 none (range.c) */
-    uint32_t slot;     /* immutable once the slot is handed out */
-    uint8_t spare;     /* unused */
-    uint8_t ranged;    /* under the range stripe's lock: 1 while in the range index */
+    AO_t word;       /* ATOMIC: gen << 32 | refs; refs 0 = dying or free */
+    AO_t address;    /* ATOMIC: written (release) before the block is published; while the
+                        block is free, the link of its shard's free list (release) */
+    AO_t size;       /* ATOMIC: written (release) before the block is published */
+    unsigned device; /* ATOMIC (AO_int_*): same */
+    unsigned meta;   /* ATOMIC (AO_int_*): slot | BH__META_FREEING (release by the freeing thread) */
 };
-/* One block, one cache line: the slab aligns chunks so that no block spans
- * two (the range index links by 32-bit slot numbers to stay inside it). */
-_Static_assert(sizeof(bh__block) == BH__CACHE_LINE, "a control block fills one cache line");
+/* 32 bytes, two blocks per cache line: the slab aligns chunks to a pair of
+ * lines, so no block straddles two, and everything a hit needs (word, key,
+ * size, slot) is on one line. */
+_Static_assert(sizeof(bh__block) == 32, "a control block is 32 bytes");
+_Static_assert(BH__CACHE_LINE % sizeof(bh__block) == 0, "a control block never spans two cache lines");
+/* Blocks per 128 bytes (a pair of lines, which Intel's adjacent-line
+ * prefetcher fetches together): the slab's stride for fresh slots. */
+#define BH__BLOCKS_PER_PAIR (2 * BH__CACHE_LINE / sizeof(bh__block))
 
-/* A block's domain. Relaxed: callers order it (the shard lock, or an
- * acquire of the word; see registry.c). */
-static inline uint32_t bh__block_device(const bh__block *b) { return (uint32_t)AO_load(&b->device); }
+/* A block's domain and slot. Relaxed: callers order them (the shard lock, or
+ * an acquire of the word; see registry.c); the slot never changes once the
+ * block has been handed out. */
+static inline uint32_t bh__block_device(const bh__block *b) { return AO_int_load(&b->device); }
+static inline uint32_t bh__block_slot(const bh__block *b) { return AO_int_load(&b->meta) & BH__SLOT_MASK; }
+/* The next block of a free (or fresh) list threaded through address: a free
+ * block's address means nothing else. Relaxed: lists are read under the lock
+ * that guards them. */
+static inline bh__block *bh__block_next_free(const bh__block *b) { return (bh__block *)AO_load(&b->address); }
 
 /* ======================== Host memory (hostmem.c) ======================== */
 
@@ -93,22 +102,22 @@ long bh__hostmem_attempts(void);
 /* Slot s lives in chunk c = floor(log2(s / BASE + 1)), which holds BASE << c
  * blocks: the directory stays tiny, chunks never move, and a registry never
  * holds more than twice the blocks it has needed. Chunks are aligned to a
- * cache line: while a block is a line (or a divisor of one), no block spans
- * two lines, and a find, the reference CAS and the handle it returns cost
- * one miss together, not two. */
+ * pair of cache lines: a block's size divides a line, so no block spans two
+ * lines, and a find, the reference CAS and the handle it returns cost one
+ * miss together, not two. */
 #define BH__SLAB_BASE 64u
 #define BH__SLAB_CHUNKS 19 /* enough for every 24-bit slot index */
 
 /* The directory holds, per chunk, not the chunk's address but its "base":
  * the address slot 0 would have if the chunk started there (chunk address
- * minus 64 bytes per slot before the chunk's first), plus 1. A block is then
- * base - 1 + 64 * slot, one shift and one add, and the + 1 keeps every
- * existing chunk's entry non-zero whatever its address (bases are multiples
- * of 64), so 0 still means "no chunk". */
+ * minus one block per slot before the chunk's first), plus 1. A block is
+ * then base - 1 + sizeof(bh__block) * slot, one shift and one add, and the
+ * + 1 keeps every existing chunk's entry non-zero whatever its address (bases
+ * are multiples of the block size), so 0 still means "no chunk". */
 typedef struct bh__slab {
     AO_t chunks[BH__SLAB_CHUNKS]; /* ATOMIC: chunk base + 1 (above), 0 none; published with release */
     pthread_mutex_t lock;         /* guards next_fresh, chunk creation and raw */
-    uint32_t next_fresh;          /* under lock: next never-used slot (0 reserved) */
+    uint32_t next_fresh;          /* under lock: next never-used slot (0 and its pair reserved) */
     void *raw[BH__SLAB_CHUNKS];   /* under lock: what bh__calloc returned for each chunk */
 } bh__slab;
 
@@ -144,7 +153,11 @@ static inline bh__block *bh__slab_at(const bh__slab *slab, uint32_t slot) {
     return entry != 0 ? bh__slab_block(entry, slot) : NULL;
 }
 
-/* Hands out up to want never-used blocks, chained through next. Returns how
+/* Hands out up to want never-used blocks, chained through their address
+ * (bh__block_next_free). Consecutive blocks of the list are
+ * BH__BLOCKS_PER_PAIR slots apart where the refill allows, so two keys made
+ * one after the other (say by two threads that then each hammer their own
+ * handle) do not share a cache line or a prefetched pair of lines. Returns how
  * many (0 when host memory or the slot space ran out). */
 uint32_t bh__slab_take_fresh(bh__slab *slab, uint32_t want, bh__block **head);
 

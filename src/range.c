@@ -37,7 +37,7 @@
 /* Key fields of an indexed block were written before it was published and
  * stay unchanged until it is retired, which happens only after it left the
  * index under the stripe lock that the caller holds: relaxed loads suffice. */
-static uint32_t dev_of(const bh__block *b) { return (uint32_t)AO_load(&b->device); }
+static uint32_t dev_of(const bh__block *b) { return bh__block_device(b); }
 static uint64_t addr_of(const bh__block *b) { return (uint64_t)AO_load(&b->address); }
 static uint64_t size_of(const bh__block *b) { return (uint64_t)AO_load(&b->size); }
 
@@ -311,7 +311,7 @@ bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block 
     *st = BH_OK;
     tree *t = tree_of(s, device);
     if (t == NULL) {
-        if (plant(s, device, start, b->slot) != 0)
+        if (plant(s, device, start, bh__block_slot(b)) != 0)
             *st = BH_ENOMEM;
         return NULL;
     }
@@ -326,7 +326,7 @@ bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block 
     /* Every start left of pos is below start, every one right of it above
      * last; pos is 0 only in the leftmost leaf, which has no separator. */
     if (l->n < r->leaf_max) {
-        leaf_put(l, pos, start, b->slot);
+        leaf_put(l, pos, start, bh__block_slot(b));
         return NULL;
     }
     spare sp;
@@ -335,7 +335,7 @@ bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block 
         return NULL;
     }
     int append = pos == l->n && rightmost(&p, t->height);
-    split_leaf(l, sp.l, pos, start, b->slot, append);
+    split_leaf(l, sp.l, pos, start, bh__block_slot(b), append);
     uint64_t up = sp.l->start[0];
     void *right = sp.l;
     uint32_t used = 0;
@@ -480,7 +480,7 @@ void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, const bh__block 
     path p;
     leaf *l = descend(t, start, &p);
     uint32_t pos = count_at_or_below(l->start, l->n, start);
-    if (pos == 0 || l->start[pos - 1] != start || l->slot[pos - 1] != b->slot)
+    if (pos == 0 || l->start[pos - 1] != start || l->slot[pos - 1] != bh__block_slot(b))
         return; /* not indexed (a takeover took it out; another block has the start) */
     pos--;
     memmove(l->start + pos, l->start + pos + 1, (l->n - pos - 1) * sizeof(l->start[0]));

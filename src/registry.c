@@ -227,7 +227,7 @@ static inline int fast_hit(bh_registry *reg, const bh__shard *shard, uint64_t ha
 static uint32_t linked_gen(const bh__block *b) { return bh__word_gen(AO_load(&b->word)); }
 
 static bh_handle handle_of(const bh_registry *reg, const bh__block *b, uint32_t gen) {
-    return bh__handle_of(reg, b->slot, gen);
+    return bh__handle_of(reg, bh__block_slot(b), gen);
 }
 
 /* [address, address + size) must be a non-empty range below 2^64 (it may end
@@ -246,13 +246,16 @@ static bh__block *take_block(bh_registry *reg, bh__shard *shard) {
         shard->free_list = fresh;
     }
     bh__block *b = shard->free_list;
-    shard->free_list = b->next;
-    b->next = NULL;
+    shard->free_list = bh__block_next_free(b);
     return b;
 }
 
 static void put_back_block(bh__shard *shard, bh__block *b) {
-    b->next = shard->free_list;
+    /* The free list runs through the blocks' address field, which a stale
+     * reader may still read (bh_info_get, fast_hit). Release, like set_key's
+     * stores: a reader who sees this link also sees the retirement before
+     * it, and rejects what it read. */
+    AO_store_release(&b->address, (AO_t)shard->free_list);
     shard->free_list = b;
 }
 
@@ -263,10 +266,12 @@ static void set_key(bh__block *b, uint32_t device, uint64_t address, uint64_t si
      * holding an old handle, who reads one of these new values, is guaranteed
      * to also see the retirement that came before them and reject its
      * snapshot. */
-    AO_store_release(&b->device, (AO_t)device);
+    AO_int_store_release(&b->device, device);
     AO_store_release(&b->address, (AO_t)address);
     AO_store_release(&b->size, (AO_t)size);
-    AO_store(&b->phase, BH__PHASE_LIVE); /* relaxed: published by go_live's release RMW */
+    /* Phase back to live, slot kept. Relaxed: published by go_live's
+     * release RMW. */
+    AO_int_store(&b->meta, bh__block_slot(b));
 }
 
 /* Makes a keyed free block the live block of its key with one reference and
@@ -393,7 +398,7 @@ static bh_status claim(bh_registry *reg, enum creator who, uint32_t device, uint
     if (st == BH_OK && old != NULL) {
         /* Its free has started; its releaser retires it without unlinking.
          * (create_block took its range out of the index.) */
-        bh__shard_unlink(shard, hash, old->slot);
+        bh__shard_unlink(shard, hash, bh__block_slot(old));
         bh__count(&reg->stats, BH__C_TAKEOVERS);
     }
     pthread_mutex_unlock(&shard->lock);
@@ -405,7 +410,7 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
     /* We own the block now: nobody can revive it (get-unless-zero) and only we
      * retire it, so relaxed loads of the fields are enough; our acquiring CAS
      * already made them visible. */
-    uint32_t device = (uint32_t)AO_load(&b->device);
+    uint32_t device = bh__block_device(b);
     uint64_t address = (uint64_t)AO_load(&b->address);
     uint64_t size = (uint64_t)AO_load(&b->size);
     uint64_t hash = bh__key_hash(device, address);
@@ -416,7 +421,7 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
      * lock in claim(), under the range stripe lock in create_block()). A
      * bh_alloc or bh_adopt that sees FREEING also sees that the FREE report
      * above was made, so its ALLOC of this memory is reported after it. */
-    AO_store_release(&b->phase, BH__PHASE_FREEING);
+    AO_int_store_release(&b->meta, bh__block_slot(b) | BH__META_FREEING);
     if (reg->allocator.free != NULL)
         reg->allocator.free(reg->allocator.ctx, device, address, size);
     /* The range leaves the index only after the free has returned: until
@@ -435,7 +440,7 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
     pthread_mutex_lock(&shard->lock);
     /* A no-op if a bh_alloc or bh_adopt took the key over (the key's entry
      * then names the new block; this slot's entry is gone). */
-    bh__shard_unlink(shard, hash, b->slot);
+    bh__shard_unlink(shard, hash, bh__block_slot(b));
     if (gen == UINT32_MAX) {
         /* The generation would wrap and re-validate ancient handles: retire
          * the slot for good. Its word stays (gen, 0): stale for every handle. */
@@ -465,12 +470,12 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
  * stripe lock: either keeps a linked / indexed block from being retired. */
 static int may_take_over(const bh__block *b) {
     /* Relaxed: refs of a linked (or indexed) block only ever fall to 0 and
-     * stay there (get-unless-zero), so a 0 seen here is final; the phase load below is
+     * stay there (get-unless-zero), so a 0 seen here is final; the meta load below is
      * the one that orders. */
     if (bh__word_refs(AO_load(&b->word)) != 0)
         return 0;
     /* Acquire: pairs with the release in last_release() (see there). */
-    return AO_load_acquire(&b->phase) == BH__PHASE_FREEING;
+    return (AO_int_load_acquire(&b->meta) & BH__META_FREEING) != 0;
 }
 
 /* ======================== Registry ======================== */
@@ -828,14 +833,16 @@ static bh_status info_block(bh_registry *reg, bh_handle h, bh_info *out) {
     uint32_t gen = bh__handle_gen_of(reg, h);
     /* Seqlock-style snapshot without taking a reference: read the word, the
      * fields, the word again. All loads are acquire, so the second word load
-     * cannot move above the field loads; if a field came from a later
-     * generation, that generation's release stores make the retirement before
-     * it visible to the second load, and the snapshot is rejected. */
+     * cannot move above the field loads; if a field came from after this
+     * generation's death (a later generation's key, or the free-list link a
+     * retired block keeps in address), the release store that wrote it makes
+     * the retirement before it visible to the second load, and the snapshot
+     * is rejected. */
     AO_t w1 = AO_load_acquire(&b->word);
     if (bh__word_gen(w1) != gen || bh__word_refs(w1) == 0)
         return count_stale(reg);
     bh_info info;
-    info.device = (uint32_t)AO_load_acquire(&b->device);
+    info.device = AO_int_load_acquire(&b->device);
     info.address = (uint64_t)AO_load_acquire(&b->address);
     info.size = (uint64_t)AO_load_acquire(&b->size);
     AO_t w2 = AO_load_acquire(&b->word);

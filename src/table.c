@@ -164,7 +164,7 @@ bh_status bh__shard_reserve(bh__shard *shard) {
 }
 
 void bh__shard_link(bh__shard *shard, uint64_t hash, bh__block *b) {
-    place(bh__shard_table(shard), hash, bh__entry_make(hash, b->slot));
+    place(bh__shard_table(shard), hash, bh__entry_make(hash, bh__block_slot(b)));
     shard->count++;
 }
 

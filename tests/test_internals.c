@@ -31,27 +31,35 @@ static void slab_slots_map_to_distinct_stable_blocks(void **state) {
         bh__block *head;
         uint32_t got = bh__slab_take_fresh(&slab, 100, &head);
         assert_true(got > 0);
-        for (bh__block *b = head; b != NULL; b = b->next) {
-            assert_true(b->slot >= 1 && b->slot <= N + 100);
-            assert_ptr_equal(bh__slab_at(&slab, b->slot), b);
+        for (bh__block *b = head; b != NULL; b = bh__block_next_free(b)) {
+            uint32_t slot = bh__block_slot(b);
+            /* Slot 0 and the rest of its pair of lines are never handed out. */
+            assert_true(slot >= BH__BLOCKS_PER_PAIR && slot <= N + 100);
+            assert_ptr_equal(bh__slab_at(&slab, slot), b);
             /* No block spans two cache lines (one miss per block). */
             assert_int_equal((uintptr_t)b % sizeof(bh__block), 0);
-            if (b->slot <= N) {
-                assert_null(seen[b->slot]);
-                seen[b->slot] = b;
+            /* Consecutive fresh blocks never share a line, nor a pair of
+             * lines (the adjacent-line prefetcher's unit). */
+            const bh__block *next = bh__block_next_free(b);
+            if (next != NULL)
+                assert_int_not_equal((uintptr_t)b / (2 * BH__CACHE_LINE),
+                                     (uintptr_t)next / (2 * BH__CACHE_LINE));
+            if (slot <= N) {
+                assert_null(seen[slot]);
+                seen[slot] = b;
             }
             total++;
         }
     }
     /* Earlier blocks did not move while later chunks were added. */
-    for (uint32_t s = 1; s <= N; s++)
+    for (uint32_t s = BH__BLOCKS_PER_PAIR; s <= N; s++)
         assert_ptr_equal(bh__slab_at(&slab, s), seen[s]);
     /* Every slot of every chunk so far decodes (the directory holds a base,
      * not the chunk's address) to a block inside that chunk's allocation,
      * and a chunk's blocks are consecutive. */
     for (uint32_t c = 0; c < BH__SLAB_CHUNKS && slab.raw[c] != NULL; c++) {
         uint32_t first = bh__slab_chunk_first(c), n = BH__SLAB_BASE << c;
-        const char *lo = slab.raw[c], *hi = lo + (size_t)(n + 1) * sizeof(bh__block);
+        const char *lo = slab.raw[c], *hi = lo + (size_t)n * sizeof(bh__block) + 2 * BH__CACHE_LINE;
         for (uint32_t s = c == 0 ? 1 : first; s < first + n; s++) {
             const bh__block *b = bh__slab_at(&slab, s);
             assert_non_null(b);
@@ -110,13 +118,13 @@ typedef struct table_fixture {
     bh__block *spare; /* fresh blocks, chained through next */
 } table_fixture;
 
-static void fixture_init(table_fixture *f) {
+static void table_fixture_init(table_fixture *f) {
     bh__slab_init(&f->slab);
     assert_int_equal(bh__shard_init(&f->shard, &f->slab), BH_OK);
     f->spare = NULL;
 }
 
-static void fixture_fini(table_fixture *f) {
+static void table_fixture_fini(table_fixture *f) {
     bh__shard_fini(&f->shard);
     bh__slab_fini(&f->slab);
 }
@@ -129,8 +137,8 @@ static bh__block *link_key(table_fixture *f, uint64_t address) {
     if (f->spare == NULL)
         assert_true(bh__slab_take_fresh(&f->slab, 64, &f->spare) > 0);
     bh__block *b = f->spare;
-    f->spare = b->next;
-    AO_store(&b->device, 0);
+    f->spare = bh__block_next_free(b);
+    AO_int_store(&b->device, 0);
     AO_store(&b->address, address);
     assert_int_equal(bh__shard_reserve(&f->shard), BH_OK);
     bh__shard_link(&f->shard, bh__key_hash(0, address), b);
@@ -142,14 +150,14 @@ static bh__block *find_key(table_fixture *f, uint64_t address) {
 }
 
 static void unlink_key(table_fixture *f, uint64_t address, const bh__block *b) {
-    bh__shard_unlink(&f->shard, bh__key_hash(0, address), b->slot);
+    bh__shard_unlink(&f->shard, bh__key_hash(0, address), bh__block_slot(b));
 }
 
 /* Where slot's entry sits in the current array, or -1. */
 static int position_of(table_fixture *f, const bh__block *b) {
     const bh__table *t = bh__shard_table(&f->shard);
     for (uint32_t i = 0; i <= t->mask; i++)
-        if (bh__entry_slot(AO_int_load(&t->e[i])) == b->slot && AO_int_load(&t->e[i]) != 0)
+        if (bh__entry_slot(AO_int_load(&t->e[i])) == bh__block_slot(b) && AO_int_load(&t->e[i]) != 0)
             return (int)i;
     return -1;
 }
@@ -167,7 +175,7 @@ static uint64_t next_key_with(uint64_t *from, uint32_t mask, uint32_t home, int 
 static void shard_finds_links_unlinks_and_grows(void **state) {
     (void)state;
     static table_fixture f;
-    fixture_init(&f);
+    table_fixture_init(&f);
     enum { N = 1000 };
     static bh__block *blocks[N];
     const bh__table *first = bh__shard_table(&f.shard);
@@ -183,7 +191,7 @@ static void shard_finds_links_unlinks_and_grows(void **state) {
     for (uint32_t i = 0; i < N; i++)
         assert_ptr_equal(find_key(&f, key_of(i)), i % 2 ? blocks[i] : NULL);
     assert_int_equal(f.shard.count, N / 2);
-    fixture_fini(&f);
+    table_fixture_fini(&f);
 }
 
 /* Entries whose home is the last place wrap to the front; deleting the first
@@ -192,7 +200,7 @@ static void shard_finds_links_unlinks_and_grows(void **state) {
 static void backward_shift_crosses_the_end_of_the_array(void **state) {
     (void)state;
     static table_fixture f;
-    fixture_init(&f);
+    table_fixture_init(&f);
     uint32_t mask = bh__shard_table(&f.shard)->mask;
     uint64_t from = 0;
     uint64_t ka = next_key_with(&from, mask, mask, -1), kb = next_key_with(&from, mask, mask, -1);
@@ -218,14 +226,14 @@ static void backward_shift_crosses_the_end_of_the_array(void **state) {
     assert_int_equal(position_of(&f, d), 0);
     assert_ptr_equal(find_key(&f, kd), d);
     assert_int_equal(f.shard.count, 2);
-    fixture_fini(&f);
+    table_fixture_fini(&f);
 }
 
 /* Same home and same tag: only the key compare tells them apart. */
 static void tag_collisions_are_told_apart_by_the_key(void **state) {
     (void)state;
     static table_fixture f;
-    fixture_init(&f);
+    table_fixture_init(&f);
     uint32_t mask = bh__shard_table(&f.shard)->mask;
     uint64_t from = 0;
     uint64_t k1 = next_key_with(&from, mask, 3, -1);
@@ -235,7 +243,7 @@ static void tag_collisions_are_told_apart_by_the_key(void **state) {
     assert_ptr_equal(find_key(&f, k1), b1);
     assert_ptr_equal(find_key(&f, k2), b2);
     assert_null(find_key(&f, k3)); /* same home, same tag, not linked */
-    fixture_fini(&f);
+    table_fixture_fini(&f);
 }
 
 /* Unlinking a slot that is not in the key's run (a key taken over, then its
@@ -243,7 +251,7 @@ static void tag_collisions_are_told_apart_by_the_key(void **state) {
 static void unlink_of_an_absent_slot_changes_nothing(void **state) {
     (void)state;
     static table_fixture f;
-    fixture_init(&f);
+    table_fixture_init(&f);
     uint32_t mask = bh__shard_table(&f.shard)->mask;
     uint64_t from = 0;
     uint64_t k1 = next_key_with(&from, mask, 5, -1), k2 = next_key_with(&from, mask, 5, -1);
@@ -253,7 +261,7 @@ static void unlink_of_an_absent_slot_changes_nothing(void **state) {
     assert_ptr_equal(find_key(&f, k2), b2);
     assert_int_equal(position_of(&f, b2), 5);
     assert_int_equal(f.shard.count, 1);
-    fixture_fini(&f);
+    table_fixture_fini(&f);
 }
 
 /* A shard whose growth fails keeps working while an entry can stay empty,
@@ -261,7 +269,7 @@ static void unlink_of_an_absent_slot_changes_nothing(void **state) {
 static void a_shard_that_cannot_grow_fills_up_then_refuses(void **state) {
     (void)state;
     static table_fixture f;
-    fixture_init(&f);
+    table_fixture_init(&f);
     const bh__table *t = bh__shard_table(&f.shard);
     uint32_t cap = t->mask + 1;
     uint64_t i = 0;
@@ -284,13 +292,13 @@ static void a_shard_that_cannot_grow_fills_up_then_refuses(void **state) {
     assert_ptr_not_equal(bh__shard_table(&f.shard), t);
     for (uint64_t k = 0; k < i; k++)
         assert_non_null(find_key(&f, key_of(k)));
-    fixture_fini(&f);
+    table_fixture_fini(&f);
 }
 
 /* ------------------------------------------------------------ range index */
 
 static void set_key(bh__block *b, uint32_t dev, uint64_t address, uint64_t size) {
-    AO_store(&b->device, dev);
+    AO_int_store(&b->device, dev);
     AO_store(&b->address, address);
     AO_store(&b->size, size);
 }
@@ -316,14 +324,15 @@ static void range_fixture_init(range_fixture *f, int n, uint32_t leaf_max, uint3
     bh__slab_init(&f->slab);
     f->n = n;
     f->blocks = test_malloc((size_t)n * sizeof(*f->blocks));
-    f->of_slot = test_calloc((size_t)n + 2, sizeof(*f->of_slot));
+    f->of_slot =
+        test_calloc((size_t)n + BH__BLOCKS_PER_PAIR, sizeof(*f->of_slot)); /* slots 0.. pair reserved */
     f->in = test_calloc((size_t)n, sizeof(*f->in));
     bh__block *head;
     assert_int_equal(bh__slab_take_fresh(&f->slab, (uint32_t)n, &head), (uint32_t)n);
-    for (int i = 0; head != NULL; i++, head = head->next) {
-        assert_true(head->slot <= (uint32_t)n + 1);
+    for (int i = 0; head != NULL; i++, head = bh__block_next_free(head)) {
+        assert_true(bh__block_slot(head) < (uint32_t)n + BH__BLOCKS_PER_PAIR);
         f->blocks[i] = head;
-        f->of_slot[head->slot] = i;
+        f->of_slot[bh__block_slot(head)] = i;
     }
     bh__ranges_init(&f->ranges, &f->slab);
     bh__ranges_set_fanout(&f->ranges, leaf_max, inner_max);
@@ -366,10 +375,10 @@ static uint64_t check_node(tree_walk *w, const void *node, uint32_t depth, int s
                 assert_true(w->prev < l->start[i]);
             w->have_prev = 1;
             w->prev = l->start[i];
-            assert_true(l->slot[i] >= 1 && l->slot[i] <= (uint32_t)w->f->n + 1);
+            assert_true(l->slot[i] >= 1 && l->slot[i] < (uint32_t)w->f->n + BH__BLOCKS_PER_PAIR);
             int b = w->f->of_slot[l->slot[i]];
             assert_true(w->f->in[b]);
-            assert_int_equal(AO_load(&w->f->blocks[b]->device), w->t->device);
+            assert_int_equal(bh__block_device(w->f->blocks[b]), w->t->device);
             assert_int_equal(AO_load(&w->f->blocks[b]->address), l->start[i]);
         }
         w->entries += l->n;
@@ -419,7 +428,7 @@ static uint32_t check_index(const range_fixture *f, long *leaves) {
 
 static int brute_meets(const range_fixture *f, int k, uint32_t dev, uint64_t a, uint64_t size) {
     const bh__block *b = f->blocks[k];
-    if (!f->in[k] || AO_load(&b->device) != dev)
+    if (!f->in[k] || bh__block_device(b) != dev)
         return 0;
     uint64_t s = AO_load(&b->address);
     return s >= a ? s - a < size : a - s < AO_load(&b->size);
@@ -441,7 +450,7 @@ static void insert_checked(range_fixture *f, int i, uint32_t dev, uint64_t a, ui
     bh__block *o = bh__range_insert(&f->ranges, f->rs, f->blocks[i], &st);
     if (clash) {
         assert_non_null(o);
-        assert_true(brute_meets(f, f->of_slot[o->slot], dev, a, size));
+        assert_true(brute_meets(f, f->of_slot[bh__block_slot(o)], dev, a, size));
     } else {
         assert_null(o);
         assert_int_equal(st, BH_OK);
@@ -478,13 +487,13 @@ static void range_index_agrees_with_a_brute_force_scan(void **state) {
             const bh__block *c = bh__range_containing(&f.ranges, f.rs, qdev, qa);
             assert_int_equal(c != NULL, brute_overlaps(&f, qdev, qa, 1));
             if (c != NULL)
-                assert_true(brute_meets(&f, f.of_slot[c->slot], qdev, qa, 1));
+                assert_true(brute_meets(&f, f.of_slot[bh__block_slot(c)], qdev, qa, 1));
             assert_ptr_equal(bh__range_overlap(&f.ranges, f.rs, qdev, qa, 1), c);
             uint64_t wsize = 1 + lcg(&rng) % 20000;
             const bh__block *o = bh__range_overlap(&f.ranges, f.rs, qdev, qa, wsize);
             assert_int_equal(o != NULL, brute_overlaps(&f, qdev, qa, wsize));
             if (o != NULL)
-                assert_true(brute_meets(&f, f.of_slot[o->slot], qdev, qa, wsize));
+                assert_true(brute_meets(&f, f.of_slot[bh__block_slot(o)], qdev, qa, wsize));
         }
     }
     assert_true(height >= 2);
