@@ -28,10 +28,13 @@
  *
  * THREADING
  * =========
- * Every function is thread-safe. Retain and release are lock-free; interning,
- * lookup and the last release take one of many table shard locks for a few
- * instructions. No lock is held while the allocator or reporter callbacks run,
- * so callbacks may call any bh_* function (except destroying their registry).
+ * Every function is thread-safe. Retain and release are lock-free. bh_lookup
+ * and bh_intern of a live key take no lock either (one compare-and-swap on
+ * the allocation's state word) unless that swap loses a race; then, as for a
+ * miss, a new key or the last release, they take one of many table shard
+ * locks for a few instructions. No lock is held while the allocator or
+ * reporter callbacks run, so callbacks may call any bh_* function (except
+ * destroying their registry).
  * The one call that is not safe against the others is bh_registry_destroy:
  * every call on a registry must have returned before it is destroyed (see
  * there).
