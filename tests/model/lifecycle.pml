@@ -8,9 +8,13 @@
  *    one atomic step; a stale handle (other generation, or refs 0) changes
  *    nothing;
  *  - the block's key: set when a block is taken for an address, overwritten
- *    when the block is retired (the free list may link through the address
- *    field); both only while refs is 0, under the shard lock. A slot never
- *    handed out has key 0, a real address, as zeroed memory would;
+ *    when the block is retired (a free list may link through the address
+ *    field, and a pointer may read as any address: the model writes any
+ *    address there); both only while refs is 0, under the shard lock. A slot
+ *    never handed out has key 0, a real address. (A link that matches no
+ *    address needs no value of its own: a reader that reads it gives up,
+ *    and one that reads a matching address fails its CAS, since the block
+ *    is no longer live in the generation it loaded; both fall back.)
  *  - the shard lock and what runs under it: find, take a block, publish
  *    (refs 0 -> 1), link / unlink, takeover, retire (generation + 1);
  *  - the last release: FREE report, phase = FREEING, allocator free, then
@@ -85,7 +89,6 @@
 #error "lookup() chooses among 4 blocks at most"
 #endif
 #define NONE 255
-#define JUNK 254  /* a retired block's key: its address field links the free list */
 #define HS 2      /* handles a thread holds at most */
 
 byte gen[NB];
@@ -176,7 +179,10 @@ inline release(k) {
         lock_acquire();
         if :: linked[b] -> linked[b] = false :: else -> skip fi;
         gen[b]++;                                             /* retire: old handles stale */
-        key[b] = JUNK;                                        /* put_back_block: free-list link */
+        if                                                    /* put_back_block: a free-list */
+        :: key[b] = 0                                         /* link, a pointer, which may read */
+        :: NA > 1 -> key[b] = NA - 1                          /* as any address */
+        fi;
         inuse[b] = false;
         lock_release()
     :: else -> skip
