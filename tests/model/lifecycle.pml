@@ -8,7 +8,7 @@
  *    one atomic step; a stale handle (other generation, or refs 0) changes
  *    nothing;
  *  - the block's key: set when a block is taken for an address, overwritten
- *    when the block is retired (a free list may link through the address
+ *    when the block is retired (the free list links through the address
  *    field, and a pointer may read as any address: the model writes any
  *    address there); both only while refs is 0, under the shard lock. A slot
  *    never handed out has key 0, a real address. (A link that matches no
@@ -179,7 +179,7 @@ inline release(k) {
         lock_acquire();
         if :: linked[b] -> linked[b] = false :: else -> skip fi;
         gen[b]++;                                             /* retire: old handles stale */
-        if                                                    /* put_back_block: a free-list */
+        if                                                    /* put_back_block: the free-list */
         :: key[b] = 0                                         /* link, a pointer, which may read */
         :: NA > 1 -> key[b] = NA - 1                          /* as any address */
         fi;
