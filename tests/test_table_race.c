@@ -67,7 +67,9 @@ static void *reader(void *arg) {
     bh_registry *reg = arg;
     unsigned seed = (unsigned)(uintptr_t)&seed;
     for (long i = 0; i < ops; i++) {
-        int k = (int)((unsigned)rand_r(&seed) % KEYS);
+        /* Mostly the churned keys: their blocks are the ones that change. */
+        unsigned r = (unsigned)rand_r(&seed);
+        int k = (r & 3) == 0 ? (int)(r >> 2) % KEPT : KEPT + (int)(r >> 2) % CHURNED;
         bh_handle h;
         bh_status st = (i & 1) ? bh_lookup(reg, 0, keys[k], &h) : bh_intern(reg, 0, keys[k], ALIGN, &h);
         if (st == BH_OK)
@@ -80,20 +82,31 @@ static void *reader(void *arg) {
     return NULL;
 }
 
-/* Interns a churned key (new or alias) and lets it go at once: its block
- * dies, and the shard's free list hands it to the next new key. */
+/* Interns churned keys (new or alias) and holds each until the next one is
+ * interned: a block dies when its key's last holder lets go, the shard's
+ * free list hands it straight to the next new key, and that key is then live
+ * for a while, under a reader that may still be looking at the old one. */
 static void *churner(void *arg) {
     bh_registry *reg = arg;
     unsigned seed = (unsigned)(uintptr_t)&seed;
+    bh_handle held = BH_HANDLE_NULL;
+    uint64_t held_key = 0;
     for (long i = 0; i < ops; i++) {
         int k = KEPT + (int)((unsigned)rand_r(&seed) % CHURNED);
         bh_handle h;
         bh_status st = bh_intern(reg, 0, keys[k], ALIGN, &h);
-        if (st == BH_OK)
-            check_names(reg, h, keys[k]);
-        else if (st != BH_EBUSY)
+        if (!bh_handle_is_null(held))
+            check_names(reg, held, held_key); /* checks, then releases */
+        held = BH_HANDLE_NULL;
+        if (st == BH_OK) {
+            held = h;
+            held_key = keys[k];
+        } else if (st != BH_EBUSY) {
             bad(&failures);
+        }
     }
+    if (!bh_handle_is_null(held))
+        check_names(reg, held, held_key);
     return NULL;
 }
 
