@@ -217,7 +217,9 @@ static inline uint32_t bh__shard_of(uint64_t hash) { return (uint32_t)(hash >> 5
  * or not: a reader without the lock may be handed an array that is replaced
  * right after; replaced arrays live until bh__shard_fini. */
 static inline bh__table *bh__shard_table(const bh__shard *shard) {
-    return (bh__table *)AO_load_acquire(&shard->table);
+    bh__table *t = (bh__table *)AO_load_acquire(&shard->table);
+    BH__HAPPENS_AFTER(&shard->table); /* for helgrind and drd: grow()'s annotation */
+    return t;
 }
 
 bh_status bh__shard_init(bh__shard *shard, const struct bh__slab *slab);

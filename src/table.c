@@ -146,7 +146,9 @@ static bh_status grow(bh__shard *shard) {
     shard->retired = old;
     /* Release: pairs with the acquire in bh__shard_table() of a lock-free
      * reader; the mask and the entries stored above are visible to whoever
-     * sees this pointer. */
+     * sees this pointer. The annotation says the same to helgrind and drd
+     * (for the mask: the entries are not checked, see table_new). */
+    BH__HAPPENS_BEFORE(&shard->table);
     AO_store_release(&shard->table, (AO_t)t);
     return BH_OK;
 }
