@@ -341,9 +341,18 @@ enum bh__counter {
 #define BH__OWNED_STRIPES 16
 #define BH__SHARED_STRIPES 16
 #define BH__STRIPES (BH__OWNED_STRIPES + BH__SHARED_STRIPES)
+/* A stripe is two lines (16 counters) and starts a 128-byte pair: x86's
+ * spatial prefetcher fetches a line's pair buddy with it, so a stripe that
+ * straddled two pairs (as the 64-byte alignment let it, the stripes array
+ * sitting at 64 mod 128 in the registry) shared a pair with its neighbour's
+ * hot first line: one thread's rarer counts (reports, conflicts) would pull
+ * the line another thread counts retains and releases on. The registry is
+ * allocated to this alignment (_Alignof(bh_registry)). */
+#define BH__STRIPE_ALIGN 128
 typedef struct bh__stripe {
-    _Alignas(BH__CACHE_LINE) AO_t c[BH__C_COUNT]; /* ATOMIC: relaxed adds; summed by bh_stats_get */
+    _Alignas(BH__STRIPE_ALIGN) AO_t c[BH__C_COUNT]; /* ATOMIC: relaxed adds; summed by bh_stats_get */
 } bh__stripe;
+_Static_assert(sizeof(bh__stripe) == BH__STRIPE_ALIGN, "a stripe is one 128-byte pair of lines");
 
 typedef struct bh__stats {
     bh__stripe stripes[BH__STRIPES];

@@ -535,7 +535,7 @@ bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
         return BH_EINVAL;
     if (cfg != NULL && (cfg->flags & BH_CONFIG_ALLOC_EX) && cfg->alloc_ex == NULL)
         return BH_EINVAL;
-    bh_registry *reg = bh__zalloc_aligned(BH__CACHE_LINE, sizeof(*reg));
+    bh_registry *reg = bh__zalloc_aligned(_Alignof(bh_registry), sizeof(*reg)); /* stats: 128-byte stripes */
     if (reg == NULL)
         return BH_ENOMEM;
     for (unsigned i = 0; i < BH__SHARDS; i++) {

@@ -96,6 +96,26 @@ static void counters_are_exact_with_more_threads_than_stripes(void **state) {
     fixture_close(&f, THREADS * 1000);
 }
 
+/* Each stripe is one 128-byte pair of lines in every registry: with the
+ * registry only line-aligned, the stripes array sat at 64 mod 128 and each
+ * stripe's second line shared a pair (which x86 prefetches together) with
+ * the next stripe's first, where its thread counts retains and releases. */
+static void every_stripe_is_a_128_byte_pair_of_its_own(void **state) {
+    (void)state;
+    enum { REGISTRIES = 8 }; /* several allocations, at different offsets */
+    bh_registry *reg[REGISTRIES];
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.flags = BH_CONFIG_NO_ENV;
+    for (int r = 0; r < REGISTRIES; r++) {
+        assert_int_equal(bh_registry_create(&cfg, &reg[r]), BH_OK);
+        for (unsigned s = 0; s < BH__STRIPES; s++)
+            assert_int_equal((uintptr_t)&reg[r]->stats.stripes[s] % 128, 0);
+    }
+    for (int r = 0; r < REGISTRIES; r++)
+        assert_int_equal(bh_registry_destroy(reg[r]), BH_OK);
+}
+
 /* ------------------------------------------------------------ thread numbers */
 
 /* 0.3.0 numbered threads once, in order: from the 17th thread of the process
@@ -298,6 +318,7 @@ static void a_forked_child_gets_the_numbers_of_the_threads_it_lost(void **state)
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(counters_are_exact_with_more_threads_than_stripes),
+        cmocka_unit_test(every_stripe_is_a_128_byte_pair_of_its_own),
         cmocka_unit_test(an_exiting_thread_gives_its_owned_stripe_to_the_next),
         cmocka_unit_test(owned_stripes_change_hands_while_others_count),
         cmocka_unit_test(a_thread_counting_after_its_number_went_back_counts_on_a_shared_stripe),
