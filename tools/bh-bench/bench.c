@@ -2,7 +2,7 @@
  * bh-bench - bufhandle against hand-written baselines, in one run.
  *
  *   bh-bench [--quick] [--reps N] [--ops N] [--only SECTION] [--live N] [--config KEY]
- *            [--json] [--trackd PATH]
+ *            [--json | --json-out FILE] [--trackd PATH]
  *
  * Every figure is the median of --reps repetitions, and every bufhandle figure
  * is shown next to its baselines measured in the same run, repetitions
@@ -214,15 +214,23 @@ typedef enum work {
     W_CHURN,     /* churn only: the owner of a random key releases, a free address is interned */
 } work;
 
+/* Each thread's worker, and the baseline counter in it, on its own 128-byte
+ * aligned region: the workers sit side by side in run_workers' array, and two
+ * threads' counters in one line (or in one 128-byte pair, which x86's
+ * spatial prefetcher fetches together) would make the 2-thread baseline pay
+ * for false sharing that a runtime's counters need not have. */
+#define PAIR_BYTES 128
+
 typedef struct worker {
-    work what;
+    _Alignas(PAIR_BYTES) work what;
     keyset *ks;
     bh_handle h;          /* W_PAIR */
     base_counter counter; /* W_CAS_PAIR, W_XADD_PAIR */
     long ops;
     uint64_t seed;
     pthread_barrier_t *start;
-    double ns;
+    double ns;     /* wall-clock time of the loop */
+    double cpu_ns; /* this thread's CPU time in the loop: excludes time it waited for a CPU */
 } worker;
 
 /* The loops are written once; impl is a constant in each call from
@@ -291,17 +299,24 @@ static void run_loop(worker *w) {
 static void *worker_main(void *arg) {
     worker *w = arg;
     pthread_barrier_wait(w->start);
-    double t0 = bench_now_ns();
+    double t0 = bench_now_ns(), c0 = bench_thread_cpu_ns();
     run_loop(w);
     w->ns = bench_now_ns() - t0;
+    w->cpu_ns = bench_thread_cpu_ns() - c0;
     return NULL;
 }
+
+/* What a run took besides its wall-clock figure. */
+typedef struct cpu_view {
+    double ns;   /* the mean of each thread's ns per operation, in thread CPU time */
+    double cpus; /* CPU time of all threads / wall time of the longest: how many ran at once, on average */
+} cpu_view;
 
 /* Runs n copies of proto on n threads started together; each thread gets its
  * own seed (and its own handle from hs, if given). Returns the mean over the
  * threads of each thread's ns per operation (the latency view: with a shared
- * lock, every thread waits). */
-static double run_workers(int n, const worker *proto, const bh_handle *hs) {
+ * lock, every thread waits); *cpu (if not NULL) gets the CPU-time view. */
+static double run_workers(int n, const worker *proto, const bh_handle *hs, cpu_view *cpu) {
     worker w[8];
     pthread_t tid[8];
     pthread_barrier_t start;
@@ -315,12 +330,17 @@ static double run_workers(int n, const worker *proto, const bh_handle *hs) {
         if (pthread_create(&tid[t], NULL, worker_main, &w[t]) != 0)
             bench_die("pthread_create failed");
     }
-    double sum = 0;
+    double sum = 0, cpu_sum = 0, cpu_total = 0, longest = 0;
     for (int t = 0; t < n; t++) {
         pthread_join(tid[t], NULL);
         sum += w[t].ns / (double)w[t].ops;
+        cpu_sum += w[t].cpu_ns / (double)w[t].ops;
+        cpu_total += w[t].cpu_ns;
+        longest = w[t].ns > longest ? w[t].ns : longest;
     }
     pthread_barrier_destroy(&start);
+    if (cpu != NULL)
+        *cpu = (cpu_view){cpu_sum / n, longest > 0 ? cpu_total / longest : 0};
     return sum / n;
 }
 
@@ -330,7 +350,7 @@ static double run_workers(int n, const worker *proto, const bh_handle *hs) {
  * speedup over a baseline (baseline ns / bufhandle ns) or on the value. */
 typedef struct figure {
     char name[80];
-    const char *unit; /* "ns", "B", "x" */
+    const char *unit; /* "ns", "B", "x" (a ratio), "cpu" (CPUs in use) */
     double bh;
     int nbase;
     const char *base_name[2];
@@ -385,9 +405,19 @@ static int wanted(const opts *o, const char *section) {
 /* ======================== Sections ======================== */
 
 /* retain+release, 1 thread, against the counter pairs; and 2 threads each on
- * its own handle, per pair, relative to 1 thread in the same repetition. */
+ * its own handle, per pair, relative to 1 thread in the same repetition,
+ * next to the same ratio for the CAS-loop pair on 2 threads each with its own
+ * counter: what this machine's two CPUs give two threads that share nothing.
+ * On a loaded machine the two threads often do not run at once, and the
+ * wall-clock ratio says so for both; the same ratios in thread CPU time
+ * count only the time each thread ran, so what remains above 1.0 there is
+ * the cost of what the threads share (cache lines), which is what the
+ * target is about. No other figure gets a CPU-time view: a mutex baseline
+ * sleeps while it waits, and CPU time would hide its waits. */
 static void section_pairs(const opts *o) {
-    double bh1[MAX_REPS], cas[MAX_REPS], xadd[MAX_REPS], scale[MAX_REPS], bh2[MAX_REPS];
+    double bh1[MAX_REPS], cas[MAX_REPS], xadd[MAX_REPS], scale[MAX_REPS], cas_scale[MAX_REPS];
+    double scale_cpu[MAX_REPS], cas_scale_cpu[MAX_REPS], cpus[MAX_REPS], cas_cpus[MAX_REPS];
+    cpu_view bh1_cpu, cas_cpu, two;
     keyset ks;
     ks_create(&ks, IMPL_BH, configs[figure_config].flags, 2);
     bh_handle hs[2] = {{ks.own[0]}, {ks.own[1]}};
@@ -395,11 +425,15 @@ static void section_pairs(const opts *o) {
     worker c = {.what = W_CAS_PAIR, .counter = {1}, .ops = o->ops};
     worker x = {.what = W_XADD_PAIR, .counter = {1}, .ops = o->ops};
     for (int r = 0; r < o->reps; r++) {
-        bh1[r] = run_workers(1, &bh, hs);
-        cas[r] = run_workers(1, &c, NULL);
-        xadd[r] = run_workers(1, &x, NULL);
-        bh2[r] = run_workers(2, &bh, hs);
-        scale[r] = bh2[r] / bh1[r];
+        bh1[r] = run_workers(1, &bh, hs, &bh1_cpu);
+        cas[r] = run_workers(1, &c, NULL, &cas_cpu);
+        xadd[r] = run_workers(1, &x, NULL, NULL);
+        scale[r] = run_workers(2, &bh, hs, &two) / bh1[r];
+        scale_cpu[r] = two.ns / bh1_cpu.ns;
+        cpus[r] = two.cpus;
+        cas_scale[r] = run_workers(2, &c, NULL, &two) / cas[r];
+        cas_scale_cpu[r] = two.ns / cas_cpu.ns;
+        cas_cpus[r] = two.cpus;
     }
     ks_destroy(&ks);
     figure *f = add_figure("retain+release, 1 thread", "ns");
@@ -409,6 +443,16 @@ static void section_pairs(const opts *o) {
     f = add_figure("2 threads, own handles: per pair / 1 thread", "x");
     f->bh = bench_median(scale, o->reps);
     f->max_value = 1.2;
+    add_base(f, "CAS-loop pair, own counters (floor)", bench_median(cas_scale, o->reps), 0);
+    /* Below about 1.5 the threads mostly took turns, and the CPU-time ratio
+     * cannot show what sharing costs (there was little sharing). */
+    f = add_figure("2 threads: CPUs in use while they ran (of 2)", "cpu");
+    f->bh = bench_median(cpus, o->reps);
+    add_base(f, "CAS-loop pair, own counters", bench_median(cas_cpus, o->reps), 0);
+    f = add_figure("2 threads, own handles, in thread CPU time", "x");
+    f->bh = bench_median(scale_cpu, o->reps);
+    f->max_value = 1.2;
+    add_base(f, "CAS-loop pair, own counters (floor)", bench_median(cas_scale_cpu, o->reps), 0);
 }
 
 /* Median ns per operation of `what` on `threads` threads, for the keys of
@@ -421,8 +465,9 @@ static void compare(const opts *o, int nimpl, size_t n, work what, int threads, 
         ks_create(&ks[i], (enum impl)i, configs[figure_config].flags, n);
     for (int r = 0; r < o->reps; r++)
         for (int i = 0; i < nimpl; i++)
-            v[i][r] = run_workers(
-                threads, &(worker){.what = what, .ks = &ks[i], .ops = o->ops, .h = {ks[i].own[0]}}, NULL);
+            v[i][r] = run_workers(threads,
+                                  &(worker){.what = what, .ks = &ks[i], .ops = o->ops, .h = {ks[i].own[0]}},
+                                  NULL, NULL);
     for (int i = 0; i < nimpl; i++) {
         ks_destroy(&ks[i]);
         medians[i] = bench_median(v[i], o->reps);
@@ -532,7 +577,7 @@ static void section_configs(const opts *o) {
         for (int c = 0; c < NCONFIGS; c++)
             for (int k = 0; k < CW_COUNT; k++) {
                 worker w = {.what = works[k], .ks = &ks[c], .ops = o->ops, .h = {ks[c].own[0]}};
-                v[c][k][r] = run_workers(1, &w, NULL);
+                v[c][k][r] = run_workers(1, &w, NULL, NULL);
             }
     for (int c = 0; c < NCONFIGS; c++) {
         ks_destroy(&ks[c]);
@@ -561,34 +606,48 @@ static void cpu_model(char *out, size_t len) {
 
 static const char *met_text(int met) { return met < 0 ? "" : met ? "met" : "NOT met"; }
 
+/* A figure's targets as text: on its own line (b == 0) the target on its
+ * value, and on each baseline's line the speedup target over that baseline. */
+static void target_text(const figure *f, int b, char *out, size_t len) {
+    int n = 0;
+    out[0] = '\0';
+    if (b == 0 && f->max_value > 0)
+        n = snprintf(out, len, "<= %.3g %s", f->max_value, f->unit);
+    if (b < f->nbase && f->min_speedup[b] > 0)
+        snprintf(out + n, len - (size_t)n, "%s>= %.2fx", n ? "; " : "", f->min_speedup[b]);
+}
+
 static void print_text(const opts *o, const char *cpu, const report_cost *rc) {
     printf("bh-bench%s: %s; medians of %d repetitions, %ld operations per thread per measurement\n",
            o->quick ? " --quick" : "", cpu, o->reps, o->ops);
-    printf("bufhandle registries: %s; speedup = baseline / bufhandle (above 1: bufhandle is faster)\n\n",
+    printf("bufhandle registries: %s; speedup = baseline / bufhandle (above 1: bufhandle is faster)\n",
            configs[figure_config].name);
-    printf("%-48s %12s  %-36s %10s %8s  %s\n", "figure", "bufhandle", "baseline", "", "speedup", "target");
+    printf("a figure's verdict (met / NOT met: every target on its lines) is on its first line\n\n");
+    printf("%-48s %13s  %-36s %11s %8s  %-16s %s\n", "figure", "bufhandle", "baseline", "", "speedup",
+           "target", "verdict");
     for (int i = 0; i < nfigures; i++) {
         const figure *f = &figures[i];
-        char target[48] = "";
-        if (f->max_value > 0)
-            snprintf(target, sizeof(target), "<= %.3g %s", f->max_value, f->unit);
-        printf("%-48s %9.*f %-2s", f->name, strcmp(f->unit, "x") == 0 ? 2 : 1, f->bh, f->unit);
+        int prec = strcmp(f->unit, "ns") == 0 || strcmp(f->unit, "B") == 0 ? 1 : 2;
         for (int b = 0; b < (f->nbase ? f->nbase : 1); b++) {
-            if (b > 0)
-                printf("%-48s %12s", "", "");
-            if (f->nbase == 0) {
-                printf("  %-36s %10s %8s  %s %s\n", "-", "", "", target, met_text(figure_met(f)));
-                continue;
-            }
-            if (f->min_speedup[b] > 0)
-                snprintf(target, sizeof(target), ">= %.2fx", f->min_speedup[b]);
-            else if (f->max_value <= 0)
-                target[0] = '\0';
-            char speedup[16] = "-"; /* only times have a speedup; other units compare by target */
-            if (strcmp(f->unit, "ns") == 0)
+            char line[256], target[48], speedup[16] = "-"; /* only times have a speedup */
+            size_t n = 0;
+            target_text(f, b, target, sizeof(target));
+            if (b == 0)
+                n += (size_t)snprintf(line, sizeof(line), "%-48s %9.*f %-3s", f->name, prec, f->bh, f->unit);
+            else
+                n += (size_t)snprintf(line, sizeof(line), "%-48s %13s", "", "");
+            if (f->nbase > 0 && strcmp(f->unit, "ns") == 0)
                 snprintf(speedup, sizeof(speedup), "%.2fx", f->base[b] / f->bh);
-            printf("  %-36s %7.1f %-2s %8s  %s %s\n", f->base_name[b], f->base[b], f->unit, speedup, target,
-                   b == f->nbase - 1 ? met_text(figure_met(f)) : "");
+            if (f->nbase == 0)
+                n += (size_t)snprintf(line + n, sizeof(line) - n, "  %-36s %11s %8s", "-", "", "");
+            else
+                n += (size_t)snprintf(line + n, sizeof(line) - n, "  %-36s %7.*f %-3s %8s", f->base_name[b],
+                                      prec, f->base[b], f->unit, speedup);
+            n += (size_t)snprintf(line + n, sizeof(line) - n, "  %-16s %s", target,
+                                  b == 0 ? met_text(figure_met(f)) : "");
+            while (n > 0 && line[n - 1] == ' ')
+                line[--n] = '\0';
+            puts(line);
         }
     }
     if (config_ns[0][0] > 0) {
@@ -614,41 +673,43 @@ static void print_text(const opts *o, const char *cpu, const report_cost *rc) {
     }
 }
 
-static void print_json(const opts *o, const char *cpu, const report_cost *rc) {
-    printf("{\"cpu\":\"%s\",\"quick\":%s,\"reps\":%d,\"ops\":%ld,\"config\":\"%s\",\"figures\":[", cpu,
-           o->quick ? "true" : "false", o->reps, o->ops, configs[figure_config].key);
+static void print_json(FILE *out, const opts *o, const char *cpu, const report_cost *rc) {
+    fprintf(out, "{\"cpu\":\"%s\",\"quick\":%s,\"reps\":%d,\"ops\":%ld,\"config\":\"%s\",\"figures\":[", cpu,
+            o->quick ? "true" : "false", o->reps, o->ops, configs[figure_config].key);
     for (int i = 0; i < nfigures; i++) {
         const figure *f = &figures[i];
         int met = figure_met(f);
-        printf("%s{\"name\":\"%s\",\"unit\":\"%s\",\"bufhandle\":%.3f,\"baselines\":[", i ? "," : "", f->name,
-               f->unit, f->bh);
+        fprintf(out, "%s{\"name\":\"%s\",\"unit\":\"%s\",\"bufhandle\":%.3f,\"baselines\":[", i ? "," : "",
+                f->name, f->unit, f->bh);
         for (int b = 0; b < f->nbase; b++) {
-            printf("%s{\"name\":\"%s\",\"value\":%.3f", b ? "," : "", f->base_name[b], f->base[b]);
+            fprintf(out, "%s{\"name\":\"%s\",\"value\":%.3f", b ? "," : "", f->base_name[b], f->base[b]);
             if (strcmp(f->unit, "ns") == 0)
-                printf(",\"speedup\":%.3f", f->base[b] / f->bh);
+                fprintf(out, ",\"speedup\":%.3f", f->base[b] / f->bh);
             if (f->min_speedup[b] > 0)
-                printf(",\"target_min_speedup\":%.3f", f->min_speedup[b]);
-            printf("}");
+                fprintf(out, ",\"target_min_speedup\":%.3f", f->min_speedup[b]);
+            fprintf(out, "}");
         }
-        printf("]");
+        fprintf(out, "]");
         if (f->max_value > 0)
-            printf(",\"target_max\":%.3f", f->max_value);
-        printf(",\"target_met\":%s}", met < 0 ? "null" : met ? "true" : "false");
+            fprintf(out, ",\"target_max\":%.3f", f->max_value);
+        fprintf(out, ",\"target_met\":%s}", met < 0 ? "null" : met ? "true" : "false");
     }
-    printf("],\"configs\":[");
+    fprintf(out, "],\"configs\":[");
     for (int c = 0; c < NCONFIGS && config_ns[0][0] > 0; c++) {
-        printf("%s{\"name\":\"%s\",\"flags\":%" PRIu32, c ? "," : "", configs[c].name, configs[c].flags);
+        fprintf(out, "%s{\"name\":\"%s\",\"flags\":%" PRIu32, c ? "," : "", configs[c].name,
+                configs[c].flags);
         for (int k = 0; k < CW_COUNT; k++)
-            printf(",\"%s_ns\":%.3f", cw_keys[k], config_ns[c][k]);
-        printf("}");
+            fprintf(out, ",\"%s_ns\":%.3f", cw_keys[k], config_ns[c][k]);
+        fprintf(out, "}");
     }
-    printf("]");
+    fprintf(out, "]");
     if (rc != NULL)
-        printf(
+        fprintf(
+            out,
             ",\"reporter\":{\"rate_per_s\":100000,\"server\":\"%s\",\"socket_reporter_mean_ns\":%.1f,"
             "\"socket_reporter_p99_ns\":%.1f,\"blocking_send_mean_ns\":%.1f,\"blocking_send_p99_ns\":%.1f}",
             rc->server, rc->reporter_mean_ns, rc->reporter_p99_ns, rc->send_mean_ns, rc->send_p99_ns);
-    printf("}\n");
+    fprintf(out, "}\n");
 }
 
 /* ======================== main ======================== */
@@ -664,7 +725,7 @@ static int config_index(const char *key) {
 }
 
 static const char usage[] =
-    "usage: bh-bench [--quick] [--reps N] [--ops N] [--json] [--trackd PATH]\n"
+    "usage: bh-bench [--quick] [--reps N] [--ops N] [--json | --json-out FILE] [--trackd PATH]\n"
     "                [--only memory|pairs|lookup|mixed|intern|configs|reporter] [--live N]\n"
     "                [--config defaults|no-overlap|debug-refs|history|stacks]\n";
 
@@ -673,9 +734,12 @@ int main(int argc, char **argv) {
     long ops = 0;
     int reps = 0;
     const char *trackd = bh_trackd_next_to_self();
+    const char *json_out = NULL; /* the text on stdout, and the same run's JSON in this file */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0)
             o.json = 1;
+        else if (strcmp(argv[i], "--json-out") == 0 && i + 1 < argc)
+            json_out = argv[++i];
         else if (strcmp(argv[i], "--quick") == 0)
             o.quick = 1;
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
@@ -745,8 +809,16 @@ int main(int argc, char **argv) {
     char cpu[128];
     cpu_model(cpu, sizeof(cpu));
     if (o.json)
-        print_json(&o, cpu, have_rc ? &rc : NULL);
+        print_json(stdout, &o, cpu, have_rc ? &rc : NULL);
     else
         print_text(&o, cpu, have_rc ? &rc : NULL);
+    if (json_out != NULL) {
+        FILE *f = fopen(json_out, "w");
+        if (f == NULL)
+            bench_die("cannot write the --json-out file");
+        print_json(f, &o, cpu, have_rc ? &rc : NULL);
+        if (fclose(f) != 0)
+            bench_die("cannot write the --json-out file");
+    }
     return 0;
 }

@@ -7,6 +7,8 @@
 #include <stddef.h>
 
 double bench_now_ns(void);
+/* The calling thread's CPU time: the time it ran, not the time it waited. */
+double bench_thread_cpu_ns(void);
 /* Sorts v in place. */
 double bench_median(double *v, int n);
 double bench_percentile(double *v, size_t n, double p);
