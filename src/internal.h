@@ -92,6 +92,9 @@ void *bh__calloc(size_t n, size_t size);
 /* Zeroed memory aligned to align (a power of two, multiple of sizeof(void *)). */
 void *bh__zalloc_aligned(size_t align, size_t size);
 void bh__free(void *p);
+/* Asks for transparent huge pages over the 2 MiB-aligned part of a large
+ * array (advice only; see hostmem.c). */
+void bh__advise_huge(void *p, size_t len);
 /* Test hook: the k-th host allocation from now fails (k >= 1); 0 disarms. */
 void bh__hostmem_fail_at(long k);
 /* Test hook: host allocations attempted since the process started. */

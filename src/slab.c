@@ -67,6 +67,7 @@ static bh__block *chunk_new(bh__slab *slab, uint32_t c) {
     uintptr_t pair = 2 * BH__CACHE_LINE;
     bh__block *chunk = (bh__block *)(((uintptr_t)raw + pair - 1) & ~(pair - 1));
     BH__ATOMIC_RANGE(chunk, chunk_bytes(c));
+    bh__advise_huge(raw, chunk_bytes(c) + 2 * BH__CACHE_LINE);
     return chunk;
 }
 

@@ -45,6 +45,9 @@ static bh__table *table_new(uint32_t n) {
      * an entry while the lock holder rewrites it, and trusts nothing it
      * reads). Only the entries: the rest of the shard is checked as usual. */
     BH__ATOMIC_RANGE(t->e, (size_t)n * sizeof(unsigned));
+    /* Probed at random, like the slab's chunks (only arrays past 2 MiB,
+     * i.e. shards of millions of keys, have anything to advise). */
+    bh__advise_huge(t, sizeof(bh__table) + (size_t)n * sizeof(unsigned));
     return t;
 }
 

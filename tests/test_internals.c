@@ -6,9 +6,11 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 #include <pthread.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "internal.h"
@@ -86,6 +88,54 @@ static void slab_reports_host_memory_exhaustion(void **state) {
     assert_int_equal(bh__slab_take_fresh(&slab, 4, &head), 0);
     assert_null(head);
     assert_int_equal(bh__slab_take_fresh(&slab, 4, &head), 4);
+    bh__slab_fini(&slab);
+}
+
+/* The VmFlags line of the mapping that contains p, from /proc/self/smaps
+ * (empty if not found). */
+static void vm_flags_of(const void *p, char *out, size_t len) {
+    out[0] = '\0';
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (f == NULL)
+        return;
+    char line[512];
+    int inside = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        else if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+            snprintf(out, len, "%s", line);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* Chunks of 2 MiB and more are touched at random: the slab asks for
+ * transparent huge pages over their aligned part (one TLB entry per 2 MiB).
+ * The kernel marks advised mappings "hg" in smaps; without THP support the
+ * advice cannot be given, and there is nothing to check. */
+static void large_slab_chunks_are_advised_to_use_huge_pages(void **state) {
+    (void)state;
+    if (access("/sys/kernel/mm/transparent_hugepage/enabled", R_OK) != 0)
+        skip();
+    bh__slab slab;
+    bh__slab_init(&slab);
+    /* Up to chunk 11 (4 MiB of blocks): it holds a whole aligned 2 MiB. */
+    const uint32_t c = 11;
+    while (slab.raw[c] == NULL) {
+        bh__block *head;
+        assert_true(bh__slab_take_fresh(&slab, 4096, &head) > 0);
+    }
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t aligned = ((uintptr_t)slab.raw[c] + huge - 1) & ~(huge - 1);
+    char flags[512];
+    vm_flags_of((const void *)aligned, flags, sizeof(flags));
+    assert_non_null(strstr(flags, " hg"));
+    /* Small chunks are left alone: chunk 0 shares the heap with everything. */
+    vm_flags_of(slab.raw[0], flags, sizeof(flags));
+    assert_null(strstr(flags, " hg"));
     bh__slab_fini(&slab);
 }
 
@@ -1098,6 +1148,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(slab_slots_map_to_distinct_stable_blocks),
         cmocka_unit_test(slab_reports_host_memory_exhaustion),
+        cmocka_unit_test(large_slab_chunks_are_advised_to_use_huge_pages),
         cmocka_unit_test(hash_spreads_aligned_neighbouring_addresses_over_shards_and_buckets),
         cmocka_unit_test(shard_finds_links_unlinks_and_grows),
         cmocka_unit_test(backward_shift_crosses_the_end_of_the_array),
