@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "atomics.h"
+#include "fmix.h"
 #include "bufhandle/bufhandle.h"
 
 #define BH__CACHE_LINE 64
@@ -205,13 +206,7 @@ typedef struct bh__shard {
  * that DRAM and L1 at one numeric address land far apart. Inline: it is on
  * every lookup and intern, whose lock-free hit is a few dozen instructions. */
 static inline uint64_t bh__key_hash(uint32_t device, uint64_t address) {
-    uint64_t h = address ^ ((uint64_t)device * 0x9e3779b97f4a7c15ull);
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
+    return bh__fmix64(address ^ ((uint64_t)device * 0x9e3779b97f4a7c15ull));
 }
 static inline uint32_t bh__shard_of(uint64_t hash) { return (uint32_t)(hash >> 58) & (BH__SHARDS - 1); }
 

@@ -13,6 +13,7 @@
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "track.h"
+#include "fmix.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -38,15 +39,6 @@ typedef struct otab {
 
 static okey *ot_slot(const otab *t, size_t i) { return (okey *)(void *)(t->s + i * t->esize); }
 
-static uint64_t fmix64(uint64_t h) { /* MurmurHash3's finaliser: a bijection that avalanches */
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
-}
-
 /* Keys come from the wire: with a hash anyone can compute (and invert), a
  * client picks addresses that share one home slot and every insert probes
  * past all the earlier ones (60,000 such ALLOCs cost 7.7 s of the event
@@ -54,9 +46,9 @@ static uint64_t fmix64(uint64_t h) { /* MurmurHash3's finaliser: a bijection tha
  * goes through its own round, so no choice of (a, b, c) collides without the
  * secret. */
 static size_t ot_hash(const otab *t, uint64_t a, uint32_t b, uint64_t c) {
-    uint64_t h = fmix64(a ^ t->secret);
-    h = fmix64(h ^ c);
-    return (size_t)fmix64(h ^ b);
+    uint64_t h = bh__fmix64(a ^ t->secret);
+    h = bh__fmix64(h ^ c);
+    return (size_t)bh__fmix64(h ^ b);
 }
 
 static size_t ot_home(const otab *t, const okey *k) { return ot_hash(t, k->a, k->b, k->c) & (t->cap - 1); }
@@ -206,7 +198,7 @@ static uint64_t table_secret(const otab *t) {
         return k;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return fmix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)(uintptr_t)t);
+    return bh__fmix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)(uintptr_t)t);
 }
 
 static void otab_init(otab *t, size_t esize) {
