@@ -46,11 +46,16 @@ void *bh__calloc(size_t n, size_t size) {
     return calloc(n, size);
 }
 
-void *bh__zalloc_aligned(size_t align, size_t size) {
+void *bh__alloc_aligned(size_t align, size_t size) {
     void *p = NULL;
     if (injected_failure() || posix_memalign(&p, align, size) != 0)
         return NULL;
-    return memset(p, 0, size);
+    return p;
+}
+
+void *bh__zalloc_aligned(size_t align, size_t size) {
+    void *p = bh__alloc_aligned(align, size);
+    return p != NULL ? memset(p, 0, size) : NULL;
 }
 
 void bh__free(void *p) { free(p); }
@@ -66,7 +71,7 @@ void bh__free(void *p) { free(p); }
  * to 2 MiB. */
 void bh__advise_huge(void *p, size_t len) {
 #ifdef MADV_HUGEPAGE
-    const uintptr_t huge = (uintptr_t)2 << 20;
+    const uintptr_t huge = BH__HUGE_PAGE;
     uintptr_t lo = ((uintptr_t)p + huge - 1) & ~(huge - 1);
     uintptr_t hi = ((uintptr_t)p + len) & ~(huge - 1);
     if (hi > lo)

@@ -92,9 +92,13 @@ static inline bh__block *bh__block_next_free(const bh__block *b) { return (bh__b
 void *bh__calloc(size_t n, size_t size);
 /* Zeroed memory aligned to align (a power of two, multiple of sizeof(void *)). */
 void *bh__zalloc_aligned(size_t align, size_t size);
+/* The same, uninitialised: for arenas whose pages should stay untouched
+ * until used. */
+void *bh__alloc_aligned(size_t align, size_t size);
 void bh__free(void *p);
-/* Asks for transparent huge pages over the 2 MiB-aligned part of a large
- * array (advice only; see hostmem.c). */
+/* Asks for transparent huge pages over the BH__HUGE_PAGE-aligned part of a
+ * large array (advice only; see hostmem.c). */
+#define BH__HUGE_PAGE ((size_t)2 << 20)
 void bh__advise_huge(void *p, size_t len);
 /* Test hook: the k-th host allocation from now fails (k >= 1); 0 disarms. */
 void bh__hostmem_fail_at(long k);
@@ -272,9 +276,23 @@ typedef struct bh__range_tree {
     uint32_t height; /* inner levels above the leaves */
 } bh__range_tree;
 
+/* Nodes of one kind (leaves, or inner nodes) for one stripe, under its
+ * lock: carved in order from arenas that double in size up to
+ * BH__HUGE_PAGE; a freed node waits on a list for the next taker. Arenas
+ * are given back only when the index goes away. */
+typedef struct bh__range_pool {
+    void *free;     /* freed nodes, each holding the next one's address */
+    char *carve;    /* the newest arena's first node never handed out */
+    char *end;      /* the newest arena's end */
+    void *arenas;   /* the newest arena; each begins with the previous one's address */
+    uint32_t count; /* arenas so far (a test hook reads it) */
+} bh__range_pool;
+
 typedef struct bh__range_stripe {
     _Alignas(BH__CACHE_LINE) pthread_mutex_t lock;
     bh__range_tree *trees; /* under lock: one per domain with indexed ranges */
+    bh__range_pool leaves; /* under lock */
+    bh__range_pool inners; /* under lock */
 } bh__range_stripe;
 
 typedef struct bh__ranges {
@@ -282,6 +300,8 @@ typedef struct bh__ranges {
     const struct bh__slab *slab; /* immutable: maps the leaves' slots to blocks */
     uint32_t leaf_max;           /* immutable after init: BH__RANGE_LEAF_CAP but in tests */
     uint32_t inner_max;          /* immutable after init: BH__RANGE_INNER_CAP but in tests */
+    size_t arena_first;          /* immutable after init: bytes of a pool's first arena */
+    size_t arena_max;            /* immutable after init: BH__HUGE_PAGE but in tests */
 } bh__ranges;
 
 void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab);
@@ -291,6 +311,9 @@ void bh__ranges_fini(bh__ranges *r);
  * inner_max >= 4, each at most its cap) so a few hundred ranges make a
  * tree of several levels. */
 void bh__ranges_set_fanout(bh__ranges *r, uint32_t leaf_max, uint32_t inner_max);
+/* Test hook, on an empty index only: arenas of first bytes, doubling up
+ * to max (each at least one node), so a few nodes need a new arena. */
+void bh__ranges_set_arenas(bh__ranges *r, size_t first, size_t max);
 /* The stripe holding every range of a domain. */
 bh__range_stripe *bh__range_stripe_of(bh__ranges *r, uint32_t device);
 /* All under stripe->lock. The block whose range contains address, or NULL. */

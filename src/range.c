@@ -14,6 +14,9 @@
  * half-changed when host memory runs out (an insertion allocates every node
  * it needs before it changes anything).
  *
+ * Nodes come from per-stripe arenas (see "Nodes" below), never one by one
+ * from the heap.
+ *
  * Why a B+tree: the treap this replaces was threaded through the control
  * blocks, so at 1M live ranges a walk touched ~20 blocks on ~20 lines. Here a
  * search reads a few inner nodes (they stay cached: 4-7% of the leaves'
@@ -46,14 +49,92 @@ typedef bh__range_leaf leaf;
 typedef bh__range_inner inner;
 typedef bh__range_tree tree;
 
-void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab) {
-    for (unsigned i = 0; i < BH__RANGE_STRIPES; i++) {
-        pthread_mutex_init(&r->stripes[i].lock, NULL);
-        r->stripes[i].trees = NULL;
+/* ======================== Nodes ======================== */
+
+/* Where nodes come from. At 1M live ranges every churn descends a tree
+ * twice; nodes calloc'd one by one lie scattered over the heap's 4 KiB
+ * pages, so each level of a descent may miss the TLB as well as the cache
+ * (under virtualisation a page walk costs about what the miss does). Carved
+ * in order from arenas, nodes share pages, and an arena of BH__HUGE_PAGE
+ * bytes is aligned to it and advised, so the ~33,000 leaves of 1M ranges
+ * sit on seven huge pages. Arenas double from 64 KiB, so a registry with a
+ * few ranges keeps a few small ones, and are not zeroed: a page of an arena
+ * becomes resident when its first node is handed out (which zeroes the
+ * node). A freed node goes on its pool's list; arenas go back only at
+ * bh__ranges_fini. All of it under the stripe lock: nodes are never
+ * touched without it, so no atomics. */
+#define ARENA_HEAD BH__CACHE_LINE /* an arena's first line links the one before */
+#define ARENA_FIRST ((size_t)64 << 10)
+
+static size_t arena_bytes(const bh__ranges *r, uint32_t count) {
+    size_t bytes = r->arena_first;
+    for (uint32_t i = 0; i < count && bytes < r->arena_max; i++)
+        bytes *= 2;
+    return bytes < r->arena_max ? bytes : r->arena_max;
+}
+
+/* A zeroed node of size bytes from pool p, or NULL (host memory: the arena
+ * refill is the allocation that can fail). */
+static void *node_take(const bh__ranges *r, bh__range_pool *p, size_t size) {
+    void *node = p->free;
+    if (node != NULL) {
+        p->free = *(void **)node;
+        return memset(node, 0, size);
     }
+    if ((size_t)(p->end - p->carve) < size) { /* the rest of the old arena is lost: less than a node */
+        size_t bytes = arena_bytes(r, p->count);
+        char *a = bh__alloc_aligned(bytes >= BH__HUGE_PAGE ? BH__HUGE_PAGE : BH__CACHE_LINE, bytes);
+        if (a == NULL)
+            return NULL;
+        bh__advise_huge(a, bytes);
+        *(void **)a = p->arenas;
+        p->arenas = a;
+        p->count++;
+        p->carve = a + ARENA_HEAD;
+        p->end = a + bytes;
+    }
+    node = p->carve;
+    p->carve += size;
+    return memset(node, 0, size);
+}
+
+static void node_give(bh__range_pool *p, void *node) {
+    *(void **)node = p->free;
+    p->free = node;
+}
+
+static void pool_fini(bh__range_pool *p) {
+    for (void *a = p->arenas, *prev; a != NULL; a = prev) {
+        prev = *(void **)a;
+        bh__free(a);
+    }
+    memset(p, 0, sizeof(*p));
+}
+
+static leaf *leaf_new(const bh__ranges *r, bh__range_stripe *s) {
+    return node_take(r, &s->leaves, sizeof(leaf));
+}
+static inner *inner_new(const bh__ranges *r, bh__range_stripe *s) {
+    return node_take(r, &s->inners, sizeof(inner));
+}
+static void leaf_free(bh__range_stripe *s, leaf *l) { node_give(&s->leaves, l); }
+static void inner_free(bh__range_stripe *s, inner *in) { node_give(&s->inners, in); }
+
+void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab) {
+    memset(r->stripes, 0, sizeof(r->stripes));
+    for (unsigned i = 0; i < BH__RANGE_STRIPES; i++)
+        pthread_mutex_init(&r->stripes[i].lock, NULL);
     r->slab = slab;
     r->leaf_max = BH__RANGE_LEAF_CAP;
     r->inner_max = BH__RANGE_INNER_CAP;
+    r->arena_first = ARENA_FIRST;
+    r->arena_max = BH__HUGE_PAGE;
+}
+
+void bh__ranges_set_arenas(bh__ranges *r, size_t first, size_t max) {
+    size_t least = ARENA_HEAD + (sizeof(leaf) > sizeof(inner) ? sizeof(leaf) : sizeof(inner));
+    r->arena_first = first < least ? least : first;
+    r->arena_max = max < r->arena_first ? r->arena_first : max;
 }
 
 void bh__ranges_set_fanout(bh__ranges *r, uint32_t leaf_max, uint32_t inner_max) {
@@ -61,23 +142,15 @@ void bh__ranges_set_fanout(bh__ranges *r, uint32_t leaf_max, uint32_t inner_max)
     r->inner_max = inner_max < 4 ? 4 : inner_max > BH__RANGE_INNER_CAP ? BH__RANGE_INNER_CAP : inner_max;
 }
 
-static void free_subtree(void *node, uint32_t height) {
-    if (height > 0) {
-        inner *in = node;
-        for (uint32_t i = 0; i <= in->n; i++)
-            free_subtree(in->child[i], height - 1);
-    }
-    bh__free(node);
-}
-
 void bh__ranges_fini(bh__ranges *r) {
     for (unsigned i = 0; i < BH__RANGE_STRIPES; i++) {
         for (tree *t = r->stripes[i].trees, *next; t != NULL; t = next) {
             next = t->next;
-            free_subtree(t->root, t->height);
-            bh__free(t);
+            bh__free(t); /* its nodes go with the arenas */
         }
         r->stripes[i].trees = NULL;
+        pool_fini(&r->stripes[i].leaves);
+        pool_fini(&r->stripes[i].inners);
         pthread_mutex_destroy(&r->stripes[i].lock);
     }
 }
@@ -190,17 +263,19 @@ typedef struct spare {
     uint32_t n_in;
 } spare;
 
-static void spare_free(spare *sp) {
+static void spare_free(bh__range_stripe *s, spare *sp) {
     bh__free(sp->t);
-    bh__free(sp->l);
+    if (sp->l != NULL)
+        leaf_free(s, sp->l);
     for (uint32_t i = 0; i < sp->n_in; i++)
-        bh__free(sp->in[i]);
+        inner_free(s, sp->in[i]);
 }
 
 /* Allocates what inserting into leaf l (at the end of p) will need: a leaf
  * if l is full, an inner node per full ancestor it splits into, a root if
  * all of them are full. 0, or -1 with nothing kept. */
-static int spare_for(const bh__ranges *r, const tree *t, const leaf *l, const path *p, spare *sp) {
+static int spare_for(const bh__ranges *r, bh__range_stripe *s, const tree *t, const leaf *l, const path *p,
+                     spare *sp) {
     memset(sp, 0, sizeof(*sp));
     if (l->n < r->leaf_max)
         return 0;
@@ -214,13 +289,13 @@ static int spare_for(const bh__ranges *r, const tree *t, const leaf *l, const pa
         need++; /* the root splits too: a new root above it */
     if (t->height + (d < 0) > BH__RANGE_MAX_HEIGHT)
         return -1; /* unreachable below 2^40 ranges even with test fan-outs */
-    sp->l = bh__calloc(1, sizeof(leaf));
+    sp->l = leaf_new(r, s);
     if (sp->l == NULL)
         return -1;
     for (; sp->n_in < need; sp->n_in++) {
-        sp->in[sp->n_in] = bh__calloc(1, sizeof(inner));
+        sp->in[sp->n_in] = inner_new(r, s);
         if (sp->in[sp->n_in] == NULL) {
-            spare_free(sp);
+            spare_free(s, sp);
             return -1;
         }
     }
@@ -351,13 +426,13 @@ static int insert_via_sibling(const bh__ranges *r, const path *p, uint32_t heigh
 }
 
 /* A new domain: a tree of one leaf holding one entry, from the spares. */
-static int plant(bh__range_stripe *s, uint32_t device, uint64_t start, uint32_t slot) {
+static int plant(const bh__ranges *r, bh__range_stripe *s, uint32_t device, uint64_t start, uint32_t slot) {
     spare sp;
     memset(&sp, 0, sizeof(sp));
     sp.t = bh__calloc(1, sizeof(tree));
-    sp.l = sp.t != NULL ? bh__calloc(1, sizeof(leaf)) : NULL;
+    sp.l = sp.t != NULL ? leaf_new(r, s) : NULL;
     if (sp.l == NULL) {
-        spare_free(&sp);
+        spare_free(s, &sp);
         return -1;
     }
     leaf_put(sp.l, 0, start, slot);
@@ -378,7 +453,7 @@ bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block 
     *st = BH_OK;
     tree *t = tree_of(s, device);
     if (t == NULL) {
-        if (plant(s, device, start, bh__block_slot(b)) != 0)
+        if (plant(r, s, device, start, bh__block_slot(b)) != 0)
             *st = BH_ENOMEM;
         return NULL;
     }
@@ -400,7 +475,7 @@ bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block 
     if (!append && t->height > 0 && insert_via_sibling(r, &p, t->height, l, pos, start, bh__block_slot(b)))
         return NULL;
     spare sp;
-    if (spare_for(r, t, l, &p, &sp) != 0) {
+    if (spare_for(r, s, t, l, &p, &sp) != 0) {
         *st = BH_ENOMEM;
         return NULL;
     }
@@ -477,7 +552,7 @@ static void inner_drop(inner *in, uint32_t k) {
  * quarter full: it merges with a sibling if both fit in one node, else
  * takes from it until they are even. Returns 1 if the parent lost a
  * separator (and may now be short itself). */
-static int refill(const bh__ranges *r, const path *p, uint32_t d, int is_leaf) {
+static int refill(const bh__ranges *r, bh__range_stripe *s, const path *p, uint32_t d, int is_leaf) {
     inner *par = p->node[d];
     uint32_t i = p->idx[d];
     uint32_t k = i > 0 ? i - 1 : 0; /* the separator between the pair */
@@ -486,7 +561,7 @@ static int refill(const bh__ranges *r, const path *p, uint32_t d, int is_leaf) {
         leaf *la = a, *lb = b;
         if (la->n + lb->n <= r->leaf_max) {
             leaf_shift(la, lb, lb->n, 0);
-            bh__free(lb);
+            leaf_free(s, lb);
             inner_drop(par, k);
             return 1;
         }
@@ -501,7 +576,7 @@ static int refill(const bh__ranges *r, const path *p, uint32_t d, int is_leaf) {
         memcpy(ia->sep + ia->n + 1, ib->sep, ib->n * sizeof(ib->sep[0]));
         memcpy(ia->child + ia->n + 1, ib->child, (ib->n + 1) * sizeof(ib->child[0]));
         ia->n += ib->n + 1;
-        bh__free(ib);
+        inner_free(s, ib);
         inner_drop(par, k);
         return 1;
     }
@@ -516,7 +591,7 @@ static void drop_tree(bh__range_stripe *s, tree *t) {
     while (*link != t)
         link = &(*link)->next;
     *link = t->next;
-    bh__free(t->root);
+    leaf_free(s, t->root); /* at height 0 */
     bh__free(t);
 }
 
@@ -549,18 +624,18 @@ void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, const bh__block 
     if (l->n >= r->leaf_max / 4)
         return;
     int d = (int)t->height - 1;
-    if (!refill(r, &p, (uint32_t)d, 1))
+    if (!refill(r, s, &p, (uint32_t)d, 1))
         return;
     for (d--; d >= 0; d--) {
         if (p.node[d + 1]->n >= r->inner_max / 4)
             return;
-        if (!refill(r, &p, (uint32_t)d, 0))
+        if (!refill(r, s, &p, (uint32_t)d, 0))
             return;
     }
     inner *root = t->root;
     if (root->n == 0) { /* the root's last two children merged: collapse it */
         t->root = root->child[0];
         t->height--;
-        bh__free(root);
+        inner_free(s, root);
     }
 }

@@ -386,6 +386,9 @@ static void range_fixture_init(range_fixture *f, int n, uint32_t leaf_max, uint3
     }
     bh__ranges_init(&f->ranges, &f->slab);
     bh__ranges_set_fanout(&f->ranges, leaf_max, inner_max);
+    /* Arenas of one to ten nodes: trees of a few hundred nodes then cross
+     * many arena boundaries, and node allocations can fail at many points. */
+    bh__ranges_set_arenas(&f->ranges, 0, 4096);
     f->rs = bh__range_stripe_of(&f->ranges, 0);
 }
 
@@ -661,6 +664,45 @@ static void random_churn_keeps_leaves_three_quarters_full(void **state) {
     range_fixture_fini(&f);
 }
 
+/* Nodes that removals freed are what later insertions get: a domain grown
+ * to a few thousand ranges and shrunk to none, three times the same way,
+ * needs no arena after the first time (no round has more nodes at once than
+ * the first had at its peak, and the free lists hold them all). */
+static void freed_index_nodes_are_reused_before_any_new_arena(void **state) {
+    (void)state;
+    enum { N = 3000 };
+    range_fixture f;
+    range_fixture_init(&f, N, 8, 4);
+    uint32_t leaf_arenas = 0, inner_arenas = 0;
+    for (int round = 0; round < 3; round++) {
+        uint64_t rng = 5; /* every round the same operations */
+        int live = 0;
+        for (int step = 0; live > 0 || step < N; step++) {
+            int i = (int)(lcg(&rng) % N);
+            int grow = step < N ? lcg(&rng) % 4 != 0 : 0; /* 3 inserts to 1 removal, then shrink */
+            if (f.in[i] && !grow) {
+                bh__range_remove(&f.ranges, f.rs, f.blocks[i]);
+                f.in[i] = 0;
+                live--;
+            } else if (!f.in[i] && grow) {
+                insert_own_cell(&f, i);
+                live++;
+            }
+        }
+        check_index(&f, NULL);
+        assert_null(f.rs->trees);
+        if (round == 0) {
+            leaf_arenas = f.rs->leaves.count;
+            inner_arenas = f.rs->inners.count;
+            assert_true(leaf_arenas > 10 && inner_arenas > 10); /* the arenas were small */
+        } else {
+            assert_int_equal(f.rs->leaves.count, leaf_arenas);
+            assert_int_equal(f.rs->inners.count, inner_arenas);
+        }
+    }
+    range_fixture_fini(&f);
+}
+
 /* The k-th host allocation failing, for every k an insertion sequence makes
  * (first leaves, leaf splits, inner splits, new roots, new domains): that
  * one insertion answers BH_ENOMEM and changes nothing, the tree stays valid
@@ -672,6 +714,7 @@ static void a_failed_node_allocation_leaves_the_index_unchanged(void **state) {
     for (long k = 0; k == 0 || k <= total; k++) {
         range_fixture f;
         range_fixture_init(&f, N, 8, 4);
+        bh__ranges_set_arenas(&f.ranges, 0, 0); /* one node each: every node is an arena refill */
         long before = bh__hostmem_attempts();
         bh__hostmem_fail_at(k);
         int failed = 0;
@@ -1159,6 +1202,7 @@ int main(void) {
         cmocka_unit_test(range_index_grows_and_shrinks_through_every_level),
         cmocka_unit_test(appended_ranges_leave_full_leaves),
         cmocka_unit_test(random_churn_keeps_leaves_three_quarters_full),
+        cmocka_unit_test(freed_index_nodes_are_reused_before_any_new_arena),
         cmocka_unit_test(a_failed_node_allocation_leaves_the_index_unchanged),
         cmocka_unit_test(range_index_answers_at_range_edges),
         cmocka_unit_test(an_index_node_that_cannot_be_had_is_enomem),
