@@ -124,8 +124,8 @@ extern "C" {
 
 #define BH_VERSION_MAJOR 0
 #define BH_VERSION_MINOR 3
-#define BH_VERSION_PATCH 0
-#define BH_VERSION_STRING "0.3.0"
+#define BH_VERSION_PATCH 1
+#define BH_VERSION_STRING "0.3.1"
 
 /* ------------------------------------------------------------------------- */
 /* Status codes                                                              */
