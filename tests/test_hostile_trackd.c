@@ -1016,6 +1016,24 @@ static void become_nobody(void) {
         _exit(99);
 }
 
+/* A copy of the daemon at to (mode 0755), which nobody can execute even when
+ * the build tree sits in a directory only root may search (a clone in a
+ * mktemp -d directory, mode 0700). bh-trackd needs no library of the build
+ * tree, so the copy runs as it is. */
+static void copy_executable(const char *from, const char *to) {
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    assert_true(in >= 0 && out >= 0);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof(buf))) > 0)
+        assert_int_equal(write(out, buf, (size_t)n), n);
+    assert_int_equal(n, 0);
+    close(in);
+    assert_int_equal(close(out), 0);
+    assert_int_equal(chmod(to, 0755), 0); /* whatever the umask */
+}
+
 /* Another user's server cannot probe root's socket (EACCES): 0.2 took that
  * for "stale", deleted root's socket and bound its own. */
 static void another_users_server_cannot_take_over_a_live_socket(void **state) {
@@ -1023,6 +1041,9 @@ static void another_users_server_cannot_take_over_a_live_socket(void **state) {
     if (geteuid() != 0)
         skip();
     assert_int_equal(chmod(paths.dir, 0777), 0); /* writable by nobody, not sticky: the worst case */
+    char intruder_exe[sizeof(paths.dir) + 32];
+    snprintf(intruder_exe, sizeof(intruder_exe), "%s/bh-trackd-copy", paths.dir);
+    copy_executable(trackd, intruder_exe);
     pid_t srv = start_server(NULL);
     struct stat before, after;
     assert_int_equal(stat(paths.sock, &before), 0);
@@ -1032,7 +1053,7 @@ static void another_users_server_cannot_take_over_a_live_socket(void **state) {
         become_nobody();
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 2);
-        execl(trackd, trackd, "--socket", paths.sock, "--log", "/dev/null", (char *)NULL);
+        execl(intruder_exe, intruder_exe, "--socket", paths.sock, "--log", "/dev/null", (char *)NULL);
         _exit(127);
     }
     int st = wait_exit(intruder, 3);

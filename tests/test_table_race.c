@@ -12,9 +12,15 @@
  * asked for (checked with bh_info_get while the reference is held), and a key
  * the test keeps live must never be missed.
  *
+ * A second case grows one shard's array under lock-free readers of keys
+ * already live: every lookup must hit and name its key, whichever array (the
+ * live one or one just replaced) the reader probed.
+ *
  * Run natively and under TSan (label stress), and with small counts under
  * helgrind and drd. Mutating fast_hit (no key compare after the tag, or a CAS
- * on a re-read word instead of the checked one) fails here.
+ * on a re-read word instead of the checked one) fails here; so does freeing a
+ * replaced array at once instead of at bh_registry_destroy (ASan:
+ * heap-use-after-free in fast_hit).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -143,11 +149,86 @@ static void lock_free_hits_always_name_the_key_asked_for(void **state) {
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
 }
 
+/* ------------------------------------------------------------ growth */
+
+enum { GROWN = 2000 }; /* 16 entries -> 4096: eight replacements */
+static uint64_t grown[GROWN];
+static int grown_live, grown_done; /* under grown_lock */
+static pthread_mutex_t grown_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The polling goes through a mutex: it is the test's own state, and helgrind
+ * and drd must see it ordered. */
+static int grown_read(int *p) {
+    pthread_mutex_lock(&grown_lock);
+    int v = *p;
+    pthread_mutex_unlock(&grown_lock);
+    return v;
+}
+static void grown_write(int *p, int v) {
+    pthread_mutex_lock(&grown_lock);
+    *p = v;
+    pthread_mutex_unlock(&grown_lock);
+}
+
+static void *growth_reader(void *arg) {
+    bh_registry *reg = arg;
+    unsigned seed = (unsigned)(uintptr_t)&seed;
+    while (!grown_read(&grown_done)) {
+        int n = grown_read(&grown_live);
+        if (n == 0)
+            continue;
+        int k = (int)((unsigned)rand_r(&seed) % (unsigned)n);
+        bh_handle h;
+        if (bh_lookup(reg, 0, grown[k], &h) == BH_OK)
+            check_names(reg, h, grown[k]);
+        else
+            bad(&kept_missed); /* interned before the reader chose it: live */
+    }
+    return NULL;
+}
+
+static void lock_free_hits_survive_the_growth_of_their_shard(void **state) {
+    (void)state;
+    uint32_t shard = bh__shard_of(bh__key_hash(0, ALIGN));
+    int n = 0;
+    for (uint64_t a = ALIGN; n < GROWN; a += ALIGN)
+        if (bh__shard_of(bh__key_hash(0, a)) == shard)
+            grown[n++] = a;
+    static bh_handle hs[GROWN];
+    int rounds = ops >= 1000000 ? 20 : 1;
+    failures = kept_missed = 0;
+    for (int r = 0; r < rounds; r++) {
+        bh_config cfg;
+        memset(&cfg, 0, sizeof(cfg));
+        cfg.flags = BH_CONFIG_NO_ENV;
+        bh_registry *reg;
+        assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+        grown_write(&grown_live, 0);
+        grown_write(&grown_done, 0);
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&t[i], NULL, growth_reader, reg), 0);
+        for (int k = 0; k < GROWN; k++) {
+            assert_int_equal(bh_intern(reg, 0, grown[k], ALIGN, &hs[k]), BH_OK);
+            grown_write(&grown_live, k + 1);
+        }
+        grown_write(&grown_done, 1);
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_join(t[i], NULL), 0);
+        for (int k = 0; k < GROWN; k++)
+            assert_int_equal(bh_release(reg, hs[k]), BH_OK);
+        assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    }
+    assert_int_equal(failures, 0);
+    assert_int_equal(kept_missed, 0);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1)
         ops = atol(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lock_free_hits_always_name_the_key_asked_for),
+        cmocka_unit_test(lock_free_hits_survive_the_growth_of_their_shard),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
