@@ -320,6 +320,28 @@ static bh_status overlap_answer(bh_registry *reg, enum creator who, const bh__bl
     return BH_EOVERLAP;
 }
 
+/* Dying blocks whose ranges a creation took out of the index (takeovers),
+ * kept so that a creation that fails after all can put them back. */
+#define TAKEN_MAX 8
+typedef struct taken_ranges {
+    unsigned n;
+    bh__block *b[TAKEN_MAX];
+} taken_ranges;
+
+/* Under the range stripe's lock, which was held since the ranges were taken
+ * out: their releasers have not removed them yet (they need this lock), and
+ * nothing was inserted in their place, so they fit again. Re-inserting can
+ * only fail for an index node (host memory; removals usually leave their
+ * nodes on the stripe's free list), or past TAKEN_MAX takeovers in one
+ * creation: then that range stays out until its free returns
+ * (docs/internals.md, range index). */
+static void put_back_ranges(bh_registry *reg, bh__range_stripe *rs, const taken_ranges *t) {
+    for (unsigned i = 0; i < t->n; i++) {
+        bh_status st = BH_OK;
+        (void)bh__range_insert(&reg->ranges, rs, t->b[i], &st);
+    }
+}
+
 /* Creates, publishes and indexes the block of a key that has no linked block
  * (or only one whose free has started, which the caller unlinks afterwards).
  * Under shard->lock. The overlap check and the range insertion are one step
@@ -342,6 +364,7 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
         pthread_mutex_lock(&rs->lock);
         bh__block *o;
         bh_status ist = BH_OK; /* BH_ENOMEM: no host memory for an index node */
+        taken_ranges taken = {.n = 0};
         while ((o = nb != NULL ? bh__range_insert(&reg->ranges, rs, nb, &ist)
                                : bh__range_overlap(&reg->ranges, rs, device, address, size)) != NULL) {
             if (who != BY_INTERN && may_take_over(o)) {
@@ -350,27 +373,30 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
                  * the allocator (bh_adopt). Its range leaves the index
                  * here, as its key leaves the table in a takeover; its
                  * releaser's removal is then a no-op. bh_intern keeps
-                 * meeting o (BH_EBUSY) until o's free has returned. */
+                 * meeting o (BH_EBUSY) until o's free has returned, so if
+                 * this creation fails after all, o goes back (below). */
                 bh__range_remove(&reg->ranges, rs, o);
+                if (taken.n < TAKEN_MAX)
+                    taken.b[taken.n++] = o;
                 continue;
             }
             bh_status st = overlap_answer(reg, who, o);
+            put_back_ranges(reg, rs, &taken);
             pthread_mutex_unlock(&rs->lock);
             if (nb != NULL)
                 put_back_block(shard, nb);
             return st;
         }
-        if (ist != BH_OK) { /* the range was checked free, as BH_ENOMEM promises */
+        if (nb == NULL || ist != BH_OK) { /* the range was checked free, as BH_ENOMEM promises */
+            put_back_ranges(reg, rs, &taken);
             pthread_mutex_unlock(&rs->lock);
-            put_back_block(shard, nb);
-            return ist;
+            if (nb != NULL)
+                put_back_block(shard, nb);
+            return BH_ENOMEM;
         }
     }
-    if (nb == NULL) {
-        if (rs != NULL)
-            pthread_mutex_unlock(&rs->lock);
+    if (nb == NULL)
         return BH_ENOMEM;
-    }
     *out = go_live(reg, shard, hash, nb);
     if (rs != NULL)
         pthread_mutex_unlock(&rs->lock);

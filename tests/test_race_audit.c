@@ -172,6 +172,74 @@ static void an_interior_intern_meets_a_dying_allocation_until_its_free_returned(
     assert_int_equal(bh_registry_destroy(p.reg), BH_OK);
 }
 
+/* A bh_alloc or bh_adopt that meets X while X's free runs takes X's range out
+ * of the index (the memory may be handed out again), but if its creation then
+ * fails, X's range must go back: until X's free returns, an interior
+ * bh_intern is BH_EBUSY. Before the fix a failure after the takeover left X
+ * out, and the interior intern became a second owner of memory being freed
+ * (its release freed part of X a second time). Two ways to fail: the new
+ * range also meets a live Y (BH_EEXIST, an allocator's bug), or no host
+ * memory for an index node (BH_ENOMEM: X was alone in its domain, so taking
+ * it out freed the domain's tree). */
+typedef struct failed_takeover {
+    fixed_alloc fa; /* first: fa_alloc answers fa.address */
+    bh_registry *reg;
+    int enomem; /* which failure to provoke */
+    int probed;
+    bh_status before, takeover, after;
+} failed_takeover;
+
+static void ft_free(void *ctx, uint32_t device, uint64_t address, uint64_t size) {
+    (void)size;
+    failed_takeover *p = ctx;
+    p->fa.frees++;
+    if (address != 0x10000 || p->probed++)
+        return;
+    bh_handle h;
+    p->before = bh_intern(p->reg, device, 0x10800, 0x100, &h);
+    if (p->enomem) {
+        bh__hostmem_fail_at(1);
+        p->takeover = bh_alloc(p->reg, device, 0x1000, &h); /* X's memory again */
+        bh__hostmem_fail_at(0);
+    } else {
+        /* [0xf000, 0x11000): the index meets X first (the range starting
+         * last below the end), takes it over, then meets Y. */
+        p->fa.address = 0xf000;
+        p->takeover = bh_alloc(p->reg, device, 0x2000, &h);
+    }
+    if (p->takeover == BH_OK)
+        (void)bh_release(p->reg, h);
+    p->after = bh_intern(p->reg, device, 0x10800, 0x100, &h);
+    if (p->after == BH_OK)
+        (void)bh_release(p->reg, h); /* the defect */
+}
+
+static void a_failed_takeover_puts_the_dying_range_back(void **state) {
+    (void)state;
+    for (int enomem = 0; enomem < 2; enomem++) {
+        failed_takeover p;
+        memset(&p, 0, sizeof(p));
+        p.enomem = enomem;
+        p.reg = registry_with((bh_allocator){fa_alloc, ft_free, &p}, 0);
+        bh_handle x, y = BH_HANDLE_NULL;
+        if (!enomem) {
+            p.fa.address = 0xe000; /* Y = [0xe000, 0xf800), live throughout */
+            assert_int_equal(bh_alloc(p.reg, 3, 0x1800, &y), BH_OK);
+        }
+        p.fa.address = 0x10000;
+        assert_int_equal(bh_alloc(p.reg, 3, 0x1000, &x), BH_OK);
+        assert_int_equal(bh_release(p.reg, x), BH_OK);
+        assert_int_equal(p.before, BH_EBUSY);
+        assert_int_equal(p.takeover, enomem ? BH_ENOMEM : BH_EEXIST);
+        assert_int_equal(p.after, BH_EBUSY);
+        /* X's free, and for BH_ENOMEM the memory bh_alloc gave back. */
+        assert_int_equal(p.fa.frees, enomem ? 2 : 1);
+        if (!enomem)
+            assert_int_equal(bh_release(p.reg, y), BH_OK);
+        assert_int_equal(bh_registry_destroy(p.reg), BH_OK);
+    }
+}
+
 /* ======================== Overlap index under threads ======================== */
 
 /* Units of address space; keys unit * UNIT hash to scattered shards, while
@@ -410,6 +478,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_foreign_token_never_names_a_token_of_another_registry),
         cmocka_unit_test(an_interior_intern_meets_a_dying_allocation_until_its_free_returned),
+        cmocka_unit_test(a_failed_takeover_puts_the_dying_range_back),
         cmocka_unit_test(overlapping_interns_and_containing_lookups_on_four_threads),
         cmocka_unit_test(allocs_and_adopts_with_a_correct_allocator_never_conflict),
     };
