@@ -100,6 +100,38 @@ void bh__free(void *p);
  * large array (advice only; see hostmem.c). */
 #define BH__HUGE_PAGE ((size_t)2 << 20)
 void bh__advise_huge(void *p, size_t len);
+
+/* Memory the library hands out from its own pools (range-index nodes from
+ * arenas) is invisible to ASan and memcheck, which see only the arena's
+ * allocation: these tell them which parts are not in use, so a use of a
+ * freed node is reported as it would be for a freed malloc block. Nothing in
+ * other builds (BH_VALGRIND_ANNOTATIONS: the library's debug preset). */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define BH__ASAN_NOACCESS(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define BH__ASAN_USABLE(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define BH__ASAN_NOACCESS(p, n) ((void)(p), (void)(n))
+#define BH__ASAN_USABLE(p, n) ((void)(p), (void)(n))
+#endif
+#if defined(BH_VALGRIND_ANNOTATIONS) && BH_VALGRIND_ANNOTATIONS
+#include <valgrind/memcheck.h>
+#define BH__VG_NOACCESS(p, n) ((void)VALGRIND_MAKE_MEM_NOACCESS((p), (n)))
+#define BH__VG_USABLE(p, n) ((void)VALGRIND_MAKE_MEM_UNDEFINED((p), (n)))
+#else
+#define BH__VG_NOACCESS(p, n) ((void)(p), (void)(n))
+#define BH__VG_USABLE(p, n) ((void)(p), (void)(n))
+#endif
+/* [p, p + n) is not in use: any access is an error. */
+static inline void bh__mem_noaccess(void *p, size_t n) {
+    BH__ASAN_NOACCESS(p, n);
+    BH__VG_NOACCESS(p, n);
+}
+/* [p, p + n) is handed out again (contents undefined until written). */
+static inline void bh__mem_usable(void *p, size_t n) {
+    BH__ASAN_USABLE(p, n);
+    BH__VG_USABLE(p, n);
+}
 /* Test hook: the k-th host allocation from now fails (k >= 1); 0 disarms. */
 void bh__hostmem_fail_at(long k);
 /* Test hook: host allocations attempted since the process started. */

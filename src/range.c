@@ -78,7 +78,8 @@ static size_t arena_bytes(const bh__ranges *r, uint32_t count) {
 static void *node_take(const bh__ranges *r, bh__range_pool *p, size_t size) {
     void *node = p->free;
     if (node != NULL) {
-        p->free = *(void **)node;
+        p->free = *(void **)node; /* the link stays readable (node_give) */
+        bh__mem_usable(node, size);
         return memset(node, 0, size);
     }
     if ((size_t)(p->end - p->carve) < size) { /* the rest of the old arena is lost: less than a node */
@@ -92,15 +93,21 @@ static void *node_take(const bh__ranges *r, bh__range_pool *p, size_t size) {
         p->count++;
         p->carve = a + ARENA_HEAD;
         p->end = a + bytes;
+        bh__mem_noaccess(p->carve, bytes - ARENA_HEAD); /* not carved yet */
     }
     node = p->carve;
     p->carve += size;
+    bh__mem_usable(node, size);
     return memset(node, 0, size);
 }
 
-static void node_give(bh__range_pool *p, void *node) {
+/* A node of size bytes back to its pool. Under ASan and memcheck everything
+ * but the free-list link becomes inaccessible, as a freed malloc block would
+ * (the arenas would otherwise hide a use of a freed node from them). */
+static void node_give(bh__range_pool *p, void *node, size_t size) {
     *(void **)node = p->free;
     p->free = node;
+    bh__mem_noaccess((char *)node + sizeof(void *), size - sizeof(void *));
 }
 
 static void pool_fini(bh__range_pool *p) {
@@ -117,8 +124,8 @@ static leaf *leaf_new(const bh__ranges *r, bh__range_stripe *s) {
 static inner *inner_new(const bh__ranges *r, bh__range_stripe *s) {
     return node_take(r, &s->inners, sizeof(inner));
 }
-static void leaf_free(bh__range_stripe *s, leaf *l) { node_give(&s->leaves, l); }
-static void inner_free(bh__range_stripe *s, inner *in) { node_give(&s->inners, in); }
+static void leaf_free(bh__range_stripe *s, leaf *l) { node_give(&s->leaves, l, sizeof(leaf)); }
+static void inner_free(bh__range_stripe *s, inner *in) { node_give(&s->inners, in, sizeof(inner)); }
 
 void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab) {
     memset(r->stripes, 0, sizeof(r->stripes));

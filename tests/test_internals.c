@@ -691,6 +691,13 @@ static void freed_index_nodes_are_reused_before_any_new_arena(void **state) {
         }
         check_index(&f, NULL);
         assert_null(f.rs->trees);
+#if defined(__SANITIZE_ADDRESS__)
+        /* A freed node is off limits to ASan beyond its free-list link, as a
+         * freed malloc block would be (the arena hides it otherwise). */
+        assert_non_null(f.rs->leaves.free);
+        assert_false(__asan_address_is_poisoned(f.rs->leaves.free));
+        assert_true(__asan_address_is_poisoned((char *)f.rs->leaves.free + sizeof(void *)));
+#endif
         if (round == 0) {
             leaf_arenas = f.rs->leaves.count;
             inner_arenas = f.rs->inners.count;
