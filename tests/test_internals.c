@@ -128,7 +128,7 @@ static void large_slab_chunks_are_advised_to_use_huge_pages(void **state) {
         bh__block *head;
         assert_true(bh__slab_take_fresh(&slab, 4096, &head) > 0);
     }
-    const uintptr_t huge = (uintptr_t)2 << 20;
+    const uintptr_t huge = BH__HUGE_PAGE;
     uintptr_t aligned = ((uintptr_t)slab.raw[c] + huge - 1) & ~(huge - 1);
     char flags[512];
     vm_flags_of((const void *)aligned, flags, sizeof(flags));

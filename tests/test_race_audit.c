@@ -111,6 +111,25 @@ static void a_foreign_token_never_names_a_token_of_another_registry(void **state
 
 /* ======================== Interior keys of a dying allocation ======================== */
 
+/* In an allocator free: counts it, and says whether this is the first free
+ * of X = [0x10000, 0x11000), the instant the probes below run (X dying, its
+ * free started). */
+static int first_free_of_x(fixed_alloc *fa, int *probed, uint64_t address) {
+    fa->frees++;
+    return address == 0x10000 && (*probed)++ == 0;
+}
+
+/* bh_intern of a range inside X. A reference it wrongly gets (an owner of
+ * memory being freed) is let go at once, which frees part of X again: the
+ * callers' free counts show it too. */
+static bh_status intern_inside_x(bh_registry *reg, uint32_t device) {
+    bh_handle h;
+    bh_status st = bh_intern(reg, device, 0x10800, 0x100, &h);
+    if (st == BH_OK)
+        (void)bh_release(reg, h);
+    return st;
+}
+
 /* The allocator free of X = [0x10000, 0x11000) calls back into the
  * registry, as another thread could at that instant: X is dying, its free
  * has started, its key is still linked. */
@@ -125,13 +144,10 @@ typedef struct dying_probe {
 static void dp_free(void *ctx, uint32_t device, uint64_t address, uint64_t size) {
     (void)size;
     dying_probe *p = ctx;
-    p->fa.frees++;
-    if (address != 0x10000 || p->probed++)
+    if (!first_free_of_x(&p->fa, &p->probed, address))
         return;
     bh_handle h;
-    p->intern_interior = bh_intern(p->reg, device, 0x10800, 0x100, &h);
-    if (p->intern_interior == BH_OK)
-        (void)bh_release(p->reg, h); /* the defect: an owner of memory being freed */
+    p->intern_interior = intern_inside_x(p->reg, device);
     p->intern_exact = bh_intern(p->reg, device, 0x10000, 0x100, &h);
     p->containing = bh_lookup_containing(p->reg, device, 0x10800, &h);
     /* The allocator may hand X's memory out from here on (bh_alloc), and a
@@ -192,11 +208,10 @@ typedef struct failed_takeover {
 static void ft_free(void *ctx, uint32_t device, uint64_t address, uint64_t size) {
     (void)size;
     failed_takeover *p = ctx;
-    p->fa.frees++;
-    if (address != 0x10000 || p->probed++)
+    if (!first_free_of_x(&p->fa, &p->probed, address))
         return;
     bh_handle h;
-    p->before = bh_intern(p->reg, device, 0x10800, 0x100, &h);
+    p->before = intern_inside_x(p->reg, device);
     if (p->enomem) {
         bh__hostmem_fail_at(1);
         p->takeover = bh_alloc(p->reg, device, 0x1000, &h); /* X's memory again */
@@ -209,9 +224,7 @@ static void ft_free(void *ctx, uint32_t device, uint64_t address, uint64_t size)
     }
     if (p->takeover == BH_OK)
         (void)bh_release(p->reg, h);
-    p->after = bh_intern(p->reg, device, 0x10800, 0x100, &h);
-    if (p->after == BH_OK)
-        (void)bh_release(p->reg, h); /* the defect */
+    p->after = intern_inside_x(p->reg, device);
 }
 
 static void a_failed_takeover_puts_the_dying_range_back(void **state) {
