@@ -18,7 +18,7 @@ if [ -n "$leftovers" ]; then
     echo "$leftovers" >&2
     exit 1
 fi
-for f in Testing/Temporary/LastTest.log tests/Testing/Temporary/LastTest.log src/table.c.orig src/table.c.rej; do
+for f in Testing/Temporary/LastTest.log tests/Testing/Temporary/LastTest.log src/table.c.orig src/table.c.rej src/core/table.c.orig src/core/table.c.rej; do
     git -C "$src" check-ignore -q "$f" || { echo "repo_files: $f is not ignored" >&2; exit 1; }
 done
 echo "repo_files: no CTest output or patch leftovers committed, both ignored"

@@ -21,7 +21,7 @@
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
-#include "diag.h"
+#include "diag/diag.h"
 #include "support/json.h"
 
 #ifndef BH_DOMAIN /* until the 0.3 header has them */

@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "internal.h"
+#include "core/internal.h"
 #include "support/checker.h"
 
 #define BASE 0x40000000ull

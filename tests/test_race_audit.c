@@ -25,8 +25,8 @@
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
-#include "diag.h"
-#include "internal.h"
+#include "diag/diag.h"
+#include "core/internal.h"
 
 /* Hands out one fixed address per registry; counts frees. */
 typedef struct fixed_alloc {

@@ -34,7 +34,7 @@
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #define ALIGN 0x1000ull
 enum { KEPT = 6, CHURNED = 6, KEYS = KEPT + CHURNED };

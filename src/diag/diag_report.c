@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "diag.h"
-#include "internal.h"
+#include "core/internal.h"
 
 /* Reports per second past which they are counted, not printed. */
 #define REPORTS_PER_SECOND 5u

@@ -16,7 +16,7 @@
 #include <time.h>
 
 #include "diag.h"
-#include "internal.h"
+#include "core/internal.h"
 
 /* Rows of the history's top-offenders table in a dump. */
 #define HISTORY_TOP 10

@@ -16,7 +16,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 typedef struct log_reporter {
     int fd;

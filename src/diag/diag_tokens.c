@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "diag.h"
-#include "internal.h"
+#include "core/internal.h"
 
 enum { REC_FREE = 0, REC_RESERVED, REC_LIVE, REC_TOMB };
 

@@ -16,7 +16,7 @@
 #include <time.h>
 
 #include "diag.h"
-#include "internal.h"
+#include "core/internal.h"
 
 uint64_t bh__now_ns(void) {
     struct timespec ts;

@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "diag.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #define NONE UINT32_MAX
 

@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "atomics.h"
-#include "fmix.h"
+#include "common/fmix.h"
 #include "bufhandle/bufhandle.h"
 
 #define BH__CACHE_LINE 64

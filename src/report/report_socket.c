@@ -59,9 +59,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "rundir.h"
-#include "wire.h"
+#include "core/internal.h"
+#include "common/rundir.h"
+#include "common/wire.h"
 
 #define STALL_MS 50 /* a seq missing this long is skipped; it goes out late */
 #define BATCH 256   /* events per send */

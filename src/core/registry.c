@@ -28,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "diag.h"
+#include "diag/diag.h"
 #include "internal.h"
 
 /* Fresh slots a shard takes from the slab at a time: amortises the slab lock. */

@@ -24,7 +24,7 @@
 #include <sys/mman.h>
 
 #include "diag.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #if defined(BH_HAVE_MEMCHECK_H) && BH_HAVE_MEMCHECK_H
 #include <valgrind/memcheck.h>
