@@ -18,7 +18,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
-PACKAGES=(build-essential cmake pkg-config libatomic-ops-dev libcmocka-dev valgrind clang-14 libclang-rt-14-dev spin libmicrohttpd-dev libdw-dev)
+PACKAGES=(build-essential cmake pkg-config libatomic-ops-dev libcmocka-dev valgrind clang-14 libclang-rt-14-dev spin libmicrohttpd-dev libdw-dev libsystemd-dev)
 
 # Only the observability stage needs these (big); installed when it runs.
 OBS_PACKAGES=(prometheus chromium fonts-dejavu-core)

@@ -92,6 +92,7 @@ int bh_http_parse_addr(const char *spec, bh_http_addr *out, char *err, size_t er
     memcpy(out->sa, res->ai_addr, res->ai_addrlen);
     out->len = (unsigned)res->ai_addrlen;
     out->v6 = res->ai_family == AF_INET6;
+    out->fd = -1;
     freeaddrinfo(res);
     return 0;
 }
@@ -173,6 +174,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 /* ======================== Daemon ======================== */
 
+int bh_http_addr_of_fd(int fd, bh_http_addr *out) {
+    memset(out, 0, sizeof(*out));
+    socklen_t len = sizeof(out->sa);
+    if (getsockname(fd, (struct sockaddr *)(void *)out->sa, &len) != 0 || len > sizeof(out->sa))
+        return -1;
+    out->len = (unsigned)len;
+    out->v6 = ((struct sockaddr *)(void *)out->sa)->sa_family == AF_INET6;
+    out->fd = fd;
+    return 0;
+}
+
 bh_http *bh_http_open(const bh_http_addr *addr, bh_http_handler fn, void *ctx, FILE *log) {
     bh_http *h = calloc(1, sizeof(*h));
     if (h == NULL)
@@ -182,8 +194,12 @@ bh_http *bh_http_open(const bh_http_addr *addr, bh_http_handler fn, void *ctx, F
     h->log = log;
     /* No MHD_USE_INTERNAL_POLLING_THREAD: the caller's loop drives it. */
     unsigned flags = MHD_USE_EPOLL | (addr->v6 ? MHD_USE_IPv6 : 0);
+    /* Bind the address, or serve the socket the service manager bound. */
+    struct MHD_OptionItem where[] = {{MHD_OPTION_SOCK_ADDR, 0, (void *)addr->sa}, {MHD_OPTION_END, 0, NULL}};
+    if (addr->fd >= 0)
+        where[0] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, addr->fd, NULL};
     h->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr->sa,
+        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, where,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)HTTP_MAX_PER_IP, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S, MHD_OPTION_LISTEN_BACKLOG_SIZE, 64u,

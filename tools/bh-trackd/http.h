@@ -39,8 +39,12 @@ typedef struct bh_http_addr {
     unsigned char sa[128]; /* struct sockaddr_storage */
     unsigned len;
     int v6;
+    int fd; /* a listening socket to serve instead of binding sa, or -1 */
 } bh_http_addr;
 int bh_http_parse_addr(const char *spec, bh_http_addr *out, char *err, size_t errlen);
+/* The address of a listening TCP socket someone else bound (socket
+ * activation), to serve as it is; 0 on success. */
+int bh_http_addr_of_fd(int fd, bh_http_addr *out);
 
 /* "http://HOST:PORT/" for the address as bound (port: bh_http_port). */
 void bh_http_url(const bh_http_addr *addr, unsigned port, char *buf, size_t n);

@@ -154,7 +154,19 @@ static int socket_live(const struct sockaddr_un *sa) {
     return rc == 0 || (e != ECONNREFUSED && e != ENOENT);
 }
 
-static int listen_on(td_server *s, td_listener *l, const char *path) {
+/* A socket the service manager bound: used as it is (its file, mode and
+ * removal are the manager's), only made non-blocking like our own. */
+static int adopt_listener(td_listener *l, int fd) {
+    l->path = NULL;
+    l->lockfd = -1;
+    l->fd = fd;
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 ? -1 : 0;
+}
+
+static int listen_on(td_server *s, td_listener *l, const char *path, int activated) {
+    if (activated >= 0)
+        return adopt_listener(l, activated);
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
@@ -289,13 +301,13 @@ static int start(td_server *s) {
     s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
     s->track = bh_track_new(s->max_live);
     s->native.fd = s->native.lockfd = s->tt.fd = s->tt.lockfd = -1;
-    if (s->sigfd < 0 || s->epfd < 0 || s->track == NULL)
+    if (s->sigfd < 0 || s->epfd < 0 || s->track == NULL || td_take_activated(s) != 0)
         return -1;
     bh_track_set_max_groups(s->track, (size_t)s->max_groups);
     fit_connection_cap(s);
-    if (listen_on(s, &s->native, s->socket_path) != 0 || add_fd(s, s->native.fd, &tag_listen) != 0)
+    if (listen_on(s, &s->native, s->socket_path, s->act_native) != 0 || add_fd(s, s->native.fd, &tag_listen) != 0)
         return -1;
-    if (s->compat && (listen_on(s, &s->tt, s->compat_path) != 0 || add_fd(s, s->tt.fd, &tag_compat) != 0))
+    if (s->compat && (listen_on(s, &s->tt, s->compat_path, s->act_compat) != 0 || add_fd(s, s->tt.fd, &tag_compat) != 0))
         return -1;
     if (add_fd(s, s->sigfd, &tag_signal) != 0)
         return -1;
@@ -324,8 +336,9 @@ int td_serve(td_server *s) {
         stop(s);
         return 1;
     }
-    td_log(s, TD_INFO, "listening on %s%s%s", s->socket_path, s->compat ? " and (compat) " : "",
-           s->compat ? s->compat_path : "");
+    td_log(s, TD_INFO, "listening on %s%s%s", s->act_native >= 0 ? "(socket activation)" : s->socket_path,
+           s->compat ? " and (compat) " : "",
+           !s->compat ? "" : s->act_compat >= 0 ? "(socket activation)" : s->compat_path);
     s->next_summary_ms = td_now_ms() + s->summary_ms;
     int running = 1;
     uint64_t last_tick = 0;

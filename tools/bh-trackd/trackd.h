@@ -135,6 +135,7 @@ typedef struct td_server {
     FILE *log;
     int epfd, sigfd, spare;
     td_listener native, tt;
+    int act_native, act_compat, act_http; /* from the service manager (activation.c), or -1 */
     bh_track *track;
     td_client *clients;
     uint64_t nclients;
@@ -171,6 +172,13 @@ static inline pid_t td_key_pid(uint64_t key) { return (pid_t)BH_TRACK_PROCESS(ke
 static inline uint32_t td_key_stream(uint64_t key) { return BH_TRACK_STREAM(key); }
 
 uint64_t td_now_ms(void);
+
+/* ======================== activation.c ======================== */
+
+/* Takes the listening sockets systemd passed (names native, compat, http)
+ * into act_*; none passed: all -1, returns 0. -1 (logged) on a descriptor it
+ * cannot place. */
+int td_take_activated(td_server *s);
 
 /* ======================== log.c ======================== */
 

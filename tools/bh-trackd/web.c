@@ -10,6 +10,7 @@
  * and metrics.c produce (the JSON of /api/stats and /api/live is the socket
  * commands' JSON); runs on the event loop, so every route is bounded work.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,11 +232,17 @@ static void route(void *ctx, const char *path, const bh_http_request *req, bh_ht
 /* ======================== Loop hooks ======================== */
 
 int td_web_open(td_server *s, void *tag) {
-    if (s->http_spec == NULL)
-        return 0;
     bh_http_addr addr;
     char err[300];
-    if (bh_http_parse_addr(s->http_spec, &addr, err, sizeof(err)) != 0) {
+    if (s->act_http >= 0) { /* the service manager's socket wins over --http */
+        if (bh_http_addr_of_fd(s->act_http, &addr) != 0) {
+            td_log(s, TD_ERROR, "socket activation: http socket: %s", strerror(errno));
+            return -1;
+        }
+        s->http_spec = "(socket activation)";
+    } else if (s->http_spec == NULL) {
+        return 0;
+    } else if (bh_http_parse_addr(s->http_spec, &addr, err, sizeof(err)) != 0) {
         td_log(s, TD_ERROR, "--http: %s", err);
         return -1;
     }
