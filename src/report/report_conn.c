@@ -1,0 +1,256 @@
+/*
+ * report_conn.c - the socket reporter's connection I/O (report_socket.h):
+ * connect, who listens, HELLO, bounded writes, the server's ERROR frames.
+ *
+ * Owns: the socket of a connection and the one-line messages about it.
+ * Must never: run on an application thread, raise SIGPIPE (MSG_NOSIGNAL),
+ * send anything to a server of another user, block past a write's timeout or
+ * the close deadline, or write to stdout.
+ */
+#define _GNU_SOURCE /* struct ucred for SO_PEERCRED */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "report_socket.h"
+
+static AO_t said_unreachable; /* ATOMIC: the unreachable-server line was printed */
+
+uint64_t rs_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+struct timespec rs_deadline_in(uint64_t us) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (us % 1000000u) * 1000u;
+    ts.tv_sec += (time_t)(us / 1000000u + ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    return ts;
+}
+
+/* One line on stderr per connection and kind (the library never writes to
+ * stdout). */
+static void say_once(conn *c, unsigned what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say_once(conn *c, unsigned what, const char *fmt, ...) {
+    if (c->said & what)
+        return;
+    c->said |= what;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof(line) - 1 ? (size_t)n : sizeof(line) - 2;
+    line[len++] = '\n';
+    ssize_t w = write(2, line, len); /* one write: lines of several processes do not mix */
+    (void)w;
+}
+
+/* The label of the connection in messages: the variable that named it, or
+ * the path. */
+static const char *who(const conn *c, char *buf, size_t cap) {
+    if (c->var[0] != '\0')
+        snprintf(buf, cap, "%s=%s", c->var, c->path);
+    else
+        snprintf(buf, cap, "%s", c->path);
+    return buf;
+}
+
+/* ======================== Socket I/O (sender thread only) ======================== */
+
+/* Writes buf within timeout_ms, and within the close deadline if one is set.
+ * MSG_NOSIGNAL: a dead server is EPIPE, never SIGPIPE. Returns the bytes
+ * written: len on success. */
+size_t rs_write_some(conn *c, int fd, const uint8_t *buf, size_t len, uint32_t timeout_ms) {
+    uint64_t deadline = rs_now_ms() + timeout_ms;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = send(fd, buf + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            done += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            break;
+        uint64_t now = rs_now_ms();
+        /* Relaxed: a deadline, read again every slice; nothing else is
+         * published through it. */
+        uint64_t give_up = (uint64_t)AO_load(&c->give_up_ms);
+        if (now >= deadline || (give_up != 0 && now >= give_up))
+            break;
+        uint64_t wait = deadline - now < SLICE_MS ? deadline - now : SLICE_MS;
+        struct pollfd p = {fd, POLLOUT, 0};
+        if (poll(&p, 1, (int)wait) < 0 && errno != EINTR)
+            break;
+    }
+    return done;
+}
+
+int rs_write_all(conn *c, const uint8_t *buf, size_t len) {
+    return rs_write_some(c, c->fd, buf, len, c->opt.send_timeout_ms) == len ? 0 : -1;
+}
+
+/* The program's name for HELLO (Linux: /proc/self/comm), else "libbufhandle".
+ * Returns its length, without a terminator. */
+static size_t program_name(char *buf, size_t cap) {
+    size_t n = 0;
+    int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t r = read(fd, buf, cap);
+        n = r > 0 ? (size_t)r : 0;
+        close(fd);
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\0'))
+        n--;
+    if (n == 0) {
+        n = sizeof("libbufhandle") - 1;
+        memcpy(buf, "libbufhandle", n);
+    }
+    return n;
+}
+
+/* Connects, checks who listens, says HELLO. Returns 0; -1 (no server: retry
+ * soon); -2 (a server we must not talk to, or it refused: back off). */
+int rs_try_connect(conn *c) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
+    char label[256];
+    /* A Unix socket connect completes at once or fails (EAGAIN: backlog full,
+     * treated as a failure and retried later). */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        /* Once per process, not per connection: registries come and go, each
+         * making the connection anew. Relaxed CAS: a flag, nothing to order. */
+        if (c->var[0] != '\0' && AO_fetch_compare_and_swap(&said_unreachable, 0, 1) == 0)
+            say_once(c, SAID_UNREACHABLE,
+                     "bufhandle: %s: no tracking server reachable (%s); events are counted as dropped "
+                     "until one listens there",
+                     who(c, label, sizeof(label)), strerror(errno));
+        close(fd);
+        return -1;
+    }
+    /* Nothing is sent before we know the listener runs as us or as root:
+     * anyone else may have bound a path we were given. */
+    struct ucred cred = {0, (uid_t)-1, (gid_t)-1};
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+        (cred.uid != geteuid() && cred.uid != 0)) {
+        say_once(c, SAID_FOREIGN,
+                 "bufhandle: %s is served by uid %u, not by this user or root: nothing is sent there",
+                 who(c, label, sizeof(label)), (unsigned)cred.uid);
+        close(fd);
+        return -2;
+    }
+    c->fd = fd;
+    if (!(c->opt.flags & BH_SOCKET_COMPAT_TT)) {
+        char name[64];
+        size_t n_name = program_name(name, sizeof(name));
+        uint8_t hello[BH_WIRE_HEADER + 10 + sizeof(name)];
+        size_t n = bh_wire_header(hello, BH_WIRE_HELLO, (uint32_t)(10 + n_name));
+        bh_put32(hello + n, (uint32_t)getpid());
+        bh_put16(hello + n + 4, BH_WIRE_VERSION);
+        bh_put16(hello + n + 6, 0);
+        bh_put16(hello + n + 8, (uint16_t)n_name);
+        memcpy(hello + n + 10, name, n_name);
+        if (rs_write_all(c, hello, n + 10 + n_name) != 0) {
+            close(fd);
+            c->fd = -1;
+            return -1;
+        }
+    } else if (cred.pid != c->server_pid) {
+        /* Another TT server than the one the known set was built with: it
+         * knows nothing of ours. */
+        rs_key_clear(&c->known);
+        c->server_pid = cred.pid;
+    }
+    return 0;
+}
+
+void rs_disconnect(conn *c) {
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
+
+/* Reads what the server sent, without blocking. An ERROR frame is reported
+ * once; BH_ENOMEM (the process is over the server's live-set limit) marks
+ * the connection refused. Returns 0 (nothing, or nothing that matters), -1
+ * (the server closed or sent an ERROR: the connection is over). */
+int rs_read_server(conn *c) {
+    uint8_t in[512];
+    ssize_t n = recv(c->fd, in, sizeof(in), MSG_DONTWAIT);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+    if (n == 0)
+        return -1;
+    if (c->opt.flags & BH_SOCKET_COMPAT_TT)
+        return 0; /* a TT server sends only answers to queries, which we never ask */
+    if ((size_t)n < BH_WIRE_HEADER + 4 || bh_get32(in) != BH_WIRE_MAGIC || bh_get16(in + 6) != BH_WIRE_ERROR)
+        return 0;
+    int32_t code = (int32_t)bh_get32(in + BH_WIRE_HEADER);
+    size_t mlen = bh_get32(in + 8) - 4;
+    size_t have = (size_t)n - BH_WIRE_HEADER - 4;
+    int mshow = (int)(mlen < have ? mlen : have);
+    char label[256];
+    c->got_error = 1;
+    if (code == BH_ENOMEM) {
+        c->refused = 1;
+        say_once(c, SAID_REFUSED,
+                 "bufhandle: %s refused this process (%.*s): its live set is withdrawn there and nothing "
+                 "more is sent",
+                 who(c, label, sizeof(label)), mshow, (const char *)in + BH_WIRE_HEADER + 4);
+    } else {
+        say_once(c, SAID_ERROR, "bufhandle: %s closed the connection: %s (%.*s); retrying with back-off",
+                 who(c, label, sizeof(label)), bh_strerror((bh_status)code), mshow,
+                 (const char *)in + BH_WIRE_HEADER + 4);
+    }
+    return -1;
+}
+
+/* Encodes one event for the wire; returns bytes written to p. */
+size_t rs_encode_event(const conn *c, uint8_t *p, uint32_t stream_id, const bh_event *ev) {
+    if (c->opt.flags & BH_SOCKET_COMPAT_TT)
+        return rs_tt_encode(p, ev);
+    return bh_wire_event(p, stream_id, (uint8_t)ev->kind, ev->device, ev->address, ev->size, ev->seq);
+}
+
+/* Sends a frame carrying only a stream id (RESYNC_BEGIN, RESYNC_END). */
+int rs_send_stream_frame(conn *c, uint16_t type, uint32_t stream_id) {
+    uint8_t buf[BH_WIRE_HEADER + 4];
+    size_t n = bh_wire_header(buf, type, 4);
+    bh_put32(buf + n, stream_id);
+    return rs_write_all(c, buf, n + 4);
+}
+
+/* Without the lock: one RESYNC_CHUNK of c->snap[0..n). */
+int rs_send_chunk(conn *c, uint32_t stream_id, size_t n) {
+    size_t h = bh_wire_header(c->rbuf, BH_WIRE_RESYNC_CHUNK, (uint32_t)(8 + n * BH_WIRE_RESYNC_ENTRY));
+    bh_put32(c->rbuf + h, stream_id);
+    bh_put32(c->rbuf + h + 4, (uint32_t)n);
+    uint8_t *p = c->rbuf + h + 8;
+    for (size_t j = 0; j < n; j++, p += BH_WIRE_RESYNC_ENTRY) {
+        memset(p, 0, BH_WIRE_RESYNC_ENTRY);
+        bh_put32(p, c->snap[j].device);
+        bh_put64(p + 8, c->snap[j].address);
+        bh_put64(p + 16, c->snap_size[j]);
+    }
+    return rs_write_all(c, c->rbuf, (size_t)(p - c->rbuf));
+}

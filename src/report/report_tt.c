@@ -1,0 +1,107 @@
+/*
+ * report_tt.c - TT-Metal records of the socket reporter (BH_SOCKET_COMPAT_TT;
+ * report_socket.h): encoding, and what the TT server is told.
+ *
+ * Owns: the 72-byte record of an event, the known set (keys whose ALLOC the
+ * TT server got and no FREE yet), and what replaces a resync for TT.
+ * Must never: announce an ALLOC twice, send a FREE whose ALLOC the server did
+ * not get, or run on an application thread.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "report_socket.h"
+
+/* One 72-byte record of an event; returns its size. */
+size_t rs_tt_encode(uint8_t *p, const bh_event *ev) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int alloc = ev->kind == BH_EVENT_ALLOC;
+    /* The domain split as the TT server keys it: device id, and the
+     * memory kind as buffer_type (rs_tt_admit passes kinds 0..3 only). */
+    bh_tt_record(p, alloc ? BH_TT_ALLOC : BH_TT_FREE, (int32_t)BH_DOMAIN_DEVICE(ev->device),
+                 alloc ? ev->size : 0, alloc ? (uint8_t)BH_DOMAIN_KIND(ev->device) : 0, (int32_t)getpid(),
+                 ev->address, alloc ? (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec : 0);
+    return BH_TT_RECORD;
+}
+
+/* Without the lock. Writes TT FREE records for n keys, updating the known
+ * set by what was written. Returns 0 or -1. */
+int rs_send_tt_frees(conn *c, const kentry *keys, size_t n) {
+    for (size_t i = 0; i < n; i += BATCH) {
+        size_t k = n - i < BATCH ? n - i : BATCH;
+        for (size_t j = 0; j < k; j++) {
+            bh_event ev = {BH_EVENT_FREE, keys[i + j].domain, keys[i + j].address, 0, 0};
+            rs_encode_event(c, c->wire + j * BH_TT_RECORD, 0, &ev);
+        }
+        size_t done =
+            rs_write_some(c, c->fd, c->wire, k * BH_TT_RECORD, c->opt.send_timeout_ms) / BH_TT_RECORD;
+        for (size_t j = 0; j < done; j++)
+            rs_key_del(&c->known, keys[i + j].device, keys[i + j].address); /* device: the TT key's */
+        if (done < k)
+            return -1;
+    }
+    return 0;
+}
+
+/* Without the lock. The TT protocol has no resync: the server cannot be told
+ * "this is the live set". Re-announcing the live set as ALLOCs made duplicate
+ * ALLOCs (the server had most of them) and, when a FREE had been lost, false
+ * leaks. Instead the sender keeps the set of keys whose ALLOC the server got
+ * and whose FREE it did not (known), never announces anything twice, and at
+ * a snapshot point sends FREE for every known key that is no longer live.
+ * Live keys the server never heard of stay unannounced, and their FREE is not
+ * sent either (see take_tt). So the server may under-count after a loss, but
+ * never sees a duplicate ALLOC, an unknown FREE or a leak that is not one. */
+int rs_resync_finish_tt(conn *c) {
+    size_t n = 0;
+    kentry *gone = c->known.n ? bh__calloc(c->known.n, sizeof(*gone)) : NULL;
+    if (c->known.n && gone == NULL)
+        return -1;
+    for (size_t i = 0; i < c->known.cap; i++)
+        if (c->known.e[i].used &&
+            rs_key_get(&c->live_at_t, c->known.e[i].domain, c->known.e[i].address) == NULL)
+            gone[n++] = c->known.e[i];
+    int rc = rs_send_tt_frees(c, gone, n);
+    bh__free(gone);
+    rs_key_clear(&c->live_at_t);
+    return rc;
+}
+/* Without the lock, TT: whether the event goes to the server, updating the
+ * known set (keyed as the TT server keys: device id and address). An ALLOC is
+ * announced only if the server holds nothing at that key (two domains of one
+ * device at one address collide there: the second is not announced) and its
+ * kind has a TT buffer_type; a FREE is sent only for the very ALLOC the server
+ * got. */
+int rs_tt_admit(conn *c, const bh_event *ev) {
+    uint32_t dev = BH_DOMAIN_DEVICE(ev->device);
+    const kentry *k = rs_key_get(&c->known, dev, ev->address);
+    if (ev->kind == BH_EVENT_FREE) {
+        if (k == NULL || k->domain != ev->device)
+            return 0;
+        rs_key_del(&c->known, dev, ev->address);
+        return 1;
+    }
+    if (k != NULL || BH_DOMAIN_KIND(ev->device) > BH_MEM_TRACE)
+        return 0;
+    return rs_key_add(&c->known, dev, ev->address, ev->device) == 0; /* cannot remember it: not announced */
+}
+
+/* Without the lock, TT: records from index done on were not written; undo
+ * their effect on the known set, last first. */
+void rs_unwind_tt(conn *c, uint32_t n, size_t done, size_t records) {
+    size_t r = records;
+    for (uint32_t i = n; i-- > 0 && r > done;) {
+        if (!c->encoded[i])
+            continue;
+        r--;
+        const bh_event *ev = &c->batch[i].ev;
+        uint32_t dev = BH_DOMAIN_DEVICE(ev->device);
+        if (ev->kind == BH_EVENT_FREE)
+            (void)rs_key_add(&c->known, dev, ev->address, ev->device);
+        else
+            rs_key_del(&c->known, dev, ev->address);
+    }
+}
