@@ -15,6 +15,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -60,9 +62,117 @@ double test_time_slack(const char *mode) {
 void test_sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
 
 void test_wait_accepting(const char *path) {
-    for (int i = 0; i < 500 && !bh_trackd_reachable(path); i++)
+    for (double end = test_now_s() + TEST_HANG_S; !bh_trackd_reachable(path) && test_now_s() < end;)
         test_sleep_ms(10);
     assert_true(bh_trackd_reachable(path));
+}
+
+double test_proc_cpu_s(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static long thread_nivcsw(void) {
+    struct rusage r;
+    getrusage(RUSAGE_THREAD, &r);
+    return r.ru_nivcsw;
+}
+
+void test_timer_start(test_timer *t) {
+    t->nivcsw = thread_nivcsw();
+    t->t0 = test_now_s();
+}
+
+double test_timer_unpreempted(const test_timer *t) {
+    double dt = test_now_s() - t->t0;
+    return thread_nivcsw() != t->nivcsw ? -1 : dt;
+}
+
+/* The servers started and not yet reaped (test_servers_end's list). */
+static pid_t spawned[16];
+
+static void forget_spawned(pid_t pid) {
+    for (int i = 0; i < 16; i++)
+        if (spawned[i] == pid)
+            spawned[i] = 0;
+}
+
+void test_servers_end(void) {
+    for (int i = 0; i < 16; i++) {
+        test_kill(spawned[i]);
+        spawned[i] = 0;
+    }
+}
+
+pid_t test_server_spawn(const char *const *base, const char *const *extra, int quiet) {
+    const char *argv[48];
+    int n = 0;
+    for (; base[n] != NULL; n++)
+        argv[n] = base[n];
+    for (int i = 0; extra != NULL && extra[i] != NULL; i++)
+        argv[n++] = extra[i];
+    assert_true(n < 48);
+    argv[n] = NULL;
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (quiet) {
+            int devnull = open("/dev/null", O_WRONLY);
+            dup2(devnull, 2);
+        }
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 16; i++) {
+        if (spawned[i] == 0) {
+            spawned[i] = pid;
+            break;
+        }
+    }
+    return pid;
+}
+
+test_stop test_server_stop(pid_t pid, int sig) {
+    test_stop r = {0, 0};
+    double cpu0 = test_proc_cpu_s(pid);
+    kill(pid, sig);
+    struct rusage ru;
+    pid_t got = 0;
+    for (double end = test_now_s() + TEST_HANG_S; got == 0 && test_now_s() < end;) {
+        got = wait4(pid, &r.status, WNOHANG, &ru);
+        if (got == 0)
+            test_sleep_ms(10);
+    }
+    forget_spawned(pid);
+    if (got != pid) { /* hung: end it, then fail */
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail_msg("pid %d did not exit within %.0f s of signal %d", (int)pid, TEST_HANG_S, sig);
+    }
+    double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                 (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    r.cpu_s = cpu0 >= 0 && cpu > cpu0 ? cpu - cpu0 : 0;
+    return r;
+}
+
+void test_server_stop_clean(pid_t pid) {
+    test_stop st = test_server_stop(pid, SIGTERM);
+    assert_true(WIFEXITED(st.status));
+    assert_int_equal(WEXITSTATUS(st.status), 0);
+    assert_true(st.cpu_s < 1.0);
 }
 
 int test_unix_listen(const char *path, int backlog) {
@@ -121,4 +231,16 @@ uint64_t test_json_u64(const char *json, const char *section, const char *key) {
     p = strstr(p, pat);
     assert_non_null(p);
     return strtoull(p + strlen(pat), NULL, 10);
+}
+
+uint64_t test_wait_stat(const char *trackd, const char *sock, const char *section, const char *key,
+                        uint64_t want) {
+    static char buf[1 << 17];
+    uint64_t v = 0;
+    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end; test_sleep_ms(20)) {
+        v = test_json_u64(test_stats_json(trackd, sock, buf, sizeof(buf)), section, key);
+        if (v >= want)
+            break;
+    }
+    return v;
 }

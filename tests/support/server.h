@@ -36,8 +36,52 @@ double test_now_s(void); /* monotonic seconds */
 double test_time_slack(const char *mode);
 void test_sleep_ms(int ms);
 
-/* Waits until a server accepts on path, 5 s at most, and asserts it does. */
+/* Waits until a server accepts on path, TEST_HANG_S at most, and asserts it
+ * does. */
 void test_wait_accepting(const char *path);
+
+/* What a test waits for a condition at most: far beyond what any working
+ * step takes on a loaded machine, so only a hang (the thing never happens)
+ * reaches it. Conditions are waited for, never assumed after a sleep. */
+#define TEST_HANG_S 30.0
+
+/* The CPU seconds (user + system) process pid has used so far, from
+ * /proc/PID/stat (clock-tick resolution); -1 if it is gone. CPU time, unlike
+ * wall time, does not grow while a process waits for a core. */
+double test_proc_cpu_s(pid_t pid);
+
+/* A call timed without the machine's load: start, call, then
+ * test_timer_unpreempted gives the seconds it took, or -1 if the calling
+ * thread was preempted meanwhile (an involuntary context switch: another
+ * process had the core, which measures the machine, not the code; a lock
+ * wait is a voluntary switch and still counts). */
+typedef struct test_timer {
+    double t0;
+    long nivcsw;
+} test_timer;
+void test_timer_start(test_timer *t);
+double test_timer_unpreempted(const test_timer *t);
+
+/* Forks and execs base[0] with the arguments of base and then of extra (both
+ * NULL-terminated; extra may be NULL), stderr to /dev/null when quiet. The
+ * pid; the caller waits for what it needs (test_wait_accepting). */
+pid_t test_server_spawn(const char *const *base, const char *const *extra, int quiet);
+/* Kills and reaps every process test_server_spawn started that
+ * test_server_stop has not: what a test's teardown calls, whatever failed. */
+void test_servers_end(void);
+
+/* How a server this process started ended after a signal. */
+typedef struct test_stop {
+    int status;   /* waitpid status */
+    double cpu_s; /* CPU seconds it spent after the signal (its shutdown) */
+} test_stop;
+/* Sends sig to pid and reaps it. Asserts that it exits within TEST_HANG_S: a
+ * shutdown that waits on a peer never ends, a slow machine only makes it
+ * late (what it costs is cpu_s, not the wall time). */
+test_stop test_server_stop(pid_t pid, int sig);
+/* SIGTERM: asserts the server exits 0 on its own and spends under a CPU
+ * second shutting down. */
+void test_server_stop_clean(pid_t pid);
 
 /* A Unix stream socket listening at path with this backlog (nobody accepts:
  * connects still succeed while the backlog has room). */
@@ -58,5 +102,12 @@ const char *test_stats_json(const char *trackd, const char *sock, char *buf, siz
 /* The number after "key": in the object "section":{...} of json; asserts
  * both are there. */
 uint64_t test_json_u64(const char *json, const char *section, const char *key);
+
+/* Polls `TRACKD stats --json` until SECTION.KEY is at least want, for
+ * TEST_HANG_S at most; returns the value last seen. What a test waits for
+ * instead of sleeping (e.g. server.processes_gone: the server has seen a
+ * client process gone and counted what it still held as leaks). */
+uint64_t test_wait_stat(const char *trackd, const char *sock, const char *section, const char *key,
+                        uint64_t want);
 
 #endif /* BH_TEST_SERVER_H */

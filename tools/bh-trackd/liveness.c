@@ -107,6 +107,7 @@ static void retire_oldest(td_server *s) {
 void td_process_gone(td_server *s, pid_t pid) {
     /* Every stream of the process, however many, and all of its memory. */
     uint64_t n = bh_track_process_gone(s->track, (uint32_t)pid, on_leak, s);
+    s->processes_gone++;
     if (n > 0)
         td_log(s, TD_WARN, "pid %d (%s) ended with %" PRIu64 " live allocations (leaks)", (int)pid,
                td_name_of(s, pid), n);

@@ -146,7 +146,8 @@ typedef struct td_server {
     uint64_t next_summary_ms;
     /* counters */
     uint64_t connections, reporter_connections, rejected, malformed, resyncs, compat_records,
-        unsupported_records, limit_disconnects, refused, timeouts, output_overflows;
+        unsupported_records, limit_disconnects, refused, timeouts, output_overflows,
+        processes_gone; /* client processes seen gone (their leaks counted): what tests wait for */
     td_rate rates[TD_LOG_KINDS];
     /* pid -> program name, from HELLO */
     struct {
