@@ -190,7 +190,7 @@ static inline int bh_handle_eq(bh_handle a, bh_handle b) { return a.bits == b.bi
 /* DOMAINS. The device argument of every call is a memory domain: the key never
  * mixes memories (DRAM and L1 at one numeric address are two allocations). Any
  * 32-bit value works; the library, the shim and the tools show a domain as a
- * device id and a memory kind packed this way (kinds 4..15 are the caller's
+ * device id and a memory kind packed this way (kinds 5..15 are the caller's
  * own):
  *
  *     bh_alloc(reg, BH_DOMAIN(3, BH_MEM_L1), size, &h);   // device 3, L1
@@ -198,7 +198,12 @@ static inline int bh_handle_eq(bh_handle a, bh_handle b) { return a.bits == b.bi
 #define BH_DOMAIN(device, kind) (((uint32_t)(device) << 4) | ((uint32_t)(kind)&0xFu))
 #define BH_DOMAIN_DEVICE(domain) ((uint32_t)(domain) >> 4)
 #define BH_DOMAIN_KIND(domain) ((uint32_t)(domain)&0xFu)
-enum { BH_MEM_DRAM = 0, BH_MEM_L1 = 1, BH_MEM_L1_SMALL = 2, BH_MEM_TRACE = 3 }; /* 4..15: caller's own */
+enum { BH_MEM_DRAM = 0, BH_MEM_L1 = 1, BH_MEM_L1_SMALL = 2, BH_MEM_TRACE = 3, BH_MEM_SYSTEM = 4 };
+/* 5..15: caller's own. BH_MEM_SYSTEM is host memory the device reaches (TT-Metal's
+ * SYSTEM_MEMORY buffers). The names every output prints for kinds 0..4, indexed by
+ * kind (the library's reports, bufhandle.hpp, bh-trackd and bh-demo use this one
+ * list): */
+#define BH_MEM_KIND_NAMES { "DRAM", "L1", "L1_SMALL", "TRACE", "SYSTEM_MEMORY" }
 
 typedef struct bh_allocator {
     /* Return 0 and set *address, or non-zero on failure. Called with no lock

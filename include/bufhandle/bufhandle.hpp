@@ -76,9 +76,9 @@ struct call_info {
     }
 };
 
-// The name of a memory kind (BH_MEM_*), or nullptr for the caller's own 4..15.
+// The name of a memory kind (BH_MEM_*), or nullptr for the caller's own 5..15.
 inline const char *kind_name(uint32_t kind) noexcept {
-    static const char *const names[] = {"DRAM", "L1", "L1_SMALL", "TRACE"};
+    static const char *const names[] = BH_MEM_KIND_NAMES;
     return kind < sizeof(names) / sizeof(names[0]) ? names[kind] : nullptr;
 }
 

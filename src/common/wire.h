@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "bufhandle/bufhandle.h"
+
 #define BH_WIRE_MAGIC 0x4b544842u /* "BHTK" little-endian */
 #define BH_WIRE_VERSION 1u
 #define BH_WIRE_HEADER 12u             /* magic u32, version u16, type u16, length u32 */
@@ -46,6 +48,26 @@ enum bh_tt_type {
     BH_TT_DUMP_REMAINING = 5,
     BH_TT_LAST_KNOWN = 12
 };
+/* TT buffer_type <-> memory kind, the one table the reporter and bh-trackd
+ * share, for every record size: buffer_type is TT-Metal's BufferType enum
+ * (0 DRAM, 1 L1, 2 SYSTEM_MEMORY, 3 L1_SMALL, 4 TRACE), indexed here. */
+#define BH_TT_BUFFER_TYPES 5u
+static inline const uint8_t *bh_tt_kinds(void) {
+    static const uint8_t kinds[BH_TT_BUFFER_TYPES] = {BH_MEM_DRAM, BH_MEM_L1, BH_MEM_SYSTEM, BH_MEM_L1_SMALL,
+                                                      BH_MEM_TRACE};
+    return kinds;
+}
+/* The memory kind of a buffer_type, or -1 (none: 5..255). */
+static inline int bh_tt_kind_of(uint8_t buffer_type) {
+    return buffer_type < BH_TT_BUFFER_TYPES ? bh_tt_kinds()[buffer_type] : -1;
+}
+/* The buffer_type of a memory kind, or -1 (kinds 5..15 have none). */
+static inline int bh_tt_buffer_type_of(uint32_t kind) {
+    for (uint8_t t = 0; t < BH_TT_BUFFER_TYPES; t++)
+        if (bh_tt_kinds()[t] == kind)
+            return t;
+    return -1;
+}
 #define BH_TT_DEFAULT_SOCKET "/tmp/tt_allocation_server.sock"
 /* 0.2's default, squattable by any user; the default now comes from rundir.h. */
 #define BH_TRACKD_DEFAULT_SOCKET "/tmp/bh-trackd.sock"

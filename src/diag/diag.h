@@ -237,7 +237,7 @@ void bh__misuse_print(FILE *out, bh_handle token, const bh__token_info *tomb, co
 /* CLOCK_MONOTONIC in nanoseconds (diag.c). */
 uint64_t bh__now_ns(void);
 
-/* "DRAM", "L1", ... for a domain's memory kind; "user" for 4..15. */
+/* "DRAM", "L1", ... (BH_MEM_KIND_NAMES) for a domain's memory kind; "user" for 5..15. */
 const char *bh__mem_kind_name(uint32_t kind);
 
 /* ======================== The registry's diagnostics (diag.c) ======================== */

@@ -22,8 +22,8 @@
 #define HISTORY_TOP 10
 
 const char *bh__mem_kind_name(uint32_t kind) {
-    static const char *const names[] = {"DRAM", "L1", "L1_SMALL", "TRACE"};
-    return kind < 4 ? names[kind] : "user";
+    static const char *const names[] = BH_MEM_KIND_NAMES;
+    return kind < sizeof(names) / sizeof(names[0]) ? names[kind] : "user";
 }
 
 /* ======================== Collecting ======================== */

@@ -8,6 +8,7 @@
  */
 #include "metrics.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,10 +82,15 @@ static int by_live_bytes_desc(const void *x, const void *y) {
 /* ======================== Exposition ======================== */
 
 const char *bh_metrics_kind_name(uint32_t kind, char buf[16]) {
-    static const char *const names[] = {"dram", "l1", "l1_small", "trace", "system_memory"};
-    if (kind < sizeof(names) / sizeof(names[0]))
-        return names[kind];
-    snprintf(buf, 16, "kind%u", kind);
+    static const char *const names[] = BH_MEM_KIND_NAMES; /* printed in lower case */
+    if (kind >= sizeof(names) / sizeof(names[0])) {
+        snprintf(buf, 16, "kind%u", kind);
+        return buf;
+    }
+    size_t i = 0;
+    for (; names[kind][i] != '\0' && i < 15; i++)
+        buf[i] = (char)tolower((unsigned char)names[kind][i]);
+    buf[i] = '\0';
     return buf;
 }
 

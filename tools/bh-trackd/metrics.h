@@ -32,8 +32,8 @@ typedef struct bh_metrics_health {
 /* The program name of a client process ("" if unknown). */
 typedef const char *(*bh_metrics_name_fn)(void *ctx, uint64_t client);
 
-/* The name of memory kind k of a domain ("dram", "l1", ..., "kind7"); buf
- * holds the generated name for kinds without one. */
+/* The name of memory kind k of a domain: BH_MEM_KIND_NAMES in lower case
+ * ("dram", "l1", ...) or "kind7", written into buf. */
 const char *bh_metrics_kind_name(uint32_t kind, char buf[16]);
 
 /* Series before the "other" one (--metrics-domains, --metrics-clients). */

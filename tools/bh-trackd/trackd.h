@@ -48,7 +48,6 @@
 
 #define TD_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define TD_LEAKS_KEPT 256     /* the latest leaks, listed in stats and the summary */
-#define TD_MEM_SYSTEM 4       /* memory kind of TT's SYSTEM_MEMORY buffers (one of the caller's own kinds) */
 #define TD_OVERFREED_SHOWN 10 /* addresses in the "freed more often than allocated" list */
 #define TD_DEPARTED_GROUPS                                                                                   \
     65536u /* groups gone processes keep until --forget-ms; past it the oldest go early */

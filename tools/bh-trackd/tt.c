@@ -86,15 +86,6 @@ size_t td_tt_record_size(td_server *s, td_client *c, int at_rest) {
 
 /* ======================== Records ======================== */
 
-/* buffer_type to memory kind: the 72-byte layout counts DRAM, L1, L1_SMALL,
- * TRACE (the kinds' own numbers); the 112-byte one puts SYSTEM_MEMORY at 2. */
-static int kind_of(uint8_t btype, size_t size) {
-    static const int k112[] = {BH_MEM_DRAM, BH_MEM_L1, TD_MEM_SYSTEM, BH_MEM_L1_SMALL, BH_MEM_TRACE};
-    if (size == TT_RECORD_112)
-        return btype < 5 ? k112[btype] : -1;
-    return btype < 4 ? btype : -1;
-}
-
 typedef struct tt_sum {
     uint64_t bytes[4]; /* per kind: DRAM, L1, L1_SMALL, TRACE, as RESPONSE orders them */
     uint32_t devices;  /* highest device seen + 1 */
@@ -109,8 +100,9 @@ static void tt_sum_of(const td_server *s, int32_t device, tt_sum *t) {
         int seen = 0;
         uint64_t bytes = bh_track_device_bytes(s->track, BH_DOMAIN((uint32_t)device, k), &seen);
         t->seen |= seen;
-        if (k < 4)
-            t->bytes[k] = bytes;
+        /* RESPONSE has no SYSTEM_MEMORY counter: TT's server adds it into l1_small. */
+        if (k < 4 || k == BH_MEM_SYSTEM)
+            t->bytes[k == BH_MEM_SYSTEM ? BH_MEM_L1_SMALL : k] += bytes;
     }
 }
 
@@ -150,7 +142,7 @@ void td_tt_record(td_server *s, td_client *c, const uint8_t *r) {
     s->compat_records++;
     int32_t device = (int32_t)bh_get32(r + 4);
     uint64_t size = bh_get64(r + 8), address = bh_get64(r + 24);
-    int kind = kind_of(r[16], c->tt_size);
+    int kind = bh_tt_kind_of(r[16]);
     uint64_t key = td_client_key(c->pid, 0);
     if ((type == BH_TT_ALLOC || type == BH_TT_FREE) &&
         (device < 0 || device > (int32_t)BH_DOMAIN_DEVICE(~0u))) {
