@@ -268,7 +268,7 @@ void bh__shard_link(bh__shard *shard, uint64_t hash, bh__block *b);
 /* Removes slot's entry from hash's probe run; does nothing if it is absent. */
 void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot);
 
-/* ======================== Range index (range.c) ======================== */
+/* ================ Range index (range.c, range_pool.c) ================ */
 
 /* Ranges of live blocks (and of dying ones whose free has not returned), per
  * domain, for overlap checks and bh_lookup_containing. Lock order: a table
@@ -362,6 +362,13 @@ bh__block *bh__range_overlap(const bh__ranges *r, const bh__range_stripe *s, uin
  * come from r's slab. */
 bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b, bh_status *st);
 void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, const bh__block *b);
+/* range_pool.c, under s->lock: a zeroed node from the stripe's pool, or NULL
+ * when host memory runs out (an arena refill is the allocation that can
+ * fail); and a node back to the pool, for the stripe's next taker. */
+bh__range_leaf *bh__range_leaf_new(const bh__ranges *r, bh__range_stripe *s);
+bh__range_inner *bh__range_inner_new(const bh__ranges *r, bh__range_stripe *s);
+void bh__range_leaf_free(bh__range_stripe *s, bh__range_leaf *l);
+void bh__range_inner_free(bh__range_stripe *s, bh__range_inner *in);
 
 /* ======================== Stats (stats.c) ======================== */
 

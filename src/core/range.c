@@ -14,8 +14,8 @@
  * half-changed when host memory runs out (an insertion allocates every node
  * it needs before it changes anything).
  *
- * Nodes come from per-stripe arenas (see "Nodes" below), never one by one
- * from the heap.
+ * Nodes come from per-stripe arenas (range_pool.c), never one by one from
+ * the heap.
  *
  * Why a B+tree: the treap this replaces was threaded through the control
  * blocks, so at 1M live ranges a walk touched ~20 blocks on ~20 lines. Here a
@@ -49,117 +49,9 @@ typedef bh__range_leaf leaf;
 typedef bh__range_inner inner;
 typedef bh__range_tree tree;
 
-/* ======================== Nodes ======================== */
-
-/* Where nodes come from. At 1M live ranges every churn descends a tree
- * twice; nodes calloc'd one by one lie scattered over the heap's 4 KiB
- * pages, so each level of a descent may miss the TLB as well as the cache
- * (under virtualisation a page walk costs about what the miss does). Carved
- * in order from arenas, nodes share pages, and an arena of BH__HUGE_PAGE
- * bytes is aligned to it and advised, so the ~33,000 leaves of 1M ranges
- * sit on seven huge pages. Arenas double from 64 KiB, so a registry with a
- * few ranges keeps a few small ones, and are not zeroed: a page of an arena
- * becomes resident when its first node is handed out (which zeroes the
- * node). A freed node goes on its pool's list; arenas go back only at
- * bh__ranges_fini. All of it under the stripe lock: nodes are never
- * touched without it, so no atomics. */
-#define ARENA_HEAD BH__CACHE_LINE /* an arena's first line links the one before */
-#define ARENA_FIRST ((size_t)64 << 10)
-
-static size_t arena_bytes(const bh__ranges *r, uint32_t count) {
-    size_t bytes = r->arena_first;
-    for (uint32_t i = 0; i < count && bytes < r->arena_max; i++)
-        bytes *= 2;
-    return bytes < r->arena_max ? bytes : r->arena_max;
-}
-
-/* A zeroed node of size bytes from pool p, or NULL (host memory: the arena
- * refill is the allocation that can fail). */
-static void *node_take(const bh__ranges *r, bh__range_pool *p, size_t size) {
-    void *node = p->free;
-    if (node != NULL) {
-        p->free = *(void **)node; /* the link stays readable (node_give) */
-        bh__mem_usable(node, size);
-        return memset(node, 0, size);
-    }
-    if ((size_t)(p->end - p->carve) < size) { /* the rest of the old arena is lost: less than a node */
-        size_t bytes = arena_bytes(r, p->count);
-        char *a = bh__alloc_aligned(bytes >= BH__HUGE_PAGE ? BH__HUGE_PAGE : BH__CACHE_LINE, bytes);
-        if (a == NULL)
-            return NULL;
-        bh__advise_huge(a, bytes);
-        *(void **)a = p->arenas;
-        p->arenas = a;
-        p->count++;
-        p->carve = a + ARENA_HEAD;
-        p->end = a + bytes;
-        bh__mem_noaccess(p->carve, bytes - ARENA_HEAD); /* not carved yet */
-    }
-    node = p->carve;
-    p->carve += size;
-    bh__mem_usable(node, size);
-    return memset(node, 0, size);
-}
-
-/* A node of size bytes back to its pool. Under ASan and memcheck everything
- * but the free-list link becomes inaccessible, as a freed malloc block would
- * (the arenas would otherwise hide a use of a freed node from them). */
-static void node_give(bh__range_pool *p, void *node, size_t size) {
-    *(void **)node = p->free;
-    p->free = node;
-    bh__mem_noaccess((char *)node + sizeof(void *), size - sizeof(void *));
-}
-
-static void pool_fini(bh__range_pool *p) {
-    for (void *a = p->arenas, *prev; a != NULL; a = prev) {
-        prev = *(void **)a;
-        bh__free(a);
-    }
-    memset(p, 0, sizeof(*p));
-}
-
-static leaf *leaf_new(const bh__ranges *r, bh__range_stripe *s) {
-    return node_take(r, &s->leaves, sizeof(leaf));
-}
-static inner *inner_new(const bh__ranges *r, bh__range_stripe *s) {
-    return node_take(r, &s->inners, sizeof(inner));
-}
-static void leaf_free(bh__range_stripe *s, leaf *l) { node_give(&s->leaves, l, sizeof(leaf)); }
-static void inner_free(bh__range_stripe *s, inner *in) { node_give(&s->inners, in, sizeof(inner)); }
-
-void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab) {
-    memset(r->stripes, 0, sizeof(r->stripes));
-    for (unsigned i = 0; i < BH__RANGE_STRIPES; i++)
-        pthread_mutex_init(&r->stripes[i].lock, NULL);
-    r->slab = slab;
-    r->leaf_max = BH__RANGE_LEAF_CAP;
-    r->inner_max = BH__RANGE_INNER_CAP;
-    r->arena_first = ARENA_FIRST;
-    r->arena_max = BH__HUGE_PAGE;
-}
-
-void bh__ranges_set_arenas(bh__ranges *r, size_t first, size_t max) {
-    size_t least = ARENA_HEAD + (sizeof(leaf) > sizeof(inner) ? sizeof(leaf) : sizeof(inner));
-    r->arena_first = first < least ? least : first;
-    r->arena_max = max < r->arena_first ? r->arena_first : max;
-}
-
 void bh__ranges_set_fanout(bh__ranges *r, uint32_t leaf_max, uint32_t inner_max) {
     r->leaf_max = leaf_max < 8 ? 8 : leaf_max > BH__RANGE_LEAF_CAP ? BH__RANGE_LEAF_CAP : leaf_max;
     r->inner_max = inner_max < 4 ? 4 : inner_max > BH__RANGE_INNER_CAP ? BH__RANGE_INNER_CAP : inner_max;
-}
-
-void bh__ranges_fini(bh__ranges *r) {
-    for (unsigned i = 0; i < BH__RANGE_STRIPES; i++) {
-        for (tree *t = r->stripes[i].trees, *next; t != NULL; t = next) {
-            next = t->next;
-            bh__free(t); /* its nodes go with the arenas */
-        }
-        r->stripes[i].trees = NULL;
-        pool_fini(&r->stripes[i].leaves);
-        pool_fini(&r->stripes[i].inners);
-        pthread_mutex_destroy(&r->stripes[i].lock);
-    }
 }
 
 bh__range_stripe *bh__range_stripe_of(bh__ranges *r, uint32_t device) {
@@ -273,9 +165,9 @@ typedef struct spare {
 static void spare_free(bh__range_stripe *s, spare *sp) {
     bh__free(sp->t);
     if (sp->l != NULL)
-        leaf_free(s, sp->l);
+        bh__range_leaf_free(s, sp->l);
     for (uint32_t i = 0; i < sp->n_in; i++)
-        inner_free(s, sp->in[i]);
+        bh__range_inner_free(s, sp->in[i]);
 }
 
 /* Allocates what inserting into leaf l (at the end of p) will need: a leaf
@@ -296,11 +188,11 @@ static int spare_for(const bh__ranges *r, bh__range_stripe *s, const tree *t, co
         need++; /* the root splits too: a new root above it */
     if (t->height + (d < 0) > BH__RANGE_MAX_HEIGHT)
         return -1; /* unreachable below 2^40 ranges even with test fan-outs */
-    sp->l = leaf_new(r, s);
+    sp->l = bh__range_leaf_new(r, s);
     if (sp->l == NULL)
         return -1;
     for (; sp->n_in < need; sp->n_in++) {
-        sp->in[sp->n_in] = inner_new(r, s);
+        sp->in[sp->n_in] = bh__range_inner_new(r, s);
         if (sp->in[sp->n_in] == NULL) {
             spare_free(s, sp);
             return -1;
@@ -437,7 +329,7 @@ static int plant(const bh__ranges *r, bh__range_stripe *s, uint32_t device, uint
     spare sp;
     memset(&sp, 0, sizeof(sp));
     sp.t = bh__calloc(1, sizeof(tree));
-    sp.l = sp.t != NULL ? leaf_new(r, s) : NULL;
+    sp.l = sp.t != NULL ? bh__range_leaf_new(r, s) : NULL;
     if (sp.l == NULL) {
         spare_free(s, &sp);
         return -1;
@@ -568,7 +460,7 @@ static int refill(const bh__ranges *r, bh__range_stripe *s, const path *p, uint3
         leaf *la = a, *lb = b;
         if (la->n + lb->n <= r->leaf_max) {
             leaf_shift(la, lb, lb->n, 0);
-            leaf_free(s, lb);
+            bh__range_leaf_free(s, lb);
             inner_drop(par, k);
             return 1;
         }
@@ -583,7 +475,7 @@ static int refill(const bh__ranges *r, bh__range_stripe *s, const path *p, uint3
         memcpy(ia->sep + ia->n + 1, ib->sep, ib->n * sizeof(ib->sep[0]));
         memcpy(ia->child + ia->n + 1, ib->child, (ib->n + 1) * sizeof(ib->child[0]));
         ia->n += ib->n + 1;
-        inner_free(s, ib);
+        bh__range_inner_free(s, ib);
         inner_drop(par, k);
         return 1;
     }
@@ -598,7 +490,7 @@ static void drop_tree(bh__range_stripe *s, tree *t) {
     while (*link != t)
         link = &(*link)->next;
     *link = t->next;
-    leaf_free(s, t->root); /* at height 0 */
+    bh__range_leaf_free(s, t->root); /* at height 0 */
     bh__free(t);
 }
 
@@ -643,6 +535,6 @@ void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, const bh__block 
     if (root->n == 0) { /* the root's last two children merged: collapse it */
         t->root = root->child[0];
         t->height--;
-        inner_free(s, root);
+        bh__range_inner_free(s, root);
     }
 }

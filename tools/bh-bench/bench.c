@@ -14,12 +14,13 @@
  * figure with one line of the configuration table (e.g. no-overlap). Targets are printed next to the figures
  * as information: the exit status never depends on speed.
  *
- * Owns: the workloads and the report. Baselines live in baseline.c, the
- * reporter-cost comparison in report_cost.c.
+ * Owns: the sections (which figures, on which key sets, with which targets)
+ * and the command line. Key sets live in keys.c, the measured loops in
+ * workers.c, the table and its printing in output.c, baselines in
+ * baseline.c, the reporter-cost comparison in report_cost.c.
  * Must never: exit non-zero because something was slow.
  */
 #define _GNU_SOURCE
-#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,13 +28,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "baseline.h"
+#include "bench.h"
 #include "bench_util.h"
-#include "bufhandle/bufhandle.h"
+#include "keys.h"
+#include "output.h"
 #include "proc.h"
 #include "report_cost.h"
-
-#define MAX_REPS 99
+#include "workers.h"
 
 /* ======================== Configurations ======================== */
 
@@ -41,11 +42,7 @@
  * the default configuration every other line is compared with. Flags that
  * turn a default check off and flags that turn a diagnostic on both belong
  * here (a line per flag, guarded so the table follows the header). */
-static const struct {
-    const char *name;
-    const char *key; /* for --config */
-    uint32_t flags;
-} configs[] = {
+const bench_config configs[] = {
     {"defaults (diagnostics off)", "defaults", 0},
 #ifdef BH_CONFIG_NO_OVERLAP_CHECK
     {"overlap check off", "no-overlap", BH_CONFIG_NO_OVERLAP_CHECK},
@@ -60,343 +57,10 @@ static const struct {
     {"stacks on", "stacks", BH_CONFIG_STACKS},
 #endif
 };
-enum { NCONFIGS = sizeof(configs) / sizeof(configs[0]) };
+const int nconfigs = sizeof(configs) / sizeof(configs[0]);
+_Static_assert(sizeof(configs) / sizeof(configs[0]) <= MAX_CONFIGS, "MAX_CONFIGS too small");
 
-/* The configuration of every bufhandle registry outside the configuration
- * table (--config KEY): index into configs[]. */
-static int figure_config;
-
-/* ======================== Key sets ======================== */
-
-enum impl { IMPL_BH, IMPL_HASH, IMPL_TREE };
-static const char *const impl_names[] = {"bufhandle", "global mutex + open-addressing hash",
-                                         "global mutex + tsearch"};
-
-#define DEVICE 0u
-#define PAGE 4096u
-
-static inline uint64_t rng_next(uint64_t *s) { /* xorshift64* */
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 0x2545f4914f6cdd1dull;
-}
-
-/* n live keys (a power of two), each held by one owner reference, in one of
- * the implementations. addr[i] is key i's current address. Addresses come
- * from 2n pages: n live, n free in spare[]; churn frees a live one and
- * allocates a random free one, as an allocator reusing freed memory does
- * (new keys land anywhere among the live ones, not only past them). */
-typedef struct keyset {
-    enum impl impl;
-    bh_registry *reg;
-    base_hash *hash;
-    base_tree *tree;
-    size_t n;
-    uint64_t *addr;
-    uint64_t *own;   /* owner reference: handle bits, tree entry; unused by the hash */
-    uint64_t *spare; /* free addresses */
-} keyset;
-
-/* A reference: a handle's bits, a tree entry; the hash releases by key. */
-static inline uint64_t ks_take(keyset *ks, enum impl impl, uint64_t address, int create) {
-    switch (impl) {
-    case IMPL_BH: {
-        bh_handle h = BH_HANDLE_NULL;
-        bh_status st =
-            create ? bh_intern(ks->reg, DEVICE, address, 64, &h) : bh_lookup(ks->reg, DEVICE, address, &h);
-        if (st != BH_OK)
-            bench_die("bufhandle intern/lookup failed");
-        return h.bits;
-    }
-    case IMPL_HASH:
-        if (create)
-            base_hash_intern(ks->hash, DEVICE, address);
-        else if (!base_hash_lookup(ks->hash, DEVICE, address))
-            bench_die("baseline lookup missed");
-        return 0;
-    case IMPL_TREE: {
-        void *e = create ? base_tree_intern(ks->tree, DEVICE, address)
-                         : base_tree_lookup(ks->tree, DEVICE, address);
-        if (e == NULL)
-            bench_die("baseline tree failed");
-        return (uint64_t)(uintptr_t)e;
-    }
-    }
-    return 0;
-}
-
-static inline void ks_drop(keyset *ks, enum impl impl, uint64_t address, uint64_t ref) {
-    switch (impl) {
-    case IMPL_BH:
-        if (bh_release(ks->reg, (bh_handle){ref}) != BH_OK)
-            bench_die("bufhandle release failed");
-        break;
-    case IMPL_HASH:
-        base_hash_release(ks->hash, DEVICE, address);
-        break;
-    case IMPL_TREE:
-        base_tree_release(ks->tree, (void *)(uintptr_t)ref);
-        break;
-    }
-}
-
-/* The empty structure and the key arrays (touched, so that a memory
- * measurement taken after this counts only what populating adds). */
-static void ks_init(keyset *ks, enum impl impl, uint32_t flags, size_t n) {
-    memset(ks, 0, sizeof(*ks));
-    ks->impl = impl;
-    ks->n = n;
-    ks->addr = calloc(n, sizeof(uint64_t));
-    ks->own = calloc(n, sizeof(uint64_t));
-    ks->spare = calloc(n, sizeof(uint64_t));
-    if (ks->addr == NULL || ks->own == NULL || ks->spare == NULL)
-        bench_die("out of memory");
-    memset(ks->own, 0xff, n * sizeof(uint64_t));
-    /* Live and free pages interleaved at random (a fixed seed: the same for
-     * every implementation). */
-    uint64_t s = 0x243f6a8885a308d3ull;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t a = 0x10000000 + 2 * i * PAGE, b = a + PAGE;
-        int swap = (int)(rng_next(&s) & 1);
-        ks->addr[i] = swap ? b : a;
-        ks->spare[i] = swap ? a : b;
-    }
-    if (impl == IMPL_BH) {
-        bh_config cfg;
-        memset(&cfg, 0, sizeof(cfg));
-        cfg.flags = BH_CONFIG_NO_ENV | flags;
-        if (bh_registry_create(&cfg, &ks->reg) != BH_OK)
-            bench_die("bh_registry_create failed");
-    } else if (impl == IMPL_HASH) {
-        ks->hash = base_hash_create(n);
-    } else {
-        ks->tree = base_tree_create();
-    }
-    if (ks->reg == NULL && ks->hash == NULL && ks->tree == NULL)
-        bench_die("out of memory");
-}
-
-static void ks_populate(keyset *ks) {
-    for (size_t i = 0; i < ks->n; i++)
-        ks->own[i] = ks_take(ks, ks->impl, ks->addr[i], 1);
-}
-
-static void ks_create(keyset *ks, enum impl impl, uint32_t flags, size_t n) {
-    ks_init(ks, impl, flags, n);
-    ks_populate(ks);
-}
-
-static void ks_destroy(keyset *ks) {
-    for (size_t i = 0; i < ks->n; i++)
-        if (ks->own[i] != UINT64_MAX)
-            ks_drop(ks, ks->impl, ks->addr[i], ks->own[i]);
-    if (ks->reg != NULL && bh_registry_destroy(ks->reg) != BH_OK)
-        bench_die("bh_registry_destroy: handles left");
-    if (ks->hash != NULL)
-        base_hash_destroy(ks->hash);
-    if (ks->tree != NULL)
-        base_tree_destroy(ks->tree);
-    free(ks->addr);
-    free(ks->own);
-    free(ks->spare);
-}
-
-/* ======================== Workers ======================== */
-
-typedef enum work {
-    W_PAIR,      /* retain+release of one handle (ks NULL: the counter baselines) */
-    W_CAS_PAIR,  /* baseline: CAS-loop increment + decrement */
-    W_XADD_PAIR, /* baseline: lock xadd increment + decrement */
-    W_LOOKUP,    /* lookup of a random live key + release */
-    W_INTERN,    /* intern alias of a random live key + release */
-    W_MIXED,     /* 7/16 intern alias + release, 7/16 lookup + release, 1/8 churn */
-    W_CHURN,     /* churn only: the owner of a random key releases, a free address is interned */
-} work;
-
-/* Each thread's worker, and the baseline counter in it, on its own 128-byte
- * aligned region: the workers sit side by side in run_workers' array, and two
- * threads' counters in one line (or in one 128-byte pair, which x86's
- * spatial prefetcher fetches together) would make the 2-thread baseline pay
- * for false sharing that a runtime's counters need not have. */
-#define PAIR_BYTES 128
-
-typedef struct worker {
-    _Alignas(PAIR_BYTES) work what;
-    keyset *ks;
-    bh_handle h;          /* W_PAIR */
-    base_counter counter; /* W_CAS_PAIR, W_XADD_PAIR */
-    long ops;
-    uint64_t seed;
-    pthread_barrier_t *start;
-    double ns;     /* wall-clock time of the loop */
-    double cpu_ns; /* this thread's CPU time in the loop: excludes time it waited for a CPU */
-} worker;
-
-/* The loops are written once; impl is a constant in each call from
- * run_loop(), so the compiler drops the switches of ks_take / ks_drop. Only
- * the workloads over many keys draw random numbers: the pair loops must not
- * carry a cost their baselines do not. */
-static inline __attribute__((always_inline)) void loop(worker *w, enum impl impl) {
-    keyset *ks = w->ks;
-    uint64_t s = w->seed;
-    switch (w->what) {
-    case W_PAIR:
-        for (long i = 0; i < w->ops; i++)
-            if (bh_retain(ks->reg, w->h) != BH_OK || bh_release(ks->reg, w->h) != BH_OK)
-                bench_die("retain/release failed");
-        break;
-    case W_CAS_PAIR:
-        for (long i = 0; i < w->ops; i++)
-            base_cas_pair(&w->counter);
-        break;
-    case W_XADD_PAIR:
-        for (long i = 0; i < w->ops; i++)
-            base_xadd_pair(&w->counter);
-        break;
-    case W_LOOKUP:
-    case W_INTERN:
-        for (long i = 0; i < w->ops; i++) {
-            uint64_t a = ks->addr[rng_next(&s) & (ks->n - 1)];
-            ks_drop(ks, impl, a, ks_take(ks, impl, a, w->what == W_INTERN));
-        }
-        break;
-    case W_MIXED:
-    case W_CHURN:
-        for (long i = 0; i < w->ops; i++) {
-            uint64_t r = rng_next(&s);
-            size_t k = (size_t)(r & (ks->n - 1));
-            if (w->what == W_CHURN || ((r >> 40) & 7) == 0) { /* the owner lets go, a free address is taken */
-                size_t j = (size_t)(r >> 32) & (ks->n - 1);
-                uint64_t freed = ks->addr[k];
-                ks_drop(ks, impl, freed, ks->own[k]);
-                ks->addr[k] = ks->spare[j];
-                ks->spare[j] = freed;
-                ks->own[k] = ks_take(ks, impl, ks->addr[k], 1);
-            } else {
-                ks_drop(ks, impl, ks->addr[k], ks_take(ks, impl, ks->addr[k], (r >> 40) & 1));
-            }
-        }
-        break;
-    }
-    w->seed = s;
-}
-
-static void run_loop(worker *w) {
-    switch (w->ks != NULL ? w->ks->impl : IMPL_BH) {
-    case IMPL_BH:
-        loop(w, IMPL_BH);
-        break;
-    case IMPL_HASH:
-        loop(w, IMPL_HASH);
-        break;
-    case IMPL_TREE:
-        loop(w, IMPL_TREE);
-        break;
-    }
-}
-
-static void *worker_main(void *arg) {
-    worker *w = arg;
-    pthread_barrier_wait(w->start);
-    double t0 = bench_now_ns(), c0 = bench_thread_cpu_ns();
-    run_loop(w);
-    w->ns = bench_now_ns() - t0;
-    w->cpu_ns = bench_thread_cpu_ns() - c0;
-    return NULL;
-}
-
-/* What a run took besides its wall-clock figure. */
-typedef struct cpu_view {
-    double ns;   /* the mean of each thread's ns per operation, in thread CPU time */
-    double cpus; /* CPU time of all threads / wall time of the longest: how many ran at once, on average */
-} cpu_view;
-
-/* Runs n copies of proto on n threads started together; each thread gets its
- * own seed (and its own handle from hs, if given). Returns the mean over the
- * threads of each thread's ns per operation (the latency view: with a shared
- * lock, every thread waits); *cpu (if not NULL) gets the CPU-time view. */
-static double run_workers(int n, const worker *proto, const bh_handle *hs, cpu_view *cpu) {
-    worker w[8];
-    pthread_t tid[8];
-    pthread_barrier_t start;
-    pthread_barrier_init(&start, NULL, (unsigned)n);
-    for (int t = 0; t < n; t++) {
-        w[t] = *proto;
-        w[t].seed = 0x9e3779b97f4a7c15ull * (uint64_t)(t + 1) + (uint64_t)proto->ops;
-        w[t].start = &start;
-        if (hs != NULL)
-            w[t].h = hs[t];
-        if (pthread_create(&tid[t], NULL, worker_main, &w[t]) != 0)
-            bench_die("pthread_create failed");
-    }
-    double sum = 0, cpu_sum = 0, cpu_total = 0, longest = 0;
-    for (int t = 0; t < n; t++) {
-        pthread_join(tid[t], NULL);
-        sum += w[t].ns / (double)w[t].ops;
-        cpu_sum += w[t].cpu_ns / (double)w[t].ops;
-        cpu_total += w[t].cpu_ns;
-        longest = w[t].ns > longest ? w[t].ns : longest;
-    }
-    pthread_barrier_destroy(&start);
-    if (cpu != NULL)
-        *cpu = (cpu_view){cpu_sum / n, longest > 0 ? cpu_total / longest : 0};
-    return sum / n;
-}
-
-/* ======================== Figures ======================== */
-
-/* One line of the result table. Targets come from issue 11: either on the
- * speedup over a baseline (baseline ns / bufhandle ns) or on the value. */
-typedef struct figure {
-    char name[80];
-    const char *unit; /* "ns", "B", "x" (a ratio), "cpu" (CPUs in use) */
-    double bh;
-    int nbase;
-    const char *base_name[2];
-    double base[2];
-    double min_speedup[2]; /* 0: no target on that baseline */
-    double max_value;      /* 0: no target on the value itself */
-} figure;
-
-#define MAX_FIGURES 16
-static figure figures[MAX_FIGURES];
-static int nfigures;
-
-static figure *add_figure(const char *name, const char *unit) {
-    if (nfigures == MAX_FIGURES)
-        bench_die("too many figures");
-    figure *f = &figures[nfigures++];
-    memset(f, 0, sizeof(*f));
-    snprintf(f->name, sizeof(f->name), "%s", name);
-    f->unit = unit;
-    return f;
-}
-
-static void add_base(figure *f, const char *name, double value, double min_speedup) {
-    f->base_name[f->nbase] = name;
-    f->base[f->nbase] = value;
-    f->min_speedup[f->nbase] = min_speedup;
-    f->nbase++;
-}
-
-/* 1 met, 0 not met, -1 no target. */
-static int figure_met(const figure *f) {
-    int met = -1;
-    for (int b = 0; b < f->nbase; b++)
-        if (f->min_speedup[b] > 0)
-            met = (met != 0) && f->base[b] / f->bh >= f->min_speedup[b];
-    if (f->max_value > 0)
-        met = (met != 0) && f->bh <= f->max_value;
-    return met;
-}
-
-typedef struct opts {
-    int reps, quick, json;
-    long ops;
-    const char *only;
-    size_t live; /* mixed workload at this size only (0: the standard curve) */
-} opts;
+int figure_config;
 
 static int wanted(const opts *o, const char *section) {
     return o->only == NULL || strcmp(o->only, section) == 0;
@@ -559,157 +223,23 @@ static void section_intern(const opts *o) {
     add_base(f, impl_names[IMPL_HASH], m[IMPL_HASH], 1.0);
 }
 
-/* The hot path in each configuration, 1 thread, 1K live. */
-enum { CW_PAIR, CW_INTERN, CW_LOOKUP, CW_CHURN, CW_COUNT };
-static const char *const cw_names[] = {"retain+release", "intern alias+release", "lookup+release",
-                                       "last release+intern new"};
-static const char *const cw_keys[] = {"retain_release", "intern_alias_release", "lookup_release",
-                                      "last_release_intern_new"};
-static double config_ns[NCONFIGS][CW_COUNT];
-
 static void section_configs(const opts *o) {
     static const work works[] = {W_PAIR, W_INTERN, W_LOOKUP, W_CHURN};
-    double v[NCONFIGS][CW_COUNT][MAX_REPS];
-    keyset ks[NCONFIGS];
-    for (int c = 0; c < NCONFIGS; c++)
+    double v[MAX_CONFIGS][CW_COUNT][MAX_REPS];
+    keyset ks[MAX_CONFIGS];
+    for (int c = 0; c < nconfigs; c++)
         ks_create(&ks[c], IMPL_BH, configs[c].flags, 1024);
     for (int r = 0; r < o->reps; r++)
-        for (int c = 0; c < NCONFIGS; c++)
+        for (int c = 0; c < nconfigs; c++)
             for (int k = 0; k < CW_COUNT; k++) {
                 worker w = {.what = works[k], .ks = &ks[c], .ops = o->ops, .h = {ks[c].own[0]}};
                 v[c][k][r] = run_workers(1, &w, NULL, NULL);
             }
-    for (int c = 0; c < NCONFIGS; c++) {
+    for (int c = 0; c < nconfigs; c++) {
         ks_destroy(&ks[c]);
         for (int k = 0; k < CW_COUNT; k++)
             config_ns[c][k] = bench_median(v[c][k], o->reps);
     }
-}
-
-/* ======================== Output ======================== */
-
-static void cpu_model(char *out, size_t len) {
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    char line[256];
-    snprintf(out, len, "unknown");
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        char *colon = strchr(line, ':');
-        if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
-            snprintf(out, len, "%s", colon + 2);
-            out[strcspn(out, "\n\"\\")] = '\0';
-            break;
-        }
-    }
-    if (f != NULL)
-        fclose(f);
-}
-
-static const char *met_text(int met) { return met < 0 ? "" : met ? "met" : "NOT met"; }
-
-/* A figure's targets as text: on its own line (b == 0) the target on its
- * value, and on each baseline's line the speedup target over that baseline. */
-static void target_text(const figure *f, int b, char *out, size_t len) {
-    int n = 0;
-    out[0] = '\0';
-    if (b == 0 && f->max_value > 0)
-        n = snprintf(out, len, "<= %.3g %s", f->max_value, f->unit);
-    if (b < f->nbase && f->min_speedup[b] > 0)
-        snprintf(out + n, len - (size_t)n, "%s>= %.2fx", n ? "; " : "", f->min_speedup[b]);
-}
-
-static void print_text(const opts *o, const char *cpu, const report_cost *rc) {
-    printf("bh-bench%s: %s; medians of %d repetitions, %ld operations per thread per measurement\n",
-           o->quick ? " --quick" : "", cpu, o->reps, o->ops);
-    printf("bufhandle registries: %s; speedup = baseline / bufhandle (above 1: bufhandle is faster)\n",
-           configs[figure_config].name);
-    printf("a figure's verdict (met / NOT met: every target on its lines) is on its first line\n\n");
-    printf("%-48s %13s  %-36s %11s %8s  %-16s %s\n", "figure", "bufhandle", "baseline", "", "speedup",
-           "target", "verdict");
-    for (int i = 0; i < nfigures; i++) {
-        const figure *f = &figures[i];
-        int prec = strcmp(f->unit, "ns") == 0 || strcmp(f->unit, "B") == 0 ? 1 : 2;
-        for (int b = 0; b < (f->nbase ? f->nbase : 1); b++) {
-            char line[256], target[48], speedup[16] = "-"; /* only times have a speedup */
-            size_t n = 0;
-            target_text(f, b, target, sizeof(target));
-            if (b == 0)
-                n += (size_t)snprintf(line, sizeof(line), "%-48s %9.*f %-3s", f->name, prec, f->bh, f->unit);
-            else
-                n += (size_t)snprintf(line, sizeof(line), "%-48s %13s", "", "");
-            if (f->nbase > 0 && strcmp(f->unit, "ns") == 0)
-                snprintf(speedup, sizeof(speedup), "%.2fx", f->base[b] / f->bh);
-            if (f->nbase == 0)
-                n += (size_t)snprintf(line + n, sizeof(line) - n, "  %-36s %11s %8s", "-", "", "");
-            else
-                n += (size_t)snprintf(line + n, sizeof(line) - n, "  %-36s %7.*f %-3s %8s", f->base_name[b],
-                                      prec, f->base[b], f->unit, speedup);
-            n += (size_t)snprintf(line + n, sizeof(line) - n, "  %-16s %s", target,
-                                  b == 0 ? met_text(figure_met(f)) : "");
-            while (n > 0 && line[n - 1] == ' ')
-                line[--n] = '\0';
-            puts(line);
-        }
-    }
-    if (config_ns[0][0] > 0) {
-        printf("\nhot path per configuration, 1 thread, 1K live (ns; x = relative to the first line)\n");
-        printf("%-32s", "configuration");
-        for (int k = 0; k < CW_COUNT; k++)
-            printf(" %22s", cw_names[k]);
-        printf("\n");
-        for (int c = 0; c < NCONFIGS; c++) {
-            printf("%-32s", configs[c].name);
-            for (int k = 0; k < CW_COUNT; k++)
-                printf(" %13.1f (%5.2fx)", config_ns[c][k], config_ns[c][k] / config_ns[0][k]);
-            printf("\n");
-        }
-    }
-    if (rc != NULL) {
-        printf("\nreporting cost on the application thread at 100,000 reports/s (server: %s)\n", rc->server);
-        printf("%-48s %12s %12s\n", "", "mean ns", "p99 ns");
-        printf("%-48s %12.1f %12.1f\n", "socket reporter (ring + background sender)", rc->reporter_mean_ns,
-               rc->reporter_p99_ns);
-        printf("%-48s %12.1f %12.1f\n", "baseline: one blocking send per report", rc->send_mean_ns,
-               rc->send_p99_ns);
-    }
-}
-
-static void print_json(FILE *out, const opts *o, const char *cpu, const report_cost *rc) {
-    fprintf(out, "{\"cpu\":\"%s\",\"quick\":%s,\"reps\":%d,\"ops\":%ld,\"config\":\"%s\",\"figures\":[", cpu,
-            o->quick ? "true" : "false", o->reps, o->ops, configs[figure_config].key);
-    for (int i = 0; i < nfigures; i++) {
-        const figure *f = &figures[i];
-        int met = figure_met(f);
-        fprintf(out, "%s{\"name\":\"%s\",\"unit\":\"%s\",\"bufhandle\":%.3f,\"baselines\":[", i ? "," : "",
-                f->name, f->unit, f->bh);
-        for (int b = 0; b < f->nbase; b++) {
-            fprintf(out, "%s{\"name\":\"%s\",\"value\":%.3f", b ? "," : "", f->base_name[b], f->base[b]);
-            if (strcmp(f->unit, "ns") == 0)
-                fprintf(out, ",\"speedup\":%.3f", f->base[b] / f->bh);
-            if (f->min_speedup[b] > 0)
-                fprintf(out, ",\"target_min_speedup\":%.3f", f->min_speedup[b]);
-            fprintf(out, "}");
-        }
-        fprintf(out, "]");
-        if (f->max_value > 0)
-            fprintf(out, ",\"target_max\":%.3f", f->max_value);
-        fprintf(out, ",\"target_met\":%s}", met < 0 ? "null" : met ? "true" : "false");
-    }
-    fprintf(out, "],\"configs\":[");
-    for (int c = 0; c < NCONFIGS && config_ns[0][0] > 0; c++) {
-        fprintf(out, "%s{\"name\":\"%s\",\"flags\":%" PRIu32, c ? "," : "", configs[c].name,
-                configs[c].flags);
-        for (int k = 0; k < CW_COUNT; k++)
-            fprintf(out, ",\"%s_ns\":%.3f", cw_keys[k], config_ns[c][k]);
-        fprintf(out, "}");
-    }
-    fprintf(out, "]");
-    if (rc != NULL)
-        fprintf(
-            out,
-            ",\"reporter\":{\"rate_per_s\":100000,\"server\":\"%s\",\"socket_reporter_mean_ns\":%.1f,"
-            "\"socket_reporter_p99_ns\":%.1f,\"blocking_send_mean_ns\":%.1f,\"blocking_send_p99_ns\":%.1f}",
-            rc->server, rc->reporter_mean_ns, rc->reporter_p99_ns, rc->send_mean_ns, rc->send_p99_ns);
-    fprintf(out, "}\n");
 }
 
 /* ======================== main ======================== */
@@ -718,7 +248,7 @@ static void *nothing(void *arg) { return arg; }
 
 /* The configs[] line named key, or -1. */
 static int config_index(const char *key) {
-    for (int c = 0; c < NCONFIGS; c++)
+    for (int c = 0; c < nconfigs; c++)
         if (strcmp(configs[c].key, key) == 0)
             return c;
     return -1;
@@ -767,7 +297,7 @@ int main(int argc, char **argv) {
     o.ops = ops ? ops : o.ops;
     if (figure_config < 0) {
         fprintf(stderr, "bh-bench: --config is one of:");
-        for (int c = 0; c < NCONFIGS; c++)
+        for (int c = 0; c < nconfigs; c++)
             fprintf(stderr, " %s", configs[c].key);
         fprintf(stderr, "\n");
         return 2;

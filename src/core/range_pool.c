@@ -1,0 +1,124 @@
+/*
+ * range_pool.c - where the range index's nodes come from, and the index's
+ * set-up and tear-down.
+ *
+ * Owns: per-stripe arenas of host memory, carved in order into leaves and
+ * inner nodes, and the free lists of nodes the trees gave back; the stripes'
+ * locks and the trees' memory from bh__ranges_init to bh__ranges_fini.
+ * Must never: hand out a node that is not zeroed, give an arena back before
+ * bh__ranges_fini, or be called without the stripe lock (nodes have no
+ * atomics). What the trees mean is range.c's.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+typedef bh__range_leaf leaf;
+typedef bh__range_inner inner;
+typedef bh__range_tree tree;
+
+/* Where nodes come from. At 1M live ranges every churn descends a tree
+ * twice; nodes calloc'd one by one lie scattered over the heap's 4 KiB
+ * pages, so each level of a descent may miss the TLB as well as the cache
+ * (under virtualisation a page walk costs about what the miss does). Carved
+ * in order from arenas, nodes share pages, and an arena of BH__HUGE_PAGE
+ * bytes is aligned to it and advised, so the ~33,000 leaves of 1M ranges
+ * sit on seven huge pages. Arenas double from 64 KiB, so a registry with a
+ * few ranges keeps a few small ones, and are not zeroed: a page of an arena
+ * becomes resident when its first node is handed out (which zeroes the
+ * node). A freed node goes on its pool's list; arenas go back only at
+ * bh__ranges_fini. All of it under the stripe lock: nodes are never
+ * touched without it, so no atomics. */
+#define ARENA_HEAD BH__CACHE_LINE /* an arena's first line links the one before */
+#define ARENA_FIRST ((size_t)64 << 10)
+
+static size_t arena_bytes(const bh__ranges *r, uint32_t count) {
+    size_t bytes = r->arena_first;
+    for (uint32_t i = 0; i < count && bytes < r->arena_max; i++)
+        bytes *= 2;
+    return bytes < r->arena_max ? bytes : r->arena_max;
+}
+
+/* A zeroed node of size bytes from pool p, or NULL (host memory: the arena
+ * refill is the allocation that can fail). */
+static void *node_take(const bh__ranges *r, bh__range_pool *p, size_t size) {
+    void *node = p->free;
+    if (node != NULL) {
+        p->free = *(void **)node; /* the link stays readable (node_give) */
+        bh__mem_usable(node, size);
+        return memset(node, 0, size);
+    }
+    if ((size_t)(p->end - p->carve) < size) { /* the rest of the old arena is lost: less than a node */
+        size_t bytes = arena_bytes(r, p->count);
+        char *a = bh__alloc_aligned(bytes >= BH__HUGE_PAGE ? BH__HUGE_PAGE : BH__CACHE_LINE, bytes);
+        if (a == NULL)
+            return NULL;
+        bh__advise_huge(a, bytes);
+        *(void **)a = p->arenas;
+        p->arenas = a;
+        p->count++;
+        p->carve = a + ARENA_HEAD;
+        p->end = a + bytes;
+        bh__mem_noaccess(p->carve, bytes - ARENA_HEAD); /* not carved yet */
+    }
+    node = p->carve;
+    p->carve += size;
+    bh__mem_usable(node, size);
+    return memset(node, 0, size);
+}
+
+/* A node of size bytes back to its pool. Under ASan and memcheck everything
+ * but the free-list link becomes inaccessible, as a freed malloc block would
+ * (the arenas would otherwise hide a use of a freed node from them). */
+static void node_give(bh__range_pool *p, void *node, size_t size) {
+    *(void **)node = p->free;
+    p->free = node;
+    bh__mem_noaccess((char *)node + sizeof(void *), size - sizeof(void *));
+}
+
+static void pool_fini(bh__range_pool *p) {
+    for (void *a = p->arenas, *prev; a != NULL; a = prev) {
+        prev = *(void **)a;
+        bh__free(a);
+    }
+    memset(p, 0, sizeof(*p));
+}
+
+bh__range_leaf *bh__range_leaf_new(const bh__ranges *r, bh__range_stripe *s) {
+    return node_take(r, &s->leaves, sizeof(leaf));
+}
+bh__range_inner *bh__range_inner_new(const bh__ranges *r, bh__range_stripe *s) {
+    return node_take(r, &s->inners, sizeof(inner));
+}
+void bh__range_leaf_free(bh__range_stripe *s, leaf *l) { node_give(&s->leaves, l, sizeof(leaf)); }
+void bh__range_inner_free(bh__range_stripe *s, inner *in) { node_give(&s->inners, in, sizeof(inner)); }
+
+void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab) {
+    memset(r->stripes, 0, sizeof(r->stripes));
+    for (unsigned i = 0; i < BH__RANGE_STRIPES; i++)
+        pthread_mutex_init(&r->stripes[i].lock, NULL);
+    r->slab = slab;
+    r->leaf_max = BH__RANGE_LEAF_CAP;
+    r->inner_max = BH__RANGE_INNER_CAP;
+    r->arena_first = ARENA_FIRST;
+    r->arena_max = BH__HUGE_PAGE;
+}
+
+void bh__ranges_set_arenas(bh__ranges *r, size_t first, size_t max) {
+    size_t least = ARENA_HEAD + (sizeof(leaf) > sizeof(inner) ? sizeof(leaf) : sizeof(inner));
+    r->arena_first = first < least ? least : first;
+    r->arena_max = max < r->arena_first ? r->arena_first : max;
+}
+
+void bh__ranges_fini(bh__ranges *r) {
+    for (unsigned i = 0; i < BH__RANGE_STRIPES; i++) {
+        for (tree *t = r->stripes[i].trees, *next; t != NULL; t = next) {
+            next = t->next;
+            bh__free(t); /* its nodes go with the arenas */
+        }
+        r->stripes[i].trees = NULL;
+        pool_fini(&r->stripes[i].leaves);
+        pool_fini(&r->stripes[i].inners);
+        pthread_mutex_destroy(&r->stripes[i].lock);
+    }
+}
