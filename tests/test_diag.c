@@ -22,7 +22,7 @@
 
 #include "bufhandle/bufhandle.h"
 #include "diag/diag.h"
-#include "support/json.h"
+#include "json.h"
 
 #ifndef BH_DOMAIN /* until the 0.3 header has them */
 #define BH_DOMAIN(device, kind) (((uint32_t)(device) << 4) | ((uint32_t)(kind)&0xFu))

@@ -1,13 +1,14 @@
 /*
- * json.h - a small strict JSON reader for tests that parse what the library
- * and tools print (bh_registry_dump with BH_DUMP_JSON, --json outputs).
+ * json.h - a small strict JSON reader for the tests and tools that parse what
+ * the library and tools print (bh_registry_dump with BH_DUMP_JSON, --json
+ * outputs, bh-trackd's stats for bh-demo). A static library (bh_json).
  *
  * Owns: parsing one JSON text into a tree, and lookups in that tree.
  * Must never: accept what is not JSON (a test that parses output must fail
  * on malformed output), or be linked into the library.
  */
-#ifndef BH_TEST_JSON_H
-#define BH_TEST_JSON_H
+#ifndef BH_JSON_H
+#define BH_JSON_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -34,4 +35,4 @@ const json *json_get(const json *obj, const char *key);
 /* Element i of an array, or NULL. */
 const json *json_at(const json *arr, size_t i);
 
-#endif /* BH_TEST_JSON_H */
+#endif /* BH_JSON_H */

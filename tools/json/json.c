@@ -1,7 +1,7 @@
 /*
  * json.c - see json.h. Recursive descent over RFC 8259, depth-bounded.
  */
-#include "support/json.h"
+#include "json.h"
 
 #include <stdlib.h>
 #include <string.h>
