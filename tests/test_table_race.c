@@ -3,7 +3,7 @@
  *
  * bh_lookup and bh_intern of a live key take no lock: they probe the shard's
  * array, check the block's word and key, and CAS a reference onto the word
- * they checked (registry.c, fast_hit). This stress gives that path every
+ * they checked (fast_hit in src/core/hot.h). This stress gives that path every
  * chance to be wrong: all keys share one shard and one tag (so every probe
  * meets the other keys' entries and must compare keys), two threads churn a
  * few keys whose blocks are recycled for other keys all the time (entries

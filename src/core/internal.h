@@ -78,7 +78,7 @@ _Static_assert(BH__CACHE_LINE % sizeof(bh__block) == 0, "a control block never s
 #define BH__BLOCKS_PER_PAIR (2 * BH__CACHE_LINE / sizeof(bh__block))
 
 /* A block's domain and slot. Relaxed: callers order them (the shard lock, or
- * an acquire of the word; see registry.c); the slot never changes once the
+ * an acquire of the word; see hot.h); the slot never changes once the
  * block has been handed out. */
 static inline uint32_t bh__block_device(const bh__block *b) { return AO_int_load(&b->device); }
 static inline uint32_t bh__block_slot(const bh__block *b) { return AO_int_load(&b->meta) & BH__SLOT_MASK; }
@@ -200,6 +200,10 @@ static inline bh__block *bh__slab_at(const bh__slab *slab, uint32_t slot) {
  * handle) do not share a cache line or a prefetched pair of lines. Returns how
  * many (0 when host memory or the slot space ran out). */
 uint32_t bh__slab_take_fresh(bh__slab *slab, uint32_t want, bh__block **head);
+/* One past the highest slot handed out so far: every slot below it has its
+ * chunk, which never moves (a walk over all blocks stops here). Takes the
+ * slab lock. */
+uint32_t bh__slab_fresh_end(bh__slab *slab);
 
 /* ======================== Intern table (table.c) ======================== */
 
@@ -463,7 +467,7 @@ bh_status bh__socket_reporter_open_env(const char *var, const char *path, const 
                                        bh_reporter *out);
 int bh__is_log_reporter(const bh_reporter *rep);
 
-/* ======================== Registry (registry.c) ======================== */
+/* ======================== Registry (registry.c, lifecycle.c, api.c) ======================== */
 
 struct bh_registry {
     bh__shard shards[BH__SHARDS];

@@ -17,7 +17,7 @@
 #include "internal.h"
 
 /* A block's fields are only ever accessed with atomic operations. Lock-free
- * readers (resolve, the table's fast hit in registry.c, bh_info_get) read
+ * readers (resolve, the table's fast hit in hot.h, bh_info_get) read
  * them while their owner may be changing them, and find out from the word
  * whether what they read counts: a seqlock-style race that the C11 model
  * allows between atomics and that no happens-before edge can describe (a
@@ -126,4 +126,11 @@ uint32_t bh__slab_take_fresh(bh__slab *slab, uint32_t want, bh__block **head) {
     *head = chain_strided(slab, first, got);
     pthread_mutex_unlock(&slab->lock);
     return got;
+}
+
+uint32_t bh__slab_fresh_end(bh__slab *slab) {
+    pthread_mutex_lock(&slab->lock);
+    uint32_t end = slab->next_fresh;
+    pthread_mutex_unlock(&slab->lock);
+    return end;
 }

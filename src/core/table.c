@@ -12,7 +12,7 @@
  * registry's protocol), free an array a lock-free reader may still probe
  * before bh__shard_fini, or store an entry a reader could not survive: every
  * entry a reader sees names a slot that exists, and the reader trusts nothing
- * else about it (registry.c checks the block itself).
+ * else about it (hot.h checks the block itself).
  *
  * Inserts can fail. With chains, a shard that could not grow kept working with
  * longer chains; an open-addressing array has a fixed number of entries, so a
@@ -105,7 +105,7 @@ static uint64_t block_hash(const bh__block *b) {
 static unsigned entry_at(const bh__table *t, uint32_t i) { return AO_int_load(&t->e[i]); }
 
 /* Relaxed stores: a lock-free reader that sees an entry validates the block
- * it names by itself (registry.c); there is nothing to publish with it. A
+ * it names by itself (hot.h); there is nothing to publish with it. A
  * new array is published by the release store in grow(). */
 static void entry_set(bh__table *t, uint32_t i, unsigned e) { AO_int_store(&t->e[i], e); }
 
@@ -194,7 +194,7 @@ void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot) {
     /* Backward shift: every later entry of the run whose home is not in
      * (i, j] moves into the hole, which moves on to where it was. A reader
      * probing meanwhile may miss an entry that moves behind it; it then
-     * falls back to this lock (registry.c), so a miss is never final. */
+     * falls back to this lock (lifecycle.c), so a miss is never final. */
     for (uint32_t j = (i + 1) & t->mask;; j = (j + 1) & t->mask) {
         unsigned e = entry_at(t, j);
         if (e == 0)

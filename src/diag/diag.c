@@ -6,7 +6,7 @@
  * BH_LEAK_REPORT), bh_dup, and the path every public call takes when one of
  * them is on: map a debug token to its block, call the core, note history
  * and stacks, issue a token for every reference handed out.
- * Must never: be entered by a registry with all diagnostics off (registry.c
+ * Must never: be entered by a registry with all diagnostics off (api.c
  * tests one flag word first), hold a diagnostics lock while calling the core
  * (its callbacks may call back into the registry), or let a misused token
  * change any other token of the same allocation.

@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #include "bufhandle/bufhandle.h"
+#include "core/core.h"
 
 /* ======================== Stacks (diag_stack.c) ======================== */
 
@@ -258,32 +259,6 @@ typedef struct bh__diag {
     bh_registry *reg;
     struct bh__diag *next, *prev; /* leak-report list, under its lock */
 } bh__diag;
-
-/* The core operations the diagnostics wrap (registry.c): what the public
- * functions do when diagnostics are off. born / freed (may be NULL) say
- * whether a block was created / the last reference dropped. */
-typedef enum bh__acq_op {
-    BH__ACQ_ALLOC,
-    BH__ACQ_ADOPT,
-    BH__ACQ_INTERN,
-    BH__ACQ_LOOKUP,
-    BH__ACQ_LOOKUP_CONTAINING
-} bh__acq_op;
-typedef struct bh__acq {
-    bh__acq_op op;
-    uint32_t device;
-    uint64_t address, size;
-    void *arg; /* bh_alloc_ex's */
-} bh__acq;
-bh_status bh__core_acquire(bh_registry *reg, const bh__acq *a, bh_handle *out, int *born);
-bh_status bh__core_retain(bh_registry *reg, bh_handle h);
-bh_status bh__core_release(bh_registry *reg, bh_handle h, int *freed);
-bh_status bh__core_info_get(bh_registry *reg, bh_handle h, bh_info *out);
-/* Calls fn for every live block (a consistent snapshot of each, taken
- * without a reference). */
-void bh__core_foreach_live(bh_registry *reg, void (*fn)(void *ctx, bh_handle block, const bh_info *info),
-                           void *ctx);
-void bh__core_count_stale(bh_registry *reg);
 
 /* Called by bh_registry_create once the registry is set up: reads
  * cfg_flags and, unless BH_CONFIG_NO_ENV, BH_DEBUG and BH_LEAK_REPORT; sets

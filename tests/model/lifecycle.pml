@@ -1,5 +1,5 @@
 /*
- * lifecycle.pml - the control-block protocol of src/registry.c, model-checked
+ * lifecycle.pml - the control-block protocol of src/core/lifecycle.c and hot.h, model-checked
  * with spin over every interleaving of NT threads doing OPS operations each
  * on NA addresses (1 or 2) of one memory domain.
  *

@@ -1,0 +1,77 @@
+/*
+ * api.c - the public handle operations: bh_alloc ... bh_info_get.
+ *
+ * Owns: the one decision each public call makes, diagnostics or not; with
+ * them off the call is the inline hot path (hot.h), with them on it goes to
+ * src/diag/, which calls the core back through core.h.
+ * Must never: be called back by the diagnostics (they call core.c), or do
+ * work of its own beyond the routing test: every behaviour is the core's.
+ */
+#include "diag/diag.h"
+#include "hot.h"
+
+/* ======================== Public entry points ======================== */
+
+/* Each public call tests one flag word: with every diagnostic off (the
+ * default) it goes straight to the core above; otherwise through diag.c,
+ * which maps debug tokens to blocks and calls the core back through the
+ * bh__core_ functions below. reg->flags is immutable after creation. */
+#define ROUTED(reg) ((reg) != NULL && __builtin_expect(((reg)->flags & BH__DIAG_ROUTE) != 0, 0))
+
+static bh_status routed_acquire(bh_registry *reg, bh__acq_op op, uint32_t device, uint64_t address,
+                                uint64_t size, void *arg, bh_handle *out) {
+    bh__acq a = {op, device, address, size, arg};
+    return bh__diag_acquire(reg, &a, out);
+}
+
+bh_status bh_alloc_ex(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out) {
+    if (ROUTED(reg) && out != NULL)
+        return routed_acquire(reg, BH__ACQ_ALLOC, device, 0, size, arg, out);
+    return bh__alloc_block(reg, device, size, arg, out);
+}
+
+bh_status bh_alloc(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out) {
+    return bh_alloc_ex(reg, device, size, NULL, out);
+}
+
+bh_status bh_adopt(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
+    if (ROUTED(reg) && out != NULL)
+        return routed_acquire(reg, BH__ACQ_ADOPT, device, address, size, NULL, out);
+    return bh__adopt_block(reg, device, address, size, out);
+}
+
+bh_status bh_intern(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
+    if (ROUTED(reg) && out != NULL)
+        return routed_acquire(reg, BH__ACQ_INTERN, device, address, size, NULL, out);
+    return intern_block(reg, device, address, size, out, NULL);
+}
+
+bh_status bh_lookup(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out) {
+    if (ROUTED(reg) && out != NULL)
+        return routed_acquire(reg, BH__ACQ_LOOKUP, device, address, 0, NULL, out);
+    return lookup_block(reg, device, address, out);
+}
+
+bh_status bh_lookup_containing(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out) {
+    if (ROUTED(reg) && out != NULL && !(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK))
+        return routed_acquire(reg, BH__ACQ_LOOKUP_CONTAINING, device, address, 0, NULL, out);
+    return bh__containing_block(reg, device, address, out);
+}
+
+bh_status bh_retain(bh_registry *reg, bh_handle h) {
+    if (ROUTED(reg))
+        return bh__diag_retain(reg, h);
+    return retain_block(reg, h);
+}
+
+bh_status bh_release(bh_registry *reg, bh_handle h) {
+    if (ROUTED(reg))
+        return bh__diag_release(reg, h);
+    return release_block(reg, h, NULL);
+}
+
+bh_status bh_info_get(bh_registry *reg, bh_handle h, bh_info *out) {
+    if (ROUTED(reg) && out != NULL)
+        return bh__diag_info_get(reg, h, out);
+    return info_block(reg, h, out);
+}

@@ -1,0 +1,500 @@
+/*
+ * lifecycle.c - block birth and death: everything the registry does under a
+ * shard or range stripe lock, and the last release.
+ *
+ * Owns: the lifecycle protocol of a control block (see bufhandle.h,
+ * LIFECYCLE) from take_block to last_release: keying and publishing a new
+ * block (go_live), the overlap answers, the takeover of a dying block whose
+ * free has started, the locked fallbacks of bh_intern and bh_lookup, the
+ * order of the last release (mark dying, report FREE, allocator free, unlink
+ * and retire), and the reports of births and deaths. Only the hot path's
+ * noinline calls (lifecycle.h) and core.c reach it.
+ * Must never: hold a lock while calling the allocator or the reporter (they
+ * may call back into the library), call allocator.free twice for one
+ * allocation, or let a stale handle touch a block of another generation.
+ *
+ * Protocol in one paragraph. A block's word packs (generation, refs). Handle
+ * operations are compare-and-swap loops on that word that also check the
+ * generation, so they are lock-free and ABA-proof. Table operations (lookup,
+ * intern, alloc) run under the key's shard lock, which pins the generation of
+ * every linked block (retirement also takes that lock), but refs can still
+ * drop to zero underneath them, so they too take references with CAS "get
+ * unless zero". A lookup, or an intern of a key that is live, first tries
+ * without the lock (fast_hit in hot.h): it checks the block's word and key
+ * itself and takes its reference with a CAS on the word it checked, and
+ * anything short of a clean hit comes here, to the locked path. The thread
+ * whose CAS takes refs from 1 to 0 owns the block's death; the block stays
+ * linked (so its address reads as busy, not free) until its allocator free
+ * has run.
+ */
+#include <string.h>
+
+#include "lifecycle.h"
+
+/* Fresh slots a shard takes from the slab at a time: amortises the slab lock. */
+#define SLAB_REFILL 16u
+
+static int may_take_over(const bh__block *b);
+
+/* ======================== Reports ======================== */
+
+/* Hands the reporter one event. Called with no lock held. The sequence number
+ * is taken right here; a relaxed fetch-add is enough because every pair of
+ * reports that must be ordered (one thread's; an address's FREE and its next
+ * ALLOC) is already ordered by happens-before, and RMWs on one location follow
+ * happens-before in their modification order. */
+static void report(bh_registry *reg, bh_event_kind kind, uint32_t device, uint64_t address, uint64_t size) {
+    if (reg->reporter.report == NULL && reg->env_reporter.report == NULL)
+        return;
+    bh_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.kind = kind;
+    ev.device = device;
+    ev.address = address;
+    ev.size = size;
+    ev.seq = (uint64_t)AO_fetch_and_add1(&reg->seq) + 1;
+    bh__count(&reg->stats, BH__C_REPORTS);
+    /* A tee: the application's reporter and the one the environment asked
+     * for both see every event, with the same seq, in the same order. */
+    if (reg->reporter.report != NULL)
+        reg->reporter.report(reg->reporter.ctx, &ev);
+    if (reg->env_reporter.report != NULL)
+        reg->env_reporter.report(reg->env_reporter.ctx, &ev);
+}
+
+/* A block that bh_alloc, bh_adopt or bh_intern made went live: counts it (as
+ * counter), reports its ALLOC and hands out its handle. Called with no lock
+ * held, since the reporter may call back into the library. */
+static bh_status announce_birth(bh_registry *reg, enum bh__counter counter, uint32_t device, uint64_t address,
+                                uint64_t size, bh_handle h, bh_handle *out) {
+    bh__live_born(&reg->stats);
+    bh__count(&reg->stats, counter);
+    report(reg, BH_EVENT_ALLOC, device, address, size);
+    *out = h;
+    return BH_OK;
+}
+
+/* ======================== Block birth and death ======================== */
+
+/* Pops a reusable block for this shard, refilling from the slab if needed.
+ * Under shard->lock. NULL when host memory (or the slot space) ran out. */
+static bh__block *take_block(bh_registry *reg, bh__shard *shard) {
+    if (shard->free_list == NULL) {
+        bh__block *fresh;
+        if (bh__slab_take_fresh(&reg->slab, SLAB_REFILL, &fresh) == 0)
+            return NULL;
+        shard->free_list = fresh;
+    }
+    bh__block *b = shard->free_list;
+    shard->free_list = bh__block_next_free(b);
+    return b;
+}
+
+static void put_back_block(bh__shard *shard, bh__block *b) {
+    /* The free list runs through the blocks' address field, which a stale
+     * reader may still read (bh_info_get, fast_hit). Release, like set_key's
+     * stores: a reader who sees this link also sees the retirement before
+     * it, and rejects what it read. */
+    AO_store_release(&b->address, (AO_t)shard->free_list);
+    shard->free_list = b;
+}
+
+/* Gives a free block its new key and size. Under shard->lock; the block is
+ * not reachable through the table or the range index yet. */
+static void set_key(bh__block *b, uint32_t device, uint64_t address, uint64_t size) {
+    /* Field stores are release so that a seqlock-style reader (bh_info_get)
+     * holding an old handle, who reads one of these new values, is guaranteed
+     * to also see the retirement that came before them and reject its
+     * snapshot. */
+    AO_int_store_release(&b->device, device);
+    AO_store_release(&b->address, (AO_t)address);
+    AO_store_release(&b->size, (AO_t)size);
+    /* Phase back to live, slot kept. Relaxed: published by go_live's
+     * release RMW. */
+    AO_int_store(&b->meta, bh__block_slot(b));
+}
+
+/* Makes a keyed free block the live block of its key with one reference and
+ * links it. Under shard->lock. Returns the new handle. */
+static bh_handle go_live(bh_registry *reg, bh__shard *shard, uint64_t hash, bh__block *b) {
+    /* refs 0 -> 1, generation kept. Release: pairs with the acquire of
+     * ref_get / bh_info_get / the last release on another thread; the fields
+     * set_key stored are visible to anyone who sees refs == 1 of this
+     * generation. An RMW rather than a plain store (the block is ours, either
+     * would do): drd and helgrind see a plain store racing with the lock-free
+     * CASes that stale handles may still be making on this word; they see an
+     * RMW as atomic. */
+    uint32_t gen = bh__word_gen(AO_fetch_and_add_release(&b->word, 1));
+    bh__shard_link(shard, hash, b);
+    return bh__block_handle(reg, b, gen);
+}
+
+/* Who is creating a block: decides what an overlapping range means. */
+enum creator { BY_ALLOC, BY_ADOPT, BY_INTERN };
+
+/* The answer to a new range that meets the indexed range of block o (another
+ * key, same domain), unless o's free has started and the creator is bh_alloc
+ * or bh_adopt (create_block takes o out then). For bh_alloc any other overlap
+ * is the allocator's bug, as an exact hit is. For bh_adopt and bh_intern a
+ * live o is BH_EOVERLAP (an interior address must never become a second
+ * owner); a dying o is a conflict for bh_adopt (its free has not started: the
+ * caller claims memory not yet given back) and BH_EBUSY for bh_intern until
+ * o's free has returned, as for an exact hit. The refs
+ * read is a snapshot: the answer holds at that instant (relaxed: it only
+ * chooses an error code; o stays indexed, so its key is stable, while the
+ * caller holds the stripe lock). */
+static bh_status overlap_answer(bh_registry *reg, enum creator who, const bh__block *o) {
+    int live = bh__word_refs(AO_load(&o->word)) != 0;
+    if (who == BY_ALLOC || (who == BY_ADOPT && !live)) {
+        bh__count(&reg->stats, BH__C_CONFLICTS);
+        return BH_EEXIST;
+    }
+    if (!live) {
+        bh__count(&reg->stats, BH__C_BUSY);
+        return BH_EBUSY;
+    }
+    bh__count(&reg->stats, BH__C_OVERLAPS);
+    return BH_EOVERLAP;
+}
+
+/* Dying blocks whose ranges a creation took out of the index (takeovers),
+ * kept so that a creation that fails after all can put them back. */
+#define TAKEN_MAX 8
+typedef struct taken_ranges {
+    unsigned n;
+    bh__block *b[TAKEN_MAX];
+} taken_ranges;
+
+/* Under the range stripe's lock, which was held since the ranges were taken
+ * out: their releasers have not removed them yet (they need this lock), and
+ * nothing was inserted in their place, so they fit again. Re-inserting can
+ * only fail for an index node (host memory; removals usually leave their
+ * nodes on the stripe's free list), or past TAKEN_MAX takeovers in one
+ * creation: then that range stays out until its free returns
+ * (docs/internals.md, range index). */
+static void put_back_ranges(bh_registry *reg, bh__range_stripe *rs, const taken_ranges *t) {
+    for (unsigned i = 0; i < t->n; i++) {
+        bh_status st = BH_OK;
+        (void)bh__range_insert(&reg->ranges, rs, t->b[i], &st);
+    }
+}
+
+/* Creates, publishes and indexes the block of a key that has no linked block
+ * (or only one whose free has started, which the caller unlinks afterwards).
+ * Under shard->lock. The overlap check and the range insertion are one step
+ * (one walk of the range index) under the domain's range stripe lock, so two
+ * overlapping keys created at once on different shards cannot both pass.
+ * When no block or no table room can be had (host memory), the range is
+ * still checked first:
+ * BH_ENOMEM means the range was free, so a caller may give it back to the
+ * allocator.
+ * Returns BH_OK, BH_ENOMEM, or overlap_answer()'s code. */
+static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *shard, uint64_t hash,
+                              uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {
+    /* Room in the table first: with it and a block, go_live cannot fail. */
+    bh__block *nb = bh__shard_reserve(shard) == BH_OK ? take_block(reg, shard) : NULL;
+    if (nb != NULL)
+        set_key(nb, device, address, size);
+    bh__range_stripe *rs = NULL;
+    if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
+        rs = bh__range_stripe_of(&reg->ranges, device);
+        pthread_mutex_lock(&rs->lock);
+        bh__block *o;
+        bh_status ist = BH_OK; /* BH_ENOMEM: no host memory for an index node */
+        taken_ranges taken = {.n = 0};
+        while ((o = nb != NULL ? bh__range_insert(&reg->ranges, rs, nb, &ist)
+                               : bh__range_overlap(&reg->ranges, rs, device, address, size)) != NULL) {
+            if (who != BY_INTERN && may_take_over(o)) {
+                /* o's free has started: the allocator may have handed its
+                 * memory out again (bh_alloc), or the caller has it from
+                 * the allocator (bh_adopt). Its range leaves the index
+                 * here, as its key leaves the table in a takeover; its
+                 * releaser's removal is then a no-op. bh_intern keeps
+                 * meeting o (BH_EBUSY) until o's free has returned, so if
+                 * this creation fails after all, o goes back (below). */
+                bh__range_remove(&reg->ranges, rs, o);
+                if (taken.n < TAKEN_MAX)
+                    taken.b[taken.n++] = o;
+                continue;
+            }
+            bh_status st = overlap_answer(reg, who, o);
+            put_back_ranges(reg, rs, &taken);
+            pthread_mutex_unlock(&rs->lock);
+            if (nb != NULL)
+                put_back_block(shard, nb);
+            return st;
+        }
+        if (nb == NULL || ist != BH_OK) { /* the range was checked free, as BH_ENOMEM promises */
+            put_back_ranges(reg, rs, &taken);
+            pthread_mutex_unlock(&rs->lock);
+            if (nb != NULL)
+                put_back_block(shard, nb);
+            return BH_ENOMEM;
+        }
+    }
+    if (nb == NULL)
+        return BH_ENOMEM;
+    *out = go_live(reg, shard, hash, nb);
+    if (rs != NULL)
+        pthread_mutex_unlock(&rs->lock);
+    return BH_OK;
+}
+
+/* A new block for an address the caller owns from now on: bh_alloc's after the
+ * allocator answered, bh_adopt's. The live-bytes reservation is the caller's.
+ * Every check that can refuse the address comes before anything that can run
+ * out of host memory, so a caller that gets BH_ENOMEM knows the address was
+ * neither live nor overlapping a live range, and may give it back to the
+ * allocator.
+ * Returns BH_OK, BH_EEXIST (conflict counted), BH_ENOMEM, and for bh_adopt
+ * BH_EOVERLAP. */
+static bh_status claim(bh_registry *reg, enum creator who, uint32_t device, uint64_t address, uint64_t size,
+                       bh_handle *out) {
+    uint64_t hash = bh__key_hash(device, address);
+    bh__shard *shard = bh__shard_for(reg, hash);
+    pthread_mutex_lock(&shard->lock);
+    bh__block *old = bh__shard_find(shard, hash, device, address);
+    if (old != NULL && !may_take_over(old)) {
+        /* The address is live (or dying with its free not yet started). */
+        pthread_mutex_unlock(&shard->lock);
+        bh__count(&reg->stats, BH__C_CONFLICTS);
+        return BH_EEXIST;
+    }
+    bh_status st = create_block(reg, who, shard, hash, device, address, size, out);
+    if (st == BH_OK && old != NULL) {
+        /* Its free has started; its releaser retires it without unlinking.
+         * (create_block took its range out of the index.) */
+        bh__shard_unlink(shard, hash, bh__block_slot(old));
+        bh__count(&reg->stats, BH__C_TAKEOVERS);
+    }
+    pthread_mutex_unlock(&shard->lock);
+    return st;
+}
+
+/* Called by the thread whose release took refs from 1 to 0. */
+static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
+    /* We own the block now: nobody can revive it (get-unless-zero) and only we
+     * retire it, so relaxed loads of the fields are enough; our acquiring CAS
+     * already made them visible. */
+    uint32_t device = bh__block_device(b);
+    uint64_t address = (uint64_t)AO_load(&b->address);
+    uint64_t size = (uint64_t)AO_load(&b->size);
+    uint64_t hash = bh__key_hash(device, address);
+    bh__shard *shard = bh__shard_for(reg, hash);
+
+    report(reg, BH_EVENT_FREE, device, address, size);
+    /* Release: pairs with the acquire in may_take_over() (under the shard
+     * lock in claim(), under the range stripe lock in create_block()). A
+     * bh_alloc or bh_adopt that sees FREEING also sees that the FREE report
+     * above was made, so its ALLOC of this memory is reported after it. */
+    AO_int_store_release(&b->meta, bh__block_slot(b) | BH__META_FREEING);
+    if (reg->allocator.free != NULL)
+        reg->allocator.free(reg->allocator.ctx, device, address, size);
+    /* The range leaves the index only after the free has returned: until
+     * then a bh_intern whose range meets it answers BH_EBUSY (the memory is
+     * being freed; an owner made now would free it a second time). A
+     * bh_alloc or bh_adopt of that memory meanwhile is legitimate and takes
+     * the range out itself (create_block), making this a no-op. Before the
+     * retirement below: an indexed block keeps its generation. */
+    if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
+        bh__range_stripe *rs = bh__range_stripe_of(&reg->ranges, device);
+        pthread_mutex_lock(&rs->lock);
+        bh__range_remove(&reg->ranges, rs, b);
+        pthread_mutex_unlock(&rs->lock);
+    }
+
+    pthread_mutex_lock(&shard->lock);
+    /* A no-op if a bh_alloc or bh_adopt took the key over (the key's entry
+     * then names the new block; this slot's entry is gone). */
+    bh__shard_unlink(shard, hash, bh__block_slot(b));
+    if (gen == UINT32_MAX) {
+        /* The generation would wrap and re-validate ancient handles: retire
+         * the slot for good. Its word stays (gen, 0): stale for every handle. */
+        bh__count(&reg->stats, BH__C_SLOTS_RETIRED);
+    } else {
+        /* (gen, 0) -> (gen + 1, 0): every copy of the old handle is stale
+         * from here. Release: a reader that sees the new generation sees the
+         * block unlinked. RMW for the race detectors, as in publish(). */
+        (void)AO_fetch_and_add_release(&b->word, (AO_t)1 << 32);
+        put_back_block(shard, b);
+    }
+    pthread_mutex_unlock(&shard->lock);
+
+    bh__count(&reg->stats, BH__C_FREES);
+    /* The gauges come last so that a bh_registry_destroy made after every
+     * call returned sees all of this death (its acquire pairs with the
+     * release in bh__live_sub). It is no licence to destroy while calls are
+     * still running: other releasers may still be counting (see the header's
+     * bh_registry_destroy). */
+    bh__live_sub(&reg->stats, size);
+}
+
+/* bh_alloc or bh_adopt met a block at the memory it claims: linked at the
+ * same address, or indexed with a range the new one meets. Legitimate only
+ * if that block is dying and its free has started (the allocator may hand
+ * the memory out from then on). Under the block's shard lock or its range
+ * stripe lock: either keeps a linked / indexed block from being retired. */
+static int may_take_over(const bh__block *b) {
+    /* Relaxed: refs of a linked (or indexed) block only ever fall to 0 and
+     * stay there (get-unless-zero), so a 0 seen here is final; the meta load below is
+     * the one that orders. */
+    if (bh__word_refs(AO_load(&b->word)) != 0)
+        return 0;
+    /* Acquire: pairs with the release in last_release() (see there). */
+    return (AO_int_load_acquire(&b->meta) & BH__META_FREEING) != 0;
+}
+
+/* ======================== Interning ======================== */
+
+bh_status bh__alloc_block(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out) {
+    if (reg == NULL || out == NULL || size == 0)
+        return BH_EINVAL;
+    /* Without alloc_ex an argument would be dropped on the floor: refuse. */
+    if (reg->alloc_ex == NULL && (reg->allocator.alloc == NULL || arg != NULL))
+        return BH_EINVAL;
+    if (bh__live_reserve(&reg->stats, size) != 0)
+        return BH_EINVAL;
+    uint64_t address = 0;
+    int rc = reg->alloc_ex != NULL ? reg->alloc_ex(reg->allocator.ctx, device, size, arg, &address)
+                                   : reg->allocator.alloc(reg->allocator.ctx, device, size, &address);
+    if (rc != 0) {
+        bh__live_unreserve(&reg->stats, size);
+        return BH_EALLOC;
+    }
+    if (!bh__range_ok(address, size)) {
+        /* A range the allocator cannot have meant: it is not trusted with a
+         * free either (it may name something live). */
+        bh__live_unreserve(&reg->stats, size);
+        return BH_EALLOC;
+    }
+    bh_handle h;
+    bh_status st = claim(reg, BY_ALLOC, device, address, size, &h);
+    if (st != BH_OK) {
+        bh__live_unreserve(&reg->stats, size);
+        /* BH_ENOMEM: claim() checked first that the address is not live, so
+         * it is ours to give back; nothing was reported for it. BH_EEXIST:
+         * it is live, so it is NOT freed. */
+        if (st == BH_ENOMEM && reg->allocator.free != NULL)
+            reg->allocator.free(reg->allocator.ctx, device, address, size);
+        return st;
+    }
+    return announce_birth(reg, BH__C_ALLOCS, device, address, size, h, out);
+}
+
+bh_status bh__adopt_block(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
+                          bh_handle *out) {
+    if (reg == NULL || out == NULL || !bh__range_ok(address, size))
+        return BH_EINVAL;
+    if (bh__live_reserve(&reg->stats, size) != 0)
+        return BH_EINVAL;
+    bh_handle h;
+    bh_status st = claim(reg, BY_ADOPT, device, address, size, &h);
+    if (st != BH_OK) {
+        bh__live_unreserve(&reg->stats, size);
+        return st;
+    }
+    return announce_birth(reg, BH__C_ADOPTS, device, address, size, h, out);
+}
+
+/* bh_intern when fast_hit had no clean hit: under the shard lock, the alias,
+ * BH_ERANGE, BH_EBUSY, BH_EOVERFLOW or a new block. Out of line, so the
+ * lock-free hit saves no registers for it. */
+__attribute__((noinline)) bh_status bh__intern_locked(bh_registry *reg, bh__shard *shard, uint64_t hash,
+                                                      uint32_t device, uint64_t address, uint64_t size,
+                                                      bh_handle *out, int *born) {
+    pthread_mutex_lock(&shard->lock);
+    bh__block *b = bh__shard_find(shard, hash, device, address);
+    if (b != NULL) {
+        uint32_t gen = bh__linked_gen(b);
+        bh_status st;
+        /* Relaxed: size is fixed while the block is linked (our shard lock);
+         * refs is a snapshot, ref_get's CAS re-checks it. */
+        if (size > (uint64_t)AO_load(&b->size) && bh__word_refs(AO_load(&b->word)) != 0)
+            st = BH_ERANGE;
+        else
+            st = bh__ref_get(reg, b, gen);
+        pthread_mutex_unlock(&shard->lock);
+        if (st == BH_ESTALE) { /* linked with refs 0: being freed right now */
+            bh__count(&reg->stats, BH__C_BUSY);
+            return BH_EBUSY;
+        }
+        if (st == BH_OK) {
+            bh__count(&reg->stats, BH__C_INTERNS_ALIAS);
+            *out = bh__block_handle(reg, b, gen);
+        }
+        return st;
+    }
+    if (bh__live_reserve(&reg->stats, size) != 0) {
+        pthread_mutex_unlock(&shard->lock);
+        return BH_EINVAL;
+    }
+    bh_handle h;
+    bh_status st = create_block(reg, BY_INTERN, shard, hash, device, address, size, &h);
+    pthread_mutex_unlock(&shard->lock);
+    if (st != BH_OK) {
+        bh__live_unreserve(&reg->stats, size);
+        return st;
+    }
+
+    if (born != NULL)
+        *born = 1;
+    return announce_birth(reg, BH__C_INTERNS_NEW, device, address, size, h, out);
+}
+
+/* Takes a reference to b (found under a lock that keeps its generation
+ * stable: its shard's, or its range stripe's) for a lookup. A dying block is a
+ * miss, as if it were gone already. Returns BH_OK (*out set), BH_ENOTFOUND
+ * (b NULL or dying), BH_EOVERFLOW. */
+static bh_status lookup_get(bh_registry *reg, bh__block *b, bh_handle *out) {
+    if (b == NULL)
+        return BH_ENOTFOUND;
+    uint32_t gen = bh__linked_gen(b);
+    bh_status st = bh__ref_get(reg, b, gen);
+    if (st == BH_OK)
+        *out = bh__block_handle(reg, b, gen);
+    return st == BH_ESTALE ? BH_ENOTFOUND : st;
+}
+
+static bh_status count_lookup(bh_registry *reg, bh_status st) {
+    if (st == BH_OK)
+        bh__count(&reg->stats, BH__C_LOOKUPS_HIT);
+    else if (st == BH_ENOTFOUND)
+        bh__count(&reg->stats, BH__C_LOOKUPS_MISS);
+    return st;
+}
+
+/* bh_lookup when fast_hit had no clean hit: the locked path decides. Out of
+ * line, as intern_locked. */
+__attribute__((noinline)) bh_status bh__lookup_locked(bh_registry *reg, bh__shard *shard, uint64_t hash,
+                                                      uint32_t device, uint64_t address, bh_handle *out) {
+    pthread_mutex_lock(&shard->lock);
+    bh_status st = lookup_get(reg, bh__shard_find(shard, hash, device, address), out);
+    pthread_mutex_unlock(&shard->lock);
+    return count_lookup(reg, st);
+}
+
+bh_status bh__containing_block(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out) {
+    if (reg == NULL || out == NULL || (reg->flags & BH_CONFIG_NO_OVERLAP_CHECK))
+        return BH_EINVAL;
+    bh__range_stripe *rs = bh__range_stripe_of(&reg->ranges, device);
+    /* Indexed blocks are not retired (retirement follows their removal from
+     * the index, under this lock), so their generation is stable here. */
+    pthread_mutex_lock(&rs->lock);
+    bh_status st = lookup_get(reg, bh__range_containing(&reg->ranges, rs, device, address), out);
+    pthread_mutex_unlock(&rs->lock);
+    return count_lookup(reg, st);
+}
+
+/* ======================== References ======================== */
+
+/* After the CAS that took refs from 1 to 0: this thread owns the death. */
+__attribute__((noinline)) bh_status bh__released_last(bh_registry *reg, bh__block *b, uint32_t gen,
+                                                      int *freed) {
+    bh__count(&reg->stats, BH__C_RELEASES);
+    BH__HAPPENS_AFTER(&b->word);
+    BH__HAPPENS_FORGET(&b->word);
+    last_release(reg, b, gen);
+    if (freed != NULL)
+        *freed = 1;
+    return BH_OK;
+}
