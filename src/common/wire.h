@@ -1,10 +1,14 @@
 /*
- * wire.h - bh-trackd's native wire protocol and the TT-Metal 72-byte record,
- * shared by the library's socket reporter and the server (docs/protocol.md).
+ * wire.h - bh-trackd's native wire protocol, the shared-memory event ring and
+ * the TT-Metal 72-byte record, shared by the library's socket reporter and
+ * the server (docs/protocol.md).
  *
- * Owns: frame layout constants and little-endian encode/decode helpers.
+ * Owns: frame and ring layout constants and little-endian encode/decode
+ * helpers.
  * Must never: trust a length it did not check against BH_WIRE_MAX_PAYLOAD, or
- * depend on host byte order or struct layout (everything is packed by hand).
+ * depend on struct layout (everything is packed by hand); frames and ring
+ * records are little-endian; only the ring's two indices are host-order
+ * atomics (the ring never leaves the host).
  */
 #ifndef BH_WIRE_H
 #define BH_WIRE_H
@@ -22,21 +26,66 @@
 #define BH_WIRE_MAX_NAME 255u
 
 enum bh_wire_type {
-    BH_WIRE_HELLO = 1,        /* c->s: pid u32, version u16, flags u16, name_len u16, name */
-    BH_WIRE_EVENT = 2,        /* c->s: stream u32, kind u8, pad u8[3], device u32, pad u32,
-                                       address u64, size u64, seq u64 (40 bytes) */
-    BH_WIRE_RESYNC_BEGIN = 3, /* c->s: stream u32 */
-    BH_WIRE_RESYNC_CHUNK = 4, /* c->s: stream u32, count u32, count * {device u32, pad u32,
-                                       address u64, size u64} */
-    BH_WIRE_RESYNC_END = 5,   /* c->s: stream u32 */
-    BH_WIRE_QUERY = 6,        /* c->s: what u16 (1 stats, 2 dump), format u16 (0 text, 1 json) */
-    BH_WIRE_REPLY = 7,        /* s->c: text (the answer to QUERY) */
-    BH_WIRE_ERROR = 8         /* s->c: code i32 (bh_status), message; then the server closes */
+    BH_WIRE_HELLO = 1,             /* c->s: pid u32, version u16, flags u16, name_len u16, name */
+    BH_WIRE_EVENT = 2,             /* c->s: stream u32, kind u8, pad u8[3], device u32, pad u32,
+                                            address u64, size u64, seq u64 (40 bytes) */
+    BH_WIRE_RESYNC_BEGIN = 3,      /* c->s: stream u32; or (ring streams) stream u32, pad u32, mark u64 */
+    BH_WIRE_RESYNC_CHUNK = 4,      /* c->s: stream u32, count u32, count * {device u32, pad u32,
+                                            address u64, size u64} */
+    BH_WIRE_RESYNC_END = 5,        /* c->s: stream u32 */
+    BH_WIRE_QUERY = 6,             /* c->s: what u16 (1 stats, 2 dump), format u16 (0 text, 1 json) */
+    BH_WIRE_REPLY = 7,             /* s->c: text (the answer to QUERY) */
+    BH_WIRE_ERROR = 8,             /* s->c: code i32 (bh_status), message; then the server closes */
+    BH_WIRE_RESYNC_CHUNK_AGED = 9, /* c->s: stream u32, count u32, count * {device u32, pad u32,
+                                            address u64, size u64, age_ms u64} */
+    BH_WIRE_RING = 10,             /* c->s: stream u32, capacity u32; one memfd rides along (SCM_RIGHTS) */
+    BH_WIRE_RING_ACK = 11,         /* s->c: stream u32, status i32 (0: the server drains the ring) */
+    BH_WIRE_DRAIN = 12,            /* c->s: empty; drain my rings now (a flush waits) */
+    BH_WIRE_RING_CLOSE = 13        /* c->s: stream u32; drain what is left, then let the ring go */
 };
 
 #define BH_WIRE_HELLO_CONTROL 0x1u /* HELLO flag: a query connection, not a process's reporter */
 #define BH_WIRE_EVENT_LEN 40u
 #define BH_WIRE_RESYNC_ENTRY 24u
+#define BH_WIRE_RESYNC_AGED_ENTRY 32u
+#define BH_WIRE_RESYNC_BEGIN_MARK 16u /* RESYNC_BEGIN's length when it names a ring mark */
+
+/* ------------------------------------------------------------ the event ring
+ * A stream's events in a memfd shared with bh-trackd (docs/protocol.md, "The
+ * event ring"). One producer (the stream, under its lock), one consumer (the
+ * server, or the reporter's own sender when the server takes no ring). */
+#define BH_RING_MAGIC 0x47524842u /* "BHRG" little-endian */
+#define BH_RING_VERSION 1u
+#define BH_RING_HEADER 256u        /* header bytes; records follow */
+#define BH_RING_RECORD 40u         /* bytes per record */
+#define BH_RING_MAX_CAP (1u << 24) /* records; larger rings are refused */
+#define BH_RING_MIN_CAP 64u
+/* Header fields (offsets). HEAD is written by the producer only, TAIL and
+ * LAST_N by the consumer only, each on a cache line of its own. */
+#define BH_RING_OFF_MAGIC 0u    /* u32 */
+#define BH_RING_OFF_VERSION 4u  /* u16 */
+#define BH_RING_OFF_RECSZ 6u    /* u16, BH_RING_RECORD */
+#define BH_RING_OFF_CAP 8u      /* u32, records, a power of two */
+#define BH_RING_OFF_STREAM 12u  /* u32 */
+#define BH_RING_OFF_HEAD 64u    /* u64 atomic: records written (release after the record) */
+#define BH_RING_OFF_TAIL 128u   /* u64 atomic: records consumed (release after reading) */
+#define BH_RING_OFF_LAST_N 136u /* u64 atomic: n of the last record consumed */
+/* Record fields: n u64 @0 (the stream's event number: 1, 2, 3, ...; a number
+ * with no record was lost), kind u8 @8, pad u8[3], device u32 @12, address u64
+ * @16, size u64 @24, time_ms u64 @32 (ALLOC: CLOCK_MONOTONIC ms at the
+ * report; 0: unknown). MARK: n is the last number given (a MARK takes none),
+ * address the mark id a RESYNC_BEGIN names. */
+enum bh_ring_kind { BH_RING_ALLOC = 1, BH_RING_FREE = 2, BH_RING_MARK = 3 };
+
+static inline size_t bh_ring_bytes(uint32_t cap) { return BH_RING_HEADER + (size_t)cap * BH_RING_RECORD; }
+
+/* The ring's indices: 8-byte aligned in a shared mapping, host order. */
+static inline uint64_t bh_ring_load(const uint8_t *ring, size_t off) {
+    return __atomic_load_n((const uint64_t *)(const void *)(ring + off), __ATOMIC_ACQUIRE);
+}
+static inline void bh_ring_store(uint8_t *ring, size_t off, uint64_t v) {
+    __atomic_store_n((uint64_t *)(void *)(ring + off), v, __ATOMIC_RELEASE);
+}
 
 /* The TT-Metal allocation client's record (shared/docs/tt-alloc-wire.md). */
 #define BH_TT_RECORD 72u

@@ -84,22 +84,27 @@ static void handle_event(td_server *s, td_client *c, const uint8_t *p, uint32_t 
         td_malformed(s, c, "EVENT kind");
 }
 
-static void handle_resync_chunk(td_server *s, td_client *c, const uint8_t *p, uint32_t len) {
+/* RESYNC_CHUNK (entries of BH_WIRE_RESYNC_ENTRY bytes) or RESYNC_CHUNK_AGED
+ * (BH_WIRE_RESYNC_AGED_ENTRY: each says how long it has been live, so a leak
+ * keeps its real age across a resync; an age past now is taken as now). */
+static void handle_resync_chunk(td_server *s, td_client *c, const uint8_t *p, uint32_t len, uint32_t entry) {
     if (len < 8) {
         td_malformed(s, c, "RESYNC_CHUNK length");
         return;
     }
     uint64_t key = td_client_key(c->pid, bh_get32(p));
     uint32_t n = bh_get32(p + 4);
-    if ((uint64_t)n * BH_WIRE_RESYNC_ENTRY + 8 != len) {
+    if ((uint64_t)n * entry + 8 != len) {
         td_malformed(s, c, "RESYNC_CHUNK count");
         return;
     }
+    uint64_t now = td_now_ms();
     for (uint32_t i = 0; i < n && !c->closing; i++) {
-        const uint8_t *e = p + 8 + (size_t)i * BH_WIRE_RESYNC_ENTRY;
+        const uint8_t *e = p + 8 + (size_t)i * entry;
+        uint64_t age = entry == BH_WIRE_RESYNC_AGED_ENTRY ? bh_get64(e + 24) : 0;
+        uint64_t since = age < now ? now - age : 0;
         td_track_result(
-            s, c,
-            bh_track_restore(s->track, key, bh_get32(e), bh_get64(e + 8), bh_get64(e + 16), td_now_ms()),
+            s, c, bh_track_restore(s->track, key, bh_get32(e), bh_get64(e + 8), bh_get64(e + 16), since),
             "RESYNC", bh_get32(e), bh_get64(e + 8));
     }
 }
@@ -135,7 +140,10 @@ void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p
         bh_track_client_reset(s->track, td_client_key(c->pid, bh_get32(p)));
         return;
     case BH_WIRE_RESYNC_CHUNK:
-        handle_resync_chunk(s, c, p, len);
+        handle_resync_chunk(s, c, p, len, BH_WIRE_RESYNC_ENTRY);
+        return;
+    case BH_WIRE_RESYNC_CHUNK_AGED:
+        handle_resync_chunk(s, c, p, len, BH_WIRE_RESYNC_AGED_ENTRY);
         return;
     case BH_WIRE_RESYNC_END:
         if (len != 4) {
