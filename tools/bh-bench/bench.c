@@ -119,33 +119,22 @@ static void section_pairs(const opts *o) {
     add_base(f, "CAS-loop pair, own counters (floor)", bench_median(cas_scale_cpu, o->reps), 0);
 }
 
-/* Median ns per operation of `what` on `threads` threads, for the keys of
- * each implementation in turn (n live keys each); repetitions interleaved
- * across the implementations. */
-static void compare(const opts *o, int nimpl, size_t n, work what, int threads, double *medians) {
-    double v[3][MAX_REPS];
-    keyset ks[3];
-    for (int i = 0; i < nimpl; i++)
-        ks_create(&ks[i], (enum impl)i, configs[figure_config].flags, n);
-    for (int r = 0; r < o->reps; r++)
-        for (int i = 0; i < nimpl; i++)
-            v[i][r] = run_workers(threads,
-                                  &(worker){.what = what, .ks = &ks[i], .ops = o->ops, .h = {ks[i].own[0]}},
-                                  NULL, NULL);
-    for (int i = 0; i < nimpl; i++) {
-        ks_destroy(&ks[i]);
-        medians[i] = bench_median(v[i], o->reps);
-    }
-}
+/* The variants most rows compare: bufhandle in the run's configuration, and
+ * each baseline. */
+static variant bh_variant(void) { return (variant){IMPL_BH, configs[figure_config].flags}; }
+static const variant hash_variant = {IMPL_HASH, 0}, tree_variant = {IMPL_TREE, 0},
+                     peer_variant = {IMPL_PEER, 0};
 
 /* lookup hit + release, 2 threads, 1K live, random keys. */
 static void section_lookup(const opts *o) {
-    double m[3];
-    compare(o, 3, 1024, W_LOOKUP, 2, m);
+    double m[4];
+    variant v[4] = {bh_variant(), tree_variant, hash_variant, peer_variant};
+    compare(o->reps, o->ops, v, 4, 1024, W_LOOKUP, 2, m);
     figure *f = add_figure("lookup hit + release, 2 threads, 1K live", "ns");
-    f->bh = m[IMPL_BH];
-    add_base(f, impl_names[IMPL_TREE], m[IMPL_TREE], 4);
-    add_base(f, impl_names[IMPL_HASH], m[IMPL_HASH], 2);
+    f->bh = m[0];
+    add_base(f, impl_names[IMPL_TREE], m[1], 4);
+    add_base(f, impl_names[IMPL_HASH], m[2], 2);
+    add_base(f, impl_names[IMPL_PEER], m[3], 2);
 }
 
 static double rss_bytes(void) {
@@ -157,10 +146,12 @@ static double rss_bytes(void) {
     return (double)resident * (double)sysconf(_SC_PAGESIZE);
 }
 
-/* Host bytes per live key: resident-set growth while n keys are populated,
- * measured in a child process so that memory the benchmark freed earlier
- * cannot be reused (and hide the growth). */
-static double bytes_per_live(enum impl impl, size_t n) {
+/* Host bytes per live key: resident-set growth while n keys are populated
+ * and then churn_ops random churns run on them (the owner of a random key
+ * lets go, a random free address is interned), measured in a child process
+ * so that memory the benchmark freed earlier cannot be reused (and hide the
+ * growth). */
+static double bytes_per_live(variant v, size_t n, long churn_ops) {
     int fd[2];
     if (pipe(fd) != 0)
         bench_die("pipe failed");
@@ -170,9 +161,11 @@ static double bytes_per_live(enum impl impl, size_t n) {
         bench_die("fork failed");
     if (pid == 0) {
         keyset ks;
-        ks_init(&ks, impl, configs[figure_config].flags, n);
+        ks_init(&ks, v.impl, v.flags, n);
         double before = rss_bytes();
         ks_populate(&ks);
+        if (churn_ops > 0)
+            run_workers(1, &(worker){.what = W_CHURN, .ks = &ks, .ops = churn_ops}, NULL, NULL);
         double per = (rss_bytes() - before) / (double)n;
         ssize_t w = write(fd[1], &per, sizeof(per));
         _exit(w == (ssize_t)sizeof(per) ? 0 : 1);
@@ -188,12 +181,20 @@ static double bytes_per_live(enum impl impl, size_t n) {
 
 static void section_memory(const opts *o) {
     size_t n = o->quick ? 65536 : 1048576;
-    char name[80];
-    snprintf(name, sizeof(name), "host bytes per live handle, %zuK live (RSS)", n / 1024);
-    figure *f = add_figure(name, "B");
-    f->bh = bytes_per_live(IMPL_BH, n);
-    f->max_value = 64;
-    add_base(f, impl_names[IMPL_HASH], bytes_per_live(IMPL_HASH, n), 0);
+    /* In order (populated only), and after as many random churns as there
+     * are keys: churn leaves the range index's leaves part full. Against
+     * the C++ peer the target is on the ratio (<= 0.5x its bytes). */
+    for (int churned = 0; churned < 2; churned++) {
+        char name[80];
+        snprintf(name, sizeof(name), "host bytes per live handle, %zuK%s (RSS)", n / 1024,
+                 churned ? ", after churn" : " live");
+        long churn = churned ? (long)n : 0;
+        figure *f = add_figure(name, "B");
+        f->bh = bytes_per_live(bh_variant(), n, churn);
+        f->max_value = 64;
+        add_base(f, impl_names[IMPL_HASH], bytes_per_live(hash_variant, n, churn), 0);
+        add_base(f, impl_names[IMPL_PEER], bytes_per_live(peer_variant, n, churn), 2);
+    }
 }
 
 /* The mixed workload at each size, 1 thread. Both structures are built once
@@ -203,24 +204,79 @@ static void section_mixed(const opts *o) {
     const size_t *sizes = o->live ? &o->live : o->quick ? quick : full;
     int nsizes = o->live ? 1 : o->quick ? 2 : 4;
     for (int s = 0; s < nsizes; s++) {
-        double m[2];
-        compare(o, 2, sizes[s], W_MIXED, 1, m);
+        double m[3];
+        variant v[3] = {bh_variant(), hash_variant, peer_variant};
+        compare(o->reps, o->ops, v, 3, sizes[s], W_MIXED, 1, m);
         char name[80];
         snprintf(name, sizeof(name), "mixed, 1/8 churn, 1 thread, %zuK live", sizes[s] / 1024);
         figure *f = add_figure(name, "ns");
-        f->bh = m[IMPL_BH];
-        add_base(f, impl_names[IMPL_HASH], m[IMPL_HASH], sizes[s] == 1048576 ? 1.5 : 0);
+        f->bh = m[0];
+        add_base(f, impl_names[IMPL_HASH], m[1], sizes[s] == 1048576 ? 1.0 : 0);
+        add_base(f, impl_names[IMPL_PEER], m[2], 2);
     }
 }
 
 /* intern alias + release of one live key, 1 thread: against one uncontended
  * global mutex (around the hash). */
 static void section_intern(const opts *o) {
-    double m[2];
-    compare(o, 2, 1, W_INTERN, 1, m);
+    double m[3];
+    variant v[3] = {bh_variant(), hash_variant, peer_variant};
+    compare(o->reps, o->ops, v, 3, 1, W_INTERN, 1, m);
     figure *f = add_figure("intern alias + release, 1 thread", "ns");
-    f->bh = m[IMPL_BH];
-    add_base(f, impl_names[IMPL_HASH], m[IMPL_HASH], 1.0);
+    f->bh = m[0];
+    add_base(f, impl_names[IMPL_HASH], m[1], 1.0);
+    add_base(f, impl_names[IMPL_PEER], m[2], 2);
+}
+
+/* Last release + new intern (churn), 1 thread, at 1K and 1M live: the
+ * overlap check's cost is the ratio to the same registry with the check off,
+ * measured in the same run. */
+static void section_creation(const opts *o) {
+    static const size_t full[] = {1024, 1048576}, quick[] = {1024, 16384};
+    const size_t *sizes = o->quick ? quick : full;
+    for (int s = 0; s < 2; s++) {
+        double m[4];
+        variant v[4] = {bh_variant(),
+                        {IMPL_BH, configs[figure_config].flags | BH_CONFIG_NO_OVERLAP_CHECK},
+                        hash_variant,
+                        peer_variant};
+        compare(o->reps, o->ops, v, 4, sizes[s], W_CHURN, 1, m);
+        char name[80];
+        snprintf(name, sizeof(name), "last release + new intern, 1 thread, %zuK live", sizes[s] / 1024);
+        figure *f = add_figure(name, "ns");
+        f->bh = m[0];
+        add_base(f, "bufhandle, overlap check off", m[1], 1 / 1.25);
+        add_base(f, impl_names[IMPL_HASH], m[2], 0);
+        add_base(f, impl_names[IMPL_PEER], m[3], 2);
+    }
+}
+
+/* A port's cycle (ks_port_cycle: create, create at the address, a view at
+ * an offset, three destroys), 1 thread, 1K other allocations live. */
+static void section_port(const opts *o) {
+    double m[3];
+    variant v[3] = {bh_variant(), hash_variant, peer_variant};
+    compare(o->reps, o->ops, v, 3, 1024, W_PORT, 1, m);
+    figure *f = add_figure("port cycle (6 calls), 1 thread, 1K live", "ns");
+    f->bh = m[0];
+    add_base(f, impl_names[IMPL_HASH], m[1], 1.0);
+    add_base(f, impl_names[IMPL_PEER], m[2], 2);
+}
+
+/* The mixed workload on 2 threads sharing one registry (each churns only
+ * its own keys; see workers.c), at 1M live. Where lock-free hits must win:
+ * the baselines' threads take turns at one mutex. */
+static void section_threads(const opts *o) {
+    size_t n = o->live ? o->live : o->quick ? 16384 : 1048576;
+    double m[3];
+    variant v[3] = {bh_variant(), hash_variant, peer_variant};
+    compare(o->reps, o->ops, v, 3, n, W_MIXED, 2, m);
+    char name[80];
+    snprintf(name, sizeof(name), "mixed, 1/8 churn, 2 threads, %zuK live", n / 1024);
+    figure *f = add_figure(name, "ns");
+    f->bh = m[0];
+    add_base(f, impl_names[IMPL_HASH], m[1], 2);
+    add_base(f, impl_names[IMPL_PEER], m[2], 2);
 }
 
 static void section_configs(const opts *o) {
@@ -256,7 +312,8 @@ static int config_index(const char *key) {
 
 static const char usage[] =
     "usage: bh-bench [--quick] [--reps N] [--ops N] [--json | --json-out FILE] [--trackd PATH]\n"
-    "                [--only memory|pairs|lookup|mixed|intern|configs|reporter] [--live N]\n"
+    "                [--only memory|pairs|lookup|mixed|intern|creation|port|threads|configs|reporter] "
+    "[--live N]\n"
     "                [--config defaults|no-overlap|debug-refs|history|stacks]\n";
 
 int main(int argc, char **argv) {
@@ -322,8 +379,9 @@ int main(int argc, char **argv) {
         const char *name;
         void (*run)(const opts *);
     } sections[] = {
-        {"pairs", section_pairs},   {"lookup", section_lookup},   {"mixed", section_mixed},
-        {"intern", section_intern}, {"configs", section_configs},
+        {"pairs", section_pairs},     {"lookup", section_lookup},     {"mixed", section_mixed},
+        {"intern", section_intern},   {"creation", section_creation}, {"port", section_port},
+        {"threads", section_threads}, {"configs", section_configs},
     };
     for (size_t s = 0; s < sizeof(sections) / sizeof(sections[0]); s++) {
         if (!wanted(&o, sections[s].name))

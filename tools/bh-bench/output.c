@@ -15,7 +15,7 @@
 
 #include "bench_util.h"
 
-#define MAX_FIGURES 16
+#define MAX_FIGURES 32
 static figure figures[MAX_FIGURES];
 static int nfigures;
 
@@ -30,6 +30,8 @@ figure *add_figure(const char *name, const char *unit) {
 }
 
 void add_base(figure *f, const char *name, double value, double min_speedup) {
+    if (f->nbase == (int)(sizeof(f->base) / sizeof(f->base[0])))
+        bench_die("too many baselines");
     f->base_name[f->nbase] = name;
     f->base[f->nbase] = value;
     f->min_speedup[f->nbase] = min_speedup;
@@ -88,7 +90,7 @@ void print_text(const opts *o, const char *cpu, const report_cost *rc) {
     printf("bufhandle registries: %s; speedup = baseline / bufhandle (above 1: bufhandle is faster)\n",
            configs[figure_config].name);
     printf("a figure's verdict (met / NOT met: every target on its lines) is on its first line\n\n");
-    printf("%-48s %13s  %-36s %11s %8s  %-16s %s\n", "figure", "bufhandle", "baseline", "", "speedup",
+    printf("%-52s %13s  %-36s %11s %8s  %-16s %s\n", "figure", "bufhandle", "baseline", "", "speedup",
            "target", "verdict");
     for (int i = 0; i < nfigures; i++) {
         const figure *f = &figures[i];
@@ -98,9 +100,9 @@ void print_text(const opts *o, const char *cpu, const report_cost *rc) {
             size_t n = 0;
             target_text(f, b, target, sizeof(target));
             if (b == 0)
-                n += (size_t)snprintf(line, sizeof(line), "%-48s %9.*f %-3s", f->name, prec, f->bh, f->unit);
+                n += (size_t)snprintf(line, sizeof(line), "%-52s %9.*f %-3s", f->name, prec, f->bh, f->unit);
             else
-                n += (size_t)snprintf(line, sizeof(line), "%-48s %13s", "", "");
+                n += (size_t)snprintf(line, sizeof(line), "%-52s %13s", "", "");
             if (f->nbase > 0 && strcmp(f->unit, "ns") == 0)
                 snprintf(speedup, sizeof(speedup), "%.2fx", f->base[b] / f->bh);
             if (f->nbase == 0)

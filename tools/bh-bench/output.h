@@ -21,9 +21,9 @@ typedef struct figure {
     const char *unit; /* "ns", "B", "x" (a ratio), "cpu" (CPUs in use) */
     double bh;
     int nbase;
-    const char *base_name[2];
-    double base[2];
-    double min_speedup[2]; /* 0: no target on that baseline */
+    const char *base_name[4];
+    double base[4];
+    double min_speedup[4]; /* 0: no target on that baseline */
     double max_value;      /* 0: no target on the value itself */
 } figure;
 

@@ -9,6 +9,8 @@
 #define _GNU_SOURCE
 #include "workers.h"
 
+#include "bench.h"
+
 /* The loops are written once; impl is a constant in each call from
  * run_loop(), so the compiler drops the switches of ks_take / ks_drop. Only
  * the workloads over many keys draw random numbers: the pair loops must not
@@ -16,6 +18,10 @@
 static inline __attribute__((always_inline)) void loop(worker *w, enum impl impl) {
     keyset *ks = w->ks;
     uint64_t s = w->seed;
+    /* Threads that change keys (churn) or use free addresses (port cycles)
+     * each keep to their own keys: key i belongs to thread i % parts, so the
+     * threads' keys lie interleaved over one registry's table and ranges. */
+    size_t own_keys = ks != NULL ? (ks->n - 1) & ~(size_t)(w->parts - 1) : 0;
     switch (w->what) {
     case W_PAIR:
         for (long i = 0; i < w->ops; i++)
@@ -32,27 +38,23 @@ static inline __attribute__((always_inline)) void loop(worker *w, enum impl impl
         break;
     case W_LOOKUP:
     case W_INTERN:
-        for (long i = 0; i < w->ops; i++) {
-            uint64_t a = ks->addr[rng_next(&s) & (ks->n - 1)];
-            ks_drop(ks, impl, a, ks_take(ks, impl, a, w->what == W_INTERN));
-        }
+        for (long i = 0; i < w->ops; i++)
+            ks_hit(ks, impl, ks->addr[rng_next(&s) & (ks->n - 1)], w->what == W_INTERN);
         break;
     case W_MIXED:
     case W_CHURN:
         for (long i = 0; i < w->ops; i++) {
             uint64_t r = rng_next(&s);
-            size_t k = (size_t)(r & (ks->n - 1));
-            if (w->what == W_CHURN || ((r >> 40) & 7) == 0) { /* the owner lets go, a free address is taken */
-                size_t j = (size_t)(r >> 32) & (ks->n - 1);
-                uint64_t freed = ks->addr[k];
-                ks_drop(ks, impl, freed, ks->own[k]);
-                ks->addr[k] = ks->spare[j];
-                ks->spare[j] = freed;
-                ks->own[k] = ks_take(ks, impl, ks->addr[k], 1);
-            } else {
-                ks_drop(ks, impl, ks->addr[k], ks_take(ks, impl, ks->addr[k], (r >> 40) & 1));
-            }
+            size_t k = ((size_t)r & own_keys) | w->part;
+            if (w->what == W_CHURN || ((r >> 40) & 7) == 0) /* the owner lets go, a free address is taken */
+                ks_replace(ks, impl, k, ((size_t)(r >> 32) & own_keys) | w->part);
+            else
+                ks_hit(ks, impl, ks->addr[k], (r >> 40) & 1);
         }
+        break;
+    case W_PORT:
+        for (long i = 0; i < w->ops; i++)
+            ks_port_cycle(ks, impl, ks->spare[((size_t)rng_next(&s) & own_keys) | w->part]);
         break;
     }
     w->seed = s;
@@ -68,6 +70,9 @@ static void run_loop(worker *w) {
         break;
     case IMPL_TREE:
         loop(w, IMPL_TREE);
+        break;
+    case IMPL_PEER:
+        loop(w, IMPL_PEER);
         break;
     }
 }
@@ -86,11 +91,15 @@ double run_workers(int n, const worker *proto, const bh_handle *hs, cpu_view *cp
     worker w[8];
     pthread_t tid[8];
     pthread_barrier_t start;
+    if (n < 1 || n > 8 || (n & (n - 1)) != 0)
+        bench_die("run_workers: 1, 2, 4 or 8 threads");
     pthread_barrier_init(&start, NULL, (unsigned)n);
     for (int t = 0; t < n; t++) {
         w[t] = *proto;
         w[t].seed = 0x9e3779b97f4a7c15ull * (uint64_t)(t + 1) + (uint64_t)proto->ops;
         w[t].start = &start;
+        w[t].part = (size_t)t;
+        w[t].parts = (size_t)n;
         if (hs != NULL)
             w[t].h = hs[t];
         if (pthread_create(&tid[t], NULL, worker_main, &w[t]) != 0)
@@ -108,4 +117,22 @@ double run_workers(int n, const worker *proto, const bh_handle *hs, cpu_view *cp
     if (cpu != NULL)
         *cpu = (cpu_view){cpu_sum / n, longest > 0 ? cpu_total / longest : 0};
     return sum / n;
+}
+
+void compare(int reps, long ops, const variant *v, int nv, size_t n, work what, int threads,
+             double *medians) {
+    double t[MAX_VARIANTS][MAX_REPS];
+    keyset ks[MAX_VARIANTS];
+    if (nv > MAX_VARIANTS || reps > MAX_REPS)
+        bench_die("compare: too many variants or repetitions");
+    for (int i = 0; i < nv; i++)
+        ks_create(&ks[i], v[i].impl, v[i].flags, n);
+    for (int r = 0; r < reps; r++)
+        for (int i = 0; i < nv; i++)
+            t[i][r] = run_workers(
+                threads, &(worker){.what = what, .ks = &ks[i], .ops = ops, .h = {ks[i].own[0]}}, NULL, NULL);
+    for (int i = 0; i < nv; i++) {
+        ks_destroy(&ks[i]);
+        medians[i] = bench_median(t[i], reps);
+    }
 }

@@ -22,6 +22,7 @@ typedef enum work {
     W_INTERN,    /* intern alias of a random live key + release */
     W_MIXED,     /* 7/16 intern alias + release, 7/16 lookup + release, 1/8 churn */
     W_CHURN,     /* churn only: the owner of a random key releases, a free address is interned */
+    W_PORT,      /* a port's cycle at a random free address (ks_port_cycle) */
 } work;
 
 /* Each thread's worker, and the baseline counter in it, on its own 128-byte
@@ -38,6 +39,7 @@ typedef struct worker {
     base_counter counter; /* W_CAS_PAIR, W_XADD_PAIR */
     long ops;
     uint64_t seed;
+    size_t part, parts; /* this thread's number and the thread count (a power of two) */
     pthread_barrier_t *start;
     double ns;     /* wall-clock time of the loop */
     double cpu_ns; /* this thread's CPU time in the loop: excludes time it waited for a CPU */
@@ -54,5 +56,19 @@ typedef struct cpu_view {
  * threads of each thread's ns per operation (the latency view: with a shared
  * lock, every thread waits); *cpu (if not NULL) gets the CPU-time view. */
 double run_workers(int n, const worker *proto, const bh_handle *hs, cpu_view *cpu);
+
+/* An implementation and, for bufhandle, its registry flags. */
+typedef struct variant {
+    enum impl impl;
+    uint32_t flags;
+} variant;
+
+#define MAX_VARIANTS 4
+
+/* medians[i]: the median ns per operation of `what` on `threads` threads
+ * over reps repetitions, on n live keys of variant v[i]; every variant's
+ * keys are built first, and the repetitions interleave the variants so
+ * that machine noise hits them alike. */
+void compare(int reps, long ops, const variant *v, int nv, size_t n, work what, int threads, double *medians);
 
 #endif
