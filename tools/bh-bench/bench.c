@@ -125,6 +125,20 @@ static variant bh_variant(void) { return (variant){IMPL_BH, configs[figure_confi
 static const variant hash_variant = {IMPL_HASH, 0}, tree_variant = {IMPL_TREE, 0},
                      peer_variant = {IMPL_PEER, 0};
 
+/* A figure of bufhandle against the hash and the C++ peer: `what` on
+ * `threads` threads with n live keys; hash_target is the speedup wanted
+ * over the hash (0: none), and 2x over the peer. */
+static void against_hash_and_peer(const opts *o, const char *name, size_t n, work what, int threads,
+                                  double hash_target) {
+    double m[3];
+    variant v[3] = {bh_variant(), hash_variant, peer_variant};
+    compare(o->reps, o->ops, v, 3, n, what, threads, m);
+    figure *f = add_figure(name, "ns");
+    f->bh = m[0];
+    add_base(f, impl_names[IMPL_HASH], m[1], hash_target);
+    add_base(f, impl_names[IMPL_PEER], m[2], 2);
+}
+
 /* lookup hit + release, 2 threads, 1K live, random keys. */
 static void section_lookup(const opts *o) {
     double m[4];
@@ -204,28 +218,16 @@ static void section_mixed(const opts *o) {
     const size_t *sizes = o->live ? &o->live : o->quick ? quick : full;
     int nsizes = o->live ? 1 : o->quick ? 2 : 4;
     for (int s = 0; s < nsizes; s++) {
-        double m[3];
-        variant v[3] = {bh_variant(), hash_variant, peer_variant};
-        compare(o->reps, o->ops, v, 3, sizes[s], W_MIXED, 1, m);
         char name[80];
         snprintf(name, sizeof(name), "mixed, 1/8 churn, 1 thread, %zuK live", sizes[s] / 1024);
-        figure *f = add_figure(name, "ns");
-        f->bh = m[0];
-        add_base(f, impl_names[IMPL_HASH], m[1], sizes[s] == 1048576 ? 1.0 : 0);
-        add_base(f, impl_names[IMPL_PEER], m[2], 2);
+        against_hash_and_peer(o, name, sizes[s], W_MIXED, 1, sizes[s] == 1048576 ? 1.0 : 0);
     }
 }
 
 /* intern alias + release of one live key, 1 thread: against one uncontended
  * global mutex (around the hash). */
 static void section_intern(const opts *o) {
-    double m[3];
-    variant v[3] = {bh_variant(), hash_variant, peer_variant};
-    compare(o->reps, o->ops, v, 3, 1, W_INTERN, 1, m);
-    figure *f = add_figure("intern alias + release, 1 thread", "ns");
-    f->bh = m[0];
-    add_base(f, impl_names[IMPL_HASH], m[1], 1.0);
-    add_base(f, impl_names[IMPL_PEER], m[2], 2);
+    against_hash_and_peer(o, "intern alias + release, 1 thread", 1, W_INTERN, 1, 1.0);
 }
 
 /* Last release + new intern (churn), 1 thread, at 1K and 1M live: the
@@ -254,13 +256,7 @@ static void section_creation(const opts *o) {
 /* A port's cycle (ks_port_cycle: create, create at the address, a view at
  * an offset, three destroys), 1 thread, 1K other allocations live. */
 static void section_port(const opts *o) {
-    double m[3];
-    variant v[3] = {bh_variant(), hash_variant, peer_variant};
-    compare(o->reps, o->ops, v, 3, 1024, W_PORT, 1, m);
-    figure *f = add_figure("port cycle (6 calls), 1 thread, 1K live", "ns");
-    f->bh = m[0];
-    add_base(f, impl_names[IMPL_HASH], m[1], 1.0);
-    add_base(f, impl_names[IMPL_PEER], m[2], 2);
+    against_hash_and_peer(o, "port cycle (6 calls), 1 thread, 1K live", 1024, W_PORT, 1, 1.0);
 }
 
 /* The mixed workload on 2 threads sharing one registry (each churns only
@@ -268,15 +264,9 @@ static void section_port(const opts *o) {
  * the baselines' threads take turns at one mutex. */
 static void section_threads(const opts *o) {
     size_t n = o->live ? o->live : o->quick ? 16384 : 1048576;
-    double m[3];
-    variant v[3] = {bh_variant(), hash_variant, peer_variant};
-    compare(o->reps, o->ops, v, 3, n, W_MIXED, 2, m);
     char name[80];
     snprintf(name, sizeof(name), "mixed, 1/8 churn, 2 threads, %zuK live", n / 1024);
-    figure *f = add_figure(name, "ns");
-    f->bh = m[0];
-    add_base(f, impl_names[IMPL_HASH], m[1], 2);
-    add_base(f, impl_names[IMPL_PEER], m[2], 2);
+    against_hash_and_peer(o, name, n, W_MIXED, 2, 2);
 }
 
 static void section_configs(const opts *o) {
