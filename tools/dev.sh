@@ -9,7 +9,9 @@
 #                       release build, asan, tsan,
 #                       fuzz (FUZZ_SECONDS per target, default 30),
 #                       observability (bh-trackd --http against promtool,
-#                       Prometheus and headless Chromium, installed for it)
+#                       Prometheus and headless Chromium, installed for it),
+#                       package (Debian packages built from a clean clone,
+#                       lintian, installed, socket-activated, purged; root)
 #   tools/dev.sh deps   only install (or, not root, print) missing packages
 #
 # As root, missing Debian packages are installed with apt-get. As another user,
@@ -22,6 +24,9 @@ PACKAGES=(build-essential cmake pkg-config libatomic-ops-dev libcmocka-dev valgr
 
 # Only the observability stage needs these (big); installed when it runs.
 OBS_PACKAGES=(prometheus chromium fonts-dejavu-core)
+# Only the package stage (root) needs these: lintian, dpkg-shlibdeps,
+# systemd-analyze and systemd-socket-activate, man -l, a clean clone.
+PKG_PACKAGES=(lintian dpkg-dev systemd man-db git)
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }
 
@@ -111,6 +116,13 @@ obs_tests() {
     ctest_in debug -L observability
 }
 
+# Debian packages built, checked, installed, used and purged: root only (the
+# test says "skipped" otherwise).
+pkg_tests() {
+    if [ "$(id -u)" -eq 0 ]; then ensure_deps "${PKG_PACKAGES[@]}"; fi
+    ctest_in debug -L package
+}
+
 cmd_demo() {
     ensure_deps
     build_preset release
@@ -138,6 +150,7 @@ cmd_test() {
     stage build-fuzz build_fuzz
     stage fuzz run_fuzzers "${FUZZ_SECONDS:-30}"
     stage observability obs_tests
+    stage package pkg_tests
     printf '\n'
     printf '%s\n' "${SUMMARY[@]}"
     local passed=0 failed=0 line
