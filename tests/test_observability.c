@@ -435,8 +435,9 @@ static void tt_112_byte_records_are_tracked_by_kind_and_answered(void **state) {
     assert_int_equal(bh_get32(r + 4), 40);
     assert_int_equal(bh_get64(r + 40), 0);    /* dram */
     assert_int_equal(bh_get64(r + 48), 1000); /* l1 */
-    assert_int_equal(bh_get64(r + 56), 800);  /* l1_small: SYSTEM_MEMORY and L1_SMALL, as TT's server adds them */
-    assert_int_equal(bh_get64(r + 64), 200);  /* trace */
+    assert_int_equal(bh_get64(r + 56),
+                     800); /* l1_small: SYSTEM_MEMORY and L1_SMALL, as TT's server adds them */
+    assert_int_equal(bh_get64(r + 64), 200); /* trace */
     /* FREE without a buffer_type finds the L1 allocation at that address. */
     tt_send(fd, BH_TT_FREE, TT112, 40, 0, 0, 0x1000);
     tt_ask(fd, BH_TT_QUERY, TT112, 40, r);

@@ -203,7 +203,8 @@ enum { BH_MEM_DRAM = 0, BH_MEM_L1 = 1, BH_MEM_L1_SMALL = 2, BH_MEM_TRACE = 3, BH
  * SYSTEM_MEMORY buffers). The names every output prints for kinds 0..4, indexed by
  * kind (the library's reports, bufhandle.hpp, bh-trackd and bh-demo use this one
  * list): */
-#define BH_MEM_KIND_NAMES { "DRAM", "L1", "L1_SMALL", "TRACE", "SYSTEM_MEMORY" }
+#define BH_MEM_KIND_NAMES                                                                                    \
+    { "DRAM", "L1", "L1_SMALL", "TRACE", "SYSTEM_MEMORY" }
 
 typedef struct bh_allocator {
     /* Return 0 and set *address, or non-zero on failure. Called with no lock

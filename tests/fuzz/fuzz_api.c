@@ -2,8 +2,8 @@
  * fuzz_api.c - API operation sequences, checked against the reference model
  * (tests/support/model.c): every input is a program of 3-byte operations
  * (alloc, intern, lookup, retain, release, info, forced allocator results,
- * forged handles; adopt, lookup_containing, and wide ranges that overlap). After every operation the status, the handle, the allocator
- * calls and the reports must be what the model says.
+ * forged handles; adopt, lookup_containing, and wide ranges that overlap). After every operation the status,
+ * the handle, the allocator calls and the reports must be what the model says.
  */
 #include <stdio.h>
 #include <stdlib.h>

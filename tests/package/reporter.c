@@ -52,7 +52,8 @@ int main(int argc, char **argv) {
             return 1;
     /* The live ones stay live: exit without releasing them or destroying the
      * registry (the reporter flushes at exit). */
-    printf("reporter: device %u, %zu ALLOC, %zu FREE, %zu live at exit\n", device, allocs, frees, allocs - frees);
+    printf("reporter: device %u, %zu ALLOC, %zu FREE, %zu live at exit\n", device, allocs, frees,
+           allocs - frees);
     free(h);
     return 0;
 }

@@ -305,9 +305,11 @@ static int start(td_server *s) {
         return -1;
     bh_track_set_max_groups(s->track, (size_t)s->max_groups);
     fit_connection_cap(s);
-    if (listen_on(s, &s->native, s->socket_path, s->act_native) != 0 || add_fd(s, s->native.fd, &tag_listen) != 0)
+    if (listen_on(s, &s->native, s->socket_path, s->act_native) != 0 ||
+        add_fd(s, s->native.fd, &tag_listen) != 0)
         return -1;
-    if (s->compat && (listen_on(s, &s->tt, s->compat_path, s->act_compat) != 0 || add_fd(s, s->tt.fd, &tag_compat) != 0))
+    if (s->compat &&
+        (listen_on(s, &s->tt, s->compat_path, s->act_compat) != 0 || add_fd(s, s->tt.fd, &tag_compat) != 0))
         return -1;
     if (add_fd(s, s->sigfd, &tag_signal) != 0)
         return -1;
@@ -338,7 +340,9 @@ int td_serve(td_server *s) {
     }
     td_log(s, TD_INFO, "listening on %s%s%s", s->act_native >= 0 ? "(socket activation)" : s->socket_path,
            s->compat ? " and (compat) " : "",
-           !s->compat ? "" : s->act_compat >= 0 ? "(socket activation)" : s->compat_path);
+           !s->compat           ? ""
+           : s->act_compat >= 0 ? "(socket activation)"
+                                : s->compat_path);
     s->next_summary_ms = td_now_ms() + s->summary_ms;
     int running = 1;
     uint64_t last_tick = 0;
