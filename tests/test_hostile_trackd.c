@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -32,6 +33,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <sys/wait.h>
+#include <linux/sockios.h>
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
@@ -41,8 +43,6 @@
 
 static const char *trackd;
 static test_paths paths;
-static pid_t servers[4];
-static int nservers;
 static rlim_t nofile;    /* RLIMIT_NOFILE for the next server (0: unchanged) */
 static pid_t holders[8]; /* processes a test keeps connected: killed by teardown, whatever happened */
 
@@ -58,31 +58,19 @@ static int try_connect(const char *path) {
     return fd;
 }
 
-/* Starts bh-trackd with its socket, log and summary in dir plus extra
- * arguments; waits until it accepts (or 5 s). */
+/* Starts bh-trackd with its log (and socket) in dir plus extra arguments,
+ * stderr to /dev/null, under the RLIMIT_NOFILE nofile (if set: the child
+ * inherits the soft limit, lowered around the fork only). */
 static pid_t start_server_argv(const char *const *extra, int with_socket) {
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        if (nofile != 0) {
-            struct rlimit rl = {nofile, nofile};
-            setrlimit(RLIMIT_NOFILE, &rl);
-        }
-        const char *argv[32] = {trackd, "--log", paths.log, "--grace-ms", "200"};
-        int n = 5;
-        if (with_socket)
-            argv[n++] = "--socket", argv[n++] = paths.sock;
-        for (int i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
-            argv[n++] = extra[i];
-        argv[n] = NULL;
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, 2);
-        execv(trackd, (char *const *)argv);
-        _exit(127);
-    }
-    if (nservers < 4)
-        servers[nservers++] = pid;
+    const char *base[] = {trackd, "--log", paths.log, "--grace-ms", "200", "--socket", paths.sock, NULL};
+    if (!with_socket)
+        base[5] = NULL;
+    struct rlimit saved;
+    getrlimit(RLIMIT_NOFILE, &saved);
+    if (nofile != 0)
+        setrlimit(RLIMIT_NOFILE, &(struct rlimit){nofile, saved.rlim_max});
+    pid_t pid = test_server_spawn(base, extra, 1);
+    setrlimit(RLIMIT_NOFILE, &saved);
     return pid;
 }
 
@@ -104,17 +92,9 @@ static int wait_exit(pid_t pid, double secs) {
     return -1;
 }
 
-/* SIGTERM; returns how long the server took to exit (100 if it did not within 10 s). */
-static double stop_server(pid_t pid) {
-    double t0 = test_now_s();
-    kill(pid, SIGTERM);
-    if (wait_exit(pid, 10) == -1) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        return 100;
-    }
-    return test_now_s() - t0;
-}
+/* SIGTERM: the server exits 0 on its own, in under a CPU second (a shutdown
+ * that waited on an attacker would never end: test_server_stop's bound). */
+static void stop_server(pid_t pid) { test_server_stop_clean(pid); }
 
 static double cpu_s(pid_t pid) { return test_proc_cpu_s(pid); }
 
@@ -240,6 +220,16 @@ static char *query(uint16_t what, double secs, double *took) {
     return (char *)buf;
 }
 
+/* query() by a bystander: also the server's CPU seconds while it waited
+ * (what the server did before answering, however loaded the machine: an
+ * unfair loop spends its whole backlog of other clients' work first). */
+static char *bystander_query(pid_t srv, double secs, double *took, double *server_cpu) {
+    double cpu0 = cpu_s(srv);
+    char *j = query(1, secs, took);
+    *server_cpu = j != NULL ? cpu_s(srv) - cpu0 : secs;
+    return j;
+}
+
 static uint64_t jnum(const char *json, const char *key) {
     char pat[64];
     snprintf(pat, sizeof(pat), "\"%s\":", key);
@@ -247,9 +237,10 @@ static uint64_t jnum(const char *json, const char *key) {
     return p != NULL ? strtoull(p + strlen(pat), NULL, 10) : UINT64_MAX;
 }
 
-/* totals.key from stats, polled until it equals want (or secs pass). */
+/* totals.key from stats, polled until it equals want (for secs, and at least
+ * TEST_HANG_S: a loaded machine only makes it later). */
 static uint64_t wait_total(const char *key, uint64_t want, double secs) {
-    double end = test_now_s() + secs;
+    double end = test_now_s() + (secs > TEST_HANG_S ? secs : TEST_HANG_S);
     uint64_t v = UINT64_MAX;
     do {
         char *j = query(1, 2, NULL);
@@ -274,9 +265,7 @@ static int teardown(void **state) {
     for (int i = 0; i < 8; i++)
         test_kill(holders[i]);
     memset(holders, 0, sizeof(holders));
-    for (int i = 0; i < nservers; i++)
-        test_kill(servers[i]);
-    nservers = 0;
+    test_servers_end();
     return test_paths_remove(&paths);
 }
 
@@ -305,7 +294,13 @@ static void a_peer_that_never_reads_costs_no_cpu_and_no_log(void **state) {
     memset(junk, 0x41, sizeof(junk));
     send_all(fd, junk, sizeof(junk));
     fcntl(fd, F_SETFL, O_NONBLOCK);
-    test_sleep_ms(300);
+    /* Until the server reads nothing more of it: what is unread stays put. */
+    double settle = test_now_s() + TEST_HANG_S;
+    for (int unread = -1, now = 0, steady = 0; steady < 3 && test_now_s() < settle; unread = now) {
+        test_sleep_ms(50);
+        assert_int_equal(ioctl(fd, SIOCOUTQ, &now), 0);
+        steady = now == unread && now > 0 ? steady + 1 : 0;
+    }
     long log0 = file_size(paths.log);
     double cpu0 = cpu_s(srv);
     for (int i = 0; i < 10; i++) { /* keep pushing for 1 s */
@@ -319,7 +314,7 @@ static void a_peer_that_never_reads_costs_no_cpu_and_no_log(void **state) {
     assert_true(grown < 16384);
     close(fd);
     close(holder);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 static void flood_events(void) {
@@ -352,29 +347,37 @@ static void a_flooding_client_neither_starves_a_bystander_nor_grows_the_server(v
     test_wait_accepting(paths.compat);
     long rss0 = rss_kb(srv);
     pid_t a = test_fork(flood_events), b = test_fork(flood_tt_queries);
-    test_sleep_ms(300);
-    double worst = 0;
+    /* Both floods under way. */
+    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end; test_sleep_ms(20)) {
+        char *j = query(1, 6, NULL);
+        int started =
+            jnum(j, "allocs") > 0 && jnum(j, "allocs") != UINT64_MAX && jnum(j, "compat_records") > 0;
+        free(j);
+        if (started)
+            break;
+    }
+    double worst = 0, worst_wall = 0;
     int answered = 0;
     for (int i = 0; i < 5; i++) {
-        double took = 0;
-        char *j = query(1, 6, &took);
+        double took = 0, cpu = 0;
+        char *j = bystander_query(srv, 6, &took, &cpu);
         answered += j != NULL;
         free(j);
-        if (j == NULL)
-            took = 6;
-        if (took > worst)
-            worst = took;
+        worst = cpu > worst ? cpu : worst;
+        worst_wall = took > worst_wall ? took : worst_wall;
         test_sleep_ms(200);
     }
     long rss = rss_kb(srv);
     waitpid(a, NULL, 0);
     waitpid(b, NULL, 0);
-    print_message("flood: bystander's worst stats %.3f s (%d of 5 answered), server RSS %ld -> %ld kB\n",
-                  worst, answered, rss0, rss);
+    print_message(
+        "flood: bystander's worst stats %.3f s, server CPU while it waited %.3f s (%d of 5 answered), "
+        "server RSS %ld -> %ld kB\n",
+        worst_wall, worst, answered, rss0, rss);
     assert_int_equal(answered, 5);
-    assert_true(worst < 2.0);
+    assert_true(worst < 0.5); /* 0.2 served the flooder first: ~20 s */
     assert_true(rss - rss0 < 64 * 1024);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 /* ------------------------------------------------------------ 3: memory */
@@ -413,7 +416,7 @@ static void memory_follows_what_is_live(void **state) {
                   rss0, rss1, rss2);
     assert_true(rss1 - rss0 < 16 * 1024);
     assert_true(rss2 - rss0 < 24 * 1024);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 /* ------------------------------------------------------------ 4: whole-table work */
@@ -452,9 +455,10 @@ static void cheap_requests_do_not_scan_other_clients_data(void **state) {
     assert_int_equal(jnum(j, "live"), 300000);
     free(j);
     assert_true(cpu < 3.0);
-    double stop = stop_server(srv);
-    print_message("shutdown: %.2f s\n", stop);
-    assert_true(stop < 5);
+    test_stop stop = test_server_stop(srv, SIGTERM);
+    print_message("shutdown with 300K live: %.2f s of CPU\n", stop.cpu_s);
+    assert_true(WIFEXITED(stop.status) && WEXITSTATUS(stop.status) == 0);
+    assert_true(stop.cpu_s < 1.0);
     close(fd);
     close(tt);
     close(holder);
@@ -481,7 +485,7 @@ static void bogus_devices_are_bounded(void **state) {
     free(j);
     assert_true(cpu < 1.0);
     close(fd);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 /* ------------------------------------------------------------ hash flooding */
@@ -539,7 +543,7 @@ static void addresses_chosen_to_collide_cost_no_more_than_others(void **state) {
     free(j);
     assert_true(cpu < 1.5);
     close(fd);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 /* ------------------------------------------------------------ queries next to a big live set */
@@ -640,7 +644,7 @@ static void queries_cost_what_they_report_not_the_live_set(void **state) {
     int h2 = http_pipeline(port, "/api/live?offset=299990&limit=10", 16);
     uint8_t req[64];
     size_t n = query_frames(req, 3, 0x1000040);
-    double took = 100;
+    double took = 100, took_cpu = 100;
     char *j = NULL;
     int answered = 0;
     for (int round = 0; round < 4; round++) {
@@ -651,7 +655,7 @@ static void queries_cost_what_they_report_not_the_live_set(void **state) {
                 send_all(q[i], req, n);
         }
         if (round == 1) /* the bystander (under the per-uid cap of 64 connections) */
-            j = query(1, 30, &took);
+            j = bystander_query(srv, 30, &took, &took_cpu);
         for (int i = 0; i < 50; i++) {
             uint8_t hdr[BH_WIRE_HEADER];
             if (q[i] >= 0 && read_some(q[i], hdr, sizeof(hdr), 30) == sizeof(hdr) &&
@@ -663,21 +667,21 @@ static void queries_cost_what_they_report_not_the_live_set(void **state) {
     }
     int a1 = http_answers(h1, 16, 30), a2 = http_answers(h2, 16, 30);
     double cpu = cpu_s(srv) - cpu0;
-    print_message("300K live; 200 history queries + 32 HTTP: bystander stats %.2f s, all done in %.2f s, "
-                  "server CPU %.2f s, answers %d + %d + %d\n",
-                  took, test_now_s() - t0, cpu, answered, a1, a2);
+    print_message("300K live; 200 history queries + 32 HTTP: bystander stats %.2f s (server CPU meanwhile "
+                  "%.2f s), all done in %.2f s, server CPU %.2f s, answers %d + %d + %d\n",
+                  took, took_cpu, test_now_s() - t0, cpu, answered, a1, a2);
     assert_non_null(j);
     assert_int_equal(jnum(j, "live"), 300000);
     free(j);
     assert_int_equal(answered, 200);
     assert_int_equal(a1, 16);
     assert_int_equal(a2, 16);
-    assert_true(took < 2.0);
+    assert_true(took_cpu < 1.0); /* each walked the live set: 0.1 s apiece, 5 s before the bystander */
     assert_true(cpu < 2.0);
     close(h1);
     close(h2);
     close(holder);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 /* ------------------------------------------------------------ processes that come and go */
@@ -717,12 +721,12 @@ static void processes_that_come_and_go_hold_bounded_memory(void **state) {
     assert_int_equal(wait_total("frees", 48u * 4096, 30), 48u * 4096);
     char *j = NULL;
     uint64_t groups = UINT64_MAX;
-    for (double end = test_now_s() + 10; test_now_s() < end;
-         test_sleep_ms(100)) { /* every process seen gone */
+    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end;
+         test_sleep_ms(100)) { /* until the server has seen every process gone */
         free(j);
         j = query(1, 10, NULL);
         groups = groups_in(j);
-        if (groups <= 65536 + 2 * 4096)
+        if (jnum(j, "processes_gone") >= 48 && jnum(j, "processes_gone") != UINT64_MAX)
             break;
     }
     long rss = rss_kb(srv);
@@ -731,7 +735,7 @@ static void processes_that_come_and_go_hold_bounded_memory(void **state) {
     assert_int_equal(jnum(j, "allocs"), 48u * 4096); /* totals stay whole */
     assert_true(groups <= 65536 + 2 * 4096);
     free(j);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 static void groups_then_waits(void) {
@@ -786,7 +790,7 @@ static void stats_requests_are_bounded_by_the_reply_limit(void **state) {
     assert_true(cpu < 1.5);
     free(page);
     close(h);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 /* ------------------------------------------------------------ 5: connections */
@@ -802,21 +806,13 @@ static void idle_connections_are_capped_refused_and_timed_out(void **state) {
     int fds[100];
     for (int i = 0; i < 100; i++)
         fds[i] = try_connect(paths.sock);
-    test_sleep_ms(300);
-    int refused = 0;
-    for (int i = 0; i < 100; i++) { /* refused ones got an ERROR and EOF already */
-        uint8_t b[256];
-        if (fds[i] < 0)
-            continue;
-        ssize_t r = recv(fds[i], b, sizeof(b), MSG_DONTWAIT);
-        if (r >= (ssize_t)BH_WIRE_HEADER && bh_get16(b + 6) == BH_WIRE_ERROR)
-            refused++;
-    }
+    /* Every connection ends: refused at once (an ERROR, then EOF) or closed
+     * when its handshake times out. */
     double t0 = test_now_s();
     int closed = 0, open_fds = 0;
     for (int i = 0; i < 100; i++)
         open_fds += fds[i] >= 0;
-    while (test_now_s() - t0 < 4 && closed < open_fds) {
+    while (test_now_s() - t0 < TEST_HANG_S && closed < open_fds) {
         closed = 0;
         for (int i = 0; i < 100; i++) {
             uint8_t b[256];
@@ -825,20 +821,22 @@ static void idle_connections_are_capped_refused_and_timed_out(void **state) {
         }
         test_sleep_ms(100);
     }
-    double took = 0;
-    char *j = query(1, 3, &took);
+    /* The server's own count tells refused from timed out: no clock here. */
+    char *j = query(1, 10, NULL);
+    uint64_t refused = jnum(j, "refused_connections"), timeouts = jnum(j, "timeouts");
     print_message(
-        "100 idle connections, 64 fds: %d refused at once, %d closed by the server, stats then %.3f s\n",
-        refused, closed, j != NULL ? took : -1.0);
-    assert_true(refused > 0);
+        "100 idle connections, 64 fds: %llu refused at once, %llu timed out, %d closed by the server, "
+        "stats answered: %s\n",
+        (unsigned long long)refused, (unsigned long long)timeouts, closed, j != NULL ? "yes" : "no");
+    assert_non_null(j); /* and then it serves a bystander */
+    assert_true(refused > 0 && refused != UINT64_MAX);
+    assert_true(timeouts > 0);
     assert_int_equal(closed, open_fds);
-    assert_non_null(j);
-    assert_true(took < 1.0);
     free(j);
     for (int i = 0; i < 100; i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 /* 150 connections each leave a 1 MiB RESYNC_CHUNK half-sent: 0.2 held them
@@ -865,18 +863,21 @@ static void half_sent_frames_are_capped_and_timed_out(void **state) {
         send_all(fds[i], h, hello_frame(h, 0));
         send_all(fds[i], frame, sizeof(frame) - 1);
     }
-    test_sleep_ms(300);
+    /* The server's RSS at its highest while it holds what it holds, until
+     * the frames have timed out. */
     long rss1 = rss_kb(srv);
     double t0 = test_now_s();
     char *j = NULL;
     uint64_t open_conns = UINT64_MAX;
-    while (test_now_s() - t0 < 5) {
+    while (test_now_s() - t0 < TEST_HANG_S) {
+        long r = rss_kb(srv);
+        rss1 = r > rss1 ? r : rss1;
         free(j);
         j = query(1, 2, NULL);
         open_conns = jnum(j, "open_connections");
         if (open_conns <= 1)
             break;
-        test_sleep_ms(200);
+        test_sleep_ms(100);
     }
     print_message(
         "150 half-sent 1 MiB frames: server RSS %ld -> %ld kB, open connections after %.1f s: %llu\n", rss0,
@@ -887,7 +888,7 @@ static void half_sent_frames_are_capped_and_timed_out(void **state) {
     for (int i = 0; i < 150; i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 /* ------------------------------------------------------------ 6: processes and streams */
@@ -949,7 +950,7 @@ static void limits_and_cleanup_hold_per_process_over_every_stream(void **state) 
     assert_int_equal(live_after_resync, 1);
     assert_int_equal(leaks, 1500);
     assert_int_equal(live_end, 1);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 /* ------------------------------------------------------------ 7, 8: sockets */
@@ -961,7 +962,7 @@ static void a_second_server_is_refused_and_the_exiting_one_unlinks_only_its_own(
     pid_t first = start_server(NULL);
     assert_int_equal(unlink(paths.sock), 0);
     pid_t second = start_server_argv(NULL, 1);
-    int st = wait_exit(second, 3);
+    int st = wait_exit(second, TEST_HANG_S);
     print_message("second server on a removed path: %s\n", st == -1 ? "running (bound it)" : "refused");
     assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1);
     /* Somebody else's socket now sits at the path: the first server must
@@ -970,7 +971,7 @@ static void a_second_server_is_refused_and_the_exiting_one_unlinks_only_its_own(
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", paths.sock);
     assert_int_equal(bind(other, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_true(stop_server(first) < 5);
+    stop_server(first);
     assert_int_equal(access(paths.sock, F_OK), 0);
     close(other);
 }
@@ -991,7 +992,7 @@ static void the_default_socket_is_in_the_private_runtime_directory(void **state)
     int ok = bh_trackd_reachable(path);
     print_message("default socket: %s\n", ok ? path : "not in $XDG_RUNTIME_DIR");
     assert_true(ok);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 static uid_t nobody = 65534;
@@ -1041,7 +1042,7 @@ static void another_users_server_cannot_take_over_a_live_socket(void **state) {
         execl(intruder_exe, intruder_exe, "--socket", paths.sock, "--log", "/dev/null", (char *)NULL);
         _exit(127);
     }
-    int st = wait_exit(intruder, 3);
+    int st = wait_exit(intruder, TEST_HANG_S);
     if (st == -1) {
         kill(intruder, SIGKILL);
         waitpid(intruder, NULL, 0);
@@ -1051,7 +1052,7 @@ static void another_users_server_cannot_take_over_a_live_socket(void **state) {
                   st == -1 ? "kept running" : "exited", same ? "kept" : "replaced");
     assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1);
     assert_true(same);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 static void nobody_reports_one_alloc(void) {
@@ -1087,7 +1088,7 @@ static void allowed_uids_can_connect(void **state) {
     assert_int_equal(st.st_mode & 0777, 0666);
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_int_equal(allocs, 1);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 /* ------------------------------------------------------------ 9, 10: files and log */
@@ -1121,7 +1122,7 @@ static void log_and_summary_never_write_through_links(void **state) {
     write_file(target2, "keep me too\n");
     assert_int_equal(symlink(target1, paths.log), 0);
     pid_t srv = start_server_argv(NULL, 1);
-    int st = wait_exit(srv, 3);
+    int st = wait_exit(srv, TEST_HANG_S);
     if (st == -1) {
         kill(srv, SIGKILL);
         waitpid(srv, NULL, 0);
@@ -1130,7 +1131,7 @@ static void log_and_summary_never_write_through_links(void **state) {
     assert_int_equal(symlink(target2, link_summary), 0);
     const char *extra[] = {"--summary", link_summary, NULL};
     srv = start_server(extra);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
     int kept1 = file_is(target1, "keep me\n"), kept2 = file_is(target2, "keep me too\n");
     struct stat ls;
     lstat(link_summary, &ls);
@@ -1154,20 +1155,25 @@ static void files_have_fixed_modes_sighup_rotates_and_summary_is_periodic(void *
     struct stat st;
     assert_int_equal(stat(paths.log, &st), 0);
     mode_t log_mode = st.st_mode & 0777;
-    test_sleep_ms(600);
+    for (double end = test_now_s() + TEST_HANG_S; access(paths.summary, F_OK) != 0 && test_now_s() < end;)
+        test_sleep_ms(20);
     int periodic = access(paths.summary, F_OK) == 0;
     char rotated[160];
     snprintf(rotated, sizeof(rotated), "%s.1", paths.log);
     assert_int_equal(rename(paths.log, rotated), 0);
     unlink(paths.summary);
     kill(srv, SIGHUP);
-    test_sleep_ms(300);
-    int alive = wait_exit(srv, 0.1) == -1;
+    /* Until the log is back and the summary written (or TEST_HANG_S, or the
+     * server died of the signal, as 0.2 did). */
+    int alive = 1;
+    for (double end = test_now_s() + TEST_HANG_S;
+         alive && (access(paths.log, F_OK) != 0 || access(paths.summary, F_OK) != 0) && test_now_s() < end;)
+        alive = wait_exit(srv, 0.02) == -1;
+    alive = alive && wait_exit(srv, 0.1) == -1;
     int reopened = access(paths.log, F_OK) == 0, summary_on_hup = access(paths.summary, F_OK) == 0;
     mode_t summary_mode = stat(paths.summary, &st) == 0 ? st.st_mode & 0777 : 0;
-    kill(srv, SIGKILL);
-    waitpid(srv, NULL, 0);
-    nservers = 0;
+    if (alive)
+        test_server_stop(srv, SIGKILL);
     print_message(
         "umask 0: log mode %o, summary mode %o; periodic summary %s; after SIGHUP the server is %s, "
         "log %s, summary %s\n",
@@ -1194,7 +1200,7 @@ static void log_lines_are_stamped_and_every_repeated_message_is_limited(void **s
         read_some(fd, b, sizeof(b), 1);
         close(fd);
     }
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
     FILE *f = fopen(paths.log, "r");
     assert_non_null(f);
     char line[512];
@@ -1250,10 +1256,9 @@ static void query_commands_are_bounded_and_paths_checked(void **state) {
     int lfd = test_unix_listen(paths.sock, 4);
     double took;
     const char *silent[] = {trackd, "stats", "--socket", paths.sock, "--timeout-ms", "500", NULL};
-    int rc = run_cli(silent, 5, &took);
+    int rc = run_cli(silent, TEST_HANG_S, &took);
     print_message("stats against a silent server: exit %d after %.2f s\n", rc, took);
-    assert_int_equal(rc, 1);
-    assert_true(took < 3);
+    assert_int_equal(rc, 1); /* it gave up by itself (-1: it had to be killed) */
     close(lfd);
     unlink(paths.sock);
 
@@ -1282,7 +1287,7 @@ static void query_commands_are_bounded_and_paths_checked(void **state) {
     assert_true(jnum(dump, "omitted") > 0 && jnum(dump, "omitted") < 30000);
     free(dump);
     close(holder);
-    assert_true(stop_server(srv) < 5);
+    stop_server(srv);
 }
 
 /* The address asked about is the one answered for: "010" was read as octal
