@@ -353,7 +353,7 @@ static void *stress_thread(void *arg) {
             drop(reg, x);
         uint32_t first = (uint32_t)rand_r(&seed) % UNITS, n = 1 + (uint32_t)rand_r(&seed) % MAX_UNITS;
         /* bh_intern through the core entry that says whether it created. */
-        bh__acq a = {BH__ACQ_INTERN, 7, first * UNIT, n * UNIT, NULL};
+        bh__acq a = {BH__ACQ_INTERN, 7, first * UNIT, n * UNIT, NULL, NULL};
         int born = 0;
         bh_status st = bh__core_acquire(reg, &a, &x->h, &born);
         if (st == BH_OK) {

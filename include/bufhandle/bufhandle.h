@@ -71,7 +71,8 @@
  *                            a live block there is a conflict (BH_EEXIST).
  *   bh_intern                a buffer re-created "at an address": an alias of
  *                            the live block there, or the owner of an address
- *                            nobody holds (BH_EBUSY while it is being freed).
+ *                            nobody holds (BH_EBUSY while it is being freed;
+ *                            BH_ENOTFOUND with BH_CONFIG_STRICT_INTERN).
  * All three own what they create: the last release reports FREE and calls
  * allocator.free. Handles of one registry are never valid in another (a
  * foreign handle is BH_ESTALE, see bh_handle).
@@ -251,6 +252,15 @@ typedef int (*bh_alloc_ex_fn)(void *ctx, uint32_t device, uint64_t size, void *a
  * saves a lock and an ordered-set update per new block and per last release
  * (tools/bh-bench measures it); leave it off unless that matters. */
 #define BH_CONFIG_NO_OVERLAP_CHECK 0x4u
+/* Strict ownership, for a registry whose allocator makes every allocation
+ * (bh_alloc, bh_alloc_ex, bh_alloc_addr, bh_adopt): bh_intern never creates.
+ * bh_intern of an address with no live allocation is BH_ENOTFOUND (nothing
+ * created or reported, counted in bh_stats.interns_refused), so a buffer
+ * re-created at a stale or freed address, or inside freed memory, is caught
+ * at the call instead of becoming an owner of memory nobody owns. An alias of
+ * a live key, and the overlap answers (BH_EOVERLAP, BH_EBUSY), are as
+ * without it. BH_DEBUG=strict sets it from the environment. */
+#define BH_CONFIG_STRICT_INTERN (1u << 11)
 
 typedef struct bh_config {
     bh_allocator allocator; /* alloc NULL: bh_alloc is BH_EINVAL; free NULL: nothing to free */
@@ -292,6 +302,7 @@ typedef struct bh_stats {
     uint64_t resyncs;         /* socket reporter: live-set resyncs sent after a reconnect or drop */
     uint64_t adopts;          /* successful bh_adopt */
     uint64_t overlaps;        /* bh_intern / bh_adopt answered BH_EOVERLAP */
+    uint64_t interns_refused; /* BH_CONFIG_STRICT_INTERN: bh_intern of an address with no live allocation */
 } bh_stats;
 
 /* ------------------------------------------------------------------------- */
@@ -337,6 +348,12 @@ BH_API bh_status bh_alloc(bh_registry *reg, uint32_t device, uint64_t size, bh_h
  * lost). Errors: as bh_alloc. */
 BH_API bh_status bh_alloc_ex(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out);
 
+/* bh_alloc, and the allocation's address in *address (may be NULL) on BH_OK;
+ * *address is unchanged on error. Saves the bh_info_get every create would
+ * otherwise need. Errors: as bh_alloc. */
+BH_API bh_status bh_alloc_addr(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out,
+                               uint64_t *address);
+
 /* "I have just allocated [address, address + size) myself, from the memory the
  * registry's allocator manages: own it." Interns a new block with one
  * reference and reports ALLOC; the last release reports FREE and gives the
@@ -360,9 +377,11 @@ BH_API bh_status bh_adopt(bh_registry *reg, uint32_t device, uint64_t address, u
  * Errors: BH_EINVAL (NULL, size 0, address + size past 2^64, live bytes would
  * pass 2^64), BH_ERANGE, BH_EOVERLAP (a new key whose range meets a live
  * allocation starting elsewhere: for a view inside it use
- * bh_lookup_containing), BH_EBUSY (the address, or an allocation the new
+ * bh_lookup_containing; also when the address itself is still dying but
+ * inside a live allocation), BH_EBUSY (the address, or an allocation the new
  * range meets, is being freed right now: the caller holds a stale address, or,
  * if it has just allocated the address itself, it wants bh_adopt),
+ * BH_ENOTFOUND (BH_CONFIG_STRICT_INTERN only: no live allocation there),
  * BH_EOVERFLOW, BH_ENOMEM. */
 BH_API bh_status bh_intern(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
                            bh_handle *out);
@@ -406,6 +425,7 @@ BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
  * or for every registry of a process with the environment (unless the registry
  * has BH_CONFIG_NO_ENV):
  *   BH_DEBUG=refs,history,stacks   any subset ("all" for the three)
+ *   BH_DEBUG=strict                BH_CONFIG_STRICT_INTERN (with the others too)
  *   BH_LEAK_REPORT=1               at exit, print bh_registry_dump() of every
  *                                  registry that still has live allocations
  *                                  to stderr

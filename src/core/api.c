@@ -13,25 +13,37 @@
 /* ======================== Public entry points ======================== */
 
 /* Each public call tests one flag word: with every diagnostic off (the
- * default) it goes straight to the core above; otherwise through diag.c,
- * which maps debug tokens to blocks and calls the core back through the
- * bh__core_ functions below. reg->flags is immutable after creation. */
+ * default) it goes straight to the core (hot.h, lifecycle.c); otherwise
+ * through src/diag/, which maps debug tokens to blocks and calls the core
+ * through core.h. reg->flags is immutable after creation. */
 #define ROUTED(reg) ((reg) != NULL && __builtin_expect(((reg)->flags & BH__DIAG_ROUTE) != 0, 0))
 
 static bh_status routed_acquire(bh_registry *reg, bh__acq_op op, uint32_t device, uint64_t address,
                                 uint64_t size, void *arg, bh_handle *out) {
-    bh__acq a = {op, device, address, size, arg};
+    bh__acq a = {op, device, address, size, arg, NULL};
     return bh__diag_acquire(reg, &a, out);
 }
 
+/* bh_alloc, bh_alloc_ex and bh_alloc_addr in one. */
+static bh_status alloc_at(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out,
+                          uint64_t *address) {
+    if (ROUTED(reg) && out != NULL) {
+        bh__acq a = {BH__ACQ_ALLOC, device, 0, size, arg, address};
+        return bh__diag_acquire(reg, &a, out);
+    }
+    return bh__alloc_block(reg, device, size, arg, out, address);
+}
+
 bh_status bh_alloc_ex(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out) {
-    if (ROUTED(reg) && out != NULL)
-        return routed_acquire(reg, BH__ACQ_ALLOC, device, 0, size, arg, out);
-    return bh__alloc_block(reg, device, size, arg, out);
+    return alloc_at(reg, device, size, arg, out, NULL);
 }
 
 bh_status bh_alloc(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out) {
-    return bh_alloc_ex(reg, device, size, NULL, out);
+    return alloc_at(reg, device, size, NULL, out, NULL);
+}
+
+bh_status bh_alloc_addr(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out, uint64_t *address) {
+    return alloc_at(reg, device, size, NULL, out, address);
 }
 
 bh_status bh_adopt(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out) {

@@ -16,7 +16,7 @@ bh_status bh__core_acquire(bh_registry *reg, const bh__acq *a, bh_handle *out, i
     *born = a->op == BH__ACQ_ALLOC || a->op == BH__ACQ_ADOPT;
     switch (a->op) {
     case BH__ACQ_ALLOC:
-        return bh__alloc_block(reg, a->device, a->size, a->arg, out);
+        return bh__alloc_block(reg, a->device, a->size, a->arg, out, a->address_out);
     case BH__ACQ_ADOPT:
         return bh__adopt_block(reg, a->device, a->address, a->size, out);
     case BH__ACQ_INTERN:

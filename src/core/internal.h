@@ -423,6 +423,9 @@ typedef struct bh__stats {
     AO_t live_blocks;     /* ATOMIC: touched only when blocks are born or retired */
     AO_t live_bytes;      /* ATOMIC: same */
     AO_t peak_live_bytes; /* ATOMIC: CAS-max after every increase of live_bytes */
+    /* ATOMIC: relaxed adds. Outside the stripes (which are full: 16
+     * counters, one pair of lines): a refusal is a caught bug, never a hot path. */
+    AO_t interns_refused;
 } bh__stats;
 
 /* This thread's number (stats.c): below BH__OWNED_STRIPES an owned stripe;

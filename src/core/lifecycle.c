@@ -346,7 +346,8 @@ static int may_take_over(const bh__block *b) {
 
 /* ======================== Interning ======================== */
 
-bh_status bh__alloc_block(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out) {
+bh_status bh__alloc_block(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out,
+                          uint64_t *address_out) {
     if (reg == NULL || out == NULL || size == 0)
         return BH_EINVAL;
     /* Without alloc_ex an argument would be dropped on the floor: refuse. */
@@ -378,6 +379,8 @@ bh_status bh__alloc_block(bh_registry *reg, uint32_t device, uint64_t size, void
             reg->allocator.free(reg->allocator.ctx, device, address, size);
         return st;
     }
+    if (address_out != NULL)
+        *address_out = address;
     return announce_birth(reg, BH__C_ALLOCS, device, address, size, h, out);
 }
 
@@ -394,6 +397,32 @@ bh_status bh__adopt_block(bh_registry *reg, uint32_t device, uint64_t address, u
         return st;
     }
     return announce_birth(reg, BH__C_ADOPTS, device, address, size, h, out);
+}
+
+/* A bh_intern that creates nothing: its key has no live block (none linked,
+ * or a dying one) and the caller is refused. The answer is the range index's
+ * where a range meets [address, address + size) (overlap_answer: a live one
+ * BH_EOVERLAP, a dying one BH_EBUSY), else none: BH_EBUSY for a dying key
+ * (counted busy), BH_ENOTFOUND under BH_CONFIG_STRICT_INTERN (counted
+ * refused). Under the key's shard lock, so no live block can start at
+ * address meanwhile (that takes this lock); the stripe lock comes second,
+ * as everywhere. */
+static bh_status intern_refusal(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
+                                bh_status none) {
+    if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
+        bh__range_stripe *rs = bh__range_stripe_of(&reg->ranges, device);
+        pthread_mutex_lock(&rs->lock);
+        const bh__block *o = bh__range_overlap(&reg->ranges, rs, device, address, size);
+        bh_status st = o != NULL ? overlap_answer(reg, BY_INTERN, o) : BH_OK;
+        pthread_mutex_unlock(&rs->lock);
+        if (st != BH_OK)
+            return st;
+    }
+    if (none == BH_EBUSY)
+        bh__count(&reg->stats, BH__C_BUSY);
+    else
+        AO_fetch_and_add1(&reg->stats.interns_refused); /* relaxed: a counter */
+    return none;
 }
 
 /* bh_intern when fast_hit had no clean hit: under the shard lock, the alias,
@@ -413,15 +442,22 @@ __attribute__((noinline)) bh_status bh__intern_locked(bh_registry *reg, bh__shar
             st = BH_ERANGE;
         else
             st = bh__ref_get(reg, b, gen);
+        /* Linked with refs 0: being freed right now (BH_EBUSY), unless a
+         * bh_alloc or bh_adopt has already taken its memory over into a live
+         * allocation that contains the address: then the caller's address
+         * lies inside that one (BH_EOVERLAP, as for any interior intern). */
+        if (st == BH_ESTALE)
+            st = intern_refusal(reg, device, address, size, BH_EBUSY);
         pthread_mutex_unlock(&shard->lock);
-        if (st == BH_ESTALE) { /* linked with refs 0: being freed right now */
-            bh__count(&reg->stats, BH__C_BUSY);
-            return BH_EBUSY;
-        }
         if (st == BH_OK) {
             bh__count(&reg->stats, BH__C_INTERNS_ALIAS);
             *out = bh__block_handle(reg, b, gen);
         }
+        return st;
+    }
+    if (reg->flags & BH_CONFIG_STRICT_INTERN) {
+        bh_status st = intern_refusal(reg, device, address, size, BH_ENOTFOUND);
+        pthread_mutex_unlock(&shard->lock);
         return st;
     }
     if (bh__live_reserve(&reg->stats, size) != 0) {

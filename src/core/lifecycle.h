@@ -56,9 +56,11 @@ static inline bh_status bh__ref_get(const bh_registry *reg, bh__block *b, uint32
 
 /* ======================== The lifecycle (lifecycle.c) ======================== */
 
-/* bh_alloc_ex / bh_alloc: the allocator call, then a new block for the
- * address it returned (or BH_EEXIST / BH_ENOMEM, see lifecycle.c). */
-bh_status bh__alloc_block(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out);
+/* bh_alloc_ex / bh_alloc / bh_alloc_addr: the allocator call, then a new
+ * block for the address it returned (or BH_EEXIST / BH_ENOMEM, see
+ * lifecycle.c); *address_out (may be NULL) is the address, on BH_OK only. */
+bh_status bh__alloc_block(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out,
+                          uint64_t *address_out);
 /* bh_adopt: a new block for an address the caller already owns. */
 bh_status bh__adopt_block(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out);
 /* bh_intern after the lock-free hit gave up: the locked path decides (the

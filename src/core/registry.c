@@ -72,8 +72,9 @@ static void close_owned_reporter(bh_registry *reg) {
 bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
     if (out == NULL)
         return BH_EINVAL;
-    if (cfg != NULL && (cfg->flags & ~(uint32_t)(BH_CONFIG_NO_ENV | BH_CONFIG_ALLOC_EX |
-                                                 BH_CONFIG_NO_OVERLAP_CHECK | BH__DIAG_ROUTE)) != 0)
+    if (cfg != NULL &&
+        (cfg->flags & ~(uint32_t)(BH_CONFIG_NO_ENV | BH_CONFIG_ALLOC_EX | BH_CONFIG_NO_OVERLAP_CHECK |
+                                  BH_CONFIG_STRICT_INTERN | BH__DIAG_ROUTE)) != 0)
         return BH_EINVAL;
     if (cfg != NULL && (cfg->flags & BH_CONFIG_ALLOC_EX) && cfg->alloc_ex == NULL)
         return BH_EINVAL;

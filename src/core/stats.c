@@ -209,4 +209,5 @@ void bh__stats_sum(const bh__stats *st, bh_stats *out) {
     out->reports = sum[BH__C_REPORTS];
     out->adopts = sum[BH__C_ADOPTS];
     out->overlaps = sum[BH__C_OVERLAPS];
+    out->interns_refused = (uint64_t)AO_load(&st->interns_refused); /* relaxed: a counter */
 }

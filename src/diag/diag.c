@@ -26,7 +26,8 @@ uint64_t bh__now_ns(void) {
 
 /* ======================== Attach and detach ======================== */
 
-/* "refs,history,stacks" (any subset, any order; "all" for the three). */
+/* "refs,history,stacks" (any subset, any order; "all" for the three), and
+ * "strict" (BH_CONFIG_STRICT_INTERN). */
 static uint32_t flags_from_env(const char *v) {
     uint32_t f = 0;
     while (v != NULL && *v != '\0') {
@@ -39,6 +40,8 @@ static uint32_t flags_from_env(const char *v) {
             f |= BH_CONFIG_STACKS;
         else if (n == 3 && strncmp(v, "all", 3) == 0)
             f |= BH__DIAG_ROUTE;
+        else if (n == 6 && strncmp(v, "strict", 6) == 0)
+            f |= BH_CONFIG_STRICT_INTERN; /* the core's, not a diagnostic: see attach */
         v += n;
         v += strspn(v, ", ");
     }
@@ -49,7 +52,9 @@ bh_status bh__diag_attach(bh_registry *reg, uint32_t cfg_flags) {
     uint32_t flags = cfg_flags & BH__DIAG_ROUTE;
     int leak = 0;
     if (!(cfg_flags & BH_CONFIG_NO_ENV)) {
-        flags |= flags_from_env(getenv("BH_DEBUG"));
+        uint32_t env = flags_from_env(getenv("BH_DEBUG"));
+        flags |= env & BH__DIAG_ROUTE;
+        reg->flags |= env & BH_CONFIG_STRICT_INTERN;
         const char *lr = getenv("BH_LEAK_REPORT");
         leak = lr != NULL && strcmp(lr, "1") == 0;
     }
