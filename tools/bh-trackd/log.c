@@ -87,11 +87,13 @@ static td_rate *rate_of(td_server *s, const char *fmt) {
     return &s->rates[h];
 }
 
-/* A window that ended: says how many lines it held back, starts a new one. */
+/* A window that ended: says how many lines it held back (with the first of
+ * them as it would have read: the format string itself, "pid %d %s", told
+ * the reader nothing), starts a new one. */
 static void roll_window(td_server *s, td_rate *r, uint64_t now) {
     if (r->suppressed > 0)
-        line(s, TD_WARN, "%" PRIu64 " more lines like \"%.60s\" were not logged (limit %d per %u s)",
-             r->suppressed, r->fmt, TD_LOG_BURST, TD_LOG_WINDOW_MS / 1000);
+        line(s, TD_WARN, "%" PRIu64 " more lines like \"%s\" were not logged (limit %d per %u s)",
+             r->suppressed, r->sample, TD_LOG_BURST, TD_LOG_WINDOW_MS / 1000);
     r->window_ms = now;
     r->lines = r->suppressed = 0;
 }
@@ -108,11 +110,15 @@ void td_log(td_server *s, int level, const char *fmt, ...) {
     td_rate *r = rate_of(s, fmt);
     if (now - r->window_ms >= TD_LOG_WINDOW_MS)
         roll_window(s, r, now);
+    va_list ap;
     if (++r->lines > TD_LOG_BURST) {
-        r->suppressed++;
+        if (r->suppressed++ == 0) { /* one formatting per window, not per line held back */
+            va_start(ap, fmt);
+            vsnprintf(r->sample, sizeof(r->sample), fmt, ap);
+            va_end(ap);
+        }
         return;
     }
-    va_list ap;
     va_start(ap, fmt);
     vline(s, level, fmt, ap);
     va_end(ap);

@@ -10,6 +10,7 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -128,6 +129,9 @@ static const field domain_fields[] = {
      F(duplicate_allocs)},
     {"bh_trackd_leaks_total", "counter", "Allocations still live when their process was gone.", F(leaks)},
     {"bh_trackd_leaked_bytes_total", "counter", "Bytes of those leaked allocations.", F(leaked_bytes)},
+    {"bh_trackd_unverified_leaks_total", "counter",
+     "Allocations still live when their process was gone with events lost and no resync since.",
+     F(unverified_leaks)},
 };
 
 static const field client_fields[] = {
@@ -189,20 +193,87 @@ static void domain_series(FILE *f, aggs *d, unsigned max_domains) {
         d->n);
 }
 
-static void client_series(FILE *f, aggs *p, bh_metrics_name_fn name, void *name_ctx, unsigned max_clients) {
+/* One series of client i (or of "other": p NULL). */
+static void client_label(FILE *f, const char *family_name, const aggs *p, size_t i, bh_metrics_name_fn name,
+                         void *name_ctx) {
+    fprintf(f, "%s{client=\"", family_name);
+    if (p == NULL) {
+        fputs("other\",pid=\"other\"} ", f);
+        return;
+    }
+    label_value(f, name(name_ctx, BH_TRACK_CLIENT(p->v[i].key, 0)));
+    fprintf(f, "\",pid=\"%" PRIu64 "\"} ", p->v[i].key);
+}
+
+/* One per-client family of a bh_track_loss field (the tracker keeps those
+ * per stream, not per domain): the shown clients, then "other", the rest of
+ * the total (retired processes included). */
+static void loss_family(FILE *f, const bh_track *t, const aggs *p, size_t shown, const char *fname,
+                        const char *help, size_t off, bh_metrics_name_fn name, void *name_ctx) {
+    bh_track_loss all, l;
+    bh_track_process_loss(t, UINT32_MAX, &all);
+    family(f, fname, "gauge", help);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < shown; i++) {
+        bh_track_process_loss(t, (uint32_t)p->v[i].key, &l);
+        uint64_t v = *(const uint64_t *)(const void *)((const char *)&l + off);
+        client_label(f, fname, p, i, name, name_ctx);
+        fprintf(f, "%" PRIu64 "\n", v);
+        sum += v;
+    }
+    if (p->n > shown) {
+        client_label(f, fname, NULL, 0, name, name_ctx);
+        fprintf(f, "%" PRIu64 "\n", *(const uint64_t *)(const void *)((const char *)&all + off) - sum);
+    }
+}
+
+/* Loss, evictions and what a loss made uncertain, per shown client and in
+ * total. */
+static void client_loss_series(FILE *f, const bh_track *t, const aggs *p, size_t shown,
+                               bh_metrics_name_fn name, void *name_ctx) {
+    loss_family(f, t, p, shown, "bh_trackd_client_events_lost",
+                "Events a client process's reporter could not deliver (sequence gaps, less late arrivals).",
+                offsetof(bh_track_loss, lost), name, name_ctx);
+    loss_family(f, t, p, shown, "bh_trackd_client_history_evictions",
+                "History records of a client process evicted to make room for other addresses.",
+                offsetof(bh_track_loss, evicted), name, name_ctx);
+    family(f, "bh_trackd_client_counts_at_least", "gauge",
+           "1 when a loss made a client process's counters lower bounds.");
+    for (size_t i = 0; i < shown; i++) {
+        client_label(f, "bh_trackd_client_counts_at_least", p, i, name, name_ctx);
+        fprintf(f, "%d\n", (p->v[i].c.inexact & BH_TRACK_AT_LEAST) != 0);
+    }
+    bh_track_loss all;
+    bh_track_process_loss(t, UINT32_MAX, &all);
+    family(f, "bh_trackd_events_lost", "gauge",
+           "Events the reporters could not deliver, over all client processes (late arrivals taken back).");
+    fprintf(f, "bh_trackd_events_lost %" PRIu64 "\n", all.lost);
+    uint64_t clean, found;
+    bh_track_history_evictions(t, &clean, &found);
+    family(f, "bh_trackd_history_evictions_total", "counter",
+           "Per-address history records evicted: clean ones first, ones with findings only when those are "
+           "full.");
+    fprintf(f, "bh_trackd_history_evictions_total{table=\"clean\"} %" PRIu64 "\n", clean);
+    fprintf(f, "bh_trackd_history_evictions_total{table=\"findings\"} %" PRIu64 "\n", found);
+}
+
+static void client_series(FILE *f, const bh_track *t, aggs *p, bh_metrics_name_fn name, void *name_ctx,
+                          unsigned max_clients) {
     bh_track_counts other;
     size_t shown = top_n(p, max_clients, &other);
     for (size_t k = 0; k < sizeof(client_fields) / sizeof(client_fields[0]); k++) {
         const field *fd = &client_fields[k];
         family(f, fd->name, fd->type, fd->help);
         for (size_t i = 0; i < shown; i++) {
-            fprintf(f, "%s{client=\"", fd->name);
-            label_value(f, name(name_ctx, BH_TRACK_CLIENT(p->v[i].key, 0)));
-            fprintf(f, "\",pid=\"%" PRIu64 "\"} %" PRIu64 "\n", p->v[i].key, field_of(&p->v[i].c, fd));
+            client_label(f, fd->name, p, i, name, name_ctx);
+            fprintf(f, "%" PRIu64 "\n", field_of(&p->v[i].c, fd));
         }
-        if (p->n > shown)
-            fprintf(f, "%s{client=\"other\",pid=\"other\"} %" PRIu64 "\n", fd->name, field_of(&other, fd));
+        if (p->n > shown) {
+            client_label(f, fd->name, NULL, 0, name, name_ctx);
+            fprintf(f, "%" PRIu64 "\n", field_of(&other, fd));
+        }
     }
+    client_loss_series(f, t, p, shown, name, name_ctx);
     tracked(f, "bh_trackd_clients_tracked",
             "Client processes in the tracker's view (per-client series show the top ones by live bytes).",
             p->n);
@@ -278,7 +349,7 @@ int bh_metrics_write(FILE *f, const bh_track *t, const bh_metrics_health *h, bh_
         merge(&d);
         merge(&p);
         domain_series(f, &d, lim->max_domains);
-        client_series(f, &p, name, name_ctx, lim->max_clients);
+        client_series(f, t, &p, name, name_ctx, lim->max_clients);
         health_series(f, h);
         rc = 0;
     }

@@ -71,17 +71,22 @@ static void handle_event(td_server *s, td_client *c, const uint8_t *p, uint32_t 
         td_malformed(s, c, "EVENT length");
         return;
     }
-    uint64_t key = td_client_key(c->pid, bh_get32(p));
     uint8_t kind = p[4];
-    uint32_t device = bh_get32(p + 8);
-    uint64_t address = bh_get64(p + 16), size = bh_get64(p + 24);
-    if (kind == BH_EVENT_ALLOC)
-        td_track_result(s, c, bh_track_on_alloc(s->track, key, device, address, size, 0, td_now_ms()),
-                        "ALLOC", device, address);
-    else if (kind == BH_EVENT_FREE)
-        td_track_result(s, c, bh_track_on_free(s->track, key, device, address), "FREE", device, address);
-    else
+    if (kind != BH_EVENT_ALLOC && kind != BH_EVENT_FREE) {
         td_malformed(s, c, "EVENT kind");
+        return;
+    }
+    /* The seq lets the tracker count what the reporter could not deliver. */
+    bh_track_event ev = {td_client_key(c->pid, bh_get32(p)),
+                         bh_get64(p + 16),
+                         kind == BH_EVENT_ALLOC ? bh_get64(p + 24) : 0,
+                         bh_get64(p + 32),
+                         td_now_ms(),
+                         bh_get32(p + 8),
+                         0,
+                         kind == BH_EVENT_ALLOC ? BH_TRACK_ALLOC : BH_TRACK_FREE};
+    td_track_result(s, c, bh_track_on_event(s->track, &ev), kind == BH_EVENT_ALLOC ? "ALLOC" : "FREE",
+                    ev.device, ev.address);
 }
 
 /* RESYNC_CHUNK (entries of BH_WIRE_RESYNC_ENTRY bytes) or RESYNC_CHUNK_AGED
@@ -137,7 +142,7 @@ void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p
             td_malformed(s, c, "RESYNC_BEGIN length");
             return;
         }
-        bh_track_client_reset(s->track, td_client_key(c->pid, bh_get32(p)));
+        bh_track_resync_begin(s->track, td_client_key(c->pid, bh_get32(p)));
         return;
     case BH_WIRE_RESYNC_CHUNK:
         handle_resync_chunk(s, c, p, len, BH_WIRE_RESYNC_ENTRY);
@@ -150,6 +155,7 @@ void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p
             td_malformed(s, c, "RESYNC_END length");
             return;
         }
+        bh_track_resync_end(s->track, td_client_key(c->pid, bh_get32(p)));
         s->resyncs++;
         return;
     default:

@@ -139,10 +139,29 @@ typedef struct group_item {
     const bh_track_counts *c;
 } group_item;
 
+/* A count a loss made a lower bound: "≥N" in a column of width w. */
+static void cell(td_strbuf *b, int w, uint64_t v, int at_least) {
+    char n[32];
+    snprintf(n, sizeof(n), "%s%" PRIu64, at_least ? "\u2265" : "", v);
+    td_sb_printf(b, " %*s", w + (at_least ? 2 : 0), n); /* "≥" is 3 bytes, 1 column */
+}
+
+/* "at least " before a count a loss made a lower bound (text lines). */
+static const char *atl(const bh_track_counts *c) { return c->inexact & BH_TRACK_AT_LEAST ? "at least " : ""; }
+
+/* What a loss made uncertain, in JSON: "at_least" (allocs, frees, unknown
+ * FREEs, duplicate ALLOCs and peak are lower bounds), "unsynced" (the live
+ * set waits for a resync). */
+static void inexact_json(td_strbuf *b, uint32_t inexact) {
+    td_sb_printf(b, ",\"at_least\":%s,\"unsynced\":%s", inexact & BH_TRACK_AT_LEAST ? "true" : "false",
+                 inexact & BH_TRACK_UNSYNCED ? "true" : "false");
+}
+
 static void fill_group(report_ctx *r, const void *item) {
     const group_item *g = item;
     const bh_track_counts *c = g->c;
     uint32_t stream = td_key_stream(g->key);
+    int al = (c->inexact & BH_TRACK_AT_LEAST) != 0;
     if (r->json) {
         td_sb_printf(r->b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",", r->first ? "" : ",",
                      (int)td_key_pid(g->key), stream, td_name_of(r->s, td_key_pid(g->key)));
@@ -150,18 +169,24 @@ static void fill_group(report_ctx *r, const void *item) {
         td_sb_printf(r->b,
                      ",\"live\":%" PRIu64 ",\"live_bytes\":%" PRIu64 ",\"peak_bytes\":%" PRIu64
                      ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64 ",\"unknown_frees\":%" PRIu64
-                     ",\"duplicate_allocs\":%" PRIu64 ",\"leaks\":%" PRIu64 ",\"leaked_bytes\":%" PRIu64 "}",
+                     ",\"duplicate_allocs\":%" PRIu64 ",\"leaks\":%" PRIu64 ",\"leaked_bytes\":%" PRIu64
+                     ",\"unverified_leaks\":%" PRIu64,
                      c->live, c->live_bytes, c->peak_bytes, c->allocs, c->frees, c->unknown_frees,
-                     c->duplicate_allocs, c->leaks, c->leaked_bytes);
+                     c->duplicate_allocs, c->leaks, c->leaked_bytes, c->unverified_leaks);
+        inexact_json(r->b, c->inexact);
+        td_sb_printf(r->b, "}");
     } else {
         td_sb_printf(r->b, "%8d %10u %-14.14s ", (int)td_key_pid(g->key), stream,
                      td_name_of(r->s, td_key_pid(g->key)));
         td_render_domain(r->b, 0, g->device);
-        td_sb_printf(r->b,
-                     " %10" PRIu64 " %14" PRIu64 " %14" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8" PRIu64
-                     " %8" PRIu64 " %6" PRIu64 "\n",
-                     c->live, c->live_bytes, c->peak_bytes, c->allocs, c->frees, c->unknown_frees,
-                     c->duplicate_allocs, c->leaks);
+        td_sb_printf(r->b, " %10" PRIu64 " %14" PRIu64, c->live, c->live_bytes);
+        cell(r->b, 14, c->peak_bytes, al);
+        cell(r->b, 9, c->allocs, al);
+        cell(r->b, 9, c->frees, al);
+        cell(r->b, 8, c->unknown_frees, al);
+        cell(r->b, 8, c->duplicate_allocs, al);
+        td_sb_printf(r->b, " %6" PRIu64 "%s\n", c->leaks,
+                     c->inexact & BH_TRACK_UNSYNCED ? " (unsynced)" : "");
     }
 }
 
@@ -193,15 +218,16 @@ static void render_leaks(td_server *s, td_strbuf *b) {
     td_sb_printf(b, "],\"leaks_listed\":%" PRIu64 ",", n);
 }
 
-/* The addresses freed more often than allocated, worst first (the old
- * server's "Deallocation for unknown buffer", per address). */
+/* The addresses freed while not live, worst first (the old server's
+ * "Deallocation for unknown buffer", per address). Not frees - allocs: after
+ * a loss that difference blamed correct programs. */
 static void render_overfreed(td_server *s, td_strbuf *b, int json) {
     bh_track_entry top[TD_OVERFREED_SHOWN];
     size_t n = bh_track_most_overfreed(s->track, top, TD_OVERFREED_SHOWN);
     if (json)
         td_sb_printf(b, "\"overfreed\":[");
     else if (n > 0)
-        td_sb_printf(b, "freed more often than allocated:\n");
+        td_sb_printf(b, "freed while not live (over-freed):\n");
     for (size_t i = 0; i < n; i++) {
         const bh_track_entry *e = &top[i];
         pid_t pid = td_key_pid(e->client);
@@ -210,30 +236,92 @@ static void render_overfreed(td_server *s, td_strbuf *b, int json) {
             td_sb_printf(b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",", i ? "," : "", (int)pid, stream,
                          td_name_of(s, pid));
             td_render_domain(b, 1, e->device);
-            td_sb_printf(b, ",\"address\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64 "}",
-                         e->address, e->allocs, e->frees);
+            td_sb_printf(b,
+                         ",\"address\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64
+                         ",\"unknown_frees\":%" PRIu64 ",\"at_least\":%s}",
+                         e->address, e->allocs, e->frees, e->unknown_frees,
+                         e->inexact & BH_TRACK_AT_LEAST ? "true" : "false");
         } else {
             char dom[64];
-            td_sb_printf(b, "  pid %d %s address 0x%" PRIx64 ": allocated %" PRIu64 ", freed %" PRIu64 "\n",
-                         (int)pid, td_domain_text(dom, sizeof(dom), e->device), e->address, e->allocs,
-                         e->frees);
+            const char *al = e->inexact & BH_TRACK_AT_LEAST ? "at least " : "";
+            td_sb_printf(b,
+                         "  pid %d %s address 0x%" PRIx64 ": allocated %s%" PRIu64 ", freed %s%" PRIu64
+                         " (%" PRIu64 " while not live)\n",
+                         (int)pid, td_domain_text(dom, sizeof(dom), e->device), e->address, al, e->allocs, al,
+                         e->frees, e->unknown_frees);
         }
     }
     if (json)
         td_sb_printf(b, "]");
 }
 
+typedef struct loss_item {
+    uint64_t key;
+    const bh_track_loss *l;
+} loss_item;
+
+static void fill_loss(report_ctx *r, const void *item) {
+    const loss_item *x = item;
+    const bh_track_loss *l = x->l;
+    pid_t pid = td_key_pid(x->key);
+    if (r->json)
+        td_sb_printf(r->b,
+                     "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",\"lost\":%" PRIu64 ",\"resyncs\":%" PRIu64
+                     ",\"unsynced\":%" PRIu64 ",\"history_evictions\":%" PRIu64 "}",
+                     r->first ? "" : ",", (int)pid, td_key_stream(x->key), td_name_of(r->s, pid), l->lost,
+                     l->resyncs, l->unsynced, l->evicted);
+    else
+        td_sb_printf(r->b,
+                     "  pid %d stream %u %s: %" PRIu64 " events lost, %" PRIu64 " resyncs, %" PRIu64
+                     " events missing until the next resync, %" PRIu64 " history records evicted\n",
+                     (int)pid, td_key_stream(x->key), td_name_of(r->s, pid), l->lost, l->resyncs, l->unsynced,
+                     l->evicted);
+}
+
+/* Streams that lost events, resynced or had history records evicted. */
+static void loss_row(void *ctx, uint64_t key, const bh_track_loss *l) {
+    loss_item x = {key, l};
+    if (l->lost || l->resyncs || l->unsynced || l->evicted)
+        row(ctx, fill_loss, &x);
+}
+
+/* Per stream: "streams":[...],"omitted_streams":n (JSON) or a "losses:"
+ * block (text), under the reply limit. */
+static void render_losses(td_server *s, td_strbuf *b, int json, size_t limit) {
+    report_ctx r = {s, b, json, 1, 0, 0, 0};
+    size_t mark = b->len;
+    td_sb_printf(b, json ? "\"streams\":[" : "losses (per stream):\n");
+    b->limit = limit != 0 ? limit : TD_REPLY_LIMIT;
+    bh_track_each_stream(s->track, loss_row, &r);
+    b->limit = 0;
+    if (json)
+        td_sb_printf(b, "],\"omitted_streams\":%" PRIu64 ",", r.omitted);
+    else if (r.first && r.omitted == 0 && b->p != NULL) { /* nothing lost anywhere: no block */
+        b->len = mark;
+        b->p[mark] = '\0';
+    } else if (r.omitted > 0)
+        td_sb_printf(b, "  (%" PRIu64 " more streams not shown: reply limit)\n", r.omitted);
+}
+
 void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
     bh_track_counts t;
     bh_track_totals(s->track, UINT64_MAX, UINT32_MAX, &t);
+    bh_track_loss loss;
+    bh_track_process_loss(s->track, UINT32_MAX, &loss);
+    uint64_t ev_clean, ev_found;
+    bh_track_history_evictions(s->track, &ev_clean, &ev_found);
     report_ctx r = {s, b, json, 1, 0, td_now_ms(), 0};
     if (json) {
         td_sb_printf(b,
                      "{\"totals\":{\"live\":%" PRIu64 ",\"live_bytes\":%" PRIu64 ",\"allocs\":%" PRIu64
                      ",\"frees\":%" PRIu64 ",\"unknown_frees\":%" PRIu64 ",\"duplicate_allocs\":%" PRIu64
-                     ",\"leaks\":%" PRIu64 ",\"leaked_bytes\":%" PRIu64 "},",
+                     ",\"leaks\":%" PRIu64 ",\"leaked_bytes\":%" PRIu64 ",\"unverified_leaks\":%" PRIu64
+                     ",\"lost\":%" PRIu64 ",\"history_evictions\":%" PRIu64
+                     ",\"history_evictions_findings\":%" PRIu64,
                      t.live, t.live_bytes, t.allocs, t.frees, t.unknown_frees, t.duplicate_allocs, t.leaks,
-                     t.leaked_bytes);
+                     t.leaked_bytes, t.unverified_leaks, loss.lost, ev_clean + ev_found, ev_found);
+        inexact_json(b, t.inexact);
+        td_sb_printf(b, "},");
         td_sb_printf(b,
                      "\"server\":{\"clients_connected\":%" PRIu64 ",\"connections\":%" PRIu64
                      ",\"open_connections\":%" PRIu64 ",\"reporter_connections\":%" PRIu64
@@ -247,6 +335,7 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
                      s->unsupported_records, s->limit_disconnects, s->output_overflows, s->processes_gone);
         render_groups(s, &r, limit);
         td_sb_printf(b, "],\"omitted_clients\":%" PRIu64 ",", r.omitted);
+        render_losses(s, b, 1, limit);
         render_leaks(s, b);
         render_overfreed(s, b, 1);
         td_sb_printf(b, "}\n");
@@ -259,17 +348,20 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
     if (r.omitted > 0)
         td_sb_printf(b, "(%" PRIu64 " more rows not shown: reply limit)\n", r.omitted);
     td_sb_printf(b,
-                 "total: %" PRIu64 " live (%" PRIu64 " bytes), %" PRIu64 " allocs, %" PRIu64
-                 " frees, %" PRIu64 " unknown FREEs, %" PRIu64 " duplicate ALLOCs, %" PRIu64
-                 " leaks (%" PRIu64 " bytes)\n",
-                 t.live, t.live_bytes, t.allocs, t.frees, t.unknown_frees, t.duplicate_allocs, t.leaks,
-                 t.leaked_bytes);
+                 "total: %" PRIu64 " live (%" PRIu64 " bytes%s), %s%" PRIu64 " allocs, %s%" PRIu64
+                 " frees, %s%" PRIu64 " unknown FREEs, %s%" PRIu64 " duplicate ALLOCs, %" PRIu64
+                 " leaks (%" PRIu64 " bytes), %" PRIu64 " unverified leaks; %" PRIu64 " events lost, %" PRIu64
+                 " history records evicted (%" PRIu64 " with findings)\n",
+                 t.live, t.live_bytes, t.inexact & BH_TRACK_UNSYNCED ? ", awaiting a resync" : "", atl(&t),
+                 t.allocs, atl(&t), t.frees, atl(&t), t.unknown_frees, atl(&t), t.duplicate_allocs, t.leaks,
+                 t.leaked_bytes, t.unverified_leaks, loss.lost, ev_clean + ev_found, ev_found);
     td_sb_printf(b,
                  "server: %" PRIu64 " connections (%" PRIu64 " open), %" PRIu64 " rejected peers, %" PRIu64
                  " refused, %" PRIu64 " timed out, %" PRIu64 " malformed, %" PRIu64 " resyncs, %" PRIu64
                  " compat records\n",
                  s->connections, s->nclients, s->rejected, s->refused, s->timeouts, s->malformed, s->resyncs,
                  s->compat_records);
+    render_losses(s, b, 0, limit);
     render_overfreed(s, b, 0);
 }
 
@@ -349,13 +441,19 @@ static void history_entry(void *ctx, const bh_track_entry *e) {
                      stream, td_name_of(d->r.s, pid));
         td_render_domain(d->r.b, 1, e->device);
         td_sb_printf(d->r.b,
-                     ",\"live\":%s,\"size\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64 "}",
-                     e->live ? "true" : "false", e->size, e->allocs, e->frees);
+                     ",\"live\":%s,\"size\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64
+                     ",\"unknown_frees\":%" PRIu64 ",\"at_least\":%s}",
+                     e->live ? "true" : "false", e->size, e->allocs, e->frees, e->unknown_frees,
+                     e->inexact & BH_TRACK_AT_LEAST ? "true" : "false");
     } else {
         td_sb_printf(d->r.b, "%8d %10u %-14.14s ", (int)pid, stream, td_name_of(d->r.s, pid));
         td_render_domain(d->r.b, 0, e->device);
-        td_sb_printf(d->r.b, " %4s %14" PRIu64 " %9" PRIu64 " %9" PRIu64 "\n", e->live ? "yes" : "no",
-                     e->size, e->allocs, e->frees);
+        int al = (e->inexact & BH_TRACK_AT_LEAST) != 0;
+        td_sb_printf(d->r.b, " %4s %14" PRIu64, e->live ? "yes" : "no", e->size);
+        cell(d->r.b, 9, e->allocs, al);
+        cell(d->r.b, 9, e->frees, al);
+        cell(d->r.b, 8, e->unknown_frees, al);
+        td_sb_printf(d->r.b, "\n");
     }
     d->r.first = 0;
 }
@@ -365,8 +463,8 @@ void td_render_history(td_server *s, td_strbuf *b, uint64_t address, int json) {
     if (json)
         td_sb_printf(b, "{\"address\":%" PRIu64 ",\"entries\":[", address);
     else
-        td_sb_printf(b, "address 0x%" PRIx64 "\n%8s %10s %-14s %6s %-8s %4s %14s %9s %9s\n", address, "pid",
-                     "stream", "name", "device", "kind", "live", "size", "allocs", "frees");
+        td_sb_printf(b, "address 0x%" PRIx64 "\n%8s %10s %-14s %6s %-8s %4s %14s %9s %9s %8s\n", address,
+                     "pid", "stream", "name", "device", "kind", "live", "size", "allocs", "frees", "unknown");
     bh_track_each_at(s->track, address, history_entry, &d);
     if (json)
         td_sb_printf(b, "]}\n");

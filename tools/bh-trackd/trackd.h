@@ -109,6 +109,7 @@ typedef struct td_rate {
     const char *fmt;
     uint64_t window_ms;
     uint64_t lines, suppressed;
+    char sample[128]; /* the first line held back in this window, as it would have read */
 } td_rate;
 
 /* A listening socket and what proves it is still ours. */

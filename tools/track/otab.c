@@ -79,10 +79,10 @@ void *ot_insert(otab *t, uint64_t a, uint32_t b, uint64_t c) {
     return k;
 }
 
-/* Removes the element elem points at; later elements of its probe run move
- * back so that lookups never need tombstones. Invalidates pointers into t. */
-void ot_remove(otab *t, void *elem) {
-    size_t i = (size_t)((unsigned char *)elem - t->s) / t->esize, mask = t->cap - 1;
+/* Removes the element at slot i without shrinking; later elements of its
+ * probe run move back so that lookups never need tombstones. */
+static void remove_at(otab *t, size_t i) {
+    size_t mask = t->cap - 1;
     for (size_t j = (i + 1) & mask;; j = (j + 1) & mask) {
         okey *k = ot_slot(t, j);
         if (!k->used)
@@ -97,13 +97,37 @@ void ot_remove(otab *t, void *elem) {
     }
     ot_slot(t, i)->used = 0;
     t->n--;
+}
+
+/* After removals: frees an empty table, halves a sparse one. */
+static void shrink(otab *t) {
     if (t->n == 0) {
         free(t->s);
         t->s = NULL;
         t->cap = 0;
-    } else if (t->cap > OT_MIN_CAP && t->n * 8 < t->cap) {
-        (void)ot_resize(t, t->cap / 2); /* on ENOMEM the table just stays larger */
+        return;
     }
+    while (t->cap > OT_MIN_CAP && t->n * 8 < t->cap)
+        if (ot_resize(t, t->cap / 2) != 0) /* on ENOMEM the table just stays larger */
+            return;
+}
+
+void ot_remove(otab *t, void *elem) {
+    remove_at(t, (size_t)((unsigned char *)elem - t->s) / t->esize);
+    shrink(t);
+}
+
+void ot_sweep(otab *t, int (*drop)(void *ctx, void *elem), void *ctx) {
+    for (size_t i = 0; i < t->cap;) {
+        okey *k = ot_slot(t, i);
+        /* A removal moves a later element of the run into slot i (look at
+         * it again), or one from the run's wrapped start, already kept. */
+        if (k->used && drop(ctx, k))
+            remove_at(t, i);
+        else
+            i++;
+    }
+    shrink(t);
 }
 
 void ot_free(otab *t) {

@@ -39,6 +39,9 @@ void *ot_find(const otab *t, uint64_t a, uint32_t b, uint64_t c);
 void *ot_insert(otab *t, uint64_t a, uint32_t b, uint64_t c);
 /* Removes the element elem points at. Invalidates pointers into t. */
 void ot_remove(otab *t, void *elem);
+/* Calls drop for every element and removes those it returns nonzero for
+ * (drop may see an element it kept twice); the table shrinks once, at the end. */
+void ot_sweep(otab *t, int (*drop)(void *ctx, void *elem), void *ctx);
 /* Frees every element (the table stays usable, empty). */
 void ot_free(otab *t);
 

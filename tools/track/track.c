@@ -2,8 +2,9 @@
  * track.c - see track.h. Owns the tracker's state and its changes: processes
  * by pid (also on a list in first-seen order), each process's streams by id,
  * each stream's (device) groups and live entries by (device, address), the
- * per-device live bytes for TT QUERY, and the bounded per-address history,
- * each an otab (otab.h); the reports that read them are in track_report.c.
+ * per-device live bytes for TT QUERY, each an otab (otab.h); what each
+ * stream's transport lost and how its resyncs repair the live set. The
+ * per-address history is track_history.c's, the reports track_report.c's.
  * Must never: trust a size from its caller for anything but accounting, keep
  * an entry for an allocation that is not live, or walk another process's
  * data to answer for one process.
@@ -21,17 +22,10 @@ bh_track *bh_track_new(uint64_t max_live_per_process) {
         return NULL;
     ot_init(&t->procs, sizeof(obj_ref));
     ot_init(&t->devices, sizeof(devsum));
-    ot_init(&t->history, sizeof(hist));
-    t->history_cap = BH_TRACK_DEFAULT_HISTORY;
+    history_init(t);
     t->max_groups = BH_TRACK_DEFAULT_MAX_GROUPS;
     t->max_live = max_live_per_process;
     return t;
-}
-
-void bh_track_set_history(bh_track *t, size_t addresses) {
-    t->history_cap = addresses;
-    if (t->history.n > addresses)
-        ot_free(&t->history);
 }
 
 void bh_track_set_max_groups(bh_track *t, size_t groups) { t->max_groups = groups; }
@@ -62,7 +56,7 @@ void bh_track_free(bh_track *t) {
     }
     ot_free(&t->procs);
     ot_free(&t->devices);
-    ot_free(&t->history);
+    history_fini(t);
     free(t);
 }
 /* ======================== Lookups ======================== */
@@ -138,16 +132,6 @@ static bh_track_result place_of(bh_track *t, uint64_t client, uint32_t device, p
     return out->g != NULL ? BH_TRACK_OK : why;
 }
 
-/* The history record of an address, created while there is room; NULL if none. */
-static hist *history_of(bh_track *t, uint64_t client, uint32_t device, uint64_t address) {
-    if (t->history_cap == 0)
-        return NULL;
-    hist *h = ot_find(&t->history, address, device, client);
-    if (h == NULL && t->history.n < t->history_cap)
-        h = ot_insert(&t->history, address, device, client);
-    return h;
-}
-
 /* ======================== Live set ======================== */
 
 static void device_add(bh_track *t, uint32_t device, uint64_t size, int sign) {
@@ -170,6 +154,7 @@ static bh_track_result make_live(bh_track *t, place *pl, uint32_t device, uint64
     e->size = size;
     e->type = type;
     e->since = now;
+    e->mark = pl->s->epoch;
     pl->p->live++;
     bh_track_counts *g = &pl->g->c;
     g->live++;
@@ -189,85 +174,210 @@ static void end_live(bh_track *t, proc *p, stream *s, group *g, entry *e) {
     ot_remove(&s->entries, e);
 }
 
-bh_track_result bh_track_on_alloc(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
-                                  uint64_t size, uint32_t type, uint64_t now) {
-    place pl;
-    bh_track_result r = place_of(t, client, device, &pl);
-    if (r != BH_TRACK_OK)
-        return r;
-    hist *h = history_of(t, client, device, address);
-    if (h != NULL)
-        h->allocs++;
-    pl.g->c.allocs++;
-    if (ot_find(&pl.s->entries, address, device, 0) != NULL) {
-        /* Keep the first allocation's record: the duplicate is the error. */
-        pl.g->c.duplicate_allocs++;
-        return BH_TRACK_DUPLICATE_ALLOC;
+/* A finding at (client, device, address): counted in its history record,
+ * which then moves among the findings. */
+static void history_finding(bh_track *t, hist *h, uint64_t *count) {
+    if (h != NULL) {
+        (*count)++;
+        (void)history_found(t, h);
     }
-    return make_live(t, &pl, device, address, size, type, now);
 }
 
-bh_track_result bh_track_restore(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
-                                 uint64_t size, uint64_t now) {
-    place pl;
-    bh_track_result r = place_of(t, client, device, &pl);
-    if (r != BH_TRACK_OK)
-        return r;
-    if (ot_find(&pl.s->entries, address, device, 0) != NULL)
-        return BH_TRACK_OK;
-    return make_live(t, &pl, device, address, size, 0, now);
+/* Loss from sequence numbers: a gap is lost events, a late event (below the
+ * highest seen) fills one back. A gap right after a resync was repaired by
+ * it; any other leaves the stream unsynced until the next resync ends. */
+static void note_seq(stream *s, uint64_t seq) {
+    int covered = s->covered, seen = s->saw_frame;
+    s->covered = 0;
+    s->saw_frame = 1;
+    if (seq == 0)
+        return;
+    if (s->next_seq == 0) /* first numbered event: after a resync nothing earlier was missed */
+        s->next_seq = seen ? seq : 1;
+    if (seq < s->next_seq) {
+        s->loss.lost -= s->loss.lost > 0;
+        s->loss.unsynced -= s->loss.unsynced > 0;
+        return;
+    }
+    uint64_t gap = seq - s->next_seq;
+    s->loss.lost += gap;
+    if (!covered)
+        s->loss.unsynced += gap;
+    s->next_seq = seq + 1;
 }
 
-bh_track_result bh_track_on_free(bh_track *t, uint64_t client, uint32_t device, uint64_t address) {
+bh_track_result bh_track_on_event(bh_track *t, const bh_track_event *ev) {
     place pl;
-    bh_track_result r = place_of(t, client, device, &pl);
+    bh_track_result r = place_of(t, ev->client, ev->device, &pl);
     if (r != BH_TRACK_OK)
         return r;
-    /* An unknown FREE is counted (and kept in the bounded history: that is
-     * the address people ask about), but creates no entry. */
-    hist *h = history_of(t, client, device, address);
+    note_seq(pl.s, ev->seq);
+    /* Unsynced, a FREE of an address not live or an ALLOC of a live one may
+     * be the other half of a lost event: neither is a finding. */
+    int unsynced = pl.s->loss.unsynced > 0 || pl.s->resyncing;
+    hist *h = history_of(t, ev->client, ev->device, ev->address, 1);
+    if (h != NULL && pl.s->loss.lost > 0)
+        h->inexact |= BH_TRACK_AT_LEAST;
+    entry *e = ot_find(&pl.s->entries, ev->address, ev->device, 0);
+    if (ev->kind == BH_TRACK_ALLOC) {
+        if (h != NULL)
+            h->allocs++;
+        pl.g->c.allocs++;
+        if (e != NULL && !unsynced) {
+            /* Keep the first allocation's record: the duplicate is the error. */
+            pl.g->c.duplicate_allocs++;
+            history_finding(t, h, h != NULL ? &h->dups : NULL);
+            return BH_TRACK_DUPLICATE_ALLOC;
+        }
+        if (e != NULL)
+            end_live(t, pl.p, pl.s, pl.g, e); /* its FREE was lost */
+        return make_live(t, &pl, ev->device, ev->address, ev->size, ev->type, ev->now);
+    }
     if (h != NULL)
         h->frees++;
     pl.g->c.frees++;
-    entry *e = ot_find(&pl.s->entries, address, device, 0);
     if (e == NULL) {
+        if (unsynced)
+            return BH_TRACK_OK;
+        /* Counted (and kept in the history: that is the address people ask
+         * about), but creates no entry. */
         pl.g->c.unknown_frees++;
+        history_finding(t, h, h != NULL ? &h->unknown : NULL);
         return BH_TRACK_UNKNOWN_FREE;
     }
     end_live(t, pl.p, pl.s, pl.g, e);
     return BH_TRACK_OK;
 }
 
+bh_track_result bh_track_on_alloc(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
+                                  uint64_t size, uint32_t type, uint64_t now) {
+    bh_track_event ev = {client, address, size, 0, now, device, type, BH_TRACK_ALLOC};
+    return bh_track_on_event(t, &ev);
+}
+
+bh_track_result bh_track_on_free(bh_track *t, uint64_t client, uint32_t device, uint64_t address) {
+    bh_track_event ev = {client, address, 0, 0, 0, device, 0, BH_TRACK_FREE};
+    return bh_track_on_event(t, &ev);
+}
+
+/* ======================== Loss and resync ======================== */
+
+static stream *stream_make(bh_track *t, uint64_t client) {
+    proc *p = proc_of(t, BH_TRACK_PROCESS(client), 1);
+    return p != NULL ? stream_of(p, BH_TRACK_STREAM(client), 1) : NULL;
+}
+
+void bh_track_lost(bh_track *t, uint64_t client, uint64_t n) {
+    stream *s = stream_make(t, client);
+    if (s != NULL && n > 0) {
+        s->loss.lost += n;
+        s->loss.unsynced += n;
+    }
+}
+
+void bh_track_resync_begin(bh_track *t, uint64_t client) {
+    stream *s = stream_make(t, client);
+    if (s == NULL)
+        return;
+    s->saw_frame = 1;
+    s->resyncing = 1;
+    s->epoch++; /* what is live now is dropped at the end unless restored */
+}
+
+bh_track_result bh_track_restore(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
+                                 uint64_t size, uint64_t since) {
+    place pl;
+    bh_track_result r = place_of(t, client, device, &pl);
+    if (r != BH_TRACK_OK)
+        return r;
+    pl.s->saw_frame = 1;
+    entry *e = ot_find(&pl.s->entries, address, device, 0);
+    if (e == NULL)
+        return make_live(t, &pl, device, address, size, 0, since);
+    /* Live already: the tracker saw its ALLOC, so its time stands unless
+     * the resync knows an earlier one. */
+    e->mark = pl.s->epoch;
+    if (since < e->since)
+        e->since = since;
+    if (e->size != size) { /* the reporter's view wins */
+        pl.g->c.live_bytes += size - e->size;
+        device_add(t, device, e->size, -1);
+        device_add(t, device, size, 1);
+        e->size = size;
+        if (pl.g->c.live_bytes > pl.g->c.peak_bytes)
+            pl.g->c.peak_bytes = pl.g->c.live_bytes;
+    }
+    return BH_TRACK_OK;
+}
+
+typedef struct sweep_ctx {
+    bh_track *t;
+    proc *p;
+    stream *s;
+} sweep_ctx;
+
+/* An entry the resync did not restore: its FREE was lost. */
+static int not_restored(void *ctx, void *elem) {
+    sweep_ctx *x = ctx;
+    entry *e = elem;
+    if (e->mark == x->s->epoch)
+        return 0;
+    group *g = ot_find(&x->s->groups, e->k.b, 0, 0);
+    g->c.live--;
+    g->c.live_bytes -= e->size;
+    x->p->live--;
+    device_add(x->t, (uint32_t)e->k.b, e->size, -1);
+    return 1;
+}
+
+void bh_track_resync_end(bh_track *t, uint64_t client) {
+    proc *p = proc_of(t, BH_TRACK_PROCESS(client), 0);
+    stream *s = p != NULL ? stream_of(p, BH_TRACK_STREAM(client), 0) : NULL;
+    if (s == NULL || !s->resyncing)
+        return;
+    sweep_ctx x = {t, p, s};
+    ot_sweep(&s->entries, not_restored, &x);
+    s->resyncing = 0;
+    s->loss.unsynced = 0;
+    s->loss.resyncs++;
+    s->covered = 1;
+}
+
 /* ======================== Clients leaving ======================== */
 
-/* Ends every live entry of one stream (as leaks if as_leaks) and frees its table. */
+/* A leak into the history's findings (its record is created if need be). */
+static void history_leak(bh_track *t, uint64_t client, const entry *e) {
+    hist *h = history_of(t, client, (uint32_t)e->k.b, e->k.a, 1);
+    history_finding(t, h, h != NULL ? &h->leaks : NULL);
+}
+
+/* Ends every live entry of one stream (as leaks if as_leaks) and frees its
+ * table. A stream that went unsynced may have freed some of them: those are
+ * unverified, neither listed nor counted as leaks. */
 static uint64_t drop_stream(bh_track *t, proc *p, stream *s, int as_leaks,
                             void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx) {
-    uint64_t n = 0;
+    uint64_t n = 0, client = BH_TRACK_CLIENT(p->pid, s->id);
+    int verified = (stream_inexact(s) & BH_TRACK_UNSYNCED) == 0;
     for (size_t i = 0; i < s->entries.cap; i++) {
         entry *e = (entry *)ot_slot(&s->entries, i);
         if (!e->k.used)
             continue;
         group *g = ot_find(&s->groups, e->k.b, 0, 0);
-        if (as_leaks && on_leak != NULL) {
-            bh_track_entry pub = {BH_TRACK_CLIENT(p->pid, s->id),
-                                  e->k.a,
-                                  e->size,
-                                  e->since,
-                                  (uint32_t)e->k.b,
-                                  1,
-                                  e->type,
-                                  0,
-                                  0};
+        if (as_leaks && verified && on_leak != NULL) {
+            bh_track_entry pub = {client, e->k.a, e->size, e->since, (uint32_t)e->k.b, 1, e->type,
+                                  0,      0,      0,       0};
             on_leak(ctx, &pub);
         }
         /* end_live without the table removal: the whole table goes below. */
         g->c.live--;
         g->c.live_bytes -= e->size;
-        if (as_leaks) {
+        if (as_leaks && verified) {
             g->c.leaks++;
             g->c.leaked_bytes += e->size;
+            history_leak(t, client, e);
             n++;
+        } else if (as_leaks) {
+            g->c.unverified_leaks++;
         }
         p->live--;
         device_add(t, (uint32_t)e->k.b, e->size, -1);
@@ -283,13 +393,6 @@ uint64_t bh_track_client_gone(bh_track *t, uint64_t client,
     return s != NULL ? drop_stream(t, p, s, 1, on_leak, ctx) : 0;
 }
 
-void bh_track_client_reset(bh_track *t, uint64_t client) {
-    proc *p = proc_of(t, BH_TRACK_PROCESS(client), 0);
-    stream *s = p != NULL ? stream_of(p, BH_TRACK_STREAM(client), 0) : NULL;
-    if (s != NULL)
-        drop_stream(t, p, s, 0, NULL, NULL);
-}
-
 void bh_track_counts_add(bh_track_counts *sum, const bh_track_counts *c) {
     sum->allocs += c->allocs;
     sum->frees += c->frees;
@@ -300,6 +403,15 @@ void bh_track_counts_add(bh_track_counts *sum, const bh_track_counts *c) {
     sum->live += c->live;
     sum->live_bytes += c->live_bytes;
     sum->peak_bytes += c->peak_bytes; /* sum of group peaks: an upper bound */
+    sum->unverified_leaks += c->unverified_leaks;
+    sum->inexact |= c->inexact;
+}
+
+void bh_track_loss_add(bh_track_loss *sum, const bh_track_loss *l) {
+    sum->lost += l->lost;
+    sum->resyncs += l->resyncs;
+    sum->evicted += l->evicted;
+    sum->unsynced += l->unsynced;
 }
 
 static void unlink_proc(bh_track *t, proc *p) {
@@ -336,10 +448,16 @@ void bh_track_retire_process(bh_track *t, uint32_t process, uint64_t into) {
     for (size_t i = 0; i < p->streams.cap; i++) {
         obj_ref *sr = (obj_ref *)ot_slot(&p->streams, i);
         const stream *st = sr->obj;
+        if (sr->k.used) { /* its losses stay with the client it is retired into */
+            bh_track_loss l = st->loss;
+            l.unsynced = 0;
+            bh_track_loss_add(ds != NULL ? &ds->loss : &t->retired, &l);
+        }
         for (size_t j = 0; sr->k.used && j < st->groups.cap; j++) {
             group *g = (group *)ot_slot(&st->groups, j);
             if (!g->k.used)
                 continue;
+            g->c.inexact |= stream_inexact(st);
             /* One group per device, under the group limit like any process:
              * devices come from the wire, and each gone process could add
              * thousands that stay forever. Past it, only the totals count. */

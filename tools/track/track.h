@@ -14,6 +14,24 @@
  * limit and the (stream, device) group limit hold per process, and a process
  * that goes gives everything back at once (bh_track_process_gone).
  *
+ * Loss. A transport may lose events (a full ring, a reconnection). Events
+ * carry a per-stream sequence number (1, 2, 3, ...): a gap is counted as lost
+ * (a late event that fills it is taken back), and until a resync of that
+ * stream ends the stream is "unsynced": a FREE of an address not live or an
+ * ALLOC of one already live may be the other half of a lost event, so
+ * neither is counted as a finding. A resync marks the entries it restores and
+ * drops, at its end, those it did not (their FREEs were lost); an entry the
+ * tracker had already keeps its original time. Counters a loss made lower
+ * bounds say so (bh_track_counts.inexact), and leaks of a stream that was
+ * unsynced when it went are counted apart (unverified_leaks).
+ *
+ * History. The per-address history keeps two bounded tables: clean records
+ * and records with findings (FREEs of the address while not live, duplicate
+ * ALLOCs, leaks). A full clean table evicts a clean record (not one of a live
+ * allocation when it can find one); a record that gets a finding moves to the
+ * findings table, which evicts only findings, and only when it is full.
+ * Evictions are counted, per client and in total.
+ *
  * Memory follows what is live: an entry exists only while its allocation is
  * live (a FREE deletes it, a FREE of an unknown address creates nothing), a
  * process's tables are freed when it goes, and what stays is bounded: the
@@ -39,10 +57,28 @@ typedef enum bh_track_result {
     BH_TRACK_GROUP_LIMIT = 5 /* process over its (stream, device) group limit */
 } bh_track_result;
 
+/* bh_track_counts.inexact: which figures a loss made uncertain. */
+#define BH_TRACK_AT_LEAST                                                                                    \
+    0x1u /* events were lost: allocs, frees, unknown_frees, duplicate_allocs and                             \
+            peak_bytes are lower bounds */
+#define BH_TRACK_UNSYNCED                                                                                    \
+    0x2u /* events are missing that no resync covered yet: live and live_bytes                               \
+            may be off until the next resync ends */
+
 typedef struct bh_track_counts {
     uint64_t allocs, frees, unknown_frees, duplicate_allocs, leaks, leaked_bytes;
     uint64_t live, live_bytes, peak_bytes;
+    uint64_t unverified_leaks; /* live when their stream went while unsynced: perhaps freed */
+    uint32_t inexact;          /* BH_TRACK_AT_LEAST | BH_TRACK_UNSYNCED */
 } bh_track_counts;
+
+/* What a stream's transport lost, and what the history evicted of it. */
+typedef struct bh_track_loss {
+    uint64_t lost;     /* events lost (sequence gaps not filled, and what bh_track_lost was told) */
+    uint64_t resyncs;  /* resyncs that ended */
+    uint64_t evicted;  /* history records of this client evicted (clean ones) */
+    uint64_t unsynced; /* events missing that no resync covered yet (0: the live set is exact) */
+} bh_track_loss;
 
 /* A live allocation (each_entry, on_leak), or one address's history
  * (most_overfreed: allocs and frees set, size 0 unless live). */
@@ -55,6 +91,8 @@ typedef struct bh_track_entry {
     uint32_t live;
     uint32_t type; /* caller's tag of the live allocation (TT buffer_type), else 0 */
     uint64_t allocs, frees;
+    uint64_t unknown_frees; /* history: FREEs of it while it was not live */
+    uint32_t inexact;       /* history: BH_TRACK_AT_LEAST when its client lost events */
 } bh_track_entry;
 
 typedef struct bh_track bh_track;
@@ -63,27 +101,64 @@ typedef struct bh_track bh_track;
 #define BH_TRACK_PROCESS(client) ((uint32_t)((uint64_t)(client) >> 32))
 #define BH_TRACK_STREAM(client) ((uint32_t)(client))
 
-#define BH_TRACK_DEFAULT_HISTORY 32767u /* addresses with counts: a table of at most 64K slots */
+#define BH_TRACK_DEFAULT_HISTORY                                                                             \
+    32767u /* addresses with counts: a table of at most 64K slots (and as many                               \
+              again with findings) */
 #define BH_TRACK_DEFAULT_MAX_GROUPS 4096u
 #define BH_TRACK_MAX_DEVICES 65536u /* devices whose live bytes are kept (TT QUERY) */
 
 /* max_live_per_process: BH_TRACK_LIMIT past it (0: no limit). NULL on ENOMEM. */
 bh_track *bh_track_new(uint64_t max_live_per_process);
 void bh_track_free(bh_track *t);
-/* How many addresses the history keeps (0: none; the default
- * BH_TRACK_DEFAULT_HISTORY). Addresses past it are not counted. */
+/* How many addresses the history keeps, clean and with findings each (0:
+ * none; the default BH_TRACK_DEFAULT_HISTORY). Past it, clean records are
+ * evicted first (see History above). */
 void bh_track_set_history(bh_track *t, size_t addresses);
 /* (stream, device) groups per process (default BH_TRACK_DEFAULT_MAX_GROUPS;
  * 0: no limit). */
 void bh_track_set_max_groups(bh_track *t, size_t groups);
 
+enum { BH_TRACK_ALLOC = 1, BH_TRACK_FREE = 2 };
+
+/* One event. seq: its number in its stream (1, 2, 3, ...), 0 if the
+ * transport numbers nothing (no loss is then seen from it). */
+typedef struct bh_track_event {
+    uint64_t client, address, size, seq, now;
+    uint32_t device, type, kind; /* kind: BH_TRACK_ALLOC or BH_TRACK_FREE */
+} bh_track_event;
+
+bh_track_result bh_track_on_event(bh_track *t, const bh_track_event *ev);
+/* Unnumbered events (seq 0). */
 bh_track_result bh_track_on_alloc(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
                                   uint64_t size, uint32_t type, uint64_t now);
-/* Marks an allocation live as part of a resync: not counted as an ALLOC,
- * never a duplicate. */
-bh_track_result bh_track_restore(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
-                                 uint64_t size, uint64_t now);
 bh_track_result bh_track_on_free(bh_track *t, uint64_t client, uint32_t device, uint64_t address);
+
+/* The transport knows client lost n events (it counted them itself): the
+ * stream is unsynced until its next resync ends. */
+void bh_track_lost(bh_track *t, uint64_t client, uint64_t n);
+/* A resync of client begins: what it restores until bh_track_resync_end is
+ * its live set; the rest is dropped then (not leaks, not frees). */
+void bh_track_resync_begin(bh_track *t, uint64_t client);
+/* Marks an allocation live as part of a resync: not counted as an ALLOC,
+ * never a duplicate. since: when it was allocated, in the caller's clock
+ * (the caller's now if it does not know); an entry the tracker holds keeps
+ * the earlier of its time and since. */
+bh_track_result bh_track_restore(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
+                                 uint64_t size, uint64_t since);
+/* The resync ends: entries it did not restore are dropped, the stream is
+ * synced. Costs that stream's live set. */
+void bh_track_resync_end(bh_track *t, uint64_t client);
+/* What client lost (zeros if unknown). O(1). */
+void bh_track_stream_loss(const bh_track *t, uint64_t client, bh_track_loss *out);
+/* The same summed over a process's streams (0: the gone processes retired
+ * so far), and over everything (process UINT32_MAX: present and retired). */
+void bh_track_process_loss(const bh_track *t, uint32_t process, bh_track_loss *out);
+/* Calls fn for each stream of the processes present, in first-seen order. */
+void bh_track_each_stream(const bh_track *t, void (*fn)(void *ctx, uint64_t client, const bh_track_loss *l),
+                          void *ctx);
+/* History evictions in total: clean records, and records with findings
+ * (only when the findings table was full). */
+void bh_track_history_evictions(const bh_track *t, uint64_t *clean, uint64_t *findings);
 /* Drops every live allocation of one client (stream) as a leak; calls on_leak
  * for each (may be NULL). Returns the number of leaks. Costs that stream's
  * live set. */
@@ -99,9 +174,6 @@ uint64_t bh_track_process_gone(bh_track *t, uint32_t process,
 void bh_track_retire_process(bh_track *t, uint32_t process, uint64_t into);
 /* 1 if client holds address on device live. O(1). */
 int bh_track_is_live(const bh_track *t, uint64_t client, uint32_t device, uint64_t address);
-/* Forgets a client's live set without counting leaks (a resync replaces it).
- * Costs that stream's live set. */
-void bh_track_client_reset(bh_track *t, uint64_t client);
 
 /* Totals for one client/device (client or device UINT64_MAX / UINT32_MAX:
  * any), over the processes present; both any: gone processes included. */
@@ -115,7 +187,10 @@ uint64_t bh_track_process_live(const bh_track *t, uint32_t process);
  * retired). O(1). */
 size_t bh_track_process_groups(const bh_track *t, uint32_t process);
 
-/* sum += c, field by field (peak_bytes too: a sum of peaks is an upper bound). */
+/* sum += l, field by field. */
+void bh_track_loss_add(bh_track_loss *sum, const bh_track_loss *l);
+/* sum += c, field by field (peak_bytes too: a sum of peaks is an upper
+ * bound; inexact: either's flags). */
 void bh_track_counts_add(bh_track_counts *sum, const bh_track_counts *c);
 
 typedef void (*bh_track_group_fn)(void *ctx, uint64_t client, uint32_t device, const bh_track_counts *c);
@@ -135,8 +210,9 @@ void bh_track_each_entry(const bh_track *t, uint64_t skip, int (*fn)(void *ctx, 
  * bounded history table, whatever the live set holds. */
 void bh_track_each_at(const bh_track *t, uint64_t address, void (*fn)(void *ctx, const bh_track_entry *e),
                       void *ctx);
-/* The n addresses of the history with the largest frees - allocs (ties: most
- * frees), worst first. Returns how many were written to out. */
+/* The n addresses of the history with the most FREEs while not live (ties:
+ * frees - allocs, then most frees), worst first; only addresses with such
+ * FREEs. Returns how many were written to out. */
 size_t bh_track_most_overfreed(const bh_track *t, bh_track_entry *out, size_t n);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * track_impl.h - the tracker's state, shared by track.c (events, clients
- * leaving) and track_report.c (reports); private to tools/track/.
+ * track_impl.h - the tracker's state, shared by track.c (events, resyncs,
+ * clients leaving), track_history.c (the bounded per-address history) and
+ * track_report.c (reports); private to tools/track/.
  * Must never: be included outside tools/track/ (callers use track.h).
  */
 #ifndef BH_TRACK_IMPL_H
@@ -13,6 +14,7 @@ typedef struct entry { /* a live allocation: a address, b device */
     okey k;
     uint64_t size, since;
     uint32_t type;
+    uint32_t mark; /* the stream's epoch when it was last made live or restored */
 } entry;
 
 typedef struct group { /* a device */
@@ -23,6 +25,12 @@ typedef struct group { /* a device */
 typedef struct stream {
     uint32_t id;
     otab entries, groups;
+    bh_track_loss loss;
+    uint64_t next_seq; /* after the highest seq seen; 0: no numbered event yet */
+    uint32_t epoch;    /* a resync restores entries under a new epoch and drops the older ones */
+    int resyncing;     /* between resync_begin and resync_end */
+    int covered;       /* a resync ended since the last event: a gap before the next one is repaired */
+    int saw_frame;     /* anything of it was seen (the first event's gap counts only after that) */
 } stream;
 
 /* A process or stream by its id: the object lives apart, so that pointers
@@ -48,15 +56,21 @@ typedef struct devsum { /* a device; kept once seen (bounded by BH_TRACK_MAX_DEV
 typedef struct hist { /* a address, b device, c client */
     okey k;
     uint64_t allocs, frees;
+    uint64_t unknown, dups, leaks; /* findings: FREEs while not live, duplicate ALLOCs, leaks */
+    uint32_t inexact;              /* BH_TRACK_AT_LEAST: its client lost events while it was kept */
 } hist;
 
 struct bh_track {
     otab procs;
     proc *first, *last;
-    otab devices, history;
+    otab devices;
+    otab history, findings; /* clean records, records with findings (track_history.c) */
     size_t history_cap, max_groups;
+    size_t hand, fhand;                    /* where the next eviction looks first (clean, findings) */
+    uint64_t evicted_clean, evicted_found; /* history evictions */
     uint64_t max_live;
-    bh_track_counts gone; /* counts that could not be retired into a group (ENOMEM) */
+    bh_track_counts gone;  /* counts that could not be retired into a group (ENOMEM) */
+    bh_track_loss retired; /* the losses of retired processes */
 };
 
 static inline void *ref_find(const otab *refs, uint64_t id) {
@@ -64,11 +78,38 @@ static inline void *ref_find(const otab *refs, uint64_t id) {
     return r != NULL ? r->obj : NULL;
 }
 
+/* The stream of client, or NULL. */
+static inline stream *stream_find(const bh_track *t, uint64_t client) {
+    const proc *p = ref_find(&t->procs, BH_TRACK_PROCESS(client));
+    return p != NULL ? ref_find(&p->streams, BH_TRACK_STREAM(client)) : NULL;
+}
+
 /* The live entry of (client, device, address), or NULL. */
 static inline const entry *live_entry(const bh_track *t, uint64_t client, uint32_t device, uint64_t address) {
-    const proc *p = ref_find(&t->procs, BH_TRACK_PROCESS(client));
-    const stream *s = p != NULL ? ref_find(&p->streams, BH_TRACK_STREAM(client)) : NULL;
+    const stream *s = stream_find(t, client);
     return s != NULL ? ot_find(&s->entries, address, device, 0) : NULL;
 }
+
+/* Flags of a stream's counts beyond what its groups recorded. */
+static inline uint32_t stream_inexact(const stream *s) {
+    return (s->loss.lost > 0 ? BH_TRACK_AT_LEAST : 0u) |
+           (s->loss.unsynced > 0 || s->resyncing ? BH_TRACK_UNSYNCED : 0u);
+}
+
+/* ======================== track_history.c ======================== */
+
+void history_init(bh_track *t);
+void history_fini(bh_track *t);
+/* The record of (client, device, address), or NULL. */
+const hist *history_find(const bh_track *t, uint64_t client, uint32_t device, uint64_t address);
+/* The record of (client, device, address), created (evicting if need be)
+ * when create is set and the history is on; NULL if none. Invalidates
+ * pointers into the history tables when it creates. */
+hist *history_of(bh_track *t, uint64_t client, uint32_t device, uint64_t address, int create);
+/* h got a finding: it moves to the findings table (evicting a finding if it
+ * is full). Returns where it is now (NULL: ENOMEM, the finding is lost). */
+hist *history_found(bh_track *t, hist *h);
+/* Every record (clean ones, then findings), until fn returns nonzero. */
+void history_each(const bh_track *t, int (*fn)(void *ctx, const hist *h), void *ctx);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * track_report.c - see track.h. Owns the reports on the tracker's state:
- * totals, groups, live entries, one address, most over-freed.
+ * totals, groups, streams and their losses, live entries, one address, most
+ * over-freed.
  * Must never: change the state, or cost more than each call's comment in
  * track.h says.
  */
@@ -10,19 +11,83 @@
 
 /* ======================== Reports ======================== */
 
-void bh_track_each_group(const bh_track *t, bh_track_group_fn fn, void *ctx) {
-    for (const proc *p = t->first; p != NULL; p = p->next) {
+/* Calls fn for each stream of the processes present, processes in
+ * first-seen order, until fn returns nonzero; returns that. */
+static int each_stream(const bh_track *t, int (*fn)(void *ctx, const proc *p, const stream *s), void *ctx) {
+    for (const proc *p = t->first; p != NULL; p = p->next)
         for (size_t i = 0; i < p->streams.cap; i++) {
             const obj_ref *sr = (const obj_ref *)ot_slot(&p->streams, i);
-            if (!sr->k.used)
-                continue;
-            const stream *s = sr->obj;
-            for (size_t j = 0; j < s->groups.cap; j++) {
-                const group *g = (const group *)ot_slot(&s->groups, j);
-                if (g->k.used)
-                    fn(ctx, BH_TRACK_CLIENT(p->pid, s->id), (uint32_t)g->k.a, &g->c);
-            }
+            if (sr->k.used && fn(ctx, p, sr->obj) != 0)
+                return 1;
         }
+    return 0;
+}
+
+typedef struct group_walk {
+    bh_track_group_fn fn;
+    void *ctx;
+} group_walk;
+
+static int groups_of(void *ctx, const proc *p, const stream *s) {
+    const group_walk *w = ctx;
+    uint32_t flags = stream_inexact(s);
+    for (size_t j = 0; j < s->groups.cap; j++) {
+        const group *g = (const group *)ot_slot(&s->groups, j);
+        if (!g->k.used)
+            continue;
+        bh_track_counts c = g->c;
+        c.inexact |= flags;
+        w->fn(w->ctx, BH_TRACK_CLIENT(p->pid, s->id), (uint32_t)g->k.a, &c);
+    }
+    return 0;
+}
+
+void bh_track_each_group(const bh_track *t, bh_track_group_fn fn, void *ctx) {
+    group_walk w = {fn, ctx};
+    (void)each_stream(t, groups_of, &w);
+}
+
+typedef struct loss_walk {
+    void (*fn)(void *ctx, uint64_t client, const bh_track_loss *l);
+    void *ctx;
+} loss_walk;
+
+static int loss_of(void *ctx, const proc *p, const stream *s) {
+    const loss_walk *w = ctx;
+    w->fn(w->ctx, BH_TRACK_CLIENT(p->pid, s->id), &s->loss);
+    return 0;
+}
+
+void bh_track_each_stream(const bh_track *t, void (*fn)(void *ctx, uint64_t client, const bh_track_loss *l),
+                          void *ctx) {
+    loss_walk w = {fn, ctx};
+    (void)each_stream(t, loss_of, &w);
+}
+
+void bh_track_stream_loss(const bh_track *t, uint64_t client, bh_track_loss *out) {
+    const stream *s = stream_find(t, client);
+    memset(out, 0, sizeof(*out));
+    if (s != NULL)
+        *out = s->loss;
+}
+
+static void sum_loss(void *ctx, uint64_t client, const bh_track_loss *l) {
+    (void)client;
+    bh_track_loss_add(ctx, l);
+}
+
+void bh_track_process_loss(const bh_track *t, uint32_t process, bh_track_loss *out) {
+    memset(out, 0, sizeof(*out));
+    if (process == UINT32_MAX) {
+        bh_track_each_stream(t, sum_loss, out);
+        bh_track_loss_add(out, &t->retired);
+        return;
+    }
+    const proc *p = ref_find(&t->procs, process);
+    for (size_t i = 0; p != NULL && i < p->streams.cap; i++) {
+        const obj_ref *sr = (const obj_ref *)ot_slot(&p->streams, i);
+        if (sr->k.used)
+            bh_track_loss_add(out, &((const stream *)sr->obj)->loss);
     }
 }
 
@@ -64,40 +129,62 @@ size_t bh_track_process_groups(const bh_track *t, uint32_t process) {
     return p != NULL ? p->ngroups : 0;
 }
 
+/* The public view of a history record (not live: size 0). */
+static void hist_pub(const hist *h, bh_track_entry *pub) {
+    *pub = (bh_track_entry){h->k.c, h->k.a,    0,        0,          (uint32_t)h->k.b, 0,
+                            0,      h->allocs, h->frees, h->unknown, h->inexact};
+}
+
 /* The public view of a live entry of client. */
 static void live_pub(const bh_track *t, uint64_t client, const entry *e, bh_track_entry *pub) {
-    const hist *h = ot_find(&t->history, e->k.a, (uint32_t)e->k.b, client);
-    *pub = (bh_track_entry){client, e->k.a,  e->size,           e->since,        (uint32_t)e->k.b,
-                            1,      e->type, h ? h->allocs : 0, h ? h->frees : 0};
+    const hist *h = history_find(t, client, (uint32_t)e->k.b, e->k.a);
+    bh_track_entry none = {0};
+    if (h != NULL)
+        hist_pub(h, pub);
+    else
+        *pub = none;
+    pub->client = client;
+    pub->address = e->k.a;
+    pub->size = e->size;
+    pub->since = e->since;
+    pub->device = (uint32_t)e->k.b;
+    pub->live = 1;
+    pub->type = e->type;
+}
+
+typedef struct entry_walk {
+    const bh_track *t;
+    uint64_t skip;
+    int (*fn)(void *ctx, const bh_track_entry *e);
+    void *ctx;
+} entry_walk;
+
+static int entries_of(void *ctx, const proc *p, const stream *s) {
+    entry_walk *w = ctx;
+    if (w->skip >= s->entries.n) { /* the whole stream is before the page */
+        w->skip -= s->entries.n;
+        return 0;
+    }
+    for (size_t j = 0; j < s->entries.cap; j++) {
+        const entry *e = (const entry *)ot_slot(&s->entries, j);
+        if (!e->k.used)
+            continue;
+        if (w->skip > 0) {
+            w->skip--;
+            continue;
+        }
+        bh_track_entry pub;
+        live_pub(w->t, BH_TRACK_CLIENT(p->pid, s->id), e, &pub);
+        if (w->fn(w->ctx, &pub) != 0)
+            return 1;
+    }
+    return 0;
 }
 
 void bh_track_each_entry(const bh_track *t, uint64_t skip, int (*fn)(void *ctx, const bh_track_entry *e),
                          void *ctx) {
-    for (const proc *p = t->first; p != NULL; p = p->next) {
-        for (size_t i = 0; i < p->streams.cap; i++) {
-            const obj_ref *sr = (const obj_ref *)ot_slot(&p->streams, i);
-            if (!sr->k.used)
-                continue;
-            const stream *s = sr->obj;
-            if (skip >= s->entries.n) { /* the whole stream is before the page */
-                skip -= s->entries.n;
-                continue;
-            }
-            for (size_t j = 0; j < s->entries.cap; j++) {
-                const entry *e = (const entry *)ot_slot(&s->entries, j);
-                if (!e->k.used)
-                    continue;
-                if (skip > 0) {
-                    skip--;
-                    continue;
-                }
-                bh_track_entry pub;
-                live_pub(t, BH_TRACK_CLIENT(p->pid, s->id), e, &pub);
-                if (fn(ctx, &pub) != 0)
-                    return;
-            }
-        }
-    }
+    entry_walk w = {t, skip, fn, ctx};
+    (void)each_stream(t, entries_of, &w);
 }
 
 typedef struct at_ctx {
@@ -120,40 +207,56 @@ static void live_at(void *ctx, uint64_t client, uint32_t device, const bh_track_
     x->fn(x->ctx, &pub);
 }
 
+static int history_at(void *ctx, const hist *h) {
+    const at_ctx *x = ctx;
+    if (h->k.a == x->address && live_entry(x->t, h->k.c, (uint32_t)h->k.b, h->k.a) == NULL) {
+        bh_track_entry pub;
+        hist_pub(h, &pub);
+        x->fn(x->ctx, &pub);
+    }
+    return 0;
+}
+
 void bh_track_each_at(const bh_track *t, uint64_t address, void (*fn)(void *ctx, const bh_track_entry *e),
                       void *ctx) {
     at_ctx x = {t, address, fn, ctx};
     bh_track_each_group(t, live_at, &x);
-    for (size_t i = 0; i < t->history.cap; i++) {
-        const hist *h = (const hist *)ot_slot(&t->history, i);
-        if (!h->k.used || h->k.a != address || live_entry(t, h->k.c, h->k.b, h->k.a) != NULL)
-            continue;
-        bh_track_entry pub = {h->k.c, h->k.a, 0, 0, h->k.b, 0, 0, h->allocs, h->frees};
-        fn(ctx, &pub);
-    }
+    history_each(t, history_at, &x);
 }
 
 static int worse(const bh_track_entry *a, const bh_track_entry *b) {
+    if (a->unknown_frees != b->unknown_frees)
+        return a->unknown_frees > b->unknown_frees;
     int64_t ea = (int64_t)(a->frees - a->allocs), eb = (int64_t)(b->frees - b->allocs);
     return ea != eb ? ea > eb : a->frees > b->frees;
 }
 
-size_t bh_track_most_overfreed(const bh_track *t, bh_track_entry *out, size_t n) {
-    size_t k = 0;
-    for (size_t i = 0; i < t->history.cap && n > 0; i++) {
-        const hist *h = (const hist *)ot_slot(&t->history, i);
-        if (!h->k.used || h->frees <= h->allocs)
-            continue;
-        bh_track_entry e = {h->k.c, h->k.a, 0, 0, h->k.b, 0, 0, h->allocs, h->frees};
-        /* Insertion into a sorted top-n list. */
-        size_t pos = k < n ? k++ : n;
-        while (pos > 0 && worse(&e, &out[pos - 1])) {
-            if (pos < n)
-                out[pos] = out[pos - 1];
-            pos--;
-        }
-        if (pos < n)
-            out[pos] = e;
+typedef struct top_ctx {
+    bh_track_entry *out;
+    size_t n, k;
+} top_ctx;
+
+/* Insertion into a sorted top-n list. */
+static int top_add(void *ctx, const hist *h) {
+    top_ctx *x = ctx;
+    if (h->unknown == 0)
+        return 0;
+    bh_track_entry e;
+    hist_pub(h, &e);
+    size_t pos = x->k < x->n ? x->k++ : x->n;
+    while (pos > 0 && worse(&e, &x->out[pos - 1])) {
+        if (pos < x->n)
+            x->out[pos] = x->out[pos - 1];
+        pos--;
     }
-    return k;
+    if (pos < x->n)
+        x->out[pos] = e;
+    return 0;
+}
+
+size_t bh_track_most_overfreed(const bh_track *t, bh_track_entry *out, size_t n) {
+    top_ctx x = {out, n, 0};
+    if (n > 0)
+        history_each(t, top_add, &x);
+    return x.k;
 }
