@@ -145,6 +145,27 @@ static void unsynced_excuses_and_late_fills(void **state) {
     bh_track_free(t);
 }
 
+/* A resync that says which events it covers (a ring's mark) counts a gap
+ * at the end of the stream too, and the next event's gap is not counted
+ * twice. */
+static void resync_covers_a_trailing_gap(void **state) {
+    (void)state;
+    bh_track *t = bh_track_new(0);
+    assert_int_equal(ev(t, CLIENT, BH_TRACK_ALLOC, 0x1000, 1, 1), BH_TRACK_OK);
+    bh_track_resync_begin(t, CLIENT);
+    bh_track_resync_covers(t, CLIENT, 10);
+    assert_int_equal(bh_track_restore(t, CLIENT, DEV, 0x1000, 64, 1), BH_TRACK_OK);
+    bh_track_resync_end(t, CLIENT);
+    bh_track_loss l;
+    bh_track_stream_loss(t, CLIENT, &l);
+    assert_int_equal(l.lost, 9);
+    assert_int_equal(ev(t, CLIENT, BH_TRACK_FREE, 0x1000, 11, 2), BH_TRACK_OK);
+    bh_track_stream_loss(t, CLIENT, &l);
+    assert_int_equal(l.lost, 9);
+    assert_int_equal(l.unsynced, 0);
+    bh_track_free(t);
+}
+
 /* A synced stream's real double free and duplicate ALLOC are findings. */
 static void synced_findings_count(void **state) {
     (void)state;
@@ -215,6 +236,7 @@ int main(void) {
         cmocka_unit_test(loss_then_resync_blames_nobody),
         cmocka_unit_test(resync_keeps_original_time),
         cmocka_unit_test(unsynced_excuses_and_late_fills),
+        cmocka_unit_test(resync_covers_a_trailing_gap),
         cmocka_unit_test(synced_findings_count),
         cmocka_unit_test(full_history_keeps_findings),
     };

@@ -284,6 +284,18 @@ void bh_track_resync_begin(bh_track *t, uint64_t client) {
     s->epoch++; /* what is live now is dropped at the end unless restored */
 }
 
+void bh_track_resync_covers(bh_track *t, uint64_t client, uint64_t last_seq) {
+    stream *s = stream_make(t, client);
+    if (s == NULL || last_seq == 0)
+        return;
+    if (s->next_seq == 0)
+        s->next_seq = 1;
+    if (last_seq >= s->next_seq) {
+        s->loss.lost += last_seq + 1 - s->next_seq;
+        s->next_seq = last_seq + 1;
+    }
+}
+
 bh_track_result bh_track_restore(bh_track *t, uint64_t client, uint32_t device, uint64_t address,
                                  uint64_t size, uint64_t since) {
     place pl;

@@ -139,6 +139,11 @@ void bh_track_lost(bh_track *t, uint64_t client, uint64_t n);
 /* A resync of client begins: what it restores until bh_track_resync_end is
  * its live set; the rest is dropped then (not leaks, not frees). */
 void bh_track_resync_begin(bh_track *t, uint64_t client);
+/* The resync under way covers every event of client numbered up to
+ * last_seq (a ring's mark says so): those not seen are lost, repaired by
+ * this resync, and a gap at the end of a stream (nothing numbered follows)
+ * is counted too. Costs O(1). */
+void bh_track_resync_covers(bh_track *t, uint64_t client, uint64_t last_seq);
 /* Marks an allocation live as part of a resync: not counted as an ALLOC,
  * never a duplicate. since: when it was allocated, in the caller's clock
  * (the caller's now if it does not know); an entry the tracker holds keeps
