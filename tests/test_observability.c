@@ -392,27 +392,36 @@ static void tt_ask(int fd, uint8_t type, size_t size, int32_t device, uint8_t *o
 
 static void record_size_is_told_only_by_what_the_bytes_prove(void **state) {
     (void)state;
-    uint8_t b[4 * TT112];
-    /* One 72-byte QUERY: either size until the peer is at rest, then 72. */
+    uint8_t b[4 * 144];
+    /* One 72-byte QUERY: any size until the peer is at rest, then 72. */
     tt_rec(b, 72, BH_TT_QUERY, 0, 0, 0, 0);
     assert_int_equal(td_tt_detect(b, 72, 0), 0);
     assert_int_equal(td_tt_detect(b, 72, 1), 72);
-    /* A 112-byte ALLOC: its zero device-info fields cannot start a 72-byte record. */
-    tt_rec(b, TT112, BH_TT_ALLOC, 3, 4096, 1, 0x1000);
-    assert_int_equal(td_tt_detect(b, TT112, 0), 112);
-    /* Two 72-byte ALLOCs: the second's timestamp is no is_available flag. */
+    /* Two 72-byte ALLOCs: byte 72 is the second one's type. */
     tt_rec(b, 72, BH_TT_ALLOC, 3, 4096, 1, 0x1000);
     tt_rec(b + 72, 72, BH_TT_ALLOC, 3, 4096, 1, 0x2000);
-    assert_int_equal(td_tt_detect(b, 144, 0), 72);
-    /* A 112-byte record whose device-info bytes look like a 72-byte header:
-     * at rest, 112 bytes cannot be a 72-byte client's whole records. */
-    tt_rec(b, TT112, BH_TT_DEVICE_INFO_QUERY_FOR_TEST, -1, 0, 0, 0);
-    b[72] = BH_TT_ALLOC;
+    assert_int_equal(td_tt_detect(b, 73, 0), 72);
+    assert_int_equal(td_tt_detect(b, 144, 1), 72);
+    /* A 112-byte ALLOC: zero at 72 (answer-only fields), so 112 or 144; at
+     * rest 112 bytes are one 112-byte record, and a second one decides. */
+    memset(b, 0, sizeof(b));
+    tt_rec(b, TT112, BH_TT_ALLOC, 3, 4096, 1, 0x1000);
     assert_int_equal(td_tt_detect(b, TT112, 0), 0);
     assert_int_equal(td_tt_detect(b, TT112, 1), 112);
-    /* Neither. */
+    tt_rec(b + TT112, TT112, BH_TT_FREE, 3, 0, 0, 0x1000);
+    assert_int_equal(td_tt_detect(b, TT112 + 1, 0), 112);
+    /* A 144-byte ALLOC: zero at 72 and at 112. */
+    memset(b, 0, sizeof(b));
+    tt_rec(b, 144, BH_TT_ALLOC, 3, 4096, 1, 0x1000);
+    assert_int_equal(td_tt_detect(b, 113, 0), 144);
+    assert_int_equal(td_tt_detect(b, 144, 1), 144);
+    /* A first record that is not TT's, or a second one that is not. */
     memset(b, 0x55, sizeof(b));
     assert_int_equal(td_tt_detect(b, sizeof(b), 0), -1);
+    memset(b, 0, sizeof(b));
+    tt_rec(b, 72, BH_TT_ALLOC, 3, 4096, 1, 0x1000);
+    memset(b + 72, 0x55, 28);
+    assert_int_equal(td_tt_detect(b, 200, 0), -1);
 }
 
 static void tt_112_byte_records_are_tracked_by_kind_and_answered(void **state) {
@@ -430,20 +439,19 @@ static void tt_112_byte_records_are_tracked_by_kind_and_answered(void **state) {
     assert_int_equal(bh_get32(r + 4), 40);
     assert_int_equal(bh_get64(r + 40), 0);    /* dram */
     assert_int_equal(bh_get64(r + 48), 1000); /* l1 */
-    assert_int_equal(bh_get64(r + 56),
-                     800); /* l1_small: SYSTEM_MEMORY and L1_SMALL, as TT's server adds them */
+    /* l1_small: SYSTEM_MEMORY and L1_SMALL, as TT's server adds them */
+    assert_int_equal(bh_get64(r + 56), 800);
     assert_int_equal(bh_get64(r + 64), 200); /* trace */
     /* FREE without a buffer_type finds the L1 allocation at that address. */
     tt_send(fd, BH_TT_FREE, TT112, 40, 0, 0, 0x1000);
     tt_ask(fd, BH_TT_QUERY, TT112, 40, r);
     assert_int_equal(bh_get64(r + 48), 0);
-    /* DEVICE_INFO_QUERY: how many devices (-1), and whether one exists. */
+    /* DEVICE_INFO_QUERY: as TT's server on a host without devices (none
+     * described with --tt-devices), whatever devices the records name. */
     tt_ask(fd, BH_TT_DEVICE_INFO_QUERY_FOR_TEST, TT112, -1, r);
     assert_int_equal(r[0], BH_TT_DEVICE_INFO_QUERY_FOR_TEST + 1);
-    assert_int_equal(bh_get32(r + 108), 41);
+    assert_int_equal(bh_get32(r + 108), 0);
     tt_ask(fd, BH_TT_DEVICE_INFO_QUERY_FOR_TEST, TT112, 40, r);
-    assert_int_equal(bh_get32(r + 104), 1);
-    tt_ask(fd, BH_TT_DEVICE_INFO_QUERY_FOR_TEST, TT112, 41, r);
     assert_int_equal(bh_get32(r + 104), 0);
     const char *j = api_stats();
     assert_non_null(strstr(j, "\"malformed\":0,"));
@@ -485,17 +493,19 @@ static void tt_72_byte_clients_on_64_devices_query_first_and_leave_early(void **
     close(fd);
 }
 
-static void a_configured_record_size_is_not_second_guessed(void **state) {
+static void a_configured_record_size_never_misreads_other_records(void **state) {
     (void)state;
     const char *extra[] = {"--compat-record-size", "72", NULL};
     start_server(extra);
     int fd = compat_connect();
-    tt_send(fd, BH_TT_ALLOC, TT112, 1, 4096, 1, 0x1000); /* 112 bytes read as 72: the rest is no header */
+    tt_send(fd, BH_TT_ALLOC, TT112, 1, 4096, 1, 0x1000); /* 112 bytes: not read as 72 */
+    assert_true(stats_contain("\"compat_ignored\":1,"));
     uint8_t sink[8];
-    assert_true(recv(fd, sink, sizeof(sink), 0) <= 0); /* closed */
+    assert_int_equal(recv(fd, sink, sizeof(sink), MSG_DONTWAIT), -1); /* still open: a TT client lives on */
     close(fd);
     const char *j = api_stats();
-    assert_non_null(strstr(j, "\"malformed\":1,"));
+    assert_non_null(strstr(j, "\"malformed\":0,"));
+    assert_non_null(strstr(j, "\"tt\":{\"live\":0,"));
     /* A 72-byte client there is tracked, and named after its process. */
     fd = compat_connect();
     tt_send(fd, BH_TT_ALLOC, 72, 9, 4096, 0, 0x9000);
@@ -1032,7 +1042,8 @@ int main(int argc, char **argv) {
                                         teardown),
         cmocka_unit_test_setup_teardown(tt_72_byte_clients_on_64_devices_query_first_and_leave_early, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(a_configured_record_size_is_not_second_guessed, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_configured_record_size_never_misreads_other_records, setup,
+                                        teardown),
     };
     /* With promtool, Prometheus and Chromium (label observability). */
     const struct CMUnitTest tools[] = {

@@ -141,6 +141,199 @@ static void each_buffer_type_in_72_byte_records_is_answered_as_tt_does(void **st
     close(fd);
 }
 
+/* `bh-trackd stats --json`, into a static buffer. */
+static const char *stats(void) {
+    static char buf[1 << 16];
+    return test_stats_json(trackd, paths.sock, buf, sizeof(buf));
+}
+
+/* Polls stats until section.key == want (5 s at most); returns the value seen. */
+static uint64_t wait_stat(const char *section, const char *key, uint64_t want) {
+    uint64_t v = 0;
+    for (int i = 0; i < 250 && (v = test_json_u64(stats(), section, key)) != want; i++)
+        test_sleep_ms(20);
+    return v;
+}
+
+/* Each BufferType and the circular-buffer and kernel records in 112- and
+ * 144-byte records, auto-detected: RESPONSE of the connection's size, with
+ * cb_allocated and kernel_allocated at 72 and 80 in the 144-byte one. */
+static void records_of_112_and_144_bytes_are_detected_and_answered(void **state) {
+    (void)state;
+    start_server(NULL);
+    static const size_t sizes[] = {112, 144};
+    for (int i = 0; i < 2; i++) {
+        size_t n = sizes[i];
+        int32_t dev = 7 + i;
+        int fd = tt_connect();
+        send_rec(fd, n, ALLOC, dev, 1000, T_DRAM, 0x1000);
+        send_rec(fd, n, ALLOC, dev, 200, T_L1, 0x2000);
+        send_rec(fd, n, ALLOC, dev, 16384, T_SYSTEM, 0x3000);
+        send_rec(fd, n, ALLOC, dev, 30, T_L1_SMALL, 0x4000);
+        send_rec(fd, n, ALLOC, dev, 2097152, T_TRACE, 0x5000);
+        send_rec(fd, n, 8, dev, 65536, 0, 3);   /* CB_ALLOC cb_id 3 */
+        send_rec(fd, n, 8, dev, 4096, 0, 4);    /* CB_ALLOC cb_id 4 */
+        send_rec(fd, n, 10, dev, 12288, 2, 77); /* KERNEL_LOAD kernel_id 77, kernel type 2 */
+        send_rec(fd, n, 9, dev, 0, 0, 4);       /* CB_FREE cb_id 4 */
+        uint8_t r[144];
+        ask(fd, n, QUERY, dev, r);
+        assert_int_equal(r[0], RESPONSE);
+        assert_int_equal(get(r + 4, 4), (uint64_t)dev);
+        assert_int_equal(get(r + 40, 8), 1000);
+        assert_int_equal(get(r + 48, 8), 200);
+        assert_int_equal(get(r + 56, 8), 16384 + 30);
+        assert_int_equal(get(r + 64, 8), 2097152);
+        if (n == 144) {
+            assert_int_equal(get(r + 72, 8), 65536); /* cb_allocated */
+            assert_int_equal(get(r + 80, 8), 12288); /* kernel_allocated */
+        } else {
+            assert_int_equal(get(r + 72, 8), 0); /* total_dram_size: not a DEVICE_INFO_RESPONSE */
+        }
+        send_rec(fd, n, 11, dev, 0, 2, 77); /* KERNEL_UNLOAD */
+        ask(fd, n, QUERY, dev, r);
+        assert_int_equal(get(r + 80, 8), 0);
+        close(fd);
+    }
+    const char *j = stats();
+    assert_int_equal(test_json_u64(j, "server", "compat_ignored"), 0);
+    assert_int_equal(test_json_u64(j, "tt", "unknown_frees"), 0);
+    assert_non_null(strstr(j, "\"device\":8,\"kind\":\"cb\",\"live\":1,\"live_bytes\":65536,"));
+    assert_non_null(strstr(j, "\"device\":8,\"kind\":\"system_memory\",\"live\":1,\"live_bytes\":16384,"));
+}
+
+/* TT's semantics on two processes' traffic: (device, buffer_id) across
+ * processes, a repeated ALLOC of a live buffer is one more reference, a FREE
+ * releases one. The figures are what TT's server answers by them. */
+static int fd_a, fd_b;
+static void two_processes_share_buffers_by_reference(void **state) {
+    (void)state;
+    start_server(NULL);
+    fd_a = tt_connect();
+    uint8_t r[144];
+    /* A and B (another process) allocate the same 100 MiB DRAM buffer. */
+    send_rec(fd_a, 72, ALLOC, 0, 104857600, T_DRAM, 0xA000);
+    send_rec(fd_a, 72, ALLOC, 0, 4096, T_L1, 0xB000);
+    pid_t b = fork();
+    assert_true(b >= 0);
+    if (b == 0) {
+        fd_b = tt_connect();
+        send_rec(fd_b, 72, ALLOC, 0, 104857600, T_DRAM, 0xA000);
+        send_rec(fd_b, 72, ALLOC, 0, 8192, T_DRAM, 0xD000); /* never freed: a leak when B is gone */
+        send_rec(fd_b, 72, FREE, 0, 0, 0, 0xB000);          /* A's L1 buffer: TT frees it */
+        ask(fd_b, 72, QUERY, 0, r);
+        _exit(get(r + 40, 8) == 104857600 + 8192 && get(r + 48, 8) == 0 ? 0 : 1);
+    }
+    assert_int_equal(test_reap(b), 0);
+    ask(fd_a, 72, QUERY, 0, r);
+    assert_int_equal(get(r + 40, 8), 104857600 + 8192); /* once, not 209715200 */
+    send_rec(fd_a, 72, FREE, 0, 0, 0, 0xA000);          /* one of two references */
+    ask(fd_a, 72, QUERY, 0, r);
+    assert_int_equal(get(r + 40, 8), 104857600 + 8192);
+    send_rec(fd_a, 72, FREE, 0, 0, 0, 0xA000); /* the last */
+    send_rec(fd_a, 72, FREE, 0, 0, 0, 0xB000); /* B freed it: unknown to TT */
+    /* A's own buffer allocated twice and freed twice: two references. */
+    send_rec(fd_a, 72, ALLOC, 0, 512, T_L1, 0xC000);
+    send_rec(fd_a, 72, ALLOC, 0, 512, T_L1, 0xC000);
+    send_rec(fd_a, 72, FREE, 0, 0, 0, 0xC000);
+    send_rec(fd_a, 72, FREE, 0, 0, 0, 0xC000);
+    send_rec(fd_a, 72, FREE, 0, 0, 0, 0xE000); /* never allocated */
+    ask(fd_a, 72, QUERY, 0, r);
+    assert_int_equal(get(r + 40, 8), 8192);
+    assert_int_equal(get(r + 48, 8), 0);
+    /* B is gone: its 8192 bytes leaked, by TT's table. */
+    assert_int_equal(wait_stat("tt", "leaked_bytes", 8192), 8192);
+    const char *j = stats();
+    assert_int_equal(test_json_u64(j, "tt", "unknown_frees"), 2);
+    assert_int_equal(test_json_u64(j, "tt", "references"), 2);
+    assert_int_equal(test_json_u64(j, "tt", "leaks"), 1);
+    assert_int_equal(test_json_u64(j, "tt", "live_bytes"), 8192);
+    /* bh-trackd's own findings, per process, in addition: A allocated
+     * 0xC000 while it held it; unknown FREEs: B's of A's 0xB000, A's second
+     * of 0xA000 (B holds the other reference) and of 0xC000, and 0xE000. */
+    assert_int_equal(test_json_u64(j, "totals", "duplicate_allocs"), 1);
+    assert_int_equal(test_json_u64(j, "totals", "unknown_frees"), 4);
+    close(fd_a);
+}
+
+/* A record the server cannot use is ignored: the client is never
+ * disconnected, so a TT process (SIGPIPE at its default) lives on, and its
+ * later records count. */
+static void unusable_records_are_ignored_and_the_client_lives_on(void **state) {
+    (void)state;
+    start_server(NULL);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        signal(SIGPIPE, SIG_DFL); /* as a TT process has it */
+        int fd = tt_connect();
+        uint8_t r[144];
+        send_rec(fd, 72, ALLOC, 0, 4096, T_DRAM, 0x1000);
+        send_rec(fd, 72, ALLOC, 0, 4096, 9, 0x2000);       /* buffer_type 9: none */
+        send_rec(fd, 72, 200, 0, 4096, T_DRAM, 0x3000);    /* type 200: none */
+        send_rec(fd, 72, ALLOC, -5, 4096, T_DRAM, 0x4000); /* device -5 */
+        send_rec(fd, 72, RESPONSE, 0, 0, 0, 0);            /* an answer, from a client */
+        send_rec(fd, 72, ALLOC, 0, 2097152, T_TRACE, 0x5000);
+        ask(fd, 72, QUERY, 0, r);
+        if (get(r + 40, 8) != 4096 || get(r + 64, 8) != 2097152)
+            _exit(1);
+        for (int i = 0; i < 100; i++) /* the socket is still open: these are read */
+            send_rec(fd, 72, ALLOC, 1, 64, T_L1, 0x100000u + 64u * (uint64_t)i);
+        ask(fd, 72, QUERY, 1, r);
+        _exit(get(r + 48, 8) == 6400 ? 0 : 2);
+    }
+    assert_int_equal(test_reap(child), 0); /* not 128 + SIGPIPE */
+    const char *j = stats();
+    assert_int_equal(test_json_u64(j, "server", "compat_ignored"), 4);
+    assert_int_equal(test_json_u64(j, "server", "malformed"), 0);
+    assert_int_equal(test_json_u64(j, "tt", "allocs"), 102);
+}
+
+/* DEVICE_INFO: TT's server without devices answers num_devices 0 and
+ * is_available 0; with --tt-devices the operator's description. */
+static void device_info_is_tt_without_devices_unless_described(void **state) {
+    (void)state;
+    start_server(NULL);
+    int fd = tt_connect();
+    uint8_t r[144];
+    send_rec(fd, 112, ALLOC, 3, 4096, T_DRAM, 0x1000);
+    ask(fd, 112, DEVINFO_Q, -1, r);
+    assert_int_equal(r[0], DEVINFO_R);
+    assert_int_equal(get(r + 104, 4), 0); /* is_available */
+    assert_int_equal(get(r + 108, 4), 0); /* num_devices */
+    ask(fd, 112, DEVINFO_Q, 3, r);
+    assert_int_equal(get(r + 104, 4), 0);
+    close(fd);
+    test_kill(servers[--nservers]);
+    assert_int_equal(test_paths_remove(&paths), 0);
+    test_paths_make(&paths, "bh-trackd-tt");
+
+    static const char *const extra[] = {
+        "--tt-devices",
+        "count=2,arch=wormhole_b0,dram=12884901888,l1=1499136,dram_channels=12,l1_per_core=1499136", NULL};
+    start_server(extra);
+    static const struct {
+        size_t size, at; /* where the device fields start */
+    } layouts[] = {{112, 72}, {144, 88}};
+    for (int i = 0; i < 2; i++) {
+        size_t n = layouts[i].size, at = layouts[i].at;
+        fd = tt_connect();
+        ask(fd, n, DEVINFO_Q, -1, r);
+        assert_int_equal(get(r + at + 36, 4), 2); /* num_devices */
+        ask(fd, n, DEVINFO_Q, 1, r);
+        assert_int_equal(r[0], DEVINFO_R);
+        assert_int_equal(get(r + at, 8), 12884901888u);    /* total_dram_size */
+        assert_int_equal(get(r + at + 8, 8), 1499136);     /* total_l1_size */
+        assert_int_equal(get(r + at + 16, 4), 2);          /* arch_type: Wormhole_B0 */
+        assert_int_equal(get(r + at + 20, 4), 12);         /* num_dram_channels */
+        assert_int_equal(get(r + at + 24, 4), 1073741824); /* dram_size_per_channel */
+        assert_int_equal(get(r + at + 28, 4), 1499136);    /* l1_size_per_core */
+        assert_int_equal(get(r + at + 32, 4), 1);          /* is_available */
+        ask(fd, n, DEVINFO_Q, 2, r);
+        assert_int_equal(get(r + at + 32, 4), 0);
+        close(fd);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_trackd_tt PATH-TO-bh-trackd [slow]\n");
@@ -151,6 +344,12 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(each_buffer_type_in_72_byte_records_is_answered_as_tt_does, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(records_of_112_and_144_bytes_are_detected_and_answered, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(two_processes_share_buffers_by_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(unusable_records_are_ignored_and_the_client_lives_on, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(device_info_is_tt_without_devices_unless_described, setup, teardown),
     };
     return cmocka_run_group_tests_name("trackd_tt", tests, NULL, NULL);
 }

@@ -87,16 +87,31 @@ static inline void bh_ring_store(uint8_t *ring, size_t off, uint64_t v) {
     __atomic_store_n((uint64_t *)(void *)(ring + off), v, __ATOMIC_RELEASE);
 }
 
-/* The TT-Metal allocation client's record (shared/docs/tt-alloc-wire.md). */
-#define BH_TT_RECORD 72u
+/* TT-Metal's allocation records (docs/protocol.md, "TT-Metal compat records"):
+ * three sizes, no version field; offsets 0..71 are alike in all three. */
+#define BH_TT_RECORD 72u      /* the original client and server */
+#define BH_TT_RECORD_112 112u /* + device info at 72..111 */
+#define BH_TT_RECORD_144 144u /* + cb_allocated, kernel_allocated at 72, 80; device info at 88..127 */
 enum bh_tt_type {
     BH_TT_ALLOC = 1,
     BH_TT_FREE = 2,
     BH_TT_QUERY = 3,
     BH_TT_RESPONSE = 4,
     BH_TT_DUMP_REMAINING = 5,
+    BH_TT_DEVICE_INFO_QUERY = 6,
+    BH_TT_DEVICE_INFO_RESPONSE = 7,
+    BH_TT_CB_ALLOC = 8, /* circular buffer: size, cb_id in buffer_id */
+    BH_TT_CB_FREE = 9,
+    BH_TT_KERNEL_LOAD = 10, /* kernel code: size, kernel_id in buffer_id, kernel type in buffer_type */
+    BH_TT_KERNEL_UNLOAD = 11,
+    BH_TT_DUMP_KERNELS = 12,
     BH_TT_LAST_KNOWN = 12
 };
+/* The memory kinds bh-trackd files TT's circular buffers and kernel code
+ * under (two of the caller's own kinds, named "cb" and "kernel" in its
+ * outputs). */
+#define BH_TT_KIND_CB 14u
+#define BH_TT_KIND_KERNEL 15u
 /* TT buffer_type <-> memory kind, the one table the reporter and bh-trackd
  * share, for every record size: buffer_type is TT-Metal's BufferType enum
  * (0 DRAM, 1 L1, 2 SYSTEM_MEMORY, 3 L1_SMALL, 4 TRACE), indexed here. */

@@ -1,6 +1,6 @@
 /*
- * fuzz_trackd.c - bh-trackd's input decoder (native frames and 72-byte TT
- * records) on arbitrary bytes.
+ * fuzz_trackd.c - bh-trackd's input decoder (native frames and TT records of
+ * 72, 112 or 144 bytes) on arbitrary bytes.
  *
  * The first input byte picks the protocol (even: native, odd: compat) and how
  * the rest is cut into reads (1..16 byte pieces or one piece), so partial
@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "trackd.h"
+#include "tt_table.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -28,8 +29,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     s.grace_ms = 0;
     s.epfd = -1; /* replies are written to a socketpair; no event loop */
     s.track = bh_track_new(s.max_live);
+    s.tt_table = td_tt_new(s.max_live);
     int sv[2];
-    if (s.log == NULL || s.track == NULL || socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
+    if (s.log == NULL || s.track == NULL || s.tt_table == NULL || socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
         abort();
     td_client *c = calloc(1, sizeof(*c));
     c->fd = sv[0];
@@ -64,6 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     td_process_gone(&s, 4242);
     td_free_orphans(&s);
     bh_track_free(s.track);
+    td_tt_free(s.tt_table);
     fclose(s.log);
     return 0;
 }

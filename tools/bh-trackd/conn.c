@@ -126,8 +126,6 @@ void td_malformed(td_server *s, td_client *c, const char *why) {
 void td_track_result(td_server *s, td_client *c, bh_track_result r, const char *kind, uint32_t domain,
                      uint64_t address) {
     char dom[64];
-    if (BH_DOMAIN_DEVICE(domain) >= s->tt_devices && BH_DOMAIN_DEVICE(domain) < UINT32_MAX)
-        s->tt_devices = BH_DOMAIN_DEVICE(domain) + 1; /* TT DEVICE_INFO's count */
     switch (r) {
     case BH_TRACK_OK:
         break;
@@ -164,11 +162,10 @@ void td_parse_input(td_server *s, td_client *c) {
         size_t avail = c->in_len - off;
         const uint8_t *p = c->in + off;
         if (c->compat) {
-            size_t rec = off == 0 ? td_tt_record_size(s, c, 0) : c->tt_size;
-            if (rec == 0 || avail < rec)
+            size_t used = td_tt_input(s, c, p, avail, off == 0);
+            if (used == 0)
                 break;
-            td_tt_record(s, c, p);
-            off += rec;
+            off += used;
             continue;
         }
         if (avail < BH_WIRE_HEADER)
@@ -257,7 +254,7 @@ void td_read_client(td_server *s, td_client *c) {
             return;
         if (c->in_len > 0 && !c->compat)
             td_malformed(s, c, "connection closed inside a frame");
-        else if (c->in_len > 0)
+        else if (c->in_len > 0 && c->tt_size != TD_TT_UNREADABLE)
             td_malformed(s, c, "connection closed inside a record");
         c->dead = 1; /* EOF or error: nobody reads a reply */
         return;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "trackd.h"
+#include "tt_table.h"
 
 void td_printable(char *name) {
     for (char *q = name; *q; q++) /* keep logs and JSON printable */
@@ -78,6 +79,9 @@ static void on_leak(void *ctx, const bh_track_entry *e) {
     l->size = e->size;
     l->age_ms = td_now_ms() - e->since;
     snprintf(l->name, sizeof(l->name), "%s", td_name_of(s, l->pid));
+    if (l->stream == 0 && s->tt_table != NULL) /* a compat client's: out of their share of the sums */
+        td_tt_view_add(s->tt_table, (int32_t)BH_DOMAIN_DEVICE(e->device), BH_DOMAIN_KIND(e->device),
+                       -(int64_t)e->size);
     char dom[64];
     td_log(s, TD_WARN, "leak: pid %d stream %u %s address 0x%" PRIx64 " size %" PRIu64,
            (int)td_key_pid(e->client), td_key_stream(e->client), td_domain_text(dom, sizeof(dom), e->device),
@@ -107,6 +111,8 @@ static void retire_oldest(td_server *s) {
 void td_process_gone(td_server *s, pid_t pid) {
     /* Every stream of the process, however many, and all of its memory. */
     uint64_t n = bh_track_process_gone(s->track, (uint32_t)pid, on_leak, s);
+    if (s->tt_table != NULL)
+        td_tt_process_gone(s->tt_table, pid); /* what it owns in TT's table counts as leaked */
     s->processes_gone++;
     if (n > 0)
         td_log(s, TD_WARN, "pid %d (%s) ended with %" PRIu64 " live allocations (leaks)", (int)pid,

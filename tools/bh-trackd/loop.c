@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "trackd.h"
+#include "tt_table.h"
 
 /* ======================== Accepting ======================== */
 
@@ -300,8 +301,9 @@ static int start(td_server *s) {
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
     s->track = bh_track_new(s->max_live);
+    s->tt_table = td_tt_new(s->max_live); /* one bound for TT's table as for a client's live set */
     s->native.fd = s->native.lockfd = s->tt.fd = s->tt.lockfd = -1;
-    if (s->sigfd < 0 || s->epfd < 0 || s->track == NULL || td_take_activated(s) != 0)
+    if (s->sigfd < 0 || s->epfd < 0 || s->track == NULL || s->tt_table == NULL || td_take_activated(s) != 0)
         return -1;
     bh_track_set_max_groups(s->track, (size_t)s->max_groups);
     fit_connection_cap(s);
@@ -325,6 +327,8 @@ static void stop(td_server *s) {
     td_free_orphans(s);
     bh_track_free(s->track);
     s->track = NULL;
+    td_tt_free(s->tt_table);
+    s->tt_table = NULL;
     if (s->epfd >= 0)
         close(s->epfd);
     if (s->sigfd >= 0)

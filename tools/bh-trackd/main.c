@@ -1,7 +1,8 @@
 /*
  * bh-trackd - the allocation tracking server.
  *
- *   bh-trackd [--socket PATH] [--compat-tt] [--compat-socket PATH] [--compat-record-size 72|112|auto]
+ *   bh-trackd [--socket PATH] [--compat-tt] [--compat-socket PATH] [--compat-record-size 72|112|144|auto]
+ *             [--tt-devices SPEC | --tt-devices-file FILE]
  *             [--max-live-per-client N] [--allow-uid UID]... [--summary FILE]
  *             [--log FILE] [--grace-ms N] [--forget-ms N] [--http ADDR:PORT] [--metrics-domains N]
  *             [--metrics-clients N]
@@ -12,7 +13,7 @@
  *
  * One epoll loop serves every client. Native clients (the library's socket
  * reporter) speak the framed protocol of docs/protocol.md; with --compat-tt a
- * second socket takes TT-Metal's 72-byte records. The server keeps, per client
+ * second socket takes TT-Metal's 72-, 112- or 144-byte records. The server keeps, per client
  * process (and reporter stream) and device, the live set, and logs one line
  * for each FREE of an unknown allocation, ALLOC of a live one, and allocation
  * still live when a client process is gone (a leak).
@@ -38,7 +39,8 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: bh-trackd [--socket PATH] [--compat-tt] [--compat-socket PATH]\n"
-            "                 [--compat-record-size 72|112|auto]\n"
+            "                 [--compat-record-size 72|112|144|auto]\n"
+            "                 [--tt-devices SPEC | --tt-devices-file FILE]\n"
             "                 [--max-live-per-client N] [--max-groups-per-client N]\n"
             "                 [--max-connections N] [--max-connections-per-uid N]\n"
             "                 [--handshake-timeout-ms N] [--frame-timeout-ms N]\n"
@@ -58,7 +60,11 @@ static void usage(FILE *f) {
             "          no HTTP (--http PORT listens on 127.0.0.1), --metrics-domains 1024,\n"
             "          --metrics-clients 20,\n"
             "          --forget-ms 300000 (a gone client's figures then join \"(departed)\"),\n"
-            "          --compat-record-size auto (detected per connection)\n",
+            "          --compat-record-size auto: TT records of 72, 112 or 144 bytes, detected per\n"
+            "          connection from the first record (docs/protocol.md says how),\n"
+            "          --tt-devices: none (DEVICE_INFO answers num_devices 0, as TT's server without\n"
+            "          devices); SPEC is count=N,arch=wormhole_b0,dram=BYTES,l1=BYTES\n"
+            "          [,dram_channels=N][,l1_per_core=BYTES] (bytes per device)\n",
             BH__SOCKET_NAME, BH__SOCKET_NAME, BH_TT_DEFAULT_SOCKET, BH_TRACK_DEFAULT_MAX_GROUPS);
 }
 
@@ -202,11 +208,21 @@ int main(int argc, char **argv) {
                 return 2;
             i++;
         } else if (cmd == 0 && strcmp(a, "--compat-record-size") == 0 && v != NULL) {
-            if (strcmp(v, "auto") != 0 && strcmp(v, "72") != 0 && strcmp(v, "112") != 0) {
-                fprintf(stderr, "bh-trackd: --compat-record-size takes 72, 112 or auto\n");
+            if (strcmp(v, "auto") != 0 && strcmp(v, "72") != 0 && strcmp(v, "112") != 0 &&
+                strcmp(v, "144") != 0) {
+                fprintf(stderr, "bh-trackd: --compat-record-size takes 72, 112, 144 or auto\n");
                 return 2;
             }
             s.tt_size = (unsigned)atoi(v), i++;
+        } else if (cmd == 0 && (strcmp(a, "--tt-devices") == 0 || strcmp(a, "--tt-devices-file") == 0) &&
+                   v != NULL) {
+            char err[160];
+            if ((a[12] == '\0' ? td_tt_devices_parse(&s.tt_devs, v, err, sizeof(err))
+                               : td_tt_devices_file(&s.tt_devs, v, err, sizeof(err))) != 0) {
+                fprintf(stderr, "bh-trackd: %s: %s\n", a, err);
+                return 2;
+            }
+            i++;
         } else if (cmd == 0 && strcmp(a, "--http") == 0 && v != NULL) {
             s.http_spec = v, i++;
         } else if (cmd == 0 && series_option(&s, a, v, &bad)) {

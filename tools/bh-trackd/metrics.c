@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "bufhandle/bufhandle.h"
+#include "wire.h"
 
 /* ======================== Aggregation ======================== */
 
@@ -83,7 +84,9 @@ static int by_live_bytes_desc(const void *x, const void *y) {
 /* ======================== Exposition ======================== */
 
 const char *bh_metrics_kind_name(uint32_t kind, char buf[16]) {
-    static const char *const names[] = BH_MEM_KIND_NAMES; /* printed in lower case */
+    static const char *const names[] = BH_MEM_KIND_NAMES;   /* printed in lower case */
+    if (kind == BH_TT_KIND_CB || kind == BH_TT_KIND_KERNEL) /* TT's circular buffers, kernel code */
+        return kind == BH_TT_KIND_CB ? "cb" : "kernel";
     if (kind >= sizeof(names) / sizeof(names[0])) {
         snprintf(buf, 16, "kind%u", kind);
         return buf;

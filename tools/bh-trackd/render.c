@@ -322,17 +322,19 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
                      t.leaked_bytes, t.unverified_leaks, loss.lost, ev_clean + ev_found, ev_found);
         inexact_json(b, t.inexact);
         td_sb_printf(b, "},");
+        td_tt_render(s, b, 1);
         td_sb_printf(b,
                      "\"server\":{\"clients_connected\":%" PRIu64 ",\"connections\":%" PRIu64
                      ",\"open_connections\":%" PRIu64 ",\"reporter_connections\":%" PRIu64
                      ",\"rejected_peers\":%" PRIu64 ",\"refused_connections\":%" PRIu64
                      ",\"timeouts\":%" PRIu64 ",\"malformed\":%" PRIu64 ",\"resyncs\":%" PRIu64
-                     ",\"compat_records\":%" PRIu64 ",\"unsupported_records\":%" PRIu64
-                     ",\"limit_disconnects\":%" PRIu64 ",\"output_overflows\":%" PRIu64
-                     ",\"processes_gone\":%" PRIu64 "},\"clients\":[",
+                     ",\"compat_records\":%" PRIu64 ",\"compat_ignored\":%" PRIu64
+                     ",\"unsupported_records\":%" PRIu64 ",\"limit_disconnects\":%" PRIu64
+                     ",\"output_overflows\":%" PRIu64 ",\"processes_gone\":%" PRIu64 "},\"clients\":[",
                      td_clients_connected(s), s->connections, s->nclients, s->reporter_connections,
                      s->rejected, s->refused, s->timeouts, s->malformed, s->resyncs, s->compat_records,
-                     s->unsupported_records, s->limit_disconnects, s->output_overflows, s->processes_gone);
+                     s->compat_ignored, s->unsupported_records, s->limit_disconnects, s->output_overflows,
+                     s->processes_gone);
         render_groups(s, &r, limit);
         td_sb_printf(b, "],\"omitted_clients\":%" PRIu64 ",", r.omitted);
         render_losses(s, b, 1, limit);
@@ -355,6 +357,8 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
                  t.live, t.live_bytes, t.inexact & BH_TRACK_UNSYNCED ? ", awaiting a resync" : "", atl(&t),
                  t.allocs, atl(&t), t.frees, atl(&t), t.unknown_frees, atl(&t), t.duplicate_allocs, t.leaks,
                  t.leaked_bytes, t.unverified_leaks, loss.lost, ev_clean + ev_found, ev_found);
+    if (s->compat)
+        td_tt_render(s, b, 0);
     td_sb_printf(b,
                  "server: %" PRIu64 " connections (%" PRIu64 " open), %" PRIu64 " rejected peers, %" PRIu64
                  " refused, %" PRIu64 " timed out, %" PRIu64 " malformed, %" PRIu64 " resyncs, %" PRIu64

@@ -7,7 +7,9 @@
  *   loop.c      the event loop: listening sockets, accept, signals, shutdown
  *   conn.c      one connection: input buffering, output buffering, close
  *   native.c    native frames (docs/protocol.md) into the tracker
- *   tt.c        TT-Metal records (--compat-tt) into the tracker
+ *   tt.c        TT-Metal records (--compat-tt): record size, answers
+ *   tt_table.c  TT's server's bookkeeping (tt_table.h): its QUERY answers
+ *   tt_devices.c  the devices DEVICE_INFO describes (--tt-devices)
  *   liveness.c  client processes: names, orphans, leaks when a process is gone
  *   render.c    the one renderer: stats and dump (text, JSON), the summary file
  *   log.c       the log stream and its rate limit
@@ -57,7 +59,7 @@
 typedef struct td_client {
     int fd;
     int compat;       /* TT records */
-    unsigned tt_size; /* compat: 72 or 112 once known, 0 while detecting */
+    unsigned tt_size; /* compat: 72, 112 or 144 once known, 0 while detecting, TD_TT_UNREADABLE */
     int control;      /* a stats/dump query connection */
     int hello;        /* native: HELLO received */
     pid_t pid;
@@ -120,11 +122,20 @@ typedef struct td_listener {
     ino_t ino;
 } td_listener;
 
+/* --tt-devices: what DEVICE_INFO_RESPONSE says (tt_devices.c); count 0: no devices. */
+typedef struct td_tt_devices {
+    uint32_t count, arch, dram_channels, l1_per_core;
+    uint64_t dram, l1; /* bytes per device */
+} td_tt_devices;
+
+struct td_tt_table;
+
 typedef struct td_server {
     /* configuration (main.c) */
     const char *socket_path, *compat_path, *summary_path, *log_path;
     int compat;
-    unsigned tt_size; /* --compat-record-size: 72, 112, or 0 (detect per connection) */
+    unsigned tt_size; /* --compat-record-size: 72, 112, 144, or 0 (detect per connection) */
+    td_tt_devices tt_devs;
     uint64_t max_live, max_groups;
     uid_t allow[TD_MAX_ALLOW_UIDS];
     int nallow;
@@ -142,11 +153,11 @@ typedef struct td_server {
     td_orphan *orphans;
     td_departed *departed, *departed_last; /* oldest first */
     size_t departed_groups;                /* their groups, bounded by TD_DEPARTED_GROUPS */
-    uint32_t tt_devices;                   /* highest device + 1 that ever reported (TT DEVICE_INFO) */
+    struct td_tt_table *tt_table;          /* TT's server's view of the compat clients (tt_table.h) */
     uint64_t next_summary_ms;
     /* counters */
     uint64_t connections, reporter_connections, rejected, malformed, resyncs, compat_records,
-        unsupported_records, limit_disconnects, refused, timeouts, output_overflows,
+        unsupported_records, compat_ignored, limit_disconnects, refused, timeouts, output_overflows,
         processes_gone; /* client processes seen gone (their leaks counted): what tests wait for */
     td_rate rates[TD_LOG_KINDS];
     /* pid -> program name, from HELLO */
@@ -224,15 +235,26 @@ void td_close_client(td_server *s, td_client *c);
 /* ======================== native.c / tt.c ======================== */
 
 void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, uint32_t len);
+#define TD_TT_UNREADABLE 1u /* c->tt_size of a stream of no known record size: dropped unread */
 /* One record of the connection's size (c->tt_size) at r. */
 void td_tt_record(td_server *s, td_client *c, const uint8_t *r);
-/* The connection's record size: configured, known, or detected from what is
- * buffered (at_rest: the peer has nothing more in flight). 0 while it cannot
- * tell yet; on input that is neither size the connection is refused. */
+/* Compat input at p (avail bytes; first: p is the start of c->in): the bytes
+ * used (one record, or everything of an unreadable stream), 0 until a whole
+ * record is there. */
+size_t td_tt_input(td_server *s, td_client *c, const uint8_t *p, size_t avail, int first);
+/* The connection's record size: known, or detected from what is buffered
+ * (at_rest: the peer has nothing more in flight) and checked against the
+ * configured one. 0 while it cannot tell yet; TD_TT_UNREADABLE when reading
+ * on would misparse. */
 size_t td_tt_record_size(td_server *s, td_client *c, int at_rest);
-/* 72 or 112 when the len bytes at p prove that record size, 0 when they do not
- * yet, -1 when they fit neither (or stay ambiguous past a few KiB). */
+/* 72, 112 or 144 when the len bytes at p prove that record size, 0 when they
+ * do not yet, -1 when the first record's header is not TT's. */
 int td_tt_detect(const uint8_t *p, size_t len, int at_rest);
+/* --tt-devices SPEC / --tt-devices-file FILE: 0, or -1 with err filled. */
+int td_tt_devices_parse(td_tt_devices *d, const char *spec, char *err, size_t cap);
+int td_tt_devices_file(td_tt_devices *d, const char *path, char *err, size_t cap);
+/* The DEVICE_INFO_RESPONSE fields for device (-1: all) into out, a record of rec bytes. */
+void td_tt_device_info(const td_server *s, int32_t device, size_t rec, uint8_t *out);
 
 /* ======================== liveness.c ======================== */
 
@@ -275,6 +297,8 @@ void td_sb_append(td_strbuf *b, const void *p, size_t n);
  * reply always fits one frame. */
 void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit);
 void td_render_dump(td_server *s, td_strbuf *b, int json, size_t limit);
+/* The TT figures in stats, text or the JSON member "tt" (tt_render.c). */
+void td_tt_render(td_server *s, td_strbuf *b, int json);
 /* A domain as its device and memory kind: "D KIND" columns (text) or
  * "device":D,"kind":"K" (JSON). */
 void td_render_domain(td_strbuf *b, int json, uint32_t domain);

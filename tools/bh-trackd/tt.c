@@ -2,30 +2,29 @@
  * tt.c - TT-Metal's allocation records on the compat socket (--compat-tt;
  * docs/protocol.md, "TT-Metal compat records").
  *
- * Owns: the record size of each connection (72 or 112 bytes: configured with
- * --compat-record-size, or detected from the first bytes), checking each
- * record and turning it into tracker calls, the RESPONSE to a QUERY and the
- * DEVICE_INFO_RESPONSE (from per-device sums the tracker keeps: a QUERY never
- * walks anyone's live set), the log of a DUMP_REMAINING (a bounded excerpt).
- * Must never: key a client by the record's process_id (one published client
- * leaves it 0 in FREE; the peer's credentials are the key), accept a record
- * whose padding is not zero, or guess a record size the bytes do not prove
- * (see td_tt_detect).
+ * Owns: the record size of each connection (72, 112 or 144 bytes: configured
+ * with --compat-record-size, or detected from the first record, see
+ * td_tt_detect), turning each record into the TT table's calls (tt_table.c:
+ * the answers of TT's server) and the per-process tracker's (bh-trackd's own,
+ * stricter findings), the RESPONSE to a QUERY, and the log of a
+ * DUMP_REMAINING or DUMP_KERNELS (a bounded excerpt).
+ * Must never: disconnect a client or refuse its connection (a TT client whose
+ * socket is closed under it dies of SIGPIPE: a record this server cannot use
+ * is logged, rate-limited, counted and ignored), key the per-process view by
+ * the record's process_id (one published client leaves it 0 in FREE; the
+ * peer's credentials are the key), or guess a record size the bytes do not
+ * prove.
  */
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "trackd.h"
-
-/* The grown record of a later runtime variant (device-info fields at 72..111). */
-#define TT_RECORD_112 112u
-#define TT_DEVICE_INFO_QUERY 6
-#define TT_DEVICE_INFO_RESPONSE 7
-#define TT_DETECT_WINDOW 4096u /* undecided after this many bytes: refuse, ask for the option */
+#include "tt_table.h"
 
 /* ======================== Record size ======================== */
 
-/* The fixed header checks both layouts share: known type, zero padding. */
+/* The first record's header: a known type, zero padding (bytes 1-3, 17-19). */
 static int header_ok(const uint8_t *r, size_t have) {
     if (have >= 1 && (r[0] == 0 || r[0] > BH_TT_LAST_KNOWN))
         return 0;
@@ -38,149 +37,258 @@ static int header_ok(const uint8_t *r, size_t have) {
     return 1;
 }
 
-/* Could len bytes be a stream of size-byte records? The 112-byte layout adds
- * arch_type (0..4) and is_available (0 or 1). */
-static int consistent(const uint8_t *p, size_t len, size_t size) {
-    size_t off = 0;
-    for (; off + size <= len; off += size)
-        if (!header_ok(p + off, size) ||
-            (size == TT_RECORD_112 && (bh_get32(p + off + 88) > 4 || bh_get32(p + off + 104) > 1)))
-            return 0;
-    return header_ok(p + off, len - off);
+/* What a client sends has zero in the answer-only fields (at 72..111 in the
+ * 112-byte layout, 72..127 in the 144-byte one), and every record a type of
+ * 1..12. So byte 72 is the next record's type (non-zero) in a 72-byte stream
+ * and zero in the others, and byte 112 the next record's type in a 112-byte
+ * stream and zero in a 144-byte one; the record after the first must then
+ * have a TT header too. At rest (the peer has nothing more in
+ * flight) a stream ends on a boundary of its own size: 72 bytes then are one
+ * 72-byte record, 112 one 112-byte record. */
+int td_tt_detect(const uint8_t *p, size_t len, int at_rest) {
+    if (!header_ok(p, len))
+        return -1;
+    if (len > 72 && p[72] != 0) /* and the second record must be one too */
+        return header_ok(p + 72, len - 72) ? (int)BH_TT_RECORD : -1;
+    if (len <= 72)
+        return at_rest && len == 72 ? (int)BH_TT_RECORD : 0;
+    if (len > 112 && p[112] != 0)
+        return header_ok(p + 112, len - 112) ? (int)BH_TT_RECORD_112 : -1;
+    if (len > 112)
+        return BH_TT_RECORD_144;
+    return at_rest && len == 112 ? (int)BH_TT_RECORD_112 : 0;
 }
 
-int td_tt_detect(const uint8_t *p, size_t len, int at_rest) {
-    int ok72 = consistent(p, len, BH_TT_RECORD), ok112 = consistent(p, len, TT_RECORD_112);
-    if (ok72 != ok112)
-        return ok72 ? (int)BH_TT_RECORD : (int)TT_RECORD_112;
-    if (!ok72)
-        return -1;
-    /* Both readings hold so far. A client writes each record whole with one
-     * send, so a stream at rest ends on a record boundary of its own size:
-     * 72 bytes at rest cannot be the start of a 112-byte record, and 112 not
-     * of a 72-byte stream (whose second record would have a zero type at 112
-     * or a non-zero one at 72, which consistent() already weighed). */
-    if (at_rest && len % BH_TT_RECORD == 0 && len % TT_RECORD_112 != 0)
-        return BH_TT_RECORD;
-    if (at_rest && len % TT_RECORD_112 == 0 && len % BH_TT_RECORD != 0)
-        return TT_RECORD_112;
-    return len >= TT_DETECT_WINDOW ? -1 : 0;
+/* A record or stream this server cannot use: logged (rate-limited per
+ * message), counted, ignored. The connection stays open. */
+static void unusable(td_server *s, td_client *c, const char *why, unsigned value) {
+    s->compat_ignored++;
+    td_log(s, TD_WARN, "TT record from pid %d ignored: %s %u", (int)c->pid, why, value);
 }
 
 size_t td_tt_record_size(td_server *s, td_client *c, int at_rest) {
     if (c->tt_size != 0)
         return c->tt_size;
-    int d = s->tt_size != 0 ? (int)s->tt_size : td_tt_detect(c->in, c->in_len, at_rest);
-    if (d < 0) {
-        td_malformed(s, c, "neither 72- nor 112-byte TT records (or cannot tell: use --compat-record-size)");
+    int d = td_tt_detect(c->in, c->in_len, at_rest);
+    /* A configured size is taken only where the bytes cannot tell (at rest,
+     * still undecided); bytes that prove another size are never misread. */
+    if (d == 0 && (s->tt_size == 0 || !at_rest))
         return 0;
+    if (d < 0 || (s->tt_size != 0 && d > 0 && (unsigned)d != s->tt_size)) {
+        /* Reading on would misparse: the rest of this connection is dropped, unread. */
+        c->tt_size = TD_TT_UNREADABLE;
+        unusable(s, c, "no TT records of a known size; its input is dropped, record size", (unsigned)d);
+        return c->tt_size;
     }
-    c->tt_size = (unsigned)d;
-    if (d > 0) {
-        td_name_from_proc(s, c->pid); /* the records carry no name */
-        if (s->tt_size == 0)
-            td_log(s, TD_INFO, "pid %d (%s) sends %d-byte TT records", (int)c->pid, td_name_of(s, c->pid), d);
-    }
+    c->tt_size = s->tt_size != 0 ? s->tt_size : (unsigned)d;
+    td_name_from_proc(s, c->pid); /* the records carry no name */
+    if (s->tt_size == 0)
+        td_log(s, TD_INFO, "pid %d (%s) sends %u-byte TT records", (int)c->pid, td_name_of(s, c->pid),
+               c->tt_size);
     return c->tt_size;
 }
 
-/* ======================== Records ======================== */
+/* ======================== Answers ======================== */
 
-typedef struct tt_sum {
-    uint64_t bytes[4]; /* per kind: DRAM, L1, L1_SMALL, TRACE, as RESPONSE orders them */
-    uint32_t devices;  /* highest device seen + 1 */
-    int seen;          /* device has (or had) allocations */
-} tt_sum;
-
-/* 16 lookups of the tracker's per-device sums, whatever the live set holds. */
-static void tt_sum_of(const td_server *s, int32_t device, tt_sum *t) {
-    memset(t, 0, sizeof(*t));
-    t->devices = s->tt_devices;
-    for (uint32_t k = 0; device >= 0 && device <= (int32_t)BH_DOMAIN_DEVICE(~0u) && k < 16; k++) {
-        int seen = 0;
-        uint64_t bytes = bh_track_device_bytes(s->track, BH_DOMAIN((uint32_t)device, k), &seen);
-        t->seen |= seen;
-        /* RESPONSE has no SYSTEM_MEMORY counter: TT's server adds it into l1_small. */
-        if (k < 4 || k == BH_MEM_SYSTEM)
-            t->bytes[k == BH_MEM_SYSTEM ? BH_MEM_L1_SMALL : k] += bytes;
+/* TT's answer for device, plus what native clients (the library's own
+ * reporter) hold there: the tracker's device sums less the compat clients'
+ * share. Each kind O(1). */
+static void device_bytes(td_server *s, int32_t device, uint64_t b[16]) {
+    uint64_t view[16];
+    td_tt_device_bytes(s->tt_table, device, b);
+    td_tt_view_bytes(s->tt_table, device, view);
+    for (uint32_t k = 0; device >= 0 && k < 16; k++) {
+        uint64_t all = bh_track_device_bytes(s->track, BH_DOMAIN((uint32_t)device, k), NULL);
+        b[k] += all > view[k] ? all - view[k] : 0;
     }
 }
 
-/* A FREE has no buffer_type (0) in the records of several clients: it frees
- * the live allocation at that address on that device, DRAM first. */
-static uint32_t free_domain(const td_server *s, uint64_t key, uint32_t device, int kind, uint64_t address) {
-    if (kind != BH_MEM_DRAM)
-        return BH_DOMAIN(device, kind);
-    for (uint32_t k = 0; k < 16; k++)
-        if (bh_track_is_live(s->track, key, BH_DOMAIN(device, k), address))
-            return BH_DOMAIN(device, k);
-    return BH_DOMAIN(device, BH_MEM_DRAM);
-}
-
-static void reply(td_server *s, td_client *c, uint8_t type, int32_t device, const tt_sum *t) {
-    uint8_t out[TT_RECORD_112];
+static void reply_query(td_server *s, td_client *c, int32_t device) {
+    uint8_t out[BH_TT_RECORD_144];
+    uint64_t b[16];
+    device_bytes(s, device, b);
     memset(out, 0, sizeof(out));
-    bh_tt_record(out, type, device, 0, 0, 0, 0, 0);
-    if (type == BH_TT_RESPONSE)
-        for (int i = 0; i < 4; i++)
-            bh_put64(out + 40 + 8 * i, t->bytes[i]);
-    if (type == TT_DEVICE_INFO_RESPONSE && c->tt_size == TT_RECORD_112) {
-        /* The tracker knows which devices reported, not their hardware:
-         * sizes and arch stay 0 ("invalid"), availability and count are real. */
-        bh_put32(out + 104, device >= 0 ? (uint32_t)t->seen : t->devices > 0);
-        bh_put32(out + 108, t->devices);
+    bh_tt_record(out, BH_TT_RESPONSE, device, 0, 0, 0, 0, 0);
+    bh_put64(out + 40, b[BH_MEM_DRAM]);
+    bh_put64(out + 48, b[BH_MEM_L1]);
+    /* RESPONSE has no SYSTEM_MEMORY counter: TT's server adds it into l1_small. */
+    bh_put64(out + 56, b[BH_MEM_L1_SMALL] + b[BH_MEM_SYSTEM]);
+    bh_put64(out + 64, b[BH_MEM_TRACE]);
+    if (c->tt_size == BH_TT_RECORD_144) {
+        bh_put64(out + 72, b[BH_TT_KIND_CB]);
+        bh_put64(out + 80, b[BH_TT_KIND_KERNEL]);
     }
     td_send_bytes(s, c, out, c->tt_size);
 }
 
-void td_tt_record(td_server *s, td_client *c, const uint8_t *r) {
-    uint8_t type = r[0];
-    if (!header_ok(r, c->tt_size)) {
-        td_malformed(s, c, "not a TT record (bad type or padding)");
+static void reply_device_info(td_server *s, td_client *c, int32_t device) {
+    if (c->tt_size == BH_TT_RECORD) { /* TT's 72-byte server does not know this query either */
+        unusable(s, c, "DEVICE_INFO_QUERY in a 72-byte record, type", BH_TT_DEVICE_INFO_QUERY);
         return;
     }
-    s->compat_records++;
-    int32_t device = (int32_t)bh_get32(r + 4);
-    uint64_t size = bh_get64(r + 8), address = bh_get64(r + 24);
-    int kind = bh_tt_kind_of(r[16]);
+    uint8_t out[BH_TT_RECORD_144];
+    memset(out, 0, sizeof(out));
+    bh_tt_record(out, BH_TT_DEVICE_INFO_RESPONSE, device, 0, 0, 0, 0, 0);
+    td_tt_device_info(s, device, c->tt_size, out);
+    td_send_bytes(s, c, out, c->tt_size);
+}
+
+typedef struct dump_ctx {
+    td_strbuf b;
+} dump_ctx;
+
+static int dump_one(void *ctx, const td_tt_entry *e) {
+    static const char *const spaces[] = {"buffer", "cb", "kernel"};
+    dump_ctx *d = ctx;
+    char kb[16];
+    return td_sb_printf(&d->b, "device %d %s %s id 0x%" PRIx64 " size %" PRIu64 " refs %u pid %d%s\n",
+                        (int)e->device, spaces[e->space], td_kind_name(BH_DOMAIN(0, e->kind), kb), e->id,
+                        e->size, e->refs, (int)e->owner, e->owner_gone ? " (gone)" : "") != 0;
+}
+
+/* DUMP_REMAINING (every entry) or DUMP_KERNELS: TT's server prints its table;
+ * the log gets a bounded excerpt. */
+static void dump(td_server *s, td_client *c, int space, const char *what) {
+    dump_ctx d = {{.limit = TD_LOG_DUMP_LIMIT}};
+    td_tt_each(s->tt_table, space, dump_one, &d);
+    td_log(s, TD_INFO, "%s requested by pid %d:\n%s", what, (int)c->pid, d.b.p ? d.b.p : "(none)\n");
+    free(d.b.p);
+}
+
+/* ======================== Records ======================== */
+
+/* The per-process view of a FREE without buffer_type: the live allocation at
+ * that address on that device, of any buffer kind, DRAM first. */
+static uint32_t free_domain(const td_server *s, uint64_t key, uint32_t device, uint64_t address) {
+    for (uint32_t t = 0; t < BH_TT_BUFFER_TYPES; t++)
+        if (bh_track_is_live(s->track, key, BH_DOMAIN(device, bh_tt_kinds()[t]), address))
+            return BH_DOMAIN(device, bh_tt_kinds()[t]);
+    return BH_DOMAIN(device, BH_MEM_DRAM);
+}
+
+/* What the per-process view found beyond TT's answer (bh-trackd's own,
+ * stricter findings, labelled as such). Its limits never disconnect a TT
+ * client: the record stays out of that view only. */
+static void per_process(td_server *s, td_client *c, bh_track_result r, uint32_t domain, uint64_t id,
+                        int tt_unknown) {
+    char dom[64];
+    td_domain_text(dom, sizeof(dom), domain);
+    switch (r) {
+    case BH_TRACK_OK:
+        return;
+    case BH_TRACK_UNKNOWN_FREE:
+        if (!tt_unknown)
+            td_log(s, TD_WARN,
+                   "bh-trackd (per process): pid %d freed %s 0x%" PRIx64 " that it did not allocate",
+                   (int)c->pid, dom, id);
+        return;
+    case BH_TRACK_DUPLICATE_ALLOC:
+        td_log(s, TD_WARN,
+               "bh-trackd (per process): pid %d allocated %s 0x%" PRIx64
+               " while it held it live (TT counts one more reference)",
+               (int)c->pid, dom, id);
+        return;
+    default:
+        s->compat_ignored++;
+        td_log(s, TD_WARN,
+               "bh-trackd (per process): pid %d over a limit at %s 0x%" PRIx64 "; not in its view",
+               (int)c->pid, dom, id);
+        return;
+    }
+}
+
+/* ALLOC, CB_ALLOC, KERNEL_LOAD: TT's table, then the per-process view. */
+static void on_alloc(td_server *s, td_client *c, int32_t device, uint32_t space, uint32_t kind,
+                     const uint8_t *r) {
+    uint64_t id = bh_get64(r + 24), size = bh_get64(r + 8), now = td_now_ms();
+    if (td_tt_alloc(s->tt_table, device, space, id, size, kind, c->pid, now) == TD_TT_FULL)
+        td_log(s, TD_WARN,
+               "TT table full (%" PRIu64 " entries, --max-live-per-client): ALLOC by pid %d not kept",
+               s->max_live, (int)c->pid);
+    uint32_t domain = BH_DOMAIN((uint32_t)device, kind);
+    uint64_t before = bh_track_device_bytes(s->track, domain, NULL);
+    bh_track_result res = bh_track_on_alloc(s->track, td_client_key(c->pid, 0), domain, id, size, r[16], now);
+    td_tt_view_add(s->tt_table, device, kind,
+                   (int64_t)(bh_track_device_bytes(s->track, domain, NULL) - before));
+    per_process(s, c, res, domain, id, 0);
+}
+
+/* FREE, CB_FREE, KERNEL_UNLOAD. */
+static void on_free(td_server *s, td_client *c, int32_t device, uint32_t space, uint32_t kind, uint64_t id) {
+    int last, unknown = td_tt_release(s->tt_table, device, space, id, &last) != 0;
+    if (unknown)
+        td_log(s, TD_WARN, "TT: deallocation for unknown buffer: pid %d device %d id 0x%" PRIx64, (int)c->pid,
+               (int)device, id);
     uint64_t key = td_client_key(c->pid, 0);
-    if ((type == BH_TT_ALLOC || type == BH_TT_FREE) &&
-        (device < 0 || device > (int32_t)BH_DOMAIN_DEVICE(~0u))) {
-        td_malformed(s, c, "device_id out of range");
+    uint32_t domain =
+        space == TD_TT_BUFFER ? free_domain(s, key, (uint32_t)device, id) : BH_DOMAIN((uint32_t)device, kind);
+    uint64_t before = bh_track_device_bytes(s->track, domain, NULL);
+    bh_track_result res = bh_track_on_free(s->track, key, domain, id);
+    td_tt_view_add(s->tt_table, device, BH_DOMAIN_KIND(domain),
+                   -(int64_t)(before - bh_track_device_bytes(s->track, domain, NULL)));
+    per_process(s, c, res, domain, id, unknown);
+}
+
+void td_tt_record(td_server *s, td_client *c, const uint8_t *r) {
+    uint8_t type = r[0];
+    s->compat_records++;
+    if (!header_ok(r, c->tt_size)) {
+        unusable(s, c, "unknown type or non-zero padding, type", type);
+        return;
+    }
+    int32_t device = (int32_t)bh_get32(r + 4);
+    int kind = bh_tt_kind_of(r[16]);
+    int memory =
+        type == BH_TT_ALLOC || type == BH_TT_FREE || (type >= BH_TT_CB_ALLOC && type <= BH_TT_KERNEL_UNLOAD);
+    if (memory && (device < 0 || device > (int32_t)BH_DOMAIN_DEVICE(~0u))) {
+        unusable(s, c, "device_id out of range", (unsigned)device);
         return;
     }
     switch (type) {
-    case BH_TT_ALLOC: {
-        if (kind < 0) {
-            td_malformed(s, c, "buffer_type");
-            return;
-        }
-        uint32_t domain = BH_DOMAIN((uint32_t)device, (uint32_t)kind);
-        td_track_result(s, c, bh_track_on_alloc(s->track, key, domain, address, size, 0, td_now_ms()),
-                        "ALLOC", domain, address);
+    case BH_TT_ALLOC:
+        if (kind < 0)
+            unusable(s, c, "ALLOC with buffer_type", r[16]); /* TT's server: logged and ignored */
+        else
+            on_alloc(s, c, device, TD_TT_BUFFER, (uint32_t)kind, r);
         return;
-    }
-    case BH_TT_FREE: {
-        uint32_t domain = free_domain(s, key, (uint32_t)device, kind < 0 ? BH_MEM_DRAM : kind, address);
-        td_track_result(s, c, bh_track_on_free(s->track, key, domain, address), "FREE", domain, address);
+    case BH_TT_FREE: /* no buffer_type: TT keys by (device, buffer_id) */
+        on_free(s, c, device, TD_TT_BUFFER, 0, bh_get64(r + 24));
         return;
-    }
+    case BH_TT_CB_ALLOC:
+    case BH_TT_KERNEL_LOAD:
+        on_alloc(s, c, device, type == BH_TT_CB_ALLOC ? TD_TT_CB : TD_TT_KERNEL,
+                 type == BH_TT_CB_ALLOC ? BH_TT_KIND_CB : BH_TT_KIND_KERNEL, r);
+        return;
+    case BH_TT_CB_FREE:
+    case BH_TT_KERNEL_UNLOAD:
+        on_free(s, c, device, type == BH_TT_CB_FREE ? TD_TT_CB : TD_TT_KERNEL,
+                type == BH_TT_CB_FREE ? BH_TT_KIND_CB : BH_TT_KIND_KERNEL, bh_get64(r + 24));
+        return;
     case BH_TT_QUERY:
-    case TT_DEVICE_INFO_QUERY: {
-        tt_sum t;
-        tt_sum_of(s, device, &t);
-        reply(s, c, type == BH_TT_QUERY ? BH_TT_RESPONSE : TT_DEVICE_INFO_RESPONSE, device, &t);
+        reply_query(s, c, device);
         return;
-    }
-    case BH_TT_DUMP_REMAINING: {
-        td_strbuf b = {0};
-        td_render_dump(s, &b, 0, TD_LOG_DUMP_LIMIT); /* the log gets a bounded excerpt */
-        td_log(s, TD_INFO, "DUMP_REMAINING requested by pid %d:\n%s", (int)c->pid, b.p ? b.p : "");
-        free(b.p);
+    case BH_TT_DEVICE_INFO_QUERY:
+        reply_device_info(s, c, device);
         return;
-    }
-    default: /* later variants' circular-buffer and kernel records */
+    case BH_TT_DUMP_REMAINING:
+        dump(s, c, -1, "DUMP_REMAINING");
+        return;
+    case BH_TT_DUMP_KERNELS:
+        dump(s, c, TD_TT_KERNEL, "DUMP_KERNELS");
+        return;
+    default: /* RESPONSE, DEVICE_INFO_RESPONSE: answers, not requests */
         s->unsupported_records++;
+        unusable(s, c, "a server's answer from a client, type", type);
         return;
     }
+}
+
+size_t td_tt_input(td_server *s, td_client *c, const uint8_t *p, size_t avail, int first) {
+    size_t rec = first ? td_tt_record_size(s, c, 0) : c->tt_size;
+    if (rec == TD_TT_UNREADABLE)
+        return avail; /* dropped, unread */
+    if (rec == 0 || avail < rec)
+        return 0;
+    td_tt_record(s, c, p);
+    return rec;
 }

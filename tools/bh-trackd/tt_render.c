@@ -1,0 +1,34 @@
+/*
+ * tt_render.c - the TT figures in bh-trackd's stats: what TT's allocation
+ * server would answer on the same traffic (tt_table.h), next to, never
+ * instead of, bh-trackd's own per-process findings (the stats' totals).
+ * Owns: the "tt" member of stats --json and the "TT server's view" line of
+ * the text. Must never: walk the TT table (the figures are counters).
+ */
+#include <inttypes.h>
+
+#include "trackd.h"
+#include "tt_table.h"
+
+void td_tt_render(td_server *s, td_strbuf *b, int json) {
+    td_tt_counts t;
+    td_tt_counts_get(s->tt_table, &t);
+    if (json) {
+        td_sb_printf(b,
+                     "\"tt\":{\"live\":%" PRIu64 ",\"live_bytes\":%" PRIu64 ",\"allocs\":%" PRIu64
+                     ",\"frees\":%" PRIu64 ",\"unknown_frees\":%" PRIu64 ",\"references\":%" PRIu64
+                     ",\"leaks\":%" PRIu64 ",\"leaked_bytes\":%" PRIu64 ",\"refused\":%" PRIu64
+                     ",\"ignored_records\":%" PRIu64 "},",
+                     t.live, t.live_bytes, t.allocs, t.frees, t.unknown_frees, t.references, t.leaks,
+                     t.leaked_bytes, t.refused, s->compat_ignored);
+        return;
+    }
+    td_sb_printf(b,
+                 "TT server's view (compat clients, as TT's allocation server counts): %" PRIu64
+                 " live (%" PRIu64 " bytes), %" PRIu64 " allocs (%" PRIu64
+                 " of them another reference to a live"
+                 " buffer), %" PRIu64 " frees, %" PRIu64 " unknown FREEs, %" PRIu64 " leaks (%" PRIu64
+                 " bytes), %" PRIu64 " records ignored\n",
+                 t.live, t.live_bytes, t.allocs, t.references, t.frees, t.unknown_frees, t.leaks,
+                 t.leaked_bytes, s->compat_ignored);
+}
