@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <cmocka.h>
 
+#include "bufhandle/bufhandle.h"
 #include "proc.h"
 #include "support/server.h"
 
@@ -334,6 +335,73 @@ static void device_info_is_tt_without_devices_unless_described(void **state) {
     }
 }
 
+/* The library's TT reporter in each record size (BH_TT_RECORD_SIZE), read
+ * by a listener of ours: every BufferType in its TT number, the size's
+ * records back to back, and what it withholds counted apart from dropped. */
+static void the_reporter_speaks_each_size_and_counts_what_it_withholds(void **state) {
+    (void)state;
+    static const char *const sizes[] = {"72", "112", "144"};
+    static const struct {
+        uint32_t kind;
+        uint8_t btype;
+    } kinds[] = {{BH_MEM_DRAM, T_DRAM},
+                 {BH_MEM_L1, T_L1},
+                 {BH_MEM_SYSTEM, T_SYSTEM},
+                 {BH_MEM_L1_SMALL, T_L1_SMALL},
+                 {BH_MEM_TRACE, T_TRACE}};
+    for (int i = 0; i < 3; i++) {
+        size_t n = (size_t)atoi(sizes[i]);
+        char path[160];
+        snprintf(path, sizeof(path), "%s/tt%zu.sock", paths.dir, n);
+        int lfd = test_unix_listen(path, 4);
+        setenv("BH_TT_RECORD_SIZE", sizes[i], 1);
+        bh_socket_options so = {.flags = BH_SOCKET_COMPAT_TT, .max_block_us = 100000};
+        bh_reporter rep;
+        assert_int_equal(bh_socket_reporter_open(path, &so, &rep), BH_OK);
+        uint64_t seq = 0;
+        for (size_t k = 0; k < 5; k++) {
+            bh_event ev = {BH_EVENT_ALLOC, BH_DOMAIN(3, kinds[k].kind), 0x1000 * (k + 1), 100 + k, ++seq};
+            rep.report(rep.ctx, &ev);
+        }
+        bh_event own = {BH_EVENT_ALLOC, BH_DOMAIN(3, 9), 0x9000, 64, ++seq};         /* kind 9: no TT type */
+        bh_event bad = {BH_EVENT_FREE, BH_DOMAIN(3, BH_MEM_DRAM), 0x7000, 0, ++seq}; /* never allocated */
+        bh_event fr = {BH_EVENT_FREE, BH_DOMAIN(3, BH_MEM_DRAM), 0x1000, 100, ++seq};
+        rep.report(rep.ctx, &own);
+        rep.report(rep.ctx, &bad);
+        rep.report(rep.ctx, &fr);
+        assert_int_equal(bh_socket_reporter_flush(&rep, 5000), BH_OK);
+        bh_reporter_stats st;
+        assert_int_equal(bh_socket_reporter_stats(&rep, &st), BH_OK);
+        assert_int_equal(st.withheld, 2);
+        assert_int_equal(st.dropped, 0);
+        assert_int_equal(st.sent, 6);
+        bh_socket_reporter_close(&rep);
+        int fd = accept(lfd, NULL, NULL);
+        assert_true(fd >= 0);
+        uint8_t r[7 * 144];
+        size_t got = 0;
+        ssize_t k;
+        while ((k = recv(fd, r + got, sizeof(r) - got, 0)) > 0) /* the reporter closed: EOF ends it */
+            got += (size_t)k;
+        assert_int_equal(got, 6 * n);
+        for (size_t j = 0; j < 6; j++) {
+            const uint8_t *p = r + j * n;
+            assert_int_equal(p[0], j < 5 ? ALLOC : FREE);
+            assert_int_equal(get(p + 4, 4), 3);
+            assert_int_equal(get(p + 24, 8), j < 5 ? 0x1000 * (j + 1) : 0x1000);
+            if (j < 5) {
+                assert_int_equal(p[16], kinds[j].btype);
+                assert_int_equal(get(p + 8, 8), 100 + j);
+            }
+            for (size_t b = 40; b < n; b++) /* the server's fields stay zero */
+                assert_int_equal(p[b], 0);
+        }
+        close(fd);
+        close(lfd);
+    }
+    unsetenv("BH_TT_RECORD_SIZE");
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_trackd_tt PATH-TO-bh-trackd [slow]\n");
@@ -350,6 +418,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(unusable_records_are_ignored_and_the_client_lives_on, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(device_info_is_tt_without_devices_unless_described, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_reporter_speaks_each_size_and_counts_what_it_withholds, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("trackd_tt", tests, NULL, NULL);
 }

@@ -508,9 +508,11 @@ BH_API bh_status bh_dup(bh_registry *reg, bh_handle h, bh_handle *out);
  * If the application passed its own reporter too, both receive every event
  * (same event, same seq; the application's first):
  *   BH_TRACK_SOCKET=/path          socket reporter to bh-trackd at /path
- *   TT_ALLOC_TRACKING_ENABLED=1    socket reporter speaking TT-Metal's 72-byte
- *                                  records to /tmp/tt_allocation_server.sock
- *                                  (BH_TT_SOCKET=/path overrides the path)
+ *   TT_ALLOC_TRACKING_ENABLED=1    socket reporter speaking TT-Metal's records
+ *                                  to /tmp/tt_allocation_server.sock
+ *                                  (BH_TT_SOCKET=/path overrides the path;
+ *                                  BH_TT_RECORD_SIZE=72, 112 or 144 picks the
+ *                                  record size, default 72)
  *   BH_TRACK_LOG=/path or -        JSON-lines log to a file or stderr
  * The first that is set wins. If it cannot be opened, the registry works
  * without reports. */
@@ -544,7 +546,7 @@ typedef struct bh_socket_options {
     uint32_t flags;            /* BH_SOCKET_* */
 } bh_socket_options;
 
-#define BH_SOCKET_COMPAT_TT 0x1u /* speak TT-Metal's 72-byte records instead */
+#define BH_SOCKET_COMPAT_TT 0x1u /* speak TT-Metal's records instead (BH_TT_RECORD_SIZE: 72, 112, 144) */
 
 typedef struct bh_reporter_stats {
     uint64_t reported;     /* events given to this reporter */
@@ -554,6 +556,9 @@ typedef struct bh_reporter_stats {
     uint64_t connects;     /* successful connections */
     uint32_t connected;    /* 1 while connected */
     uint64_t out_of_order; /* events sent out of seq order (a reporting thread stalled) */
+    uint64_t withheld;     /* TT: events not sent on purpose, not lost: a FREE whose ALLOC the
+                              server never got (a raw runtime's extra FREEs), an ALLOC at a key
+                              it already holds, a kind with no TT buffer type (not in dropped) */
 } bh_reporter_stats;
 
 /* Opens a socket reporter for path. opts may be NULL. path NULL is bh-trackd's

@@ -228,7 +228,7 @@ int rs_read_server(conn *c) {
 /* Encodes one event for the wire; returns bytes written to p. */
 size_t rs_encode_event(const conn *c, uint8_t *p, uint32_t stream_id, const bh_event *ev) {
     if (c->opt.flags & BH_SOCKET_COMPAT_TT)
-        return rs_tt_encode(p, ev);
+        return rs_tt_encode(c, p, ev);
     return bh_wire_event(p, stream_id, (uint8_t)ev->kind, ev->device, ev->address, ev->size, ev->seq);
 }
 

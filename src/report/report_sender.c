@@ -351,17 +351,20 @@ static void step_send(conn *c, uint32_t n) {
     size_t len = encode_batch(c, n, &records);
     size_t done = rs_write_some(c, c->fd, c->wire, len, c->opt.send_timeout_ms);
     if (tt && done < len)
-        rs_unwind_tt(c, n, done / BH_TT_RECORD, records);
+        rs_unwind_tt(c, n, done / c->tt_record, records);
 
     pthread_mutex_lock(&c->lock);
     c->in_flight = 0;
     for (uint32_t i = 0; i < n; i++) {
-        /* Not sent: skipped (TT), or lost with the connection. Some of a
-         * failed batch may have reached the server; the resync after
-         * reconnecting makes its view exact either way. */
+        /* Not sent: withheld on purpose (TT, see rs_tt_admit: not a loss),
+         * or lost with the connection (dropped). Some of a failed batch may
+         * have reached the server; the resync after reconnecting makes its
+         * view exact either way. */
         if (!c->encoded[i] || done < len) {
             stream *s = stream_by_id(c, c->batch[i].stream);
-            if (s != NULL)
+            if (s != NULL && !c->encoded[i])
+                s->withheld++;
+            else if (s != NULL)
                 s->dropped++;
         }
     }

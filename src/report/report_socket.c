@@ -134,6 +134,7 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
     }
     c->snap_cap = CHUNK;
     c->opt = *opt;
+    c->tt_record = opt->flags & BH_SOCKET_COMPAT_TT ? rs_tt_record_size() : 0;
     memcpy(c->path, path, strlen(path) + 1);
     snprintf(c->var, sizeof(c->var), "%s", var != NULL ? var : "");
     c->fd = -1;
@@ -338,6 +339,7 @@ bh_status bh_socket_reporter_stats(const bh_reporter *rep, bh_reporter_stats *ou
     out->reported = s->reported;
     out->sent = c->sent;
     out->dropped = s->dropped;
+    out->withheld = s->withheld;
     out->out_of_order = s->out_of_order;
     out->resyncs = c->resyncs;
     out->connects = c->connects;

@@ -190,6 +190,7 @@ struct stream {
     size_t snap_cursor;  /* buckets of live.tab below this were sent */
     snode *owed;         /* nodes of the snapshot deleted before the cursor reached them */
     uint64_t reported, dropped, out_of_order;
+    uint64_t withheld; /* TT: not sent on purpose (rs_tt_admit), unlike dropped: not lost */
     /* ATOMIC: a stack of side_ev pushed without the lock. Whoever takes the
      * lock applies them (drain_side) before touching the stream, so the shadow
      * sees every event in an order consistent with causality. */
@@ -235,6 +236,7 @@ struct conn {
     uint32_t backoff_ms; /* next reconnect delay after a refusal */
     unsigned said;       /* SAID_* messages already printed */
     pid_t server_pid;    /* the TT server the known set belongs to */
+    unsigned tt_record;  /* TT: 72, 112 or 144 bytes a record (BH_TT_RECORD_SIZE); 0 native */
     keyset known;        /* TT: keys whose ALLOC the server got and no FREE yet */
     keyset live_at_t;    /* TT: the live set at the snapshot point */
     uint8_t *wire;       /* encoded batch, BATCH * MAX_RECORD */
@@ -249,7 +251,7 @@ struct conn {
 enum { SAID_UNREACHABLE = 1, SAID_FOREIGN = 2, SAID_REFUSED = 4, SAID_ERROR = 8 };
 
 #define MAX_RECORD                                                                                           \
-    (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN > BH_TT_RECORD ? BH_WIRE_HEADER + BH_WIRE_EVENT_LEN : BH_TT_RECORD)
+    (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN > BH_TT_RECORD_144 ? BH_WIRE_HEADER + BH_WIRE_EVENT_LEN : BH_TT_RECORD_144)
 
 /* report_keyset.c */
 const kentry *rs_key_get(const keyset *s, uint32_t device, uint64_t address);
@@ -278,7 +280,9 @@ int rs_send_stream_frame(conn *c, uint16_t type, uint32_t stream_id);
 int rs_send_chunk(conn *c, uint32_t stream_id, size_t n);
 
 /* report_tt.c (sender thread) */
-size_t rs_tt_encode(uint8_t *p, const bh_event *ev);
+/* The record size BH_TT_RECORD_SIZE asks for: 72 (unset or not 112/144), 112, 144. */
+unsigned rs_tt_record_size(void);
+size_t rs_tt_encode(const conn *c, uint8_t *p, const bh_event *ev);
 int rs_tt_admit(conn *c, const bh_event *ev);
 void rs_unwind_tt(conn *c, uint32_t n, size_t done, size_t records);
 int rs_resync_finish_tt(conn *c);

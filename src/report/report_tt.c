@@ -2,7 +2,8 @@
  * report_tt.c - TT-Metal records of the socket reporter (BH_SOCKET_COMPAT_TT;
  * report_socket.h): encoding, and what the TT server is told.
  *
- * Owns: the 72-byte record of an event, the known set (keys whose ALLOC the
+ * Owns: the record of an event (72, 112 or 144 bytes, BH_TT_RECORD_SIZE; the
+ * buffer_type from the one kind table of wire.h), the known set (keys whose ALLOC the
  * TT server got and no FREE yet), and what replaces a resync for TT.
  * Must never: announce an ALLOC twice, send a FREE whose ALLOC the server did
  * not get, or run on an application thread.
@@ -14,17 +15,30 @@
 
 #include "report_socket.h"
 
-/* One 72-byte record of an event; returns its size. */
-size_t rs_tt_encode(uint8_t *p, const bh_event *ev) {
+unsigned rs_tt_record_size(void) {
+    /* Read once per connection, when it is made (never on a reporting thread). */
+    const char *v = getenv("BH_TT_RECORD_SIZE");
+    if (v != NULL && strcmp(v, "112") == 0)
+        return BH_TT_RECORD_112;
+    if (v != NULL && strcmp(v, "144") == 0)
+        return BH_TT_RECORD_144;
+    return BH_TT_RECORD;
+}
+
+/* One record of the connection's size for an event; returns its size. A
+ * client's record has zero past 72 (those fields are the server's answers). */
+size_t rs_tt_encode(const conn *c, uint8_t *p, const bh_event *ev) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int alloc = ev->kind == BH_EVENT_ALLOC;
-    /* The domain split as the TT server keys it: device id, and the
-     * memory kind as buffer_type (rs_tt_admit passes kinds 0..3 only). */
+    /* The domain split as the TT server keys it: device id, and the memory
+     * kind as TT's BufferType (rs_tt_admit passes kinds that have one). */
+    int btype = bh_tt_buffer_type_of(BH_DOMAIN_KIND(ev->device));
+    memset(p, 0, c->tt_record);
     bh_tt_record(p, alloc ? BH_TT_ALLOC : BH_TT_FREE, (int32_t)BH_DOMAIN_DEVICE(ev->device),
-                 alloc ? ev->size : 0, alloc ? (uint8_t)BH_DOMAIN_KIND(ev->device) : 0, (int32_t)getpid(),
+                 alloc ? ev->size : 0, alloc && btype > 0 ? (uint8_t)btype : 0, (int32_t)getpid(),
                  ev->address, alloc ? (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec : 0);
-    return BH_TT_RECORD;
+    return c->tt_record;
 }
 
 /* Without the lock. Writes TT FREE records for n keys, updating the known
@@ -34,10 +48,10 @@ int rs_send_tt_frees(conn *c, const kentry *keys, size_t n) {
         size_t k = n - i < BATCH ? n - i : BATCH;
         for (size_t j = 0; j < k; j++) {
             bh_event ev = {BH_EVENT_FREE, keys[i + j].domain, keys[i + j].address, 0, 0};
-            rs_encode_event(c, c->wire + j * BH_TT_RECORD, 0, &ev);
+            rs_encode_event(c, c->wire + j * c->tt_record, 0, &ev);
         }
         size_t done =
-            rs_write_some(c, c->fd, c->wire, k * BH_TT_RECORD, c->opt.send_timeout_ms) / BH_TT_RECORD;
+            rs_write_some(c, c->fd, c->wire, k * c->tt_record, c->opt.send_timeout_ms) / c->tt_record;
         for (size_t j = 0; j < done; j++)
             rs_key_del(&c->known, keys[i + j].device, keys[i + j].address); /* device: the TT key's */
         if (done < k)
@@ -84,7 +98,7 @@ int rs_tt_admit(conn *c, const bh_event *ev) {
         rs_key_del(&c->known, dev, ev->address);
         return 1;
     }
-    if (k != NULL || BH_DOMAIN_KIND(ev->device) > BH_MEM_TRACE)
+    if (k != NULL || bh_tt_buffer_type_of(BH_DOMAIN_KIND(ev->device)) < 0)
         return 0;
     return rs_key_add(&c->known, dev, ev->address, ev->device) == 0; /* cannot remember it: not announced */
 }
