@@ -240,8 +240,23 @@ static void streamer(void) {
     }
 }
 
+/* A client that never stops: 4 KiB more of L1_SMALL on device 40 every 2 ms
+ * (20000 at most), so the server's live bytes move between any two samples
+ * of the timeline (no DRAM, not device 63: the test reads those). */
+static void grower(void) {
+    client_ctx c;
+    client_open(&c, "obs-grower");
+    for (uint64_t i = 0; i < 20000; i++) {
+        report(&c, BH_EVENT_ALLOC, BH_DOMAIN(40, BH_MEM_L1_SMALL), 0x80000000u + i * 0x1000u, 4096);
+        test_sleep_ms(2);
+    }
+}
+
+#define BACKGROUND 2 /* run_client: answers at once, runs fn, stays until teardown */
+
 /* Runs fn in a child; returns once fn is done. keep: the child then stays
- * alive (holding what it reported) until teardown. */
+ * alive (holding what it reported) until teardown; BACKGROUND: returns
+ * before fn starts. */
 static void run_client(void (*fn)(void), int keep) {
     int p[2];
     assert_int_equal(pipe(p), 0);
@@ -252,9 +267,11 @@ static void run_client(void (*fn)(void), int keep) {
         for (int fd = 3; fd < 1024; fd++) /* the parent's test connections stay the parent's */
             if (fd != p[1])
                 close(fd);
-        fn();
         char ok = 1;
-        if (write(p[1], &ok, 1) != 1)
+        if (keep == BACKGROUND && write(p[1], &ok, 1) != 1)
+            _exit(1);
+        fn();
+        if (keep != BACKGROUND && write(p[1], &ok, 1) != 1)
             _exit(1);
         if (keep)
             pause();
@@ -846,7 +863,8 @@ static void dashboard_renders_the_clients_numbers_in_chromium(void **state) {
     }
     start_server(NULL);
     scenario();
-    run_client(streamer, 1); /* three seconds of samples that move */
+    run_client(streamer, 1);        /* three seconds of samples that move */
+    run_client(grower, BACKGROUND); /* live bytes that move while the page polls */
     char dom[160], png[200], arg[240];
     snprintf(dom, sizeof(dom), "%s/dashboard.html", outdir != NULL ? outdir : paths.dir);
     snprintf(png, sizeof(png), "%s/dashboard.png", outdir != NULL ? outdir : paths.dir);
@@ -867,6 +885,27 @@ static void dashboard_renders_the_clients_numbers_in_chromium(void **state) {
              holder_dram(63) + HOLDER_L1);
     assert_non_null(strstr(d, want));
     assert_non_null(strstr(d, "Devices (64)"));
+    /* The chart's title names the grouping it draws (by kind here). */
+    assert_non_null(strstr(d, "id=\"chart-title\">Live bytes by memory kind<"));
+    /* The live-bytes card and the device tiles show one sample: the tiles
+     * add up to the card, although the grower moves the total meanwhile. */
+    uint64_t tiles = 0;
+    for (const char *t = strstr(d, "class=\"dev\" data-device="); t != NULL;
+         t = strstr(t + 1, "class=\"dev\" data-device=")) {
+        const char *b = strstr(t, "data-bytes=\"");
+        assert_non_null(b);
+        tiles += strtoull(b + strlen("data-bytes=\""), NULL, 10);
+    }
+    const char *card = strstr(d, "id=\"c-live-bytes-exact\">");
+    assert_non_null(card);
+    uint64_t shown = 0;
+    for (card += strlen("id=\"c-live-bytes-exact\">"); *card != '<' && *card != '\0'; card++)
+        if (isdigit((unsigned char)*card))
+            shown = shown * 10 + (uint64_t)(*card - '0');
+    assert_true(tiles > 0);
+    assert_int_equal(tiles, shown);
+    /* The clients table counts live allocations, and says so. */
+    assert_non_null(strstr(d, "<th class=\"num\">live allocations</th>"));
     /* The clients table, the over-freed address, the leaks. */
     assert_non_null(strstr(d, "obs-holder"));
     snprintf(want, sizeof(want), "title=\"%" PRIu64 " bytes\"", holder_total());

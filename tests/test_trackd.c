@@ -19,6 +19,7 @@
 #include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -154,6 +155,22 @@ static void naive_client(void) {
     bh_socket_reporter_close(&rep);
 }
 
+/* Live bytes on three devices, the biggest on the highest device: a server
+ * that lists rows in device order lists them smallest first. */
+static void three_sizes_client(void) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test does not leave it behind */
+    bh_reporter rep;
+    if (bh_socket_reporter_open(paths.sock, NULL, &rep) != BH_OK)
+        _exit(25);
+    for (uint32_t d = 0; d < 3; d++) {
+        bh_event alloc = {BH_EVENT_ALLOC, BH_DOMAIN(d, BH_MEM_DRAM), 0x1000000u, 4096u << (4 * d), d + 1};
+        rep.report(rep.ctx, &alloc);
+    }
+    if (bh_socket_reporter_flush(&rep, 5000) != BH_OK)
+        _exit(26);
+    pause(); /* live until the test ends it */
+}
+
 /* Two registries of one process, tracking from the environment: one
  * connection, two streams. */
 static void two_registries_client(void) {
@@ -263,6 +280,31 @@ static void registries_of_one_process_share_one_connection(void **state) {
     assert_non_null(strstr(j, "\"stream\":1"));
     assert_non_null(strstr(j, "\"stream\":2"));
     assert_int_equal(test_json_u64(j, "totals", "unknown_frees"), 0);
+    test_server_stop_clean(srv);
+}
+
+/* `stats` and `stats --json` list the rows biggest first. */
+static void stats_rows_come_biggest_first(void **state) {
+    (void)state;
+    pid_t srv = start_server(NULL);
+    pid_t client = test_fork(three_sizes_client);
+    assert_int_equal(wait_total("live_bytes", 4096u + 65536u + 1048576u), 4096u + 65536u + 1048576u);
+    const char *j = stats_json();
+    const char *d2 = strstr(j, "\"device\":2,"), *d1 = strstr(j, "\"device\":1,"),
+               *d0 = strstr(j, "\"device\":0,");
+    assert_true(d2 != NULL && d1 != NULL && d0 != NULL);
+    assert_true(d2 < d1 && d1 < d0);
+    char cmd[512], text[4096];
+    snprintf(cmd, sizeof(cmd), "%s stats --socket %s", trackd, paths.sock);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
+    assert_int_equal(pclose(f), 0);
+    const char *t2 = strstr(text, " 1048576 "), *t1 = strstr(text, " 65536 "), *t0 = strstr(text, " 4096 ");
+    assert_true(t2 != NULL && t1 != NULL && t0 != NULL);
+    assert_true(t2 < t1 && t1 < t0);
+    test_kill(client);
     test_server_stop_clean(srv);
 }
 
@@ -602,6 +644,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(slow_server_does_not_stall_the_application, setup, teardown),
         cmocka_unit_test_setup_teardown(malformed_frames_disconnect_only_their_client, setup, teardown),
         cmocka_unit_test_setup_teardown(registries_of_one_process_share_one_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(stats_rows_come_biggest_first, setup, teardown),
         cmocka_unit_test_setup_teardown(events_still_queued_at_exit_reach_the_server, setup, teardown),
         cmocka_unit_test_setup_teardown(peers_of_other_users_are_rejected_unless_allowed, setup, teardown),
         cmocka_unit_test_setup_teardown(a_client_over_its_live_limit_is_cut_off_and_the_server_goes_on, setup,

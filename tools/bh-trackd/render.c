@@ -195,11 +195,64 @@ static void stats_group(void *ctx, uint64_t key, uint32_t device, const bh_track
     row(ctx, fill_group, &g);
 }
 
+/* The groups copied out of the tracker, to be sorted before they are shown. */
+typedef struct group_copy {
+    uint64_t key;
+    uint32_t device;
+    bh_track_counts c;
+} group_copy;
+
+typedef struct group_list {
+    group_copy *v;
+    size_t n, cap;
+    int failed;
+} group_list;
+
+static void collect_group(void *ctx, uint64_t key, uint32_t device, const bh_track_counts *c) {
+    group_list *l = ctx;
+    if (l->failed)
+        return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        group_copy *nv = realloc(l->v, cap * sizeof(*nv));
+        if (nv == NULL) {
+            l->failed = 1;
+            return;
+        }
+        l->v = nv;
+        l->cap = cap;
+    }
+    l->v[l->n++] = (group_copy){key, device, *c};
+}
+
+/* Biggest first: live bytes, then peak bytes; ties in (client, domain)
+ * order, so one state always prints alike. */
+static int by_bytes(const void *a, const void *b) {
+    const group_copy *x = a, *y = b;
+    if (x->c.live_bytes != y->c.live_bytes)
+        return x->c.live_bytes < y->c.live_bytes ? 1 : -1;
+    if (x->c.peak_bytes != y->c.peak_bytes)
+        return x->c.peak_bytes < y->c.peak_bytes ? 1 : -1;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->device < y->device ? -1 : x->device > y->device;
+}
+
 /* Every group (gone processes' until they are retired into "(departed)"),
- * under the limit. */
+ * biggest first, under the limit: the rows a full reply leaves out are the
+ * smallest. Without memory for the copy, in the tracker's order. */
 static void render_groups(td_server *s, report_ctx *r, size_t limit) {
     r->b->limit = limit != 0 ? limit : TD_REPLY_LIMIT;
-    bh_track_each_group(s->track, stats_group, r);
+    group_list l = {0};
+    bh_track_each_group(s->track, collect_group, &l);
+    if (l.failed) {
+        bh_track_each_group(s->track, stats_group, r);
+    } else {
+        qsort(l.v, l.n, sizeof(*l.v), by_bytes);
+        for (size_t i = 0; i < l.n; i++)
+            stats_group(r, l.v[i].key, l.v[i].device, &l.v[i].c);
+    }
+    free(l.v);
     r->b->limit = 0;
 }
 
