@@ -598,14 +598,16 @@ static void range_index_grows_and_shrinks_through_every_level(void **state) {
  * which is what keeps the index near 12 host bytes per range. */
 static void appended_ranges_leave_full_leaves(void **state) {
     (void)state;
-    enum { N = BH__RANGE_LEAF_CAP * 40 + 1 };
+    /* More leaves than one inner node holds: FULL full ones and one holding
+     * the last range. */
+    enum { FULL = BH__RANGE_INNER_CAP + 9, N = BH__RANGE_LEAF_CAP * FULL + 1 };
     range_fixture f;
     range_fixture_init(&f, N, BH__RANGE_LEAF_CAP, BH__RANGE_INNER_CAP);
     for (int i = 0; i < N; i++)
         insert_checked(&f, i, 2, 0x40000000ull + (uint64_t)i * 256, 256);
     long leaves;
-    assert_int_equal(check_index(&f, &leaves), 2); /* 41 leaves: more than one inner node holds */
-    assert_int_equal(leaves, 41);                  /* 40 full, one holding the last range */
+    assert_int_equal(check_index(&f, &leaves), 2);
+    assert_int_equal(leaves, FULL + 1);
     /* Removing every range in random order frees every node. */
     uint64_t rng = 3;
     for (int left = N; left > 0;) {

@@ -287,7 +287,7 @@ void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot);
  * greatest start <= q, unless there is none in the whole tree. */
 #define BH__RANGE_STRIPES 16    /* power of two */
 #define BH__RANGE_LEAF_CAP 32   /* entries per leaf: 4 lines of starts, 2 of slots */
-#define BH__RANGE_INNER_CAP 31  /* separators per inner node (32 children): 8 lines */
+#define BH__RANGE_INNER_CAP 63  /* separators per inner node (64 children): 16 lines */
 #define BH__RANGE_MAX_HEIGHT 40 /* inner levels; a tree never gets near it (see range.c) */
 
 typedef struct bh__range_leaf {

@@ -78,7 +78,9 @@ static uint32_t count_at_or_below(const uint64_t *keys, uint32_t n, uint64_t q) 
     const uint64_t *base = keys;
     while (n > 1) {
         uint32_t half = n / 2;
-        base += (base[half] <= q) * half; /* the answer stays in [base, base + n] */
+        /* A conditional move (gcc makes one of this form): the answer stays
+         * in [base, base + n]. */
+        base = base[half] <= q ? base + half : base;
         n -= half;
     }
     return (uint32_t)(base - keys) + (base[0] <= q);
@@ -92,9 +94,15 @@ typedef struct path {
 } path;
 
 /* Asks for every line of a node at once: a binary search would otherwise
- * wait for its lines one after the other, each a miss in a large tree. */
-static void prefetch(const void *node, size_t bytes) {
-    for (size_t off = 0; off < bytes; off += BH__CACHE_LINE)
+ * wait for its lines one after the other, each a miss in a large tree.
+ * Constant sizes, so each is a row of prefetch instructions (a loop over a
+ * variable size cost more instructions than the search it served). */
+static void prefetch_inner(const void *node) {
+    for (size_t off = 0; off < sizeof(inner); off += BH__CACHE_LINE)
+        __builtin_prefetch((const char *)node + off);
+}
+static void prefetch_leaf(const void *node) {
+    for (size_t off = 0; off < sizeof(leaf); off += BH__CACHE_LINE)
         __builtin_prefetch((const char *)node + off);
 }
 
@@ -109,7 +117,10 @@ static leaf *descend(const tree *t, uint64_t q, path *p) {
             p->idx[d] = i;
         }
         node = in->child[i];
-        prefetch(node, d + 1 < t->height ? sizeof(inner) : sizeof(leaf));
+        if (d + 1 < t->height)
+            prefetch_inner(node);
+        else
+            prefetch_leaf(node);
     }
     return node;
 }

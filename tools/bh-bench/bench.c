@@ -235,8 +235,8 @@ static void section_intern(const opts *o) {
  * measured in the same run. */
 static void section_creation(const opts *o) {
     static const size_t full[] = {1024, 1048576}, quick[] = {1024, 16384};
-    const size_t *sizes = o->quick ? quick : full;
-    for (int s = 0; s < 2; s++) {
+    const size_t *sizes = o->live ? &o->live : o->quick ? quick : full;
+    for (int s = 0; s < (o->live ? 1 : 2); s++) {
         double m[4];
         variant v[4] = {bh_variant(),
                         {IMPL_BH, configs[figure_config].flags | BH_CONFIG_NO_OVERLAP_CHECK},
