@@ -9,7 +9,8 @@
  *
  * Tracking comes from the environment, as a user's program gets it
  * (BH_TRACK_SOCKET: the default socket reporter, default settings). Each
- * thread allocates and frees on a device of its own through the registry;
+ * thread allocates and frees on a device of its own through the registry
+ * (holding its last 256 allocations, so some are live across a resync);
  * the allocator (here, per device) counts what really happened. Nothing is
  * freed twice. At the end it prints one JSON line: its counts, the
  * reporter's drop count, and how long the planted leaks have been live; then
@@ -71,14 +72,21 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Each thread holds its last WINDOW allocations and frees the oldest as it
+ * makes a new one, as a runtime's buffers come and go: allocations are live
+ * across a resync, and freed addresses come back (the device's stack). */
+#define WINDOW 256
+
 static void *worker(void *arg) {
     uint32_t id = (uint32_t)(uintptr_t)arg;
     devices[id].next = ((uint64_t)id + 1) << 36;
     uint32_t domain = BH_DOMAIN(id, 0);
+    bh_handle held[WINDOW];
     double start = now_s();
-    for (uint64_t i = 0; i < per_thread; i++) {
-        bh_handle h;
-        if (bh_alloc(reg, domain, 4096, &h) != BH_OK || bh_release(reg, h) != BH_OK)
+    for (uint64_t i = 0; i < per_thread + WINDOW; i++) {
+        if (i >= WINDOW && bh_release(reg, held[i % WINDOW]) != BH_OK)
+            exit(3);
+        if (i < per_thread && bh_alloc(reg, domain, 4096, &held[i % WINDOW]) != BH_OK)
             exit(3);
         if (id == 0 && i + 1 == quarter && progress_fd >= 0 && write(progress_fd, "q", 1) != 1)
             exit(4);
