@@ -968,8 +968,8 @@ static void every_status_has_a_distinct_name_and_message(void **state) {
 static void version_matches_the_header(void **state) {
     (void)state;
     assert_string_equal(bh_version(), BH_VERSION_STRING);
-    assert_string_equal(bh_version(), "0.3.1");
-    assert_int_equal(BH_VERSION_MINOR, 3);
+    /* The project's version, which CMake read from the header. */
+    assert_string_equal(bh_version(), BH_PROJECT_VERSION);
 }
 
 int main(void) {

@@ -693,7 +693,7 @@ static void freed_index_nodes_are_reused_before_any_new_arena(void **state) {
         }
         check_index(&f, NULL);
         assert_null(f.rs->trees);
-#if defined(__SANITIZE_ADDRESS__)
+#if BH__ASAN
         /* A freed node is off limits to ASan beyond its free-list link, as a
          * freed malloc block would be (the arena hides it otherwise). */
         assert_non_null(f.rs->leaves.free);

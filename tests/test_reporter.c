@@ -34,6 +34,7 @@
 #include "bufhandle/bufhandle.h"
 #include "proc.h"
 #include "rundir.h"
+#include "sanitize.h"
 #include "support/server.h"
 #include "wire.h"
 
@@ -336,7 +337,7 @@ static void *churn_thread(void *arg) {
 static void forked_child(void) {
     for (int i = 0; i < 200; i++)
         (void)pair(idle_reg, 0x900000);
-#ifdef __SANITIZE_THREAD__
+#if BH__TSAN
     return; /* TSan cannot start threads in the child of a threaded process */
 #endif
     bh_reporter rep;
@@ -357,7 +358,7 @@ static void forked_child(void) {
 
 static void forked_children_keep_using_the_library(void **state) {
     (void)state;
-#ifdef __SANITIZE_THREAD__
+#if BH__TSAN
     /* gcc 12's ThreadSanitizer does not hold its own allocator's locks
      * across fork(): a child forked while the churn thread is inside malloc
      * waits forever in TSan's SizeClassAllocator64 lock (seen under gdb, 1
@@ -396,7 +397,7 @@ static void forked_children_keep_using_the_library(void **state) {
     wait_nothing_live();
     assert_int_equal(stat_of("totals", "unknown_frees"), 0);
     assert_int_equal(stat_of("totals", "leaks"), 0);
-#ifndef __SANITIZE_THREAD__
+#if !BH__TSAN
     assert_true(stat_of("server", "reporter_connections") >= 21); /* the parent's and one per child */
 #endif
 }

@@ -273,7 +273,7 @@ static void *count_once(void *arg) {
 
 static void a_forked_child_gets_the_numbers_of_the_threads_it_lost(void **state) {
     (void)state;
-#ifdef __SANITIZE_THREAD__
+#if BH__TSAN
     /* TSan cannot start threads in the child of a threaded process. */
     print_message("ThreadSanitizer cannot start threads in a forked child: skipping\n");
     skip();

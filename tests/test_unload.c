@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
+#include "sanitize.h"
 
 static const char *lib_path;
 
@@ -115,7 +116,7 @@ static void a_thread_outlives_the_library_that_numbered_it(void **state) {
         assert_int_equal(lib.release(reg, handle), BH_OK);
         assert_int_equal(lib.destroy(reg), BH_OK);
         assert_int_equal(dlclose(lib.dl), 0);
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#if !BH__ASAN && !BH__TSAN
         /* Really gone (sanitizer runtimes may keep it mapped). */
         void *still = dlopen(lib_path, RTLD_NOW | RTLD_NOLOAD);
         if (still != NULL)

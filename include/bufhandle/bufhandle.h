@@ -123,10 +123,15 @@ extern "C" {
 #define BH_API
 #endif
 
+/* The version, in one place: CMake reads these three lines for the project,
+ * the shared library's version, the packages and the .pc files. */
 #define BH_VERSION_MAJOR 0
 #define BH_VERSION_MINOR 3
 #define BH_VERSION_PATCH 1
-#define BH_VERSION_STRING "0.3.1"
+#define BH__STR(x) #x
+#define BH__XSTR(x) BH__STR(x)
+#define BH_VERSION_STRING                                                                                    \
+    BH__XSTR(BH_VERSION_MAJOR) "." BH__XSTR(BH_VERSION_MINOR) "." BH__XSTR(BH_VERSION_PATCH)
 
 /* ------------------------------------------------------------------------- */
 /* Status codes                                                              */

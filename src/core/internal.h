@@ -75,7 +75,7 @@ _Static_assert(sizeof(bh__block) == 32, "a control block is 32 bytes");
 _Static_assert(BH__CACHE_LINE % sizeof(bh__block) == 0, "a control block never spans two cache lines");
 /* Blocks per 128 bytes (a pair of lines, which Intel's adjacent-line
  * prefetcher fetches together): the slab's stride for fresh slots. */
-#define BH__BLOCKS_PER_PAIR (2 * BH__CACHE_LINE / sizeof(bh__block))
+#define BH__BLOCKS_PER_PAIR ((uint32_t)(2 * BH__CACHE_LINE / sizeof(bh__block)))
 
 /* A block's domain and slot. Relaxed: callers order them (the shard lock, or
  * an acquire of the word; see hot.h); the slot never changes once the
@@ -106,7 +106,8 @@ void bh__advise_huge(void *p, size_t len);
  * allocation: these tell them which parts are not in use, so a use of a
  * freed node is reported as it would be for a freed malloc block. Nothing in
  * other builds (BH_VALGRIND_ANNOTATIONS: the library's debug preset). */
-#if defined(__SANITIZE_ADDRESS__)
+#include "common/sanitize.h"
+#if BH__ASAN
 #include <sanitizer/asan_interface.h>
 #define BH__ASAN_NOACCESS(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
 #define BH__ASAN_USABLE(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))

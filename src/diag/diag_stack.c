@@ -26,16 +26,8 @@
 #else
 #define RUNNING_ON_VALGRIND 0
 #endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
+#include "common/sanitize.h"
+#define SANITIZED (BH__ASAN || BH__TSAN)
 
 #include "diag.h"
 

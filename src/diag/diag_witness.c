@@ -33,16 +33,8 @@
 #define HAVE_MEMCHECK 0
 #endif
 
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_ASAN 1
-#endif
-#endif
-#ifndef HAVE_ASAN
-#define HAVE_ASAN 0
-#endif
+#include "common/sanitize.h"
+#define HAVE_ASAN BH__ASAN
 #if HAVE_ASAN
 #include <sanitizer/asan_interface.h>
 #endif

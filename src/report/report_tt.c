@@ -43,7 +43,7 @@ size_t rs_tt_encode(const conn *c, uint8_t *p, const bh_event *ev) {
 
 /* Without the lock. Writes TT FREE records for n keys, updating the known
  * set by what was written. Returns 0 or -1. */
-int rs_send_tt_frees(conn *c, const kentry *keys, size_t n) {
+static int send_tt_frees(conn *c, const kentry *keys, size_t n) {
     for (size_t i = 0; i < n; i += BATCH) {
         size_t k = n - i < BATCH ? n - i : BATCH;
         for (size_t j = 0; j < k; j++) {
@@ -78,7 +78,7 @@ int rs_resync_finish_tt(conn *c) {
         if (c->known.e[i].used &&
             rs_key_get(&c->live_at_t, c->known.e[i].domain, c->known.e[i].address) == NULL)
             gone[n++] = c->known.e[i];
-    int rc = rs_send_tt_frees(c, gone, n);
+    int rc = send_tt_frees(c, gone, n);
     bh__free(gone);
     rs_key_clear(&c->live_at_t);
     return rc;

@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "proc.h"
+#include "sanitize.h"
 #include "support/server.h"
 
 void test_paths_make(test_paths *p, const char *name) {
@@ -53,7 +54,7 @@ double test_now_s(void) {
 
 double test_time_slack(const char *mode) {
     double slack = mode != NULL && strcmp(mode, "slow") == 0 ? 40 : 1;
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#if BH__ASAN || BH__TSAN
     slack *= 4;
 #endif
     return slack;

@@ -52,6 +52,7 @@ static const char *level_name(int level) {
     return level == TD_ERROR ? "ERROR" : level == TD_WARN ? "WARN" : "INFO";
 }
 
+static void vline(td_server *s, int level, const char *fmt, va_list ap) TD_PRINTF(3, 0);
 static void vline(td_server *s, int level, const char *fmt, va_list ap) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
