@@ -1014,6 +1014,7 @@ static void api_live_is_paged_and_history_answers_an_address(void **state) {
     assert_non_null(strstr(b, "\"name\":\"obs-overfree\",\"device\":1,\"kind\":\"dram\",\"live\":false"));
     assert_non_null(strstr(b, "\"allocs\":1,\"frees\":3"));
     free(b);
+    b = NULL;
     /* The timeline: all samples held, or only those after since. Waits for a
      * sample after the scenario (the first, at start, is all zeros). */
     for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end; test_sleep_ms(50)) {
