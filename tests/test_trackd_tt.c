@@ -4,7 +4,7 @@
  * compat records"): 72-, 112- and 144-byte records, every BufferType, and the
  * answers TT's own allocation server gives on the same traffic.
  *
- * usage: test_trackd_tt PATH-TO-bh-trackd [slow]
+ * usage: test_trackd_tt PATH-TO-bh-trackd PATH-TO-bh-demo [slow]
  *
  * Owns: building TT records byte by byte from the documented offsets (no
  * helper of the code under test builds them) and the expected figures of TT's
@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -29,7 +30,7 @@
 #include "proc.h"
 #include "support/server.h"
 
-static const char *trackd;
+static const char *trackd, *demo;
 static pid_t servers[4];
 static int nservers;
 static test_paths paths;
@@ -402,12 +403,65 @@ static void the_reporter_speaks_each_size_and_counts_what_it_withholds(void **st
     unsetenv("BH_TT_RECORD_SIZE");
 }
 
+/* Runs bh-demo with args, in env (NULL-terminated "NAME=VALUE" list, or
+ * NULL) on top of ours; its exit status. */
+static int run_demo(const char *const *env, const char *const *args) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        const char *argv[16] = {demo, "--steps", "5", "--threads", "2", "--quiet", "--json"};
+        int n = 7;
+        for (int i = 0; args[i] != NULL && n < 15; i++)
+            argv[n++] = args[i];
+        argv[n] = NULL;
+        for (int i = 0; env != NULL && env[i] != NULL; i++)
+            putenv((char *)env[i]);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        execv(demo, (char *const *)argv);
+        _exit(127);
+    }
+    return test_reap(pid);
+}
+
+/* bh-demo reports to a TT server (here bh-trackd --compat-tt): the raw run,
+ * as TT's own client, gets unknown-buffer warnings; the handle run, through
+ * the library's TT reporter, none. */
+static void bh_demo_shows_the_difference_on_a_tt_server(void **state) {
+    (void)state;
+    start_server(NULL);
+    static const char *const handles[] = {"--tt-server", paths.compat, "--run", "handles", NULL};
+    assert_int_equal(run_demo(NULL, handles), 0);
+    const char *j = stats();
+    uint64_t allocs = test_json_u64(j, "tt", "allocs");
+    assert_true(allocs > 0);
+    assert_int_equal(test_json_u64(j, "tt", "frees"), allocs);
+    assert_int_equal(test_json_u64(j, "tt", "unknown_frees"), 0);
+    assert_int_equal(test_json_u64(j, "tt", "live"), 0);
+    /* The same from the environment, in 144-byte records. */
+    static char env_on[] = "TT_ALLOC_TRACKING_ENABLED=1", env_size[] = "BH_TT_RECORD_SIZE=144";
+    static char env_path[160];
+    snprintf(env_path, sizeof(env_path), "BH_TT_SOCKET=%s", paths.compat);
+    const char *const env[] = {env_on, env_size, env_path, NULL};
+    static const char *const handles_env[] = {"--run", "handles", NULL};
+    assert_int_equal(run_demo(env, handles_env), 0);
+    j = stats();
+    assert_true(test_json_u64(j, "tt", "allocs") > allocs);
+    assert_int_equal(test_json_u64(j, "tt", "unknown_frees"), 0);
+    static const char *const raw[] = {"--tt-server", paths.compat, "--run", "raw", NULL};
+    assert_int_equal(run_demo(NULL, raw), 0);
+    j = stats();
+    assert_true(test_json_u64(j, "tt", "unknown_frees") > 0);
+    assert_int_equal(test_json_u64(j, "server", "compat_ignored"), 0);
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_trackd_tt PATH-TO-bh-trackd [slow]\n");
+    if (argc < 3) {
+        fprintf(stderr, "usage: test_trackd_tt PATH-TO-bh-trackd PATH-TO-bh-demo [slow]\n");
         return 2;
     }
     trackd = argv[1];
+    demo = argv[2];
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(each_buffer_type_in_72_byte_records_is_answered_as_tt_does, setup,
@@ -420,6 +474,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(device_info_is_tt_without_devices_unless_described, setup, teardown),
         cmocka_unit_test_setup_teardown(the_reporter_speaks_each_size_and_counts_what_it_withholds, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(bh_demo_shows_the_difference_on_a_tt_server, setup, teardown),
     };
     return cmocka_run_group_tests_name("trackd_tt", tests, NULL, NULL);
 }

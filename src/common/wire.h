@@ -132,6 +132,14 @@ static inline int bh_tt_buffer_type_of(uint32_t kind) {
             return t;
     return -1;
 }
+/* The record size a BH_TT_RECORD_SIZE value names: 112, 144, else 72. */
+static inline unsigned bh_tt_record_size_of(const char *v) {
+    if (v != NULL && strcmp(v, "112") == 0)
+        return BH_TT_RECORD_112;
+    if (v != NULL && strcmp(v, "144") == 0)
+        return BH_TT_RECORD_144;
+    return BH_TT_RECORD;
+}
 #define BH_TT_DEFAULT_SOCKET "/tmp/tt_allocation_server.sock"
 /* 0.2's default, squattable by any user; the default now comes from rundir.h. */
 #define BH_TRACKD_DEFAULT_SOCKET "/tmp/bh-trackd.sock"

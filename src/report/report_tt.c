@@ -17,12 +17,7 @@
 
 unsigned rs_tt_record_size(void) {
     /* Read once per connection, when it is made (never on a reporting thread). */
-    const char *v = getenv("BH_TT_RECORD_SIZE");
-    if (v != NULL && strcmp(v, "112") == 0)
-        return BH_TT_RECORD_112;
-    if (v != NULL && strcmp(v, "144") == 0)
-        return BH_TT_RECORD_144;
-    return BH_TT_RECORD;
+    return bh_tt_record_size_of(getenv("BH_TT_RECORD_SIZE"));
 }
 
 /* One record of the connection's size for an event; returns its size. A

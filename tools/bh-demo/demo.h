@@ -10,6 +10,8 @@
  *   output.c     the comparison table and the JSON
  *   trackd.c     bh-trackd as the tracker: each run in a child process,
  *                the counts read back from `bh-trackd stats --json`
+ *   ttclient.c   the raw runtime's reports to a TT allocation server, sent
+ *                as TT's own client sends them (--tt-server)
  */
 #ifndef BH_DEMO_H
 #define BH_DEMO_H
@@ -26,7 +28,9 @@ typedef struct options {
     uint32_t devices, threads, layers, steps, aliases;
     uint64_t seed;
     int json, quiet;
-    const char *trackd; /* bh-trackd binary; NULL: in-process tracker only */
+    const char *trackd;    /* bh-trackd binary; NULL: in-process tracker only */
+    const char *tt_server; /* a TT allocation server's socket (--tt-server): report there instead */
+    int runs;              /* bit 0: the raw run, bit 1: the handle run (--run) */
 } options;
 
 /* Parses argv into o; -1 (said on stderr) on a bad option. */
@@ -41,9 +45,12 @@ int demo_parse_options(int argc, char **argv, options *o);
 typedef struct tracker {
     pthread_mutex_t lock;
     bh_track *t;
-    bh_reporter sock; /* report NULL: no bh-trackd */
+    bh_reporter sock; /* report NULL: no bh-trackd (or TT server, handle run) */
+    int tt_fd;        /* raw run with --tt-server: TT's own client's connection; else -1 */
+    unsigned tt_size; /* its record size (BH_TT_RECORD_SIZE) */
     uint64_t seq;
     uint64_t alloc_reports, free_reports;
+    uint64_t tt_records; /* records written to tt_fd */
 } tracker;
 
 /* The raw runtime's report: numbered and sent under the lock, so always in order. */
@@ -74,12 +81,23 @@ struct runtime {
 
 extern const rt_ops demo_raw_ops, demo_shim_ops;
 
+/* ======================== ttclient.c ======================== */
+
+/* Connects to the TT server at path as TT's client does; the fd, or -1. */
+int demo_tt_connect(const char *path);
+/* Sends the event as one TT record (every event, as TT's own client does:
+ * a FREE whose ALLOC the server never got is its "unknown buffer"), with a
+ * blocking send. 0, or -1 (the server is gone). */
+int demo_tt_send(int fd, unsigned size, const bh_event *ev);
+
 /* ======================== workload.c ======================== */
 
 typedef struct result {
     const char *name;
-    uint64_t reports_dropped; /* socket reporter: should be 0 */
-    int from_trackd;          /* track counts came from bh-trackd */
+    uint64_t reports_dropped;  /* socket reporter: should be 0 */
+    uint64_t reports_withheld; /* TT reporter: not sent on purpose (bh_reporter_stats.withheld) */
+    uint64_t tt_records;       /* records the TT server got (--tt-server) */
+    int from_trackd;           /* track counts came from bh-trackd */
     bh_sim_stats sim;
     uint64_t sim_live;
     bh_track_counts track;

@@ -31,9 +31,13 @@ typedef struct row {
 void demo_print_table(const options *o, const result *r) {
     printf("bh-demo: %u devices, %u threads, %u layers, %u steps, %u aliases, seed %" PRIu64 "\n", o->devices,
            o->threads, o->layers, o->steps, o->aliases, o->seed);
-    printf("tracker: %s\n\n", r[0].from_trackd
-                                  ? "bh-trackd (each run a client process, through the socket reporter)"
-                                  : "in-process");
+    printf("tracker: %s\n", r[0].from_trackd || r[1].from_trackd
+                                ? "bh-trackd (each run a client process, through the socket reporter)"
+                                : "in-process");
+    if (o->tt_server != NULL)
+        printf("reported to the TT allocation server at %s (its log has the unknown-buffer warnings)\n",
+               o->tt_server);
+    printf("\n");
     /* The lines that carry this run's numbers, where they show how a row comes
      * about. Each line fits 80 columns after the label. */
     char per_device[96], objects[96], alloc_reports[96];
@@ -74,6 +78,12 @@ void demo_print_table(const options *o, const result *r) {
         {"reports dropped",
          {r[0].reports_dropped, r[1].reports_dropped},
          "events the socket reporter could not deliver (server gone or too slow)"},
+        {"reports withheld (TT)",
+         {r[0].reports_withheld, r[1].reports_withheld},
+         "kept back on purpose by the TT reporter (FREEs of ALLOCs it never sent)"},
+        {"TT records sent",
+         {r[0].tt_records, r[1].tt_records},
+         "--tt-server: raw as TT's own client (every FREE); handles by the reporter"},
     };
     size_t i;
     printf("%-27s %20s %20s\n", "", r[0].name, r[1].name);
@@ -107,12 +117,12 @@ void demo_print_json_run(const result *r) {
            ",\"double_frees\":%" PRIu64 ",\"unknown_allocator_frees\":%" PRIu64 ",\"alloc_reports\":%" PRIu64
            ",\"free_reports\":%" PRIu64 ",\"unknown_frees\":%" PRIu64 ",\"duplicate_allocs\":%" PRIu64
            ",\"leaks\":%" PRIu64 ",\"peak_live_bytes\":%" PRIu64 ",\"skipped\":%" PRIu64 ",\"seconds\":%.6f"
-           ",\"reports_dropped\":%" PRIu64 ",\"tracker\":\"%s\",\"mesh_buffers\":%" PRIu64
-           ",\"buffer_objects\":%" PRIu64,
+           ",\"reports_dropped\":%" PRIu64 ",\"reports_withheld\":%" PRIu64 ",\"tt_records\":%" PRIu64
+           ",\"tracker\":\"%s\",\"mesh_buffers\":%" PRIu64 ",\"buffer_objects\":%" PRIu64,
            r->name, r->sim.allocs, r->sim.frees, r->sim.double_frees, r->sim.unknown_frees, r->alloc_reports,
            r->free_reports, r->track.unknown_frees, r->track.duplicate_allocs, demo_leaks_of(r),
-           r->sim.peak_live_bytes, r->failures, r->seconds, r->reports_dropped,
-           r->from_trackd ? "bh-trackd" : "in-process", r->meshes, r->objects);
+           r->sim.peak_live_bytes, r->failures, r->seconds, r->reports_dropped, r->reports_withheld,
+           r->tt_records, r->from_trackd ? "bh-trackd" : "in-process", r->meshes, r->objects);
     printf(",\"most_overfreed\":[");
     for (size_t i = 0; i < r->nworst; i++)
         printf("%s{\"device\":%u,\"mem\":\"%s\",\"address\":%" PRIu64 ",\"allocs\":%" PRIu64

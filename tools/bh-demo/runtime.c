@@ -35,6 +35,8 @@ void demo_tracker_event(tracker *tr, bh_event_kind kind, uint32_t domain, uint64
     tracker_record(tr, &ev);
     if (tr->sock.report != NULL)
         tr->sock.report(tr->sock.ctx, &ev);
+    if (tr->tt_fd >= 0 && demo_tt_send(tr->tt_fd, tr->tt_size, &ev) == 0)
+        tr->tt_records++;
     pthread_mutex_unlock(&tr->lock);
 }
 

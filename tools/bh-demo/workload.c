@@ -17,8 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "demo.h"
+#include "wire.h"
 
 typedef struct worker {
     runtime *rt;
@@ -139,13 +141,21 @@ int demo_run(const options *o, int handles, const char *sock_path, result *res) 
     bh_sim *sim;
     if (bh_sim_create(&sc, &sim) != BH_OK)
         return -1;
-    tracker tr = {.t = bh_track_new(0)};
+    tracker tr = {.t = bh_track_new(0), .tt_fd = -1};
     pthread_mutex_init(&tr.lock, NULL);
-    if (sock_path != NULL) {
+    if (o->tt_server != NULL && !handles) { /* the raw runtime reports as TT's own client */
+        tr.tt_size = bh_tt_record_size_of(getenv("BH_TT_RECORD_SIZE"));
+        if ((tr.tt_fd = demo_tt_connect(o->tt_server)) < 0) {
+            fprintf(stderr, "bh-demo: no TT allocation server accepts on %s\n", o->tt_server);
+            return -1;
+        }
+    } else if (o->tt_server != NULL || sock_path != NULL) {
         /* The demo would rather wait for the server than drop reports: its
-         * table is about counts. */
-        bh_socket_options so = {.max_block_us = 5000000, .flush_timeout_ms = 30000};
-        if (bh_socket_reporter_open(sock_path, &so, &tr.sock) != BH_OK)
+         * table is about counts. To a TT server: the library's TT reporter. */
+        bh_socket_options so = {.max_block_us = 5000000,
+                                .flush_timeout_ms = 30000,
+                                .flags = o->tt_server != NULL ? BH_SOCKET_COMPAT_TT : 0};
+        if (bh_socket_reporter_open(o->tt_server != NULL ? o->tt_server : sock_path, &so, &tr.sock) != BH_OK)
             return -1;
     }
     runtime rt = {
@@ -205,8 +215,11 @@ int demo_run(const options *o, int handles, const char *sock_path, result *res) 
     }
     if (tr.sock.report != NULL) {
         bh_reporter_stats rs;
+        (void)bh_socket_reporter_flush(&tr.sock, 30000); /* sent and withheld are final */
         bh_socket_reporter_stats(&tr.sock, &rs);
         res->reports_dropped = rs.dropped;
+        res->reports_withheld = rs.withheld;
+        res->tt_records = o->tt_server != NULL ? rs.sent : 0;
         bh_socket_reporter_close(&tr.sock); /* flushes */
     }
     /* The runtime "process" ends: whatever the tracker still holds leaked. */
@@ -217,6 +230,10 @@ int demo_run(const options *o, int handles, const char *sock_path, result *res) 
     res->free_reports = tr.free_reports;
     bh_sim_stats_get(sim, &res->sim);
     res->sim_live = bh_sim_live_allocations(sim);
+    if (tr.tt_fd >= 0) {
+        res->tt_records = tr.tt_records;
+        close(tr.tt_fd);
+    }
     bh_track_free(tr.t);
     pthread_mutex_destroy(&tr.lock);
     bh_sim_destroy(sim);
