@@ -208,4 +208,16 @@ static inline void bh_tt_record(uint8_t *p, uint8_t type, int32_t device, uint64
     bh_put64(p + 32, timestamp);
 }
 
+/* What a TT client sends for an ALLOC (alloc) or FREE in memory domain:
+ * rec bytes (72, 112 or 144; zero past 71, the server's fields), device_id
+ * and BufferType from the domain (a kind with no BufferType goes as 0), size
+ * and timestamp only in ALLOC, as TT's clients fill them. */
+static inline void bh_tt_client_record(uint8_t *p, unsigned rec, int alloc, uint32_t domain, uint64_t size,
+                                       uint64_t address, int32_t pid, uint64_t timestamp) {
+    int btype = bh_tt_buffer_type_of(BH_DOMAIN_KIND(domain));
+    memset(p, 0, rec);
+    bh_tt_record(p, alloc ? BH_TT_ALLOC : BH_TT_FREE, (int32_t)BH_DOMAIN_DEVICE(domain), alloc ? size : 0,
+                 alloc && btype > 0 ? (uint8_t)btype : 0, pid, address, alloc ? timestamp : 0);
+}
+
 #endif

@@ -25,14 +25,10 @@ unsigned rs_tt_record_size(void) {
 size_t rs_tt_encode(const conn *c, uint8_t *p, const bh_event *ev) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    int alloc = ev->kind == BH_EVENT_ALLOC;
     /* The domain split as the TT server keys it: device id, and the memory
      * kind as TT's BufferType (rs_tt_admit passes kinds that have one). */
-    int btype = bh_tt_buffer_type_of(BH_DOMAIN_KIND(ev->device));
-    memset(p, 0, c->tt_record);
-    bh_tt_record(p, alloc ? BH_TT_ALLOC : BH_TT_FREE, (int32_t)BH_DOMAIN_DEVICE(ev->device),
-                 alloc ? ev->size : 0, alloc && btype > 0 ? (uint8_t)btype : 0, (int32_t)getpid(),
-                 ev->address, alloc ? (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec : 0);
+    bh_tt_client_record(p, c->tt_record, ev->kind == BH_EVENT_ALLOC, ev->device, ev->size, ev->address,
+                        (int32_t)getpid(), (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
     return c->tt_record;
 }
 

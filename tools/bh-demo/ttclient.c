@@ -24,10 +24,8 @@ int demo_tt_send(int fd, unsigned size, const bh_event *ev) {
     uint8_t r[BH_TT_RECORD_144] = {0};
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    int alloc = ev->kind == BH_EVENT_ALLOC, btype = bh_tt_buffer_type_of(BH_DOMAIN_KIND(ev->device));
-    bh_tt_record(r, alloc ? BH_TT_ALLOC : BH_TT_FREE, (int32_t)BH_DOMAIN_DEVICE(ev->device),
-                 alloc ? ev->size : 0, alloc && btype > 0 ? (uint8_t)btype : 0, (int32_t)getpid(),
-                 ev->address, alloc ? (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec : 0);
+    bh_tt_client_record(r, size, ev->kind == BH_EVENT_ALLOC, ev->device, ev->size, ev->address,
+                        (int32_t)getpid(), (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
     for (size_t off = 0; off < size;) {
         ssize_t n = send(fd, r + off, size - off, MSG_NOSIGNAL);
         if (n <= 0)
