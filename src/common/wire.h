@@ -38,7 +38,7 @@ enum bh_wire_type {
     BH_WIRE_ERROR = 8,             /* s->c: code i32 (bh_status), message; then the server closes */
     BH_WIRE_RESYNC_CHUNK_AGED = 9, /* c->s: stream u32, count u32, count * {device u32, pad u32,
                                             address u64, size u64, age_ms u64} */
-    BH_WIRE_RING = 10,             /* c->s: stream u32, capacity u32; one memfd rides along (SCM_RIGHTS) */
+    BH_WIRE_RING = 10,             /* c->s: stream u32, capacity u32, stale_mark u64; a memfd rides along */
     BH_WIRE_RING_ACK = 11,         /* s->c: stream u32, status i32 (0: the server drains the ring) */
     BH_WIRE_DRAIN = 12,            /* c->s: empty; drain my rings now (a flush waits) */
     BH_WIRE_RING_CLOSE = 13        /* c->s: stream u32; drain what is left, then let the ring go */
@@ -49,6 +49,7 @@ enum bh_wire_type {
 #define BH_WIRE_RESYNC_ENTRY 24u
 #define BH_WIRE_RESYNC_AGED_ENTRY 32u
 #define BH_WIRE_RESYNC_BEGIN_MARK 16u /* RESYNC_BEGIN's length when it names a ring mark */
+#define BH_WIRE_RING_LEN 16u          /* RING: stream, capacity, marks up to stale_mark are stale */
 
 /* ------------------------------------------------------------ the event ring
  * A stream's events in a memfd shared with bh-trackd (docs/protocol.md, "The
@@ -58,7 +59,7 @@ enum bh_wire_type {
 #define BH_RING_VERSION 1u
 #define BH_RING_HEADER 256u        /* header bytes; records follow */
 #define BH_RING_RECORD 40u         /* bytes per record */
-#define BH_RING_MAX_CAP (1u << 24) /* records; larger rings are refused */
+#define BH_RING_MAX_CAP (1u << 22) /* records (160 MiB); larger rings are refused */
 #define BH_RING_MIN_CAP 64u
 /* Header fields (offsets). HEAD is written by the producer only, TAIL and
  * LAST_N by the consumer only, each on a cache line of its own. */

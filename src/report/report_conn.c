@@ -185,44 +185,90 @@ int rs_try_connect(conn *c) {
 }
 
 void rs_disconnect(conn *c) {
+    c->in_len = 0;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
 }
 
-/* Reads what the server sent, without blocking. An ERROR frame is reported
- * once; BH_ENOMEM (the process is over the server's live-set limit) marks
- * the connection refused. Returns 0 (nothing, or nothing that matters), -1
- * (the server closed or sent an ERROR: the connection is over). */
-int rs_read_server(conn *c) {
-    uint8_t in[512];
-    ssize_t n = recv(c->fd, in, sizeof(in), MSG_DONTWAIT);
-    if (n < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
-    if (n == 0)
-        return -1;
-    if (c->opt.flags & BH_SOCKET_COMPAT_TT)
-        return 0; /* a TT server sends only answers to queries, which we never ask */
-    if ((size_t)n < BH_WIRE_HEADER + 4 || bh_get32(in) != BH_WIRE_MAGIC || bh_get16(in + 6) != BH_WIRE_ERROR)
-        return 0;
-    int32_t code = (int32_t)bh_get32(in + BH_WIRE_HEADER);
-    size_t mlen = bh_get32(in + 8) - 4;
-    size_t have = (size_t)n - BH_WIRE_HEADER - 4;
-    int mshow = (int)(mlen < have ? mlen : have);
+/* An ERROR frame: said once; BH_ENOMEM (the process is over the server's
+ * live-set limit) marks the connection refused. An older server answers a
+ * RING frame with BH_EINVAL: it gets no rings from now on, and no message. */
+static void server_error(conn *c, const uint8_t *p, uint32_t len) {
+    int32_t code = (int32_t)bh_get32(p);
+    int mshow = (int)(len - 4);
+    const char *msg = (const char *)p + 4;
     char label[256];
     c->got_error = 1;
+    int offered = 0;
+    for (stream *s = c->streams; s != NULL; s = s->next)
+        offered |= s->mode == RING_OFFERED;
     if (code == BH_ENOMEM) {
         c->refused = 1;
         say_once(c, SAID_REFUSED,
                  "bufhandle: %s refused this process (%.*s): its live set is withdrawn there and nothing "
                  "more is sent",
-                 who(c, label, sizeof(label)), mshow, (const char *)in + BH_WIRE_HEADER + 4);
+                 who(c, label, sizeof(label)), mshow, msg);
+    } else if (code == BH_EINVAL && offered && !c->no_ring) {
+        c->no_ring = 1;
     } else {
         say_once(c, SAID_ERROR, "bufhandle: %s closed the connection: %s (%.*s); retrying with back-off",
-                 who(c, label, sizeof(label)), bh_strerror((bh_status)code), mshow,
-                 (const char *)in + BH_WIRE_HEADER + 4);
+                 who(c, label, sizeof(label)), bh_strerror((bh_status)code), mshow, msg);
     }
-    return -1;
+}
+
+/* Under c->lock: one frame from the server. RING_ACK says who drains a
+ * stream's ring. Returns -1 if the connection is over (ERROR). */
+static int server_frame(conn *c, uint16_t type, const uint8_t *p, uint32_t len) {
+    if (type == BH_WIRE_ERROR && len >= 4) {
+        server_error(c, p, len);
+        return -1;
+    }
+    if (type == BH_WIRE_RING_ACK && len == 8) {
+        stream *s = rs_stream_by_id(c, bh_get32(p));
+        int32_t status = (int32_t)bh_get32(p + 4);
+        if (s != NULL && s->mode == RING_OFFERED)
+            s->mode = status == 0 ? RING_SERVER : RING_SELF;
+    }
+    return 0; /* anything else is not ours to answer */
+}
+
+/* Under c->lock: reads what the server sent, without blocking, and handles
+ * each complete frame. Returns 0 (nothing, or nothing that matters), -1 (the
+ * server closed, sent an ERROR, or sent what no server sends: the connection
+ * is over). */
+int rs_read_server(conn *c) {
+    for (;;) {
+        ssize_t n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, MSG_DONTWAIT);
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+        if (n == 0)
+            return -1;
+        if (c->opt.flags & BH_SOCKET_COMPAT_TT)
+            continue; /* a TT server sends only answers to queries, which we never ask */
+        c->in_len += (size_t)n;
+        size_t off = 0;
+        while (c->in_len - off >= BH_WIRE_HEADER) {
+            const uint8_t *f = c->in + off;
+            uint32_t len = bh_get32(f + 8);
+            if (bh_get32(f) != BH_WIRE_MAGIC || len > sizeof(c->in) - BH_WIRE_HEADER)
+                return -1;
+            if (c->in_len - off < BH_WIRE_HEADER + len)
+                break;
+            if (server_frame(c, bh_get16(f + 6), f + BH_WIRE_HEADER, len) != 0)
+                return -1;
+            off += BH_WIRE_HEADER + len;
+        }
+        memmove(c->in, c->in + off, c->in_len - off);
+        c->in_len -= off;
+    }
+}
+
+stream *rs_stream_by_id(conn *c, uint32_t id) {
+    for (stream *s = c->streams; s != NULL; s = s->next)
+        if (s->id == id)
+            return s;
+    return NULL;
 }
 
 /* Encodes one event for the wire; returns bytes written to p. */
@@ -240,17 +286,73 @@ int rs_send_stream_frame(conn *c, uint16_t type, uint32_t stream_id) {
     return rs_write_all(c, buf, n + 4);
 }
 
-/* Without the lock: one RESYNC_CHUNK of c->snap[0..n). */
+/* RESYNC_BEGIN: naming the snapshot's mark when the server drains the
+ * stream's ring (mark != 0), else the stream alone. */
+int rs_send_begin(conn *c, uint32_t stream_id, uint64_t mark) {
+    if (mark == 0)
+        return rs_send_stream_frame(c, BH_WIRE_RESYNC_BEGIN, stream_id);
+    uint8_t buf[BH_WIRE_HEADER + BH_WIRE_RESYNC_BEGIN_MARK];
+    size_t n = bh_wire_header(buf, BH_WIRE_RESYNC_BEGIN, BH_WIRE_RESYNC_BEGIN_MARK);
+    memset(buf + n, 0, BH_WIRE_RESYNC_BEGIN_MARK);
+    bh_put32(buf + n, stream_id);
+    bh_put64(buf + n + 8, mark);
+    return rs_write_all(c, buf, sizeof(buf));
+}
+
+/* Without the lock: RESYNC_CHUNK_AGED frames of c->snap[0..n), CHUNK
+ * entries each; ages are taken now. */
 int rs_send_chunk(conn *c, uint32_t stream_id, size_t n) {
-    size_t h = bh_wire_header(c->rbuf, BH_WIRE_RESYNC_CHUNK, (uint32_t)(8 + n * BH_WIRE_RESYNC_ENTRY));
-    bh_put32(c->rbuf + h, stream_id);
-    bh_put32(c->rbuf + h + 4, (uint32_t)n);
-    uint8_t *p = c->rbuf + h + 8;
-    for (size_t j = 0; j < n; j++, p += BH_WIRE_RESYNC_ENTRY) {
-        memset(p, 0, BH_WIRE_RESYNC_ENTRY);
-        bh_put32(p, c->snap[j].device);
-        bh_put64(p + 8, c->snap[j].address);
-        bh_put64(p + 16, c->snap_size[j]);
+    uint64_t now = rs_clock_ms();
+    for (size_t i = 0; i < n; i += CHUNK) {
+        size_t k = n - i < CHUNK ? n - i : CHUNK;
+        size_t h =
+            bh_wire_header(c->rbuf, BH_WIRE_RESYNC_CHUNK_AGED, (uint32_t)(8 + k * BH_WIRE_RESYNC_AGED_ENTRY));
+        bh_put32(c->rbuf + h, stream_id);
+        bh_put32(c->rbuf + h + 4, (uint32_t)k);
+        uint8_t *p = c->rbuf + h + 8;
+        for (size_t j = i; j < i + k; j++, p += BH_WIRE_RESYNC_AGED_ENTRY) {
+            memset(p, 0, BH_WIRE_RESYNC_AGED_ENTRY);
+            bh_put32(p, c->snap[j].device);
+            bh_put64(p + 8, c->snap[j].address);
+            bh_put64(p + 16, c->snap_size[j]);
+            bh_put64(p + 24, c->snap_since[j] != 0 && c->snap_since[j] < now ? now - c->snap_since[j] : 0);
+        }
+        if (rs_write_all(c, c->rbuf, (size_t)(p - c->rbuf)) != 0)
+            return -1;
     }
-    return rs_write_all(c, c->rbuf, (size_t)(p - c->rbuf));
+    return 0;
+}
+
+/* RING: the stream's memfd rides with the frame's bytes (SCM_RIGHTS). Marks
+ * up to s->mark were written for resyncs of earlier connections: the server
+ * skips them. Returns 0 or -1. */
+int rs_send_ring(conn *c, stream *s) {
+    uint8_t f[BH_WIRE_HEADER + BH_WIRE_RING_LEN];
+    size_t h = bh_wire_header(f, BH_WIRE_RING, BH_WIRE_RING_LEN);
+    bh_put32(f + h, s->id);
+    bh_put32(f + h + 4, s->cap);
+    bh_put64(f + h + 8, s->mark);
+    struct iovec iov = {f, sizeof(f)};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } cm;
+    memset(&cm, 0, sizeof(cm));
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf)};
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&m);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &s->ring_fd, sizeof(int));
+    for (int tries = 0; tries < 50; tries++) { /* the socket is fresh: room at once, or soon */
+        ssize_t n = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) /* the descriptor went with the first byte; the rest is plain */
+            return rs_write_all(c, f + n, sizeof(f) - (size_t)n);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return -1;
+        struct pollfd p = {c->fd, POLLOUT, 0};
+        (void)poll(&p, 1, SLICE_MS);
+    }
+    return -1;
 }

@@ -12,7 +12,7 @@
 
 #include "report_socket.h"
 
-/* ======================== Shadow live set (under c->lock) ======================== */
+/* ======================== Shadow live set (under s->lock) ======================== */
 
 static snode *node_take(shadow *sh) {
     if (sh->spare == NULL) {
@@ -100,9 +100,9 @@ static void owe(stream *s, snode *x, size_t bucket, int in_tab) {
     }
 }
 
-/* Under c->lock. Returns 0, or -1 when host memory ran out (the set is then
+/* Under s->lock. Returns 0, or -1 when host memory ran out (the set is then
  * incomplete, and the caller counts a drop). */
-int rs_shadow_put(stream *s, uint32_t device, uint64_t address, uint64_t size) {
+int rs_shadow_put(stream *s, uint32_t device, uint64_t address, uint64_t size, uint64_t since) {
     shadow *sh = &s->live;
     rs_migrate(sh, 2);
     if (sh->tab == NULL) {
@@ -134,13 +134,14 @@ int rs_shadow_put(stream *s, uint32_t device, uint64_t address, uint64_t size) {
     x = node_take(sh);
     if (x == NULL)
         return -1;
-    *x = (snode){*chain_of(sh, device, address, &bucket, &in_tab), address, size, device, s->snap_epoch};
+    *x = (snode){
+        *chain_of(sh, device, address, &bucket, &in_tab), address, size, since, device, s->snap_epoch};
     *chain_of(sh, device, address, &bucket, &in_tab) = x;
     sh->n++;
     return 0;
 }
 
-/* Under c->lock. */
+/* Under s->lock. */
 void rs_shadow_del(stream *s, uint32_t device, uint64_t address) {
     shadow *sh = &s->live;
     if (sh->tab == NULL)
@@ -157,7 +158,14 @@ void rs_shadow_del(stream *s, uint32_t device, uint64_t address) {
     owe(s, x, bucket, in_tab);
 }
 
-/* Under c->lock: copies up to CHUNK entries of s's snapshot into c->snap
+/* Entry i of the chunk being copied is node x. */
+static void take(conn *c, size_t i, const snode *x) {
+    c->snap[i] = (kentry){x->address, x->device, 1, x->device};
+    c->snap_size[i] = x->size;
+    c->snap_since[i] = x->since;
+}
+
+/* Under s->lock: copies up to CHUNK entries of s's snapshot into c->snap
  * (owed nodes first, then buckets from the cursor). Returns the count; 0
  * means the snapshot is complete. */
 size_t rs_copy_chunk(conn *c, stream *s) {
@@ -165,8 +173,7 @@ size_t rs_copy_chunk(conn *c, stream *s) {
     while (s->owed != NULL && n < CHUNK) {
         snode *x = s->owed;
         s->owed = x->next;
-        c->snap[n] = (kentry){x->address, x->device, 1, x->device};
-        c->snap_size[n++] = x->size;
+        take(c, n++, x);
         rs_node_give(&s->live, x);
     }
     shadow *sh = &s->live;
@@ -180,23 +187,25 @@ size_t rs_copy_chunk(conn *c, stream *s) {
                 break; /* the next chunk takes this bucket whole */
             /* A chain longer than a chunk (only with colliding keys): make room. */
             kentry *e = bh__calloc(len, sizeof(*e));
-            uint64_t *sz = bh__calloc(len, sizeof(*sz));
-            if (e == NULL || sz == NULL) {
+            uint64_t *sz = bh__calloc(len, sizeof(*sz)), *since = bh__calloc(len, sizeof(*since));
+            if (e == NULL || sz == NULL || since == NULL) {
                 bh__free(e);
                 bh__free(sz);
+                bh__free(since);
                 break; /* retried next step */
             }
             bh__free(c->snap);
             bh__free(c->snap_size);
+            bh__free(c->snap_since);
             c->snap = e;
             c->snap_size = sz;
+            c->snap_since = since;
             c->snap_cap = len;
         }
         for (snode *x = sh->tab[s->snap_cursor]; x != NULL; x = x->next) {
             if (x->epoch == s->snap_epoch)
                 continue; /* inserted after the snapshot point */
-            c->snap[n] = (kentry){x->address, x->device, 1, x->device};
-            c->snap_size[n++] = x->size;
+            take(c, n++, x);
         }
         s->snap_cursor++;
     }

@@ -32,23 +32,35 @@ static bh_status flush_until(conn *c, uint64_t deadline);
  * report. */
 static void fork_prepare(void) {
     pthread_mutex_lock(&conns_lock);
-    for (conn *c = conns; c != NULL; c = c->next)
+    for (conn *c = conns; c != NULL; c = c->next) {
         pthread_mutex_lock(&c->lock);
+        for (stream *s = c->streams; s != NULL; s = s->next)
+            pthread_mutex_lock(&s->lock);
+    }
+}
+
+static void unlock_all(void) {
+    for (conn *c = conns; c != NULL; c = c->next) {
+        for (stream *s = c->streams; s != NULL; s = s->next)
+            pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&c->lock);
+    }
 }
 
 static void fork_parent(void) {
-    for (conn *c = conns; c != NULL; c = c->next)
-        pthread_mutex_unlock(&c->lock);
+    unlock_all();
     pthread_mutex_unlock(&conns_lock);
 }
 
 static void fork_child(void) {
+    unlock_all(); /* taken by fork_prepare in this (the only) thread */
     for (conn *c = conns; c != NULL; c = c->next) {
-        pthread_mutex_unlock(&c->lock); /* taken by fork_prepare in this (the only) thread */
-        /* The parent's sender may have been waiting on these: nobody waits on
+        /* The parent's sender may have been waiting on this: nobody waits on
          * a dead connection's conditions in the child. */
         pthread_cond_init(&c->wake, NULL);
-        pthread_cond_init(&c->room, NULL);
+        /* Relaxed: this is the only thread. The child's reports must not
+         * reach the parent's rings (mapped shared) or its server. */
+        AO_store(&c->dead, 1);
         if (c->fd >= 0)
             close(c->fd); /* the parent's connection: never written by the child */
         c->fd = -1;
@@ -70,14 +82,15 @@ static void conn_destroy(conn *c) {
     bh__free(c->wire);
     bh__free(c->encoded);
     bh__free(c->batch);
+    bh__free(c->batch_n);
     bh__free(c->rbuf);
     bh__free(c->snap);
     bh__free(c->snap_size);
+    bh__free(c->snap_since);
     rs_key_clear(&c->known);
     rs_key_clear(&c->live_at_t);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->wake);
-    pthread_cond_destroy(&c->room);
     bh__free(c);
 }
 
@@ -115,21 +128,19 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
     conn *c = bh__calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->wake, NULL);
     c->wire = bh__calloc(BATCH, MAX_RECORD);
     c->encoded = bh__calloc(BATCH, 1);
     c->batch = bh__calloc(BATCH, sizeof(qitem));
-    c->rbuf = bh__calloc(1, BH_WIRE_HEADER + 8 + (size_t)CHUNK * BH_WIRE_RESYNC_ENTRY);
+    c->batch_n = bh__calloc(BATCH, sizeof(uint64_t));
+    c->rbuf = bh__calloc(1, BH_WIRE_HEADER + 8 + (size_t)CHUNK * BH_WIRE_RESYNC_AGED_ENTRY);
     c->snap = bh__calloc(CHUNK, sizeof(kentry));
     c->snap_size = bh__calloc(CHUNK, sizeof(uint64_t));
-    if (c->wire == NULL || c->encoded == NULL || c->batch == NULL || c->rbuf == NULL || c->snap == NULL ||
-        c->snap_size == NULL) {
-        bh__free(c->wire);
-        bh__free(c->encoded);
-        bh__free(c->batch);
-        bh__free(c->rbuf);
-        bh__free(c->snap);
-        bh__free(c->snap_size);
-        bh__free(c);
+    c->snap_since = bh__calloc(CHUNK, sizeof(uint64_t));
+    if (c->wire == NULL || c->encoded == NULL || c->batch == NULL || c->batch_n == NULL || c->rbuf == NULL ||
+        c->snap == NULL || c->snap_size == NULL || c->snap_since == NULL) {
+        conn_destroy(c);
         return NULL;
     }
     c->snap_cap = CHUNK;
@@ -142,12 +153,11 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
     BENIGN_RACE(&c->give_up_ms, "relaxed atomic deadline");
     c->next_stream = 1;
     c->backoff_ms = RETRY_MS;
-    pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->wake, NULL);
-    pthread_cond_init(&c->room, NULL);
+    c->no_ring = (opt->flags & BH_SOCKET_COMPAT_TT) != 0; /* TT servers drain nothing of ours */
     /* Connect once now, so that events right after opening are not dropped
      * while a server is up. Failure is fine: the sender keeps trying. */
-    if (rs_try_connect(c) == 0) { /* nothing reported yet: no resync needed */
+    if (rs_try_connect(c) ==
+        0) { /* nothing reported yet: no resync needed (rings are offered by the sender) */
         c->connected = 1;
         c->connects = 1;
     }
@@ -187,6 +197,53 @@ static void flush_at_exit(void) {
 static pthread_once_t exit_flush_once = PTHREAD_ONCE_INIT;
 static void install_exit_flush(void) { (void)atexit(flush_at_exit); }
 
+/* A setting from the environment: the variable's value if it is a decimal
+ * number within [1, max], else fallback. */
+static uint32_t env_u32(const char *name, uint32_t fallback, uint32_t max) {
+    const char *v = getenv(name);
+    if (v == NULL || *v < '0' || *v > '9')
+        return fallback;
+    char *end;
+    unsigned long long x = strtoull(v, &end, 10);
+    return *end == '\0' && x >= 1 && x <= max ? (uint32_t)x : fallback;
+}
+
+/* Options as given, what the code left 0 from the environment
+ * (BH_TRACK_RING, BH_TRACK_MAX_BLOCK_US), else the defaults. Returns
+ * BH_EINVAL for unknown flags. */
+static bh_status settle_options(const bh_socket_options *opts, bh_socket_options *opt) {
+    memset(opt, 0, sizeof(*opt));
+    if (opts != NULL)
+        *opt = *opts;
+    if (opt->flags & ~BH_SOCKET_COMPAT_TT)
+        return BH_EINVAL;
+    if (opt->queue_capacity == 0)
+        opt->queue_capacity = env_u32("BH_TRACK_RING", RING_DEFAULT, BH_RING_MAX_CAP);
+    if (opt->max_block_us == 0)
+        opt->max_block_us = env_u32("BH_TRACK_MAX_BLOCK_US", 0, 10u * 1000u * 1000u);
+    if (opt->send_timeout_ms == 0)
+        opt->send_timeout_ms = 1000;
+    if (opt->flush_timeout_ms == 0)
+        opt->flush_timeout_ms = 2000;
+    return BH_OK;
+}
+
+/* Records in a ring for queue_capacity events: a power of two within the
+ * bounds the server accepts (one record is kept for a resync's mark). */
+static uint32_t ring_records(uint32_t events) {
+    uint32_t cap = BH_RING_MIN_CAP;
+    while (cap < BH_RING_MAX_CAP && cap - 1 < events)
+        cap *= 2;
+    return cap;
+}
+
+static void stream_free(stream *s) {
+    rs_shadow_free(&s->live);
+    rs_ring_free(s);
+    pthread_mutex_destroy(&s->lock);
+    bh__free(s);
+}
+
 /* bh_socket_reporter_open, remembering which environment variable (if any)
  * named the server, for the one message about an unreachable one. */
 bh_status bh__socket_reporter_open_env(const char *var, const char *path, const bh_socket_options *opts,
@@ -204,49 +261,39 @@ bh_status bh__socket_reporter_open_env(const char *var, const char *path, const 
     if (path[0] == '\0' || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
         return BH_EINVAL;
     bh_socket_options opt;
-    memset(&opt, 0, sizeof(opt));
-    if (opts != NULL)
-        opt = *opts;
-    if (opt.flags & ~BH_SOCKET_COMPAT_TT)
+    if (settle_options(opts, &opt) != BH_OK)
         return BH_EINVAL;
-    if (opt.queue_capacity == 0)
-        opt.queue_capacity = 16384;
-    if (opt.send_timeout_ms == 0)
-        opt.send_timeout_ms = 1000;
-    if (opt.flush_timeout_ms == 0)
-        opt.flush_timeout_ms = 2000;
 
     stream *s = bh__calloc(1, sizeof(*s));
-    if (s != NULL)
-        s->late = bh__calloc(LATE_CAP, sizeof(bh_event));
-    if (s == NULL || s->late == NULL) {
-        bh__free(s);
+    if (s == NULL)
         return BH_ENOMEM;
-    }
+    s->ring_fd = -1;
+    s->max_block_us = opt.max_block_us;
+    pthread_mutex_init(&s->lock, NULL);
     pthread_once(&exit_flush_once, install_exit_flush);
     pthread_mutex_lock(&conns_lock);
     conn *c = conn_get(path, &opt, var);
-    /* The ring follows the connection's options (its first opener's). */
-    if (c != NULL)
-        s->ring = bh__calloc(c->opt.queue_capacity, sizeof(bh_event));
-    if (c == NULL || s->ring == NULL) {
+    if (c != NULL) {
+        pthread_mutex_lock(&c->lock);
+        s->id = c->next_stream++;
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (c == NULL || rs_ring_make(s, ring_records(opt.queue_capacity)) != 0) {
         int unused = c != NULL && c->refs == 0; /* made just now, for us */
         if (unused)
             conn_retire(c);
         pthread_mutex_unlock(&conns_lock);
         if (unused)
             conn_stop(c, rs_now_ms());
-        bh__free(s->late);
-        bh__free(s);
+        stream_free(s);
         return BH_ENOMEM;
     }
     c->refs++;
     pthread_mutex_lock(&c->lock);
     s->c = c;
-    s->id = c->next_stream++;
-    s->base = 1; /* a registry's first seq */
     s->next = c->streams;
     c->streams = s;
+    pthread_cond_broadcast(&c->wake); /* the sender offers its ring */
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_unlock(&conns_lock);
     out->report = rs_report_cb;
@@ -260,11 +307,10 @@ bh_status bh_socket_reporter_open(const char *path, const bh_socket_options *opt
 
 int bh__is_socket_reporter(const bh_reporter *rep) { return rep != NULL && rep->report == rs_report_cb; }
 
-/* Waits until everything queued was sent, or the connection is down, or
- * deadline (CLOCK_MONOTONIC ms) passed. */
-bh_status flush_until(conn *c, uint64_t deadline) {
+/* Waits until every ring was consumed and no resync is due, or the
+ * connection is down, or deadline (CLOCK_MONOTONIC ms) passed. */
+static bh_status flush_until(conn *c, uint64_t deadline) {
     pthread_mutex_lock(&c->lock);
-    rs_drain_all(c);
     c->flushers++;
     pthread_cond_broadcast(&c->wake);
     bh_status st = BH_OK;
@@ -307,6 +353,10 @@ void bh_socket_reporter_close(bh_reporter *rep) {
             break;
         }
     }
+    /* The server lets the ring go when told (else when the connection ends). */
+    if ((s->mode == RING_SERVER || s->mode == RING_OFFERED) &&
+        c->nclosed < sizeof(c->closed) / sizeof(c->closed[0]))
+        c->closed[c->nclosed++] = s->id;
     pthread_mutex_unlock(&c->lock);
     int last = --c->refs == 0;
     if (last && !c->forked)
@@ -314,17 +364,7 @@ void bh_socket_reporter_close(bh_reporter *rep) {
     pthread_mutex_unlock(&conns_lock);
     if (last)
         conn_stop(c, deadline);
-    /* No reporter runs any more (the caller's promise): what is still parked
-     * is freed. Relaxed: this thread is the last to touch the stream. */
-    for (side_ev *x = (side_ev *)AO_load(&s->side); x != NULL;) {
-        side_ev *next = x->next;
-        bh__free(x);
-        x = next;
-    }
-    rs_shadow_free(&s->live);
-    bh__free(s->ring);
-    bh__free(s->late);
-    bh__free(s);
+    stream_free(s); /* no reporter runs any more: the caller's promise */
     rep->report = NULL;
     rep->ctx = NULL;
 }
@@ -335,15 +375,19 @@ bh_status bh_socket_reporter_stats(const bh_reporter *rep, bh_reporter_stats *ou
     stream *s = rep->ctx;
     conn *c = s->c;
     pthread_mutex_lock(&c->lock);
-    rs_drain_side(s);
+    pthread_mutex_lock(&s->lock);
     out->reported = s->reported;
-    out->sent = c->sent;
     out->dropped = s->dropped;
     out->withheld = s->withheld;
-    out->out_of_order = s->out_of_order;
+    /* Delivered: neither dropped, withheld (TT) nor still waiting in the
+     * ring (a waiting mark is counted as an event: at most one per resync). */
+    uint64_t waiting = s->head - rs_ring_tail(s) + s->withheld, kept = s->reported - s->dropped;
+    out->sent = waiting < kept ? kept - waiting : 0;
+    out->out_of_order = 0; /* events go out in number order */
     out->resyncs = c->resyncs;
     out->connects = c->connects;
     out->connected = (uint32_t)c->connected;
+    pthread_mutex_unlock(&s->lock);
     pthread_mutex_unlock(&c->lock);
     return BH_OK;
 }

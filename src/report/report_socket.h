@@ -5,55 +5,61 @@
  *
  * Files, one concern each (each says what it owns and what it must never do):
  *   report_socket.c  open, close, flush, stats, fork and exit handling
- *   report_stream.c  a report on an application thread: ring, late list, drop
+ *   report_stream.c  a report on an application thread: shadow, number, ring
+ *   report_ring.c    the event ring: memfd, producer and consumer ends
  *   report_shadow.c  each stream's shadow live set, the source of resyncs
  *   report_keyset.c  key sets (sender thread only)
- *   report_sender.c  the sender thread: batches, snapshot points, resync steps
- *   report_conn.c    connection I/O: connect, HELLO, bounded writes, ERROR
+ *   report_sender.c  the sender thread: rings offered, snapshot points, resync
+ *                    steps, and draining rings the server does not take
+ *   report_conn.c    connection I/O: connect, HELLO, RING, bounded writes, the
+ *                    server's frames
  *   report_tt.c      TT-Metal records and what the TT server is told
  *
  * Owns: the process-wide connections (one per socket path and format), each
  * with a sender thread; and the streams (one per reporter, i.e. per registry),
- * each with its seq-indexed ring, its late list and its shadow live set.
+ * each with its event ring and its shadow live set.
  * Must never: do socket I/O on a reporting thread, let a reporting thread wait
- * for anything but a short critical section (or, by choice, max_block_us for
- * ring room), hold the connection lock for work that grows with the live set,
- * raise SIGPIPE, send to a server of another user, or lose an event silently
- * (every undelivered event is counted and covered by a resync).
+ * for anything but its stream's short critical section (or, by choice,
+ * max_block_us for ring room), hold a lock for work that grows with the live
+ * set, raise SIGPIPE, send to a server of another user, or lose an event
+ * silently (every undelivered event is counted and covered by a resync).
  *
- * Ordering. A registry hands out seq 1, 2, 3, ... to its reporter, but two
- * threads may call the reporter out of order. An event waits in its stream's
- * ring at ring[seq % capacity]; the sender takes the ring from base upwards,
- * so the wire carries each stream's events in seq order. A reporter whose seq
- * is capacity or more ahead of base waits up to max_block_us for room, then
- * drops. If a seq stays missing for STALL_MS (its reporting thread stalled),
- * the sender moves on and that event, when it comes, goes out late (counted
- * in out_of_order). That never breaks the server's live set: events of one
- * address are causally ordered (the next one cannot be reported before the
- * previous report returned), so a late event has no successor on the wire.
+ * Events. A report takes its stream's lock, updates the shadow live set,
+ * gives the event the stream's next number n (1, 2, 3, ...) and writes it to
+ * the stream's ring (docs/protocol.md, "The event ring"): a memfd that
+ * bh-trackd maps and drains itself, so no event crosses the socket. The ring
+ * holds events in number order. One that finds the ring full (the consumer a
+ * whole ring behind) keeps its number and is dropped and counted: the server
+ * sees the gap and counts exactly as many lost. A server that takes no ring
+ * (an older one, or TT's) is served by the sender thread, which drains the
+ * ring itself and sends the events over the socket.
  *
- * Resync. Each stream also keeps a shadow of its live set, updated for every
- * event, delivered or not. When events had to be dropped (not connected, ring
- * full) or the connection is a reconnection, the sender takes a snapshot
- * point T (in O(streams) under the lock: the rings are discarded, each stream
- * restarts after its highest seq) and then sends each stream's live set as it
- * was at T, RESYNC_BEGIN, chunks, RESYNC_END, copying CHUNK entries per lock
- * hold while the application goes on. Entries changed after T are kept
- * apart: a node inserted after T carries the new snapshot epoch and is
- * skipped; a node of T that is deleted before the sender reached its bucket
- * moves to the stream's owed list and is sent from there. Events after T
- * follow RESYNC_END, so the server's view is exact again. Resyncs are spaced
- * (RESYNC_GAP_MS, or 8 times the last one's duration): a ring that keeps
- * overflowing costs drops, not a storm of live-set copies.
+ * Resync. The shadow is updated for every event, delivered or not. When
+ * events were dropped or the connection is a reconnection, the sender takes a
+ * snapshot point T: under each stream's lock it writes a MARK record to the
+ * ring (a ring always keeps one record free for it) and opens a snapshot of
+ * the shadow as of T. It then sends each stream's live set as it was at T,
+ * RESYNC_BEGIN (naming the mark), chunks with each allocation's age, and
+ * RESYNC_END, copying CHUNK entries per lock hold while the application goes
+ * on. Entries changed after T are kept apart: a node inserted after T carries
+ * the new snapshot epoch and is skipped; a node of T deleted before the
+ * sender reached its bucket moves to the stream's owed list and is sent from
+ * there. The server applies ring records before the mark before the BEGIN and
+ * those after it after the END, so its view is exact again. Resyncs are
+ * spaced (RESYNC_GAP_MS, or 8 times the last one's duration): a ring that
+ * keeps overflowing costs drops, not a storm of live-set copies.
  *
- * TT records have no resync (see resync_finish_tt): the sender remembers what
- * the TT server was told, never re-announces anything, and after a loss only
- * sends the FREEs the server is owed.
+ * TT records have no resync (see rs_resync_finish_tt): the sender remembers
+ * what the TT server was told, never re-announces anything, and after a loss
+ * only sends the FREEs the server is owed.
  *
  * Refusals. A server that closes the connection with an ERROR frame is read,
  * reported once on stderr, and retried with back-off; one that refuses the
  * process for its live-set limit (BH_ENOMEM) gets an empty resync of every
  * stream (so it does not count what it holds as leaks) and nothing more.
+ *
+ * Locks: c->lock (connection state, the stream list) before s->lock (one
+ * stream: shadow, numbers, ring head); a reporting thread takes only s->lock.
  */
 
 #ifndef BH_REPORT_SOCKET_H
@@ -69,26 +75,21 @@
 #include "common/rundir.h"
 #include "common/wire.h"
 
-#define STALL_MS 50 /* a seq missing this long is skipped; it goes out late */
-#define BATCH 256   /* events per send */
-/* Reporters never signal the sender (a futex wake per report would cost more
- * than the report); it polls. The period starts at IDLE_MIN_MS after work and
- * doubles while idle up to IDLE_MAX_MS, so an idle process wakes ~16 times a
- * second and the first event after a pause waits at most IDLE_MAX_MS. A ring
- * half full, a flush or a close wakes it at once. */
+#define BATCH 256 /* events per send (when the sender drains a ring itself) */
+/* The sender polls (a futex wake per report would cost more than the
+ * report). The period starts at IDLE_MIN_MS after work and doubles while idle
+ * up to IDLE_MAX_MS, so an idle process wakes ~16 times a second. A flush or
+ * a close wakes it at once. */
 #define IDLE_MIN_MS 2
 #define IDLE_MAX_MS 64
-#define RETRY_MS 100        /* reconnect period after a failed connect (cheap) */
-#define BACKOFF_MAX_MS 5000 /* after a refusal the period doubles up to this */
-#define RESYNC_GAP_MS 1000  /* least time between the starts of two resyncs */
-#define CHUNK 4096          /* live-set entries copied per lock hold, and per RESYNC_CHUNK */
-#define MIGRATE 1024        /* buckets the sender moves per lock hold while a shadow grows */
-#define SLICE_MS 20         /* a blocked send looks at the close deadline this often */
-/* A reporting thread waits for the connection lock at most this long.
- * Critical sections are a few microseconds; only a holder preempted by the
- * machine's load takes longer, and then the event is parked (side_push)
- * rather than waited for. */
-#define LOCK_WAIT_US 200
+#define RETRY_MS 100            /* reconnect period after a failed connect (cheap) */
+#define BACKOFF_MAX_MS 5000     /* after a refusal the period doubles up to this */
+#define RESYNC_GAP_MS 1000      /* least time between the starts of two resyncs */
+#define CHUNK 4096              /* live-set entries copied per lock hold, and per RESYNC_CHUNK */
+#define MIGRATE 1024            /* buckets the sender moves per lock hold while a shadow grows */
+#define SLICE_MS 20             /* a blocked send looks at the close deadline this often */
+#define RING_DEFAULT (1u << 17) /* records per ring (5 MiB) unless set */
+#define SERVER_IN 4096          /* buffered input from the server (its frames are small) */
 
 #if defined(BH_VALGRIND_ANNOTATIONS) && BH_VALGRIND_ANNOTATIONS
 /* (atomics.h included helgrind.h.) For helgrind and drd, which do not see
@@ -116,7 +117,7 @@ typedef struct keyset {
     size_t cap, n;
 } keyset;
 
-/* ======================== Shadow live set (under c->lock) ======================== */
+/* ======================== Shadow live set (under s->lock) ======================== */
 
 /* Chained buckets, so that a node stays in one bucket until it is deleted
  * (the resync walks buckets with a cursor while the set changes), and grown
@@ -125,6 +126,7 @@ typedef struct keyset {
 typedef struct snode {
     struct snode *next;
     uint64_t address, size;
+    uint64_t since; /* CLOCK_MONOTONIC ms of its report (a resync sends its age) */
     uint32_t device;
     /* The stream's snap_epoch when inserted. A node inserted after the last
      * snapshot point carries the current epoch and is not part of it. (A node
@@ -161,27 +163,21 @@ typedef struct qitem {
     bh_event ev;
 } qitem;
 
-#define LATE_CAP 4096u /* late events a stream keeps before it drops and resyncs */
-
-/* An event whose reporter could not take the connection lock within
- * max_block_us (the sender, or another reporter, held it: on a loaded machine
- * a preempted holder can hold it for milliseconds). */
-typedef struct side_ev {
-    struct side_ev *next;
-    bh_event ev;
-} side_ev;
+/* Who drains a stream's ring on the current connection. */
+enum { RING_NONE, RING_OFFERED, RING_SERVER, RING_SELF };
 
 struct stream {
     conn *c;
     uint32_t id;
-    /* All under c->lock. The event with seq s waits in ring[s % cap] (valid
-     * while ring[...].seq == s); the ring holds seqs [base, base + cap). */
-    bh_event *ring;
-    uint64_t base;         /* next seq to send */
-    uint64_t max_seq;      /* highest seq placed */
-    uint64_t gap_since_ms; /* when the sender found ring[base] empty below max_seq; 0: no gap */
-    bh_event *late;        /* FIFO of events older than base: sent as soon as possible */
-    uint32_t late_head, late_count;
+    pthread_mutex_t lock; /* the producer's: everything below up to "sender" */
+    uint8_t *ring;        /* the mapped ring (report_ring.c) */
+    int ring_fd;          /* its memfd; -1: private memory (the sender drains it) */
+    uint32_t cap;         /* records, a power of two */
+    uint64_t head;        /* records written (the copy in the ring is published) */
+    uint64_t tail_seen;   /* the consumer's tail when last read */
+    uint64_t n;           /* the last event number given */
+    uint64_t mark;        /* the last mark id written */
+    uint32_t max_block_us;
     shadow live;
     /* The snapshot being sent (see the file comment). */
     int snap_active;     /* a snapshot point was taken and its END is not sent yet */
@@ -189,20 +185,18 @@ struct stream {
     uint32_t snap_epoch; /* bumped at every snapshot point */
     size_t snap_cursor;  /* buckets of live.tab below this were sent */
     snode *owed;         /* nodes of the snapshot deleted before the cursor reached them */
-    uint64_t reported, dropped, out_of_order;
+    uint64_t snap_mark;  /* the mark of the snapshot */
+    uint64_t reported, dropped, sent;
     uint64_t withheld; /* TT: not sent on purpose (rs_tt_admit), unlike dropped: not lost */
-    /* ATOMIC: a stack of side_ev pushed without the lock. Whoever takes the
-     * lock applies them (drain_side) before touching the stream, so the shadow
-     * sees every event in an order consistent with causality. */
-    AO_t side;
-    AO_t side_lost; /* ATOMIC: events that could not even be pushed (host memory) */
+    /* sender thread, under c->lock: */
+    int mode;            /* RING_*, on the current connection */
+    uint64_t stale_mark; /* marks up to this one belong to resyncs that were cut short */
     stream *next;
 };
 
 struct conn {
     pthread_mutex_t lock;
     pthread_cond_t wake; /* sender: urgent work; flushers: progress */
-    pthread_cond_t room; /* reporters waiting for ring space */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     char var[32]; /* the environment variable that named path ("": the API) */
     bh_socket_options opt;
@@ -213,45 +207,60 @@ struct conn {
     /* ATOMIC: 0, or the CLOCK_MONOTONIC ms at which a closing connection
      * gives up sending; read by the sender inside blocked sends. */
     AO_t give_up_ms;
+    /* ATOMIC: events were dropped: a snapshot point is due. Set by reporting
+     * threads, taken by the sender (relaxed: it looks every turn, and the
+     * shadow it then reads is under s->lock). */
+    AO_t need_resync;
+    /* ATOMIC: 1 when nobody will send this connection's events and no resync
+     * will follow (forked, or refused and withdrawn): reports are counted as
+     * dropped and go nowhere. Relaxed: a flag read under s->lock. */
+    AO_t dead;
     /* under lock: */
     stream *streams;
     uint32_t next_stream;
+    uint32_t closed[16]; /* ids of ring streams closed since the last RING_CLOSE frames */
+    size_t nclosed;
     int fd; /* sender thread only, once started */
     int connected;
-    int need_resync; /* events were lost: a snapshot point is due */
-    int resyncing;   /* a snapshot is being sent: the rings wait */
+    int resyncing; /* a snapshot is being sent */
     int stop;
     int flushers;       /* threads in flush: resyncs are not spaced while one waits */
-    int forked;         /* inherited by a child through fork(): dead, reports are dropped */
+    int forked;         /* inherited by a child through fork() */
     int refused;        /* the server refused this process for its live-set limit */
     int quiet;          /* refused and withdrawn: nothing more is sent */
-    uint64_t epoch;     /* bumped by every snapshot point */
+    int no_ring;        /* the server takes no rings (it said so, or it is a TT server) */
     uint64_t in_flight; /* events taken by the sender, not yet written */
-    uint64_t sent, resyncs, connects;
+    uint64_t resyncs, connects;
     /* sender thread only: */
     uint64_t next_try_ms;    /* when to connect again; UINT64_MAX: never (refused and withdrawn) */
     int got_error;           /* the server closed the connection with an ERROR frame */
     uint64_t next_resync_ms; /* resync spacing */
     uint64_t resync_started_ms;
-    uint32_t backoff_ms; /* next reconnect delay after a refusal */
-    unsigned said;       /* SAID_* messages already printed */
-    pid_t server_pid;    /* the TT server the known set belongs to */
-    unsigned tt_record;  /* TT: 72, 112 or 144 bytes a record (BH_TT_RECORD_SIZE); 0 native */
-    keyset known;        /* TT: keys whose ALLOC the server got and no FREE yet */
-    keyset live_at_t;    /* TT: the live set at the snapshot point */
-    uint8_t *wire;       /* encoded batch, BATCH * MAX_RECORD */
-    uint8_t *encoded;    /* TT: 1 for each batch item that was encoded (not skipped) */
-    qitem *batch;        /* events being sent */
-    uint8_t *rbuf;       /* RESYNC_CHUNK frame */
-    kentry *snap;        /* TT: keys copied from a snapshot chunk */
-    uint64_t *snap_size; /* sizes of the entries in snap */
+    uint64_t drain_sent_ms; /* when DRAIN was last sent for a flusher */
+    uint32_t backoff_ms;    /* next reconnect delay after a refusal */
+    unsigned said;          /* SAID_* messages already printed */
+    pid_t server_pid;       /* the TT server the known set belongs to */
+    unsigned tt_record;     /* TT: 72, 112 or 144 bytes a record (BH_TT_RECORD_SIZE); 0 native */
+    keyset known;           /* TT: keys whose ALLOC the server got and no FREE yet */
+    keyset live_at_t;       /* TT: the live set at the snapshot point */
+    uint8_t *wire;          /* encoded batch, BATCH * MAX_RECORD */
+    uint8_t *encoded;       /* TT: 1 for each batch item that was encoded (not skipped) */
+    qitem *batch;           /* events being sent */
+    uint64_t *batch_n;      /* their numbers */
+    uint8_t *rbuf;          /* RESYNC_CHUNK_AGED frame */
+    kentry *snap;           /* keys copied from a snapshot chunk */
+    uint64_t *snap_size;    /* sizes of the entries in snap */
+    uint64_t *snap_since;   /* report times of the entries in snap */
     size_t snap_cap;
+    uint8_t in[SERVER_IN]; /* the server's frames, parsed as they complete */
+    size_t in_len;
 };
 
 enum { SAID_UNREACHABLE = 1, SAID_FOREIGN = 2, SAID_REFUSED = 4, SAID_ERROR = 8 };
 
 #define MAX_RECORD                                                                                           \
-    (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN > BH_TT_RECORD_144 ? BH_WIRE_HEADER + BH_WIRE_EVENT_LEN : BH_TT_RECORD_144)
+    (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN > BH_TT_RECORD_144 ? BH_WIRE_HEADER + BH_WIRE_EVENT_LEN              \
+                                                           : BH_TT_RECORD_144)
 
 /* report_keyset.c */
 const kentry *rs_key_get(const keyset *s, uint32_t device, uint64_t address);
@@ -259,13 +268,27 @@ int rs_key_add(keyset *s, uint32_t device, uint64_t address, uint32_t domain);
 void rs_key_del(keyset *s, uint32_t device, uint64_t address);
 void rs_key_clear(keyset *s);
 
-/* report_shadow.c (under c->lock) */
-int rs_shadow_put(stream *s, uint32_t device, uint64_t address, uint64_t size);
+/* report_shadow.c (under s->lock) */
+int rs_shadow_put(stream *s, uint32_t device, uint64_t address, uint64_t size, uint64_t since);
 void rs_shadow_del(stream *s, uint32_t device, uint64_t address);
 void rs_node_give(shadow *sh, snode *x);
 void rs_migrate(shadow *sh, size_t buckets);
 size_t rs_copy_chunk(conn *c, stream *s);
 void rs_shadow_free(shadow *sh);
+
+/* report_ring.c */
+uint64_t rs_clock_ms(void); /* CLOCK_MONOTONIC_COARSE ms: cheap, what records carry */
+int rs_ring_make(stream *s, uint32_t cap);
+void rs_ring_free(stream *s);
+/* Under s->lock: writes one record; 0, or -1 when the ring has no room
+ * (events leave one record free for a MARK). */
+int rs_ring_put(stream *s, uint8_t kind, const bh_event *ev, uint64_t n, uint64_t time_ms);
+uint64_t rs_ring_tail(const stream *s);
+/* Sender, draining a ring itself: the record at the tail, if any, into *ev
+ * and *n (returns its kind, BH_RING_*; 0: the ring is empty); rs_ring_pop
+ * consumes it. */
+uint8_t rs_ring_peek(const stream *s, bh_event *ev, uint64_t *n);
+void rs_ring_pop(stream *s, uint64_t n);
 
 /* report_conn.c */
 uint64_t rs_now_ms(void);
@@ -277,7 +300,10 @@ void rs_disconnect(conn *c);
 int rs_read_server(conn *c);
 size_t rs_encode_event(const conn *c, uint8_t *p, uint32_t stream_id, const bh_event *ev);
 int rs_send_stream_frame(conn *c, uint16_t type, uint32_t stream_id);
+int rs_send_begin(conn *c, uint32_t stream_id, uint64_t mark);
 int rs_send_chunk(conn *c, uint32_t stream_id, size_t n);
+int rs_send_ring(conn *c, stream *s);
+stream *rs_stream_by_id(conn *c, uint32_t id);
 
 /* report_tt.c (sender thread) */
 /* The record size BH_TT_RECORD_SIZE asks for: 72 (unset or not 112/144), 112, 144. */
@@ -289,11 +315,9 @@ int rs_resync_finish_tt(conn *c);
 
 /* report_sender.c */
 void *rs_sender(void *arg);
-int rs_all_sent(const conn *c);
+int rs_all_sent(conn *c);
 
 /* report_stream.c */
 void rs_report_cb(void *ctx, const bh_event *ev);
-void rs_drain_side(stream *s);
-void rs_drain_all(conn *c);
 
 #endif

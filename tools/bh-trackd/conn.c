@@ -235,7 +235,7 @@ void td_read_client(td_server *s, td_client *c) {
             return;
         }
         size_t want = c->in_cap - c->in_len;
-        ssize_t n = recv(c->fd, c->in + c->in_len, want < budget ? want : budget, MSG_DONTWAIT);
+        ssize_t n = td_ring_recv(c, c->in + c->in_len, want < budget ? want : budget);
         if (n > 0) {
             c->in_len += (size_t)n;
             budget -= (size_t)n;
@@ -297,6 +297,7 @@ void td_close_client(td_server *s, td_client *c) {
             break;
         }
     }
+    td_ring_close_client(s, c);
     if (!c->control && c->hello + c->compat > 0 && !td_pid_connected(s, c->pid))
         td_orphan_add(s, c->pid);
     free(c->in);

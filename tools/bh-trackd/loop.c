@@ -352,7 +352,7 @@ int td_serve(td_server *s) {
     uint64_t last_tick = 0;
     while (running) {
         struct epoll_event evs[64];
-        int n = epoll_wait(s->epfd, evs, 64, td_web_timeout(s, TD_TICK_MS));
+        int n = epoll_wait(s->epfd, evs, 64, td_web_timeout(s, td_rings_timeout(s, TD_TICK_MS)));
         for (int i = 0; i < n; i++) {
             void *tag = evs[i].data.ptr;
             if (tag == &tag_signal)
@@ -367,6 +367,7 @@ int td_serve(td_server *s) {
                 on_client(s, tag, evs[i].events);
         }
         td_web_run(s);
+        td_rings_run(s);
         uint64_t now = td_now_ms();
         if (now - last_tick >= TD_TICK_MS / 2) {
             tick(s);

@@ -138,10 +138,12 @@ void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p
         handle_event(s, c, p, len);
         return;
     case BH_WIRE_RESYNC_BEGIN:
-        if (len != 4) {
+        if (len != 4 && len != BH_WIRE_RESYNC_BEGIN_MARK) {
             td_malformed(s, c, "RESYNC_BEGIN length");
             return;
         }
+        if (len == BH_WIRE_RESYNC_BEGIN_MARK && td_ring_begin(s, c, bh_get32(p), bh_get64(p + 8)) != 0)
+            return;
         bh_track_resync_begin(s->track, td_client_key(c->pid, bh_get32(p)));
         return;
     case BH_WIRE_RESYNC_CHUNK:
@@ -156,7 +158,13 @@ void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p
             return;
         }
         bh_track_resync_end(s->track, td_client_key(c->pid, bh_get32(p)));
+        td_ring_end(c, bh_get32(p));
         s->resyncs++;
+        return;
+    case BH_WIRE_RING:
+    case BH_WIRE_DRAIN:
+    case BH_WIRE_RING_CLOSE:
+        td_ring_frame(s, c, type, p, len);
         return;
     default:
         td_malformed(s, c, "unknown frame type");

@@ -7,6 +7,7 @@
  *   loop.c      the event loop: listening sockets, accept, signals, shutdown
  *   conn.c      one connection: input buffering, output buffering, close
  *   native.c    native frames (docs/protocol.md) into the tracker
+ *   ring.c      event rings (memfds of client streams) drained into the tracker
  *   tt.c        TT-Metal records (--compat-tt): record size, answers
  *   tt_table.c  TT's server's bookkeeping (tt_table.h): its QUERY answers
  *   tt_devices.c  the devices DEVICE_INFO describes (--tt-devices)
@@ -46,7 +47,11 @@
 #define TD_TICK_MS 100                /* timers: timeouts, orphans, periodic summary */
 #define TD_LOG_BURST 100              /* lines per message per TD_LOG_WINDOW_MS; the rest are counted */
 #define TD_LOG_WINDOW_MS 60000u
-#define TD_LOG_KINDS 64 /* distinct messages the rate limit tells apart */
+#define TD_LOG_KINDS 64                /* distinct messages the rate limit tells apart */
+#define TD_RING_FDS 4                  /* descriptors a connection may have waiting for their RING frame */
+#define TD_RING_MAX 64                 /* rings of one process */
+#define TD_RING_MAX_BYTES (1ull << 30) /* what one process's rings may map */
+#define TD_RING_POLL_MS 4              /* rings are polled this often while attached and idle */
 
 #define TD_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define TD_LEAKS_KEPT 256     /* the latest leaks, listed in stats and the summary */
@@ -55,6 +60,8 @@
     65536u /* groups gone processes keep until --forget-ms; past it the oldest go early */
 
 /* ======================== State ======================== */
+
+typedef struct td_ring td_ring;
 
 typedef struct td_client {
     int fd;
@@ -69,11 +76,14 @@ typedef struct td_client {
     size_t in_len, in_cap;
     uint8_t *out;
     size_t out_len, out_off;
-    int closing;         /* close once out is flushed (or the closing timeout passed) */
-    int dead;            /* close now, unsent output dropped */
-    uint64_t since_ms;   /* accepted */
-    uint64_t partial_ms; /* a frame or record started arriving (0: none pending) */
-    uint64_t closing_ms; /* closing was set */
+    int closing;          /* close once out is flushed (or the closing timeout passed) */
+    int dead;             /* close now, unsent output dropped */
+    uint64_t since_ms;    /* accepted */
+    uint64_t partial_ms;  /* a frame or record started arriving (0: none pending) */
+    uint64_t closing_ms;  /* closing was set */
+    td_ring *rings;       /* native: the event rings it handed over (ring.c) */
+    int fds[TD_RING_FDS]; /* descriptors received, waiting for their RING frame */
+    int nfds;
     struct td_client *next;
 } td_client;
 
@@ -159,6 +169,8 @@ typedef struct td_server {
     uint64_t connections, reporter_connections, rejected, malformed, resyncs, compat_records,
         unsupported_records, compat_ignored, limit_disconnects, refused, timeouts, output_overflows,
         processes_gone; /* client processes seen gone (their leaks counted): what tests wait for */
+    uint64_t rings_attached, rings_refused, ring_records, ring_events_lost; /* ring.c */
+    int rings_busy;                                                         /* the last drain found records */
     td_rate rates[TD_LOG_KINDS];
     /* pid -> program name, from HELLO */
     struct {
@@ -255,6 +267,24 @@ int td_tt_devices_parse(td_tt_devices *d, const char *spec, char *err, size_t ca
 int td_tt_devices_file(td_tt_devices *d, const char *path, char *err, size_t cap);
 /* The DEVICE_INFO_RESPONSE fields for device (-1: all) into out, a record of rec bytes. */
 void td_tt_device_info(const td_server *s, int32_t device, size_t rec, uint8_t *out);
+
+/* ======================== ring.c ======================== */
+
+/* recv(2) of a connection's bytes that keeps the descriptors sent with them
+ * (at most TD_RING_FDS waiting; more are closed). */
+ssize_t td_ring_recv(td_client *c, void *buf, size_t len);
+/* RING, DRAIN, RING_CLOSE. */
+void td_ring_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, uint32_t len);
+/* RESYNC_BEGIN naming a mark: the stream's ring is drained up to it and then
+ * held until RESYNC_END. 0, or -1 (the client was refused). */
+int td_ring_begin(td_server *s, td_client *c, uint32_t stream, uint64_t mark);
+void td_ring_end(td_client *c, uint32_t stream);
+/* One slice of every ring; 1 if any had records. */
+int td_rings_run(td_server *s);
+/* The loop's wait: cap_ms, or less while rings are attached. */
+int td_rings_timeout(const td_server *s, int cap_ms);
+/* The connection ends: its rings are drained once more and let go. */
+void td_ring_close_client(td_server *s, td_client *c);
 
 /* ======================== liveness.c ======================== */
 

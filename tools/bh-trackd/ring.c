@@ -1,0 +1,354 @@
+/*
+ * ring.c - bh-trackd's end of the event rings (docs/protocol.md, "The event
+ * ring"): a client's memfd per stream, drained directly.
+ *
+ * Owns: descriptors received with a connection's bytes (SCM_RIGHTS), the
+ * RING / DRAIN / RING_CLOSE frames, mapping and checking a ring, draining it
+ * into the tracker (counting gaps in the numbers as lost events), holding a
+ * ring at a resync's mark until RESYNC_END, the poll period of the loop while
+ * rings are attached, and what one process's rings may cost.
+ * Must never: trust anything in a ring: the producer's head is checked
+ * against the consumer's own tail and the capacity, numbers must increase,
+ * kinds and marks must be known, the mapping's size comes from fstat of a
+ * descriptor sealed against shrinking; never touch a byte outside the
+ * mapping, never block, never drain more than RING_SLICE records of one ring
+ * per loop turn (a resync's BEGIN drains up to its mark, at most one ring).
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "trackd.h"
+
+#define RING_SLICE 65536u /* records drained from one ring per loop turn */
+
+struct td_ring {
+    uint32_t stream;
+    uint32_t cap;
+    uint8_t *map;
+    size_t len;
+    uint64_t tail;   /* ours: the producer's copy is never read back */
+    uint64_t last_n; /* the last number drained */
+    uint64_t stale;  /* marks up to this id belong to resyncs cut short */
+    uint64_t held;   /* a mark id: the ring waits there for its RESYNC_BEGIN */
+    int resyncing;   /* the mark was taken: nothing is drained until RESYNC_END */
+    struct td_ring *next;
+};
+
+/* ======================== Descriptors ======================== */
+
+ssize_t td_ring_recv(td_client *c, void *buf, size_t len) {
+    union {
+        char b[CMSG_SPACE(TD_RING_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } cm;
+    struct iovec iov = {buf, len};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
+    ssize_t n = recvmsg(c->fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return n;
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h)) {
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
+            /* At most TD_RING_FDS wait for their RING frame; more are closed
+             * (the RING frame that wanted one is then malformed). A compat
+             * or query connection gets none. */
+            if (c->nfds < TD_RING_FDS && !c->compat && !c->control)
+                c->fds[c->nfds++] = fd;
+            else
+                close(fd);
+        }
+    }
+    return n;
+}
+
+/* ======================== Attaching ======================== */
+
+static void unmap(td_ring *r) {
+    munmap(r->map, r->len);
+    free(r);
+}
+
+static td_ring *find(td_client *c, uint32_t stream) {
+    for (td_ring *r = c->rings; r != NULL; r = r->next)
+        if (r->stream == stream)
+            return r;
+    return NULL;
+}
+
+/* What pid's rings map now (all its connections), and how many there are. */
+static size_t process_rings(const td_server *s, pid_t pid, size_t *bytes) {
+    size_t n = 0;
+    *bytes = 0;
+    for (const td_client *c = s->clients; c != NULL; c = c->next) {
+        if (c->pid != pid)
+            continue;
+        for (const td_ring *r = c->rings; r != NULL; r = r->next, n++)
+            *bytes += r->len;
+    }
+    return n;
+}
+
+/* Maps fd as the ring of stream with cap records; a bh_status (BH_OK with
+ * *out set). The descriptor is the client's: closed here either way. */
+static bh_status map_ring(td_server *s, td_client *c, int fd, uint32_t stream, uint32_t cap, td_ring **out) {
+    struct stat st;
+    size_t bytes;
+    int seals = fcntl(fd, F_GET_SEALS);
+    bh_status rc = BH_OK;
+    if (cap < BH_RING_MIN_CAP || cap > BH_RING_MAX_CAP || (cap & (cap - 1)) != 0 || seals < 0 ||
+        !(seals & F_SEAL_SHRINK) || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        (uint64_t)st.st_size != bh_ring_bytes(cap))
+        rc = BH_EINVAL; /* not a sealed memfd of the size it claims */
+    else if (process_rings(s, c->pid, &bytes) >= TD_RING_MAX ||
+             bytes + bh_ring_bytes(cap) > TD_RING_MAX_BYTES)
+        rc = BH_ENOMEM; /* this process's rings cost enough */
+    td_ring *r = rc == BH_OK ? calloc(1, sizeof(*r)) : NULL;
+    void *m =
+        r != NULL ? mmap(NULL, bh_ring_bytes(cap), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
+    close(fd);
+    if (rc == BH_OK && m == MAP_FAILED) {
+        free(r);
+        return BH_ENOMEM;
+    }
+    if (rc != BH_OK)
+        return rc;
+    r->map = m;
+    r->len = bh_ring_bytes(cap);
+    r->cap = cap;
+    r->stream = stream;
+    if (bh_get32(r->map + BH_RING_OFF_MAGIC) != BH_RING_MAGIC ||
+        bh_get16(r->map + BH_RING_OFF_VERSION) != BH_RING_VERSION ||
+        bh_get16(r->map + BH_RING_OFF_RECSZ) != BH_RING_RECORD || bh_get32(r->map + BH_RING_OFF_CAP) != cap ||
+        bh_get32(r->map + BH_RING_OFF_STREAM) != stream) {
+        unmap(r);
+        return BH_EINVAL;
+    }
+    /* Where the last consumer stopped (a reconnection, a restarted server):
+     * read once; from here on the tail is ours. */
+    r->tail = bh_ring_load(r->map, BH_RING_OFF_TAIL);
+    r->last_n = bh_ring_load(r->map, BH_RING_OFF_LAST_N);
+    *out = r;
+    return BH_OK;
+}
+
+static void ring_ack(td_server *s, td_client *c, uint32_t stream, bh_status st) {
+    uint8_t p[8];
+    bh_put32(p, stream);
+    bh_put32(p + 4, (uint32_t)st);
+    td_send_frame(s, c, BH_WIRE_RING_ACK, p, sizeof(p));
+}
+
+static void attach(td_server *s, td_client *c, const uint8_t *p, uint32_t len) {
+    if (len != BH_WIRE_RING_LEN || c->nfds == 0) {
+        td_malformed(s, c, c->nfds == 0 ? "RING without a descriptor" : "RING length");
+        return;
+    }
+    uint32_t stream = bh_get32(p), cap = bh_get32(p + 4);
+    int fd = c->fds[0];
+    memmove(c->fds, c->fds + 1, (size_t)--c->nfds * sizeof(int));
+    if (find(c, stream) != NULL) {
+        close(fd);
+        td_malformed(s, c, "RING for a stream that has one");
+        return;
+    }
+    td_ring *r = NULL;
+    bh_status st = map_ring(s, c, fd, stream, cap, &r);
+    if (st == BH_OK) {
+        r->stale = bh_get64(p + 8);
+        r->next = c->rings;
+        c->rings = r;
+        s->rings_attached++;
+    } else {
+        s->rings_refused++;
+        td_log(s, TD_WARN, "pid %d stream %u: ring refused (%s); its events come over the socket",
+               (int)c->pid, stream,
+               st == BH_ENOMEM ? "over this process's ring limits" : "not a sealed memfd of its size");
+    }
+    ring_ack(s, c, stream, st);
+}
+
+/* ======================== Draining ======================== */
+
+/* A ring that broke a rule: the connection is refused (its rings go with it). */
+static int hostile(td_server *s, td_client *c, const char *why) {
+    td_malformed(s, c, why);
+    return -1;
+}
+
+/* One event record into the tracker. */
+static void apply(td_server *s, td_client *c, td_ring *r, const uint8_t *rec, uint64_t now) {
+    uint8_t kind = rec[8];
+    uint64_t t = bh_get64(rec + 32);
+    bh_track_event ev = {td_client_key(c->pid, r->stream),
+                         bh_get64(rec + 16),
+                         kind == BH_RING_ALLOC ? bh_get64(rec + 24) : 0,
+                         0, /* numbers are checked here: the tracker is told the gaps */
+                         t != 0 && t <= now ? t : now,
+                         bh_get32(rec + 12),
+                         0,
+                         kind == BH_RING_ALLOC ? BH_TRACK_ALLOC : BH_TRACK_FREE};
+    td_track_result(s, c, bh_track_on_event(s->track, &ev), kind == BH_RING_ALLOC ? "ALLOC" : "FREE",
+                    ev.device, ev.address);
+}
+
+/* Events numbered after last_n and before n never came: lost. */
+static void count_gap(td_server *s, td_client *c, td_ring *r, uint64_t gap) {
+    if (gap == 0)
+        return;
+    s->ring_events_lost += gap;
+    bh_track_lost(s->track, td_client_key(c->pid, r->stream), gap);
+}
+
+/* Drains up to budget records, or up to the mark `until` (0: none) which is
+ * then taken. Stops at a mark that waits for its BEGIN. Returns the records
+ * drained, or -1 if the ring broke a rule (the client is refused). */
+static long drain(td_server *s, td_client *c, td_ring *r, uint64_t budget, uint64_t until) {
+    if (r->resyncing || c->closing)
+        return 0;
+    uint64_t head = bh_ring_load(r->map, BH_RING_OFF_HEAD); /* acquire: records before it are written */
+    if (head - r->tail > r->cap) /* behind our tail (wrapped) or more than a ring ahead */
+        return hostile(s, c, "ring head out of bounds");
+    long done = 0;
+    uint64_t now = td_now_ms();
+    while (r->tail != head && (uint64_t)done < budget && !c->closing) {
+        uint8_t rec[BH_RING_RECORD]; /* one read of the record: the producer may scribble on it */
+        memcpy(rec, r->map + BH_RING_HEADER + (size_t)(r->tail & (r->cap - 1)) * BH_RING_RECORD, sizeof(rec));
+        uint64_t n = bh_get64(rec);
+        uint8_t kind = rec[8];
+        if (kind == BH_RING_MARK) {
+            uint64_t id = bh_get64(rec + 16);
+            if (n < r->last_n)
+                return hostile(s, c, "ring mark number goes back");
+            if (id > r->stale && id != until) {
+                if (until != 0)
+                    return hostile(s, c, "ring mark other than RESYNC_BEGIN's");
+                r->held = id;
+                break; /* records after it wait for its resync */
+            }
+            count_gap(s, c, r, n - r->last_n);
+            r->last_n = n;
+            r->tail++;
+            done++;
+            if (id == until) {
+                r->held = 0;
+                r->resyncing = 1;
+                break;
+            }
+            continue;
+        }
+        if ((kind != BH_RING_ALLOC && kind != BH_RING_FREE) || n <= r->last_n)
+            return hostile(s, c,
+                           kind == BH_RING_ALLOC || kind == BH_RING_FREE ? "ring number goes back"
+                                                                         : "ring record kind");
+        count_gap(s, c, r, n - r->last_n - 1);
+        r->last_n = n;
+        apply(s, c, r, rec, now);
+        r->tail++;
+        done++;
+    }
+    /* Release: the producer reuses the records before the tail once it sees it. */
+    bh_ring_store(r->map, BH_RING_OFF_LAST_N, r->last_n);
+    bh_ring_store(r->map, BH_RING_OFF_TAIL, r->tail);
+    s->ring_records += (uint64_t)done;
+    return done;
+}
+
+static void drain_client(td_server *s, td_client *c, uint64_t budget) {
+    for (td_ring *r = c->rings; r != NULL && !c->closing; r = r->next)
+        if (drain(s, c, r, budget, 0) < 0)
+            return;
+}
+
+int td_ring_begin(td_server *s, td_client *c, uint32_t stream, uint64_t mark) {
+    td_ring *r = find(c, stream);
+    if (r == NULL || mark <= r->stale || r->resyncing) {
+        td_malformed(s, c, "RESYNC_BEGIN names no mark of a ring");
+        return -1;
+    }
+    /* Everything before the mark goes first (at most one ring of records). */
+    if (drain(s, c, r, UINT64_MAX, mark) < 0)
+        return -1;
+    if (!r->resyncing) {
+        td_malformed(s, c, "RESYNC_BEGIN's mark is not in the ring");
+        return -1;
+    }
+    return 0;
+}
+
+void td_ring_end(td_client *c, uint32_t stream) {
+    td_ring *r = find(c, stream);
+    if (r != NULL)
+        r->resyncing = 0;
+}
+
+void td_ring_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, uint32_t len) {
+    if (type == BH_WIRE_RING) {
+        attach(s, c, p, len);
+    } else if (type == BH_WIRE_DRAIN) {
+        if (len != 0)
+            td_malformed(s, c, "DRAIN length");
+        else
+            drain_client(s, c, UINT64_MAX);
+    } else if (len != 4) {
+        td_malformed(s, c, "RING_CLOSE length");
+    } else {
+        td_ring *r = find(c, bh_get32(p));
+        if (r == NULL) {
+            td_malformed(s, c, "RING_CLOSE of no ring");
+            return;
+        }
+        if (drain(s, c, r, r->cap, 0) < 0)
+            return;
+        for (td_ring **q = &c->rings; *q != NULL; q = &(*q)->next) {
+            if (*q == r) {
+                *q = r->next;
+                break;
+            }
+        }
+        unmap(r);
+    }
+}
+
+int td_rings_run(td_server *s) {
+    int busy = 0;
+    for (td_client *c = s->clients; c != NULL; c = c->next) {
+        for (td_ring *r = c->rings; r != NULL && !c->closing; r = r->next) {
+            long n = drain(s, c, r, RING_SLICE, 0);
+            busy |= n > 0;
+        }
+    }
+    s->rings_busy = busy;
+    return busy;
+}
+
+int td_rings_timeout(const td_server *s, int cap_ms) {
+    for (const td_client *c = s->clients; c != NULL; c = c->next)
+        if (c->rings != NULL) /* records arrive without waking us: poll */
+            return s->rings_busy ? 0 : (cap_ms < TD_RING_POLL_MS ? cap_ms : TD_RING_POLL_MS);
+    return cap_ms;
+}
+
+void td_ring_close_client(td_server *s, td_client *c) {
+    /* What the process wrote before its connection ended is still its (the
+     * last events before an exit): drained once, bounded by the ring. */
+    while (c->rings != NULL) {
+        td_ring *r = c->rings;
+        c->rings = r->next;
+        (void)drain(s, c, r, r->cap, 0);
+        unmap(r);
+    }
+    for (int i = 0; i < c->nfds; i++)
+        close(c->fds[i]);
+    c->nfds = 0;
+}
