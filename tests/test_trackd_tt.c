@@ -313,9 +313,24 @@ static void device_info_is_tt_without_devices_unless_described(void **state) {
     assert_int_equal(test_paths_remove(&paths), 0);
     test_paths_make(&paths, "bh-trackd-tt");
 
-    static const char *const extra[] = {
-        "--tt-devices",
-        "count=2,arch=wormhole_b0,dram=12884901888,l1=1499136,dram_channels=12,l1_per_core=1499136", NULL};
+    /* A bad description is refused at start; a good one, from a file. */
+    pid_t bad = fork();
+    assert_true(bad >= 0);
+    if (bad == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 2);
+        execl(trackd, trackd, "--socket", paths.sock, "--tt-devices", "count=2,arch=pdp11", (char *)NULL);
+        _exit(127);
+    }
+    assert_int_equal(test_reap(bad), 2);
+    char file[160];
+    snprintf(file, sizeof(file), "%s/devices", paths.dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fprintf(f, "# two Wormhole_B0 boards\ncount=2,arch=wormhole_b0\ndram=12884901888,l1=1499136\n"
+               "dram_channels=12,l1_per_core=1499136\n");
+    fclose(f);
+    const char *const extra[] = {"--tt-devices-file", file, NULL};
     start_server(extra);
     static const struct {
         size_t size, at; /* where the device fields start */
