@@ -39,6 +39,19 @@
  * every call on a registry must have returned before it is destroyed (see
  * there).
  *
+ * FORK
+ * ====
+ * In a child of fork(), every call on a registry made before the fork
+ * (by the parent, or inherited by it) returns BH_EFORKED at once: it takes
+ * no lock (another thread of the parent may have held it), calls no
+ * allocator (the device memory is the parent's) and sends no report.
+ * bh_registry_destroy of such a registry answers BH_OK and frees host
+ * memory only, without waiting for any lock (what a parent thread was in the
+ * middle of changing at the fork is left allocated). A registry the child
+ * makes is the child's and works as any other; reporters in the child never
+ * hang. The check costs the hot path nothing: it shares the one flag test
+ * each call makes for diagnostics.
+ *
  * REFERENCES
  * ==========
  * A bh_handle value names a control block; copying the value copies no reference.
@@ -152,7 +165,8 @@ extern "C" {
     XX(EALLOC, -7, "allocator callback failed")                                                              \
     XX(ERANGE, -8, "alias larger than the live allocation")                                                  \
     XX(EOVERFLOW, -9, "reference count would overflow")                                                      \
-    XX(EOVERLAP, -10, "range overlaps a live allocation that starts elsewhere")
+    XX(EOVERLAP, -10, "range overlaps a live allocation that starts elsewhere")                              \
+    XX(EFORKED, -11, "registry created by the parent process, used in a fork child")
 
 typedef enum bh_status {
 #define BH__STATUS_ENUM(name, code, text) BH_##name = (code),
@@ -328,6 +342,8 @@ BH_API bh_status bh_registry_create(const bh_config *cfg, bh_registry **out);
  * its decrement, and may still be running when the last reference is gone.
  * Join the threads that used the registry (or otherwise wait for their calls
  * to return) first. Callbacks must not destroy their own registry.
+ * In a fork child, for a registry made before the fork: BH_OK, host memory
+ * only (see FORK).
  * Errors: BH_EINVAL (NULL), BH_EBUSY. */
 BH_API bh_status bh_registry_destroy(bh_registry *reg);
 

@@ -484,12 +484,20 @@ struct bh_registry {
     bh_reporter
         env_reporter; /* opened from the environment, closed on destroy (report NULL: none); immutable */
     uint32_t flags;
-    uint32_t tag;          /* 1..255, stamped into every handle */
-    uint32_t gen_salt;     /* random per registry, XORed into every handle's generation */
-    uint32_t refs_max;     /* BH_EOVERFLOW past this; lowered only by tests */
-    AO_t seq;              /* ATOMIC: last sequence number handed out */
-    struct bh__diag *diag; /* diagnostics (diag.h), NULL when all are off; immutable */
+    uint32_t tag;                              /* 1..255, stamped into every handle */
+    uint32_t gen_salt;                         /* random per registry, XORed into every handle's generation */
+    uint32_t refs_max;                         /* BH_EOVERFLOW past this; lowered only by tests */
+    AO_t seq;                                  /* ATOMIC: last sequence number handed out */
+    struct bh__diag *diag;                     /* diagnostics (diag.h), NULL when all are off; immutable */
+    struct bh_registry *live_next, *live_prev; /* the process's registries, under registry.c's lock */
 };
+
+/* reg->flags: the registry was made by the parent of this process (set by
+ * the fork child handler, registry.c, while the child has one thread).
+ * Public calls test it together with the diagnostics' route bits, so the
+ * hot path pays nothing for it. */
+#define BH__FORKED (1u << 31)
+static inline int bh__forked(const bh_registry *reg) { return (reg->flags & BH__FORKED) != 0; }
 
 /* The handle of generation gen of a slot. The tag alone would repeat every
  * 255 registries; with a random 32-bit salt per registry, a handle of one

@@ -20,6 +20,53 @@
 /* Process-wide count of registries made, the source of registry tags. */
 static AO_t registries_made;
 
+/* ======================== fork() ======================== */
+
+/* Every registry of the process, so that a fork child can mark the ones its
+ * parent made (BH__FORKED): their locks may be held by parent threads that
+ * do not exist in the child, their device memory is the parent's, and their
+ * reports would be the parent's events again. The lock is taken before fork
+ * and released after it on both sides, so the list is whole in the child;
+ * no other lock is held with it, and nothing calls out while holding it. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static bh_registry *live_list; /* under live_lock */
+
+static void fork_prepare(void) { pthread_mutex_lock(&live_lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&live_lock); }
+/* The child has one thread (this one) until it makes more. */
+static void fork_child(void) {
+    for (bh_registry *r = live_list; r != NULL; r = r->live_next)
+        r->flags |= BH__FORKED;
+    pthread_mutex_unlock(&live_lock);
+}
+
+/* Before any registry can exist; glibc drops the handlers when the library
+ * is unloaded. */
+__attribute__((constructor)) static void fork_hooks(void) {
+    (void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static void live_add(bh_registry *reg) {
+    pthread_mutex_lock(&live_lock);
+    reg->live_prev = NULL;
+    reg->live_next = live_list;
+    if (live_list != NULL)
+        live_list->live_prev = reg;
+    live_list = reg;
+    pthread_mutex_unlock(&live_lock);
+}
+
+static void live_remove(bh_registry *reg) {
+    pthread_mutex_lock(&live_lock);
+    if (reg->live_prev != NULL)
+        reg->live_prev->live_next = reg->live_next;
+    else
+        live_list = reg->live_next;
+    if (reg->live_next != NULL)
+        reg->live_next->live_prev = reg->live_prev;
+    pthread_mutex_unlock(&live_lock);
+}
+
 /* ======================== Registry ======================== */
 
 /* Opens the reporter the environment asks for (see bufhandle.h, TRACKING FROM
@@ -69,6 +116,14 @@ static void close_owned_reporter(bh_registry *reg) {
         bh_log_reporter_close(&reg->env_reporter);
 }
 
+/* The host memory of the registry, for every teardown. */
+static void free_tables(bh_registry *reg) {
+    for (unsigned i = 0; i < BH__SHARDS; i++)
+        bh__shard_fini(&reg->shards[i]);
+    bh__ranges_fini(&reg->ranges);
+    bh__slab_fini(&reg->slab);
+}
+
 bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
     if (out == NULL)
         return BH_EINVAL;
@@ -107,32 +162,74 @@ bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
     reg->refs_max = UINT32_MAX;
     if (bh__diag_attach(reg, reg->flags) != BH_OK) {
         close_owned_reporter(reg);
-        for (unsigned i = 0; i < BH__SHARDS; i++)
-            bh__shard_fini(&reg->shards[i]);
-        bh__ranges_fini(&reg->ranges);
-        bh__slab_fini(&reg->slab);
+        free_tables(reg);
         bh__free(reg);
         return BH_ENOMEM;
     }
+    live_add(reg); /* last: a fork from here on marks it in the child */
     *out = reg;
     return BH_OK;
+}
+
+/* In a fork child: 1 if no parent thread was inside any lock of the
+ * registry's tables at the fork, so that they are whole and may be freed.
+ * trylock never waits: a lock held by a parent thread stays held for good
+ * in the child (EBUSY). Leaves every lock as it found it. */
+static int tables_whole(bh_registry *reg) {
+    pthread_mutex_t *locks[BH__SHARDS + BH__RANGE_STRIPES + 1];
+    unsigned n = 0, got = 0;
+    for (unsigned i = 0; i < BH__SHARDS; i++)
+        locks[n++] = &reg->shards[i].lock;
+    for (unsigned i = 0; i < BH__RANGE_STRIPES; i++)
+        locks[n++] = &reg->ranges.stripes[i].lock;
+    locks[n++] = &reg->slab.lock;
+    while (got < n && pthread_mutex_trylock(locks[got]) == 0)
+        got++;
+    for (unsigned i = 0; i < got; i++)
+        pthread_mutex_unlock(locks[i]);
+    return got == n;
+}
+
+/* bh_registry_destroy in a fork child of a registry the parent made: frees
+ * host memory only. Its live blocks are the parent's device memory (no
+ * allocator call, no FREE report), and any of its locks may have been held
+ * by a parent thread at the fork, in the middle of changing what it guards:
+ * nothing here waits for one. The tables are freed when no lock of theirs
+ * was held (else they stay: they may be half-changed); the diagnostics'
+ * structures stay (their locks are not looked at, and a growth caught half
+ * done would be freed twice); the registry itself is freed unless the
+ * at-exit leak report lists it (that list's lock is not fork-safe; the
+ * report skips a forked registry). The reporter the environment opened is
+ * closed: the socket reporter's inherited connections are dead in a child
+ * (report_socket.c's fork handler) and close sends nothing; the log reporter
+ * only closes the child's copy of its descriptor. */
+static void destroy_forked(bh_registry *reg) {
+    close_owned_reporter(reg);
+    if (tables_whole(reg))
+        free_tables(reg);
+    if (reg->diag != NULL && reg->diag->leak_report)
+        return;
+    live_remove(reg); /* live_lock is the child's: its fork handler released it */
+    bh__free(reg);
 }
 
 bh_status bh_registry_destroy(bh_registry *reg) {
     if (reg == NULL)
         return BH_EINVAL;
+    if (bh__forked(reg)) {
+        destroy_forked(reg);
+        return BH_OK;
+    }
     /* Acquire: pairs with the release decrement in bh__live_sub(), so the
      * teardown below sees everything the last retiring thread wrote. The
      * caller guarantees that no other call is running (see the header): this
      * check is about references still held, not about threads. */
     if (AO_load_acquire(&reg->stats.live_blocks) != 0)
         return BH_EBUSY;
+    live_remove(reg);
     bh__diag_detach(reg);
     close_owned_reporter(reg); /* flushes what is queued */
-    for (unsigned i = 0; i < BH__SHARDS; i++)
-        bh__shard_fini(&reg->shards[i]);
-    bh__ranges_fini(&reg->ranges);
-    bh__slab_fini(&reg->slab);
+    free_tables(reg);
     bh__free(reg);
     return BH_OK;
 }
@@ -140,6 +237,8 @@ bh_status bh_registry_destroy(bh_registry *reg) {
 bh_status bh_stats_get(bh_registry *reg, bh_stats *out) {
     if (reg == NULL || out == NULL)
         return BH_EINVAL;
+    if (bh__forked(reg))
+        return BH_EFORKED;
     bh__stats_sum(&reg->stats, out);
     const bh_reporter *both[2] = {&reg->reporter, &reg->env_reporter};
     for (int i = 0; i < 2; i++) {

@@ -227,6 +227,8 @@ bh_status bh__diag_info_get(bh_registry *reg, bh_handle h, bh_info *out) {
 }
 
 bh_status bh_dup(bh_registry *reg, bh_handle h, bh_handle *out) {
+    if (reg != NULL && bh__forked(reg))
+        return BH_EFORKED; /* the parent's: no lock of it is safe here */
     if (reg == NULL || out == NULL || h.bits == 0)
         return BH_EINVAL;
     bh__diag *d = reg->diag;

@@ -254,6 +254,8 @@ static void dump_json(FILE *out, bh_registry *reg, const collected *c, bh__symbo
 /* ======================== bh_registry_dump ======================== */
 
 bh_status bh_registry_dump(bh_registry *reg, FILE *out, unsigned flags) {
+    if (reg != NULL && bh__forked(reg))
+        return BH_EFORKED; /* the parent's: no lock of it is safe here */
     if (reg == NULL || out == NULL || (flags & ~(unsigned)BH_DUMP_JSON) != 0)
         return BH_EINVAL;
     collected c;
