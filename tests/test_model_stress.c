@@ -23,6 +23,7 @@
 #include "bufhandle/bufhandle.h"
 #include "support/checker.h"
 #include "support/model.h"
+#include "xorshift.h"
 
 static long total_ops = 10000000;
 static int nthreads = 2;
@@ -38,10 +39,7 @@ typedef struct worker {
 static void *run(void *arg) {
     worker *w = arg;
     for (long i = 0; i < w->ops; i++) {
-        w->rng ^= w->rng >> 12;
-        w->rng ^= w->rng << 25;
-        w->rng ^= w->rng >> 27;
-        uint64_t r = w->rng * 0x2545f4914f6cdd1dull;
+        uint64_t r = bh__xorshift64s(&w->rng);
         /* About as many releases as references taken, so allocations are
          * born, aliased and freed all the time (and registers go stale);
          * forced allocator results stay rare. */

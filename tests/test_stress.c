@@ -21,6 +21,7 @@
 
 #include "bufhandle/bufhandle.h"
 #include "support/checker.h"
+#include "xorshift.h"
 
 #define BASE 0x20000000ull
 #define ALIGN 0x2000ull
@@ -43,13 +44,6 @@ typedef struct worker {
     const char *where;
 } worker;
 
-static uint64_t next_rand(uint64_t *s) { /* xorshift64* */
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 0x2545f4914f6cdd1dull;
-}
-
 static void unexpected(worker *w, const char *where, bh_status st) {
     if (w->unexpected++ == 0) {
         w->first_unexpected = st;
@@ -62,7 +56,7 @@ static void *run(void *arg) {
     bh_handle held[MAX_HELD];
     int n = 0;
     for (long i = 0; i < w->ops; i++) {
-        uint64_t r = next_rand(&w->rng);
+        uint64_t r = bh__xorshift64s(&w->rng);
         unsigned op = (unsigned)(r % 100);
         if (n == MAX_HELD)
             op = 99; /* make room */

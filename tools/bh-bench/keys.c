@@ -34,7 +34,7 @@ void ks_init(keyset *ks, enum impl impl, uint32_t flags, size_t n) {
     uint64_t s = 0x243f6a8885a308d3ull;
     for (size_t i = 0; i < n; i++) {
         uint64_t a = 0x10000000 + 2 * i * PAGE, b = a + PAGE;
-        int swap = (int)(rng_next(&s) & 1);
+        int swap = (int)(bh__xorshift64s(&s) & 1);
         ks->addr[i] = swap ? b : a;
         ks->spare[i] = swap ? a : b;
     }

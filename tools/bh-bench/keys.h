@@ -18,19 +18,13 @@
 #include "bench_util.h"
 #include "bufhandle/bufhandle.h"
 #include "peer.h"
+#include "xorshift.h"
 
 enum impl { IMPL_BH, IMPL_HASH, IMPL_TREE, IMPL_PEER };
 extern const char *const impl_names[];
 
 #define DEVICE 0u
 #define PAGE 4096u
-
-static inline uint64_t rng_next(uint64_t *s) { /* xorshift64* */
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 0x2545f4914f6cdd1dull;
-}
 
 /* n live keys (a power of two), each held by one owner reference, in one of
  * the implementations. addr[i] is key i's current address. Addresses come

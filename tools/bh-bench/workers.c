@@ -39,12 +39,12 @@ static inline __attribute__((always_inline)) void loop(worker *w, enum impl impl
     case W_LOOKUP:
     case W_INTERN:
         for (long i = 0; i < w->ops; i++)
-            ks_hit(ks, impl, ks->addr[rng_next(&s) & (ks->n - 1)], w->what == W_INTERN);
+            ks_hit(ks, impl, ks->addr[bh__xorshift64s(&s) & (ks->n - 1)], w->what == W_INTERN);
         break;
     case W_MIXED:
     case W_CHURN:
         for (long i = 0; i < w->ops; i++) {
-            uint64_t r = rng_next(&s);
+            uint64_t r = bh__xorshift64s(&s);
             size_t k = ((size_t)r & own_keys) | w->part;
             if (w->what == W_CHURN || ((r >> 40) & 7) == 0) /* the owner lets go, a free address is taken */
                 ks_replace(ks, impl, k, ((size_t)(r >> 32) & own_keys) | w->part);
@@ -54,7 +54,7 @@ static inline __attribute__((always_inline)) void loop(worker *w, enum impl impl
         break;
     case W_PORT:
         for (long i = 0; i < w->ops; i++)
-            ks_port_cycle(ks, impl, ks->spare[((size_t)rng_next(&s) & own_keys) | w->part]);
+            ks_port_cycle(ks, impl, ks->spare[((size_t)bh__xorshift64s(&s) & own_keys) | w->part]);
         break;
     }
     w->seed = s;

@@ -21,6 +21,7 @@
 
 #include "demo.h"
 #include "wire.h"
+#include "xorshift.h"
 
 typedef struct worker {
     runtime *rt;
@@ -33,16 +34,9 @@ typedef struct worker {
     AO_t *progress;
 } worker;
 
-static uint64_t next_rand(uint64_t *s) {
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 0x2545f4914f6cdd1dull;
-}
-
 static void shuffle(void **v, size_t n, uint64_t *rng) {
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)(next_rand(rng) % i);
+        size_t j = (size_t)(bh__xorshift64s(rng) % i);
         void *t = v[i - 1];
         v[i - 1] = v[j];
         v[j] = t;
@@ -80,7 +74,7 @@ static int make_group(worker *w, group *g, uint64_t size, bh_sim_mem mem, uint32
     g->n = 1 + rt->devices;
     w->meshes++;
     for (uint32_t a = 0; a < n_alias; a++) {
-        uint64_t r = next_rand(&w->rng);
+        uint64_t r = bh__xorshift64s(&w->rng);
         void *like = g->obj[1 + r % rt->devices];
         void *alias = (r >> 32) % 2 ? rt->ops->view(rt, g->obj[0], 0, size / 2)
                                     : rt->ops->create_at(rt, like, (uint32_t)((r >> 40) % rt->devices));
@@ -100,14 +94,14 @@ static void *work(void *arg) {
     group act = {calloc(cap, sizeof(void *)), 0, cap};
     for (uint32_t l = 0; l < o->layers; l++) {
         weights[l] = (group){calloc(cap, sizeof(void *)), 0, cap};
-        uint64_t size = (1 + next_rand(&w->rng) % 64) << 20; /* 1..64 MiB */
+        uint64_t size = (1 + bh__xorshift64s(&w->rng) % 64) << 20; /* 1..64 MiB */
         if (make_group(w, &weights[l], size, BH_SIM_DRAM, 0) == 0)
             for (uint32_t d = 0; d < rt->devices; d++) /* the program cache's aliases */
                 group_add(&weights[l], rt->ops->create_at(rt, weights[l].obj[1 + d], d));
     }
     for (uint32_t s = 0; s < o->steps; s++) {
         for (uint32_t l = 0; l < o->layers; l++) {
-            uint64_t r = next_rand(&w->rng);
+            uint64_t r = bh__xorshift64s(&w->rng);
             bh_sim_mem mem = r % 4 == 0 ? BH_SIM_DRAM : BH_SIM_L1;
             uint64_t size = mem == BH_SIM_L1 ? (1 + (r >> 8) % 64) << 10 : (1 + (r >> 8) % 64) << 20;
             if (make_group(w, &act, size, mem, o->aliases) == 0)
