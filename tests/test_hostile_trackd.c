@@ -38,6 +38,7 @@
 
 #include "bufhandle/bufhandle.h"
 #include "proc.h"
+#include "support/hostile.h"
 #include "support/server.h"
 #include "wire.h"
 
@@ -98,44 +99,16 @@ static void stop_server(pid_t pid) { test_server_stop_clean(pid); }
 
 static double cpu_s(pid_t pid) { return test_proc_cpu_s(pid); }
 
-static long rss_kb(pid_t pid) {
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    if (f != NULL)
-        fclose(f);
-    return kb;
-}
+static long rss_kb(pid_t pid) { return hs_rss_kb(pid); }
 
 static long file_size(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
-static void send_all(int fd, const void *p, size_t n) {
-    const uint8_t *b = p;
-    while (n > 0) {
-        ssize_t r = send(fd, b, n, MSG_NOSIGNAL);
-        if (r <= 0)
-            return; /* the server closed it: the caller checks what it wanted */
-        b += r;
-        n -= (size_t)r;
-    }
-}
+static void send_all(int fd, const void *p, size_t n) { hs_send_all(fd, p, n); }
 
-static size_t hello_frame(uint8_t *p, int control) {
-    size_t n = bh_wire_header(p, BH_WIRE_HELLO, 14);
-    bh_put32(p + n, (uint32_t)getpid());
-    bh_put16(p + n + 4, BH_WIRE_VERSION);
-    bh_put16(p + n + 6, control ? BH_WIRE_HELLO_CONTROL : 0);
-    bh_put16(p + n + 8, 4);
-    memcpy(p + n + 10, "evil", 4);
-    return n + 14;
-}
+static size_t hello_frame(uint8_t *p, int control) { return hs_hello(p, control); }
 
 /* A reporter connection that said HELLO. */
 static int reporter(void) {
@@ -198,26 +171,7 @@ static size_t query_frames(uint8_t *req, uint16_t what, uint64_t address) {
 }
 
 static char *query(uint16_t what, double secs, double *took) {
-    double t0 = test_now_s();
-    int fd = try_connect(paths.sock);
-    if (fd < 0)
-        return NULL;
-    uint8_t req[64];
-    send_all(fd, req, query_frames(req, what, 0));
-    size_t cap = 4u << 20;
-    uint8_t *buf = malloc(cap + 1);
-    size_t got = read_some(fd, buf, cap, secs);
-    close(fd);
-    if (took != NULL)
-        *took = test_now_s() - t0;
-    if (got < BH_WIRE_HEADER || bh_get16(buf + 6) != BH_WIRE_REPLY ||
-        got != BH_WIRE_HEADER + bh_get32(buf + 8)) {
-        free(buf);
-        return NULL;
-    }
-    memmove(buf, buf + BH_WIRE_HEADER, got - BH_WIRE_HEADER);
-    buf[got - BH_WIRE_HEADER] = '\0';
-    return (char *)buf;
+    return hs_query(paths.sock, what, secs, took);
 }
 
 /* query() by a bystander: also the server's CPU seconds while it waited

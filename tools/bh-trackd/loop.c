@@ -72,6 +72,8 @@ static void refuse_with_spare(td_server *s, int lfd, int compat) {
     td_log(s, TD_WARN, "out of file descriptors; refused a connection");
 }
 
+static void on_client(td_server *s, td_client *c, uint32_t events);
+
 static void accept_clients(td_server *s, int lfd, int compat) {
     for (int i = 0; i < TD_ACCEPT_SLICE; i++) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -113,6 +115,9 @@ static void accept_clients(td_server *s, int lfd, int compat) {
         s->clients = c;
         s->nclients++;
         s->connections++;
+        /* Clients send as soon as they are connected: what is there is read
+         * now, not a loop turn later. */
+        on_client(s, c, EPOLLIN);
     }
 }
 
@@ -277,15 +282,29 @@ static void on_client(td_server *s, td_client *c, uint32_t events) {
         td_close_client(s, c);
 }
 
-/* The total connection cap, lowered to what the descriptor limit allows
- * (a few kept for the listeners, the log, the summary and the spare). */
+/* Descriptors that are not connections: stdio, the log, the summary and its
+ * writer, epoll, signalfd, the spare, two listeners and their lock files,
+ * libmicrohttpd's listener, epoll and wake-up descriptor, with room to spare. */
+#define TD_FIXED_FDS 24u
+
+/* The connection caps, within the descriptor limit: HTTP connections are
+ * reserved for as well as socket ones (HTTP gets at most half of what is
+ * left), so no HTTP client can use up the descriptors the socket protocol's
+ * --max-connections promises. */
 static void fit_connection_cap(td_server *s) {
+    s->http_conns = s->http_spec != NULL || s->act_http >= 0 ? TD_HTTP_CONNECTIONS : 0;
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 16 &&
-        s->max_conns > rl.rlim_cur - 16) {
-        s->max_conns = rl.rlim_cur - 16;
-        td_log(s, TD_INFO, "at most %" PRIu64 " connections (descriptor limit %" PRIu64 ")", s->max_conns,
-               (uint64_t)rl.rlim_cur);
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return;
+    uint64_t room = rl.rlim_cur > TD_FIXED_FDS + 2 ? rl.rlim_cur - TD_FIXED_FDS : 2;
+    if (s->http_conns > room / 2)
+        s->http_conns = (unsigned)(room / 2);
+    room -= s->http_conns;
+    if (s->max_conns > room) {
+        s->max_conns = room;
+        td_log(s, TD_INFO,
+               "at most %" PRIu64 " connections and %u HTTP connections (descriptor limit %" PRIu64 ")",
+               s->max_conns, s->http_conns, (uint64_t)rl.rlim_cur);
     }
 }
 

@@ -4,8 +4,8 @@
  *   bh-trackd [--socket PATH] [--compat-tt] [--compat-socket PATH] [--compat-record-size 72|112|144|auto]
  *             [--tt-devices SPEC | --tt-devices-file FILE]
  *             [--max-live-per-client N] [--allow-uid UID]... [--summary FILE]
- *             [--log FILE] [--grace-ms N] [--forget-ms N] [--http ADDR:PORT] [--metrics-domains N]
- *             [--metrics-clients N]
+ *             [--log FILE] [--grace-ms N] [--forget-ms N] [--http ADDR:PORT] [--http-allow-host NAME]...
+ *             [--metrics-domains N] [--metrics-clients N]
  *             [limits, see usage()]
  *   bh-trackd stats [--socket PATH] [--json] [--timeout-ms N]
  *   bh-trackd dump  [--socket PATH] [--json] [--timeout-ms N]
@@ -46,7 +46,7 @@ static void usage(FILE *f) {
             "                 [--handshake-timeout-ms N] [--frame-timeout-ms N]\n"
             "                 [--allow-uid UID]... [--summary FILE] [--summary-interval-ms N]\n"
             "                 [--log FILE] [--grace-ms N] [--forget-ms N] [--http ADDR:PORT]\n"
-            "                 [--metrics-domains N] [--metrics-clients N]\n"
+            "                 [--http-allow-host NAME]... [--metrics-domains N] [--metrics-clients N]\n"
             "       bh-trackd stats [--socket PATH] [--json] [--timeout-ms N]\n"
             "       bh-trackd dump  [--socket PATH] [--json] [--timeout-ms N]\n"
             "       bh-trackd history ADDRESS [--socket PATH] [--json] [--timeout-ms N]\n"
@@ -57,7 +57,8 @@ static void usage(FILE *f) {
             "          limit), --max-connections-per-uid 64, --handshake-timeout-ms 5000,\n"
             "          --frame-timeout-ms 10000, --summary-interval-ms 10000, --grace-ms 2000,\n"
             "          --timeout-ms 5000, log to stderr (SIGHUP reopens --log, writes --summary),\n"
-            "          no HTTP (--http PORT listens on 127.0.0.1), --metrics-domains 1024,\n"
+            "          no HTTP (--http PORT listens on 127.0.0.1; Host must be localhost, a loopback\n"
+            "          address or an --http-allow-host NAME), --metrics-domains 1024,\n"
             "          --metrics-clients 20,\n"
             "          --forget-ms 300000 (a gone client's figures then join \"(departed)\"),\n"
             "          --compat-record-size auto: TT records of 72, 112 or 144 bytes, detected per\n"
@@ -225,6 +226,12 @@ int main(int argc, char **argv) {
             i++;
         } else if (cmd == 0 && strcmp(a, "--http") == 0 && v != NULL) {
             s.http_spec = v, i++;
+        } else if (cmd == 0 && strcmp(a, "--http-allow-host") == 0 && v != NULL) {
+            if (s.nhttp_hosts == TD_MAX_HTTP_HOSTS || v[0] == '\0') {
+                fprintf(stderr, "bh-trackd: at most %d --http-allow-host names\n", TD_MAX_HTTP_HOSTS);
+                return 2;
+            }
+            s.http_hosts[s.nhttp_hosts++] = v, i++;
         } else if (cmd == 0 && series_option(&s, a, v, &bad)) {
             if (bad)
                 return 2;

@@ -489,42 +489,49 @@ void td_render_dump_page(td_server *s, td_strbuf *b, uint64_t offset, uint64_t l
 
 /* ======================== History ======================== */
 
-static void history_entry(void *ctx, const bh_track_entry *e) {
-    dump_ctx *d = ctx;
+static void fill_history(report_ctx *r, const void *item) {
+    const bh_track_entry *e = item;
     pid_t pid = td_key_pid(e->client);
     uint32_t stream = td_key_stream(e->client);
-    if (d->r.json) {
-        td_sb_printf(d->r.b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",", d->r.first ? "" : ",", (int)pid,
-                     stream, td_name_of(d->r.s, pid));
-        td_render_domain(d->r.b, 1, e->device);
-        td_sb_printf(d->r.b,
+    if (r->json) {
+        td_sb_printf(r->b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",", r->first ? "" : ",", (int)pid,
+                     stream, td_name_of(r->s, pid));
+        td_render_domain(r->b, 1, e->device);
+        td_sb_printf(r->b,
                      ",\"live\":%s,\"size\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64
                      ",\"unknown_frees\":%" PRIu64 ",\"at_least\":%s}",
                      e->live ? "true" : "false", e->size, e->allocs, e->frees, e->unknown_frees,
                      e->inexact & BH_TRACK_AT_LEAST ? "true" : "false");
     } else {
-        td_sb_printf(d->r.b, "%8d %10u %-14.14s ", (int)pid, stream, td_name_of(d->r.s, pid));
-        td_render_domain(d->r.b, 0, e->device);
+        td_sb_printf(r->b, "%8d %10u %-14.14s ", (int)pid, stream, td_name_of(r->s, pid));
+        td_render_domain(r->b, 0, e->device);
         int al = (e->inexact & BH_TRACK_AT_LEAST) != 0;
-        td_sb_printf(d->r.b, " %4s %14" PRIu64, e->live ? "yes" : "no", e->size);
-        cell(d->r.b, 9, e->allocs, al);
-        cell(d->r.b, 9, e->frees, al);
-        cell(d->r.b, 8, e->unknown_frees, al);
-        td_sb_printf(d->r.b, "\n");
+        td_sb_printf(r->b, " %4s %14" PRIu64, e->live ? "yes" : "no", e->size);
+        cell(r->b, 9, e->allocs, al);
+        cell(r->b, 9, e->frees, al);
+        cell(r->b, 8, e->unknown_frees, al);
+        td_sb_printf(r->b, "\n");
     }
-    d->r.first = 0;
 }
 
+static void history_entry(void *ctx, const bh_track_entry *e) { row(ctx, fill_history, e); }
+
 void td_render_history(td_server *s, td_strbuf *b, uint64_t address, int json) {
-    dump_ctx d = {{s, b, json, 1, 0, td_now_ms(), 0}, 0, 0};
+    report_ctx r = {s, b, json, 1, 0, td_now_ms(), 0};
     if (json)
         td_sb_printf(b, "{\"address\":%" PRIu64 ",\"entries\":[", address);
     else
         td_sb_printf(b, "address 0x%" PRIx64 "\n%8s %10s %-14s %6s %-8s %4s %14s %9s %9s %8s\n", address,
                      "pid", "stream", "name", "device", "kind", "live", "size", "allocs", "frees", "unknown");
-    bh_track_each_at(s->track, address, history_entry, &d);
+    /* One (client, device) entry per group at most, and the bounded history:
+     * still more than one frame can carry, so the rows stop at the limit. */
+    b->limit = TD_REPLY_LIMIT;
+    bh_track_each_at(s->track, address, history_entry, &r);
+    b->limit = 0;
     if (json)
-        td_sb_printf(b, "]}\n");
+        td_sb_printf(b, "],\"omitted\":%" PRIu64 "}\n", r.omitted);
+    else if (r.omitted > 0)
+        td_sb_printf(b, "(%" PRIu64 " more entries not shown: reply limit)\n", r.omitted);
 }
 
 /* ======================== Summary ======================== */

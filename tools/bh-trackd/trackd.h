@@ -34,7 +34,9 @@
 #include "wire.h"
 
 #define TD_MAX_ALLOW_UIDS 16
-#define TD_MAX_NAMES 256 /* pid -> program name table */
+#define TD_MAX_NAMES 256        /* pid -> program name table */
+#define TD_MAX_HTTP_HOSTS 16    /* --http-allow-host names */
+#define TD_HTTP_CONNECTIONS 64u /* at most, fewer when descriptors are short */
 
 /* Fixed limits (docs/protocol.md, "Limits and security", lists them all). */
 #define TD_MAX_OUT (4u << 20)      /* unsent output per connection; past it the connection is closed */
@@ -182,7 +184,10 @@ typedef struct td_server {
     td_leak leaks[TD_LEAKS_KEPT];
     uint64_t nleaks; /* recorded so far; the ring holds the last min(nleaks, TD_LEAKS_KEPT) */
     /* --http (web.c) */
-    const char *http_spec;     /* NULL: off */
+    const char *http_spec;                     /* NULL: off */
+    const char *http_hosts[TD_MAX_HTTP_HOSTS]; /* --http-allow-host */
+    int nhttp_hosts;
+    unsigned http_conns;       /* HTTP connections, within the descriptor reservation */
     bh_metrics_limits metrics; /* per-domain and per-client series in /metrics before "other" */
     struct bh_http *http;
     struct td_timeline *timeline;

@@ -35,14 +35,23 @@ extern const size_t td_dashboard_html_len;
 
 typedef struct tl_series {
     uint32_t domain;
+    uint64_t last_live;    /* sample number of the last sample with live bytes */
     uint64_t v[TL_POINTS]; /* live bytes, a ring in step with td_timeline.t */
 } tl_series;
+
+typedef struct tl_fresh { /* a domain with live bytes and no series yet */
+    uint32_t domain;
+    uint64_t bytes;
+} tl_fresh;
 
 typedef struct td_timeline {
     uint64_t t[TL_POINTS]; /* unix ms of each sample */
     size_t head, n;        /* next slot; samples held */
-    tl_series *series;
-    size_t nseries, cap;
+    uint64_t samples;      /* taken so far */
+    tl_series **series;    /* sorted by domain (pointers: a series is 2.4 KB) */
+    size_t nseries;
+    tl_fresh *fresh; /* scratch of one sample */
+    size_t nfresh, fresh_cap;
 } td_timeline;
 
 static uint64_t unix_ms(void) {
@@ -51,35 +60,16 @@ static uint64_t unix_ms(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* The series of a domain, created (zero in the past) if new. Kept sorted by
- * domain: a sample costs O(groups x log series). */
-static tl_series *series_of(td_timeline *tl, uint32_t domain) {
+static tl_series *series_find(td_timeline *tl, uint32_t domain) {
     size_t lo = 0, hi = tl->nseries;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (tl->series[mid].domain < domain)
+        if (tl->series[mid]->domain < domain)
             lo = mid + 1;
         else
             hi = mid;
     }
-    if (lo < tl->nseries && tl->series[lo].domain == domain)
-        return &tl->series[lo];
-    if (tl->nseries == TL_MAX_SERIES)
-        return NULL;
-    if (tl->nseries == tl->cap) {
-        size_t cap = tl->cap ? tl->cap * 2 : 16;
-        tl_series *ns = realloc(tl->series, cap * sizeof(*ns));
-        if (ns == NULL)
-            return NULL;
-        tl->series = ns;
-        tl->cap = cap;
-    }
-    memmove(&tl->series[lo + 1], &tl->series[lo], (tl->nseries - lo) * sizeof(*tl->series));
-    tl->nseries++;
-    tl_series *s = &tl->series[lo];
-    memset(s, 0, sizeof(*s)); /* a new series was 0 before it appeared */
-    s->domain = domain;
-    return s;
+    return lo < tl->nseries && tl->series[lo]->domain == domain ? tl->series[lo] : NULL;
 }
 
 typedef struct sample_ctx {
@@ -89,18 +79,117 @@ typedef struct sample_ctx {
 
 static void sample_group(void *ctx, uint64_t client, uint32_t domain, const bh_track_counts *c) {
     sample_ctx *x = ctx;
+    td_timeline *tl = x->tl;
     (void)client;
-    tl_series *s = series_of(x->tl, domain);
-    if (s != NULL)
+    if (c->live_bytes == 0) /* a domain is charted while it holds memory (and five minutes after) */
+        return;
+    tl_series *s = series_find(tl, domain);
+    if (s != NULL) {
         s->v[x->slot] += c->live_bytes;
+        return;
+    }
+    if (tl->nfresh == tl->fresh_cap) { /* bounded by the groups: one entry each at most */
+        size_t cap = tl->fresh_cap ? tl->fresh_cap * 2 : 64;
+        tl_fresh *nf = realloc(tl->fresh, cap * sizeof(*nf));
+        if (nf == NULL)
+            return;
+        tl->fresh = nf;
+        tl->fresh_cap = cap;
+    }
+    tl->fresh[tl->nfresh++] = (tl_fresh){domain, c->live_bytes};
+}
+
+static int by_domain(const void *a, const void *b) {
+    uint32_t x = ((const tl_fresh *)a)->domain, y = ((const tl_fresh *)b)->domain;
+    return x < y ? -1 : x > y;
+}
+
+static int by_bytes_desc(const void *a, const void *b) {
+    uint64_t x = ((const tl_fresh *)a)->bytes, y = ((const tl_fresh *)b)->bytes;
+    return x > y ? -1 : x < y;
+}
+
+static int series_by_domain(const void *a, const void *b) {
+    uint32_t x = (*(tl_series *const *)a)->domain, y = (*(tl_series *const *)b)->domain;
+    return x < y ? -1 : x > y;
+}
+
+/* Domains that got live bytes and have no series: the largest first, each in
+ * a free place or in the place of the series with the fewest live bytes now
+ * (when it has fewer). So the chart follows where the memory is, not which
+ * domain came first. Costs a sort of the new domains and of the series. */
+static void add_fresh(td_timeline *tl, size_t slot) {
+    if (tl->nfresh == 0)
+        return;
+    qsort(tl->fresh, tl->nfresh, sizeof(*tl->fresh), by_domain);
+    size_t n = 0;
+    for (size_t i = 0; i < tl->nfresh; i++) { /* one entry per domain, its groups summed */
+        if (n > 0 && tl->fresh[n - 1].domain == tl->fresh[i].domain)
+            tl->fresh[n - 1].bytes += tl->fresh[i].bytes;
+        else
+            tl->fresh[n++] = tl->fresh[i];
+    }
+    qsort(tl->fresh, n, sizeof(*tl->fresh), by_bytes_desc);
+    tl->nfresh = 0;
+    /* The series that may give way, fewest bytes first (index in .domain). */
+    size_t nvictims = n > TL_MAX_SERIES - tl->nseries ? n - (TL_MAX_SERIES - tl->nseries) : 0;
+    tl_fresh *victims = NULL;
+    size_t nold = tl->nseries;
+    if (nvictims > 0 && nold > 0) {
+        victims = malloc(nold * sizeof(*victims));
+        if (victims == NULL)
+            return;
+        for (size_t i = 0; i < nold; i++)
+            victims[i] = (tl_fresh){(uint32_t)i, tl->series[i]->v[slot]};
+        qsort(victims, nold, sizeof(*victims), by_bytes_desc); /* fewest at the end */
+    }
+    size_t taken = 0;
+    for (size_t i = 0; i < n; i++) {
+        tl_series *s;
+        if (tl->nseries < TL_MAX_SERIES) {
+            tl_series **ns = realloc(tl->series, (tl->nseries + 1) * sizeof(*ns));
+            if (ns == NULL || (s = malloc(sizeof(*s))) == NULL) {
+                if (ns != NULL)
+                    tl->series = ns;
+                break;
+            }
+            tl->series = ns;
+            tl->series[tl->nseries++] = s;
+        } else {
+            if (victims == NULL || taken == nvictims || taken == nold ||
+                victims[nold - 1 - taken].bytes >= tl->fresh[i].bytes)
+                break; /* the rest have fewer bytes still */
+            s = tl->series[victims[nold - 1 - taken++].domain];
+        }
+        memset(s, 0, sizeof(*s)); /* a new series was 0 before it appeared */
+        s->domain = tl->fresh[i].domain;
+        s->v[slot] = tl->fresh[i].bytes;
+    }
+    free(victims);
+    qsort(tl->series, tl->nseries, sizeof(*tl->series), series_by_domain);
 }
 
 static void sample(td_server *s) {
     td_timeline *tl = s->timeline;
     sample_ctx x = {tl, tl->head};
     for (size_t i = 0; i < tl->nseries; i++)
-        tl->series[i].v[x.slot] = 0;
+        tl->series[i]->v[x.slot] = 0;
     bh_track_each_group(s->track, sample_group, &x);
+    add_fresh(tl, x.slot);
+    /* A series with nothing live for the whole window (its clients gone, or
+     * idle for five minutes) is dropped: it would chart only zeros. */
+    size_t kept = 0;
+    for (size_t i = 0; i < tl->nseries; i++) {
+        tl_series *ser = tl->series[i];
+        if (ser->v[x.slot] > 0)
+            ser->last_live = tl->samples;
+        if (tl->samples - ser->last_live >= TL_POINTS)
+            free(ser);
+        else
+            tl->series[kept++] = ser;
+    }
+    tl->nseries = kept;
+    tl->samples++;
     tl->t[x.slot] = unix_ms();
     tl->head = (tl->head + 1) % TL_POINTS;
     if (tl->n < TL_POINTS)
@@ -109,25 +198,46 @@ static void sample(td_server *s) {
 
 /* The samples taken after since (unix ms; 0: all held), oldest first. A
  * dashboard polls with the time of the last sample it has, so each poll
- * renders one or two points per series, not five minutes of them. */
+ * renders one or two points per series, not five minutes of them. At most
+ * one reply's worth (TD_REPLY_LIMIT): series that do not fit are counted in
+ * omitted_series, those with the fewest live bytes now first. */
 static void render_timeline(const td_timeline *tl, td_strbuf *b, uint64_t since) {
     size_t first = (tl->head + TL_POINTS - tl->n) % TL_POINTS, skip = 0;
+    size_t last = (tl->head + TL_POINTS - 1) % TL_POINTS;
     while (skip < tl->n && tl->t[(first + skip) % TL_POINTS] <= since)
         skip++;
     td_sb_printf(b, "{\"interval_ms\":%u,\"points\":%u,\"t\":[", TL_INTERVAL_MS, TL_POINTS);
     for (size_t i = skip; i < tl->n; i++)
         td_sb_printf(b, "%s%" PRIu64, i > skip ? "," : "", tl->t[(first + i) % TL_POINTS]);
     td_sb_printf(b, "],\"series\":[");
+    /* Largest first: what the limit cuts is what matters least. */
+    tl_fresh *order = malloc((tl->nseries ? tl->nseries : 1) * sizeof(*order));
+    if (order == NULL) {
+        b->failed = 1;
+        return;
+    }
+    for (size_t k = 0; k < tl->nseries; k++)
+        order[k] = (tl_fresh){(uint32_t)k, tl->series[k]->v[last]};
+    qsort(order, tl->nseries, sizeof(*order), by_bytes_desc);
+    size_t shown = 0, omitted = 0;
     for (size_t k = 0; k < tl->nseries; k++) {
         char kb[16];
-        const tl_series *s = &tl->series[k];
-        td_sb_printf(b, "%s{\"device\":%u,\"kind\":\"%s\",\"bytes\":[", k ? "," : "",
+        const tl_series *s = tl->series[order[k].domain]; /* .domain: the series' index here */
+        size_t mark = b->len;
+        td_sb_printf(b, "%s{\"device\":%u,\"kind\":\"%s\",\"bytes\":[", shown ? "," : "",
                      BH_DOMAIN_DEVICE(s->domain), td_kind_name(s->domain, kb));
         for (size_t i = skip; i < tl->n; i++)
             td_sb_printf(b, "%s%" PRIu64, i > skip ? "," : "", s->v[(first + i) % TL_POINTS]);
         td_sb_printf(b, "]}");
+        if (b->failed || b->len > TD_REPLY_LIMIT) { /* this one and the rest (smaller) are left out */
+            b->len = mark;
+            omitted = tl->nseries - k;
+            break;
+        }
+        shown++;
     }
-    td_sb_printf(b, "]}\n");
+    free(order);
+    td_sb_printf(b, "],\"omitted_series\":%zu}\n", omitted);
 }
 
 /* ======================== Metrics ======================== */
@@ -246,8 +356,11 @@ int td_web_open(td_server *s, void *tag) {
         td_log(s, TD_ERROR, "--http: %s", err);
         return -1;
     }
+    bh_http_opts opts = {s->http_conns, {NULL}, 0};
+    for (int i = 0; i < s->nhttp_hosts && i < BH_HTTP_MAX_HOSTS; i++)
+        opts.hosts[opts.nhosts++] = s->http_hosts[i];
     s->timeline = calloc(1, sizeof(*s->timeline));
-    s->http = s->timeline != NULL ? bh_http_open(&addr, route, s, s->log) : NULL;
+    s->http = s->timeline != NULL ? bh_http_open(&addr, &opts, route, s, s->log) : NULL;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = tag};
     if (s->http == NULL || epoll_ctl(s->epfd, EPOLL_CTL_ADD, bh_http_fd(s->http), &ev) != 0) {
         td_log(s, TD_ERROR, "--http %s: cannot serve", s->http_spec);
@@ -283,8 +396,12 @@ void td_web_run(td_server *s) {
 void td_web_close(td_server *s) {
     bh_http_close(s->http);
     s->http = NULL;
-    if (s->timeline != NULL)
+    if (s->timeline != NULL) {
+        for (size_t i = 0; i < s->timeline->nseries; i++)
+            free(s->timeline->series[i]);
         free(s->timeline->series);
+        free(s->timeline->fresh);
+    }
     free(s->timeline);
     s->timeline = NULL;
 }

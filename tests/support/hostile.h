@@ -1,0 +1,67 @@
+/*
+ * hostile.h - what the attack tests on a real bh-trackd share (the hostile
+ * stage's files after test_hostile_trackd.c): a server started with a
+ * descriptor limit, its --http port, its CPU time and RSS, reporters and
+ * queries on its socket, HTTP connections from a chosen loopback source,
+ * becoming user nobody, and the owner's latency measured against a control.
+ *
+ * Owns: those helpers. Must never: hide a failure (helpers that cannot go on
+ * assert through cmocka), wait without a bound, or sleep to synchronise (they
+ * poll for the condition).
+ */
+#ifndef BH_TEST_HOSTILE_H
+#define BH_TEST_HOSTILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "support/server.h"
+
+/* Starts trackd with --log and --socket of p, RLIMIT_NOFILE nofile (0:
+ * inherited) and extra (NULL-terminated, may be NULL); waits until it
+ * accepts. Ended by hs_teardown (or test_server_stop). */
+pid_t hs_start(const char *trackd, const test_paths *p, const char *const *extra, unsigned long nofile);
+/* Kills every server started and every process hs_track was given. */
+void hs_teardown(void);
+/* Kills pid at teardown, whatever happened. */
+void hs_track(pid_t pid);
+
+/* The --http port the server logged in log (asserts it did within 5 s). */
+unsigned hs_http_port(const char *log);
+/* The number after "at most " in the log's descriptor-limit line, 0 if none. */
+uint64_t hs_logged_cap(const char *log);
+
+long hs_rss_kb(pid_t pid); /* VmRSS */
+
+/* HELLO (control: a query connection; name "evil", this pid) into p; its size. */
+size_t hs_hello(uint8_t *p, int control);
+/* A reporter connection of this process that said HELLO (name "evil"). */
+int hs_reporter(const char *sock);
+/* count EVENTs of kind: address base + i * 64, size bytes, on device + i % spread
+ * (spread 0: device). */
+void hs_events(int fd, uint32_t stream, uint8_t kind, uint32_t device, uint32_t spread, uint64_t base,
+               uint64_t size, size_t count);
+void hs_send_all(int fd, const void *p, size_t n);
+/* One QUERY (1 stats, 2 dump) in JSON; the payload (malloc'd) or NULL
+ * without an answer within secs; *took (may be NULL) the time it took. */
+char *hs_query(const char *sock, uint16_t what, double secs, double *took);
+/* The number after "key": in json (the first one), UINT64_MAX if absent. */
+uint64_t hs_num(const char *json, const char *key);
+/* Polls stats until totals' key is want (or secs pass); its last value. */
+uint64_t hs_wait_total(const char *sock, const char *key, uint64_t want, double secs);
+/* The median of n stats latencies (each bounded by 30 s), stats queries one
+ * after another; *worst (may be NULL) the largest. */
+double hs_stats_latency(const char *sock, int n, double *worst);
+
+/* A TCP connection to 127.0.0.1:port from source address src (NULL: any),
+ * with the receive buffer set to rcvbuf first (0: default). -1 if refused. */
+int hs_http_connect(unsigned port, const char *src, int rcvbuf);
+/* "GET path" with Host host (NULL: none, HTTP/1.0) on a new connection; the
+ * status, and the body (malloc'd, may be NULL) within 10 s. */
+int hs_http_get(unsigned port, const char *host, const char *path, char **body);
+
+/* setgid/setuid to 65534 (a forked child only: exits 99 on failure). */
+void hs_become_nobody(void);
+
+#endif /* BH_TEST_HOSTILE_H */
