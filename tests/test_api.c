@@ -941,12 +941,70 @@ static void the_environment_reporter_tees_with_the_applications_own(void **state
     unlink(path);
 }
 
+/* The application's reporter allocates on the first ALLOC it sees (as a
+ * runtime that allocates a companion buffer would): that nested ALLOC takes
+ * seq 2 while seq 1 is still being handed out. Both are this thread's
+ * events, so every reporter must get 1 before 2; 0.3.1 handed the
+ * environment's log 2 first (the application's reporter ran first and the
+ * nested event went all the way through before the outer one reached the
+ * log). */
+typedef struct nesting {
+    bh_registry *reg;
+    int depth;
+    bh_handle inner;
+} nesting;
+
+static int nest_alloc(void *ctx, uint32_t device, uint64_t size, uint64_t *address) {
+    (void)device, (void)size;
+    *address = 0x100000 + 0x1000 * (uint64_t)((nesting *)ctx)->depth;
+    return 0;
+}
+
+static void nest_report(void *ctx, const bh_event *ev) {
+    nesting *n = ctx;
+    if (ev->kind == BH_EVENT_ALLOC && n->depth++ == 0)
+        assert_int_equal(bh_alloc(n->reg, 0, 64, &n->inner), BH_OK);
+}
+
+static void a_threads_events_reach_the_environments_log_in_order_when_a_callback_allocates(void **state) {
+    (void)state;
+    char path[] = "/tmp/bh-nestlog-XXXXXX";
+    make_temp_file(path);
+    setenv("BH_TRACK_LOG", path, 1);
+    nesting n = {NULL, 0, {0}};
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.allocator = (bh_allocator){nest_alloc, NULL, &n};
+    cfg.reporter = (bh_reporter){nest_report, &n};
+    assert_int_equal(bh_registry_create(&cfg, &n.reg), BH_OK);
+    unsetenv("BH_TRACK_LOG");
+    bh_handle outer;
+    assert_int_equal(bh_alloc(n.reg, 0, 64, &outer), BH_OK);
+    assert_int_equal(n.depth, 2); /* the nested ALLOC happened */
+    assert_int_equal(bh_release(n.reg, n.inner), BH_OK);
+    assert_int_equal(bh_release(n.reg, outer), BH_OK);
+    assert_int_equal(bh_registry_destroy(n.reg), BH_OK);
+    char buf[2048];
+    read_file(path, buf, sizeof(buf));
+    unsigned long long last = 0, seq;
+    int lines = 0;
+    for (const char *p = strstr(buf, "\"seq\":"); p != NULL; p = strstr(p + 1, "\"seq\":")) {
+        assert_int_equal(sscanf(p, "\"seq\":%llu", &seq), 1);
+        if (seq <= last)
+            fail_msg("the log has seq %llu after seq %llu:\n%s", seq, last, buf);
+        last = seq;
+        lines++;
+    }
+    assert_int_equal(lines, 4);
+    unlink(path);
+}
+
 /* ------------------------------------------------------------ text */
 
 static void every_status_has_a_distinct_name_and_message(void **state) {
     (void)state;
     const bh_status all[] = {BH_OK,    BH_EINVAL, BH_ENOMEM, BH_ESTALE,    BH_ENOTFOUND, BH_EEXIST,
-                             BH_EBUSY, BH_EALLOC, BH_ERANGE, BH_EOVERFLOW, BH_EOVERLAP};
+                             BH_EBUSY, BH_EALLOC, BH_ERANGE, BH_EOVERFLOW, BH_EOVERLAP, BH_EFORKED};
     const size_t n = sizeof(all) / sizeof(all[0]);
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(all[i], -(int)i); /* the contract's numbers */
@@ -1010,6 +1068,7 @@ int main(void) {
         cmocka_unit_test(log_reporter_writes_one_json_line_per_event),
         cmocka_unit_test(the_environment_turns_logging_on_unless_opted_out),
         cmocka_unit_test(the_environment_reporter_tees_with_the_applications_own),
+        cmocka_unit_test(a_threads_events_reach_the_environments_log_in_order_when_a_callback_allocates),
         cmocka_unit_test(every_status_has_a_distinct_name_and_message),
         cmocka_unit_test(version_matches_the_header),
     };

@@ -55,11 +55,15 @@ static void report(bh_registry *reg, bh_event_kind kind, uint32_t device, uint64
     ev.seq = (uint64_t)AO_fetch_and_add1(&reg->seq) + 1;
     bh__count(&reg->stats, BH__C_REPORTS);
     /* A tee: the application's reporter and the one the environment asked
-     * for both see every event, with the same seq, in the same order. */
-    if (reg->reporter.report != NULL)
-        reg->reporter.report(reg->reporter.ctx, &ev);
+     * for both see every event, with the same seq, in the same order. The
+     * environment's first: it is the library's own (socket or log) and never
+     * calls back, while the application's may (an ALLOC callback that
+     * allocates): run first, its nested event would reach the environment's
+     * reporter before this one, against this thread's order. */
     if (reg->env_reporter.report != NULL)
         reg->env_reporter.report(reg->env_reporter.ctx, &ev);
+    if (reg->reporter.report != NULL)
+        reg->reporter.report(reg->reporter.ctx, &ev);
 }
 
 /* A block that bh_alloc, bh_adopt or bh_intern made went live: counts it (as
