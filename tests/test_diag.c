@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
+#include "diag/capture.h"
 #include "diag/diag.h"
 #include "json.h"
 
@@ -69,18 +70,6 @@ static bh_registry *make(test_alloc *a, uint32_t flags) {
     return reg;
 }
 
-/* Everything written to a FILE, as one string (the caller frees it). */
-static char *slurp(FILE *f) {
-    fflush(f);
-    long n = ftell(f);
-    assert_true(n >= 0);
-    char *s = malloc((size_t)n + 1);
-    assert_non_null(s);
-    rewind(f);
-    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    return s;
-}
 
 static char *dump_of(bh_registry *reg, unsigned flags) {
     FILE *f = tmpfile();
@@ -89,28 +78,6 @@ static char *dump_of(bh_registry *reg, unsigned flags) {
     char *s = slurp(f);
     fclose(f);
     return s;
-}
-
-static size_t count_of(const char *haystack, const char *needle) {
-    size_t n = 0;
-    for (const char *p = strstr(haystack, needle); p != NULL; p = strstr(p + 1, needle))
-        n++;
-    return n;
-}
-
-/* Misuse reports go to a temporary file while a test looks at them. */
-static FILE *sink;
-static int sink_setup(void **state) {
-    (void)state;
-    sink = tmpfile();
-    bh__diag_set_sink(sink);
-    return sink == NULL;
-}
-static int sink_teardown(void **state) {
-    (void)state;
-    bh__diag_set_sink(NULL);
-    fclose(sink);
-    return 0;
 }
 
 /* ======================== Debug references ======================== */
@@ -302,7 +269,7 @@ static void released_tokens_are_remembered_up_to_the_bound(void **state) {
     assert_int_equal(bh__tokens_release(t, tok[N - 2], &block, &ti), BH__TOKEN_RELEASED);
     assert_int_equal(bh__tokens_release(t, tok[N - 3], &block, &ti), BH__TOKEN_UNKNOWN); /* forgotten */
     bh_handle foreign = {tok[0].bits ^ (0x01u << 24)};                                   /* another tag */
-    assert_int_equal(bh__tokens_block(t, foreign, &block), BH__TOKEN_UNKNOWN);
+    assert_int_equal(bh__tokens_block(t, foreign, &block, NULL), BH__TOKEN_UNKNOWN);
     bh__tokens_destroy(t);
 }
 
@@ -417,7 +384,7 @@ static void history_counts_every_event_per_address_and_ranks_the_worst(void **st
     assert_int_equal(bh_intern(reg, 7, 0x90000, 64, &other), BH_OK);
     assert_int_equal(bh_release(reg, other), BH_OK);
 
-    char *js = dump_of(reg, BH_DUMP_JSON);
+    char *js = dump_of(reg, BH_DUMP_JSON | BH_DUMP_HISTORY_ALL);
     json *j = json_parse(js);
     assert_non_null(j);
     const json *hist = json_get(j, "history");
@@ -492,7 +459,7 @@ static void tokens_history_and_stacks_hold_up_under_threads(void **state) {
     bh_info info;
     assert_int_equal(bh_info_get(reg, shared, &info), BH_OK);
     assert_int_equal(info.refs, 1);
-    char *js = dump_of(reg, BH_DUMP_JSON);
+    char *js = dump_of(reg, BH_DUMP_JSON | BH_DUMP_HISTORY_ALL);
     json *j = json_parse(js);
     assert_non_null(j);
     assert_int_equal(json_get(j, "live_allocations")->integer, 1);

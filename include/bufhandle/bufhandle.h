@@ -447,9 +447,15 @@ BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
  * has BH_CONFIG_NO_ENV):
  *   BH_DEBUG=refs,history,stacks   any subset ("all" for the three)
  *   BH_DEBUG=strict                BH_CONFIG_STRICT_INTERN (with the others too)
+ *   BH_DEBUG=fatal                 (with the others) after a misuse report
+ *                                  (double release, release or use of a dead
+ *                                  token, a foreign token) and after a leak
+ *                                  report at exit, call abort(): a test run
+ *                                  fails at the culprit. Without it the
+ *                                  library never aborts.
  *   BH_LEAK_REPORT=1               at exit, print bh_registry_dump() of every
  *                                  registry that still has live allocations
- *                                  to stderr
+ *                                  to stderr (=all: with BH_DUMP_HISTORY_ALL)
  *
  * BH_CONFIG_DEBUG_REFS: every reference is its own token. Every handle that
  * bh_alloc, bh_alloc_ex, bh_adopt, bh_intern, bh_lookup, bh_lookup_containing
@@ -457,10 +463,13 @@ BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
  * acquisition to token t and bh_release(reg, t) drops one. Releasing a token
  * more times than it was acquired returns BH_ESTALE at that call and changes
  * nothing else: the allocation's other tokens stay valid (plain counting
- * would free the memory and blame the next, innocent holder). The misuse is
+ * would free the memory and blame the next, innocent holder). So do
+ * bh_retain, bh_dup and bh_info_get of a token after its last release, and
+ * every call with a token this registry never issued. Each misuse is
  * printed to stderr, once per call site and at most a few times per second:
- * the culprit's stack and, with stacks on, where the token was taken and
- * where it was first released. bh_info.refs stays the allocation's total
+ * the call, the culprit's stack and, with stacks on, where the token was
+ * taken and where it was (first) released; for a token of another registry
+ * alive in the process, which registry issued it. bh_info.refs stays the allocation's total
  * (all tokens together). Released tokens are remembered (the last 65536) to
  * tell "released twice" from "never issued". Under valgrind's memcheck (when
  * the library was built with valgrind's headers, as it is wherever valgrind
@@ -492,6 +501,10 @@ BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
 #define BH_CONFIG_STACKS (1u << 10)    /* capture where references are taken and dropped */
 
 #define BH_DUMP_JSON (1u << 0) /* bh_registry_dump: one JSON object instead of text */
+/* bh_registry_dump: the history's top addresses among all of them, not only
+ * those with findings (stale releases, or allocations and frees that do not
+ * balance: live now). BH_LEAK_REPORT=all asks for it in the leak report. */
+#define BH_DUMP_HISTORY_ALL (1u << 1)
 
 /* Writes every live allocation of the registry to out: device, memory kind,
  * address, size, references; with history or stacks on also its creation

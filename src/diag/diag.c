@@ -26,8 +26,12 @@ uint64_t bh__now_ns(void) {
 
 /* ======================== Attach and detach ======================== */
 
-/* "refs,history,stacks" (any subset, any order; "all" for the three), and
- * "strict" (BH_CONFIG_STRICT_INTERN). */
+/* BH_DEBUG's "fatal": no bh_config flag carries it (the contract names the
+ * environment only); a bit no bh_config flag uses, read by attach alone. */
+#define ENV_FATAL (1u << 31)
+
+/* "refs,history,stacks" (any subset, any order; "all" for the three),
+ * "strict" (BH_CONFIG_STRICT_INTERN) and "fatal" (ENV_FATAL). */
 static uint32_t flags_from_env(const char *v) {
     uint32_t f = 0;
     while (v != NULL && *v != '\0') {
@@ -42,31 +46,51 @@ static uint32_t flags_from_env(const char *v) {
             f |= BH__DIAG_ROUTE;
         else if (n == 6 && strncmp(v, "strict", 6) == 0)
             f |= BH_CONFIG_STRICT_INTERN; /* the core's, not a diagnostic: see attach */
+        else if (n == 5 && strncmp(v, "fatal", 5) == 0)
+            f |= ENV_FATAL;
         v += n;
         v += strspn(v, ", ");
     }
     return f;
 }
 
+/* What attach set up (a failed attach calls it before it registers the issuer). */
+static void detach(bh_registry *reg) {
+    bh__diag *d = reg->diag;
+    if (d == NULL)
+        return;
+    if (d->leak_report)
+        bh__leak_report_remove(d);
+    bh__tokens_destroy(d->tokens);
+    bh__history_destroy(d->history);
+    bh__misuse_limiter_fini(&d->limiter);
+    bh__free(d);
+    reg->diag = NULL;
+}
+
 bh_status bh__diag_attach(bh_registry *reg, uint32_t cfg_flags) {
     uint32_t flags = cfg_flags & BH__DIAG_ROUTE;
-    int leak = 0;
+    int leak = 0, fatal = 0;
     if (!(cfg_flags & BH_CONFIG_NO_ENV)) {
         uint32_t env = flags_from_env(getenv("BH_DEBUG"));
         flags |= env & BH__DIAG_ROUTE;
+        fatal = (env & ENV_FATAL) != 0;
         reg->flags |= env & BH_CONFIG_STRICT_INTERN;
         const char *lr = getenv("BH_LEAK_REPORT");
-        leak = lr != NULL && strcmp(lr, "1") == 0;
+        leak = lr == NULL ? 0 : strcmp(lr, "1") == 0 ? 1 : strcmp(lr, "all") == 0 ? 2 : 0;
     }
     reg->diag = NULL;
     reg->flags = (reg->flags & ~(uint32_t)BH__DIAG_ROUTE) | flags;
-    if (flags == 0 && !leak)
+    if (flags == 0 && !leak) {
+        bh__issuer_add(reg, reg->tag);
         return BH_OK;
+    }
     bh__diag *d = bh__calloc(1, sizeof(*d));
     if (d == NULL)
         return BH_ENOMEM;
     d->flags = flags;
     d->leak_report = leak;
+    d->fatal = fatal;
     d->reg = reg;
     d->created_ns = bh__now_ns();
     bh__misuse_limiter_init(&d->limiter);
@@ -77,7 +101,7 @@ bh_status bh__diag_attach(bh_registry *reg, uint32_t cfg_flags) {
         st = bh__history_create(&d->history);
     if (st != BH_OK) {
         reg->diag = d;
-        bh__diag_detach(reg);
+        detach(reg);
         return st;
     }
     if (flags & BH_CONFIG_STACKS) {
@@ -89,20 +113,13 @@ bh_status bh__diag_attach(bh_registry *reg, uint32_t cfg_flags) {
     reg->diag = d;
     if (leak)
         bh__leak_report_add(d);
+    bh__issuer_add(reg, reg->tag);
     return BH_OK;
 }
 
 void bh__diag_detach(bh_registry *reg) {
-    bh__diag *d = reg->diag;
-    if (d == NULL)
-        return;
-    if (d->leak_report)
-        bh__leak_report_remove(d);
-    bh__tokens_destroy(d->tokens);
-    bh__history_destroy(d->history);
-    bh__misuse_limiter_fini(&d->limiter);
-    bh__free(d);
-    reg->diag = NULL;
+    bh__issuer_remove(reg, reg->tag);
+    detach(reg);
 }
 
 /* ======================== Acquisitions ======================== */
@@ -144,6 +161,32 @@ static bh_status stale(bh_registry *reg) {
     return BH_ESTALE;
 }
 
+/* A call that the token table refused (a token released already, or never
+ * issued here): count it, note it, report it (once per site, rate-limited),
+ * and under BH_DEBUG=fatal end the process. tomb NULL: never issued. */
+static bh_status misuse(bh_registry *reg, bh__misuse_op op, bh_handle token, const bh__token_info *tomb) {
+    bh__diag *d = reg->diag;
+    bh__stack culprit; /* a misuse is rare: its report always has the culprit's stack */
+    bh__stack_capture(&culprit);
+    if (op == BH__OP_RELEASE && d->history != NULL && tomb != NULL)
+        bh__history_note(d->history, BH__HIST_STALE, tomb->device, tomb->address, NULL);
+    if (bh__misuse_should_report(&d->limiter, &culprit))
+        bh__misuse_print(bh__diag_sink(), op, token, tomb, &culprit, stacks_on(d), reg->tag);
+    if (op == BH__OP_RELEASE)
+        bh__tokens_show_misuse(d->tokens, token);
+    if (d->fatal)
+        bh__misuse_fatal("misuse report");
+    return stale(reg);
+}
+
+/* A use (not a release) of a token that is not live. */
+static bh_status misused(bh_registry *reg, bh__misuse_op op, bh_handle token) {
+    bh__token_info tomb;
+    bh_handle block;
+    bh__token_verdict v = bh__tokens_block(reg->diag->tokens, token, &block, &tomb);
+    return misuse(reg, op, token, v == BH__TOKEN_RELEASED ? &tomb : NULL);
+}
+
 bh_status bh__diag_retain(bh_registry *reg, bh_handle h) {
     bh__diag *d = reg->diag;
     if (d->tokens == NULL)
@@ -157,24 +200,11 @@ bh_status bh__diag_retain(bh_registry *reg, bh_handle h) {
     case BH__TOKEN_OVERFLOW:
         return BH_EOVERFLOW;
     default:
-        return stale(reg);
+        return misused(reg, BH__OP_RETAIN, h);
     }
 }
 
 /* ======================== Releases ======================== */
-
-/* A release that the token table refused: count it, note it, report it
- * (once per site, rate-limited). tomb NULL: never issued. */
-static bh_status misuse(bh_registry *reg, bh_handle token, const bh__token_info *tomb,
-                        const bh__stack *culprit) {
-    bh__diag *d = reg->diag;
-    if (d->history != NULL && tomb != NULL)
-        bh__history_note(d->history, BH__HIST_STALE, tomb->device, tomb->address, NULL);
-    if (bh__misuse_should_report(&d->limiter, culprit))
-        bh__misuse_print(bh__diag_sink(), token, tomb, culprit, stacks_on(d));
-    bh__tokens_show_misuse(d->tokens, token);
-    return stale(reg);
-}
 
 bh_status bh__diag_release(bh_registry *reg, bh_handle h) {
     bh__diag *d = reg->diag;
@@ -189,10 +219,8 @@ bh_status bh__diag_release(bh_registry *reg, bh_handle h) {
     if (d->tokens != NULL) {
         bh__token_info tok;
         bh__token_verdict v = bh__tokens_release(d->tokens, h, &block, &tok);
-        if (v == BH__TOKEN_RELEASED || v == BH__TOKEN_UNKNOWN) {
-            bh__stack_capture(&at); /* a misuse is rare: its report always has the culprit's stack */
-            return misuse(reg, h, v == BH__TOKEN_RELEASED ? &tok : NULL, &at);
-        }
+        if (v == BH__TOKEN_RELEASED || v == BH__TOKEN_UNKNOWN)
+            return misuse(reg, BH__OP_RELEASE, h, v == BH__TOKEN_RELEASED ? &tok : NULL);
         if (v == BH__TOKEN_LAST && stacks_on(d)) {
             bh__stack_capture(&at);
             bh__tokens_set_released(d->tokens, h, &at);
@@ -220,8 +248,8 @@ bh_status bh__diag_release(bh_registry *reg, bh_handle h) {
 bh_status bh__diag_info_get(bh_registry *reg, bh_handle h, bh_info *out) {
     bh__diag *d = reg->diag;
     bh_handle block = h;
-    if (d->tokens != NULL && h.bits != 0 && bh__tokens_block(d->tokens, h, &block) != BH__TOKEN_OK)
-        return stale(reg);
+    if (d->tokens != NULL && h.bits != 0 && bh__tokens_block(d->tokens, h, &block, NULL) != BH__TOKEN_OK)
+        return misused(reg, BH__OP_INFO_GET, h);
     /* refs is the allocation's total: every token's acquisitions together. */
     return bh__core_info_get(reg, block, out);
 }
@@ -242,8 +270,8 @@ bh_status bh_dup(bh_registry *reg, bh_handle h, bh_handle *out) {
     if (stacks_on(d))
         bh__stack_capture(&at);
     bh_handle block;
-    if (bh__tokens_block(d->tokens, h, &block) != BH__TOKEN_OK)
-        return stale(reg);
+    if (bh__tokens_block(d->tokens, h, &block, NULL) != BH__TOKEN_OK)
+        return misused(reg, BH__OP_DUP, h);
     bh__token_ticket ticket;
     if (bh__tokens_reserve(d->tokens, &ticket) != BH_OK)
         return BH_ENOMEM;

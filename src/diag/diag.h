@@ -144,8 +144,9 @@ void bh__tokens_cancel(bh__tokens *t, bh__token_ticket ticket);
 bh_handle bh__tokens_issue(bh__tokens *t, bh__token_ticket ticket, bh_handle block, const bh_info *info,
                            const bh__stack *taken);
 
-/* The block a live token names (no change). BH__TOKEN_OK, _RELEASED or _UNKNOWN. */
-bh__token_verdict bh__tokens_block(bh__tokens *t, bh_handle token, bh_handle *block);
+/* The block a live token names (no change). BH__TOKEN_OK, _RELEASED or
+ * _UNKNOWN; on _RELEASED *tomb (if not NULL) describes the tombstone. */
+bh__token_verdict bh__tokens_block(bh__tokens *t, bh_handle token, bh_handle *block, bh__token_info *tomb);
 /* One more acquisition of a live token. do_retain is called with the token
  * table locked and must take the block reference (it never calls back into
  * user code); its failure leaves the token unchanged. */
@@ -200,9 +201,14 @@ void bh__history_note(bh__history *h, enum bh__hist_event ev, uint32_t device, u
                       const bh__stack *at);
 /* A copy of the entry for (device, address); 0 if there is none. */
 int bh__history_get(bh__history *h, uint32_t device, uint64_t address, bh__hist_entry *out);
-/* Up to max entries, worst first (stale releases, then total events). Returns
- * how many were written. */
-size_t bh__history_top(bh__history *h, bh__hist_entry *out, size_t max);
+/* 1 if the address has something to look at: releases refused as stale, or
+ * births and frees that do not balance (live now, a leak at exit). */
+int bh__history_has_findings(const bh__hist_entry *e);
+/* Up to max entries, worst first (stale releases, then total events); with
+ * findings_only, only entries with findings. Returns how many were written;
+ * *findings (if not NULL): how many entries have findings in all. */
+size_t bh__history_top(bh__history *h, bh__hist_entry *out, size_t max, int findings_only,
+                       uint64_t *findings);
 uint64_t bh__history_addresses(bh__history *h);
 uint64_t bh__history_lost(bh__history *h);
 
@@ -229,11 +235,26 @@ int bh__misuse_should_report(bh__misuse_limiter *l, const bh__stack *culprit);
 /* Reports not printed so far (repeated sites, rate limit). */
 uint64_t bh__misuse_suppressed(bh__misuse_limiter *l);
 
-/* Prints a stale-release report: what the token was, where it is released
- * again, where it was taken and where it was first released. tomb NULL: the
- * token was never issued (or its tombstone is gone). */
-void bh__misuse_print(FILE *out, bh_handle token, const bh__token_info *tomb, const bh__stack *culprit,
-                      int stacks_on);
+/* The public call a misused token was passed to. */
+typedef enum bh__misuse_op { BH__OP_RELEASE, BH__OP_RETAIN, BH__OP_DUP, BH__OP_INFO_GET } bh__misuse_op;
+
+/* Prints a misuse report: what the token was, the call it was passed to and
+ * where, where it was taken and where it was (first) released. tomb NULL:
+ * the token was never issued here (or its tombstone is gone); then the
+ * registry that issued it is named if it is alive (own_tag: this
+ * registry's tag). */
+void bh__misuse_print(FILE *out, bh__misuse_op op, bh_handle token, const bh__token_info *tomb,
+                      const bh__stack *culprit, int stacks_on, uint32_t own_tag);
+
+/* Every registry of the process by tag (handles and tokens carry it), so a
+ * report can name the registry a foreign handle came from. Called for every
+ * registry, diagnostics or not, by bh__diag_attach / bh__diag_detach. */
+void bh__issuer_add(const bh_registry *reg, uint32_t tag);
+void bh__issuer_remove(const bh_registry *reg, uint32_t tag);
+
+/* BH_DEBUG=fatal: after a misuse report (or a leak report at exit), the
+ * process aborts so that a test run fails at the culprit. */
+void bh__misuse_fatal(const char *what);
 
 /* CLOCK_MONOTONIC in nanoseconds (diag.c). */
 uint64_t bh__now_ns(void);
@@ -251,7 +272,8 @@ const char *bh__mem_kind_name(uint32_t kind);
 
 typedef struct bh__diag {
     uint32_t flags;       /* the BH__DIAG_ROUTE bits in effect */
-    int leak_report;      /* BH_LEAK_REPORT=1: dump at exit if anything is live */
+    int leak_report;      /* BH_LEAK_REPORT=1: dump at exit if anything is live; 2 (=all): whole history */
+    int fatal;            /* BH_DEBUG=fatal: abort after a misuse report or a leak report */
     bh__tokens *tokens;   /* debug references, or NULL */
     bh__history *history; /* history or stacks (births and frees per address), or NULL */
     bh__misuse_limiter limiter;

@@ -128,7 +128,8 @@ static void history_row_text(FILE *out, const bh__hist_entry *e) {
             e->n[BH__HIST_STALE]);
 }
 
-static void dump_text(FILE *out, bh_registry *reg, const collected *c, bh__symbolizer *sym) {
+/* all: every address of the history, not only those with findings. */
+static void dump_text(FILE *out, bh_registry *reg, const collected *c, bh__symbolizer *sym, int all) {
     bh__diag *d = reg->diag;
     fprintf(out,
             "bufhandle registry %p: %zu live allocation%s, %" PRIu64 " bytes (diagnostics: ", (void *)reg,
@@ -163,9 +164,17 @@ static void dump_text(FILE *out, bh_registry *reg, const collected *c, bh__symbo
     }
     if (d != NULL && d->history != NULL && (d->flags & BH_CONFIG_HISTORY)) {
         bh__hist_entry top[HISTORY_TOP];
-        size_t n = bh__history_top(d->history, top, HISTORY_TOP);
-        fprintf(out, "  history: %" PRIu64 " addresses; top %zu by stale releases, then events\n",
-                bh__history_addresses(d->history), n);
+        uint64_t findings = 0;
+        size_t n = bh__history_top(d->history, top, HISTORY_TOP, !all, &findings);
+        fprintf(out,
+                "  history: %" PRIu64 " addresses, %" PRIu64 " with findings (stale releases, or live); ",
+                bh__history_addresses(d->history), findings);
+        if (all)
+            fprintf(out, "top %zu by stale releases, findings, then events\n", n);
+        else
+            fprintf(out, "%zu shown (BH_LEAK_REPORT=all or BH_DUMP_HISTORY_ALL: every address)\n", n);
+        if (n == 0)
+            goto suppressed;
         fprintf(out, "    %6s %-8s %-16s %8s %8s %8s %8s %8s\n", "device", "kind", "address", "allocs",
                 "aliases", "releases", "frees", "stale");
         for (size_t i = 0; i < n; i++) {
@@ -176,6 +185,7 @@ static void dump_text(FILE *out, bh_registry *reg, const collected *c, bh__symbo
             }
         }
     }
+suppressed:;
     uint64_t suppressed = d != NULL ? bh__misuse_suppressed(&d->limiter) : 0;
     if (suppressed != 0)
         fprintf(out, "  misuse reports suppressed (repeated sites, rate limit): %" PRIu64 "\n", suppressed);
@@ -183,7 +193,7 @@ static void dump_text(FILE *out, bh_registry *reg, const collected *c, bh__symbo
 
 /* ======================== JSON ======================== */
 
-static void dump_json(FILE *out, bh_registry *reg, const collected *c, bh__symbolizer *sym) {
+static void dump_json(FILE *out, bh_registry *reg, const collected *c, bh__symbolizer *sym, int all) {
     bh__diag *d = reg->diag;
     fprintf(out,
             "{\"registry\":\"%p\",\"live_allocations\":%zu,\"live_bytes\":%" PRIu64 ",\"diagnostics\":\"",
@@ -228,8 +238,10 @@ static void dump_json(FILE *out, bh_registry *reg, const collected *c, bh__symbo
     fputc(']', out);
     if (d != NULL && d->history != NULL && (d->flags & BH_CONFIG_HISTORY)) {
         bh__hist_entry top[HISTORY_TOP];
-        size_t n = bh__history_top(d->history, top, HISTORY_TOP);
-        fprintf(out, ",\"history\":{\"addresses\":%" PRIu64 ",\"top\":[", bh__history_addresses(d->history));
+        uint64_t findings = 0;
+        size_t n = bh__history_top(d->history, top, HISTORY_TOP, !all, &findings);
+        fprintf(out, ",\"history\":{\"addresses\":%" PRIu64 ",\"with_findings\":%" PRIu64 ",\"top\":[",
+                bh__history_addresses(d->history), findings);
         for (size_t i = 0; i < n; i++) {
             const bh__hist_entry *e = &top[i];
             fprintf(out,
@@ -256,8 +268,9 @@ static void dump_json(FILE *out, bh_registry *reg, const collected *c, bh__symbo
 bh_status bh_registry_dump(bh_registry *reg, FILE *out, unsigned flags) {
     if (reg != NULL && bh__forked(reg))
         return BH_EFORKED; /* the parent's: no lock of it is safe here */
-    if (reg == NULL || out == NULL || (flags & ~(unsigned)BH_DUMP_JSON) != 0)
+    if (reg == NULL || out == NULL || (flags & ~(unsigned)(BH_DUMP_JSON | BH_DUMP_HISTORY_ALL)) != 0)
         return BH_EINVAL;
+    int all = (flags & BH_DUMP_HISTORY_ALL) != 0;
     collected c;
     memset(&c, 0, sizeof(c));
     c.now_ns = bh__now_ns();
@@ -270,9 +283,9 @@ bh_status bh_registry_dump(bh_registry *reg, FILE *out, unsigned flags) {
         qsort(c.tokens, c.ntokens, sizeof(*c.tokens), by_block);
     bh__symbolizer *sym = bh__symbolizer_open();
     if (flags & BH_DUMP_JSON)
-        dump_json(out, reg, &c, sym);
+        dump_json(out, reg, &c, sym, all);
     else
-        dump_text(out, reg, &c, sym);
+        dump_text(out, reg, &c, sym, all);
     bh__symbolizer_close(sym);
     free(c.allocs);
     free(c.tokens);
@@ -286,6 +299,7 @@ static bh__diag *leak_list; /* under leak_lock */
 static pthread_once_t leak_once = PTHREAD_ONCE_INIT;
 
 static void leak_report_at_exit(void) {
+    int fatal = 0;
     pthread_mutex_lock(&leak_lock);
     for (bh__diag *d = leak_list; d != NULL; d = d->next) {
         bh_stats st;
@@ -293,9 +307,12 @@ static void leak_report_at_exit(void) {
             continue;
         fprintf(stderr, "bufhandle: BH_LEAK_REPORT: registry %p has %" PRIu64 " live allocation%s at exit\n",
                 (void *)d->reg, st.live_handles, st.live_handles == 1 ? "" : "s");
-        (void)bh_registry_dump(d->reg, stderr, 0);
+        (void)bh_registry_dump(d->reg, stderr, d->leak_report == 2 ? BH_DUMP_HISTORY_ALL : 0);
+        fatal |= d->fatal;
     }
     pthread_mutex_unlock(&leak_lock);
+    if (fatal) /* after every registry's report, so one run shows all of them */
+        bh__misuse_fatal("leak report");
 }
 
 static void install_leak_report(void) { (void)atexit(leak_report_at_exit); }

@@ -133,6 +133,10 @@ int bh__history_get(bh__history *h, uint32_t device, uint64_t address, bh__hist_
     return e != NULL;
 }
 
+int bh__history_has_findings(const bh__hist_entry *e) {
+    return e->n[BH__HIST_STALE] != 0 || e->n[BH__HIST_ALLOC] != e->n[BH__HIST_FREE];
+}
+
 static uint64_t events(const bh__hist_entry *e) {
     uint64_t s = 0;
     for (int i = 0; i < BH__HIST_COUNT; i++)
@@ -140,22 +144,31 @@ static uint64_t events(const bh__hist_entry *e) {
     return s;
 }
 
-/* Worse first: more stale releases, then more events, then lower address. */
+/* Worse first: more stale releases, then findings (a leak before a busy
+ * but balanced address), then more events, then lower address. */
 static int worse(const bh__hist_entry *a, const bh__hist_entry *b) {
     if (a->n[BH__HIST_STALE] != b->n[BH__HIST_STALE])
         return a->n[BH__HIST_STALE] > b->n[BH__HIST_STALE];
+    if (bh__history_has_findings(a) != bh__history_has_findings(b))
+        return bh__history_has_findings(a);
     if (events(a) != events(b))
         return events(a) > events(b);
     return a->device != b->device ? a->device < b->device : a->address < b->address;
 }
 
-size_t bh__history_top(bh__history *h, bh__hist_entry *out, size_t max) {
+size_t bh__history_top(bh__history *h, bh__hist_entry *out, size_t max, int findings_only,
+                       uint64_t *findings) {
     size_t n = 0;
+    uint64_t with = 0;
     pthread_mutex_lock(&h->lock);
     /* Insertion into a sorted array of at most max: the dump asks for a
      * handful, the table may hold millions. */
-    for (uint32_t i = 0; i < h->count && max != 0; i++) {
+    for (uint32_t i = 0; i < h->count; i++) {
         const bh__hist_entry *e = &h->entries[i];
+        int found = bh__history_has_findings(e);
+        with += (uint64_t)found;
+        if (max == 0 || (findings_only && !found))
+            continue;
         if (n == max && !worse(e, &out[n - 1]))
             continue;
         size_t j = n < max ? n++ : n - 1;
@@ -166,6 +179,8 @@ size_t bh__history_top(bh__history *h, bh__hist_entry *out, size_t max) {
         out[j] = *e;
     }
     pthread_mutex_unlock(&h->lock);
+    if (findings != NULL)
+        *findings = with;
     return n;
 }
 

@@ -237,12 +237,14 @@ static bh__token_verdict verdict_of(const bh__tokens *t, uint32_t r) {
     return t->keys[r].state == REC_LIVE ? BH__TOKEN_OK : BH__TOKEN_RELEASED;
 }
 
-bh__token_verdict bh__tokens_block(bh__tokens *t, bh_handle token, bh_handle *block) {
+bh__token_verdict bh__tokens_block(bh__tokens *t, bh_handle token, bh_handle *block, bh__token_info *tomb) {
     pthread_mutex_lock(&t->lock);
     uint32_t r = find(t, id_of(t, token));
     bh__token_verdict v = verdict_of(t, r);
     if (v == BH__TOKEN_OK)
         *block = t->recs[r].info.block;
+    else if (v == BH__TOKEN_RELEASED && tomb != NULL)
+        *tomb = t->recs[r].info;
     pthread_mutex_unlock(&t->lock);
     return v;
 }
