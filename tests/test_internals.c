@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "core/internal.h"
+#include "support/fixed_alloc.h"
 #include "support/checker.h"
 
 #define BASE 0x40000000ull
@@ -1128,35 +1129,15 @@ static void a_live_address_is_never_freed_when_blocks_run_out(void **state) {
     assert_int_equal(checker_finish(chk, reg), 0);
 }
 
-/* An allocator that hands out the address the test chose; counts frees. */
-typedef struct chosen_alloc {
-    uint64_t next, last_freed;
-    int frees;
-} chosen_alloc;
-
-static int ca_alloc(void *ctx, uint32_t device, uint64_t size, uint64_t *address) {
-    (void)device;
-    (void)size;
-    *address = ((chosen_alloc *)ctx)->next;
-    return 0;
-}
-
-static void ca_free(void *ctx, uint32_t device, uint64_t address, uint64_t size) {
-    (void)device;
-    (void)size;
-    ((chosen_alloc *)ctx)->frees++;
-    ((chosen_alloc *)ctx)->last_freed = address;
-}
-
 /* An open-addressing shard that cannot grow runs full; bh_alloc must then
  * answer BH_ENOMEM with its documented meaning: the address was free, and it
  * went back to the allocator (nothing counted live). */
 static void a_full_shard_is_a_clean_enomem_for_bh_alloc(void **state) {
     (void)state;
-    chosen_alloc ca = {0, 0, 0};
+    fixed_alloc ca = {0};
     bh_config cfg;
     memset(&cfg, 0, sizeof(cfg));
-    cfg.allocator = (bh_allocator){ca_alloc, ca_free, &ca};
+    cfg.allocator = fixed_allocator(&ca);
     cfg.flags = BH_CONFIG_NO_ENV;
     bh_registry *reg;
     assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);

@@ -17,34 +17,19 @@
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
+#include "support/fixed_alloc.h"
 
-/* Answers `next` (or fails if fail is set); counts frees and ALLOC reports. */
+/* Answers fa.next (or fails if fa.fail is set), counts frees (fa first: the
+ * fixed allocator's callbacks take the struct as theirs); counts ALLOC
+ * reports. */
 typedef struct scripted {
-    uint64_t next;
-    int fail;
-    int frees, alloc_reports;
+    fixed_alloc fa;
+    int alloc_reports;
     bh_registry *reg; /* for the free callback below */
     int take_over, probed;
     bh_status in_free;    /* what the callback's bh_intern answered */
     bh_handle taken_over; /* the callback's bh_alloc */
 } scripted;
-
-static int sc_alloc(void *ctx, uint32_t device, uint64_t size, uint64_t *address) {
-    (void)device;
-    (void)size;
-    scripted *s = ctx;
-    if (s->fail)
-        return -1;
-    *address = s->next;
-    return 0;
-}
-
-static void sc_free(void *ctx, uint32_t device, uint64_t address, uint64_t size) {
-    (void)device;
-    (void)address;
-    (void)size;
-    ((scripted *)ctx)->frees++;
-}
 
 static void sc_report(void *ctx, const bh_event *ev) {
     if (ev->kind == BH_EVENT_ALLOC)
@@ -54,7 +39,7 @@ static void sc_report(void *ctx, const bh_event *ev) {
 static bh_registry *make(scripted *s, void (*free_fn)(void *, uint32_t, uint64_t, uint64_t), uint32_t flags) {
     bh_config cfg;
     memset(&cfg, 0, sizeof(cfg));
-    cfg.allocator = (bh_allocator){sc_alloc, free_fn, s};
+    cfg.allocator = (bh_allocator){fixed_alloc_alloc, free_fn, s};
     cfg.reporter = (bh_reporter){sc_report, s};
     cfg.flags = flags;
     bh_registry *reg = NULL;
@@ -72,8 +57,8 @@ static bh_stats stats_of(bh_registry *reg) {
 /* ======================== bh_alloc_addr ======================== */
 
 static void alloc_addr_returns_the_address_the_allocator_chose(uint32_t flags) {
-    scripted s = {.next = 0x40000};
-    bh_registry *reg = make(&s, sc_free, BH_CONFIG_NO_ENV | flags);
+    scripted s = {.fa.next = 0x40000};
+    bh_registry *reg = make(&s, fixed_alloc_free, BH_CONFIG_NO_ENV | flags);
     bh_handle h;
     uint64_t address = 7;
     assert_int_equal(bh_alloc_addr(reg, 3, 0x100, &h, &address), BH_OK);
@@ -84,16 +69,16 @@ static void alloc_addr_returns_the_address_the_allocator_chose(uint32_t flags) {
     assert_int_equal(info.device, 3);
     /* NULL: just bh_alloc. */
     bh_handle h2;
-    s.next = 0x50000;
+    s.fa.next = 0x50000;
     assert_int_equal(bh_alloc_addr(reg, 3, 0x100, &h2, NULL), BH_OK);
     /* On error the address is left alone. */
-    s.fail = 1;
+    s.fa.fail = 1;
     uint64_t untouched = 9;
     bh_handle h3;
     assert_int_equal(bh_alloc_addr(reg, 3, 0x100, &h3, &untouched), BH_EALLOC);
     assert_int_equal(untouched, 9);
-    s.fail = 0;
-    s.next = 0x40000; /* live: the allocator's bug, BH_EEXIST */
+    s.fa.fail = 0;
+    s.fa.next = 0x40000; /* live: the allocator's bug, BH_EEXIST */
     assert_int_equal(bh_alloc_addr(reg, 3, 0x100, &h3, &untouched), BH_EEXIST);
     assert_int_equal(untouched, 9);
     assert_int_equal(bh_alloc_addr(reg, 3, 0, &h3, &untouched), BH_EINVAL);
@@ -101,7 +86,7 @@ static void alloc_addr_returns_the_address_the_allocator_chose(uint32_t flags) {
     assert_int_equal(bh_release(reg, h), BH_OK);
     assert_int_equal(bh_release(reg, h2), BH_OK);
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
-    assert_int_equal(s.frees, 2);
+    assert_int_equal(s.fa.frees, 2);
 }
 
 static void alloc_addr_gives_the_address_and_a_working_handle(void **state) {
@@ -123,8 +108,8 @@ static void alloc_addr_gives_the_address_with_debug_tokens_too(void **state) {
  * intern had made an owner there). Aliases, views inside a live allocation
  * and bh_adopt behave as without the flag. */
 static void strict_intern_never_creates(uint32_t flags) {
-    scripted s = {.next = 0x10000};
-    bh_registry *reg = make(&s, sc_free, flags);
+    scripted s = {.fa.next = 0x10000};
+    bh_registry *reg = make(&s, fixed_alloc_free, flags);
     bh_handle a, h;
     assert_int_equal(bh_alloc(reg, 1, 0x1000, &a), BH_OK);
     /* Alias and interior view of the live allocation: as ever. */
@@ -151,7 +136,7 @@ static void strict_intern_never_creates(uint32_t flags) {
     assert_int_equal(bh_adopt(reg, 1, 0x30000, 0x100, &h), BH_OK);
     assert_int_equal(bh_release(reg, h), BH_OK);
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
-    assert_int_equal(s.frees, 3);
+    assert_int_equal(s.fa.frees, 3);
 }
 
 static void strict_intern_refuses_addresses_with_no_live_allocation(void **state) {
@@ -179,8 +164,8 @@ static void bh_debug_strict_turns_strict_intern_on(void **state) {
 
 static void without_strict_an_intern_of_a_freed_address_creates(void **state) {
     (void)state;
-    scripted s = {.next = 0x10000};
-    bh_registry *reg = make(&s, sc_free, BH_CONFIG_NO_ENV);
+    scripted s = {.fa.next = 0x10000};
+    bh_registry *reg = make(&s, fixed_alloc_free, BH_CONFIG_NO_ENV);
     bh_handle h;
     assert_int_equal(bh_intern(reg, 9, 0x77000, 0x100, &h), BH_OK); /* the control: 0.3's meaning */
     assert_int_equal(stats_of(reg).interns_refused, 0);
@@ -198,11 +183,11 @@ static void without_strict_an_intern_of_a_freed_address_creates(void **state) {
 static void free_then_intern_at_x(void *ctx, uint32_t device, uint64_t address, uint64_t size) {
     scripted *s = ctx;
     (void)size;
-    s->frees++;
+    s->fa.frees++;
     if (address != 0x10000 || s->probed++ != 0)
         return;
     if (s->take_over) {
-        s->next = 0xff00;
+        s->fa.next = 0xff00;
         assert_int_equal(bh_alloc(s->reg, device, 0x1100, &s->taken_over), BH_OK);
     }
     bh_handle h;
@@ -213,7 +198,7 @@ static void free_then_intern_at_x(void *ctx, uint32_t device, uint64_t address, 
 
 /* What that bh_intern answered; *st the registry's counters after it. */
 static bh_status intern_at_dying_x(int take_over, bh_stats *st) {
-    scripted s = {.next = 0x10000, .take_over = take_over};
+    scripted s = {.fa.next = 0x10000, .take_over = take_over};
     bh_registry *reg = make(&s, free_then_intern_at_x, BH_CONFIG_NO_ENV);
     bh_handle x;
     assert_int_equal(bh_alloc(reg, 2, 0x100, &x), BH_OK);
@@ -222,7 +207,7 @@ static bh_status intern_at_dying_x(int take_over, bh_stats *st) {
     if (take_over)
         assert_int_equal(bh_release(reg, s.taken_over), BH_OK);
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
-    assert_int_equal(s.frees, 1 + take_over);
+    assert_int_equal(s.fa.frees, 1 + take_over);
     return s.in_free;
 }
 

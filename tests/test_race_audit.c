@@ -27,26 +27,7 @@
 #include "bufhandle/bufhandle.h"
 #include "diag/diag.h"
 #include "core/internal.h"
-
-/* Hands out one fixed address per registry; counts frees. */
-typedef struct fixed_alloc {
-    uint64_t address;
-    int frees;
-} fixed_alloc;
-
-static int fa_alloc(void *ctx, uint32_t device, uint64_t size, uint64_t *address) {
-    (void)device;
-    (void)size;
-    *address = ((fixed_alloc *)ctx)->address;
-    return 0;
-}
-
-static void fa_free(void *ctx, uint32_t device, uint64_t address, uint64_t size) {
-    (void)device;
-    (void)address;
-    (void)size;
-    ((fixed_alloc *)ctx)->frees++;
-}
+#include "support/fixed_alloc.h"
 
 /* A registry on this allocator, deaf to the environment. */
 static bh_registry *registry_with(bh_allocator allocator, uint32_t flags) {
@@ -60,7 +41,7 @@ static bh_registry *registry_with(bh_allocator allocator, uint32_t flags) {
 }
 
 static bh_registry *make(fixed_alloc *a, uint32_t flags) {
-    return registry_with((bh_allocator){fa_alloc, fa_free, a}, flags);
+    return registry_with((bh_allocator){fixed_alloc_alloc, fixed_alloc_free, a}, flags);
 }
 
 /* ======================== Foreign debug tokens ======================== */
@@ -76,13 +57,13 @@ static void a_foreign_token_never_names_a_token_of_another_registry(void **state
     FILE *sink = tmpfile();
     assert_non_null(sink);
     bh__diag_set_sink(sink);
-    fixed_alloc aa = {0x10000, 0}, bb = {0x10000, 0};
+    fixed_alloc aa = {.next = 0x10000}, bb = {.next = 0x10000};
     bh_registry *a = make(&aa, BH_CONFIG_DEBUG_REFS);
     bh_handle ta, tb;
     assert_int_equal(bh_alloc(a, 0, 64, &ta), BH_OK);
     /* 254 registries later, the next one gets a's tag again. */
     for (int r = 0; r < 254; r++) {
-        fixed_alloc unused = {0, 0};
+        fixed_alloc unused = {0};
         assert_int_equal(bh_registry_destroy(make(&unused, 0)), BH_OK);
     }
     bh_registry *b = make(&bb, BH_CONFIG_DEBUG_REFS);
@@ -134,7 +115,7 @@ static bh_status intern_inside_x(bh_registry *reg, uint32_t device) {
  * registry, as another thread could at that instant: X is dying, its free
  * has started, its key is still linked. */
 typedef struct dying_probe {
-    fixed_alloc fa; /* first: fa_alloc answers fa.address; dp_free counts fa.frees */
+    fixed_alloc fa; /* first: fixed_alloc_alloc answers fa.next; dp_free counts fa.frees */
     bh_registry *reg;
     int probed;
     bh_status intern_interior, intern_exact, containing, adopt_interior, alloc_interior;
@@ -153,7 +134,7 @@ static void dp_free(void *ctx, uint32_t device, uint64_t address, uint64_t size)
     /* The allocator may hand X's memory out from here on (bh_alloc), and a
      * caller that got it may adopt it: neither is a conflict. */
     p->adopt_interior = bh_adopt(p->reg, device, 0x10800, 0x100, &p->adopted);
-    p->fa.address = 0x10400;
+    p->fa.next = 0x10400;
     p->alloc_interior = bh_alloc(p->reg, device, 0x100, &p->allocated);
 }
 
@@ -166,8 +147,8 @@ static void an_interior_intern_meets_a_dying_allocation_until_its_free_returned(
     (void)state;
     dying_probe p;
     memset(&p, 0, sizeof(p));
-    p.fa.address = 0x10000;
-    p.reg = registry_with((bh_allocator){fa_alloc, dp_free, &p}, 0);
+    p.fa.next = 0x10000;
+    p.reg = registry_with((bh_allocator){fixed_alloc_alloc, dp_free, &p}, 0);
     bh_handle x;
     assert_int_equal(bh_alloc(p.reg, 3, 0x1000, &x), BH_OK);
     assert_int_equal(bh_release(p.reg, x), BH_OK);
@@ -198,7 +179,7 @@ static void an_interior_intern_meets_a_dying_allocation_until_its_free_returned(
  * memory for an index node (BH_ENOMEM: X was alone in its domain, so taking
  * it out freed the domain's tree). */
 typedef struct failed_takeover {
-    fixed_alloc fa; /* first: fa_alloc answers fa.address */
+    fixed_alloc fa; /* first: fixed_alloc_alloc answers fa.next */
     bh_registry *reg;
     int enomem; /* which failure to provoke */
     int probed;
@@ -219,7 +200,7 @@ static void ft_free(void *ctx, uint32_t device, uint64_t address, uint64_t size)
     } else {
         /* [0xf000, 0x11000): the index meets X first (the range starting
          * last below the end), takes it over, then meets Y. */
-        p->fa.address = 0xf000;
+        p->fa.next = 0xf000;
         p->takeover = bh_alloc(p->reg, device, 0x2000, &h);
     }
     if (p->takeover == BH_OK)
@@ -233,13 +214,13 @@ static void a_failed_takeover_puts_the_dying_range_back(void **state) {
         failed_takeover p;
         memset(&p, 0, sizeof(p));
         p.enomem = enomem;
-        p.reg = registry_with((bh_allocator){fa_alloc, ft_free, &p}, 0);
+        p.reg = registry_with((bh_allocator){fixed_alloc_alloc, ft_free, &p}, 0);
         bh_handle x, y = BH_HANDLE_NULL;
         if (!enomem) {
-            p.fa.address = 0xe000; /* Y = [0xe000, 0xf800), live throughout */
+            p.fa.next = 0xe000; /* Y = [0xe000, 0xf800), live throughout */
             assert_int_equal(bh_alloc(p.reg, 3, 0x1800, &y), BH_OK);
         }
-        p.fa.address = 0x10000;
+        p.fa.next = 0x10000;
         assert_int_equal(bh_alloc(p.reg, 3, 0x1000, &x), BH_OK);
         assert_int_equal(bh_release(p.reg, x), BH_OK);
         assert_int_equal(p.before, BH_EBUSY);
