@@ -142,8 +142,6 @@ static inline unsigned bh_tt_record_size_of(const char *v) {
     return BH_TT_RECORD;
 }
 #define BH_TT_DEFAULT_SOCKET "/tmp/tt_allocation_server.sock"
-/* 0.2's default, squattable by any user; the default now comes from rundir.h. */
-#define BH_TRACKD_DEFAULT_SOCKET "/tmp/bh-trackd.sock"
 
 /* ------------------------------------------------------------ little endian */
 

@@ -53,8 +53,6 @@ bh__symbolizer *bh__symbolizer_open(void);
 void bh__symbolizer_close(bh__symbolizer *sym);
 /* Fills *out for pc (a return address, or the exact pc if exact). */
 void bh__symbolize(bh__symbolizer *sym, void *pc, int exact, bh__frame *out);
-/* 1 when libdw is in use (file:line available where debug info exists). */
-int bh__symbolizer_has_lines(const bh__symbolizer *sym);
 
 /* Frames of s that belong to the caller, not to the library's own entry
  * points: the index of the first one. */
@@ -89,7 +87,6 @@ void bh__witness_enable(int on);
 typedef struct bh__witness_pool bh__witness_pool;
 bh_status bh__witness_pool_create(bh__witness_mode mode, bh__witness_pool **out);
 void bh__witness_pool_destroy(bh__witness_pool *pool);
-bh__witness_mode bh__witness_pool_mode(const bh__witness_pool *pool);
 /* A witness slot per token record index; the pool grows with the table. */
 bh_status bh__witness_reserve(bh__witness_pool *pool, uint32_t records);
 /* The token with record index rec was issued / released for good. Each
@@ -210,7 +207,6 @@ int bh__history_has_findings(const bh__hist_entry *e);
 size_t bh__history_top(bh__history *h, bh__hist_entry *out, size_t max, int findings_only,
                        uint64_t *findings);
 uint64_t bh__history_addresses(bh__history *h);
-uint64_t bh__history_lost(bh__history *h);
 
 /* ======================== Misuse reports (diag_report.c) ======================== */
 

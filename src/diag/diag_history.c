@@ -190,10 +190,3 @@ uint64_t bh__history_addresses(bh__history *h) {
     pthread_mutex_unlock(&h->lock);
     return n;
 }
-
-uint64_t bh__history_lost(bh__history *h) {
-    pthread_mutex_lock(&h->lock);
-    uint64_t n = h->lost;
-    pthread_mutex_unlock(&h->lock);
-    return n;
-}

@@ -226,15 +226,6 @@ static const char *demangle(bh__symbolizer *sym, const char *name) {
     return d != NULL ? d->name : name;
 }
 
-int bh__symbolizer_has_lines(const bh__symbolizer *sym) {
-#if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
-    return sym != NULL && sym->dwfl != NULL;
-#else
-    (void)sym;
-    return 0;
-#endif
-}
-
 void bh__symbolize(bh__symbolizer *sym, void *pc, int exact, bh__frame *out) {
     memset(out, 0, sizeof(*out));
     out->pc = pc;

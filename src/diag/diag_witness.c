@@ -106,8 +106,6 @@ void bh__witness_pool_destroy(bh__witness_pool *pool) {
     bh__free(pool);
 }
 
-bh__witness_mode bh__witness_pool_mode(const bh__witness_pool *pool) { return pool->mode; }
-
 bh_status bh__witness_reserve(bh__witness_pool *pool, uint32_t records) {
     if (pool->mode != BH__WITNESS_VALGRIND)
         return BH_OK;

@@ -60,14 +60,6 @@ int td_sb_printf(td_strbuf *b, const char *fmt, ...) {
     return 0;
 }
 
-void td_sb_append(td_strbuf *b, const void *p, size_t n) {
-    if (reserve(b, n) != 0)
-        return;
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
 /* ======================== Numbers ======================== */
 
 int td_parse_u64(const char *v, uint64_t *out) {

@@ -326,7 +326,6 @@ typedef struct td_strbuf {
 
 /* Appends; -1 (nothing appended) past b->limit or out of memory. */
 int td_sb_printf(td_strbuf *b, const char *fmt, ...) TD_PRINTF(2, 3);
-void td_sb_append(td_strbuf *b, const void *p, size_t n);
 
 /* Rows past limit bytes (0: TD_REPLY_LIMIT) are counted as omitted, so a
  * reply always fits one frame. */

@@ -186,8 +186,6 @@ void bh_track_totals(const bh_track *t, uint64_t client, uint32_t device, bh_tra
 /* Live bytes of one device, over every client; *seen (may be NULL): it ever
  * had an allocation. O(1). */
 uint64_t bh_track_device_bytes(const bh_track *t, uint32_t device, int *seen);
-/* Live allocations of one process. O(1). */
-uint64_t bh_track_process_live(const bh_track *t, uint32_t process);
 /* (stream, device) groups of one process (kept after it is gone, until it is
  * retired). O(1). */
 size_t bh_track_process_groups(const bh_track *t, uint32_t process);

@@ -119,11 +119,6 @@ uint64_t bh_track_device_bytes(const bh_track *t, uint32_t device, int *seen) {
     return d != NULL ? d->bytes : 0;
 }
 
-uint64_t bh_track_process_live(const bh_track *t, uint32_t process) {
-    const proc *p = ref_find(&t->procs, process);
-    return p != NULL ? p->live : 0;
-}
-
 size_t bh_track_process_groups(const bh_track *t, uint32_t process) {
     const proc *p = ref_find(&t->procs, process);
     return p != NULL ? p->ngroups : 0;
