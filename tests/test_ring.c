@@ -18,7 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <cmocka.h>
 
@@ -95,24 +98,27 @@ static void send_stream_frame(int fd, uint16_t type, uint32_t stream) {
 
 /* ------------------------------------------------------------ tests */
 
-/* A resync entry says how long the allocation has been live: the server's
- * dump shows that age, not the time since the resync (0.3.1 had no such
- * entry and restarted every age at the resync). */
+/* A resync entry carries the allocation's report time: the server's dump
+ * shows the age since then, not since the resync (0.3.1 had no such entry
+ * and restarted every age at the resync). */
 static void an_aged_resync_entry_keeps_its_age(void **state) {
     (void)state;
     pid_t srv = start_server();
     int fd = raw_connect();
     send_hello(fd);
     send_stream_frame(fd, BH_WIRE_RESYNC_BEGIN, 1);
-    uint8_t f[BH_WIRE_HEADER + 8 + BH_WIRE_RESYNC_AGED_ENTRY];
-    size_t h = bh_wire_header(f, BH_WIRE_RESYNC_CHUNK_AGED, 8 + BH_WIRE_RESYNC_AGED_ENTRY);
-    memset(f + h, 0, 8 + BH_WIRE_RESYNC_AGED_ENTRY);
+    uint8_t f[BH_WIRE_HEADER + 8 + BH_WIRE_RESYNC_TIMED_ENTRY];
+    size_t h = bh_wire_header(f, BH_WIRE_RESYNC_CHUNK_TIMED, 8 + BH_WIRE_RESYNC_TIMED_ENTRY);
+    memset(f + h, 0, 8 + BH_WIRE_RESYNC_TIMED_ENTRY);
     bh_put32(f + h, 1);
     bh_put32(f + h + 4, 1);
-    bh_put32(f + h + 8, 3);            /* device */
-    bh_put64(f + h + 16, 0x7000);      /* address */
-    bh_put64(f + h + 24, 4096);        /* size */
-    bh_put64(f + h + 32, 90u * 1000u); /* live for 90 s */
+    bh_put32(f + h + 8, 3);       /* device */
+    bh_put64(f + h + 16, 0x7000); /* address */
+    bh_put64(f + h + 24, 4096);   /* size */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    bh_put64(f + h + 32,
+             (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u - 90000u); /* 90 s ago */
     send_all(fd, f, sizeof(f));
     send_stream_frame(fd, BH_WIRE_RESYNC_END, 1);
     test_wait_stat(trackd, paths.sock, "server", "resyncs", 1);
@@ -121,6 +127,275 @@ static void an_aged_resync_entry_keeps_its_age(void **state) {
     assert_non_null(age);
     assert_true(strtod(age + 8, NULL) >= 90.0);
     close(fd);
+    test_server_stop_clean(srv);
+}
+
+/* ------------------------------------------------------------ the reporter's ring */
+
+static void report(bh_reporter *rep, bh_event_kind kind, uint64_t address, uint64_t *seq) {
+    bh_event ev = {kind, 1, address, kind == BH_EVENT_ALLOC ? 64 : 0, ++*seq};
+    rep->report(rep->ctx, &ev);
+}
+
+/* The age the server's dump gives the live allocation at address, or -1. */
+static double age_of(uint64_t address) {
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"address\":%llu,", (unsigned long long)address);
+    const char *p = strstr(dump_json(), pat);
+    if (p == NULL)
+        return -1;
+    p = strstr(p, "\"age_s\":");
+    return p != NULL ? strtod(p + 8, NULL) : -1;
+}
+
+/* A small ring and a server stopped long enough to overflow it: the server
+ * counts exactly the events the reporter dropped, its live set is exact
+ * after the resync, and an allocation whose ALLOC was dropped keeps its real
+ * age (the resync carries it). 0.3.1 counted no loss at all on the server,
+ * and restarted every age at the resync. */
+static void forced_loss_is_counted_alike_and_repaired_with_ages_kept(void **state) {
+    (void)state;
+    pid_t srv = start_server();
+    bh_reporter rep;
+    bh_socket_options opt = {.queue_capacity = 1000, .send_timeout_ms = 200}; /* a ring of 1,024 */
+    assert_int_equal(bh_socket_reporter_open(paths.sock, &opt, &rep), BH_OK);
+    uint64_t seq = 0;
+    for (uint64_t i = 0; i < 100; i++)
+        report(&rep, BH_EVENT_ALLOC, 0x100000 + i * 64, &seq);
+    assert_int_equal(bh_socket_reporter_flush(&rep, 10000), BH_OK);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "live", 100), 100);
+
+    assert_int_equal(kill(srv, SIGSTOP), 0);
+    for (uint64_t i = 0; i < 5000; i++) { /* 10,000 events into a ring of 1,024 */
+        report(&rep, BH_EVENT_ALLOC, 0x900000 + (i % 512) * 64, &seq);
+        report(&rep, BH_EVENT_FREE, 0x900000 + (i % 512) * 64, &seq);
+    }
+    bh_reporter_stats rs;
+    assert_int_equal(bh_socket_reporter_stats(&rep, &rs), BH_OK);
+    assert_true(rs.dropped > 0);
+    uint64_t dropped_before = rs.dropped;
+    report(&rep, BH_EVENT_ALLOC, 0x7770000, &seq); /* the ring is full: only the shadow has it */
+    double t_alloc = test_now_s();
+    assert_int_equal(bh_socket_reporter_stats(&rep, &rs), BH_OK);
+    assert_int_equal(rs.dropped, dropped_before + 1);
+    test_sleep_ms(1000); /* the allocation ages while the server is stopped */
+    assert_int_equal(kill(srv, SIGCONT), 0);
+
+    /* Wait for the repair: everything drained, the resync done. */
+    const char *j = NULL;
+    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end; test_sleep_ms(20)) {
+        (void)bh_socket_reporter_flush(&rep, 1000);
+        assert_int_equal(bh_socket_reporter_stats(&rep, &rs), BH_OK);
+        char buf[1 << 16];
+        j = test_stats_json(trackd, paths.sock, buf, sizeof(buf));
+        if (test_json_u64(j, "totals", "lost") == rs.dropped && test_json_u64(j, "totals", "live") == 101 &&
+            rs.resyncs >= 1)
+            break;
+    }
+    char buf[1 << 16];
+    j = test_stats_json(trackd, paths.sock, buf, sizeof(buf));
+    print_message("reporter: %llu reported, %llu dropped, %llu resyncs; server: %llu lost\n",
+                  (unsigned long long)rs.reported, (unsigned long long)rs.dropped,
+                  (unsigned long long)rs.resyncs, (unsigned long long)test_json_u64(j, "totals", "lost"));
+    assert_int_equal(test_json_u64(j, "totals", "lost"), rs.dropped);
+    assert_int_equal(test_json_u64(j, "totals", "live"), 101);
+    assert_int_equal(test_json_u64(j, "totals", "unknown_frees"), 0);
+    assert_int_equal(test_json_u64(j, "totals", "duplicate_allocs"), 0);
+    double age = age_of(0x7770000);
+    print_message("age of the allocation whose ALLOC was dropped: %.3f s (made %.3f s ago)\n", age,
+                  test_now_s() - t_alloc);
+    assert_true(age >= test_now_s() - t_alloc - 0.2); /* not the time since the resync */
+    bh_socket_reporter_close(&rep);
+    test_server_stop_clean(srv);
+}
+
+/* ------------------------------------------------------------ hostile rings */
+
+/* A ring of cap records in a memfd: sealed against shrinking (seal set), of
+ * the size it claims (bytes 0: the right one). Returns the descriptor and
+ * maps it at *map. */
+static int make_ring(uint32_t cap, int seal, size_t bytes, uint8_t **map) {
+    int fd = memfd_create("hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    assert_true(fd >= 0);
+    size_t len = bytes ? bytes : bh_ring_bytes(cap);
+    assert_int_equal(ftruncate(fd, (off_t)len), 0);
+    if (seal)
+        assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+    *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    assert_true(*map != MAP_FAILED);
+    bh_put32(*map + BH_RING_OFF_MAGIC, BH_RING_MAGIC);
+    bh_put16(*map + BH_RING_OFF_VERSION, BH_RING_VERSION);
+    bh_put16(*map + BH_RING_OFF_RECSZ, BH_RING_RECORD);
+    bh_put32(*map + BH_RING_OFF_CAP, cap);
+    bh_put32(*map + BH_RING_OFF_STREAM, 1);
+    return fd;
+}
+
+/* RING for stream 1 with fd (-1: none) over a HELLO'd connection. */
+static void send_ring(int sock, uint32_t cap, int fd) {
+    uint8_t f[BH_WIRE_HEADER + BH_WIRE_RING_LEN];
+    size_t h = bh_wire_header(f, BH_WIRE_RING, BH_WIRE_RING_LEN);
+    memset(f + h, 0, BH_WIRE_RING_LEN);
+    bh_put32(f + h, 1);
+    bh_put32(f + h + 4, cap);
+    struct iovec iov = {f, sizeof(f)};
+    union {
+        char b[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } cm;
+    memset(&cm, 0, sizeof(cm));
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fd >= 0) {
+        m.msg_control = cm.b;
+        m.msg_controllen = sizeof(cm.b);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    }
+    assert_int_equal(sendmsg(sock, &m, MSG_NOSIGNAL), (ssize_t)sizeof(f));
+}
+
+/* Reads frames until one of type arrives or the connection ends; returns the
+ * first payload word (RING_ACK: the stream; ERROR: the code) or -1. */
+static int64_t await_frame(int sock, uint16_t type, uint32_t *second) {
+    uint8_t b[512];
+    size_t have = 0;
+    for (;;) {
+        ssize_t n = recv(sock, b + have, sizeof(b) - have, 0);
+        if (n <= 0)
+            return -1;
+        have += (size_t)n;
+        while (have >= BH_WIRE_HEADER && have >= BH_WIRE_HEADER + bh_get32(b + 8)) {
+            uint32_t len = bh_get32(b + 8);
+            if (bh_get16(b + 6) == type && len >= 4) {
+                if (second != NULL && len >= 8)
+                    *second = bh_get32(b + BH_WIRE_HEADER + 4);
+                return (int32_t)bh_get32(b + BH_WIRE_HEADER);
+            }
+            memmove(b, b + BH_WIRE_HEADER + len, have - BH_WIRE_HEADER - len);
+            have -= BH_WIRE_HEADER + len;
+        }
+    }
+}
+
+static void put_record(uint8_t *ring, uint32_t cap, uint64_t i, uint64_t n, uint8_t kind, uint64_t address) {
+    uint8_t *r = ring + BH_RING_HEADER + (size_t)(i & (cap - 1)) * BH_RING_RECORD;
+    memset(r, 0, BH_RING_RECORD);
+    bh_put64(r, n);
+    r[8] = kind;
+    bh_put32(r + 12, 1);
+    bh_put64(r + 16, address);
+    bh_put64(r + 24, 64);
+}
+
+static void publish(uint8_t *ring, uint64_t head) { bh_ring_store(ring, BH_RING_OFF_HEAD, head); }
+
+/* One attack: a connection hands over a ring that then breaks a rule; the
+ * server refuses that connection (ERROR BH_EINVAL) and goes on. */
+typedef void (*attack_fn)(uint8_t *ring, uint32_t cap);
+static void head_far_ahead(uint8_t *ring, uint32_t cap) { publish(ring, (uint64_t)cap * 1000 + 7); }
+static void head_goes_back(uint8_t *ring, uint32_t cap) {
+    (void)cap;
+    publish(ring, UINT64_MAX - 3); /* "behind" a tail of 0 */
+}
+static void unknown_kind(uint8_t *ring, uint32_t cap) {
+    put_record(ring, cap, 0, 1, 99, 4096);
+    publish(ring, 1);
+}
+static void numbers_go_back(uint8_t *ring, uint32_t cap) {
+    put_record(ring, cap, 0, 5, BH_RING_ALLOC, 4096);
+    put_record(ring, cap, 1, 5, BH_RING_FREE, 4096);
+    publish(ring, 2);
+}
+
+static void run_attack(attack_fn attack, uint64_t malformed_before) {
+    int sock = raw_connect();
+    send_hello(sock);
+    uint8_t *ring;
+    uint32_t cap = 1024;
+    int fd = make_ring(cap, 1, 0, &ring);
+    send_ring(sock, cap, fd);
+    uint32_t status = 1;
+    assert_int_equal(await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
+    assert_int_equal(status, 0); /* taken */
+    attack(ring, cap);
+    /* The server finds it at its next drain (a poll, or DRAIN now). */
+    uint8_t f[BH_WIRE_HEADER];
+    send_all(sock, f, bh_wire_header(f, BH_WIRE_DRAIN, 0));
+    assert_int_equal(await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "server", "malformed", malformed_before + 1),
+                     malformed_before + 1);
+    munmap(ring, bh_ring_bytes(cap));
+    close(fd);
+    close(sock);
+}
+
+/* A malicious producer: garbage indices, kinds, numbers; descriptors that
+ * are not what they claim; a mark never resynced. The server refuses what
+ * breaks a rule, without a crash, a stall or a read outside the mapping,
+ * and keeps serving a well-behaved reporter throughout. (0.3.1 took no
+ * rings: the RING frame was malformed.) */
+static void a_hostile_ring_never_crashes_or_stalls_the_server(void **state) {
+    (void)state;
+    pid_t srv = start_server();
+    attack_fn attacks[] = {head_far_ahead, head_goes_back, unknown_kind, numbers_go_back};
+    for (size_t i = 0; i < sizeof(attacks) / sizeof(attacks[0]); i++)
+        run_attack(attacks[i], i);
+
+    /* Descriptors that are not sealed memfds of their size are refused with
+     * RING_ACK (the client may go on over the socket), not trusted. */
+    int sock = raw_connect();
+    send_hello(sock);
+    uint8_t *ring;
+    int unsealed = make_ring(1024, 0, 0, &ring);
+    send_ring(sock, 1024, unsealed);
+    uint32_t status = 0;
+    assert_int_equal(await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
+    assert_int_equal((int32_t)status, BH_EINVAL);
+    munmap(ring, bh_ring_bytes(1024));
+    int small = make_ring(1024, 1, 4096, &ring); /* claims 1,024 records in 4 KiB */
+    send_ring(sock, 1024, small);
+    assert_int_equal(await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
+    assert_int_equal((int32_t)status, BH_EINVAL);
+    munmap(ring, 4096);
+    send_ring(sock, 1024, -1); /* no descriptor at all: malformed */
+    assert_int_equal(await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL);
+    close(sock);
+    close(unsealed);
+    close(small);
+
+    /* A mark whose resync never comes holds that ring only. */
+    sock = raw_connect();
+    send_hello(sock);
+    int fd = make_ring(1024, 1, 0, &ring);
+    send_ring(sock, 1024, fd);
+    assert_int_equal(await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
+    char buf[1 << 16];
+    uint64_t allocs =
+        test_json_u64(test_stats_json(trackd, paths.sock, buf, sizeof(buf)), "totals", "allocs");
+    put_record(ring, 1024, 0, 1, BH_RING_ALLOC, 0x5000);
+    put_record(ring, 1024, 1, 1, BH_RING_MARK, 9);
+    put_record(ring, 1024, 2, 2, BH_RING_ALLOC, 0x6000);
+    publish(ring, 3);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", allocs + 1), allocs + 1);
+
+    /* Meanwhile a real reporter is served as ever. */
+    bh_reporter rep;
+    assert_int_equal(bh_socket_reporter_open(paths.sock, NULL, &rep), BH_OK);
+    uint64_t seq = 0;
+    for (uint64_t i = 0; i < 1000; i++)
+        report(&rep, BH_EVENT_ALLOC, 0x10000000 + i * 64, &seq);
+    assert_int_equal(bh_socket_reporter_flush(&rep, 10000), BH_OK);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", allocs + 1001), allocs + 1001);
+    const char *j = test_stats_json(trackd, paths.sock, buf, sizeof(buf));
+    assert_int_equal(test_json_u64(j, "totals", "allocs"), allocs + 1001); /* the held record stays held */
+    assert_int_equal(test_json_u64(j, "server", "malformed"), 5);
+    bh_socket_reporter_close(&rep);
+    munmap(ring, bh_ring_bytes(1024));
+    close(fd);
+    close(sock);
     test_server_stop_clean(srv);
 }
 
@@ -133,6 +408,9 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(an_aged_resync_entry_keeps_its_age, setup, teardown),
+        cmocka_unit_test_setup_teardown(forced_loss_is_counted_alike_and_repaired_with_ages_kept, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_hostile_ring_never_crashes_or_stalls_the_server, setup, teardown),
     };
     return cmocka_run_group_tests_name("ring", tests, NULL, NULL);
 }

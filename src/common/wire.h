@@ -26,28 +26,28 @@
 #define BH_WIRE_MAX_NAME 255u
 
 enum bh_wire_type {
-    BH_WIRE_HELLO = 1,             /* c->s: pid u32, version u16, flags u16, name_len u16, name */
-    BH_WIRE_EVENT = 2,             /* c->s: stream u32, kind u8, pad u8[3], device u32, pad u32,
-                                            address u64, size u64, seq u64 (40 bytes) */
-    BH_WIRE_RESYNC_BEGIN = 3,      /* c->s: stream u32; or (ring streams) stream u32, pad u32, mark u64 */
-    BH_WIRE_RESYNC_CHUNK = 4,      /* c->s: stream u32, count u32, count * {device u32, pad u32,
-                                            address u64, size u64} */
-    BH_WIRE_RESYNC_END = 5,        /* c->s: stream u32 */
-    BH_WIRE_QUERY = 6,             /* c->s: what u16 (1 stats, 2 dump), format u16 (0 text, 1 json) */
-    BH_WIRE_REPLY = 7,             /* s->c: text (the answer to QUERY) */
-    BH_WIRE_ERROR = 8,             /* s->c: code i32 (bh_status), message; then the server closes */
-    BH_WIRE_RESYNC_CHUNK_AGED = 9, /* c->s: stream u32, count u32, count * {device u32, pad u32,
-                                            address u64, size u64, age_ms u64} */
-    BH_WIRE_RING = 10,             /* c->s: stream u32, capacity u32, stale_mark u64; a memfd rides along */
-    BH_WIRE_RING_ACK = 11,         /* s->c: stream u32, status i32 (0: the server drains the ring) */
-    BH_WIRE_DRAIN = 12,            /* c->s: empty; drain my rings now (a flush waits) */
-    BH_WIRE_RING_CLOSE = 13        /* c->s: stream u32; drain what is left, then let the ring go */
+    BH_WIRE_HELLO = 1,              /* c->s: pid u32, version u16, flags u16, name_len u16, name */
+    BH_WIRE_EVENT = 2,              /* c->s: stream u32, kind u8, pad u8[3], device u32, pad u32,
+                                             address u64, size u64, seq u64 (40 bytes) */
+    BH_WIRE_RESYNC_BEGIN = 3,       /* c->s: stream u32; or (ring streams) stream u32, pad u32, mark u64 */
+    BH_WIRE_RESYNC_CHUNK = 4,       /* c->s: stream u32, count u32, count * {device u32, pad u32,
+                                             address u64, size u64} */
+    BH_WIRE_RESYNC_END = 5,         /* c->s: stream u32 */
+    BH_WIRE_QUERY = 6,              /* c->s: what u16 (1 stats, 2 dump), format u16 (0 text, 1 json) */
+    BH_WIRE_REPLY = 7,              /* s->c: text (the answer to QUERY) */
+    BH_WIRE_ERROR = 8,              /* s->c: code i32 (bh_status), message; then the server closes */
+    BH_WIRE_RESYNC_CHUNK_TIMED = 9, /* c->s: stream u32, count u32, count * {device u32, pad u32,
+                                            address u64, size u64, time_ms u64} */
+    BH_WIRE_RING = 10,              /* c->s: stream u32, capacity u32, stale_mark u64; a memfd rides along */
+    BH_WIRE_RING_ACK = 11,          /* s->c: stream u32, status i32 (0: the server drains the ring) */
+    BH_WIRE_DRAIN = 12,             /* c->s: empty; drain my rings now (a flush waits) */
+    BH_WIRE_RING_CLOSE = 13         /* c->s: stream u32; drain what is left, then let the ring go */
 };
 
 #define BH_WIRE_HELLO_CONTROL 0x1u /* HELLO flag: a query connection, not a process's reporter */
 #define BH_WIRE_EVENT_LEN 40u
 #define BH_WIRE_RESYNC_ENTRY 24u
-#define BH_WIRE_RESYNC_AGED_ENTRY 32u
+#define BH_WIRE_RESYNC_TIMED_ENTRY 32u
 #define BH_WIRE_RESYNC_BEGIN_MARK 16u /* RESYNC_BEGIN's length when it names a ring mark */
 #define BH_WIRE_RING_LEN 16u          /* RING: stream, capacity, marks up to stale_mark are stale */
 

@@ -299,23 +299,23 @@ int rs_send_begin(conn *c, uint32_t stream_id, uint64_t mark) {
     return rs_write_all(c, buf, sizeof(buf));
 }
 
-/* Without the lock: RESYNC_CHUNK_AGED frames of c->snap[0..n), CHUNK
- * entries each; ages are taken now. */
+/* Without the lock: RESYNC_CHUNK_TIMED frames of c->snap[0..n), CHUNK
+ * entries each, with each allocation's report time (CLOCK_MONOTONIC ms, a
+ * clock the server on this host shares). */
 int rs_send_chunk(conn *c, uint32_t stream_id, size_t n) {
-    uint64_t now = rs_clock_ms();
     for (size_t i = 0; i < n; i += CHUNK) {
         size_t k = n - i < CHUNK ? n - i : CHUNK;
-        size_t h =
-            bh_wire_header(c->rbuf, BH_WIRE_RESYNC_CHUNK_AGED, (uint32_t)(8 + k * BH_WIRE_RESYNC_AGED_ENTRY));
+        size_t h = bh_wire_header(c->rbuf, BH_WIRE_RESYNC_CHUNK_TIMED,
+                                  (uint32_t)(8 + k * BH_WIRE_RESYNC_TIMED_ENTRY));
         bh_put32(c->rbuf + h, stream_id);
         bh_put32(c->rbuf + h + 4, (uint32_t)k);
         uint8_t *p = c->rbuf + h + 8;
-        for (size_t j = i; j < i + k; j++, p += BH_WIRE_RESYNC_AGED_ENTRY) {
-            memset(p, 0, BH_WIRE_RESYNC_AGED_ENTRY);
+        for (size_t j = i; j < i + k; j++, p += BH_WIRE_RESYNC_TIMED_ENTRY) {
+            memset(p, 0, BH_WIRE_RESYNC_TIMED_ENTRY);
             bh_put32(p, c->snap[j].device);
             bh_put64(p + 8, c->snap[j].address);
             bh_put64(p + 16, c->snap_size[j]);
-            bh_put64(p + 24, c->snap_since[j] != 0 && c->snap_since[j] < now ? now - c->snap_since[j] : 0);
+            bh_put64(p + 24, c->snap_since[j]);
         }
         if (rs_write_all(c, c->rbuf, (size_t)(p - c->rbuf)) != 0)
             return -1;

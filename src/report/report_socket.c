@@ -134,7 +134,7 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
     c->encoded = bh__calloc(BATCH, 1);
     c->batch = bh__calloc(BATCH, sizeof(qitem));
     c->batch_n = bh__calloc(BATCH, sizeof(uint64_t));
-    c->rbuf = bh__calloc(1, BH_WIRE_HEADER + 8 + (size_t)CHUNK * BH_WIRE_RESYNC_AGED_ENTRY);
+    c->rbuf = bh__calloc(1, BH_WIRE_HEADER + 8 + (size_t)CHUNK * BH_WIRE_RESYNC_TIMED_ENTRY);
     c->snap = bh__calloc(CHUNK, sizeof(kentry));
     c->snap_size = bh__calloc(CHUNK, sizeof(uint64_t));
     c->snap_since = bh__calloc(CHUNK, sizeof(uint64_t));

@@ -89,9 +89,10 @@ static void handle_event(td_server *s, td_client *c, const uint8_t *p, uint32_t 
                     ev.device, ev.address);
 }
 
-/* RESYNC_CHUNK (entries of BH_WIRE_RESYNC_ENTRY bytes) or RESYNC_CHUNK_AGED
- * (BH_WIRE_RESYNC_AGED_ENTRY: each says how long it has been live, so a leak
- * keeps its real age across a resync; an age past now is taken as now). */
+/* RESYNC_CHUNK (entries of BH_WIRE_RESYNC_ENTRY bytes) or RESYNC_CHUNK_TIMED
+ * (BH_WIRE_RESYNC_TIMED_ENTRY: each carries the CLOCK_MONOTONIC ms of its
+ * report, so a leak keeps its real age across a resync, however long the
+ * chunk waited in the socket; a time in the future or 0 reads as now). */
 static void handle_resync_chunk(td_server *s, td_client *c, const uint8_t *p, uint32_t len, uint32_t entry) {
     if (len < 8) {
         td_malformed(s, c, "RESYNC_CHUNK length");
@@ -106,8 +107,8 @@ static void handle_resync_chunk(td_server *s, td_client *c, const uint8_t *p, ui
     uint64_t now = td_now_ms();
     for (uint32_t i = 0; i < n && !c->closing; i++) {
         const uint8_t *e = p + 8 + (size_t)i * entry;
-        uint64_t age = entry == BH_WIRE_RESYNC_AGED_ENTRY ? bh_get64(e + 24) : 0;
-        uint64_t since = age < now ? now - age : 0;
+        uint64_t when = entry == BH_WIRE_RESYNC_TIMED_ENTRY ? bh_get64(e + 24) : 0;
+        uint64_t since = when != 0 && when < now ? when : now;
         td_track_result(
             s, c, bh_track_restore(s->track, key, bh_get32(e), bh_get64(e + 8), bh_get64(e + 16), since),
             "RESYNC", bh_get32(e), bh_get64(e + 8));
@@ -149,8 +150,8 @@ void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p
     case BH_WIRE_RESYNC_CHUNK:
         handle_resync_chunk(s, c, p, len, BH_WIRE_RESYNC_ENTRY);
         return;
-    case BH_WIRE_RESYNC_CHUNK_AGED:
-        handle_resync_chunk(s, c, p, len, BH_WIRE_RESYNC_AGED_ENTRY);
+    case BH_WIRE_RESYNC_CHUNK_TIMED:
+        handle_resync_chunk(s, c, p, len, BH_WIRE_RESYNC_TIMED_ENTRY);
         return;
     case BH_WIRE_RESYNC_END:
         if (len != 4) {
