@@ -135,6 +135,9 @@ static inline int fast_hit(bh_registry *reg, const bh__shard *shard, uint64_t ha
         /* acq_rel, see above. */
         if (AO_fetch_compare_and_swap_full(&b->word, w, w + 1) != w)
             return 0;
+        /* For helgrind/drd: pairs with go_live's (and every releaser's)
+         * BH__HAPPENS_BEFORE, as the CAS's acquire does. */
+        BH__HAPPENS_AFTER(&b->word);
         /* The entry's slot is the block's: no read of b->slot needed. */
         *out = bh__handle_of(reg, bh__entry_slot(e), bh__word_gen(w));
         return 1;

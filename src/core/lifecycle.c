@@ -128,6 +128,10 @@ static bh_handle go_live(bh_registry *reg, bh__shard *shard, uint64_t hash, bh__
      * would do): drd and helgrind see a plain store racing with the lock-free
      * CASes that stale handles may still be making on this word; they see an
      * RMW as atomic. */
+    /* For helgrind/drd: what the creator did before (its allocator call,
+     * set_key) happens before a lock-free hit on this block (fast_hit's
+     * BH__HAPPENS_AFTER); they do not see the release RMW as one. */
+    BH__HAPPENS_BEFORE(&b->word);
     uint32_t gen = bh__word_gen(AO_fetch_and_add_release(&b->word, 1));
     bh__shard_link(shard, hash, b);
     return bh__block_handle(reg, b, gen);
