@@ -396,7 +396,7 @@ static void ranges_past_2_64_and_live_bytes_overflow_are_einval(void **state) {
 
 /* ------------------------------------------------------------ overlaps */
 
-/* The porting bug of issue 9: a buffer "at address + offset" of a live 8 KiB
+/* The porting bug found in 0.2: a buffer "at address + offset" of a live 8 KiB
  * allocation was interned as a new owner (0.2: BH_OK, ALLOC reported, and the
  * interior address later freed into the allocator). */
 static void intern_inside_a_live_allocation_is_eoverlap_and_changes_nothing(void **state) {

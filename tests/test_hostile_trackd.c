@@ -1,5 +1,5 @@
 /*
- * test_hostile_trackd.c - attacks on a real bh-trackd (issue 10, items 1-11),
+ * test_hostile_trackd.c - attacks on a real bh-trackd (the 0.3 hardening review),
  * each checked by what it does to the server: CPU time, RSS, log growth, a
  * bystander's latency, shutdown time, files it must not touch.
  *

@@ -39,7 +39,7 @@ void bh__core_foreach_live(bh_registry *reg, void (*fn)(void *ctx, bh_handle blo
     uint32_t end = bh__slab_fresh_end(&reg->slab); /* slots below it exist and never move */
     for (uint32_t slot = 1; slot < end; slot++) {
         bh__block *b = bh__slab_at(&reg->slab, slot);
-        /* Acquire: pairs with publish(), like bh_info_get's first load. */
+        /* Acquire: pairs with go_live(), like bh_info_get's first load. */
         AO_t w = AO_load_acquire(&b->word);
         if (bh__word_refs(w) == 0)
             continue;

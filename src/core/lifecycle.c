@@ -322,7 +322,7 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
     } else {
         /* (gen, 0) -> (gen + 1, 0): every copy of the old handle is stale
          * from here. Release: a reader that sees the new generation sees the
-         * block unlinked. RMW for the race detectors, as in publish(). */
+         * block unlinked. RMW for the race detectors, as in go_live(). */
         (void)AO_fetch_and_add_release(&b->word, (AO_t)1 << 32);
         put_back_block(shard, b);
     }

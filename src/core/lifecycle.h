@@ -37,7 +37,7 @@ static inline int bh__range_ok(uint64_t address, uint64_t size) {
  * unless zero": a dying block is never revived).
  * Returns BH_OK, BH_ESTALE (other generation, or refs 0), BH_EOVERFLOW.
  * Ordering: acq_rel CAS. Acquire pairs with the release that published this
- * generation (publish() or the CAS of whoever handed us the handle), so the
+ * generation (go_live() or the CAS of whoever handed us the handle), so the
  * block's fields read after this are the current generation's. Release is
  * not needed for the increment itself but comes with the same instruction. */
 static inline bh_status bh__ref_get(const bh_registry *reg, bh__block *b, uint32_t gen) {

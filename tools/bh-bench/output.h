@@ -14,7 +14,7 @@
 #include "bench.h"
 #include "report_cost.h"
 
-/* One line of the result table. Targets come from issue 11: either on the
+/* One line of the result table. Each has a target (docs/benchmarks.md): either on the
  * speedup over a baseline (baseline ns / bufhandle ns) or on the value. */
 typedef struct figure {
     char name[80];
