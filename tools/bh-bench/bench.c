@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "annotations.h"
 #include "bench.h"
 #include "bench_util.h"
 #include "keys.h"
@@ -302,14 +303,15 @@ static int config_index(const char *key) {
 
 static const char usage[] =
     "usage: bh-bench [--quick] [--reps N] [--ops N] [--json | --json-out FILE] [--trackd PATH]\n"
-    "                [--only memory|pairs|lookup|mixed|intern|creation|port|threads|configs|reporter] "
+    "                [--only "
+    "memory|pairs|lookup|mixed|intern|creation|port|threads|configs|annotations|reporter] "
     "[--live N]\n"
     "                [--config defaults|no-overlap|debug-refs|history|stacks]\n";
 
 int main(int argc, char **argv) {
     opts o = {.reps = 5, .ops = 1000000};
     long ops = 0;
-    int reps = 0;
+    int reps = 0, probe = 0;
     const char *trackd = bh_trackd_next_to_self();
     const char *json_out = NULL; /* the text on stdout, and the same run's JSON in this file */
     for (int i = 1; i < argc; i++) {
@@ -329,6 +331,8 @@ int main(int argc, char **argv) {
             o.live = (size_t)atol(argv[++i]);
         else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
             figure_config = config_index(argv[++i]);
+        else if (strcmp(argv[i], "--probe-hot-path") == 0) /* the annotations row's other side */
+            probe = 1;
         else if (strcmp(argv[i], "--trackd") == 0 && i + 1 < argc)
             trackd = argv[++i];
         else {
@@ -355,15 +359,17 @@ int main(int argc, char **argv) {
     }
 
     /* First, before anything is freed: the resident-set measurement. */
-    if (wanted(&o, "memory"))
+    if (!probe && wanted(&o, "memory"))
         section_memory(&o);
     /* glibc skips the lock prefix of mutexes while a process has never had a
      * second thread; runtimes are threaded, so the baselines must not be
-     * measured in that flattering mode. */
+     * measured in that flattering mode (nor one side of the annotations row). */
     pthread_t t;
     if (pthread_create(&t, NULL, nothing, NULL) != 0)
         bench_die("pthread_create failed");
     pthread_join(t, NULL);
+    if (probe)
+        return annotations_probe_main(o.ops);
 
     static const struct {
         const char *name;
@@ -371,7 +377,7 @@ int main(int argc, char **argv) {
     } sections[] = {
         {"pairs", section_pairs},     {"lookup", section_lookup},     {"mixed", section_mixed},
         {"intern", section_intern},   {"creation", section_creation}, {"port", section_port},
-        {"threads", section_threads}, {"configs", section_configs},
+        {"threads", section_threads}, {"configs", section_configs},   {"annotations", section_annotations},
     };
     for (size_t s = 0; s < sizeof(sections) / sizeof(sections[0]); s++) {
         if (!wanted(&o, sections[s].name))
