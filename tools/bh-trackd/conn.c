@@ -144,6 +144,12 @@ void td_track_result(td_server *s, td_client *c, bh_track_result r, const char *
                (int)c->pid, s->max_groups, kind);
         td_send_error(s, c, BH_ENOMEM, "over the (stream, device) group limit (--max-groups-per-client)");
         break;
+    case BH_TRACK_SIZE:
+        s->limit_disconnects++;
+        td_log(s, TD_WARN, "pid %d sent an allocation of %s too large to count at %s; disconnecting it",
+               (int)c->pid, td_domain_text(dom, sizeof(dom), domain), kind);
+        td_send_error(s, c, BH_EINVAL, "allocation size over 2^48 bytes, or 2^50 live on one device");
+        break;
     case BH_TRACK_LIMIT:
     case BH_TRACK_NOMEM:
         s->limit_disconnects++;

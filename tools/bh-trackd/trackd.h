@@ -46,6 +46,7 @@
     (BH_WIRE_MAX_PAYLOAD -                                                                                   \
      (64u << 10)) /* rows of a reply (the rest counted as omitted); 64 KiB left for leaks and totals */
 #define TD_LOG_DUMP_LIMIT (64u << 10) /* of a DUMP_REMAINING in the log */
+#define TD_DUMP_INTERVAL_MS 10000u    /* one DUMP_REMAINING excerpt in the log per this, for all clients */
 #define TD_TICK_MS 100                /* timers: timeouts, orphans, periodic summary */
 #define TD_LOG_BURST 100              /* lines per message per TD_LOG_WINDOW_MS; the rest are counted */
 #define TD_LOG_WINDOW_MS 60000u
@@ -167,6 +168,7 @@ typedef struct td_server {
     size_t departed_groups;                /* their groups, bounded by TD_DEPARTED_GROUPS */
     struct td_tt_table *tt_table;          /* TT's server's view of the compat clients (tt_table.h) */
     uint64_t next_summary_ms;
+    uint64_t last_dump_ms, dumps_logged, dumps_skipped; /* DUMP_REMAINING excerpts (tt.c) */
     /* counters */
     uint64_t connections, reporter_connections, rejected, malformed, resyncs, compat_records,
         unsupported_records, compat_ignored, limit_disconnects, refused, timeouts, output_overflows,

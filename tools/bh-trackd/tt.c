@@ -147,11 +147,23 @@ static int dump_one(void *ctx, const td_tt_entry *e) {
 }
 
 /* DUMP_REMAINING (every entry) or DUMP_KERNELS: TT's server prints its table;
- * the log gets a bounded excerpt. */
+ * the log gets a bounded excerpt, at most one per TD_DUMP_INTERVAL_MS for all
+ * clients together, decided before anything is rendered (0.3.1 rendered
+ * 64 KiB for each 72-byte request, then let the log's rate limit drop it:
+ * 786 KB of requests held the loop for 20 s). */
 static void dump(td_server *s, td_client *c, int space, const char *what) {
+    uint64_t now = td_now_ms();
+    if (s->dumps_logged > 0 && now - s->last_dump_ms < TD_DUMP_INTERVAL_MS) {
+        s->dumps_skipped++;
+        return;
+    }
+    s->last_dump_ms = now;
+    s->dumps_logged++;
     dump_ctx d = {{.limit = TD_LOG_DUMP_LIMIT}};
     td_tt_each(s->tt_table, space, dump_one, &d);
-    td_log(s, TD_INFO, "%s requested by pid %d:\n%s", what, (int)c->pid, d.b.p ? d.b.p : "(none)\n");
+    td_log(s, TD_INFO, "%s requested by pid %d (%" PRIu64 " earlier requests not logged: one per %u s):\n%s",
+           what, (int)c->pid, s->dumps_skipped, TD_DUMP_INTERVAL_MS / 1000, d.b.p ? d.b.p : "(none)\n");
+    s->dumps_skipped = 0;
     free(d.b.p);
 }
 
@@ -201,6 +213,15 @@ static void per_process(td_server *s, td_client *c, bh_track_result r, uint32_t 
 static void on_alloc(td_server *s, td_client *c, int32_t device, uint32_t space, uint32_t kind,
                      const uint8_t *r) {
     uint64_t id = bh_get64(r + 24), size = bh_get64(r + 8), now = td_now_ms();
+    uint64_t held[16];
+    td_tt_device_bytes(s->tt_table, device, held);
+    if (size > BH_TRACK_MAX_SIZE || held[kind & 15u] > BH_TRACK_MAX_GROUP_BYTES - size) {
+        /* Sums of one client's sizes must not wrap another's (one ALLOC of
+         * 2^64 - 8 GiB took a device's 8 GiB to 0): logged and ignored. */
+        unusable(s, c, "ALLOC too large to count (over 2^48 bytes, or 2^50 on the device), GiB",
+                 (unsigned)(size >> 30));
+        return;
+    }
     if (td_tt_alloc(s->tt_table, device, space, id, size, kind, c->pid, now) == TD_TT_FULL)
         td_log(s, TD_WARN,
                "TT table full (%" PRIu64 " entries, --max-live-per-client): ALLOC by pid %d not kept",

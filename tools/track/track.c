@@ -123,14 +123,43 @@ typedef struct place {
     group *g;
 } place;
 
-/* Finds (or creates) the process, stream and group of an event. */
+static void unlink_proc(bh_track *t, proc *p);
+
+/* Finds (or creates) the process, stream and group of an event. A stream
+ * (and process) created for an event that is then refused is freed again: a
+ * client over its group limit that reconnects with a new stream each time
+ * (115,567 times in 20 s) otherwise left one behind per connection, for as
+ * long as its process lived, and every group walk passed over them. */
 static bh_track_result place_of(bh_track *t, uint64_t client, uint32_t device, place *out) {
     bh_track_result why = BH_TRACK_NOMEM;
+    int new_proc = ref_find(&t->procs, BH_TRACK_PROCESS(client)) == NULL, new_stream = 0;
     out->p = proc_of(t, BH_TRACK_PROCESS(client), 1);
+    if (out->p != NULL)
+        new_stream = ref_find(&out->p->streams, BH_TRACK_STREAM(client)) == NULL;
     out->s = out->p != NULL ? stream_of(out->p, BH_TRACK_STREAM(client), 1) : NULL;
     out->g = out->s != NULL ? group_of(t, out->p, out->s, device, &why) : NULL;
-    return out->g != NULL ? BH_TRACK_OK : why;
+    if (out->g != NULL)
+        return BH_TRACK_OK;
+    if (out->s != NULL && new_stream) {
+        ot_remove(&out->p->streams, ot_find(&out->p->streams, BH_TRACK_STREAM(client), 0, 0));
+        free_stream(out->s);
+    }
+    if (out->p != NULL && new_proc) {
+        unlink_proc(t, out->p);
+        free_proc(out->p);
+    }
+    return why;
 }
+
+/* An allocation of size may join group g: no single size or group total
+ * large enough that sums over groups, devices and processes could wrap
+ * (one ALLOC of 2^64 - 8 GiB took another process's 8 GiB device to 0). */
+static int size_fits(const group *g, uint64_t size) {
+    return size <= BH_TRACK_MAX_SIZE && g->c.live_bytes <= BH_TRACK_MAX_GROUP_BYTES - size;
+}
+
+/* a + b, or UINT64_MAX where it would wrap. */
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
 /* ======================== Live set ======================== */
 
@@ -141,7 +170,9 @@ static void device_add(bh_track *t, uint32_t device, uint64_t size, int sign) {
     if (d == NULL)
         return; /* past the bound or ENOMEM: TT QUERY answers low, nothing else depends on it */
     d->live += sign > 0 ? 1 : (uint64_t)-1;
-    d->bytes += sign > 0 ? size : (uint64_t)0 - size;
+    /* Sizes are bounded (size_fits), so this never saturates in practice;
+     * if it ever did, the sum stays at the top instead of wrapping to 0. */
+    d->bytes = sign > 0 ? sat_add(d->bytes, size) : d->bytes > size ? d->bytes - size : 0;
 }
 
 static bh_track_result make_live(bh_track *t, place *pl, uint32_t device, uint64_t address, uint64_t size,
@@ -220,6 +251,8 @@ bh_track_result bh_track_on_event(bh_track *t, const bh_track_event *ev) {
         h->inexact |= BH_TRACK_AT_LEAST;
     entry *e = ot_find(&pl.s->entries, ev->address, ev->device, 0);
     if (ev->kind == BH_TRACK_ALLOC) {
+        if (!size_fits(pl.g, ev->size))
+            return BH_TRACK_SIZE;
         if (h != NULL)
             h->allocs++;
         pl.g->c.allocs++;
@@ -304,6 +337,9 @@ bh_track_result bh_track_restore(bh_track *t, uint64_t client, uint32_t device, 
         return r;
     pl.s->saw_frame = 1;
     entry *e = ot_find(&pl.s->entries, address, device, 0);
+    uint64_t grows = e == NULL ? size : size > e->size ? size - e->size : 0;
+    if (size > BH_TRACK_MAX_SIZE || !size_fits(pl.g, grows))
+        return BH_TRACK_SIZE;
     if (e == NULL)
         return make_live(t, &pl, device, address, size, 0, since);
     /* Live already: the tracker saw its ALLOC, so its time stands unless
@@ -385,7 +421,7 @@ static uint64_t drop_stream(bh_track *t, proc *p, stream *s, int as_leaks,
         g->c.live_bytes -= e->size;
         if (as_leaks && verified) {
             g->c.leaks++;
-            g->c.leaked_bytes += e->size;
+            g->c.leaked_bytes = sat_add(g->c.leaked_bytes, e->size);
             history_leak(t, client, e);
             n++;
         } else if (as_leaks) {
@@ -411,10 +447,10 @@ void bh_track_counts_add(bh_track_counts *sum, const bh_track_counts *c) {
     sum->unknown_frees += c->unknown_frees;
     sum->duplicate_allocs += c->duplicate_allocs;
     sum->leaks += c->leaks;
-    sum->leaked_bytes += c->leaked_bytes;
+    sum->leaked_bytes = sat_add(sum->leaked_bytes, c->leaked_bytes); /* grows for ever: saturates */
     sum->live += c->live;
-    sum->live_bytes += c->live_bytes;
-    sum->peak_bytes += c->peak_bytes; /* sum of group peaks: an upper bound */
+    sum->live_bytes = sat_add(sum->live_bytes, c->live_bytes);
+    sum->peak_bytes = sat_add(sum->peak_bytes, c->peak_bytes); /* sum of group peaks: an upper bound */
     sum->unverified_leaks += c->unverified_leaks;
     sum->inexact |= c->inexact;
 }

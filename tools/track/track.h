@@ -54,8 +54,16 @@ typedef enum bh_track_result {
     BH_TRACK_DUPLICATE_ALLOC = 2, /* ALLOC of an address already live */
     BH_TRACK_LIMIT = 3,           /* process over its live-allocation limit */
     BH_TRACK_NOMEM = 4,
-    BH_TRACK_GROUP_LIMIT = 5 /* process over its (stream, device) group limit */
+    BH_TRACK_GROUP_LIMIT = 5, /* process over its (stream, device) group limit */
+    BH_TRACK_SIZE = 6 /* size over BH_TRACK_MAX_SIZE, or the group's bytes over BH_TRACK_MAX_GROUP_BYTES */
 } bh_track_result;
+
+/* Bytes the tracker accepts, so that no sum of them wraps: one allocation at
+ * most 2^48 (256 TiB), one (stream, device) group's live bytes at most 2^50
+ * (a process's 4096 groups then stay under 2^62); device and total sums
+ * saturate past 2^64 - 1 instead of wrapping. */
+#define BH_TRACK_MAX_SIZE (1ull << 48)
+#define BH_TRACK_MAX_GROUP_BYTES (1ull << 50)
 
 /* bh_track_counts.inexact: which figures a loss made uncertain. */
 #define BH_TRACK_AT_LEAST                                                                                    \

@@ -1,0 +1,252 @@
+/*
+ * test_hostile_tables.c - attacks on bh-trackd's tables and accounting
+ * (round 3): sizes that would wrap shared totals, DUMP_REMAINING floods,
+ * DEVICE_INFO from one stray ALLOC, streams of refused connections. Each is
+ * checked by what it does to other clients' figures, the server's CPU time
+ * (against a control of the same size in the same run), its RSS and its log.
+ *
+ * usage: test_hostile_tables PATH-TO-bh-trackd
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <cmocka.h>
+
+#include "bufhandle/bufhandle.h"
+#include "proc.h"
+#include "support/hostile.h"
+#include "wire.h"
+
+static const char *trackd;
+static test_paths paths;
+static pid_t srv;
+
+static int setup(void **state) {
+    (void)state;
+    test_paths_make(&paths, "bh-hostile-tables");
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    hs_teardown();
+    return test_paths_remove(&paths);
+}
+
+static void start_compat(const char *const *more) {
+    const char *extra[16] = {"--compat-tt", "--compat-socket", paths.compat, "--grace-ms", "100"};
+    int n = 5;
+    for (int i = 0; more != NULL && more[i] != NULL && n < 15; i++)
+        extra[n++] = more[i];
+    extra[n] = NULL;
+    srv = hs_start(trackd, &paths, extra, 0);
+    test_wait_accepting(paths.compat);
+}
+
+/* Reads exactly n bytes within 30 s; how many came. */
+static size_t read_n(int fd, uint8_t *buf, size_t n) {
+    size_t got = 0;
+    for (double end = test_now_s() + 30; got < n && test_now_s() < end;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t r = recv(fd, buf + got, n - got, MSG_DONTWAIT);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    return got;
+}
+
+/* A TT QUERY for device on the compat connection fd: RESPONSE's DRAM bytes. */
+static uint64_t tt_dram(int fd, int32_t device) {
+    uint8_t q[BH_TT_RECORD], a[BH_TT_RECORD];
+    bh_tt_record(q, BH_TT_QUERY, device, 0, 0, 0, 0, 0);
+    hs_send_all(fd, q, sizeof(q));
+    assert_int_equal(read_n(fd, a, sizeof(a)), sizeof(a));
+    return bh_get64(a + 40);
+}
+
+/* ------------------------------------------------------------ 7: sizes */
+
+#define GIB (1ull << 30)
+
+/* Another process: one ALLOC of 2^64 - 8 GiB on device 0, then it stays. */
+static void allocates_minus_8_gib(void) {
+    int fd = hs_reporter(paths.sock);
+    hs_events(fd, 1, BH_EVENT_ALLOC, BH_DOMAIN(0, BH_MEM_DRAM), 0, 0x900000000ull, 0 - 8 * GIB, 1);
+    uint8_t b[256];
+    (void)read_n(fd, b, sizeof(b)); /* ERROR and EOF, or nothing */
+    for (;;)
+        pause();
+}
+
+/* 0.3.1 added the size to every shared sum: the owner's 8 GiB on device 0
+ * read 0 in TT QUERY, /metrics and live_bytes. The ALLOC is refused now
+ * (sizes over 2^48, or 2^50 live in one group), the sums saturate. */
+static void one_clients_size_never_wraps_anothers_totals(void **state) {
+    (void)state;
+    start_compat(NULL);
+    int owner = hs_reporter(paths.sock);
+    hs_events(owner, 1, BH_EVENT_ALLOC, BH_DOMAIN(0, BH_MEM_DRAM), 0, 0x100000000ull, 8 * GIB, 1);
+    assert_int_equal(hs_wait_total(paths.sock, "live", 1, 30), 1);
+    hs_track(test_fork(allocates_minus_8_gib));
+    /* Its ALLOC counted (allocs 2) or refused (its connection closed). */
+    uint64_t refused = 0, allocs = 0;
+    for (double end = test_now_s() + 30; test_now_s() < end && refused == 0 && allocs < 2;
+         test_sleep_ms(20)) {
+        char *j = hs_query(paths.sock, 1, 10, NULL);
+        allocs = hs_num(j, "allocs");
+        refused = hs_num(j, "limit_disconnects");
+        refused = refused == UINT64_MAX ? 0 : refused;
+        free(j);
+    }
+    char *j = hs_query(paths.sock, 1, 10, NULL);
+    uint64_t live_bytes = hs_num(j, "live_bytes");
+    free(j);
+    int tt = bh_unix_connect(paths.compat);
+    assert_true(tt >= 0);
+    uint64_t dram = tt_dram(tt, 0);
+    print_message("8 GiB, then another process's 2^64 - 8 GiB on the same device: totals.live_bytes %llu, "
+                  "TT QUERY dram %llu (%s)\n",
+                  (unsigned long long)live_bytes, (unsigned long long)dram, refused ? "refused" : "counted");
+    assert_int_equal(live_bytes, 8 * GIB);
+    assert_int_equal(dram, 8 * GIB);
+    close(tt);
+    close(owner);
+}
+
+/* ------------------------------------------------------------ 8: DUMP_REMAINING */
+
+/* CPU time the server spends on n records of type on one compat connection
+ * that already sent its ALLOCs; a QUERY at the end proves they were all
+ * handled (records are handled in order). */
+static double records_cost(int fd, uint8_t type, int n) {
+    static uint8_t recs[20000][BH_TT_RECORD];
+    assert_true(n <= 20000);
+    for (int i = 0; i < n; i++)
+        bh_tt_record(recs[i], type, 0, 0, 0, 0, 0, 0);
+    double cpu0 = test_proc_cpu_s(srv);
+    hs_send_all(fd, recs, (size_t)n * BH_TT_RECORD);
+    if (type == BH_TT_QUERY) {
+        static uint8_t answers[20000 * BH_TT_RECORD];
+        assert_int_equal(read_n(fd, answers, (size_t)n * BH_TT_RECORD), (size_t)n * BH_TT_RECORD);
+    } else {
+        (void)tt_dram(fd, 0);
+    }
+    return test_proc_cpu_s(srv) - cpu0;
+}
+
+/* 5,000 DUMP_REMAINING records (360 KB) next to 20,000 live TT buffers: 0.3.1
+ * rendered a 64 KiB excerpt for each before the log's rate limit dropped it
+ * (about 1 ms of loop time each) and logged 6.5 MB a minute. One excerpt per
+ * 10 s now, decided before rendering: the flood costs what as many QUERYs
+ * cost. */
+static void dump_requests_cost_no_more_than_queries(void **state) {
+    (void)state;
+    start_compat(NULL);
+    int fd = bh_unix_connect(paths.compat);
+    assert_true(fd >= 0);
+    static uint8_t allocs[20000][BH_TT_RECORD];
+    for (int i = 0; i < 20000; i++)
+        bh_tt_record(allocs[i], BH_TT_ALLOC, 0, 4096, 0, 0, 0x10000000ull + (uint64_t)i * 4096, 0);
+    hs_send_all(fd, allocs, sizeof(allocs));
+    assert_int_equal(tt_dram(fd, 0), 20000ull * 4096);
+    double control = records_cost(fd, BH_TT_QUERY, 5000);
+    struct stat st0, st1;
+    assert_int_equal(stat(paths.log, &st0), 0);
+    double dumps = records_cost(fd, BH_TT_DUMP_REMAINING, 5000);
+    assert_int_equal(stat(paths.log, &st1), 0);
+    long grown = (long)(st1.st_size - st0.st_size);
+    print_message("5000 DUMP_REMAINING next to 20000 live: server CPU %.2f s (5000 QUERYs: %.2f s), log +%ld "
+                  "bytes\n",
+                  dumps, control, grown);
+    assert_true(dumps < 3 * control + 0.2);
+    assert_true(grown < 2 * 65536 + 4096);
+    close(fd);
+}
+
+/* ------------------------------------------------------------ 10: DEVICE_INFO */
+
+/* One ALLOC on device 2^28 - 1: 0.3.1 answered num_devices 268435456 to every
+ * 112-byte monitor (the highest device + 1). */
+static void one_stray_alloc_does_not_make_devices(void **state) {
+    (void)state;
+    const char *more[] = {"--compat-record-size", "112", NULL};
+    start_compat(more);
+    int fd = bh_unix_connect(paths.compat);
+    assert_true(fd >= 0);
+    uint8_t rec[BH_TT_RECORD_112] = {0};
+    bh_tt_record(rec, BH_TT_ALLOC, (int32_t)((1u << 28) - 1), 4096, 0, 0, 0x1000, 0);
+    hs_send_all(fd, rec, sizeof(rec));
+    memset(rec, 0, sizeof(rec));
+    bh_tt_record(rec, BH_TT_DEVICE_INFO_QUERY, 0, 0, 0, 0, 0, 0);
+    hs_send_all(fd, rec, sizeof(rec));
+    uint8_t a[BH_TT_RECORD_112];
+    assert_int_equal(read_n(fd, a, sizeof(a)), sizeof(a));
+    uint32_t n = bh_get32(a + 108);
+    print_message("one ALLOC on device 2^28 - 1: DEVICE_INFO num_devices %u\n", n);
+    assert_true(n < 1024);
+    close(fd);
+}
+
+/* ------------------------------------------------------------ 6: refused streams */
+
+/* A client at its group limit reconnects 30,000 times, each time on a new
+ * stream whose first ALLOC is refused: 0.3.1 kept every such stream for as
+ * long as the process lived (115,567 reconnects in 20 s: +18.7 MiB, every
+ * group walk ten times slower). */
+static void streams_of_refused_connections_are_freed(void **state) {
+    (void)state;
+    const char *extra[] = {"--max-groups-per-client", "1", "--max-connections-per-uid", "1024", NULL};
+    srv = hs_start(trackd, &paths, extra, 0);
+    int keep = hs_reporter(paths.sock);
+    hs_events(keep, 1, BH_EVENT_ALLOC, 0, 0, 0x1000, 64, 1);
+    assert_int_equal(hs_wait_total(paths.sock, "live", 1, 30), 1);
+    long rss0 = hs_rss_kb(srv);
+    int refused = 0;
+    for (uint32_t i = 0; i < 30000; i++) {
+        int fd = hs_reporter(paths.sock);
+        hs_events(fd, i + 2, BH_EVENT_ALLOC, 0, 0, 0x2000, 64, 1);
+        uint8_t b[256];
+        size_t got = read_n(fd, b, BH_WIRE_HEADER);
+        refused += got == BH_WIRE_HEADER && bh_get16(b + 6) == BH_WIRE_ERROR;
+        close(fd);
+    }
+    char *j = hs_query(paths.sock, 1, 10, NULL);
+    long rss = hs_rss_kb(srv);
+    print_message("30000 refused reconnects on new streams: %d refused, server RSS %ld -> %ld kB\n", refused,
+                  rss0, rss);
+    assert_int_equal(refused, 30000);
+    assert_int_equal(hs_num(j, "live"), 1);
+    free(j);
+    assert_true(rss - rss0 < 2048);
+    close(keep);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_hostile_tables PATH-TO-bh-trackd\n");
+        return 2;
+    }
+    trackd = argv[1];
+    signal(SIGPIPE, SIG_IGN);
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(one_clients_size_never_wraps_anothers_totals),
+        T(dump_requests_cost_no_more_than_queries),
+        T(one_stray_alloc_does_not_make_devices),
+        T(streams_of_refused_connections_are_freed),
+    };
+    return cmocka_run_group_tests_name("hostile_tables", tests, NULL, NULL);
+}
