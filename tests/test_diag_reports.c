@@ -56,7 +56,6 @@ static bh_registry *make(uint32_t flags, int env) {
     return reg;
 }
 
-
 /* Runs fn in a child with BH_DEBUG=debug and BH_LEAK_REPORT=leak (NULL:
  * unset), its stderr into *out (the caller frees it). Returns the wait
  * status. */
@@ -309,7 +308,44 @@ static void a_leak_report_shows_only_addresses_with_findings_unless_asked(void *
     free(out);
 }
 
-int main(void) {
+/* ======================== Inlined frames ======================== */
+
+static const char *inlined_program; /* diag_inlined, built with -O2 */
+
+static void an_inlined_culprit_is_a_frame_of_its_own(void **state) {
+    (void)state;
+    char cmd[1024], out[16384];
+    snprintf(cmd, sizeof(cmd), "%s 2>&1", inlined_program);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    pclose(p);
+    int bug = 0, call = 0;
+    const char *lines = strstr(out, "lines ");
+    assert_non_null(lines);
+    assert_int_equal(sscanf(lines, "lines %d %d", &bug, &call), 2);
+    /* "released again at:" then the inlined function at the culprit line,
+     * then main at the line that calls it. */
+    const char *again = strstr(out, "released again at:\n");
+    assert_non_null(again);
+    char want[64];
+    snprintf(want, sizeof(want), "inlined.c:%d\n", bug);
+    const char *first = strstr(again, " in bug_double (inlined) at ");
+    assert_non_null(first);
+    const char *eol = strchr(first, '\n');
+    assert_non_null(eol);
+    assert_non_null(strstr(first, want));
+    assert_true(strstr(first, want) < eol + 1);
+    snprintf(want, sizeof(want), "inlined.c:%d\n", call);
+    const char *second = strstr(eol, " in main at ");
+    assert_non_null(second);
+    assert_true(second < strchr(eol + 1, '\n')); /* the very next line */
+    assert_non_null(strstr(second, want));
+}
+
+int main(int argc, char **argv) {
+    inlined_program = argc > 1 ? argv[1] : NULL;
     bh__witness_enable(0); /* misuse on purpose: not a valgrind or ASan error here */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fatal_aborts_after_a_double_release),
@@ -320,6 +356,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(a_foreign_token_names_the_registry_that_issued_it, sink_setup,
                                         sink_teardown),
         cmocka_unit_test(a_leak_report_shows_only_addresses_with_findings_unless_asked),
+        cmocka_unit_test(an_inlined_culprit_is_a_frame_of_its_own),
     };
+    if (inlined_program == NULL) {
+        fprintf(stderr, "usage: test_diag_reports PATH-TO-diag_inlined\n");
+        return 2;
+    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -494,7 +494,9 @@ BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
  * symbolized only when printed: function and, where debug information
  * exists, file:line, through libdw (elfutils; loaded with dlopen when it is
  * installed), else dladdr (functions exported from shared objects only).
- * Build with -g for file:line.
+ * Build with -g for file:line. With libdw, each call the compiler inlined is
+ * a frame of its own ("f (inlined) at file:line", then the function it was
+ * inlined into at the call), so an -O2 build names the inlined culprit.
  */
 #define BH_CONFIG_DEBUG_REFS (1u << 8) /* every reference is its own token */
 #define BH_CONFIG_HISTORY (1u << 9)    /* per-address counts */
@@ -522,7 +524,7 @@ BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
  *                "allocs","aliases","releases","frees","stale",
  *                "last_freed_at"?:[frame]}]},
  *    "misuse_reports_suppressed"}
- *   frame = {"pc","function","file"?,"line"?,"module"?,"offset"?}
+ *   frame = {"pc","function","inlined"?,"file"?,"line"?,"module"?,"offset"?}
  * Thread-safe; a snapshot that other threads may change while it is taken.
  * Errors: BH_EINVAL (NULL, unknown flags, or writing to out failed). */
 BH_API bh_status bh_registry_dump(bh_registry *reg, FILE *out, unsigned flags);

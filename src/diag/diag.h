@@ -43,6 +43,7 @@ typedef struct bh__frame {
     int line;
     const char *module; /* the object file; NULL if unknown */
     uintptr_t offset;   /* pc relative to the module's load address */
+    int inlined;        /* a call inlined into the next frame (same pc) */
 } bh__frame;
 
 /* Symbolization session: opened once per print (it reads the process's
@@ -53,6 +54,12 @@ bh__symbolizer *bh__symbolizer_open(void);
 void bh__symbolizer_close(bh__symbolizer *sym);
 /* Fills *out for pc (a return address, or the exact pc if exact). */
 void bh__symbolize(bh__symbolizer *sym, void *pc, int exact, bh__frame *out);
+/* pc as up to max frames: each call inlined at pc (innermost first, its
+ * file:line the place in it, "inlined" set), then the function they are
+ * inlined into, at the call site of the outermost inlined call. Without
+ * debug information or libdw, the one frame bh__symbolize gives. Returns
+ * how many frames were written (at least 1 when max > 0). */
+uint32_t bh__symbolize_inline(bh__symbolizer *sym, void *pc, int exact, bh__frame *out, uint32_t max);
 
 /* Frames of s that belong to the caller, not to the library's own entry
  * points: the index of the first one. */

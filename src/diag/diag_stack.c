@@ -4,11 +4,11 @@
  * Owns: stack capture (raw return addresses, no symbol lookup: libunwind's
  * unw_backtrace when it is installed, else glibc's backtrace()), and
  * symbolization to function and, where debug information
- * exists, file:line. Symbols come from libdw (elfutils), loaded with dlopen
- * at print time so the library has no hard runtime dependency on it; when it
- * is not installed, dladdr gives what the dynamic symbol tables know.
- * Must never: symbolize while capturing (capture sits on the API path of a
- * registry with stacks on), or load libdw before something is printed.
+ * exists, file:line, with each inlined call as a frame of its own (libdw's
+ * scopes: the inlined subroutines around a pc and their call sites). Symbols come from libdw (elfutils),
+ * loaded with dlopen at print time so the library has no hard runtime dependency on it; when it is not
+ * installed, dladdr gives what the dynamic symbol tables know. Must never: symbolize while capturing (capture
+ * sits on the API path of a registry with stacks on), or load libdw before something is printed.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
+#include <dwarf.h>
 #include <elfutils/libdwfl.h>
 #endif
 #if defined(BH_HAVE_MEMCHECK_H) && BH_HAVE_MEMCHECK_H
@@ -91,6 +92,15 @@ typedef struct dw_api {
     __typeof__(dwfl_module_info) *module_info;
     __typeof__(dwfl_linux_proc_find_elf) *find_elf;
     __typeof__(dwfl_standard_find_debuginfo) *find_debuginfo;
+    /* Inline chains: the scopes (DIEs) around a pc, innermost first. */
+    __typeof__(dwfl_module_addrdie) *addrdie;
+    __typeof__(dwarf_getscopes) *getscopes;
+    __typeof__(dwarf_tag) *tag;
+    __typeof__(dwarf_attr_integrate) *attr_integrate;
+    __typeof__(dwarf_formstring) *formstring;
+    __typeof__(dwarf_formudata) *formudata;
+    __typeof__(dwarf_getsrcfiles) *getsrcfiles;
+    __typeof__(dwarf_filesrc) *filesrc;
 } dw_api;
 
 static dw_api dw;
@@ -127,6 +137,14 @@ static int dw_load(void) {
     DW_SYM(module_info, "dwfl_module_info");
     DW_SYM(find_elf, "dwfl_linux_proc_find_elf");
     DW_SYM(find_debuginfo, "dwfl_standard_find_debuginfo");
+    DW_SYM(addrdie, "dwfl_module_addrdie");
+    DW_SYM(getscopes, "dwarf_getscopes");
+    DW_SYM(tag, "dwarf_tag");
+    DW_SYM(attr_integrate, "dwarf_attr_integrate");
+    DW_SYM(formstring, "dwarf_formstring");
+    DW_SYM(formudata, "dwarf_formudata");
+    DW_SYM(getsrcfiles, "dwarf_getsrcfiles");
+    DW_SYM(filesrc, "dwarf_filesrc");
 #undef DW_SYM
     /* The library stays loaded for the process's life: symbolizing again
      * later must not pay for dlopen again, and dlclose is not worth a race. */
@@ -261,6 +279,98 @@ void bh__symbolize(bh__symbolizer *sym, void *pc, int exact, bh__frame *out) {
     }
 }
 
+#if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
+/* A DIE's name as the reader knows it: the linkage name demangled (C++),
+ * else the plain name; both looked up through abstract origins, which is
+ * where an inlined instance keeps them. */
+static const char *die_name(bh__symbolizer *sym, Dwarf_Die *die) {
+    Dwarf_Attribute attr;
+    const char *name = NULL;
+    if (dw.attr_integrate(die, DW_AT_linkage_name, &attr) != NULL)
+        name = dw.formstring(&attr);
+    if (name == NULL && dw.attr_integrate(die, DW_AT_name, &attr) != NULL)
+        name = dw.formstring(&attr);
+    return demangle(sym, name);
+}
+
+/* Where an inlined instance was called from: its DW_AT_call_file (an index
+ * into the compilation unit's file table) and DW_AT_call_line. */
+static void call_site(Dwarf_Die *cu, Dwarf_Die *inlined, const char **file, int *line) {
+    Dwarf_Attribute attr;
+    Dwarf_Word idx = 0, ln = 0;
+    Dwarf_Files *files = NULL;
+    size_t nfiles = 0;
+    *file = NULL;
+    *line = 0;
+    if (dw.attr_integrate(inlined, DW_AT_call_line, &attr) != NULL && dw.formudata(&attr, &ln) == 0)
+        *line = (int)ln;
+    if (dw.attr_integrate(inlined, DW_AT_call_file, &attr) != NULL && dw.formudata(&attr, &idx) == 0 &&
+        dw.getsrcfiles(cu, &files, &nfiles) == 0 && idx < nfiles)
+        *file = dw.filesrc(files, idx, NULL, NULL);
+}
+
+/* The inline chain at a pc: one frame per inlined call, innermost first,
+ * then the function they were inlined into. 0 when libdw has no scopes
+ * there (no debug information): the caller falls back to one frame. */
+static uint32_t inline_chain(bh__symbolizer *sym, const bh__frame *outer, uintptr_t look, bh__frame *out,
+                             uint32_t max) {
+    Dwfl_Module *mod = dw.addrmodule(sym->dwfl, (Dwarf_Addr)look);
+    Dwarf_Addr bias = 0;
+    Dwarf_Die *cu = mod != NULL ? dw.addrdie(mod, (Dwarf_Addr)look, &bias) : NULL;
+    Dwarf_Die *scopes = NULL;
+    int n = cu != NULL ? dw.getscopes(cu, (Dwarf_Addr)look - bias, &scopes) : -1;
+    uint32_t k = 0;
+    const char *file = outer->file;
+    int line = outer->line;
+    for (int i = 0; i < n && k + 1 < max; i++) {
+        int tag = dw.tag(&scopes[i]);
+        if (tag != DW_TAG_inlined_subroutine && tag != DW_TAG_subprogram)
+            continue; /* lexical blocks */
+        out[k] = *outer;
+        out[k].file = file;
+        out[k].line = line;
+        if (tag == DW_TAG_subprogram) {
+            /* The symbol table's name for the real function (what dladdr and
+             * the rest of the report call it), the DIE's if it has none. */
+            if (out[k].function == NULL)
+                out[k].function = die_name(sym, &scopes[i]);
+            k++;
+            break;
+        }
+        out[k].function = die_name(sym, &scopes[i]);
+        out[k].inlined = 1;
+        k++;
+        call_site(cu, &scopes[i], &file, &line);
+    }
+    free(scopes); /* dwarf_getscopes' array is malloc'ed */
+    /* Only inlined frames (the subprogram not found): keep the function too. */
+    if (k > 0 && out[k - 1].inlined && k < max) {
+        out[k] = *outer;
+        out[k].file = file;
+        out[k].line = line;
+        k++;
+    }
+    return k;
+}
+#endif
+
+uint32_t bh__symbolize_inline(bh__symbolizer *sym, void *pc, int exact, bh__frame *out, uint32_t max) {
+    if (max == 0)
+        return 0;
+    bh__symbolize(sym, pc, exact, &out[0]);
+#if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
+    if (sym != NULL && sym->dwfl != NULL && out[0].file != NULL) {
+        bh__frame outer = out[0];
+        uintptr_t look = (uintptr_t)pc - (exact || pc == NULL ? 0 : 1);
+        uint32_t k = inline_chain(sym, &outer, look, out, max);
+        if (k > 0)
+            return k;
+        out[0] = outer;
+    }
+#endif
+    return 1;
+}
+
 /* ======================== Printing ======================== */
 
 /* The library's entry points and internals, which every captured stack
@@ -294,6 +404,9 @@ uint32_t bh__stack_first_user_frame(bh__symbolizer *sym, const bh__stack *s) {
     return first < s->depth ? first : 0;
 }
 
+/* Frames one return address can expand to (inlined calls and their function). */
+#define INLINE_MAX 8u
+
 static const char *base_name(const char *path) {
     const char *slash = strrchr(path, '/');
     return slash != NULL ? slash + 1 : path;
@@ -310,16 +423,20 @@ void bh__stack_print_text(FILE *out, bh__symbolizer *sym, const bh__stack *s, co
         return;
     }
     uint32_t n = 0;
-    for (uint32_t i = bh__stack_first_user_frame(sym, s); i < s->depth; i++, n++) {
-        bh__frame f;
-        bh__symbolize(sym, s->pc[i], 0, &f);
-        fprintf(out, "%s#%u %p in %s", indent, n, f.pc, f.function != NULL ? f.function : "??");
-        if (f.file != NULL)
-            fprintf(out, " at %s:%d", f.file, f.line);
-        else if (f.module != NULL)
-            fprintf(out, " (%s+0x%lx)", base_name(f.module), (unsigned long)f.offset);
-        fputc('\n', out);
-        if (is_last_frame(&f))
+    for (uint32_t i = bh__stack_first_user_frame(sym, s); i < s->depth; i++) {
+        bh__frame fs[INLINE_MAX];
+        uint32_t k = bh__symbolize_inline(sym, s->pc[i], 0, fs, INLINE_MAX);
+        for (uint32_t j = 0; j < k; j++, n++) {
+            const bh__frame *f = &fs[j];
+            fprintf(out, "%s#%u %p in %s%s", indent, n, f->pc, f->function != NULL ? f->function : "??",
+                    f->inlined ? " (inlined)" : "");
+            if (f->file != NULL)
+                fprintf(out, " at %s:%d", f->file, f->line);
+            else if (f->module != NULL)
+                fprintf(out, " (%s+0x%lx)", base_name(f->module), (unsigned long)f->offset);
+            fputc('\n', out);
+        }
+        if (is_last_frame(&fs[k - 1]))
             break;
     }
 }
@@ -343,26 +460,31 @@ void bh__json_string(FILE *out, const char *s) {
 void bh__stack_print_json(FILE *out, bh__symbolizer *sym, const bh__stack *s) {
     fputc('[', out);
     uint32_t n = 0;
-    for (uint32_t i = s->depth != 0 ? bh__stack_first_user_frame(sym, s) : 0; i < s->depth; i++, n++) {
-        bh__frame f;
-        bh__symbolize(sym, s->pc[i], 0, &f);
-        fprintf(out, "%s{\"pc\":\"%p\",\"function\":", n ? "," : "", f.pc);
-        if (f.function != NULL)
-            bh__json_string(out, f.function);
-        else
-            fputs("null", out);
-        if (f.file != NULL) {
-            fputs(",\"file\":", out);
-            bh__json_string(out, f.file);
-            fprintf(out, ",\"line\":%d", f.line);
+    for (uint32_t i = s->depth != 0 ? bh__stack_first_user_frame(sym, s) : 0; i < s->depth; i++) {
+        bh__frame fs[INLINE_MAX];
+        uint32_t k = bh__symbolize_inline(sym, s->pc[i], 0, fs, INLINE_MAX);
+        for (uint32_t j = 0; j < k; j++, n++) {
+            const bh__frame *f = &fs[j];
+            fprintf(out, "%s{\"pc\":\"%p\",\"function\":", n ? "," : "", f->pc);
+            if (f->function != NULL)
+                bh__json_string(out, f->function);
+            else
+                fputs("null", out);
+            if (f->inlined)
+                fputs(",\"inlined\":true", out);
+            if (f->file != NULL) {
+                fputs(",\"file\":", out);
+                bh__json_string(out, f->file);
+                fprintf(out, ",\"line\":%d", f->line);
+            }
+            if (f->module != NULL) {
+                fputs(",\"module\":", out);
+                bh__json_string(out, f->module);
+                fprintf(out, ",\"offset\":%lu", (unsigned long)f->offset);
+            }
+            fputc('}', out);
         }
-        if (f.module != NULL) {
-            fputs(",\"module\":", out);
-            bh__json_string(out, f.module);
-            fprintf(out, ",\"offset\":%lu", (unsigned long)f.offset);
-        }
-        fputc('}', out);
-        if (is_last_frame(&f))
+        if (is_last_frame(&fs[k - 1]))
             break;
     }
     fputc(']', out);
