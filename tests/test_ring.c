@@ -310,16 +310,23 @@ static void numbers_go_back(uint8_t *ring, uint32_t cap) {
     publish(ring, 2);
 }
 
+/* A well-formed ring of cap records for stream 1 over sock, taken by the
+ * server; returns its descriptor, mapped at *ring. */
+static int taken_ring(int sock, uint32_t cap, uint8_t **ring) {
+    int fd = make_ring(cap, 1, 0, ring);
+    send_ring(sock, cap, fd);
+    uint32_t status = 1;
+    assert_int_equal(await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
+    assert_int_equal(status, 0); /* taken */
+    return fd;
+}
+
 static void run_attack(attack_fn attack, uint64_t malformed_before) {
     int sock = raw_connect();
     send_hello(sock);
     uint8_t *ring;
     uint32_t cap = 1024;
-    int fd = make_ring(cap, 1, 0, &ring);
-    send_ring(sock, cap, fd);
-    uint32_t status = 1;
-    assert_int_equal(await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
-    assert_int_equal(status, 0); /* taken */
+    int fd = taken_ring(sock, cap, &ring);
     attack(ring, cap);
     /* The server finds it at its next drain (a poll, or DRAIN now). */
     uint8_t f[BH_WIRE_HEADER];
@@ -399,6 +406,48 @@ static void a_hostile_ring_never_crashes_or_stalls_the_server(void **state) {
     test_server_stop_clean(srv);
 }
 
+/* A producer whose numbers jump almost 2^64 ahead: the server counts that
+ * as lost, but it must not wrap the sums it shares with other clients (the
+ * totals, the "(departed)" group a gone process's losses join). Another
+ * stream's 10 lost events stay in the total (main before this test: the
+ * ring's gap wrapped the total to 0). */
+static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
+    (void)state;
+    pid_t srv = start_server();
+    int victim = raw_connect();
+    send_hello(victim);
+    for (uint64_t seq = 1; seq <= 12; seq += 11) { /* seq 1, then 12: 10 lost */
+        uint8_t f[BH_WIRE_HEADER + BH_WIRE_EVENT_LEN];
+        size_t h = bh_wire_header(f, BH_WIRE_EVENT, BH_WIRE_EVENT_LEN);
+        memset(f + h, 0, BH_WIRE_EVENT_LEN);
+        bh_put32(f + h, 3);
+        f[h + 4] = BH_EVENT_ALLOC;
+        bh_put64(f + h + 16, 0x9000 + seq * 64);
+        bh_put64(f + h + 24, 64);
+        bh_put64(f + h + 32, seq);
+        send_all(victim, f, sizeof(f));
+    }
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", 2), 2);
+    char buf[1 << 16];
+    assert_int_equal(test_json_u64(test_stats_json(trackd, paths.sock, buf, sizeof(buf)), "totals", "lost"),
+                     10);
+
+    int sock = raw_connect();
+    send_hello(sock);
+    uint8_t *ring;
+    int fd = taken_ring(sock, 1024, &ring);
+    put_record(ring, 1024, 0, UINT64_MAX - 8, BH_RING_ALLOC, 0x5000); /* a gap of 2^64 - 10 */
+    publish(ring, 1);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", 3), 3);
+    uint64_t lost = test_json_u64(test_stats_json(trackd, paths.sock, buf, sizeof(buf)), "totals", "lost");
+    assert_true(lost >= UINT64_MAX - 9); /* at least both; saturated, not wrapped */
+    munmap(ring, bh_ring_bytes(1024));
+    close(fd);
+    close(sock);
+    close(victim);
+    test_server_stop_clean(srv);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_ring PATH-TO-bh-trackd [slow]\n");
@@ -411,6 +460,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(forced_loss_is_counted_alike_and_repaired_with_ages_kept, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_hostile_ring_never_crashes_or_stalls_the_server, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_number_jump_does_not_wrap_the_loss_of_others, setup, teardown),
     };
     return cmocka_run_group_tests_name("ring", tests, NULL, NULL);
 }

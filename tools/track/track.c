@@ -214,6 +214,11 @@ static void history_finding(bh_track *t, hist *h, uint64_t *count) {
     }
 }
 
+/* Loss counters saturate: a client's numbers may jump almost 2^64 ahead, and
+ * its loss is summed with others' (totals, the "(departed)" group): a wrap
+ * there would hide theirs. UINT64_MAX reads "at least that many". */
+static void loss_add(uint64_t *to, uint64_t n) { *to = n > UINT64_MAX - *to ? UINT64_MAX : *to + n; }
+
 /* Loss from sequence numbers: a gap is lost events, a late event (below the
  * highest seen) fills one back. A gap right after a resync was repaired by
  * it; any other leaves the stream unsynced until the next resync ends. */
@@ -231,9 +236,9 @@ static void note_seq(stream *s, uint64_t seq) {
         return;
     }
     uint64_t gap = seq - s->next_seq;
-    s->loss.lost += gap;
+    loss_add(&s->loss.lost, gap);
     if (!covered)
-        s->loss.unsynced += gap;
+        loss_add(&s->loss.unsynced, gap);
     s->next_seq = seq + 1;
 }
 
@@ -303,8 +308,8 @@ static stream *stream_make(bh_track *t, uint64_t client) {
 void bh_track_lost(bh_track *t, uint64_t client, uint64_t n) {
     stream *s = stream_make(t, client);
     if (s != NULL && n > 0) {
-        s->loss.lost += n;
-        s->loss.unsynced += n;
+        loss_add(&s->loss.lost, n);
+        loss_add(&s->loss.unsynced, n);
     }
 }
 
@@ -324,7 +329,7 @@ void bh_track_resync_covers(bh_track *t, uint64_t client, uint64_t last_seq) {
     if (s->next_seq == 0)
         s->next_seq = 1;
     if (last_seq >= s->next_seq) {
-        s->loss.lost += last_seq + 1 - s->next_seq;
+        loss_add(&s->loss.lost, last_seq + 1 - s->next_seq);
         s->next_seq = last_seq + 1;
     }
 }
@@ -456,10 +461,10 @@ void bh_track_counts_add(bh_track_counts *sum, const bh_track_counts *c) {
 }
 
 void bh_track_loss_add(bh_track_loss *sum, const bh_track_loss *l) {
-    sum->lost += l->lost;
+    loss_add(&sum->lost, l->lost);
     sum->resyncs += l->resyncs;
     sum->evicted += l->evicted;
-    sum->unsynced += l->unsynced;
+    loss_add(&sum->unsynced, l->unsynced);
 }
 
 static void unlink_proc(bh_track *t, proc *p) {
