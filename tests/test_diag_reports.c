@@ -133,11 +133,15 @@ static void fatal_aborts_after_a_use_of_a_dead_token(void **state) {
     free(out);
 }
 
+/* The registries left live at exit stay reachable: LeakSanitizer (ASan
+ * builds) would otherwise call them leaks and change the exit status. */
+static bh_registry *kept;
+
 /* One allocation left live at exit. */
 static void leak_one(void) {
-    bh_registry *reg = make(0, 1);
+    kept = make(0, 1);
     bh_handle h;
-    if (bh_alloc(reg, 2, 4096, &h) != BH_OK)
+    if (bh_alloc(kept, 2, 4096, &h) != BH_OK)
         _exit(3);
 }
 
@@ -282,14 +286,14 @@ static void a_foreign_token_names_the_registry_that_issued_it(void **state) {
 
 /* 30 addresses allocated and freed (balanced), one leaked, with history. */
 static void balanced_and_one_leak(void) {
-    bh_registry *reg = make(0, 1);
+    kept = make(0, 1);
     for (int i = 0; i < 30; i++) {
         bh_handle h;
-        if (bh_alloc(reg, 0, 4096, &h) != BH_OK || bh_release(reg, h) != BH_OK)
+        if (bh_alloc(kept, 0, 4096, &h) != BH_OK || bh_release(kept, h) != BH_OK)
             _exit(3);
     }
-    bh_handle kept;
-    if (bh_alloc(reg, BH_DOMAIN(0, BH_MEM_L1), 512, &kept) != BH_OK)
+    bh_handle leaked;
+    if (bh_alloc(kept, BH_DOMAIN(0, BH_MEM_L1), 512, &leaked) != BH_OK)
         _exit(4);
 }
 

@@ -4,19 +4,21 @@
  * misuse report's stack names the inlined function as its own frame (and
  * main as the next one, at the call).
  *
- * Prints "lines BUG CALL" to stdout: the line of the culprit release inside
- * bug_double and the line in main that calls bug_double. The report goes to
- * stderr.
+ * Prints "lines BUG CALL" to stdout before the culprit runs (an ASan build
+ * of the library stops the program at the double release): the line of the
+ * culprit release inside bug_double and the line in main that calls it. The
+ * report goes to stderr.
  */
 #include <stdio.h>
 
 #include "bufhandle/bufhandle.h"
 
-static int bug_line, call_line;
+static int call_line;
 
 /* Always inlined: at -O2 its code sits inside main, with no frame of its own. */
 static inline __attribute__((always_inline)) bh_status bug_double(bh_registry *reg, bh_handle t) {
-    bug_line = __LINE__ + 1;
+    printf("lines %d %d\n", __LINE__ + 2, call_line);
+    fflush(stdout);
     bh_status st = bh_release(reg, t); /* the bug: this token was released already */
     return st;
 }
@@ -31,7 +33,6 @@ int main(void) {
         return 2;
     call_line = __LINE__ + 1;
     bh_status st = bug_double(reg, copy);
-    printf("lines %d %d\n", bug_line, call_line);
     if (st != BH_ESTALE || bh_release(reg, owner) != BH_OK || bh_registry_destroy(reg) != BH_OK)
         return 3;
     return 0;
