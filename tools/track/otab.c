@@ -41,6 +41,17 @@ void *ot_find(const otab *t, uint64_t a, uint32_t b, uint64_t c) {
     }
 }
 
+/* The per-block counts of a table of cap slots (NULL below OT_BLOCKED, or
+ * out of memory: ot_nth then scans the slots). */
+static uint16_t *blocks_for(size_t cap) {
+    return cap >= OT_BLOCKED ? calloc(cap / OT_BLOCK, sizeof(uint16_t)) : NULL;
+}
+
+static void block_count(otab *t, size_t i, int delta) {
+    if (t->blocks != NULL)
+        t->blocks[i / OT_BLOCK] = (uint16_t)(t->blocks[i / OT_BLOCK] + delta);
+}
+
 static int ot_resize(otab *t, size_t cap) {
     unsigned char *ns = calloc(cap, t->esize);
     if (ns == NULL)
@@ -48,6 +59,7 @@ static int ot_resize(otab *t, size_t cap) {
     otab old = *t;
     t->s = ns;
     t->cap = cap;
+    t->blocks = blocks_for(cap);
     for (size_t i = 0; i < old.cap; i++) {
         okey *k = ot_slot(&old, i);
         if (!k->used)
@@ -56,8 +68,10 @@ static int ot_resize(otab *t, size_t cap) {
         while (ot_slot(t, j)->used)
             j = (j + 1) & (cap - 1);
         memcpy(ot_slot(t, j), k, t->esize);
+        block_count(t, j, 1);
     }
     free(old.s);
+    free(old.blocks);
     return 0;
 }
 
@@ -76,6 +90,7 @@ void *ot_insert(otab *t, uint64_t a, uint32_t b, uint64_t c) {
     k->c = c;
     k->used = 1;
     t->n++;
+    block_count(t, i, 1);
     return k;
 }
 
@@ -95,16 +110,17 @@ static void remove_at(otab *t, size_t i) {
             i = j;
         }
     }
+    /* Each move above filled the hole at i and opened one at j: the counts
+     * change only where the last hole stays. */
     ot_slot(t, i)->used = 0;
+    block_count(t, i, -1);
     t->n--;
 }
 
 /* After removals: frees an empty table, halves a sparse one. */
 static void shrink(otab *t) {
     if (t->n == 0) {
-        free(t->s);
-        t->s = NULL;
-        t->cap = 0;
+        ot_free(t);
         return;
     }
     while (t->cap > OT_MIN_CAP && t->n * 8 < t->cap)
@@ -130,8 +146,19 @@ void ot_sweep(otab *t, int (*drop)(void *ctx, void *elem), void *ctx) {
     shrink(t);
 }
 
+size_t ot_nth(const otab *t, size_t n) {
+    size_t i = 0;
+    for (size_t b = 0; t->blocks != NULL && n >= t->blocks[b]; b++, i += OT_BLOCK)
+        n -= t->blocks[b]; /* n < t->n: the loop ends inside the table */
+    for (;; i++)
+        if (ot_slot(t, i)->used && n-- == 0)
+            return i;
+}
+
 void ot_free(otab *t) {
     free(t->s);
+    free(t->blocks);
+    t->blocks = NULL;
     t->s = NULL;
     t->cap = t->n = 0;
 }

@@ -25,7 +25,11 @@ typedef struct otab {
     unsigned char *s;
     size_t cap, n, esize; /* cap 0: nothing allocated yet */
     uint64_t secret;      /* the hash key (ot_hash), fixed for the table's life */
+    uint16_t *blocks;     /* used slots per OT_BLOCK slots (tables of OT_BLOCKED slots and more), or NULL */
 } otab;
+
+#define OT_BLOCK 256u
+#define OT_BLOCKED 4096u
 
 /* Slot i of t (0 <= i < t->cap): walks see used == 0 for empty slots. */
 static inline okey *ot_slot(const otab *t, size_t i) { return (okey *)(void *)(t->s + i * t->esize); }
@@ -42,6 +46,10 @@ void ot_remove(otab *t, void *elem);
 /* Calls drop for every element and removes those it returns nonzero for
  * (drop may see an element it kept twice); the table shrinks once, at the end. */
 void ot_sweep(otab *t, int (*drop)(void *ctx, void *elem), void *ctx);
+/* The slot of the n-th used slot in slot order (n < t->n). Costs cap /
+ * OT_BLOCK block counts plus one block, not the slots before it: a page of a
+ * dump at any offset costs the same. */
+size_t ot_nth(const otab *t, size_t n);
 /* Frees every element (the table stays usable, empty). */
 void ot_free(otab *t);
 

@@ -160,14 +160,14 @@ static int entries_of(void *ctx, const proc *p, const stream *s) {
         w->skip -= s->entries.n;
         return 0;
     }
-    for (size_t j = 0; j < s->entries.cap; j++) {
+    /* The page starts inside this stream: its slot found by the table's
+     * block counts, not by passing over the slots before it. */
+    size_t from = ot_nth(&s->entries, (size_t)w->skip);
+    w->skip = 0;
+    for (size_t j = from; j < s->entries.cap; j++) {
         const entry *e = (const entry *)ot_slot(&s->entries, j);
         if (!e->k.used)
             continue;
-        if (w->skip > 0) {
-            w->skip--;
-            continue;
-        }
         bh_track_entry pub;
         live_pub(w->t, BH_TRACK_CLIENT(p->pid, s->id), e, &pub);
         if (w->fn(w->ctx, &pub) != 0)
