@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bh-trackd(1) keeps up with the code: every option `bh-trackd --help` names
-# and every environment variable the library or bh-trackd reads (getenv in
-# src/ and tools/bh-trackd/) is in docs/bh-trackd.1, and `man -l` renders it
+# and every environment variable the library or bh-trackd reads (getenv and
+# env_* helpers in src/ and tools/bh-trackd/) is in docs/bh-trackd.1, and `man -l` renders it
 # without a warning.
 set -euo pipefail
 trackd=$1
@@ -14,7 +14,8 @@ in_page() { grep -qF -- "$1" <<<"$text"; }
 for opt in $("$trackd" --help | grep -o -- '--[a-z][a-z0-9-]*' | sort -u); do
     in_page "$opt" || missing+=("$opt")
 done
-for var in $(grep -rhoE 'getenv\("[A-Z_]+"\)' "$root/src" "$root/tools/bh-trackd" | grep -oE '[A-Z_]{3,}' | sort -u); do
+# getenv("NAME") and the reporter's env_u32("NAME", ...) and the like.
+for var in $(grep -rhoE '(getenv|env_[a-z0-9_]+)\("[A-Z_]+"' "$root/src" "$root/tools/bh-trackd" | grep -oE '"[A-Z_]{3,}"' | tr -d '"' | sort -u); do
     in_page "$var" || missing+=("$var")
 done
 [ ${#missing[@]} -eq 0 ] || {
