@@ -554,29 +554,36 @@ BH_API bh_status bh_dup(bh_registry *reg, bh_handle h, bh_handle *out);
  * without reports. */
 
 /* The socket reporter talks to bh-trackd (docs/protocol.md, "The library's
- * socket reporter"). Reporting threads never touch the socket: they put events
- * in a bounded in-memory ring that a background thread sends, in seq order.
- * A reporting call waits at most max(max_block_us, 200 us): for the
- * reporter's lock it spins up to 200 us (if the holder was preempted, the
- * event is parked for the next holder instead), for queue space it waits up to
- * max_block_us. Past that, and whenever the server is not connected, events
- * are dropped and counted, and the reporter resends its live set (a resync,
- * copied in bounded pieces, at most about one per second) once it can, so the
- * server's view becomes right again. Nothing a reporting call does grows with
- * the live set. No SIGPIPE, no crash if the server is absent, slow or killed.
+ * socket reporter" and "The event ring"). Reporting threads never touch the
+ * socket: a report takes its reporter's lock, updates the reporter's shadow
+ * live set, numbers the event and writes it into a ring in shared memory (a
+ * memfd the server maps and drains itself; for a server that takes no ring,
+ * such as a TT server, a background thread drains it and sends). A report
+ * waits for ring room at most max_block_us (only while nothing was dropped
+ * yet). When the ring is full, events are dropped and counted: the server
+ * sees the gap in the numbers and counts exactly as many lost, and the
+ * reporter resends its live set (a resync, copied in bounded pieces, at most
+ * about one per second, each allocation with its original time), so the
+ * server's live set is right again; counts of events the server never saw
+ * stay lower bounds there. Nothing a reporting call does grows with the live
+ * set. No SIGPIPE, no crash if the server is absent, slow or killed: events
+ * wait in the ring (up to its size) for a server that comes later.
  * Nothing is sent to a server run by another user (root excepted): that is
  * said once on stderr. A server that refuses the process (its live-set limit)
  * is told the process holds nothing, and gets nothing more. After fork(), a
  * child's reports through an inherited reporter are dropped and counted; a
  * reporter the child opens has its own connection. Registries of one process
- * that open the same path share one connection. Use one reporter per
- * registry. A process that exits (exit() or returning from main) with
- * reporters still open, such as a registry never destroyed, first flushes
- * them as a close would (each within its flush_timeout_ms), so the server sees
- * its last events and its leaks; _exit() and crashes lose what was queued. */
+ * that open the same path share one connection (each has its own ring). Use
+ * one reporter per registry. A process that exits (exit() or returning from
+ * main) with reporters still open, such as a registry never destroyed, first
+ * flushes them as a close would (each within its flush_timeout_ms), so the
+ * server sees its last events and its leaks; _exit() and crashes lose what
+ * the server had not drained yet. */
 typedef struct bh_socket_options {
-    uint32_t queue_capacity;   /* events that may wait per reporter (its ring); 0: 16384 */
-    uint32_t max_block_us;     /* wait for queue space, microseconds; 0: drop at once */
+    uint32_t queue_capacity;   /* events that may wait per reporter (its ring, rounded up to a power of
+                                  two less one, at most 2^22 - 1); 0: $BH_TRACK_RING, else 2^21 - 1 */
+    uint32_t max_block_us;     /* wait for ring room, microseconds; 0: $BH_TRACK_MAX_BLOCK_US, else 0
+                                  (drop at once) */
     uint32_t send_timeout_ms;  /* a stalled send drops the connection after this; 0: 1000 */
     uint32_t flush_timeout_ms; /* close waits this long for queued events; 0: 2000 */
     uint32_t flags;            /* BH_SOCKET_* */
@@ -586,12 +593,12 @@ typedef struct bh_socket_options {
 
 typedef struct bh_reporter_stats {
     uint64_t reported;     /* events given to this reporter */
-    uint64_t sent;         /* events written to the socket */
+    uint64_t sent;         /* events delivered: drained by the server from the ring, or sent */
     uint64_t dropped;      /* events not delivered */
     uint64_t resyncs;      /* live-set resyncs sent */
     uint64_t connects;     /* successful connections */
     uint32_t connected;    /* 1 while connected */
-    uint64_t out_of_order; /* events sent out of seq order (a reporting thread stalled) */
+    uint64_t out_of_order; /* 0 since 0.4: events go out in the order they were numbered */
     uint64_t withheld;     /* TT: events not sent on purpose, not lost: a FREE whose ALLOC the
                               server never got (a raw runtime's extra FREEs), an ALLOC at a key
                               it already holds, a kind with no TT buffer type (not in dropped) */

@@ -58,6 +58,7 @@ int rs_ring_make(stream *s, uint32_t cap) {
     bh_put16(s->ring + BH_RING_OFF_RECSZ, BH_RING_RECORD);
     bh_put32(s->ring + BH_RING_OFF_CAP, cap);
     bh_put32(s->ring + BH_RING_OFF_STREAM, s->id);
+    rs_ring_prefault(s);
     return 0;
 }
 
@@ -68,6 +69,35 @@ void rs_ring_free(stream *s) {
         close(s->ring_fd);
     s->ring = NULL;
     s->ring_fd = -1;
+}
+
+/* The ring's pages are made present ahead of the producer, from the sender
+ * thread, so that a report does not take the page fault of a fresh page of
+ * shared memory (about a microsecond, one report in a hundred on the first
+ * lap). PREFAULT bytes ahead: 220 ms of 450K events/s, more than the
+ * sender's longest idle wait. Once every page was touched, nothing more. */
+#define PREFAULT (4u << 20)
+
+void rs_ring_prefault(stream *s) {
+    if (s->prefaulted >= s->cap)
+        return;
+    /* Acquire: only a position; nothing is read through it. */
+    uint64_t head = bh_ring_load(s->ring, BH_RING_OFF_HEAD);
+    uint64_t want = head + PREFAULT / BH_RING_RECORD;
+    if (want > s->cap)
+        want = s->cap;
+    if (want <= s->prefaulted + PREFAULT / BH_RING_RECORD / 4 && want < s->cap)
+        return; /* in steps of a quarter window */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t from = (BH_RING_HEADER + (size_t)s->prefaulted * BH_RING_RECORD) & ~(page - 1);
+    size_t to = BH_RING_HEADER + (size_t)want * BH_RING_RECORD;
+    to = (to + page - 1) & ~(page - 1);
+    if (to > bh_ring_bytes(s->cap))
+        to = bh_ring_bytes(s->cap); /* the mapping ends inside its last page */
+#ifdef MADV_POPULATE_WRITE
+    (void)madvise(s->ring + from, to - from, MADV_POPULATE_WRITE); /* else the faults stay the producer's */
+#endif
+    s->prefaulted = want;
 }
 
 uint64_t rs_ring_tail(const stream *s) { return bh_ring_load(s->ring, BH_RING_OFF_TAIL); }

@@ -16,10 +16,12 @@
 
 #include "report_socket.h"
 
-/* Under c->lock: moves growing shadows' buckets, MIGRATE per stream. */
+/* Under c->lock: applies parked events, and moves growing shadows' buckets,
+ * MIGRATE per stream. */
 static void migrate_some(conn *c) {
     for (stream *s = c->streams; s != NULL; s = s->next) {
         pthread_mutex_lock(&s->lock);
+        rs_drain_side(s);
         rs_migrate(&s->live, MIGRATE);
         pthread_mutex_unlock(&s->lock);
     }
@@ -58,6 +60,7 @@ static int snapshot_point(conn *c) {
     int all = 1;
     for (stream *s = c->streams; s != NULL; s = s->next) {
         pthread_mutex_lock(&s->lock);
+        rs_drain_side(s); /* parked before the point: in the snapshot */
         if (!(s->snap_active && s->snap_mark == s->mark) && !stream_snapshot(s)) {
             rs_migrate(&s->live, MIGRATE);
             all = 0;
@@ -490,6 +493,8 @@ void *rs_sender(void *arg) {
             step_send(c, n);
             continue;
         }
+        for (stream *s = c->streams; s != NULL; s = s->next)
+            rs_ring_prefault(s);
         if (nudge_server(c, now) != 0) {
             lose_connection(c);
             continue;

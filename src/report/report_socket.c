@@ -238,6 +238,7 @@ static uint32_t ring_records(uint32_t events) {
 }
 
 static void stream_free(stream *s) {
+    rs_side_free(s);
     rs_shadow_free(&s->live);
     rs_ring_free(s);
     pthread_mutex_destroy(&s->lock);
@@ -376,6 +377,7 @@ bh_status bh_socket_reporter_stats(const bh_reporter *rep, bh_reporter_stats *ou
     conn *c = s->c;
     pthread_mutex_lock(&c->lock);
     pthread_mutex_lock(&s->lock);
+    rs_drain_side(s);
     out->reported = s->reported;
     out->dropped = s->dropped;
     out->withheld = s->withheld;

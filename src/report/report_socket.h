@@ -82,17 +82,21 @@
  * a close wakes it at once. */
 #define IDLE_MIN_MS 2
 #define IDLE_MAX_MS 64
-#define RETRY_MS 100            /* reconnect period after a failed connect (cheap) */
-#define BACKOFF_MAX_MS 5000     /* after a refusal the period doubles up to this */
-#define RESYNC_GAP_MS 1000      /* least time between the starts of two resyncs */
-#define CHUNK 4096              /* live-set entries copied per lock hold, and per RESYNC_CHUNK */
-#define MIGRATE 1024            /* buckets the sender moves per lock hold while a shadow grows */
-#define SLICE_MS 20             /* a blocked send looks at the close deadline this often */
+#define RETRY_MS 100        /* reconnect period after a failed connect (cheap) */
+#define BACKOFF_MAX_MS 5000 /* after a refusal the period doubles up to this */
+#define RESYNC_GAP_MS 1000  /* least time between the starts of two resyncs */
+#define CHUNK 4096          /* live-set entries copied per lock hold, and per RESYNC_CHUNK */
+#define MIGRATE 1024        /* buckets the sender moves per lock hold while a shadow grows */
+#define SLICE_MS 20         /* a blocked send looks at the close deadline this often */
 /* Events a ring holds unless set: 2^21 records (80 MiB of shared memory,
  * touched as it is written), 4.6 s of 450K events/s: enough for a server
  * on a machine loaded 8 times over to fall behind and catch up. */
 #define RING_DEFAULT ((1u << 21) - 1)
-#define SERVER_IN 4096          /* buffered input from the server (its frames are small) */
+#define SERVER_IN 4096 /* buffered input from the server (its frames are small) */
+/* A reporting thread spins for its stream's lock at most this long, then
+ * parks the event for the next holder rather than sleep behind a preempted
+ * one. */
+#define LOCK_WAIT_US 200
 
 #if defined(BH_VALGRIND_ANNOTATIONS) && BH_VALGRIND_ANNOTATIONS
 /* (atomics.h included helgrind.h.) For helgrind and drd, which do not see
@@ -166,6 +170,14 @@ typedef struct qitem {
     bh_event ev;
 } qitem;
 
+/* An event whose reporter could not take the stream's lock within
+ * LOCK_WAIT_US (its holder was preempted: on a loaded machine it can hold it
+ * for milliseconds). The next holder applies it first. */
+typedef struct side_ev {
+    struct side_ev *next;
+    bh_event ev;
+} side_ev;
+
 /* Who drains a stream's ring on the current connection. */
 enum { RING_NONE, RING_OFFERED, RING_SERVER, RING_SELF };
 
@@ -178,6 +190,7 @@ struct stream {
     uint32_t cap;         /* records, a power of two */
     uint64_t head;        /* records written (the copy in the ring is published) */
     uint64_t tail_seen;   /* the consumer's tail when last read */
+    uint64_t prefaulted;  /* sender: records whose pages were made present */
     uint64_t n;           /* the last event number given */
     uint64_t mark;        /* the last mark id written */
     uint32_t max_block_us;
@@ -191,6 +204,12 @@ struct stream {
     uint64_t snap_mark;  /* the mark of the snapshot */
     uint64_t reported, dropped, sent;
     uint64_t withheld; /* TT: not sent on purpose (rs_tt_admit), unlike dropped: not lost */
+    /* ATOMIC: a stack of side_ev pushed without the lock. Whoever takes the
+     * lock applies them (rs_drain_side) before touching the stream, so the
+     * shadow and the numbers see every event in an order consistent with
+     * causality. */
+    AO_t side;
+    AO_t side_lost; /* ATOMIC: events that could not even be pushed (host memory) */
     /* sender thread, under c->lock: */
     int mode;            /* RING_*, on the current connection */
     uint64_t stale_mark; /* marks up to this one belong to resyncs that were cut short */
@@ -283,6 +302,7 @@ void rs_shadow_free(shadow *sh);
 uint64_t rs_clock_ms(void); /* CLOCK_MONOTONIC_COARSE ms: cheap, what records carry */
 int rs_ring_make(stream *s, uint32_t cap);
 void rs_ring_free(stream *s);
+void rs_ring_prefault(stream *s); /* sender: pages ahead of the producer made present */
 /* Under s->lock: writes one record; 0, or -1 when the ring has no room
  * (events leave one record free for a MARK). */
 int rs_ring_put(stream *s, uint8_t kind, const bh_event *ev, uint64_t n, uint64_t time_ms);
@@ -322,5 +342,7 @@ int rs_all_sent(conn *c);
 
 /* report_stream.c */
 void rs_report_cb(void *ctx, const bh_event *ev);
+void rs_drain_side(stream *s); /* under s->lock: the parked events, in the order they were parked */
+void rs_side_free(stream *s);  /* nobody reports any more: what is parked is freed */
 
 #endif

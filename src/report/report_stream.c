@@ -3,10 +3,12 @@
  * (report_socket.h): what one report does.
  *
  * Owns: one event's way into its stream: the shadow live set, the event's
- * number, its record in the ring, or its drop.
- * Must never: do socket I/O, take any lock but the stream's, wait for
- * anything but that short critical section (or, by choice, max_block_us for
- * ring room), or lose an event without counting it and asking for a resync.
+ * number, its record in the ring, or its drop; events parked when the
+ * stream's lock is held by a preempted thread.
+ * Must never: do socket I/O, take any lock but the stream's, sleep on it
+ * (it spins LOCK_WAIT_US, then parks the event), wait for anything else but,
+ * by choice, max_block_us for ring room, or lose an event without counting
+ * it and asking for a resync.
  */
 #include <time.h>
 
@@ -30,16 +32,14 @@ static int put_waiting(stream *s, const bh_event *ev, uint64_t n, uint64_t now) 
     }
 }
 
-void rs_report_cb(void *ctx, const bh_event *ev) {
-    stream *s = ctx;
+/* Under s->lock: one event through the shadow into the ring, or dropped. */
+static void place(stream *s, const bh_event *ev) {
     conn *c = s->c;
-    pthread_mutex_lock(&s->lock);
     s->reported++;
     /* Relaxed: a flag set once (fork, withdrawal); a report that misses it
      * writes a record nobody drains, which is counted the same way. */
     if (AO_load(&c->dead)) {
         s->dropped++;
-        pthread_mutex_unlock(&s->lock);
         return;
     }
     uint64_t now = 0;
@@ -58,13 +58,107 @@ void rs_report_cb(void *ctx, const bh_event *ev) {
     /* Waiting for room is for a consumer that is briefly behind; once events
      * were dropped (a resync is due) it would buy nothing. Relaxed: a hint. */
     if (rs_ring_put(s, (uint8_t)ev->kind, ev, n, now) == 0 ||
-        (s->max_block_us > 0 && !AO_load(&c->need_resync) && put_waiting(s, ev, n, now) == 0)) {
-        pthread_mutex_unlock(&s->lock);
+        (s->max_block_us > 0 && !AO_load(&c->need_resync) && put_waiting(s, ev, n, now) == 0))
         return;
-    }
     /* No room: the number stays given, so the consumer sees the gap. */
     s->dropped++;
+    AO_store(&c->need_resync, 1); /* relaxed: the sender polls it every turn */
+}
+
+/* Without the lock: parks an event for the next lock holder. Release CAS:
+ * pairs with the acquire CAS in rs_drain_side, which then reads x->ev and
+ * x->next as written here. */
+static void side_push(stream *s, const bh_event *ev) {
+    side_ev *x = bh__calloc(1, sizeof(*x));
+    if (x == NULL) {
+        AO_fetch_and_add1(&s->side_lost); /* relaxed: a count, taken with an RMW */
+        AO_store(&s->c->need_resync, 1);
+        return;
+    }
+    x->ev = *ev;
+    AO_t old = AO_load(&s->side); /* relaxed: the CAS below checks it */
+    for (;;) {
+        x->next = (side_ev *)old;
+        BH__HAPPENS_BEFORE(&s->side);
+        AO_t seen = AO_fetch_compare_and_swap_release(&s->side, old, (AO_t)x);
+        if (seen == old)
+            break;
+        old = seen;
+    }
+}
+
+void rs_drain_side(stream *s) {
+    /* Relaxed peek: a push that happens-before this holder's report is seen
+     * by coherence; a concurrent one is drained by the next holder. */
+    if (AO_load(&s->side) == 0 && AO_load(&s->side_lost) == 0)
+        return;
+    AO_t list = AO_load(&s->side); /* relaxed: the CAS below checks it */
+    for (;;) {                     /* the whole stack; acquire pairs with side_push's release */
+        AO_t seen = AO_fetch_compare_and_swap_acquire(&s->side, list, 0);
+        if (seen == list)
+            break;
+        list = seen;
+    }
+    BH__HAPPENS_AFTER(&s->side);
+    side_ev *fifo = NULL; /* the stack is newest first */
+    for (side_ev *x = (side_ev *)list; x != NULL;) {
+        side_ev *next = x->next;
+        x->next = fifo;
+        fifo = x;
+        x = next;
+    }
+    while (fifo != NULL) {
+        side_ev *x = fifo;
+        fifo = x->next;
+        place(s, &x->ev);
+        bh__free(x);
+    }
+    AO_t lost = AO_load(&s->side_lost);
+    while (lost != 0) { /* relaxed: only the count matters */
+        AO_t seen = AO_fetch_compare_and_swap(&s->side_lost, lost, 0);
+        if (seen == lost) {
+            s->reported += lost;
+            s->dropped += lost;
+            break;
+        }
+        lost = seen;
+    }
+}
+
+void rs_side_free(stream *s) {
+    for (side_ev *x = (side_ev *)AO_load(&s->side); x != NULL;) { /* relaxed: the last user */
+        side_ev *next = x->next;
+        bh__free(x);
+        x = next;
+    }
+}
+
+/* Takes s->lock, spinning up to LOCK_WAIT_US: a reporting thread that went
+ * to sleep on the lock would, on a loaded machine, wait for a CPU after its
+ * wake-up as well, which no bound can promise. Returns 1 with the lock held. */
+static int lock_soon(stream *s) {
+    if (pthread_mutex_trylock(&s->lock) == 0)
+        return 1;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        for (int i = 0; i < 64; i++)
+            if (pthread_mutex_trylock(&s->lock) == 0)
+                return 1;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        int64_t us = (int64_t)(t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000;
+        if (us >= LOCK_WAIT_US)
+            return 0;
+    }
+}
+
+void rs_report_cb(void *ctx, const bh_event *ev) {
+    stream *s = ctx;
+    if (!lock_soon(s)) {
+        side_push(s, ev);
+        return;
+    }
+    rs_drain_side(s);
+    place(s, ev);
     pthread_mutex_unlock(&s->lock);
-    /* Relaxed: the sender polls it every turn. */
-    AO_store(&c->need_resync, 1);
 }

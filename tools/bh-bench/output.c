@@ -130,14 +130,8 @@ void print_text(const opts *o, const char *cpu, const report_cost *rc) {
             printf("\n");
         }
     }
-    if (rc != NULL) {
-        printf("\nreporting cost on the application thread at 100,000 reports/s (server: %s)\n", rc->server);
-        printf("%-48s %12s %12s\n", "", "mean ns", "p99 ns");
-        printf("%-48s %12.1f %12.1f\n", "socket reporter (ring + background sender)", rc->reporter_mean_ns,
-               rc->reporter_p99_ns);
-        printf("%-48s %12.1f %12.1f\n", "baseline: one blocking send per report", rc->send_mean_ns,
-               rc->send_p99_ns);
-    }
+    if (rc != NULL)
+        report_cost_print_text(rc);
 }
 
 void print_json(FILE *out, const opts *o, const char *cpu, const report_cost *rc) {
@@ -171,10 +165,6 @@ void print_json(FILE *out, const opts *o, const char *cpu, const report_cost *rc
     }
     fprintf(out, "]");
     if (rc != NULL)
-        fprintf(
-            out,
-            ",\"reporter\":{\"rate_per_s\":100000,\"server\":\"%s\",\"socket_reporter_mean_ns\":%.1f,"
-            "\"socket_reporter_p99_ns\":%.1f,\"blocking_send_mean_ns\":%.1f,\"blocking_send_p99_ns\":%.1f}",
-            rc->server, rc->reporter_mean_ns, rc->reporter_p99_ns, rc->send_mean_ns, rc->send_p99_ns);
+        report_cost_print_json(out, rc);
     fprintf(out, "}\n");
 }

@@ -325,7 +325,11 @@ int td_rings_run(td_server *s) {
     for (td_client *c = s->clients; c != NULL; c = c->next) {
         for (td_ring *r = c->rings; r != NULL && !c->closing; r = r->next) {
             long n = drain(s, c, r, RING_SLICE, 0);
-            busy |= n > 0;
+            /* A full slice: more is waiting (go round at once); some: the
+             * client is busy (poll soon); none: poll slowly. Never spin on a
+             * ring that only trickles: that would take a core the clients
+             * need, and bounce their cache lines. */
+            busy = n >= (long)RING_SLICE ? 2 : n > 0 && busy < 1 ? 1 : busy;
         }
     }
     s->rings_busy = busy;
@@ -333,9 +337,12 @@ int td_rings_run(td_server *s) {
 }
 
 int td_rings_timeout(const td_server *s, int cap_ms) {
-    for (const td_client *c = s->clients; c != NULL; c = c->next)
-        if (c->rings != NULL) /* records arrive without waking us: poll */
-            return s->rings_busy ? 0 : (cap_ms < TD_RING_POLL_MS ? cap_ms : TD_RING_POLL_MS);
+    for (const td_client *c = s->clients; c != NULL; c = c->next) {
+        if (c->rings != NULL) { /* records arrive without waking us: poll */
+            int ms = s->rings_busy == 2 ? 0 : s->rings_busy == 1 ? 1 : TD_RING_POLL_MS;
+            return cap_ms < ms ? cap_ms : ms;
+        }
+    }
     return cap_ms;
 }
 

@@ -174,7 +174,7 @@ typedef struct td_server {
         unsupported_records, compat_ignored, limit_disconnects, refused, timeouts, output_overflows,
         processes_gone; /* client processes seen gone (their leaks counted): what tests wait for */
     uint64_t rings_attached, rings_refused, ring_records, ring_events_lost; /* ring.c */
-    int rings_busy;                                                         /* the last drain found records */
+    int rings_busy; /* the last drain: 0 nothing, 1 records, 2 a full slice (more waiting) */
     td_rate rates[TD_LOG_KINDS];
     /* pid -> program name, from HELLO */
     struct {
