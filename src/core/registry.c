@@ -20,6 +20,10 @@
 /* Process-wide count of registries made, the source of registry tags. */
 static AO_t registries_made;
 
+#if defined(BH_VALGRIND_ANNOTATIONS) && BH_VALGRIND_ANNOTATIONS
+int bh__under_valgrind; /* atomics.h; written once by the constructor below */
+#endif
+
 /* ======================== fork() ======================== */
 
 /* Every registry of the process, so that a fork child can mark the ones its
@@ -44,6 +48,9 @@ static void fork_child(void) {
  * is unloaded. */
 __attribute__((constructor)) static void fork_hooks(void) {
     (void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+#if defined(BH_VALGRIND_ANNOTATIONS) && BH_VALGRIND_ANNOTATIONS
+    bh__under_valgrind = RUNNING_ON_VALGRIND != 0; /* before any thread, any registry */
+#endif
 }
 
 static void live_add(bh_registry *reg) {
