@@ -268,7 +268,7 @@ int hs_http_get(unsigned port, const char *host, const char *path, char **body) 
     size_t cap = 4u << 20, len = 0;
     char *buf = malloc(cap + 1);
     assert_non_null(buf);
-    for (double end = test_now_s() + 10; test_now_s() < end && len < cap;) {
+    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end && len < cap;) {
         struct pollfd pfd = {fd, POLLIN, 0};
         if (poll(&pfd, 1, 50) <= 0)
             continue;
