@@ -21,7 +21,10 @@
 #include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <linux/sockios.h>
 #include <sys/socket.h>
 #include <cmocka.h>
 
@@ -231,14 +234,9 @@ static int make_ring(uint32_t cap, int seal, size_t bytes, uint8_t **map) {
     return fd;
 }
 
-/* RING for stream 1 with fd (-1: none) over a HELLO'd connection. */
-static void send_ring(int sock, uint32_t cap, int fd) {
-    uint8_t f[BH_WIRE_HEADER + BH_WIRE_RING_LEN];
-    size_t h = bh_wire_header(f, BH_WIRE_RING, BH_WIRE_RING_LEN);
-    memset(f + h, 0, BH_WIRE_RING_LEN);
-    bh_put32(f + h, 1);
-    bh_put32(f + h + 4, cap);
-    struct iovec iov = {f, sizeof(f)};
+/* The bytes f[0..n) in one sendmsg, with fd (-1: none) riding along. */
+static void send_with_fd(int sock, uint8_t *f, size_t n, int fd) {
+    struct iovec iov = {f, n};
     union {
         char b[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
@@ -254,7 +252,17 @@ static void send_ring(int sock, uint32_t cap, int fd) {
         c->cmsg_len = CMSG_LEN(sizeof(int));
         memcpy(CMSG_DATA(c), &fd, sizeof(int));
     }
-    assert_int_equal(sendmsg(sock, &m, MSG_NOSIGNAL), (ssize_t)sizeof(f));
+    assert_int_equal(sendmsg(sock, &m, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+/* RING for stream 1 with fd (-1: none) over a HELLO'd connection. */
+static void send_ring(int sock, uint32_t cap, int fd) {
+    uint8_t f[BH_WIRE_HEADER + BH_WIRE_RING_LEN];
+    size_t h = bh_wire_header(f, BH_WIRE_RING, BH_WIRE_RING_LEN);
+    memset(f + h, 0, BH_WIRE_RING_LEN);
+    bh_put32(f + h, 1);
+    bh_put32(f + h + 4, cap);
+    send_with_fd(sock, f, sizeof(f), fd);
 }
 
 /* Reads frames until one of type arrives or the connection ends; returns the
@@ -448,6 +456,79 @@ static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
     test_server_stop_clean(srv);
 }
 
+/* The server's descriptors that are this test's memfds. */
+static int server_memfds(pid_t srv) {
+    char dir[64], path[320], link[256];
+    snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)srv);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        ssize_t k = readlink(path, link, sizeof(link) - 1);
+        if (k > 0) {
+            link[k] = '\0';
+            n += strstr(link, "memfd:hostile") != NULL;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* Waits until the server has read everything sent on sock (and so taken or
+ * closed the descriptors that rode along). */
+static void await_read(int sock) {
+    int left = 1;
+    for (int i = 0; i < TEST_HANG_S * 1000 && left > 0; i++) {
+        assert_int_equal(ioctl(sock, SIOCOUTQ, &left), 0);
+        if (left > 0)
+            usleep(1000);
+    }
+    assert_int_equal(left, 0);
+}
+
+/* Descriptors sent ahead of a RING frame wait in the server; they count
+ * against the connection caps, which fit the descriptor limit. Two
+ * connections each sending 4 (and no RING) under --max-connections 6: main
+ * before this test held 2 + 8 descriptors for them. */
+static void waiting_descriptors_stay_within_the_connection_caps(void **state) {
+    (void)state;
+    const char *caps[] = {"--max-connections", "6", "--max-connections-per-uid", "6", NULL};
+    const char *base[] = {trackd, "--socket", paths.sock, "--log", paths.log, NULL};
+    pid_t srv = test_server_spawn(base, caps, 0);
+    test_wait_accepting(paths.sock);
+    int socks[2];
+    for (int k = 0; k < 2; k++) {
+        socks[k] = raw_connect();
+        send_hello(socks[k]);
+        for (int i = 0; i < 4; i++) {
+            uint8_t *ring;
+            int fd = make_ring(64, 1, 0, &ring);
+            uint8_t f[BH_WIRE_HEADER];
+            send_with_fd(socks[k], f, bh_wire_header(f, BH_WIRE_DRAIN, 0), fd);
+            munmap(ring, bh_ring_bytes(64));
+            close(fd);
+        }
+    }
+    await_read(socks[0]);
+    await_read(socks[1]);
+    assert_true(2 + server_memfds(srv) <= 6);
+    /* The count goes back down: A's leave with it, and a ring is taken again. */
+    close(socks[0]);
+    for (int i = 0; i < TEST_HANG_S * 1000 && server_memfds(srv) > 0; i++)
+        usleep(1000);
+    assert_int_equal(server_memfds(srv), 0);
+    int sock = raw_connect();
+    send_hello(sock);
+    uint8_t *ring;
+    int fd = taken_ring(sock, 1024, &ring);
+    munmap(ring, bh_ring_bytes(1024));
+    close(fd);
+    close(sock);
+    close(socks[1]);
+    test_server_stop_clean(srv);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_ring PATH-TO-bh-trackd [slow]\n");
@@ -461,6 +542,7 @@ int main(int argc, char **argv) {
                                         teardown),
         cmocka_unit_test_setup_teardown(a_hostile_ring_never_crashes_or_stalls_the_server, setup, teardown),
         cmocka_unit_test_setup_teardown(a_number_jump_does_not_wrap_the_loss_of_others, setup, teardown),
+        cmocka_unit_test_setup_teardown(waiting_descriptors_stay_within_the_connection_caps, setup, teardown),
     };
     return cmocka_run_group_tests_name("ring", tests, NULL, NULL);
 }

@@ -241,7 +241,7 @@ void td_read_client(td_server *s, td_client *c) {
             return;
         }
         size_t want = c->in_cap - c->in_len;
-        ssize_t n = td_ring_recv(c, c->in + c->in_len, want < budget ? want : budget);
+        ssize_t n = td_ring_recv(s, c, c->in + c->in_len, want < budget ? want : budget);
         if (n > 0) {
             c->in_len += (size_t)n;
             budget -= (size_t)n;

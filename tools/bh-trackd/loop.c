@@ -41,10 +41,12 @@ static int peer_allowed(const td_server *s, uid_t uid) {
     return 0;
 }
 
-static uint64_t connections_of(const td_server *s, uid_t uid) {
+/* A uid's descriptors: its connections and the ring descriptors they hold
+ * waiting for their RING frame (both within --max-connections-per-uid). */
+uint64_t td_descriptors_of(const td_server *s, uid_t uid) {
     uint64_t n = 0;
     for (const td_client *c = s->clients; c != NULL; c = c->next)
-        n += c->uid == uid;
+        n += c->uid == uid ? 1u + (unsigned)c->nfds : 0u;
     return n;
 }
 
@@ -91,7 +93,8 @@ static void accept_clients(td_server *s, int lfd, int compat) {
             close(fd);
             continue;
         }
-        if (s->nclients >= s->max_conns || connections_of(s, cred.uid) >= s->max_conns_per_uid) {
+        if (s->nclients + s->ring_fds >= s->max_conns ||
+            td_descriptors_of(s, cred.uid) >= s->max_conns_per_uid) {
             td_log(s, TD_WARN,
                    "refused a connection of uid %d (pid %d): %" PRIu64 " open, limits %" PRIu64
                    " per uid and %" PRIu64 " in total",

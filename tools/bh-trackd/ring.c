@@ -43,7 +43,7 @@ struct td_ring {
 
 /* ======================== Descriptors ======================== */
 
-ssize_t td_ring_recv(td_client *c, void *buf, size_t len) {
+ssize_t td_ring_recv(td_server *s, td_client *c, void *buf, size_t len) {
     union {
         char b[CMSG_SPACE(TD_RING_FDS * sizeof(int))];
         struct cmsghdr align;
@@ -62,11 +62,16 @@ ssize_t td_ring_recv(td_client *c, void *buf, size_t len) {
             memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
             /* At most TD_RING_FDS wait for their RING frame; more are closed
              * (the RING frame that wanted one is then malformed). A compat
-             * or query connection gets none. */
-            if (c->nfds < TD_RING_FDS && !c->compat && !c->control)
+             * or query connection gets none. A waiting descriptor counts as
+             * a connection: the caps fit the descriptor limit. */
+            if (c->nfds < TD_RING_FDS && !c->compat && !c->control &&
+                s->nclients + s->ring_fds < s->max_conns &&
+                td_descriptors_of(s, c->uid) < s->max_conns_per_uid) {
                 c->fds[c->nfds++] = fd;
-            else
+                s->ring_fds++;
+            } else {
                 close(fd);
+            }
         }
     }
     return n;
@@ -157,6 +162,7 @@ static void attach(td_server *s, td_client *c, const uint8_t *p, uint32_t len) {
     uint32_t stream = bh_get32(p), cap = bh_get32(p + 4);
     int fd = c->fds[0];
     memmove(c->fds, c->fds + 1, (size_t)--c->nfds * sizeof(int));
+    s->ring_fds--;
     if (find(c, stream) != NULL) {
         close(fd);
         td_malformed(s, c, "RING for a stream that has one");
@@ -357,5 +363,6 @@ void td_ring_close_client(td_server *s, td_client *c) {
     }
     for (int i = 0; i < c->nfds; i++)
         close(c->fds[i]);
+    s->ring_fds -= (uint64_t)c->nfds;
     c->nfds = 0;
 }

@@ -174,7 +174,8 @@ typedef struct td_server {
         unsupported_records, compat_ignored, limit_disconnects, refused, timeouts, output_overflows,
         processes_gone; /* client processes seen gone (their leaks counted): what tests wait for */
     uint64_t rings_attached, rings_refused, ring_records, ring_events_lost; /* ring.c */
-    int rings_busy; /* the last drain: 0 nothing, 1 records, 2 a full slice (more waiting) */
+    uint64_t ring_fds; /* descriptors waiting for their RING frame: count as connections */
+    int rings_busy;    /* the last drain: 0 nothing, 1 records, 2 a full slice (more waiting) */
     td_rate rates[TD_LOG_KINDS];
     /* pid -> program name, from HELLO */
     struct {
@@ -278,8 +279,8 @@ void td_tt_device_info(const td_server *s, int32_t device, size_t rec, uint8_t *
 /* ======================== ring.c ======================== */
 
 /* recv(2) of a connection's bytes that keeps the descriptors sent with them
- * (at most TD_RING_FDS waiting; more are closed). */
-ssize_t td_ring_recv(td_client *c, void *buf, size_t len);
+ * (at most TD_RING_FDS waiting, within the connection caps; more are closed). */
+ssize_t td_ring_recv(td_server *s, td_client *c, void *buf, size_t len);
 /* RING, DRAIN, RING_CLOSE. */
 void td_ring_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, uint32_t len);
 /* RESYNC_BEGIN naming a mark: the stream's ring is drained up to it and then
@@ -369,6 +370,8 @@ void td_web_close(td_server *s);
 
 /* Serves until SIGINT/SIGTERM; the process exit status. */
 int td_serve(td_server *s);
+/* A uid's connections plus the ring descriptors they hold waiting. */
+uint64_t td_descriptors_of(const td_server *s, uid_t uid);
 /* QUERY kinds: stats, dump, and the history of one address (docs/protocol.md). */
 enum { TD_QUERY_STATS = 1, TD_QUERY_DUMP = 2, TD_QUERY_HISTORY = 3 };
 /* `bh-trackd stats|dump|history`: what is a TD_QUERY_* (address: history's);
