@@ -252,8 +252,9 @@ static void tick(td_server *s) {
     td_check_orphans(s);
     td_check_departed(s);
     td_log_tick(s, 0);
+    td_summary_reap(s, 0);
     if (s->summary_path != NULL && s->summary_ms != 0 && now >= s->next_summary_ms) {
-        (void)td_write_summary(s);
+        td_summary_start(s);
         s->next_summary_ms = now + s->summary_ms;
     }
 }
@@ -266,7 +267,7 @@ static int on_signals(td_server *s) {
         if (si.ssi_signo == SIGHUP) {
             td_reopen_log(s);
             if (s->summary_path != NULL)
-                (void)td_write_summary(s);
+                td_summary_start(s);
         } else {
             running = 0;
         }
@@ -400,6 +401,7 @@ int td_serve(td_server *s) {
     td_log(s, TD_INFO, "shutting down");
     while (s->clients != NULL)
         td_close_client(s, s->clients);
+    td_summary_reap(s, 1); /* then the last one, complete, written here */
     int rc = s->summary_path != NULL ? td_write_summary(s) : 0;
     stop(s);
     return rc == 0 ? 0 : 1;

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "metrics.h"
@@ -567,10 +568,45 @@ static int write_atomically(const char *path, const td_strbuf *b) {
 
 int td_write_summary(td_server *s) {
     td_strbuf b = {0};
-    td_render_stats(s, &b, 1, SIZE_MAX);
+    td_render_stats(s, &b, 1, TD_SUMMARY_LIMIT);
     int rc = b.failed || b.p == NULL ? (errno = ENOMEM, -1) : write_atomically(s->summary_path, &b);
     if (rc != 0)
         td_log(s, TD_ERROR, "cannot write summary to %s: %s", s->summary_path, strerror(errno));
     free(b.p);
     return rc;
+}
+
+void td_summary_reap(td_server *s, int wait) {
+    int st;
+    if (s->summary_pid <= 0 || waitpid(s->summary_pid, &st, wait ? 0 : WNOHANG) != s->summary_pid)
+        return;
+    s->summary_pid = 0;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        td_log(s, TD_ERROR, "cannot write summary to %s: %s", s->summary_path,
+               WIFEXITED(st) ? strerror(WEXITSTATUS(st)) : "the writer was killed");
+}
+
+void td_summary_start(td_server *s) {
+    td_summary_reap(s, 0);
+    if (s->summary_pid > 0) { /* the last one is still writing: this one is skipped */
+        s->summaries_skipped++;
+        return;
+    }
+    /* A forked copy of the server renders, writes and fsyncs: the loop pays
+     * for the fork (page tables), not for 58 MB of JSON and an fsync (with
+     * 131,072 groups the owner's stats waited up to 3.7 s in 0.3.1), and the
+     * copy sees one consistent moment of the tracker without locks. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        td_strbuf b = {0};
+        td_render_stats(s, &b, 1, TD_SUMMARY_LIMIT);
+        int rc = b.failed || b.p == NULL ? (errno = ENOMEM, -1) : write_atomically(s->summary_path, &b);
+        _exit(rc == 0 ? 0 : (errno > 0 && errno < 256 ? errno : EIO)); /* no atexit, no stdio flush */
+    }
+    if (pid < 0) {
+        td_log(s, TD_ERROR, "cannot start the summary writer (%s); writing on the loop", strerror(errno));
+        (void)td_write_summary(s);
+        return;
+    }
+    s->summary_pid = pid;
 }

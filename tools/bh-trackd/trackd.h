@@ -46,6 +46,7 @@
     (BH_WIRE_MAX_PAYLOAD -                                                                                   \
      (64u << 10)) /* rows of a reply (the rest counted as omitted); 64 KiB left for leaks and totals */
 #define TD_LOG_DUMP_LIMIT (64u << 10) /* of a DUMP_REMAINING in the log */
+#define TD_SUMMARY_LIMIT (256u << 20) /* the --summary file; further rows counted in omitted_clients */
 #define TD_DUMP_INTERVAL_MS 10000u    /* one DUMP_REMAINING excerpt in the log per this, for all clients */
 #define TD_TICK_MS 100                /* timers: timeouts, orphans, periodic summary */
 #define TD_LOG_BURST 100              /* lines per message per TD_LOG_WINDOW_MS; the rest are counted */
@@ -169,6 +170,8 @@ typedef struct td_server {
     struct td_tt_table *tt_table;          /* TT's server's view of the compat clients (tt_table.h) */
     uint64_t next_summary_ms;
     uint64_t last_dump_ms, dumps_logged, dumps_skipped; /* DUMP_REMAINING excerpts (tt.c) */
+    pid_t summary_pid;                                  /* the summary writer running, or 0 */
+    uint64_t summaries_skipped;
     /* counters */
     uint64_t connections, reporter_connections, rejected, malformed, resyncs, compat_records,
         unsupported_records, compat_ignored, limit_disconnects, refused, timeouts, output_overflows,
@@ -344,6 +347,11 @@ const char *td_domain_text(char *buf, size_t cap, uint32_t domain);
 /* The stats JSON into --summary, atomically (temporary file, then rename).
  * 0, or -1 (logged). */
 int td_write_summary(td_server *s);
+/* The same off the loop: a forked copy of the server writes it (one at a
+ * time; a periodic write due while one runs is skipped and counted). */
+void td_summary_start(td_server *s);
+/* Collects a finished writer (wait: waits for it), logging its failure. */
+void td_summary_reap(td_server *s, int wait);
 
 /* The live allocations from offset on, at most limit of them (paged /api/live). */
 void td_render_dump_page(td_server *s, td_strbuf *b, uint64_t offset, uint64_t limit);
