@@ -151,6 +151,8 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
     c->fd = -1;
     BENIGN_RACE(&c->fd, "sender only; fork_child in the child");
     BENIGN_RACE(&c->give_up_ms, "relaxed atomic deadline");
+    BENIGN_RACE(&c->need_resync, "relaxed atomic flag");
+    BENIGN_RACE(&c->dead, "relaxed atomic flag");
     c->next_stream = 1;
     c->backoff_ms = RETRY_MS;
     c->no_ring = (opt->flags & BH_SOCKET_COMPAT_TT) != 0; /* TT servers drain nothing of ours */
