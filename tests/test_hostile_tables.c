@@ -270,6 +270,40 @@ static void the_summary_is_written_off_the_loop(void **state) {
     assert_true(median < 3 * without + 0.2); /* the writer competes for the cores, never for the loop */
 }
 
+/* ------------------------------------------------------------ 5: first come */
+
+static void many_big_groups(void) {
+    int fd = hs_reporter(paths.sock);
+    hs_events(fd, 1, BH_EVENT_ALLOC, 0, 8000, 0x1000000, 1u << 20, 8000);
+    for (;;) /* holds them until killed */
+        pause();
+}
+
+/* One process's 8,000 groups fill the 1 MiB stats reply; a process that
+ * comes later with one small allocation was left out (0.3.1: first seen
+ * first). Every process's biggest group comes before anyone's second now. */
+static void a_later_small_process_is_not_cut_from_stats(void **state) {
+    (void)state;
+    const char *extra[] = {"--max-groups-per-client", "10000", NULL};
+    srv = hs_start(trackd, &paths, extra, 0);
+    hs_track(test_fork(many_big_groups));
+    assert_int_equal(hs_wait_total(paths.sock, "live", 8000, 30), 8000);
+    int fd = hs_reporter(paths.sock);
+    hs_events(fd, 77, BH_EVENT_ALLOC, BH_DOMAIN(4242, 0), 0, 0x7700000, 64, 1);
+    assert_int_equal(hs_wait_total(paths.sock, "live", 8001, 30), 8001);
+    char *j = hs_query(paths.sock, 1, 10, NULL);
+    assert_non_null(j);
+    int listed = strstr(j, "\"stream\":77,") != NULL;
+    print_message(
+        "8000 groups of one process, then one small group of another: omitted_clients %llu, the later "
+        "one %s\n",
+        (unsigned long long)hs_num(j, "omitted_clients"), listed ? "listed" : "left out");
+    assert_true(hs_num(j, "omitted_clients") > 0);
+    assert_true(listed);
+    free(j);
+    close(fd);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_hostile_tables PATH-TO-bh-trackd\n");
@@ -281,7 +315,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         T(one_clients_size_never_wraps_anothers_totals), T(dump_requests_cost_no_more_than_queries),
         T(one_stray_alloc_does_not_make_devices),        T(streams_of_refused_connections_are_freed),
-        T(the_summary_is_written_off_the_loop),
+        T(the_summary_is_written_off_the_loop),          T(a_later_small_process_is_not_cut_from_stats),
     };
     return cmocka_run_group_tests_name("hostile_tables", tests, NULL, NULL);
 }

@@ -192,6 +192,7 @@ static void stats_group(void *ctx, uint64_t key, uint32_t device, const bh_track
 typedef struct group_copy {
     uint64_t key;
     uint32_t device;
+    uint32_t rank; /* its place among its process's groups, biggest first */
     bh_track_counts c;
 } group_copy;
 
@@ -215,7 +216,7 @@ static void collect_group(void *ctx, uint64_t key, uint32_t device, const bh_tra
         l->v = nv;
         l->cap = cap;
     }
-    l->v[l->n++] = (group_copy){key, device, *c};
+    l->v[l->n++] = (group_copy){key, device, 0, *c};
 }
 
 /* Biggest first: live bytes, then peak bytes; ties in (client, domain)
@@ -231,9 +232,27 @@ static int by_bytes(const void *a, const void *b) {
     return x->device < y->device ? -1 : x->device > y->device;
 }
 
-/* Every group (gone processes' until they are retired into "(departed)"),
- * biggest first, under the limit: the rows a full reply leaves out are the
- * smallest. Without memory for the copy, in the tracker's order. */
+/* A process's groups together, biggest first. */
+static int by_process(const void *a, const void *b) {
+    uint32_t x = BH_TRACK_PROCESS(((const group_copy *)a)->key),
+             y = BH_TRACK_PROCESS(((const group_copy *)b)->key);
+    return x != y ? (x < y ? -1 : 1) : by_bytes(a, b);
+}
+
+/* Each process's biggest group before any process's second one, and so on;
+ * within a rank, biggest first. */
+static int by_rank(const void *a, const void *b) {
+    uint32_t x = ((const group_copy *)a)->rank, y = ((const group_copy *)b)->rank;
+    return x != y ? (x < y ? -1 : 1) : by_bytes(a, b);
+}
+
+/* Every group (gone processes' until they are retired into "(departed)")
+ * under the limit, in a fair order: every process's biggest group first,
+ * then every process's second, each round biggest first. So the rows a full
+ * reply leaves out are the least useful ones of processes with many, never
+ * all of a process that came later or holds little (0.3.1 listed first-seen
+ * first and cut the newest). Without memory for the copy, in the tracker's
+ * order. */
 static void render_groups(td_server *s, report_ctx *r, size_t limit) {
     r->b->limit = limit != 0 ? limit : TD_REPLY_LIMIT;
     group_list l = {0};
@@ -241,7 +260,11 @@ static void render_groups(td_server *s, report_ctx *r, size_t limit) {
     if (l.failed) {
         bh_track_each_group(s->track, stats_group, r);
     } else {
-        qsort(l.v, l.n, sizeof(*l.v), by_bytes);
+        qsort(l.v, l.n, sizeof(*l.v), by_process);
+        for (size_t i = 1; i < l.n; i++)
+            if (BH_TRACK_PROCESS(l.v[i].key) == BH_TRACK_PROCESS(l.v[i - 1].key))
+                l.v[i].rank = l.v[i - 1].rank + 1;
+        qsort(l.v, l.n, sizeof(*l.v), by_rank);
         for (size_t i = 0; i < l.n; i++)
             stats_group(r, l.v[i].key, l.v[i].device, &l.v[i].c);
     }
