@@ -265,6 +265,63 @@ static void children_of_a_threaded_process_get_eforked_and_never_hang(void **sta
     munmap(sh, sizeof(*sh));
 }
 
+/* A parent thread makes and destroys registries with diagnostics (their
+ * process-wide lists: issuers, leak reports) while the main thread forks:
+ * each child makes such a registry of its own and must never find those
+ * lists locked by the parent thread. */
+static void *make_diag_registries(void *arg) {
+    (void)arg;
+    while (!AO_load_acquire(&stop)) {
+        bh_registry *reg = make(BH_CONFIG_DEBUG_REFS);
+        if (bh_registry_destroy(reg) != BH_OK)
+            return "bh_registry_destroy";
+    }
+    return NULL;
+}
+
+static void diag_child(void) {
+    struct rlimit cpu = {CHILD_CPU_S, CHILD_CPU_S};
+    (void)setrlimit(RLIMIT_CPU, &cpu);
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.allocator = (bh_allocator){NULL, child_free, NULL};
+    cfg.flags = BH_CONFIG_NO_ENV | BH_CONFIG_DEBUG_REFS;
+    bh_registry *reg;
+    _exit(bh_registry_create(&cfg, &reg) != BH_OK || bh_registry_destroy(reg) != BH_OK);
+}
+
+static long diag_children = 600;
+
+static void a_child_makes_a_diagnostic_registry_while_a_parent_thread_does(void **state) {
+    (void)state;
+#if BH__TSAN
+    print_message("ThreadSanitizer cannot fork a process whose threads allocate: skipping\n");
+    skip();
+#endif
+    AO_store_release(&stop, 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, make_diag_registries, NULL), 0);
+    int hung = 0, failed = 0;
+    for (long k = 0; k < diag_children; k++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+            diag_child();
+        int rc = reap(pid);
+        hung += rc == -1;
+        failed += rc > 0;
+    }
+    AO_store_release(&stop, 1);
+    void *err;
+    pthread_join(t, &err);
+    if (err != NULL)
+        fail_msg("parent thread: %s", (const char *)err);
+    printf("diagnostic registries: %ld children, %d hung, %d failed\n", diag_children, hung, failed);
+    assert_int_equal(hung, 0);
+    assert_int_equal(failed, 0);
+}
+
 static void eforked_has_a_name_and_a_message(void **state) {
     (void)state;
     assert_int_equal(BH_EFORKED, -11);
@@ -280,6 +337,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(eforked_has_a_name_and_a_message),
         cmocka_unit_test(children_of_a_threaded_process_get_eforked_and_never_hang),
+        cmocka_unit_test(a_child_makes_a_diagnostic_registry_while_a_parent_thread_does),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
