@@ -54,10 +54,13 @@ double test_proc_cpu_s(pid_t pid);
  * test_timer_unpreempted gives the seconds it took, or -1 if the calling
  * thread was preempted meanwhile (an involuntary context switch: another
  * process had the core, which measures the machine, not the code; a lock
- * wait is a voluntary switch and still counts). */
+ * wait is a voluntary switch and still counts). A call that never left the
+ * CPU by its own choice is its thread CPU time: on a virtual machine the
+ * hypervisor can stop a vCPU for milliseconds without any switch the guest
+ * counts. */
 typedef struct test_timer {
-    double t0;
-    long nivcsw;
+    double t0, cpu0;
+    long nivcsw, nvcsw;
 } test_timer;
 void test_timer_start(test_timer *t);
 double test_timer_unpreempted(const test_timer *t);
