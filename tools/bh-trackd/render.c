@@ -1,28 +1,24 @@
 /*
  * render.c - the one renderer of bh-trackd's view: the stats and dump
  * replies (text and JSON), the --summary file, the DUMP_REMAINING log, and
- * how a domain is shown (device and memory kind). Every other output (HTTP,
+ * how a domain is shown (device and memory kind); summary.c writes what it
+ * renders for --summary. Every other output (HTTP,
  * metrics) renders through here too, so one place knows each field's name
  * and format.
  *
  * Owns: the growable string buffer (with a size limit, so a reply always
  * fits one frame), the text and JSON layouts (docs/protocol.md, "Statistics
- * JSON"), writing the summary file atomically, and reading an address or
+ * JSON"), and reading an address or
  * count back (decimal or 0x hex, as printed).
  * Must never: change the tracker or the server's counters, print anything
- * the HELLO name sanitising (native.c) has not made printable, or write the
- * summary through a symbolic link.
+ * the HELLO name sanitising (native.c) has not made printable.
  */
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "metrics.h"
 #include "trackd.h"
@@ -548,88 +544,4 @@ void td_render_history(td_server *s, td_strbuf *b, uint64_t address, int json) {
         td_sb_printf(b, "],\"omitted\":%" PRIu64 "}\n", r.omitted);
     else if (r.omitted > 0)
         td_sb_printf(b, "(%" PRIu64 " more entries not shown: reply limit)\n", r.omitted);
-}
-
-/* ======================== Summary ======================== */
-
-/* Writes all of b to a new file next to path, then renames it over path:
- * readers see the old summary or the new one, never a partial one, and a
- * symbolic link at path is replaced, never followed. */
-static int write_atomically(const char *path, const td_strbuf *b) {
-    char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= sizeof(tmp)) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-    int fd = open(tmp, flags, 0644);
-    if (fd < 0 && errno == EEXIST && unlink(tmp) == 0) /* left by a crash of this pid's predecessor */
-        fd = open(tmp, flags, 0644);
-    if (fd < 0)
-        return -1;
-    (void)fchmod(fd, 0644); /* fixed, whatever the umask */
-    size_t off = 0;
-    while (off < b->len) {
-        ssize_t n = write(fd, b->p + off, b->len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        off += (size_t)n;
-    }
-    int ok = off == b->len && fsync(fd) == 0;
-    if (close(fd) != 0)
-        ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        errno = e;
-        return -1;
-    }
-    return 0;
-}
-
-int td_write_summary(td_server *s) {
-    td_strbuf b = {0};
-    td_render_stats(s, &b, 1, TD_SUMMARY_LIMIT);
-    int rc = b.failed || b.p == NULL ? (errno = ENOMEM, -1) : write_atomically(s->summary_path, &b);
-    if (rc != 0)
-        td_log(s, TD_ERROR, "cannot write summary to %s: %s", s->summary_path, strerror(errno));
-    free(b.p);
-    return rc;
-}
-
-void td_summary_reap(td_server *s, int wait) {
-    int st;
-    if (s->summary_pid <= 0 || waitpid(s->summary_pid, &st, wait ? 0 : WNOHANG) != s->summary_pid)
-        return;
-    s->summary_pid = 0;
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        td_log(s, TD_ERROR, "cannot write summary to %s: %s", s->summary_path,
-               WIFEXITED(st) ? strerror(WEXITSTATUS(st)) : "the writer was killed");
-}
-
-void td_summary_start(td_server *s) {
-    td_summary_reap(s, 0);
-    if (s->summary_pid > 0) { /* the last one is still writing: this one is skipped */
-        s->summaries_skipped++;
-        return;
-    }
-    /* A forked copy of the server renders, writes and fsyncs: the loop pays
-     * for the fork (page tables), not for 58 MB of JSON and an fsync (with
-     * 131,072 groups the owner's stats waited up to 3.7 s in 0.3.1), and the
-     * copy sees one consistent moment of the tracker without locks. */
-    pid_t pid = fork();
-    if (pid == 0) {
-        td_strbuf b = {0};
-        td_render_stats(s, &b, 1, TD_SUMMARY_LIMIT);
-        int rc = b.failed || b.p == NULL ? (errno = ENOMEM, -1) : write_atomically(s->summary_path, &b);
-        _exit(rc == 0 ? 0 : (errno > 0 && errno < 256 ? errno : EIO)); /* no atexit, no stdio flush */
-    }
-    if (pid < 0) {
-        td_log(s, TD_ERROR, "cannot start the summary writer (%s); writing on the loop", strerror(errno));
-        (void)td_write_summary(s);
-        return;
-    }
-    s->summary_pid = pid;
 }

@@ -12,7 +12,8 @@
  *   tt_table.c  TT's server's bookkeeping (tt_table.h): its QUERY answers
  *   tt_devices.c  the devices DEVICE_INFO describes (--tt-devices)
  *   liveness.c  client processes: names, orphans, leaks when a process is gone
- *   render.c    the one renderer: stats and dump (text, JSON), the summary file
+ *   render.c    the one renderer: stats and dump (text, JSON)
+ *   summary.c   the --summary file, written atomically, off the loop
  *   log.c       the log stream and its rate limit
  *   query.c     `bh-trackd stats|dump`: the client side of a QUERY
  *   web.c       --http: routes, the timeline of live bytes, the dashboard page
@@ -344,6 +345,8 @@ void td_tt_render(td_server *s, td_strbuf *b, int json);
 void td_render_domain(td_strbuf *b, int json, uint32_t domain);
 /* A domain for a log line ("device D kind K"), into buf. */
 const char *td_domain_text(char *buf, size_t cap, uint32_t domain);
+/* ======================== summary.c ======================== */
+
 /* The stats JSON into --summary, atomically (temporary file, then rename).
  * 0, or -1 (logged). */
 int td_write_summary(td_server *s);
@@ -352,6 +355,8 @@ int td_write_summary(td_server *s);
 void td_summary_start(td_server *s);
 /* Collects a finished writer (wait: waits for it), logging its failure. */
 void td_summary_reap(td_server *s, int wait);
+
+/* ======================== render.c (continued) ======================== */
 
 /* The live allocations from offset on, at most limit of them (paged /api/live). */
 void td_render_dump_page(td_server *s, td_strbuf *b, uint64_t offset, uint64_t limit);
