@@ -255,7 +255,7 @@ static void render_groups(td_server *s, report_ctx *r, size_t limit) {
     bh_track_each_group(s->track, collect_group, &l);
     if (l.failed) {
         bh_track_each_group(s->track, stats_group, r);
-    } else {
+    } else if (l.n > 0) { /* no groups: l.v is NULL, which qsort must not get */
         qsort(l.v, l.n, sizeof(*l.v), by_process);
         for (size_t i = 1; i < l.n; i++)
             if (BH_TRACK_PROCESS(l.v[i].key) == BH_TRACK_PROCESS(l.v[i - 1].key))
