@@ -1004,7 +1004,7 @@ static void a_threads_events_reach_the_environments_log_in_order_when_a_callback
 static void every_status_has_a_distinct_name_and_message(void **state) {
     (void)state;
     const bh_status all[] = {BH_OK,    BH_EINVAL, BH_ENOMEM, BH_ESTALE,    BH_ENOTFOUND, BH_EEXIST,
-                             BH_EBUSY, BH_EALLOC, BH_ERANGE, BH_EOVERFLOW, BH_EOVERLAP, BH_EFORKED};
+                             BH_EBUSY, BH_EALLOC, BH_ERANGE, BH_EOVERFLOW, BH_EOVERLAP,  BH_EFORKED};
     const size_t n = sizeof(all) / sizeof(all[0]);
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(all[i], -(int)i); /* the contract's numbers */

@@ -70,7 +70,6 @@ static bh_registry *make(test_alloc *a, uint32_t flags) {
     return reg;
 }
 
-
 static char *dump_of(bh_registry *reg, unsigned flags) {
     FILE *f = tmpfile();
     assert_non_null(f);

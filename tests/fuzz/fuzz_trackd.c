@@ -31,7 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     s.track = bh_track_new(s.max_live);
     s.tt_table = td_tt_new(s.max_live);
     int sv[2];
-    if (s.log == NULL || s.track == NULL || s.tt_table == NULL || socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
+    if (s.log == NULL || s.track == NULL || s.tt_table == NULL ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
         abort();
     td_client *c = calloc(1, sizeof(*c));
     c->fd = sv[0];
