@@ -22,6 +22,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -130,13 +131,33 @@ void bh_http_url(const bh_http_addr *addr, unsigned port, char *buf, size_t n) {
 
 /* ======================== Host header ======================== */
 
-static int is_loopback(const struct sockaddr *sa) {
-    if (sa->sa_family == AF_INET)
-        return (ntohl(((const struct sockaddr_in *)(const void *)sa)->sin_addr.s_addr) >> 24) == 127;
-    if (sa->sa_family != AF_INET6)
+/* 1 for a loopback address, given as its family and its bytes (an in_addr
+ * or in6_addr). Addresses are copied out with memcpy, never read through a
+ * cast of another object: at -O2 gcc's aliasing rules let a family stored
+ * through sockaddr_storage be read back through sockaddr as the memset 0,
+ * which refused every literal Host (421 for "127.0.0.1"). */
+static int loopback_addr(int family, const void *bytes) {
+    if (family == AF_INET) {
+        struct in_addr a;
+        memcpy(&a, bytes, sizeof(a));
+        return (ntohl(a.s_addr) >> 24) == 127;
+    }
+    if (family != AF_INET6)
         return 0;
-    const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    struct in6_addr a;
+    memcpy(&a, bytes, sizeof(a));
+    return IN6_IS_ADDR_LOOPBACK(&a) || (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127);
+}
+
+/* The same for a socket address kept as bytes (bh_http_addr.sa). */
+static int loopback_sockaddr(const unsigned char *sa) {
+    sa_family_t family;
+    memcpy(&family, sa + offsetof(struct sockaddr, sa_family), sizeof(family));
+    if (family == AF_INET)
+        return loopback_addr(AF_INET, sa + offsetof(struct sockaddr_in, sin_addr));
+    if (family == AF_INET6)
+        return loopback_addr(AF_INET6, sa + offsetof(struct sockaddr_in6, sin6_addr));
+    return 0;
 }
 
 int bh_http_host_ok(const bh_http_addr *addr, const bh_http_opts *opts, const char *host) {
@@ -144,7 +165,8 @@ int bh_http_host_ok(const bh_http_addr *addr, const bh_http_opts *opts, const ch
         return 1;
     char name[256];
     const char *end;
-    if (host[0] == '[') { /* [v6]:port */
+    int bracketed = host[0] == '[';
+    if (bracketed) { /* [v6]:port */
         end = strchr(host, ']');
         if (end == NULL)
             return 0;
@@ -163,21 +185,17 @@ int bh_http_host_ok(const bh_http_addr *addr, const bh_http_opts *opts, const ch
         return 0;
     memcpy(name, host, (size_t)(end - host));
     name[end - host] = '\0';
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    struct sockaddr_in *v4 = (struct sockaddr_in *)(void *)&ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)(void *)&ss;
-    int literal = 0;
-    if (inet_pton(AF_INET, name, &v4->sin_addr) == 1)
-        ss.ss_family = AF_INET, literal = 1;
-    else if (inet_pton(AF_INET6, name, &v6->sin6_addr) == 1 && host[-1] == '[')
-        ss.ss_family = AF_INET6, literal = 1;
-    if (literal)
+    unsigned char bytes[sizeof(struct in6_addr)];
+    int family = 0;
+    if (inet_pton(AF_INET, name, bytes) == 1)
+        family = AF_INET;
+    else if (bracketed && inet_pton(AF_INET6, name, bytes) == 1)
+        family = AF_INET6;
+    if (family != 0)
         /* An address literal cannot be rebound by DNS: loopback is always
          * fine, any other only when the server was asked to listen beyond
          * loopback (then that is how its users reach it). */
-        return is_loopback((const struct sockaddr *)&ss) ||
-               !is_loopback((const struct sockaddr *)(const void *)addr->sa);
+        return loopback_addr(family, bytes) || !loopback_sockaddr(addr->sa);
     if (strcasecmp(name, "localhost") == 0)
         return 1;
     for (int i = 0; i < opts->nhosts; i++)
