@@ -22,14 +22,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <dirent.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <linux/sockios.h>
 #include <sys/socket.h>
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
 #include "proc.h"
+#include "support/rings.h"
 #include "support/server.h"
 #include "wire.h"
 
@@ -217,117 +216,31 @@ static void forced_loss_is_counted_alike_and_repaired_with_ages_kept(void **stat
 
 /* ------------------------------------------------------------ hostile rings */
 
-/* A ring of cap records in a memfd: sealed against shrinking (seal set), of
- * the size it claims (bytes 0: the right one). Returns the descriptor and
- * maps it at *map. */
-static int make_ring(uint32_t cap, int seal, size_t bytes, uint8_t **map) {
-    int fd = memfd_create("hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    assert_true(fd >= 0);
-    size_t len = bytes ? bytes : bh_ring_bytes(cap);
-    assert_int_equal(ftruncate(fd, (off_t)len), 0);
-    if (seal)
-        assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
-    *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    assert_true(*map != MAP_FAILED);
-    bh_put32(*map + BH_RING_OFF_MAGIC, BH_RING_MAGIC);
-    bh_put16(*map + BH_RING_OFF_VERSION, BH_RING_VERSION);
-    bh_put16(*map + BH_RING_OFF_RECSZ, BH_RING_RECORD);
-    bh_put32(*map + BH_RING_OFF_CAP, cap);
-    bh_put32(*map + BH_RING_OFF_STREAM, 1);
-    return fd;
-}
-
-/* The bytes f[0..n) in one sendmsg, with fd (-1: none) riding along. */
-static void send_with_fd(int sock, uint8_t *f, size_t n, int fd) {
-    struct iovec iov = {f, n};
-    union {
-        char b[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } cm;
-    memset(&cm, 0, sizeof(cm));
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (fd >= 0) {
-        m.msg_control = cm.b;
-        m.msg_controllen = sizeof(cm.b);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    }
-    assert_int_equal(sendmsg(sock, &m, MSG_NOSIGNAL), (ssize_t)n);
-}
-
-/* RING for stream 1 with fd (-1: none) over a HELLO'd connection. */
-static void send_ring(int sock, uint32_t cap, int fd) {
-    uint8_t f[BH_WIRE_HEADER + BH_WIRE_RING_LEN];
-    size_t h = bh_wire_header(f, BH_WIRE_RING, BH_WIRE_RING_LEN);
-    memset(f + h, 0, BH_WIRE_RING_LEN);
-    bh_put32(f + h, 1);
-    bh_put32(f + h + 4, cap);
-    send_with_fd(sock, f, sizeof(f), fd);
-}
-
-/* Reads frames until one of type arrives or the connection ends; returns the
- * first payload word (RING_ACK: the stream; ERROR: the code) or -1. */
-static int64_t await_frame(int sock, uint16_t type, uint32_t *second) {
-    uint8_t b[512];
-    size_t have = 0;
-    for (;;) {
-        ssize_t n = recv(sock, b + have, sizeof(b) - have, 0);
-        if (n <= 0)
-            return -1;
-        have += (size_t)n;
-        while (have >= BH_WIRE_HEADER && have >= BH_WIRE_HEADER + bh_get32(b + 8)) {
-            uint32_t len = bh_get32(b + 8);
-            if (bh_get16(b + 6) == type && len >= 4) {
-                if (second != NULL && len >= 8)
-                    *second = bh_get32(b + BH_WIRE_HEADER + 4);
-                return (int32_t)bh_get32(b + BH_WIRE_HEADER);
-            }
-            memmove(b, b + BH_WIRE_HEADER + len, have - BH_WIRE_HEADER - len);
-            have -= BH_WIRE_HEADER + len;
-        }
-    }
-}
-
-static void put_record(uint8_t *ring, uint32_t cap, uint64_t i, uint64_t n, uint8_t kind, uint64_t address) {
-    uint8_t *r = ring + BH_RING_HEADER + (size_t)(i & (cap - 1)) * BH_RING_RECORD;
-    memset(r, 0, BH_RING_RECORD);
-    bh_put64(r, n);
-    r[8] = kind;
-    bh_put32(r + 12, 1);
-    bh_put64(r + 16, address);
-    bh_put64(r + 24, 64);
-}
-
-static void publish(uint8_t *ring, uint64_t head) { bh_ring_store(ring, BH_RING_OFF_HEAD, head); }
-
 /* One attack: a connection hands over a ring that then breaks a rule; the
  * server refuses that connection (ERROR BH_EINVAL) and goes on. */
 typedef void (*attack_fn)(uint8_t *ring, uint32_t cap);
-static void head_far_ahead(uint8_t *ring, uint32_t cap) { publish(ring, (uint64_t)cap * 1000 + 7); }
+static void head_far_ahead(uint8_t *ring, uint32_t cap) { tr_publish(ring, (uint64_t)cap * 1000 + 7); }
 static void head_goes_back(uint8_t *ring, uint32_t cap) {
     (void)cap;
-    publish(ring, UINT64_MAX - 3); /* "behind" a tail of 0 */
+    tr_publish(ring, UINT64_MAX - 3); /* "behind" a tail of 0 */
 }
 static void unknown_kind(uint8_t *ring, uint32_t cap) {
-    put_record(ring, cap, 0, 1, 99, 4096);
-    publish(ring, 1);
+    tr_put_record(ring, cap, 0, 1, 99, 4096);
+    tr_publish(ring, 1);
 }
 static void numbers_go_back(uint8_t *ring, uint32_t cap) {
-    put_record(ring, cap, 0, 5, BH_RING_ALLOC, 4096);
-    put_record(ring, cap, 1, 5, BH_RING_FREE, 4096);
-    publish(ring, 2);
+    tr_put_record(ring, cap, 0, 5, BH_RING_ALLOC, 4096);
+    tr_put_record(ring, cap, 1, 5, BH_RING_FREE, 4096);
+    tr_publish(ring, 2);
 }
 
 /* A well-formed ring of cap records for stream 1 over sock, taken by the
  * server; returns its descriptor, mapped at *ring. */
 static int taken_ring(int sock, uint32_t cap, uint8_t **ring) {
-    int fd = make_ring(cap, 1, 0, ring);
-    send_ring(sock, cap, fd);
+    int fd = tr_make_ring(cap, 1, 0, ring);
+    tr_send_ring(sock, cap, fd);
     uint32_t status = 1;
-    assert_int_equal(await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
     assert_int_equal(status, 0); /* taken */
     return fd;
 }
@@ -342,7 +255,7 @@ static void run_attack(attack_fn attack, uint64_t malformed_before) {
     /* The server finds it at its next drain (a poll, or DRAIN now). */
     uint8_t f[BH_WIRE_HEADER];
     send_all(sock, f, bh_wire_header(f, BH_WIRE_DRAIN, 0));
-    assert_int_equal(await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL);
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL);
     assert_int_equal(test_wait_stat(trackd, paths.sock, "server", "malformed", malformed_before + 1),
                      malformed_before + 1);
     munmap(ring, bh_ring_bytes(cap));
@@ -367,19 +280,19 @@ static void a_hostile_ring_never_crashes_or_stalls_the_server(void **state) {
     int sock = raw_connect();
     send_hello(sock);
     uint8_t *ring;
-    int unsealed = make_ring(1024, 0, 0, &ring);
-    send_ring(sock, 1024, unsealed);
+    int unsealed = tr_make_ring(1024, 0, 0, &ring);
+    tr_send_ring(sock, 1024, unsealed);
     uint32_t status = 0;
-    assert_int_equal(await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
     assert_int_equal((int32_t)status, BH_EINVAL);
     munmap(ring, bh_ring_bytes(1024));
-    int small = make_ring(1024, 1, 4096, &ring); /* claims 1,024 records in 4 KiB */
-    send_ring(sock, 1024, small);
-    assert_int_equal(await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
+    int small = tr_make_ring(1024, 1, 4096, &ring); /* claims 1,024 records in 4 KiB */
+    tr_send_ring(sock, 1024, small);
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
     assert_int_equal((int32_t)status, BH_EINVAL);
     munmap(ring, 4096);
-    send_ring(sock, 1024, -1); /* no descriptor at all: malformed */
-    assert_int_equal(await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL);
+    tr_send_ring(sock, 1024, -1); /* no descriptor at all: malformed */
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL);
     close(sock);
     close(unsealed);
     close(small);
@@ -387,16 +300,16 @@ static void a_hostile_ring_never_crashes_or_stalls_the_server(void **state) {
     /* A mark whose resync never comes holds that ring only. */
     sock = raw_connect();
     send_hello(sock);
-    int fd = make_ring(1024, 1, 0, &ring);
-    send_ring(sock, 1024, fd);
-    assert_int_equal(await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
+    int fd = tr_make_ring(1024, 1, 0, &ring);
+    tr_send_ring(sock, 1024, fd);
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
     char buf[1 << 16];
     uint64_t allocs =
         test_json_u64(test_stats_json(trackd, paths.sock, buf, sizeof(buf)), "totals", "allocs");
-    put_record(ring, 1024, 0, 1, BH_RING_ALLOC, 0x5000);
-    put_record(ring, 1024, 1, 1, BH_RING_MARK, 9);
-    put_record(ring, 1024, 2, 2, BH_RING_ALLOC, 0x6000);
-    publish(ring, 3);
+    tr_put_record(ring, 1024, 0, 1, BH_RING_ALLOC, 0x5000);
+    tr_put_record(ring, 1024, 1, 1, BH_RING_MARK, 9);
+    tr_put_record(ring, 1024, 2, 2, BH_RING_ALLOC, 0x6000);
+    tr_publish(ring, 3);
     assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", allocs + 1), allocs + 1);
 
     /* Meanwhile a real reporter is served as ever. */
@@ -447,8 +360,8 @@ static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
     send_hello(sock);
     uint8_t *ring;
     int fd = taken_ring(sock, 1024, &ring);
-    put_record(ring, 1024, 0, UINT64_MAX - 8, BH_RING_ALLOC, 0x5000); /* a gap of 2^64 - 10 */
-    publish(ring, 1);
+    tr_put_record(ring, 1024, 0, UINT64_MAX - 8, BH_RING_ALLOC, 0x5000); /* a gap of 2^64 - 10 */
+    tr_publish(ring, 1);
     assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", 3), 3);
     uint64_t lost = test_json_u64(test_stats_json(trackd, paths.sock, buf, sizeof(buf)), "totals", "lost");
     assert_true(lost >= UINT64_MAX - 9); /* at least both; saturated, not wrapped */
@@ -478,18 +391,6 @@ static int server_memfds(pid_t srv) {
     return n;
 }
 
-/* Waits until the server has read everything sent on sock (and so taken or
- * closed the descriptors that rode along). */
-static void await_read(int sock) {
-    int left = 1;
-    for (int i = 0; i < TEST_HANG_S * 1000 && left > 0; i++) {
-        assert_int_equal(ioctl(sock, SIOCOUTQ, &left), 0);
-        if (left > 0)
-            usleep(1000);
-    }
-    assert_int_equal(left, 0);
-}
-
 /* Descriptors sent ahead of a RING frame wait in the server; they count
  * against the connection caps, which fit the descriptor limit. Two
  * connections each sending 4 (and no RING) under --max-connections 6: main
@@ -506,15 +407,15 @@ static void waiting_descriptors_stay_within_the_connection_caps(void **state) {
         send_hello(socks[k]);
         for (int i = 0; i < 4; i++) {
             uint8_t *ring;
-            int fd = make_ring(64, 1, 0, &ring);
+            int fd = tr_make_ring(64, 1, 0, &ring);
             uint8_t f[BH_WIRE_HEADER];
-            send_with_fd(socks[k], f, bh_wire_header(f, BH_WIRE_DRAIN, 0), fd);
+            tr_send_fds(socks[k], f, bh_wire_header(f, BH_WIRE_DRAIN, 0), &fd, 1);
             munmap(ring, bh_ring_bytes(64));
             close(fd);
         }
     }
-    await_read(socks[0]);
-    await_read(socks[1]);
+    tr_await_read(socks[0]);
+    tr_await_read(socks[1]);
     assert_true(2 + server_memfds(srv) <= 6);
     /* The count goes back down: A's leave with it, and a ring is taken again. */
     close(socks[0]);

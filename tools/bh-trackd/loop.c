@@ -41,10 +41,11 @@ static int peer_allowed(const td_server *s, uid_t uid) {
     return 0;
 }
 
-/* A uid's descriptors: its connections and the ring descriptors they hold
- * waiting for their RING frame (both within --max-connections-per-uid). */
+/* A uid's descriptors: its connections, the ring descriptors they hold
+ * waiting for their RING frame and the ones they passed that are not closed
+ * yet (all within --max-connections-per-uid). */
 uint64_t td_descriptors_of(const td_server *s, uid_t uid) {
-    uint64_t n = 0;
+    uint64_t n = td_closing_of(&uid);
     for (const td_client *c = s->clients; c != NULL; c = c->next)
         n += c->uid == uid ? 1u + (unsigned)c->nfds : 0u;
     return n;
@@ -93,7 +94,7 @@ static void accept_clients(td_server *s, int lfd, int compat) {
             close(fd);
             continue;
         }
-        if (s->nclients + s->ring_fds >= s->max_conns ||
+        if (s->nclients + s->ring_fds + td_closing_of(NULL) >= s->max_conns ||
             td_descriptors_of(s, cred.uid) >= s->max_conns_per_uid) {
             td_log(s, TD_WARN,
                    "refused a connection of uid %d (pid %d): %" PRIu64 " open, limits %" PRIu64

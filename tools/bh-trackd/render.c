@@ -395,11 +395,12 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
                      ",\"timeouts\":%" PRIu64 ",\"malformed\":%" PRIu64 ",\"resyncs\":%" PRIu64
                      ",\"compat_records\":%" PRIu64 ",\"compat_ignored\":%" PRIu64
                      ",\"unsupported_records\":%" PRIu64 ",\"limit_disconnects\":%" PRIu64
-                     ",\"output_overflows\":%" PRIu64 ",\"processes_gone\":%" PRIu64 "},\"clients\":[",
+                     ",\"output_overflows\":%" PRIu64 ",\"processes_gone\":%" PRIu64
+                     ",\"passed_fds_refused\":%" PRIu64 ",\"passed_fds_parked\":%" PRIu64 "},\"clients\":[",
                      td_clients_connected(s), s->connections, s->nclients, s->reporter_connections,
                      s->rejected, s->refused, s->timeouts, s->malformed, s->resyncs, s->compat_records,
                      s->compat_ignored, s->unsupported_records, s->limit_disconnects, s->output_overflows,
-                     s->processes_gone);
+                     s->processes_gone, s->fds_refused, s->closes_parked);
         render_groups(s, &r, limit);
         td_sb_printf(b, "],\"omitted_clients\":%" PRIu64 ",", r.omitted);
         render_losses(s, b, 1, limit);

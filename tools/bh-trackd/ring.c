@@ -11,7 +11,8 @@
  * against the consumer's own tail and the capacity, numbers must increase,
  * kinds and marks must be known, the mapping's size comes from fstat of a
  * descriptor sealed against shrinking; never touch a byte outside the
- * mapping, never block, never drain more than RING_SLICE records of one ring
+ * mapping, never block (a passed descriptor is closed by closer.c, unless a
+ * mapping of it holds the file), never drain more than RING_SLICE records of one ring
  * per loop turn (a resync's BEGIN drains up to its mark, at most one ring).
  */
 
@@ -43,9 +44,39 @@ struct td_ring {
 
 /* ======================== Descriptors ======================== */
 
+/* The most descriptors one message can carry (the kernel's SCM_MAX_FD).
+ * The control buffer takes them all: descriptors that do not fit would be
+ * dropped by the kernel, and their last close then runs in this thread. */
+#define TD_SCM_MAX_FD 253
+
+/* A descriptor a client passed: kept (at most TD_RING_FDS wait for their
+ * RING frame, within the connection caps; a compat or query connection gets
+ * none), or handed to the closer. 0, or -1 if it is not a memfd (only
+ * memfds are passed on purpose: anything else refuses the connection).
+ * F_GET_SEALS answers from the file's kind alone (no I/O, nothing that can
+ * wait) and only memfds and other shmem files have seals. */
+static int take_fd(td_server *s, td_client *c, int fd) {
+    if (fcntl(fd, F_GET_SEALS) < 0) {
+        s->fds_refused++;
+        td_close_passed(s, c->uid, fd);
+        return -1;
+    }
+    /* A waiting descriptor counts as a connection: the caps fit the
+     * descriptor limit. */
+    if (c->nfds < TD_RING_FDS && !c->compat && !c->control &&
+        s->nclients + s->ring_fds + td_closing_of(NULL) < s->max_conns &&
+        td_descriptors_of(s, c->uid) < s->max_conns_per_uid) {
+        c->fds[c->nfds++] = fd;
+        s->ring_fds++;
+    } else {
+        td_close_passed(s, c->uid, fd); /* the RING frame that wanted it is then malformed */
+    }
+    return 0;
+}
+
 ssize_t td_ring_recv(td_server *s, td_client *c, void *buf, size_t len) {
     union {
-        char b[CMSG_SPACE(TD_RING_FDS * sizeof(int))];
+        char b[CMSG_SPACE(TD_SCM_MAX_FD * sizeof(int))];
         struct cmsghdr align;
     } cm;
     struct iovec iov = {buf, len};
@@ -53,6 +84,7 @@ ssize_t td_ring_recv(td_server *s, td_client *c, void *buf, size_t len) {
     ssize_t n = recvmsg(c->fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n < 0)
         return n;
+    int foreign = 0;
     for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h)) {
         if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
             continue;
@@ -60,20 +92,15 @@ ssize_t td_ring_recv(td_server *s, td_client *c, void *buf, size_t len) {
         for (size_t i = 0; i < k; i++) {
             int fd;
             memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
-            /* At most TD_RING_FDS wait for their RING frame; more are closed
-             * (the RING frame that wanted one is then malformed). A compat
-             * or query connection gets none. A waiting descriptor counts as
-             * a connection: the caps fit the descriptor limit. */
-            if (c->nfds < TD_RING_FDS && !c->compat && !c->control &&
-                s->nclients + s->ring_fds < s->max_conns &&
-                td_descriptors_of(s, c->uid) < s->max_conns_per_uid) {
-                c->fds[c->nfds++] = fd;
-                s->ring_fds++;
-            } else {
-                close(fd);
-            }
+            foreign |= take_fd(s, c, fd) != 0;
         }
     }
+    /* Cut descriptors (out of descriptors ourselves): the kernel closed them
+     * already; the client is refused all the same, it sent what we cannot take. */
+    if (m.msg_flags & MSG_CTRUNC)
+        td_malformed(s, c, "descriptors cut (server out of descriptors)");
+    else if (foreign)
+        td_malformed(s, c, "passed a descriptor that is not a memfd");
     return n;
 }
 
@@ -121,7 +148,10 @@ static bh_status map_ring(td_server *s, td_client *c, int fd, uint32_t stream, u
     td_ring *r = rc == BH_OK ? calloc(1, sizeof(*r)) : NULL;
     void *m =
         r != NULL ? mmap(NULL, bh_ring_bytes(cap), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
-    close(fd);
+    if (m != MAP_FAILED)
+        close(fd); /* the mapping keeps the file: this only drops the number, never its last reference */
+    else
+        td_close_passed(s, c->uid, fd);
     if (rc == BH_OK && m == MAP_FAILED) {
         free(r);
         return BH_ENOMEM;
@@ -164,7 +194,7 @@ static void attach(td_server *s, td_client *c, const uint8_t *p, uint32_t len) {
     memmove(c->fds, c->fds + 1, (size_t)--c->nfds * sizeof(int));
     s->ring_fds--;
     if (find(c, stream) != NULL) {
-        close(fd);
+        td_close_passed(s, c->uid, fd);
         td_malformed(s, c, "RING for a stream that has one");
         return;
     }
@@ -328,6 +358,7 @@ void td_ring_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, 
 
 int td_rings_run(td_server *s) {
     int busy = 0;
+    td_closer_run();
     for (td_client *c = s->clients; c != NULL; c = c->next) {
         for (td_ring *r = c->rings; r != NULL && !c->closing; r = r->next) {
             long n = drain(s, c, r, RING_SLICE, 0);
@@ -362,7 +393,7 @@ void td_ring_close_client(td_server *s, td_client *c) {
         unmap(r);
     }
     for (int i = 0; i < c->nfds; i++)
-        close(c->fds[i]);
+        td_close_passed(s, c->uid, c->fds[i]);
     s->ring_fds -= (uint64_t)c->nfds;
     c->nfds = 0;
 }

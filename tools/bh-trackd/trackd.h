@@ -8,6 +8,7 @@
  *   conn.c      one connection: input buffering, output buffering, close
  *   native.c    native frames (docs/protocol.md) into the tracker
  *   ring.c      event rings (memfds of client streams) drained into the tracker
+ *   closer.c    descriptors clients passed, closed by a thread of its own
  *   tt.c        TT-Metal records (--compat-tt): record size, answers
  *   tt_table.c  TT's server's bookkeeping (tt_table.h): its QUERY answers
  *   tt_devices.c  the devices DEVICE_INFO describes (--tt-devices)
@@ -20,7 +21,8 @@
  *   http.c      libmicrohttpd driven from the event loop (http.h)
  *   metrics.c   the Prometheus exposition (metrics.h)
  *
- * Not thread-safe: one event loop owns all of it.
+ * Not thread-safe: one event loop owns all of it (closer.c's thread shares
+ * only its own queue, under its own lock).
  */
 #ifndef BH_TRACKD_H
 #define BH_TRACKD_H
@@ -89,6 +91,7 @@ typedef struct td_client {
     td_ring *rings;       /* native: the event rings it handed over (ring.c) */
     int fds[TD_RING_FDS]; /* descriptors received, waiting for their RING frame */
     int nfds;
+    int ring_wait; /* ring.c: 0, or TD_RING_WAIT_* (input held / gone, rings still draining) */
     struct td_client *next;
 } td_client;
 
@@ -179,7 +182,8 @@ typedef struct td_server {
         processes_gone; /* client processes seen gone (their leaks counted): what tests wait for */
     uint64_t rings_attached, rings_refused, ring_records, ring_events_lost; /* ring.c */
     uint64_t ring_fds; /* descriptors waiting for their RING frame: count as connections */
-    int rings_busy;    /* the last drain: 0 nothing, 1 records, 2 a full slice (more waiting) */
+    uint64_t fds_refused, closes_parked, closes_lost; /* closer.c: not memfds; queue full; no memory */
+    int rings_busy; /* the last drain: 0 nothing, 1 records, 2 a full slice (more waiting) */
     td_rate rates[TD_LOG_KINDS];
     /* pid -> program name, from HELLO */
     struct {
@@ -297,6 +301,17 @@ int td_rings_run(td_server *s);
 int td_rings_timeout(const td_server *s, int cap_ms);
 /* The connection ends: its rings are drained once more and let go. */
 void td_ring_close_client(td_server *s, td_client *c);
+
+/* ======================== closer.c ======================== */
+
+/* Closes fd, a descriptor a connection of uid passed, on the closer thread:
+ * never blocks (a full queue parks it, counted in closes_parked). */
+void td_close_passed(td_server *s, uid_t uid, int fd);
+/* Parked descriptors into the queue as it empties: every loop turn. */
+void td_closer_run(void);
+/* Passed descriptors not closed yet, of *uid (NULL: of everybody): they
+ * count against the connection caps, like the connections themselves. */
+uint64_t td_closing_of(const uid_t *uid);
 
 /* ======================== liveness.c ======================== */
 

@@ -1,0 +1,172 @@
+/*
+ * closer.c - closing the descriptors clients pass (SCM_RIGHTS) off the loop.
+ *
+ * A descriptor a client passed is its object: closing the last reference
+ * runs that object's release in the closing thread, and some releases wait.
+ * A TCP socket with SO_LINGER and unsent data to a peer that does not read
+ * holds close() for the linger time (8 s measured on the loop in 0.4's ring
+ * audit); a FUSE file waits for its daemon's answer to the flush. So every
+ * descriptor a client passed and the server does not keep is handed here,
+ * and one thread of its own closes them, one at a time: a close that waits
+ * holds that thread, never the loop.
+ *
+ * Owns: the closer thread (started at the first descriptor handed over), its
+ * bounded queue (TD_CLOSE_QUEUE), the descriptors parked while the queue is
+ * full (moved to the queue again as it empties, on the loop's next turn),
+ * and how many of each uid's descriptors are still waiting to be closed (they
+ * count against the connection caps, like a connection).
+ * Must never: close a client's descriptor on the loop thread, block the loop
+ * (the loop only takes the queue's lock, which the closer thread holds for a
+ * few stores, never across a close), or lose a descriptor (one that finds no
+ * room is parked and counted, never closed in place).
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "trackd.h"
+
+#define TD_CLOSE_QUEUE 256 /* descriptors waiting for the closer thread; past it they are parked */
+
+typedef struct pending {
+    int fd;
+    uid_t uid; /* whose connection passed it: it counts against that uid's caps until closed */
+} pending;
+
+/* Shared between the loop and the closer thread: every field under q.lock.
+ * The lock is never held across a close() or anything else that can wait,
+ * so the loop taking it waits at most for a few stores. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* signalled (under lock) when the queue gets a descriptor */
+    pending q[TD_CLOSE_QUEUE];
+    unsigned head, n; /* the oldest entry and the count (a ring over q) */
+    int busy;         /* the closer thread is closing busy_uid's descriptor now */
+    uid_t busy_uid;
+} q = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+/* The loop's alone (no lock): descriptors that found the queue full, oldest
+ * first, and whether the thread runs. */
+static pending *parked;
+static size_t nparked, parked_cap;
+static int started;
+
+/* ======================== The closer thread ======================== */
+
+static void *closer_main(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&q.lock);
+    for (;;) {
+        while (q.n == 0)
+            pthread_cond_wait(&q.wake, &q.lock); /* releases the lock while it waits */
+        pending p = q.q[q.head];
+        q.head = (q.head + 1) % TD_CLOSE_QUEUE;
+        q.n--;
+        /* Still counted (busy) while it is being closed: it is open until
+         * close() returns. */
+        q.busy = 1;
+        q.busy_uid = p.uid;
+        pthread_mutex_unlock(&q.lock);
+        /* A socket with SO_LINGER would hold this thread, and the descriptors
+         * behind it, for the linger time: lingering is turned off first (a
+         * descriptor of another kind answers ENOTSOCK and is only closed). */
+        struct linger off = {0, 0};
+        (void)setsockopt(p.fd, SOL_SOCKET, SO_LINGER, &off, sizeof(off));
+        close(p.fd);
+        pthread_mutex_lock(&q.lock);
+        q.busy = 0;
+    }
+    return NULL;
+}
+
+/* Under q.lock: fd into the queue; 0, or -1 if it is full. */
+static int push_locked(pending p) {
+    if (q.n == TD_CLOSE_QUEUE)
+        return -1;
+    q.q[(q.head + q.n) % TD_CLOSE_QUEUE] = p;
+    q.n++;
+    return 0;
+}
+
+/* Starts the thread once. Its signal mask is the loop's (SIGINT, SIGTERM and
+ * SIGHUP blocked: they are read from the signalfd), inherited at creation. */
+static void start_closer(td_server *s) {
+    if (started)
+        return;
+    pthread_t t;
+    pthread_attr_t a;
+    if (pthread_attr_init(&a) != 0)
+        return;
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED); /* it ends with the process */
+    pthread_attr_setstacksize(&a, 64u << 10);
+    if (pthread_create(&t, &a, closer_main, NULL) == 0)
+        started = 1;
+    else
+        td_log(s, TD_ERROR, "cannot start the descriptor closer thread; passed descriptors wait open");
+    pthread_attr_destroy(&a);
+}
+
+/* ======================== The loop's side ======================== */
+
+/* Parked descriptors into the queue, oldest first, as far as it has room. */
+static void unpark(void) {
+    if (nparked == 0 || !started)
+        return;
+    size_t moved = 0;
+    pthread_mutex_lock(&q.lock);
+    while (moved < nparked && push_locked(parked[moved]) == 0)
+        moved++;
+    if (moved > 0)
+        pthread_cond_signal(&q.wake);
+    pthread_mutex_unlock(&q.lock);
+    for (size_t i = moved; i < nparked; i++)
+        parked[i - moved] = parked[i];
+    nparked -= moved;
+}
+
+void td_close_passed(td_server *s, uid_t uid, int fd) {
+    pending p = {fd, uid};
+    start_closer(s);
+    unpark(); /* the older ones first */
+    int queued = -1;
+    if (started && nparked == 0) {
+        pthread_mutex_lock(&q.lock);
+        queued = push_locked(p);
+        if (queued == 0)
+            pthread_cond_signal(&q.wake); /* under the lock: the thread cannot miss it */
+        pthread_mutex_unlock(&q.lock);
+    }
+    if (queued == 0)
+        return;
+    /* No room (the thread is held by a close that waits): parked, open, and
+     * counted against its uid until the queue takes it. */
+    s->closes_parked++;
+    if (nparked == parked_cap) {
+        size_t cap = parked_cap ? parked_cap * 2 : 64;
+        pending *np = realloc(parked, cap * sizeof(*np));
+        if (np == NULL) {
+            s->closes_lost++; /* left open for good: never closed on the loop */
+            td_log(s, TD_ERROR, "out of memory parking a passed descriptor; it stays open");
+            return;
+        }
+        parked = np;
+        parked_cap = cap;
+    }
+    parked[nparked++] = p;
+    td_log(s, TD_WARN, "descriptor closer busy: %zu passed descriptors parked", nparked);
+}
+
+void td_closer_run(void) { unpark(); }
+
+uint64_t td_closing_of(const uid_t *uid) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < nparked; i++)
+        n += uid == NULL || parked[i].uid == *uid;
+    pthread_mutex_lock(&q.lock);
+    for (unsigned i = 0; i < q.n; i++)
+        n += uid == NULL || q.q[(q.head + i) % TD_CLOSE_QUEUE].uid == *uid;
+    n += q.busy && (uid == NULL || q.busy_uid == *uid);
+    pthread_mutex_unlock(&q.lock);
+    return n;
+}
