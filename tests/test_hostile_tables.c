@@ -43,39 +43,7 @@ static int teardown(void **state) {
     return test_paths_remove(&paths);
 }
 
-static void start_compat(const char *const *more) {
-    const char *extra[16] = {"--compat-tt", "--compat-socket", paths.compat, "--grace-ms", "100"};
-    int n = 5;
-    for (int i = 0; more != NULL && more[i] != NULL && n < 15; i++)
-        extra[n++] = more[i];
-    extra[n] = NULL;
-    srv = hs_start(trackd, &paths, extra, 0);
-    test_wait_accepting(paths.compat);
-}
-
-/* Reads exactly n bytes within 30 s; how many came. */
-static size_t read_n(int fd, uint8_t *buf, size_t n) {
-    size_t got = 0;
-    for (double end = test_now_s() + 30; got < n && test_now_s() < end;) {
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 100) <= 0)
-            continue;
-        ssize_t r = recv(fd, buf + got, n - got, MSG_DONTWAIT);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    return got;
-}
-
-/* A TT QUERY for device on the compat connection fd: RESPONSE's DRAM bytes. */
-static uint64_t tt_dram(int fd, int32_t device) {
-    uint8_t q[BH_TT_RECORD], a[BH_TT_RECORD];
-    bh_tt_record(q, BH_TT_QUERY, device, 0, 0, 0, 0, 0);
-    hs_send_all(fd, q, sizeof(q));
-    assert_int_equal(read_n(fd, a, sizeof(a)), sizeof(a));
-    return bh_get64(a + 40);
-}
+static void start_compat(const char *const *more) { srv = hs_start_compat(trackd, &paths, more); }
 
 /* ------------------------------------------------------------ 7: sizes */
 
@@ -86,7 +54,7 @@ static void allocates_minus_8_gib(void) {
     int fd = hs_reporter(paths.sock);
     hs_events(fd, 1, BH_EVENT_ALLOC, BH_DOMAIN(0, BH_MEM_DRAM), 0, 0x900000000ull, 0 - 8 * GIB, 1);
     uint8_t b[256];
-    (void)read_n(fd, b, sizeof(b)); /* ERROR and EOF, or nothing */
+    (void)hs_read_n(fd, b, sizeof(b)); /* ERROR and EOF, or nothing */
     for (;;)
         pause();
 }
@@ -116,7 +84,7 @@ static void one_clients_size_never_wraps_anothers_totals(void **state) {
     free(j);
     int tt = bh_unix_connect(paths.compat);
     assert_true(tt >= 0);
-    uint64_t dram = tt_dram(tt, 0);
+    uint64_t dram = hs_tt_dram(tt, 0);
     print_message("8 GiB, then another process's 2^64 - 8 GiB on the same device: totals.live_bytes %llu, "
                   "TT QUERY dram %llu (%s)\n",
                   (unsigned long long)live_bytes, (unsigned long long)dram, refused ? "refused" : "counted");
@@ -140,9 +108,9 @@ static double records_cost(int fd, uint8_t type, int n) {
     hs_send_all(fd, recs, (size_t)n * BH_TT_RECORD);
     if (type == BH_TT_QUERY) {
         static uint8_t answers[20000 * BH_TT_RECORD];
-        assert_int_equal(read_n(fd, answers, (size_t)n * BH_TT_RECORD), (size_t)n * BH_TT_RECORD);
+        assert_int_equal(hs_read_n(fd, answers, (size_t)n * BH_TT_RECORD), (size_t)n * BH_TT_RECORD);
     } else {
-        (void)tt_dram(fd, 0);
+        (void)hs_tt_dram(fd, 0);
     }
     return test_proc_cpu_s(srv) - cpu0;
 }
@@ -161,7 +129,7 @@ static void dump_requests_cost_no_more_than_queries(void **state) {
     for (int i = 0; i < 20000; i++)
         bh_tt_record(allocs[i], BH_TT_ALLOC, 0, 4096, 0, 0, 0x10000000ull + (uint64_t)i * 4096, 0);
     hs_send_all(fd, allocs, sizeof(allocs));
-    assert_int_equal(tt_dram(fd, 0), 20000ull * 4096);
+    assert_int_equal(hs_tt_dram(fd, 0), 20000ull * 4096);
     double control = records_cost(fd, BH_TT_QUERY, 5000);
     struct stat st0, st1;
     assert_int_equal(stat(paths.log, &st0), 0);
@@ -193,7 +161,7 @@ static void one_stray_alloc_does_not_make_devices(void **state) {
     bh_tt_record(rec, BH_TT_DEVICE_INFO_QUERY, 0, 0, 0, 0, 0, 0);
     hs_send_all(fd, rec, sizeof(rec));
     uint8_t a[BH_TT_RECORD_112];
-    assert_int_equal(read_n(fd, a, sizeof(a)), sizeof(a));
+    assert_int_equal(hs_read_n(fd, a, sizeof(a)), sizeof(a));
     uint32_t n = bh_get32(a + 108);
     print_message("one ALLOC on device 2^28 - 1: DEVICE_INFO num_devices %u\n", n);
     assert_true(n < 1024);
@@ -219,7 +187,7 @@ static void streams_of_refused_connections_are_freed(void **state) {
         int fd = hs_reporter(paths.sock);
         hs_events(fd, i + 2, BH_EVENT_ALLOC, 0, 0, 0x2000, 64, 1);
         uint8_t b[256];
-        size_t got = read_n(fd, b, BH_WIRE_HEADER);
+        size_t got = hs_read_n(fd, b, BH_WIRE_HEADER);
         refused += got == BH_WIRE_HEADER && bh_get16(b + 6) == BH_WIRE_ERROR;
         close(fd);
     }

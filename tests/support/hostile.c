@@ -109,6 +109,39 @@ void hs_send_all(int fd, const void *p, size_t n) {
     }
 }
 
+size_t hs_read_n(int fd, uint8_t *buf, size_t n) {
+    size_t got = 0;
+    for (double end = test_now_s() + 30; got < n && test_now_s() < end;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t r = recv(fd, buf + got, n - got, MSG_DONTWAIT);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    return got;
+}
+
+pid_t hs_start_compat(const char *trackd, const test_paths *p, const char *const *more) {
+    const char *extra[24] = {"--compat-tt", "--compat-socket", p->compat, "--grace-ms", "100"};
+    int n = 5;
+    for (int i = 0; more != NULL && more[i] != NULL && n < 23; i++)
+        extra[n++] = more[i];
+    extra[n] = NULL;
+    pid_t pid = hs_start(trackd, p, extra, 0);
+    test_wait_accepting(p->compat);
+    return pid;
+}
+
+uint64_t hs_tt_dram(int fd, int32_t device) {
+    uint8_t q[BH_TT_RECORD], a[BH_TT_RECORD];
+    bh_tt_record(q, BH_TT_QUERY, device, 0, 0, 0, 0, 0);
+    hs_send_all(fd, q, sizeof(q));
+    assert_int_equal(hs_read_n(fd, a, sizeof(a)), sizeof(a));
+    return bh_get64(a + 40);
+}
+
 size_t hs_hello(uint8_t *p, int control) {
     size_t n = bh_wire_header(p, BH_WIRE_HELLO, 14);
     bh_put32(p + n, (uint32_t)getpid());

@@ -43,6 +43,14 @@ int hs_reporter(const char *sock);
 void hs_events(int fd, uint32_t stream, uint8_t kind, uint32_t device, uint32_t spread, uint64_t base,
                uint64_t size, size_t count);
 void hs_send_all(int fd, const void *p, size_t n);
+/* Reads exactly n bytes within 30 s; how many came (fewer: EOF or an error). */
+size_t hs_read_n(int fd, uint8_t *buf, size_t n);
+/* Starts trackd with --compat-tt on p->compat, --grace-ms 100 and more
+ * (NULL-terminated, may be NULL); waits until both sockets accept. */
+pid_t hs_start_compat(const char *trackd, const test_paths *p, const char *const *more);
+/* A 72-byte TT QUERY for device on the compat connection fd: the RESPONSE's
+ * DRAM bytes (asserts a whole RESPONSE came). */
+uint64_t hs_tt_dram(int fd, int32_t device);
 /* One QUERY (1 stats, 2 dump) in JSON; the payload (malloc'd) or NULL
  * without an answer within secs; *took (may be NULL) the time it took. */
 char *hs_query(const char *sock, uint16_t what, double secs, double *took);

@@ -326,6 +326,13 @@ static void health_series(FILE *f, const bh_metrics_health *h) {
         {"bh_trackd_output_overflows_total", "counter", "Connections cut off for not reading their replies.",
          H(output_overflows_total)},
         {"bh_trackd_http_requests_total", "counter", "HTTP requests answered.", H(http_requests_total)},
+        {"bh_trackd_tt_table_refused_total", "counter",
+         "TT ALLOCs not kept: the TT table full, and their process at its share.", H(tt_refused_total)},
+        {"bh_trackd_tt_table_evicted_departed_total", "counter",
+         "TT table entries of gone processes dropped to make room.", H(tt_evicted_departed_total)},
+        {"bh_trackd_tt_table_evicted_over_share_total", "counter",
+         "TT table entries of a process over its share dropped to make room for another's.",
+         H(tt_evicted_over_share_total)},
 #undef H
     };
     for (size_t k = 0; k < sizeof(hf) / sizeof(hf[0]); k++) {

@@ -26,6 +26,7 @@ typedef struct bh_metrics_health {
     uint64_t connections_total, reporter_connections_total, rejected_peers_total, refused_connections_total,
         timeouts_total, malformed_total, resyncs_total, compat_records_total, unsupported_records_total,
         limit_disconnects_total, output_overflows_total, http_requests_total;
+    uint64_t tt_refused_total, tt_evicted_departed_total, tt_evicted_over_share_total; /* TT table full */
     double start_time_s; /* unix time the daemon started */
 } bh_metrics_health;
 

@@ -222,10 +222,17 @@ static void on_alloc(td_server *s, td_client *c, int32_t device, uint32_t space,
                  (unsigned)(size >> 30));
         return;
     }
-    if (td_tt_alloc(s->tt_table, device, space, id, size, kind, c->pid, now) == TD_TT_FULL)
+    int kept = td_tt_alloc(s->tt_table, device, space, id, size, kind, c->pid, now);
+    if (kept == TD_TT_FULL)
         td_log(s, TD_WARN,
-               "TT table full (%" PRIu64 " entries, --max-live-per-client): ALLOC by pid %d not kept",
+               "TT table full (%" PRIu64 " entries, --max-live-per-client): ALLOC by pid %d not kept"
+               " (it holds its share, and no gone process holds entries)",
                s->max_live, (int)c->pid);
+    else if (kept == TD_TT_EVICTED_DEPARTED || kept == TD_TT_EVICTED_SHARE)
+        td_log(s, TD_WARN, "TT table full (%" PRIu64 " entries): ALLOC by pid %d kept in the place of %s",
+               s->max_live, (int)c->pid,
+               kept == TD_TT_EVICTED_DEPARTED ? "an entry of a gone process"
+                                              : "an entry of the process holding the most");
     uint32_t domain = BH_DOMAIN((uint32_t)device, kind);
     uint64_t before = bh_track_device_bytes(s->track, domain, NULL);
     bh_track_result res = bh_track_on_alloc(s->track, td_client_key(c->pid, 0), domain, id, size, r[16], now);

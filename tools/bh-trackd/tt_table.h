@@ -11,12 +11,21 @@
  * reference (ref_count), a FREE releases one; the bytes leave the device's
  * sums at the last. The process whose ALLOC made an entry owns it: when that
  * process is gone, what it still owns counts as leaked (it stays in the
- * table, as in TT's server, until something frees it).
+ * table, as in TT's server, until something frees it or a full table needs
+ * its room).
+ *
+ * Full (max_entries): a new entry takes the place of an entry of the process
+ * gone longest; with none, of the process holding the most entries, if the
+ * allocating process holds less than an equal share (max_entries over the
+ * processes holding entries), that process's least useful entry (zero-byte
+ * first, then oldest); else it is refused. So short-lived processes cannot
+ * fill the table for later ones, nor one live process for the others.
  *
  * Owns: the entries, per-device sums per memory kind, per-process ownership
  * counts, and the TT figures (td_tt_counts).
- * Must never: walk the whole table on a record (every call is O(1) but
- * td_tt_each), or grow past its bound (td_tt_new's max_entries). Not
+ * Must never: walk the entries on a record (every call is O(1) but
+ * td_tt_each and a full table's look at the owners), or grow past its bound
+ * (td_tt_new's max_entries). Not
  * thread-safe: bh-trackd's event loop owns it.
  */
 #ifndef BH_TRACKD_TT_TABLE_H
@@ -37,6 +46,8 @@ typedef struct td_tt_counts {
     uint64_t live, live_bytes;    /* entries in the table (DUMP_REMAINING lists them) */
     uint64_t leaks, leaked_bytes; /* of those, owned by a process that is gone */
     uint64_t refused;             /* ALLOCs not kept: table full (max_entries) or out of memory */
+    uint64_t evicted_departed;    /* entries of gone processes dropped to make room */
+    uint64_t evicted_over_share;  /* entries of a process over its share dropped to make room */
 } td_tt_counts;
 
 typedef struct td_tt_entry {
@@ -52,11 +63,19 @@ typedef struct td_tt_table td_tt_table;
 td_tt_table *td_tt_new(uint64_t max_entries);
 void td_tt_free(td_tt_table *t);
 
-enum { TD_TT_NEW = 0, TD_TT_REFERENCE = 1, TD_TT_FULL = 2 };
+enum {
+    TD_TT_NEW = 0,
+    TD_TT_REFERENCE = 1,
+    TD_TT_FULL = 2,
+    TD_TT_EVICTED_DEPARTED = 3,
+    TD_TT_EVICTED_SHARE = 4
+};
 /* An ALLOC by pid of size bytes of memory kind (a BH_MEM_* or the CB/kernel
  * kinds of wire.h); TD_TT_NEW, TD_TT_REFERENCE (the key was live: one more
- * reference, its size and kind stay those of the first) or TD_TT_FULL
- * (not kept). */
+ * reference, its size and kind stay those of the first), TD_TT_FULL (not
+ * kept) or TD_TT_EVICTED_* (kept in the place of an entry of a gone process,
+ * or of one over its share). O(1), but a full table with no gone process's
+ * entries looks at each owner. */
 int td_tt_alloc(td_tt_table *t, int32_t device, uint32_t space, uint64_t id, uint64_t size, uint32_t kind,
                 pid_t pid, uint64_t now_ms);
 /* A FREE: 0 (one reference released; *last set when it was the last), or

@@ -20,6 +20,7 @@
 #include "http.h"
 #include "metrics.h"
 #include "trackd.h"
+#include "tt_table.h"
 
 /* dashboard.html, embedded by tools/bh-trackd/embed.cmake */
 extern const unsigned char td_dashboard_html[];
@@ -265,6 +266,11 @@ static void health(td_server *s, bh_metrics_health *h) {
     h->unsupported_records_total = s->unsupported_records;
     h->limit_disconnects_total = s->limit_disconnects;
     h->http_requests_total = bh_http_requests(s->http);
+    td_tt_counts tt;
+    td_tt_counts_get(s->tt_table, &tt);
+    h->tt_refused_total = tt.refused;
+    h->tt_evicted_departed_total = tt.evicted_departed;
+    h->tt_evicted_over_share_total = tt.evicted_over_share;
     h->start_time_s = s->start_time_s;
 }
 

@@ -163,16 +163,23 @@ static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UI
 
 /* ======================== Live set ======================== */
 
+/* A device's sum lives exactly as long as the device has live entries: it
+ * goes with its last one. It has no bound of its own (each sum stands for at
+ * least one live entry, which the live and group limits bound); 0.3.1 kept
+ * every device ever seen and stopped at 65,536, so 16 short-lived processes
+ * at their group limit left every later device out of TT QUERY. */
 static void device_add(bh_track *t, uint32_t device, uint64_t size, int sign) {
     devsum *d = ot_find(&t->devices, device, 0, 0);
-    if (d == NULL && sign > 0 && t->devices.n < BH_TRACK_MAX_DEVICES)
+    if (d == NULL && sign > 0)
         d = ot_insert(&t->devices, device, 0, 0);
     if (d == NULL)
-        return; /* past the bound or ENOMEM: TT QUERY answers low, nothing else depends on it */
+        return; /* ENOMEM: TT QUERY answers low, nothing else depends on it */
     d->live += sign > 0 ? 1 : (uint64_t)-1;
     /* Sizes are bounded (size_fits), so this never saturates in practice;
      * if it ever did, the sum stays at the top instead of wrapping to 0. */
     d->bytes = sign > 0 ? sat_add(d->bytes, size) : d->bytes > size ? d->bytes - size : 0;
+    if (d->live == 0)
+        ot_remove(&t->devices, d);
 }
 
 static bh_track_result make_live(bh_track *t, place *pl, uint32_t device, uint64_t address, uint64_t size,

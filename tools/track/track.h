@@ -113,7 +113,6 @@ typedef struct bh_track bh_track;
     32767u /* addresses with counts: a table of at most 64K slots (and as many                               \
               again with findings) */
 #define BH_TRACK_DEFAULT_MAX_GROUPS 4096u
-#define BH_TRACK_MAX_DEVICES 65536u /* devices whose live bytes are kept (TT QUERY) */
 
 /* max_live_per_process: BH_TRACK_LIMIT past it (0: no limit). NULL on ENOMEM. */
 bh_track *bh_track_new(uint64_t max_live_per_process);
@@ -191,8 +190,8 @@ int bh_track_is_live(const bh_track *t, uint64_t client, uint32_t device, uint64
 /* Totals for one client/device (client or device UINT64_MAX / UINT32_MAX:
  * any), over the processes present; both any: gone processes included. */
 void bh_track_totals(const bh_track *t, uint64_t client, uint32_t device, bh_track_counts *out);
-/* Live bytes of one device, over every client; *seen (may be NULL): it ever
- * had an allocation. O(1). */
+/* Live bytes of one device, over every client; *seen (may be NULL): it has
+ * live allocations. O(1). */
 uint64_t bh_track_device_bytes(const bh_track *t, uint32_t device, int *seen);
 /* (stream, device) groups of one process (kept after it is gone, until it is
  * retired). O(1). */

@@ -48,7 +48,7 @@ typedef struct proc {
     struct proc *prev, *next; /* first-seen order */
 } proc;
 
-typedef struct devsum { /* a device; kept once seen (bounded by BH_TRACK_MAX_DEVICES) */
+typedef struct devsum { /* a device with live entries (removed with its last one) */
     okey k;
     uint64_t live, bytes;
 } devsum;
