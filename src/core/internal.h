@@ -237,6 +237,13 @@ typedef struct bh__shard {
     uint32_t count;       /* under lock: entries in the array */
     bh__block *free_list; /* under lock: retired blocks ready for reuse */
     bh__table *retired;   /* under lock: replaced arrays, freed at fini */
+    /* ATOMIC: live blocks of this shard's keys (born in go_live, retired in
+     * the last release, both under lock): a relaxed load and a release store
+     * under lock; read without it by bh_stats_get (relaxed) and
+     * bh_registry_destroy (acquire). Per shard and under the lock a birth
+     * and a death take anyway: 0.3.1 kept one registry-wide gauge, two
+     * locked instructions per block's life. */
+    AO_t live;
 } bh__shard;
 
 #define BH__SHARDS 64 /* power of two */
@@ -259,6 +266,24 @@ static inline bh__table *bh__shard_table(const bh__shard *shard) {
     bh__table *t = (bh__table *)AO_load_acquire(&shard->table);
     BH__HAPPENS_AFTER(&shard->table); /* for helgrind and drd: grow()'s annotation */
     return t;
+}
+
+/* Under shard->lock: a block of this shard went live (+1) or was retired
+ * (-1). Release: bh_registry_destroy's acquire load that reads the count
+ * sees everything the retiring thread did before (its allocator free, the
+ * index removal, the retirement). */
+static inline void bh__shard_live_add(bh__shard *shard, int d) {
+    AO_store_release(&shard->live,
+                     AO_load(&shard->live) + (AO_t)(intptr_t)d); /* relaxed load: ours, under lock */
+}
+
+/* Asks for the line of hash's home entry ahead of a locked operation on it
+ * (an unlink after the allocator's free and the index removal, a claim
+ * before the lock is taken), so its miss overlaps that work. Only a hint:
+ * the array may be replaced before the lock is taken. */
+static inline void bh__shard_prefetch(const bh__shard *shard, uint64_t hash) {
+    const bh__table *t = bh__shard_table(shard);
+    __builtin_prefetch(&t->e[(uint32_t)hash & t->mask], 1);
 }
 
 bh_status bh__shard_init(bh__shard *shard, const struct bh__slab *slab);
@@ -421,8 +446,7 @@ _Static_assert(sizeof(bh__stripe) == BH__STRIPE_ALIGN, "a stripe is one 128-byte
 
 typedef struct bh__stats {
     bh__stripe stripes[BH__STRIPES];
-    AO_t live_blocks;     /* ATOMIC: touched only when blocks are born or retired */
-    AO_t live_bytes;      /* ATOMIC: same */
+    AO_t live_bytes;      /* ATOMIC: touched only when blocks are born or retired (live blocks: per shard) */
     AO_t peak_live_bytes; /* ATOMIC: CAS-max after every increase of live_bytes */
     /* ATOMIC: relaxed adds. Outside the stripes (which are full: 16
      * counters, one pair of lines): a refusal is a caught bug, never a hot path. */
@@ -456,9 +480,9 @@ static inline void bh__count(bh__stats *st, enum bh__counter c) {
 int bh__live_reserve(bh__stats *st, uint64_t bytes);
 /* Gives back a reservation whose block was not created. */
 void bh__live_unreserve(bh__stats *st, uint64_t bytes);
-/* A block with reserved bytes was published: count it, update the peak. */
-void bh__live_born(bh__stats *st);
-/* A block died: its bytes and the block leave the gauges. */
+/* A block with reserved bytes was published: update the peak. */
+void bh__live_peak(bh__stats *st);
+/* A block died: its bytes leave the gauge. */
 void bh__live_sub(bh__stats *st, uint64_t bytes);
 void bh__stats_sum(const bh__stats *st, bh_stats *out);
 

@@ -227,12 +227,14 @@ bh_status bh_registry_destroy(bh_registry *reg) {
         destroy_forked(reg);
         return BH_OK;
     }
-    /* Acquire: pairs with the release decrement in bh__live_sub(), so the
-     * teardown below sees everything the last retiring thread wrote. The
-     * caller guarantees that no other call is running (see the header): this
-     * check is about references still held, not about threads. */
-    if (AO_load_acquire(&reg->stats.live_blocks) != 0)
-        return BH_EBUSY;
+    /* Acquire: pairs with the release store of each shard's live count
+     * (bh__shard_live_add), so the teardown below sees everything each
+     * shard's last retiring thread wrote. The caller guarantees that no
+     * other call is running (see the header): this check is about
+     * references still held, not about threads. */
+    for (unsigned i = 0; i < BH__SHARDS; i++)
+        if (AO_load_acquire(&reg->shards[i].live) != 0)
+            return BH_EBUSY;
     live_remove(reg);
     bh__diag_detach(reg);
     close_owned_reporter(reg); /* flushes what is queued */
@@ -247,6 +249,8 @@ bh_status bh_stats_get(bh_registry *reg, bh_stats *out) {
     if (bh__forked(reg))
         return BH_EFORKED;
     bh__stats_sum(&reg->stats, out);
+    for (unsigned i = 0; i < BH__SHARDS; i++)
+        out->live_handles += (uint64_t)AO_load(&reg->shards[i].live); /* relaxed: a statistic */
     const bh_reporter *both[2] = {&reg->reporter, &reg->env_reporter};
     for (int i = 0; i < 2; i++) {
         bh_reporter_stats rs;

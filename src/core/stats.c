@@ -2,7 +2,8 @@
  * stats.c - the registry's counters.
  *
  * Owns: striped event counters, the process's thread numbers that pick a
- * stripe, and the live/peak byte gauges.
+ * stripe, and the live/peak byte gauges (the live block count is per shard:
+ * bh__shard_live_add, internal.h).
  * Must never: put one shared, written cache line on the retain/release path.
  * Event counters are striped per thread (see BH__OWNED_STRIPES in
  * internal.h); the gauges are touched only when a block is born or retired,
@@ -157,11 +158,10 @@ void bh__live_unreserve(bh__stats *st, uint64_t bytes) {
     (void)AO_fetch_and_add(&st->live_bytes, (AO_t)0 - (AO_t)bytes); /* relaxed: a gauge */
 }
 
-void bh__live_born(bh__stats *st) {
-    (void)AO_fetch_and_add1(&st->live_blocks); /* relaxed: destroy's acquire pairs with the death side only */
+void bh__live_peak(bh__stats *st) {
     /* CAS-max, relaxed: the peak is a statistic and orders nothing. A racy
      * read of live_bytes can only make the peak lag, never exceed a value the
-     * gauge really had. */
+     * gauge really had. No locked instruction unless the peak rises. */
     AO_t now = AO_load(&st->live_bytes);
     AO_t peak = AO_load(&st->peak_live_bytes);
     while (now > peak) {
@@ -173,12 +173,7 @@ void bh__live_born(bh__stats *st) {
 }
 
 void bh__live_sub(bh__stats *st, uint64_t bytes) {
-    (void)AO_fetch_and_add(&st->live_bytes, (AO_t)0 - (AO_t)bytes); /* relaxed: the decrement below orders */
-    /* Release: bh_registry_destroy reads live_blocks with acquire and must see
-     * every write the retiring thread made to the registry before it (the
-     * caller of destroy guarantees every call returned; this orders memory,
-     * it does not wait for threads). */
-    (void)AO_fetch_and_sub1_release(&st->live_blocks);
+    (void)AO_fetch_and_add(&st->live_bytes, (AO_t)0 - (AO_t)bytes); /* relaxed: a gauge */
 }
 
 void bh__stats_sum(const bh__stats *st, bh_stats *out) {
@@ -190,7 +185,6 @@ void bh__stats_sum(const bh__stats *st, bh_stats *out) {
         for (unsigned c = 0; c < BH__C_COUNT; c++)
             sum[c] += (uint64_t)AO_load(&st->stripes[s].c[c]);
     memset(out, 0, sizeof(*out));
-    out->live_handles = (uint64_t)AO_load(&st->live_blocks);
     out->live_bytes = (uint64_t)AO_load(&st->live_bytes);
     out->peak_live_bytes = (uint64_t)AO_load(&st->peak_live_bytes);
     out->allocs = sum[BH__C_ALLOCS];
