@@ -1,8 +1,13 @@
 /*
- * test_hostile_fair.c - bh-trackd's bounded tables against clients that
- * come first (round 3 leftovers): the per-device byte sums TT QUERY answers
- * from, TT's table of buffers when it is full, and /metrics, bounded in
- * bytes. Each attack is checked by what a later, well-behaved client sees.
+ * test_hostile_fair.c - bh-trackd's bounds against clients that come first
+ * and for clients that are slow (round 3 leftovers). Tables: the per-device
+ * byte sums TT QUERY answers from, TT's table of buffers when it is full,
+ * /metrics bounded in bytes; each attack is checked by what a later,
+ * well-behaved client sees. TT (compat) connections: never closed where the
+ * server can wait instead (a TT client whose socket is closed dies of
+ * SIGPIPE on its next send): one that reads no replies is not read either, a
+ * record sent in halves is not timed out, one past the connection cap waits
+ * in the listen backlog; with a native control where there is one.
  *
  * usage: test_hostile_fair PATH-TO-bh-trackd
  */
@@ -11,11 +16,15 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <cmocka.h>
 
 #include "bufhandle/bufhandle.h"
@@ -57,15 +66,6 @@ static void tt_alloc(int fd, int32_t device, uint64_t id, uint64_t size) {
     hs_send_all(fd, r, sizeof(r));
 }
 
-/* The number after "key": in a fresh stats --json. */
-static uint64_t stat_of(const char *key) {
-    char *j = hs_query(paths.sock, 1, 10, NULL);
-    assert_non_null(j);
-    uint64_t v = hs_num(j, key);
-    free(j);
-    return v;
-}
-
 /* ------------------------------------------------ per-device sums */
 
 /* 4,096 allocations, one on each of 4,096 devices of its own (a process's
@@ -88,8 +88,7 @@ static void later_devices_are_answered_after_short_lived_processes(void **state)
     int native = hs_reporter(paths.sock);
     hs_events(native, 1, BH_EVENT_ALLOC, BH_DOMAIN(70000, BH_MEM_DRAM), 0, 0x40000000, MIB, 1);
     assert_int_equal(hs_wait_total(paths.sock, "live", 1, TEST_HANG_S), 1);
-    int tt = bh_unix_connect(paths.compat);
-    assert_true(tt >= 0);
+    int tt = hs_tt_connect(paths.compat);
     tt_alloc(tt, 70001, 0x50000000, MIB);
     uint64_t native_dram = hs_tt_dram(tt, 70000), tt_dram = hs_tt_dram(tt, 70001);
     print_message(
@@ -107,8 +106,7 @@ static void later_devices_are_answered_after_short_lived_processes(void **state)
 /* 256 TT buffers of 4 KiB on device 0 (ids of its own), answered, then gone
  * without freeing them: TT's server keeps them (leaks). */
 static void leaves_256_tt_buffers(void) {
-    int fd = bh_unix_connect(paths.compat);
-    assert_true(fd >= 0);
+    int fd = hs_tt_connect(paths.compat);
     for (uint64_t k = 0; k < 256; k++)
         tt_alloc(fd, 0, ((uint64_t)filler << 20) + k * 4096, 4096);
     (void)hs_tt_dram(fd, 0); /* answered: every ALLOC before it was read */
@@ -123,11 +121,10 @@ static void departed_tt_entries_make_room_for_a_later_process(void **state) {
     const char *more[] = {"--max-live-per-client", "4096", NULL};
     hs_track(hs_start_compat(trackd, &paths, more));
     fill_with_short_lived(leaves_256_tt_buffers, FILLERS * 256);
-    int tt = bh_unix_connect(paths.compat);
-    assert_true(tt >= 0);
+    int tt = hs_tt_connect(paths.compat);
     tt_alloc(tt, 1, 0x7000000, MIB);
     uint64_t dram = hs_tt_dram(tt, 1), dev0 = hs_tt_dram(tt, 0);
-    uint64_t evicted = stat_of("evicted_departed"), refused = stat_of("refused");
+    uint64_t evicted = hs_stat(paths.sock, "evicted_departed"), refused = hs_stat(paths.sock, "refused");
     print_message("TT table of 4096 full of %d gone processes' leaks: a later 1 MiB reads %llu (device 0: "
                   "%llu); %llu refused, %llu gone entries dropped\n",
                   FILLERS, (unsigned long long)dram, (unsigned long long)dev0, (unsigned long long)refused,
@@ -141,8 +138,7 @@ static void departed_tt_entries_make_room_for_a_later_process(void **state) {
 
 /* A live process holding the whole table, and staying. */
 static void holds_the_whole_table(void) {
-    int fd = bh_unix_connect(paths.compat);
-    assert_true(fd >= 0);
+    int fd = hs_tt_connect(paths.compat);
     for (uint64_t k = 0; k < 4096; k++)
         tt_alloc(fd, 0, k * 4096, 4096);
     (void)hs_tt_dram(fd, 0);
@@ -160,12 +156,11 @@ static void a_process_over_its_share_makes_room_for_another(void **state) {
     pid_t hog = test_fork(holds_the_whole_table);
     hs_track(hog);
     assert_int_equal(hs_wait_total(paths.sock, "live", 4096, TEST_HANG_S), 4096);
-    int tt = bh_unix_connect(paths.compat);
-    assert_true(tt >= 0);
+    int tt = hs_tt_connect(paths.compat);
     for (uint64_t k = 0; k < 3; k++)
         tt_alloc(tt, 1, 0x9000000 + k * MIB, MIB);
     uint64_t dram = hs_tt_dram(tt, 1), dev0 = hs_tt_dram(tt, 0);
-    uint64_t over = stat_of("evicted_over_share"), refused = stat_of("refused");
+    uint64_t over = hs_stat(paths.sock, "evicted_over_share"), refused = hs_stat(paths.sock, "refused");
     print_message("one live process holds all 4096 entries: another's 3 MiB reads %llu (the first's: %llu); "
                   "%llu entries over a share dropped, %llu refused\n",
                   (unsigned long long)dram, (unsigned long long)dev0, (unsigned long long)over,
@@ -175,6 +170,145 @@ static void a_process_over_its_share_makes_room_for_another(void **state) {
     assert_int_equal(over, 3);
     assert_int_equal(refused, 0);
     close(tt);
+}
+
+/* ------------------------------------------------ unread replies */
+
+/* 70,000 QUERYs sent without reading a reply: 5 MB of answers, past the
+ * 4 MiB that made 0.3.1 close the connection (the client's next send:
+ * SIGPIPE). The server stops reading it at 1 MiB unsent now; the client's
+ * sends wait until it reads, then every QUERY is answered. */
+static void a_tt_client_that_reads_no_replies_is_held_not_closed(void **state) {
+    (void)state;
+    enum { N = 70000 };
+    hs_track(hs_start_compat(trackd, &paths, NULL));
+    int fd = hs_tt_connect(paths.compat);
+    assert_int_equal(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+    uint8_t *q = malloc((size_t)N * BH_TT_RECORD), *a = malloc((size_t)N * BH_TT_RECORD);
+    assert_true(q != NULL && a != NULL);
+    for (size_t i = 0; i < N; i++)
+        bh_tt_record(q + i * BH_TT_RECORD, BH_TT_QUERY, 0, 0, 0, 0, 0, 0);
+    size_t total = (size_t)N * BH_TT_RECORD, sent = 0, got = 0;
+    int reading = 0, broken = 0;
+    uint64_t holds = 0, overflows = 0;
+    /* Sends only, until the server holds the connection (or closes it);
+     * then reads and sends together until every answer is in. */
+    for (double end = test_now_s() + TEST_HANG_S; got < total && !broken && test_now_s() < end;) {
+        struct pollfd p = {fd, (short)((sent < total ? POLLOUT : 0) | (reading ? POLLIN : 0)), 0};
+        (void)poll(&p, 1, 100);
+        ssize_t n = sent < total ? send(fd, q + sent, total - sent, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
+        if (n > 0)
+            sent += (size_t)n;
+        broken = n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+        if (n < 0 && !reading) { /* the server does not take more: held, or closed */
+            holds = hs_stat(paths.sock, "input_holds");
+            overflows = hs_stat(paths.sock, "output_overflows");
+            reading = (holds != UINT64_MAX && holds > 0) || overflows > 0;
+        }
+        ssize_t r = reading ? recv(fd, a + got, total - got, MSG_DONTWAIT) : -1;
+        if (r > 0)
+            got += (size_t)r;
+        broken |= r == 0;
+    }
+    overflows = hs_stat(paths.sock, "output_overflows");
+    print_message("70000 QUERYs (5 MB of answers) sent before reading any: %zu of %zu bytes answered, "
+                  "held %llu times, closed for unread replies %llu times\n",
+                  got, total, (unsigned long long)holds, (unsigned long long)overflows);
+    assert_int_equal(got, total);
+    assert_int_equal(overflows, 0);
+    assert_true(holds >= 1);
+    assert_int_equal(a[total - BH_TT_RECORD], BH_TT_RESPONSE);
+    free(q);
+    free(a);
+    close(fd);
+}
+
+/* ------------------------------------------------ half a record */
+
+/* A native connection sends half a frame header and stops: closed after
+ * --frame-timeout-ms. */
+static int half_native_frame(void) {
+    int fd = hs_reporter(paths.sock);
+    uint8_t h[BH_WIRE_HEADER];
+    bh_wire_header(h, BH_WIRE_EVENT, BH_WIRE_EVENT_LEN);
+    hs_send_all(fd, h, sizeof(h) / 2);
+    return fd;
+}
+
+/* Half of a TT ALLOC, then (after two native connections sent their halves
+ * later and were closed at --frame-timeout-ms 100) the other half and a
+ * QUERY: 0.3.1 closed the TT connection with the native ones. */
+static void a_tt_record_sent_in_halves_is_not_timed_out(void **state) {
+    (void)state;
+    const char *more[] = {"--frame-timeout-ms", "100", NULL};
+    hs_track(hs_start_compat(trackd, &paths, more));
+    int tt = hs_tt_connect(paths.compat);
+    uint8_t r[BH_TT_RECORD];
+    bh_tt_record(r, BH_TT_ALLOC, 3, MIB, 0, (int32_t)getpid(), 0x1000, 1);
+    hs_send_all(tt, r, 36);
+    free(hs_query(paths.sock, 1, 10, NULL)); /* answered after the server read the half record */
+    int n1 = half_native_frame();
+    assert_true(test_wait_stat(trackd, paths.sock, "server", "timeouts", 1) >= 1);
+    int n2 = half_native_frame(); /* started after the first was closed: well after the TT half */
+    assert_true(test_wait_stat(trackd, paths.sock, "server", "timeouts", 2) >= 2);
+    hs_send_all(tt, r + 36, sizeof(r) - 36);
+    uint8_t q[BH_TT_RECORD], a[BH_TT_RECORD];
+    bh_tt_record(q, BH_TT_QUERY, 3, 0, 0, 0, 0, 0);
+    hs_send_all(tt, q, sizeof(q));
+    size_t got = hs_read_n(tt, a, sizeof(a));
+    uint64_t timeouts = hs_stat(paths.sock, "timeouts");
+    print_message("a TT record in two halves around two native half-frames closed at 100 ms: answered %s, "
+                  "%llu connections timed out\n",
+                  got == sizeof(a) ? "with its bytes" : "not at all (closed)", (unsigned long long)timeouts);
+    assert_int_equal(got, sizeof(a));
+    assert_int_equal(bh_get64(a + 40), MIB);
+    assert_int_equal(timeouts, 2);
+    close(n1);
+    close(n2);
+    close(tt);
+}
+
+/* ------------------------------------------------ the connection cap */
+
+/* Three TT connections fill --max-connections 3; a fourth connects and
+ * sends an ALLOC and a QUERY. 0.3.1 accepted and closed it (its client dies
+ * of SIGPIPE); it waits in the backlog now and is answered as soon as one of
+ * the three ends. */
+static void a_tt_connection_over_the_cap_waits_instead_of_being_closed(void **state) {
+    (void)state;
+    const char *more[] = {"--max-connections", "3", NULL};
+    hs_track(hs_start_compat(trackd, &paths, more));
+    int first[3];
+    for (int i = 0; i < 3; i++) {
+        first[i] = hs_tt_connect(paths.compat);
+        (void)hs_tt_dram(first[i], 0); /* accepted and served */
+    }
+    int late = hs_tt_connect(paths.compat);
+    uint8_t r[2 * BH_TT_RECORD];
+    bh_tt_record(r, BH_TT_ALLOC, 5, MIB, 0, (int32_t)getpid(), 0x2000, 1);
+    bh_tt_record(r + BH_TT_RECORD, BH_TT_QUERY, 5, 0, 0, 0, 0, 0);
+    ssize_t sent = send(late, r, sizeof(r), MSG_NOSIGNAL | MSG_DONTWAIT);
+    int waited = 0, refused = 0;
+    for (double end = test_now_s() + TEST_HANG_S; !waited && !refused && test_now_s() < end;
+         test_sleep_ms(10)) {
+        waited = hs_log_has(paths.log, "TT clients wait in the backlog");
+        refused = hs_log_has(paths.log, "refused a connection");
+    }
+    close(first[0]);
+    uint8_t a[BH_TT_RECORD];
+    size_t got = hs_read_n(late, a, sizeof(a));
+    print_message("a 4th TT connection at --max-connections 3: %s; its QUERY after one of the 3 ended: %s\n",
+                  waited    ? "left in the backlog"
+                  : refused ? "refused (closed)"
+                            : "neither",
+                  got == sizeof(a) ? "answered" : "unanswered");
+    assert_int_equal(sent, (ssize_t)sizeof(r));
+    assert_true(waited);
+    assert_int_equal(got, sizeof(a));
+    assert_int_equal(bh_get64(a + 40), MIB);
+    close(late);
+    close(first[1]);
+    close(first[2]);
 }
 
 int main(int argc, char **argv) {
@@ -189,6 +323,9 @@ int main(int argc, char **argv) {
         T(later_devices_are_answered_after_short_lived_processes),
         T(departed_tt_entries_make_room_for_a_later_process),
         T(a_process_over_its_share_makes_room_for_another),
+        T(a_tt_client_that_reads_no_replies_is_held_not_closed),
+        T(a_tt_record_sent_in_halves_is_not_timed_out),
+        T(a_tt_connection_over_the_cap_waits_instead_of_being_closed),
     };
     return cmocka_run_group_tests_name("hostile_fair", tests, NULL, NULL);
 }

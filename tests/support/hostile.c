@@ -58,19 +58,30 @@ pid_t hs_start(const char *trackd, const test_paths *p, const char *const *extra
     return pid;
 }
 
+/* The text after tag in log (its first cap - 1 bytes) now, or NULL. */
+static const char *log_find(const char *log, const char *tag, char *buf, size_t cap) {
+    FILE *f = fopen(log, "r");
+    size_t n = f != NULL ? fread(buf, 1, cap - 1, f) : 0;
+    if (f != NULL)
+        fclose(f);
+    buf[n] = '\0';
+    const char *at = strstr(buf, tag);
+    return at != NULL ? at + strlen(tag) : NULL;
+}
+
 /* The text after tag in log, polled for 5 s; NULL if it never came. */
 static const char *logged_after(const char *log, const char *tag, char *buf, size_t cap) {
     for (double end = test_now_s() + 5; test_now_s() < end; test_sleep_ms(10)) {
-        FILE *f = fopen(log, "r");
-        size_t n = f != NULL ? fread(buf, 1, cap - 1, f) : 0;
-        if (f != NULL)
-            fclose(f);
-        buf[n] = '\0';
-        const char *at = strstr(buf, tag);
+        const char *at = log_find(log, tag, buf, cap);
         if (at != NULL)
-            return at + strlen(tag);
+            return at;
     }
     return NULL;
+}
+
+int hs_log_has(const char *log, const char *tag) {
+    static char buf[1 << 20];
+    return log_find(log, tag, buf, sizeof(buf)) != NULL;
 }
 
 unsigned hs_http_port(const char *log) {
@@ -132,6 +143,20 @@ pid_t hs_start_compat(const char *trackd, const test_paths *p, const char *const
     pid_t pid = hs_start(trackd, p, extra, 0);
     test_wait_accepting(p->compat);
     return pid;
+}
+
+int hs_tt_connect(const char *compat) {
+    int fd = bh_unix_connect(compat);
+    assert_true(fd >= 0);
+    return fd;
+}
+
+uint64_t hs_stat(const char *sock, const char *key) {
+    char *j = hs_query(sock, 1, 10, NULL);
+    assert_non_null(j);
+    uint64_t v = hs_num(j, key);
+    free(j);
+    return v;
 }
 
 uint64_t hs_tt_dram(int fd, int32_t device) {

@@ -29,6 +29,8 @@ void hs_track(pid_t pid);
 
 /* The --http port the server logged in log (asserts it did within 5 s). */
 unsigned hs_http_port(const char *log);
+/* 1 if the log holds tag now (the first 1 MiB of it). */
+int hs_log_has(const char *log, const char *tag);
 /* The number after "at most " in the log's descriptor-limit line, 0 if none. */
 uint64_t hs_logged_cap(const char *log);
 
@@ -48,6 +50,11 @@ size_t hs_read_n(int fd, uint8_t *buf, size_t n);
 /* Starts trackd with --compat-tt on p->compat, --grace-ms 100 and more
  * (NULL-terminated, may be NULL); waits until both sockets accept. */
 pid_t hs_start_compat(const char *trackd, const test_paths *p, const char *const *more);
+/* A connection to the compat socket (asserts it connected). */
+int hs_tt_connect(const char *compat);
+/* The number after "key": in a fresh stats --json (asserts an answer);
+ * UINT64_MAX if absent. */
+uint64_t hs_stat(const char *sock, const char *key);
 /* A 72-byte TT QUERY for device on the compat connection fd: the RESPONSE's
  * DRAM bytes (asserts a whole RESPONSE came). */
 uint64_t hs_tt_dram(int fd, int32_t device);

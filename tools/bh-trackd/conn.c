@@ -2,8 +2,10 @@
  * conn.c - one client connection of bh-trackd.
  *
  * Owns: a connection's input buffer (grown only as far as one frame plus
- * slack needs), its output buffer (capped at TD_MAX_OUT: a peer that does not
- * read is closed, not buffered for), reading in bounded slices
+ * slack needs), its output buffer (capped at TD_MAX_OUT: a native peer that
+ * does not read is closed, not buffered for; a compat peer is not read from
+ * past TD_COMPAT_HOLD_OUT instead, as closing would kill it with SIGPIPE),
+ * reading in bounded slices
  * (TD_READ_SLICE per loop turn, so one flooding client cannot starve the
  * others), cutting input into frames or records (handed to native.c or tt.c),
  * refusing a connection (ERROR, malformed input, over a limit), its timeouts
@@ -34,7 +36,7 @@ static void watch(td_server *s, td_client *c, uint32_t events) {
  * would only pile up), only written to until its reply is out. */
 static void rewatch(td_server *s, td_client *c) {
     int pending = c->out_off < c->out_len;
-    watch(s, c, c->closing ? (pending ? EPOLLOUT : 0) : (EPOLLIN | (pending ? EPOLLOUT : 0)));
+    watch(s, c, c->closing ? (pending ? EPOLLOUT : 0) : ((c->held ? 0 : EPOLLIN) | (pending ? EPOLLOUT : 0)));
 }
 
 void td_set_closing(td_server *s, td_client *c) {
@@ -57,7 +59,9 @@ void td_flush_out(td_server *s, td_client *c) {
             rewatch(s, c);
             return;
         }
-        c->dead = 1; /* peer gone: drop the reply */
+        /* Peer gone: drop the reply. A compat peer may only have stopped
+         * reading: what it sends still counts (its FREEs). */
+        *(c->compat ? &c->deaf : &c->dead) = 1;
         break;
     }
     c->out_off = c->out_len = 0;
@@ -69,7 +73,7 @@ void td_flush_out(td_server *s, td_client *c) {
 }
 
 void td_send_bytes(td_server *s, td_client *c, const void *p, size_t n) {
-    if (c->dead)
+    if (c->dead || c->deaf)
         return;
     if (c->out_len - c->out_off + n > TD_MAX_OUT) {
         s->output_overflows++;
@@ -162,12 +166,47 @@ void td_track_result(td_server *s, td_client *c, bh_track_result r, const char *
 
 /* ======================== Input ======================== */
 
+/* A compat peer that does not read its replies is not closed (it would die
+ * of SIGPIPE on its next send) but not read either, until it has read them
+ * down to half the mark: its own sends then wait, as on a full pipe. */
+static void hold(td_server *s, td_client *c) {
+    c->held = 1;
+    s->compat_holds++;
+    td_log(s, TD_WARN, "pid %d does not read its TT replies (%zu bytes unsent); not reading it until it does",
+           (int)c->pid, c->out_len - c->out_off);
+    rewatch(s, c);
+}
+
+/* Nobody will read c's replies: they go, and it is read again. */
+static void drop_replies(td_client *c) {
+    c->deaf = 1;
+    c->held = 0;
+    c->out_off = c->out_len = 0;
+}
+
+int td_compat_resume(td_server *s, td_client *c, uint32_t events) {
+    if (!c->held)
+        return 0;
+    if (events & (EPOLLHUP | EPOLLERR))
+        drop_replies(c);
+    else if (c->out_len - c->out_off > TD_COMPAT_HOLD_OUT / 2)
+        return 0;
+    c->held = 0;
+    td_parse_input(s, c);
+    rewatch(s, c);
+    return !c->held;
+}
+
 void td_parse_input(td_server *s, td_client *c) {
     size_t off = 0;
     while (!c->closing && !c->dead) {
         size_t avail = c->in_len - off;
         const uint8_t *p = c->in + off;
         if (c->compat) {
+            if (c->out_len - c->out_off >= TD_COMPAT_HOLD_OUT) {
+                hold(s, c); /* the rest waits, in c->in and the socket */
+                break;
+            }
             size_t used = td_tt_input(s, c, p, avail, off == 0);
             if (used == 0)
                 break;
@@ -235,7 +274,7 @@ static void settle_compat(td_server *s, td_client *c) {
 
 void td_read_client(td_server *s, td_client *c) {
     size_t budget = TD_READ_SLICE;
-    while (!c->closing && !c->dead && budget > 0) {
+    while (!c->closing && !c->dead && !c->held && budget > 0) {
         if (make_room(c) != 0) {
             c->dead = 1;
             return;
@@ -256,6 +295,10 @@ void td_read_client(td_server *s, td_client *c) {
         }
         if (n == 0)
             settle_compat(s, c);
+        if (n == 0 && c->held) { /* at its end with replies unread: its records count all the same */
+            drop_replies(c);
+            td_parse_input(s, c);
+        }
         if (c->closing || c->dead) /* refused while settling */
             return;
         if (c->in_len > 0 && !c->compat)
@@ -283,7 +326,10 @@ void td_check_timeouts(td_server *s, td_client *c, uint64_t now) {
         if (now - c->since_ms >= s->handshake_ms)
             why = c->hello ? "sent no QUERY in time" : "sent no HELLO in time";
     }
-    if (why == NULL && c->partial_ms != 0 && now - c->partial_ms >= s->frame_ms)
+    /* A compat record half-sent holds less than a record in a buffer an
+     * idle connection holds too, and closing would kill its sender with
+     * SIGPIPE: only native frames (up to 1 MiB) have the timeout. */
+    if (why == NULL && !c->compat && c->partial_ms != 0 && now - c->partial_ms >= s->frame_ms)
         why = "left a frame half-sent";
     if (why == NULL)
         return;

@@ -77,11 +77,43 @@ static void refuse_with_spare(td_server *s, int lfd, int compat) {
 
 static void on_client(td_server *s, td_client *c, uint32_t events);
 
+/* Tags for the fixed descriptors in epoll (clients carry their td_client*). */
+static char tag_listen, tag_compat, tag_signal, tag_http;
+
+static int conns_full(const td_server *s) {
+    return s->nclients + s->ring_fds + td_closing_of(NULL) >= s->max_conns;
+}
+
+/* At the connection cap (or out of descriptors), TT clients are left in the
+ * listen backlog instead of being accepted and closed: a TT client whose
+ * socket is closed dies of SIGPIPE on its next send, one that waits only
+ * waits (its connect returns, its first records sit in the socket; with the
+ * backlog full, its connect waits or fails). Accepting resumes when there
+ * is room again (tick). */
+static void compat_wait(td_server *s, int waiting) {
+    if (s->tt_waiting == waiting)
+        return;
+    struct epoll_event ev = {.events = waiting ? 0 : EPOLLIN, .data.ptr = &tag_compat};
+    (void)epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->tt.fd, &ev);
+    s->tt_waiting = waiting;
+    if (waiting) {
+        s->compat_waits++;
+        td_log(s, TD_WARN, "connection cap reached (%" PRIu64 " open): TT clients wait in the backlog",
+               s->nclients);
+    }
+}
+
 static void accept_clients(td_server *s, int lfd, int compat) {
     for (int i = 0; i < TD_ACCEPT_SLICE; i++) {
+        if (compat && conns_full(s)) {
+            compat_wait(s, 1);
+            return;
+        }
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
+            if ((errno == EMFILE || errno == ENFILE) && compat)
+                compat_wait(s, 1);
+            else if (errno == EMFILE || errno == ENFILE)
                 refuse_with_spare(s, lfd, compat);
             return;
         }
@@ -94,8 +126,7 @@ static void accept_clients(td_server *s, int lfd, int compat) {
             close(fd);
             continue;
         }
-        if (s->nclients + s->ring_fds + td_closing_of(NULL) >= s->max_conns ||
-            td_descriptors_of(s, cred.uid) >= s->max_conns_per_uid) {
+        if (conns_full(s) || td_descriptors_of(s, cred.uid) >= s->max_conns_per_uid) {
             td_log(s, TD_WARN,
                    "refused a connection of uid %d (pid %d): %" PRIu64 " open, limits %" PRIu64
                    " per uid and %" PRIu64 " in total",
@@ -239,9 +270,6 @@ static int add_fd(td_server *s, int fd, void *tag) {
 
 /* ======================== Loop ======================== */
 
-/* Tags for the fixed descriptors in epoll (clients carry their td_client*). */
-static char tag_listen, tag_compat, tag_signal, tag_http;
-
 static void tick(td_server *s) {
     uint64_t now = td_now_ms();
     for (td_client *c = s->clients, *next; c != NULL; c = next) {
@@ -250,6 +278,8 @@ static void tick(td_server *s) {
         if (c->dead)
             td_close_client(s, c);
     }
+    if (s->tt_waiting && !conns_full(s))
+        compat_wait(s, 0);
     td_check_orphans(s);
     td_check_departed(s);
     td_log_tick(s, 0);
@@ -279,9 +309,10 @@ static int on_signals(td_server *s) {
 static void on_client(td_server *s, td_client *c, uint32_t events) {
     if (events & EPOLLOUT)
         td_flush_out(s, c);
-    if (events & EPOLLIN)
+    int resumed = td_compat_resume(s, c, events);
+    if ((events & EPOLLIN) || resumed)
         td_read_client(s, c);
-    if ((events & (EPOLLHUP | EPOLLERR)) && !(events & EPOLLIN))
+    if ((events & (EPOLLHUP | EPOLLERR)) && !(events & EPOLLIN) && !resumed)
         c->dead = 1; /* nothing left to read, nobody to write to */
     if (c->dead || (c->closing && c->out_off >= c->out_len))
         td_close_client(s, c);

@@ -333,6 +333,12 @@ static void health_series(FILE *f, const bh_metrics_health *h) {
         {"bh_trackd_tt_table_evicted_over_share_total", "counter",
          "TT table entries of a process over its share dropped to make room for another's.",
          H(tt_evicted_over_share_total)},
+        {"bh_trackd_compat_input_holds_total", "counter",
+         "Times a TT connection was not read while 1 MiB of its replies were unread (instead of closing it).",
+         H(compat_input_holds_total)},
+        {"bh_trackd_compat_accept_waits_total", "counter",
+         "Times TT connections were left in the backlog at the connection cap (instead of closing them).",
+         H(compat_accept_waits_total)},
 #undef H
     };
     for (size_t k = 0; k < sizeof(hf) / sizeof(hf[0]); k++) {

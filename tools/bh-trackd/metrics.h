@@ -27,7 +27,8 @@ typedef struct bh_metrics_health {
         timeouts_total, malformed_total, resyncs_total, compat_records_total, unsupported_records_total,
         limit_disconnects_total, output_overflows_total, http_requests_total;
     uint64_t tt_refused_total, tt_evicted_departed_total, tt_evicted_over_share_total; /* TT table full */
-    double start_time_s; /* unix time the daemon started */
+    uint64_t compat_input_holds_total, compat_accept_waits_total; /* TT clients waited for, not closed */
+    double start_time_s;                                          /* unix time the daemon started */
 } bh_metrics_health;
 
 /* The program name of a client process ("" if unknown). */

@@ -42,9 +42,10 @@
 #define TD_HTTP_CONNECTIONS 64u /* at most, fewer when descriptors are short */
 
 /* Fixed limits (docs/protocol.md, "Limits and security", lists them all). */
-#define TD_MAX_OUT (4u << 20)      /* unsent output per connection; past it the connection is closed */
-#define TD_READ_SLICE (256u << 10) /* bytes read from one connection per loop turn (fairness) */
-#define TD_ACCEPT_SLICE 64         /* connections accepted per loop turn */
+#define TD_MAX_OUT (4u << 20)         /* unsent output per connection; past it the connection is closed */
+#define TD_COMPAT_HOLD_OUT (1u << 20) /* compat: unsent replies past which its input is not read */
+#define TD_READ_SLICE (256u << 10)    /* bytes read from one connection per loop turn (fairness) */
+#define TD_ACCEPT_SLICE 64            /* connections accepted per loop turn */
 #define TD_REPLY_LIMIT                                                                                       \
     (BH_WIRE_MAX_PAYLOAD -                                                                                   \
      (64u << 10)) /* rows of a reply (the rest counted as omitted); 64 KiB left for leaks and totals */
@@ -83,12 +84,14 @@ typedef struct td_client {
     size_t in_len, in_cap;
     uint8_t *out;
     size_t out_len, out_off;
-    int closing;          /* close once out is flushed (or the closing timeout passed) */
-    int dead;             /* close now, unsent output dropped */
-    uint64_t since_ms;    /* accepted */
-    uint64_t partial_ms;  /* a frame or record started arriving (0: none pending) */
-    uint64_t closing_ms;  /* closing was set */
-    td_ring *rings;       /* native: the event rings it handed over (ring.c) */
+    int closing;         /* close once out is flushed (or the closing timeout passed) */
+    int dead;            /* close now, unsent output dropped */
+    int held;            /* compat: not read while its unsent replies are over TD_COMPAT_HOLD_OUT */
+    int deaf;            /* compat: reads no more replies (a send failed): they are dropped, its input read */
+    uint64_t since_ms;   /* accepted */
+    uint64_t partial_ms; /* a frame or record started arriving (0: none pending) */
+    uint64_t closing_ms; /* closing was set */
+    td_ring *rings;      /* native: the event rings it handed over (ring.c) */
     int fds[TD_RING_FDS]; /* descriptors received, waiting for their RING frame */
     int nfds;
     int ring_wait; /* ring.c: 0, or TD_RING_WAIT_* (input held / gone, rings still draining) */
@@ -184,6 +187,9 @@ typedef struct td_server {
     uint64_t ring_fds; /* descriptors waiting for their RING frame: count as connections */
     uint64_t fds_refused, closes_parked, closes_lost; /* closer.c: not memfds; queue full; no memory */
     int rings_busy; /* the last drain: 0 nothing, 1 records, 2 a full slice (more waiting) */
+    int tt_waiting; /* the compat listener is not accepted from: the connection cap is reached */
+    uint64_t compat_holds,
+        compat_waits; /* compat input held for unread replies; accepts put off at the cap */
     td_rate rates[TD_LOG_KINDS];
     /* pid -> program name, from HELLO */
     struct {
@@ -256,6 +262,10 @@ void td_track_result(td_server *s, td_client *c, bh_track_result r, const char *
 void td_parse_input(td_server *s, td_client *c);
 /* Reads at most TD_READ_SLICE bytes, parsing as it goes. */
 void td_read_client(td_server *s, td_client *c);
+/* A held compat connection (c->held) after events: its replies are read
+ * down to half the mark, or its peer hung up (its replies dropped). 1 if it
+ * is to be read again now (what it sent meanwhile is parsed first). */
+int td_compat_resume(td_server *s, td_client *c, uint32_t events);
 /* Marks c dead if it overstayed a handshake, a half-sent frame or its last reply. */
 void td_check_timeouts(td_server *s, td_client *c, uint64_t now);
 void td_close_client(td_server *s, td_client *c);

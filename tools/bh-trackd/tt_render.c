@@ -19,9 +19,11 @@ void td_tt_render(td_server *s, td_strbuf *b, int json) {
                      ",\"frees\":%" PRIu64 ",\"unknown_frees\":%" PRIu64 ",\"references\":%" PRIu64
                      ",\"leaks\":%" PRIu64 ",\"leaked_bytes\":%" PRIu64 ",\"refused\":%" PRIu64
                      ",\"evicted_departed\":%" PRIu64 ",\"evicted_over_share\":%" PRIu64
-                     ",\"ignored_records\":%" PRIu64 "},",
+                     ",\"ignored_records\":%" PRIu64 ",\"input_holds\":%" PRIu64 ",\"accept_waits\":%" PRIu64
+                     "},",
                      t.live, t.live_bytes, t.allocs, t.frees, t.unknown_frees, t.references, t.leaks,
-                     t.leaked_bytes, t.refused, t.evicted_departed, t.evicted_over_share, s->compat_ignored);
+                     t.leaked_bytes, t.refused, t.evicted_departed, t.evicted_over_share, s->compat_ignored,
+                     s->compat_holds, s->compat_waits);
         return;
     }
     td_sb_printf(

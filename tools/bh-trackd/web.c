@@ -271,6 +271,8 @@ static void health(td_server *s, bh_metrics_health *h) {
     h->tt_refused_total = tt.refused;
     h->tt_evicted_departed_total = tt.evicted_departed;
     h->tt_evicted_over_share_total = tt.evicted_over_share;
+    h->compat_input_holds_total = s->compat_holds;
+    h->compat_accept_waits_total = s->compat_waits;
     h->start_time_s = s->start_time_s;
 }
 
