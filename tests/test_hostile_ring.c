@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -153,6 +154,111 @@ static void a_passed_descriptor_whose_close_waits_never_holds_the_loop(void **st
     test_server_stop_clean(srv);
 }
 
+/* ------------------------------------------------------------ big drains */
+
+#define BIG_CAP (1u << 20) /* records: 40 MiB of ring */
+#define BIG_LEAKS 5u       /* ALLOCs at its end that no FREE follows */
+
+/* A ring of BIG_CAP records the server takes and cannot start on before it
+ * is told: a MARK first (the server waits there for its RESYNC_BEGIN), then
+ * ALLOC/FREE pairs, then BIG_LEAKS ALLOCs; all published. RESYNC_BEGIN
+ * takes the mark, and from there nothing is drained until RESYNC_END. So
+ * the records applied are 0 until that END arrives, whatever the loop did
+ * before. Returns the connection; *records the ALLOCs and FREEs in it. */
+static int big_ring_behind_a_resync(uint64_t *records) {
+    int sock = hs_reporter(paths.sock);
+    uint8_t *ring;
+    int fd = tr_make_ring(BIG_CAP, 1, 0, &ring);
+    tr_put_record(ring, BIG_CAP, 0, 0, BH_RING_MARK, 7);
+    uint64_t n = 1, pairs_end = BIG_CAP - BIG_LEAKS; /* records 1 .. pairs_end - 1 pair up */
+    for (; n < pairs_end; n++)
+        tr_put_record(ring, BIG_CAP, n, n, n % 2 ? BH_RING_ALLOC : BH_RING_FREE,
+                      0x100000 + (n - !(n % 2)) * 64);
+    for (; n < BIG_CAP; n++)
+        tr_put_record(ring, BIG_CAP, n, n, BH_RING_ALLOC, 0x100000 + n * 64);
+    tr_publish(ring, BIG_CAP);
+    tr_send_ring(sock, BIG_CAP, fd);
+    uint32_t status = 1;
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
+    assert_int_equal(status, 0);
+    munmap(ring, bh_ring_bytes(BIG_CAP));
+    close(fd);
+    uint8_t f[BH_WIRE_HEADER + BH_WIRE_RESYNC_BEGIN_MARK];
+    size_t h = bh_wire_header(f, BH_WIRE_RESYNC_BEGIN, BH_WIRE_RESYNC_BEGIN_MARK);
+    memset(f + h, 0, BH_WIRE_RESYNC_BEGIN_MARK);
+    bh_put32(f + h, 1);
+    bh_put64(f + h + 8, 7);
+    hs_send_all(sock, f, sizeof(f));
+    *records = BIG_CAP - 1;
+    return sock;
+}
+
+/* RESYNC_END and then RING_CLOSE in one write (close_frame), or RESYNC_END
+ * and the connection's end: from here a whole ring waits to be drained.
+ * The owner's stats (one connection after another) must be answered while
+ * it is: some answer shows part of the ring applied. main before this test
+ * drained it whole in the turn that read those bytes: every answer showed
+ * none or all of it. */
+static void a_big_drain_is_sliced(int close_frame) {
+    pid_t srv = hs_start(trackd, &paths, (const char *const[]){"--grace-ms", "200", NULL}, 0);
+    hs_track(srv);
+    double control = hs_stats_latency(paths.sock, 5, NULL);
+    uint64_t records;
+    int sock = big_ring_behind_a_resync(&records);
+    uint8_t f[2 * (BH_WIRE_HEADER + 4)];
+    size_t n = bh_wire_header(f, BH_WIRE_RESYNC_END, 4);
+    bh_put32(f + n, 1);
+    n += 4;
+    if (close_frame) {
+        n += bh_wire_header(f + n, BH_WIRE_RING_CLOSE, 4);
+        bh_put32(f + n, 1);
+        n += 4;
+    }
+    hs_send_all(sock, f, n);
+    if (!close_frame)
+        close(sock);
+    uint64_t answers = 0, partial = 0, applied = 0;
+    double worst = 0, t0 = test_now_s();
+    while (applied < records && test_now_s() < t0 + TEST_HANG_S) {
+        double took;
+        char *j = hs_query(paths.sock, 1, TEST_HANG_S, &took);
+        assert_non_null(j);
+        applied = hs_num(j, "allocs") + hs_num(j, "frees");
+        free(j);
+        assert_true(applied <= records);
+        answers++;
+        partial += applied > 0 && applied < records;
+        worst = took > worst ? took : worst;
+        test_sleep_ms(10); /* pacing only: stats need not take half the loop */
+    }
+    printf("# %s of a %u-record ring: %" PRIu64 " of %" PRIu64 " stats answers came mid-drain, worst %.4f s "
+           "(control %.4f s), drained in %.2f s\n",
+           close_frame ? "RING_CLOSE" : "a disconnect", BIG_CAP, partial, answers, worst, control,
+           test_now_s() - t0);
+    assert_int_equal(applied, records);
+    assert_true(partial > 0);
+    if (!close_frame) {
+        /* The leaks are counted once the ring is drained: exactly the ALLOCs
+         * at its end (counted any earlier, the pairs still undrained would
+         * have been leaks and the last ALLOCs not). */
+        assert_int_equal(hs_wait_total(paths.sock, "processes_gone", 1, TEST_HANG_S), 1);
+        assert_int_equal(hs_wait_total(paths.sock, "leaks", BIG_LEAKS, TEST_HANG_S), BIG_LEAKS);
+    } else {
+        close(sock);
+    }
+    test_server_stop_clean(srv);
+}
+
+static void a_ring_close_of_a_big_ring_leaves_the_owner_served(void **state) {
+    (void)state;
+    a_big_drain_is_sliced(1);
+}
+
+static void a_disconnect_with_a_big_ring_leaves_the_owner_served(void **state) {
+    (void)state;
+    a_big_drain_is_sliced(0);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_hostile_ring PATH-TO-bh-trackd\n");
@@ -162,6 +268,9 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_passed_descriptor_whose_close_waits_never_holds_the_loop, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_ring_close_of_a_big_ring_leaves_the_owner_served, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_disconnect_with_a_big_ring_leaves_the_owner_served, setup,
                                         teardown),
     };
     return cmocka_run_group_tests_name("hostile_ring", tests, NULL, NULL);

@@ -6,9 +6,10 @@
  * A TCP socket with SO_LINGER and unsent data to a peer that does not read
  * holds close() for the linger time (8 s measured on the loop in 0.4's ring
  * audit); a FUSE file waits for its daemon's answer to the flush. So every
- * descriptor a client passed and the server does not keep is handed here,
- * and one thread of its own closes them, one at a time: a close that waits
- * holds that thread, never the loop.
+ * descriptor a client passed that is not a memfd (ring.c's take_fd: only a
+ * memfd's close is known never to wait) is handed here, and one thread of
+ * its own closes them, one at a time: a close that waits holds that thread,
+ * never the loop.
  *
  * Owns: the closer thread (started at the first descriptor handed over), its
  * bounded queue (TD_CLOSE_QUEUE), the descriptors parked while the queue is

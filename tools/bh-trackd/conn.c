@@ -26,24 +26,29 @@
 
 /* ======================== Output ======================== */
 
-static void watch(td_server *s, td_client *c, uint32_t events) {
-    struct epoll_event ev = {.events = events, .data.ptr = c};
-    if (s->epfd >= 0)
-        (void)epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-}
-
 /* What to wait for: a closing connection is never read again (its input
- * would only pile up), only written to until its reply is out. */
-static void rewatch(td_server *s, td_client *c) {
-    int pending = c->out_off < c->out_len;
-    watch(s, c, c->closing ? (pending ? EPOLLOUT : 0) : ((c->held ? 0 : EPOLLIN) | (pending ? EPOLLOUT : 0)));
+ * would only pile up), only written to until its reply is out; a held
+ * compat one is not read either. One whose input waits for its rings
+ * (ring.c) is out of epoll until they are drained far enough: its hangup
+ * must not be seen before the frames it sent first. */
+void td_rewatch(td_server *s, td_client *c) {
+    if (s->epfd < 0 || c->fd < 0)
+        return;
+    if (c->ring_wait) {
+        (void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        return;
+    }
+    uint32_t out = c->out_off < c->out_len ? EPOLLOUT : 0u;
+    struct epoll_event ev = {.events = c->closing ? out : (c->held ? 0u : EPOLLIN) | out, .data.ptr = c};
+    if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0 && errno == ENOENT)
+        (void)epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev); /* back from a ring wait */
 }
 
 void td_set_closing(td_server *s, td_client *c) {
     if (!c->closing)
         c->closing_ms = td_now_ms();
     c->closing = 1;
-    rewatch(s, c);
+    td_rewatch(s, c);
 }
 
 void td_flush_out(td_server *s, td_client *c) {
@@ -56,7 +61,7 @@ void td_flush_out(td_server *s, td_client *c) {
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            rewatch(s, c);
+            td_rewatch(s, c);
             return;
         }
         /* Peer gone: drop the reply. A compat peer may only have stopped
@@ -69,7 +74,7 @@ void td_flush_out(td_server *s, td_client *c) {
         free(c->out);
         c->out = NULL;
     }
-    rewatch(s, c);
+    td_rewatch(s, c);
 }
 
 void td_send_bytes(td_server *s, td_client *c, const void *p, size_t n) {
@@ -174,7 +179,7 @@ static void hold(td_server *s, td_client *c) {
     s->compat_holds++;
     td_log(s, TD_WARN, "pid %d does not read its TT replies (%zu bytes unsent); not reading it until it does",
            (int)c->pid, c->out_len - c->out_off);
-    rewatch(s, c);
+    td_rewatch(s, c);
 }
 
 /* Nobody will read c's replies: they go, and it is read again. */
@@ -193,13 +198,13 @@ int td_compat_resume(td_server *s, td_client *c, uint32_t events) {
         return 0;
     c->held = 0;
     td_parse_input(s, c);
-    rewatch(s, c);
+    td_rewatch(s, c);
     return !c->held;
 }
 
 void td_parse_input(td_server *s, td_client *c) {
     size_t off = 0;
-    while (!c->closing && !c->dead) {
+    while (!c->closing && !c->dead && !c->ring_wait) {
         size_t avail = c->in_len - off;
         const uint8_t *p = c->in + off;
         if (c->compat) {
@@ -274,7 +279,7 @@ static void settle_compat(td_server *s, td_client *c) {
 
 void td_read_client(td_server *s, td_client *c) {
     size_t budget = TD_READ_SLICE;
-    while (!c->closing && !c->dead && !c->held && budget > 0) {
+    while (!c->closing && !c->dead && !c->held && !c->ring_wait && budget > 0) {
         if (make_room(c) != 0) {
             c->dead = 1;
             return;
@@ -319,6 +324,8 @@ void td_read_client(td_server *s, td_client *c) {
 
 void td_check_timeouts(td_server *s, td_client *c, uint64_t now) {
     const char *why = NULL;
+    if (c->ring_wait) /* waits for the server's drain, not for its peer */
+        return;
     if (c->closing) {
         if (now - c->closing_ms >= s->handshake_ms)
             why = "did not read its last reply";
@@ -339,9 +346,15 @@ void td_check_timeouts(td_server *s, td_client *c, uint64_t now) {
 }
 
 void td_close_client(td_server *s, td_client *c) {
-    if (s->epfd >= 0)
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
+    if (c->fd >= 0) {
+        if (s->epfd >= 0)
+            epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+    }
+    /* Rings still to drain keep it listed (ring.c calls here again after). */
+    if (td_ring_close_client(s, c) != 0)
+        return;
     for (td_client **p = &s->clients; *p != NULL; p = &(*p)->next) {
         if (*p == c) {
             *p = c->next;
@@ -349,7 +362,6 @@ void td_close_client(td_server *s, td_client *c) {
             break;
         }
     }
-    td_ring_close_client(s, c);
     if (!c->control && c->hello + c->compat > 0 && !td_pid_connected(s, c->pid))
         td_orphan_add(s, c->pid);
     free(c->in);

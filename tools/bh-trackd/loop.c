@@ -374,6 +374,7 @@ static int start(td_server *s) {
 }
 
 static void stop(td_server *s) {
+    s->stopping = 1;
     while (s->clients != NULL)
         td_close_client(s, s->clients);
     td_web_close(s);
@@ -431,6 +432,7 @@ int td_serve(td_server *s) {
     }
     td_log_tick(s, 1);
     td_log(s, TD_INFO, "shutting down");
+    s->stopping = 1; /* rings left are drained at once: no loop turn follows */
     while (s->clients != NULL)
         td_close_client(s, s->clients);
     td_summary_reap(s, 1); /* then the last one, complete, written here */

@@ -143,9 +143,10 @@ void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p
             td_malformed(s, c, "RESYNC_BEGIN length");
             return;
         }
-        if (len == BH_WIRE_RESYNC_BEGIN_MARK && td_ring_begin(s, c, bh_get32(p), bh_get64(p + 8)) != 0)
-            return;
-        bh_track_resync_begin(s->track, td_client_key(c->pid, bh_get32(p)));
+        if (len == BH_WIRE_RESYNC_BEGIN_MARK) /* the resync begins once the ring reached the mark */
+            (void)td_ring_begin(s, c, bh_get32(p), bh_get64(p + 8));
+        else
+            bh_track_resync_begin(s->track, td_client_key(c->pid, bh_get32(p)));
         return;
     case BH_WIRE_RESYNC_CHUNK:
         handle_resync_chunk(s, c, p, len, BH_WIRE_RESYNC_ENTRY);

@@ -6,14 +6,19 @@
  * RING / DRAIN / RING_CLOSE frames, mapping and checking a ring, draining it
  * into the tracker (counting gaps in the numbers as lost events), holding a
  * ring at a resync's mark until RESYNC_END, the poll period of the loop while
- * rings are attached, and what one process's rings may cost.
+ * rings are attached, and what one process's rings may cost; what waits for
+ * a ring to be drained so far (DRAIN, RING_CLOSE, RESYNC_BEGIN naming a
+ * mark, a connection's end) and the connection's input held meanwhile.
  * Must never: trust anything in a ring: the producer's head is checked
  * against the consumer's own tail and the capacity, numbers must increase,
  * kinds and marks must be known, the mapping's size comes from fstat of a
  * descriptor sealed against shrinking; never touch a byte outside the
- * mapping, never block (a passed descriptor is closed by closer.c, unless a
- * mapping of it holds the file), never drain more than RING_SLICE records of one ring
- * per loop turn (a resync's BEGIN drains up to its mark, at most one ring).
+ * mapping, never block (a passed descriptor that is not a memfd is closed by
+ * closer.c), never drain more than TD_RING_SLICE records
+ * of one connection's rings or TD_RING_TURN of all in one loop turn, whatever
+ * waits for them (a whole ring of 2^22 records held the loop 6 s in 0.4's
+ * ring audit): what waits is held until the rings are drained far enough,
+ * and the loop serves everybody else meanwhile.
  */
 
 #include <errno.h>
@@ -27,7 +32,8 @@
 
 #include "trackd.h"
 
-#define RING_SLICE 65536u /* records drained from one ring per loop turn */
+/* What waits for a ring (the connection's input is held until it is done). */
+enum { OP_NONE, OP_DRAIN, OP_CLOSE, OP_BEGIN, OP_GONE };
 
 struct td_ring {
     uint32_t stream;
@@ -39,6 +45,9 @@ struct td_ring {
     uint64_t stale;  /* marks up to this id belong to resyncs cut short */
     uint64_t held;   /* a mark id: the ring waits there for its RESYNC_BEGIN */
     int resyncing;   /* the mark was taken: nothing is drained until RESYNC_END */
+    int op;          /* OP_*: what waits for this ring */
+    uint64_t target; /* the head when op began: drained up to there, not what came after */
+    uint64_t until;  /* OP_BEGIN: the mark to take */
     struct td_ring *next;
 };
 
@@ -51,10 +60,12 @@ struct td_ring {
 
 /* A descriptor a client passed: kept (at most TD_RING_FDS wait for their
  * RING frame, within the connection caps; a compat or query connection gets
- * none), or handed to the closer. 0, or -1 if it is not a memfd (only
- * memfds are passed on purpose: anything else refuses the connection).
- * F_GET_SEALS answers from the file's kind alone (no I/O, nothing that can
- * wait) and only memfds and other shmem files have seals. */
+ * none), or closed. 0, or -1 if it is not a memfd (only memfds are passed on
+ * purpose: anything else refuses the connection, and its close, which may
+ * wait, is closer.c's). F_GET_SEALS answers from the file's kind alone (no
+ * I/O, nothing that can wait), and only memfds and other shmem files have
+ * seals; such a file's close never waits (shmem has no flush: a last close
+ * only frees its pages), so every close of one in this file is in place. */
 static int take_fd(td_server *s, td_client *c, int fd) {
     if (fcntl(fd, F_GET_SEALS) < 0) {
         s->fds_refused++;
@@ -69,7 +80,7 @@ static int take_fd(td_server *s, td_client *c, int fd) {
         c->fds[c->nfds++] = fd;
         s->ring_fds++;
     } else {
-        td_close_passed(s, c->uid, fd); /* the RING frame that wanted it is then malformed */
+        close(fd); /* a memfd (above); the RING frame that wanted it is then malformed */
     }
     return 0;
 }
@@ -148,10 +159,7 @@ static bh_status map_ring(td_server *s, td_client *c, int fd, uint32_t stream, u
     td_ring *r = rc == BH_OK ? calloc(1, sizeof(*r)) : NULL;
     void *m =
         r != NULL ? mmap(NULL, bh_ring_bytes(cap), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
-    if (m != MAP_FAILED)
-        close(fd); /* the mapping keeps the file: this only drops the number, never its last reference */
-    else
-        td_close_passed(s, c->uid, fd);
+    close(fd); /* a memfd (take_fd) */
     if (rc == BH_OK && m == MAP_FAILED) {
         free(r);
         return BH_ENOMEM;
@@ -194,7 +202,7 @@ static void attach(td_server *s, td_client *c, const uint8_t *p, uint32_t len) {
     memmove(c->fds, c->fds + 1, (size_t)--c->nfds * sizeof(int));
     s->ring_fds--;
     if (find(c, stream) != NULL) {
-        td_close_passed(s, c->uid, fd);
+        close(fd);
         td_malformed(s, c, "RING for a stream that has one");
         return;
     }
@@ -300,10 +308,95 @@ static long drain(td_server *s, td_client *c, td_ring *r, uint64_t budget, uint6
     return done;
 }
 
-static void drain_client(td_server *s, td_client *c, uint64_t budget) {
-    for (td_ring *r = c->rings; r != NULL && !c->closing; r = r->next)
-        if (drain(s, c, r, budget, 0) < 0)
-            return;
+/* ======================== Waiting for a drain ======================== */
+
+/* op waits for r: drained up to the head it has now. */
+static void want(td_ring *r, int op, uint64_t until) {
+    r->op = op;
+    r->until = until;
+    r->target = bh_ring_load(r->map, BH_RING_OFF_HEAD); /* acquire, as in drain */
+}
+
+/* The connection's input waits (unread, out of epoll, no timeouts) until
+ * its rings are drained as far as what it sent asked: frames after a DRAIN,
+ * RING_CLOSE or RESYNC_BEGIN are handled in order, after it. */
+static void hold(td_server *s, td_client *c, int how) {
+    c->ring_wait = how;
+    td_rewatch(s, c);
+}
+
+/* 1 once r's op has what it waits for: the tail reached the target, or the
+ * ring can give no more now (caught up with a head that went no further, held
+ * at a mark that waits for its RESYNC_BEGIN, or resyncing until RESYNC_END),
+ * or the connection was refused (its rings are drained no more). A BEGIN's
+ * own mark may be where the ring is held: it is done once that is taken. */
+static int op_done(const td_client *c, const td_ring *r) {
+    if (r->op == OP_NONE || c->closing || r->resyncing || (r->held != 0 && r->op != OP_BEGIN))
+        return 1;
+    return (int64_t)(r->tail - r->target) >= 0 || r->tail == bh_ring_load(r->map, BH_RING_OFF_HEAD);
+}
+
+static void release_all(td_client *c) {
+    while (c->rings != NULL) {
+        td_ring *r = c->rings;
+        c->rings = r->next;
+        unmap(r);
+    }
+}
+
+/* Everything that waited for c's rings is done: RING_CLOSE lets its ring
+ * go, RESYNC_BEGIN starts the tracker's resync (or was a lie), the input
+ * held is handled; a connection that ended is closed for good. */
+static void finish(td_server *s, td_client *c) {
+    if (c->ring_wait == TD_RING_WAIT_GONE) {
+        release_all(c);
+        c->ring_wait = 0;
+        td_close_client(s, c); /* c is freed */
+        return;
+    }
+    c->ring_wait = 0;
+    for (td_ring **q = &c->rings; *q != NULL;) {
+        td_ring *r = *q;
+        int op = r->op;
+        r->op = OP_NONE;
+        if (op == OP_BEGIN && !c->closing && r->resyncing)
+            bh_track_resync_begin(s->track, td_client_key(c->pid, r->stream));
+        else if (op == OP_BEGIN && !c->closing)
+            td_malformed(s, c, "RESYNC_BEGIN's mark is not in the ring");
+        if (op == OP_CLOSE) {
+            *q = r->next;
+            unmap(r);
+        } else {
+            q = &r->next;
+        }
+    }
+    td_rewatch(s, c);
+    td_parse_input(s, c);
+    if (c->dead || (c->closing && c->out_off >= c->out_len))
+        td_close_client(s, c);
+}
+
+/* One turn of c's rings, at most TD_RING_SLICE records of them and *left in
+ * all (taken off it); then what waits for them, if it is done. The loop's
+ * pace: 2 the share was used up or something waits (go round at once), 1
+ * some records, 0 none. */
+static int run_client(td_server *s, td_client *c, uint64_t *left) {
+    uint64_t share = *left < TD_RING_SLICE ? *left : TD_RING_SLICE, used = 0;
+    for (td_ring *r = c->rings; r != NULL && !c->closing; r = r->next) {
+        long n = drain(s, c, r, share - used, r->op == OP_BEGIN ? r->until : 0);
+        if (n < 0)
+            break;
+        used += (uint64_t)n;
+    }
+    *left -= used;
+    int busy = share > 0 && used == share ? 2 : used > 0;
+    if (c->ring_wait == 0)
+        return busy;
+    for (td_ring *r = c->rings; r != NULL; r = r->next)
+        if (!op_done(c, r))
+            return 2;
+    finish(s, c);
+    return busy;
 }
 
 int td_ring_begin(td_server *s, td_client *c, uint32_t stream, uint64_t mark) {
@@ -312,13 +405,10 @@ int td_ring_begin(td_server *s, td_client *c, uint32_t stream, uint64_t mark) {
         td_malformed(s, c, "RESYNC_BEGIN names no mark of a ring");
         return -1;
     }
-    /* Everything before the mark goes first (at most one ring of records). */
-    if (drain(s, c, r, UINT64_MAX, mark) < 0)
-        return -1;
-    if (!r->resyncing) {
-        td_malformed(s, c, "RESYNC_BEGIN's mark is not in the ring");
-        return -1;
-    }
+    /* Everything before the mark goes first, in slices; the tracker's
+     * resync starts when the mark is taken (finish). */
+    want(r, OP_BEGIN, mark);
+    hold(s, c, TD_RING_WAIT_INPUT);
     return 0;
 }
 
@@ -332,10 +422,14 @@ void td_ring_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, 
     if (type == BH_WIRE_RING) {
         attach(s, c, p, len);
     } else if (type == BH_WIRE_DRAIN) {
-        if (len != 0)
+        if (len != 0) {
             td_malformed(s, c, "DRAIN length");
-        else
-            drain_client(s, c, UINT64_MAX);
+            return;
+        }
+        for (td_ring *r = c->rings; r != NULL; r = r->next)
+            want(r, OP_DRAIN, 0);
+        if (c->rings != NULL)
+            hold(s, c, TD_RING_WAIT_INPUT);
     } else if (len != 4) {
         td_malformed(s, c, "RING_CLOSE length");
     } else {
@@ -344,29 +438,34 @@ void td_ring_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, 
             td_malformed(s, c, "RING_CLOSE of no ring");
             return;
         }
-        if (drain(s, c, r, r->cap, 0) < 0)
-            return;
-        for (td_ring **q = &c->rings; *q != NULL; q = &(*q)->next) {
-            if (*q == r) {
-                *q = r->next;
-                break;
-            }
-        }
-        unmap(r);
+        want(r, OP_CLOSE, 0);
+        hold(s, c, TD_RING_WAIT_INPUT);
     }
 }
 
 int td_rings_run(td_server *s) {
-    int busy = 0;
     td_closer_run();
-    for (td_client *c = s->clients; c != NULL; c = c->next) {
-        for (td_ring *r = c->rings; r != NULL && !c->closing; r = r->next) {
-            long n = drain(s, c, r, RING_SLICE, 0);
-            /* A full slice: more is waiting (go round at once); some: the
-             * client is busy (poll soon); none: poll slowly. Never spin on a
-             * ring that only trickles: that would take a core the clients
-             * need, and bounce their cache lines. */
-            busy = n >= (long)RING_SLICE ? 2 : n > 0 && busy < 1 ? 1 : busy;
+    /* Connections with rings take turns at the front (the overall budget
+     * may run out before the last): a rotating start. */
+    uint64_t n = 0, left = TD_RING_TURN;
+    for (const td_client *c = s->clients; c != NULL; c = c->next)
+        n += c->rings != NULL || c->ring_wait != 0;
+    int busy = 0;
+    uint64_t first = n > 0 ? s->ring_rotor++ % n : 0;
+    for (int pass = 0; pass < 2 && n > 0; pass++) {
+        uint64_t i = 0;
+        for (td_client *c = s->clients, *next; c != NULL; c = next) {
+            next = c->next; /* run_client may free c */
+            if (c->rings == NULL && c->ring_wait == 0)
+                continue;
+            if ((pass == 0) == (i++ >= first)) {
+                /* A full share: more is waiting (go round at once); some:
+                 * the client is busy (poll soon); none: poll slowly. Never
+                 * spin on a ring that only trickles: that would take a core
+                 * the clients need, and bounce their cache lines. */
+                int b = run_client(s, c, &left);
+                busy = b > busy ? b : busy;
+            }
         }
     }
     s->rings_busy = busy;
@@ -383,17 +482,27 @@ int td_rings_timeout(const td_server *s, int cap_ms) {
     return cap_ms;
 }
 
-void td_ring_close_client(td_server *s, td_client *c) {
-    /* What the process wrote before its connection ended is still its (the
-     * last events before an exit): drained once, bounded by the ring. */
-    while (c->rings != NULL) {
-        td_ring *r = c->rings;
-        c->rings = r->next;
-        (void)drain(s, c, r, r->cap, 0);
-        unmap(r);
-    }
+int td_ring_close_client(td_server *s, td_client *c) {
     for (int i = 0; i < c->nfds; i++)
-        td_close_passed(s, c->uid, c->fds[i]);
+        close(c->fds[i]); /* memfds (take_fd) */
     s->ring_fds -= (uint64_t)c->nfds;
     c->nfds = 0;
+    if (s->stopping) { /* the loop is over: what is left is drained here, once */
+        for (td_ring *r = c->rings; r != NULL; r = r->next)
+            (void)drain(s, c, r, r->cap, 0);
+    } else if (c->ring_wait == TD_RING_WAIT_GONE) {
+        return 1; /* still being drained */
+    } else if (c->rings != NULL && !c->closing) {
+        /* What the process wrote before its connection ended is still its
+         * (the last events before an exit): drained up to the heads it left,
+         * in slices; the connection stays listed (its process connected, so
+         * no leak is counted early) until then. */
+        for (td_ring *r = c->rings; r != NULL; r = r->next)
+            want(r, OP_GONE, 0);
+        c->ring_wait = TD_RING_WAIT_GONE;
+        c->partial_ms = 0;
+        return 1;
+    }
+    release_all(c);
+    return 0;
 }

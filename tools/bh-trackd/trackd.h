@@ -60,6 +60,10 @@
 #define TD_RING_MAX 64                 /* rings of one process */
 #define TD_RING_MAX_BYTES (1ull << 30) /* what one process's rings may map */
 #define TD_RING_POLL_MS 4              /* rings are polled this often while attached and idle */
+#define TD_RING_SLICE 4096u            /* records drained from one connection's rings per loop turn */
+#define TD_RING_TURN 16384u            /* records drained from all rings per loop turn */
+#define TD_RING_WAIT_INPUT 1           /* c->ring_wait: input held until its rings are drained so far */
+#define TD_RING_WAIT_GONE 2            /* c->ring_wait: the connection ended, its rings are still drained */
 
 #define TD_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define TD_LEAKS_KEPT 256     /* the latest leaks, listed in stats and the summary */
@@ -94,7 +98,7 @@ typedef struct td_client {
     td_ring *rings;      /* native: the event rings it handed over (ring.c) */
     int fds[TD_RING_FDS]; /* descriptors received, waiting for their RING frame */
     int nfds;
-    int ring_wait; /* ring.c: 0, or TD_RING_WAIT_* (input held / gone, rings still draining) */
+    int ring_wait; /* ring.c: 0 or TD_RING_WAIT_*: out of epoll, no timeouts, input not parsed */
     struct td_client *next;
 } td_client;
 
@@ -186,8 +190,10 @@ typedef struct td_server {
     uint64_t rings_attached, rings_refused, ring_records, ring_events_lost; /* ring.c */
     uint64_t ring_fds; /* descriptors waiting for their RING frame: count as connections */
     uint64_t fds_refused, closes_parked, closes_lost; /* closer.c: not memfds; queue full; no memory */
-    int rings_busy; /* the last drain: 0 nothing, 1 records, 2 a full slice (more waiting) */
-    int tt_waiting; /* the compat listener is not accepted from: the connection cap is reached */
+    int rings_busy;      /* the last drain: 0 nothing, 1 records, 2 a full slice (more waiting) */
+    uint64_t ring_rotor; /* which connection's rings go first this turn (ring.c) */
+    int stopping;        /* the loop is over: rings left are drained at once */
+    int tt_waiting;      /* the compat listener is not accepted from: the connection cap is reached */
     uint64_t compat_holds,
         compat_waits; /* compat input held for unread replies; accepts put off at the cap */
     td_rate rates[TD_LOG_KINDS];
@@ -254,6 +260,9 @@ size_t td_error_frame(uint8_t *out, bh_status code, const char *msg);
 void td_send_error(td_server *s, td_client *c, bh_status code, const char *msg);
 /* No more input from c; it closes once its output is out (or times out). */
 void td_set_closing(td_server *s, td_client *c);
+/* What epoll waits for on c, after its state changed (out of epoll while
+ * c->ring_wait, back in after). */
+void td_rewatch(td_server *s, td_client *c);
 void td_malformed(td_server *s, td_client *c, const char *why);
 /* Logs or refuses what the tracker answered for one ALLOC/FREE/resync entry. */
 void td_track_result(td_server *s, td_client *c, bh_track_result r, const char *kind, uint32_t domain,
@@ -301,21 +310,28 @@ void td_tt_device_info(const td_server *s, int32_t device, size_t rec, uint8_t *
 ssize_t td_ring_recv(td_server *s, td_client *c, void *buf, size_t len);
 /* RING, DRAIN, RING_CLOSE. */
 void td_ring_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, uint32_t len);
-/* RESYNC_BEGIN naming a mark: the stream's ring is drained up to it and then
- * held until RESYNC_END. 0, or -1 (the client was refused). */
+/* RESYNC_BEGIN naming a mark: the stream's ring is drained up to it (in
+ * slices, the connection's input held meanwhile), then the tracker's resync
+ * begins and the ring is held until RESYNC_END. 0, or -1 (the client was
+ * refused). */
 int td_ring_begin(td_server *s, td_client *c, uint32_t stream, uint64_t mark);
 void td_ring_end(td_client *c, uint32_t stream);
-/* One slice of every ring; 1 if any had records. */
+/* One slice of the rings (TD_RING_SLICE per connection, TD_RING_TURN in
+ * all), then whatever waited for them and is done; 1 if any had records, 2
+ * if more is waiting. Also moves parked descriptors to the closer. */
 int td_rings_run(td_server *s);
 /* The loop's wait: cap_ms, or less while rings are attached. */
 int td_rings_timeout(const td_server *s, int cap_ms);
-/* The connection ends: its rings are drained once more and let go. */
-void td_ring_close_client(td_server *s, td_client *c);
+/* The connection ends: its waiting descriptors are closed, its rings
+ * are drained up to their heads now and let go. 0 when done; 1 while they
+ * are still being drained (in slices, by td_rings_run, which then calls
+ * td_close_client again). */
+int td_ring_close_client(td_server *s, td_client *c);
 
 /* ======================== closer.c ======================== */
 
-/* Closes fd, a descriptor a connection of uid passed, on the closer thread:
- * never blocks (a full queue parks it, counted in closes_parked). */
+/* Closes fd, a descriptor that is not a memfd a connection of uid passed, on
+ * the closer thread: never blocks (a full queue parks it, counted). */
 void td_close_passed(td_server *s, uid_t uid, int fd);
 /* Parked descriptors into the queue as it empties: every loop turn. */
 void td_closer_run(void);
