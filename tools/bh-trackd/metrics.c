@@ -2,9 +2,11 @@
  * metrics.c - see metrics.h.
  *
  * Owns: aggregating the tracker's (client, domain) groups into per-domain
- * and per-process series, and the exposition format (HELP, TYPE, escaped
- * label values). Must never: write a counter that can go down (the tracker
- * folds departed clients into one group instead of dropping their counts).
+ * and per-process series, the exposition format (HELP, TYPE, escaped label
+ * values), and fitting it into its byte bound. Must never: write a counter
+ * that can go down (the tracker folds departed clients into one group
+ * instead of dropping their counts), or cut a total to fit (what is cut is
+ * a series of its own, summed into "other" instead).
  */
 #include "metrics.h"
 
@@ -354,6 +356,60 @@ static void health_series(FILE *f, const bh_metrics_health *h) {
     fprintf(f, "bh_trackd_build_info{version=\"%s\"} 1\n", BH_VERSION_STRING);
 }
 
+/* What the byte bound moved into "other": a gauge always (0 when nothing),
+ * a comment when something. */
+static void cut_series(FILE *f, size_t domains, size_t nd, size_t clients, size_t nc, size_t max_bytes) {
+    family(f, "bh_trackd_metrics_series_cut", "gauge",
+           "Domains and client processes summed into \"other\" to keep /metrics under its byte bound "
+           "(beyond --metrics-domains and --metrics-clients).");
+    fprintf(f, "bh_trackd_metrics_series_cut{family=\"domains\"} %zu\n", domains - nd);
+    fprintf(f, "bh_trackd_metrics_series_cut{family=\"clients\"} %zu\n", clients - nc);
+    if (domains > nd || clients > nc)
+        fprintf(
+            f,
+            "# bh-trackd: cut to stay under %zu bytes: %zu of %zu domains and %zu of %zu client processes "
+            "have series of their own, the rest are in the \"other\" series\n",
+            max_bytes, nd, domains, nc, clients);
+}
+
+/* The exposition with nd domains and nc processes in series of their own
+ * (of the wanted ones, max_domains and max_clients), into *out (malloc'd). */
+static int render(char **out, size_t *len, const bh_track *t, const bh_metrics_health *h,
+                  bh_metrics_name_fn name, void *name_ctx, aggs *d, aggs *p, const size_t wanted[2],
+                  const size_t shown[2], size_t max_bytes) {
+    FILE *f = open_memstream(out, len);
+    if (f == NULL)
+        return -1;
+    domain_series(f, d, (unsigned)shown[0]);
+    client_series(f, t, p, name, name_ctx, (unsigned)shown[1]);
+    health_series(f, h);
+    cut_series(f, wanted[0], shown[0], wanted[1], shown[1], max_bytes);
+    if (fclose(f) == 0)
+        return 0;
+    free(*out);
+    *out = NULL;
+    return -1;
+}
+
+/* Of the k series with the most live bytes in both lists together (domains
+ * and processes: the least useful go first, whichever list they are in),
+ * how many are domains (shown[0]) and processes (shown[1]). */
+static void split(aggs *d, aggs *p, const size_t wanted[2], size_t k, size_t shown[2]) {
+    if (d->n > 1)
+        qsort(d->v, d->n, sizeof(*d->v), by_live_bytes_desc);
+    if (p->n > 1)
+        qsort(p->v, p->n, sizeof(*p->v), by_live_bytes_desc);
+    size_t i = 0, j = 0;
+    while (i + j < k && (i < wanted[0] || j < wanted[1])) {
+        if (j >= wanted[1] || (i < wanted[0] && d->v[i].c.live_bytes >= p->v[j].c.live_bytes))
+            i++;
+        else
+            j++;
+    }
+    shown[0] = i;
+    shown[1] = j;
+}
+
 int bh_metrics_write(FILE *f, const bh_track *t, const bh_metrics_health *h, bh_metrics_name_fn name,
                      void *name_ctx, const bh_metrics_limits *lim) {
     aggs d = {0}, p = {0};
@@ -361,14 +417,29 @@ int bh_metrics_write(FILE *f, const bh_track *t, const bh_metrics_health *h, bh_
     bh_track_each_group(t, collect, &d);
     bh_track_each_group(t, collect, &p);
     int rc = -1;
+    char *body = NULL;
+    size_t len = 0;
     if (!d.oom && !p.oom) {
         merge(&d);
         merge(&p);
-        domain_series(f, &d, lim->max_domains);
-        client_series(f, t, &p, name, name_ctx, lim->max_clients);
-        health_series(f, h);
-        rc = 0;
+        size_t wanted[2] = {d.n < lim->max_domains ? d.n : lim->max_domains,
+                            p.n < lim->max_clients ? p.n : lim->max_clients};
+        size_t shown[2] = {wanted[0], wanted[1]};
+        /* Over the bound: the series with the fewest live bytes go, a tenth
+         * more than the overshoot each time, until it fits; a few renders,
+         * each O(groups log groups). */
+        while ((rc = render(&body, &len, t, h, name, name_ctx, &d, &p, wanted, shown, lim->max_bytes)) == 0 &&
+               lim->max_bytes != 0 && len > lim->max_bytes && shown[0] + shown[1] > 0) {
+            size_t k = shown[0] + shown[1],
+                   n = (size_t)((double)k * 0.9 * (double)lim->max_bytes / (double)len);
+            split(&d, &p, wanted, n < k ? n : k - 1, shown);
+            free(body);
+            body = NULL;
+        }
     }
+    if (rc == 0 && fwrite(body, 1, len, f) != len)
+        rc = -1;
+    free(body);
     free(d.v);
     free(p.v);
     return rc;

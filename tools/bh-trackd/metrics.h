@@ -39,16 +39,21 @@ typedef const char *(*bh_metrics_name_fn)(void *ctx, uint64_t client);
  * circular buffers and kernels are filed under (wire.h), else "kind7". */
 const char *bh_metrics_kind_name(uint32_t kind, char buf[16]);
 
-/* Series before the "other" one (--metrics-domains, --metrics-clients). */
+/* Series before the "other" one (--metrics-domains, --metrics-clients), and
+ * the size of the whole exposition. */
 typedef struct bh_metrics_limits {
     unsigned max_domains; /* (device, kind) domains */
     unsigned max_clients; /* client processes */
+    size_t max_bytes;     /* 0: no bound */
 } bh_metrics_limits;
 
 /* Writes the whole exposition. Per-domain and per-client series: the
  * max_domains domains and max_clients processes with the most live bytes,
- * the rest summed into device="other",kind="other" and client="other".
- * Returns 0, or -1 when out of memory (f is then incomplete). */
+ * the rest summed into device="other",kind="other" and client="other". If
+ * that is over max_bytes, fewer domains and processes get series of their
+ * own (those with the fewest live bytes go first, into "other", so totals
+ * never go), until it fits; bh_trackd_metrics_series_cut and a comment say
+ * how many. Returns 0, or -1 when out of memory (nothing written). */
 int bh_metrics_write(FILE *f, const bh_track *t, const bh_metrics_health *h, bh_metrics_name_fn name,
                      void *name_ctx, const bh_metrics_limits *lim);
 

@@ -284,7 +284,9 @@ static void render_metrics(td_server *s, bh_http_response *out) {
         return;
     bh_metrics_health h;
     health(s, &h);
-    int rc = bh_metrics_write(f, s->track, &h, metrics_name, s, &s->metrics);
+    bh_metrics_limits lim = s->metrics;
+    lim.max_bytes = BH_HTTP_BODY_MAX; /* as every answer; the series with the fewest bytes go first */
+    int rc = bh_metrics_write(f, s->track, &h, metrics_name, s, &lim);
     if (fclose(f) != 0 || rc != 0) {
         free(p);
         return;
