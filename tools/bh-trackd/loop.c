@@ -5,7 +5,8 @@
  * never both bind it; a liveness probe that only calls a socket stale when
  * connect() says nobody listens; removing at exit only the file this server
  * bound), accepting clients (credentials, connection caps per uid and in
- * total, a spare descriptor to refuse cleanly when descriptors run out), the
+ * total, a spare descriptor to refuse cleanly when descriptors run out; TT
+ * clients at the total cap are left in the listen backlog instead), the
  * signals (SIGINT/SIGTERM stop, SIGHUP reopens the log and writes the
  * summary), the loop's tick (timeouts, orphans, periodic summary), shutdown.
  * Must never: take over or remove a socket it did not bind, accept a peer
