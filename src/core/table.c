@@ -31,8 +31,11 @@
  * to stop for a reason other than host memory. */
 #define MAX_ENTRIES (1u << 25)
 /* Blocks of a run's later entries that an unlink asks for ahead of its
- * shift: runs at load 3/4 are rarely longer. */
+ * shift (runs at load 3/4 are rarely longer), in shards of at least
+ * UNLINK_PREFETCH_FROM entries (64 such shards index about 200K keys, whose
+ * blocks are 6 MiB: past the caches). */
 #define UNLINK_PREFETCH 16u
+#define UNLINK_PREFETCH_FROM 4096u
 
 /* A zeroed array of n entries (a power of two), mask and entries in one
  * allocation, so one pointer publishes a consistent pair. */
@@ -195,35 +198,31 @@ void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot) {
             break;
     }
     /* The shift below reads the key of every later entry of the run (the
-     * 32-bit entry has no room for its home): one block each, a cache miss
-     * each in a large registry. Their addresses are known from the entries
-     * alone, so the blocks are asked for first, all at once, and their
-     * misses overlap instead of following one another. */
-    for (uint32_t j = (i + 1) & t->mask, n = 0; n < UNLINK_PREFETCH; j = (j + 1) & t->mask, n++) {
-        unsigned e = entry_at(t, j);
-        if (e == 0)
-            break;
-        __builtin_prefetch(entry_block(shard, e));
-    }
+     * 32-bit entry has no room for its home): one block each. In a large
+     * shard those are cache misses, one after the other; their addresses
+     * are known from the entries alone, so they are asked for first, all at
+     * once, and the misses overlap. A small shard's blocks are cached and
+     * the extra pass would only cost instructions. */
+    if (t->mask >= UNLINK_PREFETCH_FROM - 1)
+        for (uint32_t j = (i + 1) & t->mask, n = 0; n < UNLINK_PREFETCH; j = (j + 1) & t->mask, n++) {
+            unsigned e = entry_at(t, j);
+            if (e == 0)
+                break;
+            __builtin_prefetch(entry_block(shard, e));
+        }
     /* Backward shift: every later entry of the run whose home is not in
      * (i, j] moves into the hole, which moves on to where it was. A reader
      * probing meanwhile may miss an entry that moves behind it; it then
-     * falls back to this lock (lifecycle.c), so a miss is never final.
-     * Whether an entry moves depends on its hash, which no branch predictor
-     * guesses: the hole's entry is rewritten either way (with the moved entry
-     * or with what it already holds, which a reader cannot tell from no
-     * store) and the hole moves by a conditional move. */
-    unsigned held = entry_at(t, i);
+     * falls back to this lock (lifecycle.c), so a miss is never final. */
     for (uint32_t j = (i + 1) & t->mask;; j = (j + 1) & t->mask) {
         unsigned e = entry_at(t, j);
         if (e == 0)
             break;
         uint32_t home = (uint32_t)block_hash(entry_block(shard, e)) & t->mask;
-        /* All ones if e moves, else 0 (gcc turns ?: back into a branch). */
-        uint32_t moves = 0u - (uint32_t)(((j - home) & t->mask) >= ((j - i) & t->mask));
-        held = (e & moves) | (held & ~moves);
-        entry_set(t, i, held);
-        i = (j & moves) | (i & ~moves);
+        if (((j - home) & t->mask) >= ((j - i) & t->mask)) {
+            entry_set(t, i, e);
+            i = j;
+        }
     }
     entry_set(t, i, 0);
     shard->count--;
