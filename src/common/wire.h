@@ -26,7 +26,8 @@
 #define BH_WIRE_MAX_NAME 255u
 
 enum bh_wire_type {
-    BH_WIRE_HELLO = 1,              /* c->s: pid u32, version u16, flags u16, name_len u16, name */
+    BH_WIRE_HELLO = 1,              /* c->s: pid u32, version u16, flags u16, name_len u16, name
+                                             [NUL, start u64 with BH_WIRE_HELLO_START] */
     BH_WIRE_EVENT = 2,              /* c->s: stream u32, kind u8, pad u8[3], device u32, pad u32,
                                              address u64, size u64, seq u64 (40 bytes) */
     BH_WIRE_RESYNC_BEGIN = 3,       /* c->s: stream u32; or (ring streams) stream u32, pad u32, mark u64 */
@@ -45,6 +46,13 @@ enum bh_wire_type {
 };
 
 #define BH_WIRE_HELLO_CONTROL 0x1u /* HELLO flag: a query connection, not a process's reporter */
+/* HELLO flag: the name is followed by a NUL byte and the process's start
+ * time u64 (bh_proc_start: clock ticks since boot), which with the pid names
+ * the process across its reconnections when the server cannot see its pid
+ * (docs/protocol.md, "Peers the server cannot see"). A server that knows no
+ * such flag shows the name up to the NUL. */
+#define BH_WIRE_HELLO_START 0x2u
+#define BH_WIRE_HELLO_MAX (BH_WIRE_HEADER + 10u + BH_WIRE_MAX_NAME)
 #define BH_WIRE_EVENT_LEN 40u
 #define BH_WIRE_RESYNC_ENTRY 24u
 #define BH_WIRE_RESYNC_TIMED_ENTRY 32u
@@ -178,6 +186,26 @@ static inline size_t bh_wire_header(uint8_t *p, uint16_t type, uint32_t length) 
     bh_put16(p + 6, type);
     bh_put32(p + 8, length);
     return BH_WIRE_HEADER;
+}
+
+/* One HELLO frame into p (BH_WIRE_HELLO_MAX bytes): the name cut to fit,
+ * and, when start is not 0, BH_WIRE_HELLO_START with it. Returns its size. */
+static inline size_t bh_wire_hello(uint8_t *p, uint32_t pid, uint16_t flags, const char *name, size_t n_name,
+                                   uint64_t start) {
+    size_t tail = start != 0 ? 9u : 0u;
+    if (n_name > BH_WIRE_MAX_NAME - tail)
+        n_name = BH_WIRE_MAX_NAME - tail;
+    size_t n = bh_wire_header(p, BH_WIRE_HELLO, (uint32_t)(10 + n_name + tail));
+    bh_put32(p + n, pid);
+    bh_put16(p + n + 4, BH_WIRE_VERSION);
+    bh_put16(p + n + 6, (uint16_t)(flags | (start != 0 ? BH_WIRE_HELLO_START : 0)));
+    bh_put16(p + n + 8, (uint16_t)(n_name + tail));
+    memcpy(p + n + 10, name, n_name);
+    if (start != 0) {
+        p[n + 10 + n_name] = 0;
+        bh_put64(p + n + 11 + n_name, start);
+    }
+    return n + 10 + n_name + tail;
 }
 
 /* One EVENT frame (header + 40 bytes) into p; returns its size. */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "report_socket.h"
+#include "common/procstart.h"
 
 static AO_t said_unreachable; /* ATOMIC: the unreachable-server line was printed */
 
@@ -163,14 +164,15 @@ int rs_try_connect(conn *c) {
     if (!(c->opt.flags & BH_SOCKET_COMPAT_TT)) {
         char name[64];
         size_t n_name = program_name(name, sizeof(name));
-        uint8_t hello[BH_WIRE_HEADER + 10 + sizeof(name)];
-        size_t n = bh_wire_header(hello, BH_WIRE_HELLO, (uint32_t)(10 + n_name));
-        bh_put32(hello + n, (uint32_t)getpid());
-        bh_put16(hello + n + 4, BH_WIRE_VERSION);
-        bh_put16(hello + n + 6, 0);
-        bh_put16(hello + n + 8, (uint16_t)n_name);
-        memcpy(hello + n + 10, name, n_name);
-        if (rs_write_all(c, hello, n + 10 + n_name) != 0) {
+        /* Read at each connect, never kept: a forked child states its own.
+         * With the pid it tells the server this process from another when
+         * the server cannot see our pid (its own PID namespace). */
+        uint64_t start = 0;
+        if (bh_proc_start(0, &start) != 0)
+            start = 0;
+        uint8_t hello[BH_WIRE_HELLO_MAX];
+        size_t n = bh_wire_hello(hello, (uint32_t)getpid(), 0, name, n_name, start);
+        if (rs_write_all(c, hello, n) != 0) {
             close(fd);
             c->fd = -1;
             return -1;

@@ -5,7 +5,8 @@
  * whose last connection closed), deciding when one is gone (exited, checked
  * in /proc, or --grace-ms passed) and reporting what it still held as leaks.
  * Must never: report leaks of a process that still has a reporter connection
- * open, or signal or otherwise touch the client processes.
+ * open, ask /proc about an unverified process (peer.c: its pid is not ours
+ * to look up), or signal or otherwise touch the client processes.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -43,7 +44,7 @@ void td_remember_name(td_server *s, pid_t pid, const char *name) {
 }
 
 void td_name_from_proc(td_server *s, pid_t pid) {
-    if (td_name_of(s, pid)[0] != '\0')
+    if (td_name_of(s, pid)[0] != '\0' || td_unverified(pid))
         return;
     char path[64], name[BH_WIRE_MAX_NAME + 1];
     snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
@@ -72,20 +73,22 @@ static void forget_name(td_server *s, pid_t pid) {
 static void on_leak(void *ctx, const bh_track_entry *e) {
     td_server *s = ctx;
     td_leak *l = &s->leaks[s->nleaks++ % TD_LEAKS_KEPT];
-    l->pid = td_key_pid(e->client);
+    l->pid = td_shown_pid(s, td_key_pid(e->client));
+    l->unverified = td_unverified(td_key_pid(e->client));
     l->stream = td_key_stream(e->client);
     l->domain = e->device;
     l->address = e->address;
     l->size = e->size;
     l->age_ms = td_now_ms() - e->since;
-    snprintf(l->name, sizeof(l->name), "%s", td_name_of(s, l->pid));
+    snprintf(l->name, sizeof(l->name), "%s", td_name_of(s, td_key_pid(e->client)));
     if (l->stream == 0 && s->tt_table != NULL) /* a compat client's: out of their share of the sums */
         td_tt_view_add(s->tt_table, (int32_t)BH_DOMAIN_DEVICE(e->device), BH_DOMAIN_KIND(e->device),
                        -(int64_t)e->size);
     char dom[64];
-    td_log(s, TD_WARN, "leak: pid %d stream %u %s address 0x%" PRIx64 " size %" PRIu64,
-           (int)td_key_pid(e->client), td_key_stream(e->client), td_domain_text(dom, sizeof(dom), e->device),
-           e->address, e->size);
+    char who[16];
+    td_log(s, TD_WARN, "leak: pid %s stream %u %s address 0x%" PRIx64 " size %" PRIu64,
+           td_pid_text(s, td_key_pid(e->client), who), td_key_stream(e->client),
+           td_domain_text(dom, sizeof(dom), e->device), e->address, e->size);
 }
 
 /* Its process gone for --forget-ms: the client's figures join the
@@ -94,6 +97,7 @@ static void on_leak(void *ctx, const bh_track_entry *e) {
 static void age_out(td_server *s, pid_t pid) {
     bh_track_retire_process(s->track, (uint32_t)pid, td_client_key(0, 0));
     forget_name(s, pid);
+    td_peer_forget(s, pid);
 }
 
 /* The first of the departed list (oldest first) leaves it. */
@@ -114,9 +118,10 @@ void td_process_gone(td_server *s, pid_t pid) {
     if (s->tt_table != NULL)
         td_tt_process_gone(s->tt_table, pid); /* what it owns in TT's table counts as leaked */
     s->processes_gone++;
+    char who[16];
     if (n > 0)
-        td_log(s, TD_WARN, "pid %d (%s) ended with %" PRIu64 " live allocations (leaks)", (int)pid,
-               td_name_of(s, pid), n);
+        td_log(s, TD_WARN, "pid %s (%s) ended with %" PRIu64 " live allocations (leaks)",
+               td_pid_text(s, pid, who), td_name_of(s, pid), n);
     td_departed *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return; /* it stays listed: only its aging out is lost */
@@ -186,7 +191,9 @@ void td_check_orphans(td_server *s) {
     for (td_orphan **p = &s->orphans; *p != NULL;) {
         td_orphan *o = *p;
         int back = td_pid_connected(s, o->pid);
-        if (back || !process_alive(o->pid) || now - o->since_ms >= s->grace_ms) {
+        /* An unverified process is not in our /proc: only --grace-ms tells. */
+        int ended = !td_unverified(o->pid) && !process_alive(o->pid);
+        if (back || ended || now - o->since_ms >= s->grace_ms) {
             if (!back)
                 td_process_gone(s, o->pid);
             *p = o->next;

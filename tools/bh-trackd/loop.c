@@ -147,6 +147,8 @@ static void accept_clients(td_server *s, int lfd, int compat) {
         c->pid = cred.pid;
         c->uid = cred.uid;
         c->since_ms = td_now_ms();
+        if (compat && td_peer_identify(s, c, 0, 0) != 0) /* no HELLO: keyed now */
+            c->dead = 1;
         c->next = s->clients;
         s->clients = c;
         s->nclients++;
@@ -382,6 +384,7 @@ static void stop(td_server *s) {
     close_listener(&s->native);
     close_listener(&s->tt);
     td_free_orphans(s);
+    td_peer_free(s);
     bh_track_free(s->track);
     s->track = NULL;
     td_tt_free(s->tt_table);

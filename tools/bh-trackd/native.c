@@ -5,8 +5,9 @@
  * matching their type) and turning it into tracker calls, a QUERY into a
  * REPLY (rendered by render.c).
  * Must never: read past the payload length it was given (conn.c has checked
- * it against BH_WIRE_MAX_PAYLOAD), or trust the pid in HELLO (the peer's
- * credentials identify the client).
+ * it against BH_WIRE_MAX_PAYLOAD), or trust the pid in HELLO where the peer's
+ * credentials identify the client (peer.c keys, and marks unverified, the
+ * peers whose pid this server cannot see).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -55,15 +56,30 @@ static void handle_hello(td_server *s, td_client *c, const uint8_t *p, uint32_t 
         td_malformed(s, c, "HELLO name length");
         return;
     }
+    /* BH_WIRE_HELLO_START: the name ends at a NUL; the start time follows. */
+    uint64_t start = 0;
+    if (flags & BH_WIRE_HELLO_START) {
+        if (nlen < 9 || p[10 + nlen - 9] != 0) {
+            td_malformed(s, c, "HELLO start time");
+            return;
+        }
+        nlen -= 9;
+        start = bh_get64(p + 11 + nlen);
+    }
     memcpy(c->name, p + 10, nlen);
     c->name[nlen] = '\0';
     td_printable(c->name);
     c->hello = 1;
     c->control = (flags & BH_WIRE_HELLO_CONTROL) != 0;
-    if (!c->control) {
-        s->reporter_connections++;
-        td_remember_name(s, c->pid, c->name);
+    if (c->control)
+        return;
+    /* A pid this server cannot see: keyed by what the client states. */
+    if (td_peer_identify(s, c, bh_get32(p), start) != 0) {
+        td_send_error(s, c, BH_ENOMEM, "out of memory");
+        return;
     }
+    s->reporter_connections++;
+    td_remember_name(s, c->pid, c->name);
 }
 
 static void handle_event(td_server *s, td_client *c, const uint8_t *p, uint32_t len) {

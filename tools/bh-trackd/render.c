@@ -146,14 +146,33 @@ static void inexact_json(td_strbuf *b, uint32_t inexact) {
                  inexact & BH_TRACK_UNSYNCED ? "true" : "false");
 }
 
+/* A row's process. JSON: "pid":N,"stream":S, then ,"name":"X" (named) and
+ * ,"unverified":true when N is only what the client stated (peer.c). Text:
+ * the pid ("N*" when unverified) and stream columns, then the name's. */
+static void who(td_server *s, td_strbuf *b, int json, uint64_t client, int named) {
+    pid_t pid = td_key_pid(client);
+    if (json) {
+        td_sb_printf(b, "\"pid\":%d,\"stream\":%u", (int)td_shown_pid(s, pid), td_key_stream(client));
+        if (named)
+            td_sb_printf(b, ",\"name\":\"%s\"", td_name_of(s, pid));
+        if (td_unverified(pid))
+            td_sb_printf(b, ",\"unverified\":true");
+        return;
+    }
+    char t[16];
+    td_sb_printf(b, "%8s %10u ", td_pid_text(s, pid, t), td_key_stream(client));
+    if (named)
+        td_sb_printf(b, "%-14.14s ", td_name_of(s, pid));
+}
+
 static void fill_group(report_ctx *r, const void *item) {
     const group_item *g = item;
     const bh_track_counts *c = g->c;
-    uint32_t stream = td_key_stream(g->key);
     int al = (c->inexact & BH_TRACK_AT_LEAST) != 0;
     if (r->json) {
-        td_sb_printf(r->b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",", r->first ? "" : ",",
-                     (int)td_key_pid(g->key), stream, td_name_of(r->s, td_key_pid(g->key)));
+        td_sb_printf(r->b, "%s{", r->first ? "" : ",");
+        who(r->s, r->b, 1, g->key, 1);
+        td_sb_printf(r->b, ",");
         td_render_domain(r->b, 1, g->device);
         td_sb_printf(r->b,
                      ",\"live\":%" PRIu64 ",\"live_bytes\":%" PRIu64 ",\"peak_bytes\":%" PRIu64
@@ -165,8 +184,7 @@ static void fill_group(report_ctx *r, const void *item) {
         inexact_json(r->b, c->inexact);
         td_sb_printf(r->b, "}");
     } else {
-        td_sb_printf(r->b, "%8d %10u %-14.14s ", (int)td_key_pid(g->key), stream,
-                     td_name_of(r->s, td_key_pid(g->key)));
+        who(r->s, r->b, 0, g->key, 1);
         td_render_domain(r->b, 0, g->device);
         td_sb_printf(r->b, " %10" PRIu64 " %14" PRIu64, c->live, c->live_bytes);
         cell(r->b, 14, c->peak_bytes, al);
@@ -274,8 +292,8 @@ static void render_leaks(td_server *s, td_strbuf *b) {
     td_sb_printf(b, "\"leaks\":[");
     for (uint64_t i = 0; i < n; i++) {
         const td_leak *l = &s->leaks[(s->nleaks - n + i) % TD_LEAKS_KEPT];
-        td_sb_printf(b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",", i ? "," : "", (int)l->pid, l->stream,
-                     l->name);
+        td_sb_printf(b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\"%s,", i ? "," : "", (int)l->pid,
+                     l->stream, l->name, l->unverified ? ",\"unverified\":true" : "");
         td_render_domain(b, 1, l->domain);
         td_sb_printf(b, ",\"address\":%" PRIu64 ",\"size\":%" PRIu64 ",\"age_s\":%.3f}", l->address, l->size,
                      (double)l->age_ms / 1000.0);
@@ -295,11 +313,10 @@ static void render_overfreed(td_server *s, td_strbuf *b, int json) {
         td_sb_printf(b, "freed while not live (over-freed):\n");
     for (size_t i = 0; i < n; i++) {
         const bh_track_entry *e = &top[i];
-        pid_t pid = td_key_pid(e->client);
-        uint32_t stream = td_key_stream(e->client);
         if (json) {
-            td_sb_printf(b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",", i ? "," : "", (int)pid, stream,
-                         td_name_of(s, pid));
+            td_sb_printf(b, "%s{", i ? "," : "");
+            who(s, b, 1, e->client, 1);
+            td_sb_printf(b, ",");
             td_render_domain(b, 1, e->device);
             td_sb_printf(b,
                          ",\"address\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64
@@ -307,13 +324,14 @@ static void render_overfreed(td_server *s, td_strbuf *b, int json) {
                          e->address, e->allocs, e->frees, e->unknown_frees,
                          e->inexact & BH_TRACK_AT_LEAST ? "true" : "false");
         } else {
-            char dom[64];
+            char dom[64], t[16];
             const char *al = e->inexact & BH_TRACK_AT_LEAST ? "at least " : "";
             td_sb_printf(b,
-                         "  pid %d %s address 0x%" PRIx64 ": allocated %s%" PRIu64 ", freed %s%" PRIu64
+                         "  pid %s %s address 0x%" PRIx64 ": allocated %s%" PRIu64 ", freed %s%" PRIu64
                          " (%" PRIu64 " while not live)\n",
-                         (int)pid, td_domain_text(dom, sizeof(dom), e->device), e->address, al, e->allocs, al,
-                         e->frees, e->unknown_frees);
+                         td_pid_text(s, td_key_pid(e->client), t),
+                         td_domain_text(dom, sizeof(dom), e->device), e->address, al, e->allocs, al, e->frees,
+                         e->unknown_frees);
         }
     }
     if (json)
@@ -329,18 +347,20 @@ static void fill_loss(report_ctx *r, const void *item) {
     const loss_item *x = item;
     const bh_track_loss *l = x->l;
     pid_t pid = td_key_pid(x->key);
-    if (r->json)
+    char t[16];
+    if (r->json) {
+        td_sb_printf(r->b, "%s{", r->first ? "" : ",");
+        who(r->s, r->b, 1, x->key, 1);
         td_sb_printf(r->b,
-                     "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",\"lost\":%" PRIu64 ",\"resyncs\":%" PRIu64
-                     ",\"unsynced\":%" PRIu64 ",\"history_evictions\":%" PRIu64 "}",
-                     r->first ? "" : ",", (int)pid, td_key_stream(x->key), td_name_of(r->s, pid), l->lost,
-                     l->resyncs, l->unsynced, l->evicted);
-    else
+                     ",\"lost\":%" PRIu64 ",\"resyncs\":%" PRIu64 ",\"unsynced\":%" PRIu64
+                     ",\"history_evictions\":%" PRIu64 "}",
+                     l->lost, l->resyncs, l->unsynced, l->evicted);
+    } else
         td_sb_printf(r->b,
-                     "  pid %d stream %u %s: %" PRIu64 " events lost, %" PRIu64 " resyncs, %" PRIu64
+                     "  pid %s stream %u %s: %" PRIu64 " events lost, %" PRIu64 " resyncs, %" PRIu64
                      " events missing until the next resync, %" PRIu64 " history records evicted\n",
-                     (int)pid, td_key_stream(x->key), td_name_of(r->s, pid), l->lost, l->resyncs, l->unsynced,
-                     l->evicted);
+                     td_pid_text(r->s, pid, t), td_key_stream(x->key), td_name_of(r->s, pid), l->lost,
+                     l->resyncs, l->unsynced, l->evicted);
 }
 
 /* Streams that lost events, resynced or had history records evicted. */
@@ -396,11 +416,12 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
                      ",\"compat_records\":%" PRIu64 ",\"compat_ignored\":%" PRIu64
                      ",\"unsupported_records\":%" PRIu64 ",\"limit_disconnects\":%" PRIu64
                      ",\"output_overflows\":%" PRIu64 ",\"processes_gone\":%" PRIu64
-                     ",\"passed_fds_refused\":%" PRIu64 ",\"passed_fds_parked\":%" PRIu64 "},\"clients\":[",
+                     ",\"passed_fds_refused\":%" PRIu64 ",\"passed_fds_parked\":%" PRIu64
+                     ",\"unverified_peers\":%" PRIu64 "},\"clients\":[",
                      td_clients_connected(s), s->connections, s->nclients, s->reporter_connections,
                      s->rejected, s->refused, s->timeouts, s->malformed, s->resyncs, s->compat_records,
                      s->compat_ignored, s->unsupported_records, s->limit_disconnects, s->output_overflows,
-                     s->processes_gone, s->fds_refused, s->closes_parked);
+                     s->processes_gone, s->fds_refused, s->closes_parked, s->unverified_peers);
         render_groups(s, &r, limit);
         td_sb_printf(b, "],\"omitted_clients\":%" PRIu64 ",", r.omitted);
         render_losses(s, b, 1, limit);
@@ -415,6 +436,9 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
     render_groups(s, &r, limit);
     if (r.omitted > 0)
         td_sb_printf(b, "(%" PRIu64 " more rows not shown: reply limit)\n", r.omitted);
+    if (s->unverified_peers > 0)
+        td_sb_printf(b, "(* unverified: the pid its client stated; this server cannot see that process, "
+                        "see docs/deployment.md)\n");
     td_sb_printf(b,
                  "total: %" PRIu64 " live (%" PRIu64 " bytes%s), %s%" PRIu64 " allocs, %s%" PRIu64
                  " frees, %s%" PRIu64 " unknown FREEs, %s%" PRIu64 " duplicate ALLOCs, %" PRIu64
@@ -440,15 +464,15 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
 static void fill_entry(report_ctx *r, const void *item) {
     const bh_track_entry *e = item;
     double age = (double)(r->now - e->since) / 1000.0;
-    uint32_t stream = td_key_stream(e->client);
     if (r->json) {
-        td_sb_printf(r->b, "%s{\"pid\":%d,\"stream\":%u,", r->first ? "" : ",", (int)td_key_pid(e->client),
-                     stream);
+        td_sb_printf(r->b, "%s{", r->first ? "" : ",");
+        who(r->s, r->b, 1, e->client, 0);
+        td_sb_printf(r->b, ",");
         td_render_domain(r->b, 1, e->device);
         td_sb_printf(r->b, ",\"address\":%" PRIu64 ",\"size\":%" PRIu64 ",\"age_s\":%.3f}", e->address,
                      e->size, age);
     } else {
-        td_sb_printf(r->b, "%8d %10u ", (int)td_key_pid(e->client), stream);
+        who(r->s, r->b, 0, e->client, 0);
         td_render_domain(r->b, 0, e->device);
         td_sb_printf(r->b, " 0x%012" PRIx64 " %14" PRIu64 " %10.3f\n", e->address, e->size, age);
     }
@@ -504,11 +528,10 @@ void td_render_dump_page(td_server *s, td_strbuf *b, uint64_t offset, uint64_t l
 
 static void fill_history(report_ctx *r, const void *item) {
     const bh_track_entry *e = item;
-    pid_t pid = td_key_pid(e->client);
-    uint32_t stream = td_key_stream(e->client);
     if (r->json) {
-        td_sb_printf(r->b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\",", r->first ? "" : ",", (int)pid,
-                     stream, td_name_of(r->s, pid));
+        td_sb_printf(r->b, "%s{", r->first ? "" : ",");
+        who(r->s, r->b, 1, e->client, 1);
+        td_sb_printf(r->b, ",");
         td_render_domain(r->b, 1, e->device);
         td_sb_printf(r->b,
                      ",\"live\":%s,\"size\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"frees\":%" PRIu64
@@ -516,7 +539,7 @@ static void fill_history(report_ctx *r, const void *item) {
                      e->live ? "true" : "false", e->size, e->allocs, e->frees, e->unknown_frees,
                      e->inexact & BH_TRACK_AT_LEAST ? "true" : "false");
     } else {
-        td_sb_printf(r->b, "%8d %10u %-14.14s ", (int)pid, stream, td_name_of(r->s, pid));
+        who(r->s, r->b, 0, e->client, 1);
         td_render_domain(r->b, 0, e->device);
         int al = (e->inexact & BH_TRACK_AT_LEAST) != 0;
         td_sb_printf(r->b, " %4s %14" PRIu64, e->live ? "yes" : "no", e->size);

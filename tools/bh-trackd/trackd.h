@@ -13,6 +13,7 @@
  *   tt_table.c  TT's server's bookkeeping (tt_table.h): its QUERY answers
  *   tt_devices.c  the devices DEVICE_INFO describes (--tt-devices)
  *   liveness.c  client processes: names, orphans, leaks when a process is gone
+ *   peer.c      peers whose pid this server cannot see: their process keys
  *   render.c    the one renderer: stats and dump (text, JSON)
  *   summary.c   the --summary file, written atomically, off the loop
  *   log.c       the log stream and its rate limit
@@ -115,6 +116,7 @@ typedef struct td_leak {
     uint32_t stream, domain;
     uint64_t address, size;
     uint64_t age_ms; /* how long it had been live when its process was gone */
+    int unverified;  /* pid is what its client stated (peer.c) */
     char name[32];
 } td_leak;
 
@@ -154,6 +156,7 @@ typedef struct td_tt_devices {
 } td_tt_devices;
 
 struct td_tt_table;
+struct td_peers;
 
 typedef struct td_server {
     /* configuration (main.c) */
@@ -179,6 +182,7 @@ typedef struct td_server {
     td_departed *departed, *departed_last; /* oldest first */
     size_t departed_groups;                /* their groups, bounded by TD_DEPARTED_GROUPS */
     struct td_tt_table *tt_table;          /* TT's server's view of the compat clients (tt_table.h) */
+    struct td_peers *peers;                /* unverified process keys (peer.c), NULL until the first */
     uint64_t next_summary_ms;
     uint64_t last_dump_ms, dumps_logged, dumps_skipped; /* DUMP_REMAINING excerpts (tt.c) */
     pid_t summary_pid;                                  /* the summary writer running, or 0 */
@@ -186,7 +190,8 @@ typedef struct td_server {
     /* counters */
     uint64_t connections, reporter_connections, rejected, malformed, resyncs, compat_records,
         unsupported_records, compat_ignored, limit_disconnects, refused, timeouts, output_overflows,
-        processes_gone; /* client processes seen gone (their leaks counted): what tests wait for */
+        processes_gone;        /* client processes seen gone (their leaks counted): what tests wait for */
+    uint64_t unverified_peers; /* reporter connections whose pid this server cannot see (peer.c) */
     uint64_t rings_attached, rings_refused, ring_records, ring_events_lost; /* ring.c */
     uint64_t ring_fds; /* descriptors waiting for their RING frame: count as connections */
     uint64_t fds_refused, closes_parked, closes_lost; /* closer.c: not memfds; queue full; no memory */
@@ -362,6 +367,26 @@ void td_check_orphans(td_server *s);
 void td_free_orphans(td_server *s); /* and the departed */
 /* The process is gone: everything it still held leaked. */
 void td_process_gone(td_server *s, pid_t pid);
+
+/* ======================== peer.c ======================== */
+
+/* Process keys of peers whose pid this server cannot see start here: bit 30,
+ * never a pid (PID_MAX_LIMIT is 2^22), so the tracker and every table keyed
+ * by pid keep them apart from real pids. */
+#define TD_UNVERIFIED_BASE 0x40000000u
+static inline int td_unverified(pid_t pid) { return (uint32_t)pid >= TD_UNVERIFIED_BASE; }
+/* A reporter (at HELLO: the pid and start time it states, 0: none) or a
+ * compat peer (at accept: 0, 0). If c->pid (SO_PEERCRED) is not this
+ * server's view of that process, c->pid becomes its unverified key: the
+ * stated process's (pid, start, uid), or one of its own. 0, or -1 (ENOMEM). */
+int td_peer_identify(td_server *s, td_client *c, uint32_t stated, uint64_t start);
+/* The pid to show for a process key: the stated pid of an unverified one. */
+pid_t td_shown_pid(const td_server *s, pid_t pid);
+/* The same as text, "4242" or "4242*" (unverified), in buf. */
+const char *td_pid_text(const td_server *s, pid_t pid, char buf[16]);
+/* The process left the client list: its key may go to another. */
+void td_peer_forget(td_server *s, pid_t pid);
+void td_peer_free(td_server *s);
 
 /* ======================== render.c ======================== */
 

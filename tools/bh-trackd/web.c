@@ -243,9 +243,17 @@ static void render_timeline(const td_timeline *tl, td_strbuf *b, uint64_t since)
 
 /* ======================== Metrics ======================== */
 
+/* The client label; an unverified client's (its pid label is then its
+ * server-side key, at or above 2^30) says so, with the pid it stated. */
 static const char *metrics_name(void *ctx, uint64_t client) {
-    const char *n = td_name_of(ctx, td_key_pid(client));
-    return n[0] ? n : "unnamed";
+    static char label[BH_WIRE_MAX_NAME + 48];
+    pid_t pid = td_key_pid(client);
+    const char *n = td_name_of(ctx, pid);
+    if (!td_unverified(pid))
+        return n[0] ? n : "unnamed";
+    snprintf(label, sizeof(label), "%s (unverified pid %d)", n[0] ? n : "unnamed",
+             (int)td_shown_pid(ctx, pid));
+    return label;
 }
 
 static void health(td_server *s, bh_metrics_health *h) {
