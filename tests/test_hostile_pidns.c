@@ -316,20 +316,28 @@ static void show(const char *what, const char *json) {
 
 /* ------------------------------------------------------------ the tests */
 
+/* The server in a PID namespace; a allocates N, then b the same N
+ * addresses, freeing K of them: what both tests below start from. */
+static void two_clients(client *a, client *b) {
+    start_in_pidns();
+    raw_pid = 0;
+    raw_start_delta = 0;
+    *a = spawn(raw_client);
+    *b = spawn(raw_client);
+    step(a, 'a');
+    assert_int_equal(wait_at_least("allocs", N), N);
+    step(b, 'a');
+    step(b, 'k');
+    assert_int_equal(wait_at_least("frees", K), K);
+}
+
 /* Two clients, same addresses; the second frees K of its own: two clients,
  * each with its own live set, nothing counted as a finding. Then the
  * library's own reporter: a third client, unverified like them. */
 static void test_separate_clients(void **state) {
     (void)state;
-    start_in_pidns();
-    raw_pid = 0;
-    raw_start_delta = 0;
-    client a = spawn(raw_client), b = spawn(raw_client);
-    step(&a, 'a');
-    assert_int_equal(wait_at_least("allocs", N), N);
-    step(&b, 'a');
-    step(&b, 'k');
-    assert_int_equal(wait_at_least("frees", K), K);
+    client a, b;
+    two_clients(&a, &b);
     char *j = hs_query(paths.sock, 1, 10, NULL);
     assert_non_null(j);
     show("separate clients", j);
@@ -362,25 +370,25 @@ static void test_separate_clients(void **state) {
     finish(&b);
 }
 
-/* A client that exits while another stays: its leaks, exactly, and only its. */
-static void test_leaks_counted(void **state) {
-    (void)state;
-    start_in_pidns();
-    raw_pid = 0;
-    raw_start_delta = 0;
-    client a = spawn(raw_client), b = spawn(raw_client);
-    step(&a, 'a');
-    assert_int_equal(wait_at_least("allocs", N), N);
-    step(&b, 'a');
-    step(&b, 'k');
-    assert_int_equal(wait_at_least("frees", K), K);
-    finish(&b); /* exits holding N - K */
+/* c, holding N - K, exits: once the server has seen the first client
+ * process gone, its stats (malloc'd), whose leaks must be c's. */
+static char *first_gone(client *c, const char *what) {
+    finish(c);
     uint64_t gone = wait_at_least("processes_gone", 1);
     char *j = hs_query(paths.sock, 1, 10, NULL);
     assert_non_null(j);
-    show("one client gone", j);
+    show(what, j);
     assert_int_equal(gone, 1);
     assert_int_equal(hs_num(j, "leaks"), N - K);
+    return j;
+}
+
+/* A client that exits while another stays: its leaks, exactly, and only its. */
+static void test_leaks_counted(void **state) {
+    (void)state;
+    client a, b;
+    two_clients(&a, &b);
+    char *j = first_gone(&b, "one client gone");
     assert_int_equal(hs_num(j, "leaked_bytes"), (N - K) * SIZE);
     assert_int_equal(hs_num(j, "live"), N);
     const char *ra = client_row(j, a.pid);
@@ -428,13 +436,7 @@ static void test_reconnect_same_process(void **state) {
     step(&c, 'a');
     step(&c, 'k');
     assert_int_equal(wait_at_least("frees", N + K), N + K);
-    finish(&c); /* exits holding N - K */
-    uint64_t gone = wait_at_least("processes_gone", 1);
-    char *j = hs_query(paths.sock, 1, 10, NULL);
-    assert_non_null(j);
-    show("reconnected", j);
-    assert_int_equal(gone, 1);
-    assert_int_equal(hs_num(j, "leaks"), N - K);
+    char *j = first_gone(&c, "reconnected");
     assert_int_equal(hs_num(j, "duplicate_allocs"), 0);
     assert_int_equal(hs_num(j, "unknown_frees"), 0);
     const char *ra = client_row(j, a.pid);
