@@ -369,11 +369,13 @@ typedef struct range_fixture {
     bh__block **blocks;
     int *of_slot;
     int *in; /* reference: 1 while blocks[i] is indexed */
+    int far; /* starts 2^32 or more apart: leaves may hold fewer than a quarter */
 } range_fixture;
 
 static void range_fixture_init(range_fixture *f, int n, uint32_t leaf_max, uint32_t inner_max) {
     bh__slab_init(&f->slab);
     f->n = n;
+    f->far = 0;
     f->blocks = test_malloc((size_t)n * sizeof(*f->blocks));
     f->of_slot =
         test_calloc((size_t)n + BH__BLOCKS_PER_PAIR, sizeof(*f->of_slot)); /* slots 0.. pair reserved */
@@ -422,22 +424,30 @@ static uint64_t check_node(tree_walk *w, const void *node, uint32_t depth, int s
         const bh__range_leaf *l = node;
         assert_int_equal(l->level, 0);
         assert_true(l->n >= 1 && l->n <= r->leaf_max);
-        if (!root && !spine)
+        if (!root && !spine && !w->f->far)
             assert_true(l->n >= r->leaf_max / 4);
         for (uint32_t i = 0; i < l->n; i++) {
+            uint64_t start = l->base + l->off[i];
+            assert_true(i == 0 || l->off[i - 1] < l->off[i]);
             if (w->have_prev)
-                assert_true(w->prev < l->start[i]);
+                assert_true(w->prev < start);
             w->have_prev = 1;
-            w->prev = l->start[i];
-            assert_true(l->slot[i] >= 1 && l->slot[i] < (uint32_t)w->f->n + BH__BLOCKS_PER_PAIR);
-            int b = w->f->of_slot[l->slot[i]];
+            w->prev = start;
+            uint32_t slot = bh__range_ref_slot(l->ref[i]);
+            assert_true(slot >= 1 && slot < (uint32_t)w->f->n + BH__BLOCKS_PER_PAIR);
+            int b = w->f->of_slot[slot];
             assert_true(w->f->in[b]);
             assert_int_equal(bh__block_device(w->f->blocks[b]), w->t->device);
-            assert_int_equal(AO_load(&w->f->blocks[b]->address), l->start[i]);
+            assert_int_equal(AO_load(&w->f->blocks[b]->address), start);
+            /* The size class: the least e with size <= 2^e. */
+            uint64_t size = AO_load(&w->f->blocks[b]->size);
+            uint32_t e = l->ref[i] >> BH__RANGE_CLASS_SHIFT;
+            assert_true(e <= 64 && (e == 64 || size <= (uint64_t)1 << e));
+            assert_true(e == 0 || size > (uint64_t)1 << (e - 1));
         }
         w->entries += l->n;
         w->leaves++;
-        return l->start[0];
+        return l->base + l->off[0];
     }
     const bh__range_inner *in = node;
     assert_int_equal(in->level, w->t->height - depth);
@@ -512,17 +522,19 @@ static void insert_checked(range_fixture *f, int i, uint32_t dev, uint64_t a, ui
     }
 }
 
-/* Random ranges (sizes up to two pages, starts anywhere in a region) on
- * three domains of one stripe, inserted and removed in random order with
- * narrow nodes (several levels from a few hundred ranges): the tree stays a
- * valid B+tree holding exactly the reference's ranges, and every insert,
- * containing and overlap answer agrees with a brute-force scan. */
-static void range_index_agrees_with_a_brute_force_scan(void **state) {
-    (void)state;
-    enum { N = 240, QUERIES = 8, REGION = N / 3 * 8192 };
+/* Random ranges on three domains of one stripe, inserted and removed in
+ * random order with narrow nodes (several levels from a few hundred
+ * ranges): the tree stays a valid B+tree holding exactly the reference's
+ * ranges, and every insert, containing and overlap answer agrees with a
+ * brute-force scan. Starts are region_start(rng) + up to region bytes;
+ * queries range over the same. */
+static void agree_with_brute_force(uint64_t seed, int far, uint64_t (*region_start)(uint64_t *rng),
+                                   uint64_t region) {
+    enum { N = 240, QUERIES = 8 };
     range_fixture f;
     range_fixture_init(&f, N, 8, 4);
-    uint64_t rng = 42;
+    f.far = far;
+    uint64_t rng = seed;
     uint32_t height = 0;
     for (int step = 0; step < 3000; step++) {
         int i = (int)(lcg(&rng) % N);
@@ -531,13 +543,14 @@ static void range_index_agrees_with_a_brute_force_scan(void **state) {
             f.in[i] = 0;
         } else {
             uint32_t dev = (uint32_t)(lcg(&rng) % 3);
-            insert_checked(&f, i, dev, 0x100000ull + lcg(&rng) % REGION, 1 + lcg(&rng) % 8192);
+            uint64_t a = region_start(&rng) + lcg(&rng) % region;
+            insert_checked(&f, i, dev, a, 1 + lcg(&rng) % 8192);
         }
         uint32_t h = check_index(&f, NULL);
         height = h > height ? h : height;
         for (int q = 0; q < QUERIES; q++) {
             uint32_t qdev = (uint32_t)(lcg(&rng) % 4);
-            uint64_t qa = 0x100000ull - 8192 + lcg(&rng) % (REGION + 16384);
+            uint64_t qa = region_start(&rng) - 8192 + lcg(&rng) % (region + 16384);
             const bh__block *c = bh__range_containing(&f.ranges, f.rs, qdev, qa);
             assert_int_equal(c != NULL, brute_overlaps(&f, qdev, qa, 1));
             if (c != NULL)
@@ -552,6 +565,32 @@ static void range_index_agrees_with_a_brute_force_scan(void **state) {
     }
     assert_true(height >= 2);
     range_fixture_fini(&f);
+}
+
+static uint64_t one_region(uint64_t *rng) {
+    (void)rng;
+    return 0x100000ull;
+}
+
+static void range_index_agrees_with_a_brute_force_scan(void **state) {
+    (void)state;
+    agree_with_brute_force(42, 0, one_region, 240 / 3 * 8192);
+}
+
+/* Five clusters of starts 2^32 and more apart (one a little below 2^64 -
+ * 2^20, so ranges end near 2^64): a leaf's starts are 32-bit offsets from
+ * its base, so starts of two clusters never share a leaf, and a new start
+ * that a leaf cannot take goes into a leaf of its own at either end. */
+static uint64_t far_region(uint64_t *rng) {
+    static const uint64_t at[] = {0x10000, 0x100000000ull, 0x200001000ull, 0x7f0000000000ull,
+                                  UINT64_MAX - (1u << 20)};
+    return at[lcg(rng) % 5];
+}
+
+static void far_apart_starts_take_leaves_of_their_own(void **state) {
+    (void)state;
+    agree_with_brute_force(43, 1, far_region, 1u << 19);
+    agree_with_brute_force(44, 1, far_region, 1u << 19);
 }
 
 /* One domain grown to a few thousand ranges and shrunk to none, twice, with
@@ -761,6 +800,7 @@ static void range_index_answers_at_range_edges(void **state) {
     (void)state;
     range_fixture f;
     range_fixture_init(&f, 16, BH__RANGE_LEAF_CAP, BH__RANGE_INNER_CAP);
+    f.far = 1; /* 0 and 2^64 - 4096 share no leaf */
     bh__ranges *r = &f.ranges;
     bh__range_stripe *s = f.rs;
     bh__block **b = f.blocks;
@@ -811,6 +851,49 @@ static void range_index_answers_at_range_edges(void **state) {
     assert_ptr_equal(bh__range_containing(r, s, 7, 0), b[2]);
     set_key(b[7], 7, 50, 1); /* a start nothing has */
     bh__range_remove(r, s, b[7]);
+    check_index(&f, NULL);
+    range_fixture_fini(&f);
+}
+
+/* The size class in a leaf entry (the least e with size <= 2^e) decides
+ * most overlap checks without the candidate's block: at every power of two
+ * and one either side of it, a range right after the candidate is free and
+ * one a byte earlier meets it, whether the class or the block decides. */
+static void size_classes_decide_at_their_edges(void **state) {
+    (void)state;
+    range_fixture f;
+    range_fixture_init(&f, 4, BH__RANGE_LEAF_CAP, BH__RANGE_INNER_CAP);
+    f.far = 1;
+    bh__ranges *r = &f.ranges;
+    const uint64_t at = 0x1000;
+    for (uint32_t k = 0; k < 64; k++) {
+        for (int d = -1; d <= 1; d++) {
+            uint64_t size = ((uint64_t)1 << k) + (uint64_t)(int64_t)d;
+            if (size == 0 || size > UINT64_MAX - at - 2)
+                continue;
+            insert_checked(&f, 0, 3, at, size);
+            assert_true(f.in[0]);
+            uint64_t end = at + size;
+            assert_ptr_equal(bh__range_containing(r, f.rs, 3, end - 1), f.blocks[0]);
+            assert_null(bh__range_containing(r, f.rs, 3, end));
+            insert_checked(&f, 1, 3, end - 1, 2); /* its last byte */
+            assert_false(f.in[1]);
+            insert_checked(&f, 1, 3, end, 2); /* right after it */
+            assert_true(f.in[1]);
+            check_index(&f, NULL);
+            for (int i = 0; i < 2; i++) {
+                bh__range_remove(r, f.rs, f.blocks[i]);
+                f.in[i] = 0;
+            }
+            assert_null(f.rs->trees);
+        }
+    }
+    /* Above 2^63 (class 64): the block decides. */
+    insert_checked(&f, 0, 3, 1, ((uint64_t)1 << 63) + 5);
+    insert_checked(&f, 1, 3, ((uint64_t)1 << 63) + 5, 1);
+    assert_false(f.in[1]);
+    insert_checked(&f, 1, 3, ((uint64_t)1 << 63) + 6, 1);
+    assert_true(f.in[1]);
     check_index(&f, NULL);
     range_fixture_fini(&f);
 }
@@ -1189,6 +1272,8 @@ int main(void) {
         cmocka_unit_test(unlink_of_an_absent_slot_changes_nothing),
         cmocka_unit_test(a_shard_that_cannot_grow_fills_up_then_refuses),
         cmocka_unit_test(range_index_agrees_with_a_brute_force_scan),
+        cmocka_unit_test(far_apart_starts_take_leaves_of_their_own),
+        cmocka_unit_test(size_classes_decide_at_their_edges),
         cmocka_unit_test(range_index_grows_and_shrinks_through_every_level),
         cmocka_unit_test(appended_ranges_leave_full_leaves),
         cmocka_unit_test(random_churn_keeps_leaves_three_quarters_full),

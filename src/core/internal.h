@@ -306,22 +306,30 @@ void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot);
  * other way round.
  *
  * Each domain's ranges are a B+tree of host-memory nodes keyed by start
- * address: leaves hold the starts and the blocks' 32-bit slots in separate
- * arrays, so a search compares keys without touching a block. A separator in
- * an inner node equals the smallest start in the subtree to its right
+ * address: leaves hold the starts (as 32-bit offsets from a per-leaf base)
+ * and the blocks' 32-bit refs (slot, and a bound on the size) in separate
+ * arrays, so a search compares keys without touching a block. A separator
+ * in an inner node equals the smallest start in the subtree to its right
  * ("exact" separators): the leaf a search for q ends in then holds the
  * greatest start <= q, unless there is none in the whole tree. */
 #define BH__RANGE_STRIPES 16    /* power of two */
-#define BH__RANGE_LEAF_CAP 32   /* entries per leaf: 4 lines of starts, 2 of slots */
+#define BH__RANGE_LEAF_CAP 30   /* entries per leaf: 256 bytes, four lines */
 #define BH__RANGE_INNER_CAP 63  /* separators per inner node (64 children): 16 lines */
 #define BH__RANGE_MAX_HEIGHT 40 /* inner levels; a tree never gets near it (see range.c) */
+/* A leaf entry's ref: the block's slot, and above it the size's class e
+ * (size <= 2^e; 0..64), which often proves without reading the block that a
+ * range ends before a given address. */
+#define BH__RANGE_CLASS_SHIFT BH__SLOT_BITS
+static inline uint32_t bh__range_ref_slot(uint32_t ref) { return ref & BH__SLOT_MASK; }
 
 typedef struct bh__range_leaf {
-    uint32_t n;                         /* entries in use */
-    uint32_t level;                     /* 0 (a leaf); fills what would be padding */
-    uint64_t start[BH__RANGE_LEAF_CAP]; /* ascending */
-    uint32_t slot[BH__RANGE_LEAF_CAP];  /* slot[i]: the block whose range starts at start[i] */
+    uint32_t n;                       /* entries in use */
+    uint32_t level;                   /* 0 (a leaf); fills what would be padding */
+    uint64_t base;                    /* <= every start in the leaf; each is base + off[i] */
+    uint32_t off[BH__RANGE_LEAF_CAP]; /* ascending: start - base, so starts span < 2^32 per leaf */
+    uint32_t ref[BH__RANGE_LEAF_CAP]; /* ref[i]: the block whose range starts at base + off[i] */
 } bh__range_leaf;
+_Static_assert(sizeof(bh__range_leaf) == 4 * BH__CACHE_LINE, "a leaf is four lines");
 
 typedef struct bh__range_inner {
     uint32_t n;                           /* separators in use; n + 1 children */

@@ -20,21 +20,25 @@
  * Why a B+tree: the treap this replaces was threaded through the control
  * blocks, so at 1M live ranges a walk touched ~20 blocks on ~20 lines. Here a
  * search reads a few inner nodes (they stay cached: 4-7% of the leaves'
- * bytes) and one leaf, and reads one block, the candidate's, for its size.
+ * bytes) and one leaf of four lines; it reads the candidate's block for its
+ * size only when the size class in the leaf cannot decide.
  *
  * Invariants (tests/test_internals.c checks them all after every change):
  * starts ascend within a node and across leaves; sep[i] of an inner node
  * equals the smallest start under child[i + 1]; every leaf is at depth
  * height; a non-root node holds at least a quarter of its maximum (leaf
  * entries, inner separators) unless it is on the tree's rightmost path,
- * where an append split may leave it with one. The exact separators are what
- * make the leaf a search for q ends in hold the greatest start <= q (if the
- * tree has one): every start in a leaf other than the leftmost is >= its
- * first, which equals the separator the search passed to get there.
+ * where an append split may leave it with one, or unless its starts and its
+ * neighbours' span 2^32 or more (a leaf's starts are 32-bit offsets from its
+ * base, so far-apart starts may need leaves of their own). The exact
+ * separators are what make the leaf a search for q ends in hold the greatest
+ * start <= q (if the tree has one): every start in a leaf other than the
+ * leftmost is >= its first, which equals the separator the search passed to
+ * get there.
  */
 #include <string.h>
 
-#include "internal.h"
+#include "range_leaf.h"
 
 /* Key fields of an indexed block were written before it was published and
  * stay unchanged until it is retired, which happens only after it left the
@@ -43,11 +47,16 @@ static uint32_t dev_of(const bh__block *b) { return bh__block_device(b); }
 static uint64_t addr_of(const bh__block *b) { return (uint64_t)AO_load(&b->address); }
 static uint64_t size_of(const bh__block *b) { return (uint64_t)AO_load(&b->size); }
 
-static bh__block *block_at(const bh__ranges *r, uint32_t slot) { return bh__slab_at(r->slab, slot); }
+static bh__block *block_at(const bh__ranges *r, uint32_t ref) {
+    return bh__slab_at(r->slab, bh__range_ref_slot(ref));
+}
 
-typedef bh__range_leaf leaf;
-typedef bh__range_inner inner;
-typedef bh__range_tree tree;
+/* A block's leaf entry ref: its slot, and e with size <= 2^e above it. */
+static uint32_t ref_of(const bh__block *b) {
+    uint64_t size = size_of(b);
+    uint32_t e = size <= 1 ? 0 : 64 - (uint32_t)__builtin_clzll(size - 1);
+    return bh__block_slot(b) | e << BH__RANGE_CLASS_SHIFT;
+}
 
 void bh__ranges_set_fanout(bh__ranges *r, uint32_t leaf_max, uint32_t inner_max) {
     r->leaf_max = leaf_max < 8 ? 8 : leaf_max > BH__RANGE_LEAF_CAP ? BH__RANGE_LEAF_CAP : leaf_max;
@@ -71,19 +80,32 @@ static tree *tree_of(const bh__range_stripe *s, uint32_t device) {
 /* How many of the n ascending keys are <= q. Branch-free: with random keys
  * each step of a branching binary search is a coin toss the predictor
  * loses about half the time, and those mispredictions were most of an
- * insertion's or removal's cost in a cached tree (1K live). */
+ * insertion's or removal's cost in a cached tree (1K live). A conditional
+ * move (gcc makes one of this form): the answer stays in [base, base + n]. */
+#define COUNT_AT_OR_BELOW(keys, n, q)                                                                        \
+    do {                                                                                                     \
+        if (n == 0)                                                                                          \
+            return 0;                                                                                        \
+        const __typeof__(*(keys)) *base = keys;                                                              \
+        while (n > 1) {                                                                                      \
+            uint32_t half = n / 2;                                                                           \
+            base = base[half] <= q ? base + half : base;                                                     \
+            n -= half;                                                                                       \
+        }                                                                                                    \
+        return (uint32_t)(base - keys) + (base[0] <= q);                                                     \
+    } while (0)
 static uint32_t count_at_or_below(const uint64_t *keys, uint32_t n, uint64_t q) {
-    if (n == 0)
+    COUNT_AT_OR_BELOW(keys, n, q);
+}
+static uint32_t count_at_or_below32(const uint32_t *keys, uint32_t n, uint32_t q) {
+    COUNT_AT_OR_BELOW(keys, n, q);
+}
+
+/* How many starts of leaf l are <= q. */
+static uint32_t leaf_rank(const leaf *l, uint64_t q) {
+    if (q < l->base)
         return 0;
-    const uint64_t *base = keys;
-    while (n > 1) {
-        uint32_t half = n / 2;
-        /* A conditional move (gcc makes one of this form): the answer stays
-         * in [base, base + n]. */
-        base = base[half] <= q ? base + half : base;
-        n -= half;
-    }
-    return (uint32_t)(base - keys) + (base[0] <= q);
+    return q - l->base > SPAN_MAX ? l->n : count_at_or_below32(l->off, l->n, (uint32_t)(q - l->base));
 }
 
 /* The way down to a leaf: node[d] is the inner node at depth d (0 the
@@ -125,12 +147,20 @@ static leaf *descend(const tree *t, uint64_t q, path *p) {
     return node;
 }
 
-/* Does the range starting at start, of block c, meet [address, address +
- * size)? Only asked of the greatest start below address + size, so it does
- * unless it ends at or before address. Subtraction, not start + size: a
- * range may end exactly at 2^64. */
-static int meets(const bh__block *c, uint64_t start, uint64_t address) {
-    return start >= address || address - start < size_of(c);
+/* Does the range starting at start, with entry ref, meet [address, address
+ * + size)? Only asked of the greatest start below address + size, so it
+ * does unless it ends at or before address. Subtraction, not start + size:
+ * a range may end exactly at 2^64. The size class decides without the
+ * block when the gap is at least 2^e (>= the size); only then is the block
+ * read, a miss in a large index. */
+static int meets(const bh__ranges *r, uint64_t start, uint32_t ref, uint64_t address) {
+    if (start >= address)
+        return 1;
+    uint64_t gap = address - start;
+    uint32_t e = ref >> BH__RANGE_CLASS_SHIFT;
+    if (e < 64 && (gap >> e) != 0)
+        return 0;
+    return gap < size_of(block_at(r, ref));
 }
 
 /* Indexed ranges of a domain are disjoint, so the only one that can meet
@@ -143,11 +173,11 @@ bh__block *bh__range_overlap(const bh__ranges *r, const bh__range_stripe *s, uin
         return NULL;
     uint64_t last = address + (size - 1); /* callers' ranges end at or below 2^64 */
     const leaf *l = descend(t, last, NULL);
-    uint32_t pos = count_at_or_below(l->start, l->n, last);
+    uint32_t pos = leaf_rank(l, last);
     if (pos == 0)
         return NULL; /* nothing in the domain starts at or below last */
-    bh__block *c = block_at(r, l->slot[pos - 1]);
-    return meets(c, l->start[pos - 1], address) ? c : NULL;
+    uint32_t ref = l->ref[pos - 1];
+    return meets(r, key_at(l, pos - 1), ref, address) ? block_at(r, ref) : NULL;
 }
 
 bh__block *bh__range_containing(const bh__ranges *r, const bh__range_stripe *s, uint32_t device,
@@ -165,7 +195,7 @@ static int rightmost(const path *p, uint32_t depth) {
     return 1;
 }
 
-/* The nodes an insertion may need, allocated before anything changes. */
+/* The nodes a leaf split may need, allocated before anything changes. */
 typedef struct spare {
     tree *t;
     leaf *l;
@@ -181,14 +211,11 @@ static void spare_free(bh__range_stripe *s, spare *sp) {
         bh__range_inner_free(s, sp->in[i]);
 }
 
-/* Allocates what inserting into leaf l (at the end of p) will need: a leaf
- * if l is full, an inner node per full ancestor it splits into, a root if
- * all of them are full. 0, or -1 with nothing kept. */
-static int spare_for(const bh__ranges *r, bh__range_stripe *s, const tree *t, const leaf *l, const path *p,
-                     spare *sp) {
+/* Allocates what splitting the leaf at the end of p will need: a leaf, an
+ * inner node per full ancestor it splits into, a root if all of them are
+ * full. 0, or -1 with nothing kept. */
+static int spare_for(const bh__ranges *r, bh__range_stripe *s, const tree *t, const path *p, spare *sp) {
     memset(sp, 0, sizeof(*sp));
-    if (l->n < r->leaf_max)
-        return 0;
     uint32_t need = 0;
     int32_t d = (int32_t)t->height - 1;
     while (d >= 0 && p->node[d]->n >= r->inner_max) {
@@ -212,33 +239,11 @@ static int spare_for(const bh__ranges *r, bh__range_stripe *s, const tree *t, co
     return 0;
 }
 
-/* Puts (start, slot) at pos of a full leaf l, moving the upper part to the
- * spare leaf nl. An append to the tree's last leaf keeps l full and starts
- * nl with the new entry alone: an allocator bumping addresses then leaves
- * full leaves behind it, not half-empty ones. */
-static void split_leaf(leaf *l, leaf *nl, uint32_t pos, uint64_t start, uint32_t slot, int append) {
-    uint64_t keys[BH__RANGE_LEAF_CAP + 1];
-    uint32_t slots[BH__RANGE_LEAF_CAP + 1];
-    uint32_t n = l->n;
-    memcpy(keys, l->start, pos * sizeof(keys[0]));
-    memcpy(slots, l->slot, pos * sizeof(slots[0]));
-    keys[pos] = start;
-    slots[pos] = slot;
-    memcpy(keys + pos + 1, l->start + pos, (n - pos) * sizeof(keys[0]));
-    memcpy(slots + pos + 1, l->slot + pos, (n - pos) * sizeof(slots[0]));
-    uint32_t m = append ? n : (n + 1) / 2;
-    memcpy(l->start, keys, m * sizeof(keys[0]));
-    memcpy(l->slot, slots, m * sizeof(slots[0]));
-    l->n = m;
-    memcpy(nl->start, keys + m, (n + 1 - m) * sizeof(keys[0]));
-    memcpy(nl->slot, slots + m, (n + 1 - m) * sizeof(slots[0]));
-    nl->n = n + 1 - m;
-}
-
 /* Puts separator sep with child c right of it at separator position pos of
  * a full inner node in, moving the upper part to the spare ni. Returns the
  * separator that goes up (the smallest start under ni). An append on the
- * rightmost path keeps in nearly full, as split_leaf does. */
+ * rightmost path keeps in nearly full, as an append split of a leaf keeps
+ * the leaf full. */
 static uint64_t split_inner(inner *in, inner *ni, uint32_t pos, uint64_t sep, void *c, int append) {
     uint64_t keys[BH__RANGE_INNER_CAP + 1];
     void *kids[BH__RANGE_INNER_CAP + 2];
@@ -260,14 +265,6 @@ static uint64_t split_inner(inner *in, inner *ni, uint32_t pos, uint64_t sep, vo
     return keys[m];
 }
 
-static void leaf_put(leaf *l, uint32_t pos, uint64_t start, uint32_t slot) {
-    memmove(l->start + pos + 1, l->start + pos, (l->n - pos) * sizeof(l->start[0]));
-    memmove(l->slot + pos + 1, l->slot + pos, (l->n - pos) * sizeof(l->slot[0]));
-    l->start[pos] = start;
-    l->slot[pos] = slot;
-    l->n++;
-}
-
 static void inner_put(inner *in, uint32_t pos, uint64_t sep, void *c) {
     memmove(in->sep + pos + 1, in->sep + pos, (in->n - pos) * sizeof(in->sep[0]));
     memmove(in->child + pos + 2, in->child + pos + 1, (in->n - pos) * sizeof(in->child[0]));
@@ -276,59 +273,28 @@ static void inner_put(inner *in, uint32_t pos, uint64_t sep, void *c) {
     in->n++;
 }
 
-/* Moves k entries between adjacent leaves a (left) and b (right) of one
- * parent; toward b if to_right. */
-static void leaf_shift(leaf *a, leaf *b, uint32_t k, int to_right) {
-    if (to_right) {
-        memmove(b->start + k, b->start, b->n * sizeof(b->start[0]));
-        memmove(b->slot + k, b->slot, b->n * sizeof(b->slot[0]));
-        memcpy(b->start, a->start + a->n - k, k * sizeof(b->start[0]));
-        memcpy(b->slot, a->slot + a->n - k, k * sizeof(b->slot[0]));
-        a->n -= k;
-        b->n += k;
-    } else {
-        memcpy(a->start + a->n, b->start, k * sizeof(a->start[0]));
-        memcpy(a->slot + a->n, b->slot, k * sizeof(a->slot[0]));
-        memmove(b->start, b->start + k, (b->n - k) * sizeof(b->start[0]));
-        memmove(b->slot, b->slot + k, (b->n - k) * sizeof(b->slot[0]));
-        a->n += k;
-        b->n -= k;
-    }
-}
-
 /* A full leaf that is not the tree's last (which splits to stay full)
- * first tries to pass entries to a sibling under the same parent that has
- * room for at least two, and then takes (start, slot) at pos itself or
- * gives it to that sibling. Without this, random churn leaves leaves about
- * half full (25 host bytes per range at 1M live, measured); with it about
- * three quarters. Returns 0 if both siblings are (nearly) full. */
+ * first tries to share with a sibling under the same parent that has room
+ * for at least two, the new entry included. Without this, random churn
+ * leaves leaves about half full (25 host bytes per range at 1M live with
+ * 12-byte entries, measured); with it about three quarters. Returns 0 if
+ * both siblings are (nearly) full or their starts lie too far away. */
 static int insert_via_sibling(const bh__ranges *r, const path *p, uint32_t height, leaf *l, uint32_t pos,
-                              uint64_t start, uint32_t slot) {
+                              uint64_t start, uint32_t ref) {
     inner *par = p->node[height - 1];
     uint32_t i = p->idx[height - 1];
     if (i > 0) {
         leaf *left = par->child[i - 1];
-        if (left->n + 1 < r->leaf_max) {
-            uint32_t k = (r->leaf_max - left->n) / 2; /* >= 1, and left keeps room for the new entry */
-            leaf_shift(left, l, k, 0);
-            if (pos <= k) /* before l's new first entry: into left */
-                leaf_put(left, left->n - k + pos, start, slot);
-            else
-                leaf_put(l, pos - k, start, slot);
-            par->sep[i - 1] = l->start[0];
+        uint32_t at = left->n + pos;
+        if (left->n + 1 < r->leaf_max && leaf_share(r, left, l, 0, &at, start, ref)) {
+            par->sep[i - 1] = key_at(l, 0);
             return 1;
         }
     }
     if (i < par->n) {
         leaf *right = par->child[i + 1];
-        if (right->n + 1 < r->leaf_max) {
-            uint32_t k = (r->leaf_max - right->n) / 2, keep = l->n - k;
-            leaf_shift(l, right, k, 1);
-            if (pos <= keep)
-                leaf_put(l, pos, start, slot);
-            else /* never right's first: the separator stays right's old first moved entry */
-                leaf_put(right, pos - keep, start, slot);
-            par->sep[i] = right->start[0];
+        if (right->n + 1 < r->leaf_max && leaf_share(r, l, right, 0, &pos, start, ref)) {
+            par->sep[i] = key_at(right, 0);
             return 1;
         }
     }
@@ -336,7 +302,7 @@ static int insert_via_sibling(const bh__ranges *r, const path *p, uint32_t heigh
 }
 
 /* A new domain: a tree of one leaf holding one entry, from the spares. */
-static int plant(const bh__ranges *r, bh__range_stripe *s, uint32_t device, uint64_t start, uint32_t slot) {
+static int plant(const bh__ranges *r, bh__range_stripe *s, uint32_t device, uint64_t start, uint32_t ref) {
     spare sp;
     memset(&sp, 0, sizeof(sp));
     sp.t = bh__calloc(1, sizeof(tree));
@@ -345,7 +311,7 @@ static int plant(const bh__ranges *r, bh__range_stripe *s, uint32_t device, uint
         spare_free(s, &sp);
         return -1;
     }
-    leaf_put(sp.l, 0, start, slot);
+    leaf_put(sp.l, 0, start, ref);
     sp.t->root = sp.l;
     sp.t->device = device;
     sp.t->height = 0;
@@ -354,57 +320,24 @@ static int plant(const bh__ranges *r, bh__range_stripe *s, uint32_t device, uint
     return 0;
 }
 
-/* Check and insert are one descent: the leaf where the candidate (the
- * greatest start below address + size) lives is also where address goes,
- * right after it, when it does not meet the new range. */
-bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b, bh_status *st) {
-    uint32_t device = dev_of(b);
-    uint64_t start = addr_of(b), last = start + (size_of(b) - 1);
-    *st = BH_OK;
-    tree *t = tree_of(s, device);
-    if (t == NULL) {
-        if (plant(r, s, device, start, bh__block_slot(b)) != 0)
-            *st = BH_ENOMEM;
-        return NULL;
-    }
-    path p;
-    leaf *l = descend(t, last, &p);
-    uint32_t pos = count_at_or_below(l->start, l->n, last);
-    if (pos > 0) {
-        bh__block *c = block_at(r, l->slot[pos - 1]);
-        if (meets(c, l->start[pos - 1], start))
-            return c;
-    }
-    /* Every start left of pos is below start, every one right of it above
-     * last; pos is 0 only in the leftmost leaf, which has no separator. */
-    if (l->n < r->leaf_max) {
-        leaf_put(l, pos, start, bh__block_slot(b));
-        return NULL;
-    }
-    int append = pos == l->n && rightmost(&p, t->height);
-    if (!append && t->height > 0 && insert_via_sibling(r, &p, t->height, l, pos, start, bh__block_slot(b)))
-        return NULL;
-    spare sp;
-    if (spare_for(r, s, t, l, &p, &sp) != 0) {
-        *st = BH_ENOMEM;
-        return NULL;
-    }
-    split_leaf(l, sp.l, pos, start, bh__block_slot(b), append);
-    uint64_t up = sp.l->start[0];
-    void *right = sp.l;
+/* The leaf at the end of p got a new right sibling nl (from sp): its first
+ * start goes up as a separator, splitting full ancestors (from sp too). */
+static void grow(const bh__ranges *r, tree *t, const path *p, spare *sp, int append) {
+    uint64_t up = key_at(sp->l, 0);
+    void *right = sp->l;
     uint32_t used = 0;
     for (int32_t d = (int32_t)t->height - 1; d >= 0; d--) {
-        inner *in = p.node[d];
+        inner *in = p->node[d];
         if (in->n < r->inner_max) {
-            inner_put(in, p.idx[d], up, right);
-            return NULL;
+            inner_put(in, p->idx[d], up, right);
+            return;
         }
-        inner *ni = sp.in[used++];
-        up = split_inner(in, ni, p.idx[d], up, right, append);
+        inner *ni = sp->in[used++];
+        up = split_inner(in, ni, p->idx[d], up, right, append);
         right = ni;
     }
     /* The root split: a new root above the two halves. */
-    inner *root = sp.in[used];
+    inner *root = sp->in[used];
     root->n = 1;
     root->level = t->height + 1;
     root->sep[0] = up;
@@ -412,6 +345,57 @@ bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block 
     root->child[1] = right;
     t->root = root;
     t->height++;
+}
+
+/* Where a leaf l that cannot simply take start (at pos) splits: entries
+ * [0, m) of l with start put in stay, the rest go to a new right sibling.
+ * Full and start fits: halves, or an append to the tree's last leaf keeps
+ * l full and starts the sibling with the new entry alone (an allocator
+ * bumping addresses then leaves full leaves behind it). Start 2^32 or more
+ * away from l's other end: it is alone. That happens only at either end
+ * (pos 0, in the leftmost leaf, or pos n): l's starts span less than 2^32,
+ * so a start between two of them is nearer than that to both. */
+static uint32_t split_point(const leaf *l, uint32_t pos, uint64_t start, int append) {
+    if (leaf_fits(l, start))
+        return append ? l->n : (l->n + 1) / 2;
+    return pos == 0 ? 1 : l->n;
+}
+
+/* Check and insert are one descent: the leaf where the candidate (the
+ * greatest start below address + size) lives is also where address goes,
+ * right after it, when it does not meet the new range. */
+bh__block *bh__range_insert(const bh__ranges *r, bh__range_stripe *s, bh__block *b, bh_status *st) {
+    uint32_t device = dev_of(b), ref = ref_of(b);
+    uint64_t start = addr_of(b), last = start + (size_of(b) - 1);
+    *st = BH_OK;
+    tree *t = tree_of(s, device);
+    if (t == NULL) {
+        if (plant(r, s, device, start, ref) != 0)
+            *st = BH_ENOMEM;
+        return NULL;
+    }
+    path p;
+    leaf *l = descend(t, last, &p);
+    uint32_t pos = leaf_rank(l, last);
+    if (pos > 0 && meets(r, key_at(l, pos - 1), l->ref[pos - 1], start))
+        return block_at(r, l->ref[pos - 1]);
+    /* Every start left of pos is below start, every one right of it above
+     * last; pos is 0 only in the leftmost leaf, which has no separator. */
+    int fits = leaf_fits(l, start);
+    if (l->n < r->leaf_max && fits) {
+        leaf_put(l, pos, start, ref);
+        return NULL;
+    }
+    int append = pos == l->n && rightmost(&p, t->height);
+    if (!append && fits && t->height > 0 && insert_via_sibling(r, &p, t->height, l, pos, start, ref))
+        return NULL;
+    spare sp;
+    if (spare_for(r, s, t, &p, &sp) != 0) {
+        *st = BH_ENOMEM;
+        return NULL;
+    }
+    leaf_split(l, sp.l, pos, start, ref, split_point(l, pos, start, append));
+    grow(r, t, &p, &sp, append);
     return NULL;
 }
 
@@ -468,16 +452,17 @@ static int refill(const bh__ranges *r, bh__range_stripe *s, const path *p, uint3
     uint32_t k = i > 0 ? i - 1 : 0; /* the separator between the pair */
     void *a = par->child[k], *b = par->child[k + 1];
     if (is_leaf) {
+        /* Far-apart starts may not share (leaf_share 0): the short leaf
+         * stays as it is, which only such starts cause. */
         leaf *la = a, *lb = b;
-        if (la->n + lb->n <= r->leaf_max) {
-            leaf_shift(la, lb, lb->n, 0);
+        if (!leaf_share(r, la, lb, 1, NULL, 0, 0))
+            return 0;
+        if (lb->n == 0) {
             bh__range_leaf_free(s, lb);
             inner_drop(par, k);
             return 1;
         }
-        int to_right = la->n > lb->n;
-        leaf_shift(la, lb, (to_right ? la->n - lb->n : lb->n - la->n) / 2, to_right);
-        par->sep[k] = lb->start[0];
+        par->sep[k] = key_at(lb, 0);
         return 0;
     }
     inner *ia = a, *ib = b;
@@ -513,12 +498,13 @@ void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, const bh__block 
     uint64_t start = addr_of(b);
     path p;
     leaf *l = descend(t, start, &p);
-    uint32_t pos = count_at_or_below(l->start, l->n, start);
-    if (pos == 0 || l->start[pos - 1] != start || l->slot[pos - 1] != bh__block_slot(b))
+    uint32_t pos = leaf_rank(l, start);
+    if (pos == 0 || key_at(l, pos - 1) != start || bh__range_ref_slot(l->ref[pos - 1]) != bh__block_slot(b))
         return; /* not indexed (a takeover took it out; another block has the start) */
     pos--;
-    memmove(l->start + pos, l->start + pos + 1, (l->n - pos - 1) * sizeof(l->start[0]));
-    memmove(l->slot + pos, l->slot + pos + 1, (l->n - pos - 1) * sizeof(l->slot[0]));
+    /* The base stays: it is still <= every start left. */
+    memmove(l->off + pos, l->off + pos + 1, (l->n - pos - 1) * sizeof(l->off[0]));
+    memmove(l->ref + pos, l->ref + pos + 1, (l->n - pos - 1) * sizeof(l->ref[0]));
     l->n--;
     if (t->height == 0) {
         if (l->n == 0)
@@ -526,16 +512,21 @@ void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, const bh__block 
         return;
     }
     if (pos == 0 && l->n > 0)
-        fix_separator(&p, t->height, l->start[0]);
+        fix_separator(&p, t->height, key_at(l, 0));
     /* Bottom up: each level refills its short node; a merge takes a
      * separator from the level above, which may then be short in turn. A
-     * short leaf other than the rightmost still has an entry (a quarter of
-     * at least 8 is 2), so its separator was fixed above. */
+     * short leaf usually still has an entry, so its separator was fixed
+     * above; one that far-apart starts left alone may now be empty: it
+     * merges with its sibling, and if it is its parent's first child, what
+     * it holds then starts with that sibling's first start, which the
+     * separator naming it must say (before a level above changes). */
     if (l->n >= r->leaf_max / 4)
         return;
-    int d = (int)t->height - 1;
+    int d = (int)t->height - 1, emptied = l->n == 0;
     if (!refill(r, s, &p, (uint32_t)d, 1))
         return;
+    if (emptied && p.idx[d] == 0)
+        fix_separator(&p, t->height, key_at(l, 0));
     for (d--; d >= 0; d--) {
         if (p.node[d + 1]->n >= r->inner_max / 4)
             return;

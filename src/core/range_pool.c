@@ -32,11 +32,12 @@ typedef bh__range_tree tree;
 #define ARENA_HEAD BH__CACHE_LINE /* an arena's first line links the one before */
 #define ARENA_FIRST ((size_t)64 << 10)
 
-static size_t arena_bytes(const bh__ranges *r, uint32_t count) {
-    size_t bytes = r->arena_first;
+/* The count-th arena of a pool of nodes of size bytes: at least one node. */
+static size_t arena_bytes(const bh__ranges *r, uint32_t count, size_t size) {
+    size_t least = ARENA_HEAD + size, bytes = r->arena_first > least ? r->arena_first : least;
     for (uint32_t i = 0; i < count && bytes < r->arena_max; i++)
         bytes *= 2;
-    return bytes < r->arena_max ? bytes : r->arena_max;
+    return bytes < r->arena_max ? bytes : r->arena_max > least ? r->arena_max : least;
 }
 
 /* A zeroed node of size bytes from pool p, or NULL (host memory: the arena
@@ -49,7 +50,7 @@ static void *node_take(const bh__ranges *r, bh__range_pool *p, size_t size) {
         return memset(node, 0, size);
     }
     if ((size_t)(p->end - p->carve) < size) { /* the rest of the old arena is lost: less than a node */
-        size_t bytes = arena_bytes(r, p->count);
+        size_t bytes = arena_bytes(r, p->count, size);
         char *a = bh__alloc_aligned(bytes >= BH__HUGE_PAGE ? BH__HUGE_PAGE : BH__CACHE_LINE, bytes);
         if (a == NULL)
             return NULL;
@@ -105,9 +106,8 @@ void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab) {
 }
 
 void bh__ranges_set_arenas(bh__ranges *r, size_t first, size_t max) {
-    size_t least = ARENA_HEAD + (sizeof(leaf) > sizeof(inner) ? sizeof(leaf) : sizeof(inner));
-    r->arena_first = first < least ? least : first;
-    r->arena_max = max < r->arena_first ? r->arena_first : max;
+    r->arena_first = first; /* each pool's arenas hold at least one of its nodes (arena_bytes) */
+    r->arena_max = max < first ? first : max;
 }
 
 void bh__ranges_fini(bh__ranges *r) {
