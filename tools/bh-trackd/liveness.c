@@ -175,6 +175,8 @@ uint64_t td_clients_connected(const td_server *s) {
 }
 
 void td_orphan_add(td_server *s, pid_t pid) {
+    if (pid == 0) /* "(departed)": a peer we cannot see that never got a key (a TT probe) */
+        return;
     td_orphan *o = calloc(1, sizeof(*o));
     if (o == NULL) {
         td_process_gone(s, pid);

@@ -147,8 +147,6 @@ static void accept_clients(td_server *s, int lfd, int compat) {
         c->pid = cred.pid;
         c->uid = cred.uid;
         c->since_ms = td_now_ms();
-        if (compat && td_peer_identify(s, c, 0, 0) != 0) /* no HELLO: keyed now */
-            c->dead = 1;
         c->next = s->clients;
         s->clients = c;
         s->nclients++;

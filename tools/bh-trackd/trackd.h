@@ -376,7 +376,7 @@ void td_process_gone(td_server *s, pid_t pid);
 #define TD_UNVERIFIED_BASE 0x40000000u
 static inline int td_unverified(pid_t pid) { return (uint32_t)pid >= TD_UNVERIFIED_BASE; }
 /* A reporter (at HELLO: the pid and start time it states, 0: none) or a
- * compat peer (at accept: 0, 0). If c->pid (SO_PEERCRED) is not this
+ * compat peer (before its first record: the pid that record states, 0). If c->pid (SO_PEERCRED) is not this
  * server's view of that process, c->pid becomes its unverified key: the
  * stated process's (pid, start, uid), or one of its own. 0, or -1 (ENOMEM). */
 int td_peer_identify(td_server *s, td_client *c, uint32_t stated, uint64_t start);

@@ -12,7 +12,8 @@
  * socket is closed under it dies of SIGPIPE: a record this server cannot use
  * is logged, rate-limited, counted and ignored), key the per-process view by
  * the record's process_id (one published client leaves it 0 in FREE; the
- * peer's credentials are the key), or guess a record size the bytes do not
+ * peer's credentials are the key, or its connection when this server cannot
+ * see its pid: peer.c), or guess a record size the bytes do not
  * prove.
  */
 #include <inttypes.h>
@@ -78,6 +79,13 @@ size_t td_tt_record_size(td_server *s, td_client *c, int at_rest) {
         /* Reading on would misparse: the rest of this connection is dropped, unread. */
         c->tt_size = TD_TT_UNREADABLE;
         unusable(s, c, "no TT records of a known size; its input is dropped, record size", (unsigned)d);
+        return c->tt_size;
+    }
+    /* A peer whose pid we cannot see: keyed before its first record, showing
+     * the pid that record states. */
+    if (td_peer_identify(s, c, c->in_len >= 24 ? bh_get32(c->in + 20) : 0, 0) != 0) {
+        c->tt_size = TD_TT_UNREADABLE;
+        unusable(s, c, "out of memory keying it; its input is dropped, record size", (unsigned)d);
         return c->tt_size;
     }
     c->tt_size = s->tt_size != 0 ? s->tt_size : (unsigned)d;
