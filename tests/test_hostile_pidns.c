@@ -43,7 +43,9 @@
 #define SIZE 4096u
 #define BASE 0x100000u /* both clients use the same addresses: what one frees must be its own */
 #define DOMAIN BH_DOMAIN(1, BH_MEM_DRAM)
-#define GRACE_MS "2000" /* a gone client's leaks come this long after its close (waited for in stats) */
+#define GRACE_MS                                                                                             \
+    "300" /* a gone client's leaks come this long after its close (waited for in stats); nothing else waits  \
+             on it */
 
 static const char *trackd;
 static const char *unshare_path;
