@@ -445,6 +445,8 @@ static uint64_t check_node(tree_walk *w, const void *node, uint32_t depth, int s
             assert_true(e <= 64 && (e == 64 || size <= (uint64_t)1 << e));
             assert_true(e == 0 || size > (uint64_t)1 << (e - 1));
         }
+        for (uint32_t i = l->n; i < BH__RANGE_LEAF_CAP; i++)
+            assert_int_equal(l->off[i], UINT32_MAX); /* the searches' padding */
         w->entries += l->n;
         w->leaves++;
         return l->base + l->off[0];
@@ -454,6 +456,8 @@ static uint64_t check_node(tree_walk *w, const void *node, uint32_t depth, int s
     assert_true(in->n >= 1 && in->n <= r->inner_max);
     if (!root && !spine)
         assert_true(in->n >= r->inner_max / 4);
+    for (uint32_t i = in->n; i < BH__RANGE_INNER_CAP; i++)
+        assert_true(in->sep[i] == UINT64_MAX);
     uint64_t first = 0;
     for (uint32_t i = 0; i <= in->n; i++) {
         uint64_t low = check_node(w, in->child[i], depth + 1, spine && i == in->n);

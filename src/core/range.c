@@ -77,35 +77,52 @@ static tree *tree_of(const bh__range_stripe *s, uint32_t device) {
 
 /* ======================== Searches ======================== */
 
-/* How many of the n ascending keys are <= q. Branch-free: with random keys
- * each step of a branching binary search is a coin toss the predictor
- * loses about half the time, and those mispredictions were most of an
- * insertion's or removal's cost in a cached tree (1K live). A conditional
- * move (gcc makes one of this form): the answer stays in [base, base + n]. */
-#define COUNT_AT_OR_BELOW(keys, n, q)                                                                        \
-    do {                                                                                                     \
-        if (n == 0)                                                                                          \
-            return 0;                                                                                        \
-        const __typeof__(*(keys)) *base = keys;                                                              \
-        while (n > 1) {                                                                                      \
-            uint32_t half = n / 2;                                                                           \
-            base = base[half] <= q ? base + half : base;                                                     \
-            n -= half;                                                                                       \
-        }                                                                                                    \
-        return (uint32_t)(base - keys) + (base[0] <= q);                                                     \
-    } while (0)
-static uint32_t count_at_or_below(const uint64_t *keys, uint32_t n, uint64_t q) {
-    COUNT_AT_OR_BELOW(keys, n, q);
+/* How many of a node's keys are <= q. Every node's key array is padded
+ * past its n keys with the greatest value (range_leaf.h), so the search
+ * runs over the whole array, a constant size that the compiler unrolls
+ * into a row of compares and conditional moves, and only the answer is
+ * clamped to n: a loop over n keys cost three times the instructions (the
+ * searches were about a third of the index's work at 1K live). Branch-free:
+ * with random keys each step of a branching binary search is a coin toss
+ * the predictor loses about half the time, and those mispredictions were
+ * most of an insertion's or removal's cost in a cached tree. */
+/* A step without a branch: gcc turned the conditional form into one once the
+ * steps were written out. */
+#define STEP(h) base += (size_t)(h) & -(size_t)(base[h] <= q)
+#define RANK(keys, n) (at = (uint32_t)(base - (keys)) + (base[0] <= q), at < (n) ? at : (n))
+/* The halving steps for 63 keys (63 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1 left)
+ * and for 30 (30 -> 15 -> 8 -> 4 -> 2 -> 1), written out: gcc did not
+ * unroll the loop over a constant count. */
+_Static_assert(BH__RANGE_INNER_CAP == 63 && BH__RANGE_LEAF_CAP == 30, "the steps below are for these sizes");
+static uint32_t inner_rank(const inner *in, uint64_t q) {
+    const uint64_t *base = in->sep;
+    uint32_t at;
+    STEP(31);
+    STEP(16);
+    STEP(8);
+    STEP(4);
+    STEP(2);
+    STEP(1);
+    return RANK(in->sep, in->n);
 }
-static uint32_t count_at_or_below32(const uint32_t *keys, uint32_t n, uint32_t q) {
-    COUNT_AT_OR_BELOW(keys, n, q);
+static uint32_t offsets_rank(const leaf *l, uint32_t q) {
+    const uint32_t *base = l->off;
+    uint32_t at;
+    STEP(15);
+    STEP(7);
+    STEP(4);
+    STEP(2);
+    STEP(1);
+    return RANK(l->off, l->n);
 }
+#undef STEP
+#undef RANK
 
 /* How many starts of leaf l are <= q. */
 static uint32_t leaf_rank(const leaf *l, uint64_t q) {
     if (q < l->base)
         return 0;
-    return q - l->base > SPAN_MAX ? l->n : count_at_or_below32(l->off, l->n, (uint32_t)(q - l->base));
+    return q - l->base > SPAN_MAX ? l->n : offsets_rank(l, (uint32_t)(q - l->base));
 }
 
 /* The way down to a leaf: node[d] is the inner node at depth d (0 the
@@ -133,7 +150,7 @@ static leaf *descend(const tree *t, uint64_t q, path *p) {
     void *node = t->root;
     for (uint32_t d = 0; d < t->height; d++) {
         inner *in = node;
-        uint32_t i = count_at_or_below(in->sep, in->n, q);
+        uint32_t i = inner_rank(in, q);
         if (p != NULL) {
             p->node[d] = in;
             p->idx[d] = i;
@@ -262,6 +279,8 @@ static uint64_t split_inner(inner *in, inner *ni, uint32_t pos, uint64_t sep, vo
     memcpy(ni->sep, keys + m + 1, (n - m) * sizeof(keys[0]));
     memcpy(ni->child, kids + m + 1, (n + 1 - m) * sizeof(kids[0]));
     ni->n = n - m;
+    inner_pad(in);
+    inner_pad(ni);
     return keys[m];
 }
 
@@ -343,6 +362,7 @@ static void grow(const bh__ranges *r, tree *t, const path *p, spare *sp, int app
     root->sep[0] = up;
     root->child[0] = t->root;
     root->child[1] = right;
+    inner_pad(root);
     t->root = root;
     t->height++;
 }
@@ -424,6 +444,7 @@ static void inner_rotate(inner *par, uint32_t k, inner *a, inner *b, int to_righ
         par->sep[k] = a->sep[a->n - 1];
         a->n--;
         b->n++;
+        a->sep[a->n] = UINT64_MAX; /* the padding */
     } else {
         a->sep[a->n] = par->sep[k];
         a->child[a->n + 1] = b->child[0];
@@ -432,6 +453,7 @@ static void inner_rotate(inner *par, uint32_t k, inner *a, inner *b, int to_righ
         memmove(b->child, b->child + 1, b->n * sizeof(b->child[0]));
         a->n++;
         b->n--;
+        b->sep[b->n] = UINT64_MAX;
     }
 }
 
@@ -440,6 +462,7 @@ static void inner_drop(inner *in, uint32_t k) {
     memmove(in->sep + k, in->sep + k + 1, (in->n - k - 1) * sizeof(in->sep[0]));
     memmove(in->child + k + 1, in->child + k + 2, (in->n - k - 1) * sizeof(in->child[0]));
     in->n--;
+    in->sep[in->n] = UINT64_MAX;
 }
 
 /* Node node at depth d + 1 (a leaf when d + 1 is the height) fell below a
@@ -506,6 +529,7 @@ void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, const bh__block 
     memmove(l->off + pos, l->off + pos + 1, (l->n - pos - 1) * sizeof(l->off[0]));
     memmove(l->ref + pos, l->ref + pos + 1, (l->n - pos - 1) * sizeof(l->ref[0]));
     l->n--;
+    l->off[l->n] = UINT32_MAX; /* the padding */
     if (t->height == 0) {
         if (l->n == 0)
             drop_tree(s, t);

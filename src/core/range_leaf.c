@@ -46,6 +46,7 @@ static void leaf_fill(leaf *l, const run *u, uint32_t from, uint32_t to) {
         l->off[i] = (uint32_t)(u->key[from + i] - l->base);
         l->ref[i] = u->ref[from + i];
     }
+    leaf_pad(l);
 }
 
 void bh__range_leaf_split(leaf *l, leaf *nl, uint32_t pos, uint64_t start, uint32_t ref, uint32_t m) {

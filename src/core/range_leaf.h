@@ -24,6 +24,19 @@ typedef bh__range_tree tree;
 
 static inline uint64_t key_at(const leaf *l, uint32_t i) { return l->base + l->off[i]; }
 
+/* Past its n keys, every node's key array holds the greatest value, so a
+ * search may run over all of it (range.c, inner_rank / offsets_rank):
+ * fresh nodes and ones whose n fell get it here; a put moves it up by one
+ * and a take writes one. */
+static inline void leaf_pad(leaf *l) {
+    for (uint32_t i = l->n; i < BH__RANGE_LEAF_CAP; i++)
+        l->off[i] = UINT32_MAX;
+}
+static inline void inner_pad(inner *in) {
+    for (uint32_t i = in->n; i < BH__RANGE_INNER_CAP; i++)
+        in->sep[i] = UINT64_MAX;
+}
+
 /* Can leaf l take start as well? */
 static inline int leaf_fits(const leaf *l, uint64_t start) {
     if (l->n == 0)
@@ -36,6 +49,7 @@ static inline int leaf_fits(const leaf *l, uint64_t start) {
 static inline void leaf_put(leaf *l, uint32_t pos, uint64_t start, uint32_t ref) {
     if (l->n == 0) {
         l->base = start;
+        leaf_pad(l); /* a fresh leaf */
     } else if (start < l->base || start - l->base > SPAN_MAX) {
         /* A new base: the lower of start and the first start (a removal
          * may have left the old base further below). */
