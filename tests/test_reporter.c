@@ -341,11 +341,15 @@ static void forked_child(void) {
         if (bh_intern(idle_reg, DOMAIN, 0x900000, 64, &h) != BH_EFORKED)
             _exit(19);
 #if BH__TSAN || BH__ASAN
-    /* No threads in the child of a threaded process under a sanitizer: gcc
-     * 12's TSan hangs there, and under its ASan the child's sender thread
-     * delivered nothing in 1 ASan run of 3 beside busy loops (its flush timed
-     * out; never in the debug or valgrind builds), most likely the same
-     * allocator lock held across fork. The registry checks above still run. */
+    /* No threads in the child of a threaded process under a sanitizer. TSan
+     * kills such a child (die_after_fork). Under gcc 12's ASan, which takes
+     * no allocator lock across fork(), the child's sender thread hung before
+     * running any of the library's code (2 of 200 children beside busy
+     * loops, under gdb): AsanThread::Init -> pthread_getattr_np -> free ->
+     * the quarantine's batch allocation -> SizeClassAllocator64::
+     * GetFromAllocator, waiting for the lock of that size class. Stopping
+     * the churn thread outside the library for each fork made it rarer (4
+     * of 4,500 children), not gone. The registry checks above still run. */
     return;
 #endif
     bh_reporter rep;
