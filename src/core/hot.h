@@ -86,7 +86,7 @@ static inline __attribute__((always_inline)) bh__block *resolve(bh_registry *reg
  *
  * The entries are hints (a reader may probe an array that was replaced, or
  * race a backward shift): all that is trusted is that the slot exists. The
- * acquire load of the word w pairs with go_live's release RMW for generation
+ * acquire load of the word w pairs with go_live's release store for generation
  * gen(w) (every later RMW on the word continues its release sequence), so the
  * key fields stored for that generation are visible. Key fields change only
  * while a block is free (refs 0), and the word leaves the states (gen(w),

@@ -114,7 +114,7 @@ static void set_key(bh__block *b, uint32_t device, uint64_t address, uint64_t si
     AO_store_release(&b->address, (AO_t)address);
     AO_store_release(&b->size, (AO_t)size);
     /* Phase back to live, slot kept. Relaxed: published by go_live's
-     * release RMW. */
+     * release store. */
     AO_int_store(&b->meta, bh__block_slot(b));
 }
 

@@ -214,7 +214,7 @@ inline alloc() {
         fi;
         take_block(nb, a);
         freeing[nb] = false;
-        refs[nb] = 1;                                         /* publish (release RMW) */
+        refs[nb] = 1;                                         /* publish (release store) */
         linked[nb] = true;
         if :: b != NONE -> linked[b] = false :: else -> skip fi; /* takeover */
         g = gen[nb];
