@@ -16,7 +16,11 @@
  *    and one that reads a matching address fails its CAS, since the block
  *    is no longer live in the generation it loaded; both fall back.)
  *  - the shard lock and what runs under it: find, take a block, publish
- *    (refs 0 -> 1), link / unlink, takeover, retire (generation + 1);
+ *    (refs 0 -> 1), link / unlink, takeover, retire (generation + 1). Publish
+ *    and retire are a load of the word and a store of it changed, two steps
+ *    as in go_live() and last_release() (plain release stores since 0.4): an
+ *    assertion at the store checks that no other thread changed the word in
+ *    between (every CAS expects refs > 0, and the word's refs is 0 there);
  *  - the last release: FREE report, phase = FREEING, allocator free, then
  *    under the lock: unlink unless taken over, retire;
  *  - bh_alloc: the allocator call (no lock), then under the lock: an existing
@@ -178,7 +182,8 @@ inline release(k) {
 #endif
         lock_acquire();
         if :: linked[b] -> linked[b] = false :: else -> skip fi;
-        gen[b]++;                                             /* retire: old handles stale */
+        lg = gen[b]; lr = refs[b];                            /* retire: load the word, */
+        atomic { assert(gen[b] == lg && refs[b] == lr); gen[b] = lg + 1 }; /* store gen + 1 */
         if                                                    /* put_back_block: the free-list */
         :: key[b] = 0                                         /* link, a pointer, which may read */
         :: NA > 1 -> key[b] = NA - 1                          /* as any address */
@@ -214,7 +219,8 @@ inline alloc() {
         fi;
         take_block(nb, a);
         freeing[nb] = false;
-        refs[nb] = 1;                                         /* publish (release store) */
+        lg = gen[nb]; lr = refs[nb];                          /* publish: load the word, */
+        atomic { assert(gen[nb] == lg && refs[nb] == lr); refs[nb] = lr + 1 }; /* store refs + 1 (release) */
         linked[nb] = true;
         if :: b != NONE -> linked[b] = false :: else -> skip fi; /* takeover */
         g = gen[nb];
@@ -308,6 +314,7 @@ inline lookup(a) {
 proctype thread() {
     byte hb[HS], hg[HS];
     byte a, b, g, nb, i, j, k, fb, fg, fr;
+    byte lg, lr; /* publish and retire: the word as loaded */
     bool ok, last;
     hb[0] = NONE; hb[1] = NONE;
     i = 0;
