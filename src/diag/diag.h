@@ -296,6 +296,13 @@ void bh__diag_detach(bh_registry *reg);
 void bh__leak_report_add(bh__diag *d);
 void bh__leak_report_remove(bh__diag *d);
 
+/* The diagnostics' process-wide locks, for diag.c's fork handlers only:
+ * take (1) or give back (0) the leak report's list (diag_dump.c), the
+ * symbolizer (diag_stack.c) and the issuer table (diag_report.c). */
+void bh__leak_list_hold(int take);
+void bh__symbolizer_hold(int take);
+void bh__issuers_hold(int take);
+
 /* The public functions' paths when (reg->flags & BH__DIAG_ROUTE). */
 bh_status bh__diag_acquire(bh_registry *reg, const bh__acq *a, bh_handle *out);
 bh_status bh__diag_retain(bh_registry *reg, bh_handle h);

@@ -317,17 +317,15 @@ static void leak_report_at_exit(void) {
 
 static void install_leak_report(void) { (void)atexit(leak_report_at_exit); }
 
-/* A fork while another thread holds leak_lock (adding or removing a
- * registry) would leave it locked forever in the child, whose first
- * registry with a leak report would then hang in bh__leak_report_add. Held
- * across fork and released on both sides, as registry.c's list lock; nothing
- * that holds leak_lock waits for another fork-held lock (the report at exit
- * takes only the registries' own locks), so the order of the handlers does
- * not matter. */
-static void leak_fork_prepare(void) { pthread_mutex_lock(&leak_lock); }
-static void leak_fork_release(void) { pthread_mutex_unlock(&leak_lock); }
-__attribute__((constructor)) static void leak_fork_hooks(void) {
-    (void)pthread_atfork(leak_fork_prepare, leak_fork_release, leak_fork_release);
+/* Held across fork() (diag.c): a fork while another thread adds or removes
+ * a registry would otherwise leave leak_lock locked forever in the child,
+ * whose first registry with a leak report would hang in
+ * bh__leak_report_add. */
+void bh__leak_list_hold(int take) {
+    if (take)
+        pthread_mutex_lock(&leak_lock);
+    else
+        pthread_mutex_unlock(&leak_lock);
 }
 
 void bh__leak_report_add(bh__diag *d) {

@@ -78,12 +78,14 @@ static struct {
     uint32_t live;
 } issuers[256];
 
-/* Held across fork() so a child never inherits it locked by a parent
- * thread that does not exist there: the child's own registries take it. */
-static void issuer_fork_prepare(void) { pthread_mutex_lock(&issuer_lock); }
-static void issuer_fork_release(void) { pthread_mutex_unlock(&issuer_lock); }
-__attribute__((constructor)) static void issuer_fork_hooks(void) {
-    (void)pthread_atfork(issuer_fork_prepare, issuer_fork_release, issuer_fork_release);
+/* Held across fork() (diag.c) so a child never inherits it locked by a
+ * parent thread that does not exist there: the child's own registries take
+ * it. */
+void bh__issuers_hold(int take) {
+    if (take)
+        pthread_mutex_lock(&issuer_lock);
+    else
+        pthread_mutex_unlock(&issuer_lock);
 }
 
 void bh__issuer_add(const bh_registry *reg, uint32_t tag) {

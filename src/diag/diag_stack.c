@@ -174,6 +174,15 @@ struct bh__symbolizer {
  * nothing is unloaded: one printer at a time. */
 static pthread_mutex_t sym_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Held across fork() (diag.c): a child forked while a parent thread prints
+ * a report would otherwise hang in its own first report. */
+void bh__symbolizer_hold(int take) {
+    if (take)
+        pthread_mutex_lock(&sym_lock);
+    else
+        pthread_mutex_unlock(&sym_lock);
+}
+
 bh__symbolizer *bh__symbolizer_open(void) {
     bh__symbolizer *sym = calloc(1, sizeof(*sym));
     if (sym == NULL)
