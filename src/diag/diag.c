@@ -27,15 +27,16 @@
  * link order, and a prepare that took the issuer table before the leak list
  * could deadlock against a thread reporting leaks at exit (helgrind and
  * TSan both saw the inverted order). Released in reverse on both sides. */
+static pthread_mutex_t *(*const fork_locks[])(void) = {bh__leak_list_lock, bh__symbolizer_lock,
+                                                       bh__issuers_lock};
+#define FORK_LOCKS (sizeof(fork_locks) / sizeof(fork_locks[0]))
 static void fork_prepare(void) {
-    bh__leak_list_hold(1);
-    bh__symbolizer_hold(1);
-    bh__issuers_hold(1);
+    for (size_t i = 0; i < FORK_LOCKS; i++)
+        pthread_mutex_lock(fork_locks[i]());
 }
 static void fork_release(void) {
-    bh__issuers_hold(0);
-    bh__symbolizer_hold(0);
-    bh__leak_list_hold(0);
+    for (size_t i = FORK_LOCKS; i-- > 0;)
+        pthread_mutex_unlock(fork_locks[i]());
 }
 __attribute__((constructor)) static void fork_hooks(void) {
     (void)pthread_atfork(fork_prepare, fork_release, fork_release);

@@ -297,11 +297,11 @@ void bh__leak_report_add(bh__diag *d);
 void bh__leak_report_remove(bh__diag *d);
 
 /* The diagnostics' process-wide locks, for diag.c's fork handlers only:
- * take (1) or give back (0) the leak report's list (diag_dump.c), the
- * symbolizer (diag_stack.c) and the issuer table (diag_report.c). */
-void bh__leak_list_hold(int take);
-void bh__symbolizer_hold(int take);
-void bh__issuers_hold(int take);
+ * the leak report's list (diag_dump.c), the symbolizer (diag_stack.c) and
+ * the issuer table (diag_report.c). */
+pthread_mutex_t *bh__leak_list_lock(void);
+pthread_mutex_t *bh__symbolizer_lock(void);
+pthread_mutex_t *bh__issuers_lock(void);
 
 /* The public functions' paths when (reg->flags & BH__DIAG_ROUTE). */
 bh_status bh__diag_acquire(bh_registry *reg, const bh__acq *a, bh_handle *out);

@@ -321,12 +321,7 @@ static void install_leak_report(void) { (void)atexit(leak_report_at_exit); }
  * a registry would otherwise leave leak_lock locked forever in the child,
  * whose first registry with a leak report would hang in
  * bh__leak_report_add. */
-void bh__leak_list_hold(int take) {
-    if (take)
-        pthread_mutex_lock(&leak_lock);
-    else
-        pthread_mutex_unlock(&leak_lock);
-}
+pthread_mutex_t *bh__leak_list_lock(void) { return &leak_lock; }
 
 void bh__leak_report_add(bh__diag *d) {
     pthread_once(&leak_once, install_leak_report);

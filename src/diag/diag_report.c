@@ -81,12 +81,7 @@ static struct {
 /* Held across fork() (diag.c) so a child never inherits it locked by a
  * parent thread that does not exist there: the child's own registries take
  * it. */
-void bh__issuers_hold(int take) {
-    if (take)
-        pthread_mutex_lock(&issuer_lock);
-    else
-        pthread_mutex_unlock(&issuer_lock);
-}
+pthread_mutex_t *bh__issuers_lock(void) { return &issuer_lock; }
 
 void bh__issuer_add(const bh_registry *reg, uint32_t tag) {
     pthread_mutex_lock(&issuer_lock);

@@ -176,12 +176,7 @@ static pthread_mutex_t sym_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Held across fork() (diag.c): a child forked while a parent thread prints
  * a report would otherwise hang in its own first report. */
-void bh__symbolizer_hold(int take) {
-    if (take)
-        pthread_mutex_lock(&sym_lock);
-    else
-        pthread_mutex_unlock(&sym_lock);
-}
+pthread_mutex_t *bh__symbolizer_lock(void) { return &sym_lock; }
 
 bh__symbolizer *bh__symbolizer_open(void) {
     bh__symbolizer *sym = calloc(1, sizeof(*sym));
