@@ -83,7 +83,7 @@ static void allocates_on_4096_devices(void) {
  * A sum goes with its device's last live allocation now. */
 static void later_devices_are_answered_after_short_lived_processes(void **state) {
     (void)state;
-    hs_track(hs_start_compat(trackd, &paths, NULL));
+    (void)hs_start_compat(trackd, &paths, NULL);
     fill_with_short_lived(allocates_on_4096_devices, FILLERS * 4096);
     int native = hs_reporter(paths.sock);
     hs_events(native, 1, BH_EVENT_ALLOC, BH_DOMAIN(70000, BH_MEM_DRAM), 0, 0x40000000, MIB, 1);
@@ -119,7 +119,7 @@ static void leaves_256_tt_buffers(void) {
 static void departed_tt_entries_make_room_for_a_later_process(void **state) {
     (void)state;
     const char *more[] = {"--max-live-per-client", "4096", NULL};
-    hs_track(hs_start_compat(trackd, &paths, more));
+    (void)hs_start_compat(trackd, &paths, more);
     fill_with_short_lived(leaves_256_tt_buffers, FILLERS * 256);
     int tt = hs_tt_connect(paths.compat);
     tt_alloc(tt, 1, 0x7000000, MIB);
@@ -152,7 +152,7 @@ static void holds_the_whole_table(void) {
 static void a_process_over_its_share_makes_room_for_another(void **state) {
     (void)state;
     const char *more[] = {"--max-live-per-client", "4096", NULL};
-    hs_track(hs_start_compat(trackd, &paths, more));
+    (void)hs_start_compat(trackd, &paths, more);
     pid_t hog = test_fork(holds_the_whole_table);
     hs_track(hog);
     assert_int_equal(hs_wait_total(paths.sock, "live", 4096, TEST_HANG_S), 4096);
@@ -213,7 +213,7 @@ static void metrics_stay_under_their_byte_bound(void **state) {
                            "--max-groups-per-client",
                            "10000",
                            NULL};
-    hs_track(hs_start(trackd, &paths, extra, 0));
+    (void)hs_start(trackd, &paths, extra, 0);
     unsigned port = hs_http_port(paths.log);
     int fd = hs_reporter(paths.sock);
     hs_events(fd, 1, BH_EVENT_ALLOC, BH_DOMAIN(0, 0), DOMAINS, 0x10000, 4096, DOMAINS);
@@ -255,7 +255,7 @@ static void metrics_stay_under_their_byte_bound(void **state) {
 static void a_tt_client_that_reads_no_replies_is_held_not_closed(void **state) {
     (void)state;
     enum { N = 70000 };
-    hs_track(hs_start_compat(trackd, &paths, NULL));
+    (void)hs_start_compat(trackd, &paths, NULL);
     int fd = hs_tt_connect(paths.compat);
     assert_int_equal(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
     uint8_t *q = malloc((size_t)N * BH_TT_RECORD), *a = malloc((size_t)N * BH_TT_RECORD);
@@ -315,7 +315,7 @@ static int half_native_frame(void) {
 static void a_tt_record_sent_in_halves_is_not_timed_out(void **state) {
     (void)state;
     const char *more[] = {"--frame-timeout-ms", "100", NULL};
-    hs_track(hs_start_compat(trackd, &paths, more));
+    (void)hs_start_compat(trackd, &paths, more);
     int tt = hs_tt_connect(paths.compat);
     uint8_t r[BH_TT_RECORD];
     bh_tt_record(r, BH_TT_ALLOC, 3, MIB, 0, (int32_t)getpid(), 0x1000, 1);
@@ -351,7 +351,7 @@ static void a_tt_record_sent_in_halves_is_not_timed_out(void **state) {
 static void a_tt_connection_over_the_cap_waits_instead_of_being_closed(void **state) {
     (void)state;
     const char *more[] = {"--max-connections", "3", NULL};
-    hs_track(hs_start_compat(trackd, &paths, more));
+    (void)hs_start_compat(trackd, &paths, more);
     int first[3];
     for (int i = 0; i < 3; i++) {
         first[i] = hs_tt_connect(paths.compat);

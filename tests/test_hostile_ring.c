@@ -133,7 +133,6 @@ static void a_passed_descriptor_whose_close_waits_never_holds_the_loop(void **st
     assert_true(held >= 0.9);
 
     pid_t srv = hs_start(trackd, &paths, NULL, 0);
-    hs_track(srv);
     double control = hs_stats_latency(paths.sock, 5, NULL);
     for (int how = 0; how < HANDOVERS; how++) {
         int sock = hand_over(how, lingering_socket(&l, 60));
@@ -201,7 +200,6 @@ static int big_ring_behind_a_resync(uint64_t *records) {
  * none or all of it. */
 static void a_big_drain_is_sliced(int close_frame) {
     pid_t srv = hs_start(trackd, &paths, (const char *const[]){"--grace-ms", "200", NULL}, 0);
-    hs_track(srv);
     double control = hs_stats_latency(paths.sock, 5, NULL);
     uint64_t records;
     int sock = big_ring_behind_a_resync(&records);
