@@ -167,9 +167,8 @@ int rs_try_connect(conn *c) {
         /* Read at each connect, never kept: a forked child states its own.
          * With the pid it tells the server this process from another when
          * the server cannot see our pid (its own PID namespace). */
-        uint64_t start = 0;
-        if (bh_proc_start(0, &start) != 0)
-            start = 0;
+        uint64_t start = 0; /* 0: unknown; bh_proc_start writes only on success */
+        (void)bh_proc_start(0, &start);
         uint8_t hello[BH_WIRE_HELLO_MAX];
         size_t n = bh_wire_hello(hello, (uint32_t)getpid(), 0, name, n_name, start);
         if (rs_write_all(c, hello, n) != 0) {

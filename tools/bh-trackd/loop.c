@@ -81,7 +81,7 @@ static void on_client(td_server *s, td_client *c, uint32_t events);
 /* Tags for the fixed descriptors in epoll (clients carry their td_client*). */
 static char tag_listen, tag_compat, tag_signal, tag_http;
 
-static int conns_full(const td_server *s) {
+int td_conns_full(const td_server *s) {
     return s->nclients + s->ring_fds + td_closing_of(NULL) >= s->max_conns;
 }
 
@@ -106,7 +106,7 @@ static void compat_wait(td_server *s, int waiting) {
 
 static void accept_clients(td_server *s, int lfd, int compat) {
     for (int i = 0; i < TD_ACCEPT_SLICE; i++) {
-        if (compat && conns_full(s)) {
+        if (compat && td_conns_full(s)) {
             compat_wait(s, 1);
             return;
         }
@@ -127,7 +127,7 @@ static void accept_clients(td_server *s, int lfd, int compat) {
             close(fd);
             continue;
         }
-        if (conns_full(s) || td_descriptors_of(s, cred.uid) >= s->max_conns_per_uid) {
+        if (td_conns_full(s) || td_descriptors_of(s, cred.uid) >= s->max_conns_per_uid) {
             td_log(s, TD_WARN,
                    "refused a connection of uid %d (pid %d): %" PRIu64 " open, limits %" PRIu64
                    " per uid and %" PRIu64 " in total",
@@ -279,7 +279,7 @@ static void tick(td_server *s) {
         if (c->dead)
             td_close_client(s, c);
     }
-    if (s->tt_waiting && !conns_full(s))
+    if (s->tt_waiting && !td_conns_full(s))
         compat_wait(s, 0);
     td_check_orphans(s);
     td_check_departed(s);

@@ -74,8 +74,7 @@ static int take_fd(td_server *s, td_client *c, int fd) {
     }
     /* A waiting descriptor counts as a connection: the caps fit the
      * descriptor limit. */
-    if (c->nfds < TD_RING_FDS && !c->compat && !c->control &&
-        s->nclients + s->ring_fds + td_closing_of(NULL) < s->max_conns &&
+    if (c->nfds < TD_RING_FDS && !c->compat && !c->control && !td_conns_full(s) &&
         td_descriptors_of(s, c->uid) < s->max_conns_per_uid) {
         c->fds[c->nfds++] = fd;
         s->ring_fds++;

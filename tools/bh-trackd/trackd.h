@@ -451,6 +451,9 @@ void td_web_close(td_server *s);
 int td_serve(td_server *s);
 /* A uid's connections plus the ring descriptors they hold waiting. */
 uint64_t td_descriptors_of(const td_server *s, uid_t uid);
+/* At --max-connections: clients, ring descriptors waiting for their frame
+ * and descriptors waiting to be closed all count (loop.c). */
+int td_conns_full(const td_server *s);
 /* QUERY kinds: stats, dump, and the history of one address (docs/protocol.md). */
 enum { TD_QUERY_STATS = 1, TD_QUERY_DUMP = 2, TD_QUERY_HISTORY = 3 };
 /* `bh-trackd stats|dump|history`: what is a TD_QUERY_* (address: history's);
