@@ -73,10 +73,14 @@ static void *ref_new(otab *refs, uint64_t id, size_t size) {
     return o;
 }
 
-static proc *proc_of(bh_track *t, uint32_t pid, int create) {
+/* The process pid, or NULL. With made, one is created if need be (NULL:
+ * ENOMEM) and *made says whether it was: an event that is then refused
+ * frees what it created (place_of) without a second lookup. */
+static proc *proc_of(bh_track *t, uint32_t pid, int *made) {
     proc *p = ref_find(&t->procs, pid);
-    if (p != NULL || !create || (p = ref_new(&t->procs, pid, sizeof(*p))) == NULL)
+    if (p != NULL || made == NULL || (p = ref_new(&t->procs, pid, sizeof(*p))) == NULL)
         return p;
+    *made = 1;
     p->pid = pid;
     ot_init(&p->streams, sizeof(obj_ref));
     p->prev = t->last;
@@ -88,10 +92,12 @@ static proc *proc_of(bh_track *t, uint32_t pid, int create) {
     return p;
 }
 
-static stream *stream_of(proc *p, uint32_t id, int create) {
+/* The stream id of p, or NULL; made as for proc_of. */
+static stream *stream_of(proc *p, uint32_t id, int *made) {
     stream *s = ref_find(&p->streams, id);
-    if (s != NULL || !create || (s = ref_new(&p->streams, id, sizeof(*s))) == NULL)
+    if (s != NULL || made == NULL || (s = ref_new(&p->streams, id, sizeof(*s))) == NULL)
         return s;
+    *made = 1;
     s->id = id;
     ot_init(&s->entries, sizeof(entry));
     ot_init(&s->groups, sizeof(group));
@@ -132,11 +138,9 @@ static void unlink_proc(bh_track *t, proc *p);
  * long as its process lived, and every group walk passed over them. */
 static bh_track_result place_of(bh_track *t, uint64_t client, uint32_t device, place *out) {
     bh_track_result why = BH_TRACK_NOMEM;
-    int new_proc = ref_find(&t->procs, BH_TRACK_PROCESS(client)) == NULL, new_stream = 0;
-    out->p = proc_of(t, BH_TRACK_PROCESS(client), 1);
-    if (out->p != NULL)
-        new_stream = ref_find(&out->p->streams, BH_TRACK_STREAM(client)) == NULL;
-    out->s = out->p != NULL ? stream_of(out->p, BH_TRACK_STREAM(client), 1) : NULL;
+    int new_proc = 0, new_stream = 0;
+    out->p = proc_of(t, BH_TRACK_PROCESS(client), &new_proc);
+    out->s = out->p != NULL ? stream_of(out->p, BH_TRACK_STREAM(client), &new_stream) : NULL;
     out->g = out->s != NULL ? group_of(t, out->p, out->s, device, &why) : NULL;
     if (out->g != NULL)
         return BH_TRACK_OK;
@@ -308,8 +312,9 @@ bh_track_result bh_track_on_free(bh_track *t, uint64_t client, uint32_t device, 
 /* ======================== Loss and resync ======================== */
 
 static stream *stream_make(bh_track *t, uint64_t client) {
-    proc *p = proc_of(t, BH_TRACK_PROCESS(client), 1);
-    return p != NULL ? stream_of(p, BH_TRACK_STREAM(client), 1) : NULL;
+    int made = 0;
+    proc *p = proc_of(t, BH_TRACK_PROCESS(client), &made);
+    return p != NULL ? stream_of(p, BH_TRACK_STREAM(client), &made) : NULL;
 }
 
 void bh_track_lost(bh_track *t, uint64_t client, uint64_t n) {
@@ -391,8 +396,8 @@ static int not_restored(void *ctx, void *elem) {
 }
 
 void bh_track_resync_end(bh_track *t, uint64_t client) {
-    proc *p = proc_of(t, BH_TRACK_PROCESS(client), 0);
-    stream *s = p != NULL ? stream_of(p, BH_TRACK_STREAM(client), 0) : NULL;
+    proc *p = proc_of(t, BH_TRACK_PROCESS(client), NULL);
+    stream *s = p != NULL ? stream_of(p, BH_TRACK_STREAM(client), NULL) : NULL;
     if (s == NULL || !s->resyncing)
         return;
     sweep_ctx x = {t, p, s};
@@ -448,8 +453,8 @@ static uint64_t drop_stream(bh_track *t, proc *p, stream *s, int as_leaks,
 
 uint64_t bh_track_client_gone(bh_track *t, uint64_t client,
                               void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx) {
-    proc *p = proc_of(t, BH_TRACK_PROCESS(client), 0);
-    stream *s = p != NULL ? stream_of(p, BH_TRACK_STREAM(client), 0) : NULL;
+    proc *p = proc_of(t, BH_TRACK_PROCESS(client), NULL);
+    stream *s = p != NULL ? stream_of(p, BH_TRACK_STREAM(client), NULL) : NULL;
     return s != NULL ? drop_stream(t, p, s, 1, on_leak, ctx) : 0;
 }
 
@@ -488,7 +493,7 @@ static void unlink_proc(bh_track *t, proc *p) {
 
 uint64_t bh_track_process_gone(bh_track *t, uint32_t process,
                                void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx) {
-    proc *p = proc_of(t, process, 0);
+    proc *p = proc_of(t, process, NULL);
     uint64_t n = 0;
     for (size_t i = 0; p != NULL && i < p->streams.cap; i++) {
         obj_ref *sr = (obj_ref *)ot_slot(&p->streams, i);
@@ -499,12 +504,13 @@ uint64_t bh_track_process_gone(bh_track *t, uint32_t process,
 }
 
 void bh_track_retire_process(bh_track *t, uint32_t process, uint64_t into) {
-    proc *p = proc_of(t, process, 0);
+    proc *p = proc_of(t, process, NULL);
     if (p == NULL || process == BH_TRACK_PROCESS(into))
         return;
     (void)bh_track_process_gone(t, process, NULL, NULL); /* nothing should be live: nothing to report */
-    proc *dp = proc_of(t, BH_TRACK_PROCESS(into), 1);
-    stream *ds = dp != NULL ? stream_of(dp, BH_TRACK_STREAM(into), 1) : NULL;
+    int made = 0;
+    proc *dp = proc_of(t, BH_TRACK_PROCESS(into), &made);
+    stream *ds = dp != NULL ? stream_of(dp, BH_TRACK_STREAM(into), &made) : NULL;
     for (size_t i = 0; i < p->streams.cap; i++) {
         obj_ref *sr = (obj_ref *)ot_slot(&p->streams, i);
         const stream *st = sr->obj;
