@@ -32,8 +32,11 @@
 
 #include "trackd.h"
 
-/* What waits for a ring (the connection's input is held until it is done). */
-enum { OP_NONE, OP_DRAIN, OP_CLOSE, OP_BEGIN, OP_GONE };
+/* What waits for a ring (the connection's input is held until it is done).
+ * A connection that ended drains with OP_DRAIN too: what is different about
+ * it (its leaks are counted only once the drain ends) is the connection's
+ * TD_RING_WAIT_GONE, which finish() reads, not anything of a ring's. */
+enum { OP_NONE, OP_DRAIN, OP_CLOSE, OP_BEGIN };
 
 struct td_ring {
     uint32_t stream;
@@ -497,7 +500,7 @@ int td_ring_close_client(td_server *s, td_client *c) {
          * in slices; the connection stays listed (its process connected, so
          * no leak is counted early) until then. */
         for (td_ring *r = c->rings; r != NULL; r = r->next)
-            want(r, OP_GONE, 0);
+            want(r, OP_DRAIN, 0);
         c->ring_wait = TD_RING_WAIT_GONE;
         c->partial_ms = 0;
         return 1;
