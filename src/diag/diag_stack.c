@@ -248,11 +248,14 @@ static const char *demangle(bh__symbolizer *sym, const char *name) {
     return d != NULL ? d->name : name;
 }
 
+/* The address to look up for pc: a return address (not exact) points after
+ * the call, so the call itself is one byte before. */
+static uintptr_t look_pc(void *pc, int exact) { return (uintptr_t)pc - (exact || pc == NULL ? 0 : 1); }
+
 void bh__symbolize(bh__symbolizer *sym, void *pc, int exact, bh__frame *out) {
     memset(out, 0, sizeof(*out));
     out->pc = pc;
-    /* A return address points after the call: look up the call itself. */
-    uintptr_t look = (uintptr_t)pc - (exact || pc == NULL ? 0 : 1);
+    uintptr_t look = look_pc(pc, exact);
 #if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
     if (sym != NULL && sym->dwfl != NULL) {
         Dwfl_Module *mod = dw.addrmodule(sym->dwfl, (Dwarf_Addr)look);
@@ -365,11 +368,9 @@ uint32_t bh__symbolize_inline(bh__symbolizer *sym, void *pc, int exact, bh__fram
 #if defined(BH_HAVE_LIBDW) && BH_HAVE_LIBDW
     if (sym != NULL && sym->dwfl != NULL && out[0].file != NULL) {
         bh__frame outer = out[0];
-        uintptr_t look = (uintptr_t)pc - (exact || pc == NULL ? 0 : 1);
-        uint32_t k = inline_chain(sym, &outer, look, out, max);
-        if (k > 0)
+        uint32_t k = inline_chain(sym, &outer, look_pc(pc, exact), out, max);
+        if (k > 0) /* 0: inline_chain wrote nothing, out[0] is still the plain frame */
             return k;
-        out[0] = outer;
     }
 #endif
     return 1;
