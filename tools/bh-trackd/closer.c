@@ -161,13 +161,21 @@ void td_close_passed(td_server *s, uid_t uid, int fd) {
 void td_closer_run(void) { unpark(); }
 
 uint64_t td_closing_of(const uid_t *uid) {
+    /* Everybody's is the bookkeeping's sum (td_conns_full asks on every
+     * accept and every descriptor passed): no walk of the queue. */
+    if (uid == NULL) {
+        pthread_mutex_lock(&q.lock);
+        uint64_t all = (uint64_t)nparked + q.n + (q.busy != 0);
+        pthread_mutex_unlock(&q.lock);
+        return all;
+    }
     uint64_t n = 0;
     for (size_t i = 0; i < nparked; i++)
-        n += uid == NULL || parked[i].uid == *uid;
+        n += parked[i].uid == *uid;
     pthread_mutex_lock(&q.lock);
     for (unsigned i = 0; i < q.n; i++)
-        n += uid == NULL || q.q[(q.head + i) % TD_CLOSE_QUEUE].uid == *uid;
-    n += q.busy && (uid == NULL || q.busy_uid == *uid);
+        n += q.q[(q.head + i) % TD_CLOSE_QUEUE].uid == *uid;
+    n += q.busy && q.busy_uid == *uid;
     pthread_mutex_unlock(&q.lock);
     return n;
 }
