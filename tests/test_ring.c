@@ -234,23 +234,12 @@ static void numbers_go_back(uint8_t *ring, uint32_t cap) {
     tr_publish(ring, 2);
 }
 
-/* A well-formed ring of cap records for stream 1 over sock, taken by the
- * server; returns its descriptor, mapped at *ring. */
-static int taken_ring(int sock, uint32_t cap, uint8_t **ring) {
-    int fd = tr_make_ring(cap, 1, 0, ring);
-    tr_send_ring(sock, cap, fd);
-    uint32_t status = 1;
-    assert_int_equal(tr_await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
-    assert_int_equal(status, 0); /* taken */
-    return fd;
-}
-
 static void run_attack(attack_fn attack, uint64_t malformed_before) {
     int sock = raw_connect();
     send_hello(sock);
     uint8_t *ring;
     uint32_t cap = 1024;
-    int fd = taken_ring(sock, cap, &ring);
+    int fd = tr_taken_ring(sock, cap, &ring);
     attack(ring, cap);
     /* The server finds it at its next drain (a poll, or DRAIN now). */
     uint8_t f[BH_WIRE_HEADER];
@@ -300,9 +289,7 @@ static void a_hostile_ring_never_crashes_or_stalls_the_server(void **state) {
     /* A mark whose resync never comes holds that ring only. */
     sock = raw_connect();
     send_hello(sock);
-    int fd = tr_make_ring(1024, 1, 0, &ring);
-    tr_send_ring(sock, 1024, fd);
-    assert_int_equal(tr_await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
+    int fd = tr_taken_ring(sock, 1024, &ring);
     char buf[1 << 16];
     uint64_t allocs =
         test_json_u64(test_stats_json(trackd, paths.sock, buf, sizeof(buf)), "totals", "allocs");
@@ -359,7 +346,7 @@ static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
     int sock = raw_connect();
     send_hello(sock);
     uint8_t *ring;
-    int fd = taken_ring(sock, 1024, &ring);
+    int fd = tr_taken_ring(sock, 1024, &ring);
     tr_put_record(ring, 1024, 0, UINT64_MAX - 8, BH_RING_ALLOC, 0x5000); /* a gap of 2^64 - 10 */
     tr_publish(ring, 1);
     assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", 3), 3);
@@ -425,7 +412,7 @@ static void waiting_descriptors_stay_within_the_connection_caps(void **state) {
     int sock = raw_connect();
     send_hello(sock);
     uint8_t *ring;
-    int fd = taken_ring(sock, 1024, &ring);
+    int fd = tr_taken_ring(sock, 1024, &ring);
     munmap(ring, bh_ring_bytes(1024));
     close(fd);
     close(sock);

@@ -69,6 +69,15 @@ void tr_send_ring(int sock, uint32_t cap, int fd) {
     tr_send_fds(sock, f, sizeof(f), &fd, fd >= 0);
 }
 
+int tr_taken_ring(int sock, uint32_t cap, uint8_t **map) {
+    int fd = tr_make_ring(cap, 1, 0, map);
+    tr_send_ring(sock, cap, fd);
+    uint32_t status = 1;
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_RING_ACK, &status), 1);
+    assert_int_equal(status, 0); /* taken */
+    return fd;
+}
+
 int64_t tr_await_frame(int sock, uint16_t type, uint32_t *second) {
     uint8_t b[512];
     size_t have = 0;

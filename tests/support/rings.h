@@ -21,6 +21,10 @@ int tr_make_ring(uint32_t cap, int seal, size_t bytes, uint8_t **map);
 void tr_send_fds(int sock, const uint8_t *f, size_t n, const int *fds, int nfds);
 /* RING for stream 1 of cap records with fd (-1: none). */
 void tr_send_ring(int sock, uint32_t cap, int fd);
+/* A well-formed ring of cap records (tr_make_ring, sealed) handed over on
+ * sock, and the server's RING_ACK saying it took it (asserted). Returns its
+ * descriptor, mapped at *map. */
+int tr_taken_ring(int sock, uint32_t cap, uint8_t **map);
 /* Reads frames until one of type arrives or the connection ends; returns the
  * first payload word (RING_ACK: the stream; ERROR: the code) or -1, and the
  * second word at *second (may be NULL). */
