@@ -102,21 +102,6 @@ static void start_in_pidns(const char *const *extra) {
     test_wait_accepting(paths.sock);
 }
 
-/* Polls stats until the first key in it is at least want (TEST_HANG_S at
- * most); the value last seen. */
-static uint64_t wait_at_least(const char *key, uint64_t want) {
-    uint64_t v = 0;
-    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end;) {
-        char *j = hs_query(paths.sock, 1, 10, NULL);
-        v = j != NULL ? hs_num(j, key) : 0;
-        free(j);
-        if (v != UINT64_MAX && v >= want)
-            break;
-        test_sleep_ms(20);
-    }
-    return v;
-}
-
 /* A row of "clients" for pid (stated), or NULL: "live", "leaks" read after it. */
 static const char *client_row(const char *json, pid_t pid) {
     char needle[48];
@@ -351,10 +336,10 @@ static void two_clients(client *a, client *b) {
     *a = spawn(raw_client);
     *b = spawn(raw_client);
     step(a, 'a');
-    assert_int_equal(wait_at_least("allocs", N), N);
+    assert_int_equal(hs_wait_total(paths.sock, "allocs", N, TEST_HANG_S), N);
     step(b, 'a');
     step(b, 'k');
-    assert_int_equal(wait_at_least("frees", K), K);
+    assert_int_equal(hs_wait_total(paths.sock, "frees", K, TEST_HANG_S), K);
 }
 
 /* Two clients, same addresses; the second frees K of its own: two clients,
@@ -400,7 +385,7 @@ static void test_separate_clients(void **state) {
  * (malloc'd), whose leaks must be c's, all of them and only them. */
 static char *first_gone(client *c, const char *what) {
     finish(c);
-    (void)wait_at_least("leaks", 1);
+    (void)hs_wait_total(paths.sock, "leaks", 1, TEST_HANG_S);
     char *j = hs_query(paths.sock, 1, 10, NULL);
     assert_non_null(j);
     show(what, j);
@@ -426,7 +411,7 @@ static void test_leaks_counted(void **state) {
     assert_true(row_unverified(strstr(j, leak) + 9));
     free(j);
     finish(&a);
-    assert_int_equal(wait_at_least("processes_gone", 2), 2);
+    assert_int_equal(hs_wait_total(paths.sock, "processes_gone", 2, TEST_HANG_S), 2);
     j = hs_query(paths.sock, 1, 10, NULL);
     assert_non_null(j);
     show("both gone", j);
@@ -446,21 +431,21 @@ static void test_reconnect_same_process(void **state) {
     raw_start_delta = 0;
     client a = spawn(raw_client);
     step(&a, 'a');
-    assert_int_equal(wait_at_least("allocs", N), N);
+    assert_int_equal(hs_wait_total(paths.sock, "allocs", N, TEST_HANG_S), N);
     step(&a, 'r');
-    assert_int_equal(wait_at_least("resyncs", 1), 1);
+    assert_int_equal(hs_wait_total(paths.sock, "resyncs", 1, TEST_HANG_S), 1);
     raw_pid = a.pid; /* the same pid, another process (its start time differs) */
     raw_start_delta = 1;
     client d = spawn(raw_client);
     step(&d, 'a');
     step(&d, 'F');
-    assert_int_equal(wait_at_least("frees", N), N);
+    assert_int_equal(hs_wait_total(paths.sock, "frees", N, TEST_HANG_S), N);
     raw_pid = 0;
     raw_start_delta = 0;
     client c = spawn(raw_client);
     step(&c, 'a');
     step(&c, 'k');
-    assert_int_equal(wait_at_least("frees", N + K), N + K);
+    assert_int_equal(hs_wait_total(paths.sock, "frees", N + K, TEST_HANG_S), N + K);
     char *j = first_gone(&c, "reconnected");
     assert_int_equal(hs_num(j, "duplicate_allocs"), 0);
     assert_int_equal(hs_num(j, "unknown_frees"), 0);
@@ -483,10 +468,10 @@ static void test_compat_clients_apart(void **state) {
     test_wait_accepting(paths.compat);
     client a = spawn(tt_client), b = spawn(tt_client);
     step(&a, 'a');
-    assert_int_equal(wait_at_least("allocs", N), N);
+    assert_int_equal(hs_wait_total(paths.sock, "allocs", N, TEST_HANG_S), N);
     step(&b, 'a');
     step(&b, 'k');
-    assert_int_equal(wait_at_least("frees", K), K);
+    assert_int_equal(hs_wait_total(paths.sock, "frees", K, TEST_HANG_S), K);
     char *j = hs_query(paths.sock, 1, 10, NULL);
     assert_non_null(j);
     show("TT clients", j);

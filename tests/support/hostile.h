@@ -63,7 +63,10 @@ uint64_t hs_tt_dram(int fd, int32_t device);
 char *hs_query(const char *sock, uint16_t what, double secs, double *took);
 /* The number after "key": in json (the first one), UINT64_MAX if absent. */
 uint64_t hs_num(const char *json, const char *key);
-/* Polls stats until totals' key is want (or secs pass); its last value. */
+/* Polls stats until the first "key": in them (totals' come first) is want
+ * or more, or secs pass; the value last seen (UINT64_MAX: no answer). For a
+ * count that only grows (what every caller waits for) a value past want is
+ * final: the caller's check of it fails at once, not after secs. */
 uint64_t hs_wait_total(const char *sock, const char *key, uint64_t want, double secs);
 /* The median of n stats latencies (each bounded by 30 s), stats queries one
  * after another; *worst (may be NULL) the largest. */
