@@ -245,8 +245,9 @@ int td_tt_alloc(td_tt_table *t, int32_t device, uint32_t space, uint64_t id, uin
             drop_entry(t, victim);
         }
     }
-    device_sum *d = o != NULL && t->c.live < t->max_entries ? ot_find(&t->devices, dkey(device), 0, 0) : NULL;
-    if (o != NULL && t->c.live < t->max_entries && d == NULL)
+    int room = o != NULL && t->c.live < t->max_entries; /* after the eviction, if any */
+    device_sum *d = room ? ot_find(&t->devices, dkey(device), 0, 0) : NULL;
+    if (room && d == NULL)
         d = ot_insert(&t->devices, dkey(device), 0, 0);
     if (d != NULL && (e = calloc(1, sizeof(*e))) != NULL &&
         ref_add(&t->entries, id, (uint32_t)device, space, e) != 0) {
