@@ -294,6 +294,31 @@ static void unusable_records_are_ignored_and_the_client_lives_on(void **state) {
     assert_int_equal(test_json_u64(j, "tt", "allocs"), 102);
 }
 
+/* An ALLOC that could wrap the device's sums (over 2^48 bytes, or taking
+ * one kind of a device past 2^50) is ignored whole: not kept, not counted,
+ * not even as one more reference to a live key; other kinds still count. */
+static void allocs_too_large_to_count_are_ignored(void **state) {
+    (void)state;
+    start_server(NULL);
+    int fd = tt_connect();
+    const uint64_t big = 1ull << 48;
+    send_rec(fd, 72, ALLOC, 2, big * 2, T_DRAM, 0x1); /* over 2^48 */
+    for (uint64_t i = 0; i < 4; i++)                  /* 2^50 on device 2's DRAM: the most */
+        send_rec(fd, 72, ALLOC, 2, big, T_DRAM, 0x10 + i);
+    send_rec(fd, 72, ALLOC, 2, big, T_DRAM, 0x14); /* past 2^50 */
+    send_rec(fd, 72, ALLOC, 2, big, T_DRAM, 0x10); /* a live key, but as large */
+    send_rec(fd, 72, ALLOC, 2, 4096, T_L1, 0x20);
+    uint8_t r[72];
+    ask(fd, 72, QUERY, 2, r);
+    assert_int_equal(get(r + 40, 8), 4 * big);
+    assert_int_equal(get(r + 48, 8), 4096);
+    const char *j = stats();
+    assert_int_equal(test_json_u64(j, "server", "compat_ignored"), 3);
+    assert_int_equal(test_json_u64(j, "tt", "allocs"), 5);
+    assert_int_equal(test_json_u64(j, "tt", "references"), 0);
+    close(fd);
+}
+
 /* DEVICE_INFO: TT's server without devices answers num_devices 0 and
  * is_available 0; with --tt-devices the operator's description. */
 static void device_info_is_tt_without_devices_unless_described(void **state) {
@@ -490,6 +515,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(two_processes_share_buffers_by_reference, setup, teardown),
         cmocka_unit_test_setup_teardown(unusable_records_are_ignored_and_the_client_lives_on, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(allocs_too_large_to_count_are_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(device_info_is_tt_without_devices_unless_described, setup, teardown),
         cmocka_unit_test_setup_teardown(the_reporter_speaks_each_size_and_counts_what_it_withholds, setup,
                                         teardown),

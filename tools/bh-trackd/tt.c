@@ -221,16 +221,12 @@ static void per_process(td_server *s, td_client *c, bh_track_result r, uint32_t 
 static void on_alloc(td_server *s, td_client *c, int32_t device, uint32_t space, uint32_t kind,
                      const uint8_t *r) {
     uint64_t id = bh_get64(r + 24), size = bh_get64(r + 8), now = td_now_ms();
-    uint64_t held[16];
-    td_tt_device_bytes(s->tt_table, device, held);
-    if (size > BH_TRACK_MAX_SIZE || held[kind & 15u] > BH_TRACK_MAX_GROUP_BYTES - size) {
-        /* Sums of one client's sizes must not wrap another's (one ALLOC of
-         * 2^64 - 8 GiB took a device's 8 GiB to 0): logged and ignored. */
+    int kept = td_tt_alloc(s->tt_table, device, space, id, size, kind, c->pid, now);
+    if (kept == TD_TT_TOO_LARGE) { /* it would wrap others' sums: logged and ignored */
         unusable(s, c, "ALLOC too large to count (over 2^48 bytes, or 2^50 on the device), GiB",
                  (unsigned)(size >> 30));
         return;
     }
-    int kept = td_tt_alloc(s->tt_table, device, space, id, size, kind, c->pid, now);
     if (kept == TD_TT_FULL)
         td_log(s, TD_WARN,
                "TT table full (%" PRIu64 " entries, --max-live-per-client): ALLOC by pid %d not kept"

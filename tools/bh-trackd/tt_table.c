@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 #include "otab.h"
+#include "track.h" /* BH_TRACK_MAX_SIZE, BH_TRACK_MAX_GROUP_BYTES */
 #include "tt_table.h"
 
 typedef struct owner owner;
@@ -229,6 +230,12 @@ static entry *give_way(td_tt_table *t, const owner *o) {
 
 int td_tt_alloc(td_tt_table *t, int32_t device, uint32_t space, uint64_t id, uint64_t size, uint32_t kind,
                 pid_t pid, uint64_t now_ms) {
+    /* Sums of one client's sizes must not wrap another's (one ALLOC of
+     * 2^64 - 8 GiB took a device's 8 GiB to 0): the tracker's bounds, on
+     * this device's sum of kind, before anything is counted. */
+    device_sum *d = ot_find(&t->devices, dkey(device), 0, 0);
+    if (size > BH_TRACK_MAX_SIZE || (d != NULL && d->bytes[kind & 15u] > BH_TRACK_MAX_GROUP_BYTES - size))
+        return TD_TT_TOO_LARGE;
     entry *e = ref_find(&t->entries, id, (uint32_t)device, space);
     if (e != NULL) { /* TT's server: one more reference, the bytes are counted once */
         e->refs++;
@@ -246,7 +253,8 @@ int td_tt_alloc(td_tt_table *t, int32_t device, uint32_t space, uint64_t id, uin
         }
     }
     int room = o != NULL && t->c.live < t->max_entries; /* after the eviction, if any */
-    device_sum *d = room ? ot_find(&t->devices, dkey(device), 0, 0) : NULL;
+    if (rc != TD_TT_NEW || !room)                       /* a drop may have moved or removed d */
+        d = room ? ot_find(&t->devices, dkey(device), 0, 0) : NULL;
     if (room && d == NULL)
         d = ot_insert(&t->devices, dkey(device), 0, 0);
     if (d != NULL && (e = calloc(1, sizeof(*e))) != NULL &&

@@ -68,14 +68,17 @@ enum {
     TD_TT_REFERENCE = 1,
     TD_TT_FULL = 2,
     TD_TT_EVICTED_DEPARTED = 3,
-    TD_TT_EVICTED_SHARE = 4
+    TD_TT_EVICTED_SHARE = 4,
+    TD_TT_TOO_LARGE = 5
 };
 /* An ALLOC by pid of size bytes of memory kind (a BH_MEM_* or the CB/kernel
  * kinds of wire.h); TD_TT_NEW, TD_TT_REFERENCE (the key was live: one more
  * reference, its size and kind stay those of the first), TD_TT_FULL (not
- * kept) or TD_TT_EVICTED_* (kept in the place of an entry of a gone process,
- * or of one over its share). O(1), but a full table with no gone process's
- * entries looks at each owner. */
+ * kept), TD_TT_EVICTED_* (kept in the place of an entry of a gone process,
+ * or of one over its share) or TD_TT_TOO_LARGE (size over
+ * BH_TRACK_MAX_SIZE, or the device's bytes of kind would pass
+ * BH_TRACK_MAX_GROUP_BYTES: nothing counted, not even a reference). O(1), but a full table with no gone
+ * process's entries looks at each owner. */
 int td_tt_alloc(td_tt_table *t, int32_t device, uint32_t space, uint64_t id, uint64_t size, uint32_t kind,
                 pid_t pid, uint64_t now_ms);
 /* A FREE: 0 (one reference released; *last set when it was the last), or
