@@ -35,10 +35,11 @@
 static const char *trackd;
 static test_paths paths;
 
-static pid_t start_server(void) {
+/* The test's server, with extra arguments (NULL-terminated, may be NULL). */
+static pid_t start_server(const char *const *extra) {
     const char *base[] = {trackd,       "--socket", paths.sock, "--summary", paths.summary,
                           "--grace-ms", "300",      "--log",    paths.log,   NULL};
-    pid_t pid = test_server_spawn(base, NULL, 0);
+    pid_t pid = test_server_spawn(base, extra, 0);
     test_wait_accepting(paths.sock);
     return pid;
 }
@@ -105,7 +106,7 @@ static void send_stream_frame(int fd, uint16_t type, uint32_t stream) {
  * and restarted every age at the resync). */
 static void an_aged_resync_entry_keeps_its_age(void **state) {
     (void)state;
-    pid_t srv = start_server();
+    pid_t srv = start_server(NULL);
     int fd = raw_connect();
     send_hello(fd);
     send_stream_frame(fd, BH_WIRE_RESYNC_BEGIN, 1);
@@ -157,7 +158,7 @@ static double age_of(uint64_t address) {
  * and restarted every age at the resync. */
 static void forced_loss_is_counted_alike_and_repaired_with_ages_kept(void **state) {
     (void)state;
-    pid_t srv = start_server();
+    pid_t srv = start_server(NULL);
     bh_reporter rep;
     bh_socket_options opt = {.queue_capacity = 1000, .send_timeout_ms = 200}; /* a ring of 1,024 */
     assert_int_equal(bh_socket_reporter_open(paths.sock, &opt, &rep), BH_OK);
@@ -259,7 +260,7 @@ static void run_attack(attack_fn attack, uint64_t malformed_before) {
  * rings: the RING frame was malformed.) */
 static void a_hostile_ring_never_crashes_or_stalls_the_server(void **state) {
     (void)state;
-    pid_t srv = start_server();
+    pid_t srv = start_server(NULL);
     attack_fn attacks[] = {head_far_ahead, head_goes_back, unknown_kind, numbers_go_back};
     for (size_t i = 0; i < sizeof(attacks) / sizeof(attacks[0]); i++)
         run_attack(attacks[i], i);
@@ -324,7 +325,7 @@ static void a_hostile_ring_never_crashes_or_stalls_the_server(void **state) {
  * ring's gap wrapped the total to 0). */
 static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
     (void)state;
-    pid_t srv = start_server();
+    pid_t srv = start_server(NULL);
     int victim = raw_connect();
     send_hello(victim);
     for (uint64_t seq = 1; seq <= 12; seq += 11) { /* seq 1, then 12: 10 lost */
@@ -385,9 +386,7 @@ static int server_memfds(pid_t srv) {
 static void waiting_descriptors_stay_within_the_connection_caps(void **state) {
     (void)state;
     const char *caps[] = {"--max-connections", "6", "--max-connections-per-uid", "6", NULL};
-    const char *base[] = {trackd, "--socket", paths.sock, "--log", paths.log, NULL};
-    pid_t srv = test_server_spawn(base, caps, 0);
-    test_wait_accepting(paths.sock);
+    pid_t srv = start_server(caps);
     int socks[2];
     for (int k = 0; k < 2; k++) {
         socks[k] = raw_connect();
