@@ -69,9 +69,10 @@ static const char *log_find(const char *log, const char *tag, char *buf, size_t 
     return at != NULL ? at + strlen(tag) : NULL;
 }
 
-/* The text after tag in log, polled for 5 s; NULL if it never came. */
+/* The text after tag in log, polled for TEST_HANG_S at most; NULL if it
+ * never came. */
 static const char *logged_after(const char *log, const char *tag, char *buf, size_t cap) {
-    for (double end = test_now_s() + 5; test_now_s() < end; test_sleep_ms(10)) {
+    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end; test_sleep_ms(10)) {
         const char *at = log_find(log, tag, buf, cap);
         if (at != NULL)
             return at;
@@ -122,7 +123,7 @@ void hs_send_all(int fd, const void *p, size_t n) {
 
 size_t hs_read_n(int fd, uint8_t *buf, size_t n) {
     size_t got = 0;
-    for (double end = test_now_s() + 30; got < n && test_now_s() < end;) {
+    for (double end = test_now_s() + TEST_HANG_S; got < n && test_now_s() < end;) {
         struct pollfd p = {fd, POLLIN, 0};
         if (poll(&p, 1, 100) <= 0)
             continue;
@@ -152,7 +153,7 @@ int hs_tt_connect(const char *compat) {
 }
 
 uint64_t hs_stat(const char *sock, const char *key) {
-    char *j = hs_query(sock, 1, 10, NULL);
+    char *j = hs_query(sock, 1, TEST_HANG_S, NULL);
     assert_non_null(j);
     uint64_t v = hs_num(j, key);
     free(j);
@@ -179,7 +180,7 @@ size_t hs_hello(uint8_t *p, int control) {
 
 static int connect_bounded(const char *sock) {
     int fd = bh_unix_connect(sock);
-    struct timeval tv = {30, 0}; /* no step may hang a test */
+    struct timeval tv = {(time_t)TEST_HANG_S, 0}; /* no step may hang a test */
     if (fd >= 0) {
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -276,9 +277,9 @@ double hs_stats_latency(const char *sock, int n, double *worst) {
     if (n > 64)
         n = 64;
     for (int i = 0; i < n; i++) {
-        char *j = hs_query(sock, 1, 30, &t[i]);
+        char *j = hs_query(sock, 1, TEST_HANG_S, &t[i]);
         if (j == NULL)
-            t[i] = 30; /* no answer counts as the bound */
+            t[i] = TEST_HANG_S; /* no answer counts as the bound */
         free(j);
     }
     qsort(t, (size_t)n, sizeof(t[0]), by_value);

@@ -27,11 +27,13 @@ void hs_teardown(void);
 /* Kills pid at teardown, whatever happened. */
 void hs_track(pid_t pid);
 
-/* The --http port the server logged in log (asserts it did within 5 s). */
+/* The --http port the server logged in log (asserts it did, within
+ * TEST_HANG_S). */
 unsigned hs_http_port(const char *log);
 /* 1 if the log holds tag now (the first 1 MiB of it). */
 int hs_log_has(const char *log, const char *tag);
-/* The number after "at most " in the log's descriptor-limit line, 0 if none. */
+/* The number after "at most " in the log's descriptor-limit line, 0 if none
+ * came within TEST_HANG_S. */
 uint64_t hs_logged_cap(const char *log);
 
 long hs_rss_kb(pid_t pid); /* VmRSS */
@@ -45,7 +47,8 @@ int hs_reporter(const char *sock);
 void hs_events(int fd, uint32_t stream, uint8_t kind, uint32_t device, uint32_t spread, uint64_t base,
                uint64_t size, size_t count);
 void hs_send_all(int fd, const void *p, size_t n);
-/* Reads exactly n bytes within 30 s; how many came (fewer: EOF or an error). */
+/* Reads exactly n bytes, TEST_HANG_S at most; how many came (fewer: EOF, an
+ * error or the bound). */
 size_t hs_read_n(int fd, uint8_t *buf, size_t n);
 /* Starts trackd with --compat-tt on p->compat, --grace-ms 100 and more
  * (NULL-terminated, may be NULL); waits until both sockets accept. */
@@ -68,15 +71,19 @@ uint64_t hs_num(const char *json, const char *key);
  * count that only grows (what every caller waits for) a value past want is
  * final: the caller's check of it fails at once, not after secs. */
 uint64_t hs_wait_total(const char *sock, const char *key, uint64_t want, double secs);
-/* The median of n stats latencies (each bounded by 30 s), stats queries one
- * after another; *worst (may be NULL) the largest. */
+/* The median of n stats latencies (each bounded by TEST_HANG_S, which no
+ * answer counts as), stats queries one after another; *worst (may be NULL)
+ * the largest. */
 double hs_stats_latency(const char *sock, int n, double *worst);
 
 /* A TCP connection to 127.0.0.1:port from source address src (NULL: any),
  * with the receive buffer set to rcvbuf first (0: default). -1 if refused. */
 int hs_http_connect(unsigned port, const char *src, int rcvbuf);
-/* "GET path" with Host host (NULL: none, HTTP/1.0) on a new connection; the
- * status, and the body (malloc'd, may be NULL) within 10 s. */
+/* "GET path" on a new connection: HTTP/1.1 with Host host and "Connection:
+ * close", or HTTP/1.0 without Host (host NULL). Reads the answer until the
+ * server closes (TEST_HANG_S and 4 MiB at most). Returns its status, -1 if
+ * the connection was refused or no status line came; *body (body may be
+ * NULL) what follows the headers, malloc'd, or NULL if they never ended. */
 int hs_http_get(unsigned port, const char *host, const char *path, char **body);
 
 /* setgid/setuid to 65534 (a forked child only: exits 99 on failure). */
