@@ -40,10 +40,6 @@ static bh_registry *registry_with(bh_allocator allocator, uint32_t flags) {
     return reg;
 }
 
-static bh_registry *make(fixed_alloc *a, uint32_t flags) {
-    return registry_with((bh_allocator){fixed_alloc_alloc, fixed_alloc_free, a}, flags);
-}
-
 /* ======================== Foreign debug tokens ======================== */
 
 /* Registry tags repeat every 255 registries, and token ids start at 1 in
@@ -58,15 +54,15 @@ static void a_foreign_token_never_names_a_token_of_another_registry(void **state
     assert_non_null(sink);
     bh__diag_set_sink(sink);
     fixed_alloc aa = {.next = 0x10000}, bb = {.next = 0x10000};
-    bh_registry *a = make(&aa, BH_CONFIG_DEBUG_REFS);
+    bh_registry *a = registry_with(fixed_allocator(&aa), BH_CONFIG_DEBUG_REFS);
     bh_handle ta, tb;
     assert_int_equal(bh_alloc(a, 0, 64, &ta), BH_OK);
     /* 254 registries later, the next one gets a's tag again. */
     for (int r = 0; r < 254; r++) {
         fixed_alloc unused = {0};
-        assert_int_equal(bh_registry_destroy(make(&unused, 0)), BH_OK);
+        assert_int_equal(bh_registry_destroy(registry_with(fixed_allocator(&unused), 0)), BH_OK);
     }
-    bh_registry *b = make(&bb, BH_CONFIG_DEBUG_REFS);
+    bh_registry *b = registry_with(fixed_allocator(&bb), BH_CONFIG_DEBUG_REFS);
     assert_int_equal(b->tag, a->tag); /* the case that failed is reached */
     assert_int_equal(bh_alloc(b, 0, 64, &tb), BH_OK);
     bh_info info;
