@@ -307,12 +307,6 @@ static void one_op(bh_registry *reg, held mine[HELD], uint64_t *rng) {
         break;
     }
     case 6: { /* a live block per half at most, plus the dying ones their releasers hold */
-#if defined(BH_VALGRIND_ANNOTATIONS) && BH_VALGRIND_ANNOTATIONS
-        /* The counters are read racily by design ("readers accept a racy
-         * sum"), which helgrind and drd report: not under them. */
-        if (bh__under_valgrind)
-            break;
-#endif
         bh_stats s;
         if (bh_stats_get(reg, &s) != BH_OK || s.live_handles > HALVES + THREADS)
             bad();

@@ -75,6 +75,9 @@ bh_status bh__shard_init(bh__shard *shard, const bh__slab *slab) {
      * publishes, not the pointer itself). Found by the concurrency audit;
      * test_table_race's growth case shows it. */
     BH__ATOMIC_RANGE(&shard->table, sizeof(shard->table));
+    /* The live count is read without the lock by bh_stats_get (relaxed, a
+     * statistic) while births and deaths store it under the lock. */
+    BH__ATOMIC_RANGE(&shard->live, sizeof(shard->live));
     /* Relaxed: the registry is published to other threads by whatever hands
      * them its pointer. */
     AO_store(&shard->table, (AO_t)t);
@@ -92,6 +95,7 @@ void bh__shard_fini(bh__shard *shard) {
     }
     table_free(bh__shard_table(shard));
     BH__ATOMIC_RANGE_END(&shard->table, sizeof(shard->table));
+    BH__ATOMIC_RANGE_END(&shard->live, sizeof(shard->live));
     pthread_mutex_destroy(&shard->lock);
 }
 

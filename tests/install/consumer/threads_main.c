@@ -4,7 +4,9 @@
  * address's last release (and its allocator free) happens on whichever
  * thread lets go last. Every allocation has host state that its holders read
  * and its allocator free writes: only the library's orderings keep those
- * apart. Exit 0 when every allocation reported was freed exactly once. */
+ * apart. Each thread also reads the registry's statistics now and then, as
+ * a monitor would while others count. Exit 0 when every allocation reported
+ * was freed exactly once. */
 #include <bufhandle/bufhandle.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -57,6 +59,9 @@ static void *worker(void *arg) {
             return "freed while held";
         if (bh_release(reg, l) != BH_OK || bh_release(reg, h) != BH_OK)
             return "bh_release failed";
+        bh_stats stats;
+        if (r % 32 == 0 && bh_stats_get(reg, &stats) != BH_OK)
+            return "bh_stats_get failed";
     }
     return NULL;
 }
