@@ -335,6 +335,32 @@ static void a_client_over_its_live_limit_is_cut_off_and_the_server_goes_on(void 
     test_server_stop_clean(srv);
 }
 
+/* A limit of 0 is refused when the server starts, naming the option: read
+ * as the limit, --max-live-per-client 0 made TT's table refuse every ALLOC
+ * while the tracker read it as no limit at all. The server's exit status
+ * (2) and its message; a server that started instead runs until `timeout`
+ * ends it (124). */
+static void a_limit_of_zero_is_refused_at_start(void **state) {
+    (void)state;
+    static const char *const opts[] = {"--max-live-per-client", "--max-groups-per-client",
+                                       "--max-connections", "--frame-timeout-ms"};
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+        char cmd[1024], out[512];
+        snprintf(cmd, sizeof(cmd), "timeout %d %s --socket %s --compat-tt --compat-socket %s %s 0 2>&1",
+                 (int)TEST_HANG_S, trackd, paths.sock, paths.compat, opts[i]);
+        FILE *f = popen(cmd, "r");
+        assert_non_null(f);
+        size_t n = fread(out, 1, sizeof(out) - 1, f);
+        out[n] = '\0';
+        int st = pclose(f);
+        print_message("%s 0: exit %d, \"%s\"\n", opts[i], WIFEXITED(st) ? WEXITSTATUS(st) : -1, out);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 2);
+        assert_non_null(strstr(out, opts[i]));
+        assert_non_null(strstr(out, "takes 1 or more"));
+    }
+}
+
 /* A child running as another user (nobody) connects; returns 1 if the server
  * closed the connection on it without reading a frame. */
 static int foreign_peer_is_closed(void) {
@@ -658,6 +684,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(a_client_over_its_live_limit_is_cut_off_and_the_server_goes_on, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(compat_records_are_tracked_and_answered, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_limit_of_zero_is_refused_at_start, setup, teardown),
     };
     return cmocka_run_group_tests_name("trackd", tests, NULL, NULL);
 }

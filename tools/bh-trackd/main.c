@@ -55,7 +55,8 @@ static void usage(FILE *f) {
             "          --compat-socket %s, --max-live-per-client 10000000,\n"
             "          --max-groups-per-client %u, --max-connections 1024 (and under the descriptor\n"
             "          limit), --max-connections-per-uid 64, --handshake-timeout-ms 5000,\n"
-            "          --frame-timeout-ms 10000, --summary-interval-ms 10000, --grace-ms 2000,\n"
+            "          --frame-timeout-ms 10000 (the --max-* limits and these two timeouts take 1 or\n"
+            "          more: none can be turned off), --summary-interval-ms 10000, --grace-ms 2000,\n"
             "          --timeout-ms 5000, log to stderr (SIGHUP reopens --log, writes --summary),\n"
             "          no HTTP (--http PORT listens on 127.0.0.1; Host must be localhost, a loopback\n"
             "          address or an --http-allow-host NAME), --metrics-domains 1024,\n"
@@ -90,24 +91,29 @@ static int path_fits(const char *opt, const char *path) {
     return 0;
 }
 
-/* The numeric options of the server, with where each goes. */
+/* The numeric options of the server, with where each goes. A limit or a
+ * timeout takes 1 or more: each is a bound that keeps one client from
+ * taking what the others need, and none can be turned off (0 read as the
+ * limit made --max-live-per-client 0 refuse every TT ALLOC, and as "none"
+ * left a process's live set unbounded). */
 typedef struct num_opt {
     const char *name;
     size_t offset;
+    int positive;
 } num_opt;
 
-#define NUM_OPT(name, field)                                                                                 \
-    { name, offsetof(td_server, field) }
+#define NUM_OPT(name, field, positive)                                                                       \
+    { name, offsetof(td_server, field), positive }
 static const num_opt num_opts[] = {
-    NUM_OPT("--max-live-per-client", max_live),
-    NUM_OPT("--max-groups-per-client", max_groups),
-    NUM_OPT("--max-connections", max_conns),
-    NUM_OPT("--max-connections-per-uid", max_conns_per_uid),
-    NUM_OPT("--handshake-timeout-ms", handshake_ms),
-    NUM_OPT("--frame-timeout-ms", frame_ms),
-    NUM_OPT("--summary-interval-ms", summary_ms),
-    NUM_OPT("--grace-ms", grace_ms),
-    NUM_OPT("--forget-ms", forget_ms),
+    NUM_OPT("--max-live-per-client", max_live, 1),
+    NUM_OPT("--max-groups-per-client", max_groups, 1),
+    NUM_OPT("--max-connections", max_conns, 1),
+    NUM_OPT("--max-connections-per-uid", max_conns_per_uid, 1),
+    NUM_OPT("--handshake-timeout-ms", handshake_ms, 1),
+    NUM_OPT("--frame-timeout-ms", frame_ms, 1),
+    NUM_OPT("--summary-interval-ms", summary_ms, 0), /* 0: only on SIGHUP and at exit */
+    NUM_OPT("--grace-ms", grace_ms, 0),
+    NUM_OPT("--forget-ms", forget_ms, 0),
 };
 
 /* The cardinality bounds of /metrics: series before the "other" one. */
@@ -140,7 +146,12 @@ static int series_option(td_server *s, const char *a, const char *v, int *bad) {
 static int numeric_option(td_server *s, const char *a, const char *v, int *bad) {
     for (size_t k = 0; k < sizeof(num_opts) / sizeof(num_opts[0]); k++) {
         if (strcmp(a, num_opts[k].name) == 0) {
-            *bad = parse_num(a, v, (uint64_t *)(void *)((char *)s + num_opts[k].offset)) != 0;
+            uint64_t *to = (uint64_t *)(void *)((char *)s + num_opts[k].offset);
+            *bad = parse_num(a, v, to) != 0;
+            if (!*bad && num_opts[k].positive && *to == 0) {
+                fprintf(stderr, "bh-trackd: %s takes 1 or more (a limit cannot be turned off)\n", a);
+                *bad = 1;
+            }
             return 1;
         }
     }
@@ -263,10 +274,6 @@ int main(int argc, char **argv) {
     if (s.log_path != NULL && (s.log = td_open_log(s.log_path)) == NULL) {
         fprintf(stderr, "bh-trackd: cannot open log %s: %s (a regular file, not a link)\n", s.log_path,
                 strerror(errno));
-        return 2;
-    }
-    if (s.max_conns_per_uid == 0 || s.max_conns == 0 || s.handshake_ms == 0 || s.frame_ms == 0) {
-        fprintf(stderr, "bh-trackd: connection limits and timeouts must be positive\n");
         return 2;
     }
     return td_serve(&s);
