@@ -57,19 +57,6 @@ static const char *stats_json(void) {
     return test_stats_json(trackd, paths.sock, buf, sizeof(buf));
 }
 
-/* Polls the server until totals.key == want (TEST_HANG_S at most); returns
- * the value seen. */
-static uint64_t wait_total(const char *key, uint64_t want) {
-    uint64_t v = 0;
-    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end;) {
-        v = test_json_u64(stats_json(), "totals", key);
-        if (v == want)
-            break;
-        test_sleep_ms(20);
-    }
-    return v;
-}
-
 static int setup(void **state) {
     (void)state;
     test_paths_make(&paths, "bh-trackd-test");
@@ -222,7 +209,7 @@ static void handle_client_leaves_no_unknown_free_no_duplicate_and_no_leak(void *
     (void)state;
     pid_t srv = start_server(NULL);
     assert_int_equal(test_reap(test_fork(handles_client)), 0);
-    assert_int_equal(wait_total("frees", 7), 7);
+    assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "frees", 7), 7);
     /* The server has seen the process gone: a leak would show now. */
     assert_int_equal(test_wait_stat(trackd, paths.sock, "server", "processes_gone", 1), 1);
     const char *j = stats_json();
@@ -247,7 +234,7 @@ static void naive_client_is_flagged_for_unknown_frees_duplicates_and_leaks(void 
     (void)state;
     pid_t srv = start_server(NULL);
     assert_int_equal(test_reap(test_fork(naive_client)), 0);
-    assert_int_equal(wait_total("leaks", 1), 1);
+    assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "leaks", 1), 1);
     const char *j = stats_json();
     assert_int_equal(test_json_u64(j, "totals", "allocs"), 13);
     assert_int_equal(test_json_u64(j, "totals", "frees"), 18);
@@ -261,7 +248,7 @@ static void events_still_queued_at_exit_reach_the_server(void **state) {
     (void)state;
     pid_t srv = start_server(NULL);
     assert_int_equal(test_reap(test_fork(exits_without_destroying_its_registry)), 0);
-    assert_int_equal(wait_total("leaks", 1), 1);
+    assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "leaks", 1), 1);
     const char *j = stats_json();
     assert_int_equal(test_json_u64(j, "totals", "allocs"), 2);
     assert_int_equal(test_json_u64(j, "totals", "frees"), 1);
@@ -274,7 +261,7 @@ static void registries_of_one_process_share_one_connection(void **state) {
     (void)state;
     pid_t srv = start_server(NULL);
     assert_int_equal(test_reap(test_fork(two_registries_client)), 0);
-    assert_int_equal(wait_total("frees", 2), 2);
+    assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "frees", 2), 2);
     const char *j = stats_json();
     assert_int_equal(test_json_u64(j, "server", "reporter_connections"), 1);
     assert_non_null(strstr(j, "\"stream\":1"));
@@ -288,7 +275,8 @@ static void stats_rows_come_biggest_first(void **state) {
     (void)state;
     pid_t srv = start_server(NULL);
     pid_t client = test_fork(three_sizes_client);
-    assert_int_equal(wait_total("live_bytes", 4096u + 65536u + 1048576u), 4096u + 65536u + 1048576u);
+    assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "live_bytes", 4096u + 65536u + 1048576u),
+                     4096u + 65536u + 1048576u);
     const char *j = stats_json();
     const char *d2 = strstr(j, "\"device\":2,"), *d1 = strstr(j, "\"device\":1,"),
                *d0 = strstr(j, "\"device\":0,");
@@ -449,7 +437,7 @@ static void server_killed_and_restarted_gets_the_live_set_back_by_resync(void **
     for (int i = 0; i < 5; i++)
         assert_int_equal(bh_alloc(reg, bh_sim_domain(0, BH_SIM_DRAM), 4096, &held[i]), BH_OK);
     assert_int_equal(bh_socket_reporter_flush(&rep, 2000), BH_OK);
-    assert_int_equal(wait_total("live", 5), 5);
+    assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "live", 5), 5);
 
     test_server_stop(srv, SIGKILL); /* leaves a stale socket file behind */
     double worst = churn(reg, 2000);
@@ -470,11 +458,12 @@ static void server_killed_and_restarted_gets_the_live_set_back_by_resync(void **
             break;
     }
     assert_true(rs.connects >= 2 && rs.resyncs >= 1);
-    assert_int_equal(wait_total("live", 8), 8); /* the resync made the view right */
+    assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "live", 8),
+                     8); /* the resync made the view right */
     for (int i = 0; i < 8; i++)
         assert_int_equal(bh_release(reg, held[i]), BH_OK);
     assert_int_equal(bh_socket_reporter_flush(&rep, 2000), BH_OK);
-    assert_int_equal(wait_total("live", 0), 0);
+    assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "live", 0), 0);
     const char *j = stats_json();
     /* The new server drained what the ring kept from before it started, so
      * it counts frees of the churn too; it lost exactly what was dropped. */
@@ -639,8 +628,7 @@ static void compat_records_are_tracked_and_answered(void **state) {
     memset(grown + 72, 0x55, 28); /* the extra fields land where the next record's header would be */
     memset(grown + 172, 0x55, 28);
     assert_int_equal(send(bad, grown, sizeof(grown), MSG_NOSIGNAL), (ssize_t)sizeof(grown));
-    for (int i = 0; i < 250 && test_json_u64(stats_json(), "server", "compat_ignored") == 0; i++)
-        test_sleep_ms(20); /* until the server has read bad's bytes */
+    (void)test_wait_stat(trackd, paths.sock, "server", "compat_ignored", 1); /* the server read bad's bytes */
     uint8_t sink[64];
     assert_int_equal(recv(bad, sink, sizeof(sink), MSG_DONTWAIT), -1); /* open: nothing to read, no EOF */
     assert_int_equal(send(bad, grown, sizeof(grown), MSG_NOSIGNAL), (ssize_t)sizeof(grown));

@@ -149,14 +149,6 @@ static const char *stats(void) {
     return test_stats_json(trackd, paths.sock, buf, sizeof(buf));
 }
 
-/* Polls stats until section.key == want (5 s at most); returns the value seen. */
-static uint64_t wait_stat(const char *section, const char *key, uint64_t want) {
-    uint64_t v = 0;
-    for (int i = 0; i < 250 && (v = test_json_u64(stats(), section, key)) != want; i++)
-        test_sleep_ms(20);
-    return v;
-}
-
 /* Each BufferType and the circular-buffer and kernel records in 112- and
  * 144-byte records, auto-detected: RESPONSE of the connection's size, with
  * cb_allocated and kernel_allocated at 72 and 80 in the 144-byte one. */
@@ -247,7 +239,7 @@ static void two_processes_share_buffers_by_reference(void **state) {
     assert_int_equal(get(r + 40, 8), 8192);
     assert_int_equal(get(r + 48, 8), 0);
     /* B is gone: its 8192 bytes leaked, by TT's table. */
-    assert_int_equal(wait_stat("tt", "leaked_bytes", 8192), 8192);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "tt", "leaked_bytes", 8192), 8192);
     const char *j = stats();
     assert_int_equal(test_json_u64(j, "tt", "unknown_frees"), 2);
     assert_int_equal(test_json_u64(j, "tt", "references"), 2);

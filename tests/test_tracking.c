@@ -65,14 +65,6 @@ static const char *stats(void) {
     return test_stats_json(trackd, paths.sock, buf, sizeof(buf));
 }
 
-/* Polls until totals.key reaches at least want (bounded); returns it. */
-static uint64_t wait_total(const char *key, uint64_t want) {
-    uint64_t v = 0;
-    for (int i = 0; i < 1000 && (v = test_json_u64(stats(), "totals", key)) < want; i++)
-        test_sleep_ms(10);
-    return v;
-}
-
 /* The output of a bh-trackd command (argv after the program), into buf. */
 static const char *run_trackd(const char *const *args, char *buf, size_t cap) {
     int fds[2];
@@ -176,10 +168,10 @@ static void a_full_history_still_shows_a_later_double_free(void **state) {
     start();
     for (int i = 0; i < 2; i++)
         assert_int_equal(test_reap(test_fork(correct_client)), 0);
-    assert_int_equal(wait_total("frees", 40000), 40000);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "frees", 40000), 40000);
     pid_t bad = test_fork(double_freer);
     assert_int_equal(test_reap(bad), 0);
-    assert_int_equal(wait_total("unknown_frees", 1), 1);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "unknown_frees", 1), 1);
     const char *j = stats();
     char want[160];
     snprintf(want, sizeof(want), "\"overfreed\":[{\"pid\":%d,\"stream\":1,\"name\":\"double-freer\",",
@@ -209,7 +201,7 @@ static void held_back_log_lines_are_shown_as_they_read(void **state) {
     start();
     pid_t pid = test_fork(unknown_freer);
     assert_int_equal(test_reap(pid), 0);
-    assert_int_equal(wait_total("unknown_frees", 150), 150);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "unknown_frees", 150), 150);
     bh_trackd_stop(server); /* the exit reports what each window held back */
     server = 0;
     FILE *f = fopen(paths.log, "r");

@@ -25,6 +25,7 @@
 #include "proc.h"
 #include "sanitize.h"
 #include "support/server.h"
+#include "wire.h"
 
 void test_paths_make(test_paths *p, const char *name) {
     snprintf(p->dir, sizeof(p->dir), "/tmp/%s-XXXXXX", name);
@@ -257,14 +258,25 @@ uint64_t test_json_u64(const char *json, const char *section, const char *key) {
     return strtoull(p + strlen(pat), NULL, 10);
 }
 
-uint64_t test_wait_stat(const char *trackd, const char *sock, const char *section, const char *key,
-                        uint64_t want) {
-    static char buf[1 << 17];
+/* test_wait_stat and test_wait_stat_is: want or more (exact 0), or want. */
+static uint64_t wait_stat(const char *trackd, const char *sock, const char *section, const char *key,
+                          uint64_t want, int exact) {
+    static char buf[BH_WIRE_MAX_PAYLOAD + 64]; /* a whole reply and its newline */
     uint64_t v = 0;
     for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end; test_sleep_ms(20)) {
         v = test_json_u64(test_stats_json(trackd, sock, buf, sizeof(buf)), section, key);
-        if (v >= want)
+        if (exact ? v == want : v >= want)
             break;
     }
     return v;
+}
+
+uint64_t test_wait_stat(const char *trackd, const char *sock, const char *section, const char *key,
+                        uint64_t want) {
+    return wait_stat(trackd, sock, section, key, want, 0);
+}
+
+uint64_t test_wait_stat_is(const char *trackd, const char *sock, const char *section, const char *key,
+                           uint64_t want) {
+    return wait_stat(trackd, sock, section, key, want, 1);
 }

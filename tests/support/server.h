@@ -112,5 +112,9 @@ uint64_t test_json_u64(const char *json, const char *section, const char *key);
  * client process gone and counted what it still held as leaks). */
 uint64_t test_wait_stat(const char *trackd, const char *sock, const char *section, const char *key,
                         uint64_t want);
+/* The same until SECTION.KEY is exactly want: for a value that also goes
+ * down (totals.live back to 0). */
+uint64_t test_wait_stat_is(const char *trackd, const char *sock, const char *section, const char *key,
+                           uint64_t want);
 
 #endif /* BH_TEST_SERVER_H */
