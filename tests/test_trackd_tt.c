@@ -31,8 +31,7 @@
 #include "support/server.h"
 
 static const char *trackd, *demo;
-static pid_t servers[4];
-static int nservers;
+static pid_t server; /* the latest started */
 static test_paths paths;
 
 /* ------------------------------------------------------------ records */
@@ -88,19 +87,10 @@ static void ask(int fd, size_t size, uint8_t type, int32_t device, uint8_t *out)
 /* ------------------------------------------------------------ server */
 
 static void start_server(const char *const *extra) {
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        const char *argv[24] = {trackd,       "--socket", paths.sock, "--compat-tt", "--compat-socket",
-                                paths.compat, "--log",    paths.log,  "--grace-ms",  "200"};
-        int n = 10;
-        for (int i = 0; extra != NULL && extra[i] != NULL && n < 23; i++)
-            argv[n++] = extra[i];
-        argv[n] = NULL;
-        execv(trackd, (char *const *)argv);
-        _exit(127);
-    }
-    servers[nservers++] = pid;
+    const char *base[] = {trackd,       "--socket", paths.sock, "--compat-tt", "--compat-socket",
+                          paths.compat, "--log",    paths.log,  "--grace-ms",  "200",
+                          NULL};
+    server = test_server_spawn(base, extra, 0);
     test_wait_accepting(paths.sock);
     test_wait_accepting(paths.compat);
 }
@@ -113,9 +103,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    for (int i = 0; i < nservers; i++)
-        test_kill(servers[i]);
-    nservers = 0;
+    test_servers_end();
     return test_paths_remove(&paths);
 }
 
@@ -326,7 +314,7 @@ static void device_info_is_tt_without_devices_unless_described(void **state) {
     ask(fd, 112, DEVINFO_Q, 3, r);
     assert_int_equal(get(r + 104, 4), 0);
     close(fd);
-    test_kill(servers[--nservers]);
+    (void)test_server_stop(server, SIGKILL);
     assert_int_equal(test_paths_remove(&paths), 0);
     test_paths_make(&paths, "bh-trackd-tt");
 
