@@ -35,15 +35,6 @@
 static const char *trackd;
 static test_paths paths;
 
-/* The test's server, with extra arguments (NULL-terminated, may be NULL). */
-static pid_t start_server(const char *const *extra) {
-    const char *base[] = {trackd,       "--socket", paths.sock, "--summary", paths.summary,
-                          "--grace-ms", "300",      "--log",    paths.log,   NULL};
-    pid_t pid = test_server_spawn(base, extra, 0);
-    test_wait_accepting(paths.sock);
-    return pid;
-}
-
 /* `bh-trackd dump --json`, into a static buffer. */
 static const char *dump_json(void) {
     static char buf[1 << 16];
@@ -67,14 +58,6 @@ static int teardown(void **state) {
     (void)state;
     test_servers_end();
     return test_paths_remove(&paths);
-}
-
-static int raw_connect(void) {
-    int fd = bh_unix_connect(paths.sock);
-    assert_true(fd >= 0);
-    struct timeval tv = {2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    return fd;
 }
 
 static void send_all(int fd, const void *p, size_t n) {
@@ -106,8 +89,8 @@ static void send_stream_frame(int fd, uint16_t type, uint32_t stream) {
  * and restarted every age at the resync). */
 static void an_aged_resync_entry_keeps_its_age(void **state) {
     (void)state;
-    pid_t srv = start_server(NULL);
-    int fd = raw_connect();
+    pid_t srv = test_server_start(trackd, &paths, NULL);
+    int fd = test_connect(paths.sock);
     send_hello(fd);
     send_stream_frame(fd, BH_WIRE_RESYNC_BEGIN, 1);
     uint8_t f[BH_WIRE_HEADER + 8 + BH_WIRE_RESYNC_TIMED_ENTRY];
@@ -158,7 +141,7 @@ static double age_of(uint64_t address) {
  * and restarted every age at the resync. */
 static void forced_loss_is_counted_alike_and_repaired_with_ages_kept(void **state) {
     (void)state;
-    pid_t srv = start_server(NULL);
+    pid_t srv = test_server_start(trackd, &paths, NULL);
     bh_reporter rep;
     bh_socket_options opt = {.queue_capacity = 1000, .send_timeout_ms = 200}; /* a ring of 1,024 */
     assert_int_equal(bh_socket_reporter_open(paths.sock, &opt, &rep), BH_OK);
@@ -236,7 +219,7 @@ static void numbers_go_back(uint8_t *ring, uint32_t cap) {
 }
 
 static void run_attack(attack_fn attack, uint64_t malformed_before) {
-    int sock = raw_connect();
+    int sock = test_connect(paths.sock);
     send_hello(sock);
     uint8_t *ring;
     uint32_t cap = 1024;
@@ -260,14 +243,14 @@ static void run_attack(attack_fn attack, uint64_t malformed_before) {
  * rings: the RING frame was malformed.) */
 static void a_hostile_ring_never_crashes_or_stalls_the_server(void **state) {
     (void)state;
-    pid_t srv = start_server(NULL);
+    pid_t srv = test_server_start(trackd, &paths, NULL);
     attack_fn attacks[] = {head_far_ahead, head_goes_back, unknown_kind, numbers_go_back};
     for (size_t i = 0; i < sizeof(attacks) / sizeof(attacks[0]); i++)
         run_attack(attacks[i], i);
 
     /* Descriptors that are not sealed memfds of their size are refused with
      * RING_ACK (the client may go on over the socket), not trusted. */
-    int sock = raw_connect();
+    int sock = test_connect(paths.sock);
     send_hello(sock);
     uint8_t *ring;
     int unsealed = tr_make_ring(1024, 0, 0, &ring);
@@ -288,7 +271,7 @@ static void a_hostile_ring_never_crashes_or_stalls_the_server(void **state) {
     close(small);
 
     /* A mark whose resync never comes holds that ring only. */
-    sock = raw_connect();
+    sock = test_connect(paths.sock);
     send_hello(sock);
     int fd = tr_taken_ring(sock, 1024, &ring);
     char buf[1 << 16];
@@ -325,8 +308,8 @@ static void a_hostile_ring_never_crashes_or_stalls_the_server(void **state) {
  * ring's gap wrapped the total to 0). */
 static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
     (void)state;
-    pid_t srv = start_server(NULL);
-    int victim = raw_connect();
+    pid_t srv = test_server_start(trackd, &paths, NULL);
+    int victim = test_connect(paths.sock);
     send_hello(victim);
     for (uint64_t seq = 1; seq <= 12; seq += 11) { /* seq 1, then 12: 10 lost */
         uint8_t f[BH_WIRE_HEADER + BH_WIRE_EVENT_LEN];
@@ -344,7 +327,7 @@ static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
     assert_int_equal(test_json_u64(test_stats_json(trackd, paths.sock, buf, sizeof(buf)), "totals", "lost"),
                      10);
 
-    int sock = raw_connect();
+    int sock = test_connect(paths.sock);
     send_hello(sock);
     uint8_t *ring;
     int fd = tr_taken_ring(sock, 1024, &ring);
@@ -386,10 +369,10 @@ static int server_memfds(pid_t srv) {
 static void waiting_descriptors_stay_within_the_connection_caps(void **state) {
     (void)state;
     const char *caps[] = {"--max-connections", "6", "--max-connections-per-uid", "6", NULL};
-    pid_t srv = start_server(caps);
+    pid_t srv = test_server_start(trackd, &paths, caps);
     int socks[2];
     for (int k = 0; k < 2; k++) {
-        socks[k] = raw_connect();
+        socks[k] = test_connect(paths.sock);
         send_hello(socks[k]);
         for (int i = 0; i < 4; i++) {
             uint8_t *ring;
@@ -408,7 +391,7 @@ static void waiting_descriptors_stay_within_the_connection_caps(void **state) {
     for (double end = test_now_s() + TEST_HANG_S; server_memfds(srv) > 0 && test_now_s() < end;)
         test_sleep_ms(1);
     assert_int_equal(server_memfds(srv), 0);
-    int sock = raw_connect();
+    int sock = test_connect(paths.sock);
     send_hello(sock);
     uint8_t *ring;
     int fd = tr_taken_ring(sock, 1024, &ring);

@@ -38,18 +38,7 @@ static test_paths paths;
 
 /* ------------------------------------------------------------ helpers */
 
-static int raw_connect(const char *path);
 static size_t read_all(int fd, uint8_t *buf, size_t cap);
-
-/* Starts bh-trackd with extra arguments (NULL-terminated, or NULL); returns
- * its pid once it accepts. */
-static pid_t start_server(const char *const *extra) {
-    const char *base[] = {trackd,       "--socket", paths.sock, "--summary", paths.summary,
-                          "--grace-ms", "300",      "--log",    paths.log,   NULL};
-    pid_t pid = test_server_spawn(base, extra, 0);
-    test_wait_accepting(paths.sock);
-    return pid;
-}
 
 /* `bh-trackd stats --json`, into a static buffer. */
 static const char *stats_json(void) {
@@ -207,7 +196,7 @@ static void exits_without_destroying_its_registry(void) {
 
 static void handle_client_leaves_no_unknown_free_no_duplicate_and_no_leak(void **state) {
     (void)state;
-    pid_t srv = start_server(NULL);
+    pid_t srv = test_server_start(trackd, &paths, NULL);
     assert_int_equal(test_reap(test_fork(handles_client)), 0);
     assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "frees", 7), 7);
     /* The server has seen the process gone: a leak would show now. */
@@ -232,7 +221,7 @@ static void handle_client_leaves_no_unknown_free_no_duplicate_and_no_leak(void *
 
 static void naive_client_is_flagged_for_unknown_frees_duplicates_and_leaks(void **state) {
     (void)state;
-    pid_t srv = start_server(NULL);
+    pid_t srv = test_server_start(trackd, &paths, NULL);
     assert_int_equal(test_reap(test_fork(naive_client)), 0);
     assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "leaks", 1), 1);
     const char *j = stats_json();
@@ -246,7 +235,7 @@ static void naive_client_is_flagged_for_unknown_frees_duplicates_and_leaks(void 
 
 static void events_still_queued_at_exit_reach_the_server(void **state) {
     (void)state;
-    pid_t srv = start_server(NULL);
+    pid_t srv = test_server_start(trackd, &paths, NULL);
     assert_int_equal(test_reap(test_fork(exits_without_destroying_its_registry)), 0);
     assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "leaks", 1), 1);
     const char *j = stats_json();
@@ -259,7 +248,7 @@ static void events_still_queued_at_exit_reach_the_server(void **state) {
 
 static void registries_of_one_process_share_one_connection(void **state) {
     (void)state;
-    pid_t srv = start_server(NULL);
+    pid_t srv = test_server_start(trackd, &paths, NULL);
     assert_int_equal(test_reap(test_fork(two_registries_client)), 0);
     assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "frees", 2), 2);
     const char *j = stats_json();
@@ -273,7 +262,7 @@ static void registries_of_one_process_share_one_connection(void **state) {
 /* `stats` and `stats --json` list the rows biggest first. */
 static void stats_rows_come_biggest_first(void **state) {
     (void)state;
-    pid_t srv = start_server(NULL);
+    pid_t srv = test_server_start(trackd, &paths, NULL);
     pid_t client = test_fork(three_sizes_client);
     assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "live_bytes", 4096u + 65536u + 1048576u),
                      4096u + 65536u + 1048576u);
@@ -299,8 +288,8 @@ static void stats_rows_come_biggest_first(void **state) {
 static void a_client_over_its_live_limit_is_cut_off_and_the_server_goes_on(void **state) {
     (void)state;
     const char *extra[] = {"--max-live-per-client", "3", NULL};
-    pid_t srv = start_server(extra);
-    int fd = raw_connect(paths.sock);
+    pid_t srv = test_server_start(trackd, &paths, extra);
+    int fd = test_connect(paths.sock);
     uint8_t buf[BH_WIRE_HEADER + 14 + 5 * (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN)];
     size_t n = bh_wire_header(buf, BH_WIRE_HELLO, 14);
     bh_put32(buf + n, (uint32_t)getpid());
@@ -375,7 +364,7 @@ static void peers_of_other_users_are_rejected_unless_allowed(void **state) {
     (void)state;
     if (geteuid() != 0)
         skip(); /* needs root to act as another user */
-    pid_t srv = start_server(NULL);
+    pid_t srv = test_server_start(trackd, &paths, NULL);
     /* Open the file itself, so that only the server's own check is left. */
     assert_int_equal(chmod(paths.sock, 0666), 0);
     assert_int_equal(chmod(paths.dir, 0755), 0);
@@ -384,7 +373,7 @@ static void peers_of_other_users_are_rejected_unless_allowed(void **state) {
     test_server_stop_clean(srv);
 
     const char *allow[] = {"--allow-uid", "65534", NULL};
-    srv = start_server(allow);
+    srv = test_server_start(trackd, &paths, allow);
     assert_int_equal(chmod(paths.sock, 0666), 0);
     assert_int_equal(foreign_peer_is_closed(), 0); /* accepted: waits for its HELLO */
     assert_int_equal(test_json_u64(stats_json(), "server", "rejected_peers"), 0);
@@ -427,7 +416,7 @@ static double churn(bh_registry *reg, int pairs) {
 
 static void server_killed_and_restarted_gets_the_live_set_back_by_resync(void **state) {
     (void)state;
-    pid_t srv = start_server(NULL);
+    pid_t srv = test_server_start(trackd, &paths, NULL);
     bh_sim *sim = make_sim();
     bh_reporter rep;
     /* A ring of 1,024 records: the 4,006 events while the server is dead overflow it. */
@@ -450,7 +439,7 @@ static void server_killed_and_restarted_gets_the_live_set_back_by_resync(void **
     assert_true(st.reports_dropped > 0);
     assert_true(worst < 0.25 * slack); /* never waits on the dead server beyond the send timeout */
 
-    srv = start_server(NULL); /* replaces the stale socket file */
+    srv = test_server_start(trackd, &paths, NULL); /* replaces the stale socket file */
     bh_reporter_stats rs;
     for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end; test_sleep_ms(10)) {
         assert_int_equal(bh_socket_reporter_stats(&rep, &rs), BH_OK);
@@ -527,14 +516,6 @@ static void slow_server_does_not_stall_the_application(void **state) {
 
 /* ------------------------------------------------------------ server hygiene */
 
-static int raw_connect(const char *path) {
-    int fd = bh_unix_connect(path);
-    assert_true(fd >= 0);
-    struct timeval tv = {2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    return fd;
-}
-
 /* Reads until EOF (or timeout); returns bytes read. */
 static size_t read_all(int fd, uint8_t *buf, size_t cap) {
     size_t n = 0;
@@ -546,7 +527,7 @@ static size_t read_all(int fd, uint8_t *buf, size_t cap) {
 
 static void malformed_frames_disconnect_only_their_client(void **state) {
     (void)state;
-    pid_t srv = start_server(NULL);
+    pid_t srv = test_server_start(trackd, &paths, NULL);
     struct stat st;
     assert_int_equal(stat(paths.sock, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
@@ -559,7 +540,7 @@ static void malformed_frames_disconnect_only_their_client(void **state) {
     const uint8_t *cases[] = {bad_magic, too_long, no_hello};
     const size_t sizes[] = {sizeof(bad_magic), sizeof(too_long), sizeof(no_hello)};
     for (int i = 0; i < 3; i++) {
-        int fd = raw_connect(paths.sock);
+        int fd = test_connect(paths.sock);
         assert_int_equal(send(fd, cases[i], sizes[i], MSG_NOSIGNAL), (ssize_t)sizes[i]);
         uint8_t reply[512];
         size_t n = read_all(fd, reply, sizeof(reply));
@@ -591,11 +572,11 @@ static void malformed_frames_disconnect_only_their_client(void **state) {
 static void compat_records_are_tracked_and_answered(void **state) {
     (void)state;
     const char *extra[] = {"--compat-tt", "--compat-socket", paths.compat, NULL};
-    pid_t pid = start_server(extra);
+    pid_t pid = test_server_start(trackd, &paths, extra);
     /* The server binds the compat socket after the native one it was
      * waited on for. */
     test_wait_accepting(paths.compat);
-    int fd = raw_connect(paths.compat);
+    int fd = test_connect(paths.compat);
     uint8_t rec[3][BH_TT_RECORD];
     /* ALLOC DRAM 4096 at 0x1000 and L1 100 at 0x2000 on device 0, as the TT client sends them. */
     bh_tt_record(rec[0], BH_TT_ALLOC, 0, 4096, 0, (int32_t)getpid(), 0x1000, 123456789);
@@ -621,7 +602,7 @@ static void compat_records_are_tracked_and_answered(void **state) {
      * next 72-byte header or the 112-byte device-info fields would be) is
      * dropped before any of it counts, and never disconnected (a TT client
      * would die of SIGPIPE); the others go on. */
-    int bad = raw_connect(paths.compat);
+    int bad = test_connect(paths.compat);
     uint8_t grown[200];
     memset(grown, 0, sizeof(grown));
     grown[0] = grown[100] = BH_TT_ALLOC;

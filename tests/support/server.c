@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <cmocka.h>
@@ -168,6 +169,22 @@ pid_t test_server_spawn(const char *const *base, const char *const *extra, int q
         }
     }
     return pid;
+}
+
+pid_t test_server_start(const char *trackd, const test_paths *p, const char *const *extra) {
+    const char *base[] = {trackd,       "--socket", p->sock, "--summary", p->summary,
+                          "--grace-ms", "300",      "--log", p->log,      NULL};
+    pid_t pid = test_server_spawn(base, extra, 0);
+    test_wait_accepting(p->sock);
+    return pid;
+}
+
+int test_connect(const char *path) {
+    int fd = bh_unix_connect(path);
+    assert_true(fd >= 0);
+    struct timeval tv = {(time_t)TEST_HANG_S, 0};
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    return fd;
 }
 
 test_stop test_server_stop(pid_t pid, int sig) {

@@ -69,6 +69,14 @@ double test_timer_unpreempted(const test_timer *t);
  * NULL-terminated; extra may be NULL), stderr to /dev/null when quiet. The
  * pid; the caller waits for what it needs (test_wait_accepting). */
 pid_t test_server_spawn(const char *const *base, const char *const *extra, int quiet);
+/* The tests' usual server: trackd with --socket, --summary and --log of p
+ * and --grace-ms 300, then extra (NULL-terminated, may be NULL); its pid
+ * once it accepts (test_wait_accepting). */
+pid_t test_server_start(const char *trackd, const test_paths *p, const char *const *extra);
+/* A connection to the server socket at path (asserted) whose reads give up
+ * after TEST_HANG_S (SO_RCVTIMEO): a read that waits for an answer or the
+ * server's close never hangs the test. */
+int test_connect(const char *path);
 /* Kills and reaps every process test_server_spawn started that
  * test_server_stop has not: what a test's teardown calls, whatever failed. */
 void test_servers_end(void);
