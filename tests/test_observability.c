@@ -386,14 +386,6 @@ static void tt_rec(uint8_t *p, size_t size, uint8_t type, int32_t device, uint64
                  type == BH_TT_ALLOC ? 123456789u : 0);
 }
 
-static int compat_connect(void) {
-    int fd = bh_unix_connect(paths.compat);
-    assert_true(fd >= 0);
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    return fd;
-}
-
 static void tt_send(int fd, uint8_t type, size_t size, int32_t device, uint64_t bytes, uint8_t btype,
                     uint64_t address) {
     uint8_t r[TT112];
@@ -444,7 +436,7 @@ static void record_size_is_told_only_by_what_the_bytes_prove(void **state) {
 static void tt_112_byte_records_are_tracked_by_kind_and_answered(void **state) {
     (void)state;
     start_server(NULL);
-    int fd = compat_connect();
+    int fd = test_connect(paths.compat);
     uint8_t r[TT112];
     /* buffer_type (TT's BufferType, every layout): 1 L1, 2 SYSTEM_MEMORY, 3 L1_SMALL, 4 TRACE. */
     tt_send(fd, BH_TT_ALLOC, TT112, 40, 1000, 1, 0x1000);
@@ -484,12 +476,12 @@ static void tt_72_byte_clients_on_64_devices_query_first_and_leave_early(void **
     (void)state;
     start_server(NULL);
     /* A client whose first record is a QUERY gets its answer: it is at rest. */
-    int fd = compat_connect();
+    int fd = test_connect(paths.compat);
     uint8_t r[TT112];
     tt_ask(fd, BH_TT_QUERY, 72, 0, r);
     assert_int_equal(r[0], BH_TT_RESPONSE);
     /* One that sends an ALLOC and hangs up at once is counted, not refused. */
-    int quick = compat_connect();
+    int quick = test_connect(paths.compat);
     tt_send(quick, BH_TT_ALLOC, 72, 5, 777, 0, 0x777000);
     close(quick);
     /* 64 devices, each with its own DRAM bytes; QUERY answers per device. */
@@ -514,7 +506,7 @@ static void a_configured_record_size_never_misreads_other_records(void **state) 
     (void)state;
     const char *extra[] = {"--compat-record-size", "72", NULL};
     start_server(extra);
-    int fd = compat_connect();
+    int fd = test_connect(paths.compat);
     tt_send(fd, BH_TT_ALLOC, TT112, 1, 4096, 1, 0x1000); /* 112 bytes: not read as 72 */
     assert_true(stats_contain("\"compat_ignored\":1,"));
     uint8_t sink[8];
@@ -524,7 +516,7 @@ static void a_configured_record_size_never_misreads_other_records(void **state) 
     assert_non_null(strstr(j, "\"malformed\":0,"));
     assert_non_null(strstr(j, "\"tt\":{\"live\":0,"));
     /* A 72-byte client there is tracked, and named after its process. */
-    fd = compat_connect();
+    fd = test_connect(paths.compat);
     tt_send(fd, BH_TT_ALLOC, 72, 9, 4096, 0, 0x9000);
     uint8_t r[TT112];
     tt_ask(fd, BH_TT_QUERY, 72, 9, r);

@@ -63,14 +63,6 @@ static void rec(uint8_t *p, size_t size, uint8_t type, int32_t device, uint64_t 
     le(p + 32, type == ALLOC ? 1234567u : 0u, 8);
 }
 
-static int tt_connect(void) {
-    int fd = bh_unix_connect(paths.compat);
-    assert_true(fd >= 0);
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    return fd;
-}
-
 static void send_rec(int fd, size_t size, uint8_t type, int32_t device, uint64_t bytes, uint8_t btype,
                      uint64_t id) {
     uint8_t r[144];
@@ -115,7 +107,7 @@ static void each_buffer_type_in_72_byte_records_is_answered_as_tt_does(void **st
     (void)state;
     static const char *const extra[] = {"--compat-record-size", "72", NULL};
     start_server(extra);
-    int fd = tt_connect();
+    int fd = test_connect(paths.compat);
     send_rec(fd, 72, ALLOC, 0, 1000, T_DRAM, 0x1000);
     send_rec(fd, 72, ALLOC, 0, 200, T_L1, 0x2000);
     send_rec(fd, 72, ALLOC, 0, 16384, T_SYSTEM, 0x3000);
@@ -151,7 +143,7 @@ static void records_of_112_and_144_bytes_are_detected_and_answered(void **state)
     for (int i = 0; i < 2; i++) {
         size_t n = sizes[i];
         int32_t dev = 7 + i;
-        int fd = tt_connect();
+        int fd = test_connect(paths.compat);
         send_rec(fd, n, ALLOC, dev, 1000, T_DRAM, 0x1000);
         send_rec(fd, n, ALLOC, dev, 200, T_L1, 0x2000);
         send_rec(fd, n, ALLOC, dev, 16384, T_SYSTEM, 0x3000);
@@ -194,7 +186,7 @@ static int fd_a, fd_b;
 static void two_processes_share_buffers_by_reference(void **state) {
     (void)state;
     start_server(NULL);
-    fd_a = tt_connect();
+    fd_a = test_connect(paths.compat);
     uint8_t r[144];
     /* A and B (another process) allocate the same 100 MiB DRAM buffer. */
     send_rec(fd_a, 72, ALLOC, 0, 104857600, T_DRAM, 0xA000);
@@ -202,7 +194,7 @@ static void two_processes_share_buffers_by_reference(void **state) {
     pid_t b = fork();
     assert_true(b >= 0);
     if (b == 0) {
-        fd_b = tt_connect();
+        fd_b = test_connect(paths.compat);
         send_rec(fd_b, 72, ALLOC, 0, 104857600, T_DRAM, 0xA000);
         send_rec(fd_b, 72, ALLOC, 0, 8192, T_DRAM, 0xD000); /* never freed: a leak when B is gone */
         send_rec(fd_b, 72, FREE, 0, 0, 0, 0xB000);          /* A's L1 buffer: TT frees it */
@@ -251,7 +243,7 @@ static void unusable_records_are_ignored_and_the_client_lives_on(void **state) {
     assert_true(child >= 0);
     if (child == 0) {
         signal(SIGPIPE, SIG_DFL); /* as a TT process has it */
-        int fd = tt_connect();
+        int fd = test_connect(paths.compat);
         uint8_t r[144];
         send_rec(fd, 72, ALLOC, 0, 4096, T_DRAM, 0x1000);
         send_rec(fd, 72, ALLOC, 0, 4096, 9, 0x2000);       /* buffer_type 9: none */
@@ -280,7 +272,7 @@ static void unusable_records_are_ignored_and_the_client_lives_on(void **state) {
 static void allocs_too_large_to_count_are_ignored(void **state) {
     (void)state;
     start_server(NULL);
-    int fd = tt_connect();
+    int fd = test_connect(paths.compat);
     const uint64_t big = 1ull << 48;
     send_rec(fd, 72, ALLOC, 2, big * 2, T_DRAM, 0x1); /* over 2^48 */
     for (uint64_t i = 0; i < 4; i++)                  /* 2^50 on device 2's DRAM: the most */
@@ -304,7 +296,7 @@ static void allocs_too_large_to_count_are_ignored(void **state) {
 static void device_info_is_tt_without_devices_unless_described(void **state) {
     (void)state;
     start_server(NULL);
-    int fd = tt_connect();
+    int fd = test_connect(paths.compat);
     uint8_t r[144];
     send_rec(fd, 112, ALLOC, 3, 4096, T_DRAM, 0x1000);
     ask(fd, 112, DEVINFO_Q, -1, r);
@@ -342,7 +334,7 @@ static void device_info_is_tt_without_devices_unless_described(void **state) {
     } layouts[] = {{112, 72}, {144, 88}};
     for (int i = 0; i < 2; i++) {
         size_t n = layouts[i].size, at = layouts[i].at;
-        fd = tt_connect();
+        fd = test_connect(paths.compat);
         ask(fd, n, DEVINFO_Q, -1, r);
         assert_int_equal(get(r + at + 36, 4), 2); /* num_devices */
         ask(fd, n, DEVINFO_Q, 1, r);
