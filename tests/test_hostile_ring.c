@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 #include <cmocka.h>
 
+#include "proc.h"
 #include "support/hostile.h"
 #include "support/rings.h"
 #include "wire.h"
@@ -153,6 +154,97 @@ static void a_passed_descriptor_whose_close_waits_never_holds_the_loop(void **st
     test_server_stop_clean(srv);
 }
 
+/* Input a server refuses before reading it all: a frame with a bad magic
+ * and more bytes than its first read takes, then one byte with the
+ * lingering socket; all queued while the server is stopped, so it reads
+ * them in that order. */
+static int behind_unread_input(pid_t srv, int lingering) {
+    assert_int_equal(kill(srv, SIGSTOP), 0);
+    int sock = bh_unix_connect(paths.sock);
+    assert_true(sock >= 0);
+    int big = 1 << 20;
+    setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    static uint8_t junk[140000]; /* past the 128 KiB of the server's first read */
+    memset(junk, 0xee, sizeof(junk));
+    assert_int_equal(send(sock, junk, sizeof(junk), MSG_DONTWAIT), (ssize_t)sizeof(junk));
+    tr_send_fds(sock, junk, 1, &lingering, 1);
+    close(lingering);
+    assert_int_equal(kill(srv, SIGCONT), 0);
+    return sock;
+}
+
+/* A Unix socket whose own queue holds the lingering socket, passed as a
+ * RING frame's descriptor. */
+static int carrying_it_inside(int lingering) {
+    int pair[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    uint8_t one = 1;
+    tr_send_fds(pair[1], &one, 1, &lingering, 1);
+    close(lingering);
+    close(pair[1]);
+    int sock = hs_reporter(paths.sock);
+    tr_send_ring(sock, 1024, pair[0]);
+    close(pair[0]);
+    tr_await_read(sock);
+    return sock;
+}
+
+/* 1 once the other end of the pipe whose write end is w is closed (by the
+ * server: the test let its own copy go), within TEST_HANG_S. */
+static int closed_in_time(int w) {
+    struct pollfd p = {w, 0, 0};
+    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end;)
+        if (poll(&p, 1, 100) > 0 && (p.revents & POLLERR))
+            return 1;
+    return 0;
+}
+
+/* Passed descriptors the server never sees but still releases. One rides
+ * behind input the server refuses before reading it: closing that
+ * connection released it on the loop (main before this test: the owner's
+ * stats waited the linger time, 20 s of a 20 s linger measured; the wait
+ * ends after TEST_HANG_S). One is inside a Unix socket passed as a ring:
+ * closing that socket released it on the closer thread, which turned
+ * lingering off only on the outer socket, so the closer was held the linger
+ * time and every descriptor passed after it waited open, counted against
+ * the connection caps (main before this test: a client passing 253 pipe
+ * ends had the owner's stats refused, "too many connections"). */
+static void descriptors_a_client_hides_never_hold_the_server(void **state) {
+    (void)state;
+    pid_t srv = hs_start(trackd, &paths, NULL, 0);
+    int l;
+    int sock = behind_unread_input(srv, lingering_socket(&l, 60));
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL); /* the bad magic */
+    uint8_t b[64];
+    while (recv(sock, b, sizeof(b), 0) > 0) /* its end: the server closed it */
+        ;
+    close(sock);
+    double took = 0;
+    char *j = hs_query(paths.sock, 1, TEST_HANG_S, &took);
+    assert_non_null(j); /* answered while that close is pending: the listener is still open */
+    printf("# stats after a 60 s lingering socket rode behind unread input: %.4f s\n", took);
+    free(j);
+    close(l);
+
+    sock = carrying_it_inside(lingering_socket(&l, 60));
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL); /* not a memfd */
+    close(sock);
+    int pipe_fds[2];
+    assert_int_equal(pipe(pipe_fds), 0);
+    sock = hs_reporter(paths.sock);
+    uint8_t f[BH_WIRE_HEADER];
+    tr_send_fds(sock, f, bh_wire_header(f, BH_WIRE_DRAIN, 0), &pipe_fds[0], 1);
+    close(pipe_fds[0]);
+    /* The closer got to the pipe while the lingering close would still be
+     * pending: the server's copy was its last. */
+    assert_true(closed_in_time(pipe_fds[1]));
+    close(pipe_fds[1]);
+    close(sock);
+    close(l);
+    assert_int_equal(hs_wait_total(paths.sock, "passed_fds_refused", 2, TEST_HANG_S), 2);
+    test_server_stop_clean(srv);
+}
+
 /* ------------------------------------------------------------ big drains */
 
 #define BIG_CAP (1u << 20) /* records: 40 MiB of ring */
@@ -264,6 +356,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_passed_descriptor_whose_close_waits_never_holds_the_loop, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(descriptors_a_client_hides_never_hold_the_server, setup, teardown),
         cmocka_unit_test_setup_teardown(a_ring_close_of_a_big_ring_leaves_the_owner_served, setup, teardown),
         cmocka_unit_test_setup_teardown(a_disconnect_with_a_big_ring_leaves_the_owner_served, setup,
                                         teardown),

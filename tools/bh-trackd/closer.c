@@ -21,10 +21,15 @@
  * few stores, never across a close), or lose a descriptor (one that finds no
  * room is parked and counted, never closed in place).
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <linux/sockios.h>
 
 #include "trackd.h"
 
@@ -55,6 +60,91 @@ static int started;
 
 /* ======================== The closer thread ======================== */
 
+/* The closer thread's own: descriptors taken out of the Unix sockets it
+ * closes, closed next, each the same way. */
+static int *taken;
+static size_t ntaken, taken_cap;
+
+/* 1 if fd is kept to be closed later; 0 if it had to be closed now (no memory). */
+static int keep(int fd) {
+    if (ntaken == taken_cap) {
+        size_t cap = taken_cap ? taken_cap * 2 : 64;
+        int *nt = realloc(taken, cap * sizeof(*nt));
+        if (nt == NULL) {
+            close(fd);
+            return 0;
+        }
+        taken = nt;
+        taken_cap = cap;
+    }
+    taken[ntaken++] = fd;
+    return 1;
+}
+
+/* The most messages taken out of one socket (a datagram socket's queue,
+ * shut, still reads 0 for ever): more than a socket buffer holds. */
+#define TD_TAKE_MESSAGES 4096
+
+/* A Unix socket's close releases what its queue holds, in the thread that
+ * closes it: a lingering TCP socket passed inside one the client passed (or
+ * inside a connection's unread input) held this thread for its linger time,
+ * whatever the outer socket's SO_LINGER said. So nothing more may arrive
+ * (SHUT_RD), and what is queued is taken out (a listening socket's
+ * connections accepted) to be closed like the socket itself. */
+static void take_queued(int fd) {
+    int domain = 0, type = 0;
+    socklen_t dl = sizeof(domain), tl = sizeof(type);
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) != 0 || domain != AF_UNIX ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0)
+        return;
+    (void)shutdown(fd, SHUT_RD);
+    static char data[4096];
+    for (int i = 0; i < TD_TAKE_MESSAGES; i++) {
+        union {
+            char b[CMSG_SPACE(TD_SCM_MAX_FD * sizeof(int))];
+            struct cmsghdr align;
+        } cm;
+        struct iovec iov = {data, sizeof(data)};
+        struct msghdr m = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
+        ssize_t n = recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINVAL) { /* listening: its connections hold their clients' input */
+            for (int a; (a = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0;)
+                (void)keep(a);
+            return;
+        }
+        if (n < 0 && errno != EINTR)
+            return; /* EAGAIN: nothing more */
+        int fds = 0;
+        for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h)) {
+            if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+                continue;
+            for (size_t k = 0; k < (h->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++, fds++) {
+                int got;
+                memcpy(&got, CMSG_DATA(h) + k * sizeof(int), sizeof(int));
+                (void)keep(got);
+            }
+        }
+        if (n == 0 && fds == 0 && type == SOCK_STREAM)
+            return; /* its end */
+    }
+}
+
+/* Closes fd and everything it carries: a socket's lingering is turned off
+ * first (a descriptor of another kind answers ENOTSOCK), a Unix socket's
+ * queue taken out first. */
+static void defuse_and_close(int fd) {
+    if (!keep(fd))
+        return;
+    while (ntaken > 0) {
+        int d = taken[--ntaken];
+        take_queued(d); /* may keep more */
+        struct linger off = {0, 0};
+        (void)setsockopt(d, SOL_SOCKET, SO_LINGER, &off, sizeof(off));
+        close(d);
+    }
+}
+
 static void *closer_main(void *arg) {
     (void)arg;
     pthread_mutex_lock(&q.lock);
@@ -69,12 +159,7 @@ static void *closer_main(void *arg) {
         q.busy = 1;
         q.busy_uid = p.uid;
         pthread_mutex_unlock(&q.lock);
-        /* A socket with SO_LINGER would hold this thread, and the descriptors
-         * behind it, for the linger time: lingering is turned off first (a
-         * descriptor of another kind answers ENOTSOCK and is only closed). */
-        struct linger off = {0, 0};
-        (void)setsockopt(p.fd, SOL_SOCKET, SO_LINGER, &off, sizeof(off));
-        close(p.fd);
+        defuse_and_close(p.fd);
         pthread_mutex_lock(&q.lock);
         q.busy = 0;
     }
@@ -159,6 +244,19 @@ void td_close_passed(td_server *s, uid_t uid, int fd) {
 }
 
 void td_closer_run(void) { unpark(); }
+
+void td_close_conn(td_server *s, int fd) {
+    int queued = -1;
+    (void)shutdown(fd, SHUT_RD); /* nothing more can be queued after this */
+    if (ioctl(fd, SIOCINQ, &queued) == 0 && queued == 0) {
+        close(fd); /* nothing was passed with input never read: its close is its own */
+        return;
+    }
+    struct ucred cred = {0, 0, 0};
+    socklen_t len = sizeof(cred);
+    (void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+    td_close_passed(s, cred.uid, fd);
+}
 
 uint64_t td_closing_of(const uid_t *uid) {
     /* Everybody's is the bookkeeping's sum (td_conns_full asks on every

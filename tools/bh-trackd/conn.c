@@ -349,7 +349,7 @@ void td_close_client(td_server *s, td_client *c) {
     if (c->fd >= 0) {
         if (s->epfd >= 0)
             epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-        close(c->fd);
+        td_close_conn(s, c->fd); /* its unread input may hold descriptors */
         c->fd = -1;
     }
     /* Rings still to drain keep it listed (ring.c calls here again after). */

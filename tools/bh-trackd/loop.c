@@ -60,7 +60,7 @@ static void refuse(td_server *s, int fd, int compat, bh_status code, const char 
         uint8_t f[TD_ERROR_FRAME_MAX];
         (void)send(fd, f, td_error_frame(f, code, why), MSG_NOSIGNAL | MSG_DONTWAIT);
     }
-    close(fd);
+    td_close_conn(s, fd);
 }
 
 /* Out of descriptors: the spare one makes room to accept the pending
@@ -124,7 +124,7 @@ static void accept_clients(td_server *s, int lfd, int compat) {
             s->rejected++;
             td_log(s, TD_WARN, "rejected peer (uid %d): not this user, not root, not --allow-uid",
                    (int)cred.uid);
-            close(fd);
+            td_close_conn(s, fd);
             continue;
         }
         if (td_conns_full(s) || td_descriptors_of(s, cred.uid) >= s->max_conns_per_uid) {
@@ -138,7 +138,7 @@ static void accept_clients(td_server *s, int lfd, int compat) {
         td_client *c = calloc(1, sizeof(*c));
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (c == NULL || epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            close(fd);
+            td_close_conn(s, fd);
             free(c);
             continue;
         }

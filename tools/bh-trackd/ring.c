@@ -56,11 +56,6 @@ struct td_ring {
 
 /* ======================== Descriptors ======================== */
 
-/* The most descriptors one message can carry (the kernel's SCM_MAX_FD).
- * The control buffer takes them all: descriptors that do not fit would be
- * dropped by the kernel, and their last close then runs in this thread. */
-#define TD_SCM_MAX_FD 253
-
 /* A descriptor a client passed: kept (at most TD_RING_FDS wait for their
  * RING frame, within the connection caps; a compat or query connection gets
  * none), or closed. 0, or -1 if it is not a memfd (only memfds are passed on

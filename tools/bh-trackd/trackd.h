@@ -56,7 +56,10 @@
 #define TD_TICK_MS 100                /* timers: timeouts, orphans, periodic summary */
 #define TD_LOG_BURST 100              /* lines per message per TD_LOG_WINDOW_MS; the rest are counted */
 #define TD_LOG_WINDOW_MS 60000u
-#define TD_LOG_KINDS 64                /* distinct messages the rate limit tells apart */
+#define TD_LOG_KINDS 64 /* distinct messages the rate limit tells apart */
+#define TD_SCM_MAX_FD                                                                                        \
+    253 /* descriptors one message can carry (the kernel's SCM_MAX_FD): control buffers take them all, as    \
+           one cut would be closed by the kernel in the reading thread */
 #define TD_RING_FDS 4                  /* descriptors a connection may have waiting for their RING frame */
 #define TD_RING_MAX 64                 /* rings of one process */
 #define TD_RING_MAX_BYTES (1ull << 30) /* what one process's rings may map */
@@ -338,6 +341,10 @@ int td_ring_close_client(td_server *s, td_client *c);
 /* Closes fd, a descriptor that is not a memfd a connection of uid passed, on
  * the closer thread: never blocks (a full queue parks it, counted). */
 void td_close_passed(td_server *s, uid_t uid, int fd);
+/* Closes a connection's socket (accepted, refused or done): on the loop if
+ * nothing is queued in it, else on the closer thread (what a peer passed
+ * with input never read would be released by this close). */
+void td_close_conn(td_server *s, int fd);
 /* Parked descriptors into the queue as it empties: every loop turn. */
 void td_closer_run(void);
 /* Passed descriptors not closed yet, of *uid (NULL: of everybody): they
