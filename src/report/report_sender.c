@@ -20,8 +20,7 @@
  * MIGRATE per stream. */
 static void migrate_some(conn *c) {
     for (stream *s = c->streams; s != NULL; s = s->next) {
-        pthread_mutex_lock(&s->lock);
-        rs_drain_side(s);
+        rs_stream_lock(s);
         rs_migrate(&s->live, MIGRATE);
         pthread_mutex_unlock(&s->lock);
     }
@@ -59,8 +58,7 @@ static int snapshot_point(conn *c) {
     AO_store(&c->need_resync, 0);
     int all = 1;
     for (stream *s = c->streams; s != NULL; s = s->next) {
-        pthread_mutex_lock(&s->lock);
-        rs_drain_side(s); /* parked before the point: in the snapshot */
+        rs_stream_lock(s); /* parked before the point: in the snapshot */
         if (!(s->snap_active && s->snap_mark == s->mark) && !stream_snapshot(s)) {
             rs_migrate(&s->live, MIGRATE);
             all = 0;
@@ -105,7 +103,7 @@ static void lose_connection(conn *c) {
         space_resyncs(c, now);
     c->resyncing = 0;
     for (stream *s = c->streams; s != NULL; s = s->next) {
-        pthread_mutex_lock(&s->lock);
+        rs_stream_lock(s);
         s->snap_active = 0;
         s->mode = RING_NONE;
         pthread_mutex_unlock(&s->lock);
@@ -193,7 +191,7 @@ static void step_send(conn *c, uint32_t n) {
         stream *s = rs_stream_by_id(c, c->batch[i].stream);
         if (s == NULL)
             continue;
-        pthread_mutex_lock(&s->lock);
+        rs_stream_lock(s);
         if (!c->encoded[i])
             s->withheld++;
         else if (done < len)
@@ -274,7 +272,7 @@ static void resync_step(conn *c) {
     }
     uint32_t id = s->id;
     int rc = 0;
-    pthread_mutex_lock(&s->lock);
+    rs_stream_lock(s);
     size_t n = rs_copy_chunk(c, s);
     int end = n == 0 && s->snap_cursor >= s->live.nb && s->owed == NULL;
     if (end)
@@ -327,7 +325,7 @@ static void withdraw(conn *c) {
         AO_store(&c->need_resync, 0);
         c->resyncing = 0;
         for (stream *s = c->streams; s != NULL; s = s->next) {
-            pthread_mutex_lock(&s->lock);
+            rs_stream_lock(s);
             s->snap_active = 0;
             pthread_mutex_unlock(&s->lock);
         }
@@ -339,15 +337,22 @@ static void withdraw(conn *c) {
     pthread_cond_broadcast(&c->wake);
 }
 
-/* Under c->lock: nothing waits to be delivered (every ring consumed, no
- * resync due or under way). */
+/* Under c->lock: nothing waits to be delivered (every ring consumed, nothing
+ * parked, no resync due or under way). Events parked beside a held lock were
+ * reported before this call, so each stream's lock is taken here, which
+ * applies them to the ring first (and makes the ring's head as the last
+ * holder left it visible). */
 int rs_all_sent(conn *c) {
-    if (AO_load(&c->need_resync) || c->resyncing) /* relaxed: a flag */
-        return 0;
-    for (stream *s = c->streams; s != NULL; s = s->next)
-        if (rs_ring_tail(s) != bh_ring_load(s->ring, BH_RING_OFF_HEAD))
+    for (stream *s = c->streams; s != NULL; s = s->next) {
+        rs_stream_lock(s);
+        int consumed = rs_ring_tail(s) == bh_ring_load(s->ring, BH_RING_OFF_HEAD);
+        pthread_mutex_unlock(&s->lock);
+        if (!consumed)
             return 0;
-    return 1;
+    }
+    /* After the streams: applying a parked event may have asked for a
+     * resync. Relaxed: a flag. */
+    return !AO_load(&c->need_resync) && !c->resyncing;
 }
 
 /* Under c->lock: waits on c->wake up to ms (at most IDLE_MAX_MS). */

@@ -34,6 +34,10 @@ static void fork_prepare(void) {
     pthread_mutex_lock(&conns_lock);
     for (conn *c = conns; c != NULL; c = c->next) {
         pthread_mutex_lock(&c->lock);
+        /* Only locked, not rs_stream_lock: applying parked events could
+         * wait for ring room (max_block_us) inside fork(); they stay
+         * parked for the next holder (the parent's; the child's reports
+         * through these streams are dropped). */
         for (stream *s = c->streams; s != NULL; s = s->next)
             pthread_mutex_lock(&s->lock);
     }
@@ -378,8 +382,7 @@ bh_status bh_socket_reporter_stats(const bh_reporter *rep, bh_reporter_stats *ou
     stream *s = rep->ctx;
     conn *c = s->c;
     pthread_mutex_lock(&c->lock);
-    pthread_mutex_lock(&s->lock);
-    rs_drain_side(s);
+    rs_stream_lock(s);
     out->reported = s->reported;
     out->dropped = s->dropped;
     out->withheld = s->withheld;

@@ -60,6 +60,10 @@
  *
  * Locks: c->lock (connection state, the stream list) before s->lock (one
  * stream: shadow, numbers, ring head); a reporting thread takes only s->lock.
+ * A reporting thread that cannot take s->lock within LOCK_WAIT_US parks its
+ * event on the stream's side stack; every later holder applies the stack
+ * first (rs_stream_lock), so a flush, which looks at every stream under its
+ * lock, sees parked events as events still to deliver.
  */
 
 #ifndef BH_REPORT_SOCKET_H
@@ -205,9 +209,10 @@ struct stream {
     uint64_t reported, dropped, sent;
     uint64_t withheld; /* TT: not sent on purpose (rs_tt_admit), unlike dropped: not lost */
     /* ATOMIC: a stack of side_ev pushed without the lock. Whoever takes the
-     * lock applies them (rs_drain_side) before touching the stream, so the
-     * shadow and the numbers see every event in an order consistent with
-     * causality. */
+     * lock applies them before touching the stream (rs_stream_lock; a report
+     * after lock_soon), so the shadow and the numbers see every event in an
+     * order consistent with causality, and a flush (rs_all_sent) or a close
+     * never leaves one behind. */
     AO_t side;
     AO_t side_lost; /* ATOMIC: events that could not even be pushed (host memory) */
     /* sender thread, under c->lock: */
@@ -342,7 +347,9 @@ int rs_all_sent(conn *c);
 
 /* report_stream.c */
 void rs_report_cb(void *ctx, const bh_event *ev);
-void rs_drain_side(stream *s); /* under s->lock: the parked events, in the order they were parked */
-void rs_side_free(stream *s);  /* nobody reports any more: what is parked is freed */
+/* Takes s->lock and applies what was parked (in the order it was parked):
+ * how every holder but fork_prepare takes a stream's lock. */
+void rs_stream_lock(stream *s);
+void rs_side_free(stream *s); /* nobody reports any more: what is parked is freed */
 
 #endif

@@ -14,20 +14,25 @@
 
 #include "report_socket.h"
 
+/* Microseconds since t0 (CLOCK_MONOTONIC): the bound of both waits here. */
+static int64_t us_since(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)(t.tv_sec - t0->tv_sec) * 1000000 + (t.tv_nsec - t0->tv_nsec) / 1000;
+}
+
 /* Under s->lock: waits for ring room up to the stream's max_block_us, polling
  * the consumer's tail (the consumer is another process or the sender: there
  * is nothing to sleep on). Returns 0 once the record is written. */
 static int put_waiting(stream *s, const bh_event *ev, uint64_t n, uint64_t now) {
-    struct timespec t0, t;
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         struct timespec nap = {0, 20000};
         nanosleep(&nap, NULL);
         if (rs_ring_put(s, (uint8_t)ev->kind, ev, n, now) == 0)
             return 0;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        int64_t us = (int64_t)(t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000;
-        if (us >= (int64_t)s->max_block_us)
+        if (us_since(&t0) >= (int64_t)s->max_block_us)
             return -1;
     }
 }
@@ -66,12 +71,14 @@ static void place(stream *s, const bh_event *ev) {
 }
 
 /* Without the lock: parks an event for the next lock holder. Release CAS:
- * pairs with the acquire CAS in rs_drain_side, which then reads x->ev and
+ * pairs with the acquire CAS in drain_side, which then reads x->ev and
  * x->next as written here. */
 static void side_push(stream *s, const bh_event *ev) {
     side_ev *x = bh__calloc(1, sizeof(*x));
     if (x == NULL) {
-        AO_fetch_and_add1(&s->side_lost); /* relaxed: a count, taken with an RMW */
+        /* Relaxed: a count, taken with an RMW (drain_side subtracts what it
+         * read); the resync asked for below covers the event. */
+        AO_fetch_and_add1(&s->side_lost);
         AO_store(&s->c->need_resync, 1);
         return;
     }
@@ -87,8 +94,10 @@ static void side_push(stream *s, const bh_event *ev) {
     }
 }
 
-void rs_drain_side(stream *s) {
-    /* Relaxed peek: a push that happens-before this holder's report is seen
+/* Under s->lock: applies the parked events, in the order they were parked,
+ * and counts those that could not be parked. */
+static void drain_side(stream *s) {
+    /* Relaxed peek: a push that happens-before this holder's lock is seen
      * by coherence; a concurrent one is drained by the next holder. */
     if (AO_load(&s->side) == 0 && AO_load(&s->side_lost) == 0)
         return;
@@ -113,16 +122,20 @@ void rs_drain_side(stream *s) {
         place(s, &x->ev);
         bh__free(x);
     }
+    /* Relaxed, both: only the count matters (side_push asked for the
+     * resync). Pushers only add and only a lock holder subtracts, so taking
+     * away what was read leaves exactly the adds that came after. */
     AO_t lost = AO_load(&s->side_lost);
-    while (lost != 0) { /* relaxed: only the count matters */
-        AO_t seen = AO_fetch_compare_and_swap(&s->side_lost, lost, 0);
-        if (seen == lost) {
-            s->reported += lost;
-            s->dropped += lost;
-            break;
-        }
-        lost = seen;
+    if (lost != 0) {
+        AO_fetch_and_add(&s->side_lost, (AO_t)0 - lost);
+        s->reported += lost;
+        s->dropped += lost;
     }
+}
+
+void rs_stream_lock(stream *s) {
+    pthread_mutex_lock(&s->lock);
+    drain_side(s);
 }
 
 void rs_side_free(stream *s) {
@@ -139,15 +152,13 @@ void rs_side_free(stream *s) {
 static int lock_soon(stream *s) {
     if (pthread_mutex_trylock(&s->lock) == 0)
         return 1;
-    struct timespec t0, t;
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         for (int i = 0; i < 64; i++)
             if (pthread_mutex_trylock(&s->lock) == 0)
                 return 1;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        int64_t us = (int64_t)(t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000;
-        if (us >= LOCK_WAIT_US)
+        if (us_since(&t0) >= LOCK_WAIT_US)
             return 0;
     }
 }
@@ -158,7 +169,7 @@ void rs_report_cb(void *ctx, const bh_event *ev) {
         side_push(s, ev);
         return;
     }
-    rs_drain_side(s);
+    drain_side(s);
     place(s, ev);
     pthread_mutex_unlock(&s->lock);
 }

@@ -1,0 +1,191 @@
+/*
+ * test_report_side.c - events a reporting thread parks beside its stream's
+ * held lock (the socket reporter's side stack, src/report/report_stream.c)
+ * against a real bh-trackd: a flush or a close must deliver them (or count
+ * them as dropped), never report "all sent" while they wait.
+ *
+ * usage: test_report_side PATH-TO-bh-trackd
+ *
+ * White-box: the test holds the connection's and the stream's locks itself,
+ * so a reporting thread parks every event it reports (it spins
+ * LOCK_WAIT_US on a lock nobody releases, then parks), and counts the parked
+ * events. Work is bounded by counts, never by time: every event parks
+ * however loaded the machine, and what is still parked, and the server's
+ * view, are read once, right after the call that promised delivery (waiting
+ * would let the sender's next idle turn deliver them and hide a flush that
+ * returned too early).
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "bufhandle/bufhandle.h"
+#include "report/report_socket.h"
+#include "support/server.h"
+
+static const char *trackd;
+static test_paths paths;
+
+static int setup(void **state) {
+    (void)state;
+    test_paths_make(&paths, "bh-side-test");
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    test_servers_end();
+    return test_paths_remove(&paths);
+}
+
+#define PARKED 16 /* events parked per round */
+#define ROUNDS 8  /* even rounds flush then close, odd ones close at once */
+
+typedef struct reporting {
+    bh_reporter rep;
+    uint64_t base; /* the round's first address */
+} reporting;
+
+/* A reporting thread: PARKED allocations, each of which finds the stream's
+ * lock held and parks. */
+static void *report_parked(void *arg) {
+    reporting *r = arg;
+    for (uint64_t i = 0; i < PARKED; i++) {
+        bh_event ev = {BH_EVENT_ALLOC, 1, r->base + i * 4096, 64, i + 1};
+        r->rep.report(r->rep.ctx, &ev);
+    }
+    return NULL;
+}
+
+/* Events on the stream's side stack (the caller holds s->lock: only a lock
+ * holder takes the stack). */
+static uint64_t parked(stream *s) {
+    uint64_t n = 0;
+    for (side_ev *x = (side_ev *)AO_load(&s->side); x != NULL; x = x->next) /* relaxed: under s->lock */
+        n++;
+    return n;
+}
+
+static uint64_t server_allocs(void) {
+    char buf[1 << 15];
+    return test_json_u64(test_stats_json(trackd, paths.sock, buf, sizeof(buf)), "totals", "allocs");
+}
+
+static pid_t serve(void) {
+    const char *base[] = {trackd, "--socket", paths.sock, "--log", paths.log, "--grace-ms", "600000", NULL};
+    pid_t srv = test_server_spawn(base, NULL, 0);
+    test_wait_accepting(paths.sock);
+    return srv;
+}
+
+/* Under c->lock: waits until the server has taken s's ring and the sender
+ * has made IDLE_TURNS idle turns since (each ends with a broadcast of
+ * c->wake and doubles its next sleep, up to IDLE_MAX_MS), so that it now
+ * sleeps its longest and applies nothing parked until a flush or a close
+ * wakes it: the moment an application's flush or close most often meets.
+ * Nothing is asserted about the time this takes. */
+#define IDLE_TURNS 8
+static void wait_sender_idle(conn *c, stream *s) {
+    int turns = 0;
+    for (double end = test_now_s() + TEST_HANG_S; turns < IDLE_TURNS && test_now_s() < end;) {
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 1;
+        if (pthread_cond_timedwait(&c->wake, &c->lock, &dl) == 0 && s->mode == RING_SERVER)
+            turns++;
+    }
+    assert_int_equal(turns, IDLE_TURNS);
+}
+
+/* Each round opens a reporter and waits for its sender to go idle. Then, under
+ * c->lock and s->lock, another thread reports PARKED allocations, which all
+ * park. With them parked, the connection must not count as all sent unless
+ * they reached the server (rs_all_sent: what a flush, a close and the
+ * sender's last turn ask; deterministic, as c->lock is held throughout, so
+ * the sender cannot apply them meanwhile). The locks are let
+ * go, and at once a flush (even rounds) or a close (odd rounds) follows.
+ * After the flush nothing may still be parked and the server has every event;
+ * after the close the server has every event (none is dropped: the server is
+ * up and drains the ring). Before the fix "all sent" was said in every round,
+ * a flush returned before the sender's next turn applied the parked events,
+ * and a close freed them: never sent, never counted. */
+static void parked_events_reach_the_server_through_flush_and_close(void **state) {
+    (void)state;
+    pid_t srv = serve();
+    uint64_t said_all_sent = 0, left_parked = 0, flushed_short = 0, closed_short = 0, expected = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        reporting r = {.base = 0x10000000ull * (uint64_t)(round + 1)};
+        bh_socket_options opt = {.queue_capacity = 1000};
+        assert_int_equal(bh_socket_reporter_open(paths.sock, &opt, &r.rep), BH_OK);
+        stream *s = r.rep.ctx;
+        conn *c = s->c;
+
+        pthread_mutex_lock(&c->lock); /* c->lock before s->lock, as the library takes them */
+        wait_sender_idle(c, s);
+        pthread_mutex_lock(&s->lock);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, report_parked, &r), 0);
+        assert_int_equal(pthread_join(t, NULL), 0);
+        assert_int_equal(parked(s), PARKED);
+        pthread_mutex_unlock(&s->lock);
+        if (rs_all_sent(c)) { /* true only if nothing is parked and the server has it all */
+            pthread_mutex_lock(&s->lock);
+            said_all_sent += parked(s) + (rs_ring_tail(s) != bh_ring_load(s->ring, BH_RING_OFF_HEAD)) > 0;
+            pthread_mutex_unlock(&s->lock);
+        }
+        pthread_mutex_unlock(&c->lock);
+
+        expected += PARKED;
+        if (round % 2 == 0) {
+            assert_int_equal(bh_socket_reporter_flush(&r.rep, (uint32_t)(TEST_HANG_S * 1000)), BH_OK);
+            /* Relaxed: nothing reports any more; events a flush left parked
+             * stay there until the sender's next turn. */
+            for (side_ev *x = (side_ev *)AO_load(&s->side); x != NULL; x = x->next)
+                left_parked++;
+            uint64_t got = server_allocs();
+            flushed_short += got < expected ? expected - got : 0;
+            bh_reporter_stats st;
+            assert_int_equal(bh_socket_reporter_stats(&r.rep, &st), BH_OK);
+            assert_int_equal(st.reported, PARKED);
+            assert_int_equal(st.dropped, 0);
+        }
+        bh_socket_reporter_close(&r.rep);
+        uint64_t got = server_allocs();
+        closed_short += got < expected ? expected - got : 0;
+        expected = got; /* each miss counted once */
+    }
+    print_message("%d rounds of %d parked events: \"all sent\" said in %llu with events parked; %llu still "
+                  "parked after "
+                  "a flush; missing at the server: %llu after a flush, %llu after a close\n",
+                  ROUNDS, PARKED, (unsigned long long)said_all_sent, (unsigned long long)left_parked,
+                  (unsigned long long)flushed_short, (unsigned long long)closed_short);
+    assert_int_equal(said_all_sent, 0);
+    assert_int_equal(left_parked, 0);
+    assert_int_equal(flushed_short, 0);
+    assert_int_equal(closed_short, 0);
+    assert_int_equal(server_allocs(), (uint64_t)ROUNDS * PARKED);
+    test_server_stop_clean(srv);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_report_side PATH-TO-bh-trackd\n");
+        return 2;
+    }
+    trackd = argv[1];
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(parked_events_reach_the_server_through_flush_and_close, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests_name("report_side", tests, NULL, NULL);
+}
