@@ -44,8 +44,7 @@
 
 static const char *trackd;
 static test_paths paths;
-static rlim_t nofile;    /* RLIMIT_NOFILE for the next server (0: unchanged) */
-static pid_t holders[8]; /* processes a test keeps connected: killed by teardown, whatever happened */
+static rlim_t nofile; /* RLIMIT_NOFILE for the next server (0: unchanged) */
 
 /* ------------------------------------------------------------ helpers */
 
@@ -125,21 +124,6 @@ static size_t stream_frame(uint8_t *p, uint16_t type, uint32_t stream) {
     return n + 4;
 }
 
-/* count EVENT frames of one kind: address base + i * 64, on device (or
- * device + i % spread when spread is not 0). */
-static void send_events(int fd, uint32_t stream, uint8_t kind, uint32_t device, uint64_t base, size_t count,
-                        uint32_t spread) {
-    enum { BATCH = 4096 };
-    static uint8_t buf[BATCH * (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN)];
-    for (size_t i = 0; i < count;) {
-        size_t n = 0;
-        for (size_t k = 0; k < BATCH && i < count; k++, i++)
-            n += bh_wire_event(buf + n, stream, kind, device + (spread ? (uint32_t)(i % spread) : 0),
-                               base + i * 64, 64, i + 1);
-        send_all(fd, buf, n);
-    }
-}
-
 /* Reads until EOF, timeout or cap; returns the bytes read. */
 static size_t read_some(int fd, uint8_t *buf, size_t cap, double secs) {
     size_t n = 0;
@@ -184,13 +168,6 @@ static char *bystander_query(pid_t srv, double secs, double *took, double *serve
     return j;
 }
 
-static uint64_t jnum(const char *json, const char *key) {
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = json != NULL ? strstr(json, pat) : NULL;
-    return p != NULL ? strtoull(p + strlen(pat), NULL, 10) : UINT64_MAX;
-}
-
 /* totals.key from stats, polled until it equals want (for secs, and at least
  * TEST_HANG_S: a loaded machine only makes it later). */
 static uint64_t wait_total(const char *key, uint64_t want, double secs) {
@@ -198,7 +175,7 @@ static uint64_t wait_total(const char *key, uint64_t want, double secs) {
     uint64_t v = UINT64_MAX;
     do {
         char *j = query(1, 2, NULL);
-        v = jnum(j, key); /* totals come first in the JSON */
+        v = hs_num(j, key); /* totals come first in the JSON */
         free(j);
         if (v == want)
             break;
@@ -216,10 +193,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    for (int i = 0; i < 8; i++)
-        test_kill(holders[i]);
-    memset(holders, 0, sizeof(holders));
-    test_servers_end();
+    hs_teardown(); /* the holders hs_track was given, and the servers */
     return test_paths_remove(&paths);
 }
 
@@ -231,7 +205,7 @@ static void a_peer_that_never_reads_costs_no_cpu_and_no_log(void **state) {
     (void)state;
     pid_t srv = start_server(NULL);
     int holder = reporter();
-    send_events(holder, 1, BH_EVENT_ALLOC, 0, 0x100000, 30000, 0);
+    hs_events(holder, 1, BH_EVENT_ALLOC, 0, 0, 0x100000, 64, 30000);
     assert_int_equal(wait_total("live", 30000, 10), 30000);
     int fd = try_connect(paths.sock);
     uint8_t req[64];
@@ -275,8 +249,8 @@ static void flood_events(void) {
     int fd = reporter();
     double end = test_now_s() + 3;
     while (test_now_s() < end) {
-        send_events(fd, 1, BH_EVENT_ALLOC, 0, 0x10000000, 2000, 0);
-        send_events(fd, 1, BH_EVENT_FREE, 0, 0x10000000, 2000, 0);
+        hs_events(fd, 1, BH_EVENT_ALLOC, 0, 0, 0x10000000, 64, 2000);
+        hs_events(fd, 1, BH_EVENT_FREE, 0, 0, 0x10000000, 64, 2000);
     }
 }
 
@@ -305,7 +279,7 @@ static void a_flooding_client_neither_starves_a_bystander_nor_grows_the_server(v
     for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end; test_sleep_ms(20)) {
         char *j = query(1, 6, NULL);
         int started =
-            jnum(j, "allocs") > 0 && jnum(j, "allocs") != UINT64_MAX && jnum(j, "compat_records") > 0;
+            hs_num(j, "allocs") > 0 && hs_num(j, "allocs") != UINT64_MAX && hs_num(j, "compat_records") > 0;
         free(j);
         if (started)
             break;
@@ -338,17 +312,17 @@ static void a_flooding_client_neither_starves_a_bystander_nor_grows_the_server(v
 
 static void unknown_frees_and_pairs(void) {
     int fd = reporter();
-    send_events(fd, 1, BH_EVENT_FREE, 0, 0x40000000, 200000, 0);
+    hs_events(fd, 1, BH_EVENT_FREE, 0, 0, 0x40000000, 64, 200000);
     for (int k = 0; k < 50; k++) { /* 200,000 ALLOC/FREE pairs, nothing left live */
-        send_events(fd, 1, BH_EVENT_ALLOC, 0, 0x80000000 + (uint64_t)k * 4000 * 64, 4000, 0);
-        send_events(fd, 1, BH_EVENT_FREE, 0, 0x80000000 + (uint64_t)k * 4000 * 64, 4000, 0);
+        hs_events(fd, 1, BH_EVENT_ALLOC, 0, 0, 0x80000000 + (uint64_t)k * 4000 * 64, 64, 4000);
+        hs_events(fd, 1, BH_EVENT_FREE, 0, 0, 0x80000000 + (uint64_t)k * 4000 * 64, 64, 4000);
     }
     close(fd);
 }
 
 static void holds_then_exits(void) {
     int fd = reporter();
-    send_events(fd, 1, BH_EVENT_ALLOC, 0, 0x1000000, 200000, 0);
+    hs_events(fd, 1, BH_EVENT_ALLOC, 0, 0, 0x1000000, 64, 200000);
     close(fd);
 }
 
@@ -383,7 +357,7 @@ static void cheap_requests_do_not_scan_other_clients_data(void **state) {
     pid_t srv = start_server(extra);
     test_wait_accepting(paths.compat);
     int holder = reporter();
-    send_events(holder, 1, BH_EVENT_ALLOC, 0, 0x1000000, 300000, 0);
+    hs_events(holder, 1, BH_EVENT_ALLOC, 0, 0, 0x1000000, 64, 300000);
     assert_int_equal(wait_total("live", 300000, 20), 300000);
     double cpu0 = cpu_s(srv), t0 = test_now_s();
     int fd = reporter();
@@ -406,7 +380,7 @@ static void cheap_requests_do_not_scan_other_clients_data(void **state) {
                   got / BH_TT_RECORD, took, cpu);
     assert_int_equal(got, sizeof(resp));
     assert_int_equal(bh_get64(resp + 40), 300000u * 64); /* the holder's DRAM bytes */
-    assert_int_equal(jnum(j, "live"), 300000);
+    assert_int_equal(hs_num(j, "live"), 300000);
     free(j);
     assert_true(cpu < 3.0);
     test_stop stop = test_server_stop(srv, SIGTERM);
@@ -425,17 +399,17 @@ static void bogus_devices_are_bounded(void **state) {
     pid_t srv = start_server(NULL);
     double cpu0 = cpu_s(srv);
     int fd = reporter();
-    send_events(fd, 1, BH_EVENT_ALLOC, 1000, 0x1000, 20000, 20000);
-    send_events(fd, 1, BH_EVENT_ALLOC, 1000, 0x100000000ull, 100000, 20000);
+    hs_events(fd, 1, BH_EVENT_ALLOC, 1000, 20000, 0x1000, 64, 20000);
+    hs_events(fd, 1, BH_EVENT_ALLOC, 1000, 20000, 0x100000000ull, 64, 100000);
     uint8_t reply[256];
     size_t got = read_some(fd, reply, sizeof(reply), 10);
     char *j = query(1, 10, NULL);
     double cpu = cpu_s(srv) - cpu0;
     print_message("20K devices + 100K ALLOCs: server CPU %.2f s, live %llu, reply %zu bytes\n", cpu,
-                  (unsigned long long)jnum(j, "live"), got);
+                  (unsigned long long)hs_num(j, "live"), got);
     assert_true(got >= BH_WIRE_HEADER + 4 && bh_get16(reply + 6) == BH_WIRE_ERROR);
     assert_int_equal((int32_t)bh_get32(reply + BH_WIRE_HEADER), BH_ENOMEM);
-    assert_true(jnum(j, "live") <= 4096);
+    assert_true(hs_num(j, "live") <= 4096);
     free(j);
     assert_true(cpu < 1.0);
     close(fd);
@@ -591,7 +565,7 @@ static void queries_cost_what_they_report_not_the_live_set(void **state) {
     pid_t srv;
     unsigned port = start_with_http(&srv);
     int holder = reporter();
-    send_events(holder, 1, BH_EVENT_ALLOC, 0, 0x1000000, 300000, 0);
+    hs_events(holder, 1, BH_EVENT_ALLOC, 0, 0, 0x1000000, 64, 300000);
     assert_int_equal(wait_total("live", 300000, 20), 300000);
     double cpu0 = cpu_s(srv), t0 = test_now_s();
     int h1 = http_pipeline(port, "/api/history?address=0x1000040", 16);
@@ -625,7 +599,7 @@ static void queries_cost_what_they_report_not_the_live_set(void **state) {
                   "%.2f s), all done in %.2f s, server CPU %.2f s, answers %d + %d + %d\n",
                   took, took_cpu, test_now_s() - t0, cpu, answered, a1, a2);
     assert_non_null(j);
-    assert_int_equal(jnum(j, "live"), 300000);
+    assert_int_equal(hs_num(j, "live"), 300000);
     free(j);
     assert_int_equal(answered, 200);
     assert_int_equal(a1, 16);
@@ -644,8 +618,8 @@ static uint32_t device_base; /* set before test_fork: each child's own devices *
 
 static void groups_then_exits(void) {
     int fd = reporter();
-    send_events(fd, 1, BH_EVENT_ALLOC, device_base, 0x1000, 4096, 4096);
-    send_events(fd, 1, BH_EVENT_FREE, device_base, 0x1000, 4096, 4096);
+    hs_events(fd, 1, BH_EVENT_ALLOC, device_base, 4096, 0x1000, 64, 4096);
+    hs_events(fd, 1, BH_EVENT_FREE, device_base, 4096, 0x1000, 64, 4096);
     close(fd);
 }
 
@@ -654,7 +628,7 @@ static uint64_t groups_in(const char *j) {
     uint64_t n = 0;
     for (const char *p = j; p != NULL && (p = strstr(p, "\"peak_bytes\":")) != NULL; p++)
         n++;
-    return n + jnum(j, "omitted_clients");
+    return n + hs_num(j, "omitted_clients");
 }
 
 /* 48 processes one after another, each with 4,096 devices of its own (an
@@ -680,13 +654,13 @@ static void processes_that_come_and_go_hold_bounded_memory(void **state) {
         free(j);
         j = query(1, 10, NULL);
         groups = groups_in(j);
-        if (jnum(j, "processes_gone") >= 48 && jnum(j, "processes_gone") != UINT64_MAX)
+        if (hs_num(j, "processes_gone") >= 48 && hs_num(j, "processes_gone") != UINT64_MAX)
             break;
     }
     long rss = rss_kb(srv);
     print_message("48 processes x 4096 devices, gone: %llu groups kept, RSS %ld -> %ld kB\n",
                   (unsigned long long)groups, rss0, rss);
-    assert_int_equal(jnum(j, "allocs"), 48u * 4096); /* totals stay whole */
+    assert_int_equal(hs_num(j, "allocs"), 48u * 4096); /* totals stay whole */
     assert_true(groups <= 65536 + 2 * 4096);
     free(j);
     stop_server(srv);
@@ -694,7 +668,7 @@ static void processes_that_come_and_go_hold_bounded_memory(void **state) {
 
 static void groups_then_waits(void) {
     int fd = reporter();
-    send_events(fd, 1, BH_EVENT_ALLOC, device_base, 0x1000, 4096, 4096);
+    hs_events(fd, 1, BH_EVENT_ALLOC, device_base, 4096, 0x1000, 64, 4096);
     pause(); /* connected until killed */
 }
 
@@ -724,12 +698,12 @@ static double stats_burst(pid_t srv, unsigned port) {
     size_t len = body != NULL ? strlen(body + 4) : 0;
     print_message("48 stats + 16 /api/stats: server CPU %.2f s, all in %.2f s, /api/stats %zu bytes "
                   "(%llu omitted), answers %d + %d\n",
-                  cpu, test_now_s() - t0, len, (unsigned long long)jnum(body, "omitted_clients"), answered,
+                  cpu, test_now_s() - t0, len, (unsigned long long)hs_num(body, "omitted_clients"), answered,
                   a);
     assert_int_equal(answered, 48);
     assert_int_equal(a, 15);
     assert_true(len > 0 && len <= (1u << 20));
-    assert_true(jnum(body, "omitted_clients") > 0);
+    assert_true(hs_num(body, "omitted_clients") > 0);
     free(page);
     close(h);
     return cpu;
@@ -754,7 +728,7 @@ static void stats_requests_are_bounded_by_the_reply_limit(void **state) {
             control = stats_burst(srv, port);
         }
         device_base = 1000000 + k * 4096;
-        holders[k] = test_fork(groups_then_waits);
+        hs_track(test_fork(groups_then_waits));
     }
     assert_int_equal(wait_total("live", 8u * 4096, 30), 8u * 4096);
     double cpu = stats_burst(srv, port);
@@ -793,7 +767,7 @@ static void idle_connections_are_capped_refused_and_timed_out(void **state) {
     }
     /* The server's own count tells refused from timed out: no clock here. */
     char *j = query(1, 10, NULL);
-    uint64_t refused = jnum(j, "refused_connections"), timeouts = jnum(j, "timeouts");
+    uint64_t refused = hs_num(j, "refused_connections"), timeouts = hs_num(j, "timeouts");
     print_message(
         "100 idle connections, 64 fds: %llu refused at once, %llu timed out, %d closed by the server, "
         "stats answered: %s\n",
@@ -844,7 +818,7 @@ static void half_sent_frames_are_capped_and_timed_out(void **state) {
         rss1 = r > rss1 ? r : rss1;
         free(j);
         j = query(1, 2, NULL);
-        open_conns = jnum(j, "open_connections");
+        open_conns = hs_num(j, "open_connections");
         if (open_conns <= 1)
             break;
         test_sleep_ms(100);
@@ -866,7 +840,7 @@ static void half_sent_frames_are_capped_and_timed_out(void **state) {
 static void fifteen_hundred_streams(void) {
     int fd = reporter();
     for (uint32_t s = 1; s <= 1500; s++)
-        send_events(fd, s, BH_EVENT_ALLOC, 0, 0x1000 * (uint64_t)s, 1, 0);
+        hs_events(fd, s, BH_EVENT_ALLOC, 0, 0, 0x1000 * (uint64_t)s, 64, 1);
     close(fd);
 }
 
@@ -875,7 +849,7 @@ static void fifteen_hundred_streams(void) {
 static void fifty_streams_over_the_limit(void) {
     int fd = reporter();
     for (uint32_t s = 1; s <= 50; s++)
-        send_events(fd, s, BH_EVENT_ALLOC, 0, 0x1000, 50, 0);
+        hs_events(fd, s, BH_EVENT_ALLOC, 0, 0, 0x1000, 64, 50);
     uint8_t reply[256];
     size_t got = read_some(fd, reply, sizeof(reply), 3);
     _exit(got >= BH_WIRE_HEADER + 4 && bh_get16(reply + 6) == BH_WIRE_ERROR ? 0 : 1);
@@ -895,21 +869,21 @@ static void limits_and_cleanup_hold_per_process_over_every_stream(void **state) 
     assert_int_equal(wait_total("live", 0, 5), 0); /* that process is gone */
 
     int fd = reporter(); /* stays open: this process keeps its one allocation */
-    send_events(fd, 1, BH_EVENT_ALLOC, 0, 0x7000, 1, 0);
+    hs_events(fd, 1, BH_EVENT_ALLOC, 0, 0, 0x7000, 64, 1);
     uint8_t rb[16];
     send_all(fd, rb, stream_frame(rb, BH_WIRE_RESYNC_BEGIN, 65537));
     send_all(fd, rb, stream_frame(rb, BH_WIRE_RESYNC_END, 65537));
     wait_total("resyncs", 1, 3);
     char *j = query(1, 3, NULL);
-    uint64_t live_after_resync = jnum(j, "live");
+    uint64_t live_after_resync = hs_num(j, "live");
     free(j);
 
-    uint64_t leaks0 = jnum(j = query(1, 3, NULL), "leaks");
+    uint64_t leaks0 = hs_num(j = query(1, 3, NULL), "leaks");
     free(j);
     waitpid(test_fork(fifteen_hundred_streams), NULL, 0);
     uint64_t leaks = wait_total("leaks", leaks0 + 1500, 5) - leaks0;
     j = query(1, 3, NULL);
-    uint64_t live_end = jnum(j, "live");
+    uint64_t live_end = hs_num(j, "live");
     free(j);
     close(fd);
     print_message("per process: 50 streams x 50 under a limit of 2,000 %s; stream 1 after a RESYNC of 65537: "
@@ -1243,15 +1217,15 @@ static void query_commands_are_bounded_and_paths_checked(void **state) {
 
     pid_t srv = start_server(NULL);
     int holder = reporter();
-    send_events(holder, 1, BH_EVENT_ALLOC, 0, 0x100000, 30000, 0);
+    hs_events(holder, 1, BH_EVENT_ALLOC, 0, 0, 0x100000, 64, 30000);
     assert_int_equal(wait_total("live", 30000, 10), 30000);
     char *dump = query(2, 10, &took);
     size_t len = dump != NULL ? strlen(dump) : 0;
     print_message("dump of 30,000 live: %zu bytes, omitted %llu\n", len,
-                  (unsigned long long)jnum(dump, "omitted"));
+                  (unsigned long long)hs_num(dump, "omitted"));
     assert_non_null(dump);
     assert_true(len <= BH_WIRE_MAX_PAYLOAD);
-    assert_true(jnum(dump, "omitted") > 0 && jnum(dump, "omitted") < 30000);
+    assert_true(hs_num(dump, "omitted") > 0 && hs_num(dump, "omitted") < 30000);
     free(dump);
     close(holder);
     stop_server(srv);
@@ -1266,8 +1240,8 @@ static void history_answers_for_the_address_asked_about(void **state) {
     unsigned port = start_with_http(&srv);
     (void)srv;
     int fd = reporter();
-    send_events(fd, 1, BH_EVENT_ALLOC, 0, 8, 1, 0);
-    send_events(fd, 1, BH_EVENT_ALLOC, 0, 10, 1, 0);
+    hs_events(fd, 1, BH_EVENT_ALLOC, 0, 0, 8, 64, 1);
+    hs_events(fd, 1, BH_EVENT_ALLOC, 0, 0, 10, 64, 1);
     assert_int_equal(wait_total("live", 2, 10), 2);
     char *ten = http_get(port, "/api/history?address=010");
     char *big = http_get(port, "/api/history?address=99999999999999999999");
