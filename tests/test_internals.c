@@ -427,13 +427,13 @@ static uint64_t check_node(tree_walk *w, const void *node, uint32_t depth, int s
         if (!root && !spine && !w->f->far)
             assert_true(l->n >= r->leaf_max / 4);
         for (uint32_t i = 0; i < l->n; i++) {
-            uint64_t start = l->base + l->off[i];
-            assert_true(i == 0 || l->off[i - 1] < l->off[i]);
+            uint64_t start = l->base + l->e[i].off;
+            assert_true(i == 0 || l->e[i - 1].off < l->e[i].off);
             if (w->have_prev)
                 assert_true(w->prev < start);
             w->have_prev = 1;
             w->prev = start;
-            uint32_t slot = bh__range_ref_slot(l->ref[i]);
+            uint32_t slot = bh__range_ref_slot(l->e[i].ref);
             assert_true(slot >= 1 && slot < (uint32_t)w->f->n + BH__BLOCKS_PER_PAIR);
             int b = w->f->of_slot[slot];
             assert_true(w->f->in[b]);
@@ -441,15 +441,15 @@ static uint64_t check_node(tree_walk *w, const void *node, uint32_t depth, int s
             assert_int_equal(AO_load(&w->f->blocks[b]->address), start);
             /* The size class: the least e with size <= 2^e. */
             uint64_t size = AO_load(&w->f->blocks[b]->size);
-            uint32_t e = l->ref[i] >> BH__RANGE_CLASS_SHIFT;
+            uint32_t e = l->e[i].ref >> BH__RANGE_CLASS_SHIFT;
             assert_true(e <= 64 && (e == 64 || size <= (uint64_t)1 << e));
             assert_true(e == 0 || size > (uint64_t)1 << (e - 1));
         }
         for (uint32_t i = l->n; i < BH__RANGE_LEAF_CAP; i++)
-            assert_int_equal(l->off[i], UINT32_MAX); /* the searches' padding */
+            assert_int_equal(l->e[i].off, UINT32_MAX); /* the searches' padding */
         w->entries += l->n;
         w->leaves++;
-        return l->base + l->off[0];
+        return l->base + l->e[0].off;
     }
     const bh__range_inner *in = node;
     assert_int_equal(in->level, w->t->height - depth);

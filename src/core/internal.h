@@ -307,8 +307,8 @@ void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot);
  *
  * Each domain's ranges are a B+tree of host-memory nodes keyed by start
  * address: leaves hold the starts (as 32-bit offsets from a per-leaf base)
- * and the blocks' 32-bit refs (slot, and a bound on the size) in separate
- * arrays, so a search compares keys without touching a block. A separator
+ * beside the blocks' 32-bit refs (slot, and a bound on the size), so a
+ * search compares keys without touching a block. A separator
  * in an inner node equals the smallest start in the subtree to its right
  * ("exact" separators): the leaf a search for q ends in then holds the
  * greatest start <= q, unless there is none in the whole tree. */
@@ -322,12 +322,19 @@ void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot);
 #define BH__RANGE_CLASS_SHIFT BH__SLOT_BITS
 static inline uint32_t bh__range_ref_slot(uint32_t ref) { return ref & BH__SLOT_MASK; }
 
+/* A leaf entry: a start's offset from the leaf's base and the block's ref
+ * side by side, so an insertion or removal shifts one array (one memmove)
+ * and the entry a search ends on carries its ref in the same line. */
+typedef struct bh__range_entry {
+    uint32_t off; /* start - base: ascending, so a leaf's starts span < 2^32 */
+    uint32_t ref; /* the block whose range starts at base + off */
+} bh__range_entry;
+
 typedef struct bh__range_leaf {
-    uint32_t n;                       /* entries in use */
-    uint32_t level;                   /* 0 (a leaf); fills what would be padding */
-    uint64_t base;                    /* <= every start in the leaf; each is base + off[i] */
-    uint32_t off[BH__RANGE_LEAF_CAP]; /* ascending: start - base, so starts span < 2^32 per leaf */
-    uint32_t ref[BH__RANGE_LEAF_CAP]; /* ref[i]: the block whose range starts at base + off[i] */
+    uint32_t n;                            /* entries in use */
+    uint32_t level;                        /* 0 (a leaf); fills what would be padding */
+    uint64_t base;                         /* <= every start in the leaf; each is base + e[i].off */
+    bh__range_entry e[BH__RANGE_LEAF_CAP]; /* in start order */
 } bh__range_leaf;
 _Static_assert(sizeof(bh__range_leaf) == 4 * BH__CACHE_LINE, "a leaf is four lines");
 

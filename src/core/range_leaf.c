@@ -21,7 +21,7 @@ typedef struct run {
 static void run_add(run *u, const leaf *l) {
     for (uint32_t i = 0; i < l->n; i++, u->n++) {
         u->key[u->n] = key_at(l, i);
-        u->ref[u->n] = l->ref[i];
+        u->ref[u->n] = l->e[i].ref;
     }
 }
 
@@ -43,8 +43,8 @@ static void leaf_fill(leaf *l, const run *u, uint32_t from, uint32_t to) {
     l->n = to - from;
     l->base = to > from ? u->key[from] : 0;
     for (uint32_t i = 0; i < l->n; i++) {
-        l->off[i] = (uint32_t)(u->key[from + i] - l->base);
-        l->ref[i] = u->ref[from + i];
+        l->e[i].off = (uint32_t)(u->key[from + i] - l->base);
+        l->e[i].ref = u->ref[from + i];
     }
     leaf_pad(l);
 }

@@ -22,7 +22,7 @@ typedef bh__range_tree tree;
 /* The most a leaf's starts may differ by: its offsets are 32 bits. */
 #define SPAN_MAX ((uint64_t)UINT32_MAX)
 
-static inline uint64_t key_at(const leaf *l, uint32_t i) { return l->base + l->off[i]; }
+static inline uint64_t key_at(const leaf *l, uint32_t i) { return l->base + l->e[i].off; }
 
 /* Past its n keys, every node's key array holds the greatest value, so a
  * search may run over all of it (range.c, inner_rank / offsets_rank):
@@ -30,7 +30,7 @@ static inline uint64_t key_at(const leaf *l, uint32_t i) { return l->base + l->o
  * and a take writes one. */
 static inline void leaf_pad(leaf *l) {
     for (uint32_t i = l->n; i < BH__RANGE_LEAF_CAP; i++)
-        l->off[i] = UINT32_MAX;
+        l->e[i].off = UINT32_MAX;
 }
 static inline void inner_pad(inner *in) {
     for (uint32_t i = in->n; i < BH__RANGE_INNER_CAP; i++)
@@ -55,13 +55,12 @@ static inline void leaf_put(leaf *l, uint32_t pos, uint64_t start, uint32_t ref)
          * may have left the old base further below). */
         uint64_t first = key_at(l, 0), base = start < first ? start : first;
         for (uint32_t i = 0; i < l->n; i++)
-            l->off[i] = (uint32_t)(key_at(l, i) - base);
+            l->e[i].off = (uint32_t)(key_at(l, i) - base);
         l->base = base;
     }
-    memmove(l->off + pos + 1, l->off + pos, (l->n - pos) * sizeof(l->off[0]));
-    memmove(l->ref + pos + 1, l->ref + pos, (l->n - pos) * sizeof(l->ref[0]));
-    l->off[pos] = (uint32_t)(start - l->base);
-    l->ref[pos] = ref;
+    memmove(l->e + pos + 1, l->e + pos, (l->n - pos) * sizeof(l->e[0]));
+    l->e[pos].off = (uint32_t)(start - l->base);
+    l->e[pos].ref = ref;
     l->n++;
 }
 
