@@ -65,14 +65,8 @@ static void send_all(int fd, const void *p, size_t n) {
 }
 
 static void send_hello(int fd) {
-    uint8_t f[BH_WIRE_HEADER + 14];
-    size_t h = bh_wire_header(f, BH_WIRE_HELLO, 14);
-    bh_put32(f + h, (uint32_t)getpid());
-    bh_put16(f + h + 4, BH_WIRE_VERSION);
-    bh_put16(f + h + 6, 0);
-    bh_put16(f + h + 8, 4);
-    memcpy(f + h + 10, "ring", 4);
-    send_all(fd, f, sizeof(f));
+    uint8_t f[BH_WIRE_HELLO_MAX];
+    send_all(fd, f, bh_wire_hello(f, (uint32_t)getpid(), 0, "ring", 4, 0));
 }
 
 static void send_stream_frame(int fd, uint16_t type, uint32_t stream) {

@@ -291,13 +291,7 @@ static void a_client_over_its_live_limit_is_cut_off_and_the_server_goes_on(void 
     pid_t srv = test_server_start(trackd, &paths, extra);
     int fd = test_connect(paths.sock);
     uint8_t buf[BH_WIRE_HEADER + 14 + 5 * (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN)];
-    size_t n = bh_wire_header(buf, BH_WIRE_HELLO, 14);
-    bh_put32(buf + n, (uint32_t)getpid());
-    bh_put16(buf + n + 4, BH_WIRE_VERSION);
-    bh_put16(buf + n + 6, 0);
-    bh_put16(buf + n + 8, 4);
-    memcpy(buf + n + 10, "test", 4);
-    n += 14;
+    size_t n = bh_wire_hello(buf, (uint32_t)getpid(), 0, "test", 4, 0);
     for (int i = 0; i < 5; i++)
         n += bh_wire_event(buf + n, 1, BH_EVENT_ALLOC, 0, 0x1000 * (uint64_t)(i + 1), 64, (uint64_t)i + 1);
     assert_int_equal(send(fd, buf, n, MSG_NOSIGNAL), (ssize_t)n);

@@ -114,14 +114,7 @@ static void raw_open(const char *name) {
     raw_fd = bh_unix_connect(paths.sock);
     if (raw_fd < 0)
         _exit(21);
-    size_t nlen = strlen(name);
-    raw_len = bh_wire_header(raw_buf, BH_WIRE_HELLO, (uint32_t)(10 + nlen));
-    bh_put32(raw_buf + raw_len, (uint32_t)getpid());
-    bh_put16(raw_buf + raw_len + 4, BH_WIRE_VERSION);
-    bh_put16(raw_buf + raw_len + 6, 0);
-    bh_put16(raw_buf + raw_len + 8, (uint16_t)nlen);
-    memcpy(raw_buf + raw_len + 10, name, nlen);
-    raw_len += 10 + nlen;
+    raw_len = bh_wire_hello(raw_buf, (uint32_t)getpid(), 0, name, strlen(name), 0);
     raw_seq = 0;
 }
 

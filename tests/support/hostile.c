@@ -169,13 +169,7 @@ uint64_t hs_tt_dram(int fd, int32_t device) {
 }
 
 size_t hs_hello(uint8_t *p, int control) {
-    size_t n = bh_wire_header(p, BH_WIRE_HELLO, 14);
-    bh_put32(p + n, (uint32_t)getpid());
-    bh_put16(p + n + 4, BH_WIRE_VERSION);
-    bh_put16(p + n + 6, control ? BH_WIRE_HELLO_CONTROL : 0);
-    bh_put16(p + n + 8, 4);
-    memcpy(p + n + 10, "evil", 4);
-    return n + 14;
+    return bh_wire_hello(p, (uint32_t)getpid(), control ? BH_WIRE_HELLO_CONTROL : 0, "evil", 4, 0);
 }
 
 static int connect_bounded(const char *sock) {
