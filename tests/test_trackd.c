@@ -25,6 +25,9 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <cmocka.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include "bufhandle/bufhandle.h"
 #include "proc.h"
@@ -44,6 +47,12 @@ static size_t read_all(int fd, uint8_t *buf, size_t cap);
 static const char *stats_json(void) {
     static char buf[1 << 16];
     return test_stats_json(trackd, paths.sock, buf, sizeof(buf));
+}
+
+/* `bh-trackd stats` (text), into a static buffer. */
+static const char *stats_text(void) {
+    static char text[8192];
+    return test_trackd_says(trackd, "stats", paths.sock, text, sizeof(text));
 }
 
 static int setup(void **state) {
@@ -271,13 +280,7 @@ static void stats_rows_come_biggest_first(void **state) {
                *d0 = strstr(j, "\"device\":0,");
     assert_true(d2 != NULL && d1 != NULL && d0 != NULL);
     assert_true(d2 < d1 && d1 < d0);
-    char cmd[512], text[4096];
-    snprintf(cmd, sizeof(cmd), "%s stats --socket %s", trackd, paths.sock);
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    text[n] = '\0';
-    assert_int_equal(pclose(f), 0);
+    const char *text = stats_text();
     const char *t2 = strstr(text, " 1048576 "), *t1 = strstr(text, " 65536 "), *t0 = strstr(text, " 4096 ");
     assert_true(t2 != NULL && t1 != NULL && t0 != NULL);
     assert_true(t2 < t1 && t1 < t0);
@@ -330,6 +333,128 @@ static void a_limit_of_zero_is_refused_at_start(void **state) {
         assert_non_null(strstr(out, opts[i]));
         assert_non_null(strstr(out, "takes 1 or more"));
     }
+}
+
+/* The state letter of pid (R, S, T, Z, ...) and its parent, from
+ * /proc/PID/stat; 0 if there is no such process. */
+static char proc_state(pid_t pid, pid_t *ppid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    const char *rp = strrchr(buf, ')'); /* after the name, which may hold anything */
+    char state = 0;
+    int pp = 0;
+    if (rp == NULL || sscanf(rp + 1, " %c %d", &state, &pp) != 2)
+        return 0;
+    *ppid = (pid_t)pp;
+    return state;
+}
+
+/* A number from a /proc/sys file, 0 if unreadable. */
+static long proc_sys(const char *path) {
+    char buf[32] = {0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    return n > 0 ? atol(buf) : 0;
+}
+
+static pid_t last_pid(void) { return (pid_t)proc_sys("/proc/sys/kernel/ns_last_pid"); }
+
+/* A child of parent, not stopped and not a zombie, among the pids handed
+ * out after *from (moved on to the last one): found without a walk of
+ * /proc, so even a test under valgrind sees a child that lives a few
+ * milliseconds. 0 if none. */
+static pid_t new_running_child(pid_t parent, pid_t *from) {
+    pid_t to = last_pid(), found = 0, max = (pid_t)proc_sys("/proc/sys/kernel/pid_max");
+    for (pid_t p = *from; p != to && found == 0 && max > 0;) {
+        p = p >= max ? 1 : p + 1; /* pids wrap at pid_max */
+        pid_t pp = 0;
+        char st = proc_state(p, &pp);
+        if (st != 0 && st != 'Z' && st != 'T' && pp == parent)
+            found = p;
+    }
+    *from = to;
+    return found;
+}
+
+/* GET /metrics from the --http port the server logged (HTTP/1.0, no Host:
+ * served), into a static buffer. */
+static const char *metrics_text(void) {
+    static char body[1 << 18];
+    unsigned port = 0;
+    for (double end = test_now_s() + TEST_HANG_S; port == 0 && test_now_s() < end; test_sleep_ms(20)) {
+        FILE *f = fopen(paths.log, "r");
+        char line[512];
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            const char *at = strstr(line, "serving http on http://127.0.0.1:");
+            if (at != NULL)
+                port = (unsigned)strtoul(at + strlen("serving http on http://127.0.0.1:"), NULL, 10);
+        }
+        if (f != NULL)
+            fclose(f);
+    }
+    assert_true(port != 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    static const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+    assert_int_equal(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL), (ssize_t)sizeof(req) - 1);
+    size_t n = read_all(fd, (uint8_t *)body, sizeof(body) - 1);
+    body[n] = '\0';
+    close(fd);
+    return body;
+}
+
+/* A --summary write due while the last one is still being written is
+ * skipped and counted: the writer (a forked copy of the server) is caught
+ * and stopped, then SIGHUP asks for another. The count is in the JSON, the
+ * text stats and /metrics; so is passed_fds_left_open (0 here: it counts
+ * descriptors the server had no memory to park, which no test can make
+ * happen without failing the server's allocator). */
+static void a_summary_skipped_while_one_is_written_is_counted_everywhere(void **state) {
+    (void)state;
+    const char *extra[] = {"--summary-interval-ms", "0", "--http", "127.0.0.1:0", NULL};
+    pid_t srv = test_server_start(trackd, &paths, extra), writer = 0, pp;
+    int attempts = 0;
+    for (double end = test_now_s() + TEST_HANG_S; writer == 0 && test_now_s() < end; attempts++) {
+        pid_t from = last_pid();
+        kill(srv, SIGHUP); /* writes the summary from a forked copy */
+        for (int i = 0; i < 2000 && writer == 0; i++) {
+            pid_t w = new_running_child(srv, &from);
+            if (w != 0 && kill(w, SIGSTOP) == 0) {
+                char st;
+                while ((st = proc_state(w, &pp)) != 0 && st != 'T' && st != 'Z')
+                    test_sleep_ms(1);       /* the stop is delivered, or it ended first */
+                writer = st == 'T' ? w : 0; /* else try again */
+            }
+        }
+    }
+    print_message("summary writer stopped after %d SIGHUPs\n", attempts);
+    assert_true(writer != 0);
+    kill(srv, SIGHUP); /* its writer is still busy: skipped */
+    uint64_t skipped = test_wait_stat(trackd, paths.sock, "server", "summaries_skipped", 1);
+    kill(writer, SIGCONT);
+    assert_true(skipped >= 1);
+    const char *j = stats_json();
+    assert_int_equal(test_json_u64(j, "server", "summaries_skipped"), skipped);
+    assert_int_equal(test_json_u64(j, "server", "passed_fds_left_open"), 0);
+    char want[160];
+    const char *text = stats_text();
+    snprintf(want, sizeof(want), ", %llu summaries skipped, 0 passed descriptors left open\n",
+             (unsigned long long)skipped);
+    assert_non_null(strstr(text, want));
+    const char *m = metrics_text();
+    snprintf(want, sizeof(want), "\nbh_trackd_summaries_skipped_total %llu\n", (unsigned long long)skipped);
+    assert_non_null(strstr(m, want));
+    assert_non_null(strstr(m, "\nbh_trackd_passed_fds_left_open_total 0\n"));
+    test_server_stop_clean(srv);
 }
 
 /* A child running as another user (nobody) connects; returns 1 if the server
@@ -648,6 +773,8 @@ int main(int argc, char **argv) {
                                         teardown),
         cmocka_unit_test_setup_teardown(compat_records_are_tracked_and_answered, setup, teardown),
         cmocka_unit_test_setup_teardown(a_limit_of_zero_is_refused_at_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_summary_skipped_while_one_is_written_is_counted_everywhere, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("trackd", tests, NULL, NULL);
 }

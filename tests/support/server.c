@@ -254,8 +254,13 @@ int test_reap(pid_t pid) {
 }
 
 const char *test_stats_json(const char *trackd, const char *sock, char *buf, size_t cap) {
+    return test_trackd_says(trackd, "stats --json", sock, buf, cap);
+}
+
+const char *test_trackd_says(const char *trackd, const char *command, const char *sock, char *buf,
+                             size_t cap) {
     char cmd[512];
-    snprintf(cmd, sizeof(cmd), "%s stats --json --socket %s", trackd, sock);
+    snprintf(cmd, sizeof(cmd), "%s %s --socket %s", trackd, command, sock);
     FILE *f = popen(cmd, "r");
     assert_non_null(f);
     size_t n = fread(buf, 1, cap - 1, f);

@@ -107,8 +107,11 @@ void test_kill(pid_t pid);
 /* Waits for pid: its exit status, or 128 + the signal that ended it. */
 int test_reap(pid_t pid);
 
-/* `TRACKD stats --json --socket SOCK` into buf (cap bytes); asserts that it
- * succeeded. Returns buf. */
+/* `TRACKD COMMAND --socket SOCK` (command: "stats", "stats --json", "dump
+ * --json", ...) into buf (cap bytes); asserts that it succeeded. Returns buf. */
+const char *test_trackd_says(const char *trackd, const char *command, const char *sock, char *buf,
+                             size_t cap);
+/* test_trackd_says "stats --json". */
 const char *test_stats_json(const char *trackd, const char *sock, char *buf, size_t cap);
 /* The number after "key": in the object "section":{...} of json; asserts
  * both are there. */

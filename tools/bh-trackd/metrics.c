@@ -341,6 +341,12 @@ static void health_series(FILE *f, const bh_metrics_health *h) {
         {"bh_trackd_compat_accept_waits_total", "counter",
          "Times TT connections were left in the backlog at the connection cap (instead of closing them).",
          H(compat_accept_waits_total)},
+        {"bh_trackd_summaries_skipped_total", "counter",
+         "Periodic or SIGHUP --summary writes skipped because the previous one was still being written.",
+         H(summaries_skipped_total)},
+        {"bh_trackd_passed_fds_left_open_total", "counter",
+         "Descriptors clients passed that stay open for good (no memory to park them for the closer thread).",
+         H(passed_fds_left_open_total)},
 #undef H
     };
     for (size_t k = 0; k < sizeof(hf) / sizeof(hf[0]); k++) {

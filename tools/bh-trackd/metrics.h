@@ -28,7 +28,9 @@ typedef struct bh_metrics_health {
         limit_disconnects_total, output_overflows_total, http_requests_total;
     uint64_t tt_refused_total, tt_evicted_departed_total, tt_evicted_over_share_total; /* TT table full */
     uint64_t compat_input_holds_total, compat_accept_waits_total; /* TT clients waited for, not closed */
-    double start_time_s;                                          /* unix time the daemon started */
+    uint64_t summaries_skipped_total;    /* --summary writes skipped: the last one was still writing */
+    uint64_t passed_fds_left_open_total; /* passed descriptors never closed: no memory to park them */
+    double start_time_s;                 /* unix time the daemon started */
 } bh_metrics_health;
 
 /* The program name of a client process ("" if unknown). */

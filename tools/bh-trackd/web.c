@@ -281,6 +281,8 @@ static void health(td_server *s, bh_metrics_health *h) {
     h->tt_evicted_over_share_total = tt.evicted_over_share;
     h->compat_input_holds_total = s->compat_holds;
     h->compat_accept_waits_total = s->compat_waits;
+    h->summaries_skipped_total = s->summaries_skipped;
+    h->passed_fds_left_open_total = s->closes_lost;
     h->start_time_s = s->start_time_s;
 }
 
