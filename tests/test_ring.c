@@ -307,14 +307,7 @@ static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
     send_hello(victim);
     for (uint64_t seq = 1; seq <= 12; seq += 11) { /* seq 1, then 12: 10 lost */
         uint8_t f[BH_WIRE_HEADER + BH_WIRE_EVENT_LEN];
-        size_t h = bh_wire_header(f, BH_WIRE_EVENT, BH_WIRE_EVENT_LEN);
-        memset(f + h, 0, BH_WIRE_EVENT_LEN);
-        bh_put32(f + h, 3);
-        f[h + 4] = BH_EVENT_ALLOC;
-        bh_put64(f + h + 16, 0x9000 + seq * 64);
-        bh_put64(f + h + 24, 64);
-        bh_put64(f + h + 32, seq);
-        send_all(victim, f, sizeof(f));
+        send_all(victim, f, bh_wire_event(f, 3, BH_EVENT_ALLOC, 0, 0x9000 + seq * 64, 64, seq));
     }
     assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", 2), 2);
     char buf[1 << 16];
