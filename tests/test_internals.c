@@ -392,7 +392,7 @@ static void range_fixture_init(range_fixture *f, int n, uint32_t leaf_max, uint3
     /* Arenas of one to ten nodes: trees of a few hundred nodes then cross
      * many arena boundaries, and node allocations can fail at many points. */
     bh__ranges_set_arenas(&f->ranges, 0, 4096);
-    f->rs = bh__range_stripe_of(&f->ranges, 0);
+    f->rs = bh__range_stripe_of(&f->ranges, 0, 0);
 }
 
 static void range_fixture_fini(range_fixture *f) {

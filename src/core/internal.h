@@ -302,8 +302,13 @@ void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot);
 
 /* Ranges of live blocks (and of dying ones whose free has not returned), per
  * domain, for overlap checks and bh_lookup_containing. Lock order: a table
- * shard's lock, then a range stripe's lock, then the slab's; never the
- * other way round.
+ * shard's lock, then range stripes' locks in ascending stripe index, then
+ * the slab's; never the other way round.
+ *
+ * A domain's addresses are cut into regions of 2^region_shift bytes, each
+ * hashed (with the domain) to a stripe; a range is in the tree of every
+ * stripe whose region it touches (range_stripes.c), so ranges in different
+ * regions usually take different locks.
  *
  * Each domain's ranges are a B+tree of host-memory nodes keyed by start
  * address: leaves hold the starts (as 32-bit offsets from a per-leaf base)
@@ -312,10 +317,11 @@ void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot);
  * in an inner node equals the smallest start in the subtree to its right
  * ("exact" separators): the leaf a search for q ends in then holds the
  * greatest start <= q, unless there is none in the whole tree. */
-#define BH__RANGE_STRIPES 16    /* power of two */
-#define BH__RANGE_LEAF_CAP 30   /* entries per leaf: 256 bytes, four lines */
-#define BH__RANGE_INNER_CAP 63  /* separators per inner node (64 children): 16 lines */
-#define BH__RANGE_MAX_HEIGHT 40 /* inner levels; a tree never gets near it (see range.c) */
+#define BH__RANGE_STRIPES 16      /* power of two, at most 32 (a stripe set is a 32-bit mask) */
+#define BH__RANGE_REGION_SHIFT 22 /* 4 MiB regions: a range of 4 MiB or less crosses at most one edge */
+#define BH__RANGE_LEAF_CAP 30     /* entries per leaf: 256 bytes, four lines */
+#define BH__RANGE_INNER_CAP 63    /* separators per inner node (64 children): 16 lines */
+#define BH__RANGE_MAX_HEIGHT 40   /* inner levels; a tree never gets near it (see range.c) */
 /* A leaf entry's ref: the block's slot, and above it the size's class e
  * (size <= 2^e; 0..64), which often proves without reading the block that a
  * range ends before a given address. */
@@ -379,6 +385,7 @@ typedef struct bh__ranges {
     uint32_t inner_max;          /* immutable after init: BH__RANGE_INNER_CAP but in tests */
     size_t arena_first;          /* immutable after init: bytes of a pool's first arena */
     size_t arena_max;            /* immutable after init: BH__HUGE_PAGE but in tests */
+    uint32_t region_shift;       /* immutable after init: BH__RANGE_REGION_SHIFT but in tests */
 } bh__ranges;
 
 void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab);
@@ -391,9 +398,36 @@ void bh__ranges_set_fanout(bh__ranges *r, uint32_t leaf_max, uint32_t inner_max)
 /* Test hook, on an empty index only: arenas of first bytes, doubling up
  * to max (each at least one node), so a few nodes need a new arena. */
 void bh__ranges_set_arenas(bh__ranges *r, size_t first, size_t max);
-/* The stripe holding every range of a domain. */
-bh__range_stripe *bh__range_stripe_of(bh__ranges *r, uint32_t device);
-/* All under stripe->lock. The block whose range contains address, or NULL. */
+/* Test hook, on an empty index only: regions of 2^shift bytes (shift <= 63),
+ * so that small ranges cross regions and stripes. */
+void bh__ranges_set_region_shift(bh__ranges *r, uint32_t shift);
+
+/* range_stripes.c: the stripes of a range, and the whole domain's index on
+ * top of range.c's per-stripe trees. A set has bit i for stripe i. */
+typedef uint32_t bh__stripe_set;
+/* The stripes whose trees hold [address, address + size) (if indexed) or
+ * would have to. Depends on nothing else: the same range, the same set. */
+bh__stripe_set bh__range_stripes(const bh__ranges *r, uint32_t device, uint64_t address, uint64_t size);
+/* The stripe of the region that holds address. */
+bh__range_stripe *bh__range_stripe_of(bh__ranges *r, uint32_t device, uint64_t address);
+/* Locks (ascending) or unlocks every stripe of set. A holder that needs more
+ * stripes unlocks all it holds and locks the union: never one more on top. */
+void bh__ranges_lock(bh__ranges *r, bh__stripe_set set);
+void bh__ranges_unlock(bh__ranges *r, bh__stripe_set set);
+/* The stripes of an indexed block's range, under a lock of one of them. */
+bh__stripe_set bh__ranges_stripes_of(const bh__ranges *r, const bh__block *b);
+/* The same answers as the per-stripe functions below, for the whole domain,
+ * under the locks of the range's stripes (bh__range_stripes; for
+ * containing, address's stripe; for remove, b's): overlap and insert name
+ * the block with the greatest start that meets the range, as one tree
+ * would; an insertion is in all of its stripes or none. */
+bh__block *bh__ranges_overlap(bh__ranges *r, uint32_t device, uint64_t address, uint64_t size);
+bh__block *bh__ranges_containing(bh__ranges *r, uint32_t device, uint64_t address);
+bh__block *bh__ranges_insert(bh__ranges *r, bh__block *b, bh_status *st);
+void bh__ranges_remove(bh__ranges *r, const bh__block *b);
+
+/* range.c, per stripe. All under stripe->lock. The block whose range
+ * contains address, or NULL. */
 bh__block *bh__range_containing(const bh__ranges *r, const bh__range_stripe *s, uint32_t device,
                                 uint64_t address);
 /* An indexed block whose range meets [address, address + size), or NULL. */

@@ -180,25 +180,29 @@ typedef struct taken_ranges {
     bh__block *b[TAKEN_MAX];
 } taken_ranges;
 
-/* Under the range stripe's lock, which was held since the ranges were taken
- * out: their releasers have not removed them yet (they need this lock), and
- * nothing was inserted in their place, so they fit again. Re-inserting can
- * only fail for an index node (host memory; removals usually leave their
- * nodes on the stripe's free list), or past TAKEN_MAX takeovers in one
- * creation: then that range stays out until its free returns
- * (docs/internals.md, range index). */
-static void put_back_ranges(bh_registry *reg, bh__range_stripe *rs, const taken_ranges *t) {
+/* Under the locks of every stripe of those ranges, held since they were
+ * taken out: their releasers have not removed them yet (they need these
+ * locks), and nothing was inserted in their place, so they fit again.
+ * Re-inserting can only fail for an index node (host memory; removals
+ * usually leave their nodes on the stripe's free list), or past TAKEN_MAX
+ * takeovers in one creation: then that range stays out until its free
+ * returns (docs/internals.md, range index). Empties t. */
+static void put_back_ranges(bh_registry *reg, taken_ranges *t) {
     for (unsigned i = 0; i < t->n; i++) {
         bh_status st = BH_OK;
-        (void)bh__range_insert(&reg->ranges, rs, t->b[i], &st);
+        (void)bh__ranges_insert(&reg->ranges, t->b[i], &st);
     }
+    t->n = 0;
 }
 
 /* Creates, publishes and indexes the block of a key that has no linked block
  * (or only one whose free has started, which the caller unlinks afterwards).
  * Under shard->lock. The overlap check and the range insertion are one step
- * (one walk of the range index) under the domain's range stripe lock, so two
- * overlapping keys created at once on different shards cannot both pass.
+ * under the locks of every range stripe the new range touches, so two
+ * overlapping keys created at once on different shards cannot both pass
+ * (they share a stripe). A takeover of a range that reaches into stripes
+ * not held lets go of them all and starts again holding the union (lock
+ * order: ascending stripes, never one more on top).
  * When no block or no table room can be had (host memory), the range is
  * still checked first:
  * BH_ENOMEM means the range was free, so a caller may give it back to the
@@ -210,16 +214,28 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
     bh__block *nb = bh__shard_reserve(shard) == BH_OK ? take_block(reg, shard) : NULL;
     if (nb != NULL)
         set_key(nb, device, address, size);
-    bh__range_stripe *rs = NULL;
+    bh__stripe_set held = 0;
     if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
-        rs = bh__range_stripe_of(&reg->ranges, device);
-        pthread_mutex_lock(&rs->lock);
+        held = bh__range_stripes(&reg->ranges, device, address, size);
+        bh__ranges_lock(&reg->ranges, held);
         bh__block *o;
         bh_status ist = BH_OK; /* BH_ENOMEM: no host memory for an index node */
         taken_ranges taken = {.n = 0};
-        while ((o = nb != NULL ? bh__range_insert(&reg->ranges, rs, nb, &ist)
-                               : bh__range_overlap(&reg->ranges, rs, device, address, size)) != NULL) {
+        while ((o = nb != NULL ? bh__ranges_insert(&reg->ranges, nb, &ist)
+                               : bh__ranges_overlap(&reg->ranges, device, address, size)) != NULL) {
             if (who != BY_INTERN && may_take_over(o)) {
+                bh__stripe_set more = bh__ranges_stripes_of(&reg->ranges, o) & ~held;
+                if (more != 0) {
+                    /* o reaches into stripes not held: everything back as
+                     * it was, and again from the start holding those too
+                     * (o may be gone by then; the search finds what is).
+                     * held only grows, so this happens a few times at most. */
+                    put_back_ranges(reg, &taken);
+                    bh__ranges_unlock(&reg->ranges, held);
+                    held |= more;
+                    bh__ranges_lock(&reg->ranges, held);
+                    continue;
+                }
                 /* o's free has started: the allocator may have handed its
                  * memory out again (bh_alloc), or the caller has it from
                  * the allocator (bh_adopt). Its range leaves the index
@@ -227,21 +243,21 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
                  * releaser's removal is then a no-op. bh_intern keeps
                  * meeting o (BH_EBUSY) until o's free has returned, so if
                  * this creation fails after all, o goes back (below). */
-                bh__range_remove(&reg->ranges, rs, o);
+                bh__ranges_remove(&reg->ranges, o);
                 if (taken.n < TAKEN_MAX)
                     taken.b[taken.n++] = o;
                 continue;
             }
             bh_status st = overlap_answer(reg, who, o);
-            put_back_ranges(reg, rs, &taken);
-            pthread_mutex_unlock(&rs->lock);
+            put_back_ranges(reg, &taken);
+            bh__ranges_unlock(&reg->ranges, held);
             if (nb != NULL)
                 put_back_block(shard, nb);
             return st;
         }
         if (nb == NULL || ist != BH_OK) { /* the range was checked free, as BH_ENOMEM promises */
-            put_back_ranges(reg, rs, &taken);
-            pthread_mutex_unlock(&rs->lock);
+            put_back_ranges(reg, &taken);
+            bh__ranges_unlock(&reg->ranges, held);
             if (nb != NULL)
                 put_back_block(shard, nb);
             return BH_ENOMEM;
@@ -250,8 +266,7 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
     if (nb == NULL)
         return BH_ENOMEM;
     *out = go_live(reg, shard, hash, nb);
-    if (rs != NULL)
-        pthread_mutex_unlock(&rs->lock);
+    bh__ranges_unlock(&reg->ranges, held); /* none with the check off */
     return BH_OK;
 }
 
@@ -301,7 +316,7 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
 
     report(reg, BH_EVENT_FREE, device, address, size);
     /* Release: pairs with the acquire in may_take_over() (under the shard
-     * lock in claim(), under the range stripe lock in create_block()). A
+     * lock in claim(), under range stripe locks in create_block()). A
      * bh_alloc or bh_adopt that sees FREEING also sees that the FREE report
      * above was made, so its ALLOC of this memory is reported after it. */
     AO_int_store_release(&b->meta, bh__block_slot(b) | BH__META_FREEING);
@@ -314,10 +329,10 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
      * the range out itself (create_block), making this a no-op. Before the
      * retirement below: an indexed block keeps its generation. */
     if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
-        bh__range_stripe *rs = bh__range_stripe_of(&reg->ranges, device);
-        pthread_mutex_lock(&rs->lock);
-        bh__range_remove(&reg->ranges, rs, b);
-        pthread_mutex_unlock(&rs->lock);
+        bh__stripe_set held = bh__range_stripes(&reg->ranges, device, address, size);
+        bh__ranges_lock(&reg->ranges, held);
+        bh__ranges_remove(&reg->ranges, b);
+        bh__ranges_unlock(&reg->ranges, held);
     }
 
     bh__live_sub(&reg->stats, size);
@@ -429,11 +444,11 @@ bh_status bh__adopt_block(bh_registry *reg, uint32_t device, uint64_t address, u
 static bh_status intern_refusal(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
                                 bh_status none) {
     if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
-        bh__range_stripe *rs = bh__range_stripe_of(&reg->ranges, device);
-        pthread_mutex_lock(&rs->lock);
-        const bh__block *o = bh__range_overlap(&reg->ranges, rs, device, address, size);
+        bh__stripe_set held = bh__range_stripes(&reg->ranges, device, address, size);
+        bh__ranges_lock(&reg->ranges, held);
+        const bh__block *o = bh__ranges_overlap(&reg->ranges, device, address, size);
         bh_status st = o != NULL ? overlap_answer(reg, BY_INTERN, o) : BH_OK;
-        pthread_mutex_unlock(&rs->lock);
+        bh__ranges_unlock(&reg->ranges, held);
         if (st != BH_OK)
             return st;
     }
@@ -531,11 +546,13 @@ __attribute__((noinline)) bh_status bh__lookup_locked(bh_registry *reg, bh__shar
 bh_status bh__containing_block(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out) {
     if (reg == NULL || out == NULL || (reg->flags & BH_CONFIG_NO_OVERLAP_CHECK))
         return BH_EINVAL;
-    bh__range_stripe *rs = bh__range_stripe_of(&reg->ranges, device);
-    /* Indexed blocks are not retired (retirement follows their removal from
-     * the index, under this lock), so their generation is stable here. */
+    /* One address is in one region, so its stripe's tree is the only one
+     * that can hold a range containing it. Indexed blocks are not retired
+     * (retirement follows their removal from the index, which needs this
+     * lock among others), so their generation is stable here. */
+    bh__range_stripe *rs = bh__range_stripe_of(&reg->ranges, device, address);
     pthread_mutex_lock(&rs->lock);
-    bh_status st = lookup_get(reg, bh__range_containing(&reg->ranges, rs, device, address), out);
+    bh_status st = lookup_get(reg, bh__ranges_containing(&reg->ranges, device, address), out);
     pthread_mutex_unlock(&rs->lock);
     return count_lookup(reg, st);
 }

@@ -3,11 +3,12 @@
  *
  * Owns: for every domain, the ordered set of [address, address + size) ranges
  * of the blocks that are live, or dying with their free not yet returned, as
- * a B+tree of host-memory nodes (layouts in internal.h). Domains are spread
- * over BH__RANGE_STRIPES stripes, each with its own mutex; all ranges of one
- * domain live in one stripe, so "does this range overlap anything?" and
- * "insert it" are one step under one lock, whichever intern-table shards the
- * keys hash to. Each domain of a stripe has its own tree, so keys are bare
+ * a B+tree of host-memory nodes (layouts in internal.h), one per domain
+ * and stripe: a stripe's tree holds the domain's ranges that touch the
+ * stripe's regions (range_stripes.c says which, and takes the locks), so
+ * "does this range overlap anything in this stripe?" and "insert it" are
+ * one step under that stripe's lock, whichever intern-table shards the keys
+ * hash to. Each domain of a stripe has its own tree, so keys are bare
  * 64-bit starts and an allocator bumping addresses appends at one tree's end.
  * Must never: hold two ranges of one domain that overlap, touch a block's
  * reference count or generation (the registry's protocol), or leave a tree
@@ -63,11 +64,7 @@ void bh__ranges_set_fanout(bh__ranges *r, uint32_t leaf_max, uint32_t inner_max)
     r->inner_max = inner_max < 4 ? 4 : inner_max > BH__RANGE_INNER_CAP ? BH__RANGE_INNER_CAP : inner_max;
 }
 
-bh__range_stripe *bh__range_stripe_of(bh__ranges *r, uint32_t device) {
-    return &r->stripes[(bh__key_hash(device, 0) >> 60) & (BH__RANGE_STRIPES - 1)];
-}
-
-/* A stripe holds the domains that hash to it, usually one or two: a list. */
+/* A stripe holds a tree per domain with ranges in its regions: a list. */
 static tree *tree_of(const bh__range_stripe *s, uint32_t device) {
     tree *t = s->trees;
     while (t != NULL && t->device != device)

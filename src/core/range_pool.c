@@ -103,6 +103,7 @@ void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab) {
     r->inner_max = BH__RANGE_INNER_CAP;
     r->arena_first = ARENA_FIRST;
     r->arena_max = BH__HUGE_PAGE;
+    r->region_shift = BH__RANGE_REGION_SHIFT;
 }
 
 void bh__ranges_set_arenas(bh__ranges *r, size_t first, size_t max) {
