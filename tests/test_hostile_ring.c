@@ -245,6 +245,52 @@ static void descriptors_a_client_hides_never_hold_the_server(void **state) {
     test_server_stop_clean(srv);
 }
 
+#define CUT_CONNS 3 /* connections sending a full message of descriptors at once */
+
+/* A server with 300 descriptors reads CUT_CONNS messages of 253 descriptors
+ * each (252 pipe ends, then a socket lingering 60 s), sent while it was
+ * stopped, so it reads them back to back: more than it has free. The kernel
+ * cuts what does not fit and releases the cut ones in the reading thread:
+ * main before this test held the loop 21 s for one 20 s lingering socket
+ * cut (the owner's stats waited; the wait here ends after TEST_HANG_S). A
+ * message's worth of descriptors is kept free now, and no connection is
+ * read while descriptors waiting to be closed use it. */
+static void descriptors_past_the_free_ones_are_never_cut(void **state) {
+    (void)state;
+    pid_t srv = hs_start(trackd, &paths, NULL, 300);
+    int socks[CUT_CONNS], ls[CUT_CONNS], p[2];
+    for (int i = 0; i < CUT_CONNS; i++)
+        socks[i] = hs_reporter(paths.sock);
+    /* Accepted, not in the backlog: what they send is read, not refused unread. */
+    assert_int_equal(hs_wait_total(paths.sock, "reporter_connections", CUT_CONNS, TEST_HANG_S), CUT_CONNS);
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(kill(srv, SIGSTOP), 0);
+    for (int i = 0; i < CUT_CONNS; i++) {
+        int fds[253];
+        for (int k = 0; k < 252; k++)
+            fds[k] = p[0];
+        fds[252] = lingering_socket(&ls[i], 60);
+        uint8_t f[BH_WIRE_HEADER];
+        tr_send_fds(socks[i], f, bh_wire_header(f, BH_WIRE_DRAIN, 0), fds, 253);
+        close(fds[252]);
+    }
+    close(p[0]);
+    close(p[1]);
+    assert_int_equal(kill(srv, SIGCONT), 0);
+    /* Every descriptor was taken and refused while the lingering closes
+     * would still be pending (the listeners are open). */
+    double t0 = test_now_s();
+    uint64_t refused = hs_wait_total(paths.sock, "passed_fds_refused", CUT_CONNS * 253, TEST_HANG_S);
+    printf("# %d messages of 253 descriptors, 300 descriptors: %" PRIu64 " taken in %.3f s\n", CUT_CONNS,
+           refused, test_now_s() - t0);
+    assert_int_equal(refused, CUT_CONNS * 253);
+    for (int i = 0; i < CUT_CONNS; i++) {
+        close(socks[i]);
+        close(ls[i]);
+    }
+    test_server_stop_clean(srv);
+}
+
 /* ------------------------------------------------------------ big drains */
 
 #define BIG_CAP (1u << 20) /* records: 40 MiB of ring */
@@ -357,6 +403,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(a_passed_descriptor_whose_close_waits_never_holds_the_loop, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(descriptors_a_client_hides_never_hold_the_server, setup, teardown),
+        cmocka_unit_test_setup_teardown(descriptors_past_the_free_ones_are_never_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(a_ring_close_of_a_big_ring_leaves_the_owner_served, setup, teardown),
         cmocka_unit_test_setup_teardown(a_disconnect_with_a_big_ring_leaves_the_owner_served, setup,
                                         teardown),

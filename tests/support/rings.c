@@ -42,10 +42,10 @@ int tr_make_ring(uint32_t cap, int seal, size_t bytes, uint8_t **map) {
 void tr_send_fds(int sock, const uint8_t *f, size_t n, const int *fds, int nfds) {
     struct iovec iov = {(void *)f, n};
     union {
-        char b[CMSG_SPACE(16 * sizeof(int))];
+        char b[CMSG_SPACE(253 * sizeof(int))]; /* the kernel's most (SCM_MAX_FD) */
         struct cmsghdr align;
     } cm;
-    assert_true(nfds >= 0 && nfds <= 16);
+    assert_true(nfds >= 0 && nfds <= 253);
     memset(&cm, 0, sizeof(cm));
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     if (nfds > 0) {

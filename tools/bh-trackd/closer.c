@@ -245,6 +245,8 @@ void td_close_passed(td_server *s, uid_t uid, int fd) {
 
 void td_closer_run(void) { unpark(); }
 
+int td_closer_timeout(int cap_ms) { return nparked > 0 && cap_ms > 1 ? 1 : cap_ms; }
+
 void td_close_conn(td_server *s, int fd) {
     int queued = -1;
     (void)shutdown(fd, SHUT_RD); /* nothing more can be queued after this */

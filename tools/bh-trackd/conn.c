@@ -29,12 +29,13 @@
 /* What to wait for: a closing connection is never read again (its input
  * would only pile up), only written to until its reply is out; a held
  * compat one is not read either. One whose input waits for its rings
- * (ring.c) is out of epoll until they are drained far enough: its hangup
- * must not be seen before the frames it sent first. */
+ * (ring.c), or for descriptors (starved), is out of epoll until they are
+ * drained far enough: its hangup must not be seen before the frames it sent
+ * first. */
 void td_rewatch(td_server *s, td_client *c) {
     if (s->epfd < 0 || c->fd < 0)
         return;
-    if (c->ring_wait) {
+    if (c->ring_wait || c->starved) {
         (void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
         return;
     }
@@ -284,6 +285,11 @@ void td_read_client(td_server *s, td_client *c) {
             c->dead = 1;
             return;
         }
+        if (td_fds_short(s)) { /* read again by the tick once the closer caught up */
+            c->starved = s->starving = 1;
+            td_rewatch(s, c);
+            return;
+        }
         size_t want = c->in_cap - c->in_len;
         ssize_t n = td_ring_recv(s, c, c->in + c->in_len, want < budget ? want : budget);
         if (n > 0) {
@@ -324,7 +330,7 @@ void td_read_client(td_server *s, td_client *c) {
 
 void td_check_timeouts(td_server *s, td_client *c, uint64_t now) {
     const char *why = NULL;
-    if (c->ring_wait) /* waits for the server's drain, not for its peer */
+    if (c->ring_wait || c->starved) /* waits for the server (a drain, the closer), not for its peer */
         return;
     if (c->closing) {
         if (now - c->closing_ms >= s->handshake_ms)

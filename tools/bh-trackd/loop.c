@@ -85,6 +85,23 @@ int td_conns_full(const td_server *s) {
     return s->nclients + s->ring_fds + td_closing_of(NULL) >= s->max_conns;
 }
 
+int td_fds_short(const td_server *s) {
+    return s->nclients + s->ring_fds + td_closing_of(NULL) > s->max_conns;
+}
+
+/* Starved connections are read again (tick) once the closer caught up. */
+static void feed_starved(td_server *s) {
+    if (!s->starving || td_fds_short(s))
+        return;
+    s->starving = 0;
+    for (td_client *c = s->clients; c != NULL; c = c->next) {
+        if (c->starved) {
+            c->starved = 0;
+            td_rewatch(s, c);
+        }
+    }
+}
+
 /* At the connection cap (or out of descriptors), TT clients are left in the
  * listen backlog instead of being accepted and closed: a TT client whose
  * socket is closed dies of SIGPIPE on its next send, one that waits only
@@ -281,6 +298,7 @@ static void tick(td_server *s) {
     }
     if (s->tt_waiting && !td_conns_full(s))
         compat_wait(s, 0);
+    feed_starved(s);
     td_check_orphans(s);
     td_check_departed(s);
     td_log_tick(s, 0);
@@ -327,7 +345,10 @@ static void on_client(td_server *s, td_client *c, uint32_t events) {
 /* The connection caps, within the descriptor limit: HTTP connections are
  * reserved for as well as socket ones (HTTP gets at most half of what is
  * left), so no HTTP client can use up the descriptors the socket protocol's
- * --max-connections promises. */
+ * --max-connections promises; and one message's SCM_RIGHTS (253, or half of
+ * what is left when that is less), so the descriptors a message carries are
+ * never cut: the kernel releases the ones it cuts in the reading thread, the
+ * loop, and a lingering socket among them held it for its linger time. */
 static void fit_connection_cap(td_server *s) {
     s->http_conns = s->http_spec != NULL || s->act_http >= 0 ? TD_HTTP_CONNECTIONS : 0;
     struct rlimit rl;
@@ -337,6 +358,7 @@ static void fit_connection_cap(td_server *s) {
     if (s->http_conns > room / 2)
         s->http_conns = (unsigned)(room / 2);
     room -= s->http_conns;
+    room -= room / 2 < TD_SCM_MAX_FD ? room / 2 : TD_SCM_MAX_FD;
     if (s->max_conns > room) {
         s->max_conns = room;
         td_log(s, TD_INFO,
@@ -410,7 +432,8 @@ int td_serve(td_server *s) {
     uint64_t last_tick = 0;
     while (running) {
         struct epoll_event evs[64];
-        int n = epoll_wait(s->epfd, evs, 64, td_web_timeout(s, td_rings_timeout(s, TD_TICK_MS)));
+        int n = epoll_wait(s->epfd, evs, 64,
+                           td_web_timeout(s, td_rings_timeout(s, td_closer_timeout(TD_TICK_MS))));
         for (int i = 0; i < n; i++) {
             void *tag = evs[i].data.ptr;
             if (tag == &tag_signal)

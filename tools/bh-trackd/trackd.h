@@ -103,6 +103,7 @@ typedef struct td_client {
     int fds[TD_RING_FDS]; /* descriptors received, waiting for their RING frame */
     int nfds;
     int ring_wait; /* ring.c: 0 or TD_RING_WAIT_*: out of epoll, no timeouts, input not parsed */
+    int starved;   /* not read while the descriptors one message may carry are not free (td_fds_short) */
     struct td_client *next;
 } td_client;
 
@@ -202,6 +203,7 @@ typedef struct td_server {
     uint64_t ring_rotor; /* which connection's rings go first this turn (ring.c) */
     int stopping;        /* the loop is over: rings left are drained at once */
     int tt_waiting;      /* the compat listener is not accepted from: the connection cap is reached */
+    int starving;        /* some connection is starved (td_fds_short): the tick reads it again */
     uint64_t compat_holds,
         compat_waits; /* compat input held for unread replies; accepts put off at the cap */
     td_rate rates[TD_LOG_KINDS];
@@ -347,6 +349,9 @@ void td_close_passed(td_server *s, uid_t uid, int fd);
 void td_close_conn(td_server *s, int fd);
 /* Parked descriptors into the queue as it empties: every loop turn. */
 void td_closer_run(void);
+/* The loop's wait: cap_ms, or 1 ms while descriptors are parked (the queue
+ * takes them as it empties, which nothing else wakes the loop for). */
+int td_closer_timeout(int cap_ms);
 /* Passed descriptors not closed yet, of *uid (NULL: of everybody): they
  * count against the connection caps, like the connections themselves. */
 uint64_t td_closing_of(const uid_t *uid);
@@ -461,6 +466,11 @@ uint64_t td_descriptors_of(const td_server *s, uid_t uid);
 /* At --max-connections: clients, ring descriptors waiting for their frame
  * and descriptors waiting to be closed all count (loop.c). */
 int td_conns_full(const td_server *s);
+/* Past --max-connections (descriptors waiting to be closed went over it):
+ * the descriptors kept free for one message's SCM_RIGHTS may be in use, so
+ * no connection is read (the kernel would cut the descriptors that do not
+ * fit and release them in this thread) until the closer has caught up. */
+int td_fds_short(const td_server *s);
 /* QUERY kinds: stats, dump, and the history of one address (docs/protocol.md). */
 enum { TD_QUERY_STATS = 1, TD_QUERY_DUMP = 2, TD_QUERY_HISTORY = 3 };
 /* `bh-trackd stats|dump|history`: what is a TD_QUERY_* (address: history's);
