@@ -260,6 +260,53 @@ static void a_takeover_across_stripes_takes_the_old_range_out_of_each(void **sta
     assert_int_equal(bh_registry_destroy(x.reg), BH_OK);
 }
 
+/* ------------------------------------------------ host memory running out */
+
+/* Two neighbouring regions of the test's space on different stripes. */
+static uint64_t two_stripes(const bh__ranges *r) {
+    uint64_t w = BASE;
+    for (int k = 0; k < CELLS && bh__range_stripes(r, 0, w, 2 * REGION) == bh__range_stripes(r, 0, w, REGION);
+         k++)
+        w += REGION;
+    assert_int_not_equal(bh__range_stripes(r, 0, w, 2 * REGION), bh__range_stripes(r, 0, w, REGION));
+    return w;
+}
+
+/* A range across two stripes, on a fresh registry, with each host
+ * allocation of its creation failing in turn (the table, the block, each
+ * stripe's new tree and node): BH_ENOMEM, and the range in neither stripe,
+ * also when the first stripe had already taken it. */
+static void an_insertion_out_of_host_memory_is_in_no_stripe(void **state) {
+    (void)state;
+    long needed = 0;
+    for (long k = 0; k == 0 || k <= needed; k++) {
+        bh_registry *reg = make(NULL);
+        bh__ranges_set_region_shift(&reg->ranges, SHIFT);
+        uint64_t w = two_stripes(&reg->ranges);
+        bh_handle h, in;
+        long before = bh__hostmem_attempts();
+        bh__hostmem_fail_at(k);
+        bh_status st = bh_adopt(reg, 0, w, 2 * REGION, &h);
+        bh__hostmem_fail_at(0);
+        if (k == 0) {
+            assert_int_equal(st, BH_OK);
+            needed = bh__hostmem_attempts() - before;
+            assert_true(needed >= 2); /* a tree in each stripe at least */
+        } else {
+            assert_int_equal(st, BH_ENOMEM);
+            assert_index_empty(reg);
+            assert_int_equal(bh_lookup_containing(reg, 0, w, &in), BH_ENOTFOUND);
+            assert_int_equal(bh_adopt(reg, 0, w, 2 * REGION, &h), BH_OK);
+        }
+        assert_int_equal(bh_lookup_containing(reg, 0, w + REGION, &in), BH_OK);
+        assert_int_equal(in.bits, h.bits);
+        assert_int_equal(bh_release(reg, in), BH_OK);
+        assert_int_equal(bh_release(reg, h), BH_OK);
+        assert_index_empty(reg);
+        assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    }
+}
+
 /* ------------------------------------------------ overlapping creations racing */
 
 /* Ranges start and end on quarters of a region: a live range owns its
@@ -360,11 +407,13 @@ static void overlapping_creations_across_stripes_never_both_win(void **state) {
     race_reg = make(NULL);
     bh__ranges_set_region_shift(&race_reg->ranges, SHIFT);
     memset(owner, 0, sizeof(owner));
+    BH__ATOMIC_RANGE(owner, sizeof(owner)); /* helgrind, drd: atomics only, not a race */
     pthread_t t[4];
     for (uintptr_t i = 0; i < 4; i++)
         assert_int_equal(pthread_create(&t[i], NULL, racer, (void *)(i + 1)), 0);
     for (int i = 0; i < 4; i++)
         assert_int_equal(pthread_join(t[i], NULL), 0);
+    BH__ATOMIC_RANGE_END(owner, sizeof(owner));
     assert_int_equal(failures, 0);
     bh_stats s;
     assert_int_equal(bh_stats_get(race_reg, &s), BH_OK);
@@ -382,6 +431,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(a_held_stripe_does_not_stop_creations_in_other_regions),
         cmocka_unit_test(ranges_across_regions_answer_as_one_index),
         cmocka_unit_test(a_takeover_across_stripes_takes_the_old_range_out_of_each),
+        cmocka_unit_test(an_insertion_out_of_host_memory_is_in_no_stripe),
         cmocka_unit_test(overlapping_creations_across_stripes_never_both_win),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
