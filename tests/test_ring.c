@@ -330,6 +330,40 @@ static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
     test_server_stop_clean(srv);
 }
 
+/* A process whose connection ends between its MARK and the RESYNC_BEGIN
+ * naming it (killed there, or its socket broke): that BEGIN can never come,
+ * so the mark is stale and the FREEs after it are its real last events,
+ * drained with the rest. main before this test stopped the disconnect's
+ * drain at the mark: the FREEs were neither applied nor lost, and both
+ * allocations they freed were counted as leaks of the gone process. */
+static void a_mark_left_by_a_connection_that_ended_holds_no_free_back(void **state) {
+    (void)state;
+    pid_t srv = test_server_start(trackd, &paths, NULL);
+    int sock = test_connect(paths.sock);
+    send_hello(sock);
+    uint8_t *ring;
+    int fd = tr_taken_ring(sock, 1024, &ring);
+    tr_put_record(ring, 1024, 0, 1, BH_RING_ALLOC, 0x5000);
+    tr_put_record(ring, 1024, 1, 2, BH_RING_ALLOC, 0x6000);
+    tr_put_record(ring, 1024, 2, 2, BH_RING_MARK, 9); /* no event lost before it */
+    tr_put_record(ring, 1024, 3, 3, BH_RING_FREE, 0x5000);
+    tr_put_record(ring, 1024, 4, 4, BH_RING_FREE, 0x6000);
+    tr_publish(ring, 5);
+    /* Drained up to the mark, held there: it waits for its RESYNC_BEGIN. */
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", 2), 2);
+    close(sock);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "server", "processes_gone", 1), 1);
+    char buf[1 << 16];
+    const char *j = test_stats_json(trackd, paths.sock, buf, sizeof(buf));
+    assert_int_equal(test_json_u64(j, "totals", "frees"), 2);
+    assert_int_equal(test_json_u64(j, "totals", "leaks"), 0);
+    assert_int_equal(test_json_u64(j, "totals", "unverified_leaks"), 0);
+    assert_int_equal(test_json_u64(j, "totals", "lost"), 0);
+    munmap(ring, bh_ring_bytes(1024));
+    close(fd);
+    test_server_stop_clean(srv);
+}
+
 /* The server's descriptors that are this test's memfds. */
 static int server_memfds(pid_t srv) {
     char dir[64], path[320], link[256];
@@ -403,6 +437,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(a_hostile_ring_never_crashes_or_stalls_the_server, setup, teardown),
         cmocka_unit_test_setup_teardown(a_number_jump_does_not_wrap_the_loss_of_others, setup, teardown),
         cmocka_unit_test_setup_teardown(waiting_descriptors_stay_within_the_connection_caps, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_mark_left_by_a_connection_that_ended_holds_no_free_back, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("ring", tests, NULL, NULL);
 }

@@ -35,7 +35,8 @@
 /* What waits for a ring (the connection's input is held until it is done).
  * A connection that ended drains with OP_DRAIN too: what is different about
  * it (its leaks are counted only once the drain ends) is the connection's
- * TD_RING_WAIT_GONE, which finish() reads, not anything of a ring's. */
+ * TD_RING_WAIT_GONE, which finish() reads, and its marks, all stale then
+ * (marks_stale): no drain of it waits at one. */
 enum { OP_NONE, OP_DRAIN, OP_CLOSE, OP_BEGIN };
 
 struct td_ring {
@@ -505,11 +506,25 @@ int td_rings_timeout(const td_server *s, int cap_ms) {
     return cap_ms;
 }
 
+/* The connection ended: no RESYNC_BEGIN can come for a mark in its rings,
+ * so every mark there is stale, like one of a resync a reconnection's RING
+ * says was cut short: passed over (a gap before it still counted as lost),
+ * and the records after it, the process's last real events, applied. Held
+ * at one instead, the drain would end there and the FREEs after it would
+ * turn what they freed into false leaks of a gone process. */
+static void marks_stale(td_client *c) {
+    for (td_ring *r = c->rings; r != NULL; r = r->next) {
+        r->stale = UINT64_MAX;
+        r->held = 0;
+    }
+}
+
 int td_ring_close_client(td_server *s, td_client *c) {
     for (int i = 0; i < c->nfds; i++)
         close(c->fds[i]); /* memfds (take_fd) */
     s->ring_fds -= (uint64_t)c->nfds;
     c->nfds = 0;
+    marks_stale(c);
     if (s->stopping) { /* the loop is over: what is left is drained here, once */
         for (td_ring *r = c->rings; r != NULL; r = r->next)
             (void)drain(s, c, r, r->cap, 0);
