@@ -405,6 +405,7 @@ static void stop(td_server *s) {
     close_listener(&s->tt);
     td_free_orphans(s);
     td_peer_free(s);
+    td_fair_free(s);
     bh_track_free(s->track);
     s->track = NULL;
     td_tt_free(s->tt_table);

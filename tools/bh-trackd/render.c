@@ -43,16 +43,27 @@ static int reserve(td_strbuf *b, size_t n) {
     return 0;
 }
 
+/* Formats straight into the spare room, and a second time only when the
+ * text did not fit and the buffer grew: a row is several calls, and
+ * measuring each one first (a vsnprintf to NULL) cost as much as writing
+ * it. Refused, the buffer reads as before (its text ends at len). */
 int td_sb_printf(td_strbuf *b, const char *fmt, ...) {
+    if (reserve(b, 0) != 0)
+        return -1;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
     va_end(ap);
-    if (n < 0 || (b->limit != 0 && b->len + (size_t)n > b->limit) || reserve(b, (size_t)n) != 0)
+    int fits = n >= 0 && (size_t)n < b->cap - b->len;
+    if (n < 0 || (b->limit != 0 && b->len + (size_t)n > b->limit) || (!fits && reserve(b, (size_t)n) != 0)) {
+        b->p[b->len] = '\0';
         return -1;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
+    }
+    if (!fits) {
+        va_start(ap, fmt);
+        vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+    }
     b->len += (size_t)n;
     return 0;
 }
@@ -197,92 +208,23 @@ static void fill_group(report_ctx *r, const void *item) {
     }
 }
 
-static void stats_group(void *ctx, uint64_t key, uint32_t device, const bh_track_counts *c) {
+/* One group's row; stops the walk once the reply is full (the rest are
+ * counted, never formatted). */
+static int stats_group(void *ctx, uint64_t key, uint32_t device, const bh_track_counts *c) {
+    report_ctx *r = ctx;
     group_item g = {key, device, c};
-    row(ctx, fill_group, &g);
-}
-
-/* The groups copied out of the tracker, to be sorted before they are shown. */
-typedef struct group_copy {
-    uint64_t key;
-    uint32_t device;
-    uint32_t rank; /* its place among its process's groups, biggest first */
-    bh_track_counts c;
-} group_copy;
-
-typedef struct group_list {
-    group_copy *v;
-    size_t n, cap;
-    int failed;
-} group_list;
-
-static void collect_group(void *ctx, uint64_t key, uint32_t device, const bh_track_counts *c) {
-    group_list *l = ctx;
-    if (l->failed)
-        return;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        group_copy *nv = realloc(l->v, cap * sizeof(*nv));
-        if (nv == NULL) {
-            l->failed = 1;
-            return;
-        }
-        l->v = nv;
-        l->cap = cap;
-    }
-    l->v[l->n++] = (group_copy){key, device, 0, *c};
-}
-
-/* Biggest first: live bytes, then peak bytes; ties in (client, domain)
- * order, so one state always prints alike. */
-static int by_bytes(const void *a, const void *b) {
-    const group_copy *x = a, *y = b;
-    if (x->c.live_bytes != y->c.live_bytes)
-        return x->c.live_bytes < y->c.live_bytes ? 1 : -1;
-    if (x->c.peak_bytes != y->c.peak_bytes)
-        return x->c.peak_bytes < y->c.peak_bytes ? 1 : -1;
-    if (x->key != y->key)
-        return x->key < y->key ? -1 : 1;
-    return x->device < y->device ? -1 : x->device > y->device;
-}
-
-/* A process's groups together, biggest first. */
-static int by_process(const void *a, const void *b) {
-    uint32_t x = BH_TRACK_PROCESS(((const group_copy *)a)->key),
-             y = BH_TRACK_PROCESS(((const group_copy *)b)->key);
-    return x != y ? (x < y ? -1 : 1) : by_bytes(a, b);
-}
-
-/* Each process's biggest group before any process's second one, and so on;
- * within a rank, biggest first. */
-static int by_rank(const void *a, const void *b) {
-    uint32_t x = ((const group_copy *)a)->rank, y = ((const group_copy *)b)->rank;
-    return x != y ? (x < y ? -1 : 1) : by_bytes(a, b);
+    row(r, fill_group, &g);
+    return r->full;
 }
 
 /* Every group (gone processes' until they are retired into "(departed)")
- * under the limit, in a fair order: every process's biggest group first,
- * then every process's second, each round biggest first. So the rows a full
- * reply leaves out are the least useful ones of processes with many, never
- * all of a process that came later or holds little (0.3.1 listed first-seen
- * first and cut the newest). Without memory for the copy, in the tracker's
- * order. */
+ * under the limit, in the fair order (fair.c): the rows a full reply leaves
+ * out are the least useful ones of processes with many, never all of a
+ * process that came later or holds little (0.3.1 listed first-seen first
+ * and cut the newest). */
 static void render_groups(td_server *s, report_ctx *r, size_t limit) {
     r->b->limit = limit != 0 ? limit : TD_REPLY_LIMIT;
-    group_list l = {0};
-    bh_track_each_group(s->track, collect_group, &l);
-    if (l.failed) {
-        bh_track_each_group(s->track, stats_group, r);
-    } else if (l.n > 0) { /* no groups: l.v is NULL, which qsort must not get */
-        qsort(l.v, l.n, sizeof(*l.v), by_process);
-        for (size_t i = 1; i < l.n; i++)
-            if (BH_TRACK_PROCESS(l.v[i].key) == BH_TRACK_PROCESS(l.v[i - 1].key))
-                l.v[i].rank = l.v[i - 1].rank + 1;
-        qsort(l.v, l.n, sizeof(*l.v), by_rank);
-        for (size_t i = 0; i < l.n; i++)
-            stats_group(r, l.v[i].key, l.v[i].device, &l.v[i].c);
-    }
-    free(l.v);
+    r->omitted += td_each_group_fair(s, stats_group, r);
     r->b->limit = 0;
 }
 

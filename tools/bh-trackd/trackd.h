@@ -15,6 +15,7 @@
  *   liveness.c  client processes: names, orphans, leaks when a process is gone
  *   peer.c      peers whose pid this server cannot see: their process keys
  *   render.c    the one renderer: stats and dump (text, JSON)
+ *   fair.c      the order of the stats rows, without sorting every group
  *   summary.c   the --summary file, written atomically, off the loop
  *   log.c       the log stream and its rate limit
  *   query.c     `bh-trackd stats|dump`: the client side of a QUERY
@@ -161,6 +162,7 @@ typedef struct td_tt_devices {
 
 struct td_tt_table;
 struct td_peers;
+struct td_fair;
 
 typedef struct td_server {
     /* configuration (main.c) */
@@ -187,6 +189,7 @@ typedef struct td_server {
     size_t departed_groups;                /* their groups, bounded by TD_DEPARTED_GROUPS */
     struct td_tt_table *tt_table;          /* TT's server's view of the compat clients (tt_table.h) */
     struct td_peers *peers;                /* unverified process keys (peer.c), NULL until the first */
+    struct td_fair *fair;                  /* fair.c's scratch, NULL until the first stats */
     uint64_t next_summary_ms;
     uint64_t last_dump_ms, dumps_logged, dumps_skipped; /* DUMP_REMAINING excerpts (tt.c) */
     pid_t summary_pid;                                  /* the summary writer running, or 0 */
@@ -423,6 +426,18 @@ void td_tt_render(td_server *s, td_strbuf *b, int json);
 void td_render_domain(td_strbuf *b, int json, uint32_t domain);
 /* A domain for a log line ("device D kind K"), into buf. */
 const char *td_domain_text(char *buf, size_t cap, uint32_t domain);
+/* ======================== fair.c ======================== */
+
+/* A group for td_each_group_fair; nonzero stops the walk. */
+typedef int (*td_group_fn)(void *ctx, uint64_t key, uint32_t device, const bh_track_counts *c);
+/* Calls fn for the tracker's (stream, device) groups in the stats rows'
+ * fair order (every process's biggest before any process's second; each
+ * round biggest first) until fn returns nonzero; returns the groups not
+ * handed out then (0 when fn never stopped). O(groups) plus O(log groups)
+ * per group handed out, never a sort of all of them. */
+uint64_t td_each_group_fair(td_server *s, td_group_fn fn, void *ctx);
+void td_fair_free(td_server *s);
+
 /* ======================== summary.c ======================== */
 
 /* The stats JSON into --summary, atomically (temporary file, then rename).
