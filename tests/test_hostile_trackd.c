@@ -544,7 +544,7 @@ static char *http_get(unsigned port, const char *path) {
     int fd = http_pipeline(port, path, 1);
     size_t cap = 2u << 20, len = 0;
     char *buf = calloc(1, cap);
-    for (double end = test_now_s() + 5; test_now_s() < end;) {
+    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end;) {
         len += read_some(fd, (uint8_t *)buf + len, cap - 1 - len, 0.05);
         const char *body = strstr(buf, "\r\n\r\n"), *cl = strcasestr(buf, "Content-Length:");
         if (body != NULL && cl != NULL && len >= (size_t)(body + 4 - buf) + strtoul(cl + 15, NULL, 10))
