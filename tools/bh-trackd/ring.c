@@ -525,9 +525,12 @@ int td_ring_close_client(td_server *s, td_client *c) {
     s->ring_fds -= (uint64_t)c->nfds;
     c->nfds = 0;
     marks_stale(c);
-    if (s->stopping) { /* the loop is over: what is left is drained here, once */
-        for (td_ring *r = c->rings; r != NULL; r = r->next)
-            (void)drain(s, c, r, r->cap, 0);
+    if (s->stopping) { /* the loop is over: what is left is drained here, once, up to TD_RING_STOP */
+        static uint64_t left = TD_RING_STOP;
+        for (td_ring *r = c->rings; r != NULL && left > 0; r = r->next) {
+            long n = drain(s, c, r, r->cap < left ? r->cap : left, 0);
+            left -= n > 0 ? (uint64_t)n : 0;
+        }
     } else if (c->ring_wait == TD_RING_WAIT_GONE) {
         return 1; /* still being drained */
     } else if (c->rings != NULL && !c->closing) {

@@ -67,8 +67,10 @@
 #define TD_RING_POLL_MS 4              /* rings are polled this often while attached and idle */
 #define TD_RING_SLICE 4096u            /* records drained from one connection's rings per loop turn */
 #define TD_RING_TURN 16384u            /* records drained from all rings per loop turn */
-#define TD_RING_WAIT_INPUT 1           /* c->ring_wait: input held until its rings are drained so far */
-#define TD_RING_WAIT_GONE 2            /* c->ring_wait: the connection ended, its rings are still drained */
+#define TD_RING_STOP                                                                                         \
+    (1u << 20) /* records drained from all rings at shutdown; the rest stay for the next server */
+#define TD_RING_WAIT_INPUT 1 /* c->ring_wait: input held until its rings are drained so far */
+#define TD_RING_WAIT_GONE 2  /* c->ring_wait: the connection ended, its rings are still drained */
 
 #define TD_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define TD_LEAKS_KEPT 256     /* the latest leaks, listed in stats and the summary */
