@@ -911,6 +911,9 @@ static void an_index_node_that_cannot_be_had_is_enomem(void **state) {
     enum { N = BH__RANGE_LEAF_CAP + 8 };
     bh_registry *reg;
     assert_int_equal(bh_registry_create(NULL, &reg), BH_OK);
+    /* Arenas of a few nodes, taken a node at a time: each new node may be
+     * the allocation that fails (default chunks hold 64 leaves). */
+    bh__ranges_set_arenas(&reg->ranges, 0, 4096);
     bh_handle h[N];
     int enomem = 0;
     for (int j = 0; j < N; j++) {

@@ -302,13 +302,11 @@ void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot);
 
 /* Ranges of live blocks (and of dying ones whose free has not returned), per
  * domain, for overlap checks and bh_lookup_containing. Lock order: a table
- * shard's lock, then range stripes' locks in ascending stripe index, then
- * the slab's; never the other way round.
- *
- * A domain's addresses are cut into regions of 2^region_shift bytes, each
+ * shard's lock, then range stripes' locks in ascending stripe index (then
+ * their arenas' lock), then the slab's; never the other way round. A
+ * domain's addresses are cut into regions of 2^region_shift bytes, each
  * hashed (with the domain) to a stripe; a range is in the tree of every
- * stripe whose region it touches (range_stripes.c), so ranges in different
- * regions usually take different locks.
+ * stripe whose region it touches (range_stripes.c).
  *
  * Each domain's ranges are a B+tree of host-memory nodes keyed by start
  * address: leaves hold the starts (as 32-bit offsets from a per-leaf base)
@@ -360,16 +358,23 @@ typedef struct bh__range_tree {
 } bh__range_tree;
 
 /* Nodes of one kind (leaves, or inner nodes) for one stripe, under its
- * lock: carved in order from arenas that double in size up to
- * BH__HUGE_PAGE; a freed node waits on a list for the next taker. Arenas
- * are given back only when the index goes away. */
+ * lock: carved in order from chunks of the index's arenas (below); a freed
+ * node waits on a list for the next taker. */
 typedef struct bh__range_pool {
     void *free;     /* freed nodes, each holding the next one's address */
-    char *carve;    /* the newest arena's first node never handed out */
-    char *end;      /* the newest arena's end */
-    void *arenas;   /* the newest arena; each begins with the previous one's address */
-    uint32_t count; /* arenas so far (a test hook reads it) */
+    char *carve;    /* the current chunk's first node never handed out */
+    char *end;      /* the current chunk's end */
+    uint32_t count; /* chunks taken so far (a test hook reads it) */
 } bh__range_pool;
+
+/* The arenas every stripe's pools take chunks from, under lock (nested in a
+ * stripe's): doubling up to BH__HUGE_PAGE, given back only at fini. */
+typedef struct bh__range_arenas {
+    pthread_mutex_t lock;
+    void *newest;      /* each arena begins with the previous one's address */
+    char *carve, *end; /* under lock: the newest arena's part not handed out */
+    uint32_t count;    /* under lock */
+} bh__range_arenas;
 
 typedef struct bh__range_stripe {
     _Alignas(BH__CACHE_LINE) pthread_mutex_t lock;
@@ -386,6 +391,8 @@ typedef struct bh__ranges {
     size_t arena_first;          /* immutable after init: bytes of a pool's first arena */
     size_t arena_max;            /* immutable after init: BH__HUGE_PAGE but in tests */
     uint32_t region_shift;       /* immutable after init: BH__RANGE_REGION_SHIFT but in tests */
+    bh__range_arenas *arenas;    /* immutable after init: &arena_state (changed under its own lock) */
+    bh__range_arenas arena_state;
 } bh__ranges;
 
 void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab);
@@ -405,8 +412,8 @@ void bh__ranges_set_region_shift(bh__ranges *r, uint32_t shift);
 /* range_stripes.c: the stripes of a range, and the whole domain's index on
  * top of range.c's per-stripe trees. A set has bit i for stripe i. */
 typedef uint32_t bh__stripe_set;
-/* The stripes whose trees hold [address, address + size) (if indexed) or
- * would have to. Depends on nothing else: the same range, the same set. */
+/* The stripes whose trees hold [address, address + size): the same range,
+ * the same set. */
 bh__stripe_set bh__range_stripes(const bh__ranges *r, uint32_t device, uint64_t address, uint64_t size);
 /* The stripe of the region that holds address. */
 bh__range_stripe *bh__range_stripe_of(bh__ranges *r, uint32_t device, uint64_t address);
@@ -414,8 +421,7 @@ bh__range_stripe *bh__range_stripe_of(bh__ranges *r, uint32_t device, uint64_t a
  * stripes unlocks all it holds and locks the union: never one more on top. */
 void bh__ranges_lock(bh__ranges *r, bh__stripe_set set);
 void bh__ranges_unlock(bh__ranges *r, bh__stripe_set set);
-/* The stripes of an indexed block's range, under a lock of one of them. */
-bh__stripe_set bh__ranges_stripes_of(const bh__ranges *r, const bh__block *b);
+bh__stripe_set bh__ranges_stripes_of(const bh__ranges *r, const bh__block *b); /* an indexed block's */
 /* The same answers as the per-stripe functions below, for the whole domain,
  * under the locks of the range's stripes (bh__range_stripes; for
  * containing, address's stripe; for remove, b's): overlap and insert name
