@@ -183,8 +183,9 @@ typedef struct taken_ranges {
 /* Under the locks of every stripe of those ranges, held since they were
  * taken out: their releasers have not removed them yet (they need these
  * locks), and nothing was inserted in their place, so they fit again.
- * Re-inserting can only fail for an index node (host memory; removals
- * usually leave their nodes on the stripe's free list), or past TAKEN_MAX
+ * Re-inserting can only fail for an index node or tree (host memory;
+ * removals usually leave their nodes on the stripe's free list, but one that
+ * empties a stripe's tree frees the tree), or past TAKEN_MAX
  * takeovers in one creation: then that range stays out until its free
  * returns (docs/internals.md, range index). Empties t. */
 static void put_back_ranges(bh_registry *reg, taken_ranges *t) {
