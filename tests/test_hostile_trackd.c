@@ -59,19 +59,13 @@ static int try_connect(const char *path) {
 }
 
 /* Starts bh-trackd with its log (and socket) in dir plus extra arguments,
- * stderr to /dev/null, under the RLIMIT_NOFILE nofile (if set: the child
- * inherits the soft limit, lowered around the fork only). */
+ * stderr to /dev/null, under the RLIMIT_NOFILE nofile (if set: soft and hard,
+ * in the child only, as the server raises its soft limit to the hard one). */
 static pid_t start_server_argv(const char *const *extra, int with_socket) {
     const char *base[] = {trackd, "--log", paths.log, "--grace-ms", "200", "--socket", paths.sock, NULL};
     if (!with_socket)
         base[5] = NULL;
-    struct rlimit saved;
-    getrlimit(RLIMIT_NOFILE, &saved);
-    if (nofile != 0)
-        setrlimit(RLIMIT_NOFILE, &(struct rlimit){nofile, saved.rlim_max});
-    pid_t pid = test_server_spawn(base, extra, 1);
-    setrlimit(RLIMIT_NOFILE, &saved);
-    return pid;
+    return test_server_spawn_nofile(base, extra, 1, nofile != 0 ? &(struct rlimit){nofile, nofile} : NULL);
 }
 
 static pid_t start_server(const char *const *extra) {

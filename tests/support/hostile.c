@@ -43,16 +43,13 @@ void hs_teardown(void) {
 }
 
 pid_t hs_start(const char *trackd, const test_paths *p, const char *const *extra, unsigned long nofile) {
-    /* The server inherits the limit: lowered around the fork, restored after. */
-    struct rlimit old;
-    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
-    if (nofile != 0) {
-        struct rlimit rl = {nofile, old.rlim_max};
-        assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
-    }
+    return hs_start_nofile(trackd, p, extra, nofile != 0 ? &(struct rlimit){nofile, nofile} : NULL);
+}
+
+pid_t hs_start_nofile(const char *trackd, const test_paths *p, const char *const *extra,
+                      const struct rlimit *nofile) {
     const char *base[] = {trackd, "--log", p->log, "--socket", p->sock, NULL};
-    pid_t pid = test_server_spawn(base, extra, 1);
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    pid_t pid = test_server_spawn_nofile(base, extra, 1, nofile);
     assert_true(pid > 0);
     test_wait_accepting(p->sock);
     return pid;

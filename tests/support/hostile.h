@@ -18,10 +18,14 @@
 
 #include "support/server.h"
 
-/* Starts trackd with --log and --socket of p, RLIMIT_NOFILE nofile (0:
- * inherited) and extra (NULL-terminated, may be NULL); waits until it
- * accepts. Ended by hs_teardown (or test_server_stop). */
+/* Starts trackd with --log and --socket of p, RLIMIT_NOFILE nofile, soft and
+ * hard (0: inherited; the server raises its soft limit to the hard one), and
+ * extra (NULL-terminated, may be NULL); waits until it accepts. Ended by
+ * hs_teardown (or test_server_stop). */
 pid_t hs_start(const char *trackd, const test_paths *p, const char *const *extra, unsigned long nofile);
+/* The same under the limits *nofile (NULL: inherited). */
+pid_t hs_start_nofile(const char *trackd, const test_paths *p, const char *const *extra,
+                      const struct rlimit *nofile);
 /* Kills every server started and every process hs_track was given. */
 void hs_teardown(void);
 /* Kills pid at teardown, whatever happened. */

@@ -143,6 +143,11 @@ void test_servers_end(void) {
 }
 
 pid_t test_server_spawn(const char *const *base, const char *const *extra, int quiet) {
+    return test_server_spawn_nofile(base, extra, quiet, NULL);
+}
+
+pid_t test_server_spawn_nofile(const char *const *base, const char *const *extra, int quiet,
+                               const struct rlimit *nofile) {
     const char *argv[48];
     int n = 0;
     for (; base[n] != NULL; n++)
@@ -159,6 +164,9 @@ pid_t test_server_spawn(const char *const *base, const char *const *extra, int q
             int devnull = open("/dev/null", O_WRONLY);
             dup2(devnull, 2);
         }
+        /* In the child alone: a hard limit lowered cannot be raised again. */
+        if (nofile != NULL && setrlimit(RLIMIT_NOFILE, nofile) != 0)
+            _exit(126);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 /* The files of one test's server, all inside dir. */
@@ -69,6 +70,11 @@ double test_timer_unpreempted(const test_timer *t);
  * NULL-terminated; extra may be NULL), stderr to /dev/null when quiet. The
  * pid; the caller waits for what it needs (test_wait_accepting). */
 pid_t test_server_spawn(const char *const *base, const char *const *extra, int quiet);
+/* The same under the RLIMIT_NOFILE *nofile (NULL: inherited), set in the
+ * child only (bh-trackd raises its soft limit to the hard one: a test of a
+ * low limit lowers both). */
+pid_t test_server_spawn_nofile(const char *const *base, const char *const *extra, int quiet,
+                               const struct rlimit *nofile);
 /* The tests' usual server: trackd with --socket, --summary and --log of p
  * and --grace-ms 300, then extra (NULL-terminated, may be NULL); its pid
  * once it accepts (test_wait_accepting). */

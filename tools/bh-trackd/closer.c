@@ -15,8 +15,11 @@
  * bounded queue (TD_CLOSE_QUEUE), the descriptors parked while the queue is
  * full (moved to the queue again as it empties, on the loop's next turn),
  * and how many of each uid's descriptors are still waiting to be closed (they
- * count against the connection caps, like a connection).
- * Must never: close a client's descriptor on the loop thread, block the loop
+ * count against the connection caps, like a connection), with those the
+ * thread took out of a socket's queue and reserved for a take under way.
+ * Must never: take descriptors out of a socket without room for them beside
+ * the loop's message's worth (fds.c), close a client's descriptor on the
+ * loop thread, block the loop
  * (the loop only takes the queue's lock, which the closer thread holds for a
  * few stores, never across a close), or lose a descriptor (one that finds no
  * room is parked and counted, never closed in place).
@@ -50,6 +53,8 @@ static struct {
     unsigned head, n; /* the oldest entry and the count (a ring over q) */
     int busy;         /* the closer thread is closing busy_uid's descriptor now */
     uid_t busy_uid;
+    uint64_t taken;    /* descriptors it took out of that one's queue, open until it closes them */
+    uint64_t reserved; /* descriptors a take under way may install (not open yet) */
 } q = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 /* The loop's alone (no lock): descriptors that found the queue full, oldest
@@ -85,6 +90,36 @@ static int keep(int fd) {
  * shut, still reads 0 for ever): more than a socket buffer holds. */
 #define TD_TAKE_MESSAGES 4096
 
+/* Room for a take of up to n descriptors: the loop's own message's worth
+ * stays free beside it (the loop counts the reservation, fds.c), and the
+ * take is not cut itself (a cut would release here what the take was for:
+ * harmless to the loop, but this thread would wait). 1 with n reserved, or
+ * 0: the socket is closed with its queue in it (released here). */
+static int reserve(uint64_t n) {
+    long open = td_fds_open();
+    if (open < 0 || (uint64_t)open + n + TD_SCM_MAX_FD + TD_FD_SLACK > td_fds_limit())
+        return 0;
+    pthread_mutex_lock(&q.lock);
+    q.reserved += n;
+    pthread_mutex_unlock(&q.lock);
+    return 1;
+}
+
+/* A take that reserved n installed got (kept: open until closed). */
+static void took(uint64_t n, uint64_t got) {
+    pthread_mutex_lock(&q.lock);
+    q.reserved -= n;
+    q.taken += got;
+    pthread_mutex_unlock(&q.lock);
+}
+
+/* One it took is closed. */
+static void closed_taken(void) {
+    pthread_mutex_lock(&q.lock);
+    q.taken--;
+    pthread_mutex_unlock(&q.lock);
+}
+
 /* A Unix socket's close releases what its queue holds, in the thread that
  * closes it: a lingering TCP socket passed inside one the client passed (or
  * inside a connection's unread input) held this thread for its linger time,
@@ -99,7 +134,7 @@ static void take_queued(int fd) {
         return;
     (void)shutdown(fd, SHUT_RD);
     static char data[4096];
-    for (int i = 0; i < TD_TAKE_MESSAGES; i++) {
+    for (int i = 0; i < TD_TAKE_MESSAGES && reserve(TD_SCM_MAX_FD); i++) {
         union {
             char b[CMSG_SPACE(TD_SCM_MAX_FD * sizeof(int))];
             struct cmsghdr align;
@@ -108,23 +143,28 @@ static void take_queued(int fd) {
         struct msghdr m = {
             .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
         ssize_t n = recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (n < 0 && errno == EINVAL) { /* listening: its connections hold their clients' input */
-            for (int a; (a = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0;)
-                (void)keep(a);
+        int err = n < 0 ? errno : 0;
+        if (err == EINVAL) { /* listening: its connections hold their clients' input */
+            took(TD_SCM_MAX_FD, 0);
+            for (int a = 0; a >= 0 && reserve(1);) {
+                a = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                took(1, a >= 0 ? (uint64_t)keep(a) : 0u);
+            }
             return;
         }
-        if (n < 0 && errno != EINTR)
-            return; /* EAGAIN: nothing more */
-        int fds = 0;
-        for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h)) {
+        int fds = 0, kept = 0;
+        for (struct cmsghdr *h = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; h != NULL; h = CMSG_NXTHDR(&m, h)) {
             if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
                 continue;
             for (size_t k = 0; k < (h->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++, fds++) {
                 int got;
                 memcpy(&got, CMSG_DATA(h) + k * sizeof(int), sizeof(int));
-                (void)keep(got);
+                kept += keep(got);
             }
         }
+        took(TD_SCM_MAX_FD, (uint64_t)kept);
+        if (n < 0 && err != EINTR)
+            return; /* EAGAIN: nothing more */
         if (n == 0 && fds == 0 && type == SOCK_STREAM)
             return; /* its end */
     }
@@ -136,12 +176,14 @@ static void take_queued(int fd) {
 static void defuse_and_close(int fd) {
     if (!keep(fd))
         return;
-    while (ntaken > 0) {
+    for (int first = 1; ntaken > 0; first = 0) { /* fd is popped first, alone on the stack */
         int d = taken[--ntaken];
         take_queued(d); /* may keep more */
         struct linger off = {0, 0};
         (void)setsockopt(d, SOL_SOCKET, SO_LINGER, &off, sizeof(off));
         close(d);
+        if (!first) /* one it took (fd itself is counted as busy) */
+            closed_taken();
     }
 }
 
@@ -265,7 +307,7 @@ uint64_t td_closing_of(const uid_t *uid) {
      * accept and every descriptor passed): no walk of the queue. */
     if (uid == NULL) {
         pthread_mutex_lock(&q.lock);
-        uint64_t all = (uint64_t)nparked + q.n + (q.busy != 0);
+        uint64_t all = (uint64_t)nparked + q.n + (q.busy != 0) + q.taken + q.reserved;
         pthread_mutex_unlock(&q.lock);
         return all;
     }
@@ -275,7 +317,14 @@ uint64_t td_closing_of(const uid_t *uid) {
     pthread_mutex_lock(&q.lock);
     for (unsigned i = 0; i < q.n; i++)
         n += q.q[(q.head + i) % TD_CLOSE_QUEUE].uid == *uid;
-    n += q.busy && q.busy_uid == *uid;
+    n += q.busy && q.busy_uid == *uid ? 1u + q.taken + q.reserved : 0u;
+    pthread_mutex_unlock(&q.lock);
+    return n;
+}
+
+uint64_t td_closer_reserved(void) {
+    pthread_mutex_lock(&q.lock);
+    uint64_t n = q.reserved;
     pthread_mutex_unlock(&q.lock);
     return n;
 }

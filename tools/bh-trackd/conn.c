@@ -278,6 +278,17 @@ static void settle_compat(td_server *s, td_client *c) {
         td_parse_input(s, c);
 }
 
+/* Its input carries descriptors, and there is no room for them even once
+ * the closer has caught up (fds.c): refused unread. Its close, with that
+ * input still queued, is the closer thread's (td_close_conn). */
+static void refuse_descriptors(td_server *s, td_client *c) {
+    s->refused++;
+    td_log(s, TD_WARN,
+           "pid %d passed descriptors with no room for them (descriptor limit %" PRIu64 "); refusing it",
+           (int)c->pid, s->fd_limit);
+    td_send_error(s, c, BH_EBUSY, "server short of descriptors: cannot take passed descriptors");
+}
+
 void td_read_client(td_server *s, td_client *c) {
     size_t budget = TD_READ_SLICE;
     while (!c->closing && !c->dead && !c->held && !c->ring_wait && budget > 0) {
@@ -285,13 +296,18 @@ void td_read_client(td_server *s, td_client *c) {
             c->dead = 1;
             return;
         }
-        if (td_fds_short(s)) { /* read again by the tick once the closer caught up */
+        size_t want = c->in_cap - c->in_len < budget ? c->in_cap - c->in_len : budget;
+        td_fds_verdict v = td_fds_gate(s, c, c->in + c->in_len, &want);
+        if (v == TD_FDS_WAIT) { /* read again by the tick once the closer caught up */
             c->starved = s->starving = 1;
             td_rewatch(s, c);
             return;
         }
-        size_t want = c->in_cap - c->in_len;
-        ssize_t n = td_ring_recv(s, c, c->in + c->in_len, want < budget ? want : budget);
+        if (v == TD_FDS_REFUSE) {
+            refuse_descriptors(s, c);
+            return;
+        }
+        ssize_t n = v == TD_FDS_READ ? td_ring_recv(s, c, c->in + c->in_len, want) : -1; /* NONE: errno set */
         if (n > 0) {
             c->in_len += (size_t)n;
             budget -= (size_t)n;

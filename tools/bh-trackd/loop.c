@@ -21,7 +21,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -85,13 +84,10 @@ int td_conns_full(const td_server *s) {
     return s->nclients + s->ring_fds + td_closing_of(NULL) >= s->max_conns;
 }
 
-int td_fds_short(const td_server *s) {
-    return s->nclients + s->ring_fds + td_closing_of(NULL) > s->max_conns;
-}
-
-/* Starved connections are read again (tick) once the closer caught up. */
+/* Starved connections are read again every tick: each is let in again,
+ * waits again or is refused (fds.c's gate at its next read). */
 static void feed_starved(td_server *s) {
-    if (!s->starving || td_fds_short(s))
+    if (!s->starving)
         return;
     s->starving = 0;
     for (td_client *c = s->clients; c != NULL; c = c->next) {
@@ -337,38 +333,9 @@ static void on_client(td_server *s, td_client *c, uint32_t events) {
         td_close_client(s, c);
 }
 
-/* Descriptors that are not connections: stdio, the log, the summary and its
- * writer, epoll, signalfd, the spare, two listeners and their lock files,
- * libmicrohttpd's listener, epoll and wake-up descriptor, with room to spare. */
-#define TD_FIXED_FDS 24u
-
-/* The connection caps, within the descriptor limit: HTTP connections are
- * reserved for as well as socket ones (HTTP gets at most half of what is
- * left), so no HTTP client can use up the descriptors the socket protocol's
- * --max-connections promises; and one message's SCM_RIGHTS (253, or half of
- * what is left when that is less), so the descriptors a message carries are
- * never cut: the kernel releases the ones it cuts in the reading thread, the
- * loop, and a lingering socket among them held it for its linger time. */
-static void fit_connection_cap(td_server *s) {
-    s->http_conns = s->http_spec != NULL || s->act_http >= 0 ? TD_HTTP_CONNECTIONS : 0;
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
-        return;
-    uint64_t room = rl.rlim_cur > TD_FIXED_FDS + 2 ? rl.rlim_cur - TD_FIXED_FDS : 2;
-    if (s->http_conns > room / 2)
-        s->http_conns = (unsigned)(room / 2);
-    room -= s->http_conns;
-    room -= room / 2 < TD_SCM_MAX_FD ? room / 2 : TD_SCM_MAX_FD;
-    if (s->max_conns > room) {
-        s->max_conns = room;
-        td_log(s, TD_INFO,
-               "at most %" PRIu64 " connections and %u HTTP connections (descriptor limit %" PRIu64 ")",
-               s->max_conns, s->http_conns, (uint64_t)rl.rlim_cur);
-    }
-}
-
 static int start(td_server *s) {
     signal(SIGPIPE, SIG_IGN);
+    (void)td_fds_fit(s, 0); /* the limit raised before anything is opened */
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);
@@ -384,7 +351,6 @@ static int start(td_server *s) {
     if (s->sigfd < 0 || s->epfd < 0 || s->track == NULL || s->tt_table == NULL || td_take_activated(s) != 0)
         return -1;
     bh_track_set_max_groups(s->track, (size_t)s->max_groups);
-    fit_connection_cap(s);
     if (listen_on(s, &s->native, s->socket_path, s->act_native) != 0 ||
         add_fd(s, s->native.fd, &tag_listen) != 0)
         return -1;
@@ -393,7 +359,12 @@ static int start(td_server *s) {
         return -1;
     if (add_fd(s, s->sigfd, &tag_signal) != 0)
         return -1;
-    return td_web_open(s, &tag_http);
+    /* The caps from the descriptors counted open, not assumed: whatever the
+     * server inherited counts (150 inherited left too few for a message's
+     * descriptors under caps that assumed 24). */
+    if (td_fds_fit(s, 1) != 0 || td_web_open(s, &tag_http) != 0)
+        return -1;
+    return td_fds_fit(s, 2);
 }
 
 static void stop(td_server *s) {

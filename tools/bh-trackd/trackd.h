@@ -61,6 +61,8 @@
 #define TD_SCM_MAX_FD                                                                                        \
     253 /* descriptors one message can carry (the kernel's SCM_MAX_FD): control buffers take them all, as    \
            one cut would be closed by the kernel in the reading thread */
+#define TD_FD_SLACK                                                                                          \
+    8u /* descriptors kept free beyond what is counted (a library opening one of its own): fds.c */
 #define TD_RING_FDS 4                  /* descriptors a connection may have waiting for their RING frame */
 #define TD_RING_MAX 64                 /* rings of one process */
 #define TD_RING_MAX_BYTES (1ull << 30) /* what one process's rings may map */
@@ -106,7 +108,7 @@ typedef struct td_client {
     int fds[TD_RING_FDS]; /* descriptors received, waiting for their RING frame */
     int nfds;
     int ring_wait; /* ring.c: 0 or TD_RING_WAIT_*: out of epoll, no timeouts, input not parsed */
-    int starved;   /* not read while the descriptors one message may carry are not free (td_fds_short) */
+    int starved;   /* not read while the descriptors its input carries have no room (td_fds_gate) */
     struct td_client *next;
 } td_client;
 
@@ -208,7 +210,7 @@ typedef struct td_server {
     uint64_t ring_rotor; /* which connection's rings go first this turn (ring.c) */
     int stopping;        /* the loop is over: rings left are drained at once */
     int tt_waiting;      /* the compat listener is not accepted from: the connection cap is reached */
-    int starving;        /* some connection is starved (td_fds_short): the tick reads it again */
+    int starving;        /* some connection is starved (td_fds_gate): the tick reads it again */
     uint64_t compat_holds,
         compat_waits; /* compat input held for unread replies; accepts put off at the cap */
     td_rate rates[TD_LOG_KINDS];
@@ -225,7 +227,11 @@ typedef struct td_server {
     const char *http_spec;                     /* NULL: off */
     const char *http_hosts[TD_MAX_HTTP_HOSTS]; /* --http-allow-host */
     int nhttp_hosts;
-    unsigned http_conns;       /* HTTP connections, within the descriptor reservation */
+    unsigned http_conns; /* HTTP connections, within the descriptor reservation */
+    /* descriptors (fds.c) */
+    uint64_t fd_limit;         /* the soft RLIMIT_NOFILE, raised to the hard one at start */
+    uint64_t fd_base;          /* open at start, once every fixed one was (counted) */
+    int fd_reserve;            /* the caps keep a message's TD_SCM_MAX_FD apart (the limit has room) */
     bh_metrics_limits metrics; /* per-domain and per-client series in /metrics before "other" */
     struct bh_http *http;
     struct td_timeline *timeline;
@@ -357,9 +363,13 @@ void td_closer_run(void);
 /* The loop's wait: cap_ms, or 1 ms while descriptors are parked (the queue
  * takes them as it empties, which nothing else wakes the loop for). */
 int td_closer_timeout(int cap_ms);
-/* Passed descriptors not closed yet, of *uid (NULL: of everybody): they
- * count against the connection caps, like the connections themselves. */
+/* Passed descriptors not closed yet, of *uid (NULL: of everybody), with
+ * those the closer thread took out of them and reserved for a take under
+ * way: they count against the connection caps, like the connections
+ * themselves. */
 uint64_t td_closing_of(const uid_t *uid);
+/* Of those, the ones reserved for a take under way (not open yet). */
+uint64_t td_closer_reserved(void);
 
 /* ======================== liveness.c ======================== */
 
@@ -483,11 +493,26 @@ uint64_t td_descriptors_of(const td_server *s, uid_t uid);
 /* At --max-connections: clients, ring descriptors waiting for their frame
  * and descriptors waiting to be closed all count (loop.c). */
 int td_conns_full(const td_server *s);
-/* Past --max-connections (descriptors waiting to be closed went over it):
- * the descriptors kept free for one message's SCM_RIGHTS may be in use, so
- * no connection is read (the kernel would cut the descriptors that do not
- * fit and release them in this thread) until the closer has caught up. */
-int td_fds_short(const td_server *s);
+
+/* ======================== fds.c ======================== */
+
+/* Start: phase 0 raises the soft descriptor limit to the hard one (before
+ * anything is opened); phase 1, before libmicrohttpd starts, sizes its
+ * connections; phase 2, with every fixed descriptor open, counts them and
+ * fits --max-connections. 0, or -1 (no room for a connection, logged). */
+int td_fds_fit(td_server *s, int phase);
+/* The descriptors open in this process now (/proc), or -1. */
+long td_fds_open(void);
+/* The soft RLIMIT_NOFILE (UINT64_MAX: none). */
+uint64_t td_fds_limit(void);
+/* What td_read_client may do with c before a read of up to *len bytes
+ * into buf: read them (*len may be cut to the bytes that carry no
+ * descriptor; buf may hold a peeked copy), nothing (errno says why, as the
+ * read would), wait for the closer (starved) or refuse the connection: its
+ * input carries descriptors there is no room for. */
+typedef enum { TD_FDS_READ, TD_FDS_NONE, TD_FDS_WAIT, TD_FDS_REFUSE } td_fds_verdict;
+td_fds_verdict td_fds_gate(td_server *s, td_client *c, void *buf, size_t *len);
+
 /* QUERY kinds: stats, dump, and the history of one address (docs/protocol.md). */
 enum { TD_QUERY_STATS = 1, TD_QUERY_DUMP = 2, TD_QUERY_HISTORY = 3 };
 /* `bh-trackd stats|dump|history`: what is a TD_QUERY_* (address: history's);

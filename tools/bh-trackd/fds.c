@@ -1,0 +1,186 @@
+/*
+ * fds.c - bh-trackd's descriptor headroom: a connection is read only when
+ * the descriptors its next message may carry (SCM_RIGHTS, up to
+ * TD_SCM_MAX_FD) are free.
+ *
+ * The kernel installs a message's descriptors when recvmsg takes the
+ * message's first byte; those past the free ones it cuts (MSG_CTRUNC) and
+ * releases in the reading thread, where the last close of a lingering TCP
+ * socket among them waits its linger time: the loop held for it. Whether a
+ * read is safe is counted, never assumed: the descriptors open after start
+ * (whatever the server inherited, its listeners, libmicrohttpd's) are
+ * counted once (/proc/self/fd), and what opens later is bookkept (the
+ * connections, ring descriptors waiting, descriptors waiting to be closed
+ * and the closer thread's own, the HTTP connections at their cap). When the
+ * bookkeeping leaves less than a message's worth, the open ones are counted
+ * again; when they too do, the connection's input is peeked at without
+ * taking anything (MSG_PEEK, no control buffer: the kernel's copies it then
+ * drops are references the queued message still holds, so nothing is
+ * released), and only the bytes that carry no descriptor are read. Input
+ * that carries descriptors waits while the closer's backlog alone takes the
+ * room (its connection out of epoll, looked at again every tick), and is
+ * refused (ERROR BH_EBUSY, counted in refused_connections) when nothing
+ * pending would make room: its connection's close, with the message unread,
+ * is the closer thread's.
+ *
+ * Owns: raising the soft RLIMIT_NOFILE to the hard one at start, counting the
+ * open descriptors, the connection caps within the limit (--max-connections
+ * and the HTTP connections; a message's worth is kept apart when the limit
+ * has room for it), and that decision before every read of a connection.
+ * Must never: let a read take descriptors past the free ones, read bytes of
+ * a message it has not peeked at when short, or block.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include "trackd.h"
+
+/* libmicrohttpd's own (listener, epoll, its wake-up pipe's two ends): opened
+ * after the first count, which sizes the HTTP connections. */
+#define TD_HTTP_FIXED_FDS 4u
+/* Counted by probing each descriptor when /proc cannot tell: at most this
+ * many (a higher limit leaves room enough that a miss is harmless). */
+#define TD_FD_PROBE_MAX 65536u
+
+long td_fds_open(void) {
+    struct stat st;
+    if (stat("/proc/self/fd", &st) == 0 && st.st_size > 0)
+        return (long)st.st_size; /* the count itself, since Linux 6.2 */
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    long n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+uint64_t td_fds_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return UINT64_MAX;
+    return (uint64_t)rl.rlim_cur;
+}
+
+/* The soft limit is a compatibility default (select(2) cannot see past
+ * descriptor 1023; systemd's services get 1024 under a hard limit of
+ * 524288): a server that does not use select raises its own, as systemd
+ * recommends and Go's runtime does. */
+static void raise_limit(td_server *s) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    uint64_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        td_log(s, TD_INFO, "descriptor limit raised from %" PRIu64 " to %" PRIu64 " (the hard limit)", was,
+               (uint64_t)rl.rlim_max);
+    else
+        td_log(s, TD_WARN, "cannot raise the descriptor limit from %" PRIu64 " to the hard limit: %s", was,
+               strerror(errno));
+}
+
+/* The descriptors open now: /proc's count, else each descriptor probed. */
+static uint64_t count_open(uint64_t limit) {
+    long n = td_fds_open();
+    if (n >= 0)
+        return (uint64_t)n;
+    uint64_t open = 0;
+    for (uint64_t fd = 0; fd < limit && fd < TD_FD_PROBE_MAX; fd++)
+        open += fcntl((int)fd, F_GETFD) >= 0;
+    return open;
+}
+
+static int no_room(td_server *s, uint64_t open) {
+    td_log(s, TD_ERROR,
+           "descriptor limit %" PRIu64 " leaves no descriptor for a connection (%" PRIu64
+           " open at start); raise it (ulimit -n, LimitNOFILE=)",
+           s->fd_limit, open);
+    return -1;
+}
+
+int td_fds_fit(td_server *s, int phase) {
+    if (phase == 0) {
+        raise_limit(s);
+        s->fd_limit = td_fds_limit();
+        return 0;
+    }
+    uint64_t open = count_open(s->fd_limit), limit = s->fd_limit;
+    int web = s->http_spec != NULL || s->act_http >= 0;
+    if (phase == 1) { /* before libmicrohttpd starts: its fixed ones are yet to come */
+        uint64_t fixed =
+            open + TD_FD_SLACK + (web ? TD_HTTP_FIXED_FDS : 0u) + 2u; /* 2: a connection, an HTTP one */
+        if (fixed > limit)
+            return no_room(s, open);
+        s->fd_reserve = limit - fixed >= TD_SCM_MAX_FD;
+        uint64_t room = limit - fixed + 2u - (s->fd_reserve ? TD_SCM_MAX_FD : 0u);
+        s->http_conns = web ? (unsigned)(room / 2 < TD_HTTP_CONNECTIONS ? room / 2 : TD_HTTP_CONNECTIONS) : 0;
+        return 0;
+    }
+    s->fd_base = open;
+    uint64_t taken = open + TD_FD_SLACK + s->http_conns + (s->fd_reserve ? TD_SCM_MAX_FD : 0u);
+    if (taken >= limit)
+        return no_room(s, open);
+    if (!s->fd_reserve)
+        td_log(s, TD_WARN,
+               "descriptor limit %" PRIu64 " with %" PRIu64 " open at start leaves fewer than %d free: "
+               "connections passing descriptors (event rings) are refused when that many are not free; "
+               "raise the hard limit (ulimit -Hn, LimitNOFILE=)",
+               limit, open, TD_SCM_MAX_FD);
+    if (s->max_conns > limit - taken) {
+        s->max_conns = limit - taken;
+        td_log(s, TD_INFO,
+               "at most %" PRIu64 " connections and %u HTTP connections (descriptor limit %" PRIu64
+               ", %" PRIu64 " open at start)",
+               s->max_conns, s->http_conns, limit, open);
+    }
+    return 0;
+}
+
+/* 1 if the next recvmsg of c, up to *len bytes, carries descriptors; else 0
+ * with *len cut to the bytes that do not (0 bytes: the peer's end), or -1
+ * (errno: nothing to read now, or the error the read would give). Taking
+ * no descriptor, it can neither cut nor release one. */
+static int carries_descriptors(const td_client *c, void *buf, size_t *len) {
+    struct iovec iov = {buf, *len};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    ssize_t n = recvmsg(c->fd, &m, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0)
+        return -1;
+    if (m.msg_flags & MSG_CTRUNC)
+        return 1;
+    /* A read of these bytes touches the messages the peek did, and no
+     * more: a message sent since cannot join it. */
+    *len = (size_t)n;
+    return 0;
+}
+
+td_fds_verdict td_fds_gate(td_server *s, td_client *c, void *buf, size_t *len) {
+    uint64_t closing = td_closing_of(NULL);
+    uint64_t used = s->fd_base + TD_FD_SLACK + s->nclients + s->ring_fds + closing + s->http_conns;
+    if (used + TD_SCM_MAX_FD <= s->fd_limit)
+        return TD_FDS_READ;
+    long open = td_fds_open(); /* the bookkeeping's upper bound may be far off: count */
+    if (open >= 0) {
+        /* The closer thread's descriptors are open ones, but for what it
+         * reserved for a take under way. */
+        used = (uint64_t)open + TD_FD_SLACK + td_closer_reserved();
+        if (used + TD_SCM_MAX_FD <= s->fd_limit)
+            return TD_FDS_READ;
+    }
+    int fds = carries_descriptors(c, buf, len);
+    if (fds < 0)
+        return TD_FDS_NONE;
+    if (fds == 0)
+        return TD_FDS_READ;
+    /* Room comes back as the closer catches up, if what it holds is enough. */
+    used -= closing < used ? closing : used;
+    return used + TD_SCM_MAX_FD <= s->fd_limit ? TD_FDS_WAIT : TD_FDS_REFUSE;
+}
