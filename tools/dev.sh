@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # dev.sh - set up, build and run bufhandle on a Debian 12 machine.
 #
-#   tools/dev.sh demo   install what is missing, build (release) the demo and
-#                       the example it runs first, run them
-#                       (extra arguments go to bh-demo, e.g. --json)
+#   tools/dev.sh demo   install what is missing, build (release) the demo, the
+#                       bh-trackd it reports to, and the example it runs
+#                       first, run them (extra arguments go to bh-demo, e.g.
+#                       --json); README's build/release/tools/bh-trackd is this one
 #   tools/dev.sh test [STAGE...]
 #                       install what is missing, then the test stages named
 #                       (default: all, in this order):
@@ -182,7 +183,9 @@ pkg_tests() {
 
 cmd_demo() {
     ensure_deps
-    build_preset release bh-demo three_aliases
+    # bh-demo finds bh-trackd next to itself; without it the demo would run
+    # with its in-process tracker instead of the server it is meant to show.
+    build_preset release bh-demo bh-trackd three_aliases
     if [ $# -eq 0 ]; then # the thirty-line story first, then the main job
         "$ROOT/build/release/examples/three_aliases"
         echo
