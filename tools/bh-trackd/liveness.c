@@ -120,8 +120,8 @@ void td_process_gone(td_server *s, pid_t pid) {
     s->processes_gone++;
     char who[16];
     if (n > 0)
-        td_log(s, TD_WARN, "pid %s (%s) ended with %" PRIu64 " live allocations (leaks)",
-               td_pid_text(s, pid, who), td_name_of(s, pid), n);
+        td_log(s, TD_WARN, "pid %s (%s) ended with %" PRIu64 " live allocation%s", td_pid_text(s, pid, who),
+               td_name_of(s, pid), n, n == 1 ? " (a leak)" : "s (leaks)");
     td_departed *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return; /* it stays listed: only its aging out is lost */

@@ -228,19 +228,35 @@ static void render_groups(td_server *s, report_ctx *r, size_t limit) {
     r->b->limit = 0;
 }
 
-/* The latest leaks, oldest first: "leaks":[...],"leaks_listed":n (JSON only). */
-static void render_leaks(td_server *s, td_strbuf *b) {
-    uint64_t n = s->nleaks < TD_LEAKS_KEPT ? s->nleaks : TD_LEAKS_KEPT;
-    td_sb_printf(b, "\"leaks\":[");
+/* The latest leaks, oldest first. JSON: "leaks":[...],"leaks_listed":n, the
+ * latest TD_LEAKS_KEPT; text: a "leaked" block of the latest TD_LEAKS_SHOWN
+ * (bounded as the over-freed list is), none when nothing leaked. */
+static void render_leaks(td_server *s, td_strbuf *b, int json) {
+    uint64_t kept = json ? TD_LEAKS_KEPT : TD_LEAKS_SHOWN;
+    uint64_t n = s->nleaks < kept ? s->nleaks : kept;
+    if (json)
+        td_sb_printf(b, "\"leaks\":[");
+    else if (n > 0)
+        td_sb_printf(b, "leaked (live when their process was gone; the latest %" PRIu64 " of %" PRIu64 "):\n",
+                     n, s->nleaks);
     for (uint64_t i = 0; i < n; i++) {
         const td_leak *l = &s->leaks[(s->nleaks - n + i) % TD_LEAKS_KEPT];
-        td_sb_printf(b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\"%s,", i ? "," : "", (int)l->pid,
-                     l->stream, l->name, l->unverified ? ",\"unverified\":true" : "");
-        td_render_domain(b, 1, l->domain);
-        td_sb_printf(b, ",\"address\":%" PRIu64 ",\"size\":%" PRIu64 ",\"age_s\":%.3f}", l->address, l->size,
-                     (double)l->age_ms / 1000.0);
+        if (json) {
+            td_sb_printf(b, "%s{\"pid\":%d,\"stream\":%u,\"name\":\"%s\"%s,", i ? "," : "", (int)l->pid,
+                         l->stream, l->name, l->unverified ? ",\"unverified\":true" : "");
+            td_render_domain(b, 1, l->domain);
+            td_sb_printf(b, ",\"address\":%" PRIu64 ",\"size\":%" PRIu64 ",\"age_s\":%.3f}", l->address,
+                         l->size, (double)l->age_ms / 1000.0);
+        } else {
+            char dom[64];
+            td_sb_printf(
+                b, "  pid %d%s stream %u %s %s address 0x%" PRIx64 ": size %" PRIu64 ", live %.3f s\n",
+                (int)l->pid, l->unverified ? "*" : "", l->stream, l->name,
+                td_domain_text(dom, sizeof(dom), l->domain), l->address, l->size, (double)l->age_ms / 1000.0);
+        }
     }
-    td_sb_printf(b, "],\"leaks_listed\":%" PRIu64 ",", n);
+    if (json)
+        td_sb_printf(b, "],\"leaks_listed\":%" PRIu64 ",", n);
 }
 
 /* The addresses freed while not live, worst first (the old server's
@@ -368,7 +384,7 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
         render_groups(s, &r, limit);
         td_sb_printf(b, "],\"omitted_clients\":%" PRIu64 ",", r.omitted);
         render_losses(s, b, 1, limit);
-        render_leaks(s, b);
+        render_leaks(s, b, 1);
         render_overfreed(s, b, 1);
         td_sb_printf(b, "}\n");
         return;
@@ -399,6 +415,7 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
                  s->connections, s->nclients, s->rejected, s->refused, s->timeouts, s->malformed, s->resyncs,
                  s->compat_records, s->summaries_skipped, s->closes_lost);
     render_losses(s, b, 0, limit);
+    render_leaks(s, b, 0);
     render_overfreed(s, b, 0);
 }
 

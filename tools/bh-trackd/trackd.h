@@ -77,6 +77,7 @@
 #define TD_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define TD_LEAKS_KEPT 256     /* the latest leaks, listed in stats and the summary */
 #define TD_OVERFREED_SHOWN 10 /* addresses in the "freed more often than allocated" list */
+#define TD_LEAKS_SHOWN 10     /* the latest leaks in the text stats' "leaked" list */
 #define TD_DEPARTED_GROUPS                                                                                   \
     65536u /* groups gone processes keep until --forget-ms; past it the oldest go early */
 

@@ -1,0 +1,126 @@
+/*
+ * test_trackd_out.c - what bh-trackd's outputs say (docs/protocol.md,
+ * "Statistics JSON"; bh-trackd(1)): the text stats' "leaked" list, the log's
+ * line for a process that ended with live allocations, and the order of the
+ * stats rows across processes.
+ *
+ * usage: test_trackd_out PATH-TO-bh-trackd
+ *
+ * Owns: client processes (forked, each its own client to the server) that
+ * report through the library's socket reporter, and reading the text and
+ * JSON outputs back. Must never: assert on timing; wait without a bound
+ * (every wait is test_wait_stat's, bounded by TEST_HANG_S).
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <cmocka.h>
+
+#include "bufhandle/bufhandle.h"
+#include "support/server.h"
+
+static const char *trackd;
+static test_paths paths;
+
+static int setup(void **state) {
+    (void)state;
+    test_paths_make(&paths, "bh-trackd-out");
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    test_servers_end();
+    return test_paths_remove(&paths);
+}
+
+/* ------------------------------------------------------------ clients */
+
+/* Reports n ALLOCs of size bytes, one per domain of domains[], at address,
+ * then (hold) stays alive until killed or (otherwise) exits without freeing
+ * them: what it still holds is a leak once it is gone. */
+static void report(const uint32_t *domains, const uint64_t *sizes, int n, uint64_t address, int hold) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test does not leave it behind */
+    bh_reporter rep;
+    if (bh_socket_reporter_open(paths.sock, NULL, &rep) != BH_OK)
+        _exit(20);
+    for (int i = 0; i < n; i++) {
+        bh_event alloc = {BH_EVENT_ALLOC, domains[i], address, sizes[i], (uint64_t)i + 1};
+        rep.report(rep.ctx, &alloc);
+    }
+    if (bh_socket_reporter_flush(&rep, 5000) != BH_OK)
+        _exit(21);
+    if (hold)
+        pause();
+    bh_socket_reporter_close(&rep);
+}
+
+static void leaks_one(void) {
+    static const uint32_t d[] = {BH_DOMAIN(3, BH_MEM_L1)};
+    static const uint64_t z[] = {4096};
+    report(d, z, 1, 0x7770000, 0);
+}
+
+static void leaks_two(void) {
+    static const uint32_t d[] = {BH_DOMAIN(5, BH_MEM_DRAM), BH_DOMAIN(6, BH_MEM_DRAM)};
+    static const uint64_t z[] = {8192, 8192};
+    report(d, z, 2, 0x5550000, 0);
+}
+
+/* Whether the log holds a line containing what. */
+static int logged(const char *what) {
+    FILE *f = fopen(paths.log, "r");
+    char line[512];
+    int found = 0;
+    while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL)
+        found = strstr(line, what) != NULL;
+    if (f != NULL)
+        fclose(f);
+    return found;
+}
+
+/* ------------------------------------------------------------ tests */
+
+/* A process that ended holding allocations: the text stats name each leak
+ * (the JSON always did), and the log says "1 live allocation", not "1 live
+ * allocations". */
+static void leaks_are_listed_in_text_stats_and_counted_in_good_english(void **state) {
+    (void)state;
+    pid_t srv = test_server_start(trackd, &paths, NULL);
+    assert_int_equal(test_reap(test_fork(leaks_one)), 0);
+    assert_int_equal(test_reap(test_fork(leaks_two)), 0);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "server", "processes_gone", 2), 2);
+    static char text[1 << 14];
+    test_trackd_says(trackd, "stats", paths.sock, text, sizeof(text));
+    const char *list = strstr(text, "\nleaked (live when their process was gone; the latest 3 of 3):\n");
+    assert_non_null(list);
+    assert_non_null(strstr(list, " device 3 kind l1 address 0x7770000: size 4096, live "));
+    assert_non_null(strstr(list, " device 5 kind dram address 0x5550000: size 8192, live "));
+    assert_non_null(strstr(list, " device 6 kind dram address 0x5550000: size 8192, live "));
+    assert_true(logged(" ended with 1 live allocation (a leak)"));
+    assert_true(logged(" ended with 2 live allocations (leaks)"));
+    assert_false(logged(" ended with 1 live allocations"));
+    test_server_stop_clean(srv);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_trackd_out PATH-TO-bh-trackd\n");
+        return 2;
+    }
+    trackd = argv[1];
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(leaks_are_listed_in_text_stats_and_counted_in_good_english, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests_name("trackd_out", tests, NULL, NULL);
+}
