@@ -17,9 +17,9 @@
  * and how many of each uid's descriptors are still waiting to be closed (they
  * count against the connection caps, like a connection), with those the
  * thread took out of a socket's queue and reserved for a take under way.
- * Must never: take descriptors out of a socket without room for them beside
- * the loop's message's worth (fds.c), close a client's descriptor on the
- * loop thread, block the loop
+ * Must never: take descriptors out of a socket without room for them,
+ * reserved where the loop counts it (fds.c), close a client's descriptor on
+ * the loop thread, block the loop
  * (the loop only takes the queue's lock, which the closer thread holds for a
  * few stores, never across a close), or lose a descriptor (one that finds no
  * room is parked and counted, never closed in place).
@@ -90,19 +90,23 @@ static int keep(int fd) {
  * shut, still reads 0 for ever): more than a socket buffer holds. */
 #define TD_TAKE_MESSAGES 4096
 
-/* Room for a take of up to n descriptors: the loop's own message's worth
- * stays free beside it (the loop counts the reservation, fds.c), and the
- * take is not cut itself (a cut would release here what the take was for:
- * harmless to the loop, but this thread would wait). 1 with n reserved, or
- * 0: the socket is closed with its queue in it (released here). */
+/* Room for a take of up to n descriptors, reserved: the loop counts the
+ * reservation (fds.c), and the take is not cut (a cut would release here
+ * what the take was for: harmless to the loop, but this thread would wait).
+ * Reserved under the loop's intake lock, so never between the loop's count
+ * and its read. 1, or 0: no room, the socket is closed with its queue in it
+ * (released here). */
 static int reserve(uint64_t n) {
+    td_fds_intake(1);
     long open = td_fds_open();
-    if (open < 0 || (uint64_t)open + n + TD_SCM_MAX_FD + TD_FD_SLACK > td_fds_limit())
-        return 0;
-    pthread_mutex_lock(&q.lock);
-    q.reserved += n;
-    pthread_mutex_unlock(&q.lock);
-    return 1;
+    int room = open >= 0 && (uint64_t)open + n + TD_FD_SLACK <= td_fds_limit();
+    if (room) {
+        pthread_mutex_lock(&q.lock);
+        q.reserved += n;
+        pthread_mutex_unlock(&q.lock);
+    }
+    td_fds_intake(0);
+    return room;
 }
 
 /* A take that reserved n installed got (kept: open until closed). */

@@ -297,7 +297,8 @@ void td_read_client(td_server *s, td_client *c) {
             return;
         }
         size_t want = c->in_cap - c->in_len < budget ? c->in_cap - c->in_len : budget;
-        td_fds_verdict v = td_fds_gate(s, c, c->in + c->in_len, &want);
+        td_fds_verdict v;
+        ssize_t n = td_fds_recv(s, c, c->in + c->in_len, want, &v);
         if (v == TD_FDS_WAIT) { /* read again by the tick once the closer caught up */
             c->starved = s->starving = 1;
             td_rewatch(s, c);
@@ -307,7 +308,6 @@ void td_read_client(td_server *s, td_client *c) {
             refuse_descriptors(s, c);
             return;
         }
-        ssize_t n = v == TD_FDS_READ ? td_ring_recv(s, c, c->in + c->in_len, want) : -1; /* NONE: errno set */
         if (n > 0) {
             c->in_len += (size_t)n;
             budget -= (size_t)n;

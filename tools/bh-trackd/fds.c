@@ -11,7 +11,9 @@
  * (whatever the server inherited, its listeners, libmicrohttpd's) are
  * counted once (/proc/self/fd), and what opens later is bookkept (the
  * connections, ring descriptors waiting, descriptors waiting to be closed
- * and the closer thread's own, the HTTP connections at their cap). When the
+ * and the closer thread's own, the HTTP connections at their cap; the
+ * closer reserves for a take under a lock the loop holds from its count to
+ * the end of its read, so no take slips in between). When the
  * bookkeeping leaves less than a message's worth, the open ones are counted
  * again; when they too do, the connection's input is peeked at without
  * taking anything (MSG_PEEK, no control buffer: the kernel's copies it then
@@ -34,6 +36,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -44,6 +47,20 @@
 /* libmicrohttpd's own (listener, epoll, its wake-up pipe's two ends): opened
  * after the first count, which sizes the HTTP connections. */
 #define TD_HTTP_FIXED_FDS 4u
+/* Held by the loop from its count to the end of its read, and by the closer
+ * thread while it reserves for a take (closer.c): no take starts between
+ * the two unseen. Never held across anything that waits (the loop's read
+ * cannot be cut, so it releases nothing). Taken before closer.c's queue
+ * lock, never after. */
+static pthread_mutex_t intake = PTHREAD_MUTEX_INITIALIZER;
+
+void td_fds_intake(int take) {
+    if (take)
+        pthread_mutex_lock(&intake);
+    else
+        pthread_mutex_unlock(&intake);
+}
+
 /* Counted by probing each descriptor when /proc cannot tell: at most this
  * many (a higher limit leaves room enough that a miss is harmless). */
 #define TD_FD_PROBE_MAX 65536u
@@ -162,7 +179,7 @@ static int carries_descriptors(const td_client *c, void *buf, size_t *len) {
     return 0;
 }
 
-td_fds_verdict td_fds_gate(td_server *s, td_client *c, void *buf, size_t *len) {
+static td_fds_verdict gate(td_server *s, td_client *c, void *buf, size_t *len) {
     uint64_t closing = td_closing_of(NULL);
     uint64_t used = s->fd_base + TD_FD_SLACK + s->nclients + s->ring_fds + closing + s->http_conns;
     if (used + TD_SCM_MAX_FD <= s->fd_limit)
@@ -183,4 +200,14 @@ td_fds_verdict td_fds_gate(td_server *s, td_client *c, void *buf, size_t *len) {
     /* Room comes back as the closer catches up, if what it holds is enough. */
     used -= closing < used ? closing : used;
     return used + TD_SCM_MAX_FD <= s->fd_limit ? TD_FDS_WAIT : TD_FDS_REFUSE;
+}
+
+ssize_t td_fds_recv(td_server *s, td_client *c, void *buf, size_t len, td_fds_verdict *v) {
+    pthread_mutex_lock(&intake);
+    *v = gate(s, c, buf, &len);
+    ssize_t n = *v == TD_FDS_READ ? td_ring_recv(s, c, buf, len) : -1;
+    int e = errno;
+    pthread_mutex_unlock(&intake);
+    errno = e; /* the read's, or the peek's */
+    return n;
 }

@@ -109,7 +109,7 @@ typedef struct td_client {
     int fds[TD_RING_FDS]; /* descriptors received, waiting for their RING frame */
     int nfds;
     int ring_wait; /* ring.c: 0 or TD_RING_WAIT_*: out of epoll, no timeouts, input not parsed */
-    int starved;   /* not read while the descriptors its input carries have no room (td_fds_gate) */
+    int starved;   /* not read while the descriptors its input carries have no room (td_fds_recv) */
     struct td_client *next;
 } td_client;
 
@@ -211,7 +211,7 @@ typedef struct td_server {
     uint64_t ring_rotor; /* which connection's rings go first this turn (ring.c) */
     int stopping;        /* the loop is over: rings left are drained at once */
     int tt_waiting;      /* the compat listener is not accepted from: the connection cap is reached */
-    int starving;        /* some connection is starved (td_fds_gate): the tick reads it again */
+    int starving;        /* some connection is starved (td_fds_recv): the tick reads it again */
     uint64_t compat_holds,
         compat_waits; /* compat input held for unread replies; accepts put off at the cap */
     td_rate rates[TD_LOG_KINDS];
@@ -506,13 +506,18 @@ int td_fds_fit(td_server *s, int phase);
 long td_fds_open(void);
 /* The soft RLIMIT_NOFILE (UINT64_MAX: none). */
 uint64_t td_fds_limit(void);
-/* What td_read_client may do with c before a read of up to *len bytes
- * into buf: read them (*len may be cut to the bytes that carry no
- * descriptor; buf may hold a peeked copy), nothing (errno says why, as the
- * read would), wait for the closer (starved) or refuse the connection: its
- * input carries descriptors there is no room for. */
+/* A read of up to len bytes of c into buf, as far as the descriptors its
+ * input carries have room (td_ring_recv's result and errno) with *v
+ * TD_FDS_READ; or no read: *v TD_FDS_NONE (errno says why, as the read
+ * would: nothing there now), TD_FDS_WAIT (the closer's backlog takes the
+ * room: starve it) or TD_FDS_REFUSE (its input carries descriptors nothing
+ * would make room for). Fewer bytes than len when only those carry no
+ * descriptor. */
 typedef enum { TD_FDS_READ, TD_FDS_NONE, TD_FDS_WAIT, TD_FDS_REFUSE } td_fds_verdict;
-td_fds_verdict td_fds_gate(td_server *s, td_client *c, void *buf, size_t *len);
+ssize_t td_fds_recv(td_server *s, td_client *c, void *buf, size_t len, td_fds_verdict *v);
+/* The closer thread's side of td_fds_recv's lock (1 take, 0 release): held
+ * while it reserves for a take. */
+void td_fds_intake(int take);
 
 /* QUERY kinds: stats, dump, and the history of one address (docs/protocol.md). */
 enum { TD_QUERY_STATS = 1, TD_QUERY_DUMP = 2, TD_QUERY_HISTORY = 3 };
