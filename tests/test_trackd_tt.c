@@ -233,6 +233,58 @@ static void two_processes_share_buffers_by_reference(void **state) {
     close(fd_a);
 }
 
+/* `bh-trackd history ADDRESS --json`, into a static buffer. */
+static const char *history(uint64_t address) {
+    static char buf[1 << 14];
+    char cmd[64];
+    snprintf(cmd, sizeof(cmd), "history 0x%llx --json", (unsigned long long)address);
+    return test_trackd_says(trackd, cmd, paths.sock, buf, sizeof(buf));
+}
+
+/* The per-process view charges a FREE to the buffer it frees: a
+ * buffer_type of 1..4 names it; 0, what TT's clients send in every FREE,
+ * reads as not given: the live allocation there, else the kind the process
+ * had it under, else kind "unknown". A DRAM row for a buffer that was never
+ * DRAM was shown before. TT's table keys by (device, buffer_id) whatever
+ * the type, as TT's server does. */
+static void a_free_is_charged_to_the_kind_of_buffer_it_frees(void **state) {
+    (void)state;
+    start_server(NULL);
+    int fd = test_connect(paths.compat);
+    send_rec(fd, 72, ALLOC, 0, 4096, T_L1, 0x7770000); /* L1 in every record, freed twice */
+    send_rec(fd, 72, FREE, 0, 0, T_L1, 0x7770000);
+    send_rec(fd, 72, FREE, 0, 0, T_L1, 0x7770000);
+    send_rec(fd, 72, ALLOC, 0, 4096, T_L1_SMALL, 0x8880000); /* as TT's clients: 0 in FREE */
+    send_rec(fd, 72, FREE, 0, 0, T_DRAM, 0x8880000);
+    send_rec(fd, 72, FREE, 0, 0, T_DRAM, 0x8880000);
+    send_rec(fd, 72, FREE, 0, 0, T_DRAM, 0x9990000);        /* never allocated */
+    send_rec(fd, 72, ALLOC, 0, 1048576, T_DRAM, 0xAAA0000); /* DRAM and L1 at one address, */
+    send_rec(fd, 72, ALLOC, 0, 8192, T_L1, 0xAAA0000);      /* one key to TT: two references */
+    send_rec(fd, 72, FREE, 0, 0, T_L1, 0xAAA0000);          /* the L1 one */
+    uint8_t r[72];
+    ask(fd, 72, QUERY, 0, r); /* answered after every record before it */
+    assert_int_equal(get(r + 40, 8), 1048576);
+    const char *h = history(0x7770000);
+    assert_non_null(strstr(h, "\"kind\":\"l1\",\"live\":false,\"size\":0,\"allocs\":1,\"frees\":2,"
+                              "\"unknown_frees\":1,"));
+    assert_null(strstr(h, "\"kind\":\"dram\""));
+    h = history(0x8880000);
+    assert_non_null(strstr(h, "\"kind\":\"l1_small\",\"live\":false,\"size\":0,\"allocs\":1,\"frees\":2,"
+                              "\"unknown_frees\":1,"));
+    assert_null(strstr(h, "\"kind\":\"dram\""));
+    h = history(0x9990000);
+    assert_non_null(strstr(h, "\"kind\":\"unknown\",\"live\":false,\"size\":0,\"allocs\":0,\"frees\":1,"
+                              "\"unknown_frees\":1,"));
+    assert_null(strstr(h, "\"kind\":\"dram\""));
+    h = history(0xAAA0000);
+    assert_non_null(strstr(h, "\"kind\":\"dram\",\"live\":true,"));
+    assert_non_null(strstr(h, "\"kind\":\"l1\",\"live\":false,"));
+    const char *j = stats();
+    assert_int_equal(test_json_u64(j, "totals", "unknown_frees"), 3);
+    assert_int_equal(test_json_u64(j, "tt", "unknown_frees"), 3);
+    close(fd);
+}
+
 /* A record the server cannot use is ignored: the client is never
  * disconnected, so a TT process (SIGPIPE at its default) lives on, and its
  * later records count. */
@@ -485,6 +537,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(records_of_112_and_144_bytes_are_detected_and_answered, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(two_processes_share_buffers_by_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_free_is_charged_to_the_kind_of_buffer_it_frees, setup, teardown),
         cmocka_unit_test_setup_teardown(unusable_records_are_ignored_and_the_client_lives_on, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(allocs_too_large_to_count_are_ignored, setup, teardown),

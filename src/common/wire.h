@@ -121,6 +121,10 @@ enum bh_tt_type {
  * outputs). */
 #define BH_TT_KIND_CB 14u
 #define BH_TT_KIND_KERNEL 15u
+/* The kind bh-trackd's per-process view charges a FREE to when the record
+ * gives no buffer_type and the process never held that address in any kind
+ * (named "unknown"; another of the caller's own kinds). */
+#define BH_TT_KIND_UNKNOWN 13u
 /* TT buffer_type <-> memory kind, the one table the reporter and bh-trackd
  * share, for every record size: buffer_type is TT-Metal's BufferType enum
  * (0 DRAM, 1 L1, 2 SYSTEM_MEMORY, 3 L1_SMALL, 4 TRACE), indexed here. */

@@ -89,6 +89,8 @@ const char *bh_metrics_kind_name(uint32_t kind, char buf[16]) {
     static const char *const names[] = BH_MEM_KIND_NAMES;   /* printed in lower case */
     if (kind == BH_TT_KIND_CB || kind == BH_TT_KIND_KERNEL) /* TT's circular buffers, kernel code */
         return kind == BH_TT_KIND_CB ? "cb" : "kernel";
+    if (kind == BH_TT_KIND_UNKNOWN) /* a TT FREE of an address its process never held */
+        return "unknown";
     if (kind >= sizeof(names) / sizeof(names[0])) {
         snprintf(buf, 16, "kind%u", kind);
         return buf;

@@ -38,7 +38,8 @@ typedef const char *(*bh_metrics_name_fn)(void *ctx, uint64_t client);
 
 /* The name of memory kind k of a domain: BH_MEM_KIND_NAMES in lower case
  * ("dram", "l1", ...) written into buf, "cb" and "kernel" for the kinds TT's
- * circular buffers and kernels are filed under (wire.h), else "kind7". */
+ * circular buffers and kernels are filed under, "unknown" for a TT FREE of an
+ * address its process never held (wire.h), else "kind7". */
 const char *bh_metrics_kind_name(uint32_t kind, char buf[16]);
 
 /* Series before the "other" one (--metrics-domains, --metrics-clients), and

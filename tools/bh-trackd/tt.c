@@ -177,13 +177,26 @@ static void dump(td_server *s, td_client *c, int space, const char *what) {
 
 /* ======================== Records ======================== */
 
-/* The per-process view of a FREE without buffer_type: the live allocation at
- * that address on that device, of any buffer kind, DRAM first. */
-static uint32_t free_domain(const td_server *s, uint64_t key, uint32_t device, uint64_t address) {
+/* The per-process view's domain of a FREE of a buffer. buffer_type 1..4 is
+ * the client's word: which of its buffers at that address it frees. 0 is
+ * DRAM in the enum, but it is also what TT's clients (and the library's TT
+ * reporter) send in every FREE, so it reads as "not given", as does a value
+ * past the enum: then the live allocation at that address on that device,
+ * of any kind, DRAM first; none live, the kind the history has it under (a
+ * second FREE of what the process once held); never seen, kind "unknown"
+ * (charging it to DRAM showed a DRAM allocation that never existed). Each
+ * step O(1) per kind. */
+static uint32_t free_domain(const td_server *s, uint64_t key, uint32_t device, uint64_t address,
+                            uint8_t buffer_type) {
+    if (buffer_type != 0 && bh_tt_kind_of(buffer_type) >= 0)
+        return BH_DOMAIN(device, (uint32_t)bh_tt_kind_of(buffer_type));
     for (uint32_t t = 0; t < BH_TT_BUFFER_TYPES; t++)
         if (bh_track_is_live(s->track, key, BH_DOMAIN(device, bh_tt_kinds()[t]), address))
             return BH_DOMAIN(device, bh_tt_kinds()[t]);
-    return BH_DOMAIN(device, BH_MEM_DRAM);
+    for (uint32_t t = 0; t < BH_TT_BUFFER_TYPES; t++)
+        if (bh_track_has_history(s->track, key, BH_DOMAIN(device, bh_tt_kinds()[t]), address))
+            return BH_DOMAIN(device, bh_tt_kinds()[t]);
+    return BH_DOMAIN(device, BH_TT_KIND_UNKNOWN);
 }
 
 /* What the per-process view found beyond TT's answer (bh-trackd's own,
@@ -245,15 +258,16 @@ static void on_alloc(td_server *s, td_client *c, int32_t device, uint32_t space,
     per_process(s, c, res, domain, id, 0);
 }
 
-/* FREE, CB_FREE, KERNEL_UNLOAD. */
-static void on_free(td_server *s, td_client *c, int32_t device, uint32_t space, uint32_t kind, uint64_t id) {
+/* FREE (buffer_type: the record's), CB_FREE, KERNEL_UNLOAD. */
+static void on_free(td_server *s, td_client *c, int32_t device, uint32_t space, uint32_t kind, uint64_t id,
+                    uint8_t buffer_type) {
     int last, unknown = td_tt_release(s->tt_table, device, space, id, &last) != 0;
     if (unknown)
         td_log(s, TD_WARN, "TT: deallocation for unknown buffer: pid %d device %d id 0x%" PRIx64, (int)c->pid,
                (int)device, id);
     uint64_t key = td_client_key(c->pid, 0);
-    uint32_t domain =
-        space == TD_TT_BUFFER ? free_domain(s, key, (uint32_t)device, id) : BH_DOMAIN((uint32_t)device, kind);
+    uint32_t domain = space == TD_TT_BUFFER ? free_domain(s, key, (uint32_t)device, id, buffer_type)
+                                            : BH_DOMAIN((uint32_t)device, kind);
     uint64_t before = bh_track_device_bytes(s->track, domain, NULL);
     bh_track_result res = bh_track_on_free(s->track, key, domain, id);
     td_tt_view_add(s->tt_table, device, BH_DOMAIN_KIND(domain),
@@ -283,8 +297,8 @@ void td_tt_record(td_server *s, td_client *c, const uint8_t *r) {
         else
             on_alloc(s, c, device, TD_TT_BUFFER, (uint32_t)kind, r);
         return;
-    case BH_TT_FREE: /* no buffer_type: TT keys by (device, buffer_id) */
-        on_free(s, c, device, TD_TT_BUFFER, 0, bh_get64(r + 24));
+    case BH_TT_FREE: /* TT's table keys by (device, buffer_id), whatever buffer_type says */
+        on_free(s, c, device, TD_TT_BUFFER, 0, bh_get64(r + 24), r[16]);
         return;
     case BH_TT_CB_ALLOC:
     case BH_TT_KERNEL_LOAD:
@@ -294,7 +308,7 @@ void td_tt_record(td_server *s, td_client *c, const uint8_t *r) {
     case BH_TT_CB_FREE:
     case BH_TT_KERNEL_UNLOAD:
         on_free(s, c, device, type == BH_TT_CB_FREE ? TD_TT_CB : TD_TT_KERNEL,
-                type == BH_TT_CB_FREE ? BH_TT_KIND_CB : BH_TT_KIND_KERNEL, bh_get64(r + 24));
+                type == BH_TT_CB_FREE ? BH_TT_KIND_CB : BH_TT_KIND_KERNEL, bh_get64(r + 24), 0);
         return;
     case BH_TT_QUERY:
         reply_query(s, c, device);

@@ -186,6 +186,9 @@ uint64_t bh_track_process_gone(bh_track *t, uint32_t process,
 void bh_track_retire_process(bh_track *t, uint32_t process, uint64_t into);
 /* 1 if client holds address on device live. O(1). */
 int bh_track_is_live(const bh_track *t, uint64_t client, uint32_t device, uint64_t address);
+/* 1 if the history keeps a record of client's address on device (it was
+ * allocated or freed there, and the record was not evicted). O(1). */
+int bh_track_has_history(const bh_track *t, uint64_t client, uint32_t device, uint64_t address);
 
 /* Totals for one client/device (client or device UINT64_MAX / UINT32_MAX:
  * any), over the processes present; both any: gone processes included. */

@@ -92,6 +92,10 @@ const hist *history_find(const bh_track *t, uint64_t client, uint32_t device, ui
     return h != NULL ? h : ot_find(&t->history, address, device, client);
 }
 
+int bh_track_has_history(const bh_track *t, uint64_t client, uint32_t device, uint64_t address) {
+    return history_find(t, client, device, address) != NULL;
+}
+
 hist *history_of(bh_track *t, uint64_t client, uint32_t device, uint64_t address, int create) {
     if (t->history_cap == 0)
         return NULL;
