@@ -4,23 +4,23 @@
  * bh_lookup and bh_intern of a live key take no lock: they probe the shard's
  * array, check the block's word and key, and CAS a reference onto the word
  * they checked (fast_hit in src/core/hot.h). This stress gives that path every
- * chance to be wrong: all keys share one shard and one tag (so every probe
- * meets the other keys' entries and must compare keys), two threads churn a
- * few keys whose blocks are recycled for other keys all the time (entries
- * shift back and forth, blocks change key under the readers), and two threads
- * look up and intern every key. Whatever they get must name the key they
- * asked for (checked with bh_info_get while the reference is held), and a key
- * the test keeps live must never be missed.
+ * chance to be wrong: all keys share one shard, one tag and one home (so
+ * every probe meets the other keys' entries and must compare keys), two
+ * threads churn a few keys whose blocks are recycled for other keys all the
+ * time (entries shift back and forth, blocks change key under the readers),
+ * and two threads look up and intern every key. Whatever they get must name
+ * the key they asked for (checked with bh_info_get while the reference is
+ * held), and a key the test keeps live must never be missed.
  *
  * A second case grows one shard's array under lock-free readers of keys
  * already live: every lookup must hit and name its key, whichever array (the
  * live one or one just replaced) the reader probed.
  *
  * Run natively and under TSan (label stress), and with small counts under
- * helgrind and drd. Mutating fast_hit (no key compare after the tag, or a CAS
- * on a re-read word instead of the checked one) fails here; so does freeing a
- * replaced array at once instead of at bh_registry_destroy (ASan:
- * heap-use-after-free in fast_hit).
+ * helgrind and drd. Mutating fast_hit (no key compare after the entry's tag
+ * and distance, or a CAS on a re-read word instead of the checked one) fails
+ * here; so does freeing a replaced array at once instead of at
+ * bh_registry_destroy (ASan: heap-use-after-free in fast_hit).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -45,8 +45,10 @@ static int failures, kept_missed;
 
 static void bad(int *counter) { __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED); }
 
-/* Keys that land in one shard with one tag: every probe of one meets the
- * others' entries with a matching tag, so only the key compare separates
+/* Keys that land in one shard with one tag and one home (the shard's array
+ * stays at 16 entries: KEYS fit in 3/4 of it): an entry's top byte then
+ * matches a probe of another of these keys wherever both would sit (same
+ * tag, same distance from the home), so only the key compare separates
  * them. */
 static void choose_keys(void) {
     uint64_t first = bh__key_hash(0, ALIGN);
@@ -55,7 +57,7 @@ static void choose_keys(void) {
     int n = 0;
     for (uint64_t a = ALIGN; n < KEYS; a += ALIGN) {
         uint64_t h = bh__key_hash(0, a);
-        if (bh__shard_of(h) == shard && bh__entry_tag(h) == tag)
+        if (bh__shard_of(h) == shard && bh__entry_tag(h) == tag && (h & 15) == (first & 15))
             keys[n++] = a;
     }
 }
@@ -146,6 +148,8 @@ static void lock_free_hits_always_name_the_key_asked_for(void **state) {
     assert_int_equal(bh_stats_get(reg, &s), BH_OK);
     assert_int_equal(s.live_handles, 0);
     assert_true(s.frees > 0); /* the churned keys' blocks really were recycled */
+    /* choose_keys' premise: the array never grew, so the keys kept one home. */
+    assert_int_equal(bh__shard_table(&reg->shards[bh__shard_of(bh__key_hash(0, keys[0]))])->mask, 15);
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
 }
 

@@ -114,8 +114,8 @@ static inline int fast_hit(bh_registry *reg, const bh__shard *shard, uint64_t ha
         unsigned e = AO_int_load(&t->e[i]);
         if (e == 0)
             return 0;
-        if (bh__entry_tag_of(e) != tag)
-            continue;
+        if (bh__entry_top(e) != bh__entry_want(tag, n))
+            continue; /* another home's entry, or another tag's */
         /* NULL only if this thread cannot see the chunk yet: not clean. */
         bh__block *b = bh__slab_at(&reg->slab, bh__entry_slot(e));
         if (b == NULL)

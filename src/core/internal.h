@@ -208,17 +208,20 @@ uint32_t bh__slab_fresh_end(bh__slab *slab);
 
 /* ======================== Intern table (table.c) ======================== */
 
-/* An entry: slot (bits 0..23) | tag << 24, the tag being 8 bits of the key's
- * hash that pick neither the shard nor the index; 0 = empty (slot 0 is never
- * handed out). The tag lets a probe skip most other keys without touching
- * their blocks. */
-#define BH__ENTRY_TAG_SHIFT 24
-static inline unsigned bh__entry_tag(uint64_t hash) { return (unsigned)(hash >> 50) & 0xffu; }
-static inline unsigned bh__entry_make(uint64_t hash, uint32_t slot) {
-    return slot | (bh__entry_tag(hash) << BH__ENTRY_TAG_SHIFT);
+/* An entry: slot (bits 0..23), a 4-bit tag (bits 24..27: hash bits that pick
+ * neither the shard nor the index) and the entry's distance from its home
+ * place (bits 28..31; BH__ENTRY_FAR: that far or farther); 0 = empty (slot 0
+ * is never handed out). A probe n places from a key's home passes over every
+ * entry whose top byte is not bh__entry_want(tag, n), another home's or
+ * another tag's, without reading its block; an unlink moves entries back
+ * knowing their homes without reading theirs (table.c). */
+#define BH__ENTRY_FAR 15u
+static inline unsigned bh__entry_tag(uint64_t hash) { return (unsigned)(hash >> 50) & 0xfu; }
+static inline unsigned bh__entry_want(unsigned tag, uint32_t n) {
+    return tag | (n < BH__ENTRY_FAR ? n : BH__ENTRY_FAR) << 4;
 }
+static inline unsigned bh__entry_top(unsigned e) { return e >> 24; }
 static inline uint32_t bh__entry_slot(unsigned e) { return e & BH__SLOT_MASK; }
-static inline unsigned bh__entry_tag_of(unsigned e) { return e >> BH__ENTRY_TAG_SHIFT; }
 
 /* One array of a shard: the mask and the entries in one allocation, so a
  * reader gets a consistent pair from one pointer. */
@@ -237,12 +240,10 @@ typedef struct bh__shard {
     uint32_t count;       /* under lock: entries in the array */
     bh__block *free_list; /* under lock: retired blocks ready for reuse */
     bh__table *retired;   /* under lock: replaced arrays, freed at fini */
-    /* ATOMIC: live blocks of this shard's keys (born in go_live, retired in
-     * the last release, both under lock): a relaxed load and a release store
-     * under lock; read without it by bh_stats_get (relaxed) and
-     * bh_registry_destroy (acquire). Per shard and under the lock a birth
-     * and a death take anyway: 0.3.1 kept one registry-wide gauge, two
-     * locked instructions per block's life. */
+    /* ATOMIC: live blocks of this shard's keys, changed by a relaxed load and
+     * a release store under the lock a birth (go_live) and a death take
+     * anyway (no locked instruction); read without it by bh_stats_get
+     * (relaxed) and bh_registry_destroy (acquire). */
     AO_t live;
 } bh__shard;
 

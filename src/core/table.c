@@ -3,11 +3,11 @@
  *
  * Owns: the key hash and the per-shard open-addressing arrays. Each of
  * BH__SHARDS shards has its own mutex and its own power-of-two array of 32-bit
- * entries, slot (24 bits) | tag (8 bits of the hash used neither for the shard
- * nor for the index), 0 = empty. Linear probing, backward-shift deletion (no
- * tombstones), doubling when more than 3/4 full. The top hash bits pick the
- * shard, bits 50..57 the tag and the low bits the index, so the three are
- * independent.
+ * entries, slot (24 bits) | tag (4 bits of the hash used neither for the shard
+ * nor for the index) | distance from the home place (4 bits, capped), 0 =
+ * empty. Linear probing, backward-shift deletion (no tombstones), doubling
+ * when more than 3/4 full. The top hash bits pick the shard, bits 50..53 the
+ * tag and the low bits the index, so the three are independent.
  * Must never: touch a block's reference count or generation (that is the
  * registry's protocol), free an array a lock-free reader may still probe
  * before bh__shard_fini, or store an entry a reader could not survive: every
@@ -30,12 +30,6 @@
 /* 2^25 entries: more than every slot at once (2^24), so growth never needs
  * to stop for a reason other than host memory. */
 #define MAX_ENTRIES (1u << 25)
-/* Blocks of a run's later entries that an unlink asks for ahead of its
- * shift (runs at load 3/4 are rarely longer), in shards of at least
- * UNLINK_PREFETCH_FROM entries (64 such shards index about 200K keys, whose
- * blocks are 6 MiB: past the caches). */
-#define UNLINK_PREFETCH 16u
-#define UNLINK_PREFETCH_FROM 4096u
 
 /* A zeroed array of n entries (a power of two), mask and entries in one
  * allocation, so one pointer publishes a consistent pair. */
@@ -119,15 +113,33 @@ static unsigned entry_at(const bh__table *t, uint32_t i) { return AO_int_load(&t
  * new array is published by the release store in grow(). */
 static void entry_set(bh__table *t, uint32_t i, unsigned e) { AO_int_store(&t->e[i], e); }
 
+/* The entry of slot for a key with tag, n places from its home. Under the
+ * lock every entry's distance is exact up to the cap (BH__ENTRY_FAR): the
+ * locked probes skip by it, so an entry stored with a wrong one would be
+ * missed for good. */
+static unsigned entry_make(unsigned tag, uint32_t n, uint32_t slot) {
+    return slot | bh__entry_want(tag, n) << 24;
+}
+
+/* The distance of the entry e at place j from its home: from the entry, or
+ * past the cap from its block's key (the one read of a block an unlink
+ * needs, for about 1% of entries at load 3/4). */
+static uint32_t entry_distance(const bh__shard *shard, const bh__table *t, uint32_t j, unsigned e) {
+    uint32_t d = bh__entry_top(e) >> 4;
+    if (d < BH__ENTRY_FAR)
+        return d;
+    return (j - (uint32_t)block_hash(entry_block(shard, e))) & t->mask;
+}
+
 bh__block *bh__shard_find(const bh__shard *shard, uint64_t hash, uint32_t device, uint64_t address) {
     const bh__table *t = bh__shard_table(shard);
     unsigned tag = bh__entry_tag(hash);
-    for (uint32_t i = (uint32_t)hash & t->mask;; i = (i + 1) & t->mask) {
+    for (uint32_t i = (uint32_t)hash & t->mask, n = 0;; i = (i + 1) & t->mask, n++) {
         unsigned e = entry_at(t, i);
         if (e == 0)
             return NULL;
-        if (bh__entry_tag_of(e) != tag)
-            continue;
+        if (bh__entry_top(e) != bh__entry_want(tag, n))
+            continue; /* another home's entry, or another tag's */
         bh__block *b = entry_block(shard, e);
         /* Relaxed: keys of linked blocks are written before they are linked,
          * under this lock. */
@@ -136,14 +148,14 @@ bh__block *bh__shard_find(const bh__shard *shard, uint64_t hash, uint32_t device
     }
 }
 
-/* Puts entry e (of a block whose key hashes to hash) in the first empty
- * place of its probe run. There is one: the load stays at most 3/4, or the
- * caller made room with bh__shard_reserve. */
-static void place(bh__table *t, uint64_t hash, unsigned e) {
-    uint32_t i = (uint32_t)hash & t->mask;
-    while (entry_at(t, i) != 0)
+/* Puts the entry of slot (a block whose key hashes to hash) in the first
+ * empty place of its probe run. There is one: the load stays at most 3/4, or
+ * the caller made room with bh__shard_reserve. */
+static void place(bh__table *t, uint64_t hash, uint32_t slot) {
+    uint32_t i = (uint32_t)hash & t->mask, n = 0;
+    for (; entry_at(t, i) != 0; n++)
         i = (i + 1) & t->mask;
-    entry_set(t, i, e);
+    entry_set(t, i, entry_make(bh__entry_tag(hash), n, slot));
 }
 
 /* Doubles the array. The old one is kept on the retired list, not freed: a
@@ -161,7 +173,7 @@ static bh_status grow(bh__shard *shard) {
     for (uint32_t i = 0; i <= old->mask; i++) {
         unsigned e = entry_at(old, i);
         if (e != 0)
-            place(t, block_hash(entry_block(shard, e)), e);
+            place(t, block_hash(entry_block(shard, e)), bh__entry_slot(e));
     }
     old->retired_next = shard->retired;
     shard->retired = old;
@@ -187,7 +199,7 @@ bh_status bh__shard_reserve(bh__shard *shard) {
 }
 
 void bh__shard_link(bh__shard *shard, uint64_t hash, bh__block *b) {
-    place(bh__shard_table(shard), hash, bh__entry_make(hash, bh__block_slot(b)));
+    place(bh__shard_table(shard), hash, bh__block_slot(b));
     shard->count++;
 }
 
@@ -201,30 +213,21 @@ void bh__shard_unlink(bh__shard *shard, uint64_t hash, uint32_t slot) {
         if (bh__entry_slot(e) == slot)
             break;
     }
-    /* The shift below reads the key of every later entry of the run (the
-     * 32-bit entry has no room for its home): one block each. In a large
-     * shard those are cache misses, one after the other; their addresses
-     * are known from the entries alone, so they are asked for first, all at
-     * once, and the misses overlap. A small shard's blocks are cached and
-     * the extra pass would only cost instructions. */
-    if (t->mask >= UNLINK_PREFETCH_FROM - 1)
-        for (uint32_t j = (i + 1) & t->mask, n = 0; n < UNLINK_PREFETCH; j = (j + 1) & t->mask, n++) {
-            unsigned e = entry_at(t, j);
-            if (e == 0)
-                break;
-            __builtin_prefetch(entry_block(shard, e));
-        }
-    /* Backward shift: every later entry of the run whose home is not in
-     * (i, j] moves into the hole, which moves on to where it was. A reader
-     * probing meanwhile may miss an entry that moves behind it; it then
-     * falls back to this lock (lifecycle.c), so a miss is never final. */
+    /* Backward shift: every later entry of the run that sits at least as
+     * far from its home as from the hole (its home is not in (i, j]) moves
+     * into the hole, which moves on to where it was; the entry's distance
+     * shrinks by as much. The distances say where the homes are, so no
+     * block is read but for an entry past the cap (without them the key of
+     * every later entry's block was: one cache miss each in a large shard).
+     * A reader probing meanwhile may miss an entry that moves behind it; it
+     * then falls back to this lock (lifecycle.c), so a miss is never final. */
     for (uint32_t j = (i + 1) & t->mask;; j = (j + 1) & t->mask) {
         unsigned e = entry_at(t, j);
         if (e == 0)
             break;
-        uint32_t home = (uint32_t)block_hash(entry_block(shard, e)) & t->mask;
-        if (((j - home) & t->mask) >= ((j - i) & t->mask)) {
-            entry_set(t, i, e);
+        uint32_t d = entry_distance(shard, t, j, e), gap = (j - i) & t->mask;
+        if (d >= gap) {
+            entry_set(t, i, entry_make(bh__entry_top(e) & 0xfu, d - gap, bh__entry_slot(e)));
             i = j;
         }
     }
