@@ -330,6 +330,22 @@ static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
     test_server_stop_clean(srv);
 }
 
+/* HELLO on sock, then a ring of 1,024 records handed over (mapped at *ring)
+ * holding ALLOC 0x5000 (number 1), ALLOC 0x6000 (number 2 + gap: gap events
+ * lost before it), a MARK with id 9, and the FREEs of both. Returns its
+ * descriptor. */
+static int ring_with_mark(int sock, uint64_t gap, uint8_t **ring) {
+    send_hello(sock);
+    int fd = tr_taken_ring(sock, 1024, ring);
+    tr_put_record(*ring, 1024, 0, 1, BH_RING_ALLOC, 0x5000);
+    tr_put_record(*ring, 1024, 1, 2 + gap, BH_RING_ALLOC, 0x6000);
+    tr_put_record(*ring, 1024, 2, 2 + gap, BH_RING_MARK, 9);
+    tr_put_record(*ring, 1024, 3, 3 + gap, BH_RING_FREE, 0x5000);
+    tr_put_record(*ring, 1024, 4, 4 + gap, BH_RING_FREE, 0x6000);
+    tr_publish(*ring, 5);
+    return fd;
+}
+
 /* A process whose connection ends between its MARK and the RESYNC_BEGIN
  * naming it (killed there, or its socket broke): that BEGIN can never come,
  * so the mark is stale and the FREEs after it are its real last events,
@@ -340,15 +356,8 @@ static void a_mark_left_by_a_connection_that_ended_holds_no_free_back(void **sta
     (void)state;
     pid_t srv = test_server_start(trackd, &paths, NULL);
     int sock = test_connect(paths.sock);
-    send_hello(sock);
     uint8_t *ring;
-    int fd = tr_taken_ring(sock, 1024, &ring);
-    tr_put_record(ring, 1024, 0, 1, BH_RING_ALLOC, 0x5000);
-    tr_put_record(ring, 1024, 1, 2, BH_RING_ALLOC, 0x6000);
-    tr_put_record(ring, 1024, 2, 2, BH_RING_MARK, 9); /* no event lost before it */
-    tr_put_record(ring, 1024, 3, 3, BH_RING_FREE, 0x5000);
-    tr_put_record(ring, 1024, 4, 4, BH_RING_FREE, 0x6000);
-    tr_publish(ring, 5);
+    int fd = ring_with_mark(sock, 0, &ring); /* no event lost before the mark */
     /* Drained up to the mark, held there: it waits for its RESYNC_BEGIN. */
     assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", 2), 2);
     close(sock);
@@ -359,6 +368,90 @@ static void a_mark_left_by_a_connection_that_ended_holds_no_free_back(void **sta
     assert_int_equal(test_json_u64(j, "totals", "leaks"), 0);
     assert_int_equal(test_json_u64(j, "totals", "unverified_leaks"), 0);
     assert_int_equal(test_json_u64(j, "totals", "lost"), 0);
+    munmap(ring, bh_ring_bytes(1024));
+    close(fd);
+    test_server_stop_clean(srv);
+}
+
+/* RESYNC_BEGIN naming mark for stream 1 (a stream with a ring). */
+static void send_begin_mark(int fd, uint64_t mark) {
+    uint8_t f[BH_WIRE_HEADER + BH_WIRE_RESYNC_BEGIN_MARK];
+    size_t h = bh_wire_header(f, BH_WIRE_RESYNC_BEGIN, BH_WIRE_RESYNC_BEGIN_MARK);
+    memset(f + h, 0, BH_WIRE_RESYNC_BEGIN_MARK);
+    bh_put32(f + h, 1);
+    bh_put64(f + h + 8, mark);
+    send_all(fd, f, sizeof(f));
+}
+
+/* A RESYNC_CHUNK_TIMED of one entry (device 1, size 64, reported now). */
+static void send_chunk_one(int fd, uint32_t stream, uint64_t address) {
+    uint8_t f[BH_WIRE_HEADER + 8 + BH_WIRE_RESYNC_TIMED_ENTRY];
+    size_t h = bh_wire_header(f, BH_WIRE_RESYNC_CHUNK_TIMED, 8 + BH_WIRE_RESYNC_TIMED_ENTRY);
+    memset(f + h, 0, 8 + BH_WIRE_RESYNC_TIMED_ENTRY);
+    bh_put32(f + h, stream);
+    bh_put32(f + h + 4, 1);
+    bh_put32(f + h + 8, 1);
+    bh_put64(f + h + 16, address);
+    bh_put64(f + h + 24, 64);
+    send_all(fd, f, sizeof(f));
+}
+
+/* An EVENT of stream numbered n (device 1, size 64). */
+static void send_event(int fd, uint32_t stream, uint8_t kind, uint64_t address, uint64_t n) {
+    uint8_t f[BH_WIRE_HEADER + BH_WIRE_EVENT_LEN];
+    send_all(fd, f, bh_wire_event(f, stream, kind, 1, address, kind == BH_EVENT_ALLOC ? 64 : 0, n));
+}
+
+/* Connections that end between RESYNC_BEGIN and RESYNC_END (the process
+ * killed there, or its reporter's connection lost): the END never comes.
+ * Stream 1 has a ring: ALLOCs numbered 1 and 3 (2 was lost: an ALLOC only
+ * the resync names), the resync's mark, then the FREEs of both; the resync
+ * restores the lost allocation and is cut. Stream 2 sends over the socket:
+ * two ALLOCs and a FREE, then a resync naming what is still live, cut. The
+ * process then goes. A resync cut short is given up (counted: resyncs_cut):
+ * the FREEs after the mark apply, the stream with the gap stays unsynced
+ * (its one allocation left is an unverified leak), and the stream without
+ * one is synced (its allocation left is a real leak). main before this test
+ * left both streams resyncing for good and the ring held at the taken mark:
+ * the FREEs never applied, all four allocations unverified leaks, nothing
+ * said. */
+static void a_resync_cut_short_is_given_up_and_the_last_events_apply(void **state) {
+    (void)state;
+    pid_t srv = test_server_start(trackd, &paths, NULL);
+    int sock = test_connect(paths.sock);
+    uint8_t *ring;
+    int fd = ring_with_mark(sock, 1, &ring);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", 2), 2); /* held at the mark */
+    send_begin_mark(sock, 9);
+    send_chunk_one(sock, 1, 0x7000); /* the allocation whose ALLOC (number 2) was lost */
+    assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "live", 3), 3);
+
+    int other = test_connect(paths.sock);
+    send_hello(other);
+    send_event(other, 2, BH_EVENT_ALLOC, 0xa000, 1);
+    send_event(other, 2, BH_EVENT_ALLOC, 0xb000, 2);
+    send_event(other, 2, BH_EVENT_FREE, 0xa000, 3);
+    send_stream_frame(other, BH_WIRE_RESYNC_BEGIN, 2);
+    send_chunk_one(other, 2, 0xb000);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "frees", 1), 1);
+    close(other);
+    close(sock);
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "server", "processes_gone", 1), 1);
+    char buf[1 << 16];
+    const char *j = test_stats_json(trackd, paths.sock, buf, sizeof(buf));
+    print_message("frees %llu, leaks %llu, unverified %llu, lost %llu, resyncs cut %llu\n",
+                  (unsigned long long)test_json_u64(j, "totals", "frees"),
+                  (unsigned long long)test_json_u64(j, "totals", "leaks"),
+                  (unsigned long long)test_json_u64(j, "totals", "unverified_leaks"),
+                  (unsigned long long)test_json_u64(j, "totals", "lost"),
+                  (unsigned long long)test_json_u64(j, "server", "resyncs_cut"));
+    assert_int_equal(test_json_u64(j, "server", "resyncs_cut"), 2);
+    assert_int_equal(test_json_u64(j, "server", "resyncs"), 0);
+    assert_int_equal(test_json_u64(j, "totals", "frees"), 3);
+    assert_int_equal(test_json_u64(j, "totals", "unknown_frees"), 0);
+    assert_int_equal(test_json_u64(j, "totals", "lost"), 1);
+    assert_int_equal(test_json_u64(j, "totals", "leaks"), 1);            /* 0xb000 */
+    assert_int_equal(test_json_u64(j, "totals", "unverified_leaks"), 1); /* 0x7000 */
     munmap(ring, bh_ring_bytes(1024));
     close(fd);
     test_server_stop_clean(srv);
@@ -438,6 +531,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(a_number_jump_does_not_wrap_the_loss_of_others, setup, teardown),
         cmocka_unit_test_setup_teardown(waiting_descriptors_stay_within_the_connection_caps, setup, teardown),
         cmocka_unit_test_setup_teardown(a_mark_left_by_a_connection_that_ended_holds_no_free_back, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_resync_cut_short_is_given_up_and_the_last_events_apply, setup,
                                         teardown),
     };
     return cmocka_run_group_tests_name("ring", tests, NULL, NULL);

@@ -131,6 +131,31 @@ static void handle_resync_chunk(td_server *s, td_client *c, const uint8_t *p, ui
     }
 }
 
+void td_native_resync_began(td_server *s, td_client *c, uint32_t stream) {
+    bh_track_resync_begin(s->track, td_client_key(c->pid, stream));
+    c->resync_open = 1;
+    c->resync_stream = stream;
+}
+
+/* A resync cut short (the reporter's sender lost the connection, or the
+ * process died between its BEGIN and END) would leave the stream resyncing
+ * for good: its leaks all unverified, its findings never counted, and a
+ * ring held at the resync's mark, so the process's last events (the FREEs
+ * after the mark) never applied. Given up instead: what it restored stays
+ * (each entry was live at the snapshot point) and the records after the
+ * mark apply on top (ring.c drains them once the connection ended), which is
+ * the stream as its numbers say, lost events counted as ever. */
+void td_native_cut(td_server *s, td_client *c) {
+    if (!c->resync_open)
+        return;
+    c->resync_open = 0;
+    if (!bh_track_resync_cut(s->track, td_client_key(c->pid, c->resync_stream)))
+        return;
+    s->resyncs_cut++;
+    td_log(s, TD_WARN, "pid %d stream %u: connection ended during a resync; the resync is given up",
+           (int)c->pid, c->resync_stream);
+}
+
 void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, uint32_t len) {
     if (!c->hello && type != BH_WIRE_HELLO) {
         td_malformed(s, c, "first frame is not HELLO");
@@ -162,7 +187,7 @@ void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p
         if (len == BH_WIRE_RESYNC_BEGIN_MARK) /* the resync begins once the ring reached the mark */
             (void)td_ring_begin(s, c, bh_get32(p), bh_get64(p + 8));
         else
-            bh_track_resync_begin(s->track, td_client_key(c->pid, bh_get32(p)));
+            td_native_resync_began(s, c, bh_get32(p));
         return;
     case BH_WIRE_RESYNC_CHUNK:
         handle_resync_chunk(s, c, p, len, BH_WIRE_RESYNC_ENTRY);
@@ -177,6 +202,8 @@ void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p
         }
         bh_track_resync_end(s->track, td_client_key(c->pid, bh_get32(p)));
         td_ring_end(c, bh_get32(p));
+        if (c->resync_stream == bh_get32(p))
+            c->resync_open = 0;
         s->resyncs++;
         return;
     case BH_WIRE_RING:

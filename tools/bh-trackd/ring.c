@@ -384,7 +384,7 @@ static void finish(td_server *s, td_client *c) {
         int op = r->op;
         r->op = OP_NONE;
         if (op == OP_BEGIN && !c->closing && r->resyncing)
-            bh_track_resync_begin(s->track, td_client_key(c->pid, r->stream));
+            td_native_resync_began(s, c, r->stream);
         else if (op == OP_BEGIN && !c->closing)
             td_malformed(s, c, "RESYNC_BEGIN's mark is not in the ring");
         if (op == OP_CLOSE) {
@@ -511,11 +511,14 @@ int td_rings_timeout(const td_server *s, int cap_ms) {
  * says was cut short: passed over (a gap before it still counted as lost),
  * and the records after it, the process's last real events, applied. Held
  * at one instead, the drain would end there and the FREEs after it would
- * turn what they freed into false leaks of a gone process. */
+ * turn what they freed into false leaks of a gone process. Nor can a
+ * RESYNC_END come: a ring held at a mark already taken is let go too (its
+ * resync was given up, td_native_cut). */
 static void marks_stale(td_client *c) {
     for (td_ring *r = c->rings; r != NULL; r = r->next) {
         r->stale = UINT64_MAX;
         r->held = 0;
+        r->resyncing = 0;
     }
 }
 
@@ -524,6 +527,7 @@ int td_ring_close_client(td_server *s, td_client *c) {
         close(c->fds[i]); /* memfds (take_fd) */
     s->ring_fds -= (uint64_t)c->nfds;
     c->nfds = 0;
+    td_native_cut(s, c); /* before the drain: what follows the mark is not part of the resync */
     marks_stale(c);
     if (s->stopping) { /* the loop is over: what is left is drained here, once, up to TD_RING_STOP */
         static uint64_t left = TD_RING_STOP;

@@ -105,7 +105,11 @@ typedef struct td_client {
     uint64_t since_ms;   /* accepted */
     uint64_t partial_ms; /* a frame or record started arriving (0: none pending) */
     uint64_t closing_ms; /* closing was set */
-    td_ring *rings;      /* native: the event rings it handed over (ring.c) */
+
+    int resync_open;        /* native: a resync began (the tracker's) and its END has not come */
+    uint32_t resync_stream; /* its stream (a reporter resyncs one stream at a time) */
+
+    td_ring *rings;       /* native: the event rings it handed over (ring.c) */
     int fds[TD_RING_FDS]; /* descriptors received, waiting for their RING frame */
     int nfds;
     int ring_wait; /* ring.c: 0 or TD_RING_WAIT_*: out of epoll, no timeouts, input not parsed */
@@ -204,6 +208,7 @@ typedef struct td_server {
         unsupported_records, compat_ignored, limit_disconnects, refused, timeouts, output_overflows,
         processes_gone;        /* client processes seen gone (their leaks counted): what tests wait for */
     uint64_t unverified_peers; /* reporter connections whose pid this server cannot see (peer.c) */
+    uint64_t resyncs_cut;      /* resyncs begun whose connection ended before their END (native.c) */
     uint64_t rings_attached, rings_refused, ring_records, ring_events_lost; /* ring.c */
     uint64_t ring_fds; /* descriptors waiting for their RING frame: count as connections */
     uint64_t fds_refused, closes_parked, closes_lost; /* closer.c: not memfds; queue full; no memory */
@@ -304,6 +309,12 @@ void td_close_client(td_server *s, td_client *c);
 /* ======================== native.c / tt.c ======================== */
 
 void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, uint32_t len);
+/* The tracker's resync of stream began on c (RESYNC_BEGIN, or a ring's mark
+ * taken for it). */
+void td_native_resync_began(td_server *s, td_client *c, uint32_t stream);
+/* c's connection ended: a resync it began and did not end is given up
+ * (bh_track_resync_cut), counted and logged. Idempotent. */
+void td_native_cut(td_server *s, td_client *c);
 #define TD_TT_UNREADABLE 1u /* c->tt_size of a stream of no known record size: dropped unread */
 /* One record of the connection's size (c->tt_size) at r. */
 void td_tt_record(td_server *s, td_client *c, const uint8_t *r);

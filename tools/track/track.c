@@ -408,6 +408,17 @@ void bh_track_resync_end(bh_track *t, uint64_t client) {
     s->covered = 1;
 }
 
+int bh_track_resync_cut(bh_track *t, uint64_t client) {
+    proc *p = proc_of(t, BH_TRACK_PROCESS(client), NULL);
+    stream *s = p != NULL ? stream_of(p, BH_TRACK_STREAM(client), NULL) : NULL;
+    if (s == NULL || !s->resyncing)
+        return 0;
+    /* Entries it did not restore keep their older mark: harmless, the next
+     * resync's begin moves the epoch past both. */
+    s->resyncing = 0;
+    return 1;
+}
+
 /* ======================== Clients leaving ======================== */
 
 /* A leak into the history's findings (its record is created if need be). */

@@ -160,6 +160,13 @@ bh_track_result bh_track_restore(bh_track *t, uint64_t client, uint32_t device, 
 /* The resync ends: entries it did not restore are dropped, the stream is
  * synced. Costs that stream's live set. */
 void bh_track_resync_end(bh_track *t, uint64_t client);
+/* The resync under way will not end (its transport is gone): it is given up
+ * without its sweep. What it restored stays (each entry was live at its
+ * snapshot point), nothing is dropped, and the stream is as synced as its
+ * numbers say: events after the snapshot point apply on top, and findings
+ * count again unless a gap left it unsynced. Returns 1 if a resync was under
+ * way. O(1). */
+int bh_track_resync_cut(bh_track *t, uint64_t client);
 /* What client lost (zeros if unknown). O(1). */
 void bh_track_stream_loss(const bh_track *t, uint64_t client, bh_track_loss *out);
 /* The same summed over a process's streams (0: the gone processes retired
