@@ -423,6 +423,20 @@ static int run_client(td_server *s, td_client *c, uint64_t *left) {
     return busy;
 }
 
+/* The connection ended (or the stream, RING_CLOSE): no RESYNC_BEGIN can
+ * come for a mark in r, so every mark there is stale, like one of a resync
+ * a reconnection's RING says was cut short: passed over (a gap before it
+ * still counted as lost), and the records after it, the last real events,
+ * applied. Held at one instead, the drain would end there and the FREEs
+ * after it would turn what they freed into false leaks of a gone process.
+ * Nor can a RESYNC_END come: a ring held at a mark already taken is let go
+ * too (its resync was given up, td_native_cut). */
+static void marks_stale(td_ring *r) {
+    r->stale = UINT64_MAX;
+    r->held = 0;
+    r->resyncing = 0;
+}
+
 int td_ring_begin(td_server *s, td_client *c, uint32_t stream, uint64_t mark) {
     td_ring *r = find(c, stream);
     if (r == NULL || mark <= r->stale || r->resyncing) {
@@ -462,6 +476,14 @@ void td_ring_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, 
             td_malformed(s, c, "RING_CLOSE of no ring");
             return;
         }
+        /* The stream ends: no RESYNC_BEGIN or RESYNC_END of it can follow
+         * (its reporter closed it), so, as at a connection's end, its marks
+         * are stale and a resync it began is given up. Else the drain would
+         * stop at the mark and the ring go with the stream's last events
+         * (the FREEs of a registry destroyed during a resync) unapplied. */
+        if (r->resyncing && c->resync_open && c->resync_stream == r->stream)
+            td_native_cut(s, c);
+        marks_stale(r);
         want(r, OP_CLOSE, 0);
         hold(s, c, TD_RING_WAIT_INPUT);
     }
@@ -506,29 +528,14 @@ int td_rings_timeout(const td_server *s, int cap_ms) {
     return cap_ms;
 }
 
-/* The connection ended: no RESYNC_BEGIN can come for a mark in its rings,
- * so every mark there is stale, like one of a resync a reconnection's RING
- * says was cut short: passed over (a gap before it still counted as lost),
- * and the records after it, the process's last real events, applied. Held
- * at one instead, the drain would end there and the FREEs after it would
- * turn what they freed into false leaks of a gone process. Nor can a
- * RESYNC_END come: a ring held at a mark already taken is let go too (its
- * resync was given up, td_native_cut). */
-static void marks_stale(td_client *c) {
-    for (td_ring *r = c->rings; r != NULL; r = r->next) {
-        r->stale = UINT64_MAX;
-        r->held = 0;
-        r->resyncing = 0;
-    }
-}
-
 int td_ring_close_client(td_server *s, td_client *c) {
     for (int i = 0; i < c->nfds; i++)
         close(c->fds[i]); /* memfds (take_fd) */
     s->ring_fds -= (uint64_t)c->nfds;
     c->nfds = 0;
     td_native_cut(s, c); /* before the drain: what follows the mark is not part of the resync */
-    marks_stale(c);
+    for (td_ring *r = c->rings; r != NULL; r = r->next)
+        marks_stale(r);
     if (s->stopping) { /* the loop is over: what is left is drained here, once, up to TD_RING_STOP */
         static uint64_t left = TD_RING_STOP;
         for (td_ring *r = c->rings; r != NULL && left > 0; r = r->next) {
