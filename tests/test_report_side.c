@@ -2,7 +2,10 @@
  * test_report_side.c - events a reporting thread parks beside its stream's
  * held lock (the socket reporter's side stack, src/report/report_stream.c)
  * against a real bh-trackd: a flush or a close must deliver them (or count
- * them as dropped), never report "all sent" while they wait.
+ * them as dropped), never report "all sent" while they wait. And without a
+ * server: parked events are applied all the same, and what a close or an
+ * exit cannot deliver (the ring's events, the parked ones) is counted and
+ * said once on stderr, never lost silently.
  *
  * usage: test_report_side PATH-TO-bh-trackd
  *
@@ -25,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <time.h>
 #include <cmocka.h>
 
@@ -73,6 +78,19 @@ static uint64_t parked(stream *s) {
     for (side_ev *x = (side_ev *)AO_load(&s->side); x != NULL; x = x->next) /* relaxed: under s->lock */
         n++;
     return n;
+}
+
+/* Under the stream's connection lock: PARKED allocations reported by another
+ * thread while this one holds the stream's lock too, so that every one
+ * parks. */
+static void park(reporting *r) {
+    stream *s = r->rep.ctx;
+    pthread_mutex_lock(&s->lock);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, report_parked, r), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(parked(s), PARKED);
+    pthread_mutex_unlock(&s->lock);
 }
 
 static uint64_t server_allocs(void) {
@@ -131,12 +149,7 @@ static void parked_events_reach_the_server_through_flush_and_close(void **state)
 
         pthread_mutex_lock(&c->lock); /* c->lock before s->lock, as the library takes them */
         wait_sender_idle(c, s);
-        pthread_mutex_lock(&s->lock);
-        pthread_t t;
-        assert_int_equal(pthread_create(&t, NULL, report_parked, &r), 0);
-        assert_int_equal(pthread_join(t, NULL), 0);
-        assert_int_equal(parked(s), PARKED);
-        pthread_mutex_unlock(&s->lock);
+        park(&r);
         if (rs_all_sent(c)) { /* true only if nothing is parked and the server has it all */
             pthread_mutex_lock(&s->lock);
             said_all_sent += parked(s) + (rs_ring_tail(s) != bh_ring_load(s->ring, BH_RING_OFF_HEAD)) > 0;
@@ -176,6 +189,107 @@ static void parked_events_reach_the_server_through_flush_and_close(void **state)
     test_server_stop_clean(srv);
 }
 
+/* ------------------------------------------------------------ no server */
+
+#define IN_RING 100 /* events reported into the ring while no server listens */
+
+/* n allocations from base, reported straight into the ring (nothing holds
+ * the stream's lock). */
+static void report_some(const bh_reporter *rep, uint64_t base, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++) {
+        bh_event ev = {BH_EVENT_ALLOC, 1, base + i * 4096, 64, i + 1};
+        rep->report(rep->ctx, &ev);
+    }
+}
+
+/* The reporter's line about events it lost ("N events of this process were
+ * never delivered"), or NULL. */
+static const char *lost_line(const char *err) {
+    return strstr(err, " events of this process were never delivered");
+}
+
+/* N of that line (0: no line). */
+static uint64_t said_lost(const char *err) {
+    const char *p = lost_line(err);
+    if (p == NULL)
+        return 0;
+    while (p > err && p[-1] >= '0' && p[-1] <= '9')
+        p--;
+    return strtoull(p, NULL, 10);
+}
+
+/* Events parked while no server listens are applied by the sender: with
+ * no further report and no close, nothing else takes the stream's lock.
+ * main before this test left them parked (out of the ring, the shadow and
+ * the counts) until the next holder; a close then freed them uncounted. */
+static void parked_events_are_applied_while_no_server_listens(void **state) {
+    (void)state;
+    reporting r = {.base = 0x10000000ull};
+    bh_socket_options opt = {.queue_capacity = 1000};
+    assert_int_equal(bh_socket_reporter_open(paths.sock, &opt, &r.rep), BH_OK); /* nobody listens */
+    stream *s = r.rep.ctx;
+    pthread_mutex_lock(&s->c->lock);
+    park(&r);
+    pthread_mutex_unlock(&s->c->lock);
+    uint64_t left = PARKED, in_ring = 0;
+    for (double end = test_now_s() + TEST_HANG_S; left > 0 && test_now_s() < end; test_sleep_ms(1)) {
+        pthread_mutex_lock(&s->lock); /* not rs_stream_lock: that would apply them itself */
+        left = parked(s);
+        in_ring = s->head;
+        pthread_mutex_unlock(&s->lock);
+    }
+    print_message("%d parked without a server: %llu still parked, %llu in the ring\n", PARKED,
+                  (unsigned long long)left, (unsigned long long)in_ring);
+    assert_int_equal(left, 0);
+    assert_int_equal(in_ring, PARKED);
+    bh_socket_reporter_close(&r.rep);
+}
+
+static int child_err = -1; /* the child's stderr: a file the parent reads back */
+
+/* A child without a server: one reporter gets IN_RING allocations and
+ * PARKED parked ones and is closed; another, sharing the connection, gets
+ * IN_RING allocations and is left open when the child exits (stderr into
+ * child_err). */
+static void lose_at_close_and_at_exit(void) {
+    if (dup2(child_err, 2) != 2)
+        _exit(3);
+    bh_socket_options opt = {.queue_capacity = 1000};
+    bh_reporter keep;
+    reporting r = {.base = 0x10000000ull};
+    if (bh_socket_reporter_open(paths.sock, &opt, &keep) != BH_OK ||
+        bh_socket_reporter_open(paths.sock, &opt, &r.rep) != BH_OK)
+        _exit(4);
+    conn *c = ((stream *)r.rep.ctx)->c;
+    report_some(&r.rep, 0x20000000ull, IN_RING);
+    pthread_mutex_lock(&c->lock);
+    park(&r);
+    pthread_mutex_unlock(&c->lock);
+    bh_socket_reporter_close(&r.rep);
+    report_some(&keep, 0x30000000ull, IN_RING);
+    exit(0); /* keep open; not test_fork's _exit, which runs no exit handler */
+}
+
+/* What a close and an exit cannot deliver without a server (the ring's
+ * events, and the parked ones) is counted and said, once, at exit: here
+ * IN_RING + PARKED at the close, IN_RING at the exit. main before this test
+ * said nothing: the close freed the parked events and unmapped the ring,
+ * the exit left the ring as it was, neither counted. */
+static void a_close_and_an_exit_without_a_server_say_what_they_lost(void **state) {
+    (void)state;
+    char path[128], err[4096];
+    snprintf(path, sizeof(path), "%s/stderr", paths.dir);
+    child_err = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(child_err >= 0);
+    assert_int_equal(test_reap(test_fork(lose_at_close_and_at_exit)), 0);
+    ssize_t n = pread(child_err, err, sizeof(err) - 1, 0);
+    assert_true(n >= 0);
+    err[n] = '\0';
+    close(child_err);
+    print_message("said: %s", lost_line(err) != NULL ? err : "nothing\n");
+    assert_int_equal(said_lost(err), 2 * IN_RING + PARKED);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_report_side PATH-TO-bh-trackd\n");
@@ -185,6 +299,9 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(parked_events_reach_the_server_through_flush_and_close, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(parked_events_are_applied_while_no_server_listens, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_close_and_an_exit_without_a_server_say_what_they_lost, setup,
                                         teardown),
     };
     return cmocka_run_group_tests_name("report_side", tests, NULL, NULL);

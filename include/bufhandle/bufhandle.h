@@ -567,7 +567,9 @@ BH_API bh_status bh_dup(bh_registry *reg, bh_handle h, bh_handle *out);
  * server's live set is right again; counts of events the server never saw
  * stay lower bounds there. Nothing a reporting call does grows with the live
  * set. No SIGPIPE, no crash if the server is absent, slow or killed: events
- * wait in the ring (up to its size) for a server that comes later.
+ * wait in the ring (up to its size) for a server that comes later; what a
+ * close or the process's exit leaves there with no server connected is lost,
+ * counted as dropped and said (the process's sum, once) on stderr at exit.
  * Nothing is sent to a server run by another user (root excepted): that is
  * said once on stderr. A server that refuses the process (its live-set limit)
  * is told the process holds nothing, and gets nothing more. After fork(), a

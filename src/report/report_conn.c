@@ -39,24 +39,29 @@ struct timespec rs_deadline_in(uint64_t us) {
     return ts;
 }
 
-/* One line on stderr per connection and kind (the library never writes to
- * stdout). */
-static void say_once(conn *c, unsigned what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void say_once(conn *c, unsigned what, const char *fmt, ...) {
-    if (c->said & what)
-        return;
-    c->said |= what;
+/* One line on stderr (the library never writes to stdout). */
+static void say(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+static void say(const char *fmt, va_list ap) {
     char line[512];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
     if (n < 0)
         return;
     size_t len = (size_t)n < sizeof(line) - 1 ? (size_t)n : sizeof(line) - 2;
     line[len++] = '\n';
     ssize_t w = write(2, line, len); /* one write: lines of several processes do not mix */
     (void)w;
+}
+
+/* One line per connection and kind (sender thread: c->said is its own). */
+static void say_once(conn *c, unsigned what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say_once(conn *c, unsigned what, const char *fmt, ...) {
+    if (c->said & what)
+        return;
+    c->said |= what;
+    va_list ap;
+    va_start(ap, fmt);
+    say(fmt, ap);
+    va_end(ap);
 }
 
 /* The label of the connection in messages: the variable that named it, or
@@ -67,6 +72,20 @@ static const char *who(const conn *c, char *buf, size_t cap) {
     else
         snprintf(buf, cap, "%s", c->path);
     return buf;
+}
+
+static void say_lost(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say_lost(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    say(fmt, ap);
+    va_end(ap);
+}
+
+void rs_say_lost(uint64_t n) {
+    say_lost("bufhandle: %llu events of this process were never delivered to a tracking server (none took "
+             "them before their reporter closed or the process exited); they are lost",
+             (unsigned long long)n);
 }
 
 /* ======================== Socket I/O (sender thread only) ======================== */

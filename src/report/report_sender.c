@@ -189,8 +189,10 @@ static void step_send(conn *c, uint32_t n) {
          * have reached the server; the resync after reconnecting makes its
          * view exact either way. */
         stream *s = rs_stream_by_id(c, c->batch[i].stream);
-        if (s == NULL)
+        if (s == NULL) { /* closed meanwhile: its counts are gone, the connection keeps the loss */
+            c->lost += c->encoded[i] && done < len;
             continue;
+        }
         rs_stream_lock(s);
         if (!c->encoded[i])
             s->withheld++;
@@ -365,6 +367,10 @@ static void wait_wake(conn *c, uint64_t ms) {
  * reconnection always starts from the live set). */
 static void step_connect(conn *c, uint64_t now) {
     if (now < c->next_try_ms) {
+        /* Parked events wait for the next holder of their stream's lock: a
+         * reporting thread that never reports again (or a close) would leave
+         * them out of the ring, the shadow and the counts all the while. */
+        migrate_some(c);
         wait_wake(c, c->next_try_ms - now);
         return;
     }

@@ -17,6 +17,9 @@
 
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static conn *conns;
+/* ATOMIC: events of connections that ended (conn_stop) that no server took
+ * (their c->lost). Relaxed: a count, read once at exit. */
+static AO_t lost_ended;
 
 static bh_status flush_until(conn *c, uint64_t deadline);
 
@@ -74,6 +77,7 @@ static void fork_child(void) {
         c->in_flight = 0;
     }
     conns = NULL;
+    AO_store(&lost_ended, 0); /* relaxed, the only thread: the parent's losses are the parent's to say */
     pthread_mutex_unlock(&conns_lock);
 }
 
@@ -109,7 +113,7 @@ static void conn_retire(conn *c) {
 }
 
 /* Stops the sender of a retired connection (it gives up sending at
- * give_up_ms) and frees it. */
+ * give_up_ms), keeps its loss for the exit's line, and frees it. */
 static void conn_stop(conn *c, uint64_t give_up_ms) {
     pthread_mutex_lock(&c->lock);
     /* Relaxed: the sender reads it under this lock (after stop) or, inside a
@@ -120,7 +124,34 @@ static void conn_stop(conn *c, uint64_t give_up_ms) {
     pthread_mutex_unlock(&c->lock);
     if (c->has_thread)
         pthread_join(c->thread, NULL);
+    /* After the join: the sender's last batch may have added to c->lost. */
+    AO_fetch_and_add(&lost_ended, (AO_t)c->lost); /* relaxed: a count (lost_ended) */
     conn_destroy(c);
+}
+
+/* Under c->lock: s's events that no server will take are let go. Parked
+ * events are applied first (each then has its record, or was dropped and
+ * counted); then, unless a server took the ring (it drains it to its head
+ * itself, RING_CLOSE or the connection's end, however we end), every event
+ * record left in it is lost: consumed here, counted as dropped and in
+ * c->lost. Consumed, not just counted, so that a connection made later
+ * (the exit's flush is not the last thing the sender does) sees a gap, the
+ * same count, rather than events we said were lost. A forked child's
+ * inherited rings are the parent's (shared memory): not touched. */
+static void let_go(conn *c, stream *s) {
+    rs_stream_lock(s);
+    if (!c->forked && s->mode != RING_SERVER && s->mode != RING_OFFERED) {
+        bh_event ev;
+        uint64_t n, lost = 0;
+        uint8_t kind;
+        while ((kind = rs_ring_peek(s, &ev, &n)) != 0) {
+            lost += kind != BH_RING_MARK;
+            rs_ring_pop(s, n);
+        }
+        s->dropped += lost;
+        c->lost += lost;
+    }
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* Under conns_lock: the connection for (path, format), made if needed. */
@@ -188,16 +219,29 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
  * would miss the leak it runs for, or take freed allocations for leaks. At
  * exit every connection of this process is flushed, each within its
  * flush_timeout_ms as a close is. (A child of fork() has only its own
- * connections on the list: fork_child took the parent's off.) conns_lock is
- * waited for at most 2 s, in case a thread exits the process while another
- * holds it. */
+ * connections on the list: fork_child took the parent's off.) What no
+ * server will take then (a connection down) is lost: counted (let_go), and
+ * said with what closed reporters lost, in one line on stderr. conns_lock
+ * is waited for at most 2 s, in case a thread exits the process while
+ * another holds it. */
 static void flush_at_exit(void) {
     struct timespec dl = rs_deadline_in(2000u * 1000u);
     if (pthread_mutex_timedlock(&conns_lock, &dl) != 0)
         return;
-    for (conn *c = conns; c != NULL; c = c->next)
+    uint64_t lost = (uint64_t)AO_load(&lost_ended); /* relaxed: lost_ended */
+    for (conn *c = conns; c != NULL; c = c->next) {
         (void)flush_until(c, rs_now_ms() + c->opt.flush_timeout_ms);
+        pthread_mutex_lock(&c->lock);
+        /* Disconnected: nothing will take what waits (connected but late,
+         * the sender may still deliver it while the process ends). */
+        for (stream *s = c->streams; s != NULL && !c->connected; s = s->next)
+            let_go(c, s);
+        lost += c->lost;
+        pthread_mutex_unlock(&c->lock);
+    }
     pthread_mutex_unlock(&conns_lock);
+    if (lost > 0)
+        rs_say_lost(lost);
 }
 
 static pthread_once_t exit_flush_once = PTHREAD_ONCE_INIT;
@@ -364,6 +408,7 @@ void bh_socket_reporter_close(bh_reporter *rep) {
     if ((s->mode == RING_SERVER || s->mode == RING_OFFERED) &&
         c->nclosed < sizeof(c->closed) / sizeof(c->closed[0]))
         c->closed[c->nclosed++] = s->id;
+    let_go(c, s); /* off the list: the sender takes nothing more of it */
     pthread_mutex_unlock(&c->lock);
     int last = --c->refs == 0;
     if (last && !c->forked)

@@ -49,6 +49,19 @@
  * spaced (RESYNC_GAP_MS, or 8 times the last one's duration): a ring that
  * keeps overflowing costs drops, not a storm of live-set copies.
  *
+ * Undelivered at the end. While disconnected, events wait in the ring (up
+ * to its size; past it they are dropped and counted as above) for the next
+ * connection, which drains them and resyncs. A stream that closes, or a
+ * process that exits, while no server takes its ring (disconnected, or a
+ * ring the sender drains itself and could not finish within the flush
+ * timeout) loses what is still there: those events, and those parked
+ * beside its lock (applied first), are counted as dropped in the stream,
+ * and summed over the process, which says the sum in one line on stderr at
+ * exit (a line per closed reporter would repeat for a program that makes
+ * registries in a loop without a server). A ring the server took is not
+ * lost at close: the server drains it to its head (RING_CLOSE, or the
+ * connection's end).
+ *
  * TT records have no resync (see rs_resync_finish_tt): the sender remembers
  * what the TT server was told, never re-announces anything, and after a loss
  * only sends the FREEs the server is owed.
@@ -257,6 +270,10 @@ struct conn {
     int quiet;          /* refused and withdrawn: nothing more is sent */
     int no_ring;        /* the server takes no rings (it said so, or it is a TT server) */
     uint64_t in_flight; /* events taken by the sender, not yet written */
+    /* Events of streams that closed (or of a process that exits) before a
+     * server took them: lost, summed over the process and said on stderr
+     * at exit (rs_say_lost). */
+    uint64_t lost;
     uint64_t resyncs, connects;
     /* sender thread only: */
     uint64_t next_try_ms;    /* when to connect again; UINT64_MAX: never (refused and withdrawn) */
@@ -325,6 +342,8 @@ size_t rs_write_some(conn *c, int fd, const uint8_t *buf, size_t len, uint32_t t
 int rs_write_all(conn *c, const uint8_t *buf, size_t len);
 int rs_try_connect(conn *c);
 void rs_disconnect(conn *c);
+/* The line on stderr about n events lost (once, at exit). */
+void rs_say_lost(uint64_t n);
 int rs_read_server(conn *c);
 size_t rs_encode_event(const conn *c, uint8_t *p, uint32_t stream_id, const bh_event *ev);
 int rs_send_stream_frame(conn *c, uint16_t type, uint32_t stream_id);
