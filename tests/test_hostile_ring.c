@@ -361,11 +361,12 @@ static void inherited_descriptors_under_a_low_soft_limit_cut_nothing(void **stat
 
 /* The same with the hard limit 300 too: the server cannot keep a message's
  * 253 descriptors free beside the 150 inherited. Each connection whose input
- * carries descriptors is refused unread (ERROR BH_EBUSY, counted in
+ * carries descriptors is refused unread (ERROR BH_EINVAL, which a reporter
+ * answers by sending its events over the socket from then on; counted in
  * refused_connections), its close on the closer thread (a queued lingering
  * socket released there holds that thread, never the loop), and the
- * owner's stats are answered meanwhile. main before this test cut the first
- * message and held the loop for the linger time. */
+ * owner's events and stats are served meanwhile. main before this test cut
+ * the first message and held the loop for the linger time. */
 static void descriptors_that_cannot_be_kept_free_refuse_their_connection(void **state) {
     (void)state;
     inherited_begin();
@@ -374,18 +375,53 @@ static void descriptors_that_cannot_be_kept_free_refuse_their_connection(void **
     int socks[CUT_CONNS], ls[CUT_CONNS];
     send_full_messages(srv, socks, ls);
     for (int i = 0; i < CUT_CONNS; i++)
-        assert_int_equal(tr_await_frame(socks[i], BH_WIRE_ERROR, NULL), BH_EBUSY);
+        assert_int_equal(tr_await_frame(socks[i], BH_WIRE_ERROR, NULL), BH_EINVAL);
     uint64_t refused = hs_wait_total(paths.sock, "refused_connections", CUT_CONNS, TEST_HANG_S);
+    int owner = hs_reporter(paths.sock); /* events without descriptors: read */
+    hs_events(owner, 1, BH_EVENT_ALLOC, 0, 0, 0x100000, 64, 1000);
+    uint64_t allocs = hs_wait_total(paths.sock, "allocs", 1000, TEST_HANG_S);
     double took = 0;
     char *j = hs_query(paths.sock, 1, TEST_HANG_S, &took);
     printf("# %d messages of 253 descriptors, 150 inherited, hard limit 300: %" PRIu64
-           " connections refused, stats in %.4f s\n",
-           CUT_CONNS, refused, took);
+           " connections refused, %" PRIu64 " events of the owner applied, stats in %.4f s\n",
+           CUT_CONNS, refused, allocs, took);
     assert_non_null(j); /* answered while the lingering closes are pending */
     assert_int_equal(hs_num(j, "passed_fds_refused"), 0);
     free(j);
     assert_int_equal(refused, CUT_CONNS);
+    assert_int_equal(allocs, 1000);
+    close(owner);
     end_full_messages(srv, socks, ls);
+}
+
+/* The library's own reporter against that server: its ring's descriptor
+ * has no room, its connection is refused with BH_EINVAL, and it sends its
+ * events over the socket from then on: every one arrives (with BH_EBUSY it
+ * offered the ring again after each back-off and was refused each time). */
+static void a_reporter_whose_ring_has_no_room_sends_over_the_socket(void **state) {
+    (void)state;
+    inherited_begin();
+    pid_t srv = hs_start(trackd, &paths, NULL, 300);
+    inherited_end();
+    bh_reporter rep;
+    assert_int_equal(bh_socket_reporter_open(paths.sock, NULL, &rep), BH_OK);
+    for (uint64_t i = 0; i < 1000; i++) {
+        bh_event ev = {BH_EVENT_ALLOC, 1, 0x100000 + i * 64, 64, i + 1};
+        rep.report(rep.ctx, &ev);
+    }
+    assert_int_equal(bh_socket_reporter_flush(&rep, (uint32_t)(TEST_HANG_S * 1000)), BH_OK);
+    uint64_t allocs = hs_wait_total(paths.sock, "allocs", 1000, TEST_HANG_S);
+    bh_reporter_stats st;
+    assert_int_equal(bh_socket_reporter_stats(&rep, &st), BH_OK);
+    uint64_t refused = hs_stat(paths.sock, "refused_connections");
+    printf("# a reporter, 150 inherited, hard limit 300: %" PRIu64 " of 1000 events applied, %" PRIu64
+           " connections refused, %" PRIu64 " connects, %" PRIu64 " dropped\n",
+           allocs, refused, st.connects, st.dropped);
+    assert_int_equal(allocs, 1000);
+    assert_int_equal(st.dropped, 0);
+    assert_true(refused >= 1); /* its ring was offered and refused: the socket carried the events */
+    bh_socket_reporter_close(&rep);
+    test_server_stop_clean(srv);
 }
 
 /* One memfd handed over as the ring of a second connection: main before
@@ -572,6 +608,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(inherited_descriptors_under_a_low_soft_limit_cut_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(descriptors_that_cannot_be_kept_free_refuse_their_connection, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_reporter_whose_ring_has_no_room_sends_over_the_socket, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(one_memfd_is_one_ring, setup, teardown),
         cmocka_unit_test_setup_teardown(a_shutdown_leaves_what_it_cannot_drain_soon, setup, teardown),

@@ -279,14 +279,17 @@ static void settle_compat(td_server *s, td_client *c) {
 }
 
 /* Its input carries descriptors, and there is no room for them even once
- * the closer has caught up (fds.c): refused unread. Its close, with that
- * input still queued, is the closer thread's (td_close_conn). */
+ * the closer has caught up (fds.c): refused unread. BH_EINVAL, as a server
+ * that takes no rings answers a RING: the reporter then sends its events
+ * over the socket (BH_EBUSY would have it offer its ring again after each
+ * back-off, refused each time). Its close, with that input still queued, is
+ * the closer thread's (td_close_conn). */
 static void refuse_descriptors(td_server *s, td_client *c) {
     s->refused++;
     td_log(s, TD_WARN,
            "pid %d passed descriptors with no room for them (descriptor limit %" PRIu64 "); refusing it",
            (int)c->pid, s->fd_limit);
-    td_send_error(s, c, BH_EBUSY, "server short of descriptors: cannot take passed descriptors");
+    td_send_error(s, c, BH_EINVAL, "server short of descriptors: cannot take passed descriptors");
 }
 
 void td_read_client(td_server *s, td_client *c) {

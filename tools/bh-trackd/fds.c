@@ -21,7 +21,8 @@
  * released), and only the bytes that carry no descriptor are read. Input
  * that carries descriptors waits while the closer's backlog alone takes the
  * room (its connection out of epoll, looked at again every tick), and is
- * refused (ERROR BH_EBUSY, counted in refused_connections) when nothing
+ * refused (ERROR BH_EINVAL, as for a ring not taken: a reporter then sends
+ * over the socket; counted in refused_connections) when nothing
  * pending would make room: its connection's close, with the message unread,
  * is the closer thread's.
  *
