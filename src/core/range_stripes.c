@@ -43,6 +43,12 @@ static uint32_t stripe_index(uint32_t device, uint64_t region) {
     return (uint32_t)(bh__key_hash(device, region) >> 32) & (BH__RANGE_STRIPES - 1);
 }
 
+/* The lowest stripe of a non-empty set: the loops below walk a set from its
+ * lowest bit up, the locks' order. */
+static inline bh__range_stripe *first_stripe(bh__ranges *r, bh__stripe_set set) {
+    return &r->stripes[__builtin_ctz(set)];
+}
+
 bh__range_stripe *bh__range_stripe_of(bh__ranges *r, uint32_t device, uint64_t address) {
     return &r->stripes[stripe_index(device, address >> r->region_shift)];
 }
@@ -71,12 +77,12 @@ bh__stripe_set bh__ranges_stripes_of(const bh__ranges *r, const bh__block *b) {
 /* Ascending order, as every thread that holds more than one: no cycle. */
 void bh__ranges_lock(bh__ranges *r, bh__stripe_set set) {
     for (; set != 0; set &= set - 1)
-        pthread_mutex_lock(&r->stripes[__builtin_ctz(set)].lock);
+        pthread_mutex_lock(&first_stripe(r, set)->lock);
 }
 
 void bh__ranges_unlock(bh__ranges *r, bh__stripe_set set) {
     for (; set != 0; set &= set - 1)
-        pthread_mutex_unlock(&r->stripes[__builtin_ctz(set)].lock);
+        pthread_mutex_unlock(&first_stripe(r, set)->lock);
 }
 
 /* Of the blocks each stripe's search found, the one with the greatest
@@ -93,7 +99,7 @@ static bh__block *later(bh__block *a, bh__block *b) {
 bh__block *bh__ranges_overlap(bh__ranges *r, uint32_t device, uint64_t address, uint64_t size) {
     bh__block *found = NULL;
     for (bh__stripe_set set = bh__range_stripes(r, device, address, size); set != 0; set &= set - 1)
-        found = later(found, bh__range_overlap(r, &r->stripes[__builtin_ctz(set)], device, address, size));
+        found = later(found, bh__range_overlap(r, first_stripe(r, set), device, address, size));
     return found;
 }
 
@@ -106,7 +112,7 @@ bh__block *bh__ranges_insert(bh__ranges *r, bh__block *b, bh_status *st) {
     uint64_t address = (uint64_t)AO_load(&b->address), size = (uint64_t)AO_load(&b->size); /* relaxed: ours */
     bh__stripe_set set = bh__range_stripes(r, device, address, size);
     if ((set & (set - 1)) == 0) /* one stripe: check and insertion are one descent */
-        return bh__range_insert(r, &r->stripes[__builtin_ctz(set)], b, st);
+        return bh__range_insert(r, first_stripe(r, set), b, st);
     /* Several: check them all before changing any, so that a range that
      * meets something is in none of them. */
     bh__block *o = bh__ranges_overlap(r, device, address, size);
@@ -114,11 +120,11 @@ bh__block *bh__ranges_insert(bh__ranges *r, bh__block *b, bh_status *st) {
     if (o != NULL)
         return o;
     for (bh__stripe_set left = set; left != 0; left &= left - 1) {
-        (void)bh__range_insert(r, &r->stripes[__builtin_ctz(left)], b, st); /* NULL: checked above */
+        (void)bh__range_insert(r, first_stripe(r, left), b, st); /* NULL: checked above */
         if (*st != BH_OK) {
             /* Host memory: out of the stripes it went into, as if never in. */
             for (bh__stripe_set done = set & ~left; done != 0; done &= done - 1)
-                bh__range_remove(r, &r->stripes[__builtin_ctz(done)], b);
+                bh__range_remove(r, first_stripe(r, done), b);
             return NULL;
         }
     }
@@ -127,7 +133,7 @@ bh__block *bh__ranges_insert(bh__ranges *r, bh__block *b, bh_status *st) {
 
 void bh__ranges_remove(bh__ranges *r, const bh__block *b) {
     for (bh__stripe_set set = bh__ranges_stripes_of(r, b); set != 0; set &= set - 1)
-        bh__range_remove(r, &r->stripes[__builtin_ctz(set)], b);
+        bh__range_remove(r, first_stripe(r, set), b);
 }
 
 void bh__ranges_set_region_shift(bh__ranges *r, uint32_t shift) { r->region_shift = shift < 63 ? shift : 63; }
