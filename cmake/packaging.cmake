@@ -15,25 +15,24 @@ set(BH_DEB_DOC_FILES ${PROJECT_BINARY_DIR}/packaging)
 set(BH_DEB_MAINTAINER "bufhandle maintainers <maintainers@bufhandle.example.org>")
 file(MAKE_DIRECTORY ${BH_DEB_DOC_FILES})
 
-# On Debian 12 system units live in /lib/systemd/system, user units in
-# /usr/lib/systemd/user; elsewhere both go under the prefix.
+# The systemd units go where the install-time prefix says (install_units.cmake.in:
+# /lib/systemd/system for /usr, PREFIX/lib/systemd/system elsewhere, user units
+# in PREFIX/lib/systemd/user), naming that prefix's bh-trackd. Empty: those
+# defaults; a relative directory is under the install prefix (a STRING: CMake
+# would make a relative PATH absolute against the configure directory).
+set(BH_SYSTEMD_SYSTEMUNITDIR "" CACHE STRING "systemd system unit directory (empty: by the install prefix)")
+set(BH_SYSTEMD_USERUNITDIR "" CACHE STRING "systemd user unit directory (empty: PREFIX/lib/systemd/user)")
+# Older build trees cached these absolute, from the configure-time prefix.
+unset(BH_SYSTEMD_SYSTEM_DIR CACHE)
+unset(BH_SYSTEMD_USER_DIR CACHE)
 if(CMAKE_INSTALL_PREFIX STREQUAL "/usr")
-  set(BH_SYSTEMD_SYSTEM_DIR /lib/systemd/system CACHE PATH "systemd system unit directory")
   # The library is on the standard search path: no rpath in a package.
   set_target_properties(bh-trackd PROPERTIES INSTALL_RPATH "")
-else()
-  set(BH_SYSTEMD_SYSTEM_DIR ${CMAKE_INSTALL_PREFIX}/lib/systemd/system CACHE PATH "systemd system unit directory")
 endif()
-set(BH_SYSTEMD_USER_DIR ${CMAKE_INSTALL_PREFIX}/lib/systemd/user CACHE PATH "systemd user unit directory")
-
 set(BH_UNITS_SRC ${PROJECT_SOURCE_DIR}/packaging/systemd)
-configure_file(${BH_UNITS_SRC}/bh-trackd.service.in ${BH_DEB_DOC_FILES}/system/bh-trackd.service @ONLY)
-configure_file(${BH_UNITS_SRC}/user/bh-trackd.service.in ${BH_DEB_DOC_FILES}/user/bh-trackd.service @ONLY)
-install(FILES ${BH_UNITS_SRC}/bh-trackd.socket ${BH_UNITS_SRC}/bh-trackd-compat.socket
-              ${BH_UNITS_SRC}/bh-trackd-http.socket ${BH_DEB_DOC_FILES}/system/bh-trackd.service
-  DESTINATION ${BH_SYSTEMD_SYSTEM_DIR} COMPONENT trackd)
-install(FILES ${BH_UNITS_SRC}/user/bh-trackd.socket ${BH_DEB_DOC_FILES}/user/bh-trackd.service
-  DESTINATION ${BH_SYSTEMD_USER_DIR} COMPONENT trackd)
+set(BH_UNITS_STAGE ${BH_DEB_DOC_FILES}/units)
+configure_file(cmake/install_units.cmake.in ${BH_DEB_DOC_FILES}/install_units.cmake @ONLY)
+install(SCRIPT ${BH_DEB_DOC_FILES}/install_units.cmake COMPONENT trackd)
 
 # The man page, compressed as Debian wants it (gzip -9n: no name, no time).
 find_program(BH_GZIP gzip REQUIRED)

@@ -4,7 +4,8 @@
 # each program: the shared library (found through the rpath, and through
 # LD_LIBRARY_PATH), the static library (with bufhandle.hpp), the shim. Then it
 # starts the installed bh-trackd and checks that it counted a consumer's
-# reports. These are the steps README.md's "Install" section gives.
+# reports. These are the steps README.md's "Install" section gives, and
+# nothing is installed outside the prefix.
 set -euo pipefail
 build=$1
 consumer=$2
@@ -32,6 +33,19 @@ needs_shared_lib() { readelf -d "$1" | grep -q 'NEEDED.*libbufhandle\.so'; }
 # Installed in one place and used from another: the package is relocatable.
 prefix=$tmp/prefix
 "$cmake" --install "$build" --prefix "$tmp/staging" >/dev/null
+
+# Everything goes under the prefix given at install time, the systemd units
+# too (a non-root user can write nowhere else), and each unit starts this
+# prefix's bh-trackd: the configure-time prefix is another one.
+outside=$(grep -v "^$tmp/staging/" "$build/install_manifest.txt" || true)
+[ -z "$outside" ] || fail "installed outside the prefix: $outside"
+for unit in system/bh-trackd.service user/bh-trackd.service; do
+    unit=$tmp/staging/lib/systemd/$unit
+    grep -qxF "$unit" "$build/install_manifest.txt" || fail "$unit is not in install_manifest.txt"
+    exec_start=$(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$unit")
+    [ "$exec_start" = "$tmp/staging/bin/bh-trackd" ] && [ -x "$exec_start" ] ||
+        fail "$unit starts '$exec_start', not the installed $tmp/staging/bin/bh-trackd"
+done
 mv "$tmp/staging" "$prefix"
 [ -x "$prefix/bin/bh-trackd" ] || fail "bh-trackd was not installed"
 pcfile=$(find "$prefix" -name bufhandle.pc | head -n1)
