@@ -34,20 +34,26 @@ set(BH_UNITS_STAGE ${BH_DEB_DOC_FILES}/units)
 configure_file(cmake/install_units.cmake.in ${BH_DEB_DOC_FILES}/install_units.cmake @ONLY)
 install(SCRIPT ${BH_DEB_DOC_FILES}/install_units.cmake COMPONENT trackd)
 
-# The man page, compressed as Debian wants it (gzip -9n: no name, no time).
+# The man page with the project's version, compressed as Debian wants it
+# (gzip -9n: no name, no time).
 find_program(BH_GZIP gzip REQUIRED)
 add_custom_command(OUTPUT ${BH_DEB_DOC_FILES}/bh-trackd.1.gz
-  COMMAND ${BH_GZIP} -9nc ${PROJECT_SOURCE_DIR}/docs/bh-trackd.1 > ${BH_DEB_DOC_FILES}/bh-trackd.1.gz
-  DEPENDS ${PROJECT_SOURCE_DIR}/docs/bh-trackd.1 VERBATIM)
+  COMMAND ${CMAKE_COMMAND} -DIN=${PROJECT_SOURCE_DIR}/docs/bh-trackd.1 -DOUT=${BH_DEB_DOC_FILES}/bh-trackd.1
+          -DVERSION=${BH_VERSION_FULL} -P ${PROJECT_SOURCE_DIR}/cmake/man_page.cmake
+  COMMAND ${BH_GZIP} -9nc ${BH_DEB_DOC_FILES}/bh-trackd.1 > ${BH_DEB_DOC_FILES}/bh-trackd.1.gz
+  DEPENDS ${PROJECT_SOURCE_DIR}/docs/bh-trackd.1 ${PROJECT_SOURCE_DIR}/cmake/man_page.cmake VERBATIM)
 add_custom_target(bh_man ALL DEPENDS ${BH_DEB_DOC_FILES}/bh-trackd.1.gz)
 install(FILES ${BH_DEB_DOC_FILES}/bh-trackd.1.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT trackd)
 
 # Every package carries /usr/share/doc/PACKAGE/{copyright, changelog.gz (the
 # project's CHANGELOG.md), changelog.Debian.gz (this packaging's entry)}.
+# A pre-release's Debian version has "~" for "-" ("0.4.0~dev"), which sorts
+# before the release (0.4.0) as it should.
+string(REPLACE "-" "~" BH_DEB_VERSION ${BH_VERSION_FULL})
 string(TIMESTAMP BH_DEB_DATE "%a, %d %b %Y %H:%M:%S +0000" UTC)
 file(WRITE ${BH_DEB_DOC_FILES}/changelog.Debian
-  "bufhandle (${PROJECT_VERSION}-1) unstable; urgency=medium\n\n"
-  "  * Packages of bufhandle ${PROJECT_VERSION}, built with cpack from one build\n"
+  "bufhandle (${BH_DEB_VERSION}-1) unstable; urgency=medium\n\n"
+  "  * Packages of bufhandle ${BH_VERSION_FULL}, built with cpack from one build\n"
   "    tree; the project's changes are in changelog.gz.\n\n"
   " -- ${BH_DEB_MAINTAINER}  ${BH_DEB_DATE}\n")
 set(BH_DEB_PACKAGES lib libbufhandle0 dev libbufhandle-dev trackd bufhandle-trackd)
@@ -73,7 +79,7 @@ set(CPACK_PACKAGE_CONTACT "${BH_DEB_MAINTAINER}")
 # Each package's synopsis is the first line of its own description (below);
 # a project-wide summary would be prepended to all three.
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "")
-set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_PACKAGE_VERSION ${BH_DEB_VERSION})
 set(CPACK_STRIP_FILES ON)
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_COMPONENTS_ALL lib dev trackd)
@@ -102,7 +108,7 @@ set(CPACK_DEBIAN_LIB_PACKAGE_CONTROL_EXTRA ${BH_DEB_DOC_FILES}/triggers)
 set(CPACK_DEBIAN_LIB_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
-set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "libbufhandle0 (= ${PROJECT_VERSION}-1)")
+set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "libbufhandle0 (= ${BH_DEB_VERSION}-1)")
 set(CPACK_DEBIAN_DEV_DESCRIPTION "device-buffer handles library (development files)
 bufhandle replaces raw device-buffer objects with handles interned by
 (device, address), so that an allocation is freed and reported exactly once.

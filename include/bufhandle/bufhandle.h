@@ -136,15 +136,17 @@ extern "C" {
 #define BH_API
 #endif
 
-/* The version, in one place: CMake reads these three lines for the project,
- * the shared library's version, the packages and the .pc files. */
+/* The version, in one place: CMake reads these four lines for the project,
+ * the library, the packages, the .pc files and the man page. The suffix is
+ * "-dev" until MAJOR.MINOR.PATCH is released ("0.4.0-dev" is not 0.4.0). */
 #define BH_VERSION_MAJOR 0
-#define BH_VERSION_MINOR 3
-#define BH_VERSION_PATCH 1
+#define BH_VERSION_MINOR 4
+#define BH_VERSION_PATCH 0
+#define BH_VERSION_SUFFIX "-dev"
 #define BH__STR(x) #x
 #define BH__XSTR(x) BH__STR(x)
 #define BH_VERSION_STRING                                                                                    \
-    BH__XSTR(BH_VERSION_MAJOR) "." BH__XSTR(BH_VERSION_MINOR) "." BH__XSTR(BH_VERSION_PATCH)
+    BH__XSTR(BH_VERSION_MAJOR) "." BH__XSTR(BH_VERSION_MINOR) "." BH__XSTR(BH_VERSION_PATCH) BH_VERSION_SUFFIX
 
 /* ------------------------------------------------------------------------- */
 /* Status codes                                                              */
@@ -643,7 +645,7 @@ BH_API void bh_log_reporter_close(bh_reporter *rep);
 BH_API const char *bh_strerror(bh_status status);
 /* "BH_EINVAL" and so on; "BH_UNKNOWN" for anything else. */
 BH_API const char *bh_status_name(bh_status status);
-/* The library's version, "MAJOR.MINOR.PATCH". */
+/* The library's version, BH_VERSION_STRING: "MAJOR.MINOR.PATCH" and suffix. */
 BH_API const char *bh_version(void);
 
 #ifdef __cplusplus

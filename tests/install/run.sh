@@ -68,6 +68,18 @@ esac
 for exe in consumer consumer_static consumer_shim; do
     run "$tmp/cmake-build/$exe"
 done
+
+# One version everywhere: what bh_version() says is what pkg-config, the man
+# page's footer and CMake's package version (its numeric part) say.
+version=$(run "$tmp/cmake-build/consumer" | sed -n 's/^consumer: bufhandle \([^,]*\),.*/\1/p')
+[ -n "$version" ] || fail "the consumer did not print bh_version()"
+[ "$(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --modversion bufhandle)" = "$version" ] ||
+    fail "bufhandle.pc says $(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --modversion bufhandle), bh_version() $version"
+man_th=$(gzip -dc "$prefix/share/man/man1/bh-trackd.1.gz" | grep '^\.TH ')
+grep -qF "\"bufhandle $version\"" <<<"$man_th" || fail "bh-trackd(1) says '$man_th', bh_version() $version"
+cmake_version=$(sed -n 's/^set(PACKAGE_VERSION "\(.*\)")$/\1/p' "$libdir/cmake/bufhandle/bufhandleConfigVersion.cmake")
+[ -n "$cmake_version" ] && [ "${version#"$cmake_version"}" != "$version" ] ||
+    fail "bufhandleConfigVersion.cmake says '$cmake_version', bh_version() $version"
 needs_shared_lib "$tmp/cmake-build/consumer" || fail "bufhandle::bufhandle did not link the shared library"
 needs_shared_lib "$tmp/cmake-build/consumer_static" && fail "bufhandle::bufhandle_static linked the shared library"
 
