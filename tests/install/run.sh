@@ -86,6 +86,9 @@ needs_shared_lib "$tmp/cmake-build/consumer_static" && fail "bufhandle::bufhandl
 # --- pkg-config: the same three programs.
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
 [ "$(pkg-config --variable=libdir bufhandle)" -ef "$libdir" ] || fail "bufhandle.pc names the wrong libdir"
+case "$(pkg-config --variable=libdir bufhandle)" in
+*//*) fail "bufhandle.pc's libdir has an empty component: $(pkg-config --variable=libdir bufhandle)" ;;
+esac
 strict=(-Wall -Wextra -Wpedantic -Werror)
 # shellcheck disable=SC2046
 "$cc" -std=c11 "${strict[@]}" "$consumer/main.c" -o "$tmp/pc-shared" $(pkg-config --cflags --libs bufhandle) \

@@ -96,7 +96,15 @@ grep -q 'socket activation\|SOCKET ACTIVATION' "$tmp/man.txt" || fail "the insta
 # --- 4. consumers against /usr: CMake and pkg-config
 "$cmake" -S "$consumer" -B "$tmp/consumer" >/dev/null
 "$cmake" --build "$tmp/consumer" >/dev/null
-"$tmp/consumer/consumer" >/dev/null || fail "the CMake consumer failed"
+version=$("$tmp/consumer/consumer" | sed -n 's/^consumer: bufhandle \([^,]*\),.*/\1/p')
+[ -n "$version" ] || fail "the CMake consumer failed"
+# A pre-release (0.4.0-dev) is packaged as 0.4.0~dev, which sorts before 0.4.0.
+[ "$(dpkg-deb -f "$lib_deb" Version)" = "${version//-/\~}-1" ] ||
+    fail "libbufhandle0 is version $(dpkg-deb -f "$lib_deb" Version), the library says $version"
+# Under /usr the .pc files name plain paths (elsewhere they are relocatable,
+# through ${pcfiledir}/../..): the libdir users paste into -rpath.
+pc_libdir=$(pkg-config --variable=libdir bufhandle)
+[ "$pc_libdir" = "/usr/lib/$multiarch" ] || fail "bufhandle.pc's libdir is $pc_libdir, not /usr/lib/$multiarch"
 # shellcheck disable=SC2046
 cc -std=c11 -Wall -Wextra -Wpedantic -Werror "$reporter_c" -o "$tmp/reporter" $(pkg-config --cflags --libs bufhandle)
 readelf -d "$tmp/reporter" | grep -q 'RUNPATH\|RPATH' && fail "the pkg-config consumer needed an rpath"
