@@ -4,7 +4,8 @@
 # packager or a user following README's Install would), installed and found
 # with pkg-config. Both tools must report 0 errors: with valgrind's headers
 # present at build time the library annotates its lock-free synchronisation
-# by default. Prints "helgrind N drd N" (the error counts).
+# by default, and the configure output says so. Prints "helgrind N drd N"
+# (the error counts).
 #   valgrind_default.sh SOURCE_DIR CONSUMER_C [BUILD_TYPE]
 set -euo pipefail
 src=$1
@@ -21,7 +22,10 @@ fail() {
 }
 
 "$cmake" -S "$src" -B "$tmp/build" -DCMAKE_BUILD_TYPE="$build_type" -DBH_BUILD_TESTS=OFF \
-    -DBH_BUILD_TOOLS=OFF >/dev/null
+    -DBH_BUILD_TOOLS=OFF >"$tmp/configure.log"
+# README: "CMake's configure output says which it chose".
+grep -q 'bufhandle: valgrind annotations for helgrind and drd: ON$' "$tmp/configure.log" ||
+    fail "configure did not say the annotations are on: $(grep -i valgrind "$tmp/configure.log")"
 "$cmake" --build "$tmp/build" -j2 >/dev/null
 "$cmake" --install "$tmp/build" --prefix "$tmp/prefix" >/dev/null
 pcfile=$(find "$tmp/prefix" -name bufhandle.pc | head -n1)
