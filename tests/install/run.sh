@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the build tree into a temporary prefix, then links every exported
-# target both ways, with find_package(bufhandle) and with pkg-config, and runs
+# target both ways, with find_package(bufhandle) and with pkg-config, builds
+# examples/ on its own against the prefix, and runs
 # each program: the shared library (found through the rpath, and through
 # LD_LIBRARY_PATH), the static library (with bufhandle.hpp), the shim. Then it
 # starts the installed bh-trackd and checks that it counted a consumer's
@@ -9,6 +10,7 @@
 set -euo pipefail
 build=$1
 consumer=$2
+examples=$3 # examples/: its CMakeLists.txt also builds on its own
 cmake=${CMAKE:-cmake}
 cc=${CC:-cc}
 cxx=${CXX:-c++}
@@ -82,6 +84,11 @@ cmake_version=$(sed -n 's/^set(PACKAGE_VERSION "\(.*\)")$/\1/p' "$libdir/cmake/b
     fail "bufhandleConfigVersion.cmake says '$cmake_version', bh_version() $version"
 needs_shared_lib "$tmp/cmake-build/consumer" || fail "bufhandle::bufhandle did not link the shared library"
 needs_shared_lib "$tmp/cmake-build/consumer_static" && fail "bufhandle::bufhandle_static linked the shared library"
+# examples/CMakeLists.txt, the one README offers to copy, outside the tree.
+"$cmake" -S "$examples" -B "$tmp/examples-build" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" >/dev/null
+"$cmake" --build "$tmp/examples-build" >/dev/null
+needs_shared_lib "$tmp/examples-build/three_aliases" || fail "examples/ did not link the installed library"
+run "$tmp/examples-build/three_aliases" >/dev/null || fail "examples/three_aliases failed"
 
 # --- pkg-config: the same three programs.
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
