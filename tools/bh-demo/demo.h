@@ -29,6 +29,8 @@ typedef struct options {
     uint64_t seed;
     int json, quiet;
     const char *trackd;    /* bh-trackd binary; NULL: in-process tracker only */
+    int trackd_missing;    /* no bh-trackd next to bh-demo and no --trackd, --no-trackd or
+                              --tt-server: the in-process tracker, said loudly (stderr, table, JSON) */
     const char *tt_server; /* a TT allocation server's socket (--tt-server): report there instead */
     int runs;              /* bit 0: the raw run, bit 1: the handle run (--run) */
 } options;

@@ -33,7 +33,8 @@ void demo_print_table(const options *o, const result *r) {
            o->threads, o->layers, o->steps, o->aliases, o->seed);
     printf("tracker: %s\n", r[0].from_trackd || r[1].from_trackd
                                 ? "bh-trackd (each run a client process, through the socket reporter)"
-                                : "in-process");
+                            : o->trackd_missing ? "in-process (FALLBACK: no bh-trackd next to bh-demo)"
+                                                : "in-process");
     if (o->tt_server != NULL)
         printf("reported to the TT allocation server at %s (its log has the unknown-buffer warnings)\n",
                o->tt_server);
