@@ -245,6 +245,48 @@ static void parked_events_are_applied_while_no_server_listens(void **state) {
     bh_socket_reporter_close(&r.rep);
 }
 
+/* Under c->lock: waits (TEST_HANG_S at most) until the connection is up
+ * with s's ring taken by the server (up 1), or down (up 0). */
+static void wait_connected(conn *c, stream *s, int up) {
+    for (double end = test_now_s() + TEST_HANG_S;
+         (up ? !(c->connected && s->mode == RING_SERVER) : c->connected) && test_now_s() < end;) {
+        pthread_mutex_unlock(&c->lock);
+        test_sleep_ms(1);
+        pthread_mutex_lock(&c->lock);
+    }
+    assert_int_equal(c->connected, up);
+}
+
+/* A reporter whose server went and came back, closed before its sender's
+ * next retry (here: an hour away, as after a long back-off; by default
+ * RETRY_MS): the close tries the server once more and delivers the ring's
+ * events, where main before this test found no connection and lost them. */
+static void a_close_tries_a_server_that_came_back(void **state) {
+    (void)state;
+    pid_t srv = serve();
+    reporting r = {.base = 0x10000000ull};
+    bh_socket_options opt = {.queue_capacity = 1000, .flush_timeout_ms = (uint32_t)(TEST_HANG_S * 1000)};
+    assert_int_equal(bh_socket_reporter_open(paths.sock, &opt, &r.rep), BH_OK);
+    stream *s = r.rep.ctx;
+    conn *c = s->c;
+    pthread_mutex_lock(&c->lock);
+    wait_connected(c, s, 1);
+    pthread_mutex_unlock(&c->lock);
+    test_server_stop_clean(srv);
+    pthread_mutex_lock(&c->lock);
+    wait_connected(c, s, 0);
+    c->next_try_ms = rs_now_ms() + 3600u * 1000u;
+    pthread_mutex_unlock(&c->lock);
+    report_some(&r.rep, r.base, IN_RING);
+    srv = serve();
+    bh_socket_reporter_close(&r.rep);
+    uint64_t got = server_allocs();
+    print_message("%d events reported while the server was away: %llu reached its successor at close\n",
+                  IN_RING, (unsigned long long)got);
+    assert_int_equal(got, IN_RING);
+    test_server_stop_clean(srv);
+}
+
 static int child_err = -1; /* the child's stderr: a file the parent reads back */
 
 /* A child without a server: one reporter gets IN_RING allocations and
@@ -303,6 +345,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(parked_events_are_applied_while_no_server_listens, setup, teardown),
         cmocka_unit_test_setup_teardown(a_close_and_an_exit_without_a_server_say_what_they_lost, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(a_close_tries_a_server_that_came_back, setup, teardown),
     };
     return cmocka_run_group_tests_name("report_side", tests, NULL, NULL);
 }

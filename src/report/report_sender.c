@@ -377,6 +377,8 @@ static void step_connect(conn *c, uint64_t now) {
     pthread_mutex_unlock(&c->lock);
     int rc = rs_try_connect(c);
     pthread_mutex_lock(&c->lock);
+    c->tries++;
+    pthread_cond_broadcast(&c->wake); /* a flusher waits for this attempt (flush_until) */
     now = rs_now_ms();
     if (rc == 0) {
         c->connected = 1;

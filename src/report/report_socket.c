@@ -358,12 +358,34 @@ bh_status bh_socket_reporter_open(const char *path, const bh_socket_options *opt
 
 int bh__is_socket_reporter(const bh_reporter *rep) { return rep != NULL && rep->report == rs_report_cb; }
 
+/* Under c->lock, disconnected with events waiting: the sender is asked to
+ * try a connection now, not at its next retry, and its outcome is waited
+ * for (up to deadline). A server that listens then takes what waits (and a
+ * resync) before a close or an exit would lose it: the sender retries only
+ * every RETRY_MS, so a close right after a server's restart found no
+ * connection. Not while a back-off is in force (the server refused us
+ * lately, or is another user's): a flush in a loop would hammer it. */
+static void try_now(conn *c, uint64_t deadline) {
+    if (c->connected || c->quiet || c->forked || !c->has_thread || c->backoff_ms > RETRY_MS ||
+        c->next_try_ms == UINT64_MAX || rs_all_sent(c))
+        return;
+    uint64_t tries = c->tries;
+    c->next_try_ms = 0;
+    pthread_cond_broadcast(&c->wake);
+    for (uint64_t now = rs_now_ms(); c->tries == tries && now < deadline; now = rs_now_ms()) {
+        struct timespec dl = rs_deadline_in((deadline - now) * 1000u);
+        pthread_cond_timedwait(&c->wake, &c->lock, &dl);
+    }
+}
+
 /* Waits until every ring was consumed and no resync is due, or the
- * connection is down, or deadline (CLOCK_MONOTONIC ms) passed. */
+ * connection is down (after one more try, try_now), or deadline
+ * (CLOCK_MONOTONIC ms) passed. */
 static bh_status flush_until(conn *c, uint64_t deadline) {
     pthread_mutex_lock(&c->lock);
     c->flushers++;
     pthread_cond_broadcast(&c->wake);
+    try_now(c, deadline);
     bh_status st = BH_OK;
     while (c->connected && !c->quiet && !c->forked && (!rs_all_sent(c) || c->in_flight > 0)) {
         uint64_t now = rs_now_ms();

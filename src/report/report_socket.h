@@ -51,7 +51,8 @@
  *
  * Undelivered at the end. While disconnected, events wait in the ring (up
  * to its size; past it they are dropped and counted as above) for the next
- * connection, which drains them and resyncs. A stream that closes, or a
+ * connection, which drains them and resyncs; a flush (a close's, the
+ * exit's) asks for that connection at once. A stream that closes, or a
  * process that exits, while no server takes its ring (disconnected, or a
  * ring the sender drains itself and could not finish within the flush
  * timeout) loses what is still there: those events, and those parked
@@ -275,13 +276,14 @@ struct conn {
      * at exit (rs_say_lost). */
     uint64_t lost;
     uint64_t resyncs, connects;
+    uint64_t tries;       /* connection attempts made (a flusher waits for the next one's outcome) */
+    uint64_t next_try_ms; /* when to connect again; UINT64_MAX: never (refused and withdrawn) */
+    uint32_t backoff_ms;  /* next reconnect delay after a refusal */
     /* sender thread only: */
-    uint64_t next_try_ms;    /* when to connect again; UINT64_MAX: never (refused and withdrawn) */
     int got_error;           /* the server closed the connection with an ERROR frame */
     uint64_t next_resync_ms; /* resync spacing */
     uint64_t resync_started_ms;
     uint64_t drain_sent_ms; /* when DRAIN was last sent for a flusher */
-    uint32_t backoff_ms;    /* next reconnect delay after a refusal */
     unsigned said;          /* SAID_* messages already printed */
     pid_t server_pid;       /* the TT server the known set belongs to */
     unsigned tt_record;     /* TT: 72, 112 or 144 bytes a record (BH_TT_RECORD_SIZE); 0 native */
