@@ -43,9 +43,8 @@ static int may_take_over(const bh__block *b);
  * reports that must be ordered (one thread's; an address's FREE and its next
  * ALLOC) is already ordered by happens-before, and RMWs on one location follow
  * happens-before in their modification order. */
-static void report(bh_registry *reg, bh_event_kind kind, uint32_t device, uint64_t address, uint64_t size) {
-    if (reg->reporter.report == NULL && reg->env_reporter.report == NULL)
-        return;
+static __attribute__((noinline)) void report_event(bh_registry *reg, bh_event_kind kind, uint32_t device,
+                                                   uint64_t address, uint64_t size) {
     bh_event ev;
     memset(&ev, 0, sizeof(ev));
     ev.kind = kind;
@@ -64,6 +63,15 @@ static void report(bh_registry *reg, bh_event_kind kind, uint32_t device, uint64
         reg->env_reporter.report(reg->env_reporter.ctx, &ev);
     if (reg->reporter.report != NULL)
         reg->reporter.report(reg->reporter.ctx, &ev);
+}
+
+/* report_event if anyone listens. The test is inline: without a reporter a
+ * birth or a death costs two loads and a branch here, not a call (about 25
+ * of a churn's 730 instructions). Immutable fields: no ordering. */
+static inline void report(bh_registry *reg, bh_event_kind kind, uint32_t device, uint64_t address,
+                          uint64_t size) {
+    if (reg->reporter.report != NULL || reg->env_reporter.report != NULL)
+        report_event(reg, kind, device, address, size);
 }
 
 /* A block that bh_alloc, bh_adopt or bh_intern made went live: counts it (as
