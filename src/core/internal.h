@@ -292,8 +292,13 @@ void bh__shard_fini(bh__shard *shard);
 /* All under shard->lock. */
 bh__block *bh__shard_find(const bh__shard *shard, uint64_t hash, uint32_t device, uint64_t address);
 /* Makes sure one more bh__shard_link fits (growing if needed). BH_ENOMEM:
- * host memory ran out and the array is full; nothing changed. */
-bh_status bh__shard_reserve(bh__shard *shard);
+ * host memory ran out and the array is full; nothing changed. Inline: a
+ * call only for a birth that would take the array past 3/4 full. */
+bh_status bh__shard_make_room(bh__shard *shard);
+static inline bh_status bh__shard_reserve(bh__shard *shard) {
+    uint32_t cap = bh__shard_table(shard)->mask + 1;
+    return shard->count + 1 <= cap / 4 * 3 ? BH_OK : bh__shard_make_room(shard);
+}
 /* Only after a successful bh__shard_reserve in the same lock hold. */
 void bh__shard_link(bh__shard *shard, uint64_t hash, bh__block *b);
 /* Removes slot's entry from hash's probe run; does nothing if it is absent. */
@@ -478,22 +483,17 @@ enum bh__counter {
     BH__C_COUNT
 };
 
-/* Counters are striped so that retain/release never share a contended cache
- * line. Up to BH__OWNED_STRIPES threads at a time (numbered on their first
- * count, the number given back when the thread exits) each own a stripe
- * outright and bump it with a plain relaxed load and store, no lock prefix:
- * a single writer cannot lose an update. Threads beyond those share the
- * remaining stripes and use atomic adds until an owned number is free. */
+/* Counters are striped: up to BH__OWNED_STRIPES threads at a time (numbered
+ * on their first count, the number given back at thread exit) each own one
+ * and bump it with a relaxed load and store, no lock prefix (a single writer
+ * loses no update); the others share the rest with atomic adds. */
 #define BH__OWNED_STRIPES 16
 #define BH__SHARED_STRIPES 16
 #define BH__STRIPES (BH__OWNED_STRIPES + BH__SHARED_STRIPES)
-/* A stripe is two lines (16 counters) and starts a 128-byte pair: x86's
- * spatial prefetcher fetches a line's pair buddy with it, so a stripe that
- * straddled two pairs (as the 64-byte alignment let it, the stripes array
- * sitting at 64 mod 128 in the registry) shared a pair with its neighbour's
- * hot first line: one thread's rarer counts (reports, conflicts) would pull
- * the line another thread counts retains and releases on. The registry is
- * allocated to this alignment (_Alignof(bh_registry)). */
+/* A stripe is two lines (16 counters) starting a 128-byte pair: x86's
+ * spatial prefetcher fetches a line's pair buddy with it, so a stripe across
+ * two pairs would pull a neighbour's hot line. The registry is allocated to
+ * this alignment (_Alignof(bh_registry)). */
 #define BH__STRIPE_ALIGN 128
 typedef struct bh__stripe {
     _Alignas(BH__STRIPE_ALIGN) AO_t c[BH__C_COUNT]; /* ATOMIC: relaxed adds; summed by bh_stats_get */

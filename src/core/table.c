@@ -186,11 +186,9 @@ static bh_status grow(bh__shard *shard) {
     return BH_OK;
 }
 
-bh_status bh__shard_reserve(bh__shard *shard) {
-    const bh__table *t = bh__shard_table(shard);
-    uint32_t cap = t->mask + 1;
-    if (shard->count + 1 <= cap / 4 * 3)
-        return BH_OK;
+/* bh__shard_reserve's slow path: the array is 3/4 full. */
+bh_status bh__shard_make_room(bh__shard *shard) {
+    uint32_t cap = bh__shard_table(shard)->mask + 1;
     if (grow(shard) == BH_OK)
         return BH_OK;
     /* Could not grow: a fuller array still works while one entry stays
