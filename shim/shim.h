@@ -81,7 +81,10 @@ uint32_t bh_shim_buffer_device(const bh_shim_buffer *buf);
 bh_sim_mem bh_shim_buffer_mem(const bh_shim_buffer *buf);
 int bh_shim_buffer_is_allocated(const bh_shim_buffer *buf);
 /* The handle behind the object (null once deallocated). No reference is added:
- * bh_retain it to keep it beyond the object's life. */
+ * to keep the allocation beyond the object's life, take a reference of your
+ * own with bh_dup(reg, h, &mine) and release mine (not h) when done; under
+ * BH_DEBUG=refs only bh_dup gives the new holder a token of its own (see
+ * docs/porting.md). */
 bh_handle bh_shim_buffer_handle(const bh_shim_buffer *buf);
 
 /* A mesh of devices 0..devices-1 on one registry whose allocator is lock-step. */

@@ -210,9 +210,9 @@ void errors_say_what_they_were_about(void **) {
         what = e.what();
     }
     assert_string_equal(what.c_str(),
-                        "bh_adopt(device 4 DRAM, address 0x1000, size 64): BH_EEXIST: allocator "
-                        "returned an address that is still live; the live allocation it meets: "
-                        "0x1000, size 4096");
+                        "bh_adopt(device 4 DRAM, address 0x1000, size 64): BH_EEXIST: address already "
+                        "live: the allocator returned a live address or range, or bh_adopt was given "
+                        "one; the live allocation it meets: 0x1000, size 4096");
     assert_int_equal(h.use_count(), 1); // the failed calls took nothing
 }
 

@@ -412,6 +412,46 @@ static void history_counts_every_event_per_address_and_ranks_the_worst(void **st
     assert_int_equal(bh_registry_destroy(reg), BH_OK);
 }
 
+/* Every way of taking a reference is an alias in the history, with debug
+ * references or without: a program that releases everything it took shows
+ * allocs + aliases == releases at each address (bh_dup and bh_retain went
+ * uncounted, and without debug references bh_dup is a bh_retain). */
+static void history_counts_dup_and_retain_as_aliases_in_every_mode(void **state) {
+    (void)state;
+    const uint32_t modes[] = {BH_CONFIG_HISTORY, BH_CONFIG_HISTORY | BH_CONFIG_DEBUG_REFS};
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        test_alloc a;
+        bh_registry *reg = make(&a, modes[m]);
+        bh_handle h, r[5];
+        uint64_t address;
+        assert_int_equal(bh_alloc_addr(reg, 2, 4096, &h, &address), BH_OK);
+        assert_int_equal(bh_intern(reg, 2, address, 4096, &r[0]), BH_OK);
+        assert_int_equal(bh_lookup(reg, 2, address, &r[1]), BH_OK);
+        assert_int_equal(bh_lookup_containing(reg, 2, address + 64, &r[2]), BH_OK);
+        assert_int_equal(bh_dup(reg, h, &r[3]), BH_OK);
+        assert_int_equal(bh_dup(reg, r[3], &r[4]), BH_OK);
+        assert_int_equal(bh_retain(reg, r[4]), BH_OK);
+        assert_int_equal(bh_release(reg, r[4]), BH_OK); /* the retain's */
+        for (int i = 4; i >= 0; i--)
+            assert_int_equal(bh_release(reg, r[i]), BH_OK);
+        assert_int_equal(bh_release(reg, h), BH_OK);
+        assert_int_equal(a.frees, 1);
+
+        char *js = dump_of(reg, BH_DUMP_JSON | BH_DUMP_HISTORY_ALL);
+        json *j = json_parse(js);
+        assert_non_null(j);
+        const json *e = json_at(json_get(json_get(j, "history"), "top"), 0);
+        assert_int_equal(json_get(e, "address")->integer, address);
+        assert_int_equal(json_get(e, "allocs")->integer, 1);
+        assert_int_equal(json_get(e, "aliases")->integer, 6);
+        assert_int_equal(json_get(e, "releases")->integer, 7);
+        assert_int_equal(json_get(e, "frees")->integer, 1);
+        json_free(j);
+        free(js);
+        assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    }
+}
+
 /* ======================== Threads ======================== */
 
 typedef struct worker {
@@ -532,6 +572,7 @@ int main(void) {
         cmocka_unit_test(a_stack_names_the_function_that_created_a_leaked_reference),
         cmocka_unit_test_setup_teardown(history_counts_every_event_per_address_and_ranks_the_worst,
                                         sink_setup, sink_teardown),
+        cmocka_unit_test(history_counts_dup_and_retain_as_aliases_in_every_mode),
         cmocka_unit_test(tokens_history_and_stacks_hold_up_under_threads),
         cmocka_unit_test(leak_report_at_exit_prints_live_allocations),
     };

@@ -282,6 +282,54 @@ static void a_foreign_token_names_the_registry_that_issued_it(void **state) {
     assert_int_equal(bh_registry_destroy(mine), BH_OK);
 }
 
+/* ======================== The environment's words ======================== */
+
+static const char *track_socket, *tt_enabled; /* the child's values; NULL: unset */
+
+static void set_or_unset(const char *name, const char *value) {
+    if (value != NULL)
+        setenv(name, value, 1);
+    else
+        unsetenv(name);
+}
+
+/* Two registries from the environment, each with a double release (which
+ * BH_DEBUG=refs reports). */
+static void two_registries_from_the_environment(void) {
+    set_or_unset("BH_TRACK_SOCKET", track_socket);
+    set_or_unset("TT_ALLOC_TRACKING_ENABLED", tt_enabled);
+    double_release();
+    double_release();
+}
+
+static void unknown_words_in_the_environment_are_named_once(void **state) {
+    (void)state;
+    char *out;
+    track_socket = "";
+    tt_enabled = "yes";
+    assert_true(
+        exited_0(run_child(two_registries_from_the_environment, " refs,stcks,,history ref", "yes", &out)));
+    /* The words it knows still count: refs reported the double releases. */
+    assert_int_equal(count_of(out, "released more times than it was acquired"), 2);
+    assert_int_equal(count_of(out,
+                              "bufhandle: BH_DEBUG: ignoring unknown words \"stcks\", \"ref\" (the words are "
+                              "refs, history, stacks, all, strict, fatal)\n"),
+                     1);
+    assert_int_equal(count_of(out, "bufhandle: BH_DEBUG:"), 1); /* once for the two registries */
+    assert_int_equal(count_of(out, "bufhandle: BH_LEAK_REPORT=yes: unknown value"), 1);
+    assert_int_equal(count_of(out, "bufhandle: BH_TRACK_SOCKET is empty"), 1);
+    assert_int_equal(count_of(out, "bufhandle: TT_ALLOC_TRACKING_ENABLED=yes"), 1);
+    free(out);
+    /* The control: the same program with words it knows says nothing more. */
+    track_socket = NULL;
+    tt_enabled = "0";
+    assert_true(exited_0(run_child(two_registries_from_the_environment, "refs,history", "0", &out)));
+    assert_int_equal(count_of(out, "released more times than it was acquired"), 2);
+    assert_int_equal(count_of(out, "bufhandle: BH_"), 2); /* the two reports' BH_ESTALE lines */
+    assert_null(strstr(out, "TT_ALLOC"));
+    free(out);
+}
+
 /* ======================== Leak reports ======================== */
 
 /* 30 addresses allocated and freed (balanced), one leaked, with history. */
@@ -359,6 +407,7 @@ int main(int argc, char **argv) {
                                         sink_teardown),
         cmocka_unit_test_setup_teardown(a_foreign_token_names_the_registry_that_issued_it, sink_setup,
                                         sink_teardown),
+        cmocka_unit_test(unknown_words_in_the_environment_are_named_once),
         cmocka_unit_test(a_leak_report_shows_only_addresses_with_findings_unless_asked),
         cmocka_unit_test(an_inlined_culprit_is_a_frame_of_its_own),
     };

@@ -160,7 +160,9 @@ extern "C" {
     XX(ENOMEM, -2, "out of host memory")                                                                     \
     XX(ESTALE, -3, "stale or unknown handle")                                                                \
     XX(ENOTFOUND, -4, "no live allocation at this address")                                                  \
-    XX(EEXIST, -5, "allocator returned an address that is still live")                                       \
+    XX(EEXIST, -5,                                                                                           \
+       "address already live: the allocator returned a live address or range, or bh_adopt was given "        \
+       "one")                                                                                                \
     XX(EBUSY, -6,                                                                                            \
        "busy: the registry has live handles, or the address is being freed (an address you just "            \
        "allocated yourself: use bh_adopt)")                                                                  \
@@ -458,6 +460,8 @@ BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
  *   BH_LEAK_REPORT=1               at exit, print bh_registry_dump() of every
  *                                  registry that still has live allocations
  *                                  to stderr (=all: with BH_DUMP_HISTORY_ALL)
+ * A word BH_DEBUG does not know ("stcks"), or a BH_LEAK_REPORT other than 0,
+ * 1 or all, is ignored and named on stderr, once per process.
  *
  * BH_CONFIG_DEBUG_REFS: every reference is its own token. Every handle that
  * bh_alloc, bh_alloc_ex, bh_adopt, bh_intern, bh_lookup, bh_lookup_containing
@@ -484,10 +488,12 @@ BH_API bh_status bh_stats_get(bh_registry *reg, bh_stats *out);
  * registry on one lock: use them to find bugs, not in production.
  *
  * BH_CONFIG_HISTORY: per (device, address), for the registry's life: how
- * many allocations (blocks born there), aliases (intern / lookup / dup of a
- * live block), accepted releases, frees (last releases) and releases
- * refused as stale (these need debug references: a plain stale handle no
- * longer names an address). bh_registry_dump shows the worst addresses.
+ * many allocations (blocks born there), aliases (every other reference
+ * taken: bh_intern, bh_lookup, bh_lookup_containing, bh_dup or bh_retain of
+ * a live block, with debug references or without), accepted releases, frees
+ * (last releases) and releases refused as stale (these need debug
+ * references: a plain stale handle no longer names an address); all
+ * released, allocs + aliases == releases. bh_registry_dump shows the worst.
  *
  * BH_CONFIG_STACKS: capture the call stack (raw return addresses: about
  * 50 ns with libunwind installed, which is loaded with dlopen, else about
@@ -552,8 +558,12 @@ BH_API bh_status bh_dup(bh_registry *reg, bh_handle h, bh_handle *out);
  *                                  BH_TT_RECORD_SIZE=72, 112 or 144 picks the
  *                                  record size, default 72)
  *   BH_TRACK_LOG=/path or -        JSON-lines log to a file or stderr
- * The first that is set wins. If it cannot be opened, the registry works
- * without reports. */
+ * The first that is set wins (set to nothing is unset; BH_TRACK_SOCKET= says
+ * so on stderr once). Nothing else turns reporting on, not even a bh-trackd
+ * on its default socket: name it, BH_TRACK_SOCKET=$XDG_RUNTIME_DIR/bh-trackd.sock.
+ * If it cannot be opened, the registry works without reports. Each registry
+ * gets a socket reporter and ring of its own: 80 MiB of shared memory at the
+ * default queue_capacity, resident as it fills (BH_TRACK_RING: smaller). */
 
 /* The socket reporter talks to bh-trackd (docs/protocol.md, "The library's
  * socket reporter" and "The event ring"). Reporting threads never touch the

@@ -164,7 +164,11 @@ inline void check(bh_status st, const call_info &call) {
 class handle {
   public:
     handle() noexcept = default;
-    // Adopts a reference the caller already holds (from the C API).
+    // Takes over a reference the caller already holds (a bh_handle from the C
+    // API): the handle releases it, the caller no longer does. Takes no new
+    // reference and never touches the allocator; release_to_c() is its
+    // inverse. Not registry::adopt, which is bh_adopt: owning an address the
+    // caller has just allocated itself (the same word, an unrelated call).
     static handle adopt(bh_registry *reg, bh_handle h) noexcept { return handle(reg, h); }
 
     // A new reference to the same allocation (copy() below takes it).
@@ -340,7 +344,8 @@ class registry {
         return made(h, st);
     }
     // bh_adopt: an address the caller has just allocated itself; a live one
-    // there is BH_EEXIST (never BH_EBUSY).
+    // there is BH_EEXIST (never BH_EBUSY). Not handle::adopt, which wraps a
+    // bh_handle the caller already holds.
     handle adopt(uint32_t device, uint64_t address, uint64_t size) {
         bh_status st;
         return checked(adopt(device, address, size, st), st,

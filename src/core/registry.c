@@ -84,6 +84,15 @@ static void reporter_from_env(bh_registry *reg) {
     const char *tt = getenv("TT_ALLOC_TRACKING_ENABLED");
     const char *log = getenv("BH_TRACK_LOG");
     bh_status st = BH_EINVAL;
+    /* Set to nothing, or the TT switch set to neither 0 nor 1: the user
+     * meant to track, and nothing else would say that it is off. */
+    if (sock != NULL && sock[0] == '\0')
+        bh__env_note_once(BH__NOTE_TRACK_EMPTY,
+                          "bufhandle: BH_TRACK_SOCKET is empty: no tracking through it "
+                          "(give bh-trackd's path, e.g. $XDG_RUNTIME_DIR/bh-trackd.sock)\n");
+    if (tt != NULL && tt[0] != '\0' && strcmp(tt, "0") != 0 && strcmp(tt, "1") != 0)
+        bh__env_note_once(BH__NOTE_TT_VALUE,
+                          "bufhandle: TT_ALLOC_TRACKING_ENABLED=%.64s: only 1 turns TT tracking on\n", tt);
     if (sock != NULL && sock[0] != '\0') {
         st = bh__socket_reporter_open_env("BH_TRACK_SOCKET", sock, NULL, &reg->env_reporter);
     } else if (tt != NULL && strcmp(tt, "1") == 0) {

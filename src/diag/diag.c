@@ -54,28 +54,65 @@ uint64_t bh__now_ns(void) {
  * environment only); a bit no bh_config flag uses, read by attach alone. */
 #define ENV_FATAL (1u << 31)
 
-/* "refs,history,stacks" (any subset, any order; "all" for the three),
- * "strict" (BH_CONFIG_STRICT_INTERN) and "fatal" (ENV_FATAL). */
+/* BH_DEBUG's words: "refs,history,stacks" (any subset, any order; "all" for
+ * the three), "strict" (BH_CONFIG_STRICT_INTERN) and "fatal" (ENV_FATAL). */
+static const struct {
+    const char *word;
+    uint32_t flags;
+} debug_words[] = {
+    {"refs", BH_CONFIG_DEBUG_REFS}, {"history", BH_CONFIG_HISTORY},      {"stacks", BH_CONFIG_STACKS},
+    {"all", BH__DIAG_ROUTE},        {"strict", BH_CONFIG_STRICT_INTERN}, /* the core's, not a diagnostic: see
+                                                                            attach */
+    {"fatal", ENV_FATAL},
+};
+#define DEBUG_WORDS (sizeof(debug_words) / sizeof(debug_words[0]))
+
+/* The flags BH_DEBUG's value v asks for. A word it does not know is named on
+ * stderr (once per process): a typo must not leave the user believing a
+ * diagnostic is on. */
 static uint32_t flags_from_env(const char *v) {
     uint32_t f = 0;
-    while (v != NULL && *v != '\0') {
-        size_t n = strcspn(v, ", ");
-        if (n == 4 && strncmp(v, "refs", 4) == 0)
-            f |= BH_CONFIG_DEBUG_REFS;
-        else if (n == 7 && strncmp(v, "history", 7) == 0)
-            f |= BH_CONFIG_HISTORY;
-        else if (n == 6 && strncmp(v, "stacks", 6) == 0)
-            f |= BH_CONFIG_STACKS;
-        else if (n == 3 && strncmp(v, "all", 3) == 0)
-            f |= BH__DIAG_ROUTE;
-        else if (n == 6 && strncmp(v, "strict", 6) == 0)
-            f |= BH_CONFIG_STRICT_INTERN; /* the core's, not a diagnostic: see attach */
-        else if (n == 5 && strncmp(v, "fatal", 5) == 0)
-            f |= ENV_FATAL;
+    char unknown[160] = "", known[80] = "";
+    size_t len = 0, count = 0;
+    for (v = v != NULL ? v + strspn(v, ", ") : ""; *v != '\0'; v += strspn(v, ", ")) {
+        size_t n = strcspn(v, ", "), i = 0;
+        while (i < DEBUG_WORDS &&
+               !(strlen(debug_words[i].word) == n && strncmp(v, debug_words[i].word, n) == 0))
+            i++;
+        if (i < DEBUG_WORDS) {
+            f |= debug_words[i].flags;
+        } else {
+            count++;
+            if (len < sizeof(unknown)) /* a longer list is cut */
+                len += (size_t)snprintf(unknown + len, sizeof(unknown) - len, "%s\"%.*s\"",
+                                        len != 0 ? ", " : "", (int)(n < 64 ? n : 64), v);
+        }
         v += n;
-        v += strspn(v, ", ");
+    }
+    if (count != 0) {
+        for (size_t i = 0, k = 0; i < DEBUG_WORDS && k < sizeof(known); i++)
+            k += (size_t)snprintf(known + k, sizeof(known) - k, "%s%s", i != 0 ? ", " : "",
+                                  debug_words[i].word);
+        bh__env_note_once(BH__NOTE_DEBUG_WORD,
+                          "bufhandle: BH_DEBUG: ignoring unknown word%s %s (the words are %s)\n",
+                          count == 1 ? "" : "s", unknown, known);
     }
     return f;
+}
+
+/* BH_LEAK_REPORT: 0 (unset, empty or "0"), 1, or 2 for "all". Any other
+ * value is named on stderr (once per process) and reports nothing. */
+static int leak_from_env(const char *v) {
+    if (v == NULL || v[0] == '\0' || strcmp(v, "0") == 0)
+        return 0;
+    if (strcmp(v, "1") == 0)
+        return 1;
+    if (strcmp(v, "all") == 0)
+        return 2;
+    bh__env_note_once(
+        BH__NOTE_LEAK_VALUE,
+        "bufhandle: BH_LEAK_REPORT=%.64s: unknown value, no leak report (the values are 1 and all)\n", v);
+    return 0;
 }
 
 /* What attach set up (a failed attach calls it before it registers the issuer). */
@@ -100,8 +137,7 @@ bh_status bh__diag_attach(bh_registry *reg, uint32_t cfg_flags) {
         flags |= env & BH__DIAG_ROUTE;
         fatal = (env & ENV_FATAL) != 0;
         reg->flags |= env & BH_CONFIG_STRICT_INTERN;
-        const char *lr = getenv("BH_LEAK_REPORT");
-        leak = lr == NULL ? 0 : strcmp(lr, "1") == 0 ? 1 : strcmp(lr, "all") == 0 ? 2 : 0;
+        leak = leak_from_env(getenv("BH_LEAK_REPORT"));
     }
     reg->diag = NULL;
     reg->flags = (reg->flags & ~(uint32_t)BH__DIAG_ROUTE) | flags;
@@ -178,7 +214,32 @@ bh_status bh__diag_acquire(bh_registry *reg, const bh__acq *a, bh_handle *out) {
     return BH_OK;
 }
 
-static bh_status retain_cb(void *reg, bh_handle block) { return bh__core_retain(reg, block); }
+/* bh__tokens_acquire's callback: the core's retain of the token's block,
+ * which it keeps for the history's note. */
+typedef struct retain_ctx {
+    bh_registry *reg;
+    bh_handle block;
+} retain_ctx;
+
+static bh_status retain_cb(void *ctx, bh_handle block) {
+    retain_ctx *c = ctx;
+    c->block = block;
+    return bh__core_retain(c->reg, block);
+}
+
+/* A reference taken by bh_retain or bh_dup counts as an alias in the history,
+ * as one taken by bh_intern or bh_lookup does: for a program that releases
+ * everything, allocs + aliases == releases at every address. block is held
+ * (the caller has just retained it), so its snapshot cannot fail. */
+static void note_alias(bh_registry *reg, bh_handle block) {
+    bh__diag *d = reg->diag;
+    if (d->history == NULL)
+        return;
+    bh_info info;
+    memset(&info, 0, sizeof(info));
+    (void)bh__core_info_get(reg, block, &info);
+    bh__history_note(d->history, BH__HIST_ALIAS, info.device, info.address, NULL);
+}
 
 static bh_status stale(bh_registry *reg) {
     bh__core_count_stale(reg);
@@ -213,13 +274,20 @@ static bh_status misused(bh_registry *reg, bh__misuse_op op, bh_handle token) {
 
 bh_status bh__diag_retain(bh_registry *reg, bh_handle h) {
     bh__diag *d = reg->diag;
-    if (d->tokens == NULL)
-        return bh__core_retain(reg, h);
+    bh_status st;
+    if (d->tokens == NULL) {
+        st = bh__core_retain(reg, h);
+        if (st == BH_OK)
+            note_alias(reg, h);
+        return st;
+    }
     if (h.bits == 0)
         return BH_EINVAL;
-    bh_status st;
-    switch (bh__tokens_acquire(d->tokens, h, retain_cb, reg, &st)) {
+    retain_ctx ctx = {reg, {0}};
+    switch (bh__tokens_acquire(d->tokens, h, retain_cb, &ctx, &st)) {
     case BH__TOKEN_OK:
+        if (st == BH_OK)
+            note_alias(reg, ctx.block);
         return st;
     case BH__TOKEN_OVERFLOW:
         return BH_EOVERFLOW;

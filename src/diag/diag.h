@@ -221,6 +221,19 @@ uint64_t bh__history_addresses(bh__history *h);
 void bh__diag_set_sink(FILE *sink);
 FILE *bh__diag_sink(void);
 
+/* The notes about the environment, each printed once per process: a
+ * variable is read at every registry's creation, a user wants one line. */
+typedef enum bh__env_note {
+    BH__NOTE_DEBUG_WORD,  /* BH_DEBUG has a word we do not know */
+    BH__NOTE_LEAK_VALUE,  /* BH_LEAK_REPORT is not 0, 1 or all */
+    BH__NOTE_TRACK_EMPTY, /* BH_TRACK_SOCKET is set to nothing */
+    BH__NOTE_TT_VALUE,    /* TT_ALLOC_TRACKING_ENABLED is not 0 or 1 */
+    BH__NOTE_COUNT
+} bh__env_note;
+/* One line (fmt ends with its newline) to the sink, unless this note was
+ * printed already in this process. */
+void bh__env_note_once(bh__env_note which, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 typedef struct bh__misuse_limiter {
     pthread_mutex_t lock;
     uint64_t sites[64]; /* stack hashes already reported; 0 = empty */

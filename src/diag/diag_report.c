@@ -5,12 +5,14 @@
  * Owns: where such reports go (stderr; tests may redirect), the limiter that
  * prints each culprit site once and at most a few reports per second, the
  * report's text, the process-wide table of registries by tag (to name the
- * registry a foreign token came from), and BH_DEBUG=fatal's abort.
+ * registry a foreign token came from), BH_DEBUG=fatal's abort, and the
+ * once-per-process notes about the environment (bh__env_note_once).
  * Must never: print to stdout, print from the hot path of a registry
  * without debug references (only debug tokens lead here), follow a pointer
  * from the tag table, or abort unless BH_DEBUG=fatal asked for it.
  */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,6 +27,24 @@ static FILE *sink_override; /* set only by tests, before the misuse they provoke
 
 void bh__diag_set_sink(FILE *sink) { sink_override = sink; }
 FILE *bh__diag_sink(void) { return sink_override != NULL ? sink_override : stderr; }
+
+static AO_t noted[BH__NOTE_COUNT]; /* ATOMIC: 1 once the note was printed */
+
+void bh__env_note_once(bh__env_note which, const char *fmt, ...) {
+    /* Relaxed CAS: the flag only decides which thread prints; it publishes
+     * nothing. */
+    if (AO_fetch_compare_and_swap(&noted[which], 0, 1) != 0)
+        return;
+    FILE *out = bh__diag_sink();
+    /* One call for the whole line (fmt ends with its newline): on unbuffered
+     * stderr glibc writes it with one write(2), so lines of several threads
+     * or processes do not mix. */
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(out, fmt, ap);
+    va_end(ap);
+    fflush(out);
+}
 
 void bh__misuse_limiter_init(bh__misuse_limiter *l) {
     memset(l, 0, sizeof(*l));
