@@ -320,7 +320,7 @@ static void a_tt_record_sent_in_halves_is_not_timed_out(void **state) {
     uint8_t r[BH_TT_RECORD];
     bh_tt_record(r, BH_TT_ALLOC, 3, MIB, 0, (int32_t)getpid(), 0x1000, 1);
     hs_send_all(tt, r, 36);
-    free(hs_query(paths.sock, 1, 10, NULL)); /* answered after the server read the half record */
+    free(hs_query(paths.sock, 1, TEST_HANG_S, NULL)); /* answered after the server read the half record */
     int n1 = half_native_frame();
     assert_true(test_wait_stat(trackd, paths.sock, "server", "timeouts", 1) >= 1);
     int n2 = half_native_frame(); /* started after the first was closed: well after the TT half */

@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -56,6 +58,7 @@ static const char *source(int i) {
 }
 
 static int ready_pipe[2];
+static atomic_ullong *attacker_answers; /* answers the attacker has read (shared with it) */
 
 /* In a forked child: become nobody (if root), open n keep-alive connections
  * to port, say so on ready_pipe, then send what request() gives on each and
@@ -88,8 +91,10 @@ static void attacker(unsigned port, int n, const char *path, int read_answers) {
         for (int i = 0; i < opened; i++)
             if (p[i].revents & POLLIN) {
                 ssize_t r = recv(fds[i], sink, sizeof(sink), MSG_DONTWAIT);
-                if (r > 0 && memmem(sink, (size_t)r, "HTTP/1.1 ", 9) != NULL)
+                if (r > 0 && memmem(sink, (size_t)r, "HTTP/1.1 ", 9) != NULL) {
+                    atomic_fetch_add(attacker_answers, 1);
                     (void)send(fds[i], req, (size_t)len, MSG_NOSIGNAL);
+                }
             }
     }
 }
@@ -97,6 +102,12 @@ static void attacker(unsigned port, int n, const char *path, int read_answers) {
 /* Forks an attacker; waits until its connections are open; their number. */
 static int start_attacker(unsigned port, int n, const char *path, int read_answers) {
     assert_int_equal(pipe(ready_pipe), 0);
+    if (attacker_answers == NULL) {
+        attacker_answers =
+            mmap(NULL, sizeof(*attacker_answers), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        assert_true(attacker_answers != MAP_FAILED);
+    }
+    atomic_store(attacker_answers, 0);
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -109,7 +120,7 @@ static int start_attacker(unsigned port, int n, const char *path, int read_answe
     close(ready_pipe[1]);
     char c = 0;
     struct pollfd p = {ready_pipe[0], POLLIN, 0};
-    assert_int_equal(poll(&p, 1, 10000), 1);
+    assert_int_equal(poll(&p, 1, (int)TEST_HANG_MS), 1);
     assert_int_equal(read(ready_pipe[0], &c, 1), 1);
     close(ready_pipe[0]);
     return (unsigned char)c;
@@ -149,7 +160,13 @@ static void http_clients_cannot_stall_the_socket_protocol(void **state) {
     char path[96];
     snprintf(path, sizeof(path), "/api/live?offset=%u&limit=10000", LIVE - 10000);
     int conns = start_attacker(port, 64, path, 1);
-    test_sleep_ms(500); /* the attack in full swing (the figures below are relative to the control) */
+    /* The attack in full swing: as many answers read as connections, twice
+     * over (TEST_HANG_S at most; the figures below are relative to the
+     * control). */
+    for (double end = test_now_s() + TEST_HANG_S;
+         atomic_load(attacker_answers) < 2u * (unsigned)conns && test_now_s() < end;)
+        test_sleep_ms(10);
+    assert_true(atomic_load(attacker_answers) >= 2u * (unsigned)conns);
     double cpu0 = test_proc_cpu_s(srv), t0 = test_now_s();
     double worst, attacked = hs_stats_latency(paths.sock, 15, &worst);
     double busy = (test_proc_cpu_s(srv) - cpu0) / (test_now_s() - t0);
@@ -276,7 +293,7 @@ static void http_connections_cannot_take_the_owners_descriptors(void **state) {
     int fds[128], nfds = 0;
     for (uint64_t i = 0; i + 2 < cap && nfds < 128; i++)
         fds[nfds++] = hs_reporter(paths.sock);
-    char *j = hs_query(paths.sock, 1, 10, NULL);
+    char *j = hs_query(paths.sock, 1, TEST_HANG_S, NULL);
     print_message("128 descriptors, %d HTTP connections of another user: owner holds %d of %llu connections, "
                   "its stats %s\n",
                   conns, nfds, (unsigned long long)cap, j != NULL ? "answered" : "refused");
@@ -346,7 +363,7 @@ static void a_late_device_with_memory_gets_its_series(void **state) {
     assert_int_equal(hs_wait_total(paths.sock, "live", 1101, 30), 1101);
     int found = 0;
     size_t series = 0;
-    for (double end = test_now_s() + 10; !found && test_now_s() < end; test_sleep_ms(200)) {
+    for (double end = test_now_s() + TEST_HANG_S; !found && test_now_s() < end; test_sleep_ms(200)) {
         char *b = NULL;
         assert_int_equal(hs_http_get(port, "localhost", "/api/timeline", &b), 200);
         found = b != NULL && strstr(b, "{\"device\":7777,") != NULL;

@@ -216,7 +216,7 @@ static void lib_client(void) {
     for (int i = 0; i < lib_release; i++)
         if (bh_release(reg, h[i]) != BH_OK)
             _exit(93);
-    if (bh_socket_reporter_flush(&rep, 30000) != BH_OK)
+    if (bh_socket_reporter_flush(&rep, TEST_HANG_MS) != BH_OK)
         _exit(94);
     say_done();
     while (next_cmd() != 0) /* held: live until the process ends (leaks then) */
@@ -349,7 +349,7 @@ static void test_separate_clients(void **state) {
     (void)state;
     client a, b;
     two_clients(&a, &b);
-    char *j = hs_query(paths.sock, 1, 10, NULL);
+    char *j = hs_query(paths.sock, 1, TEST_HANG_S, NULL);
     assert_non_null(j);
     show("separate clients", j);
     const char *ra = client_row(j, a.pid), *rb = client_row(j, b.pid);
@@ -367,7 +367,7 @@ static void test_separate_clients(void **state) {
     lib_release = K;
     client l = spawn(lib_client);
     await_step(&l); /* its reporter flushed */
-    j = hs_query(paths.sock, 1, 10, NULL);
+    j = hs_query(paths.sock, 1, TEST_HANG_S, NULL);
     assert_non_null(j);
     const char *rl = client_row(j, l.pid);
     assert_non_null(rl);
@@ -386,7 +386,7 @@ static void test_separate_clients(void **state) {
 static char *first_gone(client *c, const char *what) {
     finish(c);
     (void)hs_wait_total(paths.sock, "leaks", 1, TEST_HANG_S);
-    char *j = hs_query(paths.sock, 1, 10, NULL);
+    char *j = hs_query(paths.sock, 1, TEST_HANG_S, NULL);
     assert_non_null(j);
     show(what, j);
     assert_int_equal(hs_num(j, "leaks"), N - K);
@@ -412,7 +412,7 @@ static void test_leaks_counted(void **state) {
     free(j);
     finish(&a);
     assert_int_equal(hs_wait_total(paths.sock, "processes_gone", 2, TEST_HANG_S), 2);
-    j = hs_query(paths.sock, 1, 10, NULL);
+    j = hs_query(paths.sock, 1, TEST_HANG_S, NULL);
     assert_non_null(j);
     show("both gone", j);
     assert_int_equal(hs_num(j, "leaks"), 2 * N - K);
@@ -472,7 +472,7 @@ static void test_compat_clients_apart(void **state) {
     step(&b, 'a');
     step(&b, 'k');
     assert_int_equal(hs_wait_total(paths.sock, "frees", K, TEST_HANG_S), K);
-    char *j = hs_query(paths.sock, 1, 10, NULL);
+    char *j = hs_query(paths.sock, 1, TEST_HANG_S, NULL);
     assert_non_null(j);
     show("TT clients", j);
     const char *ra = client_row(j, a.pid), *rb = client_row(j, b.pid);

@@ -70,9 +70,9 @@ static void one_clients_size_never_wraps_anothers_totals(void **state) {
     hs_track(test_fork(allocates_minus_8_gib));
     /* Its ALLOC counted (allocs 2) or refused (its connection closed). */
     uint64_t refused = 0, allocs = 0;
-    for (double end = test_now_s() + 30; test_now_s() < end && refused == 0 && allocs < 2;
+    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end && refused == 0 && allocs < 2;
          test_sleep_ms(20)) {
-        char *j = hs_query(paths.sock, 1, 10, NULL);
+        char *j = hs_query(paths.sock, 1, TEST_HANG_S, NULL);
         allocs = hs_num(j, "allocs");
         refused = hs_num(j, "limit_disconnects");
         refused = refused == UINT64_MAX ? 0 : refused;
@@ -252,7 +252,7 @@ static void a_later_small_process_is_not_cut_from_stats(void **state) {
     int fd = hs_reporter(paths.sock);
     hs_events(fd, 77, BH_EVENT_ALLOC, BH_DOMAIN(4242, 0), 0, 0x7700000, 64, 1);
     assert_int_equal(hs_wait_total(paths.sock, "live", 8001, 30), 8001);
-    char *j = hs_query(paths.sock, 1, 10, NULL);
+    char *j = hs_query(paths.sock, 1, TEST_HANG_S, NULL);
     assert_non_null(j);
     int listed = strstr(j, "\"stream\":77,") != NULL;
     print_message(

@@ -87,7 +87,7 @@ static int tcp_connect(unsigned p) {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    struct timeval tv = {10, 0};
+    struct timeval tv = {(time_t)TEST_HANG_S, 0}; /* the server's close ends a read: a hang guard */
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     return fd;
 }
@@ -197,7 +197,7 @@ static void holder(void) {
         report(&c, BH_EVENT_ALLOC, BH_DOMAIN(d, BH_MEM_DRAM), 0x10000000u + d * 0x100000u, holder_dram(d));
         report(&c, BH_EVENT_ALLOC, BH_DOMAIN(d, BH_MEM_L1), 0x2000u + d * 0x400u, HOLDER_L1);
     }
-    bh_socket_reporter_flush(&c.rep, 5000);
+    bh_socket_reporter_flush(&c.rep, TEST_HANG_MS);
 }
 
 /* Leaks two L1 buffers on device 2, then exits. */
@@ -643,7 +643,7 @@ static void many_domain_holder(void) {
         uint32_t d = many_index * MANY_DOMAINS + i;
         report(&c, BH_EVENT_ALLOC, BH_DOMAIN(d / 4u, d % 4u), 0x100000u + i * 0x1000u, many_size(d));
     }
-    bh_socket_reporter_flush(&c.rep, 5000);
+    bh_socket_reporter_flush(&c.rep, TEST_HANG_MS);
 }
 
 /* Sums the values of every series of a family (its lines start with name{). */

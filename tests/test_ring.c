@@ -142,7 +142,7 @@ static void forced_loss_is_counted_alike_and_repaired_with_ages_kept(void **stat
     uint64_t seq = 0;
     for (uint64_t i = 0; i < 100; i++)
         report(&rep, BH_EVENT_ALLOC, 0x100000 + i * 64, &seq);
-    assert_int_equal(bh_socket_reporter_flush(&rep, 10000), BH_OK);
+    assert_int_equal(bh_socket_reporter_flush(&rep, TEST_HANG_MS), BH_OK);
     assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "live", 100), 100);
 
     assert_int_equal(kill(srv, SIGSTOP), 0);
@@ -283,7 +283,7 @@ static void a_hostile_ring_never_crashes_or_stalls_the_server(void **state) {
     uint64_t seq = 0;
     for (uint64_t i = 0; i < 1000; i++)
         report(&rep, BH_EVENT_ALLOC, 0x10000000 + i * 64, &seq);
-    assert_int_equal(bh_socket_reporter_flush(&rep, 10000), BH_OK);
+    assert_int_equal(bh_socket_reporter_flush(&rep, TEST_HANG_MS), BH_OK);
     assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", allocs + 1001), allocs + 1001);
     const char *j = test_stats_json(trackd, paths.sock, buf, sizeof(buf));
     assert_int_equal(test_json_u64(j, "totals", "allocs"), allocs + 1001); /* the held record stays held */

@@ -56,7 +56,7 @@ static void report(const uint32_t *domains, const uint64_t *sizes, int n, uint64
         bh_event alloc = {BH_EVENT_ALLOC, domains[i], address, sizes[i], (uint64_t)i + 1};
         rep.report(rep.ctx, &alloc);
     }
-    if (bh_socket_reporter_flush(&rep, 5000) != BH_OK)
+    if (bh_socket_reporter_flush(&rep, TEST_HANG_MS) != BH_OK)
         _exit(21);
     if (hold)
         pause();

@@ -438,7 +438,7 @@ static void the_reporter_speaks_each_size_and_counts_what_it_withholds(void **st
         rep.report(rep.ctx, &own);
         rep.report(rep.ctx, &bad);
         rep.report(rep.ctx, &fr);
-        assert_int_equal(bh_socket_reporter_flush(&rep, 5000), BH_OK);
+        assert_int_equal(bh_socket_reporter_flush(&rep, TEST_HANG_MS), BH_OK);
         bh_reporter_stats st;
         assert_int_equal(bh_socket_reporter_stats(&rep, &st), BH_OK);
         assert_int_equal(st.withheld, 2);

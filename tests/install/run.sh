@@ -117,7 +117,9 @@ sock=$tmp/trackd.sock
 # (ctest waits for every holder of the test's stdout).
 env -u LD_LIBRARY_PATH "$prefix/bin/bh-trackd" --socket "$sock" --log "$tmp/trackd.log" >>"$tmp/trackd.log" 2>&1 &
 trackd_pid=$!
-for _ in $(seq 100); do
+# Each wait is 300 polls of 0.1 s at least: a hang guard (the tests' TEST_HANG_S,
+# 30 s), which a slow start on a loaded machine never reaches.
+for _ in $(seq 300); do
     [ -S "$sock" ] && break
     kill -0 "$trackd_pid" 2>/dev/null || fail "the installed bh-trackd exited: $(cat "$tmp/trackd.log")"
     sleep 0.1
@@ -125,7 +127,7 @@ done
 [ -S "$sock" ] || fail "the installed bh-trackd did not bind $sock"
 run env LD_LIBRARY_PATH="$libdir" BH_TRACK_SOCKET="$sock" "$tmp/pc-shim" >/dev/null
 totals=
-for _ in $(seq 100); do # the server settles the ended client asynchronously
+for _ in $(seq 300); do # the server settles the ended client asynchronously
     totals=$(run "$prefix/bin/bh-trackd" stats --json --socket "$sock" | sed -n 's/.*"totals":{\([^}]*\)}.*/\1/p')
     if grep -Eq '(^|,)"allocs":1(,|$)' <<<"$totals" && grep -Eq '(^|,)"frees":1(,|$)' <<<"$totals"; then
         break

@@ -5,7 +5,8 @@
 # scrapes both with the shipped relabelling, recording rules and alerts. A
 # program leaks 30 allocations on "host" 127.0.0.1 and one frees all it
 # allocated on 127.0.0.2: the per-host and fleet series and the leak alert
-# must say exactly that. Bounded: every wait is a count of short polls.
+# must say exactly that. Bounded: every wait is a count of short polls (300 of
+# 0.1 s at least for a daemon, as the tests' TEST_HANG_S; 600 for Prometheus).
 set -euo pipefail
 trackd=$1   # bh-trackd
 reporter=$2 # tests/package/reporter (built in the tree)
@@ -53,7 +54,7 @@ for h in 1 2; do
     pids+=($!)
 done
 for h in 1 2; do
-    for _ in $(seq 100); do up "127.0.0.$h" "$port" && break; sleep 0.1; done
+    for _ in $(seq 300); do up "127.0.0.$h" "$port" && break; sleep 0.1; done
     up "127.0.0.$h" "$port" || fail "bh-trackd on 127.0.0.$h:$port did not start: $(cat "$tmp/h$h.log")"
 done
 

@@ -11,7 +11,8 @@
 #      native, compat and http sockets passed in, a reporting program on each
 #      side, and the counts checked (stats, TT records, HTTP);
 #   6. dpkg --purge, and the machine is as it was.
-# Bounded: every wait is a count of short polls; the build is the long part.
+# Bounded: every wait is a count of short polls (300 of 0.1 s at least: a hang
+# guard, as the tests' TEST_HANG_S); the build is the long part.
 set -euo pipefail
 src=$1        # a git checkout of bufhandle
 consumer=$2   # tests/install/consumer
@@ -117,7 +118,7 @@ for _ in 1 2 3 4 5; do
     systemd-socket-activate -l "$native" -l "$compat" -l "127.0.0.1:$port" --fdname=native:compat:http \
         /usr/bin/bh-trackd --grace-ms 200 --log "$tmp/trackd.log" >"$tmp/activate.log" 2>&1 &
     daemon=$!
-    for _ in $(seq 50); do
+    for _ in $(seq 300); do
         grep -q "as 5" "$tmp/activate.log" 2>/dev/null && break
         kill -0 "$daemon" 2>/dev/null || break
         sleep 0.1
@@ -132,7 +133,7 @@ env -u BH_TRACK_SOCKET TT_ALLOC_TRACKING_ENABLED=1 BH_TT_SOCKET=$compat "$tmp/re
     fail "the TT reporter failed"
 want='"allocs":110,"frees":70'
 stats=
-for _ in $(seq 100); do # the daemon settles the ended clients on its own time
+for _ in $(seq 300); do # the daemon settles the ended clients on its own time
     stats=$(/usr/bin/bh-trackd stats --json --socket "$native" 2>/dev/null || true)
     grep -q "$want" <<<"$stats" && grep -q '"leaks":40,' <<<"$stats" && break
     sleep 0.1

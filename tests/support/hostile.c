@@ -247,11 +247,13 @@ uint64_t hs_num(const char *json, const char *key) {
 
 uint64_t hs_wait_total(const char *sock, const char *key, uint64_t want, double secs) {
     uint64_t v = UINT64_MAX;
-    for (double end = test_now_s() + secs; test_now_s() < end;) {
-        char *j = hs_query(sock, 1, 10, NULL);
+    test_progress pr;
+    test_progress_start(&pr, secs);
+    for (;;) {
+        char *j = hs_query(sock, 1, TEST_HANG_S, NULL);
         v = hs_num(j, key); /* totals come first; UINT64_MAX without an answer */
         free(j);
-        if (v != UINT64_MAX && v >= want)
+        if ((v != UINT64_MAX && v >= want) || !test_progress_going(&pr, v))
             break;
         test_sleep_ms(20);
     }

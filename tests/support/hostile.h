@@ -71,9 +71,9 @@ char *hs_query(const char *sock, uint16_t what, double secs, double *took);
 /* The number after "key": in json (the first one), UINT64_MAX if absent. */
 uint64_t hs_num(const char *json, const char *key);
 /* Polls stats until the first "key": in them (totals' come first) is want
- * or more, or secs pass; the value last seen (UINT64_MAX: no answer). For a
- * count that only grows (what every caller waits for) a value past want is
- * final: the caller's check of it fails at once, not after secs. */
+ * or more, or it stops moving (secs after it last changed: test_progress); the value last seen (UINT64_MAX:
+ * no answer). For a count that only grows (what every caller waits for) a value past want is final: the
+ * caller's check of it fails at once, not after secs. */
 uint64_t hs_wait_total(const char *sock, const char *key, uint64_t want, double secs);
 /* The median of n stats latencies (each bounded by TEST_HANG_S, which no
  * answer counts as), stats queries one after another; *worst (may be NULL)

@@ -288,14 +288,31 @@ uint64_t test_json_u64(const char *json, const char *section, const char *key) {
     return strtoull(p + strlen(pat), NULL, 10);
 }
 
-/* test_wait_stat and test_wait_stat_is: want or more (exact 0), or want. */
+void test_progress_start(test_progress *p, double window) {
+    p->window = window;
+    p->end = test_now_s() + window;
+    p->seen = 0;
+}
+
+int test_progress_going(test_progress *p, uint64_t v) {
+    double now = test_now_s();
+    if (!p->seen || v != p->last)
+        p->end = now + p->window;
+    p->seen = 1;
+    p->last = v;
+    return now < p->end;
+}
+
+/* test_wait_stat and test_wait_stat_is: want or more (exact 0), or want;
+ * TEST_HANG_S after the value last changed at most (test_progress). */
 static uint64_t wait_stat(const char *trackd, const char *sock, const char *section, const char *key,
                           uint64_t want, int exact) {
     static char buf[BH_WIRE_MAX_PAYLOAD + 64]; /* a whole reply and its newline */
     uint64_t v = 0;
-    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end; test_sleep_ms(20)) {
+    test_progress pr;
+    for (test_progress_start(&pr, TEST_HANG_S);; test_sleep_ms(20)) {
         v = test_json_u64(test_stats_json(trackd, sock, buf, sizeof(buf)), section, key);
-        if (exact ? v == want : v >= want)
+        if ((exact ? v == want : v >= want) || !test_progress_going(&pr, v))
             break;
     }
     return v;

@@ -45,6 +45,22 @@ void test_wait_accepting(const char *path);
  * step takes on a loaded machine, so only a hang (the thing never happens)
  * reaches it. Conditions are waited for, never assumed after a sleep. */
 #define TEST_HANG_S 30.0
+/* A wait for a figure that moves towards what is waited for (a count the
+ * server reaches as it works through a backlog): it gives up window seconds
+ * (TEST_HANG_S, or more) after the figure last changed, not after the wait
+ * began. A loaded machine makes the server slow, never still; only a hang
+ * stops the figure. Start with test_progress_start; test_progress_going(p,
+ * v) with each value read says whether to go on waiting. */
+typedef struct test_progress {
+    double end, window;
+    uint64_t last;
+    int seen;
+} test_progress;
+void test_progress_start(test_progress *p, double window);
+int test_progress_going(test_progress *p, uint64_t v);
+/* TEST_HANG_S in milliseconds, for the timeouts the library takes in ms (a
+ * flush that must succeed: only a hang reaches it). */
+#define TEST_HANG_MS ((uint32_t)(TEST_HANG_S * 1000))
 
 /* The CPU seconds (user + system) process pid has used so far, from
  * /proc/PID/stat (clock-tick resolution); -1 if it is gone. CPU time, unlike
@@ -124,7 +140,8 @@ const char *test_stats_json(const char *trackd, const char *sock, char *buf, siz
 uint64_t test_json_u64(const char *json, const char *section, const char *key);
 
 /* Polls `TRACKD stats --json` until SECTION.KEY is at least want, for
- * TEST_HANG_S at most; returns the value last seen. What a test waits for
+ * TEST_HANG_S after it last changed at most (test_progress); returns the
+ * value last seen. What a test waits for
  * instead of sleeping (e.g. server.processes_gone: the server has seen a
  * client process gone and counted what it still held as leaks). */
 uint64_t test_wait_stat(const char *trackd, const char *sock, const char *section, const char *key,
