@@ -75,6 +75,21 @@ static void leaks_two(void) {
     report(d, z, 2, 0x5550000, 0);
 }
 
+/* Two groups, the bigger first seen; and a third, smaller one in another
+ * process: the fair order (each process's biggest, then each one's second)
+ * lists the other process's before this one's second. */
+static void holds_big_two(void) {
+    static const uint32_t d[] = {BH_DOMAIN(0, BH_MEM_DRAM), BH_DOMAIN(1, BH_MEM_DRAM)};
+    static const uint64_t z[] = {1048576, 524288};
+    report(d, z, 2, 0x1000000, 1);
+}
+
+static void holds_small_one(void) {
+    static const uint32_t d[] = {BH_DOMAIN(2, BH_MEM_DRAM)};
+    static const uint64_t z[] = {4096};
+    report(d, z, 1, 0x2000000, 1);
+}
+
 /* Whether the log holds a line containing what. */
 static int logged(const char *what) {
     FILE *f = fopen(paths.log, "r");
@@ -111,6 +126,40 @@ static void leaks_are_listed_in_text_stats_and_counted_in_good_english(void **st
     test_server_stop_clean(srv);
 }
 
+/* Where each of three strings first is in text, in order: all found and
+ * increasing. */
+static int in_order(const char *text, const char *a, const char *b, const char *c) {
+    const char *pa = strstr(text, a), *pb = strstr(text, b), *pc = strstr(text, c);
+    return pa != NULL && pb != NULL && pc != NULL && pa < pb && pb < pc;
+}
+
+/* stats rows come biggest first (live bytes, then peak bytes) across
+ * processes, as protocol.md says, in the JSON (`clients`) and the text; the
+ * fair order only chooses which rows a cut reply keeps
+ * (test_hostile_tables). Before, the rows came round by round: the other
+ * process's 4 KiB between this one's 1 MiB and 512 KiB. */
+static void stats_rows_come_biggest_first_across_processes(void **state) {
+    (void)state;
+    pid_t srv = test_server_start(trackd, &paths, NULL);
+    pid_t big = test_fork(holds_big_two);
+    assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "live_bytes", 1048576 + 524288),
+                     1048576 + 524288);
+    pid_t small = test_fork(holds_small_one);
+    assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "live_bytes", 1048576 + 524288 + 4096),
+                     1048576 + 524288 + 4096);
+    static char j[1 << 14], text[1 << 14];
+    test_stats_json(trackd, paths.sock, j, sizeof(j));
+    assert_true(in_order(j, "\"device\":0,", "\"device\":1,", "\"device\":2,"));
+    assert_non_null(strstr(j, "\"clients\":[{\"pid\":")); /* one separator per row, */
+    assert_null(strstr(j, ",,"));                         /* in its place */
+    assert_non_null(strstr(j, "}],\"omitted_clients\":0,"));
+    test_trackd_says(trackd, "stats", paths.sock, text, sizeof(text));
+    assert_true(in_order(text, " 1048576 ", " 524288 ", " 4096 "));
+    test_kill(small);
+    test_kill(big);
+    test_server_stop_clean(srv);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_trackd_out PATH-TO-bh-trackd\n");
@@ -119,6 +168,7 @@ int main(int argc, char **argv) {
     trackd = argv[1];
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(stats_rows_come_biggest_first_across_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(leaks_are_listed_in_text_stats_and_counted_in_good_english, setup,
                                         teardown),
     };

@@ -1,13 +1,17 @@
 /*
- * fair.c - the order stats rows are shown in (stats, /api/stats, --summary):
- * every process's biggest (stream, device) group before any process's
- * second, and so on; within a round, biggest first (live bytes, then peak
- * bytes; ties in (client, device) order, so one state always shows alike).
- * So the rows a full reply leaves out are the least useful ones of processes
- * with many, never all of a process that came later or holds little.
+ * fair.c - which stats rows a reply shows (stats, /api/stats, --summary),
+ * and in what order. Chosen in the fair order: every process's biggest
+ * (stream, device) group before any process's second, and so on; within a
+ * round, biggest first (live bytes, then peak bytes; ties in (client,
+ * device) order, so one state always shows alike). So the rows a full reply
+ * leaves out are the least useful ones of processes with many, never all of
+ * a process that came later or holds little. Shown biggest first, as
+ * docs/protocol.md says (the fair order read as grouped by device and kind,
+ * not by size): the rows chosen are put in that order once rendered.
  *
  * Owns: the copy of the groups a walk hands out, one heap per process and
- * one per round (of their sort keys), kept from one walk to the next.
+ * one per round (of their sort keys), and the rows shown with their text,
+ * kept from one walk to the next.
  * Must never: change the tracker; order every group for a reply that shows
  * a few thousand of them (a 1 MiB reply at 32,768 groups sorted them all,
  * twice: heaps cost O(groups) to build and O(log groups) per row handed
@@ -17,6 +21,7 @@
  * cut back when a walk needs a quarter of it.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "trackd.h"
 
@@ -39,6 +44,12 @@ typedef struct fair_run {
     size_t start, n;
 } fair_run;
 
+/* A row a walk showed: where its text is in the reply, and its sort key. */
+typedef struct fair_row {
+    size_t start, len; /* with its separator, for every row but the first shown */
+    fair_key k;
+} fair_row;
+
 struct td_fair {
     fair_group *v; /* the groups, in the tracker's order */
     size_t n, cap;
@@ -48,7 +59,11 @@ struct td_fair {
     size_t nruns, runcap;
     fair_key *round; /* a round: one key of each process */
     size_t rcap;
-    int failed;
+    fair_row *rows; /* the rows shown, in the order they were chosen */
+    size_t nrows, rowcap;
+    char *text; /* the rows' text, put in their shown order */
+    size_t tcap;
+    int failed, unsorted; /* unsorted: no memory to note a row; the reply keeps the chosen order */
 };
 
 /* p with room for need items of size (at most 4 times as many), cap set;
@@ -191,9 +206,83 @@ uint64_t td_each_group_fair(td_server *s, td_group_fn fn, void *ctx) {
     return w.left;
 }
 
+/* ------------------------------------------------------------ shown order */
+
+typedef struct note_walk {
+    struct td_fair *f;
+    td_strbuf *b;
+    td_group_fn fn;
+    void *ctx;
+} note_walk;
+
+/* fn renders the row; one it kept (b grew) is noted with its key. */
+static int note(void *ctx, uint64_t key, uint32_t device, const bh_track_counts *c) {
+    note_walk *w = ctx;
+    struct td_fair *f = w->f;
+    size_t start = w->b->len;
+    int stop = w->fn(w->ctx, key, device, c);
+    if (w->b->len == start || f->unsorted)
+        return stop;
+    fair_row *rows = room(f->rows, f->nrows, &f->rowcap, sizeof(*rows));
+    if (rows == NULL) {
+        f->unsorted = 1;
+        return stop;
+    }
+    f->rows = rows;
+    rows[f->nrows++] = (fair_row){start, w->b->len - start, {c->live_bytes, c->peak_bytes, key, device, 0}};
+    return stop;
+}
+
+static int shown_first(const void *x, const void *y) {
+    const fair_row *a = x, *b = y;
+    return before(&a->k, &b->k) ? -1 : before(&b->k, &a->k) ? 1 : 0;
+}
+
+/* Puts the noted rows of b biggest first: every row but the first chosen
+ * starts with sep, which goes with the place, not the row. O(rows log rows)
+ * and one copy of their text, in scratch kept like the walk's. */
+static void sort_shown(struct td_fair *f, td_strbuf *b, const char *sep) {
+    size_t n = f->nrows, seplen = strlen(sep);
+    if (n < 2 || f->unsorted)
+        return;
+    size_t from = f->rows[0].start, len = b->len - from;
+    char *text = fit(f->text, &f->tcap, len, 1);
+    if (text == NULL)
+        return; /* no memory: the chosen order stays, every row still there */
+    f->text = text;
+    for (size_t i = 1; i < n; i++) { /* the rows' own text, without the place's separator */
+        f->rows[i].start += seplen;
+        f->rows[i].len -= seplen;
+    }
+    qsort(f->rows, n, sizeof(*f->rows), shown_first);
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(text + at, i > 0 ? sep : "", i > 0 ? seplen : 0);
+        at += i > 0 ? seplen : 0;
+        memcpy(text + at, b->p + f->rows[i].start, f->rows[i].len);
+        at += f->rows[i].len;
+    }
+    memcpy(b->p + from, text, at); /* at == len: the same rows and separators */
+}
+
+uint64_t td_each_group_shown(td_server *s, td_strbuf *b, const char *sep, td_group_fn fn, void *ctx) {
+    struct td_fair *f = s->fair != NULL ? s->fair : (s->fair = calloc(1, sizeof(*f)));
+    if (f == NULL)
+        return td_each_group_fair(s, fn, ctx);
+    f->nrows = 0;
+    f->unsorted = 0;
+    note_walk w = {f, b, fn, ctx};
+    uint64_t left = td_each_group_fair(s, note, &w);
+    sort_shown(f, b, sep);
+    f->rows = fit(f->rows, &f->rowcap, f->nrows, sizeof(*f->rows)); /* cut back only: never NULL */
+    return left;
+}
+
 void td_fair_free(td_server *s) {
     if (s->fair == NULL)
         return;
+    free(s->fair->rows);
+    free(s->fair->text);
     free(s->fair->v);
     free(s->fair->h);
     free(s->fair->runs);

@@ -218,13 +218,13 @@ static int stats_group(void *ctx, uint64_t key, uint32_t device, const bh_track_
 }
 
 /* Every group (gone processes' until they are retired into "(departed)")
- * under the limit, in the fair order (fair.c): the rows a full reply leaves
- * out are the least useful ones of processes with many, never all of a
- * process that came later or holds little (0.3.1 listed first-seen first
- * and cut the newest). */
+ * under the limit, chosen in the fair order (fair.c): the rows a full reply
+ * leaves out are the least useful ones of processes with many, never all of
+ * a process that came later or holds little (0.3.1 listed first-seen first
+ * and cut the newest); shown biggest first. */
 static void render_groups(td_server *s, report_ctx *r, size_t limit) {
     r->b->limit = limit != 0 ? limit : TD_REPLY_LIMIT;
-    r->omitted += td_each_group_fair(s, stats_group, r);
+    r->omitted += td_each_group_shown(s, r->b, r->json ? "," : "", stats_group, r);
     r->b->limit = 0;
 }
 

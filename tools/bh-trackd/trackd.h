@@ -460,6 +460,13 @@ typedef int (*td_group_fn)(void *ctx, uint64_t key, uint32_t device, const bh_tr
  * handed out then (0 when fn never stopped). O(groups) plus O(log groups)
  * per group handed out, never a sort of all of them. */
 uint64_t td_each_group_fair(td_server *s, td_group_fn fn, void *ctx);
+/* The stats rows: td_each_group_fair chooses them (fn renders each into b;
+ * a row it keeps makes b grow, one past the limit leaves b as it was), then
+ * the rows kept are put biggest first (live bytes, then peak bytes): a reply
+ * cut at its limit shows what the fair order chose, in the order a reader
+ * expects. sep: what fn put before every row but the first ("," in JSON).
+ * Without memory for the sort, the rows stay in the fair order. */
+uint64_t td_each_group_shown(td_server *s, td_strbuf *b, const char *sep, td_group_fn fn, void *ctx);
 void td_fair_free(td_server *s);
 
 /* ======================== summary.c ======================== */
