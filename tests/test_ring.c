@@ -60,22 +60,6 @@ static int teardown(void **state) {
     return test_paths_remove(&paths);
 }
 
-static void send_all(int fd, const void *p, size_t n) {
-    assert_int_equal(send(fd, p, n, MSG_NOSIGNAL), (ssize_t)n);
-}
-
-static void send_hello(int fd) {
-    uint8_t f[BH_WIRE_HELLO_MAX];
-    send_all(fd, f, bh_wire_hello(f, (uint32_t)getpid(), 0, "ring", 4, 0));
-}
-
-static void send_stream_frame(int fd, uint16_t type, uint32_t stream) {
-    uint8_t f[BH_WIRE_HEADER + 4];
-    size_t h = bh_wire_header(f, type, 4);
-    bh_put32(f + h, stream);
-    send_all(fd, f, sizeof(f));
-}
-
 /* ------------------------------------------------------------ tests */
 
 /* A resync entry carries the allocation's report time: the server's dump
@@ -85,8 +69,8 @@ static void an_aged_resync_entry_keeps_its_age(void **state) {
     (void)state;
     pid_t srv = test_server_start(trackd, &paths, NULL);
     int fd = test_connect(paths.sock);
-    send_hello(fd);
-    send_stream_frame(fd, BH_WIRE_RESYNC_BEGIN, 1);
+    tr_hello(fd);
+    tr_send_stream_frame(fd, BH_WIRE_RESYNC_BEGIN, 1);
     uint8_t f[BH_WIRE_HEADER + 8 + BH_WIRE_RESYNC_TIMED_ENTRY];
     size_t h = bh_wire_header(f, BH_WIRE_RESYNC_CHUNK_TIMED, 8 + BH_WIRE_RESYNC_TIMED_ENTRY);
     memset(f + h, 0, 8 + BH_WIRE_RESYNC_TIMED_ENTRY);
@@ -99,8 +83,8 @@ static void an_aged_resync_entry_keeps_its_age(void **state) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     bh_put64(f + h + 32,
              (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u - 90000u); /* 90 s ago */
-    send_all(fd, f, sizeof(f));
-    send_stream_frame(fd, BH_WIRE_RESYNC_END, 1);
+    tr_send(fd, f, sizeof(f));
+    tr_send_stream_frame(fd, BH_WIRE_RESYNC_END, 1);
     test_wait_stat(trackd, paths.sock, "server", "resyncs", 1);
     const char *j = dump_json();
     const char *age = strstr(j, "\"age_s\":");
@@ -214,14 +198,14 @@ static void numbers_go_back(uint8_t *ring, uint32_t cap) {
 
 static void run_attack(attack_fn attack, uint64_t malformed_before) {
     int sock = test_connect(paths.sock);
-    send_hello(sock);
+    tr_hello(sock);
     uint8_t *ring;
     uint32_t cap = 1024;
     int fd = tr_taken_ring(sock, cap, &ring);
     attack(ring, cap);
     /* The server finds it at its next drain (a poll, or DRAIN now). */
     uint8_t f[BH_WIRE_HEADER];
-    send_all(sock, f, bh_wire_header(f, BH_WIRE_DRAIN, 0));
+    tr_send(sock, f, bh_wire_header(f, BH_WIRE_DRAIN, 0));
     assert_int_equal(tr_await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL);
     assert_int_equal(test_wait_stat(trackd, paths.sock, "server", "malformed", malformed_before + 1),
                      malformed_before + 1);
@@ -245,7 +229,7 @@ static void a_hostile_ring_never_crashes_or_stalls_the_server(void **state) {
     /* Descriptors that are not sealed memfds of their size are refused with
      * RING_ACK (the client may go on over the socket), not trusted. */
     int sock = test_connect(paths.sock);
-    send_hello(sock);
+    tr_hello(sock);
     uint8_t *ring;
     int unsealed = tr_make_ring(1024, 0, 0, &ring);
     tr_send_ring(sock, 1024, unsealed);
@@ -266,7 +250,7 @@ static void a_hostile_ring_never_crashes_or_stalls_the_server(void **state) {
 
     /* A mark whose resync never comes holds that ring only. */
     sock = test_connect(paths.sock);
-    send_hello(sock);
+    tr_hello(sock);
     int fd = tr_taken_ring(sock, 1024, &ring);
     char buf[1 << 16];
     uint64_t allocs =
@@ -304,10 +288,10 @@ static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
     (void)state;
     pid_t srv = test_server_start(trackd, &paths, NULL);
     int victim = test_connect(paths.sock);
-    send_hello(victim);
+    tr_hello(victim);
     for (uint64_t seq = 1; seq <= 12; seq += 11) { /* seq 1, then 12: 10 lost */
         uint8_t f[BH_WIRE_HEADER + BH_WIRE_EVENT_LEN];
-        send_all(victim, f, bh_wire_event(f, 3, BH_EVENT_ALLOC, 0, 0x9000 + seq * 64, 64, seq));
+        tr_send(victim, f, bh_wire_event(f, 3, BH_EVENT_ALLOC, 0, 0x9000 + seq * 64, 64, seq));
     }
     assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", 2), 2);
     char buf[1 << 16];
@@ -315,7 +299,7 @@ static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
                      10);
 
     int sock = test_connect(paths.sock);
-    send_hello(sock);
+    tr_hello(sock);
     uint8_t *ring;
     int fd = tr_taken_ring(sock, 1024, &ring);
     tr_put_record(ring, 1024, 0, UINT64_MAX - 8, BH_RING_ALLOC, 0x5000); /* a gap of 2^64 - 10 */
@@ -328,182 +312,6 @@ static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
     close(sock);
     close(victim);
     test_server_stop_clean(srv);
-}
-
-/* HELLO on sock, then a ring of 1,024 records handed over (mapped at *ring)
- * holding ALLOC 0x5000 (number 1), ALLOC 0x6000 (number 2 + gap: gap events
- * lost before it), a MARK with id 9, and the FREEs of both. Returns its
- * descriptor. */
-static int ring_with_mark(int sock, uint64_t gap, uint8_t **ring) {
-    send_hello(sock);
-    int fd = tr_taken_ring(sock, 1024, ring);
-    tr_put_record(*ring, 1024, 0, 1, BH_RING_ALLOC, 0x5000);
-    tr_put_record(*ring, 1024, 1, 2 + gap, BH_RING_ALLOC, 0x6000);
-    tr_put_record(*ring, 1024, 2, 2 + gap, BH_RING_MARK, 9);
-    tr_put_record(*ring, 1024, 3, 3 + gap, BH_RING_FREE, 0x5000);
-    tr_put_record(*ring, 1024, 4, 4 + gap, BH_RING_FREE, 0x6000);
-    tr_publish(*ring, 5);
-    return fd;
-}
-
-/* A process whose connection ends between its MARK and the RESYNC_BEGIN
- * naming it (killed there, or its socket broke): that BEGIN can never come,
- * so the mark is stale and the FREEs after it are its real last events,
- * drained with the rest. main before this test stopped the disconnect's
- * drain at the mark: the FREEs were neither applied nor lost, and both
- * allocations they freed were counted as leaks of the gone process. */
-static void a_mark_left_by_a_connection_that_ended_holds_no_free_back(void **state) {
-    (void)state;
-    pid_t srv = test_server_start(trackd, &paths, NULL);
-    int sock = test_connect(paths.sock);
-    uint8_t *ring;
-    int fd = ring_with_mark(sock, 0, &ring); /* no event lost before the mark */
-    /* Drained up to the mark, held there: it waits for its RESYNC_BEGIN. */
-    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", 2), 2);
-    close(sock);
-    assert_int_equal(test_wait_stat(trackd, paths.sock, "server", "processes_gone", 1), 1);
-    char buf[1 << 16];
-    const char *j = test_stats_json(trackd, paths.sock, buf, sizeof(buf));
-    assert_int_equal(test_json_u64(j, "totals", "frees"), 2);
-    assert_int_equal(test_json_u64(j, "totals", "leaks"), 0);
-    assert_int_equal(test_json_u64(j, "totals", "unverified_leaks"), 0);
-    assert_int_equal(test_json_u64(j, "totals", "lost"), 0);
-    munmap(ring, bh_ring_bytes(1024));
-    close(fd);
-    test_server_stop_clean(srv);
-}
-
-/* RESYNC_BEGIN naming mark for stream 1 (a stream with a ring). */
-static void send_begin_mark(int fd, uint64_t mark) {
-    uint8_t f[BH_WIRE_HEADER + BH_WIRE_RESYNC_BEGIN_MARK];
-    size_t h = bh_wire_header(f, BH_WIRE_RESYNC_BEGIN, BH_WIRE_RESYNC_BEGIN_MARK);
-    memset(f + h, 0, BH_WIRE_RESYNC_BEGIN_MARK);
-    bh_put32(f + h, 1);
-    bh_put64(f + h + 8, mark);
-    send_all(fd, f, sizeof(f));
-}
-
-/* A RESYNC_CHUNK_TIMED of one entry (device 1, size 64, reported now). */
-static void send_chunk_one(int fd, uint32_t stream, uint64_t address) {
-    uint8_t f[BH_WIRE_HEADER + 8 + BH_WIRE_RESYNC_TIMED_ENTRY];
-    size_t h = bh_wire_header(f, BH_WIRE_RESYNC_CHUNK_TIMED, 8 + BH_WIRE_RESYNC_TIMED_ENTRY);
-    memset(f + h, 0, 8 + BH_WIRE_RESYNC_TIMED_ENTRY);
-    bh_put32(f + h, stream);
-    bh_put32(f + h + 4, 1);
-    bh_put32(f + h + 8, 1);
-    bh_put64(f + h + 16, address);
-    bh_put64(f + h + 24, 64);
-    send_all(fd, f, sizeof(f));
-}
-
-/* An EVENT of stream numbered n (device 1, size 64). */
-static void send_event(int fd, uint32_t stream, uint8_t kind, uint64_t address, uint64_t n) {
-    uint8_t f[BH_WIRE_HEADER + BH_WIRE_EVENT_LEN];
-    send_all(fd, f, bh_wire_event(f, stream, kind, 1, address, kind == BH_EVENT_ALLOC ? 64 : 0, n));
-}
-
-/* What the server says of a process gone after a resync was cut short. */
-typedef struct end_figures {
-    uint64_t frees, leaks, unverified, lost, cut;
-} end_figures;
-
-/* Asserts the server's figures are want's (and that no FREE was unknown,
- * no resync ended). */
-static void the_end_is(const end_figures *want) {
-    char buf[1 << 16];
-    const char *j = test_stats_json(trackd, paths.sock, buf, sizeof(buf));
-    end_figures got = {test_json_u64(j, "totals", "frees"), test_json_u64(j, "totals", "leaks"),
-                       test_json_u64(j, "totals", "unverified_leaks"), test_json_u64(j, "totals", "lost"),
-                       test_json_u64(j, "server", "resyncs_cut")};
-    print_message("frees %llu, leaks %llu, unverified leaks %llu, lost %llu, resyncs cut %llu\n",
-                  (unsigned long long)got.frees, (unsigned long long)got.leaks,
-                  (unsigned long long)got.unverified, (unsigned long long)got.lost,
-                  (unsigned long long)got.cut);
-    assert_int_equal(got.frees, want->frees);
-    assert_int_equal(got.leaks, want->leaks);
-    assert_int_equal(got.unverified, want->unverified);
-    assert_int_equal(got.lost, want->lost);
-    assert_int_equal(got.cut, want->cut);
-    assert_int_equal(test_json_u64(j, "totals", "unknown_frees"), 0);
-    assert_int_equal(test_json_u64(j, "server", "resyncs"), 0);
-}
-
-/* Connections that end between RESYNC_BEGIN and RESYNC_END (the process
- * killed there, or its reporter's connection lost): the END never comes.
- * Stream 1 has a ring: ALLOCs numbered 1 and 3 (2 was lost: an ALLOC only
- * the resync names), the resync's mark, then the FREEs of both; the resync
- * restores the lost allocation and is cut. Stream 2 sends over the socket:
- * two ALLOCs and a FREE, then a resync naming what is still live, cut. The
- * process then goes. A resync cut short is given up (counted: resyncs_cut):
- * the FREEs after the mark apply, the stream with the gap stays unsynced
- * (its one allocation left is an unverified leak), and the stream without
- * one is synced (its allocation left is a real leak). main before this test
- * left both streams resyncing for good and the ring held at the taken mark:
- * the FREEs never applied, all four allocations unverified leaks, nothing
- * said. */
-static void a_resync_cut_short_is_given_up_and_the_last_events_apply(void **state) {
-    (void)state;
-    pid_t srv = test_server_start(trackd, &paths, NULL);
-    int sock = test_connect(paths.sock);
-    uint8_t *ring;
-    int fd = ring_with_mark(sock, 1, &ring);
-    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", 2), 2); /* held at the mark */
-    send_begin_mark(sock, 9);
-    send_chunk_one(sock, 1, 0x7000); /* the allocation whose ALLOC (number 2) was lost */
-    assert_int_equal(test_wait_stat_is(trackd, paths.sock, "totals", "live", 3), 3);
-
-    int other = test_connect(paths.sock);
-    send_hello(other);
-    send_event(other, 2, BH_EVENT_ALLOC, 0xa000, 1);
-    send_event(other, 2, BH_EVENT_ALLOC, 0xb000, 2);
-    send_event(other, 2, BH_EVENT_FREE, 0xa000, 3);
-    send_stream_frame(other, BH_WIRE_RESYNC_BEGIN, 2);
-    send_chunk_one(other, 2, 0xb000);
-    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "frees", 1), 1);
-    close(other);
-    close(sock);
-    assert_int_equal(test_wait_stat(trackd, paths.sock, "server", "processes_gone", 1), 1);
-    /* 0xb000 a leak, 0x7000 unverified (its stream lost number 2) */
-    the_end_is(&(const end_figures){.frees = 3, .leaks = 1, .unverified = 1, .lost = 1, .cut = 2});
-    munmap(ring, bh_ring_bytes(1024));
-    close(fd);
-    test_server_stop_clean(srv);
-}
-
-/* A stream closed (RING_CLOSE) with its ring at a mark: a snapshot point
- * taken and its RESYNC_BEGIN not sent yet (begin 0), or sent and the resync
- * half done (begin 1), when the registry is destroyed. Its FREEs after the
- * mark are its last events: applied, the resync given up. Nothing was lost,
- * so nothing may be a leak. main before this test let the ring go at the
- * mark: the FREEs never applied and both allocations were counted as leaks
- * of a correct program (verified: the stream was synced). */
-static void close_at_a_mark(int begin) {
-    pid_t srv = test_server_start(trackd, &paths, NULL);
-    int sock = test_connect(paths.sock);
-    uint8_t *ring;
-    int fd = ring_with_mark(sock, 0, &ring);
-    assert_int_equal(test_wait_stat(trackd, paths.sock, "totals", "allocs", 2), 2);
-    if (begin) {
-        send_begin_mark(sock, 9);
-        send_chunk_one(sock, 1, 0x5000);
-    }
-    send_stream_frame(sock, BH_WIRE_RING_CLOSE, 1);
-    close(sock);
-    assert_int_equal(test_wait_stat(trackd, paths.sock, "server", "processes_gone", 1), 1);
-    the_end_is(&(const end_figures){.frees = 2, .cut = (uint64_t)begin});
-    munmap(ring, bh_ring_bytes(1024));
-    close(fd);
-    test_server_stop_clean(srv);
-}
-
-static void a_stream_closed_at_a_mark_applies_its_last_events(void **state) {
-    (void)state;
-    close_at_a_mark(0);
-}
-
-static void a_stream_closed_during_its_resync_applies_its_last_events(void **state) {
-    (void)state;
-    close_at_a_mark(1);
 }
 
 /* The server's descriptors that are this test's memfds. */
@@ -536,7 +344,7 @@ static void waiting_descriptors_stay_within_the_connection_caps(void **state) {
     int socks[2];
     for (int k = 0; k < 2; k++) {
         socks[k] = test_connect(paths.sock);
-        send_hello(socks[k]);
+        tr_hello(socks[k]);
         for (int i = 0; i < 4; i++) {
             uint8_t *ring;
             int fd = tr_make_ring(64, 1, 0, &ring);
@@ -555,7 +363,7 @@ static void waiting_descriptors_stay_within_the_connection_caps(void **state) {
         test_sleep_ms(1);
     assert_int_equal(server_memfds(srv), 0);
     int sock = test_connect(paths.sock);
-    send_hello(sock);
+    tr_hello(sock);
     uint8_t *ring;
     int fd = tr_taken_ring(sock, 1024, &ring);
     munmap(ring, bh_ring_bytes(1024));
@@ -579,13 +387,6 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(a_hostile_ring_never_crashes_or_stalls_the_server, setup, teardown),
         cmocka_unit_test_setup_teardown(a_number_jump_does_not_wrap_the_loss_of_others, setup, teardown),
         cmocka_unit_test_setup_teardown(waiting_descriptors_stay_within_the_connection_caps, setup, teardown),
-        cmocka_unit_test_setup_teardown(a_mark_left_by_a_connection_that_ended_holds_no_free_back, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(a_resync_cut_short_is_given_up_and_the_last_events_apply, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(a_stream_closed_at_a_mark_applies_its_last_events, setup, teardown),
-        cmocka_unit_test_setup_teardown(a_stream_closed_during_its_resync_applies_its_last_events, setup,
-                                        teardown),
     };
     return cmocka_run_group_tests_name("ring", tests, NULL, NULL);
 }

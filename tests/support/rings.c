@@ -22,6 +22,22 @@
 #include "support/server.h"
 #include "wire.h"
 
+void tr_send(int sock, const void *p, size_t n) {
+    assert_int_equal(send(sock, p, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+void tr_hello(int sock) {
+    uint8_t f[BH_WIRE_HELLO_MAX];
+    tr_send(sock, f, bh_wire_hello(f, (uint32_t)getpid(), 0, "ring", 4, 0));
+}
+
+void tr_send_stream_frame(int sock, uint16_t type, uint32_t stream) {
+    uint8_t f[BH_WIRE_HEADER + 4];
+    size_t h = bh_wire_header(f, type, 4);
+    bh_put32(f + h, stream);
+    tr_send(sock, f, sizeof(f));
+}
+
 int tr_make_ring(uint32_t cap, int seal, size_t bytes, uint8_t **map) {
     int fd = memfd_create("hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     assert_true(fd >= 0);

@@ -3,7 +3,8 @@
  * ring"): a memfd laid out as a ring, records put straight into it, and the
  * frames that hand it over with descriptors riding along.
  *
- * Owns: those helpers, shared by test_ring.c and test_hostile_ring.c.
+ * Owns: those helpers, shared by test_ring.c, test_ring_end.c and
+ * test_hostile_ring.c.
  * Must never: hide a failure (each step asserts through cmocka) or wait
  * without a bound (reads time out through the socket's SO_RCVTIMEO).
  */
@@ -17,6 +18,12 @@
  * against shrinking (seal set), of the size it claims (bytes 0: the right
  * one). Returns the descriptor and maps it at *map. */
 int tr_make_ring(uint32_t cap, int seal, size_t bytes, uint8_t **map);
+/* n bytes of p on sock (asserted: all of them). */
+void tr_send(int sock, const void *p, size_t n);
+/* HELLO of this process, named "ring". */
+void tr_hello(int sock);
+/* A frame carrying only a stream id (RESYNC_BEGIN, RESYNC_END, RING_CLOSE). */
+void tr_send_stream_frame(int sock, uint16_t type, uint32_t stream);
 /* The bytes f[0..n) in one sendmsg, with nfds descriptors riding along. */
 void tr_send_fds(int sock, const uint8_t *f, size_t n, const int *fds, int nfds);
 /* RING for stream 1 of cap records with fd (-1: none). */
