@@ -29,8 +29,17 @@ typedef struct bh_metrics_health {
     uint64_t tt_refused_total, tt_evicted_departed_total, tt_evicted_over_share_total; /* TT table full */
     uint64_t compat_input_holds_total, compat_accept_waits_total; /* TT clients waited for, not closed */
     uint64_t summaries_skipped_total;    /* --summary writes skipped: the last one was still writing */
+    uint64_t passed_fds_refused_total;   /* passed descriptors not memfds (their connection refused) */
+    uint64_t passed_fds_parked_total;    /* passed descriptors parked: the closer's queue was full */
     uint64_t passed_fds_left_open_total; /* passed descriptors never closed: no memory to park them */
-    double start_time_s;                 /* unix time the daemon started */
+    uint64_t processes_gone_total;       /* client processes seen gone (their leaks counted) */
+    uint64_t resyncs_cut_total;          /* resyncs whose connection ended before their END */
+    uint64_t unverified_peers_total;     /* reporter connections whose pid the server cannot see */
+    uint64_t compat_ignored_total;       /* TT records and streams ignored (unusable, over a limit) */
+    /* TT's allocation server's view of the compat clients (td_tt_counts) */
+    uint64_t tt_live, tt_live_bytes, tt_leaks, tt_leaked_bytes; /* gauges: gone with their entries */
+    uint64_t tt_allocs_total, tt_frees_total, tt_unknown_frees_total, tt_references_total;
+    double start_time_s; /* unix time the daemon started */
 } bh_metrics_health;
 
 /* The program name of a client process ("" if unknown). */

@@ -279,10 +279,24 @@ static void health(td_server *s, bh_metrics_health *h) {
     h->tt_refused_total = tt.refused;
     h->tt_evicted_departed_total = tt.evicted_departed;
     h->tt_evicted_over_share_total = tt.evicted_over_share;
+    h->tt_live = tt.live;
+    h->tt_live_bytes = tt.live_bytes;
+    h->tt_leaks = tt.leaks;
+    h->tt_leaked_bytes = tt.leaked_bytes;
+    h->tt_allocs_total = tt.allocs;
+    h->tt_frees_total = tt.frees;
+    h->tt_unknown_frees_total = tt.unknown_frees;
+    h->tt_references_total = tt.references;
+    h->compat_ignored_total = s->compat_ignored;
     h->compat_input_holds_total = s->compat_holds;
     h->compat_accept_waits_total = s->compat_waits;
     h->summaries_skipped_total = s->summaries_skipped;
+    h->passed_fds_refused_total = s->fds_refused;
+    h->passed_fds_parked_total = s->closes_parked;
     h->passed_fds_left_open_total = s->closes_lost;
+    h->processes_gone_total = s->processes_gone;
+    h->resyncs_cut_total = s->resyncs_cut;
+    h->unverified_peers_total = s->unverified_peers;
     h->start_time_s = s->start_time_s;
 }
 
