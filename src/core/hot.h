@@ -106,15 +106,15 @@ static inline __attribute__((always_inline)) bh__block *resolve(bh_registry *reg
 static inline int fast_hit(bh_registry *reg, const bh__shard *shard, uint64_t hash, uint32_t device,
                            uint64_t address, uint64_t size, bh_handle *out) {
     const bh__table *t = bh__shard_table(shard);
-    unsigned tag = bh__entry_tag(hash);
+    unsigned want = bh__entry_want(bh__entry_tag(hash), 0);
     uint32_t i = (uint32_t)hash & t->mask;
-    for (unsigned n = 0; n < FAST_PROBES; n++, i = (i + 1) & t->mask) {
+    for (unsigned n = 0; n < FAST_PROBES; n++, i = (i + 1) & t->mask, want = bh__entry_want_next(want)) {
         /* Relaxed: a hint (above); a 32-bit atomic load keeps it whole and
          * TSan-visible. */
         unsigned e = AO_int_load(&t->e[i]);
         if (e == 0)
             return 0;
-        if (bh__entry_top(e) != bh__entry_want(tag, n))
+        if (bh__entry_top(e) != want)
             continue; /* another home's entry, or another tag's */
         /* NULL only if this thread cannot see the chunk yet: not clean. */
         bh__block *b = bh__slab_at(&reg->slab, bh__entry_slot(e));

@@ -209,17 +209,17 @@ uint32_t bh__slab_fresh_end(bh__slab *slab);
 /* ======================== Intern table (table.c) ======================== */
 
 /* An entry: slot (bits 0..23), a 4-bit tag (bits 24..27: hash bits that pick
- * neither the shard nor the index) and the entry's distance from its home
- * place (bits 28..31; BH__ENTRY_FAR: that far or farther); 0 = empty (slot 0
- * is never handed out). A probe n places from a key's home passes over every
- * entry whose top byte is not bh__entry_want(tag, n), another home's or
- * another tag's, without reading its block; an unlink moves entries back
- * knowing their homes without reading theirs (table.c). */
+ * neither the shard nor the index) and its distance from its home (bits
+ * 28..31; BH__ENTRY_FAR: that far or farther); 0 = empty (slot 0 is never
+ * handed out). A probe n places from a key's home skips, without reading its
+ * block, every entry whose top byte is not bh__entry_want(tag, n) (the next
+ * place's: bh__entry_want_next); an unlink knows the homes (table.c). */
 #define BH__ENTRY_FAR 15u
 static inline unsigned bh__entry_tag(uint64_t hash) { return (unsigned)(hash >> 50) & 0xfu; }
 static inline unsigned bh__entry_want(unsigned tag, uint32_t n) {
     return tag | (n < BH__ENTRY_FAR ? n : BH__ENTRY_FAR) << 4;
 }
+static inline unsigned bh__entry_want_next(unsigned w) { return w < BH__ENTRY_FAR << 4 ? w + 16u : w; }
 static inline unsigned bh__entry_top(unsigned e) { return e >> 24; }
 static inline uint32_t bh__entry_slot(unsigned e) { return e & BH__SLOT_MASK; }
 

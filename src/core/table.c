@@ -133,12 +133,12 @@ static uint32_t entry_distance(const bh__shard *shard, const bh__table *t, uint3
 
 bh__block *bh__shard_find(const bh__shard *shard, uint64_t hash, uint32_t device, uint64_t address) {
     const bh__table *t = bh__shard_table(shard);
-    unsigned tag = bh__entry_tag(hash);
-    for (uint32_t i = (uint32_t)hash & t->mask, n = 0;; i = (i + 1) & t->mask, n++) {
+    unsigned want = bh__entry_want(bh__entry_tag(hash), 0);
+    for (uint32_t i = (uint32_t)hash & t->mask;; i = (i + 1) & t->mask, want = bh__entry_want_next(want)) {
         unsigned e = entry_at(t, i);
         if (e == 0)
             return NULL;
-        if (bh__entry_top(e) != bh__entry_want(tag, n))
+        if (bh__entry_top(e) != want)
             continue; /* another home's entry, or another tag's */
         bh__block *b = entry_block(shard, e);
         /* Relaxed: keys of linked blocks are written before they are linked,
