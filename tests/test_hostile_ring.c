@@ -53,36 +53,6 @@ static int teardown(void **state) {
 
 /* ------------------------------------------------------------ closes that wait */
 
-/* A TCP connection whose close() waits linger_s seconds: SO_LINGER on, and
- * data it cannot send, because the other end (a connection nobody accepts
- * on *listener, with a small receive buffer) reads nothing. Closing
- * *listener resets it, which ends such a close at once. */
-static int lingering_socket(int *listener, int linger_s) {
-    int small = 4096;
-    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(l >= 0);
-    setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(sa);
-    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(l, 4), 0);
-    assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &len), 0);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    static char junk[1 << 16];
-    size_t sent = 0;
-    for (ssize_t n; (n = send(fd, junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL)) > 0;)
-        sent += (size_t)n;
-    assert_true(sent > 0);
-    struct linger lg = {1, linger_s};
-    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
-    *listener = l;
-    return fd;
-}
-
 /* How the lingering socket reaches the server. */
 enum { AS_RING, AS_EXTRA, AS_WAITING, HANDOVERS };
 static const char *const handover_name[HANDOVERS] = {
@@ -127,7 +97,7 @@ static void a_passed_descriptor_whose_close_waits_never_holds_the_loop(void **st
     (void)state;
     /* The attack is real: closing such a socket here takes the linger time
      * (a lower bound: load only makes it longer). */
-    int l, fd = lingering_socket(&l, 1);
+    int l, fd = hs_lingering_socket(&l, 1);
     double t0 = test_now_s();
     close(fd);
     double held = test_now_s() - t0;
@@ -137,7 +107,7 @@ static void a_passed_descriptor_whose_close_waits_never_holds_the_loop(void **st
     pid_t srv = hs_start(trackd, &paths, NULL, 0);
     double control = hs_stats_latency(paths.sock, 5, NULL);
     for (int how = 0; how < HANDOVERS; how++) {
-        int sock = hand_over(how, lingering_socket(&l, 60));
+        int sock = hand_over(how, hs_lingering_socket(&l, 60));
         double took = 0;
         char *j = hs_query(paths.sock, 1, TEST_HANG_S, &took);
         assert_non_null(j); /* answered while the close is pending: the listener is still open */
@@ -190,16 +160,6 @@ static int carrying_it_inside(int lingering) {
     return sock;
 }
 
-/* 1 once the other end of the pipe whose write end is w is closed (by the
- * server: the test let its own copy go), within TEST_HANG_S. */
-static int closed_in_time(int w) {
-    struct pollfd p = {w, 0, 0};
-    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end;)
-        if (poll(&p, 1, 100) > 0 && (p.revents & POLLERR))
-            return 1;
-    return 0;
-}
-
 /* Passed descriptors the server never sees but still releases. One rides
  * behind input the server refuses before reading it: closing that
  * connection released it on the loop (main before this test: the owner's
@@ -214,7 +174,7 @@ static int closed_in_time(int w) {
 static void hidden_descriptors(unsigned long nofile) {
     pid_t srv = hs_start(trackd, &paths, NULL, nofile);
     int l;
-    int sock = behind_unread_input(srv, lingering_socket(&l, 60));
+    int sock = behind_unread_input(srv, hs_lingering_socket(&l, 60));
     assert_int_equal(tr_await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL); /* the bad magic */
     uint8_t b[64];
     while (recv(sock, b, sizeof(b), 0) > 0) /* its end: the server closed it */
@@ -227,20 +187,12 @@ static void hidden_descriptors(unsigned long nofile) {
     free(j);
     close(l);
 
-    sock = carrying_it_inside(lingering_socket(&l, 60));
+    sock = carrying_it_inside(hs_lingering_socket(&l, 60));
     assert_int_equal(tr_await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL); /* not a memfd */
     close(sock);
-    int pipe_fds[2];
-    assert_int_equal(pipe(pipe_fds), 0);
-    sock = hs_reporter(paths.sock);
-    uint8_t f[BH_WIRE_HEADER];
-    tr_send_fds(sock, f, bh_wire_header(f, BH_WIRE_DRAIN, 0), &pipe_fds[0], 1);
-    close(pipe_fds[0]);
     /* The closer got to the pipe while the lingering close would still be
      * pending: the server's copy was its last. */
-    assert_true(closed_in_time(pipe_fds[1]));
-    close(pipe_fds[1]);
-    close(sock);
+    assert_true(hs_passed_pipe_closed(paths.sock));
     close(l);
     assert_int_equal(hs_wait_total(paths.sock, "passed_fds_refused", 2, TEST_HANG_S), 2);
     test_server_stop_clean(srv);
@@ -280,7 +232,7 @@ static void send_full_messages(pid_t srv, int *socks, int *ls) {
         int fds[253];
         for (int k = 0; k < 252; k++)
             fds[k] = p[0];
-        fds[252] = lingering_socket(&ls[i], 60);
+        fds[252] = hs_lingering_socket(&ls[i], 60);
         uint8_t f[BH_WIRE_HEADER];
         tr_send_fds(socks[i], f, bh_wire_header(f, BH_WIRE_DRAIN, 0), fds, 253);
         close(fds[252]);

@@ -26,6 +26,7 @@
 
 #include "proc.h"
 #include "support/hostile.h"
+#include "support/rings.h"
 #include "wire.h"
 
 static pid_t tracked[128];
@@ -346,4 +347,53 @@ int hs_http_get(unsigned port, const char *host, const char *path, char **body) 
 void hs_become_nobody(void) {
     if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
         _exit(99);
+}
+
+int hs_lingering_socket(int *listener, int linger_s) {
+    int small = 4096;
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(l >= 0);
+    setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(sa);
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(l, 4), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &len), 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    static char junk[1 << 16];
+    size_t sent = 0;
+    for (ssize_t n; (n = send(fd, junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL)) > 0;)
+        sent += (size_t)n;
+    assert_true(sent > 0);
+    struct linger lg = {1, linger_s};
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+    *listener = l;
+    return fd;
+}
+
+/* 1 once the other end of the pipe whose write end is w is closed, within
+ * TEST_HANG_S. */
+static int closed_in_time(int w) {
+    struct pollfd p = {w, 0, 0};
+    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end;)
+        if (poll(&p, 1, 100) > 0 && (p.revents & POLLERR))
+            return 1;
+    return 0;
+}
+
+int hs_passed_pipe_closed(const char *sock) {
+    int pipe_fds[2];
+    assert_int_equal(pipe(pipe_fds), 0);
+    int fd = hs_reporter(sock);
+    uint8_t f[BH_WIRE_HEADER];
+    tr_send_fds(fd, f, bh_wire_header(f, BH_WIRE_DRAIN, 0), &pipe_fds[0], 1);
+    close(pipe_fds[0]);
+    int closed = closed_in_time(pipe_fds[1]);
+    close(pipe_fds[1]);
+    close(fd);
+    return closed;
 }

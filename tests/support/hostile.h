@@ -90,6 +90,16 @@ int hs_http_connect(unsigned port, const char *src, int rcvbuf);
  * NULL) what follows the headers, malloc'd, or NULL if they never ended. */
 int hs_http_get(unsigned port, const char *host, const char *path, char **body);
 
+/* A TCP connection whose close() waits linger_s seconds: SO_LINGER on, and
+ * data it cannot send, because the other end (a connection nobody accepts
+ * on *listener, with a small receive buffer) reads nothing. Closing
+ * *listener resets it, which ends such a close at once. */
+int hs_lingering_socket(int *listener, int linger_s);
+/* A pipe's read end passed on a new reporter connection (a DRAIN frame's
+ * descriptor), its own copy let go: 1 once the server closed it (refused:
+ * not a memfd, closed by its closer thread), within TEST_HANG_S. */
+int hs_passed_pipe_closed(const char *sock);
+
 /* setgid/setuid to 65534 (a forked child only: exits 99 on failure). */
 void hs_become_nobody(void);
 

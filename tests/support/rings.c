@@ -55,7 +55,7 @@ int tr_make_ring(uint32_t cap, int seal, size_t bytes, uint8_t **map) {
     return fd;
 }
 
-void tr_send_fds(int sock, const uint8_t *f, size_t n, const int *fds, int nfds) {
+void tr_send_fds_flags(int sock, const uint8_t *f, size_t n, const int *fds, int nfds, int flags) {
     struct iovec iov = {(void *)f, n};
     union {
         char b[CMSG_SPACE(253 * sizeof(int))]; /* the kernel's most (SCM_MAX_FD) */
@@ -73,7 +73,11 @@ void tr_send_fds(int sock, const uint8_t *f, size_t n, const int *fds, int nfds)
         c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
         memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
     }
-    assert_int_equal(sendmsg(sock, &m, MSG_NOSIGNAL), (ssize_t)n);
+    assert_int_equal(sendmsg(sock, &m, MSG_NOSIGNAL | flags), (ssize_t)n);
+}
+
+void tr_send_fds(int sock, const uint8_t *f, size_t n, const int *fds, int nfds) {
+    tr_send_fds_flags(sock, f, n, fds, nfds, 0);
 }
 
 void tr_send_ring(int sock, uint32_t cap, int fd) {

@@ -26,6 +26,8 @@ void tr_hello(int sock);
 void tr_send_stream_frame(int sock, uint16_t type, uint32_t stream);
 /* The bytes f[0..n) in one sendmsg, with nfds descriptors riding along. */
 void tr_send_fds(int sock, const uint8_t *f, size_t n, const int *fds, int nfds);
+/* The same with sendmsg flags added (MSG_OOB: the bytes out of band). */
+void tr_send_fds_flags(int sock, const uint8_t *f, size_t n, const int *fds, int nfds, int flags);
 /* RING for stream 1 of cap records with fd (-1: none). */
 void tr_send_ring(int sock, uint32_t cap, int fd);
 /* A well-formed ring of cap records (tr_make_ring, sealed) handed over on

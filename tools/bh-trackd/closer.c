@@ -137,6 +137,7 @@ static void take_queued(int fd) {
         getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0)
         return;
     (void)shutdown(fd, SHUT_RD);
+    td_fds_oob_inline(fd); /* a byte out of band is read, its descriptors taken */
     static char data[4096];
     for (int i = 0; i < TD_TAKE_MESSAGES && reserve(TD_SCM_MAX_FD); i++) {
         union {

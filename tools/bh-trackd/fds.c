@@ -62,6 +62,20 @@ void td_fds_intake(int take) {
         pthread_mutex_unlock(&intake);
 }
 
+/* A Unix stream socket takes one byte out of band (MSG_OOB, Linux 5.15 and
+ * later), and descriptors ride with it as with any byte. A read without
+ * MSG_OOB steps over that byte, and the kernel drops its descriptors in the
+ * reading thread unseen (no SCM_RIGHTS, no MSG_CTRUNC; a peek skips it
+ * too): a TCP socket lingering among them held the loop, or the closer
+ * thread, its linger time, and no count saw them. In line, the byte is read
+ * as any other, its descriptors installed (or cut, seen) with it, and a
+ * peek sees them. Set before the first read; a kernel without it ignores
+ * the option (nothing can be sent out of band there). */
+void td_fds_oob_inline(int fd) {
+    int on = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &on, sizeof(on));
+}
+
 /* Counted by probing each descriptor when /proc cannot tell: at most this
  * many (a higher limit leaves room enough that a miss is harmless). */
 #define TD_FD_PROBE_MAX 65536u

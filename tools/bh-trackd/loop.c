@@ -131,6 +131,7 @@ static void accept_clients(td_server *s, int lfd, int compat) {
                 refuse_with_spare(s, lfd, compat);
             return;
         }
+        td_fds_oob_inline(fd); /* before anything reads it (fds.c) */
         struct ucred cred;
         socklen_t len = sizeof(cred);
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || !peer_allowed(s, cred.uid)) {

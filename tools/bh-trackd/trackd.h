@@ -533,6 +533,9 @@ uint64_t td_fds_limit(void);
  * descriptor. */
 typedef enum { TD_FDS_READ, TD_FDS_NONE, TD_FDS_WAIT, TD_FDS_REFUSE } td_fds_verdict;
 ssize_t td_fds_recv(td_server *s, td_client *c, void *buf, size_t len, td_fds_verdict *v);
+/* A Unix socket of a peer's (a connection, one passed) is read with its
+ * byte out of band in line, so the descriptors riding with it are seen. */
+void td_fds_oob_inline(int fd);
 /* The closer thread's side of td_fds_recv's lock (1 take, 0 release): held
  * while it reserves for a take. */
 void td_fds_intake(int take);

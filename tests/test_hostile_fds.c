@@ -1,0 +1,166 @@
+/*
+ * test_hostile_fds.c - attacks on a real bh-trackd through the descriptors a
+ * client passes where the server does not look for them: out of band.
+ *
+ * usage: test_hostile_fds PATH-TO-bh-trackd [TEST-NAME-PATTERN]
+ *
+ * A Unix stream socket takes one byte out of band (send with MSG_OOB, Linux
+ * 5.15 and later), and descriptors ride with it like with any byte. A read
+ * that is not MSG_OOB steps over that byte, and with it over its
+ * descriptors: the kernel drops them in the reading thread, unseen (no
+ * SCM_RIGHTS, no MSG_CTRUNC, not even when peeking), and a lingering TCP
+ * socket among them holds that thread for its linger time.
+ *
+ * Each test starts its own server. What a test checks is an order of events
+ * the machine's load cannot change (an answer that arrives, or a descriptor
+ * closed, while a close that waits 60 s is still pending), never a
+ * wall-clock bound.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <cmocka.h>
+
+#include "proc.h"
+#include "support/hostile.h"
+#include "support/rings.h"
+#include "wire.h"
+
+static const char *trackd;
+static test_paths paths;
+
+static int setup(void **state) {
+    (void)state;
+    test_paths_make(&paths, "bh-hostile-fds");
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    hs_teardown();
+    return test_paths_remove(&paths);
+}
+
+/* 1 if this kernel's Unix stream sockets take bytes out of band. */
+static int oob_supported(void) {
+    int sp[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    int ok = send(sp[0], "x", 1, MSG_OOB | MSG_DONTWAIT) == 1;
+    close(sp[0]);
+    close(sp[1]);
+    return ok;
+}
+
+/* One byte out of band on sock, carrying a TCP socket that lingers 60 s
+ * (its own copy let go, so the server's is the last); *l its listener:
+ * closing it resets the socket, whose close then ends at once. */
+static void send_lingering_out_of_band(int sock, int *l) {
+    int lingering = hs_lingering_socket(l, 60);
+    uint8_t one = 0xee;
+    tr_send_fds_flags(sock, &one, 1, &lingering, 1, MSG_OOB);
+    close(lingering);
+}
+
+/* On the connection the loop reads: main before this test stepped over the
+ * byte, the kernel released the lingering socket in the loop's recvmsg,
+ * and the owner's stats waited the linger time (the wait here ends after
+ * TEST_HANG_S). The byte is read in line now, its descriptor taken like any
+ * other and refused (not a memfd), its close the closer thread's. */
+static void a_descriptor_passed_out_of_band_never_holds_the_loop(void **state) {
+    (void)state;
+    if (!oob_supported())
+        skip();
+    pid_t srv = hs_start(trackd, &paths, NULL, 0);
+    double control = hs_stats_latency(paths.sock, 5, NULL);
+    int sock = hs_reporter(paths.sock), l;
+    tr_await_read(sock); /* its HELLO read: the byte comes alone */
+    send_lingering_out_of_band(sock, &l);
+    tr_await_read(sock);
+    double took = 0;
+    char *j = hs_query(paths.sock, 1, TEST_HANG_S, &took);
+    printf("# stats with a 60 s lingering socket passed out of band: %.4f s (control %.4f s)\n", took,
+           control);
+    assert_non_null(j); /* answered while the close is pending: the listener is still open */
+    free(j);
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL); /* not a memfd */
+    assert_int_equal(hs_wait_total(paths.sock, "passed_fds_refused", 1, TEST_HANG_S), 1);
+    close(sock);
+    close(l);
+    test_server_stop_clean(srv);
+}
+
+/* Inside a Unix socket passed as a ring, whose queue the closer thread
+ * takes out before closing it: main before this test stepped over the byte
+ * there, the lingering socket was released in the closer thread, and every
+ * descriptor passed after it waited open for the linger time (here a pipe
+ * end: not closed within TEST_HANG_S). Or behind a connection's input the
+ * server refused unread, which the closer takes out the same way. */
+static void out_of_band_in_a_queue_the_closer_takes(int behind_input) {
+    if (!oob_supported())
+        skip();
+    pid_t srv = hs_start(trackd, &paths, NULL, 0);
+    int l, sock;
+    if (behind_input) { /* a bad magic, then the byte: the server reads no further */
+        assert_int_equal(kill(srv, SIGSTOP), 0);
+        sock = hs_reporter(paths.sock);
+        static const uint8_t junk[BH_WIRE_HEADER] = {0xee};
+        hs_send_all(sock, junk, sizeof(junk));
+        send_lingering_out_of_band(sock, &l);
+        assert_int_equal(kill(srv, SIGCONT), 0);
+    } else {
+        int pair[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+        send_lingering_out_of_band(pair[1], &l);
+        close(pair[1]);
+        sock = hs_reporter(paths.sock);
+        tr_send_ring(sock, 1024, pair[0]);
+        close(pair[0]);
+    }
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL); /* bad magic, not a memfd */
+    close(sock);
+    int closed = hs_passed_pipe_closed(paths.sock); /* while the lingering close would be pending */
+    printf("# a pipe passed after a lingering socket out of band %s: %s\n",
+           behind_input ? "behind unread input" : "in a passed socket", closed ? "closed" : "still open");
+    assert_true(closed);
+    close(l);
+    test_server_stop_clean(srv);
+}
+
+static void a_descriptor_out_of_band_in_a_passed_socket_never_holds_the_closer(void **state) {
+    (void)state;
+    out_of_band_in_a_queue_the_closer_takes(0);
+}
+
+static void a_descriptor_out_of_band_behind_unread_input_never_holds_the_closer(void **state) {
+    (void)state;
+    out_of_band_in_a_queue_the_closer_takes(1);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_hostile_fds PATH-TO-bh-trackd [TEST-NAME-PATTERN]\n");
+        return 2;
+    }
+    trackd = argv[1];
+    if (argc > 2)
+        cmocka_set_test_filter(argv[2]);
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(a_descriptor_passed_out_of_band_never_holds_the_loop, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_descriptor_out_of_band_in_a_passed_socket_never_holds_the_closer,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(a_descriptor_out_of_band_behind_unread_input_never_holds_the_closer,
+                                        setup, teardown),
+    };
+    return cmocka_run_group_tests_name("hostile_fds", tests, NULL, NULL);
+}
