@@ -145,6 +145,58 @@ static void a_descriptor_out_of_band_behind_unread_input_never_holds_the_closer(
     out_of_band_in_a_queue_the_closer_takes(1);
 }
 
+/* ------------------------------------------------------------ no room to take a queue */
+
+/* One message of 253 descriptors to a server with 300 (soft and hard): a
+ * Unix socket whose queue holds a TCP socket lingering 60 s, then 252 pipe
+ * ends. The loop has room to read it; the closer thread then has none to
+ * take that socket's queue out (its 253 beside the 252 still open). main
+ * before this test closed the socket with its queue in it: the lingering
+ * socket was released in the closer thread, held there the linger time,
+ * and the 252 pipe ends waited behind it (not closed within TEST_HANG_S),
+ * counted against the uid's connection cap (the owner's stats refused).
+ * The socket is closed after them now, when their closes have made room
+ * to take its queue out. */
+static void a_queue_without_room_never_holds_the_closer(void **state) {
+    (void)state;
+    pid_t srv = hs_start(trackd, &paths, NULL, 300);
+    int l, pair[2], p[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    int lingering = hs_lingering_socket(&l, 60);
+    uint8_t one = 1;
+    tr_send_fds(pair[1], &one, 1, &lingering, 1);
+    close(lingering);
+    close(pair[1]);
+    assert_int_equal(pipe(p), 0);
+    int fds[253];
+    fds[0] = pair[0];
+    for (int k = 1; k < 253; k++)
+        fds[k] = p[0];
+    int sock = hs_reporter(paths.sock);
+    uint8_t f[BH_WIRE_HEADER];
+    tr_send_fds(sock, f, bh_wire_header(f, BH_WIRE_DRAIN, 0), fds, 253);
+    close(pair[0]);
+    close(p[0]);
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL); /* not memfds */
+    close(sock);
+    /* The pipe ends closed while the lingering close would be pending; then
+     * nothing of that client's waits, and the owner is served. */
+    int pipes_closed = hs_closed_in_time(p[1]);
+    double took = 0;
+    char *j = hs_query(paths.sock, 1, TEST_HANG_S, &took);
+    printf(
+        "# 300 descriptors, a queue with a 60 s lingering socket then 252 pipe ends: pipe ends %s, stats %s "
+        "(%.4f s)\n",
+        pipes_closed ? "closed" : "open", j != NULL ? "answered" : "not answered", took);
+    assert_true(pipes_closed);
+    assert_non_null(j);
+    free(j);
+    assert_true(hs_passed_pipe_closed(paths.sock));
+    close(p[1]);
+    close(l);
+    test_server_stop_clean(srv);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_hostile_fds PATH-TO-bh-trackd [TEST-NAME-PATTERN]\n");
@@ -161,6 +213,7 @@ int main(int argc, char **argv) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_descriptor_out_of_band_behind_unread_input_never_holds_the_closer,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(a_queue_without_room_never_holds_the_closer, setup, teardown),
     };
     return cmocka_run_group_tests_name("hostile_fds", tests, NULL, NULL);
 }

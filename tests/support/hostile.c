@@ -375,9 +375,7 @@ int hs_lingering_socket(int *listener, int linger_s) {
     return fd;
 }
 
-/* 1 once the other end of the pipe whose write end is w is closed, within
- * TEST_HANG_S. */
-static int closed_in_time(int w) {
+int hs_closed_in_time(int w) {
     struct pollfd p = {w, 0, 0};
     for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end;)
         if (poll(&p, 1, 100) > 0 && (p.revents & POLLERR))
@@ -392,7 +390,7 @@ int hs_passed_pipe_closed(const char *sock) {
     uint8_t f[BH_WIRE_HEADER];
     tr_send_fds(fd, f, bh_wire_header(f, BH_WIRE_DRAIN, 0), &pipe_fds[0], 1);
     close(pipe_fds[0]);
-    int closed = closed_in_time(pipe_fds[1]);
+    int closed = hs_closed_in_time(pipe_fds[1]);
     close(pipe_fds[1]);
     close(fd);
     return closed;

@@ -95,6 +95,9 @@ int hs_http_get(unsigned port, const char *host, const char *path, char **body);
  * on *listener, with a small receive buffer) reads nothing. Closing
  * *listener resets it, which ends such a close at once. */
 int hs_lingering_socket(int *listener, int linger_s);
+/* 1 once the other end of the pipe whose write end is w is closed (by the
+ * server: the test let its own copy go), within TEST_HANG_S. */
+int hs_closed_in_time(int w);
 /* A pipe's read end passed on a new reporter connection (a DRAIN frame's
  * descriptor), its own copy let go: 1 once the server closed it (refused:
  * not a memfd, closed by its closer thread), within TEST_HANG_S. */

@@ -16,7 +16,9 @@
  * full (moved to the queue again as it empties, on the loop's next turn),
  * and how many of each uid's descriptors are still waiting to be closed (they
  * count against the connection caps, like a connection), with those the
- * thread took out of a socket's queue and reserved for a take under way.
+ * thread took out of a socket's queue and reserved for a take under way,
+ * and the Unix sockets it put off until the queue's closes made room to
+ * take their queue out.
  * Must never: take descriptors out of a socket without room for them,
  * reserved where the loop counts it (fds.c), close a client's descriptor on
  * the loop thread, block the loop
@@ -70,21 +72,30 @@ static int started;
 static int *taken;
 static size_t ntaken, taken_cap;
 
-/* 1 if fd is kept to be closed later; 0 if it had to be closed now (no memory). */
-static int keep(int fd) {
-    if (ntaken == taken_cap) {
-        size_t cap = taken_cap ? taken_cap * 2 : 64;
-        int *nt = realloc(taken, cap * sizeof(*nt));
-        if (nt == NULL) {
+/* Unix sockets whose queue found no room while other descriptors waited in
+ * the queue: closed after those, whose closes make the room (counted in
+ * q.taken, like the stack's). */
+static int *later;
+static size_t nlater, later_cap;
+
+/* 1 if fd is pushed on *a; 0 if it had to be closed now (no memory). */
+static int push(int **a, size_t *n, size_t *cap, int fd) {
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 64;
+        int *na = realloc(*a, c * sizeof(*na));
+        if (na == NULL) {
             close(fd);
             return 0;
         }
-        taken = nt;
-        taken_cap = cap;
+        *a = na;
+        *cap = c;
     }
-    taken[ntaken++] = fd;
+    (*a)[(*n)++] = fd;
     return 1;
 }
+
+/* 1 if fd is kept to be closed later; 0 if it had to be closed now (no memory). */
+static int keep(int fd) { return push(&taken, &ntaken, &taken_cap, fd); }
 
 /* The most messages taken out of one socket (a datagram socket's queue,
  * shut, still reads 0 for ever): more than a socket buffer holds. */
@@ -94,8 +105,7 @@ static int keep(int fd) {
  * reservation (fds.c), and the take is not cut (a cut would release here
  * what the take was for: harmless to the loop, but this thread would wait).
  * Reserved under the loop's intake lock, so never between the loop's count
- * and its read. 1, or 0: no room, the socket is closed with its queue in it
- * (released here). */
+ * and its read. 1, or 0: no room. */
 static int reserve(uint64_t n) {
     td_fds_intake(1);
     long open = td_fds_open();
@@ -129,17 +139,21 @@ static void closed_taken(void) {
  * inside a connection's unread input) held this thread for its linger time,
  * whatever the outer socket's SO_LINGER said. So nothing more may arrive
  * (SHUT_RD), and what is queued is taken out (a listening socket's
- * connections accepted) to be closed like the socket itself. */
-static void take_queued(int fd) {
+ * connections accepted) to be closed like the socket itself. 1 once
+ * nothing is left queued (or it is no Unix socket); 0 if there was no room
+ * for the rest: what is left is released with the socket, here. */
+static int take_queued(int fd) {
     int domain = 0, type = 0;
     socklen_t dl = sizeof(domain), tl = sizeof(type);
     if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) != 0 || domain != AF_UNIX ||
         getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0)
-        return;
+        return 1;
     (void)shutdown(fd, SHUT_RD);
     td_fds_oob_inline(fd); /* a byte out of band is read, its descriptors taken */
     static char data[4096];
-    for (int i = 0; i < TD_TAKE_MESSAGES && reserve(TD_SCM_MAX_FD); i++) {
+    for (int i = 0; i < TD_TAKE_MESSAGES; i++) {
+        if (!reserve(TD_SCM_MAX_FD))
+            return 0;
         union {
             char b[CMSG_SPACE(TD_SCM_MAX_FD * sizeof(int))];
             struct cmsghdr align;
@@ -151,11 +165,13 @@ static void take_queued(int fd) {
         int err = n < 0 ? errno : 0;
         if (err == EINVAL) { /* listening: its connections hold their clients' input */
             took(TD_SCM_MAX_FD, 0);
-            for (int a = 0; a >= 0 && reserve(1);) {
+            for (int a = 0; a >= 0;) {
+                if (!reserve(1))
+                    return 0;
                 a = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 took(1, a >= 0 ? (uint64_t)keep(a) : 0u);
             }
-            return;
+            return 1;
         }
         int fds = 0, kept = 0;
         for (struct cmsghdr *h = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; h != NULL; h = CMSG_NXTHDR(&m, h)) {
@@ -169,21 +185,43 @@ static void take_queued(int fd) {
         }
         took(TD_SCM_MAX_FD, (uint64_t)kept);
         if (n < 0 && err != EINTR)
-            return; /* EAGAIN: nothing more */
+            return 1; /* EAGAIN: nothing more */
         if (n == 0 && fds == 0 && type == SOCK_STREAM)
-            return; /* its end */
+            return 1; /* its end */
     }
+    return 1;
+}
+
+/* 1 if descriptors wait in the queue: closing them makes room. */
+static int queue_waiting(void) {
+    pthread_mutex_lock(&q.lock);
+    int n = q.n > 0;
+    pthread_mutex_unlock(&q.lock);
+    return n;
 }
 
 /* Closes fd and everything it carries: a socket's lingering is turned off
  * first (a descriptor of another kind answers ENOTSOCK), a Unix socket's
- * queue taken out first. */
-static void defuse_and_close(int fd) {
-    if (!keep(fd))
+ * queue taken out first. A Unix socket whose queue finds no room while
+ * descriptors wait in the queue is closed after them (later): closed now,
+ * what its queue holds was released here, and a lingering socket in it
+ * held this thread its linger time (a message of that socket, then 252
+ * pipe ends, under a limit of 300: the pipe ends, which made the room,
+ * waited behind it). busy: fd is the queue's entry (counted busy), not one
+ * taken (fd from later). */
+static void defuse_and_close(int fd, int busy) {
+    if (!keep(fd)) {
+        if (!busy)
+            closed_taken();
         return;
-    for (int first = 1; ntaken > 0; first = 0) { /* fd is popped first, alone on the stack */
+    }
+    for (int first = busy; ntaken > 0; first = 0) { /* fd is popped first, alone on the stack */
         int d = taken[--ntaken];
-        take_queued(d); /* may keep more */
+        if (!take_queued(d) && queue_waiting() && push(&later, &nlater, &later_cap, d)) {
+            if (first) /* counted as taken from here, no longer busy */
+                took(0, 1);
+            continue;
+        }
         struct linger off = {0, 0};
         (void)setsockopt(d, SOL_SOCKET, SO_LINGER, &off, sizeof(off));
         close(d);
@@ -206,9 +244,14 @@ static void *closer_main(void *arg) {
         q.busy = 1;
         q.busy_uid = p.uid;
         pthread_mutex_unlock(&q.lock);
-        defuse_and_close(p.fd);
+        defuse_and_close(p.fd, 1);
         pthread_mutex_lock(&q.lock);
         q.busy = 0;
+        while (q.n == 0 && nlater > 0) { /* the queue closed: room for them, if any comes */
+            pthread_mutex_unlock(&q.lock);
+            defuse_and_close(later[--nlater], 0);
+            pthread_mutex_lock(&q.lock);
+        }
     }
     return NULL;
 }
