@@ -154,9 +154,13 @@ static int process_alive(pid_t pid) {
     return p != NULL && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
 }
 
+/* A reporter connection of pid: one that said HELLO as a reporter (or a
+ * compat one). A connection before its HELLO may be a query, and a query's
+ * close keeps no orphan: taken for a reporter, it left the process never
+ * counted gone. */
 int td_pid_connected(const td_server *s, pid_t pid) {
     for (const td_client *c = s->clients; c != NULL; c = c->next)
-        if (!c->control && c->pid == pid && !c->closing)
+        if (!c->control && c->hello + c->compat > 0 && c->pid == pid && !c->closing)
             return 1;
     return 0;
 }
