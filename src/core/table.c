@@ -123,7 +123,8 @@ static unsigned entry_make(unsigned tag, uint32_t n, uint32_t slot) {
 
 /* The distance of the entry e at place j from its home: from the entry, or
  * past the cap from its block's key (the one read of a block an unlink
- * needs, for about 1% of entries at load 3/4). */
+ * needs: 1.6% of entries at load 3/4, 0.3% at 0.6, in a simulation of
+ * linear probing). */
 static uint32_t entry_distance(const bh__shard *shard, const bh__table *t, uint32_t j, unsigned e) {
     uint32_t d = bh__entry_top(e) >> 4;
     if (d < BH__ENTRY_FAR)
