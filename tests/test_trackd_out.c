@@ -1,8 +1,8 @@
 /*
  * test_trackd_out.c - what bh-trackd's outputs say (docs/protocol.md,
  * "Statistics JSON"; bh-trackd(1)): the text stats' "leaked" list, the log's
- * line for a process that ended with live allocations, and the order of the
- * stats rows across processes.
+ * line for a process that ended with live allocations, the order of the
+ * stats rows across processes, and processes_gone counting each exit once.
  *
  * usage: test_trackd_out PATH-TO-bh-trackd
  *
@@ -90,17 +90,40 @@ static void holds_small_one(void) {
     report(d, z, 1, 0x2000000, 1);
 }
 
-/* Whether the log holds a line containing what. */
-static int logged(const char *what) {
+/* CONNS connections one after the other, each left with one allocation
+ * live (a registry each, opened, reported through, closed), then the exit:
+ * all within one of the server's ticks, so the process is seen without a
+ * connection CONNS times before its orphan check. */
+enum { CONNS = 3 };
+
+static void leaks_on_connections_in_turn(void) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    for (uint32_t i = 0; i < CONNS; i++) {
+        bh_reporter rep;
+        if (bh_socket_reporter_open(paths.sock, NULL, &rep) != BH_OK)
+            _exit(20);
+        bh_event alloc = {BH_EVENT_ALLOC, BH_DOMAIN(i, BH_MEM_DRAM), 0x3330000, 4096, 1};
+        rep.report(rep.ctx, &alloc);
+        if (bh_socket_reporter_flush(&rep, TEST_HANG_MS) != BH_OK)
+            _exit(21);
+        bh_socket_reporter_close(&rep);
+    }
+}
+
+/* How many lines of the log contain what. */
+static int logged_times(const char *what) {
     FILE *f = fopen(paths.log, "r");
     char line[512];
-    int found = 0;
-    while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL)
-        found = strstr(line, what) != NULL;
+    int n = 0;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        n += strstr(line, what) != NULL;
     if (f != NULL)
         fclose(f);
-    return found;
+    return n;
 }
+
+/* Whether the log holds a line containing what. */
+static int logged(const char *what) { return logged_times(what) > 0; }
 
 /* ------------------------------------------------------------ tests */
 
@@ -123,6 +146,30 @@ static void leaks_are_listed_in_text_stats_and_counted_in_good_english(void **st
     assert_true(logged(" ended with 1 live allocation (a leak)"));
     assert_true(logged(" ended with 2 live allocations (leaks)"));
     assert_false(logged(" ended with 1 live allocations"));
+    test_server_stop_clean(srv);
+}
+
+/* One process gone is counted once, however many of its connections ended
+ * before the server's orphan check: each ending with no other connection
+ * listed added the pid as an orphan again, and each orphan counted the exit
+ * (processes_gone 2 or 3 for one exit, the first round failing in 10 of 10
+ * runs; a wait for n processes returned after fewer). The leaks were still
+ * counted once (the tracker had none left for the later entries).
+ * Repeated ROUNDS times: the ends fall on the ticks differently each time. */
+static void a_process_with_several_connections_is_gone_once(void **state) {
+    (void)state;
+    enum { ROUNDS = 12 };
+    pid_t srv = test_server_start(trackd, &paths, NULL);
+    static char j[1 << 16];
+    for (uint64_t round = 1; round <= ROUNDS; round++) {
+        assert_int_equal(test_reap(test_fork(leaks_on_connections_in_turn)), 0);
+        /* Its orphans are all checked in one tick: an overcount shows at once. */
+        assert_int_equal(test_wait_stat(trackd, paths.sock, "server", "processes_gone", round), round);
+        test_stats_json(trackd, paths.sock, j, sizeof(j));
+        assert_int_equal(test_json_u64(j, "totals", "leaks"), round * CONNS);
+        assert_int_equal(test_json_u64(j, "totals", "live"), 0);
+    }
+    assert_int_equal(logged_times(" ended with 3 live allocations (leaks)"), ROUNDS);
     test_server_stop_clean(srv);
 }
 
@@ -171,6 +218,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(stats_rows_come_biggest_first_across_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(leaks_are_listed_in_text_stats_and_counted_in_good_english, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(a_process_with_several_connections_is_gone_once, setup, teardown),
     };
     return cmocka_run_group_tests_name("trackd_out", tests, NULL, NULL);
 }

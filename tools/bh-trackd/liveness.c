@@ -181,6 +181,18 @@ uint64_t td_clients_connected(const td_server *s) {
 void td_orphan_add(td_server *s, pid_t pid) {
     if (pid == 0) /* "(departed)": a peer we cannot see that never got a key (a TT probe) */
         return;
+    /* One orphan per pid: a process whose connections end one after another
+     * within a tick (registries opened and closed in turn) is left without
+     * one several times before td_check_orphans sees it back, and each
+     * entry would count it gone once more (processes_gone 3 for one exit,
+     * a wait for n processes ending after fewer). Its grace starts again
+     * from this, its latest leaving, as if the tick had seen it back. */
+    for (td_orphan *o = s->orphans; o != NULL; o = o->next) {
+        if (o->pid == pid) {
+            o->since_ms = td_now_ms();
+            return;
+        }
+    }
     td_orphan *o = calloc(1, sizeof(*o));
     if (o == NULL) {
         td_process_gone(s, pid);
