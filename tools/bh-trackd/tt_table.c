@@ -23,6 +23,27 @@
 
 typedef struct owner owner;
 
+/* A sum of sizes over devices or processes: each device's kind is bounded
+ * (2^50), their sum is not (2^14 of them make 2^64), so it carries into a
+ * second word, exact both ways, and reads as UINT64_MAX past 2^64 - 1 (as
+ * the tracker's sums saturate). Summed modulo 2^64, 2^64 + 4 KiB read
+ * 4096. */
+typedef struct wide {
+    uint64_t lo, hi;
+} wide;
+
+static void wide_add(wide *w, uint64_t n) {
+    w->hi += w->lo > UINT64_MAX - n;
+    w->lo += n;
+}
+
+static void wide_sub(wide *w, uint64_t n) {
+    w->hi -= w->lo < n;
+    w->lo -= n;
+}
+
+static uint64_t wide_get(wide w) { return w.hi != 0 ? UINT64_MAX : w.lo; }
+
 typedef struct entry {
     uint64_t id, size, since_ms;
     int32_t device;
@@ -35,7 +56,8 @@ struct owner {
     uint64_t serial;
     pid_t pid;
     int gone;
-    uint64_t entries, bytes;
+    uint64_t entries;
+    wide bytes;
     entry *first, *last;
     owner *gprev, *gnext; /* gone and still owning entries: gone longest first */
 };
@@ -66,7 +88,8 @@ struct td_tt_table {
     owner *gone_first, *gone_last;
     uint64_t max_entries, next_serial;
     uint64_t holders; /* owners not gone that own entries: a full table's shares */
-    td_tt_counts c;
+    td_tt_counts c;   /* but its live_bytes and leaked_bytes: */
+    wide live_bytes, leaked_bytes;
 };
 
 td_tt_table *td_tt_new(uint64_t max_entries) {
@@ -173,7 +196,7 @@ static void link_entry(td_tt_table *t, owner *o, entry *e) {
     }
     if (o->entries++ == 0 && !o->gone)
         t->holders++;
-    o->bytes += e->size;
+    wide_add(&o->bytes, e->size);
 }
 
 /* Takes e out of every count and frees it. */
@@ -185,17 +208,17 @@ static void drop_entry(td_tt_table *t, entry *e) {
         ot_remove(&t->devices, d);
     *(e->prev != NULL ? &e->prev->next : &o->first) = e->next;
     *(e->next != NULL ? &e->next->prev : &o->last) = e->prev;
-    o->bytes -= e->size;
+    wide_sub(&o->bytes, e->size);
     if (o->gone) {
         t->c.leaks--;
-        t->c.leaked_bytes -= e->size;
+        wide_sub(&t->leaked_bytes, e->size);
     }
     if (--o->entries == 0 && o->gone)
         owner_free(t, o);
     else if (o->entries == 0)
         t->holders--;
     t->c.live--;
-    t->c.live_bytes -= e->size;
+    wide_sub(&t->live_bytes, e->size);
     ot_remove(&t->entries, ot_find(&t->entries, e->id, (uint32_t)e->device, e->space));
     free(e);
 }
@@ -280,7 +303,7 @@ int td_tt_alloc(td_tt_table *t, int32_t device, uint32_t space, uint64_t id, uin
     d->entries++;
     t->c.allocs++;
     t->c.live++;
-    t->c.live_bytes += size;
+    wide_add(&t->live_bytes, size);
     return rc;
 }
 
@@ -343,10 +366,15 @@ void td_tt_process_gone(td_tt_table *t, pid_t pid) {
     *(t->gone_last != NULL ? &t->gone_last->gnext : &t->gone_first) = o;
     t->gone_last = o;
     t->c.leaks += o->entries;
-    t->c.leaked_bytes += o->bytes;
+    wide_add(&t->leaked_bytes, o->bytes.lo);
+    t->leaked_bytes.hi += o->bytes.hi;
 }
 
-void td_tt_counts_get(const td_tt_table *t, td_tt_counts *out) { *out = t->c; }
+void td_tt_counts_get(const td_tt_table *t, td_tt_counts *out) {
+    *out = t->c;
+    out->live_bytes = wide_get(t->live_bytes);
+    out->leaked_bytes = wide_get(t->leaked_bytes);
+}
 
 void td_tt_each(const td_tt_table *t, int space, int (*fn)(void *ctx, const td_tt_entry *e), void *ctx) {
     for (size_t i = 0; i < t->entries.cap; i++) {

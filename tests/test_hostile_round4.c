@@ -1,0 +1,132 @@
+/*
+ * test_hostile_round4.c - bh-trackd against a local unprivileged client,
+ * round 4 (session 8's attack): sums of sizes each within the bounds that
+ * still add up past 2^64 in a figure the server keeps over all clients
+ * (TT's table, the counters of ring loss), checked by what stats and
+ * /metrics show.
+ *
+ * usage: test_hostile_round4 PATH-TO-bh-trackd
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "bufhandle/bufhandle.h"
+#include "support/hostile.h"
+#include "wire.h"
+
+static const char *trackd;
+static test_paths paths;
+
+static int setup(void **state) {
+    (void)state;
+    test_paths_make(&paths, "bh-hostile-r4");
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    hs_teardown();
+    return test_paths_remove(&paths);
+}
+
+/* The number after "key": inside the member "in":{...} of a fresh stats
+ * --json (UINT64_MAX if absent). */
+static uint64_t stat_in(const char *in, const char *key) {
+    char *j = hs_query(paths.sock, 1, TEST_HANG_S, NULL);
+    assert_non_null(j);
+    char tag[64];
+    snprintf(tag, sizeof(tag), "\"%s\":{", in);
+    const char *m = strstr(j, tag);
+    uint64_t v = m != NULL ? hs_num(m, key) : UINT64_MAX;
+    free(j);
+    return v;
+}
+
+/* ------------------------------------------------ TT's table: byte sums */
+
+#define BIG (1ull << 48)   /* the largest size one ALLOC may have */
+#define PER_DEVICE 4u      /* 4 x 2^48: the most one device's DRAM may hold */
+#define DEVICES (1u << 14) /* 2^14 x 2^50 = 2^64 */
+#define N_BIG (DEVICES * PER_DEVICE)
+#define SMALL 4096u
+
+/* count TT records of type on devices (i / PER_DEVICE), ids i, in one send. */
+static void tt_records(int fd, uint8_t type, uint64_t size, uint32_t count) {
+    uint8_t *b = malloc((size_t)count * BH_TT_RECORD);
+    assert_non_null(b);
+    for (uint32_t i = 0; i < count; i++)
+        bh_tt_record(b + (size_t)i * BH_TT_RECORD, type, (int32_t)(i / PER_DEVICE), size, 0,
+                     (int32_t)getpid(), 0x1000000 + (uint64_t)i * 0x1000, 1);
+    hs_send_all(fd, b, (size_t)count * BH_TT_RECORD);
+    free(b);
+}
+
+/* A TT client: 2^16 ALLOCs of 2^48 bytes, 4 on each of 2^14 devices (every
+ * one within the bounds: 2^48 an ALLOC, 2^50 a device's kind), and 4 KiB on
+ * one more device; answered (so every record was handled), then gone
+ * without freeing any. */
+static void holds_2_to_the_64_bytes(void) {
+    int fd = hs_tt_connect(paths.compat);
+    tt_records(fd, BH_TT_ALLOC, BIG, N_BIG);
+    uint8_t r[BH_TT_RECORD];
+    bh_tt_record(r, BH_TT_ALLOC, (int32_t)DEVICES, SMALL, 0, (int32_t)getpid(), 0x77000, 1);
+    hs_send_all(fd, r, sizeof(r));
+    assert_int_equal(hs_tt_dram(fd, 0), PER_DEVICE * BIG);
+    close(fd);
+}
+
+/* TT's table summed every entry's size into live_bytes (and an owner's
+ * into its leaked_bytes) modulo 2^64: 2^64 + 4 KiB read 4096 in stats and
+ * /metrics, the same as a process holding 4 KiB. The sums saturate now, and
+ * stay exact below the top: once the big buffers are freed, 4 KiB. */
+static void tt_byte_sums_never_wrap(void **state) {
+    (void)state;
+    (void)hs_start_compat(trackd, &paths, NULL);
+    assert_int_equal(test_reap(test_fork(holds_2_to_the_64_bytes)), 0);
+    /* Its entries become leaks once the server saw it gone. */
+    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end && stat_in("tt", "leaks") < N_BIG + 1;)
+        test_sleep_ms(20);
+    uint64_t live = stat_in("tt", "live"), live_bytes = stat_in("tt", "live_bytes"),
+             leaked_bytes = stat_in("tt", "leaked_bytes");
+    print_message(
+        "TT table: %llu live entries of 2^48 bytes and one of 4 KiB (a gone process's): tt.live_bytes "
+        "%llu, tt.leaked_bytes %llu\n",
+        (unsigned long long)live, (unsigned long long)live_bytes, (unsigned long long)leaked_bytes);
+    assert_int_equal(live, N_BIG + 1);
+    assert_int_equal(live_bytes, UINT64_MAX);
+    assert_int_equal(leaked_bytes, UINT64_MAX);
+    /* TT frees by (device, buffer_id), whoever allocated it. */
+    int fd = hs_tt_connect(paths.compat);
+    tt_records(fd, BH_TT_FREE, 0, N_BIG);
+    (void)hs_tt_dram(fd, 0);
+    live_bytes = stat_in("tt", "live_bytes");
+    leaked_bytes = stat_in("tt", "leaked_bytes");
+    print_message("after the 2^16 big ones were freed: tt.live_bytes %llu, tt.leaked_bytes %llu\n",
+                  (unsigned long long)live_bytes, (unsigned long long)leaked_bytes);
+    assert_int_equal(live_bytes, SMALL);
+    assert_int_equal(leaked_bytes, SMALL);
+    close(fd);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_hostile_round4 PATH-TO-bh-trackd\n");
+        return 2;
+    }
+    trackd = argv[1];
+    signal(SIGPIPE, SIG_IGN);
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(tt_byte_sums_never_wrap),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
