@@ -63,6 +63,59 @@ static void a_connection_before_its_hello_keeps_no_process_alive(void **state) {
     close(silent);
 }
 
+/* A connection closing (its last reply unread) is still open: the
+ * process's other reporter connection ending then leaves it connected.
+ * main before this test did not count closing connections: that ending
+ * made an orphan, counted gone after --grace-ms (100 ms here) while the
+ * closing one was open, and its close (at the 2 s closing timeout) made
+ * another, counted gone once more. A child process that ends its
+ * connection after that close is the marker: its orphan is younger, so
+ * when its leaks are in, any second count of this process is in too. */
+static void a_closing_connection_keeps_its_process_counted_once(void **state) {
+    (void)state;
+    enum { LIVE = 20000, CHILD_LIVE = 5 };
+    hs_start(trackd, &paths,
+             (const char *const[]){"--grace-ms", "100", "--handshake-timeout-ms", "2000", NULL}, 0);
+    int a = hs_reporter(paths.sock), b = hs_reporter(paths.sock);
+    hs_events(a, 1, BH_EVENT_ALLOC, BH_DOMAIN(1, BH_MEM_DRAM), 0, 0x100000, 64, LIVE);
+    hs_events(b, 2, BH_EVENT_ALLOC, BH_DOMAIN(1, BH_MEM_DRAM), 0, 0x10000000, 64, 1);
+    assert_int_equal(hs_wait_total(paths.sock, "live", LIVE + 1, TEST_HANG_S), LIVE + 1);
+    /* A DUMP on a: a reply far bigger than a socket holds, never read
+     * past its header, so a stays closing until its timeout. */
+    uint8_t q[BH_WIRE_HEADER + 4];
+    size_t n = bh_wire_header(q, BH_WIRE_QUERY, 4);
+    bh_put16(q + n, 2);
+    bh_put16(q + n + 2, 0);
+    hs_send_all(a, q, n + 4);
+    uint8_t h[BH_WIRE_HEADER];
+    assert_int_equal(hs_read_n(a, h, sizeof(h)), sizeof(h));
+    assert_int_equal(bh_get16(h + 6), BH_WIRE_REPLY);
+    assert_true(bh_get32(h + 8) >= 512u << 10);
+    close(b);
+    assert_int_equal(hs_wait_total(paths.sock, "processes_gone", 1, TEST_HANG_S), 1);
+    assert_int_equal(hs_wait_total(paths.sock, "timeouts", 1, TEST_HANG_S), 1); /* a closed */
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        close(go[1]);
+        int fd = hs_reporter(paths.sock);
+        hs_events(fd, 1, BH_EVENT_ALLOC, BH_DOMAIN(1, BH_MEM_DRAM), 0, 0x100000, 64, CHILD_LIVE);
+        close(fd);
+        char c;
+        (void)!read(go[0], &c, 1); /* alive (not ended) until the parent is done */
+        _exit(0);
+    }
+    hs_track(child);
+    close(go[0]);
+    assert_int_equal(hs_wait_total(paths.sock, "leaks", LIVE + 1 + CHILD_LIVE, TEST_HANG_S),
+                     LIVE + 1 + CHILD_LIVE);
+    assert_int_equal(hs_stat(paths.sock, "processes_gone"), 2);
+    close(go[1]);
+    close(a);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_trackd_liveness PATH-TO-bh-trackd [TEST-NAME-PATTERN]\n");
@@ -75,6 +128,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_connection_before_its_hello_keeps_no_process_alive, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(a_closing_connection_keeps_its_process_counted_once, setup, teardown),
     };
     return cmocka_run_group_tests_name("trackd_liveness", tests, NULL, NULL);
 }

@@ -157,10 +157,13 @@ static int process_alive(pid_t pid) {
 /* A reporter connection of pid: one that said HELLO as a reporter (or a
  * compat one). A connection before its HELLO may be a query, and a query's
  * close keeps no orphan: taken for a reporter, it left the process never
- * counted gone. */
+ * counted gone. One closing (refused, or its last reply unread) counts
+ * until it is closed: its own close makes the orphan then. Not counted, the
+ * process was counted gone while it was still open (after --grace-ms, which
+ * may be shorter than the closing timeout) and once more when it closed. */
 int td_pid_connected(const td_server *s, pid_t pid) {
     for (const td_client *c = s->clients; c != NULL; c = c->next)
-        if (!c->control && c->hello + c->compat > 0 && c->pid == pid && !c->closing)
+        if (!c->control && c->hello + c->compat > 0 && c->pid == pid)
             return 1;
     return 0;
 }
