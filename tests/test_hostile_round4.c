@@ -2,8 +2,8 @@
  * test_hostile_round4.c - bh-trackd against a local unprivileged client,
  * round 4 (session 8's attack): sums of sizes each within the bounds that
  * still add up past 2^64 in a figure the server keeps over all clients
- * (TT's table, the counters of ring loss), checked by what stats and
- * /metrics show.
+ * (TT's table, a domain's sample in the timeline), checked by what stats and
+ * /api/timeline show.
  *
  * usage: test_hostile_round4 PATH-TO-bh-trackd
  */
@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -117,6 +118,67 @@ static void tt_byte_sums_never_wrap(void **state) {
     close(fd);
 }
 
+/* ------------------------------------------------ the timeline: one domain's sum */
+
+#define STREAMS 4096u /* a process's (stream, device) groups at the default limit */
+#define HOLDERS 4u    /* 4 x 4096 groups x 2^50 = 2^64 on one domain */
+
+/* A reporter: 4 ALLOCs of 2^48 on device 0's DRAM in each of 4,096 streams
+ * (every group at its 2^50), then it stays. */
+static void fills_4096_groups_of_device_0(void) {
+    int fd = hs_reporter(paths.sock);
+    for (uint32_t st = 1; st <= STREAMS; st++)
+        hs_events(fd, st, BH_EVENT_ALLOC, BH_DOMAIN(0, BH_MEM_DRAM), 0, (uint64_t)st << 20, BIG, PER_DEVICE);
+    for (;;)
+        pause();
+}
+
+/* Device 0's DRAM in the first sample of /api/timeline?since=since into
+ * *v: 1, or 0 while there is no sample after since. */
+static int timeline_dram0(unsigned port, uint64_t since, uint64_t *v) {
+    char path[64], *b = NULL;
+    snprintf(path, sizeof(path), "/api/timeline?since=%llu", (unsigned long long)since);
+    assert_int_equal(hs_http_get(port, "localhost", path, &b), 200);
+    const char *tag = "{\"device\":0,\"kind\":\"dram\",\"bytes\":[";
+    const char *m = b != NULL ? strstr(b, tag) : NULL;
+    int found = m != NULL && m[strlen(tag)] != ']';
+    if (found)
+        *v = strtoull(m + strlen(tag), NULL, 10);
+    free(b);
+    return found;
+}
+
+static uint64_t unix_ms_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The timeline summed a domain's groups modulo 2^64: 4 processes at the
+ * default limits, each group within its 2^50, plus another process's 4 KiB
+ * charted device 0 as holding 4 KiB (the tracker's own device sum
+ * saturates). The sample saturates now. */
+static void the_timeline_never_wraps_a_domain(void **state) {
+    (void)state;
+    (void)hs_start(trackd, &paths, (const char *const[]){"--http", "127.0.0.1:0", NULL}, 0);
+    unsigned port = hs_http_port(paths.log);
+    int owner = hs_reporter(paths.sock);
+    hs_events(owner, 1, BH_EVENT_ALLOC, BH_DOMAIN(0, BH_MEM_DRAM), 0, 0x1000, SMALL, 1);
+    for (unsigned k = 0; k < HOLDERS; k++)
+        hs_track(test_fork(fills_4096_groups_of_device_0));
+    uint64_t want = 1 + (uint64_t)HOLDERS * STREAMS * PER_DEVICE;
+    assert_int_equal(hs_wait_total(paths.sock, "live", want, TEST_HANG_S), want);
+    uint64_t since = unix_ms_now(), v = 0;
+    int sampled = 0;
+    for (double end = test_now_s() + TEST_HANG_S; !sampled && test_now_s() < end; test_sleep_ms(100))
+        sampled = timeline_dram0(port, since, &v);
+    print_message("device 0 DRAM: %llu live allocations (2^64 + 4 KiB); its timeline sample: %llu\n",
+                  (unsigned long long)want, (unsigned long long)v);
+    assert_true(sampled);
+    assert_int_equal(v, UINT64_MAX); /* saturated; it read 4096 */
+    close(owner);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_hostile_round4 PATH-TO-bh-trackd\n");
@@ -127,6 +189,7 @@ int main(int argc, char **argv) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(tt_byte_sums_never_wrap),
+        T(the_timeline_never_wraps_a_domain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
