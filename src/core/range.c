@@ -24,7 +24,7 @@
  * bytes) and one leaf of four lines; it reads the candidate's block for its
  * size only when the size class in the leaf cannot decide.
  *
- * Invariants (tests/test_internals.c checks them all after every change):
+ * Invariants (tests/support/range_fixture.c checks them all after every change):
  * starts ascend within a node and across leaves; sep[i] of an inner node
  * equals the smallest start under child[i + 1]; every leaf is at depth
  * height; a non-root node holds at least a quarter of its maximum (leaf
