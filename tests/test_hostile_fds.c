@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <cmocka.h>
 
@@ -197,6 +198,45 @@ static void a_queue_without_room_never_holds_the_closer(void **state) {
     test_server_stop_clean(srv);
 }
 
+/* ------------------------------------------------------------ short of descriptors */
+
+/* Events, then a RING frame with its memfd, queued together on a server
+ * with 128 descriptors (no message's 253 can be kept free: every read
+ * looks at what the input carries first). The kernel counts one descriptor
+ * queued, which has room: the events are applied and the ring taken. main
+ * before this test peeked, and the peek met the memfd past the events (a
+ * peek walks on to the first message with descriptors, whatever its
+ * length), so it refused the whole input as if 253 rode in it: the
+ * connection was refused with its 100 events never read (0 applied). */
+static void events_before_a_ring_are_read_when_descriptors_are_short(void **state) {
+    (void)state;
+    enum { EVENTS = 100 };
+    pid_t srv = hs_start(trackd, &paths, NULL, 128);
+    int sock = hs_reporter(paths.sock);
+    tr_await_read(sock); /* its HELLO read */
+    assert_int_equal(kill(srv, SIGSTOP), 0);
+    hs_events(sock, 1, BH_EVENT_ALLOC, BH_DOMAIN(0, BH_MEM_DRAM), 0, 0x100000, 64, EVENTS);
+    uint8_t *map;
+    int ring = tr_make_ring(1024, 1, 0, &map);
+    tr_send_ring(sock, 1024, ring);
+    assert_int_equal(kill(srv, SIGCONT), 0);
+    uint32_t status = 1;
+    int64_t acked = tr_await_frame(sock, BH_WIRE_RING_ACK, &status);
+    /* Read in order: whatever came before the RING is applied by now. */
+    uint64_t allocs = hs_stat(paths.sock, "allocs");
+    printf("# %d events then a RING, 128 descriptors: %" PRIu64 " applied, ring %s (status %d), %" PRIu64
+           " connections refused\n",
+           EVENTS, allocs, acked == 1 ? "answered" : "not answered", (int)status,
+           hs_stat(paths.sock, "refused_connections"));
+    assert_int_equal(allocs, EVENTS);
+    assert_int_equal(acked, 1);
+    assert_int_equal(status, BH_OK);
+    munmap(map, bh_ring_bytes(1024));
+    close(ring);
+    close(sock);
+    test_server_stop_clean(srv);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_hostile_fds PATH-TO-bh-trackd [TEST-NAME-PATTERN]\n");
@@ -214,6 +254,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(a_descriptor_out_of_band_behind_unread_input_never_holds_the_closer,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_queue_without_room_never_holds_the_closer, setup, teardown),
+        cmocka_unit_test_setup_teardown(events_before_a_ring_are_read_when_descriptors_are_short, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("hostile_fds", tests, NULL, NULL);
 }

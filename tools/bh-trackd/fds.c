@@ -15,11 +15,14 @@
  * closer reserves for a take under a lock the loop holds from its count to
  * the end of its read, so no take slips in between). When the
  * bookkeeping leaves less than a message's worth, the open ones are counted
- * again; when they too do, the connection's input is peeked at without
- * taking anything (MSG_PEEK, no control buffer: the kernel's copies it then
- * drops are references the queued message still holds, so nothing is
- * released), and only the bytes that carry no descriptor are read. Input
- * that carries descriptors waits while the closer's backlog alone takes the
+ * again; when they too do, the descriptors the connection's input carries
+ * are counted (the kernel's scm_fds; where it does not show it, the input
+ * is peeked at without taking anything, MSG_PEEK, no control buffer: the
+ * kernel's copies it then drops are references the queued message still
+ * holds, so nothing is released, and any descriptor met is taken for a
+ * message's worth). Input whose descriptors have room is read; only the
+ * bytes that carry none are read otherwise. Input that carries more
+ * descriptors than are free waits while the closer's backlog alone takes the
  * room (its connection out of epoll, looked at again every tick), and is
  * refused (ERROR BH_EINVAL, as for a ring not taken: a reporter then sends
  * over the socket; counted in refused_connections) when nothing
@@ -30,15 +33,19 @@
  * open descriptors, the connection caps within the limit (--max-connections
  * and the HTTP connections; a message's worth is kept apart when the limit
  * has room for it), and that decision before every read of a connection.
- * Must never: let a read take descriptors past the free ones, read bytes of
- * a message it has not peeked at when short, or block.
+ * Must never: let a read take descriptors past the free ones, read bytes
+ * queued after its count or peek when short, or block.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -194,6 +201,24 @@ static int carries_descriptors(const td_client *c, void *buf, size_t *len) {
     return 0;
 }
 
+/* The descriptors riding in c's input, in all its messages queued now: the
+ * kernel's count (scm_fds in /proc/self/fdinfo), or -1 where it does not
+ * show it. */
+static long queued_fds(int fd) {
+    char path[64], text[512];
+    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return -1;
+    ssize_t n = read(f, text, sizeof(text) - 1);
+    close(f);
+    if (n <= 0)
+        return -1;
+    text[n] = '\0';
+    const char *p = strstr(text, "\nscm_fds:");
+    return p != NULL ? strtol(p + 9, NULL, 10) : -1;
+}
+
 static td_fds_verdict gate(td_server *s, td_client *c, void *buf, size_t *len) {
     uint64_t closing = td_closing_of(NULL);
     uint64_t used = s->fd_base + TD_FD_SLACK + s->nclients + s->ring_fds + closing + s->http_conns;
@@ -207,14 +232,33 @@ static td_fds_verdict gate(td_server *s, td_client *c, void *buf, size_t *len) {
         if (used + TD_SCM_MAX_FD <= s->fd_limit)
             return TD_FDS_READ;
     }
-    int fds = carries_descriptors(c, buf, len);
-    if (fds < 0)
-        return TD_FDS_NONE;
-    if (fds == 0)
+    /* What the input carries, exactly where the kernel tells: the bytes
+     * queued, then the descriptors in all of them (only this thread reads
+     * c, so the queue only grows between the two: a read of those bytes
+     * takes no more descriptors than counted). Else a peek, which tells
+     * only whether they carry any: a message's worth is assumed. A peek
+     * cannot tell where the first message with descriptors starts (the
+     * kernel's peek walks on past its length to it), so with it events sent
+     * before a RING frame were refused, or waited, with the RING. */
+    uint64_t need = TD_SCM_MAX_FD;
+    int queued = 0;
+    long fds = -1;
+    if (ioctl(c->fd, FIONREAD, &queued) == 0 && queued > 0 && (fds = queued_fds(c->fd)) >= 0) {
+        need = (uint64_t)fds;
+        if (*len > (size_t)queued)
+            *len = (size_t)queued;
+    } else {
+        int carries = carries_descriptors(c, buf, len);
+        if (carries < 0)
+            return TD_FDS_NONE;
+        if (carries == 0)
+            return TD_FDS_READ;
+    }
+    if (used + need <= s->fd_limit)
         return TD_FDS_READ;
     /* Room comes back as the closer catches up, if what it holds is enough. */
     used -= closing < used ? closing : used;
-    return used + TD_SCM_MAX_FD <= s->fd_limit ? TD_FDS_WAIT : TD_FDS_REFUSE;
+    return used + need <= s->fd_limit ? TD_FDS_WAIT : TD_FDS_REFUSE;
 }
 
 ssize_t td_fds_recv(td_server *s, td_client *c, void *buf, size_t len, td_fds_verdict *v) {
