@@ -170,7 +170,7 @@ size_t hs_hello(uint8_t *p, int control) {
     return bh_wire_hello(p, (uint32_t)getpid(), control ? BH_WIRE_HELLO_CONTROL : 0, "evil", 4, 0);
 }
 
-static int connect_bounded(const char *sock) {
+int hs_connect(const char *sock) {
     int fd = bh_unix_connect(sock);
     struct timeval tv = {(time_t)TEST_HANG_S, 0}; /* no step may hang a test */
     if (fd >= 0) {
@@ -181,7 +181,7 @@ static int connect_bounded(const char *sock) {
 }
 
 int hs_reporter(const char *sock) {
-    int fd = connect_bounded(sock);
+    int fd = hs_connect(sock);
     assert_true(fd >= 0);
     uint8_t h[64];
     hs_send_all(fd, h, hs_hello(h, 0));
@@ -203,7 +203,7 @@ void hs_events(int fd, uint32_t stream, uint8_t kind, uint32_t device, uint32_t 
 
 char *hs_query(const char *sock, uint16_t what, double secs, double *took) {
     double t0 = test_now_s();
-    int fd = connect_bounded(sock);
+    int fd = hs_connect(sock);
     if (fd < 0)
         return NULL;
     uint8_t req[64];

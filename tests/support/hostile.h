@@ -1,9 +1,9 @@
 /*
- * hostile.h - what the attack tests on a real bh-trackd share (the hostile
- * stage's files after test_hostile_trackd.c): a server started with a
- * descriptor limit, its --http port, its CPU time and RSS, reporters and
- * queries on its socket, HTTP connections from a chosen loopback source,
- * becoming user nobody, and the owner's latency measured against a control.
+ * hostile.h - what the attack tests on a real bh-trackd share (the first
+ * round's files add attack.h on top): a server started with a descriptor
+ * limit, its --http port, its CPU time and RSS, reporters and queries on its
+ * socket, HTTP connections from a chosen loopback source, becoming user
+ * nobody, and the owner's latency measured against a control.
  *
  * Owns: those helpers. Must never: hide a failure (helpers that cannot go on
  * assert through cmocka), wait without a bound, or sleep to synchronise (they
@@ -44,6 +44,10 @@ long hs_rss_kb(pid_t pid); /* VmRSS */
 
 /* HELLO (control: a query connection; name "evil", this pid) into p; its size. */
 size_t hs_hello(uint8_t *p, int control);
+/* A connection to sock whose sends and reads give up after TEST_HANG_S
+ * (SO_SNDTIMEO, SO_RCVTIMEO: no attack step may hang a test); -1 if it
+ * could not connect. */
+int hs_connect(const char *sock);
 /* A reporter connection of this process that said HELLO (name "evil"). */
 int hs_reporter(const char *sock);
 /* count EVENTs of kind: address base + i * 64, size bytes, on device + i % spread
