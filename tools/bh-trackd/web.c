@@ -73,12 +73,6 @@ static tl_series *series_find(td_timeline *tl, uint32_t domain) {
     return lo < tl->nseries && tl->series[lo]->domain == domain ? tl->series[lo] : NULL;
 }
 
-/* A domain's groups summed: each is bounded (2^50), their number is not
- * (4 processes of 4,096 streams at the bound make 2^64), so the sum stays
- * at the top, as the tracker's device sums do; modulo 2^64 it charted
- * 2^64 + 4 KiB as 4 KiB. */
-static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
-
 typedef struct sample_ctx {
     td_timeline *tl;
     size_t slot;
@@ -92,7 +86,7 @@ static void sample_group(void *ctx, uint64_t client, uint32_t domain, const bh_t
         return;
     tl_series *s = series_find(tl, domain);
     if (s != NULL) {
-        s->v[x->slot] = sat_add(s->v[x->slot], c->live_bytes);
+        s->v[x->slot] = td_sat_add(s->v[x->slot], c->live_bytes); /* 2^64 + 4 KiB charted 4 KiB */
         return;
     }
     if (tl->nfresh == tl->fresh_cap) { /* bounded by the groups: one entry each at most */
@@ -132,7 +126,7 @@ static void add_fresh(td_timeline *tl, size_t slot) {
     size_t n = 0;
     for (size_t i = 0; i < tl->nfresh; i++) { /* one entry per domain, its groups summed */
         if (n > 0 && tl->fresh[n - 1].domain == tl->fresh[i].domain)
-            tl->fresh[n - 1].bytes = sat_add(tl->fresh[n - 1].bytes, tl->fresh[i].bytes);
+            tl->fresh[n - 1].bytes = td_sat_add(tl->fresh[n - 1].bytes, tl->fresh[i].bytes);
         else
             tl->fresh[n++] = tl->fresh[i];
     }
