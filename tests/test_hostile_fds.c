@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <cmocka.h>
 
 #include "proc.h"
@@ -237,6 +238,77 @@ static void events_before_a_ring_are_read_when_descriptors_are_short(void **stat
     test_server_stop_clean(srv);
 }
 
+/* A connection that sends nothing: 1 if refused at accept (ERROR
+ * BH_EBUSY), 0 if accepted (closed at the handshake timeout without one).
+ * Refused with nothing unread, it is closed on the loop, not queued for
+ * the closer (it would count against the uid itself). */
+static int refused_at_accept(void) {
+    int fd = bh_unix_connect(paths.sock);
+    assert_true(fd >= 0);
+    struct timeval tv = {(time_t)TEST_HANG_S, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    int64_t code = tr_await_frame(fd, BH_WIRE_ERROR, NULL);
+    close(fd);
+    return code == BH_EBUSY;
+}
+
+/* 1 once a connection is accepted, within TEST_HANG_S. */
+static int accepted_in_time(void) {
+    for (double end = test_now_s() + TEST_HANG_S; test_now_s() < end;)
+        if (!refused_at_accept())
+            return 1;
+    return 0;
+}
+
+/* A Unix socket passed with a TCP socket lingering 60 s inside, then a pipe
+ * end, under a limit of 128 (no room to take a queue out): the closer puts
+ * the socket off behind the pipe end, closes that, then closes the socket
+ * with its queue, held there the linger time. All the while the socket is
+ * this uid's, within --max-connections-per-uid 2: with one connection open,
+ * a second is refused. main before this test counted the sockets put off
+ * for nobody once the thread was not busy with the queue (the second
+ * accepted: 1 of 2 counted), or for the uid the thread was busy with. */
+static void a_socket_put_off_counts_for_its_uid(void **state) {
+    (void)state;
+    pid_t srv = hs_start(
+        trackd, &paths,
+        (const char *const[]){"--max-connections-per-uid", "2", "--handshake-timeout-ms", "300", NULL}, 128);
+    int l, pair[2], p[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    int lingering = hs_lingering_socket(&l, 60);
+    uint8_t one = 1;
+    tr_send_fds(pair[1], &one, 1, &lingering, 1);
+    close(lingering);
+    close(pair[1]);
+    assert_int_equal(pipe(p), 0);
+    int sock = hs_reporter(paths.sock);
+    uint8_t f[BH_WIRE_HEADER];
+    tr_send_fds(sock, f, bh_wire_header(f, BH_WIRE_DRAIN, 0), (const int[]){pair[0], p[0]}, 2);
+    close(pair[0]);
+    close(p[0]);
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL); /* not memfds */
+    uint8_t rest[64];
+    while (recv(sock, rest, sizeof(rest), 0) > 0) /* until the server closed it: no connection left */
+        ;
+    close(sock);
+    /* The pipe end closed, after the socket was put off: the socket's
+     * close, held, is all the closer has left. */
+    assert_true(hs_closed_in_time(p[1]));
+    /* A connection is accepted (1 of 2) once the closer is done with the
+     * pipe end (counted until its close returned). */
+    assert_true(accepted_in_time());
+    int held = hs_reporter(paths.sock); /* one connection: 2 of 2 with the socket */
+    int refused = refused_at_accept();
+    printf("# a socket put off by the closer, one connection, per-uid cap 2: another connection %s\n",
+           refused ? "refused" : "accepted");
+    assert_true(refused);
+    close(held); /* 1 of 2 once the server has seen that close: accepted */
+    assert_true(accepted_in_time());
+    close(p[1]);
+    close(l); /* resets the lingering socket: the closer's close ends */
+    test_server_stop_clean(srv);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_hostile_fds PATH-TO-bh-trackd [TEST-NAME-PATTERN]\n");
@@ -256,6 +328,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(a_queue_without_room_never_holds_the_closer, setup, teardown),
         cmocka_unit_test_setup_teardown(events_before_a_ring_are_read_when_descriptors_are_short, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(a_socket_put_off_counts_for_its_uid, setup, teardown),
     };
     return cmocka_run_group_tests_name("hostile_fds", tests, NULL, NULL);
 }

@@ -18,13 +18,14 @@
  * count against the connection caps, like a connection), with those the
  * thread took out of a socket's queue and reserved for a take under way,
  * and the Unix sockets it put off until the queue's closes made room to
- * take their queue out.
+ * take their queue out: each counted for the uid that passed it (or the
+ * socket it came out of), exactly, whatever the thread works on meanwhile.
  * Must never: take descriptors out of a socket without room for them,
  * reserved where the loop counts it (fds.c), close a client's descriptor on
  * the loop thread, block the loop
  * (the loop only takes the queue's lock, which the closer thread holds for a
- * few stores, never across a close), or lose a descriptor (one that finds no
- * room is parked and counted, never closed in place).
+ * few stores or to grow its list of sockets put off, never across a close), or lose a descriptor (one that
+ * finds no room is parked and counted, never closed in place).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -55,8 +56,17 @@ static struct {
     unsigned head, n; /* the oldest entry and the count (a ring over q) */
     int busy;         /* the closer thread is closing busy_uid's descriptor now */
     uid_t busy_uid;
+    /* What the thread works on (the busy descriptor, or one of later) is
+     * root_uid's, and so is everything it takes out of it: */
+    uid_t root_uid;
     uint64_t taken;    /* descriptors it took out of that one's queue, open until it closes them */
     uint64_t reserved; /* descriptors a take under way may install (not open yet) */
+    /* Unix sockets whose queue found no room while other descriptors waited
+     * in the queue: closed after those, whose closes make the room. Each
+     * keeps the uid it came from (the thread may meanwhile work on another
+     * uid's); written by the thread, counted by the loop. */
+    pending *later;
+    size_t nlater, later_cap;
 } q = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 /* The loop's alone (no lock): descriptors that found the queue full, oldest
@@ -72,30 +82,44 @@ static int started;
 static int *taken;
 static size_t ntaken, taken_cap;
 
-/* Unix sockets whose queue found no room while other descriptors waited in
- * the queue: closed after those, whose closes make the room (counted in
- * q.taken, like the stack's). */
-static int *later;
-static size_t nlater, later_cap;
-
-/* 1 if fd is pushed on *a; 0 if it had to be closed now (no memory). */
-static int push(int **a, size_t *n, size_t *cap, int fd) {
-    if (*n == *cap) {
-        size_t c = *cap ? *cap * 2 : 64;
-        int *na = realloc(*a, c * sizeof(*na));
+/* 1 if fd is kept to be closed later; 0 if it had to be closed now (no memory). */
+static int keep(int fd) {
+    if (ntaken == taken_cap) {
+        size_t c = taken_cap ? taken_cap * 2 : 64;
+        int *na = realloc(taken, c * sizeof(*na));
         if (na == NULL) {
             close(fd);
             return 0;
         }
-        *a = na;
-        *cap = c;
+        taken = na;
+        taken_cap = c;
     }
-    (*a)[(*n)++] = fd;
+    taken[ntaken++] = fd;
     return 1;
 }
 
-/* 1 if fd is kept to be closed later; 0 if it had to be closed now (no memory). */
-static int keep(int fd) { return push(&taken, &ntaken, &taken_cap, fd); }
+/* fd, taken out of root_uid's (first: the busy descriptor itself), waits
+ * in later, counted there from now on. 0 without memory for it. */
+static int put_later(int fd, int first) {
+    pthread_mutex_lock(&q.lock);
+    if (q.nlater == q.later_cap) { /* under the lock: the loop walks it */
+        size_t c = q.later_cap ? q.later_cap * 2 : 64;
+        pending *nl = realloc(q.later, c * sizeof(*nl));
+        if (nl == NULL) {
+            pthread_mutex_unlock(&q.lock);
+            return 0;
+        }
+        q.later = nl;
+        q.later_cap = c;
+    }
+    q.later[q.nlater++] = (pending){fd, q.root_uid};
+    if (first)
+        q.busy = 0;
+    else
+        q.taken--;
+    pthread_mutex_unlock(&q.lock);
+    return 1;
+}
 
 /* The most messages taken out of one socket (a datagram socket's queue,
  * shut, still reads 0 for ever): more than a socket buffer holds. */
@@ -217,11 +241,8 @@ static void defuse_and_close(int fd, int busy) {
     }
     for (int first = busy; ntaken > 0; first = 0) { /* fd is popped first, alone on the stack */
         int d = taken[--ntaken];
-        if (!take_queued(d) && queue_waiting() && push(&later, &nlater, &later_cap, d)) {
-            if (first) /* counted as taken from here, no longer busy */
-                took(0, 1);
+        if (!take_queued(d) && queue_waiting() && put_later(d, first))
             continue;
-        }
         struct linger off = {0, 0};
         (void)setsockopt(d, SOL_SOCKET, SO_LINGER, &off, sizeof(off));
         close(d);
@@ -242,14 +263,17 @@ static void *closer_main(void *arg) {
         /* Still counted (busy) while it is being closed: it is open until
          * close() returns. */
         q.busy = 1;
-        q.busy_uid = p.uid;
+        q.busy_uid = q.root_uid = p.uid;
         pthread_mutex_unlock(&q.lock);
         defuse_and_close(p.fd, 1);
         pthread_mutex_lock(&q.lock);
         q.busy = 0;
-        while (q.n == 0 && nlater > 0) { /* the queue closed: room for them, if any comes */
+        while (q.n == 0 && q.nlater > 0) { /* the queue closed: room for them, if any comes */
+            pending l = q.later[--q.nlater];
+            q.taken++; /* the root of what the thread takes now, counted as taken */
+            q.root_uid = l.uid;
             pthread_mutex_unlock(&q.lock);
-            defuse_and_close(later[--nlater], 0);
+            defuse_and_close(l.fd, 0);
             pthread_mutex_lock(&q.lock);
         }
     }
@@ -355,7 +379,7 @@ uint64_t td_closing_of(const uid_t *uid) {
      * accept and every descriptor passed): no walk of the queue. */
     if (uid == NULL) {
         pthread_mutex_lock(&q.lock);
-        uint64_t all = (uint64_t)nparked + q.n + (q.busy != 0) + q.taken + q.reserved;
+        uint64_t all = (uint64_t)nparked + q.n + (q.busy != 0) + q.taken + q.reserved + q.nlater;
         pthread_mutex_unlock(&q.lock);
         return all;
     }
@@ -365,7 +389,10 @@ uint64_t td_closing_of(const uid_t *uid) {
     pthread_mutex_lock(&q.lock);
     for (unsigned i = 0; i < q.n; i++)
         n += q.q[(q.head + i) % TD_CLOSE_QUEUE].uid == *uid;
-    n += q.busy && q.busy_uid == *uid ? 1u + q.taken + q.reserved : 0u;
+    n += q.busy && q.busy_uid == *uid;
+    n += q.root_uid == *uid ? q.taken + q.reserved : 0u; /* 0 but while it works on a root */
+    for (size_t i = 0; i < q.nlater; i++)
+        n += q.later[i].uid == *uid;
     pthread_mutex_unlock(&q.lock);
     return n;
 }
