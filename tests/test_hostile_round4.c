@@ -1,9 +1,10 @@
 /*
  * test_hostile_round4.c - bh-trackd against a local unprivileged client,
- * round 4 (session 8's attack): sums of sizes each within the bounds that
- * still add up past 2^64 in a figure the server keeps over all clients
- * (TT's table, a domain's sample in the timeline, a TT QUERY answer), checked
- * by what stats, /api/timeline and TT QUERY show.
+ * round 4 (session 8's attack): figures each within their bounds (sizes,
+ * sequence numbers) that still add up past 2^64 in a figure the server keeps
+ * over all clients (TT's table, a domain's sample in the timeline, a TT QUERY answer, the
+ * "other" series of /metrics), checked by what stats, /api/timeline, TT QUERY
+ * and /metrics show.
  *
  * usage: test_hostile_round4 PATH-TO-bh-trackd
  */
@@ -215,6 +216,67 @@ static void tt_query_never_wraps_with_native_bytes(void **state) {
     close(fd);
 }
 
+/* ------------------------------------------------ /metrics: loss of the clients not shown */
+
+#define MIB (1ull << 20)
+
+static int loser; /* which of the three below a forked child is */
+
+/* One ALLOC of size on stream numbered seq (its first: seq - 1 events
+ * lost before it). */
+static void alloc_numbered(int fd, uint32_t stream, uint64_t seq, uint64_t size) {
+    uint8_t f[BH_WIRE_HEADER + BH_WIRE_EVENT_LEN];
+    size_t n =
+        bh_wire_event(f, stream, BH_EVENT_ALLOC, BH_DOMAIN(0, BH_MEM_DRAM), 0x100000 * stream, size, seq);
+    hs_send_all(fd, f, n);
+}
+
+/* 0: 3 MiB, and its two streams' first events numbered 2^64 - 1 (each
+ * 2^64 - 2 lost: the process's sum saturates); 1: 2 MiB, 5 lost; 2: 1 MiB,
+ * none lost. Then they stay. */
+static void loses_events(void) {
+    int fd = hs_reporter(paths.sock);
+    if (loser == 0) {
+        alloc_numbered(fd, 1, UINT64_MAX, 2 * MIB);
+        alloc_numbered(fd, 2, UINT64_MAX, MIB);
+    } else {
+        alloc_numbered(fd, 1, loser == 1 ? 6 : 1, (3 - (uint64_t)loser) * MIB);
+    }
+    for (;;)
+        pause();
+}
+
+/* The value of the series line that starts with series in /metrics. */
+static uint64_t metric(unsigned port, const char *series) {
+    char *b = NULL;
+    assert_int_equal(hs_http_get(port, "localhost", "/metrics", &b), 200);
+    const char *m = b != NULL ? strstr(b, series) : NULL;
+    assert_non_null(m);
+    uint64_t v = strtoull(m + strlen(series), NULL, 10);
+    free(b);
+    return v;
+}
+
+/* /metrics showed the clients not listed (the "other" series) as the total
+ * less the listed ones summed modulo 2^64: with a listed client's loss at
+ * the top (saturated) and another's 5, a client that lost nothing read
+ * 2^64 - 5 events lost. The sum saturates now, and the rest is never less
+ * than 0. */
+static void metrics_other_loss_never_wraps(void **state) {
+    (void)state;
+    (void)hs_start(trackd, &paths,
+                   (const char *const[]){"--http", "127.0.0.1:0", "--metrics-clients", "2", NULL}, 0);
+    unsigned port = hs_http_port(paths.log);
+    for (loser = 0; loser < 3; loser++)
+        hs_track(test_fork(loses_events));
+    assert_int_equal(hs_wait_total(paths.sock, "live", 4, TEST_HANG_S), 4);
+    uint64_t other = metric(port, "bh_trackd_client_events_lost{client=\"other\",pid=\"other\"} ");
+    print_message("/metrics events lost: listed clients 2^64 - 1 (saturated) and 5, the other one 0: "
+                  "\"other\" reads %llu\n",
+                  (unsigned long long)other);
+    assert_int_equal(other, 0);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_hostile_round4 PATH-TO-bh-trackd\n");
@@ -227,6 +289,7 @@ int main(int argc, char **argv) {
         T(tt_byte_sums_never_wrap),
         T(the_timeline_never_wraps_a_domain),
         T(tt_query_never_wraps_with_native_bytes),
+        T(metrics_other_loss_never_wraps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
