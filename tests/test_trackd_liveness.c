@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,21 @@ static void a_connection_before_its_hello_keeps_no_process_alive(void **state) {
     close(silent);
 }
 
+/* A DUMP on fd, a reporter holding 20,000 live allocations: a reply far
+ * bigger than a socket holds, never read past its header, so fd stays
+ * closing (its last reply unread) until the closing timeout. */
+static void make_closing(int fd) {
+    uint8_t q[BH_WIRE_HEADER + 4];
+    size_t n = bh_wire_header(q, BH_WIRE_QUERY, 4);
+    bh_put16(q + n, 2);
+    bh_put16(q + n + 2, 0);
+    hs_send_all(fd, q, n + 4);
+    uint8_t h[BH_WIRE_HEADER];
+    assert_int_equal(hs_read_n(fd, h, sizeof(h)), sizeof(h));
+    assert_int_equal(bh_get16(h + 6), BH_WIRE_REPLY);
+    assert_true(bh_get32(h + 8) >= 512u << 10);
+}
+
 /* A connection closing (its last reply unread) is still open: the
  * process's other reporter connection ending then leaves it connected.
  * main before this test did not count closing connections: that ending
@@ -80,17 +96,7 @@ static void a_closing_connection_keeps_its_process_counted_once(void **state) {
     hs_events(a, 1, BH_EVENT_ALLOC, BH_DOMAIN(1, BH_MEM_DRAM), 0, 0x100000, 64, LIVE);
     hs_events(b, 2, BH_EVENT_ALLOC, BH_DOMAIN(1, BH_MEM_DRAM), 0, 0x10000000, 64, 1);
     assert_int_equal(hs_wait_total(paths.sock, "live", LIVE + 1, TEST_HANG_S), LIVE + 1);
-    /* A DUMP on a: a reply far bigger than a socket holds, never read
-     * past its header, so a stays closing until its timeout. */
-    uint8_t q[BH_WIRE_HEADER + 4];
-    size_t n = bh_wire_header(q, BH_WIRE_QUERY, 4);
-    bh_put16(q + n, 2);
-    bh_put16(q + n + 2, 0);
-    hs_send_all(a, q, n + 4);
-    uint8_t h[BH_WIRE_HEADER];
-    assert_int_equal(hs_read_n(a, h, sizeof(h)), sizeof(h));
-    assert_int_equal(bh_get16(h + 6), BH_WIRE_REPLY);
-    assert_true(bh_get32(h + 8) >= 512u << 10);
+    make_closing(a);
     close(b);
     assert_int_equal(hs_wait_total(paths.sock, "processes_gone", 1, TEST_HANG_S), 1);
     assert_int_equal(hs_wait_total(paths.sock, "timeouts", 1, TEST_HANG_S), 1); /* a closed */
@@ -116,6 +122,34 @@ static void a_closing_connection_keeps_its_process_counted_once(void **state) {
     close(a);
 }
 
+/* clients_connected counts the processes that keep from being counted
+ * gone: those with a reporter connection (closing ones too). main before
+ * this test counted a connection before its HELLO (a silent probe, a query
+ * being made) as a client process, and not one whose only connection was
+ * closing: 1 for a silent connection and 0 for a closing reporter. */
+static void clients_connected_counts_the_processes_kept_alive(void **state) {
+    (void)state;
+    hs_start(trackd, &paths, NULL, 0);
+    int silent = bh_unix_connect(paths.sock);
+    assert_true(silent >= 0);
+    /* The stats query comes after the silent connection was accepted. */
+    uint64_t with_silent = hs_stat(paths.sock, "clients_connected");
+    int a = hs_reporter(paths.sock);
+    hs_events(a, 1, BH_EVENT_ALLOC, BH_DOMAIN(1, BH_MEM_DRAM), 0, 0x100000, 64, 20000);
+    assert_int_equal(hs_wait_total(paths.sock, "live", 20000, TEST_HANG_S), 20000);
+    uint64_t with_reporter = hs_stat(paths.sock, "clients_connected");
+    make_closing(a);
+    uint64_t with_closing = hs_stat(paths.sock, "clients_connected");
+    printf("# clients_connected: %" PRIu64 " with a silent connection, %" PRIu64
+           " with a reporter too, %" PRIu64 " with that reporter closing\n",
+           with_silent, with_reporter, with_closing);
+    assert_int_equal(with_silent, 0);
+    assert_int_equal(with_reporter, 1);
+    assert_int_equal(with_closing, 1);
+    close(a);
+    close(silent);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_trackd_liveness PATH-TO-bh-trackd [TEST-NAME-PATTERN]\n");
@@ -129,6 +163,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(a_connection_before_its_hello_keeps_no_process_alive, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_closing_connection_keeps_its_process_counted_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(clients_connected_counts_the_processes_kept_alive, setup, teardown),
     };
     return cmocka_run_group_tests_name("trackd_liveness", tests, NULL, NULL);
 }

@@ -161,20 +161,25 @@ static int process_alive(pid_t pid) {
  * until it is closed: its own close makes the orphan then. Not counted, the
  * process was counted gone while it was still open (after --grace-ms, which
  * may be shorter than the closing timeout) and once more when it closed. */
+static int reporter_of(const td_client *c) { return !c->control && c->hello + c->compat > 0; }
+
 int td_pid_connected(const td_server *s, pid_t pid) {
     for (const td_client *c = s->clients; c != NULL; c = c->next)
-        if (!c->control && c->hello + c->compat > 0 && c->pid == pid)
+        if (reporter_of(c) && c->pid == pid)
             return 1;
     return 0;
 }
 
+/* The processes td_pid_connected tells connected: a connection before its
+ * HELLO (a query being made, a silent probe) is none's, as it keeps no
+ * process from being counted gone. */
 uint64_t td_clients_connected(const td_server *s) {
     uint64_t n = 0;
     for (const td_client *c = s->clients; c != NULL; c = c->next) {
-        if (c->control || c->closing)
+        if (!reporter_of(c))
             continue;
         const td_client *d = s->clients; /* count each process once: its first connection */
-        while (d != c && (d->control || d->closing || d->pid != c->pid))
+        while (d != c && (!reporter_of(d) || d->pid != c->pid))
             d = d->next;
         n += d == c;
     }
