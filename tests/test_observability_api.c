@@ -217,6 +217,6 @@ int main(int argc, char **argv) {
         OB_TEST(summary_lists_leaks_and_overfreed_addresses),
         OB_TEST(gone_clients_age_out_of_stats_but_not_out_of_the_totals),
     };
-    return ob_main(argc, argv, "PATH-TO-bh-trackd", "observability_api", tests,
-                   sizeof(tests) / sizeof(tests[0]));
+    return test_trackd_main(argc, argv, "PATH-TO-bh-trackd", &ob_trackd, "observability_api", tests,
+                            sizeof(tests) / sizeof(tests[0]));
 }

@@ -216,6 +216,6 @@ int main(int argc, char **argv) {
         OB_TEST(per_client_series_are_bounded),
         OB_TEST(per_domain_series_are_bounded),
     };
-    return ob_main(argc, argv, "PATH-TO-bh-trackd", "observability_metrics", tests,
-                   sizeof(tests) / sizeof(tests[0]));
+    return test_trackd_main(argc, argv, "PATH-TO-bh-trackd", &ob_trackd, "observability_metrics", tests,
+                            sizeof(tests) / sizeof(tests[0]));
 }

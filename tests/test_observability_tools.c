@@ -314,6 +314,6 @@ int main(int argc, char **argv) {
         OB_TEST(prometheus_scrapes_the_daemon_and_answers_a_query),
         OB_TEST(dashboard_renders_the_clients_numbers_in_chromium),
     };
-    return ob_main(argc, argv, "PATH-TO-bh-trackd [OUTDIR]", "observability_tools", tests,
-                   sizeof(tests) / sizeof(tests[0]));
+    return test_trackd_main(argc, argv, "PATH-TO-bh-trackd [OUTDIR]", &ob_trackd, "observability_tools",
+                            tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -204,6 +204,6 @@ int main(int argc, char **argv) {
         OB_TEST(tt_72_byte_clients_on_64_devices_query_first_and_leave_early),
         OB_TEST(a_configured_record_size_never_misreads_other_records),
     };
-    return ob_main(argc, argv, "PATH-TO-bh-trackd", "observability_tt", tests,
-                   sizeof(tests) / sizeof(tests[0]));
+    return test_trackd_main(argc, argv, "PATH-TO-bh-trackd", &ob_trackd, "observability_tt", tests,
+                            sizeof(tests) / sizeof(tests[0]));
 }

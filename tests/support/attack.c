@@ -11,7 +11,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -109,13 +108,7 @@ int at_teardown(void **state) {
 }
 
 int at_main(int argc, char **argv, const char *group, const struct CMUnitTest *tests, size_t n) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s PATH-TO-bh-trackd [TEST-NAME-PATTERN]\n", argv[0]);
-        return 2;
-    }
-    at_trackd = argv[1];
     if (argc > 2)
         cmocka_set_test_filter(argv[2]);
-    signal(SIGPIPE, SIG_IGN);
-    return _cmocka_run_group_tests(group, tests, n, NULL, NULL);
+    return test_trackd_main(argc, argv, "PATH-TO-bh-trackd [TEST-NAME-PATTERN]", &at_trackd, group, tests, n);
 }

@@ -242,14 +242,3 @@ int ob_teardown(void **state) {
     ob_server = 0;
     return test_paths_remove(&ob_paths);
 }
-
-int ob_main(int argc, char **argv, const char *args, const char *group, const struct CMUnitTest *tests,
-            size_t n) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s %s\n", argv[0], args);
-        return 2;
-    }
-    ob_trackd = argv[1];
-    signal(SIGPIPE, SIG_IGN);
-    return _cmocka_run_group_tests(group, tests, n, NULL, NULL);
-}

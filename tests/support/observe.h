@@ -24,8 +24,6 @@
 #include "bufhandle/bufhandle.h"
 #include "support/server.h"
 
-struct CMUnitTest;
-
 #define OB_DEVICES 64u     /* the holder's devices: more than the TT server's 8 */
 #define OB_HOLDER_L1 1024u /* the holder's L1 bytes on each device */
 #define OB_BACKGROUND 2    /* ob_run_client: answers at once, runs fn, stays until teardown */
@@ -89,10 +87,5 @@ const char *ob_api_stats(void);
 int ob_setup(void **state);
 int ob_teardown(void **state);
 #define OB_TEST(fn) cmocka_unit_test_setup_teardown(fn, ob_setup, ob_teardown)
-
-/* The main of an observability file: "usage: PROGRAM args" without
- * argv[1], SIGPIPE ignored, then the n tests as group. */
-int ob_main(int argc, char **argv, const char *args, const char *group, const struct CMUnitTest *tests,
-            size_t n);
 
 #endif /* BH_TEST_OBSERVE_H */

@@ -327,3 +327,14 @@ uint64_t test_wait_stat_is(const char *trackd, const char *sock, const char *sec
                            uint64_t want) {
     return wait_stat(trackd, sock, section, key, want, 1);
 }
+
+int test_trackd_main(int argc, char **argv, const char *args, const char **trackd, const char *group,
+                     const struct CMUnitTest *tests, size_t n) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s %s\n", argv[0], args);
+        return 2;
+    }
+    *trackd = argv[1];
+    signal(SIGPIPE, SIG_IGN);
+    return _cmocka_run_group_tests(group, tests, n, NULL, NULL);
+}

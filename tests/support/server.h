@@ -129,6 +129,14 @@ void test_kill(pid_t pid);
 /* Waits for pid: its exit status, or 128 + the signal that ended it. */
 int test_reap(pid_t pid);
 
+/* The main of a test file against a real bh-trackd: without argv[1], says
+ * "usage: PROGRAM args" and returns 2; else *trackd = argv[1], SIGPIPE
+ * ignored (a server's close must not end the test), and the n tests run as
+ * group. */
+struct CMUnitTest;
+int test_trackd_main(int argc, char **argv, const char *args, const char **trackd, const char *group,
+                     const struct CMUnitTest *tests, size_t n);
+
 /* `TRACKD COMMAND --socket SOCK` (command: "stats", "stats --json", "dump
  * --json", ...) into buf (cap bytes); asserts that it succeeded. Returns buf. */
 const char *test_trackd_says(const char *trackd, const char *command, const char *sock, char *buf,
