@@ -149,6 +149,20 @@ static void a_descriptor_out_of_band_behind_unread_input_never_holds_the_closer(
 
 /* ------------------------------------------------------------ no room to take a queue */
 
+/* One end of a Unix socket pair whose queue holds a TCP socket lingering
+ * 60 s (the other end and the test's copy let go: the queue holds the last
+ * reference); *l its listener: closing it resets the lingering socket. */
+static int socket_holding_a_lingering_one(int *l) {
+    int pair[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    int lingering = hs_lingering_socket(l, 60);
+    uint8_t one = 1;
+    tr_send_fds(pair[1], &one, 1, &lingering, 1);
+    close(lingering);
+    close(pair[1]);
+    return pair[0];
+}
+
 /* One message of 253 descriptors to a server with 300 (soft and hard): a
  * Unix socket whose queue holds a TCP socket lingering 60 s, then 252 pipe
  * ends. The loop has room to read it; the closer thread then has none to
@@ -162,22 +176,17 @@ static void a_descriptor_out_of_band_behind_unread_input_never_holds_the_closer(
 static void a_queue_without_room_never_holds_the_closer(void **state) {
     (void)state;
     pid_t srv = hs_start(trackd, &paths, NULL, 300);
-    int l, pair[2], p[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
-    int lingering = hs_lingering_socket(&l, 60);
-    uint8_t one = 1;
-    tr_send_fds(pair[1], &one, 1, &lingering, 1);
-    close(lingering);
-    close(pair[1]);
+    int l, p[2];
+    int held_socket = socket_holding_a_lingering_one(&l);
     assert_int_equal(pipe(p), 0);
     int fds[253];
-    fds[0] = pair[0];
+    fds[0] = held_socket;
     for (int k = 1; k < 253; k++)
         fds[k] = p[0];
     int sock = hs_reporter(paths.sock);
     uint8_t f[BH_WIRE_HEADER];
     tr_send_fds(sock, f, bh_wire_header(f, BH_WIRE_DRAIN, 0), fds, 253);
-    close(pair[0]);
+    close(held_socket);
     close(p[0]);
     assert_int_equal(tr_await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL); /* not memfds */
     close(sock);
@@ -273,18 +282,13 @@ static void a_socket_put_off_counts_for_its_uid(void **state) {
     pid_t srv = hs_start(
         trackd, &paths,
         (const char *const[]){"--max-connections-per-uid", "2", "--handshake-timeout-ms", "300", NULL}, 128);
-    int l, pair[2], p[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
-    int lingering = hs_lingering_socket(&l, 60);
-    uint8_t one = 1;
-    tr_send_fds(pair[1], &one, 1, &lingering, 1);
-    close(lingering);
-    close(pair[1]);
+    int l, p[2];
+    int held_socket = socket_holding_a_lingering_one(&l);
     assert_int_equal(pipe(p), 0);
     int sock = hs_reporter(paths.sock);
     uint8_t f[BH_WIRE_HEADER];
-    tr_send_fds(sock, f, bh_wire_header(f, BH_WIRE_DRAIN, 0), (const int[]){pair[0], p[0]}, 2);
-    close(pair[0]);
+    tr_send_fds(sock, f, bh_wire_header(f, BH_WIRE_DRAIN, 0), (const int[]){held_socket, p[0]}, 2);
+    close(held_socket);
     close(p[0]);
     assert_int_equal(tr_await_frame(sock, BH_WIRE_ERROR, NULL), BH_EINVAL); /* not memfds */
     uint8_t rest[64];
