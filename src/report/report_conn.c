@@ -143,12 +143,9 @@ static size_t program_name(char *buf, size_t cap) {
     return n;
 }
 
-/* Connects, checks who listens, says HELLO. Returns 0; -1 (no server: retry
- * soon); -2 (a server we must not talk to, or it refused: back off). */
-int rs_try_connect(conn *c) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -1;
+/* With c->lock released: connects fd (c->fd already), checks who listens,
+ * says HELLO. Returns as rs_try_connect; the caller closes fd on failure. */
+static int connect_fd(conn *c, int fd) {
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
@@ -164,7 +161,6 @@ int rs_try_connect(conn *c) {
                      "bufhandle: %s: no tracking server reachable (%s); events are counted as dropped "
                      "until one listens there",
                      who(c, label, sizeof(label)), strerror(errno));
-        close(fd);
         return -1;
     }
     /* Nothing is sent before we know the listener runs as us or as root:
@@ -176,10 +172,8 @@ int rs_try_connect(conn *c) {
         say_once(c, SAID_FOREIGN,
                  "bufhandle: %s is served by uid %u, not by this user or root: nothing is sent there",
                  who(c, label, sizeof(label)), (unsigned)cred.uid);
-        close(fd);
         return -2;
     }
-    c->fd = fd;
     if (!(c->opt.flags & BH_SOCKET_COMPAT_TT)) {
         char name[64];
         size_t n_name = program_name(name, sizeof(name));
@@ -190,11 +184,8 @@ int rs_try_connect(conn *c) {
         (void)bh_proc_start(0, &start);
         uint8_t hello[BH_WIRE_HELLO_MAX];
         size_t n = bh_wire_hello(hello, (uint32_t)getpid(), 0, name, n_name, start);
-        if (rs_write_all(c, hello, n) != 0) {
-            close(fd);
-            c->fd = -1;
+        if (rs_write_all(c, hello, n) != 0)
             return -1;
-        }
     } else if (cred.pid != c->server_pid) {
         /* Another TT server than the one the known set was built with: it
          * knows nothing of ours. */
@@ -202,6 +193,27 @@ int rs_try_connect(conn *c) {
         c->server_pid = cred.pid;
     }
     return 0;
+}
+
+/* Under c->lock, which it releases around the connect and HELLO. The socket
+ * is c->fd from its making, under the lock, so that a fork() meanwhile
+ * (fork_prepare takes this lock, so it never falls between the socket's
+ * making and its publication, nor between its closing and c->fd = -1) has
+ * fork_child close it in the child: published only once connected, a child
+ * forked during the connect kept the connection open for as long as it
+ * lived, and the server saw a dead connection alive. Only the sender, or
+ * the opener before the sender runs, changes c->fd. */
+int rs_try_connect(conn *c) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    c->fd = fd;
+    pthread_mutex_unlock(&c->lock);
+    int rc = connect_fd(c, fd);
+    pthread_mutex_lock(&c->lock);
+    if (rc != 0)
+        rs_disconnect(c);
+    return rc;
 }
 
 void rs_disconnect(conn *c) {

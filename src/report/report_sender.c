@@ -374,9 +374,7 @@ static void step_connect(conn *c, uint64_t now) {
         wait_wake(c, c->next_try_ms - now);
         return;
     }
-    pthread_mutex_unlock(&c->lock);
-    int rc = rs_try_connect(c);
-    pthread_mutex_lock(&c->lock);
+    int rc = rs_try_connect(c); /* releases c->lock around its I/O */
     c->tries++;
     pthread_cond_broadcast(&c->wake); /* a flusher waits for this attempt (flush_until) */
     now = rs_now_ms();

@@ -184,7 +184,7 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
     memcpy(c->path, path, strlen(path) + 1);
     snprintf(c->var, sizeof(c->var), "%s", var != NULL ? var : "");
     c->fd = -1;
-    BENIGN_RACE(&c->fd, "sender only; fork_child in the child");
+    BENIGN_RACE(&c->fd, "changed under c->lock by the sender alone, which reads it without");
     BENIGN_RACE(&c->give_up_ms, "relaxed atomic deadline");
     BENIGN_RACE(&c->need_resync, "relaxed atomic flag");
     BENIGN_RACE(&c->dead, "relaxed atomic flag");
@@ -192,13 +192,17 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
     c->backoff_ms = RETRY_MS;
     c->no_ring = (opt->flags & BH_SOCKET_COMPAT_TT) != 0; /* TT servers drain nothing of ours */
     /* Connect once now, so that events right after opening are not dropped
-     * while a server is up. Failure is fine: the sender keeps trying. */
-    if (rs_try_connect(c) ==
-        0) { /* nothing reported yet: no resync needed (rings are offered by the sender) */
+     * while a server is up. Failure is fine: the sender keeps trying. Under
+     * c->lock as rs_try_connect wants (no fork meanwhile: we hold
+     * conns_lock). Nothing reported yet: no resync needed (rings are offered
+     * by the sender). */
+    pthread_mutex_lock(&c->lock);
+    if (rs_try_connect(c) == 0) {
         c->connected = 1;
         c->connects = 1;
     }
     int fd = c->fd;
+    pthread_mutex_unlock(&c->lock);
     if (pthread_create(&c->thread, NULL, rs_sender, c) != 0) {
         if (fd >= 0)
             close(fd);

@@ -261,7 +261,8 @@ struct conn {
     uint32_t next_stream;
     uint32_t closed[16]; /* ids of ring streams closed since the last RING_CLOSE frames */
     size_t nclosed;
-    int fd; /* sender thread only, once started */
+    int fd; /* set and cleared under lock by the sender (the opener before it starts), read by it without; a
+               socket being connected too (rs_try_connect) */
     int connected;
     int resyncing; /* a snapshot is being sent */
     int stop;
