@@ -1,7 +1,8 @@
 /*
  * test_trackd_liveness.c - when bh-trackd counts a client process gone
  * (liveness.c): once its last reporter connection has ended, and the process
- * exited or --grace-ms passed, whatever else is connected.
+ * exited or --grace-ms passed, whatever else is connected; and what a
+ * connection's end gives up (its open resyncs).
  *
  * usage: test_trackd_liveness PATH-TO-bh-trackd [TEST-NAME-PATTERN]
  *
@@ -150,6 +151,38 @@ static void clients_connected_counts_the_processes_kept_alive(void **state) {
     close(silent);
 }
 
+/* A connection that ends with resyncs of several streams begun: each is
+ * given up (server.resyncs_cut), none left resyncing for good. At most
+ * TD_RESYNCS_OPEN (16) at once: a 17th stream's RESYNC_BEGIN is refused
+ * (ERROR BH_EINVAL), and the connection's end gives up the 16. main before
+ * this test kept only the latest resync begun: the others stayed resyncing
+ * (resyncs_cut 1 of 17, their leaks unverified for good). */
+static void every_resync_a_connection_leaves_open_is_given_up(void **state) {
+    (void)state;
+    enum { OPEN = 16 };
+    hs_start(trackd, &paths, (const char *const[]){"--grace-ms", "100", NULL}, 0);
+    int fd = hs_reporter(paths.sock);
+    uint8_t f[(OPEN + 1) * (BH_WIRE_HEADER + 4)];
+    size_t n = 0;
+    for (uint32_t stream = 1; stream <= OPEN + 1; stream++) {
+        n += bh_wire_header(f + n, BH_WIRE_RESYNC_BEGIN, 4);
+        bh_put32(f + n, stream);
+        n += 4;
+    }
+    hs_send_all(fd, f, n);
+    uint8_t e[BH_WIRE_HEADER + 4];
+    size_t got = hs_read_n(fd, e, sizeof(e));
+    int refused = got == sizeof(e) && bh_get16(e + 6) == BH_WIRE_ERROR;
+    close(fd);
+    assert_int_equal(hs_wait_total(paths.sock, "processes_gone", 1, TEST_HANG_S), 1); /* after the cut */
+    uint64_t cut = hs_stat(paths.sock, "resyncs_cut");
+    printf("# %d streams' RESYNC_BEGIN, then the end: the last %s, %" PRIu64 " resyncs given up\n", OPEN + 1,
+           refused ? "refused" : "taken", cut);
+    assert_true(refused);
+    assert_int_equal((int32_t)bh_get32(e + BH_WIRE_HEADER), BH_EINVAL);
+    assert_int_equal(cut, OPEN);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_trackd_liveness PATH-TO-bh-trackd [TEST-NAME-PATTERN]\n");
@@ -164,6 +197,7 @@ int main(int argc, char **argv) {
                                         teardown),
         cmocka_unit_test_setup_teardown(a_closing_connection_keeps_its_process_counted_once, setup, teardown),
         cmocka_unit_test_setup_teardown(clients_connected_counts_the_processes_kept_alive, setup, teardown),
+        cmocka_unit_test_setup_teardown(every_resync_a_connection_leaves_open_is_given_up, setup, teardown),
     };
     return cmocka_run_group_tests_name("trackd_liveness", tests, NULL, NULL);
 }

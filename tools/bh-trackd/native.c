@@ -131,10 +131,34 @@ static void handle_resync_chunk(td_server *s, td_client *c, const uint8_t *p, ui
     }
 }
 
+/* The index of stream among c's open resyncs, or c->nresyncs. */
+static unsigned open_resync(const td_client *c, uint32_t stream) {
+    unsigned i = 0;
+    while (i < c->nresyncs && c->resyncs[i] != stream)
+        i++;
+    return i;
+}
+
+static void resync_closed(td_client *c, unsigned i) {
+    if (i < c->nresyncs)
+        c->resyncs[i] = c->resyncs[--c->nresyncs];
+}
+
+/* Each open resync is one the connection's end must give up: one kept per
+ * stream (BEGIN again on an open one is the same), TD_RESYNCS_OPEN at once
+ * (a stream's resync costs the tracker the stream already; this bounds what
+ * the list costs). Before, only the latest was kept, and one begun before
+ * it on another stream stayed resyncing for good when the connection
+ * ended: its leaks all unverified, its findings never counted. */
 void td_native_resync_began(td_server *s, td_client *c, uint32_t stream) {
+    unsigned i = open_resync(c, stream);
+    if (i == c->nresyncs && c->nresyncs == TD_RESYNCS_OPEN) {
+        td_malformed(s, c, "more resyncs open at once than the server takes");
+        return;
+    }
     bh_track_resync_begin(s->track, td_client_key(c->pid, stream));
-    c->resync_open = 1;
-    c->resync_stream = stream;
+    if (i == c->nresyncs)
+        c->resyncs[c->nresyncs++] = stream;
 }
 
 /* A resync cut short (the reporter's sender lost the connection, or the
@@ -145,15 +169,25 @@ void td_native_resync_began(td_server *s, td_client *c, uint32_t stream) {
  * (each entry was live at the snapshot point) and the records after the
  * mark apply on top (ring.c drains them once the connection ended), which is
  * the stream as its numbers say, lost events counted as ever. */
-void td_native_cut(td_server *s, td_client *c) {
-    if (!c->resync_open)
-        return;
-    c->resync_open = 0;
-    if (!bh_track_resync_cut(s->track, td_client_key(c->pid, c->resync_stream)))
+static void cut(td_server *s, td_client *c, unsigned i) {
+    uint32_t stream = c->resyncs[i];
+    resync_closed(c, i);
+    if (!bh_track_resync_cut(s->track, td_client_key(c->pid, stream)))
         return;
     s->resyncs_cut++;
     td_log(s, TD_WARN, "pid %d stream %u: connection ended during a resync; the resync is given up",
-           (int)c->pid, c->resync_stream);
+           (int)c->pid, stream);
+}
+
+void td_native_cut(td_server *s, td_client *c) {
+    while (c->nresyncs > 0)
+        cut(s, c, c->nresyncs - 1);
+}
+
+void td_native_cut_stream(td_server *s, td_client *c, uint32_t stream) {
+    unsigned i = open_resync(c, stream);
+    if (i < c->nresyncs)
+        cut(s, c, i);
 }
 
 void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, uint32_t len) {
@@ -202,8 +236,7 @@ void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p
         }
         bh_track_resync_end(s->track, td_client_key(c->pid, bh_get32(p)));
         td_ring_end(c, bh_get32(p));
-        if (c->resync_stream == bh_get32(p))
-            c->resync_open = 0;
+        resync_closed(c, open_resync(c, bh_get32(p)));
         s->resyncs++;
         return;
     case BH_WIRE_RING:

@@ -507,8 +507,7 @@ void td_ring_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p, 
          * are stale and a resync it began is given up. Else the drain would
          * stop at the mark and the ring go with the stream's last events
          * (the FREEs of a registry destroyed during a resync) unapplied. */
-        if (r->resyncing && c->resync_open && c->resync_stream == r->stream)
-            td_native_cut(s, c);
+        td_native_cut_stream(s, c, r->stream);
         marks_stale(r);
         want(r, OP_CLOSE, 0);
         hold(s, c, TD_RING_WAIT_INPUT);

@@ -70,7 +70,8 @@
 #define TD_RING_SLICE 4096u            /* records drained from one connection's rings per loop turn */
 #define TD_RING_TURN 16384u            /* records drained from all rings per loop turn */
 #define TD_RING_STOP                                                                                         \
-    (1u << 20) /* records drained from all rings at shutdown; the rest stay for the next server */
+    (1u << 20)             /* records drained from all rings at shutdown; the rest stay for the next server */
+#define TD_RESYNCS_OPEN 16 /* streams one connection may resync at once; past it, refused */
 #define TD_RING_WAIT_INPUT 1 /* c->ring_wait: input held until its rings are drained so far */
 #define TD_RING_WAIT_GONE 2  /* c->ring_wait: the connection ended, its rings are still drained */
 
@@ -106,8 +107,10 @@ typedef struct td_client {
     uint64_t partial_ms; /* a frame or record started arriving (0: none pending) */
     uint64_t closing_ms; /* closing was set */
 
-    int resync_open;        /* native: a resync began (the tracker's) and its END has not come */
-    uint32_t resync_stream; /* its stream (a reporter resyncs one stream at a time) */
+    /* native: the streams whose resync began (the tracker's) and whose END
+     * has not come (the library's reporter resyncs one at a time) */
+    uint32_t resyncs[TD_RESYNCS_OPEN];
+    unsigned nresyncs;
 
     td_ring *rings;       /* native: the event rings it handed over (ring.c) */
     int fds[TD_RING_FDS]; /* descriptors received, waiting for their RING frame */
@@ -316,7 +319,9 @@ void td_native_frame(td_server *s, td_client *c, uint16_t type, const uint8_t *p
 /* The tracker's resync of stream began on c (RESYNC_BEGIN, or a ring's mark
  * taken for it). */
 void td_native_resync_began(td_server *s, td_client *c, uint32_t stream);
-/* c's connection ended: a resync it began and did not end is given up
+/* RING_CLOSE of stream: a resync of it c began is given up (as td_native_cut). */
+void td_native_cut_stream(td_server *s, td_client *c, uint32_t stream);
+/* c's connection ended: every resync it began and did not end is given up
  * (bh_track_resync_cut), counted and logged. Idempotent. */
 void td_native_cut(td_server *s, td_client *c);
 #define TD_TT_UNREADABLE 1u /* c->tt_size of a stream of no known record size: dropped unread */
