@@ -225,9 +225,8 @@ static void born(bh_registry *reg, held *x, bh_handle h, int i) {
     /* The locked lookup too (the lock-free hit passes over a dying block of
      * the key; the locked find must not stop at one): a takeover links the
      * new block and unlinks the old one while the old one's free runs. */
-    uint64_t hash = bh__key_hash(0, half_at(i));
     bh_handle l;
-    if (bh__lookup_locked(reg, bh__shard_for(reg, hash), hash, 0, half_at(i), &l) != BH_OK)
+    if (bh__lookup_locked(reg, 0, half_at(i), &l) != BH_OK)
         bad();
     else if (!bh_handle_eq(l, h) || bh_release(reg, l) != BH_OK)
         bad();

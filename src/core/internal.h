@@ -165,8 +165,14 @@ typedef struct bh__slab {
 void bh__slab_init(bh__slab *slab);
 void bh__slab_fini(bh__slab *slab);
 
+/* floor(log2(slot / BASE + 1)), written so that it compiles to an add, a
+ * shift and a bsr on every handle decode: (slot + BASE) / BASE is that
+ * argument without a separate + 1 (slot < 2^24: no overflow), and 63 ^ clz
+ * is 63 - clz for an argument >= 1, which gcc turns into a bare bsr where it
+ * kept the subtraction (and a register for the 63) inside the lock-free
+ * probe loop. */
 static inline uint32_t bh__slab_chunk_of(uint32_t slot) {
-    return 63u - (uint32_t)__builtin_clzll((uint64_t)slot / BH__SLAB_BASE + 1); /* argument >= 1 */
+    return (uint32_t)__builtin_clzll(((uint64_t)slot + BH__SLAB_BASE) / BH__SLAB_BASE) ^ 63u;
 }
 static inline uint32_t bh__slab_chunk_first(uint32_t c) { return BH__SLAB_BASE * ((1u << c) - 1u); }
 
@@ -565,6 +571,7 @@ struct bh_registry {
         env_reporter; /* opened from the environment, closed on destroy (report NULL: none); immutable */
     uint32_t flags;
     uint32_t tag;                              /* 1..255, stamped into every handle */
+    uint32_t handle_floor;                     /* tag << 24 | 1: the least low word of a handle (hot.h) */
     uint32_t gen_salt;                         /* random per registry, XORed into every handle's generation */
     uint32_t refs_max;                         /* BH_EOVERFLOW past this; lowered only by tests */
     AO_t seq;                                  /* ATOMIC: last sequence number handed out */

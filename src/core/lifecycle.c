@@ -471,9 +471,10 @@ static bh_status intern_refusal(bh_registry *reg, uint32_t device, uint64_t addr
 /* bh_intern when fast_hit had no clean hit: under the shard lock, the alias,
  * BH_ERANGE, BH_EBUSY, BH_EOVERFLOW or a new block. Out of line, so the
  * lock-free hit saves no registers for it. */
-__attribute__((noinline)) bh_status bh__intern_locked(bh_registry *reg, bh__shard *shard, uint64_t hash,
-                                                      uint32_t device, uint64_t address, uint64_t size,
-                                                      bh_handle *out, int *born) {
+__attribute__((noinline)) bh_status bh__intern_locked(bh_registry *reg, uint32_t device, uint64_t address,
+                                                      uint64_t size, bh_handle *out, int *born) {
+    uint64_t hash = bh__key_hash(device, address);
+    bh__shard *shard = bh__shard_for(reg, hash);
     pthread_mutex_lock(&shard->lock);
     bh__block *b = bh__shard_find(shard, hash, device, address);
     if (b != NULL) {
@@ -544,8 +545,10 @@ static bh_status count_lookup(bh_registry *reg, bh_status st) {
 
 /* bh_lookup when fast_hit had no clean hit: the locked path decides. Out of
  * line, as intern_locked. */
-__attribute__((noinline)) bh_status bh__lookup_locked(bh_registry *reg, bh__shard *shard, uint64_t hash,
-                                                      uint32_t device, uint64_t address, bh_handle *out) {
+__attribute__((noinline)) bh_status bh__lookup_locked(bh_registry *reg, uint32_t device, uint64_t address,
+                                                      bh_handle *out) {
+    uint64_t hash = bh__key_hash(device, address);
+    bh__shard *shard = bh__shard_for(reg, hash);
     pthread_mutex_lock(&shard->lock);
     bh_status st = lookup_get(reg, bh__shard_find(shard, hash, device, address), out);
     pthread_mutex_unlock(&shard->lock);

@@ -48,7 +48,9 @@ static inline bh_status bh__ref_get(const bh_registry *reg, bh__block *b, uint32
         if (bh__word_refs(w) >= reg->refs_max)
             return BH_EOVERFLOW;
         AO_t seen = AO_fetch_compare_and_swap_full(&b->word, w, w + 1);
-        if (seen == w)
+        /* Expected: gcc then lays the first attempt out straight, without
+         * a jump into the middle of the loop. */
+        if (__builtin_expect(seen == w, 1))
             return BH_OK;
         w = seen;
     }
@@ -65,12 +67,15 @@ bh_status bh__alloc_block(bh_registry *reg, uint32_t device, uint64_t size, void
 bh_status bh__adopt_block(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size, bh_handle *out);
 /* bh_intern after the lock-free hit gave up: the locked path decides (the
  * alias, BH_ERANGE, BH_EBUSY, BH_EOVERFLOW or a new block; *born set to 1
- * when a block was made, if born is not NULL). */
-bh_status bh__intern_locked(bh_registry *reg, bh__shard *shard, uint64_t hash, uint32_t device,
-                            uint64_t address, uint64_t size, bh_handle *out, int *born);
-/* bh_lookup after the lock-free hit gave up. Counts the hit or the miss. */
-bh_status bh__lookup_locked(bh_registry *reg, bh__shard *shard, uint64_t hash, uint32_t device,
-                            uint64_t address, bh_handle *out);
+ * when a block was made, if born is not NULL). It hashes the key again
+ * rather than take the hit's hash and shard: those two would stay live across
+ * the hit's probe loop, which then ran out of registers and saved two more
+ * on every hit. */
+bh_status bh__intern_locked(bh_registry *reg, uint32_t device, uint64_t address, uint64_t size,
+                            bh_handle *out, int *born);
+/* bh_lookup after the lock-free hit gave up (the key hashed again, as
+ * above). Counts the hit or the miss. */
+bh_status bh__lookup_locked(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out);
 /* bh_lookup_containing (always under the range stripe lock). */
 bh_status bh__containing_block(bh_registry *reg, uint32_t device, uint64_t address, bh_handle *out);
 /* After the CAS that took refs from 1 to 0: the calling thread owns the

@@ -189,6 +189,7 @@ bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
     /* Relaxed: tags need only differ, they publish nothing. */
     AO_t made = AO_fetch_and_add1(&registries_made);
     reg->tag = (uint32_t)(made % 255u) + 1u;
+    reg->handle_floor = (uint32_t)bh__handle_make(1, reg->tag, 0).bits;
     reg->gen_salt = generation_salt(reg, made);
     bh__ranges_init(&reg->ranges, &reg->slab);
     reg->refs_max = UINT32_MAX;
