@@ -2,9 +2,10 @@
  * test_hostile_round4.c - bh-trackd against a local unprivileged client,
  * round 4 (session 8's attack): figures each within their bounds (sizes,
  * sequence numbers) that still add up past 2^64 in a figure the server keeps
- * over all clients (TT's table, a domain's sample in the timeline, a TT QUERY answer, the
- * "other" series of /metrics), checked by what stats, /api/timeline, TT QUERY
- * and /metrics show.
+ * over all clients (TT's table, a domain's sample in the timeline, a TT QUERY
+ * answer, the "other" series of /metrics), checked by what stats,
+ * /api/timeline, TT QUERY and /metrics show; and a number in a request that
+ * is not the one answered for.
  *
  * usage: test_hostile_round4 PATH-TO-bh-trackd
  */
@@ -277,6 +278,31 @@ static void metrics_other_loss_never_wraps(void **state) {
     assert_int_equal(other, 0);
 }
 
+/* ------------------------------------------------ numbers in requests */
+
+/* An address asked about must be the one answered for: only decimal, or
+ * hexadecimal after one 0x. strtoull's base 16 took a second 0x, so
+ * /api/history?address=0x0x5 answered for address 5. */
+static void a_number_with_two_hex_prefixes_is_refused(void **state) {
+    (void)state;
+    (void)hs_start(trackd, &paths, (const char *const[]){"--http", "127.0.0.1:0", NULL}, 0);
+    unsigned port = hs_http_port(paths.log);
+    static const struct {
+        const char *path;
+        int status;
+    } cases[] = {
+        {"/api/history?address=0x0x5", 400}, {"/api/history?address=0X0x5", 400},
+        {"/api/live?offset=0x0x1", 400},     {"/api/timeline?since=0x0x1", 400},
+        {"/api/history?address=0x5", 200},   {"/api/history?address=0x05", 200},
+        {"/api/history?address=5", 200},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int st = hs_http_get(port, "localhost", cases[i].path, NULL);
+        print_message("%s: %d\n", cases[i].path, st);
+        assert_int_equal(st, cases[i].status);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_hostile_round4 PATH-TO-bh-trackd\n");
@@ -290,6 +316,7 @@ int main(int argc, char **argv) {
         T(the_timeline_never_wraps_a_domain),
         T(tt_query_never_wraps_with_native_bytes),
         T(metrics_other_loss_never_wraps),
+        T(a_number_with_two_hex_prefixes_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -78,6 +78,8 @@ int td_parse_u64(const char *v, uint64_t *out) {
     const char *digits = v != NULL ? v + (hex ? 2 : 0) : NULL;
     if (digits == NULL || !(hex ? isxdigit((unsigned char)*digits) : isdigit((unsigned char)*digits)))
         return -1;
+    if (hex && digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X'))
+        return -1; /* base 16 takes a prefix of its own: "0x0x5" read 5 */
     char *end;
     errno = 0;
     unsigned long long x = strtoull(digits, &end, hex ? 16 : 10);
