@@ -216,33 +216,65 @@ int rs_try_connect(conn *c) {
     return rc;
 }
 
+void rs_gone_free(conn *c) {
+    while (c->gone != NULL) {
+        ring_gone *g = c->gone;
+        c->gone = g->next;
+        bh__free(g);
+    }
+}
+
 void rs_disconnect(conn *c) {
+    rs_gone_free(c);
     c->in_len = 0;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
 }
 
+/* The server's answer to the RING of a closed stream (refused: status != 0):
+ * nobody drains its ring now, so its events are lost. Returns 0 if id is no
+ * closed stream's ring waiting for an answer. */
+static int gone_answer(conn *c, uint32_t id, int refused) {
+    for (ring_gone *g = c->gone; g != NULL; g = g->next) {
+        if (g->id == id && g->answer_due) {
+            g->answer_due = 0;
+            c->lost += refused ? g->events : 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* An ERROR frame: said once; BH_ENOMEM (the process is over the server's
  * live-set limit) marks the connection refused. An older server answers a
- * RING frame with BH_EINVAL: it gets no rings from now on, and no message. */
+ * RING frame with BH_EINVAL, and so does bh-trackd short of descriptors: it
+ * gets no rings from now on, and no message; a closed stream's ring offered
+ * is then lost, and the next connection is made at once (GOT_NO_RING), not
+ * after a back-off: that is no refusal of the process, and a close's flush
+ * waits for it to send what waits over the socket. */
 static void server_error(conn *c, const uint8_t *p, uint32_t len) {
     int32_t code = (int32_t)bh_get32(p);
     int mshow = (int)(len - 4);
     const char *msg = (const char *)p + 4;
     char label[256];
-    c->got_error = 1;
+    c->got_error = GOT_ERROR;
     int offered = 0;
     for (stream *s = c->streams; s != NULL; s = s->next)
         offered |= s->mode == RING_OFFERED;
-    if (code == BH_ENOMEM) {
+    for (ring_gone *g = c->gone; g != NULL; g = g->next)
+        offered |= g->answer_due;
+    if (code == BH_EINVAL && offered && !c->no_ring) {
+        c->no_ring = 1;
+        c->got_error = GOT_NO_RING;
+        for (ring_gone *g = c->gone; g != NULL; g = g->next)
+            (void)gone_answer(c, g->id, 1);
+    } else if (code == BH_ENOMEM) {
         c->refused = 1;
         say_once(c, SAID_REFUSED,
                  "bufhandle: %s refused this process (%.*s): its live set is withdrawn there and nothing "
                  "more is sent",
                  who(c, label, sizeof(label)), mshow, msg);
-    } else if (code == BH_EINVAL && offered && !c->no_ring) {
-        c->no_ring = 1;
     } else {
         say_once(c, SAID_ERROR, "bufhandle: %s closed the connection: %s (%.*s); retrying with back-off",
                  who(c, label, sizeof(label)), bh_strerror((bh_status)code), mshow, msg);
@@ -261,6 +293,8 @@ static int server_frame(conn *c, uint16_t type, const uint8_t *p, uint32_t len) 
         int32_t status = (int32_t)bh_get32(p + 4);
         if (s != NULL && s->mode == RING_OFFERED)
             s->mode = status == 0 ? RING_SERVER : RING_SELF;
+        else if (s == NULL)
+            (void)gone_answer(c, bh_get32(p), status != 0);
     }
     return 0; /* anything else is not ours to answer */
 }

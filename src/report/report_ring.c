@@ -157,6 +157,16 @@ uint8_t rs_ring_peek(const stream *s, bh_event *ev, uint64_t *n) {
     return kind;
 }
 
+uint64_t rs_ring_events(const stream *s) {
+    uint64_t events = 0;
+    /* Relaxed enough: under s->lock the head is ours; the tail is read once
+     * (acquire, rs_ring_tail) and a consumer that moves it meanwhile only
+     * makes the count a bound. */
+    for (uint64_t at = rs_ring_tail(s); at < s->head; at++)
+        events += record(s, at)[8] != BH_RING_MARK;
+    return events;
+}
+
 void rs_ring_pop(stream *s, uint64_t n) {
     bh_ring_store(s->ring, BH_RING_OFF_LAST_N, n);
     /* Release: pairs with rs_ring_put's acquire of the tail. */

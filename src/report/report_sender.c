@@ -109,14 +109,14 @@ static void lose_connection(conn *c) {
         pthread_mutex_unlock(&s->lock);
     }
     AO_store(&c->need_resync, 1); /* relaxed: the sender's own flag from here */
-    if (c->refused) {
+    if (c->refused || c->got_error == GOT_NO_RING) {
         c->next_try_ms = now;
     } else if (c->got_error) {
         back_off(c, now);
     } else {
         c->next_try_ms = now + RETRY_MS;
     }
-    c->got_error = 0;
+    c->got_error = GOT_NONE;
     pthread_cond_broadcast(&c->wake);
 }
 
@@ -392,8 +392,8 @@ static void step_connect(conn *c, uint64_t now) {
 /* Under c->lock, connected: every stream without a consumer on this
  * connection gets one: the server (RING, answered by RING_ACK), or the sender
  * itself (TT, a server that takes no rings, no memfd, a refused process).
- * Then RING_CLOSE for the rings of streams that closed. Returns -1 if the
- * connection was lost. */
+ * Then RING_CLOSE for the rings of streams that closed; each is forgotten
+ * once its RING_ACK was read too. Returns -1 if the connection was lost. */
 static int offer_rings(conn *c) {
     for (stream *s = c->streams; s != NULL; s = s->next) {
         if (s->mode != RING_NONE)
@@ -406,10 +406,18 @@ static int offer_rings(conn *c) {
             return -1;
         s->mode = RING_OFFERED;
     }
-    for (size_t i = 0; i < c->nclosed; i++)
-        if (rs_send_stream_frame(c, BH_WIRE_RING_CLOSE, c->closed[i]) != 0)
+    for (ring_gone **p = &c->gone; *p != NULL;) {
+        ring_gone *g = *p;
+        if (g->close_due && rs_send_stream_frame(c, BH_WIRE_RING_CLOSE, g->id) != 0)
             return -1;
-    c->nclosed = 0;
+        g->close_due = 0;
+        if (g->answer_due) {
+            p = &g->next;
+        } else {
+            *p = g->next;
+            bh__free(g);
+        }
+    }
     return 0;
 }
 

@@ -87,6 +87,7 @@ static void install_atfork(void) { (void)pthread_atfork(fork_prepare, fork_paren
 /* ======================== Open / close ======================== */
 
 static void conn_destroy(conn *c) {
+    rs_gone_free(c); /* a forked child's: its sender never ran in it */
     bh__free(c->wire);
     bh__free(c->encoded);
     bh__free(c->batch);
@@ -152,6 +153,20 @@ static void let_go(conn *c, stream *s) {
         c->lost += lost;
     }
     pthread_mutex_unlock(&s->lock);
+}
+
+/* Under c->lock, s off the list, its ring the server's or offered to it:
+ * the server lets the ring go when told (RING_CLOSE, else when the
+ * connection ends). Offered, the server's answer may still refuse it: the
+ * events it holds now (parked ones applied first) are then lost. */
+static void queue_gone(conn *c, stream *s) {
+    ring_gone *g = s->gone;
+    s->gone = NULL;
+    rs_stream_lock(s);
+    *g = (ring_gone){c->gone, s->id, 1, s->mode == RING_OFFERED, 0};
+    g->events = g->answer_due ? rs_ring_events(s) : 0;
+    pthread_mutex_unlock(&s->lock);
+    c->gone = g;
 }
 
 /* Under conns_lock: the connection for (path, format), made if needed. */
@@ -292,6 +307,7 @@ static uint32_t ring_records(uint32_t events) {
 }
 
 static void stream_free(stream *s) {
+    bh__free(s->gone); /* not queued at its close */
     rs_side_free(s);
     rs_shadow_free(&s->live);
     rs_ring_free(s);
@@ -324,6 +340,11 @@ bh_status bh__socket_reporter_open_env(const char *var, const char *path, const 
         return BH_ENOMEM;
     s->ring_fd = -1;
     s->max_block_us = opt.max_block_us;
+    s->gone = bh__calloc(1, sizeof(*s->gone)); /* its close needs no memory */
+    if (s->gone == NULL) {
+        bh__free(s);
+        return BH_ENOMEM;
+    }
     pthread_mutex_init(&s->lock, NULL);
     pthread_once(&exit_flush_once, install_exit_flush);
     pthread_mutex_lock(&conns_lock);
@@ -384,14 +405,25 @@ static void try_now(conn *c, uint64_t deadline) {
 
 /* Waits until every ring was consumed and no resync is due, or the
  * connection is down (after one more try, try_now), or deadline
- * (CLOCK_MONOTONIC ms) passed. */
+ * (CLOCK_MONOTONIC ms) passed. A connection that ends on the server's "no
+ * rings" (ERROR BH_EINVAL to a RING) is made again at once (next_try_ms
+ * now, lose_connection) and waited for too: what waits goes over the socket
+ * on it, where letting it go made a close count it all lost. */
 static bh_status flush_until(conn *c, uint64_t deadline) {
     pthread_mutex_lock(&c->lock);
     c->flushers++;
     pthread_cond_broadcast(&c->wake);
     try_now(c, deadline);
     bh_status st = BH_OK;
-    while (c->connected && !c->quiet && !c->forked && (!rs_all_sent(c) || c->in_flight > 0)) {
+    while (!c->quiet && !c->forked && (!rs_all_sent(c) || c->in_flight > 0)) {
+        if (!c->connected) {
+            uint64_t tries = c->tries;
+            if (c->next_try_ms <= rs_now_ms())
+                try_now(c, deadline);
+            if (c->tries == tries || !c->connected)
+                break;
+            continue;
+        }
         uint64_t now = rs_now_ms();
         if (now >= deadline) {
             st = BH_EBUSY;
@@ -430,10 +462,8 @@ void bh_socket_reporter_close(bh_reporter *rep) {
             break;
         }
     }
-    /* The server lets the ring go when told (else when the connection ends). */
-    if ((s->mode == RING_SERVER || s->mode == RING_OFFERED) &&
-        c->nclosed < sizeof(c->closed) / sizeof(c->closed[0]))
-        c->closed[c->nclosed++] = s->id;
+    if (s->mode == RING_SERVER || s->mode == RING_OFFERED)
+        queue_gone(c, s);
     let_go(c, s); /* off the list: the sender takes nothing more of it */
     pthread_mutex_unlock(&c->lock);
     int last = --c->refs == 0;

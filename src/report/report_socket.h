@@ -199,6 +199,21 @@ typedef struct side_ev {
 /* Who drains a stream's ring on the current connection. */
 enum { RING_NONE, RING_OFFERED, RING_SERVER, RING_SELF };
 
+/* A closed stream's ring that the server of the current connection took or
+ * was offered: its RING_CLOSE is still to be sent, or the server's answer
+ * to its RING still to be read (a refusal makes its events lost, counted in
+ * c->lost). Made with its stream, so that a close needs no memory and
+ * queues every one (a fixed array of 16 left the rest mapped in the server,
+ * counted against the process's ring limits, until the connection ended);
+ * the sender frees it once nothing is due, or at the connection's end. */
+typedef struct ring_gone {
+    struct ring_gone *next;
+    uint32_t id;
+    int close_due;   /* RING_CLOSE not sent yet */
+    int answer_due;  /* offered: its RING_ACK (or an ERROR) not read yet */
+    uint64_t events; /* answer_due: events its ring held at the close */
+} ring_gone;
+
 struct stream {
     conn *c;
     uint32_t id;
@@ -231,6 +246,7 @@ struct stream {
     AO_t side_lost; /* ATOMIC: events that could not even be pushed (host memory) */
     /* sender thread, under c->lock: */
     int mode;            /* RING_*, on the current connection */
+    ring_gone *gone;     /* queued on c->gone at its close if the server has its ring */
     uint64_t stale_mark; /* marks up to this one belong to resyncs that were cut short */
     stream *next;
 };
@@ -259,8 +275,7 @@ struct conn {
     /* under lock: */
     stream *streams;
     uint32_t next_stream;
-    uint32_t closed[16]; /* ids of ring streams closed since the last RING_CLOSE frames */
-    size_t nclosed;
+    ring_gone *gone; /* rings of closed streams with a RING_CLOSE or an answer due */
     int fd; /* set and cleared under lock by the sender (the opener before it starts), read by it without; a
                socket being connected too (rs_try_connect) */
     int connected;
@@ -281,7 +296,7 @@ struct conn {
     uint64_t next_try_ms; /* when to connect again; UINT64_MAX: never (refused and withdrawn) */
     uint32_t backoff_ms;  /* next reconnect delay after a refusal */
     /* sender thread only: */
-    int got_error;           /* the server closed the connection with an ERROR frame */
+    int got_error;           /* GOT_*: the server closed the connection with an ERROR frame */
     uint64_t next_resync_ms; /* resync spacing */
     uint64_t resync_started_ms;
     uint64_t drain_sent_ms; /* when DRAIN was last sent for a flusher */
@@ -304,6 +319,9 @@ struct conn {
 };
 
 enum { SAID_UNREACHABLE = 1, SAID_FOREIGN = 2, SAID_REFUSED = 4, SAID_ERROR = 8 };
+/* c->got_error: none; an ERROR (retried with back-off); BH_EINVAL to a RING
+ * (no rings from now on: reconnected at once). */
+enum { GOT_NONE, GOT_ERROR, GOT_NO_RING };
 
 #define MAX_RECORD                                                                                           \
     (BH_WIRE_HEADER + BH_WIRE_EVENT_LEN > BH_TT_RECORD_144 ? BH_WIRE_HEADER + BH_WIRE_EVENT_LEN              \
@@ -337,6 +355,8 @@ uint64_t rs_ring_tail(const stream *s);
  * consumes it. */
 uint8_t rs_ring_peek(const stream *s, bh_event *ev, uint64_t *n);
 void rs_ring_pop(stream *s, uint64_t n);
+/* Under s->lock: the event records (marks aside) not consumed yet. */
+uint64_t rs_ring_events(const stream *s);
 
 /* report_conn.c */
 uint64_t rs_now_ms(void);
@@ -344,7 +364,10 @@ struct timespec rs_deadline_in(uint64_t us);
 size_t rs_write_some(conn *c, int fd, const uint8_t *buf, size_t len, uint32_t timeout_ms);
 int rs_write_all(conn *c, const uint8_t *buf, size_t len);
 int rs_try_connect(conn *c);
+/* Under c->lock (or alone): the connection ends. The server lets each of its
+ * rings go after draining it, so the closed streams' ring_gone are freed. */
 void rs_disconnect(conn *c);
+void rs_gone_free(conn *c);
 /* The line on stderr about n events lost (once, at exit). */
 void rs_say_lost(uint64_t n);
 int rs_read_server(conn *c);
