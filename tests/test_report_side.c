@@ -208,16 +208,6 @@ static const char *lost_line(const char *err) {
     return strstr(err, " events of this process were never delivered");
 }
 
-/* N of that line (0: no line). */
-static uint64_t said_lost(const char *err) {
-    const char *p = lost_line(err);
-    if (p == NULL)
-        return 0;
-    while (p > err && p[-1] >= '0' && p[-1] <= '9')
-        p--;
-    return strtoull(p, NULL, 10);
-}
-
 /* Events parked while no server listens are applied by the sender: with
  * no further report and no close, nothing else takes the stream's lock.
  * main before this test left them parked (out of the ring, the shadow and
@@ -329,7 +319,7 @@ static void a_close_and_an_exit_without_a_server_say_what_they_lost(void **state
     err[n] = '\0';
     close(child_err);
     print_message("said: %s", lost_line(err) != NULL ? err : "nothing\n");
-    assert_int_equal(said_lost(err), 2 * IN_RING + PARKED);
+    assert_int_equal(test_said_lost(err), 2 * IN_RING + PARKED);
 }
 
 int main(int argc, char **argv) {

@@ -563,7 +563,11 @@ BH_API bh_status bh_dup(bh_registry *reg, bh_handle h, bh_handle *out);
  * on its default socket: name it, BH_TRACK_SOCKET=$XDG_RUNTIME_DIR/bh-trackd.sock.
  * If it cannot be opened, the registry works without reports. Each registry
  * gets a socket reporter and ring of its own: 80 MiB of shared memory at the
- * default queue_capacity, resident as it fills (BH_TRACK_RING: smaller). */
+ * default queue_capacity, resident as it fills (BH_TRACK_RING: smaller).
+ * The socket reporter's numbers (BH_TRACK_RING, BH_TRACK_MAX_BLOCK_US,
+ * BH_TRACK_FLUSH_MS, BH_TT_RECORD_SIZE; see bh_socket_options) take decimal
+ * numbers only: any other value (a word, a sign, out of range) is named on
+ * stderr with the default used instead, once per process and variable. */
 
 /* The socket reporter talks to bh-trackd (docs/protocol.md, "The library's
  * socket reporter" and "The event ring"). Reporting threads never touch the
@@ -591,15 +595,21 @@ BH_API bh_status bh_dup(bh_registry *reg, bh_handle h, bh_handle *out);
  * one reporter per registry. A process that exits (exit() or returning from
  * main) with reporters still open, such as a registry never destroyed, first
  * flushes them as a close would (each within its flush_timeout_ms), so the
- * server sees its last events and its leaks; _exit() and crashes lose what
- * the server had not drained yet. */
+ * server sees its last events and its leaks. A server too slow to finish
+ * within that time still gets the events of a ring it took (it drains the
+ * ring when it sees the connection end, however late); what the reporter
+ * sends itself (a TT server takes no ring) and could not send is counted and
+ * said in the exit's line on stderr. Raise flush_timeout_ms (or
+ * BH_TRACK_FLUSH_MS) for such a server on a busy machine. _exit() and
+ * crashes lose what the server had not drained yet. */
 typedef struct bh_socket_options {
     uint32_t queue_capacity;   /* events that may wait per reporter (its ring, rounded up to a power of
                                   two less one, at most 2^22 - 1); 0: $BH_TRACK_RING, else 2^21 - 1 */
     uint32_t max_block_us;     /* wait for ring room, microseconds; 0: $BH_TRACK_MAX_BLOCK_US, else 0
                                   (drop at once) */
     uint32_t send_timeout_ms;  /* a stalled send drops the connection after this; 0: 1000 */
-    uint32_t flush_timeout_ms; /* close waits this long for queued events; 0: 2000 */
+    uint32_t flush_timeout_ms; /* close and exit wait this long for queued events; 0: $BH_TRACK_FLUSH_MS
+                                  (1..3600000), else 2000 */
     uint32_t flags;            /* BH_SOCKET_* */
 } bh_socket_options;
 
@@ -636,7 +646,11 @@ BH_API void bh_socket_reporter_close(bh_reporter *rep);
 /* Counters of a socket reporter. Errors: BH_EINVAL (not a socket reporter). */
 BH_API bh_status bh_socket_reporter_stats(const bh_reporter *rep, bh_reporter_stats *out);
 /* Waits up to timeout_ms until everything queued so far was sent (or dropped).
- * Returns BH_OK, or BH_EBUSY on timeout. */
+ * A reporter that is not connected first tries the server once at once (not
+ * during a back-off after a refusal).
+ * Returns BH_OK; BH_EBUSY if events are still undelivered: the timeout passed,
+ * or no server is connected (they wait in the ring for the next connection,
+ * not counted as dropped); BH_EINVAL (not a socket reporter). */
 BH_API bh_status bh_socket_reporter_flush(const bh_reporter *rep, uint32_t timeout_ms);
 
 /* A JSON-lines log reporter: one object per event, written with one write(2)

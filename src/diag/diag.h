@@ -228,6 +228,11 @@ typedef enum bh__env_note {
     BH__NOTE_LEAK_VALUE,  /* BH_LEAK_REPORT is not 0, 1 or all */
     BH__NOTE_TRACK_EMPTY, /* BH_TRACK_SOCKET is set to nothing */
     BH__NOTE_TT_VALUE,    /* TT_ALLOC_TRACKING_ENABLED is not 0 or 1 */
+    /* A socket reporter's number that is not one (or out of its range). */
+    BH__NOTE_TRACK_RING,      /* BH_TRACK_RING */
+    BH__NOTE_TRACK_MAX_BLOCK, /* BH_TRACK_MAX_BLOCK_US */
+    BH__NOTE_TRACK_FLUSH,     /* BH_TRACK_FLUSH_MS */
+    BH__NOTE_TT_RECORD_SIZE,  /* BH_TT_RECORD_SIZE is not 72, 112 or 144 */
     BH__NOTE_COUNT
 } bh__env_note;
 /* One line (fmt ends with its newline) to the sink, unless this note was

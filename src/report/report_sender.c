@@ -96,6 +96,9 @@ static void space_resyncs(conn *c, uint64_t now) {
 static void lose_connection(conn *c) {
     if (c->fd >= 0 && !c->got_error)
         (void)rs_read_server(c);
+    /* A server that holds its end (slow: a send timed out) drains the rings
+     * it took when it sees ours end; one that closed it or is gone may not. */
+    int handed = c->fd >= 0 && !c->got_error && rs_peer_open(c);
     rs_disconnect(c);
     c->connected = 0;
     uint64_t now = rs_now_ms();
@@ -104,6 +107,8 @@ static void lose_connection(conn *c) {
     c->resyncing = 0;
     for (stream *s = c->streams; s != NULL; s = s->next) {
         rs_stream_lock(s);
+        if (handed && s->mode == RING_SERVER)
+            s->handed = s->head;
         s->snap_active = 0;
         s->mode = RING_NONE;
         pthread_mutex_unlock(&s->lock);
@@ -194,12 +199,14 @@ static void step_send(conn *c, uint32_t n) {
             continue;
         }
         rs_stream_lock(s);
-        if (!c->encoded[i])
+        if (!c->encoded[i]) {
             s->withheld++;
-        else if (done < len)
+        } else if (done < len) {
             s->dropped++;
-        else
+            c->lost += c->exiting != 0; /* the exit says it (settle_in_flight) */
+        } else {
             s->sent++;
+        }
         pthread_mutex_unlock(&s->lock);
     }
     if (done < len)
@@ -339,12 +346,11 @@ static void withdraw(conn *c) {
     pthread_cond_broadcast(&c->wake);
 }
 
-/* Under c->lock: nothing waits to be delivered (every ring consumed, nothing
- * parked, no resync due or under way). Events parked beside a held lock were
- * reported before this call, so each stream's lock is taken here, which
- * applies them to the ring first (and makes the ring's head as the last
- * holder left it visible). */
-int rs_all_sent(conn *c) {
+/* Under c->lock: every ring consumed, nothing parked. Events parked beside a
+ * held lock were reported before this call, so each stream's lock is taken
+ * here, which applies them to the ring first (and makes the ring's head as
+ * the last holder left it visible). */
+int rs_rings_consumed(conn *c) {
     for (stream *s = c->streams; s != NULL; s = s->next) {
         rs_stream_lock(s);
         int consumed = rs_ring_tail(s) == bh_ring_load(s->ring, BH_RING_OFF_HEAD);
@@ -352,9 +358,13 @@ int rs_all_sent(conn *c) {
         if (!consumed)
             return 0;
     }
+    return 1;
+}
+
+int rs_all_sent(conn *c) {
     /* After the streams: applying a parked event may have asked for a
      * resync. Relaxed: a flag. */
-    return !AO_load(&c->need_resync) && !c->resyncing;
+    return rs_rings_consumed(c) && !AO_load(&c->need_resync) && !c->resyncing;
 }
 
 /* Under c->lock: waits on c->wake up to ms (at most IDLE_MAX_MS). */

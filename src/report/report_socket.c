@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "diag/diag.h"
 #include "report_socket.h"
 
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -137,16 +138,18 @@ static void conn_stop(conn *c, uint64_t give_up_ms) {
  * record left in it is lost: consumed here, counted as dropped and in
  * c->lost. Consumed, not just counted, so that a connection made later
  * (the exit's flush is not the last thing the sender does) sees a gap, the
- * same count, rather than events we said were lost. A forked child's
- * inherited rings are the parent's (shared memory): not touched. */
+ * same count, rather than events we said were lost. Records before
+ * s->handed are consumed but not lost: the server of the connection that
+ * ended drains them at that end (a slow server, not a gone one). A forked
+ * child's inherited rings are the parent's (shared memory): not touched. */
 static void let_go(conn *c, stream *s) {
     rs_stream_lock(s);
     if (!c->forked && s->mode != RING_SERVER && s->mode != RING_OFFERED) {
         bh_event ev;
         uint64_t n, lost = 0;
         uint8_t kind;
-        while ((kind = rs_ring_peek(s, &ev, &n)) != 0) {
-            lost += kind != BH_RING_MARK;
+        for (uint64_t at = rs_ring_tail(s); (kind = rs_ring_peek(s, &ev, &n)) != 0; at++) {
+            lost += kind != BH_RING_MARK && at >= s->handed;
             rs_ring_pop(s, n);
         }
         s->dropped += lost;
@@ -232,6 +235,26 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
 
 /* ======================== Exit ======================== */
 
+/* Under c->lock, at exit after the flush: a batch the sender is writing (it
+ * drains that ring itself, and the server is slow) would be cut off by the
+ * process's end, delivered or not, and counted nowhere. Its write is given
+ * up now (it stops within SLICE_MS) and the sender counts what did not go
+ * into c->lost (c->exiting). Returns the events still in flight if the
+ * sender got no core within EXIT_SETTLE_MS: counted as lost by the caller
+ * (a few perhaps delivered after all: counted, never lost silently). */
+static uint64_t settle_in_flight(conn *c) {
+    if (c->in_flight == 0)
+        return 0;
+    /* Relaxed: read by the sender inside its blocked send, every slice. */
+    AO_store(&c->give_up_ms, (AO_t)rs_now_ms());
+    for (uint64_t end = rs_now_ms() + EXIT_SETTLE_MS; c->in_flight > 0 && rs_now_ms() < end;) {
+        struct timespec dl = rs_deadline_in(IDLE_MIN_MS * 1000u); /* step_send does not signal */
+        pthread_cond_timedwait(&c->wake, &c->lock, &dl);
+    }
+    AO_store(&c->give_up_ms, 0); /* relaxed: later sends (reports after the exit's flush) are not cut */
+    return c->in_flight;
+}
+
 /* A process that ends without closing its reporters (a registry never
  * destroyed: the usual shape of a leak, or of a registry meant to live as long
  * as the process) would lose what still waits in the rings, so the server
@@ -239,10 +262,14 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
  * exit every connection of this process is flushed, each within its
  * flush_timeout_ms as a close is. (A child of fork() has only its own
  * connections on the list: fork_child took the parent's off.) What no
- * server will take then (a connection down) is lost: counted (let_go), and
- * said with what closed reporters lost, in one line on stderr. conns_lock
- * is waited for at most 2 s, in case a thread exits the process while
- * another holds it. */
+ * server will take then is lost: counted (let_go, settle_in_flight), and
+ * said with what closed reporters lost, in one line on stderr. That is what
+ * waits in a ring the sender drains itself (a server that takes no ring,
+ * such as a TT server, too slow to take it all within the flush; or no
+ * server connected), and the batch it is writing. A ring the server took is
+ * not: the server drains it to its head when the connection ends, however
+ * late. conns_lock is waited for at most 2 s, in case a thread exits the
+ * process while another holds it. */
 static void flush_at_exit(void) {
     struct timespec dl = rs_deadline_in(2000u * 1000u);
     if (pthread_mutex_timedlock(&conns_lock, &dl) != 0)
@@ -251,10 +278,10 @@ static void flush_at_exit(void) {
     for (conn *c = conns; c != NULL; c = c->next) {
         (void)flush_until(c, rs_now_ms() + c->opt.flush_timeout_ms);
         pthread_mutex_lock(&c->lock);
-        /* Disconnected: nothing will take what waits (connected but late,
-         * the sender may still deliver it while the process ends). */
-        for (stream *s = c->streams; s != NULL && !c->connected; s = s->next)
+        c->exiting = 1;
+        for (stream *s = c->streams; s != NULL; s = s->next)
             let_go(c, s);
+        lost += settle_in_flight(c);
         lost += c->lost;
         pthread_mutex_unlock(&c->lock);
     }
@@ -267,19 +294,29 @@ static pthread_once_t exit_flush_once = PTHREAD_ONCE_INIT;
 static void install_exit_flush(void) { (void)atexit(flush_at_exit); }
 
 /* A setting from the environment: the variable's value if it is a decimal
- * number within [1, max], else fallback. */
-static uint32_t env_u32(const char *name, uint32_t fallback, uint32_t max) {
+ * number within [min, max], else fallback. Set to nothing is unset. Any other
+ * value (not a number, negative, out of range) is named on stderr with the
+ * value used instead, once per process and variable (a setting is read at
+ * every reporter's opening): a typo must not silently give a ring 30 times
+ * the size meant, or no flush time at all. */
+static uint32_t env_u32(const char *name, bh__env_note note, uint32_t fallback, uint32_t min, uint32_t max) {
     const char *v = getenv(name);
-    if (v == NULL || *v < '0' || *v > '9')
+    if (v == NULL || *v == '\0')
         return fallback;
-    char *end;
-    unsigned long long x = strtoull(v, &end, 10);
-    return *end == '\0' && x >= 1 && x <= max ? (uint32_t)x : fallback;
+    char *end = NULL;
+    unsigned long long x = 0;
+    if (*v >= '0' && *v <= '9') /* strtoull would take "-5" and " 5" */
+        x = strtoull(v, &end, 10);
+    if (end != NULL && *end == '\0' && x >= min && x <= max)
+        return (uint32_t)x;
+    bh__env_note_once(note, "bufhandle: %s=%.64s: not a whole number from %u to %u; using %u\n", name, v, min,
+                      max, fallback);
+    return fallback;
 }
 
 /* Options as given, what the code left 0 from the environment
- * (BH_TRACK_RING, BH_TRACK_MAX_BLOCK_US), else the defaults. Returns
- * BH_EINVAL for unknown flags. */
+ * (BH_TRACK_RING, BH_TRACK_MAX_BLOCK_US, BH_TRACK_FLUSH_MS), else the
+ * defaults. Returns BH_EINVAL for unknown flags. */
 static bh_status settle_options(const bh_socket_options *opts, bh_socket_options *opt) {
     memset(opt, 0, sizeof(*opt));
     if (opts != NULL)
@@ -287,13 +324,16 @@ static bh_status settle_options(const bh_socket_options *opts, bh_socket_options
     if (opt->flags & ~BH_SOCKET_COMPAT_TT)
         return BH_EINVAL;
     if (opt->queue_capacity == 0)
-        opt->queue_capacity = env_u32("BH_TRACK_RING", RING_DEFAULT, BH_RING_MAX_CAP);
-    if (opt->max_block_us == 0)
-        opt->max_block_us = env_u32("BH_TRACK_MAX_BLOCK_US", 0, 10u * 1000u * 1000u);
+        opt->queue_capacity =
+            env_u32("BH_TRACK_RING", BH__NOTE_TRACK_RING, RING_DEFAULT, 1, BH_RING_MAX_CAP - 1);
+    if (opt->max_block_us == 0) /* 0, the default, is "drop at once" */
+        opt->max_block_us =
+            env_u32("BH_TRACK_MAX_BLOCK_US", BH__NOTE_TRACK_MAX_BLOCK, 0, 0, MAX_BLOCK_US_MAX);
     if (opt->send_timeout_ms == 0)
         opt->send_timeout_ms = 1000;
     if (opt->flush_timeout_ms == 0)
-        opt->flush_timeout_ms = 2000;
+        opt->flush_timeout_ms =
+            env_u32("BH_TRACK_FLUSH_MS", BH__NOTE_TRACK_FLUSH, FLUSH_DEFAULT_MS, 1, FLUSH_MAX_MS);
     return BH_OK;
 }
 
@@ -432,6 +472,11 @@ static bh_status flush_until(conn *c, uint64_t deadline) {
         struct timespec dl = rs_deadline_in((deadline - now) * 1000u);
         pthread_cond_timedwait(&c->wake, &c->lock, &dl);
     }
+    /* Disconnected (try_now found no server, or none may be tried during a
+     * back-off): what waits in the rings was not delivered, whatever time is
+     * left. It stays there for the next connection. */
+    if (st == BH_OK && !c->connected && !c->quiet && !c->forked && !rs_rings_consumed(c))
+        st = BH_EBUSY;
     c->flushers--;
     pthread_mutex_unlock(&c->lock);
     return st;

@@ -52,16 +52,19 @@
  * Undelivered at the end. While disconnected, events wait in the ring (up
  * to its size; past it they are dropped and counted as above) for the next
  * connection, which drains them and resyncs; a flush (a close's, the
- * exit's) asks for that connection at once. A stream that closes, or a
- * process that exits, while no server takes its ring (disconnected, or a
- * ring the sender drains itself and could not finish within the flush
- * timeout) loses what is still there: those events, and those parked
- * beside its lock (applied first), are counted as dropped in the stream,
- * and summed over the process, which says the sum in one line on stderr at
- * exit (a line per closed reporter would repeat for a program that makes
- * registries in a loop without a server). A ring the server took is not
- * lost at close: the server drains it to its head (RING_CLOSE, or the
- * connection's end).
+ * exit's) asks for that connection at once; a flush that finds none
+ * returns BH_EBUSY. A stream that closes, or a process that exits, while no
+ * server takes its ring (disconnected, or a ring the sender drains itself
+ * and could not finish within the flush timeout) loses what is still there:
+ * those events, those parked beside its lock (applied first), and at exit
+ * the batch the sender is writing (given up, settle_in_flight), are counted
+ * as dropped in the stream, and summed over the process, which says the sum
+ * in one line on stderr at exit (a line per closed reporter would repeat
+ * for a program that makes registries in a loop without a server). A ring
+ * the server took is not lost at close: the server drains it to its head
+ * (RING_CLOSE, or the connection's end); nor up to s->handed after a
+ * connection that ended while the server held its end (a slow server: it
+ * drains the ring when it gets to that end).
  *
  * TT records have no resync (see rs_resync_finish_tt): the sender remembers
  * what the TT server was told, never re-announces anything, and after a loss
@@ -106,11 +109,18 @@
 #define CHUNK 4096          /* live-set entries copied per lock hold, and per RESYNC_CHUNK */
 #define MIGRATE 1024        /* buckets the sender moves per lock hold while a shadow grows */
 #define SLICE_MS 20         /* a blocked send looks at the close deadline this often */
+#define EXIT_SETTLE_MS 200  /* at exit, a batch being written is waited for this long, then counted lost */
 /* Events a ring holds unless set: 2^21 records (80 MiB of shared memory,
  * touched as it is written), 4.6 s of 450K events/s: enough for a server
  * on a machine loaded 8 times over to fall behind and catch up. */
 #define RING_DEFAULT ((1u << 21) - 1)
-#define SERVER_IN 4096 /* buffered input from the server (its frames are small) */
+/* What a close and the exit wait for queued events unless set
+ * (flush_timeout_ms, BH_TRACK_FLUSH_MS), and the most that may be set from the
+ * environment (an hour: a value past it is a typo more likely than a wish). */
+#define FLUSH_DEFAULT_MS 2000u
+#define FLUSH_MAX_MS (3600u * 1000u)
+#define MAX_BLOCK_US_MAX (10u * 1000u * 1000u) /* BH_TRACK_MAX_BLOCK_US at most (10 s) */
+#define SERVER_IN 4096                         /* buffered input from the server (its frames are small) */
 /* A reporting thread spins for its stream's lock at most this long, then
  * parks the event for the next holder rather than sleep behind a preempted
  * one. */
@@ -235,6 +245,11 @@ struct stream {
     size_t snap_cursor;  /* buckets of live.tab below this were sent */
     snode *owed;         /* nodes of the snapshot deleted before the cursor reached them */
     uint64_t snap_mark;  /* the mark of the snapshot */
+    /* Records before this position belong to the server of a connection
+     * that ended while it held the ring and its end of the socket: it drains
+     * them when it handles that end, however late (a slow server), so they
+     * are not lost if nobody else takes them. */
+    uint64_t handed;
     uint64_t reported, dropped, sent;
     uint64_t withheld; /* TT: not sent on purpose (rs_tt_admit), unlike dropped: not lost */
     /* ATOMIC: a stack of side_ev pushed without the lock. Whoever takes the
@@ -287,6 +302,7 @@ struct conn {
     int quiet;          /* refused and withdrawn: nothing more is sent */
     int no_ring;        /* the server takes no rings (it said so, or it is a TT server) */
     uint64_t in_flight; /* events taken by the sender, not yet written */
+    int exiting;        /* the process's exit flushed it: a batch lost from now on is added to lost */
     /* Events of streams that closed (or of a process that exits) before a
      * server took them: lost, summed over the process and said on stderr
      * at exit (rs_say_lost). */
@@ -368,6 +384,9 @@ int rs_try_connect(conn *c);
  * rings go after draining it, so the closed streams' ring_gone are freed. */
 void rs_disconnect(conn *c);
 void rs_gone_free(conn *c);
+/* Whether the server still holds its end of the connection (it has not
+ * closed it, and is not gone): it will see ours end. */
+int rs_peer_open(const conn *c);
 /* The line on stderr about n events lost (once, at exit). */
 void rs_say_lost(uint64_t n);
 int rs_read_server(conn *c);
@@ -388,7 +407,11 @@ int rs_resync_finish_tt(conn *c);
 
 /* report_sender.c */
 void *rs_sender(void *arg);
+/* Under c->lock: nothing waits to be delivered (rings consumed, nothing
+ * parked, no resync due or under way). */
 int rs_all_sent(conn *c);
+/* Under c->lock: every ring consumed and nothing parked (a resync may be due). */
+int rs_rings_consumed(conn *c);
 
 /* report_stream.c */
 void rs_report_cb(void *ctx, const bh_event *ev);

@@ -13,11 +13,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "diag/diag.h"
 #include "report_socket.h"
 
 unsigned rs_tt_record_size(void) {
     /* Read once per connection, when it is made (never on a reporting thread). */
-    return bh_tt_record_size_of(getenv("BH_TT_RECORD_SIZE"));
+    const char *v = getenv("BH_TT_RECORD_SIZE");
+    unsigned size = bh_tt_record_size_of(v);
+    if (v != NULL && v[0] != '\0' && size == BH_TT_RECORD && strcmp(v, "72") != 0)
+        bh__env_note_once(BH__NOTE_TT_RECORD_SIZE,
+                          "bufhandle: BH_TT_RECORD_SIZE=%.64s: not 72, 112 or 144; using %u\n", v, size);
+    return size;
 }
 
 /* One record of the connection's size for an event; returns its size. A

@@ -277,6 +277,15 @@ const char *test_trackd_says(const char *trackd, const char *command, const char
     return buf;
 }
 
+uint64_t test_said_lost(const char *err) {
+    const char *p = strstr(err, " events of this process were never delivered");
+    if (p == NULL)
+        return 0;
+    while (p > err && p[-1] >= '0' && p[-1] <= '9')
+        p--;
+    return strtoull(p, NULL, 10);
+}
+
 uint64_t test_json_u64(const char *json, const char *section, const char *key) {
     char pat[64];
     snprintf(pat, sizeof(pat), "\"%s\":{", section);

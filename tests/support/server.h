@@ -146,6 +146,10 @@ const char *test_stats_json(const char *trackd, const char *sock, char *buf, siz
 /* The number after "key": in the object "section":{...} of json; asserts
  * both are there. */
 uint64_t test_json_u64(const char *json, const char *section, const char *key);
+/* N of the socket reporter's line about events it lost ("bufhandle: N
+ * events of this process were never delivered ...") in a process's stderr
+ * text err; 0 if there is no such line. */
+uint64_t test_said_lost(const char *err);
 
 /* Polls `TRACKD stats --json` until SECTION.KEY is at least want, for
  * TEST_HANG_S after it last changed at most (test_progress); returns the
