@@ -106,16 +106,18 @@ static int child_cut;          /* the exit's flush outlasts the connection */
 /* A child: a reporter with one event delivered (flushed), then the server
  * stopped, AFTER_STOP more events, and exit() with the reporter open: the
  * exit's flush (BH_TRACK_FLUSH_MS) cannot finish. It ends at its time
- * limit, the connection still up; or (child_cut) with the connection, which
- * a send blocked for send_timeout_ms ends (the sender nudges the server
- * while a flush waits, which fills the socket's buffer), the time limit
- * far away. */
+ * limit, the connection still up (no send gives up before: send_timeout_ms
+ * is the hang bound); or (child_cut) with the connection, which a send
+ * blocked for 100 ms ends (the TT sender's records, or the nudges a native
+ * sender sends while a flush waits, fill the socket's buffer), the time
+ * limit far away. */
 static void report_then_exit_beside_a_stopped_server(void) {
     if (dup2(child_err, 2) != 2)
         _exit(3);
     setenv("BH_TRACK_FLUSH_MS", child_cut ? "3600000" : "200", 1);
-    bh_socket_options opt = {
-        .queue_capacity = 2 * AFTER_STOP, .send_timeout_ms = child_cut ? 100 : 0, .flags = child_flags};
+    bh_socket_options opt = {.queue_capacity = 2 * AFTER_STOP,
+                             .send_timeout_ms = child_cut ? 100 : TEST_HANG_MS,
+                             .flags = child_flags};
     bh_reporter rep;
     if (bh_socket_reporter_open(child_path, &opt, &rep) != BH_OK)
         _exit(4);
@@ -151,27 +153,43 @@ static uint64_t exit_beside_a_stopped_server(pid_t srv, const char *path, uint32
 }
 
 /* A TT server takes no ring: the reporter's sender sends the records itself.
- * Stopped, it takes a few socket buffers' worth; the rest is lost at exit and
- * must be counted and said: what the server got and what the child said
- * cover every event. main before this test said nothing at exit while
- * connected (it assumed the sender would still deliver), and the process's
- * end took the ring and the batch being written with it. */
-static void an_exit_beside_a_stopped_tt_server_counts_what_it_could_not_send(void **state) {
-    (void)state;
+ * Stopped, it takes a few socket buffers' worth; the rest is lost and must
+ * be counted and said at exit: what the server got and what the child said
+ * cover every event. With cut 0 the exit's flush ends at its limit, the
+ * connection up and a batch being written; with cut 1 a send times out
+ * first (a batch dropped before the exit, the connection lost). main
+ * before this test said nothing at exit while connected (it assumed the
+ * sender would still deliver), and the process's end took the ring and the
+ * batch being written with it; and a batch dropped before the exit was in
+ * the reporter's stats only, which nobody reads at exit (a TT server sees
+ * no numbers, so no gap). */
+static void exit_beside_a_stopped_tt_server_counts_what_it_could_not_send(int cut) {
     const char *base[] = {trackd,       "--socket", paths.sock, "--compat-tt", "--compat-socket",
                           paths.compat, "--log",    paths.log,  "--grace-ms",  "200",
                           NULL};
     pid_t srv = test_server_spawn(base, NULL, 0);
     test_wait_accepting(paths.compat);
     test_wait_accepting(paths.sock);
-    uint64_t said = exit_beside_a_stopped_server(srv, paths.compat, BH_SOCKET_COMPAT_TT, 0);
+    uint64_t said = exit_beside_a_stopped_server(srv, paths.compat, BH_SOCKET_COMPAT_TT, cut);
     uint64_t want = 1 + AFTER_STOP, got = test_wait_stat(trackd, paths.sock, "tt", "allocs", want - said);
-    print_message("TT: %u events after the stop: the server got %llu of %llu, the child said %llu lost\n",
-                  AFTER_STOP, (unsigned long long)got, (unsigned long long)want, (unsigned long long)said);
+    print_message("TT, flush ended by %s: %u events after the stop: the server got %llu of %llu, the child "
+                  "said %llu lost\n",
+                  cut ? "the connection's end" : "its time limit", AFTER_STOP, (unsigned long long)got,
+                  (unsigned long long)want, (unsigned long long)said);
     assert_true(said > 0); /* the server was stopped: it cannot have taken them all */
     assert_true(said <= AFTER_STOP);
     assert_true(got + said >= want); /* a partly written batch may be in both */
     test_server_stop_clean(srv);
+}
+
+static void an_exit_beside_a_stopped_tt_server_counts_what_it_could_not_send(void **state) {
+    (void)state;
+    exit_beside_a_stopped_tt_server_counts_what_it_could_not_send(0);
+}
+
+static void a_batch_a_stopped_tt_server_cut_off_is_said_at_exit(void **state) {
+    (void)state;
+    exit_beside_a_stopped_tt_server_counts_what_it_could_not_send(1);
 }
 
 /* A server that took the ring drains it after the exit, however late: a
@@ -217,6 +235,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(a_flush_without_a_server_is_not_ok, setup, teardown),
         cmocka_unit_test_setup_teardown(an_exit_beside_a_stopped_tt_server_counts_what_it_could_not_send,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(a_batch_a_stopped_tt_server_cut_off_is_said_at_exit, setup, teardown),
         cmocka_unit_test_setup_teardown(an_exit_beside_a_stopped_server_leaves_the_ring_to_it, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(an_exit_that_outlasts_the_connection_leaves_the_ring_to_the_server,

@@ -138,7 +138,8 @@ static void conn_stop(conn *c, uint64_t give_up_ms) {
  * record left in it is lost: consumed here, counted as dropped and in
  * c->lost. Consumed, not just counted, so that a connection made later
  * (the exit's flush is not the last thing the sender does) sees a gap, the
- * same count, rather than events we said were lost. Records before
+ * same count, rather than events we said were lost (for a TT stream, every
+ * event it ever dropped: that server cannot count them). Records before
  * s->handed are consumed but not lost: the server of the connection that
  * ended drains them at that end (a slow server, not a gone one). A forked
  * child's inherited rings are the parent's (shared memory): not touched. */
@@ -153,7 +154,10 @@ static void let_go(conn *c, stream *s) {
             rs_ring_pop(s, n);
         }
         s->dropped += lost;
-        c->lost += lost;
+        /* Ours counts the other drops itself (gaps in the numbers, and the
+         * resyncs that follow); a TT server sees no numbers, so each of
+         * the stream's drops goes into the line, whenever it happened. */
+        c->lost += c->opt.flags & BH_SOCKET_COMPAT_TT ? s->dropped : lost;
     }
     pthread_mutex_unlock(&s->lock);
 }
