@@ -29,8 +29,10 @@ static __attribute__((noinline)) bh_status slow_acquire(bh_registry *reg, const 
     return bh__diag_acquire(reg, a, out);
 }
 
-static bh_status routed_acquire(bh_registry *reg, bh__acq_op op, uint32_t device, uint64_t address,
-                                uint64_t size, bh_handle *out) {
+/* Out of line: inline, its bh__acq gave bh_intern and bh_lookup a stack
+ * frame on their lock-free hit too. */
+static __attribute__((noinline)) bh_status routed_acquire(bh_registry *reg, bh__acq_op op, uint32_t device,
+                                                          uint64_t address, uint64_t size, bh_handle *out) {
     bh__acq a = {op, device, address, size, NULL, NULL};
     return slow_acquire(reg, &a, out);
 }
