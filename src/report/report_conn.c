@@ -224,12 +224,6 @@ void rs_gone_free(conn *c) {
     }
 }
 
-int rs_peer_open(const conn *c) {
-    char b;
-    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
-}
-
 void rs_disconnect(conn *c) {
     rs_gone_free(c);
     c->in_len = 0;

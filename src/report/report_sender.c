@@ -92,13 +92,18 @@ static void space_resyncs(conn *c, uint64_t now) {
  * writes it, then closes). The next connect: at once after a refusal (to
  * withdraw), with doubling back-off after an ERROR, else after RETRY_MS. A
  * resync cut short spaces the next one like a completed one; its marks are
- * stale for the next connection (RING says so). */
+ * stale for the next connection (RING says so). A server that did not end
+ * the connection with an ERROR drains every ring it took (or was offered:
+ * the RING frame is read before the end) up to the head it finds when it
+ * handles the end, however late (docs/protocol.md, "What waits for a
+ * drain"): the records up to the head now are its (s->handed), not lost if
+ * the stream closes before the next connection; counted lost as well, each
+ * was counted twice (a close while disconnected). One that ends it with
+ * an ERROR drains nothing more. */
 static void lose_connection(conn *c) {
     if (c->fd >= 0 && !c->got_error)
         (void)rs_read_server(c);
-    /* A server that holds its end (slow: a send timed out) drains the rings
-     * it took when it sees ours end; one that closed it or is gone may not. */
-    int handed = c->fd >= 0 && !c->got_error && rs_peer_open(c);
+    int handed = c->fd >= 0 && !c->got_error;
     rs_disconnect(c);
     c->connected = 0;
     uint64_t now = rs_now_ms();
@@ -107,7 +112,7 @@ static void lose_connection(conn *c) {
     c->resyncing = 0;
     for (stream *s = c->streams; s != NULL; s = s->next) {
         rs_stream_lock(s);
-        if (handed && s->mode == RING_SERVER)
+        if (handed && (s->mode == RING_SERVER || s->mode == RING_OFFERED))
             s->handed = s->head;
         s->snap_active = 0;
         s->mode = RING_NONE;

@@ -141,8 +141,9 @@ static void conn_stop(conn *c, uint64_t give_up_ms) {
  * same count, rather than events we said were lost (for a TT stream, every
  * event it ever dropped: that server cannot count them). Records before
  * s->handed are consumed but not lost: the server of the connection that
- * ended drains them at that end (a slow server, not a gone one). A forked
- * child's inherited rings are the parent's (shared memory): not touched. */
+ * ended drains them at that end (the server keeps its own tail: our
+ * consuming does not stop it). A forked child's inherited rings are the
+ * parent's (shared memory): not touched. */
 static void let_go(conn *c, stream *s) {
     rs_stream_lock(s);
     if (!c->forked && s->mode != RING_SERVER && s->mode != RING_OFFERED) {

@@ -62,9 +62,11 @@
  * in one line on stderr at exit (a line per closed reporter would repeat
  * for a program that makes registries in a loop without a server). A ring
  * the server took is not lost at close: the server drains it to its head
- * (RING_CLOSE, or the connection's end); nor up to s->handed after a
- * connection that ended while the server held its end (a slow server: it
- * drains the ring when it gets to that end).
+ * (RING_CLOSE, or the connection's end); nor, after a connection that ended
+ * without an ERROR while the server had the ring, the records up to
+ * s->handed, which that server drains when it handles the end, however late
+ * (a server killed meanwhile drains nothing: those are then lost uncounted,
+ * and its successor gets the live set by resync).
  *
  * TT records have no resync (see rs_resync_finish_tt): the sender remembers
  * what the TT server was told, never re-announces anything, and after a loss
@@ -246,9 +248,9 @@ struct stream {
     snode *owed;         /* nodes of the snapshot deleted before the cursor reached them */
     uint64_t snap_mark;  /* the mark of the snapshot */
     /* Records before this position belong to the server of a connection
-     * that ended while it held the ring and its end of the socket: it drains
-     * them when it handles that end, however late (a slow server), so they
-     * are not lost if nobody else takes them. */
+     * that ended without an ERROR while it had the ring: it drains them when
+     * it handles that end (lose_connection), so they are not lost, whoever
+     * else takes them or not. */
     uint64_t handed;
     uint64_t reported, dropped, sent;
     uint64_t withheld; /* TT: not sent on purpose (rs_tt_admit), unlike dropped: not lost */
@@ -384,9 +386,6 @@ int rs_try_connect(conn *c);
  * rings go after draining it, so the closed streams' ring_gone are freed. */
 void rs_disconnect(conn *c);
 void rs_gone_free(conn *c);
-/* Whether the server still holds its end of the connection (it has not
- * closed it, and is not gone): it will see ours end. */
-int rs_peer_open(const conn *c);
 /* The line on stderr about n events lost (once, at exit). */
 void rs_say_lost(uint64_t n);
 int rs_read_server(conn *c);
