@@ -172,8 +172,14 @@ static int attached_elsewhere(const td_server *s, const td_client *c, const stru
  * for the old connection: 100,000 ALLOCs applied 212,800 times. Drained by
  * both connections, the records between the new one's start and the old
  * one's target were applied twice (20,000 ALLOCs of a correct program made
- * 15,904 duplicate findings). The old connection, its ring gone, finishes
- * what waited for it and is closed by its next turn. */
+ * 15,904 duplicate findings). The old connection is over for its process
+ * (a reporter hands its rings again only on a connection it made after
+ * losing that one): its resyncs are given up now and it is closed without
+ * parsing what it still holds, whose resync chunks would otherwise restore
+ * the stream's live set as of a snapshot the ring's records since then
+ * repeat (2,471 duplicate ALLOCs of 100,000, the old connection's input
+ * held behind a DRAIN and a RESYNC_BEGIN when the process came back). One
+ * that ended is still drained to the heads it left (its other rings). */
 static void take_over(td_server *s, const td_client *c, const struct stat *st) {
     for (td_client *o = s->clients; o != NULL; o = o->next) {
         if (o == c || o->pid != c->pid)
@@ -183,6 +189,9 @@ static void take_over(td_server *s, const td_client *c, const struct stat *st) {
             if (r->dev == st->st_dev && r->ino == st->st_ino) {
                 *q = r->next;
                 unmap(r);
+                td_native_cut(s, o);
+                if (o->ring_wait != TD_RING_WAIT_GONE)
+                    o->dead = 1;
                 return;
             }
         }
