@@ -33,6 +33,7 @@
 
 #include "bufhandle/bufhandle.h"
 #include "report/report_socket.h"
+#include "support/report_wait.h"
 #include "support/server.h"
 
 #define EVENTS 200
@@ -52,18 +53,6 @@ static int teardown(void **state) {
     return test_paths_remove(&paths);
 }
 
-/* Under c->lock: waits until s's ring is the server's (up) or the
- * connection is down (!up), TEST_HANG_S at most. */
-static void wait_state(conn *c, const stream *s, int up) {
-    for (double end = test_now_s() + TEST_HANG_S;
-         (up ? !(c->connected && s->mode == RING_SERVER) : c->connected) && test_now_s() < end;) {
-        pthread_mutex_unlock(&c->lock);
-        test_sleep_ms(1);
-        pthread_mutex_lock(&c->lock);
-    }
-    assert_int_equal(c->connected, up);
-}
-
 static void a_ring_of_an_ended_connection_is_not_drained_twice(void **state) {
     (void)state;
     const char *base[] = {trackd, "--socket", paths.sock, "--log", paths.log, "--grace-ms", "600000", NULL};
@@ -76,7 +65,7 @@ static void a_ring_of_an_ended_connection_is_not_drained_twice(void **state) {
     stream *s = closing.ctx;
     conn *c = s->c;
     pthread_mutex_lock(&c->lock);
-    wait_state(c, s, 1);
+    test_wait_ring_taken(c, s, 1);
     pthread_mutex_unlock(&c->lock);
 
     assert_int_equal(kill(srv, SIGSTOP), 0);
@@ -89,7 +78,7 @@ static void a_ring_of_an_ended_connection_is_not_drained_twice(void **state) {
     assert_int_equal(rename(paths.sock, away), 0);
     pthread_mutex_lock(&c->lock);
     assert_int_equal(shutdown(c->fd, SHUT_RDWR), 0); /* the sender reads the end */
-    wait_state(c, s, 0);
+    test_wait_ring_taken(c, s, 0);
     pthread_mutex_unlock(&c->lock);
 
     bh_socket_reporter_close(&closing);

@@ -35,6 +35,7 @@
 
 #include "bufhandle/bufhandle.h"
 #include "report/report_socket.h"
+#include "support/report_wait.h"
 #include "support/server.h"
 
 static const char *trackd;
@@ -235,18 +236,6 @@ static void parked_events_are_applied_while_no_server_listens(void **state) {
     bh_socket_reporter_close(&r.rep);
 }
 
-/* Under c->lock: waits (TEST_HANG_S at most) until the connection is up
- * with s's ring taken by the server (up 1), or down (up 0). */
-static void wait_connected(conn *c, stream *s, int up) {
-    for (double end = test_now_s() + TEST_HANG_S;
-         (up ? !(c->connected && s->mode == RING_SERVER) : c->connected) && test_now_s() < end;) {
-        pthread_mutex_unlock(&c->lock);
-        test_sleep_ms(1);
-        pthread_mutex_lock(&c->lock);
-    }
-    assert_int_equal(c->connected, up);
-}
-
 /* A reporter whose server went and came back, closed before its sender's
  * next retry (here: an hour away, as after a long back-off; by default
  * RETRY_MS): the close tries the server once more and delivers the ring's
@@ -260,11 +249,11 @@ static void a_close_tries_a_server_that_came_back(void **state) {
     stream *s = r.rep.ctx;
     conn *c = s->c;
     pthread_mutex_lock(&c->lock);
-    wait_connected(c, s, 1);
+    test_wait_ring_taken(c, s, 1);
     pthread_mutex_unlock(&c->lock);
     test_server_stop_clean(srv);
     pthread_mutex_lock(&c->lock);
-    wait_connected(c, s, 0);
+    test_wait_ring_taken(c, s, 0);
     c->next_try_ms = rs_now_ms() + 3600u * 1000u;
     pthread_mutex_unlock(&c->lock);
     report_some(&r.rep, r.base, IN_RING);
