@@ -452,6 +452,37 @@ static void history_counts_dup_and_retain_as_aliases_in_every_mode(void **state)
     }
 }
 
+/* bh_stats.stale_ops counts calls answered BH_ESTALE, one each, whichever
+ * diagnostics are on: with history or stacks but no debug references the
+ * release of a stale handle read its address first, and both that read and
+ * the release counted it. */
+static void a_stale_call_counts_once_in_every_mode(void **state) {
+    (void)state;
+    const uint32_t modes[] = {0,
+                              BH_CONFIG_STACKS,
+                              BH_CONFIG_HISTORY,
+                              BH_CONFIG_HISTORY | BH_CONFIG_STACKS,
+                              BH_CONFIG_DEBUG_REFS,
+                              BH_CONFIG_DEBUG_REFS | BH_CONFIG_HISTORY | BH_CONFIG_STACKS};
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        test_alloc a;
+        bh_registry *reg = make(&a, modes[m]);
+        bh_handle h;
+        bh_info info;
+        bh_stats s;
+        assert_int_equal(bh_alloc(reg, 1, 64, &h), BH_OK);
+        assert_int_equal(bh_release(reg, h), BH_OK);
+        assert_int_equal(bh_release(reg, h), BH_ESTALE);
+        assert_int_equal(bh_stats_get(reg, &s), BH_OK);
+        assert_int_equal(s.stale_ops, 1);
+        assert_int_equal(bh_retain(reg, h), BH_ESTALE);
+        assert_int_equal(bh_info_get(reg, h, &info), BH_ESTALE);
+        assert_int_equal(bh_stats_get(reg, &s), BH_OK);
+        assert_int_equal(s.stale_ops, 3);
+        assert_int_equal(bh_registry_destroy(reg), BH_OK);
+    }
+}
+
 /* ======================== Threads ======================== */
 
 typedef struct worker {
@@ -573,6 +604,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(history_counts_every_event_per_address_and_ranks_the_worst,
                                         sink_setup, sink_teardown),
         cmocka_unit_test(history_counts_dup_and_retain_as_aliases_in_every_mode),
+        cmocka_unit_test_setup_teardown(a_stale_call_counts_once_in_every_mode, sink_setup, sink_teardown),
         cmocka_unit_test(tokens_history_and_stacks_hold_up_under_threads),
         cmocka_unit_test(leak_report_at_exit_prints_live_allocations),
     };

@@ -319,9 +319,13 @@ bh_status bh__diag_release(bh_registry *reg, bh_handle h) {
         }
         info.device = tok.device;
         info.address = tok.address;
-    } else if (d->history != NULL && bh__core_info_get(reg, h, &info) != BH_OK) {
-        /* Without tokens a stale handle has no address any more. */
-        return bh__core_release(reg, h, NULL);
+    } else if (d->history != NULL) {
+        /* Without tokens a stale handle has no address any more. The read
+         * has counted it as stale, and a generation that is dead never
+         * lives again: its answer is the release's, not counted twice. */
+        bh_status st = bh__core_info_get(reg, h, &info);
+        if (st != BH_OK)
+            return st;
     }
     int freed = 0;
     bh_status st = bh__core_release(reg, block, &freed);
