@@ -1,7 +1,7 @@
 // bufhandle.hpp - header-only C++17 RAII wrapper over the bufhandle C API.
 //
 //   bufhandle::registry reg(cfg);                  // owns a bh_registry
-//   uint32_t dev4 = BH_DOMAIN(4, BH_MEM_DRAM);     // device 4, DRAM
+//   uint32_t dev4 = bufhandle::domain(4, BH_MEM_DRAM); // device 4, DRAM
 //   bufhandle::handle a = reg.alloc(dev4, 1 << 20); // one reference
 //   bufhandle::handle b = a;                       // copy = a new reference
 //   bufhandle::handle c = std::move(b);            // move = steal, b is empty
@@ -76,18 +76,24 @@ struct call_info {
     }
 };
 
+// BH_DOMAIN, BH_DOMAIN_DEVICE and BH_DOMAIN_KIND without the C macros' casts,
+// which -Wold-style-cast and -Wuseless-cast flag in C++ code.
+constexpr uint32_t domain(uint32_t device, uint32_t kind) noexcept { return device << 4 | (kind & 0xFu); }
+constexpr uint32_t domain_device(uint32_t domain) noexcept { return domain >> 4; }
+constexpr uint32_t domain_kind(uint32_t domain) noexcept { return domain & 0xFu; }
+
 // The name of a memory kind (BH_MEM_*), or nullptr for the caller's own 5..15.
 inline const char *kind_name(uint32_t kind) noexcept {
     static const char *const names[] = BH_MEM_KIND_NAMES;
     return kind < sizeof(names) / sizeof(names[0]) ? names[kind] : nullptr;
 }
 
-// A domain as people read it: "device 4 L1" (BH_DOMAIN_DEVICE, BH_DOMAIN_KIND),
+// A domain as people read it: "device 4 L1" (domain_device, domain_kind),
 // "device 4 kind 9" for a kind of the caller's own.
 inline std::string domain_string(uint32_t domain) {
-    std::string s = "device " + std::to_string(BH_DOMAIN_DEVICE(domain));
-    const char *kind = kind_name(BH_DOMAIN_KIND(domain));
-    return kind != nullptr ? s + " " + kind : s + " kind " + std::to_string(BH_DOMAIN_KIND(domain));
+    std::string s = "device " + std::to_string(domain_device(domain));
+    const char *kind = kind_name(domain_kind(domain));
+    return kind != nullptr ? s + " " + kind : s + " kind " + std::to_string(domain_kind(domain));
 }
 
 namespace detail {
