@@ -56,7 +56,9 @@ uint32_t bh_shim_device_id(const bh_shim_device *dev);
 /* Allocates: bh_alloc on the device's memory. Errors: as bh_alloc. */
 bh_status bh_shim_buffer_create(bh_shim_device *dev, uint64_t size, bh_sim_mem mem, bh_shim_buffer **out);
 /* A buffer at an existing address: bh_intern. An alias if the address is live
- * (size must fit: BH_ERANGE), else it owns the allocation from now on. */
+ * (size must fit: BH_ERANGE), else it owns the allocation from now on.
+ * BH_EOVERLAP: the range meets a live buffer that starts elsewhere; for a
+ * buffer inside that one, take bh_shim_buffer_view of it. */
 bh_status bh_shim_buffer_create_at(bh_shim_device *dev, uint64_t address, uint64_t size, bh_sim_mem mem,
                                    bh_shim_buffer **out);
 /* A buffer at an address this code has just allocated itself from the

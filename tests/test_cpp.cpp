@@ -244,7 +244,8 @@ void overlaps_are_reported_and_handled(void **) {
     }
     assert_string_equal(what.c_str(),
                         "bh_adopt(device 2 L1, address 0x800, size 4096): BH_EOVERLAP: range overlaps a "
-                        "live allocation that starts elsewhere; the live allocation it meets: "
+                        "live allocation that starts elsewhere (for a view into it, use "
+                        "bh_lookup_containing); the live allocation it meets: "
                         "0x1000, size 16384");
     bufhandle::handle none = reg.lookup_containing(l1, 0x5000, st); // one past the end
     assert_int_equal(st, BH_ENOTFOUND);

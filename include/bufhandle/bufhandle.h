@@ -169,7 +169,9 @@ extern "C" {
     XX(EALLOC, -7, "allocator callback failed")                                                              \
     XX(ERANGE, -8, "alias larger than the live allocation")                                                  \
     XX(EOVERFLOW, -9, "reference count would overflow")                                                      \
-    XX(EOVERLAP, -10, "range overlaps a live allocation that starts elsewhere")                              \
+    XX(EOVERLAP, -10,                                                                                        \
+       "range overlaps a live allocation that starts elsewhere (for a view into it, use "                    \
+       "bh_lookup_containing)")                                                                              \
     XX(EFORKED, -11, "registry created by the parent process, used in a fork child")
 
 typedef enum bh_status {
