@@ -314,14 +314,6 @@ static void a_socket_put_off_counts_for_its_uid(void **state) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_hostile_fds PATH-TO-bh-trackd [TEST-NAME-PATTERN]\n");
-        return 2;
-    }
-    trackd = argv[1];
-    if (argc > 2)
-        cmocka_set_test_filter(argv[2]);
-    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_descriptor_passed_out_of_band_never_holds_the_loop, setup,
                                         teardown),
@@ -334,5 +326,6 @@ int main(int argc, char **argv) {
                                         teardown),
         cmocka_unit_test_setup_teardown(a_socket_put_off_counts_for_its_uid, setup, teardown),
     };
-    return cmocka_run_group_tests_name("hostile_fds", tests, NULL, NULL);
+    return test_trackd_main(argc, argv, "PATH-TO-bh-trackd [TEST-NAME-PATTERN]", &trackd, "hostile_fds",
+                            tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -383,26 +383,51 @@ static void a_reporter_whose_ring_has_room_but_no_messages_worth_is_taken(void *
  * this test took it, and drained every record the client wrote once per
  * connection (16 processes sharing one ring of 262,144 records: 3.65 s of
  * server CPU for what one drains in 0.23 s, and 9.1 s of shutdown). A
- * memfd is one live connection's ring now; the second is refused (its
- * client sends over the socket). */
+ * memfd is one live connection's ring now: another process's connection is
+ * refused (its client sends over the socket); one of the same process's
+ * (back after a lost connection) takes the ring over, and the old
+ * connection is ended. Either way one connection drains it. */
+static int one_ring_fd = -1;
+
+/* In a child: hands the parent's ring on a connection of its own; exits 0
+ * if refused with BH_EBUSY. */
+static void hand_the_ring_from_another_process(void) {
+    int b = hs_reporter(paths.sock);
+    tr_send_ring(b, 1024, one_ring_fd);
+    uint32_t status = 0;
+    int got = tr_await_frame(b, BH_WIRE_RING_ACK, &status) == 1;
+    _exit(got && (int32_t)status == BH_EBUSY ? 0 : 1);
+}
+
 static void one_memfd_is_one_ring(void **state) {
     (void)state;
     pid_t srv = hs_start(trackd, &paths, NULL, 0);
-    int a = hs_reporter(paths.sock), b = hs_reporter(paths.sock);
+    int a = hs_reporter(paths.sock);
     uint8_t *map;
     int fd = tr_taken_ring(a, 1024, &map);
-    tr_send_ring(b, 1024, fd);
-    uint32_t status = 0;
-    assert_int_equal(tr_await_frame(b, BH_WIRE_RING_ACK, &status), 1);
-    assert_int_equal((int32_t)status, BH_EBUSY);
+    one_ring_fd = fd;
+    assert_int_equal(test_reap(test_fork(hand_the_ring_from_another_process)), 0);
     for (uint64_t i = 0; i < 1024; i++)
         tr_put_record(map, 1024, i, i + 1, i % 2 ? BH_RING_FREE : BH_RING_ALLOC, 0x1000 + 64 * (i / 2));
     tr_publish(map, 1024);
     assert_int_equal(hs_wait_total(paths.sock, "allocs", 512, TEST_HANG_S), 512); /* a drains it */
+    /* The same process again: taken over, a ended, the rest drained once. */
+    int c = hs_reporter(paths.sock);
+    tr_send_ring(c, 1024, fd);
+    uint32_t status = 1;
+    assert_int_equal(tr_await_frame(c, BH_WIRE_RING_ACK, &status), 1);
+    assert_int_equal(status, 0);
+    char byte;
+    assert_int_equal(recv(a, &byte, 1, 0), 0); /* ended by the server */
+    for (uint64_t i = 1024; i < 2048; i++)
+        tr_put_record(map, 1024, i, i + 1, i % 2 ? BH_RING_FREE : BH_RING_ALLOC, 0x1000 + 64 * (i / 2));
+    tr_publish(map, 2048);
+    assert_int_equal(hs_wait_total(paths.sock, "allocs", 1024, TEST_HANG_S), 1024);
+    assert_int_equal(hs_stat(paths.sock, "duplicate_allocs"), 0);
     munmap(map, bh_ring_bytes(1024));
     close(fd);
     close(a);
-    close(b);
+    close(c);
     test_server_stop_clean(srv);
 }
 
@@ -545,14 +570,6 @@ static void a_disconnect_with_a_big_ring_leaves_the_owner_served(void **state) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_hostile_ring PATH-TO-bh-trackd [TEST-NAME-PATTERN]\n");
-        return 2;
-    }
-    trackd = argv[1];
-    if (argc > 2)
-        cmocka_set_test_filter(argv[2]);
-    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_passed_descriptor_whose_close_waits_never_holds_the_loop, setup,
                                         teardown),
@@ -572,5 +589,6 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(a_disconnect_with_a_big_ring_leaves_the_owner_served, setup,
                                         teardown),
     };
-    return cmocka_run_group_tests_name("hostile_ring", tests, NULL, NULL);
+    return test_trackd_main(argc, argv, "PATH-TO-bh-trackd [TEST-NAME-PATTERN]", &trackd, "hostile_ring",
+                            tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -99,13 +99,9 @@ static void a_ring_of_an_ended_connection_is_not_drained_twice(void **state) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s PATH-TO-bh-trackd\n", argv[0]);
-        return 2;
-    }
-    trackd = argv[1];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_ring_of_an_ended_connection_is_not_drained_twice, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_trackd_main(argc, argv, "PATH-TO-bh-trackd [TEST-NAME-PATTERN]", &trackd, "report_ring_twice",
+                            tests, sizeof(tests) / sizeof(tests[0]));
 }

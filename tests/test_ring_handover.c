@@ -134,14 +134,10 @@ static void a_ring_handed_again_behind_a_held_drain_is_applied_once(void **state
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s PATH-TO-bh-trackd\n", argv[0]);
-        return 2;
-    }
-    trackd = argv[1];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_ring_handed_again_behind_a_held_drain_is_applied_once, setup,
                                         teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_trackd_main(argc, argv, "PATH-TO-bh-trackd [TEST-NAME-PATTERN]", &trackd, "ring_handover",
+                            tests, sizeof(tests) / sizeof(tests[0]));
 }

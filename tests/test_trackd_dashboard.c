@@ -119,16 +119,9 @@ static void every_kind_the_stats_name_has_its_own_colour(void **state) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_trackd_dashboard PATH-TO-bh-trackd [TEST-NAME-PATTERN]\n");
-        return 2;
-    }
-    trackd = argv[1];
-    if (argc > 2)
-        cmocka_set_test_filter(argv[2]);
-    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(every_kind_the_stats_name_has_its_own_colour, setup, teardown),
     };
-    return cmocka_run_group_tests_name("trackd_dashboard", tests, NULL, NULL);
+    return test_trackd_main(argc, argv, "PATH-TO-bh-trackd [TEST-NAME-PATTERN]", &trackd, "trackd_dashboard",
+                            tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -184,14 +184,6 @@ static void every_resync_a_connection_leaves_open_is_given_up(void **state) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_trackd_liveness PATH-TO-bh-trackd [TEST-NAME-PATTERN]\n");
-        return 2;
-    }
-    trackd = argv[1];
-    if (argc > 2)
-        cmocka_set_test_filter(argv[2]);
-    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_connection_before_its_hello_keeps_no_process_alive, setup,
                                         teardown),
@@ -199,5 +191,6 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(clients_connected_counts_the_processes_kept_alive, setup, teardown),
         cmocka_unit_test_setup_teardown(every_resync_a_connection_leaves_open_is_given_up, setup, teardown),
     };
-    return cmocka_run_group_tests_name("trackd_liveness", tests, NULL, NULL);
+    return test_trackd_main(argc, argv, "PATH-TO-bh-trackd [TEST-NAME-PATTERN]", &trackd, "trackd_liveness",
+                            tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -132,7 +132,7 @@ int test_reap(pid_t pid);
 /* The main of a test file against a real bh-trackd: without argv[1], says
  * "usage: PROGRAM args" and returns 2; else *trackd = argv[1], SIGPIPE
  * ignored (a server's close must not end the test), and the n tests run as
- * group. */
+ * group; argv[2], if given, is a test name pattern (cmocka's filter). */
 struct CMUnitTest;
 int test_trackd_main(int argc, char **argv, const char *args, const char **trackd, const char *group,
                      const struct CMUnitTest *tests, size_t n);
