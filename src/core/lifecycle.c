@@ -199,7 +199,7 @@ typedef struct taken_ranges {
 static void put_back_ranges(bh_registry *reg, taken_ranges *t) {
     for (unsigned i = 0; i < t->n; i++) {
         bh_status st = BH_OK;
-        (void)bh__ranges_insert(&reg->ranges, t->b[i], &st);
+        (void)bh__ranges_insert(&reg->ranges, t->b[i], bh__ranges_stripes_of(&reg->ranges, t->b[i]), &st);
     }
     t->n = 0;
 }
@@ -225,15 +225,16 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
         set_key(nb, device, address, size);
     bh__stripe_set held = 0;
     if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
-        held = bh__range_stripes(&reg->ranges, device, address, size);
+        bh__stripe_set own = bh__range_stripes(&reg->ranges, device, address, size);
+        held = own;
         bh__ranges_lock(&reg->ranges, held);
         bh__block *o;
         bh_status ist = BH_OK; /* BH_ENOMEM: no host memory for an index node */
         taken_ranges taken = {.n = 0};
-        while ((o = nb != NULL ? bh__ranges_insert(&reg->ranges, nb, &ist)
+        while ((o = nb != NULL ? bh__ranges_insert(&reg->ranges, nb, own, &ist)
                                : bh__ranges_overlap(&reg->ranges, device, address, size)) != NULL) {
             if (who != BY_INTERN && may_take_over(o)) {
-                bh__stripe_set more = bh__ranges_stripes_of(&reg->ranges, o) & ~held;
+                bh__stripe_set its = bh__ranges_stripes_of(&reg->ranges, o), more = its & ~held;
                 if (more != 0) {
                     /* o reaches into stripes not held: everything back as
                      * it was, and again from the start holding those too
@@ -252,7 +253,7 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
                  * releaser's removal is then a no-op. bh_intern keeps
                  * meeting o (BH_EBUSY) until o's free has returned, so if
                  * this creation fails after all, o goes back (below). */
-                bh__ranges_remove(&reg->ranges, o);
+                bh__ranges_remove(&reg->ranges, o, its);
                 if (taken.n < TAKEN_MAX)
                     taken.b[taken.n++] = o;
                 continue;
@@ -340,7 +341,7 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
     if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
         bh__stripe_set held = bh__range_stripes(&reg->ranges, device, address, size);
         bh__ranges_lock(&reg->ranges, held);
-        bh__ranges_remove(&reg->ranges, b);
+        bh__ranges_remove(&reg->ranges, b, held);
         bh__ranges_unlock(&reg->ranges, held);
     }
 
@@ -563,9 +564,9 @@ bh_status bh__containing_block(bh_registry *reg, uint32_t device, uint64_t addre
      * (retirement follows their removal from the index, which needs this
      * lock among others), so their generation is stable here. */
     bh__range_stripe *rs = bh__range_stripe_of(&reg->ranges, device, address);
-    pthread_mutex_lock(&rs->lock);
+    bh__stripe_lock_take(&rs->lock);
     bh_status st = lookup_get(reg, bh__ranges_containing(&reg->ranges, device, address), out);
-    pthread_mutex_unlock(&rs->lock);
+    bh__stripe_lock_give(&rs->lock);
     return count_lookup(reg, st);
 }
 

@@ -129,7 +129,7 @@ void bh__range_inner_free(bh__range_stripe *s, inner *in) { node_give(&s->inners
 void bh__ranges_init(bh__ranges *r, const struct bh__slab *slab) {
     memset(r->stripes, 0, sizeof(r->stripes));
     for (unsigned i = 0; i < BH__RANGE_STRIPES; i++)
-        pthread_mutex_init(&r->stripes[i].lock, NULL);
+        bh__stripe_lock_init(&r->stripes[i].lock);
     r->slab = slab;
     r->leaf_max = BH__RANGE_LEAF_CAP;
     r->inner_max = BH__RANGE_INNER_CAP;
@@ -155,7 +155,7 @@ void bh__ranges_fini(bh__ranges *r) {
         r->stripes[i].trees = NULL;
         memset(&r->stripes[i].leaves, 0, sizeof(r->stripes[i].leaves)); /* their nodes go with the arenas */
         memset(&r->stripes[i].inners, 0, sizeof(r->stripes[i].inners));
-        pthread_mutex_destroy(&r->stripes[i].lock);
+        bh__stripe_lock_fini(&r->stripes[i].lock);
     }
     arenas_fini(r->arenas);
 }

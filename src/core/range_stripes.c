@@ -26,7 +26,64 @@
  * that shared stripe's tree, and no overlapping insertion can run at the
  * same time (it needs that stripe too).
  */
+#define _DEFAULT_SOURCE /* syscall() */
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include "internal.h"
+
+/* ======================== The stripe lock ======================== */
+
+/* The word's old value, v now in it. Acquire: as a take's (range_lock.h). */
+static unsigned exchange_acquire(volatile unsigned *w, unsigned v) {
+    unsigned old = AO_int_load(w); /* relaxed: a guess the swap checks */
+    for (unsigned seen; (seen = AO_int_fetch_compare_and_swap_acquire(w, old, v)) != old;)
+        old = seen;
+    return old;
+}
+
+void bh__stripe_lock_init(bh__stripe_lock *l) {
+    l->word = 0;
+    /* helgrind and drd would see the word's atomics as races; the
+     * happens-before annotations of range_lock.h order the holders. */
+    BH__ATOMIC_RANGE(&l->word, sizeof(l->word));
+}
+
+void bh__stripe_lock_fini(bh__stripe_lock *l) {
+    BH__HAPPENS_FORGET(l);
+    BH__ATOMIC_RANGE_END(&l->word, sizeof(l->word));
+}
+
+/* Held (seen 1 or 2): the word says 2 from here, so the holder's letting go
+ * wakes someone, and the thread sleeps while it stays 2. A take after a
+ * wake takes it as 2, not 1: others may still sleep (one wake, one taker). */
+void bh__stripe_lock_wait(bh__stripe_lock *l, unsigned seen) {
+    if (seen != 2)
+        seen = exchange_acquire(&l->word, 2);
+    while (seen != 0) {
+        (void)syscall(SYS_futex, &l->word, FUTEX_WAIT_PRIVATE, 2u, NULL, NULL, 0);
+        seen = exchange_acquire(&l->word, 2);
+    }
+}
+
+/* The letting go found 2 (and left 1): free it, then wake one sleeper.
+ * Release: pairs with the acquire of the next take, as the decrement. */
+void bh__stripe_lock_wake(bh__stripe_lock *l) {
+    AO_int_store_release(&l->word, 0);
+    (void)syscall(SYS_futex, &l->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+int bh__ranges_unlocked(bh__ranges *r) {
+    unsigned got = 0;
+    while (got < BH__RANGE_STRIPES && bh__stripe_lock_try(&r->stripes[got].lock))
+        got++;
+    for (unsigned i = 0; i < got; i++)
+        bh__stripe_lock_give(&r->stripes[i].lock);
+    return got == BH__RANGE_STRIPES;
+}
+
+/* ======================== Stripes of a range ======================== */
 
 /* A range spanning more regions than this is in every stripe: the loop
  * below stays bounded, and such a range's set would be (nearly) full
@@ -36,13 +93,6 @@
 _Static_assert(BH__RANGE_STRIPES <= 32 && (BH__RANGE_STRIPES & (BH__RANGE_STRIPES - 1)) == 0,
                "a stripe set is a 32-bit mask of a power of two stripes");
 
-/* The stripe of a domain's region: hashed, not the region modulo the
- * stripe count, so that allocators' power-of-two spacing (arenas of
- * 2^k regions) does not put every thread's region j on one stripe. */
-static uint32_t stripe_index(uint32_t device, uint64_t region) {
-    return (uint32_t)(bh__key_hash(device, region) >> 32) & (BH__RANGE_STRIPES - 1);
-}
-
 /* The lowest stripe of a non-empty set: the loops below walk a set from its
  * lowest bit up, the locks' order. */
 static inline bh__range_stripe *first_stripe(bh__ranges *r, bh__stripe_set set) {
@@ -50,17 +100,18 @@ static inline bh__range_stripe *first_stripe(bh__ranges *r, bh__stripe_set set) 
 }
 
 bh__range_stripe *bh__range_stripe_of(bh__ranges *r, uint32_t device, uint64_t address) {
-    return &r->stripes[stripe_index(device, address >> r->region_shift)];
+    return &r->stripes[bh__region_stripe(device, address >> r->region_shift)];
 }
 
-bh__stripe_set bh__range_stripes(const bh__ranges *r, uint32_t device, uint64_t address, uint64_t size) {
+bh__stripe_set bh__range_stripes_crossing(const bh__ranges *r, uint32_t device, uint64_t address,
+                                          uint64_t size) {
     uint64_t region = address >> r->region_shift;
     uint64_t last = (address + (size - 1)) >> r->region_shift; /* ranges end at or below 2^64 */
     if (last - region >= SPAN_ALL)
         return ALL_STRIPES;
     bh__stripe_set set = 0;
     for (;; region++) {
-        set |= (bh__stripe_set)1 << stripe_index(device, region);
+        set |= (bh__stripe_set)1 << bh__region_stripe(device, region);
         if (region == last)
             return set;
     }
@@ -72,17 +123,6 @@ bh__stripe_set bh__ranges_stripes_of(const bh__ranges *r, const bh__block *b) {
      * one of the stripe locks the caller holds. */
     return bh__range_stripes(r, bh__block_device(b), (uint64_t)AO_load(&b->address),
                              (uint64_t)AO_load(&b->size));
-}
-
-/* Ascending order, as every thread that holds more than one: no cycle. */
-void bh__ranges_lock(bh__ranges *r, bh__stripe_set set) {
-    for (; set != 0; set &= set - 1)
-        pthread_mutex_lock(&first_stripe(r, set)->lock);
-}
-
-void bh__ranges_unlock(bh__ranges *r, bh__stripe_set set) {
-    for (; set != 0; set &= set - 1)
-        pthread_mutex_unlock(&first_stripe(r, set)->lock);
 }
 
 /* Of the blocks each stripe's search found, the one with the greatest
@@ -107,12 +147,10 @@ bh__block *bh__ranges_containing(bh__ranges *r, uint32_t device, uint64_t addres
     return bh__range_containing(r, bh__range_stripe_of(r, device, address), device, address);
 }
 
-bh__block *bh__ranges_insert(bh__ranges *r, bh__block *b, bh_status *st) {
+/* Several stripes (one: bh__ranges_insert, inline). */
+bh__block *bh__ranges_insert_crossing(bh__ranges *r, bh__block *b, bh__stripe_set set, bh_status *st) {
     uint32_t device = bh__block_device(b);
     uint64_t address = (uint64_t)AO_load(&b->address), size = (uint64_t)AO_load(&b->size); /* relaxed: ours */
-    bh__stripe_set set = bh__range_stripes(r, device, address, size);
-    if ((set & (set - 1)) == 0) /* one stripe: check and insertion are one descent */
-        return bh__range_insert(r, first_stripe(r, set), b, st);
     /* Several: check them all before changing any, so that a range that
      * meets something is in none of them. */
     bh__block *o = bh__ranges_overlap(r, device, address, size);
@@ -129,11 +167,6 @@ bh__block *bh__ranges_insert(bh__ranges *r, bh__block *b, bh_status *st) {
         }
     }
     return NULL;
-}
-
-void bh__ranges_remove(bh__ranges *r, const bh__block *b) {
-    for (bh__stripe_set set = bh__ranges_stripes_of(r, b); set != 0; set &= set - 1)
-        bh__range_remove(r, first_stripe(r, set), b);
 }
 
 void bh__ranges_set_region_shift(bh__ranges *r, uint32_t shift) { r->region_shift = shift < 63 ? shift : 63; }

@@ -209,18 +209,16 @@ bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
  * trylock never waits: a lock held by a parent thread stays held for good
  * in the child (EBUSY). Leaves every lock as it found it. */
 static int tables_whole(bh_registry *reg) {
-    pthread_mutex_t *locks[BH__SHARDS + BH__RANGE_STRIPES + 1];
+    pthread_mutex_t *locks[BH__SHARDS + 1];
     unsigned n = 0, got = 0;
     for (unsigned i = 0; i < BH__SHARDS; i++)
         locks[n++] = &reg->shards[i].lock;
-    for (unsigned i = 0; i < BH__RANGE_STRIPES; i++)
-        locks[n++] = &reg->ranges.stripes[i].lock;
     locks[n++] = &reg->slab.lock;
     while (got < n && pthread_mutex_trylock(locks[got]) == 0)
         got++;
     for (unsigned i = 0; i < got; i++)
         pthread_mutex_unlock(locks[i]);
-    return got == n;
+    return got == n && bh__ranges_unlocked(&reg->ranges); /* the stripes' are range_lock.h's */
 }
 
 /* bh_registry_destroy in a fork child of a registry the parent made: frees
