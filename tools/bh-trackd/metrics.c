@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "bufhandle/bufhandle.h"
+#include "sat.h"
 #include "wire.h"
 
 /* ======================== Aggregation ======================== */
@@ -226,7 +227,7 @@ static void loss_family(FILE *f, const bh_track *t, const aggs *p, size_t shown,
         uint64_t v = *(const uint64_t *)(const void *)((const char *)&l + off);
         client_label(f, fname, p, i, name, name_ctx);
         fprintf(f, "%" PRIu64 "\n", v);
-        sum = sum > UINT64_MAX - v ? UINT64_MAX : sum + v; /* as the total: it saturates */
+        sum = bh__sat_add(sum, v); /* as the total: it saturates */
     }
     if (p->n > shown) { /* the rest of a saturated total is unknown: never less than 0 */
         uint64_t total = *(const uint64_t *)(const void *)((const char *)&all + off);

@@ -35,6 +35,7 @@
 
 #include "bufhandle/bufhandle.h"
 #include "metrics.h"
+#include "sat.h"
 #include "track.h"
 #include "wire.h"
 
@@ -252,10 +253,6 @@ typedef struct td_server {
 static inline uint64_t td_client_key(pid_t pid, uint32_t stream) { return BH_TRACK_CLIENT(pid, stream); }
 static inline pid_t td_key_pid(uint64_t key) { return (pid_t)BH_TRACK_PROCESS(key); }
 static inline uint32_t td_key_stream(uint64_t key) { return BH_TRACK_STREAM(key); }
-/* a + b, or UINT64_MAX where it would wrap: a sum over clients of figures
- * each bounded (2^50 a group) has no bound of its own (2^14 groups at it
- * make 2^64), and stays at the top like the tracker's own sums. */
-static inline uint64_t td_sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
 uint64_t td_now_ms(void);
 

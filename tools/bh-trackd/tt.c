@@ -107,7 +107,7 @@ static void device_bytes(td_server *s, int32_t device, uint64_t b[16]) {
     td_tt_view_bytes(s->tt_table, device, view);
     for (uint32_t k = 0; device >= 0 && k < 16; k++) {
         uint64_t all = bh_track_device_bytes(s->track, BH_DOMAIN((uint32_t)device, k), NULL);
-        b[k] = td_sat_add(b[k], all > view[k] ? all - view[k] : 0); /* all may be at the top already */
+        b[k] = bh__sat_add(b[k], all > view[k] ? all - view[k] : 0); /* all may be at the top already */
     }
 }
 
@@ -120,7 +120,7 @@ static void reply_query(td_server *s, td_client *c, int32_t device) {
     bh_put64(out + 40, b[BH_MEM_DRAM]);
     bh_put64(out + 48, b[BH_MEM_L1]);
     /* RESPONSE has no SYSTEM_MEMORY counter: TT's server adds it into l1_small. */
-    bh_put64(out + 56, td_sat_add(b[BH_MEM_L1_SMALL], b[BH_MEM_SYSTEM]));
+    bh_put64(out + 56, bh__sat_add(b[BH_MEM_L1_SMALL], b[BH_MEM_SYSTEM]));
     bh_put64(out + 64, b[BH_MEM_TRACE]);
     if (c->tt_size == BH_TT_RECORD_144) {
         bh_put64(out + 72, b[BH_TT_KIND_CB]);

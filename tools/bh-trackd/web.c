@@ -86,7 +86,7 @@ static void sample_group(void *ctx, uint64_t client, uint32_t domain, const bh_t
         return;
     tl_series *s = series_find(tl, domain);
     if (s != NULL) {
-        s->v[x->slot] = td_sat_add(s->v[x->slot], c->live_bytes); /* 2^64 + 4 KiB charted 4 KiB */
+        s->v[x->slot] = bh__sat_add(s->v[x->slot], c->live_bytes); /* 2^64 + 4 KiB charted 4 KiB */
         return;
     }
     if (tl->nfresh == tl->fresh_cap) { /* bounded by the groups: one entry each at most */
@@ -126,7 +126,7 @@ static void add_fresh(td_timeline *tl, size_t slot) {
     size_t n = 0;
     for (size_t i = 0; i < tl->nfresh; i++) { /* one entry per domain, its groups summed */
         if (n > 0 && tl->fresh[n - 1].domain == tl->fresh[i].domain)
-            tl->fresh[n - 1].bytes = td_sat_add(tl->fresh[n - 1].bytes, tl->fresh[i].bytes);
+            tl->fresh[n - 1].bytes = bh__sat_add(tl->fresh[n - 1].bytes, tl->fresh[i].bytes);
         else
             tl->fresh[n++] = tl->fresh[i];
     }

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sat.h"
+
 /* ======================== State ======================== */
 
 bh_track *bh_track_new(uint64_t max_live_per_process) {
@@ -163,7 +165,6 @@ static int size_fits(const group *g, uint64_t size) {
 }
 
 /* a + b, or UINT64_MAX where it would wrap. */
-static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
 /* ======================== Live set ======================== */
 
@@ -181,7 +182,7 @@ static void device_add(bh_track *t, uint32_t device, uint64_t size, int sign) {
     d->live += sign > 0 ? 1 : (uint64_t)-1;
     /* Sizes are bounded (size_fits), so this never saturates in practice;
      * if it ever did, the sum stays at the top instead of wrapping to 0. */
-    d->bytes = sign > 0 ? sat_add(d->bytes, size) : d->bytes > size ? d->bytes - size : 0;
+    d->bytes = sign > 0 ? bh__sat_add(d->bytes, size) : d->bytes > size ? d->bytes - size : 0;
     if (d->live == 0)
         ot_remove(&t->devices, d);
 }
@@ -228,7 +229,7 @@ static void history_finding(bh_track *t, hist *h, uint64_t *count) {
 /* Loss counters saturate: a client's numbers may jump almost 2^64 ahead, and
  * its loss is summed with others' (totals, the "(departed)" group): a wrap
  * there would hide theirs. UINT64_MAX reads "at least that many". */
-static void loss_add(uint64_t *to, uint64_t n) { *to = n > UINT64_MAX - *to ? UINT64_MAX : *to + n; }
+static void loss_add(uint64_t *to, uint64_t n) { *to = bh__sat_add(*to, n); }
 
 /* Loss from sequence numbers: a gap is lost events, a late event (below the
  * highest seen) fills one back. A gap right after a resync was repaired by
@@ -449,7 +450,7 @@ static uint64_t drop_stream(bh_track *t, proc *p, stream *s, int as_leaks,
         g->c.live_bytes -= e->size;
         if (as_leaks && verified) {
             g->c.leaks++;
-            g->c.leaked_bytes = sat_add(g->c.leaked_bytes, e->size);
+            g->c.leaked_bytes = bh__sat_add(g->c.leaked_bytes, e->size);
             history_leak(t, client, e);
             n++;
         } else if (as_leaks) {
@@ -475,10 +476,10 @@ void bh_track_counts_add(bh_track_counts *sum, const bh_track_counts *c) {
     sum->unknown_frees += c->unknown_frees;
     sum->duplicate_allocs += c->duplicate_allocs;
     sum->leaks += c->leaks;
-    sum->leaked_bytes = sat_add(sum->leaked_bytes, c->leaked_bytes); /* grows for ever: saturates */
+    sum->leaked_bytes = bh__sat_add(sum->leaked_bytes, c->leaked_bytes); /* grows for ever: saturates */
     sum->live += c->live;
-    sum->live_bytes = sat_add(sum->live_bytes, c->live_bytes);
-    sum->peak_bytes = sat_add(sum->peak_bytes, c->peak_bytes); /* sum of group peaks: an upper bound */
+    sum->live_bytes = bh__sat_add(sum->live_bytes, c->live_bytes);
+    sum->peak_bytes = bh__sat_add(sum->peak_bytes, c->peak_bytes); /* sum of group peaks: an upper bound */
     sum->unverified_leaks += c->unverified_leaks;
     sum->inexact |= c->inexact;
 }
