@@ -50,6 +50,8 @@ typedef struct bh_shim_mesh_buffer bh_shim_mesh_buffer;
 /* A device is a registry plus a device id; its memories are the domains
  * bh_sim_domain(id, mem) = BH_DOMAIN(id, mem). Errors: BH_EINVAL, BH_ENOMEM. */
 bh_status bh_shim_device_open(bh_registry *reg, uint32_t device_id, bh_shim_device **out);
+/* Holds no reference: close it before destroying the registry, like every shim
+ * object (docs/porting.md, "Shutdown order"). NULL does nothing. */
 void bh_shim_device_close(bh_shim_device *dev);
 uint32_t bh_shim_device_id(const bh_shim_device *dev);
 
@@ -77,6 +79,9 @@ bh_status bh_shim_buffer_deallocate(bh_shim_buffer *buf);
 /* Deallocates if needed and frees the object. NULL is BH_EINVAL. */
 bh_status bh_shim_buffer_destroy(bh_shim_buffer *buf);
 
+/* The object's own range: a view answers its allocation's address + offset and
+ * its own size (the allocation's are bh_info_get of bh_shim_buffer_handle).
+ * They keep answering after deallocate. */
 uint64_t bh_shim_buffer_address(const bh_shim_buffer *buf);
 uint64_t bh_shim_buffer_size(const bh_shim_buffer *buf);
 uint32_t bh_shim_buffer_device(const bh_shim_buffer *buf);

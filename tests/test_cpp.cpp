@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <csetjmp>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -251,6 +252,88 @@ void overlaps_are_reported_and_handled(void **) {
     assert_int_equal(st, BH_ENOTFOUND);
     assert_true(none.empty());
     assert_int_equal(whole.use_count(), 2); // the failed calls took nothing
+}
+
+std::string what_of(const std::function<void()> &f) {
+    try {
+        f();
+    } catch (const bufhandle::error &e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+// A view's own size: the four-argument lookup_containing takes the
+// containing allocation only when all of [address, address + size) is in it.
+void views_must_fit_their_allocation(void **) {
+    counting_allocator a;
+    bh_config cfg = a.config();
+    bufhandle::registry reg(cfg);
+    const uint32_t l1 = bufhandle::domain(2, BH_MEM_L1);
+    bufhandle::handle whole = reg.alloc(l1, 0x4000); // [0x1000, 0x5000)
+    bh_status st;
+    bufhandle::handle tail = reg.lookup_containing(l1, 0x4800, 0x800, st); // the last 2 KiB: fits
+    assert_int_equal(st, BH_OK);
+    assert_int_equal(tail.address(), 0x1000);
+    assert_int_equal(whole.use_count(), 2);
+    bufhandle::handle past = reg.lookup_containing(l1, 0x4800, 0x1000, st); // 2 KiB past the end
+    assert_int_equal(st, BH_ERANGE);
+    assert_true(past.empty());
+    assert_int_equal(whole.use_count(), 2); // nothing taken
+    assert_string_equal(what_of([&] { reg.lookup_containing(l1, 0x4800, 0x1000); }).c_str(),
+                        "bh_lookup_containing(device 2 L1, address 0x4800, size 4096): BH_ERANGE: "
+                        "alias larger than the live allocation; the live allocation it meets: "
+                        "0x1000, size 16384");
+    assert_true(reg.lookup_containing(l1, 0x4800, 0, st).empty());
+    assert_int_equal(st, BH_EINVAL);
+    assert_true(reg.lookup_containing(l1, 0x5000, 16, st).empty()); // one past the end
+    assert_int_equal(st, BH_ENOTFOUND);
+    assert_int_equal(whole.use_count(), 2);
+}
+
+// Each error says what to do where the status's own text cannot: the address
+// a buggy allocator returned, a strict intern of a stale address, an
+// allocator argument with no alloc_ex, a registry with no allocator, a
+// destroy under live handles.
+void errors_say_what_to_do(void **) {
+    counting_allocator a;
+    bh_config cfg = a.config();
+    bufhandle::registry reg(cfg);
+    const uint32_t dram4 = bufhandle::domain(4, BH_MEM_DRAM);
+    bufhandle::handle h = reg.alloc(dram4, 4096); // 0x1000
+    a.next = 0x1000;                              // the allocator's bug: a live address again
+    assert_string_equal(what_of([&] { reg.alloc(dram4, 64); }).c_str(),
+                        "bh_alloc(device 4 DRAM, size 64): BH_EEXIST: address already live: the allocator "
+                        "returned a live address or range, or bh_adopt was given one; the allocator returned "
+                        "0x1000; the live allocation it meets: 0x1000, size 4096");
+    int arg = 0;
+    assert_non_null(
+        std::strstr(what_of([&] { reg.alloc(dram4, 64, &arg); }).c_str(),
+                    "bh_alloc_ex(device 4 DRAM, size 64): BH_EINVAL: invalid argument (an allocator "
+                    "argument needs bh_config.alloc_ex and BH_CONFIG_ALLOC_EX in bh_config.flags)"));
+    assert_non_null(
+        std::strstr(what_of([&] { reg.alloc(dram4, 0); }).c_str(), "BH_EINVAL: invalid argument (size 0)"));
+    assert_non_null(
+        std::strstr(what_of([&] { reg.destroy(); }).c_str(),
+                    "bh_registry_destroy(): BH_EBUSY: busy: the registry has live handles, or the "
+                    "address is being freed (an address you just allocated yourself: use bh_adopt) "
+                    "(here: live handles; release every one first"));
+    h.reset();
+
+    bh_config none{};
+    none.flags = BH_CONFIG_NO_ENV;
+    bufhandle::registry bare(none);
+    assert_non_null(std::strstr(what_of([&] { bare.alloc(dram4, 64); }).c_str(),
+                                "BH_EINVAL: invalid argument (the registry's config has no allocator"));
+
+    cfg.flags |= BH_CONFIG_STRICT_INTERN;
+    bufhandle::registry strict(cfg);
+    assert_non_null(
+        std::strstr(what_of([&] { strict.intern(dram4, 0x9000, 64); }).c_str(),
+                    "BH_ENOTFOUND: no live allocation at this address (strict interning, "
+                    "BH_DEBUG=strict or BH_CONFIG_STRICT_INTERN, creates nothing: this address is "
+                    "stale, its buffer was freed; for an address you have just allocated yourself, "
+                    "use adopt)"));
 }
 
 // bh_adopt and bh_alloc_ex through the wrapper.
@@ -505,6 +588,8 @@ int main() {
         cmocka_unit_test(noexcept_variants_report_status),
         cmocka_unit_test(adopt_and_alloc_with_an_argument),
         cmocka_unit_test(overlaps_are_reported_and_handled),
+        cmocka_unit_test(views_must_fit_their_allocation),
+        cmocka_unit_test(errors_say_what_to_do),
         cmocka_unit_test(registry_destroyed_with_live_handles_says_so),
         cmocka_unit_test(copies_own_their_own_token_under_debug_refs),
         cmocka_unit_test(stacks_name_cpp_functions_demangled),

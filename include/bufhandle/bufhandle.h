@@ -284,7 +284,10 @@ typedef int (*bh_alloc_ex_fn)(void *ctx, uint32_t device, uint64_t size, void *a
  * re-created at a stale or freed address, or inside freed memory, is caught
  * at the call instead of becoming an owner of memory nobody owns. An alias of
  * a live key, and the overlap answers (BH_EOVERLAP, BH_EBUSY), are as
- * without it. BH_DEBUG=strict sets it from the environment. */
+ * without it. A stale address the allocator has already handed out again is
+ * such an alias (of the newer allocation): no flag can tell it from a fresh
+ * copy; keep handles, not addresses. BH_DEBUG=strict sets it from the
+ * environment. */
 #define BH_CONFIG_STRICT_INTERN (1u << 11)
 
 typedef struct bh_config {
@@ -326,7 +329,8 @@ typedef struct bh_stats {
     uint64_t reports_dropped; /* socket reporter: events not delivered (server down, queue full) */
     uint64_t resyncs;         /* socket reporter: live-set resyncs sent after a reconnect or drop */
     uint64_t adopts;          /* successful bh_adopt */
-    uint64_t overlaps;        /* bh_intern / bh_adopt answered BH_EOVERLAP */
+    uint64_t overlaps;        /* bh_intern / bh_adopt answered BH_EOVERLAP (also the normal "intern,
+                                 then lookup_containing" of a view: not a count of bugs) */
     uint64_t interns_refused; /* BH_CONFIG_STRICT_INTERN: bh_intern of an address with no live allocation */
 } bh_stats;
 
@@ -375,8 +379,10 @@ BH_API bh_status bh_alloc(bh_registry *reg, uint32_t device, uint64_t size, bh_h
  * lost). Errors: as bh_alloc. */
 BH_API bh_status bh_alloc_ex(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out);
 
-/* bh_alloc, and the allocation's address in *address (may be NULL) on BH_OK;
- * *address is unchanged on error. Saves the bh_info_get every create would
+/* bh_alloc, and the allocation's address in *address (may be NULL) on BH_OK.
+ * On BH_EEXIST *address is the address the allocator returned (live already:
+ * the allocator's bug, named so it can be found; nothing was freed); on every
+ * other error it is unchanged. Saves the bh_info_get every create would
  * otherwise need. Errors: as bh_alloc. */
 BH_API bh_status bh_alloc_addr(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out,
                                uint64_t *address);

@@ -11,14 +11,17 @@
 // ERRORS. Every operation that can fail comes twice: one throws
 // bufhandle::error, whose what() names the call, the device, address and
 // sizes it was about (and, for BH_ERANGE, BH_EEXIST and BH_EOVERLAP, the live
-// allocation it ran into); the other takes a `bh_status &` last, is noexcept, sets the
-// status and returns an empty handle on failure, for callers that handle
-// BH_EBUSY and friends in their normal flow:
+// allocation it ran into; for bh_alloc's BH_EEXIST, the address the allocator
+// returned), and what to do where the status's own text cannot say it; the other takes a `bh_status &` last,
+// is noexcept, sets the status and returns an empty handle on failure, for callers that handle BH_EBUSY and
+// friends in their normal flow:
 //
 //   bh_status st;
 //   bufhandle::handle h = reg.intern(dev, address, size, st);
 //   if (st == BH_EBUSY) ... // being freed: this copy of the address is stale
 //                           // (an address you have just allocated: reg.adopt)
+//   if (st == BH_EOVERLAP)  // inside a live allocation: a view of it, which must fit
+//       h = reg.lookup_containing(dev, address, size, st); // BH_ERANGE if it does not
 //
 // A destructor never throws: a failed release in a handle's destructor is
 // ignored (it can only be BH_ESTALE: the reference was already gone).
@@ -38,6 +41,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -56,6 +60,8 @@ struct call_info {
     bool empty = false;    // called on an empty handle or registry
     bool has_live = false; // the live allocation the call ran into
     uint64_t live_address = 0, live_size = 0;
+    // address is what the allocator returned (bh_alloc's BH_EEXIST), not an argument
+    bool address_from_allocator = false;
 
     static call_info on_device(const char *f, uint32_t device) {
         call_info c;
@@ -104,6 +110,33 @@ inline std::string hex(uint64_t v) {
     return b;
 }
 
+// What to do about a status, where the call says more than the status's own
+// text (which is shared by every call that returns it); "" elsewhere.
+inline const char *advice(bh_status status, const call_info &c) {
+    auto is = [&](const char *f) { return std::strcmp(c.function, f) == 0; };
+    if (c.empty)
+        return "";
+    if (status == BH_EINVAL && c.has_size && c.size == 0)
+        return " (size 0)";
+    if (status == BH_EINVAL && is("bh_alloc"))
+        return " (the registry's config has no allocator: bh_config.allocator.alloc)";
+    if (status == BH_EINVAL && is("bh_alloc_ex"))
+        return " (an allocator argument needs bh_config.alloc_ex and BH_CONFIG_ALLOC_EX in "
+               "bh_config.flags)";
+    if (status == BH_EINVAL && (is("bh_intern") || is("bh_adopt")))
+        return " (the range runs past 2^64)";
+    if (status == BH_EINVAL && is("bh_lookup_containing"))
+        return " (the registry has BH_CONFIG_NO_OVERLAP_CHECK: no range index to ask)";
+    if (status == BH_ENOTFOUND && is("bh_intern"))
+        return " (strict interning, BH_DEBUG=strict or BH_CONFIG_STRICT_INTERN, creates nothing: this "
+               "address is stale, its buffer was freed; for an address you have just allocated "
+               "yourself, use adopt)";
+    if (status == BH_EBUSY && is("bh_registry_destroy"))
+        return " (here: live handles; release every one first, stats().live_handles counts them and "
+               "bh_registry_dump lists them; the registry is unchanged and usable)";
+    return "";
+}
+
 inline std::string describe(bh_status status, const call_info &c) {
     std::string s = c.function;
     s += '(';
@@ -115,7 +148,7 @@ inline std::string describe(bh_status status, const call_info &c) {
     };
     if (c.has_device)
         field(domain_string(c.device));
-    if (c.has_address)
+    if (c.has_address && !c.address_from_allocator)
         field("address " + hex(c.address));
     if (c.has_size)
         field("size " + std::to_string(c.size));
@@ -127,6 +160,9 @@ inline std::string describe(bh_status status, const call_info &c) {
     s += bh_status_name(status);
     s += ": ";
     s += bh_strerror(status);
+    s += advice(status, c);
+    if (c.has_address && c.address_from_allocator)
+        s += "; the allocator returned " + hex(c.address);
     if (c.has_live)
         s += "; the live allocation it meets: " + hex(c.live_address) + ", size " +
              std::to_string(c.live_size);
@@ -335,19 +371,27 @@ class registry {
 
     // bh_alloc; with an argument, bh_alloc_ex (see ALLOCATION CONTEXT in
     // bufhandle.h: arg reaches bh_config.alloc_ex untouched).
+    // BH_EEXIST (the allocator returned a live range) says the address it
+    // returned and the live allocation there (without an argument only:
+    // bh_alloc_addr gives the address, bh_alloc_ex does not).
     handle alloc(uint32_t device, uint64_t size, void *arg = nullptr) {
         bh_status st;
-        return checked(
-            alloc(device, size, arg, st), st,
-            call_info::on_device(arg != nullptr ? "bh_alloc_ex" : "bh_alloc", device).with_size(size));
+        uint64_t returned =
+            UINT64_MAX; // unchanged: not said (an allocation cannot start there and have a size)
+        handle h = allocate(device, size, arg, st, &returned);
+        call_info c =
+            call_info::on_device(arg != nullptr ? "bh_alloc_ex" : "bh_alloc", device).with_size(size);
+        if (st == BH_EEXIST && returned != UINT64_MAX) {
+            c.with_address(returned);
+            c.address_from_allocator = true;
+        }
+        return checked(std::move(h), st, c);
     }
     handle alloc(uint32_t device, uint64_t size, bh_status &st) noexcept {
         return alloc(device, size, nullptr, st);
     }
     handle alloc(uint32_t device, uint64_t size, void *arg, bh_status &st) noexcept {
-        bh_handle h;
-        st = reg_ == nullptr ? BH_EINVAL : bh_alloc_ex(reg_, device, size, arg, &h);
-        return made(h, st);
+        return allocate(device, size, arg, st, nullptr);
     }
     // bh_adopt: an address the caller has just allocated itself; a live one
     // there is BH_EEXIST (never BH_EBUSY). Not handle::adopt, which wraps a
@@ -395,6 +439,30 @@ class registry {
         st = reg_ == nullptr ? BH_EINVAL : bh_lookup_containing(reg_, device, address, &h);
         return made(h, st);
     }
+    // The same for a buffer [address, address + size) at an offset of a live
+    // allocation, which must hold all of it: BH_ERANGE when the range runs past
+    // the allocation's end (what() names the allocation, and nothing is taken),
+    // BH_EINVAL for size 0. The answer to an intern's BH_EOVERLAP with the
+    // intern's own size; the three-argument form checks the address only.
+    handle lookup_containing(uint32_t device, uint64_t address, uint64_t size) {
+        bh_status st;
+        return checked(
+            lookup_containing(device, address, size, st), st,
+            call_info::on_device("bh_lookup_containing", device).with_address(address).with_size(size));
+    }
+    handle lookup_containing(uint32_t device, uint64_t address, uint64_t size, bh_status &st) noexcept {
+        handle h = lookup_containing(device, address, st);
+        bh_info i{};
+        if (st == BH_OK)
+            i = h.info(st);
+        if (st == BH_OK && size == 0)
+            st = BH_EINVAL;
+        else if (st == BH_OK && size > i.size - (address - i.address)) // address - i.address < i.size
+            st = BH_ERANGE;
+        if (st != BH_OK)
+            h.reset();
+        return h;
+    }
     bh_stats stats() const {
         bh_status st;
         bh_stats s = stats(st);
@@ -415,6 +483,18 @@ class registry {
         c.function = function;
         c.empty = reg_ == nullptr;
         return c;
+    }
+    // bh_alloc_addr without an argument (*returned: the address, also on
+    // BH_EEXIST), bh_alloc_ex with one.
+    handle allocate(uint32_t device, uint64_t size, void *arg, bh_status &st, uint64_t *returned) noexcept {
+        bh_handle h;
+        if (reg_ == nullptr)
+            st = BH_EINVAL;
+        else if (arg == nullptr)
+            st = bh_alloc_addr(reg_, device, size, &h, returned);
+        else
+            st = bh_alloc_ex(reg_, device, size, arg, &h);
+        return made(h, st);
     }
     handle made(bh_handle h, bh_status st) const noexcept {
         return st == BH_OK ? handle::adopt(reg_, h) : handle();
