@@ -86,12 +86,12 @@ static uint64_t parked(stream *s) {
  * parks. */
 static void park(reporting *r) {
     stream *s = r->rep.ctx;
-    pthread_mutex_lock(&s->lock);
+    rs_stream_wait(s);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, report_parked, r), 0);
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_int_equal(parked(s), PARKED);
-    pthread_mutex_unlock(&s->lock);
+    pthread_spin_unlock(&s->lock);
 }
 
 static uint64_t server_allocs(void) {
@@ -152,9 +152,9 @@ static void parked_events_reach_the_server_through_flush_and_close(void **state)
         wait_sender_idle(c, s);
         park(&r);
         if (rs_all_sent(c)) { /* true only if nothing is parked and the server has it all */
-            pthread_mutex_lock(&s->lock);
+            rs_stream_wait(s);
             said_all_sent += parked(s) + (rs_ring_tail(s) != bh_ring_load(s->ring, BH_RING_OFF_HEAD)) > 0;
-            pthread_mutex_unlock(&s->lock);
+            pthread_spin_unlock(&s->lock);
         }
         pthread_mutex_unlock(&c->lock);
 
@@ -224,10 +224,10 @@ static void parked_events_are_applied_while_no_server_listens(void **state) {
     pthread_mutex_unlock(&s->c->lock);
     uint64_t left = PARKED, in_ring = 0;
     for (double end = test_now_s() + TEST_HANG_S; left > 0 && test_now_s() < end; test_sleep_ms(1)) {
-        pthread_mutex_lock(&s->lock); /* not rs_stream_lock: that would apply them itself */
+        rs_stream_wait(s); /* not rs_stream_lock: that would apply them itself */
         left = parked(s);
         in_ring = s->head;
-        pthread_mutex_unlock(&s->lock);
+        pthread_spin_unlock(&s->lock);
     }
     print_message("%d parked without a server: %llu still parked, %llu in the ring\n", PARKED,
                   (unsigned long long)left, (unsigned long long)in_ring);

@@ -161,6 +161,14 @@ static inline void bh_put16(uint8_t *p, uint16_t v) {
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
 }
+/* On a little-endian host a value is already in the wire's order: one
+ * store. Byte by byte, the compiler merges the stores only when it can prove
+ * that p aliases nothing it reads in between: a ring record written from an
+ * event took 88 instructions of shifts (the socket reporter's report path). */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+static inline void bh_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof(v)); }
+static inline void bh_put64(uint8_t *p, uint64_t v) { memcpy(p, &v, sizeof(v)); }
+#else
 static inline void bh_put32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++)
         p[i] = (uint8_t)(v >> (8 * i));
@@ -169,6 +177,7 @@ static inline void bh_put64(uint8_t *p, uint64_t v) {
     for (int i = 0; i < 8; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
+#endif
 static inline uint16_t bh_get16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static inline uint32_t bh_get32(const uint8_t *p) {
     uint32_t v = 0;

@@ -22,7 +22,7 @@ static void migrate_some(conn *c) {
     for (stream *s = c->streams; s != NULL; s = s->next) {
         rs_stream_lock(s);
         rs_migrate(&s->live, MIGRATE);
-        pthread_mutex_unlock(&s->lock);
+        pthread_spin_unlock(&s->lock);
     }
 }
 
@@ -63,7 +63,7 @@ static int snapshot_point(conn *c) {
             rs_migrate(&s->live, MIGRATE);
             all = 0;
         }
-        pthread_mutex_unlock(&s->lock);
+        pthread_spin_unlock(&s->lock);
     }
     if (!all) {
         AO_store(&c->need_resync, 1);
@@ -116,7 +116,7 @@ static void lose_connection(conn *c) {
             s->handed = s->head;
         s->snap_active = 0;
         s->mode = RING_NONE;
-        pthread_mutex_unlock(&s->lock);
+        pthread_spin_unlock(&s->lock);
     }
     AO_store(&c->need_resync, 1); /* relaxed: the sender's own flag from here */
     if (c->refused || c->got_error == GOT_NO_RING) {
@@ -212,7 +212,7 @@ static void step_send(conn *c, uint32_t n) {
         } else {
             s->sent++;
         }
-        pthread_mutex_unlock(&s->lock);
+        pthread_spin_unlock(&s->lock);
     }
     if (done < len)
         lose_connection(c);
@@ -291,7 +291,7 @@ static void resync_step(conn *c) {
     int end = n == 0 && s->snap_cursor >= s->live.nb && s->owed == NULL;
     if (end)
         s->snap_active = 0;
-    pthread_mutex_unlock(&s->lock);
+    pthread_spin_unlock(&s->lock);
     if (end && !tt) {
         pthread_mutex_unlock(&c->lock);
         rc = rs_send_stream_frame(c, BH_WIRE_RESYNC_END, id);
@@ -341,7 +341,7 @@ static void withdraw(conn *c) {
         for (stream *s = c->streams; s != NULL; s = s->next) {
             rs_stream_lock(s);
             s->snap_active = 0;
-            pthread_mutex_unlock(&s->lock);
+            pthread_spin_unlock(&s->lock);
         }
     } else { /* try again later, spaced: the server may keep closing on us */
         rs_disconnect(c);
@@ -359,7 +359,7 @@ int rs_rings_consumed(conn *c) {
     for (stream *s = c->streams; s != NULL; s = s->next) {
         rs_stream_lock(s);
         int consumed = rs_ring_tail(s) == bh_ring_load(s->ring, BH_RING_OFF_HEAD);
-        pthread_mutex_unlock(&s->lock);
+        pthread_spin_unlock(&s->lock);
         if (!consumed)
             return 0;
     }

@@ -4,7 +4,7 @@
  *
  * Owns: the chained, incrementally grown table of live allocations, the
  * owed list of a snapshot being sent, and copying a snapshot chunk.
- * Must never: be touched without the connection lock, rehash the whole set
+ * Must never: be touched without the stream's lock, rehash the whole set
  * in one call (growth moves a few buckets per call), or grow while a
  * snapshot's cursor walks the table.
  */
@@ -69,11 +69,20 @@ static snode **chain_of(shadow *sh, uint32_t device, uint64_t address, size_t *b
     return &sh->tab[*bucket];
 }
 
-static snode **find(shadow *sh, uint32_t device, uint64_t address, size_t *bucket, int *in_tab) {
-    snode **p = chain_of(sh, device, address, bucket, in_tab);
+/* The link in the chain at head that points to the key's node (to NULL if
+ * it is not there). */
+static snode **find(snode **head, uint32_t device, uint64_t address) {
+    snode **p = head;
     while (*p != NULL && !((*p)->device == device && (*p)->address == address))
         p = &(*p)->next;
     return p;
+}
+
+/* What every put and delete does while the table grows (a test, not a call,
+ * on the report path when it does not). */
+static void migrate_some(shadow *sh) {
+    if (sh->old != NULL)
+        rs_migrate(sh, 2);
 }
 
 void rs_shadow_free(shadow *sh) {
@@ -104,7 +113,7 @@ static void owe(stream *s, snode *x, size_t bucket, int in_tab) {
  * incomplete, and the caller counts a drop). */
 int rs_shadow_put(stream *s, uint32_t device, uint64_t address, uint64_t size, uint64_t since) {
     shadow *sh = &s->live;
-    rs_migrate(sh, 2);
+    migrate_some(sh);
     if (sh->tab == NULL) {
         sh->tab = bh__calloc(64, sizeof(snode *));
         if (sh->tab == NULL)
@@ -124,7 +133,8 @@ int rs_shadow_put(stream *s, uint32_t device, uint64_t address, uint64_t size, u
     }
     size_t bucket;
     int in_tab;
-    snode **p = find(sh, device, address, &bucket, &in_tab);
+    snode **head = chain_of(sh, device, address, &bucket, &in_tab); /* one hash per report */
+    snode **p = find(head, device, address);
     snode *x = *p;
     if (x != NULL) { /* ALLOC of a live key (a naive client): replace */
         *p = x->next;
@@ -134,9 +144,8 @@ int rs_shadow_put(stream *s, uint32_t device, uint64_t address, uint64_t size, u
     x = node_take(sh);
     if (x == NULL)
         return -1;
-    *x = (snode){
-        *chain_of(sh, device, address, &bucket, &in_tab), address, size, since, device, s->snap_epoch};
-    *chain_of(sh, device, address, &bucket, &in_tab) = x;
+    *x = (snode){*head, address, size, since, device, s->snap_epoch};
+    *head = x;
     sh->n++;
     return 0;
 }
@@ -146,10 +155,10 @@ void rs_shadow_del(stream *s, uint32_t device, uint64_t address) {
     shadow *sh = &s->live;
     if (sh->tab == NULL)
         return;
-    rs_migrate(sh, 2);
+    migrate_some(sh);
     size_t bucket;
     int in_tab;
-    snode **p = find(sh, device, address, &bucket, &in_tab);
+    snode **p = find(chain_of(sh, device, address, &bucket, &in_tab), device, address);
     snode *x = *p;
     if (x == NULL)
         return;

@@ -43,14 +43,14 @@ static void fork_prepare(void) {
          * parked for the next holder (the parent's; the child's reports
          * through these streams are dropped). */
         for (stream *s = c->streams; s != NULL; s = s->next)
-            pthread_mutex_lock(&s->lock);
+            rs_stream_wait(s);
     }
 }
 
 static void unlock_all(void) {
     for (conn *c = conns; c != NULL; c = c->next) {
         for (stream *s = c->streams; s != NULL; s = s->next)
-            pthread_mutex_unlock(&s->lock);
+            pthread_spin_unlock(&s->lock);
         pthread_mutex_unlock(&c->lock);
     }
 }
@@ -166,7 +166,7 @@ static void let_go(conn *c, stream *s) {
          * the stream's drops goes into the line, whenever it happened. */
         c->lost += c->opt.flags & BH_SOCKET_COMPAT_TT ? s->dropped : lost;
     }
-    pthread_mutex_unlock(&s->lock);
+    pthread_spin_unlock(&s->lock);
 }
 
 /* Under c->lock, s off the list, its ring the server's or offered to it:
@@ -179,7 +179,7 @@ static void queue_gone(conn *c, stream *s) {
     rs_stream_lock(s);
     *g = (ring_gone){c->gone, s->id, 1, s->mode == RING_OFFERED, 0};
     g->events = g->answer_due ? rs_ring_events(s) : 0;
-    pthread_mutex_unlock(&s->lock);
+    pthread_spin_unlock(&s->lock);
     c->gone = g;
 }
 
@@ -362,7 +362,7 @@ static void stream_free(stream *s) {
     rs_side_free(s);
     rs_shadow_free(&s->live);
     rs_ring_free(s);
-    pthread_mutex_destroy(&s->lock);
+    pthread_spin_destroy(&s->lock);
     bh__free(s);
 }
 
@@ -396,7 +396,7 @@ bh_status bh__socket_reporter_open_env(const char *var, const char *path, const 
         bh__free(s);
         return BH_ENOMEM;
     }
-    pthread_mutex_init(&s->lock, NULL);
+    pthread_spin_init(&s->lock, PTHREAD_PROCESS_PRIVATE);
     pthread_once(&exit_flush_once, install_exit_flush);
     pthread_mutex_lock(&conns_lock);
     conn *c = conn_get(path, &opt, var);
@@ -551,7 +551,7 @@ bh_status bh_socket_reporter_stats(const bh_reporter *rep, bh_reporter_stats *ou
     out->resyncs = c->resyncs;
     out->connects = c->connects;
     out->connected = (uint32_t)c->connected;
-    pthread_mutex_unlock(&s->lock);
+    pthread_spin_unlock(&s->lock);
     pthread_mutex_unlock(&c->lock);
     return BH_OK;
 }

@@ -94,13 +94,9 @@ static void side_push(stream *s, const bh_event *ev) {
     }
 }
 
-/* Under s->lock: applies the parked events, in the order they were parked,
- * and counts those that could not be parked. */
-static void drain_side(stream *s) {
-    /* Relaxed peek: a push that happens-before this holder's lock is seen
-     * by coherence; a concurrent one is drained by the next holder. */
-    if (AO_load(&s->side) == 0 && AO_load(&s->side_lost) == 0)
-        return;
+/* Under s->lock, something parked: applies the parked events, in the order
+ * they were parked, and counts those that could not be parked. */
+static void drain_parked(stream *s) {
     AO_t list = AO_load(&s->side); /* relaxed: the CAS below checks it */
     for (;;) {                     /* the whole stack; acquire pairs with side_push's release */
         AO_t seen = AO_fetch_compare_and_swap_acquire(&s->side, list, 0);
@@ -133,8 +129,26 @@ static void drain_side(stream *s) {
     }
 }
 
+/* Under s->lock: drain_parked if anything was parked (a test inline on the
+ * report path, the work out of line). Relaxed peek: a push that
+ * happens-before this holder's lock is seen by coherence; a concurrent one is
+ * drained by the next holder. */
+static inline void drain_side(stream *s) {
+    if (AO_load(&s->side) != 0 || AO_load(&s->side_lost) != 0)
+        drain_parked(s);
+}
+
+void rs_stream_wait(stream *s) {
+    for (unsigned tries = 0; pthread_spin_trylock(&s->lock) != 0; tries++) {
+        if (tries >= 256) { /* the holder is likely preempted: let it run */
+            struct timespec nap = {0, 20000};
+            nanosleep(&nap, NULL);
+        }
+    }
+}
+
 void rs_stream_lock(stream *s) {
-    pthread_mutex_lock(&s->lock);
+    rs_stream_wait(s);
     drain_side(s);
 }
 
@@ -150,13 +164,13 @@ void rs_side_free(stream *s) {
  * to sleep on the lock would, on a loaded machine, wait for a CPU after its
  * wake-up as well, which no bound can promise. Returns 1 with the lock held. */
 static int lock_soon(stream *s) {
-    if (pthread_mutex_trylock(&s->lock) == 0)
+    if (pthread_spin_trylock(&s->lock) == 0)
         return 1;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         for (int i = 0; i < 64; i++)
-            if (pthread_mutex_trylock(&s->lock) == 0)
+            if (pthread_spin_trylock(&s->lock) == 0)
                 return 1;
         if (us_since(&t0) >= LOCK_WAIT_US)
             return 0;
@@ -171,5 +185,5 @@ void rs_report_cb(void *ctx, const bh_event *ev) {
     }
     drain_side(s);
     place(s, ev);
-    pthread_mutex_unlock(&s->lock);
+    pthread_spin_unlock(&s->lock);
 }

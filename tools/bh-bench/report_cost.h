@@ -14,10 +14,11 @@
 
 /* One way of reporting: ns per report on the application thread, over the
  * calls during which the thread was not preempted (excluded counts the
- * others). */
+ * others) and that did not follow the bench's own system call (p50_cold:
+ * the median of those). */
 typedef struct cost_row {
     int measured;
-    double mean, p50, p99, p999;
+    double mean, p50, p99, p999, p50_cold;
     long excluded, calls;
 } cost_row;
 
