@@ -88,6 +88,7 @@ static const shown table[] = {
     {"server", "summaries_skipped", "bh_trackd_summaries_skipped_total", 0},
     {"server", "unverified_peers", "bh_trackd_unverified_peers_total", 0},
     {"server", "resyncs_cut", "bh_trackd_resyncs_cut_total", 0},
+    {"server", "drop_slices", "bh_trackd_drop_slices_total", 0},
 };
 
 static const shown *shown_as(const char *section, const char *key, size_t n) {

@@ -405,8 +405,9 @@ int td_serve(td_server *s) {
     uint64_t last_tick = 0;
     while (running) {
         struct epoll_event evs[64];
-        int n = epoll_wait(s->epfd, evs, 64,
-                           td_web_timeout(s, td_rings_timeout(s, td_closer_timeout(TD_TICK_MS))));
+        int n = epoll_wait(
+            s->epfd, evs, 64,
+            td_gone_timeout(s, td_web_timeout(s, td_rings_timeout(s, td_closer_timeout(TD_TICK_MS)))));
         for (int i = 0; i < n; i++) {
             void *tag = evs[i].data.ptr;
             if (tag == &tag_signal)
@@ -422,6 +423,7 @@ int td_serve(td_server *s) {
         }
         td_web_run(s);
         td_rings_run(s);
+        td_gone_run(s); /* between two of its slices every client is served */
         uint64_t now = td_now_ms();
         if (now - last_tick >= TD_TICK_MS / 2) {
             tick(s);
@@ -433,6 +435,7 @@ int td_serve(td_server *s) {
     s->stopping = 1; /* rings left are drained at once: no loop turn follows */
     while (s->clients != NULL)
         td_close_client(s, s->clients);
+    td_gone_finish(s);     /* drops under way end: the summary's counts are final */
     td_summary_reap(s, 1); /* then the last one, complete, written here */
     int rc = s->summary_path != NULL ? td_write_summary(s) : 0;
     stop(s);

@@ -22,6 +22,7 @@ typedef struct bh_metrics_health {
     uint64_t connections;      /* open socket connections (native, compat, query) */
     uint64_t clients;          /* processes with a reporting connection */
     uint64_t http_connections; /* open HTTP connections */
+    uint64_t processes_going;  /* processes gone whose live allocations are still being dropped */
     /* counters */
     uint64_t connections_total, reporter_connections_total, rejected_peers_total, refused_connections_total,
         timeouts_total, malformed_total, resyncs_total, compat_records_total, unsupported_records_total,
@@ -34,6 +35,7 @@ typedef struct bh_metrics_health {
     uint64_t passed_fds_left_open_total; /* passed descriptors never closed: no memory to park them */
     uint64_t processes_gone_total;       /* client processes seen gone (their leaks counted) */
     uint64_t resyncs_cut_total;          /* resyncs whose connection ended before their END */
+    uint64_t drop_slices_total;          /* loop turns that dropped live allocations of gone processes */
     uint64_t unverified_peers_total;     /* reporter connections whose pid the server cannot see */
     uint64_t compat_ignored_total;       /* TT records and streams ignored (unusable, over a limit) */
     /* TT's allocation server's view of the compat clients (td_tt_counts) */

@@ -348,6 +348,38 @@ static void render_losses(td_server *s, td_strbuf *b, int json, size_t limit) {
         td_sb_printf(b, "  (%" PRIu64 " more streams not shown: reply limit)\n", r.omitted);
 }
 
+/* Processes gone whose live allocations are still being dropped (in
+ * slices, liveness.c), oldest first, the first TD_GOING_SHOWN: what each has
+ * still to drop counts as live in every row and total meanwhile. JSON:
+ * "going":[...],"processes_going":n; text: a "going" block, none when no
+ * drop is under way. */
+static void render_going(td_server *s, td_strbuf *b, int json) {
+    uint64_t n = 0;
+    if (json)
+        td_sb_printf(b, "\"going\":[");
+    else if (s->going != NULL)
+        td_sb_printf(b, "going (gone, their live allocations being dropped as leaks):\n");
+    for (const td_going *g = s->going; g != NULL; g = g->next, n++) {
+        if (n >= TD_GOING_SHOWN)
+            continue;
+        uint64_t left = bh_track_process_doomed(s->track, (uint32_t)g->pid);
+        char t[16];
+        if (json)
+            td_sb_printf(b,
+                         "%s{\"pid\":%d,\"name\":\"%s\"%s,\"left\":%" PRIu64 ",\"total\":%" PRIu64
+                         ",\"leaks\":%" PRIu64 "}",
+                         n ? "," : "", (int)td_shown_pid(s, g->pid), td_name_of(s, g->pid),
+                         td_unverified(g->pid) ? ",\"unverified\":true" : "", left, g->total, g->leaks);
+        else
+            td_sb_printf(b, "  pid %s %s: %" PRIu64 " of %" PRIu64 " live allocations still to drop\n",
+                         td_pid_text(s, g->pid, t), td_name_of(s, g->pid), left, g->total);
+    }
+    if (json)
+        td_sb_printf(b, "],\"processes_going\":%" PRIu64 ",", n);
+    else if (n > TD_GOING_SHOWN)
+        td_sb_printf(b, "  (%" PRIu64 " more processes being dropped)\n", n - TD_GOING_SHOWN);
+}
+
 void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
     bh_track_counts t;
     bh_track_totals(s->track, UINT64_MAX, UINT32_MAX, &t);
@@ -368,22 +400,24 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
         inexact_json(b, t.inexact);
         td_sb_printf(b, "},");
         td_tt_render(s, b, 1);
-        td_sb_printf(b,
-                     "\"server\":{\"clients_connected\":%" PRIu64 ",\"connections\":%" PRIu64
-                     ",\"open_connections\":%" PRIu64 ",\"reporter_connections\":%" PRIu64
-                     ",\"rejected_peers\":%" PRIu64 ",\"refused_connections\":%" PRIu64
-                     ",\"timeouts\":%" PRIu64 ",\"malformed\":%" PRIu64 ",\"resyncs\":%" PRIu64
-                     ",\"compat_records\":%" PRIu64 ",\"compat_ignored\":%" PRIu64
-                     ",\"unsupported_records\":%" PRIu64 ",\"limit_disconnects\":%" PRIu64
-                     ",\"output_overflows\":%" PRIu64 ",\"processes_gone\":%" PRIu64
-                     ",\"passed_fds_refused\":%" PRIu64 ",\"passed_fds_parked\":%" PRIu64
-                     ",\"passed_fds_left_open\":%" PRIu64 ",\"summaries_skipped\":%" PRIu64
-                     ",\"unverified_peers\":%" PRIu64 ",\"resyncs_cut\":%" PRIu64 "},\"clients\":[",
-                     td_clients_connected(s), s->connections, s->nclients, s->reporter_connections,
-                     s->rejected, s->refused, s->timeouts, s->malformed, s->resyncs, s->compat_records,
-                     s->compat_ignored, s->unsupported_records, s->limit_disconnects, s->output_overflows,
-                     s->processes_gone, s->fds_refused, s->closes_parked, s->closes_lost,
-                     s->summaries_skipped, s->unverified_peers, s->resyncs_cut);
+        td_sb_printf(
+            b,
+            "\"server\":{\"clients_connected\":%" PRIu64 ",\"connections\":%" PRIu64
+            ",\"open_connections\":%" PRIu64 ",\"reporter_connections\":%" PRIu64
+            ",\"rejected_peers\":%" PRIu64 ",\"refused_connections\":%" PRIu64 ",\"timeouts\":%" PRIu64
+            ",\"malformed\":%" PRIu64 ",\"resyncs\":%" PRIu64 ",\"compat_records\":%" PRIu64
+            ",\"compat_ignored\":%" PRIu64 ",\"unsupported_records\":%" PRIu64
+            ",\"limit_disconnects\":%" PRIu64 ",\"output_overflows\":%" PRIu64 ",\"processes_gone\":%" PRIu64
+            ",\"passed_fds_refused\":%" PRIu64 ",\"passed_fds_parked\":%" PRIu64
+            ",\"passed_fds_left_open\":%" PRIu64 ",\"summaries_skipped\":%" PRIu64
+            ",\"unverified_peers\":%" PRIu64 ",\"resyncs_cut\":%" PRIu64 ",\"drop_slices\":%" PRIu64 "},",
+            td_clients_connected(s), s->connections, s->nclients, s->reporter_connections, s->rejected,
+            s->refused, s->timeouts, s->malformed, s->resyncs, s->compat_records, s->compat_ignored,
+            s->unsupported_records, s->limit_disconnects, s->output_overflows, s->processes_gone,
+            s->fds_refused, s->closes_parked, s->closes_lost, s->summaries_skipped, s->unverified_peers,
+            s->resyncs_cut, s->drop_slices);
+        render_going(s, b, 1);
+        td_sb_printf(b, "\"clients\":[");
         render_groups(s, &r, limit);
         td_sb_printf(b, "],\"omitted_clients\":%" PRIu64 ",", r.omitted);
         render_losses(s, b, 1, limit);
@@ -418,6 +452,7 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
                  " passed descriptors left open\n",
                  s->connections, s->nclients, s->rejected, s->refused, s->timeouts, s->malformed, s->resyncs,
                  s->resyncs_cut, s->compat_records, s->summaries_skipped, s->closes_lost);
+    render_going(s, b, 0);
     render_losses(s, b, 0, limit);
     render_leaks(s, b, 0);
     render_overfreed(s, b, 0);

@@ -73,6 +73,10 @@
 #define TD_RING_STOP                                                                                         \
     (1u << 20)             /* records drained from all rings at shutdown; the rest stay for the next server */
 #define TD_RESYNCS_OPEN 16 /* streams one connection may resync at once; past it, refused */
+#define TD_GONE_SLICE                                                                                        \
+    4096u /* live allocations of gone processes dropped per loop turn (as leaks); the rest on the next turns \
+           */
+#define TD_GOING_SHOWN 16    /* processes being dropped listed in stats (all are counted) */
 #define TD_RING_WAIT_INPUT 1 /* c->ring_wait: input held until its rings are drained so far */
 #define TD_RING_WAIT_GONE 2  /* c->ring_wait: the connection ended, its rings are still drained */
 
@@ -141,6 +145,15 @@ typedef struct td_leak {
 struct bh_http;
 struct td_timeline;
 
+/* A process gone whose live allocations are still being dropped (as leaks,
+ * TD_GONE_SLICE per loop turn): liveness.c. Oldest first. */
+typedef struct td_going {
+    pid_t pid;
+    uint64_t since_ms;     /* it was seen gone: its leaks' age is taken then */
+    uint64_t total, leaks; /* live allocations it had; leaks among those dropped so far */
+    struct td_going *next;
+} td_going;
+
 /* A process that is gone: its figures age out of stats after --forget-ms. */
 typedef struct td_departed {
     pid_t pid;
@@ -198,6 +211,8 @@ typedef struct td_server {
     td_client *clients;
     uint64_t nclients;
     td_orphan *orphans;
+    td_going *going, *going_last;          /* processes gone still being dropped, oldest first (liveness.c) */
+    uint64_t going_ms;                     /* the since_ms of the one being dropped: its leaks' age */
     td_departed *departed, *departed_last; /* oldest first */
     size_t departed_groups;                /* their groups, bounded by TD_DEPARTED_GROUPS */
     struct td_tt_table *tt_table;          /* TT's server's view of the compat clients (tt_table.h) */
@@ -213,6 +228,7 @@ typedef struct td_server {
         processes_gone;        /* client processes seen gone (their leaks counted): what tests wait for */
     uint64_t unverified_peers; /* reporter connections whose pid this server cannot see (peer.c) */
     uint64_t resyncs_cut;      /* resyncs begun whose connection ended before their END (native.c) */
+    uint64_t drop_slices;      /* loop turns that dropped live allocations of gone processes */
     uint64_t rings_attached, rings_refused, ring_records, ring_events_lost; /* ring.c */
     uint64_t ring_fds; /* descriptors waiting for their RING frame: count as connections */
     uint64_t fds_refused, closes_parked, closes_lost; /* closer.c: not memfds; queue full; no memory */
@@ -409,9 +425,22 @@ uint64_t td_clients_connected(const td_server *s);
 void td_orphan_add(td_server *s, pid_t pid);
 /* Orphans that ended or did not come back within --grace-ms have leaked what they held. */
 void td_check_orphans(td_server *s);
-void td_free_orphans(td_server *s); /* and the departed */
-/* The process is gone: everything it still held leaked. */
+void td_free_orphans(td_server *s); /* and the departed, and the drops under way */
+/* The process is gone: everything it still held leaked. Its live set is
+ * dropped in slices (td_gone_run); until then it is "going": listed with
+ * what it has still to drop, which counts as live everywhere. A process of
+ * the same pid gone again first finishes the earlier drop. */
 void td_process_gone(td_server *s, pid_t pid);
+/* One slice of the drops under way: TD_GONE_SLICE live allocations at most
+ * (a process's end counts as one); each process done is counted gone
+ * (processes_gone) and logged. Every loop turn. */
+void td_gone_run(td_server *s);
+/* Every drop under way, to its end (shutdown: the summary's counts are final). */
+void td_gone_finish(td_server *s);
+/* The loop's wait: 0 while a drop is under way, else cap_ms. */
+int td_gone_timeout(const td_server *s, int cap_ms);
+/* The drop under way of pid, or NULL. */
+const td_going *td_going_of(const td_server *s, pid_t pid);
 
 /* ======================== peer.c ======================== */
 

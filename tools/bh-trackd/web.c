@@ -296,6 +296,9 @@ static void health(td_server *s, bh_metrics_health *h) {
     h->passed_fds_left_open_total = s->closes_lost;
     h->processes_gone_total = s->processes_gone;
     h->resyncs_cut_total = s->resyncs_cut;
+    h->drop_slices_total = s->drop_slices;
+    for (const td_going *g = s->going; g != NULL; g = g->next)
+        h->processes_going++;
     h->unverified_peers_total = s->unverified_peers;
     h->start_time_s = s->start_time_s;
 }

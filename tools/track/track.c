@@ -34,6 +34,7 @@ void bh_track_set_max_groups(bh_track *t, size_t groups) { t->max_groups = group
 
 static void free_stream(stream *s) {
     ot_free(&s->entries);
+    ot_free(&s->doomed);
     ot_free(&s->groups);
     free(s);
 }
@@ -103,6 +104,7 @@ static stream *stream_of(proc *p, uint32_t id, int *made) {
     s->id = id;
     ot_init(&s->entries, sizeof(entry));
     ot_init(&s->groups, sizeof(group));
+    ot_init(&s->doomed, sizeof(entry));
     return s;
 }
 
@@ -189,7 +191,8 @@ static void device_add(bh_track *t, uint32_t device, uint64_t size, int sign) {
 
 static bh_track_result make_live(bh_track *t, place *pl, uint32_t device, uint64_t address, uint64_t size,
                                  uint32_t type, uint64_t now) {
-    if (t->max_live != 0 && pl->p->live >= t->max_live)
+    /* What a gone process still has to drop is not this one's (a reused pid). */
+    if (t->max_live != 0 && pl->p->live - pl->p->doomed >= t->max_live)
         return BH_TRACK_LIMIT;
     entry *e = ot_insert(&pl->s->entries, address, device, 0);
     if (e == NULL)
@@ -428,36 +431,42 @@ static void history_leak(bh_track *t, uint64_t client, const entry *e) {
     history_finding(t, h, h != NULL ? &h->leaks : NULL);
 }
 
-/* Ends every live entry of one stream (as leaks if as_leaks) and frees its
- * table. A stream that went unsynced may have freed some of them: those are
- * unverified, neither listed nor counted as leaks. */
-static uint64_t drop_stream(bh_track *t, proc *p, stream *s, int as_leaks,
+/* A live entry of stream s ends as its client went: a leak (listed, counted,
+ * into the history's findings) if verified, else an unverified leak (the
+ * stream went unsynced: it may have been freed). The caller takes it out of
+ * its table. Returns 1 for a leak. */
+static uint64_t drop_entry(bh_track *t, proc *p, stream *s, const entry *e, int verified,
+                           void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx) {
+    uint64_t client = BH_TRACK_CLIENT(p->pid, s->id);
+    group *g = ot_find(&s->groups, e->k.b, 0, 0);
+    if (verified && on_leak != NULL) {
+        bh_track_entry pub = {client, e->k.a, e->size, e->since, (uint32_t)e->k.b, 1, e->type, 0, 0, 0, 0};
+        on_leak(ctx, &pub);
+    }
+    /* end_live without the table removal: the whole table goes at once. */
+    g->c.live--;
+    g->c.live_bytes -= e->size;
+    p->live--;
+    device_add(t, (uint32_t)e->k.b, e->size, -1);
+    if (!verified) {
+        g->c.unverified_leaks++;
+        return 0;
+    }
+    g->c.leaks++;
+    g->c.leaked_bytes = bh__sat_add(g->c.leaked_bytes, e->size);
+    history_leak(t, client, e);
+    return 1;
+}
+
+/* Ends every live entry of one stream as a leak and frees its table. */
+static uint64_t drop_stream(bh_track *t, proc *p, stream *s,
                             void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx) {
-    uint64_t n = 0, client = BH_TRACK_CLIENT(p->pid, s->id);
+    uint64_t n = 0;
     int verified = (stream_inexact(s) & BH_TRACK_UNSYNCED) == 0;
     for (size_t i = 0; i < s->entries.cap; i++) {
-        entry *e = (entry *)ot_slot(&s->entries, i);
-        if (!e->k.used)
-            continue;
-        group *g = ot_find(&s->groups, e->k.b, 0, 0);
-        if (as_leaks && verified && on_leak != NULL) {
-            bh_track_entry pub = {client, e->k.a, e->size, e->since, (uint32_t)e->k.b, 1, e->type,
-                                  0,      0,      0,       0};
-            on_leak(ctx, &pub);
-        }
-        /* end_live without the table removal: the whole table goes below. */
-        g->c.live--;
-        g->c.live_bytes -= e->size;
-        if (as_leaks && verified) {
-            g->c.leaks++;
-            g->c.leaked_bytes = bh__sat_add(g->c.leaked_bytes, e->size);
-            history_leak(t, client, e);
-            n++;
-        } else if (as_leaks) {
-            g->c.unverified_leaks++;
-        }
-        p->live--;
-        device_add(t, (uint32_t)e->k.b, e->size, -1);
+        const entry *e = (const entry *)ot_slot(&s->entries, i);
+        if (e->k.used)
+            n += drop_entry(t, p, s, e, verified, on_leak, ctx);
     }
     ot_free(&s->entries);
     return n;
@@ -467,7 +476,7 @@ uint64_t bh_track_client_gone(bh_track *t, uint64_t client,
                               void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx) {
     proc *p = proc_of(t, BH_TRACK_PROCESS(client), NULL);
     stream *s = p != NULL ? stream_of(p, BH_TRACK_STREAM(client), NULL) : NULL;
-    return s != NULL ? drop_stream(t, p, s, 1, on_leak, ctx) : 0;
+    return s != NULL ? drop_stream(t, p, s, on_leak, ctx) : 0;
 }
 
 void bh_track_counts_add(bh_track_counts *sum, const bh_track_counts *c) {
@@ -503,16 +512,77 @@ static void unlink_proc(bh_track *t, proc *p) {
         t->last = p->prev;
 }
 
+uint64_t bh_track_process_going(bh_track *t, uint32_t process,
+                                void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx) {
+    proc *p = proc_of(t, process, NULL);
+    if (p == NULL)
+        return 0;
+    uint64_t left;
+    if (p->doomed > 0) /* went twice (a reused pid): the first one's drop ends first, never mixed */
+        (void)bh_track_drop_some(t, process, UINT64_MAX, on_leak, ctx, &left);
+    for (size_t i = 0; i < p->streams.cap; i++) {
+        obj_ref *sr = (obj_ref *)ot_slot(&p->streams, i);
+        stream *s = sr->k.used ? sr->obj : NULL;
+        if (s == NULL || s->entries.n == 0)
+            continue;
+        /* The table moves aside whole: O(1), however many are live. */
+        ot_free(&s->doomed);
+        s->doomed = s->entries;
+        ot_init(&s->entries, sizeof(entry));
+        s->doomed_at = 0;
+        s->doomed_left = s->doomed.n;
+        s->doomed_verified = (stream_inexact(s) & BH_TRACK_UNSYNCED) == 0;
+        p->doomed += s->doomed_left;
+    }
+    p->drop_at = 0;
+    return p->doomed;
+}
+
+/* Slots a slice may pass over per entry it drops: a table is at least 1/8
+ * full (otab.h) but its used slots may bunch. */
+#define DROP_SLOTS_PER_ENTRY 16u
+
+uint64_t bh_track_drop_some(bh_track *t, uint32_t process, uint64_t budget,
+                            void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx, uint64_t *left) {
+    proc *p = proc_of(t, process, NULL);
+    uint64_t leaks = 0, dropped = 0, slots = 0;
+    uint64_t slot_budget =
+        budget > UINT64_MAX / DROP_SLOTS_PER_ENTRY ? UINT64_MAX : budget * DROP_SLOTS_PER_ENTRY;
+    while (p != NULL && p->doomed > 0 && dropped < budget && slots < slot_budget) {
+        if (p->drop_at >= p->streams.cap) /* the table may have changed size since the last slice */
+            p->drop_at = 0;
+        obj_ref *sr = (obj_ref *)ot_slot(&p->streams, p->drop_at);
+        stream *s = sr->k.used ? sr->obj : NULL;
+        slots++;
+        if (s == NULL || s->doomed_left == 0) {
+            p->drop_at++;
+            continue;
+        }
+        const entry *e = (const entry *)ot_slot(&s->doomed, s->doomed_at++);
+        if (!e->k.used)
+            continue;
+        leaks += drop_entry(t, p, s, e, s->doomed_verified, on_leak, ctx);
+        dropped++;
+        p->doomed--;
+        if (--s->doomed_left == 0) { /* memory follows what is live */
+            ot_free(&s->doomed);
+            s->doomed_at = 0;
+        }
+    }
+    *left = p != NULL ? p->doomed : 0;
+    return leaks;
+}
+
 uint64_t bh_track_process_gone(bh_track *t, uint32_t process,
                                void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx) {
-    proc *p = proc_of(t, process, NULL);
-    uint64_t n = 0;
-    for (size_t i = 0; p != NULL && i < p->streams.cap; i++) {
-        obj_ref *sr = (obj_ref *)ot_slot(&p->streams, i);
-        if (sr->k.used)
-            n += drop_stream(t, p, sr->obj, 1, on_leak, ctx);
-    }
-    return n;
+    uint64_t left;
+    (void)bh_track_process_going(t, process, on_leak, ctx);
+    return bh_track_drop_some(t, process, UINT64_MAX, on_leak, ctx, &left);
+}
+
+uint64_t bh_track_process_doomed(const bh_track *t, uint32_t process) {
+    const proc *p = ref_find(&t->procs, process);
+    return p != NULL ? p->doomed : 0;
 }
 
 void bh_track_retire_process(bh_track *t, uint32_t process, uint64_t into) {

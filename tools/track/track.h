@@ -12,7 +12,8 @@
  * A client key is (process << 32) | stream: a process (its pid for
  * bh-trackd) has one or more streams (its reporters). The live-allocation
  * limit and the (stream, device) group limit hold per process, and a process
- * that goes gives everything back at once (bh_track_process_gone).
+ * that goes gives everything back (bh_track_process_gone at once, or
+ * bh_track_process_going then bh_track_drop_some in slices).
  *
  * Loss. A transport may lose events (a full ring, a reconnection). Events
  * carry a per-stream sequence number (1, 2, 3, ...): a gap is counted as lost
@@ -184,9 +185,32 @@ void bh_track_history_evictions(const bh_track *t, uint64_t *clean, uint64_t *fi
 uint64_t bh_track_client_gone(bh_track *t, uint64_t client,
                               void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx);
 /* The same for every stream of a process; frees its live sets (its counters
- * stay until bh_track_retire_process). Costs that process's live set. */
+ * stay until bh_track_retire_process). Costs that process's live set:
+ * bh_track_process_going and bh_track_drop_some, all at once. */
 uint64_t bh_track_process_gone(bh_track *t, uint32_t process,
                                void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx);
+/* The process went: its live allocations are to be dropped as leaks, in
+ * slices (bh_track_drop_some), so that a caller serving others between
+ * slices never spends its live set at once (1M live: 1.47 s in one call).
+ * Its streams' live sets move aside now, whole (O(streams)): events from
+ * then on (a process that reuses its pid) meet none of them and are never
+ * mixed with them (no duplicate ALLOC, no FREE of one of them, not counted
+ * against the live limit). Until dropped, each still counts as live in the
+ * groups, totals and device sums, and each_entry and each_at show it (a
+ * consistent state after every slice: live + leaks + unverified leaks is
+ * what it was). Whether they count as leaks or unverified leaks is decided
+ * now (the stream's state as it went). A previous drop of the process not
+ * finished is finished first (on_leak). Returns the allocations to drop. */
+uint64_t bh_track_process_going(bh_track *t, uint32_t process,
+                                void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx);
+/* Drops at most budget of what bh_track_process_going left to drop (on_leak
+ * for each leak), passing over at most 16 table slots per allocation;
+ * *left: how many are still to drop (0: the drop is over). Returns the
+ * leaks among those dropped. */
+uint64_t bh_track_drop_some(bh_track *t, uint32_t process, uint64_t budget,
+                            void (*on_leak)(void *ctx, const bh_track_entry *e), void *ctx, uint64_t *left);
+/* What a process gone has still to drop. O(1). */
+uint64_t bh_track_process_doomed(const bh_track *t, uint32_t process);
 /* Adds a process's counters into client into's groups (same devices; past
  * the group limit, into the totals only), then frees everything of it (its
  * address history stays). */

@@ -31,6 +31,14 @@ typedef struct stream {
     int resyncing;     /* between resync_begin and resync_end */
     int covered;       /* a resync ended since the last event: a gap before the next one is repaired */
     int saw_frame;     /* anything of it was seen (the first event's gap counts only after that) */
+    /* Its process went (bh_track_process_going): the live set it had then,
+     * dropped as leaks in slices. Slots before doomed_at are dropped (the
+     * table is never changed, only walked, then freed); the others are
+     * still live for every count and report, but no event finds them. */
+    otab doomed;
+    size_t doomed_at;
+    uint64_t doomed_left;
+    int doomed_verified; /* the stream was synced when its process went: they count as leaks */
 } stream;
 
 /* A process or stream by its id: the object lives apart, so that pointers
@@ -42,8 +50,10 @@ typedef struct obj_ref {
 
 typedef struct proc {
     uint32_t pid;
-    uint64_t live;  /* over all streams: the limit's count */
-    size_t ngroups; /* over all streams: the group limit's count */
+    uint64_t live;   /* over all streams: the limit's count */
+    size_t ngroups;  /* over all streams: the group limit's count */
+    uint64_t doomed; /* over all streams: live entries of a process gone, still to drop (in live) */
+    size_t drop_at;  /* the slot of streams the next slice of the drop starts at */
     otab streams;
     struct proc *prev, *next; /* first-seen order */
 } proc;
@@ -84,10 +94,20 @@ static inline stream *stream_find(const bh_track *t, uint64_t client) {
     return p != NULL ? ref_find(&p->streams, BH_TRACK_STREAM(client)) : NULL;
 }
 
-/* The live entry of (client, device, address), or NULL. */
+/* The entry of (device, address) s's process left to drop, or NULL (none,
+ * or dropped already). */
+static inline const entry *doomed_entry(const stream *s, uint32_t device, uint64_t address) {
+    const entry *e = s->doomed_left > 0 ? ot_find(&s->doomed, address, device, 0) : NULL;
+    size_t slot = e != NULL ? (size_t)((const unsigned char *)e - s->doomed.s) / s->doomed.esize : 0;
+    return e != NULL && slot >= s->doomed_at ? e : NULL;
+}
+
+/* The live entry of (client, device, address), or NULL: one of its process
+ * still to drop when the stream has none of its own there. */
 static inline const entry *live_entry(const bh_track *t, uint64_t client, uint32_t device, uint64_t address) {
     const stream *s = stream_find(t, client);
-    return s != NULL ? ot_find(&s->entries, address, device, 0) : NULL;
+    const entry *e = s != NULL ? ot_find(&s->entries, address, device, 0) : NULL;
+    return e != NULL || s == NULL ? e : doomed_entry(s, device, address);
 }
 
 /* Flags of a stream's counts beyond what its groups recorded. */

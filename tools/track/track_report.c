@@ -154,26 +154,42 @@ typedef struct entry_walk {
     void *ctx;
 } entry_walk;
 
-static int entries_of(void *ctx, const proc *p, const stream *s) {
-    entry_walk *w = ctx;
-    if (w->skip >= s->entries.n) { /* the whole stream is before the page */
-        w->skip -= s->entries.n;
-        return 0;
-    }
-    /* The page starts inside this stream: its slot found by the table's
-     * block counts, not by passing over the slots before it. */
-    size_t from = ot_nth(&s->entries, (size_t)w->skip);
-    w->skip = 0;
-    for (size_t j = from; j < s->entries.cap; j++) {
-        const entry *e = (const entry *)ot_slot(&s->entries, j);
+/* The used slots of table from slot from on, until fn returns nonzero. */
+static int entries_from(entry_walk *w, uint64_t client, const otab *table, size_t from) {
+    for (size_t j = from; j < table->cap; j++) {
+        const entry *e = (const entry *)ot_slot(table, j);
         if (!e->k.used)
             continue;
         bh_track_entry pub;
-        live_pub(w->t, BH_TRACK_CLIENT(p->pid, s->id), e, &pub);
+        live_pub(w->t, client, e, &pub);
         if (w->fn(w->ctx, &pub) != 0)
             return 1;
     }
     return 0;
+}
+
+static int entries_of(void *ctx, const proc *p, const stream *s) {
+    entry_walk *w = ctx;
+    uint64_t client = BH_TRACK_CLIENT(p->pid, s->id);
+    if (w->skip < s->entries.n) {
+        /* The page starts inside this stream: its slot found by the table's
+         * block counts, not by passing over the slots before it. */
+        size_t from = ot_nth(&s->entries, (size_t)w->skip);
+        w->skip = 0;
+        if (entries_from(w, client, &s->entries, from) != 0)
+            return 1;
+    } else {
+        w->skip -= s->entries.n; /* the whole live set is before the page */
+    }
+    /* Then what its process left to drop: the used slots from doomed_at on
+     * (those before it are dropped, doomed.n - doomed_left of them). */
+    if (w->skip >= s->doomed_left) {
+        w->skip -= s->doomed_left;
+        return 0;
+    }
+    size_t from = ot_nth(&s->doomed, (size_t)(s->doomed.n - s->doomed_left + w->skip));
+    w->skip = 0;
+    return entries_from(w, client, &s->doomed, from);
 }
 
 void bh_track_each_entry(const bh_track *t, uint64_t skip, int (*fn)(void *ctx, const bh_track_entry *e),
