@@ -291,8 +291,7 @@ void views_must_fit_their_allocation(void **) {
     assert_int_equal(whole.use_count(), 2);
 }
 
-// Each error says what to do where the status's own text cannot: the address
-// a buggy allocator returned, a strict intern of a stale address, an
+// Each error says what to do where the status's own text cannot: a strict intern of a stale address, an
 // allocator argument with no alloc_ex, a registry with no allocator, a
 // destroy under live handles.
 void errors_say_what_to_do(void **) {
@@ -304,8 +303,7 @@ void errors_say_what_to_do(void **) {
     a.next = 0x1000;                              // the allocator's bug: a live address again
     assert_string_equal(what_of([&] { reg.alloc(dram4, 64); }).c_str(),
                         "bh_alloc(device 4 DRAM, size 64): BH_EEXIST: address already live: the allocator "
-                        "returned a live address or range, or bh_adopt was given one; the allocator returned "
-                        "0x1000; the live allocation it meets: 0x1000, size 4096");
+                        "returned a live address or range, or bh_adopt was given one");
     int arg = 0;
     assert_non_null(
         std::strstr(what_of([&] { reg.alloc(dram4, 64, &arg); }).c_str(),

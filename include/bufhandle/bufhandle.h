@@ -379,11 +379,9 @@ BH_API bh_status bh_alloc(bh_registry *reg, uint32_t device, uint64_t size, bh_h
  * lost). Errors: as bh_alloc. */
 BH_API bh_status bh_alloc_ex(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out);
 
-/* bh_alloc, and the allocation's address in *address (may be NULL) on BH_OK.
- * On BH_EEXIST *address is the address the allocator returned (live already:
- * the allocator's bug, named so it can be found; nothing was freed); on every
- * other error it is unchanged. Saves the bh_info_get every create would
- * otherwise need. Errors: as bh_alloc. */
+/* bh_alloc, and the allocation's address in *address (may be NULL) on BH_OK;
+ * *address is unchanged on error (the contract: BH_EEXIST too). Saves the
+ * bh_info_get every create would otherwise need. Errors: as bh_alloc. */
 BH_API bh_status bh_alloc_addr(bh_registry *reg, uint32_t device, uint64_t size, bh_handle *out,
                                uint64_t *address);
 

@@ -11,10 +11,9 @@
 // ERRORS. Every operation that can fail comes twice: one throws
 // bufhandle::error, whose what() names the call, the device, address and
 // sizes it was about (and, for BH_ERANGE, BH_EEXIST and BH_EOVERLAP, the live
-// allocation it ran into; for bh_alloc's BH_EEXIST, the address the allocator
-// returned), and what to do where the status's own text cannot say it; the other takes a `bh_status &` last,
-// is noexcept, sets the status and returns an empty handle on failure, for callers that handle BH_EBUSY and
-// friends in their normal flow:
+// allocation it ran into), and what to do where the status's own text cannot say it; the other takes a
+// `bh_status &` last, is noexcept, sets the status and returns an empty handle on failure, for callers that
+// handle BH_EBUSY and friends in their normal flow:
 //
 //   bh_status st;
 //   bufhandle::handle h = reg.intern(dev, address, size, st);
@@ -60,8 +59,6 @@ struct call_info {
     bool empty = false;    // called on an empty handle or registry
     bool has_live = false; // the live allocation the call ran into
     uint64_t live_address = 0, live_size = 0;
-    // address is what the allocator returned (bh_alloc's BH_EEXIST), not an argument
-    bool address_from_allocator = false;
 
     static call_info on_device(const char *f, uint32_t device) {
         call_info c;
@@ -148,7 +145,7 @@ inline std::string describe(bh_status status, const call_info &c) {
     };
     if (c.has_device)
         field(domain_string(c.device));
-    if (c.has_address && !c.address_from_allocator)
+    if (c.has_address)
         field("address " + hex(c.address));
     if (c.has_size)
         field("size " + std::to_string(c.size));
@@ -161,8 +158,6 @@ inline std::string describe(bh_status status, const call_info &c) {
     s += ": ";
     s += bh_strerror(status);
     s += advice(status, c);
-    if (c.has_address && c.address_from_allocator)
-        s += "; the allocator returned " + hex(c.address);
     if (c.has_live)
         s += "; the live allocation it meets: " + hex(c.live_address) + ", size " +
              std::to_string(c.live_size);
@@ -371,27 +366,19 @@ class registry {
 
     // bh_alloc; with an argument, bh_alloc_ex (see ALLOCATION CONTEXT in
     // bufhandle.h: arg reaches bh_config.alloc_ex untouched).
-    // BH_EEXIST (the allocator returned a live range) says the address it
-    // returned and the live allocation there (without an argument only:
-    // bh_alloc_addr gives the address, bh_alloc_ex does not).
     handle alloc(uint32_t device, uint64_t size, void *arg = nullptr) {
         bh_status st;
-        uint64_t returned =
-            UINT64_MAX; // unchanged: not said (an allocation cannot start there and have a size)
-        handle h = allocate(device, size, arg, st, &returned);
-        call_info c =
-            call_info::on_device(arg != nullptr ? "bh_alloc_ex" : "bh_alloc", device).with_size(size);
-        if (st == BH_EEXIST && returned != UINT64_MAX) {
-            c.with_address(returned);
-            c.address_from_allocator = true;
-        }
-        return checked(std::move(h), st, c);
+        return checked(
+            alloc(device, size, arg, st), st,
+            call_info::on_device(arg != nullptr ? "bh_alloc_ex" : "bh_alloc", device).with_size(size));
     }
     handle alloc(uint32_t device, uint64_t size, bh_status &st) noexcept {
         return alloc(device, size, nullptr, st);
     }
     handle alloc(uint32_t device, uint64_t size, void *arg, bh_status &st) noexcept {
-        return allocate(device, size, arg, st, nullptr);
+        bh_handle h;
+        st = reg_ == nullptr ? BH_EINVAL : bh_alloc_ex(reg_, device, size, arg, &h);
+        return made(h, st);
     }
     // bh_adopt: an address the caller has just allocated itself; a live one
     // there is BH_EEXIST (never BH_EBUSY). Not handle::adopt, which wraps a
@@ -483,18 +470,6 @@ class registry {
         c.function = function;
         c.empty = reg_ == nullptr;
         return c;
-    }
-    // bh_alloc_addr without an argument (*returned: the address, also on
-    // BH_EEXIST), bh_alloc_ex with one.
-    handle allocate(uint32_t device, uint64_t size, void *arg, bh_status &st, uint64_t *returned) noexcept {
-        bh_handle h;
-        if (reg_ == nullptr)
-            st = BH_EINVAL;
-        else if (arg == nullptr)
-            st = bh_alloc_addr(reg_, device, size, &h, returned);
-        else
-            st = bh_alloc_ex(reg_, device, size, arg, &h);
-        return made(h, st);
     }
     handle made(bh_handle h, bh_status st) const noexcept {
         return st == BH_OK ? handle::adopt(reg_, h) : handle();

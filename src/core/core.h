@@ -30,7 +30,7 @@ typedef struct bh__acq {
     uint32_t device;
     uint64_t address, size;
     void *arg;             /* bh_alloc_ex's */
-    uint64_t *address_out; /* bh_alloc_addr's (NULL: not asked), set on BH_OK and BH_EEXIST */
+    uint64_t *address_out; /* bh_alloc_addr's (NULL: not asked), set on BH_OK only */
 } bh__acq;
 bh_status bh__core_acquire(bh_registry *reg, const bh__acq *a, bh_handle *out, int *born);
 bh_status bh__core_retain(bh_registry *reg, bh_handle h);

@@ -421,9 +421,6 @@ bh_status bh__alloc_block(bh_registry *reg, uint32_t device, uint64_t size, void
          * it is live, so it is NOT freed. */
         if (st == BH_ENOMEM && reg->allocator.free != NULL)
             reg->allocator.free(reg->allocator.ctx, device, address, size);
-        /* BH_EEXIST: the caller gets the address to name the allocator's bug. */
-        if (st == BH_EEXIST && address_out != NULL)
-            *address_out = address;
         return st;
     }
     if (address_out != NULL)

@@ -60,7 +60,7 @@ static inline bh_status bh__ref_get(const bh_registry *reg, bh__block *b, uint32
 
 /* bh_alloc_ex / bh_alloc / bh_alloc_addr: the allocator call, then a new
  * block for the address it returned (or BH_EEXIST / BH_ENOMEM, see
- * lifecycle.c); *address_out (may be NULL) is the address, on BH_OK and BH_EEXIST only. */
+ * lifecycle.c); *address_out (may be NULL) is the address, on BH_OK only. */
 bh_status bh__alloc_block(bh_registry *reg, uint32_t device, uint64_t size, void *arg, bh_handle *out,
                           uint64_t *address_out);
 /* bh_adopt: a new block for an address the caller already owns. */
