@@ -125,9 +125,9 @@ static void assert_passed_over(bh_registry *reg, bh__block *b, uint64_t address)
     AO_store(&b->address, (AO_t)address);
     uint32_t slot = 0;
     assert_int_equal(try_fast_hit(reg, address, &slot), 0);
-    pthread_mutex_lock(&s->lock);
+    bh__stripe_lock_take(&s->lock);
     const bh__block *found = bh__shard_find(s, h, 0, address);
-    pthread_mutex_unlock(&s->lock);
+    bh__stripe_lock_give(&s->lock);
     AO_store(&b->address, (AO_t)was);
     assert_null(found);
 }

@@ -240,10 +240,15 @@ typedef struct bh__table {
 
 typedef struct bh__shard {
     /* Read by lock-free readers on every hit: on a line of its own, away
-     * from the mutex that writers take. */
+     * from the lock that writers take. */
     _Alignas(BH__CACHE_LINE) AO_t table; /* ATOMIC: current bh__table *; release store under lock */
     const struct bh__slab *slab;         /* immutable: maps entries to blocks */
-    _Alignas(BH__CACHE_LINE) pthread_mutex_t lock;
+    /* The range stripes' futex word (range_lock.h), inline: a churn takes
+     * a shard lock twice (the new key's birth, the old key's death), and
+     * glibc's mutex cost 57 instructions a pair in calls for the same one
+     * locked instruction to take and one to let go. Lock order: a shard,
+     * then range stripes in ascending index, then the slab. */
+    _Alignas(BH__CACHE_LINE) bh__stripe_lock lock;
     uint32_t count;       /* under lock: entries in the array */
     bh__block *free_list; /* under lock: retired blocks ready for reuse */
     bh__table *retired;   /* under lock: replaced arrays, freed at fini */

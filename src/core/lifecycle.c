@@ -293,11 +293,11 @@ static bh_status claim(bh_registry *reg, enum creator who, uint32_t device, uint
     uint64_t hash = bh__key_hash(device, address);
     bh__shard *shard = bh__shard_for(reg, hash);
     bh__shard_prefetch(shard, hash); /* the find below, while the lock is taken */
-    pthread_mutex_lock(&shard->lock);
+    bh__stripe_lock_take(&shard->lock);
     bh__block *old = bh__shard_find(shard, hash, device, address);
     if (old != NULL && !may_take_over(old)) {
         /* The address is live (or dying with its free not yet started). */
-        pthread_mutex_unlock(&shard->lock);
+        bh__stripe_lock_give(&shard->lock);
         bh__count(&reg->stats, BH__C_CONFLICTS);
         return BH_EEXIST;
     }
@@ -308,7 +308,7 @@ static bh_status claim(bh_registry *reg, enum creator who, uint32_t device, uint
         bh__shard_unlink(shard, hash, bh__block_slot(old));
         bh__count(&reg->stats, BH__C_TAKEOVERS);
     }
-    pthread_mutex_unlock(&shard->lock);
+    bh__stripe_lock_give(&shard->lock);
     return st;
 }
 
@@ -348,7 +348,7 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
     bh__live_sub(&reg->stats, size);
     bh__count(&reg->stats, BH__C_FREES);
 
-    pthread_mutex_lock(&shard->lock);
+    bh__stripe_lock_take(&shard->lock);
     /* A no-op if a bh_alloc or bh_adopt took the key over (the key's entry
      * then names the new block; this slot's entry is gone). */
     bh__shard_unlink(shard, hash, bh__block_slot(b));
@@ -370,7 +370,7 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
      * while calls are still running: other releasers may still be counting
      * (see the header's bh_registry_destroy). */
     bh__shard_live_add(shard, -1);
-    pthread_mutex_unlock(&shard->lock);
+    bh__stripe_lock_give(&shard->lock);
 }
 
 /* bh_alloc or bh_adopt met a block at the memory it claims: linked at the
@@ -476,7 +476,7 @@ __attribute__((noinline)) bh_status bh__intern_locked(bh_registry *reg, uint32_t
                                                       uint64_t size, bh_handle *out, int *born) {
     uint64_t hash = bh__key_hash(device, address);
     bh__shard *shard = bh__shard_for(reg, hash);
-    pthread_mutex_lock(&shard->lock);
+    bh__stripe_lock_take(&shard->lock);
     bh__block *b = bh__shard_find(shard, hash, device, address);
     if (b != NULL) {
         uint32_t gen = bh__linked_gen(b);
@@ -493,7 +493,7 @@ __attribute__((noinline)) bh_status bh__intern_locked(bh_registry *reg, uint32_t
          * lies inside that one (BH_EOVERLAP, as for any interior intern). */
         if (st == BH_ESTALE)
             st = intern_refusal(reg, device, address, size, BH_EBUSY);
-        pthread_mutex_unlock(&shard->lock);
+        bh__stripe_lock_give(&shard->lock);
         if (st == BH_OK) {
             bh__count(&reg->stats, BH__C_INTERNS_ALIAS);
             *out = bh__block_handle(reg, b, gen);
@@ -502,16 +502,16 @@ __attribute__((noinline)) bh_status bh__intern_locked(bh_registry *reg, uint32_t
     }
     if (reg->flags & BH_CONFIG_STRICT_INTERN) {
         bh_status st = intern_refusal(reg, device, address, size, BH_ENOTFOUND);
-        pthread_mutex_unlock(&shard->lock);
+        bh__stripe_lock_give(&shard->lock);
         return st;
     }
     if (bh__live_reserve(&reg->stats, size) != 0) {
-        pthread_mutex_unlock(&shard->lock);
+        bh__stripe_lock_give(&shard->lock);
         return BH_EINVAL;
     }
     bh_handle h;
     bh_status st = create_block(reg, BY_INTERN, shard, hash, device, address, size, &h);
-    pthread_mutex_unlock(&shard->lock);
+    bh__stripe_lock_give(&shard->lock);
     if (st != BH_OK) {
         bh__live_unreserve(&reg->stats, size);
         return st;
@@ -550,9 +550,9 @@ __attribute__((noinline)) bh_status bh__lookup_locked(bh_registry *reg, uint32_t
                                                       bh_handle *out) {
     uint64_t hash = bh__key_hash(device, address);
     bh__shard *shard = bh__shard_for(reg, hash);
-    pthread_mutex_lock(&shard->lock);
+    bh__stripe_lock_take(&shard->lock);
     bh_status st = lookup_get(reg, bh__shard_find(shard, hash, device, address), out);
-    pthread_mutex_unlock(&shard->lock);
+    bh__stripe_lock_give(&shard->lock);
     return count_lookup(reg, st);
 }
 

@@ -209,16 +209,15 @@ bh_status bh_registry_create(const bh_config *cfg, bh_registry **out) {
  * trylock never waits: a lock held by a parent thread stays held for good
  * in the child (EBUSY). Leaves every lock as it found it. */
 static int tables_whole(bh_registry *reg) {
-    pthread_mutex_t *locks[BH__SHARDS + 1];
-    unsigned n = 0, got = 0;
-    for (unsigned i = 0; i < BH__SHARDS; i++)
-        locks[n++] = &reg->shards[i].lock;
-    locks[n++] = &reg->slab.lock;
-    while (got < n && pthread_mutex_trylock(locks[got]) == 0)
+    unsigned got = 0;
+    while (got < BH__SHARDS && bh__stripe_lock_try(&reg->shards[got].lock))
         got++;
     for (unsigned i = 0; i < got; i++)
-        pthread_mutex_unlock(locks[i]);
-    return got == n && bh__ranges_unlocked(&reg->ranges); /* the stripes' are range_lock.h's */
+        bh__stripe_lock_give(&reg->shards[i].lock);
+    if (got < BH__SHARDS || pthread_mutex_trylock(&reg->slab.lock) != 0)
+        return 0;
+    pthread_mutex_unlock(&reg->slab.lock);
+    return bh__ranges_unlocked(&reg->ranges); /* the shards' and stripes' locks are range_lock.h's */
 }
 
 /* bh_registry_destroy in a fork child of a registry the parent made: frees

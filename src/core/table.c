@@ -75,7 +75,7 @@ bh_status bh__shard_init(bh__shard *shard, const bh__slab *slab) {
     /* Relaxed: the registry is published to other threads by whatever hands
      * them its pointer. */
     AO_store(&shard->table, (AO_t)t);
-    pthread_mutex_init(&shard->lock, NULL);
+    bh__stripe_lock_init(&shard->lock);
     return BH_OK;
 }
 
@@ -90,7 +90,7 @@ void bh__shard_fini(bh__shard *shard) {
     table_free(bh__shard_table(shard));
     BH__ATOMIC_RANGE_END(&shard->table, sizeof(shard->table));
     BH__ATOMIC_RANGE_END(&shard->live, sizeof(shard->live));
-    pthread_mutex_destroy(&shard->lock);
+    bh__stripe_lock_fini(&shard->lock);
 }
 
 /* The block an entry names. Under the lock every entry names a linked block,
