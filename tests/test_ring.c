@@ -314,6 +314,68 @@ static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
     test_server_stop_clean(srv);
 }
 
+/* A ring of stream 2 (tr_taken_ring's are stream 1's) handed over on sock,
+ * refused or taken as the server says: the ACK's status. */
+static uint32_t ring_of_stream_2(int sock, uint32_t cap, int seal, uint8_t **map, int *fd) {
+    *fd = tr_make_ring(cap, seal, 0, map);
+    bh_put32(*map + BH_RING_OFF_STREAM, 2);
+    uint8_t f[BH_WIRE_HEADER + BH_WIRE_RING_LEN];
+    size_t h = bh_wire_header(f, BH_WIRE_RING, BH_WIRE_RING_LEN);
+    memset(f + h, 0, BH_WIRE_RING_LEN);
+    bh_put32(f + h, 2);
+    bh_put32(f + h + 4, cap);
+    tr_send_fds(sock, f, sizeof(f), fd, 1);
+    uint32_t status = 1;
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_RING_ACK, &status), 2);
+    return status;
+}
+
+/* The ring counters (rings taken and refused, records drained, events
+ * their gaps lost) are in stats, text and JSON (and in /metrics:
+ * test_trackd_metrics), and the loss saturates: two streams whose numbers
+ * jump almost 2^64 ahead. main before this test had them in no output, and
+ * the sum of the two gaps wrapped (2^64 - 22). */
+static void the_ring_counters_are_shown_and_saturate(void **state) {
+    (void)state;
+    enum { CAP = 1024 };
+    pid_t srv = test_server_start(trackd, &paths, NULL);
+    int sock = test_connect(paths.sock);
+    tr_hello(sock);
+    uint8_t *refused_map, *ring1, *ring2;
+    int refused_fd, fd2;
+    assert_int_not_equal(ring_of_stream_2(sock, CAP, 0, &refused_map, &refused_fd), 0); /* not sealed */
+    int fd1 = tr_taken_ring(sock, CAP, &ring1);
+    assert_int_equal(ring_of_stream_2(sock, CAP, 1, &ring2, &fd2), 0);
+    uint8_t *rings[2] = {ring1, ring2};
+    for (int i = 0; i < 2; i++) {
+        tr_put_record(rings[i], CAP, 0, 1, BH_RING_ALLOC, 0x5000);
+        tr_put_record(rings[i], CAP, 1, UINT64_MAX - 8, BH_RING_ALLOC, 0x6000); /* a gap of 2^64 - 11 */
+        tr_publish(rings[i], 2);
+    }
+    char buf[1 << 16];
+    assert_int_equal(test_wait_stat(trackd, paths.sock, "server", "ring_records", 4), 4);
+    const char *j = test_stats_json(trackd, paths.sock, buf, sizeof(buf));
+    uint64_t attached = test_json_u64(j, "server", "rings_attached"),
+             refused = test_json_u64(j, "server", "rings_refused"),
+             lost = test_json_u64(j, "server", "ring_events_lost");
+    printf("# rings attached %llu, refused %llu, ring events lost %llu\n", (unsigned long long)attached,
+           (unsigned long long)refused, (unsigned long long)lost);
+    assert_int_equal(attached, 2);
+    assert_int_equal(refused, 1);
+    assert_true(lost == UINT64_MAX);
+    const char *text = test_trackd_says(trackd, "stats", paths.sock, buf, sizeof(buf));
+    assert_non_null(strstr(text, "2 rings attached (1 refused), 4 ring records, 18446744073709551615 ring "
+                                 "events lost"));
+    munmap(ring1, bh_ring_bytes(CAP));
+    munmap(ring2, bh_ring_bytes(CAP));
+    munmap(refused_map, bh_ring_bytes(CAP));
+    close(fd1);
+    close(fd2);
+    close(refused_fd);
+    close(sock);
+    test_server_stop_clean(srv);
+}
+
 /* The server's descriptors that are this test's memfds. */
 static int server_memfds(pid_t srv) {
     char dir[64], path[320], link[256];
@@ -386,6 +448,7 @@ int main(int argc, char **argv) {
                                         teardown),
         cmocka_unit_test_setup_teardown(a_hostile_ring_never_crashes_or_stalls_the_server, setup, teardown),
         cmocka_unit_test_setup_teardown(a_number_jump_does_not_wrap_the_loss_of_others, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_ring_counters_are_shown_and_saturate, setup, teardown),
         cmocka_unit_test_setup_teardown(waiting_descriptors_stay_within_the_connection_caps, setup, teardown),
     };
     return cmocka_run_group_tests_name("ring", tests, NULL, NULL);

@@ -89,6 +89,10 @@ static const shown table[] = {
     {"server", "unverified_peers", "bh_trackd_unverified_peers_total", 0},
     {"server", "resyncs_cut", "bh_trackd_resyncs_cut_total", 0},
     {"server", "drop_slices", "bh_trackd_drop_slices_total", 0},
+    {"server", "rings_attached", "bh_trackd_rings_attached_total", 0},
+    {"server", "rings_refused", "bh_trackd_rings_refused_total", 0},
+    {"server", "ring_records", "bh_trackd_ring_records_total", 0},
+    {"server", "ring_events_lost", "bh_trackd_ring_events_lost_total", 0},
 };
 
 static const shown *shown_as(const char *section, const char *key, size_t n) {

@@ -36,8 +36,11 @@ typedef struct bh_metrics_health {
     uint64_t processes_gone_total;       /* client processes seen gone (their leaks counted) */
     uint64_t resyncs_cut_total;          /* resyncs whose connection ended before their END */
     uint64_t drop_slices_total;          /* loop turns that dropped live allocations of gone processes */
-    uint64_t unverified_peers_total;     /* reporter connections whose pid the server cannot see */
-    uint64_t compat_ignored_total;       /* TT records and streams ignored (unusable, over a limit) */
+    uint64_t rings_attached_total, rings_refused_total; /* event rings taken, refused (ring.c) */
+    uint64_t ring_records_total,
+        ring_events_lost_total;      /* records drained from rings; events their gaps lost */
+    uint64_t unverified_peers_total; /* reporter connections whose pid the server cannot see */
+    uint64_t compat_ignored_total;   /* TT records and streams ignored (unusable, over a limit) */
     /* TT's allocation server's view of the compat clients (td_tt_counts) */
     uint64_t tt_live, tt_live_bytes, tt_leaks, tt_leaked_bytes; /* gauges: gone with their entries */
     uint64_t tt_allocs_total, tt_frees_total, tt_unknown_frees_total, tt_references_total;

@@ -400,22 +400,25 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
         inexact_json(b, t.inexact);
         td_sb_printf(b, "},");
         td_tt_render(s, b, 1);
-        td_sb_printf(
-            b,
-            "\"server\":{\"clients_connected\":%" PRIu64 ",\"connections\":%" PRIu64
-            ",\"open_connections\":%" PRIu64 ",\"reporter_connections\":%" PRIu64
-            ",\"rejected_peers\":%" PRIu64 ",\"refused_connections\":%" PRIu64 ",\"timeouts\":%" PRIu64
-            ",\"malformed\":%" PRIu64 ",\"resyncs\":%" PRIu64 ",\"compat_records\":%" PRIu64
-            ",\"compat_ignored\":%" PRIu64 ",\"unsupported_records\":%" PRIu64
-            ",\"limit_disconnects\":%" PRIu64 ",\"output_overflows\":%" PRIu64 ",\"processes_gone\":%" PRIu64
-            ",\"passed_fds_refused\":%" PRIu64 ",\"passed_fds_parked\":%" PRIu64
-            ",\"passed_fds_left_open\":%" PRIu64 ",\"summaries_skipped\":%" PRIu64
-            ",\"unverified_peers\":%" PRIu64 ",\"resyncs_cut\":%" PRIu64 ",\"drop_slices\":%" PRIu64 "},",
-            td_clients_connected(s), s->connections, s->nclients, s->reporter_connections, s->rejected,
-            s->refused, s->timeouts, s->malformed, s->resyncs, s->compat_records, s->compat_ignored,
-            s->unsupported_records, s->limit_disconnects, s->output_overflows, s->processes_gone,
-            s->fds_refused, s->closes_parked, s->closes_lost, s->summaries_skipped, s->unverified_peers,
-            s->resyncs_cut, s->drop_slices);
+        td_sb_printf(b,
+                     "\"server\":{\"clients_connected\":%" PRIu64 ",\"connections\":%" PRIu64
+                     ",\"open_connections\":%" PRIu64 ",\"reporter_connections\":%" PRIu64
+                     ",\"rejected_peers\":%" PRIu64 ",\"refused_connections\":%" PRIu64
+                     ",\"timeouts\":%" PRIu64 ",\"malformed\":%" PRIu64 ",\"resyncs\":%" PRIu64
+                     ",\"compat_records\":%" PRIu64 ",\"compat_ignored\":%" PRIu64
+                     ",\"unsupported_records\":%" PRIu64 ",\"limit_disconnects\":%" PRIu64
+                     ",\"output_overflows\":%" PRIu64 ",\"processes_gone\":%" PRIu64
+                     ",\"passed_fds_refused\":%" PRIu64 ",\"passed_fds_parked\":%" PRIu64
+                     ",\"passed_fds_left_open\":%" PRIu64 ",\"summaries_skipped\":%" PRIu64
+                     ",\"unverified_peers\":%" PRIu64 ",\"resyncs_cut\":%" PRIu64 ",\"drop_slices\":%" PRIu64
+                     ",\"rings_attached\":%" PRIu64 ",\"rings_refused\":%" PRIu64 ",\"ring_records\":%" PRIu64
+                     ",\"ring_events_lost\":%" PRIu64 "},",
+                     td_clients_connected(s), s->connections, s->nclients, s->reporter_connections,
+                     s->rejected, s->refused, s->timeouts, s->malformed, s->resyncs, s->compat_records,
+                     s->compat_ignored, s->unsupported_records, s->limit_disconnects, s->output_overflows,
+                     s->processes_gone, s->fds_refused, s->closes_parked, s->closes_lost,
+                     s->summaries_skipped, s->unverified_peers, s->resyncs_cut, s->drop_slices,
+                     s->rings_attached, s->rings_refused, s->ring_records, s->ring_events_lost);
         render_going(s, b, 1);
         td_sb_printf(b, "\"clients\":[");
         render_groups(s, &r, limit);
@@ -449,9 +452,11 @@ void td_render_stats(td_server *s, td_strbuf *b, int json, size_t limit) {
                  "server: %" PRIu64 " connections (%" PRIu64 " open), %" PRIu64 " rejected peers, %" PRIu64
                  " refused, %" PRIu64 " timed out, %" PRIu64 " malformed, %" PRIu64 " resyncs (%" PRIu64
                  " cut short), %" PRIu64 " compat records, %" PRIu64 " summaries skipped, %" PRIu64
-                 " passed descriptors left open\n",
+                 " passed descriptors left open; %" PRIu64 " rings attached (%" PRIu64 " refused), %" PRIu64
+                 " ring records, %" PRIu64 " ring events lost\n",
                  s->connections, s->nclients, s->rejected, s->refused, s->timeouts, s->malformed, s->resyncs,
-                 s->resyncs_cut, s->compat_records, s->summaries_skipped, s->closes_lost);
+                 s->resyncs_cut, s->compat_records, s->summaries_skipped, s->closes_lost, s->rings_attached,
+                 s->rings_refused, s->ring_records, s->ring_events_lost);
     render_going(s, b, 0);
     render_losses(s, b, 0, limit);
     render_leaks(s, b, 0);

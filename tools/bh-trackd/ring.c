@@ -314,7 +314,7 @@ static void apply(td_server *s, td_client *c, td_ring *r, const uint8_t *rec, ui
 static void count_gap(td_server *s, td_client *c, td_ring *r, uint64_t gap) {
     if (gap == 0)
         return;
-    s->ring_events_lost += gap;
+    s->ring_events_lost = bh__sat_add(s->ring_events_lost, gap); /* a gap may be near 2^64: no wrap */
     bh_track_lost(s->track, td_client_key(c->pid, r->stream), gap);
 }
 

@@ -229,7 +229,8 @@ typedef struct td_server {
     uint64_t unverified_peers; /* reporter connections whose pid this server cannot see (peer.c) */
     uint64_t resyncs_cut;      /* resyncs begun whose connection ended before their END (native.c) */
     uint64_t drop_slices;      /* loop turns that dropped live allocations of gone processes */
-    uint64_t rings_attached, rings_refused, ring_records, ring_events_lost; /* ring.c */
+    /* ring.c: rings taken and refused, records drained, events their gaps lost (saturating) */
+    uint64_t rings_attached, rings_refused, ring_records, ring_events_lost;
     uint64_t ring_fds; /* descriptors waiting for their RING frame: count as connections */
     uint64_t fds_refused, closes_parked, closes_lost; /* closer.c: not memfds; queue full; no memory */
     int rings_busy;      /* the last drain: 0 nothing, 1 records, 2 a full slice (more waiting) */

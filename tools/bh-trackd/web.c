@@ -297,6 +297,10 @@ static void health(td_server *s, bh_metrics_health *h) {
     h->processes_gone_total = s->processes_gone;
     h->resyncs_cut_total = s->resyncs_cut;
     h->drop_slices_total = s->drop_slices;
+    h->rings_attached_total = s->rings_attached;
+    h->rings_refused_total = s->rings_refused;
+    h->ring_records_total = s->ring_records;
+    h->ring_events_lost_total = s->ring_events_lost;
     for (const td_going *g = s->going; g != NULL; g = g->next)
         h->processes_going++;
     h->unverified_peers_total = s->unverified_peers;
