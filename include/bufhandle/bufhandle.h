@@ -597,10 +597,14 @@ BH_API bh_status bh_dup(bh_registry *reg, bh_handle h, bh_handle *out);
  * is told the process holds nothing, and gets nothing more. After fork(), a
  * child's reports through an inherited reporter are dropped and counted; a
  * reporter the child opens has its own connection. Registries of one process
- * that open the same path share one connection (each has its own ring). Use
- * one reporter per registry. A process that exits (exit() or returning from
+ * that open the same path share one connection (each has its own ring) if
+ * they ask for the same send_timeout_ms and flags; one that asks for another
+ * send_timeout_ms gets a connection of its own. Each reporter's close waits
+ * by its own flush_timeout_ms, shared connection or not. Use one reporter
+ * per registry. A process that exits (exit() or returning from
  * main) with reporters still open, such as a registry never destroyed, first
- * flushes them as a close would (each within its flush_timeout_ms), so the
+ * flushes them as a close would (each connection within the longest
+ * flush_timeout_ms of its open reporters), so the
  * server sees its last events and its leaks. A server too slow to finish
  * within that time still gets the events of a ring it took (it drains the
  * ring when it sees the connection end, however late); what the reporter

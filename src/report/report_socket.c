@@ -2,11 +2,10 @@
  * report_socket.c - the socket reporter's public entry points and lifecycle
  * (report_socket.h has the design and the list of its files).
  *
- * Owns: the process-wide list of connections (one per socket path and
- * format) and its lock, opening and closing streams, flush, stats, and what
- * fork() and exit() do to connections.
- * Must never: do socket I/O itself (the sender does), leave a lock held in a
- * child of fork(), or wait at exit for a lock longer than 2 s.
+ * Owns: the process-wide list of connections (one per socket path,
+ * format and send timeout) and its lock, the process-wide stream ids, opening and closing streams, flush,
+ * stats, and what fork() and exit() do to connections. Must never: do socket I/O itself (the sender does),
+ * leave a lock held in a child of fork(), or wait at exit for a lock longer than 2 s.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +17,15 @@
 
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static conn *conns;
+/* Under conns_lock: the next stream's id, unique in the process (and its
+ * forked children, which carry on from the parent's), not per connection:
+ * bh-trackd keys a stream's live set by (pid, id) whatever connection it
+ * came on, so two connections of the process to one server (different send
+ * timeouts), or a connection made again after the last reporter closed the
+ * previous one, must not both say stream 1: the second one's ALLOC of an
+ * address the first one leaked was a duplicate ALLOC there, and its FREE
+ * took the leak away. */
+static uint32_t next_stream_id = 1;
 /* ATOMIC: events of connections that ended (conn_stop) that no server took
  * (their c->lost). Relaxed: a count, read once at exit. */
 static AO_t lost_ended;
@@ -183,10 +191,14 @@ static void queue_gone(conn *c, stream *s) {
     c->gone = g;
 }
 
-/* Under conns_lock: the connection for (path, format), made if needed. */
+/* Under conns_lock: the connection for (path, format, send timeout), made
+ * if needed. A reporter with another send_timeout_ms gets a connection of
+ * its own: the sender's writes carry every stream's frames, so one bound
+ * cannot honour two settings (the first opener's used to be everybody's). */
 static conn *conn_get(const char *path, const bh_socket_options *opt, const char *var) {
     for (conn *c = conns; c != NULL; c = c->next)
-        if (strcmp(c->path, path) == 0 && c->opt.flags == opt->flags)
+        if (strcmp(c->path, path) == 0 && c->opt.flags == opt->flags &&
+            c->opt.send_timeout_ms == opt->send_timeout_ms)
             return c;
     pthread_once(&atfork_once, install_atfork);
     conn *c = bh__calloc(1, sizeof(*c));
@@ -217,7 +229,6 @@ static conn *conn_get(const char *path, const bh_socket_options *opt, const char
     BENIGN_RACE(&c->give_up_ms, "relaxed atomic deadline");
     BENIGN_RACE(&c->need_resync, "relaxed atomic flag");
     BENIGN_RACE(&c->dead, "relaxed atomic flag");
-    c->next_stream = 1;
     c->backoff_ms = RETRY_MS;
     c->no_ring = (opt->flags & BH_SOCKET_COMPAT_TT) != 0; /* TT servers drain nothing of ours */
     /* Connect once now, so that events right after opening are not dropped
@@ -270,8 +281,9 @@ static uint64_t settle_in_flight(conn *c) {
  * destroyed: the usual shape of a leak, or of a registry meant to live as long
  * as the process) would lose what still waits in the rings, so the server
  * would miss the leak it runs for, or take freed allocations for leaks. At
- * exit every connection of this process is flushed, each within its
- * flush_timeout_ms as a close is. (A child of fork() has only its own
+ * exit every connection of this process is flushed, each within the longest
+ * flush_timeout_ms of its open reporters (what the slowest of their closes
+ * would have waited). (A child of fork() has only its own
  * connections on the list: fork_child took the parent's off.) What no
  * server will take then is lost: counted (let_go, settle_in_flight), and
  * said with what closed reporters lost, in one line on stderr. That is what
@@ -287,7 +299,12 @@ static void flush_at_exit(void) {
         return;
     uint64_t lost = (uint64_t)AO_load(&lost_ended); /* relaxed: lost_ended */
     for (conn *c = conns; c != NULL; c = c->next) {
-        (void)flush_until(c, rs_now_ms() + c->opt.flush_timeout_ms);
+        pthread_mutex_lock(&c->lock);
+        uint32_t ms = 0; /* the longest its reporters would wait at their close */
+        for (stream *s = c->streams; s != NULL; s = s->next)
+            ms = s->flush_ms > ms ? s->flush_ms : ms;
+        pthread_mutex_unlock(&c->lock);
+        (void)flush_until(c, rs_now_ms() + ms);
         pthread_mutex_lock(&c->lock);
         c->exiting = 1;
         for (stream *s = c->streams; s != NULL; s = s->next)
@@ -391,6 +408,7 @@ bh_status bh__socket_reporter_open_env(const char *var, const char *path, const 
         return BH_ENOMEM;
     s->ring_fd = -1;
     s->max_block_us = opt.max_block_us;
+    s->flush_ms = opt.flush_timeout_ms;
     s->gone = bh__calloc(1, sizeof(*s->gone)); /* its close needs no memory */
     if (s->gone == NULL) {
         bh__free(s);
@@ -401,9 +419,9 @@ bh_status bh__socket_reporter_open_env(const char *var, const char *path, const 
     pthread_mutex_lock(&conns_lock);
     conn *c = conn_get(path, &opt, var);
     if (c != NULL) {
-        pthread_mutex_lock(&c->lock);
-        s->id = c->next_stream++;
-        pthread_mutex_unlock(&c->lock);
+        s->id = next_stream_id++;
+        if (next_stream_id == 0) /* after 2^32 opens: 0 is no stream's id */
+            next_stream_id = 1;
     }
     if (c == NULL || rs_ring_make(s, ring_records(opt.queue_capacity)) != 0) {
         int unused = c != NULL && c->refs == 0; /* made just now, for us */
@@ -507,7 +525,7 @@ void bh_socket_reporter_close(bh_reporter *rep) {
     /* One deadline for the flush and for the sender's last sends: close
      * returns within flush_timeout_ms (plus one SLICE_MS), however slow the
      * server and however large the live set. */
-    uint64_t deadline = rs_now_ms() + c->opt.flush_timeout_ms;
+    uint64_t deadline = rs_now_ms() + s->flush_ms; /* its own, not the connection's first opener's */
     (void)flush_until(c, deadline);
 
     pthread_mutex_lock(&conns_lock);

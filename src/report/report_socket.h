@@ -15,8 +15,10 @@
  *                    server's frames
  *   report_tt.c      TT-Metal records and what the TT server is told
  *
- * Owns: the process-wide connections (one per socket path and format), each
- * with a sender thread; and the streams (one per reporter, i.e. per registry),
+ * Owns: the process-wide connections (one per socket path, format and
+ * send_timeout_ms: a stalled send ends the connection for all its streams,
+ * so reporters that want different bounds do not share one), each with a
+ * sender thread; and the streams (one per reporter, i.e. per registry),
  * each with its event ring and its shadow live set.
  * Must never: do socket I/O on a reporting thread, let a reporting thread wait
  * for anything but its stream's short critical section (or, by choice,
@@ -244,6 +246,7 @@ struct stream {
     uint64_t n;          /* the last event number given */
     uint64_t mark;       /* the last mark id written */
     uint32_t max_block_us;
+    uint32_t flush_ms; /* its reporter's flush_timeout_ms: what its close waits, whoever opened c */
     shadow live;
     /* The snapshot being sent (see the file comment). */
     int snap_active;     /* a snapshot point was taken and its END is not sent yet */
@@ -278,6 +281,10 @@ struct conn {
     pthread_cond_t wake; /* sender: urgent work; flushers: progress */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     char var[32]; /* the environment variable that named path ("": the API) */
+    /* flags and send_timeout_ms are the connection's (reporters that differ
+     * in either get connections of their own); the other fields are the
+     * first opener's and not used: each stream has its own ring size,
+     * max_block_us and flush_ms. */
     bh_socket_options opt;
     int refs;   /* under conns_lock: open streams */
     conn *next; /* under conns_lock */
@@ -296,7 +303,6 @@ struct conn {
     AO_t dead;
     /* under lock: */
     stream *streams;
-    uint32_t next_stream;
     ring_gone *gone; /* rings of closed streams with a RING_CLOSE or an answer due */
     int fd; /* set and cleared under lock by the sender (the opener before it starts), read by it without; a
                socket being connected too (rs_try_connect) */
