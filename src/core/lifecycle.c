@@ -196,6 +196,21 @@ typedef struct taken_ranges {
  * empties a stripe's tree frees the tree), or past TAKEN_MAX
  * takeovers in one creation: then that range stays out until its free
  * returns (docs/internals.md, range index). Empties t. */
+/* The stripe locks a creation holds: held, which is one's alone while one
+ * is not NULL (bh__ranges_one: no set loop then). */
+static void hold_stripes(bh_registry *reg, bh__stripe_set held, bh__range_stripe *one) {
+    if (one != NULL)
+        bh__stripe_lock_take(&one->lock);
+    else
+        bh__ranges_lock(&reg->ranges, held);
+}
+static void let_go_stripes(bh_registry *reg, bh__stripe_set held, bh__range_stripe *one) {
+    if (one != NULL)
+        bh__stripe_lock_give(&one->lock);
+    else
+        bh__ranges_unlock(&reg->ranges, held);
+}
+
 static void put_back_ranges(bh_registry *reg, taken_ranges *t) {
     for (unsigned i = 0; i < t->n; i++) {
         bh_status st = BH_OK;
@@ -224,15 +239,19 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
     if (nb != NULL)
         set_key(nb, device, address, size);
     bh__stripe_set held = 0;
+    bh__range_stripe *one = NULL; /* held's stripe while held is one stripe (nearly always) */
     if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
         bh__stripe_set own = bh__range_stripes(&reg->ranges, device, address, size);
         held = own;
-        bh__ranges_lock(&reg->ranges, held);
+        one = bh__ranges_one(&reg->ranges, own);
+        hold_stripes(reg, held, one);
         bh__block *o;
         bh_status ist = BH_OK; /* BH_ENOMEM: no host memory for an index node */
-        taken_ranges taken = {.n = 0};
-        while ((o = nb != NULL ? bh__ranges_insert(&reg->ranges, nb, own, &ist)
-                               : bh__ranges_overlap(&reg->ranges, device, address, size)) != NULL) {
+        taken_ranges taken;
+        taken.n = 0; /* not an initialiser: that zeroed all of b[] on every creation */
+        while ((o = nb == NULL    ? bh__ranges_overlap(&reg->ranges, device, address, size)
+                    : one != NULL ? bh__range_insert(&reg->ranges, one, nb, &ist)
+                                  : bh__ranges_insert(&reg->ranges, nb, own, &ist)) != NULL) {
             if (who != BY_INTERN && may_take_over(o)) {
                 bh__stripe_set its = bh__ranges_stripes_of(&reg->ranges, o), more = its & ~held;
                 if (more != 0) {
@@ -241,8 +260,9 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
                      * (o may be gone by then; the search finds what is).
                      * held only grows, so this happens a few times at most. */
                     put_back_ranges(reg, &taken);
-                    bh__ranges_unlock(&reg->ranges, held);
+                    let_go_stripes(reg, held, one);
                     held |= more;
+                    one = NULL;
                     bh__ranges_lock(&reg->ranges, held);
                     continue;
                 }
@@ -260,14 +280,14 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
             }
             bh_status st = overlap_answer(reg, who, o);
             put_back_ranges(reg, &taken);
-            bh__ranges_unlock(&reg->ranges, held);
+            let_go_stripes(reg, held, one);
             if (nb != NULL)
                 put_back_block(shard, nb);
             return st;
         }
         if (nb == NULL || ist != BH_OK) { /* the range was checked free, as BH_ENOMEM promises */
             put_back_ranges(reg, &taken);
-            bh__ranges_unlock(&reg->ranges, held);
+            let_go_stripes(reg, held, one);
             if (nb != NULL)
                 put_back_block(shard, nb);
             return BH_ENOMEM;
@@ -276,7 +296,7 @@ static bh_status create_block(bh_registry *reg, enum creator who, bh__shard *sha
     if (nb == NULL)
         return BH_ENOMEM;
     *out = go_live(reg, shard, hash, nb);
-    bh__ranges_unlock(&reg->ranges, held); /* none with the check off */
+    let_go_stripes(reg, held, one); /* none with the check off */
     return BH_OK;
 }
 
@@ -339,10 +359,7 @@ static void last_release(bh_registry *reg, bh__block *b, uint32_t gen) {
      * the range out itself (create_block), making this a no-op. Before the
      * retirement below: an indexed block keeps its generation. */
     if (!(reg->flags & BH_CONFIG_NO_OVERLAP_CHECK)) {
-        bh__stripe_set held = bh__range_stripes(&reg->ranges, device, address, size);
-        bh__ranges_lock(&reg->ranges, held);
-        bh__ranges_remove(&reg->ranges, b, held);
-        bh__ranges_unlock(&reg->ranges, held);
+        bh__ranges_take_out(&reg->ranges, b, bh__range_stripes(&reg->ranges, device, address, size));
     }
 
     bh__live_sub(&reg->stats, size);

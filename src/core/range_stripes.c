@@ -92,6 +92,7 @@ int bh__ranges_unlocked(bh__ranges *r) {
 #define ALL_STRIPES ((bh__stripe_set)((1ull << BH__RANGE_STRIPES) - 1))
 _Static_assert(BH__RANGE_STRIPES <= 32 && (BH__RANGE_STRIPES & (BH__RANGE_STRIPES - 1)) == 0,
                "a stripe set is a 32-bit mask of a power of two stripes");
+_Static_assert(BH__RANGE_STRIPES == 1 << BH__RANGE_STRIPE_BITS, "bh__region_stripe takes that many bits");
 
 /* The lowest stripe of a non-empty set: the loops below walk a set from its
  * lowest bit up, the locks' order. */
