@@ -37,8 +37,10 @@ static inline int bh_proc_start(long pid, uint64_t *out) {
     const char *p = strrchr(buf, ')');
     if (p == NULL)
         return -1;
-    /* After ") " come fields 3 (state) .. 22 (starttime): skip 19 of them. */
-    for (int field = 3; field < 22; field++) {
+    /* After ')' come fields 3 (state) .. 22 (starttime), each after a
+     * space: 20 spaces lead to starttime. (19 led to field 21, itrealvalue,
+     * 0 since Linux 2.6.17: every process read as started at 1.) */
+    for (int field = 3; field <= 22; field++) {
         p = strchr(p + 1, ' ');
         if (p == NULL)
             return -1;

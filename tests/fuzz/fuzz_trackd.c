@@ -64,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         abort();
     close(sv[1]);
     td_close_client(&s, c); /* closes sv[0], makes the process an orphan */
-    td_process_gone(&s, 4242);
+    td_process_gone(&s, 4242, 0);
     td_gone_finish(&s);  /* its drop, in slices in the loop, at once here */
     td_free_orphans(&s); /* what loop.c's stop frees, in its order */
     td_peer_free(&s);

@@ -388,7 +388,7 @@ void td_close_client(td_server *s, td_client *c) {
         }
     }
     if (!c->control && c->hello + c->compat > 0 && !td_pid_connected(s, c->pid))
-        td_orphan_add(s, c->pid);
+        td_orphan_add(s, c);
     free(c->in);
     free(c->out);
     free(c);

@@ -3,7 +3,8 @@
  *
  * Owns: the pid -> program name table (from HELLO), the orphans (processes
  * whose last connection closed), deciding when one is gone (exited, checked
- * in /proc, or --grace-ms passed) and reporting what it still held as leaks,
+ * in /proc, --grace-ms passed, or another process at its pid said who it
+ * is) and reporting what it still held as leaks,
  * in slices (the going list: 1M live dropped at once took 1.47 s, no other
  * client served meanwhile).
  * Must never: report leaks of a process that still has a reporter connection
@@ -117,7 +118,7 @@ static void retire_oldest(td_server *s) {
 
 /* The drop of a process is over: counted gone, logged, and its figures
  * start aging out (the departed list). */
-static void gone_done(td_server *s, pid_t pid, uint64_t n) {
+static void gone_done(td_server *s, pid_t pid, uint64_t n, uint64_t start) {
     s->processes_gone++;
     char who[16];
     if (n > 0)
@@ -128,6 +129,8 @@ static void gone_done(td_server *s, pid_t pid, uint64_t n) {
         return; /* it stays listed: only its aging out is lost */
     d->pid = pid;
     d->since_ms = td_now_ms();
+    d->ticks = td_boot_ticks();
+    d->start = start;
     size_t groups = bh_track_process_groups(s->track, (uint32_t)pid);
     d->groups = groups > 0 ? groups : 1;
     if (s->departed_last != NULL)
@@ -167,13 +170,13 @@ static int drop_slice(td_server *s, td_going *g, uint64_t budget) {
             s->going_last = q;
     }
     pid_t pid = g->pid;
-    uint64_t leaks = g->leaks;
+    uint64_t leaks = g->leaks, start = g->start;
     free(g);
-    gone_done(s, pid, leaks);
+    gone_done(s, pid, leaks, start);
     return 1;
 }
 
-void td_process_gone(td_server *s, pid_t pid) {
+void td_process_gone(td_server *s, pid_t pid, uint64_t start) {
     const td_going *earlier = td_going_of(s, pid);
     if (earlier != NULL) /* gone again (a reused pid): the earlier drop ends first, never mixed */
         (void)drop_slice(s, (td_going *)earlier, UINT64_MAX);
@@ -186,10 +189,11 @@ void td_process_gone(td_server *s, pid_t pid) {
         td_tt_process_gone(s->tt_table, pid); /* what it owns in TT's table counts as leaked */
     if (g == NULL) {                          /* no memory for the list: all at once, as before */
         uint64_t left;
-        gone_done(s, pid, bh_track_drop_some(s->track, (uint32_t)pid, UINT64_MAX, on_leak, s, &left));
+        gone_done(s, pid, bh_track_drop_some(s->track, (uint32_t)pid, UINT64_MAX, on_leak, s, &left), start);
         return;
     }
     g->pid = pid;
+    g->start = start;
     g->since_ms = s->going_ms;
     g->total = n;
     if (s->going_last != NULL)
@@ -268,7 +272,8 @@ uint64_t td_clients_connected(const td_server *s) {
     return n;
 }
 
-void td_orphan_add(td_server *s, pid_t pid) {
+void td_orphan_add(td_server *s, const td_client *c) {
+    pid_t pid = c->pid;
     if (pid == 0) /* "(departed)": a peer we cannot see that never got a key (a TT probe) */
         return;
     /* One orphan per pid: a process whose connections end one after another
@@ -280,18 +285,99 @@ void td_orphan_add(td_server *s, pid_t pid) {
     for (td_orphan *o = s->orphans; o != NULL; o = o->next) {
         if (o->pid == pid) {
             o->since_ms = td_now_ms();
+            o->ticks = td_boot_ticks();
             return;
         }
     }
     td_orphan *o = calloc(1, sizeof(*o));
     if (o == NULL) {
-        td_process_gone(s, pid);
+        td_process_gone(s, pid, c->start);
         return;
     }
     o->pid = pid;
     o->since_ms = td_now_ms();
+    o->ticks = td_boot_ticks();
+    o->start = c->start;
     o->next = s->orphans;
     s->orphans = o;
+}
+
+/* 1 if what was seen of an earlier connection of c's pid (accepted, or
+ * left as an orphan, at ticks; its process's start time, 0: unknown) says
+ * it was another process's: one alive before c's process started, or one
+ * that started at another time. */
+static int earlier_process(const td_client *c, uint64_t ticks, uint64_t start) {
+    return ticks < c->start || (start != 0 && start != c->start);
+}
+
+/* The departed entries of an earlier process at c's pid (all of them: all
+ * is set when that process ended just now) leave the list, its figures
+ * retired into "(departed)" now: kept under the pid, they were shown as
+ * c's process's (its leaks, its peak, its allocations). A drop still under
+ * way keeps them (its leaks are still being counted there). */
+static void retire_earlier(td_server *s, const td_client *c, int all) {
+    td_departed *prev = NULL;
+    for (td_departed *d = s->departed, *next; d != NULL; d = next) {
+        next = d->next;
+        if (d->pid != c->pid || !(all || earlier_process(c, d->ticks, d->start)) ||
+            td_going_of(s, c->pid) != NULL) {
+            prev = d;
+            continue;
+        }
+        *(prev != NULL ? &prev->next : &s->departed) = next;
+        if (s->departed_last == d)
+            s->departed_last = prev;
+        s->departed_groups -= d->groups;
+        free(d);
+        age_out(s, c->pid);
+    }
+}
+
+void td_pid_incarnation(td_server *s, td_client *c) {
+    int ended = 0;
+    uint64_t start = 0;
+    if (c->start == 0)
+        return;
+    for (td_client *o = s->clients; o != NULL; o = o->next) {
+        if (o == c || o->pid != c->pid || !reporter_of(o) || !earlier_process(c, o->accepted, o->start))
+            continue;
+        /* Kept under the pid, what the connection sends (a descendant of
+         * the ended process holds it) would be taken for c's process's:
+         * from here on it is a client of its own, its resyncs given up. */
+        ended = 1;
+        start = o->start;
+        td_log(s, TD_WARN,
+               "pid %d is another process now: a connection of the one that ended (uid %d) is a client of "
+               "its own from here on",
+               (int)c->pid, (int)o->uid);
+        td_native_cut(s, o);
+        if (td_peer_detach(s, o) != 0)
+            td_send_error(s, o, BH_ENOMEM, "out of memory");
+        else
+            td_remember_name(s, o->pid, o->name);
+    }
+    for (td_orphan **p = &s->orphans; *p != NULL; p = &(*p)->next) {
+        td_orphan *o = *p;
+        if (o->pid == c->pid && earlier_process(c, o->ticks, o->start)) {
+            *p = o->next; /* not back: another process in its place */
+            start = o->start;
+            free(o);
+            ended = 1;
+            break; /* one per pid */
+        }
+    }
+    /* Its end, before c's figures begin under the same pid. What it held
+     * is dropped as leaks under its own name; a drop of one slice or less
+     * ends here, so that its figures are retired before c's first event
+     * (a longer one is dropped in slices: its figures stay under the pid
+     * until --forget-ms). */
+    if (ended) {
+        td_process_gone(s, c->pid, start);
+        td_going *g = (td_going *)td_going_of(s, c->pid);
+        if (g != NULL && bh_track_process_doomed(s->track, (uint32_t)c->pid) <= TD_GONE_SLICE)
+            (void)drop_slice(s, g, UINT64_MAX);
+    }
+    retire_earlier(s, c, ended);
 }
 
 void td_check_orphans(td_server *s) {
@@ -303,7 +389,7 @@ void td_check_orphans(td_server *s) {
         int ended = !td_unverified(o->pid) && !process_alive(o->pid);
         if (back || ended || now - o->since_ms >= s->grace_ms) {
             if (!back)
-                td_process_gone(s, o->pid);
+                td_process_gone(s, o->pid, o->start);
             *p = o->next;
             free(o);
         } else {

@@ -161,6 +161,7 @@ static void accept_clients(td_server *s, int lfd, int compat) {
         c->pid = cred.pid;
         c->uid = cred.uid;
         c->since_ms = td_now_ms();
+        c->accepted = td_boot_ticks();
         c->next = s->clients;
         s->clients = c;
         s->nclients++;

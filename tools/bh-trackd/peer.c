@@ -11,6 +11,12 @@
  * so its reconnections come back to the same key; a peer that states no
  * start time (an older library, a TT client) gets a key per connection.
  *
+ * A pid the kernel gave to another process is not visible either for a
+ * connection accepted before that process started (the one that connected
+ * ended): liveness.c's td_pid_incarnation makes the earlier process's
+ * connections clients of their own (td_peer_detach) when the new one says
+ * who it is.
+ *
  * Owns: the visibility check, the unverified keys and what each stands for
  * (the pid the client stated), until its process leaves the client list.
  * Must never: give two connections that state different processes one key,
@@ -20,6 +26,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "otab.h"
@@ -58,16 +65,35 @@ static int proc_ours(void) {
     return ours;
 }
 
-/* 1 if pid (SO_PEERCRED) is the peer's pid as this server sees it: not 0
+uint64_t td_boot_ticks(void) {
+    struct timespec ts;
+    long hz = sysconf(_SC_CLK_TCK);
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    hz = hz > 0 ? hz : 100;
+    /* Rounded down, as the kernel rounds a start time: a process that
+     * started before an instant never reads as later than it. */
+    return (uint64_t)ts.tv_sec * (uint64_t)hz + (uint64_t)ts.tv_nsec / (1000000000u / (uint64_t)hz);
+}
+
+/* 1 if c->pid (SO_PEERCRED) is the peer's pid as this server sees it: not 0
  * (the kernel's answer for a process outside our PID namespace), /proc is
- * ours, and the start time the peer stated (0: none) does not contradict
- * /proc. A pid no longer in /proc is a process that already ended: still
- * its pid. */
-static int visible(pid_t pid, uint64_t start) {
-    uint64_t seen;
-    if (pid <= 0 || !proc_ours())
+ * ours, and the process there now is the one that connected: the start
+ * time the peer stated (0: none) does not contradict /proc, and it did not
+ * start after the connection was accepted (then the process that connected
+ * ended and the kernel gave its pid to another, whose figures this peer
+ * would write: a descendant of any user's process that keeps its
+ * connection can wait for a pid to be reused). *seen: the start time in
+ * /proc, 0 if none. A pid no longer in /proc is a process that already
+ * ended: still its pid. */
+static int visible(const td_client *c, uint64_t start, uint64_t *seen) {
+    *seen = 0;
+    if (c->pid <= 0 || !proc_ours())
         return 0;
-    return start == 0 || bh_proc_start(pid, &seen) != 0 || seen == start;
+    if (bh_proc_start(c->pid, seen) != 0) {
+        *seen = 0;
+        return 1;
+    }
+    return (start == 0 || *seen == start) && *seen <= c->accepted;
 }
 
 static td_peers *peers(td_server *s) {
@@ -88,9 +114,9 @@ static uint32_t fresh_key(td_peers *t) {
     }
 }
 
-int td_peer_identify(td_server *s, td_client *c, uint32_t stated, uint64_t start) {
-    if (visible(c->pid, start))
-        return 0;
+/* c (whose pid this server cannot see, or is not its process's) gets the
+ * key of the process it states, or a fresh one. 0, or -1 (ENOMEM). */
+static int unverified(td_server *s, td_client *c, uint32_t stated, uint64_t start) {
     td_peers *t = peers(s);
     if (t == NULL)
         return -1;
@@ -122,6 +148,20 @@ int td_peer_identify(td_server *s, td_client *c, uint32_t stated, uint64_t start
            stated, key, stated);
     c->pid = (pid_t)key;
     return 0;
+}
+
+int td_peer_identify(td_server *s, td_client *c, uint32_t stated, uint64_t start) {
+    uint64_t seen;
+    if (!visible(c, start, &seen))
+        return unverified(s, c, stated, start);
+    c->start = seen;
+    td_pid_incarnation(s, c);
+    return 0;
+}
+
+int td_peer_detach(td_server *s, td_client *c) {
+    c->start = 0;
+    return unverified(s, c, (uint32_t)c->pid, 0);
 }
 
 pid_t td_shown_pid(const td_server *s, pid_t pid) {

@@ -109,6 +109,9 @@ typedef struct td_client {
     int held;            /* compat: not read while its unsent replies are over TD_COMPAT_HOLD_OUT */
     int deaf;            /* compat: reads no more replies (a send failed): they are dropped, its input read */
     uint64_t since_ms;   /* accepted */
+    uint64_t accepted;   /* accepted, in clock ticks since boot (td_boot_ticks): its process started before */
+    uint64_t start;      /* its process's start time (/proc, clock ticks since boot) when it said who it is;
+                            0: unknown (a peer whose pid this server cannot see, or already ended) */
     uint64_t partial_ms; /* a frame or record started arriving (0: none pending) */
     uint64_t closing_ms; /* closing was set */
 
@@ -129,6 +132,7 @@ typedef struct td_client {
 typedef struct td_orphan {
     pid_t pid;
     uint64_t since_ms;
+    uint64_t ticks, start; /* when it was left, in clock ticks since boot; its start time (0: unknown) */
     struct td_orphan *next;
 } td_orphan;
 
@@ -149,6 +153,7 @@ struct td_timeline;
  * TD_GONE_SLICE per loop turn): liveness.c. Oldest first. */
 typedef struct td_going {
     pid_t pid;
+    uint64_t start;        /* its start time (0: unknown), for its departed entry */
     uint64_t since_ms;     /* it was seen gone: its leaks' age is taken then */
     uint64_t total, leaks; /* live allocations it had; leaks among those dropped so far */
     struct td_going *next;
@@ -158,7 +163,8 @@ typedef struct td_going {
 typedef struct td_departed {
     pid_t pid;
     uint64_t since_ms;
-    size_t groups; /* its (stream, device) groups when it went, at least 1 */
+    uint64_t ticks, start; /* the same in clock ticks since boot; its start time (0: unknown) */
+    size_t groups;         /* its (stream, device) groups when it went, at least 1 */
     struct td_departed *next;
 } td_departed;
 
@@ -422,16 +428,21 @@ void td_remember_name(td_server *s, pid_t pid, const char *name);
 int td_pid_connected(const td_server *s, pid_t pid);
 /* Processes with a reporter connection open. */
 uint64_t td_clients_connected(const td_server *s);
-/* pid's last connection closed: wait for it to end or come back. */
-void td_orphan_add(td_server *s, pid_t pid);
+/* c's last connection of its process closed: wait for it to end or come back. */
+void td_orphan_add(td_server *s, const td_client *c);
 /* Orphans that ended or did not come back within --grace-ms have leaked what they held. */
 void td_check_orphans(td_server *s);
 void td_free_orphans(td_server *s); /* and the departed, and the drops under way */
 /* The process is gone: everything it still held leaked. Its live set is
  * dropped in slices (td_gone_run); until then it is "going": listed with
  * what it has still to drop, which counts as live everywhere. A process of
- * the same pid gone again first finishes the earlier drop. */
-void td_process_gone(td_server *s, pid_t pid);
+ * the same pid gone again first finishes the earlier drop. start: its
+ * process's start time (0: unknown). */
+void td_process_gone(td_server *s, pid_t pid, uint64_t start);
+/* c said who it is and its process is the one at its pid now (c->start):
+ * connections and an orphan of that pid that are of an earlier process
+ * there (a pid the kernel reused) are that process's end, not c's. */
+void td_pid_incarnation(td_server *s, td_client *c);
 /* One slice of the drops under way: TD_GONE_SLICE live allocations at most
  * (a process's end counts as one); each process done is counted gone
  * (processes_gone) and logged. Every loop turn. */
@@ -459,6 +470,11 @@ int td_peer_identify(td_server *s, td_client *c, uint32_t stated, uint64_t start
 pid_t td_shown_pid(const td_server *s, pid_t pid);
 /* The same as text, "4242" or "4242*" (unverified), in buf. */
 const char *td_pid_text(const td_server *s, pid_t pid, char buf[16]);
+/* c's pid is another process's now (liveness.c): c gets a key of its own,
+ * as a peer that states no start time. 0, or -1 (ENOMEM). */
+int td_peer_detach(td_server *s, td_client *c);
+/* CLOCK_BOOTTIME in clock ticks, the unit of a process's start time in /proc. */
+uint64_t td_boot_ticks(void);
 /* The process left the client list: its key may go to another. */
 void td_peer_forget(td_server *s, pid_t pid);
 void td_peer_free(td_server *s);

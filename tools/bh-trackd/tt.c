@@ -100,12 +100,14 @@ size_t td_tt_record_size(td_server *s, td_client *c, int at_rest) {
 
 /* TT's answer for device, plus what native clients (the library's own
  * reporter) hold there: the tracker's device sums less the compat clients'
- * share. Each kind O(1). */
+ * share. Each kind O(1). A device past what a domain holds (2^28) has no
+ * native bytes: its domain would be another device's (2^28 + 5 read device
+ * 5's). */
 static void device_bytes(td_server *s, int32_t device, uint64_t b[16]) {
     uint64_t view[16];
     td_tt_device_bytes(s->tt_table, device, b);
     td_tt_view_bytes(s->tt_table, device, view);
-    for (uint32_t k = 0; device >= 0 && k < 16; k++) {
+    for (uint32_t k = 0; device >= 0 && device <= (int32_t)BH_DOMAIN_DEVICE(~0u) && k < 16; k++) {
         uint64_t all = bh_track_device_bytes(s->track, BH_DOMAIN((uint32_t)device, k), NULL);
         b[k] = bh__sat_add(b[k], all > view[k] ? all - view[k] : 0); /* all may be at the top already */
     }
