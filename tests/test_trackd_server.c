@@ -395,7 +395,7 @@ static void a_summary_skipped_while_one_is_written_is_counted_everywhere(void **
     assert_int_equal(test_json_u64(j, "server", "passed_fds_left_open"), 0);
     char want[160];
     const char *text = tk_stats_text();
-    snprintf(want, sizeof(want), ", %llu summaries skipped, 0 passed descriptors left open\n",
+    snprintf(want, sizeof(want), ", %llu summaries skipped, 0 passed descriptors left open; ",
              (unsigned long long)skipped);
     assert_non_null(strstr(text, want));
     const char *m = metrics_text();
