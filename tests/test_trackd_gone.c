@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <sys/prctl.h>
 #include <cmocka.h>
@@ -108,9 +109,91 @@ static void a_big_exit_is_dropped_in_slices(void **state) {
     assert_int_equal(live, 0);
 }
 
+/* A reporter of this (forked) process named name; with an ALLOC at
+ * address when address is not 0 (a row in stats that shows the name). */
+static int named_reporter(const char *name, uint64_t address) {
+    int fd = hs_connect(paths.sock);
+    if (fd < 0)
+        _exit(3);
+    uint8_t f[BH_WIRE_HELLO_MAX + BH_WIRE_HEADER + BH_WIRE_EVENT_LEN];
+    size_t n = bh_wire_hello(f, (uint32_t)getpid(), 0, name, (uint32_t)strlen(name), 0);
+    if (address != 0)
+        n += bh_wire_event(f + n, 1, BH_EVENT_ALLOC, BH_DOMAIN(1, BH_MEM_DRAM), address, 64, 1);
+    hs_send_all(fd, f, n);
+    return fd;
+}
+
+/* LIVE processes that hold a connection (and one allocation each), then
+ * 600 that say HELLO and go: the name table (256) fills with theirs. A
+ * process's name stays its own while it is not gone: main before this test
+ * put a new name in slot pid % 256 once 256 were kept, whoever's it was,
+ * and live processes' rows showed gone ones' names. A live process that
+ * comes after them is named too. */
+static void a_live_process_keeps_its_name(void **state) {
+    (void)state;
+    enum { LIVE = 8, GONE = 600 };
+    hs_start(trackd, &paths, (const char *const[]){"--grace-ms", "100", NULL}, 0);
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    pid_t live[LIVE + 1];
+    for (int k = 0; k <= LIVE; k++) {
+        if (k == LIVE) { /* the last live one comes after the others went */
+            assert_int_equal(hs_wait_total(paths.sock, "live", LIVE, TEST_HANG_S), LIVE);
+            for (int i = 0; i < GONE; i++) {
+                pid_t c = fork();
+                assert_true(c >= 0);
+                if (c == 0) {
+                    char name[16];
+                    snprintf(name, sizeof(name), "gone-%d", i);
+                    close(named_reporter(name, 0));
+                    _exit(0);
+                }
+                assert_int_equal(test_reap(c), 0);
+            }
+            assert_int_equal(hs_wait_total(paths.sock, "processes_gone", GONE, TEST_HANG_S), GONE);
+        }
+        live[k] = fork();
+        assert_true(live[k] >= 0);
+        if (live[k] == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            close(go[1]);
+            char name[16];
+            snprintf(name, sizeof(name), "live-%d", k);
+            int fd = named_reporter(name, 0x10000 + (uint64_t)k * 64);
+            char c;
+            (void)!read(go[0], &c, 1);
+            close(fd);
+            _exit(0);
+        }
+        hs_track(live[k]);
+    }
+    close(go[0]);
+    assert_int_equal(hs_wait_total(paths.sock, "live", LIVE + 1, TEST_HANG_S), LIVE + 1);
+    char *j = hs_query(paths.sock, 1, TEST_HANG_S, NULL);
+    assert_non_null(j);
+    int right = 0;
+    for (int k = 0; k <= LIVE; k++) {
+        char want[64];
+        snprintf(want, sizeof(want), "\"pid\":%d,\"stream\":1,\"name\":\"live-%d\"", (int)live[k], k);
+        int ok = strstr(j, want) != NULL;
+        if (!ok) { /* what its row says instead */
+            char pat[32];
+            snprintf(pat, sizeof(pat), "\"pid\":%d,", (int)live[k]);
+            const char *r = strstr(j, pat);
+            printf("# live-%d: %.50s\n", k, r != NULL ? r : "no row");
+        }
+        right += ok;
+    }
+    printf("# %d of %d live processes named right after %d gone ones\n", right, LIVE + 1, GONE);
+    free(j);
+    close(go[1]);
+    assert_int_equal(right, LIVE + 1);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_big_exit_is_dropped_in_slices, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_live_process_keeps_its_name, setup, teardown),
     };
     return test_trackd_main(argc, argv, "PATH-TO-bh-trackd [TEST-NAME-PATTERN]", &trackd, "trackd_gone",
                             tests, sizeof(tests) / sizeof(tests[0]));

@@ -27,23 +27,56 @@ void td_printable(char *name) {
 const char *td_name_of(const td_server *s, pid_t pid) {
     if (pid == 0)
         return "(departed)"; /* the clients that aged out, summed */
-    for (int i = 0; i < s->nnames; i++)
+    for (size_t i = 0; i < s->nnames; i++)
         if (s->names[i].pid == pid)
             return s->names[i].name;
     return "";
 }
 
-void td_remember_name(td_server *s, pid_t pid, const char *name) {
-    for (int i = 0; i < s->nnames; i++) {
-        if (s->names[i].pid == pid) {
-            snprintf(s->names[i].name, sizeof(s->names[i].name), "%s", name);
-            return;
-        }
+/* The slot a new pid's name goes to: a new one while fewer than
+ * TD_MAX_NAMES are kept, else the slot of the process gone longest, else a
+ * new one (the table grows: every name it holds is a process not gone,
+ * which its connection or --grace-ms bounds). Never a process's that is not
+ * gone: main before this took slot pid % 256 once 256 were kept, whoever's
+ * it was, and a live process's rows showed another program's name. NULL:
+ * out of memory (the name is not kept). */
+static td_name *name_slot(td_server *s) {
+    size_t oldest = s->nnames;
+    for (size_t i = 0; s->nnames >= TD_MAX_NAMES && i < s->nnames; i++)
+        if (s->names[i].gone_ms != 0 &&
+            (oldest == s->nnames || s->names[i].gone_ms < s->names[oldest].gone_ms))
+            oldest = i;
+    if (oldest < s->nnames)
+        return &s->names[oldest];
+    if (s->nnames == s->names_cap) {
+        size_t cap = s->names_cap != 0 ? s->names_cap * 2 : TD_MAX_NAMES;
+        td_name *n = realloc(s->names, cap * sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        s->names = n;
+        s->names_cap = cap;
     }
-    /* A full table forgets the oldest-ish. */
-    int i = s->nnames < TD_MAX_NAMES ? s->nnames++ : (int)(pid % TD_MAX_NAMES);
-    s->names[i].pid = pid;
-    snprintf(s->names[i].name, sizeof(s->names[i].name), "%s", name);
+    return &s->names[s->nnames++];
+}
+
+void td_remember_name(td_server *s, pid_t pid, const char *name) {
+    td_name *n = NULL;
+    for (size_t i = 0; i < s->nnames && n == NULL; i++)
+        if (s->names[i].pid == pid)
+            n = &s->names[i];
+    if (n == NULL && (n = name_slot(s)) == NULL)
+        return;
+    n->pid = pid;
+    n->gone_ms = 0; /* back, or a new process */
+    snprintf(n->name, sizeof(n->name), "%s", name);
+}
+
+/* pid was counted gone: its name stays (its rows are listed until
+ * --forget-ms) but its slot may go to a new process's. */
+static void name_gone(td_server *s, pid_t pid) {
+    for (size_t i = 0; i < s->nnames; i++)
+        if (s->names[i].pid == pid)
+            s->names[i].gone_ms = td_now_ms() | 1; /* never 0 */
 }
 
 void td_name_from_proc(td_server *s, pid_t pid) {
@@ -65,7 +98,7 @@ void td_name_from_proc(td_server *s, pid_t pid) {
 }
 
 static void forget_name(td_server *s, pid_t pid) {
-    for (int i = 0; i < s->nnames; i++) {
+    for (size_t i = 0; i < s->nnames; i++) {
         if (s->names[i].pid == pid) {
             s->names[i] = s->names[--s->nnames];
             return;
@@ -120,6 +153,7 @@ static void retire_oldest(td_server *s) {
  * start aging out (the departed list). */
 static void gone_done(td_server *s, pid_t pid, uint64_t n, uint64_t start) {
     s->processes_gone++;
+    name_gone(s, pid);
     char who[16];
     if (n > 0)
         td_log(s, TD_WARN, "pid %s (%s) ended with %" PRIu64 " live allocation%s", td_pid_text(s, pid, who),
@@ -411,6 +445,9 @@ void td_free_orphans(td_server *s) {
         free(g);
     }
     s->going_last = NULL;
+    free(s->names);
+    s->names = NULL;
+    s->nnames = s->names_cap = 0;
     while (s->departed != NULL) {
         td_departed *d = s->departed;
         s->departed = d->next;

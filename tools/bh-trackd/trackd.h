@@ -40,7 +40,9 @@
 #include "wire.h"
 
 #define TD_MAX_ALLOW_UIDS 16
-#define TD_MAX_NAMES 256        /* pid -> program name table */
+#define TD_MAX_NAMES                                                                                         \
+    256 /* pid -> program name: past this many, a new name takes the slot of the process gone longest; with  \
+           none gone the table grows (it holds every process not counted gone) */
 #define TD_MAX_HTTP_HOSTS 16    /* --http-allow-host names */
 #define TD_HTTP_CONNECTIONS 64u /* at most, fewer when descriptors are short */
 
@@ -127,6 +129,13 @@ typedef struct td_client {
     int starved;   /* not read while the descriptors its input carries have no room (td_fds_recv) */
     struct td_client *next;
 } td_client;
+
+/* A process's program name (from HELLO, or /proc for compat clients). */
+typedef struct td_name {
+    pid_t pid;
+    uint64_t gone_ms; /* when it was counted gone (its slot may be reused then), 0: not gone */
+    char name[BH_WIRE_MAX_NAME + 1];
+} td_name;
 
 /* A process whose last connection closed: leaks are reported when it is gone. */
 typedef struct td_orphan {
@@ -247,12 +256,10 @@ typedef struct td_server {
     uint64_t compat_holds,
         compat_waits; /* compat input held for unread replies; accepts put off at the cap */
     td_rate rates[TD_LOG_KINDS];
-    /* pid -> program name, from HELLO */
-    struct {
-        pid_t pid;
-        char name[BH_WIRE_MAX_NAME + 1];
-    } names[TD_MAX_NAMES];
-    int nnames;
+    /* pid -> program name, from HELLO (liveness.c): TD_MAX_NAMES, more while
+     * more processes than that are not gone */
+    td_name *names;
+    size_t nnames, names_cap;
     /* leaks: a ring of the latest TD_LEAKS_KEPT */
     td_leak leaks[TD_LEAKS_KEPT];
     uint64_t nleaks; /* recorded so far; the ring holds the last min(nleaks, TD_LEAKS_KEPT) */
@@ -432,7 +439,7 @@ uint64_t td_clients_connected(const td_server *s);
 void td_orphan_add(td_server *s, const td_client *c);
 /* Orphans that ended or did not come back within --grace-ms have leaked what they held. */
 void td_check_orphans(td_server *s);
-void td_free_orphans(td_server *s); /* and the departed, and the drops under way */
+void td_free_orphans(td_server *s); /* and the departed, the drops under way and the names */
 /* The process is gone: everything it still held leaked. Its live set is
  * dropped in slices (td_gone_run); until then it is "going": listed with
  * what it has still to drop, which counts as live everywhere. A process of
