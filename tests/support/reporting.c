@@ -101,7 +101,7 @@ double rp_pair(bh_registry *reg, uint64_t address) {
     test_timer_start(&t);
     if (bh_intern(reg, RP_DOMAIN, address, 64, &h) != BH_OK || bh_release(reg, h) != BH_OK)
         _exit(93);
-    return test_timer_unpreempted(&t);
+    return test_timer_unloaded(&t);
 }
 
 int rp_setup(void **state) {

@@ -68,19 +68,25 @@ int test_progress_going(test_progress *p, uint64_t v);
 double test_proc_cpu_s(pid_t pid);
 
 /* A call timed without the machine's load: start, call, then
- * test_timer_unpreempted gives the seconds it took, or -1 if the calling
- * thread was preempted meanwhile (an involuntary context switch: another
- * process had the core, which measures the machine, not the code; a lock
- * wait is a voluntary switch and still counts). A call that never left the
- * CPU by its own choice is its thread CPU time: on a virtual machine the
- * hypervisor can stop a vCPU for milliseconds without any switch the guest
- * counts. */
+ * test_timer_unloaded gives the seconds the call took less the time its
+ * thread waited for a core meanwhile (the kernel's run-queue delay, from
+ * /proc/thread-self/schedstat: another task had the core, which measures the
+ * machine, not the code), so its CPU time plus the time it slept (a lock
+ * wait, a nap, a blocking call), which busy loops beside it do not lengthen.
+ * -1 if the thread was preempted meanwhile (an involuntary context switch:
+ * what the preempting task left in the caches is the machine's too). A call
+ * that never left the CPU by its own choice is its thread CPU time: on a
+ * virtual machine the hypervisor can stop a vCPU for milliseconds without
+ * any switch the guest counts. */
 typedef struct test_timer {
-    double t0, cpu0;
+    double t0, cpu0, queued0;
     long nivcsw, nvcsw;
 } test_timer;
 void test_timer_start(test_timer *t);
-double test_timer_unpreempted(const test_timer *t);
+double test_timer_unloaded(const test_timer *t);
+/* The voluntary context switches of the calling thread so far: each time it
+ * went to sleep (a blocking call, a lock wait, a nap). A count, not a time. */
+long test_thread_sleeps(void);
 
 /* Forks and execs base[0] with the arguments of base and then of extra (both
  * NULL-terminated; extra may be NULL), stderr to /dev/null when quiet. The
@@ -132,7 +138,9 @@ int test_reap(pid_t pid);
 /* The main of a test file against a real bh-trackd: without argv[1], says
  * "usage: PROGRAM args" and returns 2; else *trackd = argv[1], SIGPIPE
  * ignored (a server's close must not end the test), and the n tests run as
- * group; argv[2], if given, is a test name pattern (cmocka's filter). */
+ * group. If args names "[TEST-NAME-PATTERN]", argv[2], if given, is one
+ * (cmocka's filter; one that matches no test returns 1); else argv[2] and
+ * on are the caller's (a mode, a directory) and every test runs. */
 struct CMUnitTest;
 int test_trackd_main(int argc, char **argv, const char *args, const char **trackd, const char *group,
                      const struct CMUnitTest *tests, size_t n);
