@@ -73,19 +73,23 @@ static bh_status wrap(bh_registry *reg, bh_handle h, uint32_t device, bh_sim_mem
     return BH_OK;
 }
 
+/* The allocation of a reference the caller holds (it cannot be stale); on
+ * failure the reference is dropped. */
+static bh_status info_of_held(bh_registry *reg, bh_handle h, bh_info *info) {
+    bh_status st = bh_info_get(reg, h, info);
+    if (st != BH_OK)
+        bh_release(reg, h);
+    return st;
+}
+
 bh_status bh_shim_buffer_create(bh_shim_device *dev, uint64_t size, bh_sim_mem mem, bh_shim_buffer **out) {
     if (dev == NULL || out == NULL)
         return BH_EINVAL;
     bh_handle h;
     bh_status st = bh_alloc(dev->reg, bh_sim_domain(dev->id, mem), size, &h);
-    if (st != BH_OK)
-        return st;
     bh_info info;
-    st = bh_info_get(dev->reg, h, &info); /* we hold a reference: cannot be stale */
-    if (st != BH_OK) {
-        bh_release(dev->reg, h);
+    if (st != BH_OK || (st = info_of_held(dev->reg, h, &info)) != BH_OK)
         return st;
-    }
     return wrap(dev->reg, h, dev->id, mem, info.address, size, out);
 }
 
@@ -131,6 +135,22 @@ bh_status bh_shim_buffer_view(bh_shim_buffer *buf, uint64_t offset, uint64_t siz
     if (st != BH_OK)
         return st;
     return wrap(buf->reg, v, buf->device, buf->mem, buf->address + offset, size, out);
+}
+
+bh_status bh_shim_buffer_view_at(bh_shim_device *dev, uint64_t address, uint64_t size, bh_sim_mem mem,
+                                 bh_shim_buffer **out) {
+    if (dev == NULL || out == NULL || size == 0)
+        return BH_EINVAL;
+    bh_handle h;
+    bh_status st = bh_lookup_containing(dev->reg, bh_sim_domain(dev->id, mem), address, &h);
+    bh_info info;
+    if (st != BH_OK || (st = info_of_held(dev->reg, h, &info)) != BH_OK)
+        return st;
+    if (size > info.address + info.size - address) { /* address is inside the allocation: no wrap */
+        bh_release(dev->reg, h);
+        return BH_ERANGE;
+    }
+    return wrap(dev->reg, h, dev->id, mem, address, size, out);
 }
 
 bh_status bh_shim_buffer_deallocate(bh_shim_buffer *buf) {

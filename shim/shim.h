@@ -8,6 +8,7 @@
  *   Buffer::create(device, addr, size, type) bh_shim_buffer_create_at(dev, addr, size, mem, &b)
  *   (an address the caller allocated)        bh_shim_buffer_adopt(dev, addr, size, mem, &b)
  *   buffer->view(offset, size)               bh_shim_buffer_view(b, offset, size, &v)
+ *   (a view at an address, no parent object) bh_shim_buffer_view_at(dev, addr, size, mem, &v)
  *   buffer->deallocate()                     bh_shim_buffer_deallocate(b)
  *   delete buffer                            bh_shim_buffer_destroy(b)
  *   buffer->address() / size() / device()    bh_shim_buffer_address(b) / _size / _device
@@ -74,6 +75,14 @@ bh_status bh_shim_buffer_adopt(bh_shim_device *dev, uint64_t address, uint64_t s
  * buffer's allocation. Errors: BH_EINVAL, BH_ERANGE (outside the buffer),
  * BH_ESTALE (the buffer was deallocated). */
 bh_status bh_shim_buffer_view(bh_shim_buffer *buf, uint64_t offset, uint64_t size, bh_shim_buffer **out);
+/* A view of [address, address + size) inside the live buffer that contains
+ * address, for a runtime that has the address and not that buffer's object:
+ * bh_lookup_containing, one more reference to that allocation (create_at
+ * there is BH_EOVERLAP). Errors: BH_EINVAL (NULL, size 0, or the registry
+ * has BH_CONFIG_NO_OVERLAP_CHECK), BH_ENOTFOUND (no live buffer contains
+ * address), BH_ERANGE (the view runs past that buffer's end), BH_EOVERFLOW. */
+bh_status bh_shim_buffer_view_at(bh_shim_device *dev, uint64_t address, uint64_t size, bh_sim_mem mem,
+                                 bh_shim_buffer **out);
 /* Drops this object's reference. BH_OK also when already deallocated. */
 bh_status bh_shim_buffer_deallocate(bh_shim_buffer *buf);
 /* Deallocates if needed and frees the object. NULL is BH_EINVAL. */

@@ -1,6 +1,7 @@
 /*
- * test_shim.c - the legacy Buffer API on handles: every call, every order of
- * destruction of three aliases, mesh buffers, and threads.
+ * test_shim.c - the legacy Buffer API on handles: every call, a view at an
+ * address alone, every order of destruction of three aliases, mesh buffers,
+ * and threads.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -135,6 +136,45 @@ static void every_call_behaves_like_the_legacy_api(void **state) {
     assert_int_equal(sim_stats(f).frees, 1);
     assert_int_equal(bh_shim_buffer_destroy(b), BH_OK);
     assert_int_equal(sim_stats(f).frees, 2);
+}
+
+/* A runtime with only an address inside a live buffer (no object of it):
+ * view_at is the route; create_at there is an overlap. The views are
+ * references to the allocation, freed once when the last goes. */
+static void a_view_at_an_address_needs_no_parent_object(void **state) {
+    fixture *f = *state;
+    bh_shim_buffer *a, *v, *w, *x = NULL;
+    assert_int_equal(bh_shim_buffer_create(f->dev, 4096, BH_SIM_L1, &a), BH_OK);
+    uint64_t addr = bh_shim_buffer_address(a);
+    assert_int_equal(bh_shim_buffer_create_at(f->dev, addr + 1024, 1024, BH_SIM_L1, &x), BH_EOVERLAP);
+
+    assert_int_equal(bh_shim_buffer_view_at(f->dev, addr + 1024, 1024, BH_SIM_L1, &v), BH_OK);
+    assert_true(bh_handle_eq(bh_shim_buffer_handle(v), bh_shim_buffer_handle(a)));
+    assert_int_equal(bh_shim_buffer_address(v), addr + 1024);
+    assert_int_equal(bh_shim_buffer_size(v), 1024);
+    assert_int_equal(bh_shim_buffer_device(v), 3);
+    assert_int_equal(bh_shim_buffer_mem(v), BH_SIM_L1);
+    assert_int_equal(bh_shim_buffer_view_at(f->dev, addr + 3072, 1024, BH_SIM_L1, &w),
+                     BH_OK); /* to the end */
+
+    /* Refusals take no reference and make no object. */
+    assert_int_equal(bh_shim_buffer_view_at(f->dev, addr + 4000, 1024, BH_SIM_L1, &x), BH_ERANGE);
+    assert_int_equal(bh_shim_buffer_view_at(f->dev, addr + 1, UINT64_MAX, BH_SIM_L1, &x), BH_ERANGE);
+    assert_int_equal(bh_shim_buffer_view_at(f->dev, addr + 4096, 1, BH_SIM_L1, &x), BH_ENOTFOUND);
+    assert_int_equal(bh_shim_buffer_view_at(f->dev, addr + 1024, 1, BH_SIM_DRAM, &x), BH_ENOTFOUND);
+    assert_int_equal(bh_shim_buffer_view_at(f->dev, addr, 0, BH_SIM_L1, &x), BH_EINVAL);
+    assert_int_equal(bh_shim_buffer_view_at(NULL, addr, 1, BH_SIM_L1, &x), BH_EINVAL);
+    assert_int_equal(bh_shim_buffer_view_at(f->dev, addr, 1, BH_SIM_L1, NULL), BH_EINVAL);
+    assert_null(x);
+    bh_info info;
+    assert_int_equal(bh_info_get(f->reg, bh_shim_buffer_handle(a), &info), BH_OK);
+    assert_int_equal(info.refs, 3);
+
+    assert_int_equal(bh_shim_buffer_destroy(a), BH_OK);
+    assert_int_equal(bh_shim_buffer_destroy(v), BH_OK);
+    assert_int_equal(sim_stats(f).frees, 0);
+    assert_int_equal(bh_shim_buffer_destroy(w), BH_OK);
+    assert_int_equal(sim_stats(f).frees, 1);
 }
 
 static void three_aliases_destroyed_in_every_order_free_once(void **state) {
@@ -373,6 +413,7 @@ static void objects_of_one_allocation_dying_on_many_threads_free_it_once(void **
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(every_call_behaves_like_the_legacy_api, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_view_at_an_address_needs_no_parent_object, setup, teardown),
         cmocka_unit_test_setup_teardown(three_aliases_destroyed_in_every_order_free_once, setup, teardown),
         cmocka_unit_test_setup_teardown(mesh_buffer_frees_each_device_allocation_once, setup_lockstep,
                                         teardown),
