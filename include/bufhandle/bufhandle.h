@@ -221,9 +221,32 @@ static inline int bh_handle_eq(bh_handle a, bh_handle b) { return a.bits == b.bi
  *
  *     bh_alloc(reg, BH_DOMAIN(3, BH_MEM_L1), size, &h);   // device 3, L1
  */
+#ifdef __cplusplus
+/* C++: the same values (any integer or enum argument converted as by a cast,
+ * usable in constant expressions and case labels) from function templates,
+ * whose static_cast a C++ user's -Wold-style-cast does not flag nor, its
+ * type being a template's, -Wuseless-cast when it is already uint32_t.
+ * bh_cxx_*: what the macros expand to; call the macros. extern "C++": a
+ * template cannot have C linkage (this header's, or an includer's). */
+extern "C++" {
+template <typename D, typename K> constexpr uint32_t bh_cxx_domain(D device, K kind) noexcept {
+    return (static_cast<uint32_t>(device) << 4) | (static_cast<uint32_t>(kind) & 0xFu);
+}
+template <typename D> constexpr uint32_t bh_cxx_domain_device(D domain) noexcept {
+    return static_cast<uint32_t>(domain) >> 4;
+}
+template <typename D> constexpr uint32_t bh_cxx_domain_kind(D domain) noexcept {
+    return static_cast<uint32_t>(domain) & 0xFu;
+}
+}
+#define BH_DOMAIN(device, kind) bh_cxx_domain((device), (kind))
+#define BH_DOMAIN_DEVICE(domain) bh_cxx_domain_device(domain)
+#define BH_DOMAIN_KIND(domain) bh_cxx_domain_kind(domain)
+#else
 #define BH_DOMAIN(device, kind) (((uint32_t)(device) << 4) | ((uint32_t)(kind)&0xFu))
 #define BH_DOMAIN_DEVICE(domain) ((uint32_t)(domain) >> 4)
 #define BH_DOMAIN_KIND(domain) ((uint32_t)(domain)&0xFu)
+#endif
 enum { BH_MEM_DRAM = 0, BH_MEM_L1 = 1, BH_MEM_L1_SMALL = 2, BH_MEM_TRACE = 3, BH_MEM_SYSTEM = 4 };
 /* 5..15: caller's own. BH_MEM_SYSTEM is host memory the device reaches (TT-Metal's
  * SYSTEM_MEMORY buffers). The names every output prints for kinds 0..4, indexed by

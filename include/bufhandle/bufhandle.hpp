@@ -81,9 +81,9 @@ struct call_info {
 
 // BH_DOMAIN, BH_DOMAIN_DEVICE and BH_DOMAIN_KIND without the C macros' casts,
 // which -Wold-style-cast and -Wuseless-cast flag in C++ code.
-constexpr uint32_t domain(uint32_t device, uint32_t kind) noexcept { return device << 4 | (kind & 0xFu); }
-constexpr uint32_t domain_device(uint32_t domain) noexcept { return domain >> 4; }
-constexpr uint32_t domain_kind(uint32_t domain) noexcept { return domain & 0xFu; }
+constexpr uint32_t domain(uint32_t device, uint32_t kind) noexcept { return BH_DOMAIN(device, kind); }
+constexpr uint32_t domain_device(uint32_t domain) noexcept { return BH_DOMAIN_DEVICE(domain); }
+constexpr uint32_t domain_kind(uint32_t domain) noexcept { return BH_DOMAIN_KIND(domain); }
 
 // The name of a memory kind (BH_MEM_*), or nullptr for the caller's own 5..15.
 inline const char *kind_name(uint32_t kind) noexcept {
