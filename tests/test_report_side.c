@@ -236,6 +236,39 @@ static void parked_events_are_applied_while_no_server_listens(void **state) {
     bh_socket_reporter_close(&r.rep);
 }
 
+/* A parked event applied by a thread that is not reporting (here, without
+ * a server: the sender, or the stats call) into a full ring: it is dropped
+ * and counted at once. The wait for ring room (max_block_us) is a reporting
+ * thread's choice; main before this test made whoever applied it wait, the
+ * sender (the ring's only consumer, when it drains the ring itself) or a
+ * stats, flush or close call, all holding the connection's lock: here 10 s,
+ * BH_TRACK_MAX_BLOCK_US's most, for an event no consumer could take. */
+static void a_parked_event_into_a_full_ring_does_not_stall_the_sender(void **state) {
+    (void)state;
+    reporting r = {.base = 0x20000000ull};
+    bh_socket_options opt = {.queue_capacity = 1, .max_block_us = 10u * 1000u * 1000u};
+    assert_int_equal(bh_socket_reporter_open(paths.sock, &opt, &r.rep), BH_OK); /* nobody listens */
+    stream *s = r.rep.ctx;
+    report_some(&r.rep, 0x10000000ull, BH_RING_MIN_CAP - 1); /* the ring full but the mark's record */
+    pthread_mutex_lock(&s->c->lock);
+    rs_stream_wait(s);
+    assert_int_equal(s->head, BH_RING_MIN_CAP - 1);
+    pthread_spin_unlock(&s->lock);
+    park(&r); /* PARKED events beside the held locks */
+    pthread_mutex_unlock(&s->c->lock);
+    double t0 = test_now_s();
+    bh_reporter_stats rs;
+    assert_int_equal(bh_socket_reporter_stats(&r.rep, &rs), BH_OK); /* every parked event applied */
+    double took = test_now_s() - t0;
+    print_message("%d parked into a full ring, max_block_us 10 s: stats after %.0f ms (reported %llu, "
+                  "dropped %llu)\n",
+                  PARKED, took * 1e3, (unsigned long long)rs.reported, (unsigned long long)rs.dropped);
+    assert_int_equal(rs.reported, BH_RING_MIN_CAP - 1 + PARKED);
+    assert_int_equal(rs.dropped, PARKED);
+    assert_true(took < 5.0); /* 10 s or more: a wait for room nobody can make */
+    bh_socket_reporter_close(&r.rep);
+}
+
 /* A reporter whose server went and came back, closed before its sender's
  * next retry (here: an hour away, as after a long back-off; by default
  * RETRY_MS): the close tries the server once more and delivers the ring's
@@ -325,6 +358,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(a_close_and_an_exit_without_a_server_say_what_they_lost, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_close_tries_a_server_that_came_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_parked_event_into_a_full_ring_does_not_stall_the_sender, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("report_side", tests, NULL, NULL);
 }

@@ -46,10 +46,9 @@ static void fork_prepare(void) {
     pthread_mutex_lock(&conns_lock);
     for (conn *c = conns; c != NULL; c = c->next) {
         pthread_mutex_lock(&c->lock);
-        /* Only locked, not rs_stream_lock: applying parked events could
-         * wait for ring room (max_block_us) inside fork(); they stay
-         * parked for the next holder (the parent's; the child's reports
-         * through these streams are dropped). */
+        /* Only locked, not rs_stream_lock: parked events stay parked for
+         * the next holder (the parent's; the child's reports through these
+         * streams are dropped). */
         for (stream *s = c->streams; s != NULL; s = s->next)
             rs_stream_wait(s);
     }

@@ -7,8 +7,9 @@
  * stream's lock is held by a preempted thread.
  * Must never: do socket I/O, take any lock but the stream's, sleep on it
  * (it spins LOCK_WAIT_US, then parks the event), wait for anything else but,
- * by choice, max_block_us for ring room, or lose an event without counting
- * it and asking for a resync.
+ * by choice, max_block_us for ring room (the reporting thread's own wait:
+ * another thread applying a parked event never waits), or lose an event
+ * without counting it and asking for a resync.
  */
 #include <time.h>
 
@@ -37,8 +38,13 @@ static int put_waiting(stream *s, const bh_event *ev, uint64_t n, uint64_t now) 
     }
 }
 
-/* Under s->lock: one event through the shadow into the ring, or dropped. */
-static void place(stream *s, const bh_event *ev) {
+/* Under s->lock: one event through the shadow into the ring, or dropped.
+ * may_wait: the caller is the reporting thread, which may wait for ring
+ * room (max_block_us, its own choice). Any other holder applying a parked
+ * event (the sender, which is the ring's only consumer when it drains it
+ * itself; a flush, close or stats call) holds the connection's lock too:
+ * it must not wait, and the event is dropped and counted at once. */
+static void place(stream *s, const bh_event *ev, int may_wait) {
     conn *c = s->c;
     s->reported++;
     /* Relaxed: a flag set once (fork, withdrawal); a report that misses it
@@ -63,7 +69,7 @@ static void place(stream *s, const bh_event *ev) {
     /* Waiting for room is for a consumer that is briefly behind; once events
      * were dropped (a resync is due) it would buy nothing. Relaxed: a hint. */
     if (rs_ring_put(s, (uint8_t)ev->kind, ev, n, now) == 0 ||
-        (s->max_block_us > 0 && !AO_load(&c->need_resync) && put_waiting(s, ev, n, now) == 0))
+        (may_wait && s->max_block_us > 0 && !AO_load(&c->need_resync) && put_waiting(s, ev, n, now) == 0))
         return;
     /* No room: the number stays given, so the consumer sees the gap. */
     s->dropped++;
@@ -95,8 +101,9 @@ static void side_push(stream *s, const bh_event *ev) {
 }
 
 /* Under s->lock, something parked: applies the parked events, in the order
- * they were parked, and counts those that could not be parked. */
-static void drain_parked(stream *s) {
+ * they were parked (may_wait: see place), and counts those that could not
+ * be parked. */
+static void drain_parked(stream *s, int may_wait) {
     AO_t list = AO_load(&s->side); /* relaxed: the CAS below checks it */
     for (;;) {                     /* the whole stack; acquire pairs with side_push's release */
         AO_t seen = AO_fetch_compare_and_swap_acquire(&s->side, list, 0);
@@ -115,7 +122,7 @@ static void drain_parked(stream *s) {
     while (fifo != NULL) {
         side_ev *x = fifo;
         fifo = x->next;
-        place(s, &x->ev);
+        place(s, &x->ev, may_wait);
         bh__free(x);
     }
     /* Relaxed, both: only the count matters (side_push asked for the
@@ -133,9 +140,9 @@ static void drain_parked(stream *s) {
  * report path, the work out of line). Relaxed peek: a push that
  * happens-before this holder's lock is seen by coherence; a concurrent one is
  * drained by the next holder. */
-static inline void drain_side(stream *s) {
+static inline void drain_side(stream *s, int may_wait) {
     if (AO_load(&s->side) != 0 || AO_load(&s->side_lost) != 0)
-        drain_parked(s);
+        drain_parked(s, may_wait);
 }
 
 void rs_stream_wait(stream *s) {
@@ -149,7 +156,7 @@ void rs_stream_wait(stream *s) {
 
 void rs_stream_lock(stream *s) {
     rs_stream_wait(s);
-    drain_side(s);
+    drain_side(s, 0); /* not a reporting thread: never waits for ring room */
 }
 
 void rs_side_free(stream *s) {
@@ -183,7 +190,7 @@ void rs_report_cb(void *ctx, const bh_event *ev) {
         side_push(s, ev);
         return;
     }
-    drain_side(s);
-    place(s, ev);
+    drain_side(s, 1);
+    place(s, ev, 1);
     pthread_spin_unlock(&s->lock);
 }
