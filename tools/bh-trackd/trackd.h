@@ -8,6 +8,7 @@
  *   conn.c      one connection: input buffering, output buffering, close
  *   native.c    native frames (docs/protocol.md) into the tracker
  *   ring.c      event rings (memfds of client streams) drained into the tracker
+ *   ring_fds.c  descriptors that come with a connection's bytes (SCM_RIGHTS)
  *   closer.c    descriptors clients passed, closed by a thread of its own
  *   tt.c        TT-Metal records (--compat-tt): record size, answers
  *   tt_table.c  TT's server's bookkeeping (tt_table.h): its QUERY answers
@@ -372,7 +373,7 @@ int td_tt_devices_file(td_tt_devices *d, const char *path, char *err, size_t cap
 /* The DEVICE_INFO_RESPONSE fields for device (-1: all) into out, a record of rec bytes. */
 void td_tt_device_info(const td_server *s, int32_t device, size_t rec, uint8_t *out);
 
-/* ======================== ring.c ======================== */
+/* ======================== ring.c / ring_fds.c ======================== */
 
 /* recv(2) of a connection's bytes that keeps the descriptors sent with them
  * (at most TD_RING_FDS waiting, within the connection caps; more are closed). */
