@@ -342,10 +342,29 @@ static int op_done(const td_client *c, const td_ring *r) {
     return (int64_t)(r->tail - r->target) >= 0 || r->tail == bh_ring_load(r->map, BH_RING_OFF_HEAD);
 }
 
-static void release_all(td_client *c) {
+/* r's stream was closed (RING_CLOSE) and r goes: what it still holds
+ * unread (its connection was refused before the drain got there, say over
+ * --max-live-per-client) nobody will drain (a reporter hands a closed
+ * stream's ring to no one), so the events it numbers are lost, counted for
+ * the process like any gap (its last record's number less the last one
+ * drained: a mark's number is that of the event before it). main before
+ * this let them go uncounted: a loss accounting that said exact was not. */
+static void close_unread(td_server *s, td_client *c, td_ring *r) {
+    uint64_t head = bh_ring_load(r->map, BH_RING_OFF_HEAD); /* acquire, as in drain */
+    if (r->op != OP_CLOSE || head == r->tail || head - r->tail > r->cap)
+        return; /* nothing unread, or a head out of bounds: numbers it shows mean nothing */
+    uint64_t n = bh_get64(r->map + BH_RING_HEADER + (size_t)((head - 1) & (r->cap - 1)) * BH_RING_RECORD);
+    if (n > r->last_n) {
+        count_gap(s, c, r, n - r->last_n);
+        r->last_n = n;
+    }
+}
+
+static void release_all(td_server *s, td_client *c) {
     while (c->rings != NULL) {
         td_ring *r = c->rings;
         c->rings = r->next;
+        close_unread(s, c, r);
         unmap(r);
     }
 }
@@ -355,7 +374,7 @@ static void release_all(td_client *c) {
  * held is handled; a connection that ended is closed for good. */
 static void finish(td_server *s, td_client *c) {
     if (c->ring_wait == TD_RING_WAIT_GONE) {
-        release_all(c);
+        release_all(s, c);
         c->ring_wait = 0;
         td_close_client(s, c); /* c is freed */
         return;
@@ -371,6 +390,8 @@ static void finish(td_server *s, td_client *c) {
             td_malformed(s, c, "RESYNC_BEGIN's mark is not in the ring");
         if (op == OP_CLOSE) {
             *q = r->next;
+            r->op = OP_CLOSE;
+            close_unread(s, c, r);
             unmap(r);
         } else {
             q = &r->next;
@@ -536,6 +557,6 @@ int td_ring_close_client(td_server *s, td_client *c) {
         c->partial_ms = 0;
         return 1;
     }
-    release_all(c);
+    release_all(s, c);
     return 0;
 }
