@@ -38,7 +38,13 @@ static inline uint32_t bh_sim_domain(uint32_t device, bh_sim_mem mem) { return B
 static inline uint32_t bh_sim_domain_device(uint32_t domain) { return BH_DOMAIN_DEVICE(domain); }
 /* Other memory kinds than DRAM and L1 are not simulated: alloc fails, free
  * counts them as unknown. */
+#ifdef __cplusplus /* clang++ flags a C cast here, inside extern "C" too */
+static inline bh_sim_mem bh_sim_domain_mem(uint32_t domain) {
+    return static_cast<bh_sim_mem>(BH_DOMAIN_KIND(domain));
+}
+#else
 static inline bh_sim_mem bh_sim_domain_mem(uint32_t domain) { return (bh_sim_mem)BH_DOMAIN_KIND(domain); }
+#endif
 
 typedef struct bh_sim_config {
     uint32_t devices;  /* >= 1 */
