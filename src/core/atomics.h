@@ -2,8 +2,9 @@
  * atomics.h - the library's atomic vocabulary and race-detector annotations.
  *
  * Owns: the include of <atomic_ops.h> (libatomic_ops, gcc __atomic builtins
- * mode, which ThreadSanitizer sees) and the happens-before annotations that let
- * helgrind and drd understand synchronisation done with atomics.
+ * mode, which ThreadSanitizer sees) and the happens-before and lock
+ * annotations that let helgrind and drd understand synchronisation done with
+ * atomics.
  * Must never: define an atomic operation of its own in inline assembly (TSan
  * would not see it), or make the annotations do anything in builds without
  * BH_VALGRIND_ANNOTATIONS.
@@ -41,6 +42,33 @@ extern int bh__under_valgrind;
         if (BH__UNDER_VALGRIND)                                                                              \
             ANNOTATE_HAPPENS_BEFORE_FORGET_ALL(addr);                                                        \
     } while (0)
+/* A lock of the library's own (not a pthread mutex): helgrind and drd see
+ * it as a writer-held rwlock, so they check the order it is taken in
+ * against every other lock (helgrind's "lock order violated") and derive
+ * the ordering between its holders from it, as for a mutex. helgrind.h's
+ * rwlock requests, because drd honours them too (it ignores helgrind's
+ * VALGRIND_HG_MUTEX_* ones). _TAKEN once the lock is held, _GIVING before
+ * it is let go: the next holder's _TAKEN then follows this one's _GIVING. */
+#define BH__LOCK_CREATED(lock)                                                                               \
+    do {                                                                                                     \
+        if (BH__UNDER_VALGRIND)                                                                              \
+            ANNOTATE_RWLOCK_CREATE(lock);                                                                    \
+    } while (0)
+#define BH__LOCK_DESTROYED(lock)                                                                             \
+    do {                                                                                                     \
+        if (BH__UNDER_VALGRIND)                                                                              \
+            ANNOTATE_RWLOCK_DESTROY(lock);                                                                   \
+    } while (0)
+#define BH__LOCK_TAKEN(lock)                                                                                 \
+    do {                                                                                                     \
+        if (BH__UNDER_VALGRIND)                                                                              \
+            ANNOTATE_RWLOCK_ACQUIRED((lock), 1);                                                             \
+    } while (0)
+#define BH__LOCK_GIVING(lock)                                                                                \
+    do {                                                                                                     \
+        if (BH__UNDER_VALGRIND)                                                                              \
+            ANNOTATE_RWLOCK_RELEASED((lock), 1);                                                             \
+    } while (0)
 /* Memory accessed only with atomic operations that no lock or happens-before
  * edge orders (lock-free readers that validate what they read): helgrind and
  * drd cannot tell an atomic load or store from a plain one, so they stop
@@ -51,6 +79,10 @@ extern int bh__under_valgrind;
 #define BH__HAPPENS_BEFORE(addr) ((void)(addr))
 #define BH__HAPPENS_AFTER(addr) ((void)(addr))
 #define BH__HAPPENS_FORGET(addr) ((void)(addr))
+#define BH__LOCK_CREATED(lock) ((void)(lock))
+#define BH__LOCK_DESTROYED(lock) ((void)(lock))
+#define BH__LOCK_TAKEN(lock) ((void)(lock))
+#define BH__LOCK_GIVING(lock) ((void)(lock))
 #define BH__ATOMIC_RANGE(addr, len) ((void)(addr), (void)(len))
 #define BH__ATOMIC_RANGE_END(addr, len) ((void)(addr), (void)(len))
 #endif

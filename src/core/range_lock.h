@@ -8,8 +8,11 @@
  * the order stripe locks are taken in, are range_stripes.c's too.
  * Must never: spin (two cores shared with busy loops: a waiter sleeps in
  * the kernel at once), be taken recursively, or be used without telling
- * helgrind and drd (under valgrind every take is a happens-after of the
- * lock, every letting go a happens-before: they cannot see a futex).
+ * helgrind and drd (they cannot see a futex: under valgrind every take and
+ * letting go is announced as a lock's, BH__LOCK_TAKEN and BH__LOCK_GIVING,
+ * so they order its holders and helgrind checks the order it is taken in:
+ * a table shard's (this lock too), then stripes', then the arenas' and the
+ * slab's mutexes).
  *
  * Why not a pthread mutex: a churn takes two stripe lock pairs, and
  * glibc's cost 57 instructions a pair in calls (type checks, the owner
@@ -41,7 +44,7 @@ static inline void bh__stripe_lock_take(bh__stripe_lock *l) {
     unsigned seen = AO_int_fetch_compare_and_swap_acquire(&l->word, 0, 1);
     if (__builtin_expect(seen != 0, 0))
         bh__stripe_lock_wait(l, seen);
-    BH__HAPPENS_AFTER(l);
+    BH__LOCK_TAKEN(l);
 }
 
 /* 1 if taken (never waits): the fork child's check that no parent thread
@@ -49,12 +52,12 @@ static inline void bh__stripe_lock_take(bh__stripe_lock *l) {
 static inline int bh__stripe_lock_try(bh__stripe_lock *l) {
     if (AO_int_fetch_compare_and_swap_acquire(&l->word, 0, 1) != 0) /* acquire: as in take */
         return 0;
-    BH__HAPPENS_AFTER(l);
+    BH__LOCK_TAKEN(l);
     return 1;
 }
 
 static inline void bh__stripe_lock_give(bh__stripe_lock *l) {
-    BH__HAPPENS_BEFORE(l);
+    BH__LOCK_GIVING(l);
     /* Release: pairs with the acquire of the next take. 1 -> 0: nobody
      * waited. 2 -> 1: someone may sleep; the word goes to 0 and one waiter
      * is woken (range_stripes.c). */

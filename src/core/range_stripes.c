@@ -45,13 +45,14 @@ static unsigned exchange_acquire(volatile unsigned *w, unsigned v) {
 
 void bh__stripe_lock_init(bh__stripe_lock *l) {
     l->word = 0;
-    /* helgrind and drd would see the word's atomics as races; the
-     * happens-before annotations of range_lock.h order the holders. */
+    /* helgrind and drd would see the word's atomics as races; the lock
+     * annotations of range_lock.h order the holders. */
     BH__ATOMIC_RANGE(&l->word, sizeof(l->word));
+    BH__LOCK_CREATED(l);
 }
 
 void bh__stripe_lock_fini(bh__stripe_lock *l) {
-    BH__HAPPENS_FORGET(l);
+    BH__LOCK_DESTROYED(l);
     BH__ATOMIC_RANGE_END(&l->word, sizeof(l->word));
 }
 
