@@ -314,19 +314,19 @@ static void a_number_jump_does_not_wrap_the_loss_of_others(void **state) {
     test_server_stop_clean(srv);
 }
 
-/* A ring of stream 2 (tr_taken_ring's are stream 1's) handed over on sock,
+/* A ring of stream (tr_taken_ring's are stream 1's) handed over on sock,
  * refused or taken as the server says: the ACK's status. */
-static uint32_t ring_of_stream_2(int sock, uint32_t cap, int seal, uint8_t **map, int *fd) {
+static uint32_t ring_of_stream(int sock, uint32_t stream, uint32_t cap, int seal, uint8_t **map, int *fd) {
     *fd = tr_make_ring(cap, seal, 0, map);
-    bh_put32(*map + BH_RING_OFF_STREAM, 2);
+    bh_put32(*map + BH_RING_OFF_STREAM, stream);
     uint8_t f[BH_WIRE_HEADER + BH_WIRE_RING_LEN];
     size_t h = bh_wire_header(f, BH_WIRE_RING, BH_WIRE_RING_LEN);
     memset(f + h, 0, BH_WIRE_RING_LEN);
-    bh_put32(f + h, 2);
+    bh_put32(f + h, stream);
     bh_put32(f + h + 4, cap);
     tr_send_fds(sock, f, sizeof(f), fd, 1);
     uint32_t status = 1;
-    assert_int_equal(tr_await_frame(sock, BH_WIRE_RING_ACK, &status), 2);
+    assert_int_equal(tr_await_frame(sock, BH_WIRE_RING_ACK, &status), stream);
     return status;
 }
 
@@ -343,9 +343,9 @@ static void the_ring_counters_are_shown_and_saturate(void **state) {
     tr_hello(sock);
     uint8_t *refused_map, *ring1, *ring2;
     int refused_fd, fd2;
-    assert_int_not_equal(ring_of_stream_2(sock, CAP, 0, &refused_map, &refused_fd), 0); /* not sealed */
+    assert_int_not_equal(ring_of_stream(sock, 2, CAP, 0, &refused_map, &refused_fd), 0); /* not sealed */
     int fd1 = tr_taken_ring(sock, CAP, &ring1);
-    assert_int_equal(ring_of_stream_2(sock, CAP, 1, &ring2, &fd2), 0);
+    assert_int_equal(ring_of_stream(sock, 2, CAP, 1, &ring2, &fd2), 0);
     uint8_t *rings[2] = {ring1, ring2};
     for (int i = 0; i < 2; i++) {
         tr_put_record(rings[i], CAP, 0, 1, BH_RING_ALLOC, 0x5000);
@@ -393,7 +393,7 @@ static void a_closed_streams_unread_records_are_counted_lost(void **state) {
     tr_hello(sock);
     uint8_t *ring;
     int fd;
-    assert_int_equal(ring_of_stream_2(sock, CAP, 1, &ring, &fd), 0);
+    assert_int_equal(ring_of_stream(sock, 2, CAP, 1, &ring, &fd), 0);
     tr_put_record(ring, CAP, 0, 0, BH_RING_MARK, 5); /* held here until the mark is stale */
     for (uint64_t i = 1; i <= EVENTS; i++)
         tr_put_record(ring, CAP, i, i, BH_RING_ALLOC, 0x100000 + i * 64);
@@ -415,6 +415,42 @@ static void a_closed_streams_unread_records_are_counted_lost(void **state) {
     assert_int_equal(ring_lost, EVENTS - LIMIT - 1);
     munmap(ring, bh_ring_bytes(CAP));
     close(fd);
+    close(sock);
+    test_server_stop_clean(srv);
+}
+
+/* One uid's rings are capped with its connections: 4 per connection it may
+ * have (--max-connections-per-uid 3 here: 12); a 13th ring is refused (RING_ACK BH_ENOMEM, counted in
+ * rings_refused; its events come over the socket), the connection kept.
+ * main before this test took it (64 per process, no cap per uid: one user's
+ * processes could attach 64 each for the loop to poll every 4 ms). */
+static void one_uids_rings_are_capped(void **state) {
+    (void)state;
+    enum { CAP = 1024, PER_UID = 12 };
+    pid_t srv =
+        test_server_start(trackd, &paths, (const char *const[]){"--max-connections-per-uid", "3", NULL});
+    int sock = test_connect(paths.sock);
+    tr_hello(sock);
+    uint8_t *maps[PER_UID + 1];
+    int fds[PER_UID + 1];
+    uint32_t status[PER_UID + 1];
+    for (uint32_t k = 0; k <= PER_UID; k++)
+        status[k] = ring_of_stream(sock, k + 1, CAP, 1, &maps[k], &fds[k]);
+    char buf[1 << 16];
+    const char *j = test_stats_json(trackd, paths.sock, buf, sizeof(buf));
+    uint64_t attached = test_json_u64(j, "server", "rings_attached"),
+             refused = test_json_u64(j, "server", "rings_refused");
+    printf("# %d rings of one uid under a cap of %d: %llu attached, %llu refused (the last: status %u)\n",
+           PER_UID + 1, PER_UID, (unsigned long long)attached, (unsigned long long)refused, status[PER_UID]);
+    for (uint32_t k = 0; k < PER_UID; k++)
+        assert_int_equal(status[k], 0);
+    assert_int_equal((int32_t)status[PER_UID], BH_ENOMEM);
+    assert_int_equal(attached, PER_UID);
+    assert_int_equal(refused, 1);
+    for (uint32_t k = 0; k <= PER_UID; k++) {
+        munmap(maps[k], bh_ring_bytes(CAP));
+        close(fds[k]);
+    }
     close(sock);
     test_server_stop_clean(srv);
 }
@@ -493,6 +529,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(a_number_jump_does_not_wrap_the_loss_of_others, setup, teardown),
         cmocka_unit_test_setup_teardown(the_ring_counters_are_shown_and_saturate, setup, teardown),
         cmocka_unit_test_setup_teardown(a_closed_streams_unread_records_are_counted_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(one_uids_rings_are_capped, setup, teardown),
         cmocka_unit_test_setup_teardown(waiting_descriptors_stay_within_the_connection_caps, setup, teardown),
     };
     return cmocka_run_group_tests_name("ring", tests, NULL, NULL);

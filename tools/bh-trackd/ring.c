@@ -84,6 +84,18 @@ static size_t process_rings(const td_server *s, pid_t pid, size_t *bytes) {
     return n;
 }
 
+/* The rings uid's connections have attached: at most TD_RING_UID_FACTOR
+ * per connection it may have (--max-connections-per-uid). Idle rings are polled every
+ * TD_RING_POLL_MS; without this one user's processes could attach 64 rings
+ * each, on every connection the caps let them have, for the loop to poll. */
+static uint64_t uid_rings(const td_server *s, uid_t uid) {
+    uint64_t n = 0;
+    for (const td_client *c = s->clients; c != NULL; c = c->next)
+        for (const td_ring *r = c->uid == uid ? c->rings : NULL; r != NULL; r = r->next)
+            n++;
+    return n;
+}
+
 /* 1 if the memfd st is another live connection's ring already, one of
  * another process (take_over lets its own process's go): one memfd
  * attached by N connections was drained N times, N times the CPU for one
@@ -155,8 +167,10 @@ static bh_status map_ring(td_server *s, td_client *c, int fd, uint32_t stream, u
         rc = BH_EBUSY;
     if (rc == BH_OK) {
         take_over(s, c, &st); /* before the limits: the old mapping counts there */
-        if (process_rings(s, c->pid, &bytes) >= TD_RING_MAX || bytes + bh_ring_bytes(cap) > TD_RING_MAX_BYTES)
-            rc = BH_ENOMEM; /* this process's rings cost enough */
+        if (process_rings(s, c->pid, &bytes) >= TD_RING_MAX ||
+            bytes + bh_ring_bytes(cap) > TD_RING_MAX_BYTES ||
+            uid_rings(s, c->uid) >= s->max_conns_per_uid * TD_RING_UID_FACTOR)
+            rc = BH_ENOMEM; /* this process's, or this user's, rings cost enough */
     }
     td_ring *r = rc == BH_OK ? calloc(1, sizeof(*r)) : NULL;
     void *m =
@@ -221,7 +235,7 @@ static void attach(td_server *s, td_client *c, const uint8_t *p, uint32_t len) {
         s->rings_refused++;
         td_log(s, TD_WARN, "pid %d stream %u: ring refused (%s); its events come over the socket",
                (int)c->pid, stream,
-               st == BH_ENOMEM  ? "over this process's ring limits"
+               st == BH_ENOMEM  ? "over this process's or this uid's ring limits"
                : st == BH_EBUSY ? "its memfd is another connection's ring"
                                 : "not a sealed memfd of its size");
     }

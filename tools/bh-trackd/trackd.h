@@ -70,9 +70,10 @@
 #define TD_RING_FDS 4                  /* descriptors a connection may have waiting for their RING frame */
 #define TD_RING_MAX 64                 /* rings of one process */
 #define TD_RING_MAX_BYTES (1ull << 30) /* what one process's rings may map */
-#define TD_RING_POLL_MS 4              /* rings are polled this often while attached and idle */
-#define TD_RING_SLICE 4096u            /* records drained from one connection's rings per loop turn */
-#define TD_RING_TURN 16384u            /* records drained from all rings per loop turn */
+#define TD_RING_UID_FACTOR 4u /* rings of one uid: this many per connection it may have (256 by default) */
+#define TD_RING_POLL_MS 4     /* rings are polled this often while attached and idle */
+#define TD_RING_SLICE 4096u   /* records drained from one connection's rings per loop turn */
+#define TD_RING_TURN 16384u   /* records drained from all rings per loop turn */
 #define TD_RING_STOP                                                                                         \
     (1u << 20)             /* records drained from all rings at shutdown; the rest stay for the next server */
 #define TD_RESYNCS_OPEN 16 /* streams one connection may resync at once; past it, refused */
