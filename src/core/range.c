@@ -515,27 +515,24 @@ static void drop_tree(bh__range_stripe *s, tree *t) {
     bh__free(t);
 }
 
-/* Never allocates: merges and moves only, so a removal cannot fail. */
-void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, const bh__block *b) {
-    tree *t = tree_of(s, dev_of(b));
-    if (t == NULL)
-        return;
-    uint64_t start = addr_of(b);
-    path p;
-    leaf *l = descend(t, start, &p);
-    uint32_t pos = leaf_rank(l, start);
-    if (pos == 0 || key_at(l, pos - 1) != start || bh__range_ref_slot(l->e[pos - 1].ref) != bh__block_slot(b))
-        return; /* not indexed (a takeover took it out; another block has the start) */
-    pos--;
-    /* The base stays: it is still <= every start left. */
+/* Takes entry pos out of leaf l. The base stays: it is still <= every
+ * start left. */
+static INLINE void leaf_take(leaf *l, uint32_t pos) {
     memmove(l->e + pos, l->e + pos + 1, (l->n - pos - 1) * sizeof(l->e[0]));
     l->n--;
     l->e[l->n].off = UINT32_MAX; /* the padding */
-    if (t->height == 0) {
-        if (l->n == 0)
-            drop_tree(s, t);
-        return;
-    }
+}
+
+/* A removal from a leaf under inner nodes that changes more than the leaf:
+ * its first start (a separator names it) or its fill (below a quarter).
+ * The entry at start is in the tree (bh__range_remove found it, under the
+ * same lock); the way down is found again, with the path this time. */
+static __attribute__((noinline)) void remove_reshaping(const bh__ranges *r, bh__range_stripe *s, tree *t,
+                                                       uint64_t start) {
+    path p;
+    leaf *l = descend(t, start, &p);
+    uint32_t pos = leaf_rank(l, start) - 1;
+    leaf_take(l, pos);
     if (pos == 0 && l->n > 0)
         fix_separator(&p, t->height, key_at(l, 0));
     /* Bottom up: each level refills its short node; a merge takes a
@@ -564,4 +561,33 @@ void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, const bh__block 
         t->height--;
         bh__range_inner_free(s, root);
     }
+}
+
+/* Never allocates: merges and moves only, so a removal cannot fail. Nearly
+ * every removal changes its leaf alone and needs no path down to it; the
+ * rest (a leaf's first start, or a leaf falling below a quarter: about one
+ * removal in twenty at 1K live) descends again in remove_reshaping. Without
+ * the path's stores and its frame a removal is 188 -> 182 instructions at
+ * 1K live (callgrind), the second descents included. */
+void bh__range_remove(const bh__ranges *r, bh__range_stripe *s, const bh__block *b) {
+    tree *t = tree_of(s, dev_of(b));
+    if (t == NULL)
+        return;
+    uint64_t start = addr_of(b);
+    leaf *l = descend(t, start, NULL);
+    uint32_t pos = leaf_rank(l, start);
+    if (pos == 0 || key_at(l, pos - 1) != start || bh__range_ref_slot(l->e[pos - 1].ref) != bh__block_slot(b))
+        return; /* not indexed (a takeover took it out; another block has the start) */
+    pos--;
+    if (t->height == 0) {
+        leaf_take(l, pos);
+        if (l->n == 0)
+            drop_tree(s, t);
+        return;
+    }
+    if (pos == 0 || l->n - 1 < r->leaf_max / 4) {
+        remove_reshaping(r, s, t, start);
+        return;
+    }
+    leaf_take(l, pos);
 }
