@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "support/run_output.h"
+
 static const char *checker; /* "valgrind" or "asan" */
 static const char *valgrind;
 static const char *suppressions;
@@ -40,12 +42,8 @@ static void run_mode_env(const char *env, const char *mode, run *r) {
     else
         snprintf(cmd, sizeof(cmd), "%s ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 %s %s 2>&1", env, program,
                  mode);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(r->out, 1, sizeof(r->out) - 1, p);
-    r->out[n] = '\0';
-    int status = pclose(p);
-    r->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r->exit_code = run_output(cmd, r->out, sizeof(r->out));
+    assert_true(r->exit_code != -2);
 }
 
 static void run_mode(const char *mode, run *r) { run_mode_env("", mode, r); }

@@ -24,6 +24,7 @@
 #include "bufhandle/bufhandle.h"
 #include "diag/capture.h"
 #include "diag/diag.h"
+#include "support/run_output.h"
 
 /* ======================== Fixture ======================== */
 
@@ -368,11 +369,7 @@ static void an_inlined_culprit_is_a_frame_of_its_own(void **state) {
     (void)state;
     char cmd[1024], out[16384];
     snprintf(cmd, sizeof(cmd), "%s 2>&1", inlined_program);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = '\0';
-    pclose(p);
+    assert_true(run_output(cmd, out, sizeof(out)) != -2);
     int bug = 0, call = 0;
     const char *lines = strstr(out, "lines ");
     assert_non_null(lines);

@@ -31,6 +31,7 @@
 
 #include "bufhandle/bufhandle.h"
 #include "core/internal.h"
+#include "support/run_output.h"
 
 #define DOMAIN BH_DOMAIN(1, BH_MEM_DRAM)
 #define ADDRESS 0x40000000ull
@@ -114,12 +115,8 @@ static void under_helgrind(const char *mode, run *r) {
     snprintf(cmd, sizeof(cmd),
              "%s --tool=helgrind --error-exitcode=42 --num-callers=30 --suppressions=%s /proc/%d/exe %s 2>&1",
              valgrind, suppressions, (int)getpid(), mode);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(r->out, 1, sizeof(r->out) - 1, p);
-    r->out[n] = '\0';
-    int status = pclose(p);
-    r->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r->exit_code = run_output(cmd, r->out, sizeof(r->out));
+    assert_true(r->exit_code != -2);
 }
 
 static void a_stripe_lock_taken_before_a_shard_lock_is_a_lock_order_violation(void **state) {
