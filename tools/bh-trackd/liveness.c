@@ -116,7 +116,9 @@ static void on_leak(void *ctx, const bh_track_entry *e) {
     l->address = e->address;
     l->size = e->size;
     l->age_ms = s->going_ms - e->since;
-    snprintf(l->name, sizeof(l->name), "%s", td_name_of(s, td_key_pid(e->client)));
+    /* Truncated to the leak record's 31 characters on purpose (a name is up to 255). */
+    snprintf(l->name, sizeof(l->name), "%.*s", (int)sizeof(l->name) - 1,
+             td_name_of(s, td_key_pid(e->client)));
     if (l->stream == 0 && s->tt_table != NULL) /* a compat client's: out of their share of the sums */
         td_tt_view_add(s->tt_table, (int32_t)BH_DOMAIN_DEVICE(e->device), BH_DOMAIN_KIND(e->device),
                        -(int64_t)e->size);
