@@ -143,12 +143,8 @@ static void foreign_handles_stay_stale_across_300_registries(void **state) {
     assert_int_equal(bh_release(alive[1], held[0]), BH_ESTALE);
     assert_int_equal(bh_release(alive[0], held[1]), BH_ESTALE);
     for (int r = 0; r < 300; r++) {
-        bh_config cfg;
-        memset(&cfg, 0, sizeof(cfg));
-        cfg.flags = BH_CONFIG_NO_ENV;
-        bh_registry *reg;
+        bh_registry *reg = registry_with(BH_CONFIG_NO_ENV);
         bh_handle h;
-        assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
         assert_int_equal(bh_intern(reg, 0, BASE, 64, &h), BH_OK); /* slot 1, first generation: like held[] */
         bh_info info;
         for (int i = 0; i < 2; i++) {

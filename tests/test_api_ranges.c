@@ -29,11 +29,7 @@ static void ranges_past_2_64_and_live_bytes_overflow_are_einval(void **state) {
     assert_int_equal(checker_alloc_reports(f->chk), 0);
 
     /* Ending exactly at 2^64 is a valid range; the two halves fill the space. */
-    bh_registry *reg;
-    bh_config cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.flags = BH_CONFIG_NO_ENV;
-    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    bh_registry *reg = registry_with(BH_CONFIG_NO_ENV);
     assert_int_equal(bh_intern(reg, 0, half, half, &a), BH_OK);
     assert_int_equal(bh_intern(reg, 1, 0, half, &b), BH_EINVAL); /* live_bytes would wrap */
     assert_int_equal(bh_adopt(reg, 1, 0, half, &b), BH_EINVAL);
@@ -168,11 +164,7 @@ static void a_dying_allocation_keeps_its_range_until_its_free(void **state) {
  * every other acquisition. */
 static void lookup_containing_with_debug_refs_gives_its_own_token(void **state) {
     (void)state;
-    bh_config cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.flags = BH_CONFIG_NO_ENV | BH_CONFIG_DEBUG_REFS;
-    bh_registry *reg;
-    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    bh_registry *reg = registry_with(BH_CONFIG_NO_ENV | BH_CONFIG_DEBUG_REFS);
     bh_handle whole, view;
     assert_int_equal(bh_intern(reg, 0, BASE, 8192, &whole), BH_OK);
     assert_int_equal(bh_lookup_containing(reg, 0, BASE + 100, &view), BH_OK);
@@ -193,11 +185,7 @@ static void lookup_containing_with_debug_refs_gives_its_own_token(void **state) 
 /* With the check off, 0.2's behaviour: only exact keys are compared. */
 static void no_overlap_check_restores_exact_keys_only(void **state) {
     (void)state;
-    bh_config cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.flags = BH_CONFIG_NO_ENV | BH_CONFIG_NO_OVERLAP_CHECK;
-    bh_registry *reg;
-    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    bh_registry *reg = registry_with(BH_CONFIG_NO_ENV | BH_CONFIG_NO_OVERLAP_CHECK);
     bh_handle whole, inner, h;
     assert_int_equal(bh_intern(reg, 0, BASE, 8192, &whole), BH_OK);
     assert_int_equal(bh_intern(reg, 0, BASE + 4096, 64, &inner), BH_OK);

@@ -59,3 +59,12 @@ bh_stats stats_of(bh_registry *reg) {
 }
 
 /* ------------------------------------------------------------ registry */
+
+bh_registry *registry_with(uint32_t flags) {
+    bh_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.flags = flags;
+    bh_registry *reg = NULL;
+    assert_int_equal(bh_registry_create(&cfg, &reg), BH_OK);
+    return reg;
+}

@@ -32,6 +32,9 @@ typedef struct fixture {
 int api_setup(void **state);
 int api_teardown(void **state);
 bh_stats stats_of(bh_registry *reg);
+/* A registry of its own with these flags and nothing else (no allocator,
+ * no reporter): the cases that need a configuration the fixture has not. */
+bh_registry *registry_with(uint32_t flags);
 
 #define T(name) cmocka_unit_test_setup_teardown(name, api_setup, api_teardown)
 
