@@ -10,6 +10,8 @@
 #include "otab.h"
 #include "track.h"
 
+#include "sat.h" /* loss_add */
+
 typedef struct entry { /* a live allocation: a address, b device */
     okey k;
     uint64_t size, since;
@@ -131,5 +133,21 @@ hist *history_of(bh_track *t, uint64_t client, uint32_t device, uint64_t address
 hist *history_found(bh_track *t, hist *h);
 /* Every record (clean ones, then findings), until fn returns nonzero. */
 void history_each(const bh_track *t, int (*fn)(void *ctx, const hist *h), void *ctx);
+
+/* track.c's, shared with track_leave.c (what leaving clients need of the
+ * state): the process and stream of an id (created when made is not NULL
+ * and they are new), a process freed with its streams, a device's live
+ * bytes moved by size (sign +1 or -1), a history record's finding counted,
+ * and a process taken off the tracker's table and list. */
+proc *proc_of(bh_track *t, uint32_t pid, int *made);
+stream *stream_of(proc *p, uint32_t id, int *made);
+void free_proc(proc *p);
+void device_add(bh_track *t, uint32_t device, uint64_t size, int sign);
+void history_finding(bh_track *t, hist *h, uint64_t *count);
+void unlink_proc(bh_track *t, proc *p); /* track_leave.c's */
+/* Loss counters saturate: a client's numbers may jump almost 2^64 ahead, and
+ * its loss is summed with others' (totals, the "(departed)" group): a wrap
+ * there would hide theirs. UINT64_MAX reads "at least that many". */
+static inline void loss_add(uint64_t *to, uint64_t n) { *to = bh__sat_add(*to, n); }
 
 #endif
