@@ -196,15 +196,14 @@ static int drop_slice(td_server *s, td_going *g, uint64_t budget) {
     g->leaks += bh_track_drop_some(s->track, (uint32_t)g->pid, budget, on_leak, s, &left);
     if (left > 0)
         return 0;
-    td_going **p = &s->going;
-    while (*p != g)
+    td_going **p = &s->going, *prev = NULL;
+    while (*p != g) {
+        prev = *p;
         p = &(*p)->next;
-    *p = g->next;
-    if (s->going_last == g) {
-        s->going_last = NULL;
-        for (td_going *q = s->going; q != NULL; q = q->next)
-            s->going_last = q;
     }
+    *p = g->next;
+    if (s->going_last == g) /* the list's new last is the one before g */
+        s->going_last = prev;
     pid_t pid = g->pid;
     uint64_t leaks = g->leaks, start = g->start;
     free(g);
